@@ -1,0 +1,493 @@
+"""relay's configuration: YAML with ``${env:VAR}`` / ``${file:PATH}`` expansion, validated by pydantic.
+
+The layout follows the OpenTelemetry Collector's config style (``receivers.otlp.protocols.{http,grpc}``,
+``exporters.langfuse``, ``service``) so operators recognise it. Secrets never appear in the file itself:
+they come from ``${env:…}`` or ``${file:…}`` references, and they are typed as ``SecretStr`` so they are
+never printed by ``repr`` or logged.
+
+Expansion syntax (Collector "confmap" providers, https://opentelemetry.io/docs/collector/configuration/):
+
+- ``${env:NAME}`` — the environment variable, empty string when unset;
+- ``${env:NAME:-default}`` — the variable, or ``default`` when unset or empty;
+- ``${file:/path/to/secret}`` — the file's content with surrounding whitespace stripped.
+
+Durations accept Go-style strings (``500ms``, ``30s``, ``5m``, ``1h``) or numbers of seconds.
+Sizes accept integers (bytes) or strings with a unit (``64MiB``, ``1GiB``, ``512KB``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ConfigError",
+    "RelayConfig",
+    "TenantConfig",
+    "LangfuseConfig",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+]
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_EXPAND_RE = re.compile(r"\$\{(env|file):([^}:]+)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be loaded or validated.
+
+    ``problems`` is a list of human-readable lines, each naming the file, the key path and (when known)
+    the line, e.g. ``config.yaml:12: exporters.langfuse.batch.max_spans: Input should be a valid integer``.
+    """
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: Any) -> float:
+    """Parse a duration into seconds (float).
+
+    Accepts numbers (seconds) and strings like ``250ms``, ``30s``, ``5m``, ``1h``, ``2d``.
+    Raises ``ValueError`` for anything else or negative values.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '30s'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '500ms', '30s', '5m', '1h'")
+
+
+def parse_size(value: Any) -> int:
+    """Parse a size into bytes (int): integers are bytes; strings may carry B, KB, MB, GB, KiB, MiB, GiB, TiB.
+
+    Raises ``ValueError`` for anything else or negative values.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like '64MiB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size must not be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            unit = m.group(2).lower() if m.group(2) else None
+            return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    raise ValueError(f"invalid size {value!r}: use a number of bytes or e.g. '512KiB', '64MiB', '1GiB'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _secret_or_none(value: Any) -> Any:
+    """Treat empty strings (an unset ``${env:VAR}``) as "not configured"."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    return value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_secret_or_none)]
+OptionalStr = Annotated[str | None, BeforeValidator(_secret_or_none)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpReceiverConfig(_Model):
+    """OTLP/HTTP receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp)."""
+
+    enabled: bool = True
+    endpoint: str = "0.0.0.0:4318"
+    #: Cap on the request body in bytes, enforced on the wire and after decompression (spec: 413 over it).
+    max_request_body_size: Size = 64 * 2**20
+    #: Also serve ``/api/public/otel/v1/traces`` so the Langfuse SDKs can use relay as their base URL.
+    langfuse_compatible_path: bool = True
+
+
+class GrpcReceiverConfig(_Model):
+    """OTLP/gRPC receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc)."""
+
+    enabled: bool = True
+    endpoint: str = "0.0.0.0:4317"
+    #: Cap on the (decompressed) message in bytes; over it → RESOURCE_EXHAUSTED.
+    max_recv_msg_size: Size = 64 * 2**20
+
+
+class OtlpProtocols(_Model):
+    http: HttpReceiverConfig = HttpReceiverConfig()
+    grpc: GrpcReceiverConfig = GrpcReceiverConfig()
+
+
+class OtlpReceiverConfig(_Model):
+    protocols: OtlpProtocols = OtlpProtocols()
+
+
+class ReceiversConfig(_Model):
+    otlp: OtlpReceiverConfig = OtlpReceiverConfig()
+
+
+class AuthConfig(_Model):
+    """How a request is assigned to a tenant.
+
+    - With no tokens configured anywhere, every request belongs to ``default_tenant``.
+    - With tokens configured, a request must carry ``Authorization: Bearer <token>`` (or, for Langfuse SDK
+      clients, Basic auth whose username is a tenant's Langfuse public key and password one of its tokens);
+      otherwise 401 and nothing is stored.
+    - ``tenant_header`` (e.g. ``X-Relay-Tenant``) names the tenant directly; only honour it behind a
+      trusted proxy that sets it, hence ``trust_tenant_header`` must also be true.
+    """
+
+    default_tenant: str = "default"
+    tenant_header: OptionalStr = None
+    trust_tenant_header: bool = False
+
+
+class RetryConfig(_Model):
+    """Exponential backoff with jitter (Collector ``configretry`` names and defaults, but faster start)."""
+
+    initial_interval: Duration = 1.0
+    max_interval: Duration = 30.0
+    multiplier: float = Field(1.5, ge=1.0)
+    randomization_factor: float = Field(0.5, ge=0.0, le=1.0)
+    #: Retries of a plain 500 before it is treated as permanent (Langfuse uses 500 for transient storage errors).
+    max_500_retries: int = Field(3, ge=0)
+
+
+class BatchConfig(_Model):
+    """Batching of outbound spans into export requests, by size and by time."""
+
+    max_spans: int = Field(512, ge=1)
+    max_bytes: Size = 4 * 2**20
+    flush_interval: Duration = 0.2
+
+
+class LangfuseConfig(_Model):
+    """One Langfuse project's OTLP endpoint and keys (https://langfuse.com/integrations/native/opentelemetry).
+
+    Export is on when all three of ``base_url``, ``public_key`` and ``secret_key`` are set.
+    """
+
+    base_url: OptionalStr = None
+    public_key: OptionalSecret = None
+    secret_key: OptionalSecret = None
+    environment: OptionalStr = None
+    release: OptionalStr = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when the endpoint and both keys are configured."""
+        return bool(self.base_url and self.public_key and self.secret_key)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class LangfuseExporterConfig(_Model):
+    """Exporter settings shared by all tenants (each tenant brings its own keys)."""
+
+    timeout: Duration = 30.0
+    retry_on_failure: RetryConfig = RetryConfig()
+    batch: BatchConfig = BatchConfig()
+    #: Defaults for tenants that do not override them (embedded default: the ``LANGFUSE_*`` env vars).
+    base_url: OptionalStr = None
+    public_key: OptionalSecret = None
+    secret_key: OptionalSecret = None
+    environment: OptionalStr = None
+    release: OptionalStr = None
+
+
+class ExportersConfig(_Model):
+    langfuse: LangfuseExporterConfig = LangfuseExporterConfig()
+
+
+class IdentityConfig(_Model):
+    """How Langfuse user ids, metadata and tags are derived from record/resource attributes.
+
+    ``user_attributes`` is a precedence list; the first attribute present wins. Claude Code's ``user.id`` is an
+    anonymous installation hash, so by default it is the last resort.
+    """
+
+    user_attributes: list[str] = ["enduser.id", "user.email", "user.account_uuid", "user.id"]
+    metadata_attributes: list[str] = ["team.id", "department", "cost_center", "organization.id", "service.version"]
+    tag_attributes: list[str] = ["team.id", "department"]
+
+
+class PipelineConfig(_Model):
+    """The pipeline that turns agent telemetry into Langfuse traces."""
+
+    #: A Claude Code interaction (or a GenAI trace) is closed and exported after this long without new records.
+    idle_timeout: Duration = 10.0
+    #: After the root span of a trace arrived, wait this long for stragglers (late logs, async subagents).
+    root_grace: Duration = 2.0
+    #: Forward prompts, responses and tool parameters when the agent sent them (Claude Code only sends them
+    #: with OTEL_LOG_USER_PROMPTS / OTEL_LOG_TOOL_DETAILS).
+    forward_content: bool = True
+    #: Regexes whose matches are replaced by ``[REDACTED]`` in forwarded content.
+    redact_patterns: list[str] = [
+        r"sk-ant-[A-Za-z0-9_\-]{8,}",
+        r"sk-lf-[A-Za-z0-9_\-]{8,}",
+        r"(?i)(?:api[_-]?key|secret|password|token)\s*[=:]\s*\S+",
+        r"AKIA[0-9A-Z]{16}",
+        r"gh[pousr]_[A-Za-z0-9]{20,}",
+    ]
+    environment: OptionalStr = None
+    release: OptionalStr = None
+    identity: IdentityConfig = IdentityConfig()
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compile(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"invalid regex {p!r}: {e}") from e
+        return v
+
+
+class StorageConfig(_Model):
+    """Where relay keeps its durable state (spool, dedup keys, ledger)."""
+
+    #: Directory of the SQLite database; relative paths are relative to the working directory.
+    directory: str = "./data"
+    #: fsync every commit (survives power loss). Off: survives process crashes (kill -9), not power loss.
+    fsync: bool = False
+    #: Upper bound of spooled data (inbound not yet processed + outbound not yet exported), in bytes.
+    #: Beyond it receivers answer 503 with Retry-After instead of dropping.
+    max_spool_size: Size = 2 * 2**30
+    #: How long dedup keys (request hashes, exported span ids) are remembered.
+    dedup_retention: Duration = 7 * 86400.0
+
+
+class AdminConfig(_Model):
+    """The admin HTTP endpoint: /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    endpoint: str = "127.0.0.1:8888"
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``auto``: JSON when stderr is not a terminal, text otherwise.
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+class ServiceConfig(_Model):
+    admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
+    #: Seconds SIGTERM waits for in-flight work (pipeline, exports) before exiting.
+    shutdown_timeout: Duration = 10.0
+
+
+class TenantConfig(_Model):
+    """A tenant: who may send (bearer tokens) and where its data goes (its own Langfuse project).
+
+    ``tokens`` are secrets; write them as ``${env:…}`` or ``${file:…}`` references.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    tokens: list[SecretStr] = []
+    langfuse: LangfuseConfig = LangfuseConfig()
+    #: Extra labels attached to this tenant's ledger records and traces (e.g. ``{org: acme}``).
+    labels: dict[str, str] = {}
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _drop_empty(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [t for t in v if not (isinstance(t, str) and t.strip() == "")]
+        return v
+
+
+class RelayConfig(_Model):
+    """The whole configuration file."""
+
+    receivers: ReceiversConfig = ReceiversConfig()
+    exporters: ExportersConfig = ExportersConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    storage: StorageConfig = StorageConfig()
+    auth: AuthConfig = AuthConfig()
+    tenants: list[TenantConfig] = []
+    service: ServiceConfig = ServiceConfig()
+
+    @model_validator(mode="after")
+    def _check_tenants(self) -> RelayConfig:
+        names = [t.name for t in self.tenants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
+        seen: dict[str, str] = {}
+        for t in self.tenants:
+            for tok in t.tokens:
+                v = tok.get_secret_value()
+                if v in seen and seen[v] != t.name:
+                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
+                seen[v] = t.name
+        return self
+
+    def resolved_tenants(self) -> list[TenantConfig]:
+        """The tenants with exporter-level Langfuse defaults filled in.
+
+        With no ``tenants`` section the single ``auth.default_tenant`` tenant is returned, using the exporter
+        defaults (embedded default: ``LANGFUSE_BASE_URL`` / ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``).
+        """
+        lf = self.exporters.langfuse
+        tenants = list(self.tenants) or [TenantConfig(name=self.auth.default_tenant)]
+        out = []
+        for t in tenants:
+            merged = LangfuseConfig(
+                base_url=t.langfuse.base_url or lf.base_url,
+                public_key=t.langfuse.public_key or lf.public_key,
+                secret_key=t.langfuse.secret_key or lf.secret_key,
+                environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
+                release=t.langfuse.release or lf.release or self.pipeline.release,
+            )
+            out.append(t.model_copy(update={"langfuse": merged}))
+        return out
+
+    @property
+    def data_dir(self) -> Path:
+        """The storage directory as a Path."""
+        return Path(self.storage.directory)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Any:
+    """Recursively expand ``${env:…}`` and ``${file:…}`` references in strings of a parsed YAML tree.
+
+    Raises ``ValueError`` when a referenced file cannot be read.
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: expand(v, env, base_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, env, base_dir) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        kind, name, default = m.group(1), m.group(2).strip(), m.group(3)
+        if kind == "env":
+            got = env.get(name, "")
+            return got if got else (default or "")
+        path = Path(name)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            if default is not None:
+                return default
+            raise ValueError(f"cannot read ${{file:{name}}}: {e.strerror}") from e
+
+    whole = _EXPAND_RE.fullmatch(value)
+    out = _EXPAND_RE.sub(repl, value)
+    if whole and out == "":
+        return None if whole.group(3) is None else out
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through a composed YAML node tree; return the 1-based line."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if getattr(k, "value", None) == part:
+                    nxt = v
+                    best = k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            best = node.start_mark.line + 1
+        else:
+            break
+        if node is None:
+            break
+    return best
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> RelayConfig:
+    """Load, expand and validate a config file; ``None`` gives the embedded defaults.
+
+    Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem.
+    """
+    if path is None:
+        return _validate({}, "<defaults>", None)
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from e
+    try:
+        raw = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from e
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections (receivers, exporters, …)"])
+    try:
+        expanded = expand(raw, env, path.parent)
+    except ValueError as e:
+        raise ConfigError([f"{path}: {e}"]) from e
+    return _validate(expanded, str(path), root)
+
+
+def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayConfig:
+    try:
+        return RelayConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            where = f"{name}:{line}" if line else name
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see README 'Configuration')"
+            problems.append(f"{where}: {dotted}: {msg}")
+        raise ConfigError(problems) from e

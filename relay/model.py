@@ -1,0 +1,157 @@
+"""relay's internal data model: the shapes that flow between receivers, pipeline, exporters and ledger.
+
+Units: times are Unix **nanoseconds** (``*_ns``) as in OTLP; durations on usage records are **milliseconds**
+(``*_ms``) as Claude Code reports them; money is **USD** (float) with an exact integer form in **micro-USD**
+(``cost_micros``) for the ledger; tokens are integer counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Signal", "Outcome", "ObservationType", "Level", "TraceInfo", "Observation", "UsageRecord"]
+
+
+class Signal(StrEnum):
+    """An OTLP signal; the value is the path segment (``/v1/<value>``)."""
+
+    TRACES = "traces"
+    METRICS = "metrics"
+    LOGS = "logs"
+
+    @property
+    def item_name(self) -> str:
+        """The Collector's item name for this signal, used in metric names (spans, metric_points, log_records)."""
+        return {"traces": "spans", "metrics": "metric_points", "logs": "log_records"}[self.value]
+
+
+class Outcome(StrEnum):
+    """The one outcome every received item ends in (counted in ``relay_items_total{outcome=…}``).
+
+    - ``forwarded``: became (or was merged into) a span exported to Langfuse;
+    - ``filtered``: deliberately not forwarded (metrics, startup events, duplicates, export disabled) —
+      still kept for the ledger where relevant;
+    - ``invalid``: rejected at the receiver with a reason (partial success or 4xx);
+    - ``dead_lettered``: the destination refused it permanently; kept in the dead-letter store for ``relay replay``.
+    """
+
+    FORWARDED = "forwarded"
+    FILTERED = "filtered"
+    INVALID = "invalid"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class ObservationType(StrEnum):
+    """Langfuse observation types (``langfuse.observation.type``), https://langfuse.com/docs/observability/features/observation-types."""
+
+    SPAN = "span"
+    GENERATION = "generation"
+    EVENT = "event"
+    AGENT = "agent"
+    TOOL = "tool"
+    CHAIN = "chain"
+
+
+class Level(StrEnum):
+    """Langfuse observation levels (``langfuse.observation.level``)."""
+
+    DEBUG = "DEBUG"
+    DEFAULT = "DEFAULT"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+@dataclass
+class TraceInfo:
+    """Trace-level fields. Langfuse v4 reads them per span, so the encoder copies them onto every span.
+
+    ``trace_id`` is 32 lowercase hex characters. ``tags`` are strings; ``metadata`` values are strings.
+    """
+
+    trace_id: str
+    name: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    environment: str | None = None
+    release: str | None = None
+    version: str | None = None
+    #: OTLP resource attributes to send on the resource (plain Python values).
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    """One Langfuse observation, to be encoded as one OTLP span.
+
+    Ids are lowercase hex: ``id`` 16 chars (span id), ``trace_id`` 32 chars. ``usage_details`` maps Langfuse
+    usage keys (``input``, ``output``, ``cache_read_input_tokens``, ``input_cache_creation_5m``,
+    ``input_cache_creation_1h``) to token counts; ``cost_details`` maps keys (``total``) to USD.
+    ``attributes`` are extra OTLP span attributes kept as-is (e.g. Claude Code's own attributes).
+    """
+
+    id: str
+    trace_id: str
+    name: str
+    type: ObservationType
+    start_ns: int
+    end_ns: int
+    parent_id: str | None = None
+    level: Level = Level.DEFAULT
+    status_message: str | None = None
+    model: str | None = None
+    model_parameters: dict[str, Any] | None = None
+    usage_details: dict[str, int] | None = None
+    cost_details: dict[str, float] | None = None
+    completion_start_ns: int | None = None
+    input: Any = None
+    output: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    #: OTLP span events, each ``(name, time_ns, attributes)``.
+    events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    status_error: bool = False
+
+
+@dataclass
+class UsageRecord:
+    """One LLM call or tool call for the usage ledger, counted once by ``key``.
+
+    ``kind`` is ``llm`` or ``tool``. ``key`` is stable across duplicates (e.g. ``llm:<request_id>``,
+    ``tool:<tool_use_id>``). Tokens are counts; ``input_tokens`` excludes cache reads and writes (Anthropic
+    semantics). ``cost_micros`` is micro-USD (exact); ``cost_source`` is ``reported`` (by the agent) or
+    ``computed`` (by relay's price table) or ``none``.
+    """
+
+    key: str
+    kind: str
+    time_ns: int
+    tenant: str = ""
+    session_id: str | None = None
+    trace_id: str | None = None
+    prompt_id: str | None = None
+    user: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    agent: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cost_micros: int = 0
+    cost_source: str = "none"
+    duration_ms: float | None = None
+    ttft_ms: float | None = None
+    success: bool = True
+    status_code: int | None = None
+    error_class: str | None = None
+    error: str | None = None
+    tool_name: str | None = None
+    decision: str | None = None
+    decision_source: str | None = None
+    source: str = ""
