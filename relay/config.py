@@ -332,7 +332,7 @@ class TenantConfig(_Model):
     @classmethod
     def _drop_empty(cls, v: Any) -> Any:
         if isinstance(v, list):
-            return [t for t in v if not (isinstance(t, str) and t.strip() == "")]
+            return [t for t in v if t is not None and not (isinstance(t, str) and t.strip() == "")]
         return v
 
 

@@ -1,0 +1,119 @@
+"""The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``.
+
+Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from relay import __version__
+from relay.config import ConfigError, RelayConfig, load_config
+
+__all__ = ["main"]
+
+
+def _load(path: str | None) -> RelayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"relay: invalid configuration ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the daemon; returns when SIGTERM/SIGINT has drained it."""
+    from relay.app import run
+
+    cfg = _load(args.config)
+    return asyncio.run(run(cfg))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a config file and print a summary of what it sets up."""
+    cfg = _load(args.config)
+    http = cfg.receivers.otlp.protocols.http
+    grpc = cfg.receivers.otlp.protocols.grpc
+    print(f"{args.config or '<defaults>'}: OK")
+    print(f"  receivers: http {http.endpoint if http.enabled else 'off'}, grpc {grpc.endpoint if grpc.enabled else 'off'}")
+    print(f"  storage:   {Path(cfg.storage.directory).resolve()} (max spool {cfg.storage.max_spool_size} bytes, fsync {cfg.storage.fsync})")
+    for t in cfg.resolved_tenants():
+        lf = t.langfuse
+        export = f"Langfuse {lf.base_url}" if lf.enabled else "Langfuse export off (set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
+        print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Move dead letters back to the export queue; a running relay (or the next start) sends them."""
+    from relay.spool import Spool
+
+    cfg = _load(args.config)
+    spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
+    try:
+        moved = asyncio.run(_replay(spool, args.tenant, args.id))
+    finally:
+        spool.close()
+    print(f"requeued {moved} dead-lettered batch{'es' if moved != 1 else ''} for export")
+    return 0
+
+
+async def _replay(spool, tenant: str | None, ids: list[int] | None) -> int:
+    return await spool.requeue_dead_letters(tenant=tenant, ids=ids or None)
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List the dead-letter store."""
+    from relay.spool import Spool
+
+    cfg = _load(args.config)
+    spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
+    try:
+        rows = asyncio.run(spool.dead_letters(args.tenant))
+    finally:
+        spool.close()
+    if not rows:
+        print("no dead letters")
+    for d in rows:
+        print(f"{d.id}\t{d.tenant}\t{d.spans} spans\tstatus {d.status}\t{d.reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(prog="relay", description="OTLP relay for AI coding agents → Langfuse.")
+    p.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", default=None, help="config file (default: embedded defaults)")
+        return sp
+
+    with_config(sub.add_parser("run", help="start the daemon")).set_defaults(fn=cmd_run)
+    with_config(sub.add_parser("check", help="validate a config file")).set_defaults(fn=cmd_check)
+    r = with_config(sub.add_parser("replay", help="re-send dead-lettered batches"))
+    r.add_argument("--tenant", default=None)
+    r.add_argument("--id", type=int, action="append", help="only this dead letter id (repeatable)")
+    r.set_defaults(fn=cmd_replay)
+    d = with_config(sub.add_parser("dead-letters", help="list dead-lettered batches"))
+    d.add_argument("--tenant", default=None)
+    d.set_defaults(fn=cmd_dead_letters)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``relay`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Grouping of records into traces (Claude Code interactions or other agents' traces) until they are complete.
+
+Claude Code exports each signal on its own timer, children before parents, and logs and spans of the same call in
+different requests in either order (contract claude-code-telemetry.md §6.1, §7). A trace is therefore mapped only
+when it looks complete:
+
+- **group key**: the record's trace id when it has one (spans; log records when the traces beta is on), else
+  ``prompt:<prompt.id>`` (beta off: events carry no ids, contract §1 and §9);
+- **deadline**: ``idle_timeout`` after the last record arrived, shortened to ``root_grace`` once the root span
+  arrived (``claude_code.interaction``, or a span without parent for other agents). Late records after a close
+  start a new group with the same key; deterministic observation ids keep them in the same Langfuse trace.
+
+The assembler holds records in memory only. Durability comes from the inbound spool: a request is deleted only
+after every group holding one of its records has been committed (``InboundTracker``), so a crash re-delivers it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from relay.pipeline.records import LogView, SpanView
+
+__all__ = ["Group", "Assembler", "InboundTracker", "group_key"]
+
+CLAUDE_CODE_ROOT_SPAN = "claude_code.interaction"
+
+
+def group_key(view: LogView | SpanView) -> str | None:
+    """The grouping key of a record: ``trace:<hex>`` or ``prompt:<prompt.id>``; None when it belongs to no trace
+    (Claude Code startup events such as ``plugin_loaded`` carry neither)."""
+    if view.trace_id:
+        return "trace:" + view.trace_id
+    if isinstance(view, LogView):
+        pid = view.attrs.get("prompt.id")
+        if isinstance(pid, str) and pid:
+            return "prompt:" + pid
+    return None
+
+
+def is_root(span: SpanView) -> bool:
+    """True for a trace's root: Claude Code's interaction span (even with an inbound TRACEPARENT parent), or a
+    span without parent."""
+    if span.is_claude_code:
+        return span.name == CLAUDE_CODE_ROOT_SPAN
+    return span.parent_id is None
+
+
+@dataclass
+class Group:
+    """The records of one trace gathered so far. ``deadline`` is a ``time.monotonic()`` value (seconds)."""
+
+    tenant: str
+    key: str
+    logs: list[LogView] = field(default_factory=list)
+    spans: list[SpanView] = field(default_factory=list)
+    seqs: set[int] = field(default_factory=set)
+    has_root: bool = False
+    deadline: float = 0.0
+
+    @property
+    def size(self) -> int:
+        """Number of records held."""
+        return len(self.logs) + len(self.spans)
+
+
+class Assembler:
+    """Open groups keyed by ``(tenant, key)`` with their close deadlines (seconds, monotonic clock)."""
+
+    def __init__(self, idle_timeout: float, root_grace: float, clock=time.monotonic):
+        self.idle_timeout = idle_timeout
+        self.root_grace = root_grace
+        self.clock = clock
+        self.groups: dict[tuple[str, str], Group] = {}
+
+    def add(self, tenant: str, key: str, view: LogView | SpanView) -> Group:
+        """Add a record to its group (creating it) and push the group's deadline; returns the group."""
+        g = self.groups.get((tenant, key))
+        if g is None:
+            g = self.groups[(tenant, key)] = Group(tenant, key)
+        if isinstance(view, SpanView):
+            g.spans.append(view)
+            if is_root(view):
+                g.has_root = True
+        else:
+            g.logs.append(view)
+        g.seqs.add(view.seq)
+        g.deadline = self.clock() + (self.root_grace if g.has_root else self.idle_timeout)
+        return g
+
+    def pop_due(self, now: float | None = None) -> list[Group]:
+        """Remove and return the groups whose deadline has passed."""
+        now = self.clock() if now is None else now
+        due = [k for k, g in self.groups.items() if g.deadline <= now]
+        return [self.groups.pop(k) for k in due]
+
+    def pop_all(self) -> list[Group]:
+        """Remove and return every open group."""
+        out = list(self.groups.values())
+        self.groups.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of the open groups, or None when there are none."""
+        return min((g.deadline for g in self.groups.values()), default=None)
+
+
+class InboundTracker:
+    """Counts, per inbound request (``seq``), the open groups still holding its records.
+
+    A request is *finished* when it has been fully fed and no open group holds its records; only then may it be
+    deleted from the inbound spool.
+    """
+
+    def __init__(self) -> None:
+        self._refs: dict[int, int] = {}
+
+    def fed(self, seq: int, groups: Iterable[Group]) -> bool:
+        """Record that ``seq`` was fed into ``groups``; True when it is already finished (no group holds it)."""
+        n = len({id(g) for g in groups})
+        if n == 0:
+            return True
+        self._refs[seq] = self._refs.get(seq, 0) + n
+        return False
+
+    def closed(self, group: Group) -> list[int]:
+        """Release ``group``'s hold on its requests; returns the seqs that are now finished."""
+        finished = []
+        for seq in group.seqs:
+            left = self._refs.get(seq, 0) - 1
+            if left <= 0:
+                self._refs.pop(seq, None)
+                finished.append(seq)
+            else:
+                self._refs[seq] = left
+        return finished
+
+    @property
+    def pending(self) -> int:
+        """Number of requests held by open groups."""
+        return len(self._refs)

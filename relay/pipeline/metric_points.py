@@ -1,0 +1,51 @@
+"""Metric data points kept for the usage ledger (Langfuse stores traces only; metrics never go there).
+
+Claude Code's metrics are monotonic Sums in ``asDouble``, DELTA by default or CUMULATIVE (contract
+claude-code-telemetry.md §4). Each Sum/Gauge data point becomes one row keyed by (tenant, metric name, series,
+start, time), so a re-sent request adds nothing. ``series`` is a hash of the merged resource and point attributes.
+Histogram, exponential histogram and summary points are not kept (counted as filtered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from relay.otlp.values import attrs_to_dict
+
+__all__ = ["metric_rows"]
+
+
+def metric_rows(tenant: str, req: ExportMetricsServiceRequest) -> tuple[list[tuple], int]:
+    """Rows ``(tenant, name, series, start_ns, time_ns, value, temporality, unit, attributes_json)`` for every
+    Sum and Gauge data point, and the number of other data points skipped. Temporality is the OTLP enum
+    (1 delta, 2 cumulative; 0 for gauges)."""
+    rows: list[tuple] = []
+    skipped = 0
+    for rm in req.resource_metrics:
+        resource = attrs_to_dict(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if kind == "sum":
+                    points, temporality = m.sum.data_points, m.sum.aggregation_temporality
+                elif kind == "gauge":
+                    points, temporality = m.gauge.data_points, 0
+                else:
+                    skipped += _count(m, kind)
+                    continue
+                for p in points:
+                    attrs = {**resource, **attrs_to_dict(p.attributes)}
+                    blob = json.dumps(attrs, sort_keys=True, default=str)
+                    series = hashlib.sha1(blob.encode()).hexdigest()[:16]
+                    value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+                    rows.append((tenant, m.name, series, p.start_time_unix_nano, p.time_unix_nano, value, temporality, m.unit, blob))
+    return rows, skipped
+
+
+def _count(m, kind: str | None) -> int:
+    if kind is None:
+        return 0
+    return len(getattr(m, kind).data_points)

@@ -1,0 +1,254 @@
+"""The pipeline worker: inbound spool → assembler → mapper → outbound spool, ledger and metric points.
+
+One asyncio task reads accepted requests in order, decodes them, routes their records to groups
+(``relay.pipeline.assembler``), and when a group is due maps it (``relay.pipeline.mapper``), drops observation
+ids already exported, encodes the rest for Langfuse and commits everything for that trace in one transaction
+(``Spool.commit_traces``). A request leaves the inbound spool only when all its records are committed.
+
+Outcomes are counted per record in ``relay_pipeline_items_total{signal, tenant, outcome}``: ``forwarded`` (became
+or was merged into a span queued for Langfuse), ``filtered`` (not for Langfuse: metrics — kept for the ledger —,
+startup events, duplicates, export disabled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from relay.exporters.langfuse_encode import encode_request
+from relay.model import Signal, TraceInfo
+from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
+from relay.pipeline.context import MappingContext
+from relay.pipeline.mapper import map_group
+from relay.pipeline.metric_points import metric_rows
+from relay.pipeline.records import LogView, SpanView, iter_logs, iter_spans
+from relay.spool import InboundItem, Spool, TraceCommit
+
+__all__ = ["Pipeline", "TenantPipelineSettings", "PipelineMetrics"]
+
+log = logging.getLogger(__name__)
+
+
+class PipelineMetrics:
+    """The pipeline's Prometheus metrics, registered into ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.items = Counter(
+            "relay_pipeline_items", "Records handled by the pipeline, by final outcome (forwarded or filtered).",
+            ["signal", "tenant", "outcome"], registry=registry,
+        )
+        self.traces = Counter(
+            "relay_pipeline_traces", "Traces (groups) mapped and committed.", ["tenant"], registry=registry,
+        )
+        self.spans_out = Counter(
+            "relay_pipeline_spans_queued", "Langfuse spans queued for export.", ["tenant"], registry=registry,
+        )
+        self.skipped = Counter(
+            "relay_pipeline_duplicate_observations", "Observations not queued because their id was already exported.",
+            ["tenant"], registry=registry,
+        )
+        self.errors = Counter(
+            "relay_pipeline_errors", "Groups whose mapping failed (records counted as filtered, logged).",
+            ["tenant"], registry=registry,
+        )
+        self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
+        self.usage = Counter("relay_ledger_records", "Usage records written to the ledger.", ["tenant", "kind"], registry=registry)
+
+
+class TenantPipelineSettings:
+    """Per-tenant pipeline settings: mapping context and whether Langfuse export is on."""
+
+    def __init__(self, ctx: MappingContext, export_enabled: bool):
+        self.ctx = ctx
+        self.export_enabled = export_enabled
+
+
+class Pipeline:
+    """The worker task. ``tenants`` maps tenant names to their settings; unknown tenants use ``default``."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        tenants: dict[str, TenantPipelineSettings],
+        *,
+        idle_timeout: float,
+        root_grace: float,
+        metrics: PipelineMetrics,
+        read_batch: int = 64,
+    ):
+        self.spool = spool
+        self.tenants = tenants
+        self.metrics = metrics
+        self.assembler = Assembler(idle_timeout, root_grace)
+        self.tracker = InboundTracker()
+        self.read_batch = read_batch
+        self.cursor = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.idle = asyncio.Event()  # set when everything read has been committed and no group is open
+
+    def start(self) -> None:
+        """Start the worker task."""
+        self._task = asyncio.create_task(self._run(), name="relay-pipeline")
+
+    async def stop(self) -> None:
+        """Stop after the current step. Open groups are NOT flushed: their requests stay in the inbound spool and
+        are re-read at the next start, so nothing is lost and late records still join them."""
+        self._stopping = True
+        self.spool.inbound_event.set()
+        if self._task:
+            await self._task
+
+    def settings(self, tenant: str) -> TenantPipelineSettings:
+        """The settings of ``tenant`` (falls back to the first configured tenant)."""
+        return self.tenants.get(tenant) or next(iter(self.tenants.values()))
+
+    # ------------------------------------------------------------------ loop
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving; the request stays in the spool and is retried after a pause
+                log.exception("pipeline step failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _step(self) -> None:
+        self.spool.inbound_event.clear()
+        items = await self.spool.read_inbound(self.cursor, self.read_batch)
+        finished: list[int] = []
+        metric_batch: list[tuple] = []
+        for item in items:
+            if self._feed(item, metric_batch):
+                finished.append(item.seq)
+            self.cursor = item.seq
+            await asyncio.sleep(0)  # keep the ack path responsive between large requests
+        if metric_batch or finished:
+            if metric_batch:
+                await self.spool.commit_traces([], metric_batch)
+            await self.spool.done_inbound(finished)
+        await self._close(self.assembler.pop_due())
+        self.metrics.open_groups.set(len(self.assembler.groups))
+        if items:
+            return
+        if not self.assembler.groups:
+            self.idle.set()
+        nxt = self.assembler.next_deadline()
+        timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))
+        try:
+            await asyncio.wait_for(self.spool.inbound_event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def _feed(self, item: InboundItem, metric_batch: list[tuple]) -> bool:
+        """Decode one request and route its records; True when it needs nothing more (no open group holds it)."""
+        self.idle.clear()
+        count = self.metrics.items
+        if item.signal is Signal.METRICS:
+            req = ExportMetricsServiceRequest.FromString(item.payload)
+            rows, _skipped = metric_rows(item.tenant, req)
+            metric_batch.extend(rows)
+            count.labels("metrics", item.tenant, "filtered").inc(item.items)
+            return True
+        views: list[LogView | SpanView]
+        if item.signal is Signal.LOGS:
+            views = list(iter_logs(ExportLogsServiceRequest.FromString(item.payload), item.seq))
+        else:
+            views = list(iter_spans(ExportTraceServiceRequest.FromString(item.payload), item.seq))
+        groups: list[Group] = []
+        filtered = 0
+        for v in views:
+            key = group_key(v)
+            if key is None:
+                filtered += 1
+                continue
+            groups.append(self.assembler.add(item.tenant, key, v))
+        if filtered:
+            count.labels(item.signal.value, item.tenant, "filtered").inc(filtered)
+        return self.tracker.fed(item.seq, groups)
+
+    async def _close(self, groups: list[Group]) -> None:
+        """Map, dedupe, encode and commit closed groups; then release their inbound requests."""
+        if not groups:
+            return
+        commits: list[TraceCommit] = []
+        for g in groups:
+            try:
+                commit = await self._map(g)
+            except Exception:
+                log.exception("mapping failed for a trace of tenant %s (%d records)", g.tenant, g.size)
+                self.metrics.errors.labels(g.tenant).inc()
+                commit = None
+            self._count(g)
+            if commit is not None:
+                commits.append(commit)
+        if commits:
+            await self.spool.commit_traces(commits)
+            for c in commits:
+                self.metrics.traces.labels(c.tenant).inc()
+                if c.payload:
+                    self.metrics.spans_out.labels(c.tenant).inc(c.spans)
+                for u in c.usage:
+                    self.metrics.usage.labels(c.tenant, u.kind).inc()
+        finished: list[int] = []
+        for g in groups:
+            finished.extend(self.tracker.closed(g))
+        await self.spool.done_inbound(finished)
+
+    async def _map(self, g: Group) -> TraceCommit | None:
+        st = self.settings(g.tenant)
+        result = map_group(g.logs, g.spans, st.ctx)
+        if result.trace is None:
+            return None
+        known = await self.spool.trace_info(g.tenant, result.trace.trace_id)
+        if known is not None:  # late records of an exported trace: reuse its name, user, session…
+            for v in (*g.logs, *g.spans):
+                v.outcome = None
+            result = map_group(g.logs, g.spans, st.ctx, TraceInfo(**known))
+        trace = result.trace
+        exported = await self.spool.exported_ids(g.tenant, trace.trace_id)
+        new, seen = [], set(exported)
+        for o in result.observations:
+            if o.id in seen:
+                self.metrics.skipped.labels(g.tenant).inc()
+                continue
+            seen.add(o.id)
+            new.append(o)
+        payload = None
+        if new and st.export_enabled:
+            payload = encode_request([(trace, new)]).SerializeToString()
+        for u in result.usage:
+            u.tenant = g.tenant
+        return TraceCommit(
+            tenant=g.tenant,
+            trace_id=trace.trace_id,
+            payload=payload,
+            spans=len(new) if payload else 0,
+            obs_ids=[o.id for o in new],
+            info=asdict(trace),
+            usage=result.usage,
+        )
+
+    def _count(self, g: Group) -> None:
+        enabled = self.settings(g.tenant).export_enabled
+        tally: dict[tuple[str, str], int] = {}
+        for v in (*g.logs, *g.spans):
+            signal = "logs" if isinstance(v, LogView) else "traces"
+            outcome = v.outcome if (v.outcome and enabled) else "filtered"
+            tally[(signal, outcome)] = tally.get((signal, outcome), 0) + 1
+        for (signal, outcome), n in tally.items():
+            self.metrics.items.labels(signal, g.tenant, outcome).inc(n)
+
+    def snapshot(self) -> dict[str, Any]:
+        """State for diagnostics: cursor, open groups, requests held."""
+        return {"cursor": self.cursor, "open_traces": len(self.assembler.groups), "held_requests": self.tracker.pending}

@@ -1,0 +1,392 @@
+"""relay's durable queues: the inbound spool (accepted requests) and the outbound spool (Langfuse export batches).
+
+Data flow (one way): receivers ``append`` accepted requests → the pipeline reads them (``read_inbound``), and
+in ONE transaction (``commit_trace``) writes the export batch, the exported observation ids, the ledger records
+and the trace's metadata → when every record of an inbound request has been handled, the pipeline deletes it
+(``done_inbound``) → the exporter reads batches (``read_outbound``) and deletes them on a 2xx (``ack_outbound``)
+or moves them to the dead-letter store (``dead_letter``) on a permanent refusal.
+
+Guarantees: an ``append`` that returned is durable (see ``relay.store.sqlite``); a crash at any point
+re-delivers unfinished inbound requests to the pipeline, and observation ids already exported are skipped
+(``exported`` table), so nothing acknowledged is lost and nothing is exported twice.
+
+Tenancy: every row carries its tenant; outbound rows are read per tenant, so a tenant's data only ever goes to
+its own exporter (with that tenant's Langfuse keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from relay.model import Signal, UsageRecord
+from relay.store.sqlite import SqliteDB
+
+__all__ = ["Spool", "SpoolFull", "InboundItem", "OutboundBatch", "DeadLetter", "TraceCommit", "SCHEMA"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbound (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, signal TEXT NOT NULL, payload BLOB NOT NULL,
+    items INTEGER NOT NULL, received_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS request_keys (
+    key BLOB PRIMARY KEY, created_ns INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS request_keys_age ON request_keys(created_ns);
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbound_tenant ON outbound(tenant, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+    failed_ns INTEGER NOT NULL, status INTEGER, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exported (
+    tenant TEXT NOT NULL, trace_id TEXT NOT NULL, obs_id TEXT NOT NULL, created_ns INTEGER NOT NULL,
+    PRIMARY KEY (tenant, trace_id, obs_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exported_age ON exported(created_ns);
+CREATE TABLE IF NOT EXISTS trace_meta (
+    tenant TEXT NOT NULL, trace_id TEXT NOT NULL, info TEXT NOT NULL, updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_records (
+    tenant TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, time_ns INTEGER NOT NULL,
+    session_id TEXT, trace_id TEXT, user_id TEXT, model TEXT, tool_name TEXT,
+    cost_micros INTEGER NOT NULL DEFAULT 0, success INTEGER NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_time ON usage_records(tenant, time_ns);
+CREATE TABLE IF NOT EXISTS metric_points (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, series TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    time_ns INTEGER NOT NULL, value REAL NOT NULL, temporality INTEGER NOT NULL, unit TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    PRIMARY KEY (tenant, name, series, start_ns, time_ns)) WITHOUT ROWID;
+"""
+
+
+class SpoolFull(Exception):
+    """The spool is at its configured size; the caller should answer 503 with ``Retry-After: retry_after``."""
+
+    def __init__(self, retry_after: float, reason: str):
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InboundItem:
+    """An accepted request: ``payload`` is a serialized protobuf ``Export<Signal>ServiceRequest``."""
+
+    seq: int
+    tenant: str
+    signal: Signal
+    payload: bytes
+    items: int
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class OutboundBatch:
+    """A serialized ``ExportTraceServiceRequest`` for one tenant's Langfuse project, in export order (``id``)."""
+
+    id: int
+    tenant: str
+    payload: bytes
+    spans: int
+    created_ns: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A batch the destination refused permanently, with the HTTP status and reason."""
+
+    id: int
+    tenant: str
+    spans: int
+    created_ns: int
+    failed_ns: int
+    status: int | None
+    reason: str
+
+
+@dataclass
+class TraceCommit:
+    """What the pipeline writes for one closed trace, atomically.
+
+    ``payload`` is a serialized ``ExportTraceServiceRequest`` (None when export is off for the tenant or nothing
+    new was produced); ``obs_ids`` the observation ids it contains; ``info`` the trace's ``TraceInfo`` as a dict.
+    """
+
+    tenant: str
+    trace_id: str
+    payload: bytes | None
+    spans: int
+    obs_ids: list[str]
+    info: dict
+    usage: list[UsageRecord]
+
+
+class Spool:
+    """The durable queues and the small tables that make the pipeline idempotent. Open with ``Spool.open``."""
+
+    def __init__(self, db: SqliteDB, max_size: int, dedup_retention: float):
+        self.db = db
+        self.max_size = max_size
+        self.dedup_retention = dedup_retention
+        self.inbound_bytes = 0
+        self.outbound_bytes = 0
+        self.outbound_spans: dict[str, int] = defaultdict(int)
+        self.inbound_event = asyncio.Event()
+        self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    @classmethod
+    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 7 * 86400) -> Spool:
+        """Open (creating if needed) ``<directory>/relay.db``. Blocking; call before the event loop serves."""
+        db = SqliteDB(Path(directory) / "relay.db", schema=SCHEMA, fsync=fsync)
+        db.open()
+        spool = cls(db, max_size, dedup_retention)
+
+        def sizes(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[str, int]]]:
+            ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
+            ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
+            per = conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall()
+            return ib, ob, per
+
+        spool.inbound_bytes, spool.outbound_bytes, per = db.run_sync(sizes)
+        for tenant, n in per:
+            spool.outbound_spans[tenant] = n
+        return spool
+
+    def close(self) -> None:
+        """Close the database (after finishing queued writes)."""
+        self.db.close()
+
+    @property
+    def size(self) -> int:
+        """Bytes spooled: inbound requests not yet processed + outbound batches not yet exported."""
+        return self.inbound_bytes + self.outbound_bytes
+
+    # ------------------------------------------------------------------ inbound
+
+    async def append(self, tenant: str, signal: Signal, payload: bytes, items: int, dedup_key: bytes | None) -> bool:
+        """Durably store an accepted request. Returns False (and stores nothing) when ``dedup_key`` was seen
+        within the retention; raises ``SpoolFull`` when the spool is at ``max_size``."""
+        if self.size + len(payload) > self.max_size:
+            raise SpoolFull(5.0, f"spool full ({self.size} of {self.max_size} bytes); retry later")
+        now = time.time_ns()
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if dedup_key is not None:
+                cur = conn.execute("INSERT OR IGNORE INTO request_keys(key, created_ns) VALUES (?, ?)", (dedup_key, now))
+                if cur.rowcount == 0:
+                    return False
+            conn.execute(
+                "INSERT INTO inbound(tenant, signal, payload, items, received_ns) VALUES (?,?,?,?,?)",
+                (tenant, signal.value, payload, items, now),
+            )
+            return True
+
+        stored = await self.db.run(write)
+        if stored:
+            self.inbound_bytes += len(payload)
+            self.inbound_event.set()
+        return stored
+
+    async def read_inbound(self, after_seq: int, limit: int = 64) -> list[InboundItem]:
+        """Inbound requests with ``seq > after_seq`` in order, at most ``limit``."""
+
+        def read(conn: sqlite3.Connection) -> list[InboundItem]:
+            rows = conn.execute(
+                "SELECT seq, tenant, signal, payload, items, received_ns FROM inbound WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            return [InboundItem(r[0], r[1], Signal(r[2]), r[3], r[4], r[5]) for r in rows]
+
+        return await self.db.run(read)
+
+    async def done_inbound(self, seqs: Iterable[int]) -> None:
+        """Delete fully handled inbound requests."""
+        seqs = list(seqs)
+        if not seqs:
+            return
+
+        def delete(conn: sqlite3.Connection) -> int:
+            total = 0
+            for s in seqs:
+                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING LENGTH(payload)", (s,)).fetchone()
+                total += row[0] if row else 0
+            return total
+
+        self.inbound_bytes -= await self.db.run(delete)
+
+    async def pending_inbound(self) -> int:
+        """Number of inbound requests not yet handled."""
+        return await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
+
+    # ------------------------------------------------------------------ pipeline output
+
+    async def exported_ids(self, tenant: str, trace_id: str) -> set[str]:
+        """Observation ids of ``trace_id`` already written to the outbound spool (export-once)."""
+        rows = await self.db.run(
+            lambda c: c.execute("SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchall()
+        )
+        return {r[0] for r in rows}
+
+    async def trace_info(self, tenant: str, trace_id: str) -> dict | None:
+        """The trace info saved with an earlier export of ``trace_id`` (for late records), or None."""
+        row = await self.db.run(
+            lambda c: c.execute("SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchone()
+        )
+        return json.loads(row[0]) if row else None
+
+    async def commit_traces(self, commits: list[TraceCommit], metric_rows: list[tuple] | None = None) -> None:
+        """Atomically write export batches, exported ids, trace metadata, usage records and metric points.
+
+        ``metric_rows`` are ``(tenant, name, series, start_ns, time_ns, value, temporality, unit, attributes_json)``;
+        duplicates (same series and times) are ignored, as are usage records with a known ``key``.
+        """
+        now = time.time_ns()
+
+        def write(conn: sqlite3.Connection) -> int:
+            added = 0
+            for c in commits:
+                if c.payload:
+                    conn.execute(
+                        "INSERT INTO outbound(tenant, payload, spans, created_ns) VALUES (?,?,?,?)",
+                        (c.tenant, c.payload, c.spans, now),
+                    )
+                    added += len(c.payload)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO exported(tenant, trace_id, obs_id, created_ns) VALUES (?,?,?,?)",
+                    [(c.tenant, c.trace_id, o, now) for o in c.obs_ids],
+                )
+                conn.execute(
+                    "INSERT INTO trace_meta(tenant, trace_id, info, updated_ns) VALUES (?,?,?,?) "
+                    "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
+                    (c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO usage_records(tenant, key, kind, time_ns, session_id, trace_id, user_id, "
+                    "model, tool_name, cost_micros, success, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (c.tenant, u.key, u.kind, u.time_ns, u.session_id, u.trace_id, u.user, u.model, u.tool_name,
+                         u.cost_micros, int(u.success), json.dumps(asdict(u), sort_keys=True))
+                        for u in c.usage
+                    ],
+                )
+            if metric_rows:
+                conn.executemany("INSERT OR IGNORE INTO metric_points VALUES (?,?,?,?,?,?,?,?,?)", metric_rows)
+            return added
+
+        added = await self.db.run(write)
+        self.outbound_bytes += added
+        for c in commits:
+            if c.payload:
+                self.outbound_spans[c.tenant] += c.spans
+                self._outbound_events[c.tenant].set()
+
+    # ------------------------------------------------------------------ outbound (exporter)
+
+    def outbound_event(self, tenant: str) -> asyncio.Event:
+        """An event set whenever new outbound batches for ``tenant`` are committed (the exporter clears it)."""
+        return self._outbound_events[tenant]
+
+    async def read_outbound(self, tenant: str, max_spans: int, max_bytes: int) -> list[OutboundBatch]:
+        """The oldest outbound batches of ``tenant`` in order, as many as fit ``max_spans``/``max_bytes``
+        (always at least one when any is pending)."""
+
+        def read(conn: sqlite3.Connection) -> list[OutboundBatch]:
+            out: list[OutboundBatch] = []
+            spans = size = 0
+            for row in conn.execute(
+                "SELECT id, tenant, payload, spans, created_ns FROM outbound WHERE tenant=? ORDER BY id LIMIT 1000", (tenant,)
+            ):
+                b = OutboundBatch(*row)
+                if out and (spans + b.spans > max_spans or size + len(b.payload) > max_bytes):
+                    break
+                out.append(b)
+                spans += b.spans
+                size += len(b.payload)
+            return out
+
+        return await self.db.run(read)
+
+    async def ack_outbound(self, batches: list[OutboundBatch]) -> None:
+        """Delete exported batches (after the destination answered 2xx)."""
+        ids = [(b.id,) for b in batches]
+        await self.db.run(lambda c: c.executemany("DELETE FROM outbound WHERE id=?", ids))
+        for b in batches:
+            self.outbound_bytes -= len(b.payload)
+            self.outbound_spans[b.tenant] -= b.spans
+
+    async def dead_letter(self, batches: list[OutboundBatch], status: int | None, reason: str) -> None:
+        """Move batches the destination refused permanently to the dead-letter store, with the reason."""
+        now = time.time_ns()
+
+        def move(conn: sqlite3.Connection) -> None:
+            for b in batches:
+                conn.execute(
+                    "INSERT INTO dead_letters(tenant, payload, spans, created_ns, failed_ns, status, reason) VALUES (?,?,?,?,?,?,?)",
+                    (b.tenant, b.payload, b.spans, b.created_ns, now, status, reason),
+                )
+                conn.execute("DELETE FROM outbound WHERE id=?", (b.id,))
+
+        await self.db.run(move)
+        for b in batches:
+            self.outbound_bytes -= len(b.payload)
+            self.outbound_spans[b.tenant] -= b.spans
+
+    async def dead_letters(self, tenant: str | None = None) -> list[DeadLetter]:
+        """The dead-letter store's entries (without payloads), oldest first."""
+        sql = "SELECT id, tenant, spans, created_ns, failed_ns, status, reason FROM dead_letters"
+        args: tuple = ()
+        if tenant:
+            sql += " WHERE tenant=?"
+            args = (tenant,)
+        rows = await self.db.run(lambda c: c.execute(sql + " ORDER BY id", args).fetchall())
+        return [DeadLetter(*r) for r in rows]
+
+    async def requeue_dead_letters(self, tenant: str | None = None, ids: list[int] | None = None) -> int:
+        """Move dead letters back to the outbound spool (``relay replay``); returns how many batches moved."""
+        now = time.time_ns()
+
+        def move(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+            sql = "SELECT id, tenant, payload, spans FROM dead_letters"
+            cond, args = [], []
+            if tenant:
+                cond.append("tenant=?")
+                args.append(tenant)
+            if ids:
+                cond.append(f"id IN ({','.join('?' * len(ids))})")
+                args.extend(ids)
+            if cond:
+                sql += " WHERE " + " AND ".join(cond)
+            moved = []
+            for did, ten, payload, spans in conn.execute(sql + " ORDER BY id", args).fetchall():
+                conn.execute("INSERT INTO outbound(tenant, payload, spans, created_ns) VALUES (?,?,?,?)", (ten, payload, spans, now))
+                conn.execute("DELETE FROM dead_letters WHERE id=?", (did,))
+                moved.append((ten, len(payload), spans))
+            return moved
+
+        moved = await self.db.run(move)
+        for ten, size, spans in moved:
+            self.outbound_bytes += size
+            self.outbound_spans[ten] += spans
+            self._outbound_events[ten].set()
+        return len(moved)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def prune(self) -> None:
+        """Forget dedup keys and exported ids older than ``dedup_retention``."""
+        cutoff = time.time_ns() - int(self.dedup_retention * 1e9)
+
+        def prune(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM request_keys WHERE created_ns < ?", (cutoff,))
+            conn.execute("DELETE FROM exported WHERE created_ns < ?", (cutoff,))
+            conn.execute("DELETE FROM trace_meta WHERE updated_ns < ?", (cutoff,))
+
+        await self.db.run(prune)

@@ -1,0 +1,151 @@
+"""SQLite access from asyncio: one dedicated thread owns the connection and commits work in groups.
+
+Why a thread: sqlite3 calls block, and the OTLP ack path must stay fast. Why group commit: every accepted request
+must be durable before it is acknowledged; committing many small writes in one transaction keeps that cheap.
+
+Each job is a function ``fn(conn) -> T`` submitted with ``await db.run(fn)``. The thread takes every job waiting
+in its queue (up to ``max_group``), runs each inside its own SAVEPOINT (a failing job rolls back alone and its
+exception is raised to its caller), then COMMITs once and resolves all the futures. A job's future resolves only
+after the COMMIT, so "``await db.run(write)`` returned" means "the write is in the WAL".
+
+Durability: WAL journal; ``synchronous=NORMAL`` survives a process crash (``kill -9``), ``synchronous=FULL``
+(``fsync=True``) also survives power loss. See https://www.sqlite.org/wal.html and
+https://www.sqlite.org/pragma.html#pragma_synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["SqliteDB"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class SqliteDB:
+    """A SQLite database served by one writer thread with group commit.
+
+    ``path`` is the database file (its directory is created). ``schema`` is a SQL script run once at open
+    (``CREATE TABLE IF NOT EXISTS …``). Raises ``sqlite3.Error`` from ``open`` when the file cannot be used.
+    """
+
+    def __init__(self, path: Path, *, schema: str = "", fsync: bool = False, max_group: int = 256):
+        self.path = Path(path)
+        self._schema = schema
+        self._fsync = fsync
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready: Future[None] = Future()
+        self.commits = 0  # number of group commits (for benchmarks and metrics)
+
+    def open(self) -> None:
+        """Start the thread and create the schema; blocks until ready; raises what sqlite raised."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._main, name=f"sqlite:{self.path.name}", daemon=True)
+        self._thread.start()
+        self._ready.result()
+
+    def close(self) -> None:
+        """Finish queued jobs, close the connection and join the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the database thread inside the next group commit; return its result."""
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Blocking form of ``run`` for CLI commands and start-up code outside the event loop."""
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return fut.result()
+
+    # ------------------------------------------------------------------ thread
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if self._schema:
+            conn.executescript(self._schema)
+        return conn
+
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as e:  # report to open()
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(None)
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            jobs = [first]
+            while len(jobs) < self._max_group:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                jobs.append(nxt)
+            self._run_group(conn, jobs)
+        conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in jobs:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = fn(conn)
+                except BaseException as e:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((fut, False, e))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((fut, True, value))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as e:  # the commit itself failed: every job fails
+            log.error("sqlite group commit failed: %s", e)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for fut, _, _ in results:
+                fut.set_exception(e)
+            for _, fut in jobs:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

@@ -1,0 +1,63 @@
+"""Grouping records into traces and holding inbound requests until every group holding them is committed."""
+
+from __future__ import annotations
+
+from relay.pipeline.assembler import Assembler, InboundTracker, group_key
+from relay.pipeline.records import LogView, SpanView
+
+
+def log(seq=1, trace=None, prompt="p1"):
+    return LogView(resource={}, scope_name="com.anthropic.claude_code.events", scope_version="", time_ns=1,
+                   trace_id=trace, span_id=None, body=None, attrs={"prompt.id": prompt} if prompt else {},
+                   event_name="api_request", seq=seq)
+
+
+def span(seq=1, trace="a" * 32, name="claude_code.llm_request", parent="b" * 16):
+    return SpanView(resource={}, scope_name="com.anthropic.claude_code.tracing", scope_version="", trace_id=trace,
+                    span_id="c" * 16, parent_id=parent, name=name, kind=1, start_ns=1, end_ns=2, attrs={},
+                    status_code=0, status_message="", seq=seq)
+
+
+def test_group_key_prefers_trace_id_then_prompt_id():
+    assert group_key(log(trace="f" * 32)) == "trace:" + "f" * 32
+    assert group_key(log()) == "prompt:p1"
+    assert group_key(log(prompt=None)) is None  # startup events belong to no trace
+
+
+def test_deadline_is_idle_timeout_then_root_grace():
+    now = [100.0]
+    a = Assembler(idle_timeout=10, root_grace=2, clock=lambda: now[0])
+    g = a.add("t", "trace:x", span())
+    assert g.deadline == 110
+    now[0] = 101
+    a.add("t", "trace:x", span(name="claude_code.interaction", parent=None))
+    assert g.has_root and g.deadline == 103
+    assert a.pop_due(102.9) == []
+    assert a.pop_due(103) == [g]
+    assert a.groups == {}
+
+
+def test_generic_root_is_a_span_without_parent():
+    a = Assembler(10, 1, clock=lambda: 0.0)
+    s = span(name="agent", parent=None)
+    s.scope_name = "my-agent"
+    assert a.add("t", "trace:x", s).has_root
+
+
+def test_tenants_never_share_a_group():
+    a = Assembler(10, 1, clock=lambda: 0.0)
+    assert a.add("t1", "trace:x", span()) is not a.add("t2", "trace:x", span())
+
+
+def test_request_finishes_only_when_all_its_groups_closed():
+    a = Assembler(10, 1, clock=lambda: 0.0)
+    tr = InboundTracker()
+    g1 = a.add("t", "prompt:p1", log(seq=7, prompt="p1"))
+    g2 = a.add("t", "prompt:p2", log(seq=7, prompt="p2"))
+    g3 = a.add("t", "prompt:p2", log(seq=8, prompt="p2"))
+    assert tr.fed(7, [g1, g2, g2]) is False
+    assert tr.fed(8, [g3]) is False
+    assert tr.fed(9, []) is True  # nothing held it
+    assert tr.closed(g1) == []
+    assert sorted(tr.closed(g2)) == [7, 8]
+    assert tr.pending == 0

@@ -1,0 +1,104 @@
+"""The durable spool: group-committed appends, request dedup, size bound, outbound order, dead letters, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from relay.model import Signal, UsageRecord
+from relay.spool import Spool, SpoolFull, TraceCommit
+
+
+@pytest.fixture
+def spool(tmp_path):
+    s = Spool.open(tmp_path, max_size=1_000_000)
+    yield s
+    s.close()
+
+
+async def test_appends_are_group_committed_and_read_in_order(spool):
+    results = await asyncio.gather(*[spool.append("t", Signal.LOGS, bytes([i]) * 10, 1, bytes([i])) for i in range(100)])
+    assert all(results)
+    assert spool.db.commits < 100  # concurrent appends share commits
+    items = await spool.read_inbound(0, 1000)
+    assert [i.payload[0] for i in items] == list(range(100))
+    assert [i.seq for i in items] == sorted(i.seq for i in items)
+
+
+async def test_duplicate_request_key_is_stored_once(spool):
+    assert await spool.append("t", Signal.TRACES, b"body", 3, b"k1") is True
+    assert await spool.append("t", Signal.TRACES, b"body", 3, b"k1") is False
+    assert await spool.pending_inbound() == 1
+
+
+async def test_full_spool_refuses_with_retry_after(tmp_path):
+    s = Spool.open(tmp_path, max_size=100)
+    try:
+        await s.append("t", Signal.LOGS, b"x" * 80, 1, None)
+        with pytest.raises(SpoolFull) as e:
+            await s.append("t", Signal.LOGS, b"x" * 80, 1, None)
+        assert e.value.retry_after > 0
+        # processing frees space again
+        items = await s.read_inbound(0)
+        await s.done_inbound([i.seq for i in items])
+        assert await s.append("t", Signal.LOGS, b"x" * 80, 1, None)
+    finally:
+        s.close()
+
+
+async def test_outbound_is_per_tenant_in_order_with_dead_letters_and_requeue(spool):
+    await spool.commit_traces([
+        TraceCommit("a", "t1", b"a1", 2, ["o1", "o2"], {"trace_id": "t1"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]),
+        TraceCommit("b", "t2", b"b1", 1, ["o3"], {"trace_id": "t2"}, []),
+        TraceCommit("a", "t3", b"a2", 1, ["o4"], {"trace_id": "t3"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]),
+    ])
+    a = await spool.read_outbound("a", max_spans=10, max_bytes=10_000)
+    assert [b.payload for b in a] == [b"a1", b"a2"]
+    assert [b.payload for b in await spool.read_outbound("b", 10, 10_000)] == [b"b1"]
+    assert len(await spool.read_outbound("a", max_spans=2, max_bytes=10_000)) == 1  # size-bounded, never empty
+    await spool.dead_letter(a[:1], 400, "bad span")
+    await spool.ack_outbound(a[1:])
+    assert await spool.read_outbound("a", 10, 10_000) == []
+    dl = await spool.dead_letters("a")
+    assert [(d.status, d.reason, d.spans) for d in dl] == [(400, "bad span", 2)]
+    assert await spool.requeue_dead_letters("a") == 1
+    assert [b.payload for b in await spool.read_outbound("a", 10, 10_000)] == [b"a1"]
+    assert await spool.exported_ids("a", "t1") == {"o1", "o2"}
+    n = await spool.db.run(lambda c: c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
+    assert n == 1  # the same usage key is counted once
+
+
+def test_acknowledged_appends_survive_kill_9(tmp_path):
+    """A child process appends and prints each acknowledged seq; we SIGKILL it mid-stream and reopen."""
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        from pathlib import Path
+        from relay.spool import Spool
+        from relay.model import Signal
+        async def main():
+            s = Spool.open(Path({str(tmp_path)!r}))
+            i = 0
+            while True:
+                await asyncio.gather(*[s.append("t", Signal.LOGS, b"p%d" % (i + j), 1, None) for j in range(10)])
+                i += 10
+                print(i, flush=True)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked = 0
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 300:
+            break
+    proc.kill()
+    proc.wait()
+    s = Spool.open(tmp_path)
+    try:
+        n = asyncio.run(s.pending_inbound())
+    finally:
+        s.close()
+    assert n >= acked
