@@ -52,6 +52,10 @@ class ObservationType(StrEnum):
     AGENT = "agent"
     TOOL = "tool"
     CHAIN = "chain"
+    EMBEDDING = "embedding"
+    RETRIEVER = "retriever"
+    GUARDRAIL = "guardrail"
+    EVALUATOR = "evaluator"
 
 
 class Level(StrEnum):

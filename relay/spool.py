@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS trace_meta (
 CREATE TABLE IF NOT EXISTS usage_records (
     tenant TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, time_ns INTEGER NOT NULL,
     session_id TEXT, trace_id TEXT, user_id TEXT, model TEXT, tool_name TEXT,
-    cost_micros INTEGER NOT NULL DEFAULT 0, success INTEGER NOT NULL, record TEXT NOT NULL,
+    cost_micros INTEGER NOT NULL DEFAULT 0, cost_source TEXT NOT NULL, success INTEGER NOT NULL,
+    record TEXT NOT NULL,
     PRIMARY KEY (tenant, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_time ON usage_records(tenant, time_ns);
 CREATE TABLE IF NOT EXISTS metric_points (
@@ -268,12 +269,19 @@ class Spool:
                     "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
                     (c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now),
                 )
+                # Counted once per key; a record with a reported cost replaces one without (a call first seen
+                # as a beta span, later as its api_request event).
                 conn.executemany(
-                    "INSERT OR IGNORE INTO usage_records(tenant, key, kind, time_ns, session_id, trace_id, user_id, "
-                    "model, tool_name, cost_micros, success, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO usage_records(tenant, key, kind, time_ns, session_id, trace_id, user_id, model, "
+                    "tool_name, cost_micros, cost_source, success, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(tenant, key) DO UPDATE SET time_ns=excluded.time_ns, session_id=excluded.session_id, "
+                    "trace_id=excluded.trace_id, user_id=excluded.user_id, model=excluded.model, "
+                    "tool_name=excluded.tool_name, cost_micros=excluded.cost_micros, cost_source=excluded.cost_source, "
+                    "success=excluded.success, record=excluded.record "
+                    "WHERE excluded.cost_source = 'reported' AND usage_records.cost_source != 'reported'",
                     [
                         (c.tenant, u.key, u.kind, u.time_ns, u.session_id, u.trace_id, u.user, u.model, u.tool_name,
-                         u.cost_micros, int(u.success), json.dumps(asdict(u), sort_keys=True))
+                         u.cost_micros, u.cost_source, int(u.success), json.dumps(asdict(u), sort_keys=True))
                         for u in c.usage
                     ],
                 )
