@@ -52,7 +52,7 @@ class MappingContext:
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._redact = re.compile("|".join(f"(?:{p})" for p in self.redact_patterns)) if self.redact_patterns else None
+        self._redact = [re.compile(p) for p in self.redact_patterns]
 
     def identity(self, *attr_maps: Mapping[str, Any]) -> Identity:
         """Identity from attribute maps in precedence order (e.g. record attributes, then resource attributes)."""
@@ -93,7 +93,9 @@ class MappingContext:
         if isinstance(value, str):
             if value == "<REDACTED>" or value == "":
                 return None
-            return self._redact.sub(REDACTED, value) if self._redact else value
+            for pattern in self._redact:
+                value = pattern.sub(REDACTED, value)
+            return value
         return value
 
 

@@ -1,0 +1,263 @@
+"""OTLP request decoding, validation (partial success) and response encoding, shared by HTTP and gRPC.
+
+Spec: https://opentelemetry.io/docs/specs/otlp/ (contract ``otlp.md`` §1–§3):
+
+- requests are ``Export{Trace,Metrics,Logs}ServiceRequest`` in binary protobuf or OTLP/JSON (proto3 JSON
+  mapping with hex ``traceId``/``spanId``, integer enums, int64 as numbers or strings, unknown fields ignored);
+- invalid items are removed and reported as ``partial_success`` (still a success response);
+- responses use the request's encoding: ``Export*ServiceResponse`` on success, ``google.rpc.Status`` on errors.
+
+Decompression lives in :mod:`relay.otlp.compression` and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_svc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_svc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_svc
+
+from relay.model import Signal
+from relay.otlp.compression import CodecError, CorruptBody, TooLarge, UnsupportedEncoding, decompress
+from relay.otlp.jsonids import hex_ids_to_base64
+
+__all__ = [
+    "CodecError", "CorruptBody", "TooLarge", "UnsupportedEncoding", "BadMessage", "decompress",
+    "Format", "parse_content_type", "ValidatedRequest", "parse_export", "count_items",
+    "export_response", "status_message", "REQUEST_TYPES", "RESPONSE_TYPES",
+]
+
+#: Request message class per signal.
+REQUEST_TYPES: dict[Signal, type[Message]] = {
+    Signal.TRACES: trace_svc.ExportTraceServiceRequest,
+    Signal.METRICS: metrics_svc.ExportMetricsServiceRequest,
+    Signal.LOGS: logs_svc.ExportLogsServiceRequest,
+}
+#: Response message class per signal.
+RESPONSE_TYPES: dict[Signal, type[Message]] = {
+    Signal.TRACES: trace_svc.ExportTraceServiceResponse,
+    Signal.METRICS: metrics_svc.ExportMetricsServiceResponse,
+    Signal.LOGS: logs_svc.ExportLogsServiceResponse,
+}
+_REJECTED_FIELD = {Signal.TRACES: "rejected_spans", Signal.METRICS: "rejected_data_points",
+                   Signal.LOGS: "rejected_log_records"}
+_METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
+#: Upper bound on the partial-success / Status message (responses SHOULD stay small, spec §1).
+_MAX_MESSAGE = 4096
+_MAX_REASONS = 5
+
+
+class BadMessage(CodecError):
+    """The (decompressed) body is not a valid protobuf / OTLP-JSON request → HTTP 400 / INVALID_ARGUMENT."""
+
+
+class Format(StrEnum):
+    """Wire encoding of an OTLP/HTTP request; the value is the response ``Content-Type``."""
+
+    PROTOBUF = "application/x-protobuf"
+    JSON = "application/json"
+
+
+def parse_content_type(value: str | None) -> Format | None:
+    """Map a ``Content-Type`` header (parameters such as ``charset`` allowed, case-insensitive) to a
+    :class:`Format`; ``None`` when unsupported (→ 415). ``application/protobuf`` is accepted as an alias."""
+    if not value:
+        return None
+    media = value.split(";", 1)[0].strip().lower()
+    if media in ("application/x-protobuf", "application/protobuf"):
+        return Format.PROTOBUF
+    if media == "application/json":
+        return Format.JSON
+    return None
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """A decoded and validated export request.
+
+    ``message`` is the request with rejected items removed; ``payload`` is its protobuf serialization (the
+    original bytes when a protobuf request needed no change); ``items`` counts accepted items (spans / log
+    records / metric data points); ``rejected`` counts removed items and ``error_message`` explains why
+    (``None`` when nothing was rejected).
+    """
+
+    signal: Signal
+    message: Message
+    payload: bytes
+    items: int
+    rejected: int
+    error_message: str | None
+
+
+def parse_export(signal: Signal, data: bytes, fmt: Format) -> ValidatedRequest:
+    """Decode ``data`` (already decompressed) as the ``signal``'s export request in ``fmt`` and validate it.
+
+    Validation (partial success, spec "Partial Success"): a span whose ``trace_id`` is not 16 bytes or all
+    zero, whose ``span_id`` is not 8 bytes or all zero, or whose ``parent_span_id`` is neither empty nor
+    8 bytes is removed; a log record whose ``trace_id``/``span_id`` is set with a length other than 16/8 bytes
+    is removed. Metric data points are counted, not validated. Raises :class:`BadMessage` (with ``field``
+    when known) for undecodable input.
+    """
+    cls = REQUEST_TYPES[signal]
+    msg = cls()
+    if fmt is Format.PROTOBUF:
+        try:
+            msg.ParseFromString(data)
+        except DecodeError as e:
+            raise BadMessage(f"cannot decode the body as an OTLP protobuf {cls.__name__} "
+                             f"({len(data)} bytes): {e}") from None
+    else:
+        _parse_json(data, msg, signal)
+    if signal is Signal.TRACES:
+        rejected, reasons = _validate_spans(msg)
+    elif signal is Signal.LOGS:
+        rejected, reasons = _validate_logs(msg)
+    else:
+        rejected, reasons = 0, Counter()
+    items = count_items(signal, msg)
+    payload = data if (fmt is Format.PROTOBUF and not rejected) else msg.SerializeToString()
+    error = _rejection_message(signal, rejected, items, reasons) if rejected else None
+    return ValidatedRequest(signal, msg, payload, items, rejected, error)
+
+
+def _parse_json(data: bytes, msg: Message, signal: Signal) -> None:
+    name = type(msg).__name__
+    try:
+        tree = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise BadMessage(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # undecodable UTF-8/16/32
+        raise BadMessage(f"invalid JSON text: {e}") from None
+    if not isinstance(tree, dict):
+        raise BadMessage(f"OTLP/JSON {name} must be a JSON object, got {type(tree).__name__}")
+    try:
+        hex_ids_to_base64(signal, tree)
+    except CodecError as e:
+        raise BadMessage(e.message, e.field) from None
+    try:
+        json_format.ParseDict(tree, msg, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError) as e:
+        raise BadMessage(f"invalid OTLP/JSON {name}: {e}") from None
+
+
+def _bad_id(value: bytes, size: int) -> bool:
+    return len(value) != size or not any(value)
+
+
+def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
+    rejected, reasons = 0, Counter()
+    for ri, rs in enumerate(req.resource_spans):
+        for si, ss in enumerate(rs.scope_spans):
+            drop = []
+            for i, span in enumerate(ss.spans):
+                if _bad_id(span.trace_id, 16):
+                    why = f"traceId must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
+                elif _bad_id(span.span_id, 8):
+                    why = f"spanId must be 8 bytes and not all zero (got {len(span.span_id)} bytes)"
+                elif len(span.parent_span_id) not in (0, 8):
+                    why = f"parentSpanId must be empty or 8 bytes (got {len(span.parent_span_id)} bytes)"
+                else:
+                    continue
+                drop.append(i)
+                reasons[(why, f"resourceSpans[{ri}].scopeSpans[{si}].spans[{i}]")] += 1
+            for i in reversed(drop):
+                del ss.spans[i]
+            rejected += len(drop)
+    return rejected, reasons
+
+
+def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
+    rejected, reasons = 0, Counter()
+    for ri, rl in enumerate(req.resource_logs):
+        for si, sl in enumerate(rl.scope_logs):
+            drop = []
+            for i, rec in enumerate(sl.log_records):
+                if len(rec.trace_id) not in (0, 16):
+                    why = f"traceId must be empty or 16 bytes (got {len(rec.trace_id)} bytes)"
+                elif len(rec.span_id) not in (0, 8):
+                    why = f"spanId must be empty or 8 bytes (got {len(rec.span_id)} bytes)"
+                else:
+                    continue
+                drop.append(i)
+                reasons[(why, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}]")] += 1
+            for i in reversed(drop):
+                del sl.log_records[i]
+            rejected += len(drop)
+    return rejected, reasons
+
+
+def _rejection_message(signal: Signal, rejected: int, accepted: int, reasons: Counter) -> str:
+    by_reason: dict[str, list[str]] = {}
+    for (why, where), n in reasons.items():
+        by_reason.setdefault(why, []).extend([where] * n)
+    parts = []
+    for why, where in list(by_reason.items())[:_MAX_REASONS]:
+        parts.append(f"{len(where)} with {why} (first: {where[0]})")
+    if len(by_reason) > _MAX_REASONS:
+        parts.append(f"{len(by_reason) - _MAX_REASONS} more reasons")
+    noun = signal.item_name.replace("_", " ")
+    return _clip(f"rejected {rejected} of {rejected + accepted} {noun}: " + "; ".join(parts))
+
+
+def count_items(signal: Signal, msg: Message) -> int:
+    """Items in an export request: spans (traces), log records (logs) or data points across gauge, sum,
+    histogram, exponential histogram and summary metrics (metrics; Collector ``metric_points``)."""
+    if signal is Signal.TRACES:
+        return sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans)
+    if signal is Signal.LOGS:
+        return sum(len(sl.log_records) for rl in msg.resource_logs for sl in rl.scope_logs)
+    n = 0
+    for rm in msg.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if kind in _METRIC_KINDS:
+                    n += len(getattr(m, kind).data_points)
+    return n
+
+
+def export_response(signal: Signal, fmt: Format, rejected: int = 0, error_message: str | None = None) -> bytes:
+    """Serialize an ``Export*ServiceResponse`` in ``fmt``; ``partial_success`` is set only when ``rejected`` > 0
+    or ``error_message`` is non-empty (spec: full success leaves it unset). Empty success is ``b""`` in
+    protobuf and ``{}`` in JSON."""
+    resp = RESPONSE_TYPES[signal]()
+    if rejected or error_message:
+        ps = resp.partial_success
+        setattr(ps, _REJECTED_FIELD[signal], rejected)
+        ps.error_message = _clip(error_message or "")
+    return _encode(resp, fmt)
+
+
+def status_message(fmt: Format, code: int, message: str, *, field: str | None = None,
+                   details: Iterable[Message] = ()) -> bytes:
+    """Serialize a ``google.rpc.Status`` (``code`` is a ``google.rpc.Code`` number, ``message`` English) in
+    ``fmt``. When ``field`` is given a ``google.rpc.BadRequest`` field violation is attached (spec: 400
+    responses SHOULD carry one); ``details`` are further messages packed as ``Any``."""
+    st = status_pb2.Status(code=code, message=_clip(message))
+    if field:
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(field=field, description=_clip(message))
+        st.details.add().Pack(bad)
+    for d in details:
+        st.details.add().Pack(d)
+    return _encode(st, fmt)
+
+
+def _encode(msg: Message, fmt: Format) -> bytes:
+    if fmt is Format.PROTOBUF:
+        return msg.SerializeToString()
+    tree: dict[str, Any] = json_format.MessageToDict(msg)
+    return json.dumps(tree, separators=(",", ":")).encode()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"

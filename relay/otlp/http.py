@@ -1,0 +1,185 @@
+"""OTLP/HTTP receiver (aiohttp): ``POST /v1/{traces,metrics,logs}`` in protobuf or JSON.
+
+Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; relay's mapping: contract ``otlp.md`` §1 and §3.
+
+| Situation | Answer |
+|---|---|
+| stored, duplicate | 200 ``Export*ServiceResponse`` (``partial_success`` when items were rejected) |
+| unsupported ``Content-Type`` | 415 (text) |
+| missing/bad credentials | 401 ``Status`` UNAUTHENTICATED, nothing read or stored |
+| body (on the wire or decompressed) over ``max_request_body_size`` | 413 ``Status`` RESOURCE_EXHAUSTED |
+| unknown ``Content-Encoding``, corrupt compression, undecodable message | 400 ``Status`` INVALID_ARGUMENT |
+| sink refused / failed | 503 + ``Retry-After`` (integer seconds) + ``Status`` UNAVAILABLE with ``RetryInfo`` |
+| other method on an OTLP path / unknown path | 405 / 404 (aiohttp router) |
+
+The ack path awaits nothing but the body read and the ingest call; decoding is synchronous (upb protobuf).
+Requests with no items are answered with success without calling the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import code_pb2, error_details_pb2
+
+from relay.auth import TenantResolver, Unauthorized
+from relay.config import HttpReceiverConfig
+from relay.model import Signal
+from relay.otlp.codec import (
+    CodecError,
+    Format,
+    TooLarge,
+    decompress,
+    export_response,
+    parse_content_type,
+    parse_export,
+    status_message,
+)
+from relay.otlp.ingest import Ingest
+from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
+from relay.telemetry import Telemetry
+
+__all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
+
+log = logging.getLogger(__name__)
+
+#: Langfuse's OTLP traces endpoint, served too so Langfuse SDKs can use relay as their base URL.
+LANGFUSE_TRACES_PATH = "/api/public/otel/v1/traces"
+_UNSUPPORTED_TYPE = "415 unsupported media type, supported: application/x-protobuf, application/json"
+_GATE_KEY = web.AppKey("relay_otlp_http_gate", IngestGate)
+
+
+class _Handler:
+    def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, gate: IngestGate):
+        self._cap = config.max_request_body_size
+        self._resolver = resolver
+        self._gate = gate
+
+    def route(self, signal: Signal) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, signal)
+
+        return handler
+
+    async def handle(self, request: web.Request, signal: Signal) -> web.StreamResponse:
+        started = time.perf_counter()
+        fmt = parse_content_type(request.headers.get("Content-Type"))
+        if fmt is None:
+            self._gate.finish(signal, "415", started)
+            return web.Response(status=415, text=_UNSUPPORTED_TYPE)
+        try:
+            tenant = self._resolver.resolve(request.headers)
+        except Unauthorized as e:
+            return self._error(signal, fmt, started, 401, code_pb2.UNAUTHENTICATED, e.message,
+                               headers={"WWW-Authenticate": 'Bearer realm="relay"'})
+        try:
+            body = await self._read_body(request)
+            raw = decompress(body, request.headers.get("Content-Encoding"), self._cap)
+            del body
+            req = parse_export(signal, raw, fmt)
+        except TooLarge as e:
+            return self._error(signal, fmt, started, 413, code_pb2.RESOURCE_EXHAUSTED, e.message)
+        except CodecError as e:
+            return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT, e.message, field=e.field)
+        except (ConnectionError, RequestPayloadError) as e:
+            # The client vanished or broke the framing before the body was complete: nothing to keep. The
+            # answer is usually undeliverable; returning (not raising) keeps aiohttp from logging a traceback.
+            log.debug("OTLP/HTTP body read aborted: %s", e)
+            return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT,
+                               f"incomplete request body: {e}")
+        self._gate.count_rejected(tenant, signal, req.rejected)
+        if req.items:
+            result = await self._gate.submit(tenant, raw, req)
+            if result.outcome in (Outcome.REFUSED, Outcome.FAILED):
+                seconds = max(1, math.ceil(result.retry_after))
+                info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
+                return self._error(signal, fmt, started, 503, code_pb2.UNAVAILABLE,
+                                   f"relay cannot take data now: {result.reason}",
+                                   headers={"Retry-After": str(seconds)}, details=(info,))
+        self._gate.finish(signal, "200", started)
+        return web.Response(status=200, body=export_response(signal, fmt, req.rejected, req.error_message),
+                            headers={"Content-Type": fmt.value})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self._cap:
+            raise TooLarge(f"request body of {length} bytes is over the limit of {self._cap} bytes")
+        buf = bytearray()
+        while chunk := await request.content.readany():
+            if len(buf) + len(chunk) > self._cap:
+                raise TooLarge(f"request body is over the limit of {self._cap} bytes")
+            buf += chunk
+        return bytes(buf)
+
+    def _error(self, signal: Signal, fmt: Format, started: float, status: int, code: int, message: str, *,
+               field: str | None = None, headers: dict[str, str] | None = None,
+               details: tuple = ()) -> web.Response:
+        self._gate.finish(signal, str(status), started)
+        body = status_message(fmt, code, message, field=field, details=details)
+        return web.Response(status=status, body=body, headers={"Content-Type": fmt.value, **(headers or {})})
+
+
+def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
+                   telemetry: Telemetry) -> web.Application:
+    """The aiohttp application serving the OTLP/HTTP routes.
+
+    **Run it with ``auto_decompress=False``** (``web.AppRunner(app, auto_decompress=False)``): relay decompresses
+    bodies itself, with the size cap; :class:`OtlpHttpReceiver` does this for you. Routes: ``POST /v1/traces``,
+    ``/v1/metrics``, ``/v1/logs`` and, when ``config.langfuse_compatible_path``, ``POST
+    /api/public/otel/v1/traces``.
+    """
+    gate = IngestGate(ingest, telemetry, "http")
+    handler = _Handler(config, resolver, gate)
+    app = web.Application(client_max_size=config.max_request_body_size + 1)
+    app[_GATE_KEY] = gate
+    for signal in Signal:
+        app.router.add_post(f"/v1/{signal.value}", handler.route(signal))
+    if config.langfuse_compatible_path:
+        app.router.add_post(LANGFUSE_TRACES_PATH, handler.route(Signal.TRACES))
+    return app
+
+
+class OtlpHttpReceiver:
+    """The OTLP/HTTP server: ``await start()`` binds ``config.endpoint``; ``await stop()`` shuts it down.
+
+    ``port`` is the bound port (useful with ``endpoint: 127.0.0.1:0``). ``access_log`` is off by default
+    (the ack path stays cheap; request counts are in :class:`~relay.telemetry.Telemetry`).
+    """
+
+    def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
+                 telemetry: Telemetry, *, access_log: logging.Logger | None = None):
+        self.config = config
+        self.app = build_http_app(config, resolver, ingest, telemetry)
+        self._access_log = access_log
+        self._runner: web.AppRunner | None = None
+        self.host, self.port = parse_endpoint(config.endpoint)
+
+    async def start(self) -> None:
+        """Bind and start serving. Raises ``OSError`` when the address is in use or not available."""
+        runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
+                               handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting connections, give in-flight requests up to ``grace`` seconds, then wait (again up to
+        ``grace``) for ingest calls of clients that already disconnected."""
+        if self._runner is None:
+            return
+        runner, self._runner = self._runner, None
+        runner._shutdown_timeout = grace  # aiohttp reads it in cleanup()
+        await runner.cleanup()
+        await self.app[_GATE_KEY].drain(grace)

@@ -1,0 +1,119 @@
+"""Transport-independent part of the OTLP receivers: hand validated requests to the sink and count outcomes.
+
+Both :mod:`relay.otlp.http` and :mod:`relay.otlp.grpc` decode/validate with :mod:`relay.otlp.codec`, then call
+:meth:`IngestGate.submit`. The ingest call runs in its own task behind :func:`asyncio.shield`, so once a body was
+fully read it is stored even if the client disconnects or its handler is cancelled
+(contract ``claude-code-telemetry.md`` §10). Item metrics are counted inside that task for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from relay.model import Signal
+from relay.otlp.codec import ValidatedRequest
+from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, dedup_key
+from relay.telemetry import RECEIVER, Telemetry
+
+__all__ = ["Outcome", "SubmitResult", "IngestGate", "parse_endpoint"]
+
+log = logging.getLogger(__name__)
+
+#: Retry hint (seconds) used when the sink failed unexpectedly rather than refusing.
+FAILURE_RETRY_AFTER = 1.0
+
+
+class Outcome(StrEnum):
+    """What happened to a submitted request."""
+
+    STORED = "stored"  # durably queued
+    DUPLICATE = "duplicate"  # dedup key already known: success, nothing stored
+    REFUSED = "refused"  # sink raised IngestRefused: retryable
+    FAILED = "failed"  # sink raised something else: logged, retryable
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Result of :meth:`IngestGate.submit`: ``retry_after`` (seconds) and ``reason`` are set for REFUSED/FAILED."""
+
+    outcome: Outcome
+    retry_after: float = 0.0
+    reason: str = ""
+
+
+class IngestGate:
+    """Calls the :data:`~relay.otlp.ingest.Ingest` sink for one transport (``"http"`` or ``"grpc"``) and keeps
+    the receiver metrics of :class:`~relay.telemetry.Telemetry` up to date."""
+
+    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str):
+        self._ingest = ingest
+        self._t = telemetry
+        self.transport = transport
+        self._tasks: set[asyncio.Task[SubmitResult]] = set()
+
+    async def submit(self, tenant: str, body: bytes, req: ValidatedRequest) -> SubmitResult:
+        """Store ``req`` (whose decompressed wire bytes are ``body``) for ``tenant``; requires ``req.items`` > 0.
+
+        Never raises for sink errors (they become REFUSED/FAILED); propagates cancellation of the *caller*
+        while the ingest task keeps running to completion.
+        """
+        item = IngestRequest(tenant=tenant, signal=req.signal, payload=req.payload, items=req.items,
+                             dedup_key=dedup_key(tenant, req.signal, body))
+        task = asyncio.get_running_loop().create_task(self._run(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    async def _run(self, req: IngestRequest) -> SubmitResult:
+        labels = (RECEIVER, self.transport, req.tenant)
+        try:
+            stored = await self._ingest(req)
+        except IngestRefused as e:
+            self._t.refused[req.signal].labels(*labels).inc(req.items)
+            return SubmitResult(Outcome.REFUSED, max(float(e.retry_after), 0.0), e.reason)
+        except Exception:
+            log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
+            self._t.failed[req.signal].labels(*labels).inc(req.items)
+            return SubmitResult(Outcome.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
+        if stored:
+            self._t.accepted[req.signal].labels(*labels).inc(req.items)
+            return SubmitResult(Outcome.STORED)
+        self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, req.tenant, req.signal.value).inc()
+        return SubmitResult(Outcome.DUPLICATE)
+
+    def count_rejected(self, tenant: str, signal: Signal, n: int) -> None:
+        """Count ``n`` items removed by validation (partial success)."""
+        if n:
+            self._t.rejected[signal].labels(RECEIVER, self.transport, tenant).inc(n)
+
+    def finish(self, signal: Signal, status: str, started: float) -> None:
+        """Count one answered request with ``status`` and observe its duration since ``started``
+        (a :func:`time.perf_counter` value)."""
+        self._t.receiver_requests.labels(RECEIVER, self.transport, signal.value, status).inc()
+        self._t.receiver_request_duration.labels(self.transport, signal.value).observe(time.perf_counter() - started)
+
+    @property
+    def in_flight(self) -> int:
+        """Number of ingest calls still running."""
+        return len(self._tasks)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for running ingest calls (e.g. of disconnected clients) to finish."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` and ``:port`` = all interfaces accepted) into ``(host, port)``.
+
+    Raises ``ValueError`` when the port is missing or not a number in 0..65535 (0 = pick a free port).
+    """
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid endpoint {endpoint!r}: expected host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
