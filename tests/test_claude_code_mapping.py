@@ -163,7 +163,7 @@ def test_every_scenario_maps_generations_tools_and_usage_from_events(scenario):
             "input": a["input_tokens"], "output": a["output_tokens"], "cache_read_input_tokens": a["cache_read_tokens"],
             "input_cache_creation_5m": a["cache_creation_5m_tokens"],
             "input_cache_creation_1h": a["cache_creation_1h_tokens"]}
-        assert g.cost_details["total"] == pytest.approx(a["cost_usd_micros"] / 1e6, abs=1e-9)
+        assert g.cost_details["total"] == pytest.approx(float(a["cost_usd"]), abs=1e-9)  # the double, not rounded micros
         assert g.completion_start_ns is not None and g.start_ns <= g.completion_start_ns <= g.end_ns
     tools = obs_of(results, ObservationType.TOOL)
     assert [t.name for t in sorted(tools, key=lambda t: t.start_ns)] == [v.attrs["tool_name"] for v in results_ev]
@@ -259,7 +259,7 @@ def test_tools_scenarios(scenario):
         assert t.metadata["decision_source"] == decisions[t.metadata["tool_use_id"]]["source"]
         assert t.input is not None  # OTEL_LOG_TOOL_DETAILS=1: tool_input forwarded
     costs = sorted(g.cost_details["total"] for g in generations([r]))
-    assert costs == pytest.approx(sorted(v.attrs["cost_usd_micros"] / 1e6 for v in events(logs, "api_request")))
+    assert costs == pytest.approx(sorted(float(v.attrs["cost_usd"]) for v in events(logs, "api_request")), abs=1e-9)
 
 
 def test_err529_same_error_observations_with_and_without_spans():

@@ -26,7 +26,7 @@ from relay.model import Level, Observation, ObservationType, Outcome, TraceInfo
 from relay.otlp.values import as_bool, as_int, as_str
 from relay.pipeline.claude_code_events import (
     AGENT_TOOLS, SPAN_BLOCKED, SPAN_EXECUTION, SPAN_INTERACTION, SPAN_LLM, SPAN_TOOL, Collected, agent_key, clean,
-    collect, cost_micros, derive_span_id, derive_trace_id, error_class, error_span_compatible, extra_attributes,
+    collect, cost_micros, cost_usd, derive_span_id, derive_trace_id, error_class, error_span_compatible, extra_attributes,
     is_subagent, model_of, model_parameters, ms_to_ns, span_failed, span_request_id, tool_error, tool_name,
     usage_details,
 )
@@ -261,7 +261,7 @@ class _Mapper:
                 id=sp.span_id if rid.startswith("span:") else derive_span_id("llm", rid), name=GENERATION_NAME,
                 type=ObservationType.GENERATION, start_ns=start, end_ns=end, parent_id=self.agent_parent(key, sp),
                 model=model_of(a, sa), model_parameters=model_parameters(a, sa), usage_details=usage_details(a),
-                cost_details={"total": micros / 1e6} if micros is not None else None,
+                cost_details={"total": usd} if (usd := cost_usd(ev.attrs) if ev else None) is not None else None,
                 completion_start_ns=start + ms_to_ns(ttft) if as_int(ttft) is not None else None,
                 output=ctx.content(resp.attrs.get("response")) if resp else None,
                 metadata=clean({

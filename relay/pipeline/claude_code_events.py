@@ -124,6 +124,16 @@ def cost_micros(attrs: dict[str, Any]) -> int | None:
     return None if usd is None else int(round(usd * 1_000_000))
 
 
+def cost_usd(attrs: dict[str, Any]) -> float | None:
+    """Claude Code's reported cost in USD for Langfuse's ``cost_details``: ``cost_usd`` as sent (a double; the
+    integer ``cost_usd_micros`` is rounded to whole micro-dollars), else ``cost_usd_micros`` / 10⁶ (§8)."""
+    usd = as_float(attrs.get("cost_usd"))
+    if usd is not None:
+        return usd
+    micros = as_int(attrs.get("cost_usd_micros"))
+    return None if micros is None else micros / 1_000_000
+
+
 def error_class(status_code: int | None, text: str | None, span_class: str | None = None) -> str:
     """Failure class of an API call from its status code, else the error text or the span's ``error_class`` (§8).
 

@@ -1,0 +1,399 @@
+"""The Langfuse exporter: sends each tenant's outbound spool to that tenant's Langfuse project, once, in order.
+
+Contract: ``/work/shared/contracts/langfuse.md`` §1 (endpoint, auth, headers, status codes) and §2 rule 4
+(export each span once), ``otlp.md`` §1/§3 (client retry rules) and §4.2 (backoff settings); Langfuse docs
+https://langfuse.com/integrations/native/opentelemetry.
+
+Per tenant, one loop (independent position, backoff and health, so a failing project never delays another):
+
+1. wait until ``spool.outbound_event(tenant)`` is set (or ``poll_interval`` passes, to notice batches requeued by
+   another process), then linger ``batch.flush_interval`` seconds when less than ``batch.max_spans`` are pending;
+2. read the oldest batches up to ``batch.max_spans`` spans / ``batch.max_bytes`` bytes and POST their
+   concatenation (concatenated ``ExportTraceServiceRequest`` bytes are one valid request) gzip-compressed to
+   ``{base_url}/api/public/otel/v1/traces`` with Basic auth and ``x-langfuse-ingestion-version: 4``;
+3. 2xx → ``ack_outbound``; transient failure → retry the SAME body (``relay.exporters.retry``) until it succeeds,
+   nothing newer is sent meanwhile; permanent refusal → ``dead_letter`` with the status and the server's message.
+   A 400/413 on a merged request first re-sends its batches one by one, so only the bad batch is dead-lettered.
+   401/403/404 (bad key, organisation key or suspended ingestion, wrong URL) mark the tenant
+   ``failing_permanently`` and pause ``max_interval`` seconds between batches until a request succeeds.
+
+Shutdown (``stop``) lets an in-flight request finish within the timeout; unsent batches stay in the spool.
+Secrets (the keys) are only ever placed in the Authorization header, never in logs, reasons or exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import importlib.metadata
+import json
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tenacity import RetryCallState
+
+from relay.config import LangfuseExporterConfig, TenantConfig
+from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
+from relay.spool import OutboundBatch, Spool
+
+__all__ = ["LangfuseExporter", "ExporterMetrics", "replay", "OTLP_TRACES_PATH", "RELAY_VERSION", "USER_AGENT"]
+
+log = logging.getLogger(__name__)
+
+EXPORTER = "langfuse"
+#: Langfuse's OTLP/HTTP traces endpoint below the base URL (langfuse.md §1).
+OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
+#: Statuses after which every later request of the tenant will fail too (langfuse.md §1 "Errors").
+_FAILING_STATUSES = frozenset({401, 403, 404})
+#: Statuses that reject a whole request for one bad part: re-send a merged request batch by batch.
+_SPLIT_STATUSES = frozenset({400, 413})
+_REASON_LIMIT = 500
+_GZIP_IN_THREAD = 256 * 1024  # bytes; compress larger bodies off the event loop
+
+
+def _relay_version() -> str:
+    try:
+        from relay import __version__  # type: ignore[attr-defined]
+
+        return str(__version__)
+    except ImportError:
+        pass
+    try:
+        return importlib.metadata.version("relay")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+RELAY_VERSION = _relay_version()
+USER_AGENT = f"relay/{RELAY_VERSION} aiohttp/{aiohttp.__version__}"
+
+
+class ExporterMetrics:
+    """The exporter's Prometheus metrics, registered into ``registry``; every series is labelled
+    ``exporter="langfuse"`` and ``tenant``. Names follow the Collector's (otlp.md §4.6; counters get ``_total``)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        lb = ("exporter", "tenant")
+        self.sent_spans = Counter("otelcol_exporter_sent_spans", "Spans acknowledged (2xx) by the destination.",
+                                  lb, registry=registry)
+        self.send_failed_spans = Counter("otelcol_exporter_send_failed_spans",
+                                         "Spans refused permanently (moved to the dead-letter store).",
+                                         lb, registry=registry)
+        self.queue_size = Gauge("otelcol_exporter_queue_size", "Spans waiting in the outbound spool.",
+                                lb, registry=registry)
+        self.in_flight = Gauge("otelcol_exporter_in_flight_requests", "Export requests in flight.",
+                               lb, registry=registry)
+        self.dead_letter_spans = Gauge("relay_dead_letter_spans",
+                                       "Spans in the dead-letter store, waiting for `relay replay`.",
+                                       lb, registry=registry)
+        self.retries = Counter("relay_exporter_retries",
+                               "Failed export attempts that will be retried, by kind (HTTP status, connect, "
+                               "timeout, disconnect).", lb + ("kind",), registry=registry)
+        self.ambiguous_retries = Counter("relay_exporter_ambiguous_retries",
+                                         "Retries of requests whose body was sent without a response "
+                                         "(the destination may have stored them: possible duplicates).",
+                                         lb, registry=registry)
+        self.request_duration = Histogram("relay_exporter_request_duration_seconds",
+                                          "Duration of one export attempt, in seconds.", lb, registry=registry,
+                                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+
+class _Stopped(Exception):
+    """Raised inside a tenant loop when the exporter is stopping."""
+
+
+class _TenantLoop:
+    """One tenant's export loop, health and backoff (see the module docstring)."""
+
+    def __init__(self, owner: LangfuseExporter, tenant: TenantConfig):
+        lf = tenant.langfuse
+        assert lf.base_url and lf.public_key and lf.secret_key
+        self.owner = owner
+        self.tenant = tenant.name
+        self.url = lf.base_url + OTLP_TRACES_PATH
+        public, secret = lf.public_key.get_secret_value(), lf.secret_key.get_secret_value()
+        self._secrets = tuple(s for s in (secret, public) if s)
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{public}:{secret}".encode()).decode("ascii"),
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "gzip",
+            "x-langfuse-ingestion-version": "4",
+            "x-langfuse-sdk-name": "relay",
+            "x-langfuse-sdk-version": RELAY_VERSION,
+        }
+        self.labels = {"exporter": EXPORTER, "tenant": tenant.name}
+        self.state, self.last_error, self.last_status, self.since = "ok", None, None, time.time()
+        self.dead_letter_spans = 0
+        self._failures_500 = 0
+        self._solo_until = 0  # batches with id ≤ this are sent one per request (after a 400/413 on a merge)
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Export until the owner stops; never raises (unexpected errors are logged and backed off)."""
+        o = self.owner
+        event = o.spool.outbound_event(self.tenant)
+        batch = o.config.batch
+        await self._refresh_dead_letters()
+        while not o.stopping.is_set():
+            try:
+                event.clear()
+                batches = await o.spool.read_outbound(self.tenant, batch.max_spans, batch.max_bytes)
+                if batches:
+                    if batches[0].id <= self._solo_until:
+                        batches = batches[:1]
+                    await self._export(batches)
+                elif not await self._wait(event, o.poll_interval):
+                    await self._refresh_dead_letters()
+                elif batch.flush_interval and o.spool.outbound_spans.get(self.tenant, 0) < batch.max_spans:
+                    await self._sleep(batch.flush_interval)
+            except _Stopped:
+                return
+            except Exception:
+                log.exception("langfuse exporter for tenant %s: unexpected error; retrying later", self.tenant)
+                try:
+                    await self._sleep(o.config.retry_on_failure.max_interval)
+                except _Stopped:
+                    return
+
+    async def _export(self, batches: list[OutboundBatch]) -> None:
+        """Send ``batches`` as one request, retrying transient failures; ack, split or dead-letter the outcome."""
+        o = self.owner
+        spans = sum(b.spans for b in batches)
+        raw = b"".join(b.payload for b in batches)
+        if len(raw) > _GZIP_IN_THREAD:
+            body = await asyncio.to_thread(gzip.compress, raw, 6, mtime=0)
+        else:
+            body = gzip.compress(raw, 6, mtime=0)
+        self._failures_500 = 0
+        try:
+            async for attempt in exporter_retrying(o.config.retry_on_failure, sleep=self._sleep,
+                                                   before_sleep=self._before_sleep):
+                with attempt:
+                    await self._post(body)
+        except PermanentError as e:
+            if len(batches) > 1 and e.status in _SPLIT_STATUSES:
+                log.warning("langfuse exporter for tenant %s: %s refused a request of %d batches; re-sending "
+                            "them one by one to isolate the bad one", self.tenant, e.status, len(batches))
+                self._solo_until = batches[-1].id
+                return
+            await self._settle(o.spool.dead_letter(batches, e.status, e.message))
+            o.metrics.send_failed_spans.labels(**self.labels).inc(spans)
+            self.dead_letter_spans += spans
+            o.metrics.dead_letter_spans.labels(**self.labels).set(self.dead_letter_spans)
+            failing = e.status in _FAILING_STATUSES or (e.status is not None and 300 <= e.status < 400)
+            self._set_state("failing_permanently" if failing else "ok", e.message, e.status)
+            log.error("langfuse exporter for tenant %s: %d spans (%d batches) dead-lettered: %s%s", self.tenant,
+                      spans, len(batches), e.message,
+                      "; check the tenant's Langfuse URL and keys" if failing else "")
+            if failing:  # every later batch would fail the same way: do not hammer the server
+                await self._sleep(o.config.retry_on_failure.max_interval)
+            return
+        await self._settle(o.spool.ack_outbound(batches))
+        o.metrics.sent_spans.labels(**self.labels).inc(spans)
+        if self.state != "ok":
+            log.info("langfuse exporter for tenant %s: export recovered", self.tenant)
+        self._set_state("ok", None, None)
+
+    async def _post(self, body: bytes) -> None:
+        """One attempt: return on 2xx, raise ``TransientError`` / ``PermanentError`` (``retry.check_status``)."""
+        o = self.owner
+        assert o.session is not None, "start() the exporter first"
+        ctx = SimpleNamespace(body_sent=False)  # set by the session's trace config once bytes were written
+        o.metrics.in_flight.labels(**self.labels).inc()
+        started = time.monotonic()
+        try:
+            async with o.session.post(self.url, data=body, headers=self._headers, allow_redirects=False,
+                                      trace_request_ctx=ctx) as resp:
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+                text = await resp.content.read(64 * 1024)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            what = type(e).__name__ + (f": {e.strerror}" if isinstance(e, OSError) and e.strerror else "")
+            if not ctx.body_sent:
+                raise TransientError("connect", f"cannot reach {self._host()} ({what})") from None
+            kind = "timeout" if isinstance(e, asyncio.TimeoutError) else "disconnect"
+            raise TransientError(kind, f"no response from {self._host()} after sending the body ({what})",
+                                 ambiguous=True) from None
+        finally:
+            o.metrics.in_flight.labels(**self.labels).dec()
+            o.metrics.request_duration.labels(**self.labels).observe(time.monotonic() - started)
+        if status == 500:
+            self._failures_500 += 1
+        check_status(status, retry_after, self._message(text), failures_500=self._failures_500,
+                     max_500_retries=o.config.retry_on_failure.max_500_retries)
+
+    def _before_sleep(self, rs: RetryCallState) -> None:
+        """tenacity hook before each backoff wait: metrics, health, logs."""
+        exc = rs.outcome.exception() if rs.outcome else None
+        assert isinstance(exc, TransientError)
+        delay = rs.next_action.sleep if rs.next_action else 0.0
+        self.owner.metrics.retries.labels(kind=exc.kind, **self.labels).inc()
+        self._set_state("retrying", str(exc), exc.status)
+        if exc.ambiguous:
+            self.owner.metrics.ambiguous_retries.labels(**self.labels).inc()
+            log.warning("langfuse exporter for tenant %s: %s; Langfuse may have stored it, the retry in %.2fs "
+                        "may create duplicates", self.tenant, exc, delay)
+        elif rs.attempt_number == 1 or rs.attempt_number % 10 == 0:
+            log.warning("langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
+                        self.tenant, rs.attempt_number, exc, delay)
+        else:
+            log.info("langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
+                     self.tenant, rs.attempt_number, exc, delay)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``; raise ``_Stopped`` as soon as the exporter stops."""
+        try:
+            await asyncio.wait_for(self.owner.stopping.wait(), timeout=max(seconds, 0.0))
+        except TimeoutError:
+            return
+        raise _Stopped()
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set (True) or ``timeout`` seconds pass (False); ``_Stopped`` on stop."""
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.owner.stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if self.owner.stopping.is_set():
+            raise _Stopped()
+        return event.is_set()
+
+    async def _settle(self, write: Awaitable[None]) -> None:
+        """Run a spool write to completion even if the loop is cancelled meanwhile (``stop`` awaits it)."""
+        task = asyncio.ensure_future(write)
+        self.owner.settling.add(task)
+        task.add_done_callback(self.owner.settling.discard)
+        await asyncio.shield(task)
+
+    async def _refresh_dead_letters(self) -> None:
+        self.dead_letter_spans = sum(d.spans for d in await self.owner.spool.dead_letters(self.tenant))
+        self.owner.metrics.dead_letter_spans.labels(**self.labels).set(self.dead_letter_spans)
+
+    def _set_state(self, state: str, error: str | None, status: int | None) -> None:
+        if state != self.state:
+            self.since = time.time()
+        self.state, self.last_error, self.last_status = state, error, status
+
+    def _host(self) -> str:
+        url = urlsplit(self.url)
+        return f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+    def _message(self, raw: bytes) -> str:
+        """The server's message from a response body: Langfuse's ``{message, error}`` JSON or the text, on one
+        line, secrets replaced, at most ``_REASON_LIMIT`` characters."""
+        text = raw.decode("utf-8", "replace")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and (obj.get("message") or obj.get("error")):
+            parts = [obj.get("message"), obj.get("error")]
+            text = " — ".join(p if isinstance(p, str) else json.dumps(p) for p in parts if p)
+        text = " ".join(text.split())
+        for s in self._secrets:
+            text = text.replace(s, "[REDACTED]")
+        if len(text) > _REASON_LIMIT:
+            text = text[: _REASON_LIMIT - 1] + "…"
+        return text or "(empty response body)"
+
+    def health(self) -> dict[str, Any]:
+        return {"state": self.state, "last_error": self.last_error, "last_status": self.last_status,
+                "since": self.since, "pending_spans": self.owner.spool.outbound_spans.get(self.tenant, 0),
+                "dead_letter_spans": self.dead_letter_spans}
+
+
+class LangfuseExporter:
+    """Exports every export-enabled tenant's outbound spool to its own Langfuse project (one loop per tenant).
+
+    ``spool``: the open ``relay.spool.Spool``. ``config``: ``exporters.langfuse`` (``timeout`` per attempt in
+    seconds, ``retry_on_failure``, ``batch`` limits in spans/bytes/seconds). ``tenants``: e.g.
+    ``RelayConfig.resolved_tenants()``; tenants whose ``langfuse.enabled`` is false get no loop. ``registry``:
+    where ``ExporterMetrics`` are registered (default: a private registry). ``poll_interval``: seconds between
+    spool checks while idle, to notice batches requeued by another process (``relay replay``).
+    """
+
+    def __init__(self, spool: Spool, config: LangfuseExporterConfig, tenants: Iterable[TenantConfig], *,
+                 registry: CollectorRegistry | None = None, poll_interval: float = 5.0):
+        self.spool = spool
+        self.config = config
+        self.poll_interval = poll_interval
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ExporterMetrics(self.registry)
+        self.session: aiohttp.ClientSession | None = None
+        self.stopping = asyncio.Event()
+        self.settling: set[asyncio.Future[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = {t.name: _TenantLoop(self, t) for t in tenants if t.langfuse.enabled}
+        for name in self._loops:
+            self.metrics.queue_size.labels(exporter=EXPORTER, tenant=name).set_function(
+                lambda name=name: spool.outbound_spans.get(name, 0))
+
+    @property
+    def tenants(self) -> list[str]:
+        """Names of the tenants this exporter serves (those with Langfuse export enabled)."""
+        return list(self._loops)
+
+    async def start(self) -> None:
+        """Open the HTTP session and start one loop per tenant. Call once, inside the running event loop."""
+        if self._tasks:
+            return
+        trace = aiohttp.TraceConfig()
+
+        async def on_chunk_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+            if ctx.trace_request_ctx is not None:
+                ctx.trace_request_ctx.body_sent = True
+
+        trace.on_request_chunk_sent.append(on_chunk_sent)
+        self.stopping.clear()
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                                             headers={"User-Agent": USER_AGENT}, trace_configs=[trace])
+        self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
+        log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops) or "-")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop all loops: backoff waits end at once, an in-flight request may finish within ``timeout`` seconds
+        (then it is cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
+        self.stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+        if self.settling:
+            await asyncio.gather(*list(self.settling), return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per-tenant export health for ``/readyz``: ``{tenant: {"state", "last_error", "last_status", "since",
+        "pending_spans", "dead_letter_spans"}}``. ``state`` is ``ok``, ``retrying`` (transient failures; data
+        waits in the spool) or ``failing_permanently`` (the last request got 401/403/404/3xx: keys or URL need
+        fixing; batches are being dead-lettered). ``since`` is the Unix time (seconds) of the last state change."""
+        return {name: lp.health() for name, lp in self._loops.items()}
+
+
+async def replay(spool: Spool, tenant: str | None = None, ids: list[int] | None = None) -> int:
+    """Move dead-lettered batches back to the outbound spool (``relay replay``) and return how many moved.
+
+    ``tenant`` limits it to one tenant, ``ids`` to given dead-letter ids (see ``Spool.dead_letters()``). The
+    batches are appended after the tenant's pending ones; the running relay (same process: at once; another
+    process: within its ``poll_interval``) or the next one exports them. Fix the cause first (keys, quota, the
+    bad data): a batch refused again returns to the dead-letter store. Replaying a batch dead-lettered after
+    repeated 500s may duplicate spans if Langfuse stored it despite the error (langfuse.md §2 rule 4).
+    """
+    moved = await spool.requeue_dead_letters(tenant, ids)
+    log.info("replay: %d dead-lettered batch(es) requeued%s", moved, f" for tenant {tenant}" if tenant else "")
+    return moved
