@@ -448,13 +448,44 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return best
 
 
+#: Environment variables the embedded defaults read, like the Langfuse SDKs do
+#: (https://langfuse.com/docs/observability/sdk/python/setup): key of ``exporters.langfuse`` → variable.
+LANGFUSE_ENV = {
+    "base_url": "LANGFUSE_BASE_URL",
+    "public_key": "LANGFUSE_PUBLIC_KEY",
+    "secret_key": "LANGFUSE_SECRET_KEY",
+    "environment": "LANGFUSE_TRACING_ENVIRONMENT",
+    "release": "LANGFUSE_RELEASE",
+}
+
+
+def _env_defaults(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Fill ``exporters.langfuse`` keys the file leaves out from the ``LANGFUSE_*`` environment variables."""
+    exporters = data.get("exporters")
+    if exporters is None:
+        exporters = data["exporters"] = {}
+    if not isinstance(exporters, dict):
+        return data
+    lf = exporters.get("langfuse")
+    if lf is None:
+        lf = exporters["langfuse"] = {}
+    if isinstance(lf, dict):
+        for key, var in LANGFUSE_ENV.items():
+            if key not in lf and env.get(var):
+                lf[key] = env[var]
+    return data
+
+
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> RelayConfig:
     """Load, expand and validate a config file; ``None`` gives the embedded defaults.
 
+    Keys of ``exporters.langfuse`` the file does not set come from ``LANGFUSE_BASE_URL``, ``LANGFUSE_PUBLIC_KEY``,
+    ``LANGFUSE_SECRET_KEY``, ``LANGFUSE_TRACING_ENVIRONMENT`` and ``LANGFUSE_RELEASE``.
     Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem.
     """
+    env = dict(os.environ) if env is None else env
     if path is None:
-        return _validate({}, "<defaults>", None)
+        return _validate(_env_defaults({}, env), "<defaults>", None)
     path = Path(path)
     try:
         text = path.read_text()
@@ -473,7 +504,7 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> R
         expanded = expand(raw, env, path.parent)
     except ValueError as e:
         raise ConfigError([f"{path}: {e}"]) from e
-    return _validate(expanded, str(path), root)
+    return _validate(_env_defaults(expanded, env), str(path), root)
 
 
 def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayConfig:
