@@ -192,6 +192,15 @@ class BatchConfig(_Model):
     flush_interval: Duration = 0.2
 
 
+def _base_url(v: str | None) -> str | None:
+    """A Langfuse base URL without trailing slash; raises ``ValueError`` without an http(s) scheme."""
+    if v is None:
+        return v
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https:// (e.g. https://cloud.langfuse.com)")
+    return v.rstrip("/")
+
+
 class LangfuseConfig(_Model):
     """One Langfuse project's OTLP endpoint and keys (https://langfuse.com/integrations/native/opentelemetry).
 
@@ -211,12 +220,8 @@ class LangfuseConfig(_Model):
 
     @field_validator("base_url")
     @classmethod
-    def _strip_slash(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+    def _url(cls, v: str | None) -> str | None:
+        return _base_url(v)
 
 
 class LangfuseExporterConfig(_Model):
@@ -231,6 +236,11 @@ class LangfuseExporterConfig(_Model):
     secret_key: OptionalSecret = None
     environment: OptionalStr = None
     release: OptionalStr = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _base_url(v)
 
 
 class ExportersConfig(_Model):
