@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from relay import __version__
-from relay.config import ConfigError, RelayConfig, load_config
+from relay.config import RelayConfig
+from relay.config_load import ConfigError, load_config
 
 __all__ = ["main"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, load_config, parse_duration, parse_size
+from relay.config import parse_duration, parse_size
+from relay.config_load import ConfigError, load_config
 from relay.spool import Spool, TraceCommit
 
 ROOT = Path(__file__).resolve().parents[1]

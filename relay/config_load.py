@@ -1,0 +1,172 @@
+"""Loading relay's YAML configuration: ``${env:…}`` / ``${file:…}`` expansion, ``LANGFUSE_*`` defaults, and
+validation errors that name the file, line and key.
+
+Expansion syntax (Collector "confmap" providers, https://opentelemetry.io/docs/collector/configuration/):
+
+- ``${env:NAME}`` — the environment variable, empty string when unset (a value that is only a reference to an
+  unset variable becomes null, i.e. "not configured");
+- ``${env:NAME:-default}`` — the variable, or ``default`` when unset or empty;
+- ``${file:/path/to/secret}`` — the file's content with surrounding whitespace stripped (relative to the
+  config file's directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from relay.config import RelayConfig
+
+__all__ = ["ConfigError", "load_config", "expand", "LANGFUSE_ENV"]
+
+_EXPAND_RE = re.compile(r"\$\{(env|file):([^}:]+)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be loaded or validated.
+
+    ``problems`` is a list of human-readable lines, each naming the file, the key path and (when known)
+    the line, e.g. ``config.yaml:12: exporters.langfuse.batch.max_spans: Input should be a valid integer``.
+    """
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Any:
+    """Recursively expand ``${env:…}`` and ``${file:…}`` references in strings of a parsed YAML tree.
+
+    Raises ``ValueError`` when a referenced file cannot be read.
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: expand(v, env, base_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, env, base_dir) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        kind, name, default = m.group(1), m.group(2).strip(), m.group(3)
+        if kind == "env":
+            got = env.get(name, "")
+            return got if got else (default or "")
+        path = Path(name)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            if default is not None:
+                return default
+            raise ValueError(f"cannot read ${{file:{name}}}: {e.strerror}") from e
+
+    whole = _EXPAND_RE.fullmatch(value)
+    out = _EXPAND_RE.sub(repl, value)
+    if whole and out == "":
+        return None if whole.group(3) is None else out
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through a composed YAML node tree; return the 1-based line."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if getattr(k, "value", None) == part:
+                    nxt = v
+                    best = k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            best = node.start_mark.line + 1
+        else:
+            break
+        if node is None:
+            break
+    return best
+
+
+#: Environment variables the embedded defaults read, like the Langfuse SDKs do
+#: (https://langfuse.com/docs/observability/sdk/python/setup): key of ``exporters.langfuse`` → variable.
+LANGFUSE_ENV = {
+    "base_url": "LANGFUSE_BASE_URL",
+    "public_key": "LANGFUSE_PUBLIC_KEY",
+    "secret_key": "LANGFUSE_SECRET_KEY",
+    "environment": "LANGFUSE_TRACING_ENVIRONMENT",
+    "release": "LANGFUSE_RELEASE",
+}
+
+
+def _env_defaults(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Fill ``exporters.langfuse`` keys the file leaves out from the ``LANGFUSE_*`` environment variables."""
+    exporters = data.get("exporters")
+    if exporters is None:
+        exporters = data["exporters"] = {}
+    if not isinstance(exporters, dict):
+        return data
+    lf = exporters.get("langfuse")
+    if lf is None:
+        lf = exporters["langfuse"] = {}
+    if isinstance(lf, dict):
+        for key, var in LANGFUSE_ENV.items():
+            if key not in lf and env.get(var):
+                lf[key] = env[var]
+    return data
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> RelayConfig:
+    """Load, expand and validate a config file; ``None`` gives the embedded defaults.
+
+    Keys of ``exporters.langfuse`` the file does not set come from ``LANGFUSE_BASE_URL``, ``LANGFUSE_PUBLIC_KEY``,
+    ``LANGFUSE_SECRET_KEY``, ``LANGFUSE_TRACING_ENVIRONMENT`` and ``LANGFUSE_RELEASE``.
+    Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem.
+    """
+    env = dict(os.environ) if env is None else env
+    if path is None:
+        return _validate(_env_defaults({}, env), "<defaults>", None)
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from e
+    try:
+        raw = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from e
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections (receivers, exporters, …)"])
+    try:
+        expanded = expand(raw, env, path.parent)
+    except ValueError as e:
+        raise ConfigError([f"{path}: {e}"]) from e
+    return _validate(_env_defaults(expanded, env), str(path), root)
+
+
+def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayConfig:
+    try:
+        return RelayConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            where = f"{name}:{line}" if line else name
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see README 'Configuration')"
+            problems.append(f"{where}: {dotted}: {msg}")
+        raise ConfigError(problems) from e
