@@ -153,25 +153,41 @@ def _bad_id(value: bytes, size: int) -> bool:
     return len(value) != size or not any(value)
 
 
+def _span_problem(span) -> str | None:
+    """Why a span is invalid (OTLP trace.proto: 16-byte trace id, 8-byte span id, none all zero), or None."""
+    if _bad_id(span.trace_id, 16):
+        return f"traceId must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
+    if _bad_id(span.span_id, 8):
+        return f"spanId must be 8 bytes and not all zero (got {len(span.span_id)} bytes)"
+    if len(span.parent_span_id) not in (0, 8):
+        return f"parentSpanId must be empty or 8 bytes (got {len(span.parent_span_id)} bytes)"
+    return None
+
+
+def _log_problem(rec) -> str | None:
+    """Why a log record is invalid (OTLP logs.proto: ids optional, but of the right length), or None."""
+    if len(rec.trace_id) not in (0, 16):
+        return f"traceId must be empty or 16 bytes (got {len(rec.trace_id)} bytes)"
+    if len(rec.span_id) not in (0, 8):
+        return f"spanId must be empty or 8 bytes (got {len(rec.span_id)} bytes)"
+    return None
+
+
+def _drop_invalid(items, path: str, problem, reasons: Counter) -> int:
+    """Delete the items ``problem`` finds fault with from a repeated field; count reasons; return how many."""
+    drop = [(i, why) for i, item in enumerate(items) if (why := problem(item))]
+    for i, why in drop:
+        reasons[(why, f"{path}[{i}]")] += 1
+    for i, _ in reversed(drop):
+        del items[i]
+    return len(drop)
+
+
 def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
     rejected, reasons = 0, Counter()
     for ri, rs in enumerate(req.resource_spans):
         for si, ss in enumerate(rs.scope_spans):
-            drop = []
-            for i, span in enumerate(ss.spans):
-                if _bad_id(span.trace_id, 16):
-                    why = f"traceId must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
-                elif _bad_id(span.span_id, 8):
-                    why = f"spanId must be 8 bytes and not all zero (got {len(span.span_id)} bytes)"
-                elif len(span.parent_span_id) not in (0, 8):
-                    why = f"parentSpanId must be empty or 8 bytes (got {len(span.parent_span_id)} bytes)"
-                else:
-                    continue
-                drop.append(i)
-                reasons[(why, f"resourceSpans[{ri}].scopeSpans[{si}].spans[{i}]")] += 1
-            for i in reversed(drop):
-                del ss.spans[i]
-            rejected += len(drop)
+            rejected += _drop_invalid(ss.spans, f"resourceSpans[{ri}].scopeSpans[{si}].spans", _span_problem, reasons)
     return rejected, reasons
 
 
@@ -179,19 +195,8 @@ def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter
     rejected, reasons = 0, Counter()
     for ri, rl in enumerate(req.resource_logs):
         for si, sl in enumerate(rl.scope_logs):
-            drop = []
-            for i, rec in enumerate(sl.log_records):
-                if len(rec.trace_id) not in (0, 16):
-                    why = f"traceId must be empty or 16 bytes (got {len(rec.trace_id)} bytes)"
-                elif len(rec.span_id) not in (0, 8):
-                    why = f"spanId must be empty or 8 bytes (got {len(rec.span_id)} bytes)"
-                else:
-                    continue
-                drop.append(i)
-                reasons[(why, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}]")] += 1
-            for i in reversed(drop):
-                del sl.log_records[i]
-            rejected += len(drop)
+            rejected += _drop_invalid(sl.log_records, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords", _log_problem,
+                                      reasons)
     return rejected, reasons
 
 
