@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.expected import by_name, events
+from tests.support.fixtures import load_scenario
 from tests.support.inproc import replay, running_relay, settle
 
 ALL_SCENARIOS = ["protobuf-text", "protobuf-text-nobeta", "protobuf-tools", "json-tools", "grpc-tools",
@@ -161,3 +162,23 @@ async def test_client_retries_are_counted_once(tmp_path):
     view, lf = await run_scenario(tmp_path, "protobuf-receiver-503")
     assert lf.duplicate_span_ids() == {}
     assert len(view.generations()) == 1
+
+
+@pytest.mark.parametrize("scenario", ["protobuf-tools", "protobuf-receiver-503", "grpc-tools"])
+async def test_every_accepted_item_ends_in_exactly_one_outcome(tmp_path, scenario):
+    """Receivers count accepted items; the pipeline counts each as forwarded or filtered; the exporter counts sent
+    spans. Per signal: accepted == forwarded + filtered, and every queued span was sent."""
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+            await replay(relay, scenario)
+            await settle(relay)
+            t = relay.telemetry
+            for signal, item in (("traces", "spans"), ("logs", "log_records"), ("metrics", "metric_points")):
+                accepted = t.sample(f"otelcol_receiver_accepted_{item}_total")
+                outcomes = {o: t.sample("relay_pipeline_items_total", {"signal": signal, "outcome": o})
+                            for o in ("forwarded", "filtered")}
+                assert accepted == sum(outcomes.values()), (signal, accepted, outcomes)
+            sent = t.sample("otelcol_exporter_sent_spans_total")
+            assert sent == t.sample("relay_pipeline_spans_queued_total") == len(lf.spans())
+            if scenario == "protobuf-receiver-503":  # each body was sent twice; the resends are duplicates
+                assert t.sample("relay_receiver_duplicate_requests_total") == len(load_scenario(scenario)) / 2
