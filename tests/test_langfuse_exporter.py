@@ -44,8 +44,6 @@ def spool(tmp_path):
 async def lf():
     async with FakeLangfuse(PROJECTS) as fake:
         yield fake
-        import sys
-        print("FAKEDBG", fake.port, [(r.status, r.path, r.project, r.headers.get("authorization"), r.headers.get("user-agent")) for r in fake.requests], file=sys.stderr)
 
 
 def config(*, max_spans: int = 512, timeout: float = 2.0, max_500_retries: int = 2) -> LangfuseExporterConfig:

@@ -1,0 +1,65 @@
+"""Operational promises: deterministic ids across replays, readiness on permanent export failure, dead letters and
+replay after a fix, logs without secrets or prompt text."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from tests.fakes.langfuse import FakeLangfuse
+from tests.support.inproc import replay, running_relay, settle
+from tests.test_faults import expected_observations, replay_sync, wait_spans
+from tests.support.relay_proc import RelayProcess
+
+
+async def test_replaying_a_capture_produces_the_same_langfuse_objects(tmp_path):
+    ids = []
+    for run in ("a", "b"):
+        async with FakeLangfuse() as lf:
+            async with running_relay(tmp_path / run, lf.base_url) as relay:
+                await replay(relay, "protobuf-text-nobeta")
+                await settle(relay)
+            ids.append(sorted((s.trace_id, s.span_id, s.parent_span_id or "") for s in lf.spans()))
+    assert ids[0] == ids[1] and ids[0]
+
+
+async def test_revoked_keys_make_relay_not_ready_and_replay_recovers_after_the_fix(tmp_path):
+    async with FakeLangfuse() as lf:
+        revoked = lf.fail(401, times=None)  # the project's keys were revoked
+        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{relay.admin_port}/readyz") as r:
+                    body = await r.json()
+                    assert r.status == 503
+                    assert any("tenant default failing" in p for p in body["problems"])
+                    assert "sk-lf" not in json.dumps(body)
+            [dl] = await relay.spool.dead_letters()
+            assert dl.status == 401 and dl.spans == expected_observations("protobuf-text")
+            assert lf.spans() == []
+            assert revoked.hits >= 1
+            # the operator fixes the keys (here: the server accepts them again) and replays the dead letters
+            lf.clear_faults()
+            assert await relay.spool.requeue_dead_letters() == 1
+            await settle(relay)
+        assert len(lf.spans()) == expected_observations("protobuf-text")
+
+
+def test_logs_contain_neither_secrets_nor_prompt_text(tmp_path):
+    with FakeLangfuse.run_in_thread() as lf:
+        env = {"LANGFUSE_BASE_URL": lf.base_url, "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test"}
+        lf.fail(401, times=1)  # an error path that logs the server's answer
+        relay = RelayProcess(tmp_path / "data", env=env, overrides={"service": {"log": {"level": "debug"}}}).start()
+        try:
+            assert set(replay_sync(relay.http_url, "protobuf-tools")) == {200}
+            wait_spans(lf, 1, timeout=10)
+        finally:
+            relay.terminate()
+        logs = relay.logs()
+        assert "dead-lettered" in logs  # the 401 was logged …
+        for secret in ("sk-lf-test", "pk-lf-test", "capture-token", "SCENARIO:tools", "echo hi"):
+            assert secret not in logs  # … without keys, tokens or prompt/tool content
+        for line in logs.splitlines():
+            json.loads(line)  # structured: one JSON object per line when not on a terminal
