@@ -51,21 +51,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Move dead letters back to the export queue; a running relay (or the next start) sends them."""
+    """Move dead letters back to the export queue (or quarantined requests back to the pipeline); a running
+    relay (or the next start) picks them up."""
     from relay.spool import Spool
 
     cfg = _load(args.config)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
-        moved = asyncio.run(_replay(spool, args.tenant, args.id))
+        if args.quarantined:
+            moved = asyncio.run(spool.requeue_quarantined())
+        else:
+            moved = asyncio.run(spool.requeue_dead_letters(tenant=args.tenant, ids=args.id or None))
     finally:
         spool.close()
-    print(f"requeued {moved} dead-lettered batch{'es' if moved != 1 else ''} for export")
+    if args.quarantined:
+        print(f"requeued {moved} quarantined request{'s' if moved != 1 else ''} for processing")
+    else:
+        print(f"requeued {moved} dead-lettered batch{'es' if moved != 1 else ''} for export")
     return 0
-
-
-async def _replay(spool, tenant: str | None, ids: list[int] | None) -> int:
-    return await spool.requeue_dead_letters(tenant=tenant, ids=ids or None)
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -100,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = with_config(sub.add_parser("replay", help="re-send dead-lettered batches"))
     r.add_argument("--tenant", default=None)
     r.add_argument("--id", type=int, action="append", help="only this dead letter id (repeatable)")
+    r.add_argument("--quarantined", action="store_true",
+                   help="instead, re-process requests the pipeline quarantined after an internal error")
     r.set_defaults(fn=cmd_replay)
     d = with_config(sub.add_parser("dead-letters", help="list dead-lettered batches"))
     d.add_argument("--tenant", default=None)

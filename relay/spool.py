@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
     failed_ns INTEGER NOT NULL, status INTEGER, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, signal TEXT NOT NULL, payload BLOB NOT NULL, items INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL, failed_ns INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS exported (
     tenant TEXT NOT NULL, trace_id TEXT NOT NULL, obs_id TEXT NOT NULL, created_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, trace_id, obs_id)) WITHOUT ROWID;
@@ -226,6 +230,42 @@ class Spool:
     async def pending_inbound(self) -> int:
         """Number of inbound requests not yet handled."""
         return await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
+
+    async def quarantine(self, seqs: Iterable[int], reason: str) -> int:
+        """Copy inbound requests the pipeline could not handle (a bug, not bad input: receivers validate) to the
+        quarantine table with the reason, so ``relay replay --quarantined`` can re-process them after a fix.
+        The caller still deletes them from the inbound spool. Returns how many were copied."""
+        seqs = sorted(set(seqs))
+        now = time.time_ns()
+
+        def copy(conn: sqlite3.Connection) -> int:
+            n = 0
+            for s in seqs:
+                n += conn.execute(
+                    "INSERT INTO quarantine(tenant, signal, payload, items, received_ns, failed_ns, reason) "
+                    "SELECT tenant, signal, payload, items, received_ns, ?, ? FROM inbound WHERE seq = ?",
+                    (now, reason, s),
+                ).rowcount
+            return n
+
+        return await self.db.run(copy)
+
+    async def requeue_quarantined(self) -> int:
+        """Move quarantined requests back to the inbound spool; returns how many moved."""
+
+        def move(conn: sqlite3.Connection) -> int:
+            rows = conn.execute("SELECT id, tenant, signal, payload, items, received_ns FROM quarantine ORDER BY id").fetchall()
+            for qid, *row in rows:
+                conn.execute("INSERT INTO inbound(tenant, signal, payload, items, received_ns) VALUES (?,?,?,?,?)", row)
+                conn.execute("DELETE FROM quarantine WHERE id=?", (qid,))
+            return len(rows)
+
+        n = await self.db.run(move)
+        if n:
+            self.inbound_bytes = await self.db.run(
+                lambda c: c.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0])
+            self.inbound_event.set()
+        return n
 
     # ------------------------------------------------------------------ pipeline output
 

@@ -63,3 +63,23 @@ def test_logs_contain_neither_secrets_nor_prompt_text(tmp_path):
             assert secret not in logs  # … without keys, tokens or prompt/tool content
         for line in logs.splitlines():
             json.loads(line)  # structured: one JSON object per line when not on a terminal
+
+
+async def test_a_mapping_bug_quarantines_the_requests_and_replay_recovers_them(tmp_path, monkeypatch):
+    import relay.pipeline.worker as worker
+
+    real = worker.map_group
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+            monkeypatch.setattr(worker, "map_group", broken)
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            assert lf.spans() == [] and relay.telemetry.sample("relay_pipeline_errors_total") >= 1
+            monkeypatch.setattr(worker, "map_group", real)  # the fix is deployed
+            assert await relay.spool.requeue_quarantined() >= 1
+            await settle(relay)
+        assert len(lf.spans()) == expected_observations("protobuf-text") and lf.duplicate_span_ids() == {}

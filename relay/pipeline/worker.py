@@ -56,7 +56,8 @@ class PipelineMetrics:
             ["tenant"], registry=registry,
         )
         self.errors = Counter(
-            "relay_pipeline_errors", "Groups whose mapping failed (records counted as filtered, logged).",
+            "relay_pipeline_errors", "Requests or traces the pipeline failed on; their requests are quarantined "
+            "(relay replay --quarantined).",
             ["tenant"], registry=registry,
         )
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
@@ -129,7 +130,14 @@ class Pipeline:
         finished: list[int] = []
         metric_batch: list[tuple] = []
         for item in items:
-            if self._feed(item, metric_batch):
+            try:
+                done = self._feed(item, metric_batch)
+            except Exception as e:  # a bug: keep the request for `relay replay --quarantined`, keep serving
+                log.exception("pipeline could not decode a %s request of tenant %s; quarantined", item.signal, item.tenant)
+                self.metrics.errors.labels(item.tenant).inc()
+                await self.spool.quarantine([item.seq], f"decode: {type(e).__name__}: {e}")
+                done = True
+            if done:
                 finished.append(item.seq)
             self.cursor = item.seq
             await asyncio.sleep(0)  # keep the ack path responsive between large requests
@@ -185,9 +193,11 @@ class Pipeline:
         for g in groups:
             try:
                 commit = await self._map(g)
-            except Exception:
-                log.exception("mapping failed for a trace of tenant %s (%d records)", g.tenant, g.size)
+            except Exception as e:  # a bug: keep the raw requests for `relay replay --quarantined`
+                log.exception("mapping failed for a trace of tenant %s (%d records); its requests are quarantined",
+                              g.tenant, g.size)
                 self.metrics.errors.labels(g.tenant).inc()
+                await self.spool.quarantine(g.seqs, f"mapping: {type(e).__name__}: {e}")
                 commit = None
             self._count(g)
             if commit is not None:
