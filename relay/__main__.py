@@ -1,3 +1,5 @@
+"""``python -m relay``: the same as the ``relay`` command."""
+
 import sys
 
 from relay.cli import main

@@ -107,15 +107,21 @@ class GrpcReceiverConfig(_Model):
 
 
 class OtlpProtocols(_Model):
+    """The OTLP receiver's protocols (``receivers.otlp.protocols``)."""
+
     http: HttpReceiverConfig = HttpReceiverConfig()
     grpc: GrpcReceiverConfig = GrpcReceiverConfig()
 
 
 class OtlpReceiverConfig(_Model):
+    """``receivers.otlp``: the OTLP receiver, Collector style."""
+
     protocols: OtlpProtocols = OtlpProtocols()
 
 
 class ReceiversConfig(_Model):
+    """``receivers``: where telemetry comes in."""
+
     otlp: OtlpReceiverConfig = OtlpReceiverConfig()
 
 
@@ -206,6 +212,8 @@ class LangfuseExporterConfig(_Model):
 
 
 class ExportersConfig(_Model):
+    """``exporters``: where telemetry goes out (Langfuse)."""
+
     langfuse: LangfuseExporterConfig = LangfuseExporterConfig()
 
 
@@ -276,12 +284,16 @@ class AdminConfig(_Model):
 
 
 class LogConfig(_Model):
+    """``service.log``: relay's own log level and format."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: ``auto``: JSON when stderr is not a terminal, text otherwise.
     format: Literal["auto", "json", "text"] = "auto"
 
 
 class ServiceConfig(_Model):
+    """``service``: relay's own admin endpoint, logs and shutdown."""
+
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     #: Seconds SIGTERM waits for in-flight work (pipeline, exports) before exiting.

@@ -22,6 +22,7 @@ class JsonFormatter(logging.Formatter):
     and ``exc`` with the traceback when present."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
         out = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -48,6 +49,7 @@ class SecretMask(logging.Filter):
         self._secrets.update(s for s in secrets if s and len(s) >= 6)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask registered secrets in the record's message; always keeps the record."""
         if self._secrets:
             msg = record.getMessage()
             masked = msg
