@@ -141,19 +141,21 @@ class _TenantLoop:
         o = self.owner
         event = o.spool.outbound_event(self.tenant)
         batch = o.config.batch
-        await self._refresh_dead_letters()
+        refreshed = -o.poll_interval
         while not o.stopping.is_set():
             try:
+                if time.monotonic() - refreshed >= o.poll_interval:  # replays change it behind our back
+                    await self._refresh_dead_letters()
+                    refreshed = time.monotonic()
                 event.clear()
                 batches = await o.spool.read_outbound(self.tenant, batch.max_spans, batch.max_bytes)
                 if batches:
                     if batches[0].id <= self._solo_until:
                         batches = batches[:1]
                     await self._export(batches)
-                elif not await self._wait(event, o.poll_interval):
-                    await self._refresh_dead_letters()
-                elif batch.flush_interval and o.spool.outbound_spans.get(self.tenant, 0) < batch.max_spans:
-                    await self._sleep(batch.flush_interval)
+                elif (await self._wait(event, o.poll_interval) and batch.flush_interval
+                      and o.spool.outbound_spans.get(self.tenant, 0) < batch.max_spans):
+                    await self._sleep(batch.flush_interval)  # linger so close commits share a request
             except _Stopped:
                 return
             except Exception:
@@ -184,12 +186,13 @@ class _TenantLoop:
                             "them one by one to isolate the bad one", self.tenant, e.status, len(batches))
                 self._solo_until = batches[-1].id
                 return
+            # health first: whoever sees the dead letter also sees why
+            failing = e.status in _FAILING_STATUSES or (e.status is not None and 300 <= e.status < 400)
+            self._set_state("failing_permanently" if failing else "ok", e.message, e.status)
             await self._settle(o.spool.dead_letter(batches, e.status, e.message))
             o.metrics.send_failed_spans.labels(**self.labels).inc(spans)
             self.dead_letter_spans += spans
             o.metrics.dead_letter_spans.labels(**self.labels).set(self.dead_letter_spans)
-            failing = e.status in _FAILING_STATUSES or (e.status is not None and 300 <= e.status < 400)
-            self._set_state("failing_permanently" if failing else "ok", e.message, e.status)
             log.error("langfuse exporter for tenant %s: %d spans (%d batches) dead-lettered: %s%s", self.tenant,
                       spans, len(batches), e.message,
                       "; check the tenant's Langfuse URL and keys" if failing else "")
@@ -213,6 +216,7 @@ class _TenantLoop:
             async with o.session.post(self.url, data=body, headers=self._headers, allow_redirects=False,
                                       trace_request_ctx=ctx) as resp:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
+                location = resp.headers.get("Location") if 300 <= status < 400 else None
                 text = await resp.content.read(64 * 1024)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             what = type(e).__name__ + (f": {e.strerror}" if isinstance(e, OSError) and e.strerror else "")
@@ -226,7 +230,8 @@ class _TenantLoop:
             o.metrics.request_duration.labels(**self.labels).observe(time.monotonic() - started)
         if status == 500:
             self._failures_500 += 1
-        check_status(status, retry_after, self._message(text), failures_500=self._failures_500,
+        message = self._message(f"redirected to {location}; fix base_url".encode() if location else text)
+        check_status(status, retry_after, message, failures_500=self._failures_500,
                      max_500_retries=o.config.retry_on_failure.max_500_retries)
 
     def _before_sleep(self, rs: RetryCallState) -> None:
