@@ -272,8 +272,10 @@ class StorageConfig(_Model):
     #: Upper bound of spooled data (inbound not yet processed + outbound not yet exported), in bytes.
     #: Beyond it receivers answer 503 with Retry-After instead of dropping.
     max_spool_size: Size = 2 * 2**30
-    #: How long dedup keys (request hashes, exported span ids) are remembered.
-    dedup_retention: Duration = 7 * 86400.0
+    #: How long exported observation ids and trace metadata are remembered (late records of a trace exported
+    #: earlier reuse them; a replay of old data within this window is not exported twice). Request hashes (for
+    #: byte-identical client retries) are kept for at most an hour.
+    dedup_retention: Duration = 86400.0
 
 
 class AdminConfig(_Model):

@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS exported_age ON exported(created_ns);
 CREATE TABLE IF NOT EXISTS trace_meta (
     tenant TEXT NOT NULL, trace_id TEXT NOT NULL, info TEXT NOT NULL, updated_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_meta_age ON trace_meta(updated_ns);
 CREATE TABLE IF NOT EXISTS usage_records (
     tenant TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, time_ns INTEGER NOT NULL,
     session_id TEXT, trace_id TEXT, user_id TEXT, model TEXT, tool_name TEXT,
@@ -148,7 +149,7 @@ class Spool:
         self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     @classmethod
-    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 7 * 86400) -> Spool:
+    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 86400.0) -> Spool:
         """Open (creating if needed) ``<directory>/relay.db``. Blocking; call before the event loop serves."""
         db = SqliteDB(Path(directory) / "relay.db", schema=SCHEMA, fsync=fsync)
         db.open()
@@ -428,13 +429,27 @@ class Spool:
 
     # ------------------------------------------------------------------ housekeeping
 
-    async def prune(self) -> None:
-        """Forget dedup keys and exported ids older than ``dedup_retention``."""
-        cutoff = time.time_ns() - int(self.dedup_retention * 1e9)
-
-        def prune(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM request_keys WHERE created_ns < ?", (cutoff,))
-            conn.execute("DELETE FROM exported WHERE created_ns < ?", (cutoff,))
-            conn.execute("DELETE FROM trace_meta WHERE updated_ns < ?", (cutoff,))
-
-        await self.db.run(prune)
+    async def prune(self, request_key_retention: float = 3600.0, batch: int = 5000) -> int:
+        """Forget request hashes older than ``request_key_retention`` seconds (client retries come within
+        seconds) and exported ids / trace metadata older than ``dedup_retention``. Deletes in batches of ``batch``
+        rows, each its own small transaction, so acknowledgements never wait behind a long delete. Returns the
+        number of rows deleted."""
+        now = time.time_ns()
+        key_cutoff = now - int(min(request_key_retention, self.dedup_retention) * 1e9)
+        cutoff = now - int(self.dedup_retention * 1e9)
+        statements = [
+            ("DELETE FROM request_keys WHERE key IN "
+             "(SELECT key FROM request_keys WHERE created_ns < ? LIMIT ?)", key_cutoff),
+            ("DELETE FROM exported WHERE (tenant, trace_id, obs_id) IN "
+             "(SELECT tenant, trace_id, obs_id FROM exported WHERE created_ns < ? LIMIT ?)", cutoff),
+            ("DELETE FROM trace_meta WHERE (tenant, trace_id) IN "
+             "(SELECT tenant, trace_id FROM trace_meta WHERE updated_ns < ? LIMIT ?)", cutoff),
+        ]
+        total = 0
+        for sql, limit_ns in statements:
+            while True:
+                n = await self.db.run(lambda c, sql=sql, limit_ns=limit_ns: c.execute(sql, (limit_ns, batch)).rowcount)
+                total += n
+                if n < batch:
+                    break
+        return total

@@ -102,3 +102,15 @@ def test_acknowledged_appends_survive_kill_9(tmp_path):
     finally:
         s.close()
     assert n >= acked
+
+
+async def test_prune_forgets_old_keys_in_batches_and_keeps_recent_ones(spool):
+    await spool.append("t", Signal.LOGS, b"a", 1, b"old")
+    await spool.commit_traces([TraceCommit("t", "tr", None, 0, [f"o{i}" for i in range(25)], {}, [])])
+    await spool.db.run(lambda c: c.execute("UPDATE request_keys SET created_ns = 0"))
+    await spool.db.run(lambda c: c.execute("UPDATE exported SET created_ns = 0 WHERE obs_id != 'o0'"))
+    await spool.append("t", Signal.LOGS, b"b", 1, b"new")
+    assert await spool.prune(batch=10) == 1 + 24
+    assert await spool.exported_ids("t", "tr") == {"o0"}
+    assert await spool.append("t", Signal.LOGS, b"a", 1, b"old") is True  # forgotten: stored again
+    assert await spool.append("t", Signal.LOGS, b"b", 1, b"new") is False
