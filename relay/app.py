@@ -39,6 +39,7 @@ __all__ = ["Relay", "run"]
 log = logging.getLogger("relay")
 
 PRUNE_INTERVAL = 3600.0
+RESYNC_INTERVAL = 10.0
 
 
 class Relay:
@@ -183,12 +184,17 @@ class Relay:
     # ------------------------------------------------------------------ misc
 
     async def _prune_loop(self) -> None:
+        """Housekeeping: resync spool sizes (another process may have requeued data) and prune dedup state."""
+        last_prune = time.monotonic()
         while True:
-            await asyncio.sleep(PRUNE_INTERVAL)
+            await asyncio.sleep(RESYNC_INTERVAL)
             try:
-                await self.spool.prune()
+                await self.spool.resync()
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    await self.spool.prune()
             except Exception:
-                log.exception("pruning dedup keys failed")
+                log.exception("spool housekeeping failed")
 
     def _log_startup(self) -> None:
         parts = []

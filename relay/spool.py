@@ -94,6 +94,14 @@ class TraceCommit:
     usage: list[UsageRecord]
 
 
+def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int]]:
+    """(inbound bytes, outbound bytes, outbound spans per tenant) as stored."""
+    ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
+    ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
+    per = dict(conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall())
+    return ib, ob, per
+
+
 class Spool:
     """The durable queues and the small tables that make the pipeline idempotent. Open with ``Spool.open``."""
 
@@ -114,16 +122,19 @@ class Spool:
         db.open()
         spool = cls(db, max_size, dedup_retention)
 
-        def sizes(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[str, int]]]:
-            ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
-            ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
-            per = conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall()
-            return ib, ob, per
-
-        spool.inbound_bytes, spool.outbound_bytes, per = db.run_sync(sizes)
-        for tenant, n in per:
-            spool.outbound_spans[tenant] = n
+        spool._apply_sizes(db.run_sync(_read_sizes))
         return spool
+
+    def _apply_sizes(self, sizes: tuple[int, int, dict[str, int]]) -> None:
+        self.inbound_bytes, self.outbound_bytes, per = sizes
+        self.outbound_spans.clear()
+        self.outbound_spans.update(per)
+
+    async def resync(self) -> None:
+        """Re-read the spool's sizes from the database. The counters are kept in memory for speed; another
+        process (``relay replay``) may have changed the tables, so the daemon calls this periodically. A write
+        finishing around the read can leave them off until the next call (they are metrics and a soft bound)."""
+        self._apply_sizes(await self.db.run(_read_sizes))
 
     def close(self) -> None:
         """Close the database (after finishing queued writes)."""

@@ -114,3 +114,16 @@ async def test_prune_forgets_old_keys_in_batches_and_keeps_recent_ones(spool):
     assert await spool.exported_ids("t", "tr") == {"o0"}
     assert await spool.append("t", Signal.LOGS, b"a", 1, b"old") is True  # forgotten: stored again
     assert await spool.append("t", Signal.LOGS, b"b", 1, b"new") is False
+
+
+async def test_resync_sees_what_another_process_requeued(tmp_path):
+    a = Spool.open(tmp_path)
+    b = Spool.open(tmp_path)  # e.g. `relay replay` in another process
+    try:
+        await b.commit_traces([TraceCommit("t", "tr", b"xyz", 4, ["o"], {}, [])])
+        assert a.outbound_spans.get("t", 0) == 0
+        await a.resync()
+        assert a.outbound_spans["t"] == 4 and a.outbound_bytes == 3
+    finally:
+        a.close()
+        b.close()
