@@ -20,18 +20,26 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
+import psutil
 
-from tests.support.relay_proc import RelayProcess  # noqa: E402
+from tests.support.relay_proc import RelayProcess
 
 __all__ = [
-    "ROOT", "MiB", "percentile", "FakeLangfuseProcess", "FakeStats", "RelayUnderTest", "ResourceSample",
+    "ROOT",
+    "FakeLangfuseProcess",
+    "FakeStats",
+    "MiB",
+    "RelayUnderTest",
+    "ResourceSample",
+    "counts",
+    "cpu_count",
+    "percentile",
     "scrape_metrics",
 ]
 
@@ -88,7 +96,7 @@ def _fake_main(conn: Any, ready: Any) -> None:  # runs in the child process
     seen: set[str] = set()
 
     def harvest() -> None:
-        with fake.fake._lock:  # noqa: SLF001 — RLock-based Condition: spans()/requests/clear() re-enter it
+        with fake.fake._lock:
             spans, reqs = fake.spans(), fake.requests
             fake.clear()
         stats.spans += len(spans)
@@ -183,10 +191,10 @@ class FakeLangfuseProcess:
                 self._proc.kill()
                 self._proc.join(5)
 
-    def __enter__(self) -> FakeLangfuseProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -296,14 +304,15 @@ class RelayUnderTest:
         """relay's ``/metrics`` (see :func:`scrape_metrics`)."""
         return scrape_metrics(self.proc.admin_url)
 
-    def stop(self) -> int | None:
-        """SIGTERM relay (SIGKILL if it does not exit within 15 s), stop sampling, delete the data dir."""
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM relay and wait up to ``grace`` s for its exit code; SIGKILL it after that (returns None then).
+        Stops sampling and deletes the data dir."""
         self._stop.set()
         code = None
         if self.proc.proc is not None and self.proc.proc.poll() is None:
             try:
-                code = self.proc.terminate(15.0)
-            except Exception:  # noqa: BLE001 — a hung relay must not hang the bench
+                code = self.proc.terminate(grace)
+            except Exception:  # noqa: BLE001 — a slow or hung shutdown must not hang the bench
                 self.proc.kill9()
         if self._thread:
             self._thread.join(2)

@@ -12,8 +12,9 @@ load-test limit, contract ``otlp.md`` §5):
   of one core and peak/average RSS (MiB) over the load window, and whether relay kept up end to end: spans the
   fake Langfuse had received when the load stopped, the drain time until it had all of them, the backlog left.
 * **max phase** (closed loop): N connections each sending the next 512-span batch as soon as the previous one
-  was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path, and the end-to-end
-  (export) rate it sustains meanwhile.
+  was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path (the durable spool
+  decouples acks from the pipeline, so relay's sustainable end-to-end rate is what the fixed-rate phases export
+  per second once relay saturates).
 * **ceiling**: in the same run, ``ExportTraceServiceRequest.FromString(body)`` + ``SerializeToString()`` of the
   same payloads in a loop: the raw protobuf rate (spans/s) no Python relay can beat; relay's throughput is
   printed as a ratio of it.
@@ -21,19 +22,21 @@ load-test limit, contract ``otlp.md`` §5):
 Setup: relay runs as a subprocess (``python -m relay run --config <generated yaml>``, fresh temp data dir per
 phase, pipeline ``idle_timeout`` 500 ms / ``root_grace`` 200 ms) with Langfuse export to the fake Langfuse
 (``tests/fakes/langfuse.py``), which runs in **its own process** so its CPU does not share the bench's GIL. The
-load generator is asyncio + aiohttp with keep-alive connections in the bench process; every request body is
-generated **before** its phase starts (unique trace/span ids per request, so nothing is deduplicated). CPU is
+load generator is asyncio + aiohttp with keep-alive connections in the bench process; request bodies are
+generated **before** their phase starts (unique trace/span ids per request, so nothing is deduplicated; the max
+phase draws from a pre-generated pool of 512 MiB and counts any body it had to make on the fly). CPU is
 read with psutil from relay's process (user + system, all threads, children excluded) and divided by wall time;
 RSS is sampled every 100 ms. Only loopback traffic.
 
 Caveat: relay, the fake Langfuse and the load generator share this machine's cores (the number is printed): on a
-small machine they compete, which lowers relay's achievable rate but not its CPU share per span.
+small machine they compete, which lowers relay's achievable rate but not its CPU share per span. On a shared VM,
+figures vary by ±30 % from run to run; compare runs on the same machine.
 
 Run from the repository root::
 
     python bench/ingest.py                       # defaults: ~90 s
     python bench/ingest.py --duration 5 --json out.json
-    python bench/ingest.py --phases genai-100 --rate 10000 --batch 100
+    python bench/ingest.py --phases genai --batch 100 --rate 10000
 
 Units: spans/s, ms (latency), MiB (memory), % of one core (CPU), s (durations).
 """
@@ -46,6 +49,7 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -54,18 +58,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    FakeLangfuseProcess, RelayUnderTest, ResourceSample, counts, cpu_count, percentile,
+import aiohttp
+from _common import (
+    FakeLangfuseProcess,
+    RelayUnderTest,
+    counts,
+    cpu_count,
+    percentile,
 )
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-import aiohttp  # noqa: E402
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
-
-from tests.support.fixtures import load_scenario  # noqa: E402
+from tests.support.fixtures import load_scenario
 
 PROTOBUF = "application/x-protobuf"
 TARGET_RATE = 10_000  # spans/s: the Collector's Trace10kSPS scenario
@@ -343,7 +350,7 @@ async def _post(session: aiohttp.ClientSession, url: str, req: OutRequest, res: 
         async with session.post(url + req.path, data=req.body, headers={"Content-Type": PROTOBUF}) as r:
             await r.read()
             status = r.status
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
         res.errors.append(type(e).__name__)
         return
     res.statuses.append(status)
@@ -435,6 +442,7 @@ class PhaseResult:
     requests: int
     spans_sent: int
     items_sent: int
+    spans_acked: int
     acked_spans_per_s: float
     acked_items_per_s: float
     latency_ms: dict[str, float]
@@ -463,6 +471,11 @@ class PhaseResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _accepted(m: dict[str, float]) -> float:
+    """Records relay's receivers acknowledged (spans + log records + metric points)."""
+    return sum(m.get(f"otelcol_receiver_accepted_{k}_total", 0) for k in ("spans", "log_records", "metric_points"))
+
+
 def _handled(m: dict[str, float]) -> float:
     """Records (spans, log records, metric points) the pipeline has finished with: forwarded or filtered."""
     return m.get("relay_pipeline_items_total_forwarded", 0) + m.get("relay_pipeline_items_total_filtered", 0)
@@ -471,8 +484,8 @@ def _handled(m: dict[str, float]) -> float:
 def _backlog(m: dict[str, float]) -> dict:
     """What relay still holds, from its ``/metrics``: records accepted but not yet handled by the pipeline, open
     traces, spans queued for export, and the spool byte gauges."""
-    accepted = sum(m.get(f"otelcol_receiver_accepted_{k}_total", 0) for k in ("spans", "log_records", "metric_points"))
-    handled = m.get("relay_pipeline_items_total_forwarded", 0) + m.get("relay_pipeline_items_total_filtered", 0)
+    accepted = _accepted(m)
+    handled = _handled(m)
     return {
         "unprocessed_records": int(accepted - handled),
         "open_traces": int(m.get("relay_pipeline_open_traces", 0)),
@@ -486,8 +499,8 @@ def _processed_all(m: dict[str, float]) -> bool:
     """relay's pipeline has handled every record it accepted, holds no open trace and has no span queued for
     export. (Deliberately not based on ``relay_spool_bytes{queue="inbound"}``: that gauge can drift, see the
     bench README.)"""
-    accepted = sum(m.get(f"otelcol_receiver_accepted_{k}_total", 0) for k in ("spans", "log_records", "metric_points"))
-    handled = m.get("relay_pipeline_items_total_forwarded", 0) + m.get("relay_pipeline_items_total_filtered", 0)
+    accepted = _accepted(m)
+    handled = _handled(m)
     return handled >= accepted and m.get("relay_pipeline_open_traces", 0) == 0 and \
         m.get("otelcol_exporter_queue_size", 0) == 0
 
@@ -566,34 +579,36 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
         f2 = fake.stats()
         whole = relay.window(t0, t2, c0, c2)
         exported = f2.spans
+        handled = _handled(m2) - _handled(m0)
         if drained:
             drain_s = max(0.0, f2.last_span_at - w1)
             e2e_wall = max(f2.last_span_at, w1) - w0
         else:
             drain_s = float("nan")
             e2e_wall = t2 - t0
-            left = expected - exported
-            rate = (exported - f1.spans) / max(1e-9, t2 - t1)
-            notes.append(f"not drained after {drain_timeout:.0f} s: {left} spans still to export "
-                         f"(export rate during the drain {rate:,.0f} spans/s → ~{left / rate if rate else math.inf:.0f}"
-                         f" s more)")
-        handled = _handled(m2) - _handled(m0)
+            left = _accepted(m2) - _handled(m2)
+            rate = handled / max(1e-9, t2 - t0)  # the pipeline's average over the phase (it works in bursts)
+            more = f"~{left / rate:,.0f} s more" if rate else "no progress"
+            notes.append(f"not drained after {drain_timeout:.0f} s: {expected - exported:,} spans not yet at Langfuse,"
+                         f" {left:,.0f} records not yet mapped (pipeline average {rate:,.0f} records/s → {more})")
         accepted = m1.get("otelcol_receiver_accepted_spans_total", 0) - m0.get("otelcol_receiver_accepted_spans_total", 0)
         if load.spans_acked and accepted + 1e-9 < load.spans_acked:
             notes.append(f"relay counted {accepted:.0f} accepted spans, the client {load.spans_acked}")
         lat = load.latencies_ms
+        # open loop: n requests span n/rate seconds of schedule (not n-1 intervals), plus the last answer's latency
+        rate_wall = max(window.wall_s, len(reqs) / req_rate) if mode == "open" and reqs else window.wall_s
         result = PhaseResult(
             name=name, mode=mode, batch=batch, target_spans_per_s=target_spans, duration_s=window.wall_s,
             requests=load.sent, spans_sent=sum(r.spans for r in reqs) if reqs else load.spans_acked,
             items_sent=sum(r.items for r in reqs) if reqs else load.items_acked,
-            acked_spans_per_s=load.spans_acked / window.wall_s, acked_items_per_s=load.items_acked / window.wall_s,
+            spans_acked=load.spans_acked, acked_spans_per_s=load.spans_acked / rate_wall, acked_items_per_s=load.items_acked / rate_wall,
             latency_ms={"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
                         "max": max(lat) if lat else float("nan")},
             lag_p99_ms=percentile(load.lag_ms, 99) if load.lag_ms else float("nan"),
             statuses=counts(load.statuses), errors=counts(load.errors),
             cpu_pct=window.cpu_pct, rss_peak_mib=window.rss_peak_mib, rss_avg_mib=window.rss_avg_mib,
             cpu_pct_with_drain=whole.cpu_pct, rss_peak_mib_with_drain=whole.rss_peak_mib,
-            cpu_us_per_record=1e6 * whole.cpu_s / handled if handled else float("nan"),
+            cpu_us_per_record=1e6 * whole.cpu_s / handled if (handled and mode == "open") else float("nan"),
             exported_at_load_end=f1.spans, exported_total=exported, expected_export=expected, drained=drained,
             drain_s=drain_s, e2e_spans_per_s=(exported / spans_per_unit) / e2e_wall if e2e_wall > 0 else float("nan"),
             backlog_at_load_end=_backlog(m1), backlog_at_end=_backlog(m2), duplicates_at_langfuse=f2.duplicates,
@@ -614,20 +629,25 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
 
 
 # ============================================================================================ ceiling
-def protobuf_ceiling(bodies: list[tuple[bytes, int]], seconds: float = 2.0) -> float:
+def protobuf_ceiling(bodies: list[tuple[bytes, int]], seconds: float = 1.5, rounds: int = 3) -> float:
     """Spans/s of ``ExportTraceServiceRequest.FromString(body).SerializeToString()`` over ``bodies`` (``(body,
-    spans)`` pairs, round robin) in a tight loop for about ``seconds`` s, in this process (one core): the floor
-    cost of touching the payload at all, which no relay written on the same protobuf runtime can beat."""
+    spans)`` pairs, round robin) in a tight loop, in this process (one core): the floor cost of touching the
+    payload at all, which no relay written on the same protobuf runtime can beat. Best of ``rounds`` rounds
+    sharing ``seconds`` s (the best round is the least disturbed by other work on the machine)."""
     parse = ExportTraceServiceRequest.FromString
-    spans = 0
-    t0 = time.perf_counter()
-    end = t0 + seconds
-    while True:
-        for body, n in bodies:
-            parse(body).SerializeToString()
-            spans += n
-        if (t := time.perf_counter()) >= end:
-            return spans / (t - t0)
+    best = 0.0
+    for _ in range(rounds):
+        spans = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds / rounds
+        while True:
+            for body, n in bodies:
+                parse(body).SerializeToString()
+                spans += n
+            if (t := time.perf_counter()) >= end:
+                break
+        best = max(best, spans / (t - t0))
+    return best
 
 
 # ============================================================================================ report
@@ -637,14 +657,19 @@ def _f(x: float | None, fmt: str = ",.0f") -> str:
     return format(x, fmt)
 
 
+def _pct(ratio: float) -> str:
+    """A ratio as a percentage with enough digits to be non-zero."""
+    return f"{ratio:.1%}" if ratio >= 0.01 else f"{ratio:.3%}"
+
+
 def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: dict) -> None:
     """The final plain-text tables."""
     w = 78
     print()
     print("=" * w)
-    print(f"relay ingest benchmark — {info['when']}")
-    print(f"machine: {info['cpus']} logical CPUs, Python {info['python']}; relay, fake Langfuse (own process) and "
-          f"the load generator share them")
+    print(f"relay ingest benchmark — {info['when']}, relay at commit {info['commit']} (plus any uncommitted changes)")
+    print(f"machine: {info['cpus']} logical CPUs (load average {info['loadavg']} at start), Python {info['python']};"
+          f" relay, fake Langfuse (own process) and the load generator share them")
     print(f"bar: {TARGET_RATE:,} spans/s within {BAR_CPU_PCT:.0f} % of one core and {BAR_RSS_MIB:.0f} MiB "
           f"(Collector testbed limit)")
     print("=" * w)
@@ -681,7 +706,9 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
         ("backlog at the end: spans to export", [_f(r.backlog_at_end["export_queue_spans"]) for r in results]),
         ("duplicate spans at Langfuse", [_f(r.duplicates_at_langfuse) for r in results]),
         ("fake Langfuse CPU (% of 1 core)", [_f(r.fake_langfuse_cpu_pct, ".1f") for r in results]),
-        ("relay SIGTERM → exit (s), exit code", [f"{_f(r.relay_stop_s, '.1f')}, {r.relay_exit_code}" for r in results]),
+        ("relay SIGTERM → exit (s), code", [f"{_f(r.relay_stop_s, '.1f')}, "
+                                                  f"{'killed' if r.relay_exit_code is None else r.relay_exit_code}"
+                                                  for r in results]),
     ]
     lw = max(len(label) for label, _ in rows) + 2
     cw = max(14, *(len(c) + 2 for c in cols), *(len(v) + 2 for _, vals in rows for v in vals))
@@ -691,23 +718,31 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
     print("* relay's CPU time over load + drain divided by the records its pipeline finished (spans, log records,")
     print("  metric points); N µs per record = N % of one core at 10,000 records/s end to end.")
     print()
-    print("protobuf ceiling (FromString + SerializeToString, same payload, 1 core, bench process):")
+    print("protobuf ceiling (FromString + SerializeToString, same payload, 1 core, bench process, best of 3):")
     for name, c in ceilings.items():
         print(f"  {name:<12} {c['bytes']:>9,} bytes/request  {c['spans_per_s']:>12,.0f} spans/s")
     for r in results:
         c = ceilings.get(r.batch)
-        if c:
-            print(f"  {r.name}: relay acked {r.acked_spans_per_s:,.0f} spans/s = {r.acked_spans_per_s / c['spans_per_s']:.1%}"
-                  f" of the ceiling; end to end {r.e2e_spans_per_s:,.0f} spans/s = "
-                  f"{r.e2e_spans_per_s / c['spans_per_s']:.1%}")
+        if not c:
+            continue
+        ack = f"  {r.name}: relay acked {r.acked_spans_per_s:,.0f} spans/s = {_pct(r.acked_spans_per_s / c['spans_per_s'])}"
+        if r.mode == "open":
+            print(f"{ack} of the ceiling; end to end {r.e2e_spans_per_s:,.0f} spans/s = "
+                  f"{_pct(r.e2e_spans_per_s / c['spans_per_s'])}")
+        else:
+            print(f"{ack} of the ceiling (ack path: the spool decouples it from the pipeline, whose sustainable "
+                  f"rate is the fixed-rate phases' end-to-end figure)")
     print()
     print(f"verdict against the bar ({TARGET_RATE:,} spans/s, ≤ {BAR_CPU_PCT:.0f} % CPU, ≤ {BAR_RSS_MIB:.0f} MiB):")
-    for r in results:
-        if r.mode != "open" or not r.target_spans_per_s or r.target_spans_per_s < TARGET_RATE:
-            continue
-        kept = r.drained and r.acked_spans_per_s >= 0.98 * r.target_spans_per_s
+    judged = [r for r in results if r.mode == "open" and (r.target_spans_per_s or 0) >= TARGET_RATE]
+    if not judged:
+        print(f"  (no phase ran at {TARGET_RATE:,} spans/s)")
+    for r in judged:
+        acked_all = r.spans_acked >= r.spans_sent and not r.errors
+        kept = r.drained and acked_all
         verdict = "PASS" if (kept and r.cpu_pct <= BAR_CPU_PCT and r.rss_peak_mib <= BAR_RSS_MIB) else "FAIL"
-        print(f"  {r.name}: {verdict} — acked {r.acked_spans_per_s:,.0f} spans/s, "
+        print(f"  {r.name}: {verdict} — acked {'every request' if acked_all else 'NOT every request'} "
+              f"({r.acked_spans_per_s:,.0f} spans/s), "
               f"{'kept up' if kept else 'did NOT keep up end to end'}, CPU {r.cpu_pct:.0f} % "
               f"(load+drain {r.cpu_pct_with_drain:.0f} %), RSS peak {r.rss_peak_mib:.0f} MiB")
     for r in results:
@@ -748,10 +783,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     phases = {x.strip() for x in args.phases.split(",") if x.strip()}
     started = time.monotonic()
-    info = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": cpu_count(),
+    info = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": cpu_count(), "commit": _commit(),
+            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "python": sys.version.split()[0], "args": vars(args)}
     results: list[PhaseResult] = []
-    factories: dict[str, BatchFactory] = {}
+    factories: dict[int, BatchFactory] = {}
 
     def factory(n: int) -> BatchFactory:
         if n not in factories:
@@ -820,12 +856,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total bench time {info['total_s']:.0f} s")
     if args.json:
         doc = {"info": info, "phases": [asdict(r) for r in results], "ceilings": ceilings}
-        text = json.dumps(doc, indent=2, default=str)
+        text = json.dumps(_json_safe(doc), indent=2, default=str)
         if args.json == "-":
             print(text)
         else:
             Path(args.json).write_text(text)
     return 0
+
+
+def _json_safe(x: object) -> object:
+    """``x`` with NaN/inf floats replaced by None (strict JSON has no NaN)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _commit() -> str:
+    """The checked-out commit of the repository (read-only ``git rev-parse``), or "?"."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def _progress(r: PhaseResult) -> None:

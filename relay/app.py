@@ -79,7 +79,8 @@ class Relay:
         await self.exporter.start()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
-                                 root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg))
+                                 root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
+                                 max_open_records=cfg.pipeline.max_open_records)
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)

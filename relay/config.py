@@ -236,6 +236,9 @@ class PipelineConfig(_Model):
     idle_timeout: Duration = 10.0
     #: After the root span of a trace arrived, wait this long for stragglers (late logs, async subagents).
     root_grace: Duration = 2.0
+    #: Records held in traces still assembling; beyond it (a backlog) the oldest traces are closed early and
+    #: reading pauses, which bounds memory. Late records still join their trace through deterministic ids.
+    max_open_records: int = Field(200_000, ge=1)
     #: Forward prompts, responses and tool parameters when the agent sent them (Claude Code only sends them
     #: with OTEL_LOG_USER_PROMPTS / OTEL_LOG_TOOL_DETAILS).
     forward_content: bool = True

@@ -196,7 +196,8 @@ class Spool:
                 total += row[0] if row else 0
             return total
 
-        self.inbound_bytes -= await self.db.run(delete)
+        freed = await self.db.run(delete)  # not `-= await`: that reads the counter before the await
+        self.inbound_bytes -= freed
 
     async def pending_inbound(self) -> int:
         """Number of inbound requests not yet handled."""
@@ -233,8 +234,7 @@ class Spool:
 
         n = await self.db.run(move)
         if n:
-            self.inbound_bytes = await self.db.run(
-                lambda c: c.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0])
+            await self.resync()
             self.inbound_event.set()
         return n
 

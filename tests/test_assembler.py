@@ -61,3 +61,17 @@ def test_request_finishes_only_when_all_its_groups_closed():
     assert tr.closed(g1) == []
     assert sorted(tr.closed(g2)) == [7, 8]
     assert tr.pending == 0
+
+
+def test_pop_oldest_bounds_memory_and_keeps_the_record_count():
+    now = [0.0]
+    a = Assembler(10, 1, clock=lambda: now[0])
+    for i in range(5):
+        now[0] = float(i)
+        a.add("t", f"prompt:p{i}", log(seq=i, prompt=f"p{i}"))
+    a.add("t", "prompt:p4", log(seq=9, prompt="p4"))
+    assert a.records == 6
+    oldest = a.pop_oldest(2)
+    assert [g.key for g in oldest] == ["prompt:p0", "prompt:p1"]
+    assert a.records == 4
+    assert sum(g.size for g in a.pop_due(100)) == 4 and a.records == 0

@@ -182,3 +182,14 @@ async def test_every_accepted_item_ends_in_exactly_one_outcome(tmp_path, scenari
             assert sent == t.sample("relay_pipeline_spans_queued_total") == len(lf.spans())
             if scenario == "protobuf-receiver-503":  # each body was sent twice; the resends are duplicates
                 assert t.sample("relay_receiver_duplicate_requests_total") == len(load_scenario(scenario)) / 2
+
+
+async def test_backpressure_closes_traces_early_without_losing_or_duplicating(tmp_path):
+    """With a tiny bound on held records, traces close early and later parts join them by id: same picture."""
+    overrides = {"pipeline": {"max_open_records": 3, "idle_timeout": "30s", "root_grace": "30s"}}
+    view, lf = await run_scenario(tmp_path, "protobuf-tools", overrides=overrides)
+    evs = events("protobuf-tools")
+    assert lf.duplicate_span_ids() == {}
+    assert len(view.traces) == 1
+    assert len(view.generations()) == len(by_name(evs, "api_request"))
+    assert len(view.tools()) == len(by_name(evs, "tool_result"))

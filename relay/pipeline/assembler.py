@@ -73,6 +73,7 @@ class Assembler:
         self.root_grace = root_grace
         self.clock = clock
         self.groups: dict[tuple[str, str], Group] = {}
+        self.records = 0  # records held in all open groups
 
     def add(self, tenant: str, key: str, view: LogView | SpanView) -> Group:
         """Add a record to its group (creating it) and push the group's deadline; returns the group."""
@@ -86,6 +87,7 @@ class Assembler:
         else:
             g.logs.append(view)
         g.seqs.add(view.seq)
+        self.records += 1
         g.deadline = self.clock() + (self.root_grace if g.has_root else self.idle_timeout)
         return g
 
@@ -93,12 +95,16 @@ class Assembler:
         """Remove and return the groups whose deadline has passed."""
         now = self.clock() if now is None else now
         due = [k for k, g in self.groups.items() if g.deadline <= now]
-        return [self.groups.pop(k) for k in due]
+        return self._pop(due)
 
-    def pop_all(self) -> list[Group]:
-        """Remove and return every open group."""
-        out = list(self.groups.values())
-        self.groups.clear()
+    def pop_oldest(self, n: int) -> list[Group]:
+        """Remove and return the ``n`` groups with the earliest deadlines (to bound memory under a backlog)."""
+        keys = sorted(self.groups, key=lambda k: self.groups[k].deadline)[:n]
+        return self._pop(keys)
+
+    def _pop(self, keys: list[tuple[str, str]]) -> list[Group]:
+        out = [self.groups.pop(k) for k in keys]
+        self.records -= sum(g.size for g in out)
         return out
 
     def next_deadline(self) -> float | None:

@@ -84,6 +84,8 @@ class Pipeline:
         root_grace: float,
         metrics: PipelineMetrics,
         read_batch: int = 64,
+        max_open_records: int = 200_000,
+        commit_batch: int = 256,
     ):
         self.spool = spool
         self.tenants = tenants
@@ -91,6 +93,8 @@ class Pipeline:
         self.assembler = Assembler(idle_timeout, root_grace)
         self.tracker = InboundTracker()
         self.read_batch = read_batch
+        self.max_open_records = max_open_records
+        self.commit_batch = commit_batch
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -125,8 +129,11 @@ class Pipeline:
                 await asyncio.sleep(1.0)
 
     async def _step(self) -> None:
+        """Read a slice of the inbound spool (unless too many records are held), route it, close due traces."""
         self.spool.inbound_event.clear()
-        items = await self.spool.read_inbound(self.cursor, self.read_batch)
+        items = []
+        if self.assembler.records < self.max_open_records:
+            items = await self.spool.read_inbound(self.cursor, self.read_batch)
         finished: list[int] = []
         metric_batch: list[tuple] = []
         for item in items:
@@ -145,9 +152,17 @@ class Pipeline:
             if metric_batch:
                 await self.spool.commit_traces([], metric_batch)
             await self.spool.done_inbound(finished)
-        await self._close(self.assembler.pop_due())
+        due = self.assembler.pop_due()
+        if not due and self.assembler.records >= self.max_open_records:
+            # backpressure: a backlog holds more records than allowed; close the oldest traces early (late records
+            # still join them through deterministic ids) rather than growing without bound
+            due = self.assembler.pop_oldest(self.commit_batch)
+        for i in range(0, len(due), self.commit_batch):
+            if self._stopping:
+                break  # the rest stay in the inbound spool and are re-read at the next start
+            await self._close(due[i : i + self.commit_batch])
         self.metrics.open_groups.set(len(self.assembler.groups))
-        if items:
+        if items or due:
             return
         if not self.assembler.groups:
             self.idle.set()
