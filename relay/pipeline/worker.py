@@ -217,6 +217,7 @@ class Pipeline:
             self._count(g)
             if commit is not None:
                 commits.append(commit)
+            await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
         if commits:
             await self.spool.commit_traces(commits)
             for c in commits:
