@@ -240,19 +240,16 @@ class Spool:
 
     # ------------------------------------------------------------------ pipeline output
 
-    async def exported_ids(self, tenant: str, trace_id: str) -> set[str]:
-        """Observation ids of ``trace_id`` already written to the outbound spool (export-once)."""
-        rows = await self.db.run(
-            lambda c: c.execute("SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchall()
-        )
-        return {r[0] for r in rows}
+    async def trace_state(self, tenant: str, trace_id: str) -> tuple[dict | None, set[str]]:
+        """What an earlier export of ``trace_id`` left, in one read: its trace info (a ``TraceInfo`` as a dict,
+        reused for late records) or None, and the observation ids already queued for export (export-once)."""
 
-    async def trace_info(self, tenant: str, trace_id: str) -> dict | None:
-        """The trace info saved with an earlier export of ``trace_id`` (for late records), or None."""
-        row = await self.db.run(
-            lambda c: c.execute("SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchone()
-        )
-        return json.loads(row[0]) if row else None
+        def read(conn: sqlite3.Connection) -> tuple[dict | None, set[str]]:
+            row = conn.execute("SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchone()
+            ids = conn.execute("SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchall()
+            return (json.loads(row[0]) if row else None), {r[0] for r in ids}
+
+        return await self.db.run(read)
 
     async def commit_traces(self, commits: list[TraceCommit], metric_rows: list[tuple] | None = None) -> None:
         """Atomically write export batches, exported ids, trace metadata, usage records and metric points.
@@ -369,7 +366,12 @@ class Spool:
         return [DeadLetter(*r) for r in rows]
 
     async def requeue_dead_letters(self, tenant: str | None = None, ids: list[int] | None = None) -> int:
-        """Move dead letters back to the outbound spool (``relay replay``); returns how many batches moved."""
+        """Move dead letters back to the outbound spool (``relay replay``); returns how many batches moved.
+
+        They are appended after the tenant's pending batches; the running relay (another process: within its
+        exporter's poll interval) or the next one exports them. Fix the cause first (keys, quota, bad data): a
+        batch refused again returns here. A batch dead-lettered after repeated 500s may duplicate spans if
+        Langfuse stored it despite the error (contract langfuse.md §2 rule 4)."""
         now = time.time_ns()
 
         def move(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry
 
 from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, RetryConfig, TenantConfig
-from relay.exporters.langfuse import LangfuseExporter, replay
+from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
 from relay.spool import Spool, TraceCommit
 from tests.fakes.langfuse import FakeLangfuse
@@ -252,7 +252,7 @@ async def test_400_dead_letters_later_batches_flow_and_replay_delivers(spool, lf
         assert metric(exp, "otelcol_exporter_send_failed_spans_total", "a") == 2
         assert metric(exp, "relay_dead_letter_spans", "a") == 2
         assert exp.health()["a"]["state"] == "ok"  # a bad batch is not a broken destination
-        assert await replay(spool, tenant="a") == 1  # "fixed": the fault is gone
+        assert await spool.requeue_dead_letters(tenant="a") == 1  # "fixed": the fault is gone
         await lf.wait_for_spans(6)
         assert await spool.dead_letters() == []
     assert ids_of(lf.spans()) == later + first and not lf.duplicate_span_ids()
@@ -288,7 +288,7 @@ async def test_401_marks_failing_permanently_and_recovers(spool, lf):
         third = await commit(spool, "a", batches=1, spans=2)
         await lf.wait_for_spans(2, timeout=3)
         await until(lambda: exp.health()["a"]["state"] == "ok", what="recovery")
-        assert await replay(spool, "a") == 2
+        assert await spool.requeue_dead_letters("a") == 2
         await lf.wait_for_spans(6)
     assert ids_of(lf.spans()) == third + first + second
 

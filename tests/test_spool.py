@@ -67,7 +67,7 @@ async def test_outbound_is_per_tenant_in_order_with_dead_letters_and_requeue(spo
     assert [(d.status, d.reason, d.spans) for d in dl] == [(400, "bad span", 2)]
     assert await spool.requeue_dead_letters("a") == 1
     assert [b.payload for b in await spool.read_outbound("a", 10, 10_000)] == [b"a1"]
-    assert await spool.exported_ids("a", "t1") == {"o1", "o2"}
+    assert await spool.trace_state("a", "t1") == ({"trace_id": "t1"}, {"o1", "o2"})
     n = await spool.db.run(lambda c: c.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
     assert n == 1  # the same usage key is counted once
 
@@ -111,7 +111,7 @@ async def test_prune_forgets_old_keys_in_batches_and_keeps_recent_ones(spool):
     await spool.db.run(lambda c: c.execute("UPDATE exported SET created_ns = 0 WHERE obs_id != 'o0'"))
     await spool.append("t", Signal.LOGS, b"b", 1, b"new")
     assert await spool.prune(batch=10) == 1 + 24
-    assert await spool.exported_ids("t", "tr") == {"o0"}
+    assert (await spool.trace_state("t", "tr"))[1] == {"o0"}
     assert await spool.append("t", Signal.LOGS, b"a", 1, b"old") is True  # forgotten: stored again
     assert await spool.append("t", Signal.LOGS, b"b", 1, b"new") is False
 

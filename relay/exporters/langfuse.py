@@ -43,7 +43,7 @@ from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
 from relay.spool import OutboundBatch, Spool
 
-__all__ = ["LangfuseExporter", "ExporterMetrics", "replay", "OTLP_TRACES_PATH", "RELAY_VERSION", "USER_AGENT"]
+__all__ = ["LangfuseExporter", "ExporterMetrics", "OTLP_TRACES_PATH", "RELAY_VERSION", "USER_AGENT"]
 
 log = logging.getLogger(__name__)
 
@@ -388,17 +388,3 @@ class LangfuseExporter:
         waits in the spool) or ``failing_permanently`` (the last request got 401/403/404/3xx: keys or URL need
         fixing; batches are being dead-lettered). ``since`` is the Unix time (seconds) of the last state change."""
         return {name: lp.health() for name, lp in self._loops.items()}
-
-
-async def replay(spool: Spool, tenant: str | None = None, ids: list[int] | None = None) -> int:
-    """Move dead-lettered batches back to the outbound spool (``relay replay``) and return how many moved.
-
-    ``tenant`` limits it to one tenant, ``ids`` to given dead-letter ids (see ``Spool.dead_letters()``). The
-    batches are appended after the tenant's pending ones; the running relay (same process: at once; another
-    process: within its ``poll_interval``) or the next one exports them. Fix the cause first (keys, quota, the
-    bad data): a batch refused again returns to the dead-letter store. Replaying a batch dead-lettered after
-    repeated 500s may duplicate spans if Langfuse stored it despite the error (langfuse.md §2 rule 4).
-    """
-    moved = await spool.requeue_dead_letters(tenant, ids)
-    log.info("replay: %d dead-lettered batch(es) requeued%s", moved, f" for tenant {tenant}" if tenant else "")
-    return moved

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from relay.model import TraceInfo
+from relay.model import Outcome, TraceInfo
 from relay.pipeline import claude_code, genai
 from relay.pipeline.context import MappedTrace, MappingContext
 from relay.pipeline.records import LogView, SpanView
@@ -31,7 +31,7 @@ def map_group(logs: list[LogView], spans: list[SpanView], ctx: MappingContext, k
     cc_logs = [v for v in logs if v.is_claude_code]
     for v in logs:
         if not v.is_claude_code:
-            v.outcome = "filtered"
+            v.outcome = Outcome.FILTERED
     cc_spans = [s for s in spans if s.is_claude_code]
     other = [s for s in spans if not s.is_claude_code]
     result = MappedTrace()

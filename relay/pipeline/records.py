@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from relay.otlp.values import any_to_py, attrs_to_dict
 
-__all__ = ["LogView", "SpanView", "iter_logs", "iter_spans", "hex_id", "is_claude_code"]
+__all__ = ["LogView", "SpanView", "iter_logs", "iter_spans", "hex_id"]
 
 CLAUDE_CODE_SCOPE_PREFIX = "com.anthropic.claude_code"
 
@@ -88,10 +88,6 @@ class SpanView:
         """True for Claude Code's tracing scope (``com.anthropic.claude_code.tracing``)."""
         return self.scope_name.startswith(CLAUDE_CODE_SCOPE_PREFIX)
 
-
-def is_claude_code(view: LogView | SpanView) -> bool:
-    """True when the record was produced by Claude Code (by instrumentation scope)."""
-    return view.is_claude_code
 
 
 def iter_logs(req: ExportLogsServiceRequest, seq: int = 0) -> Iterator[LogView]:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -24,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from relay.exporters.langfuse_encode import encode_request
-from relay.model import Signal, TraceInfo
+from relay.model import Outcome, Signal, TraceInfo
 from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
 from relay.pipeline.context import MappingContext
 from relay.pipeline.mapper import map_group
@@ -98,7 +97,6 @@ class Pipeline:
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.idle = asyncio.Event()  # set when everything read has been committed and no group is open
 
     def start(self) -> None:
         """Start the worker task."""
@@ -164,8 +162,6 @@ class Pipeline:
         self.metrics.open_groups.set(len(self.assembler.groups))
         if items or due:
             return
-        if not self.assembler.groups:
-            self.idle.set()
         nxt = self.assembler.next_deadline()
         timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))
         try:
@@ -175,13 +171,12 @@ class Pipeline:
 
     def _feed(self, item: InboundItem, metric_batch: list[tuple]) -> bool:
         """Decode one request and route its records; True when it needs nothing more (no open group holds it)."""
-        self.idle.clear()
         count = self.metrics.items
         if item.signal is Signal.METRICS:
             req = ExportMetricsServiceRequest.FromString(item.payload)
             rows, _skipped = metric_rows(item.tenant, req)
             metric_batch.extend(rows)
-            count.labels("metrics", item.tenant, "filtered").inc(item.items)
+            count.labels("metrics", item.tenant, Outcome.FILTERED).inc(item.items)
             return True
         views: list[LogView | SpanView]
         if item.signal is Signal.LOGS:
@@ -197,7 +192,7 @@ class Pipeline:
                 continue
             groups.append(self.assembler.add(item.tenant, key, v))
         if filtered:
-            count.labels(item.signal.value, item.tenant, "filtered").inc(filtered)
+            count.labels(item.signal.value, item.tenant, Outcome.FILTERED).inc(filtered)
         return self.tracker.fed(item.seq, groups)
 
     async def _close(self, groups: list[Group]) -> None:
@@ -236,13 +231,12 @@ class Pipeline:
         result = map_group(g.logs, g.spans, st.ctx)
         if result.trace is None:
             return None
-        known = await self.spool.trace_info(g.tenant, result.trace.trace_id)
+        known, exported = await self.spool.trace_state(g.tenant, result.trace.trace_id)
         if known is not None:  # late records of an exported trace: reuse its name, user, session…
             for v in (*g.logs, *g.spans):
                 v.outcome = None
             result = map_group(g.logs, g.spans, st.ctx, TraceInfo(**known))
-        trace = result.trace
-        exported = await self.spool.exported_ids(g.tenant, trace.trace_id)
+        trace = result.trace  # same trace id: the records decide it, ``known`` only fills trace-level fields
         new, seen = [], set(exported)
         for o in result.observations:
             if o.id in seen:
@@ -270,11 +264,7 @@ class Pipeline:
         tally: dict[tuple[str, str], int] = {}
         for v in (*g.logs, *g.spans):
             signal = "logs" if isinstance(v, LogView) else "traces"
-            outcome = v.outcome if (v.outcome and enabled) else "filtered"
+            outcome = v.outcome if (v.outcome and enabled) else Outcome.FILTERED
             tally[(signal, outcome)] = tally.get((signal, outcome), 0) + 1
         for (signal, outcome), n in tally.items():
             self.metrics.items.labels(signal, g.tenant, outcome).inc(n)
-
-    def snapshot(self) -> dict[str, Any]:
-        """State for diagnostics: cursor, open groups, requests held."""
-        return {"cursor": self.cursor, "open_traces": len(self.assembler.groups), "held_requests": self.tracker.pending}
