@@ -159,3 +159,24 @@ class UsageRecord:
     decision: str | None = None
     decision_source: str | None = None
     source: str = ""
+
+    def label_set(self) -> dict[str, str]:
+        """The labels rules match and group on (all strings; absent values omitted).
+
+        Built-in: ``tenant``, ``kind`` (``llm``/``tool``), ``user``, ``session``, ``trace``, ``prompt``,
+        ``agent``, ``model``, ``tool``, ``success`` (``true``/``false``), ``status_code``, ``error_class``,
+        ``decision``, ``decision_source``, ``source``, ``cost_source``; plus every configured label of the record
+        (``labels``: identity metadata such as ``team.id``, ``department``, ``cost_center``, and the tenant's
+        labels), which never override a built-in one.
+        """
+        out = {k: v for k, v in self.labels.items() if v is not None}
+        builtin = {
+            "tenant": self.tenant, "kind": self.kind, "user": self.user, "session": self.session_id,
+            "trace": self.trace_id, "prompt": self.prompt_id, "agent": self.agent, "model": self.model,
+            "tool": self.tool_name, "success": "true" if self.success else "false",
+            "status_code": None if self.status_code is None else str(self.status_code),
+            "error_class": self.error_class, "decision": self.decision, "decision_source": self.decision_source,
+            "source": self.source, "cost_source": self.cost_source,
+        }
+        out.update({k: str(v) for k, v in builtin.items() if v not in (None, "")})
+        return out

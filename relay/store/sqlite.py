@@ -76,6 +76,22 @@ class SqliteDB:
         self._queue.put((fn, fut))
         return fut.result()
 
+    def apply_schema(self, script: str) -> None:
+        """Run the ``CREATE … IF NOT EXISTS`` statements of ``script`` (a component's own tables) on the writer
+        thread, inside one transaction. Blocking; call at start-up. Raises ``sqlite3.Error``."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            stmt = ""
+            for line in script.splitlines(keepends=True):
+                stmt += line
+                if sqlite3.complete_statement(stmt):
+                    conn.execute(stmt)
+                    stmt = ""
+            if stmt.strip():
+                raise sqlite3.ProgrammingError(f"incomplete SQL statement: {stmt.strip()[:80]}")
+
+        self.run_sync(apply)
+
     # ------------------------------------------------------------------ thread
 
     def _connect(self) -> sqlite3.Connection:

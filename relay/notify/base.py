@@ -1,0 +1,51 @@
+"""The notifier interface: one integration of a receiver (a Slack channel, a Jira project, a webhook URL).
+
+The durable outbox (``relay.notify.outbox``) calls :meth:`Notifier.notify` for each queued
+:class:`~relay.alerting.model.Notification`, in order per (integration, group key), and persists the returned
+state dict for that pair (e.g. Slack's ``channel`` + ``ts`` of the first message, Jira's issue key), passing it
+back with the next notification of the same group. A notifier therefore never needs its own storage for
+"which message/issue belongs to this group".
+
+Errors: raise :class:`NotifyError` with ``retryable=True`` (connection errors, timeouts, 429, 5xx; with
+``retry_after`` seconds when the service said so) to have the outbox retry with backoff, or ``retryable=False``
+for permanent failures (401/403, bad channel, invalid payload), which the outbox records as failed with the
+reason (logs, metrics) instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from relay.alerting.model import Notification
+
+__all__ = ["Notifier", "NotifyError"]
+
+
+class NotifyError(Exception):
+    """A failed delivery. ``retryable``: try again later; ``retry_after``: seconds the service asked to wait
+    (``Retry-After``), None when it did not say; ``status``: the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+class Notifier(abc.ABC):
+    """One integration of a receiver. ``receiver`` is the receiver's name from the config, ``integration`` a
+    stable id of this integration within it (e.g. ``slack/0``), ``send_resolved`` whether resolved
+    notifications are wanted (Alertmanager defaults: Slack false, webhook and Jira true)."""
+
+    receiver: str
+    integration: str
+    send_resolved: bool
+
+    @abc.abstractmethod
+    async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
+        """Deliver ``notification``. ``state`` is what this method returned for the previous notification of
+        the same group (``{}`` for the first). Returns the state to keep. Raises :class:`NotifyError`."""
+
+    async def close(self) -> None:
+        """Release connections (default: nothing)."""
