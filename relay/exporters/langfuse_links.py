@@ -1,0 +1,99 @@
+"""Links into the Langfuse UI for alerts and reports: a tenant's session and trace pages.
+
+Langfuse's UI addresses objects per project: ``{base}/project/{projectId}/sessions/{sessionId}`` and
+``{base}/project/{projectId}/traces/{traceId}``. A project key knows its project: ``GET /api/public/projects``
+answers ``{data: [{id, name, …}]}`` (contract ``langfuse.md`` §5; https://api.reference.langfuse.com). relay asks
+once per tenant with the Langfuse SDK's own REST client at start-up; until the answer arrives (or when export is
+off, or Langfuse is down) links are simply left out — never guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import quote
+
+from relay.config import TenantConfig
+
+__all__ = ["LangfuseLinks"]
+
+log = logging.getLogger(__name__)
+
+
+class LangfuseLinks:
+    """Per-tenant Langfuse UI links. ``tenants`` are resolved tenant configs (``RelayConfig.resolved_tenants``).
+
+    ``links(labels)`` is synchronous and cheap (the rules engine calls it when an alert changes): it reads the
+    ``tenant``, ``session`` and ``trace`` labels/values and returns ``{"Langfuse session": url, "Langfuse trace":
+    url}`` for what is known.
+    """
+
+    def __init__(self, tenants: list[TenantConfig]):
+        self._tenants = {t.name: t for t in tenants}
+        self._projects: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Resolve project ids in the background (retrying a few times while Langfuse is unreachable)."""
+        self._task = asyncio.create_task(self._resolve_all(), name="langfuse-links")
+
+    async def stop(self) -> None:
+        """Cancel resolution still in progress."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def set_project(self, tenant: str, project_id: str) -> None:
+        """Record ``tenant``'s Langfuse project id (tests and the resolver)."""
+        self._projects[tenant] = project_id
+
+    def session_url(self, tenant: str, session_id: str) -> str | None:
+        """The session page of ``session_id`` in ``tenant``'s project, or None when unknown."""
+        return self._url(tenant, "sessions", session_id)
+
+    def trace_url(self, tenant: str, trace_id: str) -> str | None:
+        """The trace page of ``trace_id`` (32 hex digits) in ``tenant``'s project, or None when unknown."""
+        return self._url(tenant, "traces", trace_id)
+
+    def links(self, labels: dict[str, str], session: str | None = None, trace: str | None = None) -> dict[str, str]:
+        """Links for an alert with ``labels`` (``tenant`` required) and a sample ``session``/``trace`` id (the
+        labels' own ``session``/``trace`` win). Titles: ``Langfuse session``, ``Langfuse trace``."""
+        tenant = labels.get("tenant", "")
+        out: dict[str, str] = {}
+        s = labels.get("session") or session
+        t = labels.get("trace") or trace
+        if s and (url := self.session_url(tenant, s)):
+            out["Langfuse session"] = url
+        if t and (url := self.trace_url(tenant, t)):
+            out["Langfuse trace"] = url
+        return out
+
+    def _url(self, tenant: str, kind: str, ident: str) -> str | None:
+        cfg = self._tenants.get(tenant)
+        pid = self._projects.get(tenant)
+        if cfg is None or pid is None or not cfg.langfuse.base_url:
+            return None
+        return f"{cfg.langfuse.base_url.rstrip('/')}/project/{quote(pid, safe='')}/{kind}/{quote(ident, safe='')}"
+
+    async def _resolve_all(self) -> None:
+        await asyncio.gather(*(self._resolve(t) for t in self._tenants.values() if t.langfuse.enabled))
+
+    async def _resolve(self, tenant: TenantConfig, attempts: int = 5) -> None:
+        from langfuse.api import AsyncLangfuseAPI  # the SDK's REST client; imported lazily (heavy)
+
+        lf = tenant.langfuse
+        assert lf.public_key is not None and lf.secret_key is not None and lf.base_url is not None
+        api = AsyncLangfuseAPI(base_url=lf.base_url, username=lf.public_key.get_secret_value(),
+                               password=lf.secret_key.get_secret_value(), timeout=10)
+        for attempt in range(attempts):
+            try:
+                projects = await api.projects.get()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # network or auth: links are a convenience, never fatal
+                log.info("Langfuse project of tenant %s not resolved yet (%s)", tenant.name, type(e).__name__)
+                await asyncio.sleep(min(60.0, 2.0 * 2**attempt))
+                continue
+            if projects.data:
+                self.set_project(tenant.name, projects.data[0].id)
+            return
