@@ -1,4 +1,5 @@
-"""The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``.
+"""The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``, ``rules check|test``,
+``silence add|list|expire``, ``report``.
 
 Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
 """
@@ -88,6 +89,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``relay rules check FILES…`` / ``relay rules test FILES…`` (like promtool)."""
+    from relay.alerting.rules_cli import rules_check, rules_test
+
+    return rules_check(args.files) if args.rules_command == "check" else rules_test(args.files)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     p = argparse.ArgumentParser(prog="relay", description="OTLP relay for AI coding agents → Langfuse.")
@@ -109,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = with_config(sub.add_parser("dead-letters", help="list dead-lettered batches"))
     d.add_argument("--tenant", default=None)
     d.set_defaults(fn=cmd_dead_letters)
+    rules = sub.add_parser("rules", help="validate rule files or run their unit tests (like promtool)")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    rsub.add_parser("check", help="validate rule files (paths or globs)").add_argument("files", nargs="+", metavar="FILE")
+    rsub.add_parser("test", help="run rule unit-test files (paths or globs)").add_argument("files", nargs="+", metavar="FILE")
+    rules.set_defaults(fn=cmd_rules)
+    from relay.alerting import silence_cli
+
+    with_config(silence_cli.add_subparsers(sub))
     return p
 
 

@@ -37,7 +37,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from relay.alerting.matchers import parse_matchers
-from relay.config import Duration, _Model, parse_duration
+from relay.config_types import Duration, _Model, parse_duration
 from relay.notify.config import ReceiverConfig
 
 __all__ = ["RouteConfig", "InhibitRuleConfig", "AlertingConfig", "GROUP_BY_ALL",

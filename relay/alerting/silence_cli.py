@@ -25,7 +25,7 @@ from typing import Any
 
 from relay.alerting.api import matcher_to_json, parse_time
 from relay.alerting.matchers import Matcher
-from relay.config import parse_duration
+from relay.config_types import parse_duration
 
 __all__ = ["add_subparsers", "run", "resolve_url", "DEFAULT_URL", "ENV_URL"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from relay.config import _Model
+from relay.config_types import _Model
 from relay.notify.jira_config import JiraConfig
 from relay.notify.slack_config import SlackConfig
 from relay.notify.webhook_config import WebhookConfig

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from jinja2 import TemplateSyntaxError
 from pydantic import Field, field_validator, model_validator
 
-from relay.config import Duration, OptionalSecret, OptionalStr, _Model
+from relay.config_types import Duration, OptionalSecret, OptionalStr, _Model
 from relay.notify.jira_templates import DEFAULT_COMMENT, DEFAULT_DESCRIPTION, DEFAULT_SUMMARY, compile_template
 
 __all__ = ["JiraConfig", "DEFAULT_PRIORITY_MAP", "RESERVED_FIELDS"]

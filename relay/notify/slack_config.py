@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from relay.config import Duration, OptionalSecret, _Model
+from relay.config_types import Duration, OptionalSecret, _Model
 
 __all__ = ["SlackConfig"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from relay.config import Duration, OptionalSecret, _Model
+from relay.config_types import Duration, OptionalSecret, _Model
 
 __all__ = ["WebhookConfig"]
 

@@ -1,0 +1,135 @@
+"""Delivery of scheduled reports to a receiver's integrations (``alerting.receivers[]``).
+
+- **Slack** (``slack_configs``): the Block Kit message (``relay.reports.render_slack``) posted with
+  :meth:`SlackNotifier.post_report <relay.notify.slack.SlackNotifier.post_report>`, and the chart PNG uploaded into
+  the same channel with Slack's files upload v2 flow (bot token with ``chat:write`` and ``files:write``). An
+  incoming webhook cannot upload files: the message then says the chart was not attached. A schedule's
+  ``channel`` replaces the config's channel (bot mode only).
+- **Webhook** (``webhook_configs``): one ``POST`` of ``{"version": "1", "kind": "relay.usage_report", "schedule",
+  "tenant", "period", "late", "report": Report.to_dict(), "markdown": …}`` signed like alert webhooks
+  (``X-Relay-Timestamp``, ``X-Relay-Signature: sha256=…`` over ``"<timestamp>.<body>"`` when ``hmac_secret`` is
+  set; see ``relay.notify.webhook``) with ``X-Relay-Idempotency-Key`` = first 32 hex of SHA-256 of
+  ``schedule/tenant/destination/period`` plus ``:report``, equal on every retry.
+
+Destination ids are the integration ids ``<receiver>/<kind>/<index>`` of ``relay.notify.factory``.
+Errors are :class:`~relay.notify.base.NotifyError` (retryable for 408/429/5xx, timeouts and connection errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+from relay.exporters.retry import parse_retry_after
+from relay.notify.base import NotifyError
+from relay.notify.config import ReceiverConfig
+from relay.notify.factory import integration_id
+from relay.notify.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from relay.reports.chart import render_chart
+from relay.reports.config import ScheduleConfig
+from relay.reports.model import Report
+from relay.reports.render_md import render_markdown
+from relay.reports.render_slack import render_slack
+
+__all__ = ["ReceiverDeliverer", "webhook_payload"]
+
+
+def webhook_payload(schedule: ScheduleConfig, report: Report) -> dict[str, Any]:
+    """The JSON body a webhook destination receives (see the module doc)."""
+    return {"version": "1", "kind": "relay.usage_report", "schedule": schedule.name, "tenant": report.tenant,
+            "period": report.period, "late": report.late, "report": report.to_dict(),
+            "markdown": render_markdown(report)}
+
+
+class ReceiverDeliverer:
+    """A :class:`~relay.reports.schedule.Deliverer` over receiver configs. ``clock`` (unix seconds) signs webhook
+    requests. Slack notifiers and the HTTP session are created lazily and released by :meth:`close`."""
+
+    def __init__(self, receivers: Sequence[ReceiverConfig], *, clock: Callable[[], float] = time.time):
+        self.receivers = {r.name: r for r in receivers}
+        self.clock = clock
+        self._slack: dict[tuple[str, str | None], Any] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def destinations(self, schedule: ScheduleConfig) -> list[str]:
+        """Integration ids of the schedule's receiver (Slack, then webhooks; Jira configs are not report
+        destinations). Raises ``KeyError`` when the receiver does not exist."""
+        r = self.receivers.get(schedule.receiver)
+        if r is None:
+            raise KeyError(f"receiver {schedule.receiver!r} is not configured (alerting.receivers)")
+        return ([integration_id(r.name, "slack", i) for i in range(len(r.slack_configs))]
+                + [integration_id(r.name, "webhook", i) for i in range(len(r.webhook_configs))])
+
+    async def deliver(self, schedule: ScheduleConfig, destination: str, report: Report,
+                      state: dict[str, Any]) -> dict[str, Any]:
+        """Send ``report``; ``state`` holds the steps an earlier attempt completed (Slack ``ts``, ``file_id``).
+        Raises ``NotifyError``, ``KeyError`` for an unknown destination."""
+        receiver, kind, index = destination.rsplit("/", 2)
+        r = self.receivers[receiver]
+        if kind == "slack":
+            return await self._slack_post(schedule, r, int(index), report, state)
+        if kind == "webhook":
+            return await self._webhook_post(schedule, r, int(index), destination, report)
+        raise KeyError(f"not a report destination: {destination}")
+
+    async def _slack_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, report: Report,
+                          state: dict[str, Any]) -> dict[str, Any]:
+        from relay.notify.slack import SlackNotifier  # slack-sdk is heavy: import on first use
+
+        cfg = r.slack_configs[index]
+        channel = schedule.channel if schedule.channel and cfg.bot_token is not None else None
+        notifier = self._slack.get((f"{r.name}/{index}", channel))
+        if notifier is None:
+            notifier = SlackNotifier(r.name, index, cfg.model_copy(update={"channel": channel}) if channel else cfg)
+            self._slack[(f"{r.name}/{index}", channel)] = notifier
+        msg = render_slack(report)
+        png = await asyncio.to_thread(render_chart, report)
+        return await notifier.post_report(
+            msg["blocks"], msg["text"], png, f"claude-code-{report.kind}-{report.tenant}-{report.period}.png",
+            f"{report.title}: cost per {'hour' if report.kind == 'daily' else 'day'}", state=state)
+
+    async def _webhook_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, destination: str,
+                            report: Report) -> dict[str, Any]:
+        cfg = r.webhook_configs[index]
+        body = json.dumps(webhook_payload(schedule, report), separators=(",", ":"), ensure_ascii=False).encode()
+        ident = f"{schedule.name}/{report.tenant}/{destination}/{report.period}"
+        headers = {"Content-Type": "application/json", "User-Agent": "relay-report",
+                   IDEMPOTENCY_HEADER: hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report"}
+        if cfg.hmac_secret is not None:
+            ts = int(self.clock())
+            headers[TIMESTAMP_HEADER] = str(ts)
+            headers[SIGNATURE_HEADER] = sign(cfg.hmac_secret.get_secret_value(), ts, body)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        where = f"report webhook {destination}"
+        try:
+            timeout = aiohttp.ClientTimeout(total=cfg.timeout)
+            async with self._session.post(cfg.url.get_secret_value(), data=body, headers=headers,
+                                          allow_redirects=False, timeout=timeout) as resp:
+                status = resp.status
+                text = (await resp.text(errors="replace"))[:300].strip()
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            raise NotifyError(f"{where}: no answer within {cfg.timeout:g}s", retryable=True) from None
+        except aiohttp.ClientError as exc:
+            raise NotifyError(f"{where}: {type(exc).__name__}", retryable=True) from None
+        if 200 <= status < 300:
+            return {"delivered": True, "status": status}
+        message = f"{where}: HTTP {status}" + (f": {text}" if text else "")
+        raise NotifyError(message, retryable=status in (408, 429) or status >= 500, retry_after=retry_after,
+                          status=status)
+
+    async def close(self) -> None:
+        """Close Slack clients and the HTTP session."""
+        for n in self._slack.values():
+            await n.close()
+        self._slack.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,105 @@
+"""Render a :class:`~relay.reports.model.Report` as Markdown (GitHub-flavoured tables) for the command line.
+
+Money in USD with two decimals; ``n/a`` marks a missing source or a change without a previous period; an empty
+period renders as a short message (plus budgets and alerts, which do not depend on the period's usage).
+"""
+
+from __future__ import annotations
+
+from relay.reports import fmt
+from relay.reports.headlines import headlines
+from relay.reports.model import Breakdown, Report
+
+__all__ = ["render_markdown"]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _breakdown(title: str, key: str, rows: list[Breakdown], sessions: bool = False) -> list[str]:
+    if not rows:
+        return []
+    head = [key, "cost", "change", "API calls", "tokens"] + (["sessions"] if sessions else [])
+    body = [[b.key, fmt.usd(b.cost_micros), fmt.change(b.cost_micros, b.prev_cost_micros), fmt.count(b.api_calls),
+             fmt.tokens(b.tokens)] + ([fmt.count(b.sessions)] if sessions else []) for b in rows]
+    return [f"## {title}", ""] + _table(head, body)
+
+
+def _budgets_alerts(r: Report) -> list[str]:
+    out: list[str] = []
+    if r.budgets is not None:
+        out += ["## Budgets", ""]
+        if not r.budgets:
+            out += ["No budget rules apply to this scope.", ""]
+        else:
+            out += _table(["budget", "scope", "window", "spend", "limit", "used", "burn/day", "forecast", "status"], [
+                [b.name, b.scope + (f" (top: {b.group}; {b.groups_over} of {b.groups} over)" if b.group else ""),
+                 b.window, fmt.usd(b.spend_micros), fmt.usd(b.limit_micros), fmt.percent(b.used, 0),
+                 fmt.usd(b.burn_rate_micros_per_day), fmt.usd(b.forecast_micros), b.status.replace("_", " ")]
+                for b in r.budgets])
+    if r.alerts is not None:
+        a = r.alerts
+        out += ["## Alerts", "",
+                f"- Fired: {a.fired}; resolved: {a.resolved}; still firing at the end of the {r.noun}: "
+                f"{len(a.still_firing)}",
+                f"- Jira issues opened: {a.jira_opened}; resolved: {a.jira_resolved}; open: "
+                f"{', '.join(a.jira_open) if a.jira_open else 'none'}"]
+        out += [f"  - firing: {name} ({sev}) since {since}" for name, sev, since in a.still_firing]
+        out.append("")
+    return out
+
+
+def render_markdown(r: Report) -> str:
+    """The report as Markdown text (ends with a newline)."""
+    out = [f"# {r.title}", "",
+           f"{r.start} → {r.end} ({r.timezone}); generated {r.generated_at}"
+           + (" — **posted late** (relay could not post at the scheduled time)" if r.late else ""), ""]
+    if r.empty:
+        out += [r.notes[0] if r.notes else "No usage recorded.", ""]
+        out += _budgets_alerts(r)
+        return "\n".join(out).rstrip() + "\n"
+    prev_name = f"previous {r.noun}"
+    out += ["## Summary", ""]
+    out += _table(["", f"this {r.noun}", prev_name, "change"],
+                  [[h.name, h.show(h.current), h.show(h.previous), h.change] for h in headlines(r)])
+    out += _breakdown("Cost by model", "model", r.by_model)
+    out += _breakdown("Cost by user", "user", r.by_user, sessions=True)
+    if r.group_label and r.by_group:
+        out += [f"## Cost by {r.group_label}", ""]
+        out += _table([r.group_label, "cost", "change", "sessions", "active users", "API calls", "error rate",
+                       "top model"],
+                      [[g.key, fmt.usd(g.cost_micros), fmt.change(g.cost_micros, g.prev_cost_micros),
+                        fmt.count(g.sessions), fmt.count(g.active_users), fmt.count(g.api_calls),
+                        fmt.percent(g.api_errors / g.api_calls if g.api_calls else None), g.top_model or fmt.NA]
+                       for g in r.by_group])
+    if r.top_sessions:
+        out += [f"## Top {len(r.top_sessions)} sessions by cost", ""]
+        out += _table(["session", "user", "cost", "interactions", "API calls", "length"],
+                      [[f"[{s.session_id}]({s.url})" if s.url else s.session_id, s.user or fmt.NA,
+                        fmt.usd(s.cost_micros),
+                        fmt.count(s.interactions), fmt.count(s.api_calls), fmt.seconds(s.duration_s)]
+                       for s in r.top_sessions])
+    out += ["## API errors", ""]
+    if r.errors:
+        out += _table(["error class", "status", "calls"],
+                      [[e.error_class, str(e.status_code) if e.status_code is not None else "—", fmt.count(e.count)]
+                       for e in r.errors[:10]])
+    else:
+        out += ["No failed API calls.", ""]
+    out += ["## Tools", ""]
+    if r.tools:
+        out += _table(["tool", "calls", "success rate", "accepted", "rejected"],
+                      [[t.tool, fmt.count(t.calls), fmt.percent(t.success_rate), fmt.count(t.accepts),
+                        fmt.count(t.rejects)] for t in r.tools[:15]])
+    else:
+        out += ["No tool events recorded.", ""]
+    out += _budgets_alerts(r)
+    if r.notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
+    return "\n".join(out).rstrip() + "\n"
