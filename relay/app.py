@@ -33,6 +33,8 @@ from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
+from relay.usage.pricing import Pricing
+from relay.usage.sqlite_store import SqliteLedgerStore
 
 __all__ = ["Relay", "run"]
 
@@ -51,6 +53,7 @@ class Relay:
         self.telemetry = Telemetry()
         self.spool: Spool | None = None
         self.pipeline: Pipeline | None = None
+        self.ledger: SqliteLedgerStore | None = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
@@ -78,9 +81,11 @@ class Relay:
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
         await self.exporter.start()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
+        self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
-                                 max_open_records=cfg.pipeline.max_open_records)
+                                 max_open_records=cfg.pipeline.max_open_records,
+                                 ledger=self.ledger, on_ledger_changes=None)
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)

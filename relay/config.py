@@ -15,75 +15,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from relay.config_types import (  # noqa: F401  (re-exported)
+    Duration,
+    OptionalSecret,
+    OptionalStr,
+    Size,
+    _Model,
+    parse_duration,
+    parse_size,
+)
+from relay.usage.config import LedgerConfig
 
 __all__ = ["RelayConfig", "TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    None: 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}
-def parse_duration(value: Any) -> float:
-    """Parse a duration into seconds (float).
-
-    Accepts numbers (seconds) and strings like ``250ms``, ``30s``, ``5m``, ``1h``, ``2d``.
-    Raises ``ValueError`` for anything else or negative values.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like '30s'")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '500ms', '30s', '5m', '1h'")
-
-
-def parse_size(value: Any) -> int:
-    """Parse a size into bytes (int): integers are bytes; strings may carry B, KB, MB, GB, KiB, MiB, GiB, TiB.
-
-    Raises ``ValueError`` for anything else or negative values.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a size must be a number of bytes or a string like '64MiB'")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size must not be negative")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            unit = m.group(2).lower() if m.group(2) else None
-            return int(float(m.group(1)) * _SIZE_UNITS[unit])
-    raise ValueError(f"invalid size {value!r}: use a number of bytes or e.g. '512KiB', '64MiB', '1GiB'")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-def _secret_or_none(value: Any) -> Any:
-    """Treat empty strings (an unset ``${env:VAR}``) as "not configured"."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None
-    return value
-
-
-OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_secret_or_none)]
-OptionalStr = Annotated[str | None, BeforeValidator(_secret_or_none)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class HttpReceiverConfig(_Model):
@@ -335,6 +283,7 @@ class RelayConfig(_Model):
     auth: AuthConfig = AuthConfig()
     tenants: list[TenantConfig] = []
     service: ServiceConfig = ServiceConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @model_validator(mode="after")
     def _check_tenants(self) -> RelayConfig:

@@ -1,8 +1,8 @@
 """relay's durable queues: the inbound spool (accepted requests) and the outbound spool (Langfuse export batches).
 
-Data flow (one way): receivers ``append`` accepted requests → the pipeline reads them (``read_inbound``), and
-in ONE transaction (``commit_trace``) writes the export batch, the exported observation ids, the ledger records
-and the trace's metadata → when every record of an inbound request has been handled, the pipeline deletes it
+Data flow (one way): receivers ``append`` accepted requests → the pipeline reads them (``read_inbound``), writes
+usage records and metric points to the usage ledger (``relay.usage``, idempotent), and in ONE transaction
+(``commit_traces``) writes the export batch, the exported observation ids and the trace's metadata → when every record of an inbound request has been handled, the pipeline deletes it
 (``done_inbound``) → the exporter reads batches (``read_outbound``) and deletes them on a 2xx (``ack_outbound``)
 or moves them to the dead-letter store (``dead_letter``) on a permanent refusal.
 
@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from relay.model import Signal, UsageRecord
@@ -83,6 +83,8 @@ class TraceCommit:
 
     ``payload`` is a serialized ``ExportTraceServiceRequest`` (None when export is off for the tenant or nothing
     new was produced); ``obs_ids`` the observation ids it contains; ``info`` the trace's ``TraceInfo`` as a dict.
+    ``usage`` are the trace's usage records: the pipeline writes them to the ledger before the commit; the spool
+    does not store them.
     """
 
     tenant: str
@@ -251,12 +253,9 @@ class Spool:
 
         return await self.db.run(read)
 
-    async def commit_traces(self, commits: list[TraceCommit], metric_rows: list[tuple] | None = None) -> None:
-        """Atomically write export batches, exported ids, trace metadata, usage records and metric points.
-
-        ``metric_rows`` are ``(tenant, name, series, start_ns, time_ns, value, temporality, unit, attributes_json)``;
-        duplicates (same series and times) are ignored, as are usage records with a known ``key``.
-        """
+    async def commit_traces(self, commits: list[TraceCommit]) -> None:
+        """Atomically write export batches, exported observation ids and trace metadata (usage records and metric
+        points go to the usage ledger, ``relay.usage.store.LedgerStore``, not here)."""
         now = time.time_ns()
 
         def write(conn: sqlite3.Connection) -> int:
@@ -277,24 +276,6 @@ class Spool:
                     "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
                     (c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now),
                 )
-                # Counted once per key; a record with a reported cost replaces one without (a call first seen
-                # as a beta span, later as its api_request event).
-                conn.executemany(
-                    "INSERT INTO usage_records(tenant, key, kind, time_ns, session_id, trace_id, user_id, model, "
-                    "tool_name, cost_micros, cost_source, success, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(tenant, key) DO UPDATE SET time_ns=excluded.time_ns, session_id=excluded.session_id, "
-                    "trace_id=excluded.trace_id, user_id=excluded.user_id, model=excluded.model, "
-                    "tool_name=excluded.tool_name, cost_micros=excluded.cost_micros, cost_source=excluded.cost_source, "
-                    "success=excluded.success, record=excluded.record "
-                    "WHERE excluded.cost_source = 'reported' AND usage_records.cost_source != 'reported'",
-                    [
-                        (c.tenant, u.key, u.kind, u.time_ns, u.session_id, u.trace_id, u.user, u.model, u.tool_name,
-                         u.cost_micros, u.cost_source, int(u.success), json.dumps(asdict(u), sort_keys=True))
-                        for u in c.usage
-                    ],
-                )
-            if metric_rows:
-                conn.executemany("INSERT OR IGNORE INTO metric_points VALUES (?,?,?,?,?,?,?,?,?)", metric_rows)
             return added
 
         added = await self.db.run(write)

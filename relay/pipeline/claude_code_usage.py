@@ -3,8 +3,10 @@
 One ``kind="llm"`` record per API call (``llm:<request_id>``; failed calls ``llm-error:…`` with ``success=False``
 and no cost) and one ``kind="tool"`` record per tool call or rejected tool (``tool:<tool_use_id>``). Tokens are
 Anthropic counts (``input_tokens`` excludes cache), durations milliseconds, cost micro-USD as reported by Claude
-Code (``cost_source="reported"``) or ``"none"`` when only the beta span was seen. ``tenant`` is left empty: the
-pipeline sets it.
+Code (``cost_source="reported"``) or ``"none"`` when only the beta span was seen (the ledger store then prices it
+from its tokens, ``"computed"``, and the ``api_request`` event's reported cost replaces that when it arrives).
+``tenant`` is left empty and ``labels`` are the identity metadata: the pipeline sets the tenant and merges the
+tenant's labels (``relay.usage.labels``).
 """
 
 from __future__ import annotations

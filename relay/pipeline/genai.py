@@ -337,7 +337,9 @@ def _usage_record(
         session_id=trace.session_id,
         trace_id=view.trace_id,
         user=trace.user_id,
-        labels=dict(ctx.labels),
+        # identity labels (team.id, department…) of this span, else the root's, else the resource's; the pipeline
+        # merges the tenant's labels over them (relay.usage.labels)
+        labels=dict(ctx.identity(a, root.attrs, view.resource).metadata),
         agent=_first([a, root.attrs, view.resource], "gen_ai.agent.name", "service.name"),
         duration_ms=(view.end_ns - view.start_ns) / 1e6 if view.end_ns and view.start_ns else None,
         success=not failed,

@@ -1,9 +1,14 @@
-"""The pipeline worker: inbound spool → assembler → mapper → outbound spool, ledger and metric points.
+"""The pipeline worker: inbound spool → assembler → mapper → usage ledger, outbound spool.
 
 One asyncio task reads accepted requests in order, decodes them, routes their records to groups
 (``relay.pipeline.assembler``), and when a group is due maps it (``relay.pipeline.mapper``), drops observation
 ids already exported, encodes the rest for Langfuse and commits everything for that trace in one transaction
 (``Spool.commit_traces``). A request leaves the inbound spool only when all its records are committed.
+
+Usage records (with the tenant and its labels, ``relay.usage.labels``) and metric points go to the ledger
+(``LedgerStore``) BEFORE the spool commit: ledger writes are idempotent, so a crash in between only makes the
+retried step write them again, which changes nothing. The changes a write reports are handed to
+``on_ledger_changes`` right away (the rules engine's feed), once: a retried write reports none.
 
 Outcomes are counted per record in ``relay_pipeline_items_total{signal, tenant, outcome}``: ``forwarded`` (became
 or was merged into a span queued for Langfuse), ``filtered`` (not for Langfuse: metrics — kept for the ledger —,
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -30,6 +36,8 @@ from relay.pipeline.mapper import map_group
 from relay.pipeline.metric_points import metric_rows
 from relay.pipeline.records import LogView, SpanView, iter_logs, iter_spans
 from relay.spool import InboundItem, Spool, TraceCommit
+from relay.usage.labels import ledger_labels
+from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["Pipeline", "TenantPipelineSettings", "PipelineMetrics"]
 
@@ -60,7 +68,8 @@ class PipelineMetrics:
             ["tenant"], registry=registry,
         )
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
-        self.usage = Counter("relay_ledger_records", "Usage records written to the ledger.", ["tenant", "kind"], registry=registry)
+        self.usage = Counter("relay_ledger_records", "New usage records in the ledger (upgrades and retractions "
+                             "not counted).", ["tenant", "kind"], registry=registry)
 
 
 class TenantPipelineSettings:
@@ -72,7 +81,12 @@ class TenantPipelineSettings:
 
 
 class Pipeline:
-    """The worker task. ``tenants`` maps tenant names to their settings; unknown tenants use ``default``."""
+    """The worker task. ``tenants`` maps tenant names to their settings; unknown tenants use ``default``.
+
+    ``ledger`` stores usage records and metric points (None: they are dropped); ``on_ledger_changes`` is called
+    synchronously on the event loop with every non-empty list of changes the ledger reports — keep it cheap (e.g.
+    hand the list to a queue); an exception it raises is logged and does not stop the pipeline.
+    """
 
     def __init__(
         self,
@@ -85,6 +99,8 @@ class Pipeline:
         read_batch: int = 64,
         max_open_records: int = 200_000,
         commit_batch: int = 256,
+        ledger: LedgerStore | None = None,
+        on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
     ):
         self.spool = spool
         self.tenants = tenants
@@ -94,6 +110,8 @@ class Pipeline:
         self.read_batch = read_batch
         self.max_open_records = max_open_records
         self.commit_batch = commit_batch
+        self.ledger = ledger
+        self.on_ledger_changes = on_ledger_changes
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -147,8 +165,8 @@ class Pipeline:
             self.cursor = item.seq
             await asyncio.sleep(0)  # keep the ack path responsive between large requests
         if metric_batch or finished:
-            if metric_batch:
-                await self.spool.commit_traces([], metric_batch)
+            if metric_batch and self.ledger is not None:
+                self._emit(await self.ledger.write_metric_points(metric_batch))
             await self.spool.done_inbound(finished)
         due = self.assembler.pop_due()
         if not due and self.assembler.records >= self.max_open_records:
@@ -174,7 +192,7 @@ class Pipeline:
         count = self.metrics.items
         if item.signal is Signal.METRICS:
             req = ExportMetricsServiceRequest.FromString(item.payload)
-            rows, _skipped = metric_rows(item.tenant, req)
+            rows, _skipped = metric_rows(item.tenant, req, self.settings(item.tenant).ctx)
             metric_batch.extend(rows)
             count.labels("metrics", item.tenant, Outcome.FILTERED).inc(item.items)
             return True
@@ -214,13 +232,14 @@ class Pipeline:
                 commits.append(commit)
             await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
         if commits:
+            usage = [u for c in commits for u in c.usage]
+            if usage and self.ledger is not None:
+                self._emit(await self.ledger.write(usage))
             await self.spool.commit_traces(commits)
             for c in commits:
                 self.metrics.traces.labels(c.tenant).inc()
                 if c.payload:
                     self.metrics.spans_out.labels(c.tenant).inc(c.spans)
-                for u in c.usage:
-                    self.metrics.usage.labels(c.tenant, u.kind).inc()
         finished: list[int] = []
         for g in groups:
             finished.extend(self.tracker.closed(g))
@@ -249,6 +268,7 @@ class Pipeline:
             payload = encode_request([(trace, new)]).SerializeToString()
         for u in result.usage:
             u.tenant = g.tenant
+            u.labels = ledger_labels(u.labels, st.ctx.labels)
         return TraceCommit(
             tenant=g.tenant,
             trace_id=trace.trace_id,
@@ -258,6 +278,19 @@ class Pipeline:
             info=asdict(trace),
             usage=result.usage,
         )
+
+    def _emit(self, changes: Sequence[LedgerChange]) -> None:
+        """Count new ledger records and hand the changes to ``on_ledger_changes``."""
+        if not changes:
+            return
+        for ch in changes:
+            if ch.old is None and ch.new is not None:
+                self.metrics.usage.labels(ch.new.tenant, ch.new.kind).inc()
+        if self.on_ledger_changes is not None:
+            try:
+                self.on_ledger_changes(list(changes))
+            except Exception:  # the feed's consumer must not stop the pipeline
+                log.exception("on_ledger_changes failed for %d changes", len(changes))
 
     def _count(self, g: Group) -> None:
         enabled = self.settings(g.tenant).export_enabled

@@ -1,5 +1,6 @@
-"""The SQLite schema of relay's state: inbound and outbound spools, dead letters, quarantine, dedup keys,
-exported observation ids, trace metadata, the usage ledger and metric points (see ``relay.spool``).
+"""The SQLite schema of the spool's state: inbound and outbound spools, dead letters, quarantine, dedup keys,
+exported observation ids, trace metadata (see ``relay.spool``). The usage ledger's tables (usage records, metric
+points) belong to the ledger store, which applies them itself: ``relay.usage.sqlite_schema``.
 
 Every statement is idempotent (``IF NOT EXISTS``); it runs at every open.
 """
@@ -32,16 +33,4 @@ CREATE TABLE IF NOT EXISTS trace_meta (
     tenant TEXT NOT NULL, trace_id TEXT NOT NULL, info TEXT NOT NULL, updated_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_meta_age ON trace_meta(updated_ns);
-CREATE TABLE IF NOT EXISTS usage_records (
-    tenant TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, time_ns INTEGER NOT NULL,
-    session_id TEXT, trace_id TEXT, user_id TEXT, model TEXT, tool_name TEXT,
-    cost_micros INTEGER NOT NULL DEFAULT 0, cost_source TEXT NOT NULL, success INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (tenant, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS usage_time ON usage_records(tenant, time_ns);
-CREATE TABLE IF NOT EXISTS metric_points (
-    tenant TEXT NOT NULL, name TEXT NOT NULL, series TEXT NOT NULL, start_ns INTEGER NOT NULL,
-    time_ns INTEGER NOT NULL, value REAL NOT NULL, temporality INTEGER NOT NULL, unit TEXT NOT NULL,
-    attributes TEXT NOT NULL,
-    PRIMARY KEY (tenant, name, series, start_ns, time_ns)) WITHOUT ROWID;
 """

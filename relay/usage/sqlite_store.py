@@ -1,0 +1,159 @@
+"""The usage ledger on SQLite: ``SqliteLedgerStore`` (the embedded default; PostgreSQL implements the same
+``LedgerStore`` later). Tables and the upgrade from issue 2's layout: ``relay.usage.sqlite_schema``; metric
+points: ``relay.usage.sqlite_metrics``.
+
+Write rules (each ``write`` is one job on the database's writer thread, so what changed is decided race-free):
+
+- a record whose ``(tenant, key)`` is new is inserted → ``LedgerChange(None, new)``;
+- a record with no cost (``cost_source="none"``) but tokens and a known model is priced with the price table first
+  (``cost_source="computed"``);
+- an existing record is replaced only by one with a better cost source — ``reported`` > ``computed`` > ``none`` —
+  (e.g. a beta span first, its ``api_request`` event later) → ``LedgerChange(old, new)``; equal or worse: ignored,
+  no change. Writing the same records again therefore changes nothing;
+- the first per-call record (any source but metrics) of a ``(tenant, session)`` retracts that session's
+  metric-derived records → ``LedgerChange(old, None)`` each, and later metric points of it derive nothing.
+
+Units: times unix ns, money micro-USD, durations ms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+from relay.model import UsageRecord
+from relay.store.sqlite import SqliteDB
+from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum
+from relay.usage.pricing import Pricing
+from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
+from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
+from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_v1
+from relay.usage.store import LedgerChange, LedgerStore
+
+__all__ = ["SqliteLedgerStore", "COST_RANK"]
+
+#: Cost sources by preference; a record replaces a stored one only with a higher rank.
+COST_RANK = {"none": 0, "computed": 1, "reported": 2}
+
+_COLS = ", ".join(RECORD_COLUMNS)
+_TIME = RECORD_COLUMNS.index("time_ns")
+
+
+class SqliteLedgerStore(LedgerStore):
+    """The ledger in relay's SQLite database (``db``, shared with the spool); ``pricing`` computes costs the agents
+    did not report. Construction applies the schema and upgrades older layouts (blocking; call at start-up);
+    raises ``sqlite3.Error`` when the database cannot be used."""
+
+    def __init__(self, db: SqliteDB, pricing: Pricing | None = None):
+        self.db = db
+        self.pricing = pricing or Pricing.load()
+        db.run_sync(self._upgrade)
+        db.apply_schema(SCHEMA)
+        db.run_sync(lambda conn: backfill_deltas(conn, self))
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        old = migrate_v1(conn)
+        if old:
+            execute_script(conn, SCHEMA)
+            self._write(conn, [self.price(r) for r in old])
+
+    # ------------------------------------------------------------------ records
+
+    def price(self, r: UsageRecord) -> UsageRecord:
+        """``r`` with a computed cost when it has none, has tokens and its model is in the price table."""
+        if r.cost_source != "none" or not (r.input_tokens or r.output_tokens or r.cache_read_tokens
+                                           or r.cache_creation_tokens):
+            return r
+        micros = self.pricing.cost_micros(r)
+        return r if micros is None else replace(r, cost_micros=micros, cost_source="computed")
+
+    async def write(self, records: Sequence[UsageRecord]) -> list[LedgerChange]:
+        """Insert or upgrade ``records`` (``tenant`` set on each) and retract metric estimates of their sessions;
+        returns exactly the changes made, in order. Idempotent. Raises ``sqlite3.Error``."""
+        if not records:
+            return []
+        priced = [self.price(r) for r in records]
+        return await self.db.run(lambda conn: self._write(conn, priced))
+
+    def _write(self, conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> list[LedgerChange]:
+        changes: list[LedgerChange] = []
+        for r in records:
+            old = select_record(conn, r.tenant, r.key)
+            if old is None or COST_RANK.get(r.cost_source, 0) > COST_RANK.get(old.cost_source, 0):
+                put_record(conn, old, r)
+                changes.append(LedgerChange(old, r))
+        sessions = {(r.tenant, r.session_id) for r in records if r.session_id and r.source != SOURCE_METRIC}
+        changes.extend(self._supersede(conn, sorted(sessions)))
+        return changes
+
+    def _supersede(self, conn: sqlite3.Connection, sessions: Sequence[tuple[str, str]]) -> list[LedgerChange]:
+        """Register sessions with per-call records; retract the metric-derived records of newly registered ones."""
+        out: list[LedgerChange] = []
+        now = time.time_ns()
+        for tenant, session in sessions:
+            cur = conn.execute("INSERT OR IGNORE INTO ledger_call_sessions(tenant, session_id, first_ns) VALUES (?,?,?)",
+                               (tenant, session, now))
+            if cur.rowcount == 0:
+                continue
+            rows = conn.execute(SELECT + " WHERE tenant=? AND session_id=? AND source=?",
+                                (tenant, session, SOURCE_METRIC)).fetchall()  # no ORDER BY: keeps the session index
+            for old in sorted(map(record_of, rows), key=lambda r: (r.time_ns, r.key)):
+                put_record(conn, old, None)
+                out.append(LedgerChange(old, None))
+        return out
+
+    def has_call_records(self, conn: sqlite3.Connection, tenant: str, session: str | None) -> bool:
+        """True when ``session`` of ``tenant`` has per-call records (its metrics then derive nothing)."""
+        if not session:
+            return False
+        return conn.execute("SELECT 1 FROM ledger_call_sessions WHERE tenant=? AND session_id=?",
+                            (tenant, session)).fetchone() is not None
+
+    async def get(self, tenant: str, key: str) -> UsageRecord | None:
+        """The stored record ``(tenant, key)``, or None."""
+        return await self.db.run(lambda conn: select_record(conn, tenant, key))
+
+    async def scan(self, start_ns: int, end_ns: int, tenant: str | None = None,
+                   batch: int = 10_000) -> AsyncIterator[list[UsageRecord]]:
+        """Records with ``start_ns <= time_ns < end_ns`` (all tenants when None) in ``(time_ns, insertion)`` order,
+        ``batch`` at a time, read by keyset pagination on the time index (each batch one short read job, so
+        writes are not held up). Label JSON is parsed once per distinct label set."""
+        # the lower bound moves to the last time read (an index range start), ties broken by id
+        where = "time_ns >= ? AND time_ns < ? AND (time_ns > ? OR id > ?)"
+        if tenant is not None:
+            where += " AND tenant = ?"
+        sql = f"SELECT {_COLS}, id FROM usage_records WHERE {where} ORDER BY time_ns, id LIMIT ?"
+        tail = (tenant, batch) if tenant is not None else (batch,)
+        cache: dict[str, dict[str, str]] = {}
+        last_time, last_id = start_ns, -1
+        while True:
+            args = (last_time, end_ns, last_time, last_id, *tail)
+            rows = await self.db.run(lambda conn, args=args: conn.execute(sql, args).fetchall())
+            if not rows:
+                return
+            yield [record_of(r[:-1], cache) for r in rows]
+            if len(rows) < batch:
+                return
+            last_time, last_id = rows[-1][_TIME], rows[-1][-1]
+
+    # ------------------------------------------------------------------ metric points
+
+    async def write_metric_points(self, rows: Sequence[tuple]) -> list[LedgerChange]:
+        """Store metric data points (``MetricPoint`` or plain 9-tuples ``(tenant, name, series, start_ns, time_ns,
+        value, temporality, unit, attributes_json)``), idempotently; keep Sums as deltas; derive, update or remove
+        the usage records of Claude Code's cost/token metrics for sessions without per-call records (see
+        ``relay.usage.metrics``). Returns the ledger changes. Raises ``sqlite3.Error``."""
+        if not rows:
+            return []
+        points = [r if isinstance(r, MetricPoint) else MetricPoint(*r) for r in rows]
+        return await self.db.run(lambda conn: ingest_points(conn, self, points, store_raw=True))
+
+    async def sum_metric(self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None,
+                         by: Sequence[str] = ()) -> list[MetricSum]:
+        """Sum of the deltas of metric ``name`` with ``start_ns <= time_ns < end_ns`` (optionally one tenant),
+        grouped by ``by`` keys: ``tenant``, ``user``, ``session``, ``model``, ``type`` (columns), or any other key,
+        looked up in the point's ledger labels then its attributes (e.g. ``team.id``, ``query_source``). E.g. lines
+        added per user: ``sum_metric("claude_code.lines_of_code.count", s, e, by=("user", "type"))``."""
+        return await self.db.run(lambda conn: sum_metric(conn, name, start_ns, end_ns, tenant, by))
