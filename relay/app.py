@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import SecretStr
 from prometheus_client import Gauge
 
 from relay import __version__
 from relay.auth import TenantResolver
 from relay.config import RelayConfig
+from relay.alerting.rules_load import RulesError
+from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
+from relay.exporters.langfuse_links import LangfuseLinks
 from relay.logs import MASK, setup_logging
+from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.http import OtlpHttpReceiver
 from relay.otlp.ingest import IngestRefused, IngestRequest
@@ -54,6 +59,10 @@ class Relay:
         self.spool: Spool | None = None
         self.pipeline: Pipeline | None = None
         self.ledger: SqliteLedgerStore | None = None
+        self.links = LangfuseLinks(self.tenants)
+        self.alerting: AlertingService | None = None
+        self.reports: Any = None  # relay.reports.schedule.ReportScheduler
+        self._report_delivery: Any = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
@@ -82,10 +91,15 @@ class Relay:
         await self.exporter.start()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
+        self.links.start()
+        self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
+                                        registry=reg)
+        await self.alerting.start()
+        self._start_reports()
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=None)
+                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe)
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)
@@ -115,6 +129,12 @@ class Relay:
             self._prune_task.cancel()
         if self.pipeline:
             await self.pipeline.stop()
+        if self.reports is not None:
+            await self.reports.stop()
+            await self._report_delivery.close()
+        if self.alerting:
+            await self.alerting.stop(grace)
+        await self.links.stop()
         if self.exporter:
             await self.exporter.stop(grace)
         if self._admin:
@@ -133,6 +153,25 @@ class Relay:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
+
+    def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
+        return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)
+
+    def _start_reports(self) -> None:
+        """The scheduled usage summaries (``reports.schedules``), when any are configured."""
+        cfg = self.config
+        if not cfg.reports.schedules:
+            return
+        from relay.reports.budgets import budget_specs
+        from relay.reports.service import build_scheduler
+
+        alerting = self.alerting
+        assert alerting is not None
+        self.reports, self._report_delivery = build_scheduler(
+            cfg.reports, self.spool.db, cfg.alerting.receivers, [t.name for t in self.tenants],
+            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=alerting.history.events,
+            session_url=self.links.session_url)
+        self.reports.start()
 
     def _mapping_context(self, tenant) -> MappingContext:
         p = self.config.pipeline
@@ -155,6 +194,8 @@ class Relay:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.alerting is not None:
+            self.alerting.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         host, port = parse_endpoint(self.config.service.admin.endpoint)
@@ -228,7 +269,13 @@ def _touch(conn) -> None:
 
 
 def _secrets(cfg: RelayConfig) -> list[str]:
+    """Every secret of the config, for the log masker: tenant tokens, Langfuse keys, receiver credentials."""
     out = []
+    for r in cfg.alerting.receivers:
+        for c in (*r.slack_configs, *r.webhook_configs, *r.jira_configs):
+            for v in c.__dict__.values():
+                if isinstance(v, SecretStr):
+                    out.append(v.get_secret_value())
     for t in cfg.resolved_tenants():
         out += [tok.get_secret_value() for tok in t.tokens]
         for s in (t.langfuse.public_key, t.langfuse.secret_key):
@@ -247,10 +294,12 @@ async def run(config: RelayConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await relay.start()
-    except OSError as e:
+    except (OSError, RulesError) as e:
         log.error("relay could not start: %s", e)
         await relay.stop()
         return 1
+    if relay.alerting is not None:
+        loop.add_signal_handler(signal.SIGHUP, relay.alerting.request_reload)
     await stop.wait()
     log.info("signal received: draining")
     await relay.stop()

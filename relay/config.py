@@ -28,6 +28,9 @@ from relay.config_types import (  # noqa: F401  (re-exported)
     parse_duration,
     parse_size,
 )
+from relay.alerting.config import AlertingConfig
+from relay.alerting.rules_schema import RulesConfig
+from relay.reports.config import ReportsConfig
 from relay.usage.config import LedgerConfig
 
 __all__ = ["RelayConfig", "TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
@@ -283,7 +286,14 @@ class RelayConfig(_Model):
     auth: AuthConfig = AuthConfig()
     tenants: list[TenantConfig] = []
     service: ServiceConfig = ServiceConfig()
+    #: Usage ledger: price table overrides (``relay.usage.config``).
     ledger: LedgerConfig = LedgerConfig()
+    #: Rule files and their evaluation (``relay.alerting.rules_schema.RulesConfig``).
+    rules: RulesConfig = RulesConfig()
+    #: Alertmanager-style routing tree, receivers (Slack, Jira, webhooks), inhibition (``relay.alerting.config``).
+    alerting: AlertingConfig = AlertingConfig()
+    #: Scheduled usage summaries (``relay.reports.config``).
+    reports: ReportsConfig = ReportsConfig()
 
     @model_validator(mode="after")
     def _check_tenants(self) -> RelayConfig:
@@ -298,6 +308,10 @@ class RelayConfig(_Model):
                 if v in seen and seen[v] != t.name:
                     raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
+        problems = self.reports.problems([r.name for r in self.alerting.receivers],
+                                         [t.name for t in self.resolved_tenants()])
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def resolved_tenants(self) -> list[TenantConfig]:

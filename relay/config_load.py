@@ -152,7 +152,19 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> R
         expanded = expand(raw, env, path.parent)
     except ValueError as e:
         raise ConfigError([f"{path}: {e}"]) from e
-    return _validate(_env_defaults(expanded, env), str(path), root)
+    return _validate(_env_defaults(_relative_to(expanded, path.parent), env), str(path), root)
+
+
+def _relative_to(raw: dict, base: Path) -> dict:
+    """Make ``rules.files`` (paths or globs) and ``ledger.pricing.file`` relative to the config file's directory,
+    like Prometheus' ``rule_files``."""
+    rules = raw.get("rules")
+    if isinstance(rules, dict) and isinstance(rules.get("files"), list):
+        rules["files"] = [f if not isinstance(f, str) or Path(f).is_absolute() else str(base / f) for f in rules["files"]]
+    pricing = (raw.get("ledger") or {}).get("pricing") if isinstance(raw.get("ledger"), dict) else None
+    if isinstance(pricing, dict) and isinstance(pricing.get("file"), str) and not Path(pricing["file"]).is_absolute():
+        pricing["file"] = str(base / pricing["file"])
+    return raw
 
 
 def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayConfig:

@@ -271,8 +271,12 @@ def test_err529_same_error_observations_with_and_without_spans():
         assert all(o.status_message == "Repeated 529 Overloaded errors" for o in errors)
         [gen] = [o for o in errors if o.type == ObservationType.GENERATION]
         assert gen.model == "claude-opus-5-5" and gen.usage_details is None and gen.cost_details is None
-        [u] = [u for r in results for u in r.usage]
+        [u] = [u for r in results for u in r.usage if u.kind == "llm"]
         assert (u.kind, u.success, u.error_class, u.cost_micros, u.status_code) == ("llm", False, "overloaded", 0, None)
+        [x] = [u for r in results for u in r.usage if u.kind == "retries_exhausted"]
+        [ev] = events(logs, "api_retries_exhausted")
+        assert (x.success, x.cost_micros, x.time_ns, x.model) == (False, 0, ev.time_ns, ev.attrs.get("model"))
+        assert x.key.startswith("retries:") and x.error == "Repeated 529 Overloaded errors"
     [beta] = map_all(logs, spans)
     failed = next(s for s in spans if s.name == "claude_code.llm_request")
     assert failed.span_id in {o.id for o in beta.observations}  # the ERROR span became the error generation

@@ -329,6 +329,7 @@ class _Mapper:
                                       "total_retry_duration_ms": as_int(a.get("total_retry_duration_ms")),
                                       "query_source": as_str(a.get("query_source"))}))
             self.c.use(ev)
+            self.ledger.retries_exhausted(a, ev.time_ns, agent_key(a), status, error_class(status, text), text)
 
     def _subagents_completed(self) -> None:
         """``subagent_completed`` → metadata on the subagent's Agent TOOL (filtered when that TOOL is not here)."""

@@ -1,7 +1,8 @@
 """Usage-ledger records of one Claude Code interaction (contract claude-code-telemetry.md §8).
 
 One ``kind="llm"`` record per API call (``llm:<request_id>``; failed calls ``llm-error:…`` with ``success=False``
-and no cost) and one ``kind="tool"`` record per tool call or rejected tool (``tool:<tool_use_id>``). Tokens are
+and no cost), one ``kind="tool"`` record per tool call or rejected tool (``tool:<tool_use_id>``) and one
+``kind="retries_exhausted"`` record per ``api_retries_exhausted`` event. Tokens are
 Anthropic counts (``input_tokens`` excludes cache), durations milliseconds, cost micro-USD as reported by Claude
 Code (``cost_source="reported"``) or ``"none"`` when only the beta span was seen (the ledger store then prices it
 from its tokens, ``"computed"``, and the ``api_request`` event's reported cost replaces that when it arrives).
@@ -76,3 +77,12 @@ class Ledger:
                             duration_ms=float(duration) if duration is not None else None, success=success,
                             error_class=eclass, error=meta.get("error_type"), decision=meta.get("decision"),
                             decision_source=meta.get("decision_source"))
+
+    def retries_exhausted(self, ev_attrs: dict[str, Any], time_ns: int, agent: str | None, status: int | None,
+                          eclass: str, text: str | None) -> UsageRecord:
+        """An ``api_retries_exhausted`` event (Claude Code gave up on a call after its retries): its own record
+        kind (``retries_exhausted``, never counted as a call), keyed by session, event sequence and time."""
+        key = f"retries:{as_str(ev_attrs.get('session.id'))}:{as_int(ev_attrs.get('event.sequence'))}:{time_ns}"
+        return self._record(key, "retries_exhausted", time_ns, agent, False, model=as_str(ev_attrs.get("model")),
+                            success=False, status_code=status, error_class=eclass, error=text)
+

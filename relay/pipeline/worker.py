@@ -32,6 +32,7 @@ from relay.exporters.langfuse_encode import encode_request
 from relay.model import Outcome, Signal, TraceInfo
 from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
 from relay.pipeline.context import MappingContext
+from relay.pipeline.early_ledger import EarlyLedger, stable_usage
 from relay.pipeline.mapper import map_group
 from relay.pipeline.metric_points import metric_rows
 from relay.pipeline.records import LogView, SpanView, iter_logs, iter_spans
@@ -112,6 +113,7 @@ class Pipeline:
         self.commit_batch = commit_batch
         self.ledger = ledger
         self.on_ledger_changes = on_ledger_changes
+        self.early = EarlyLedger()
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -168,6 +170,8 @@ class Pipeline:
             if metric_batch and self.ledger is not None:
                 self._emit(await self.ledger.write_metric_points(metric_batch))
             await self.spool.done_inbound(finished)
+        if self.ledger is not None and self.early.pending:
+            await self._early_ledger()
         due = self.assembler.pop_due()
         if not due and self.assembler.records >= self.max_open_records:
             # backpressure: a backlog holds more records than allowed; close the oldest traces early (late records
@@ -182,6 +186,8 @@ class Pipeline:
             return
         nxt = self.assembler.next_deadline()
         timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))
+        if self.early.pending:
+            timeout = min(timeout, self.early.interval)
         try:
             await asyncio.wait_for(self.spool.inbound_event.wait(), timeout)
         except TimeoutError:
@@ -208,7 +214,10 @@ class Pipeline:
             if key is None:
                 filtered += 1
                 continue
-            groups.append(self.assembler.add(item.tenant, key, v))
+            g = self.assembler.add(item.tenant, key, v)
+            groups.append(g)
+            if isinstance(v, LogView):
+                self.early.mark(g, v)
         if filtered:
             count.labels(item.signal.value, item.tenant, Outcome.FILTERED).inc(filtered)
         return self.tracker.fed(item.seq, groups)
@@ -242,6 +251,7 @@ class Pipeline:
                     self.metrics.spans_out.labels(c.tenant).inc(c.spans)
         finished: list[int] = []
         for g in groups:
+            self.early.forget(g)
             finished.extend(self.tracker.closed(g))
         await self.spool.done_inbound(finished)
 
@@ -278,6 +288,24 @@ class Pipeline:
             info=asdict(trace),
             usage=result.usage,
         )
+
+    async def _early_ledger(self) -> None:
+        """Write the stable usage records of open groups with new events (``relay.pipeline.early_ledger``)."""
+        records = []
+        for g in self.early.due():
+            ctx = self.settings(g.tenant).ctx
+            try:
+                usage = stable_usage(g, ctx)
+            except Exception:  # the close maps the group again and quarantines it if it still fails
+                log.debug("early ledger mapping failed for a trace of tenant %s", g.tenant, exc_info=True)
+                continue
+            for u in usage:
+                u.tenant = g.tenant
+                u.labels = ledger_labels(u.labels, ctx.labels)
+            records += usage
+            await asyncio.sleep(0)
+        if records:
+            self._emit(await self.ledger.write(records))
 
     def _emit(self, changes: Sequence[LedgerChange]) -> None:
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""

@@ -1,0 +1,105 @@
+"""The alerting core assembled: ledger change feed → rules engine → dispatcher (routing, grouping, silences,
+inhibition, notification log) → durable outbox → notifiers; plus the alert history the reports read.
+
+Start order follows the flow backwards so nothing is produced before its consumer runs: outbox, dispatcher, rules
+engine (restores persisted alerts and re-puts the firing ones, backfills its windows from the ledger), rules
+manager (periodic evaluation, file watching). Stop order is the reverse. All state lives in relay's SQLite
+database, so a restart (even ``kill -9``) neither forgets a firing alert nor notifies it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+
+from relay.alerting.api import alerting_routes
+from relay.alerting.config import AlertingConfig
+from relay.alerting.dispatcher import Dispatcher
+from relay.alerting.engine import RuleEngine
+from relay.alerting.eval_runtime import Links
+from relay.alerting.history import AlertHistory
+from relay.alerting.model import Alert
+from relay.alerting.rules_load import RuleSet
+from relay.alerting.rules_manager import RulesManager
+from relay.alerting.rules_schema import RulesConfig
+from relay.alerting.silences import Silences
+from relay.alerting.state import AlertStateStore
+from relay.notify.factory import build_notifiers
+from relay.notify.outbox import Outbox
+from relay.store.sqlite import SqliteDB
+from relay.usage.store import LedgerChange, LedgerStore
+
+__all__ = ["AlertingService"]
+
+log = logging.getLogger(__name__)
+
+
+class AlertingService:
+    """Rules, alerts and notifications over ``db`` (relay's database) and ``ledger``.
+
+    ``rules`` and ``alerting`` are the config sections; ``links(labels, sample_record)`` builds Langfuse links.
+    Raises ``relay.alerting.rules_load.RulesError`` from the constructor when the rule files are invalid (relay
+    refuses to start with broken rules; a later reload keeps the old ones instead). Blocking; call at start-up.
+    """
+
+    def __init__(self, db: SqliteDB, ledger: LedgerStore, rules: RulesConfig, alerting: AlertingConfig, *,
+                 links: Links | None = None, registry: CollectorRegistry | None = None):
+        self.ledger = ledger
+        self.rules_config = rules
+        ruleset = RuleSet.load(rules.files)
+        self.silences = Silences(db, retention=alerting.data_retention, registry=registry)
+        self.outbox = Outbox(db, build_notifiers(alerting.receivers), registry=registry)
+        self.dispatcher = Dispatcher(alerting, db=db, outbox=self.outbox, silences=self.silences, registry=registry)
+        self.history = AlertHistory(db)
+        self.engine = RuleEngine(ruleset, on_alerts=self._on_alerts, links=links,
+                                 state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
+                                 evaluation_interval=rules.evaluation_interval, resend_interval=rules.resend_interval,
+                                 resolved_retention=rules.resolved_retention)
+        self.manager = RulesManager(rules.files, self.engine, ledger, watch_interval=rules.watch_interval)
+        if registry is not None:
+            g = Gauge("relay_rules_loaded", "Alerting rules loaded.", registry=registry)
+            g.set_function(lambda: len(self.engine.rule_ids()))
+            Gauge("relay_rules_records_observed", "Ledger records the rules engine has evaluated.",
+                  registry=registry).set_function(lambda: self.engine.records_observed)
+
+    def _on_alerts(self, alerts: Sequence[Alert]) -> None:
+        self.dispatcher.put(alerts)
+        self.history.record(alerts)
+
+    def observe(self, changes: list[LedgerChange]) -> None:
+        """The pipeline's ``on_ledger_changes`` hook: evaluate the changed records now (event-driven)."""
+        self.engine.observe(changes)
+
+    async def start(self) -> None:
+        """Start delivery, dispatching, the engine (restore + backfill) and the rules manager."""
+        self.outbox.start()
+        self.dispatcher.start()
+        await self.engine.start(self.ledger)
+        self.manager.start(watch=self.rules_config.watch)
+        log.info("alerting: %d rules from %d files; %d receivers", len(self.engine.rule_ids()),
+                 len(self.engine.ruleset.files), len(self.dispatcher.config.receivers))
+
+    async def stop(self, grace: float) -> None:
+        """Stop in reverse order; queued notifications stay in the outbox for the next start. Never raises."""
+        for name, step in (("rules manager", self.manager.stop()), ("dispatcher", self.dispatcher.stop()),
+                           ("outbox", self.outbox.stop(grace)), ("alert history", self.history.flush())):
+            try:
+                await step
+            except Exception:
+                log.exception("stopping the %s failed", name)
+
+    async def reload(self) -> tuple[bool, str | None]:
+        """Reload the rule files (``SIGHUP``, ``POST /-/reload``); a broken file keeps the old rules."""
+        return await self.manager.reload()
+
+    def request_reload(self) -> None:
+        """Schedule a reload from a signal handler."""
+        self.manager.request_reload()
+
+    def add_routes(self, app: web.Application) -> None:
+        """``GET /api/v1/alerts``, the silences API (``/api/v2/silences``…) and ``POST /-/reload``."""
+        alerting_routes(app, alerts=self.engine.alerts, dispatcher=self.dispatcher, silences=self.silences,
+                        reload=self.reload)
