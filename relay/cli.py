@@ -48,7 +48,49 @@ def cmd_check(args: argparse.Namespace) -> int:
         lf = t.langfuse
         export = f"Langfuse {lf.base_url}" if lf.enabled else "Langfuse export off (set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
-    return 0
+    return _check_alerting(cfg, probe=args.probe)
+
+
+def _check_alerting(cfg: RelayConfig, probe: bool) -> int:
+    """Rules, receivers and report schedules of ``relay check``; with ``probe``, also ask each Jira project
+    whether relay can file issues there (auth, project, issue type, fields)."""
+    from relay.alerting.rules_load import RuleSet, RulesError
+
+    try:
+        rules = RuleSet.load(cfg.rules.files)
+    except RulesError as e:
+        print(f"  rules: {len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}:", file=sys.stderr)
+        for p in e.problems:
+            print(f"    {p}", file=sys.stderr)
+        return 2
+    print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
+    receivers = cfg.alerting.receivers
+    print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
+        f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
+        for r in receivers) or "none (alerts are listed on /api/v1/alerts, nothing is sent)"))
+    print(f"  reports:   {len(cfg.reports.schedules)} schedule(s)")
+    if not probe:
+        return 0
+    return asyncio.run(_probe_jira(cfg))
+
+
+async def _probe_jira(cfg: RelayConfig) -> int:
+    from relay.notify.jira import JiraNotifier
+
+    bad = 0
+    for r in cfg.alerting.receivers:
+        for i, jc in enumerate(r.jira_configs):
+            n = JiraNotifier(r.name, i, jc)
+            try:
+                problems = await n.check()
+            finally:
+                await n.close()
+            for p in problems:
+                print(f"  receiver {r.name} jira/{i}: {p}", file=sys.stderr)
+            bad += len(problems)
+            if not problems:
+                print(f"  receiver {r.name} jira/{i}: OK ({jc.project})")
+    return 1 if bad else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -107,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("run", help="start the daemon")).set_defaults(fn=cmd_run)
-    with_config(sub.add_parser("check", help="validate a config file")).set_defaults(fn=cmd_check)
+    chk = with_config(sub.add_parser("check", help="validate a config file (and its rule files)"))
+    chk.add_argument("--probe", action="store_true",
+                     help="also contact each Jira receiver to check credentials, project, issue type and fields")
+    chk.set_defaults(fn=cmd_check)
     r = with_config(sub.add_parser("replay", help="re-send dead-lettered batches"))
     r.add_argument("--tenant", default=None)
     r.add_argument("--id", type=int, action="append", help="only this dead letter id (repeatable)")
@@ -123,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.add_parser("test", help="run rule unit-test files (paths or globs)").add_argument("files", nargs="+", metavar="FILE")
     rules.set_defaults(fn=cmd_rules)
     from relay.alerting import silence_cli
+    from relay.reports import cli as report_cli
 
     with_config(silence_cli.add_subparsers(sub))
+    report_cli.add_subparser(sub)
     return p
 
 
