@@ -14,8 +14,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
 
 __all__ = ["parse_duration", "parse_size", "Duration", "Size", "OptionalSecret", "OptionalStr", "_Model"]
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     None: 1, "b": 1,
@@ -25,8 +25,9 @@ _SIZE_UNITS = {
 def parse_duration(value: Any) -> float:
     """Parse a duration into seconds (float).
 
-    Accepts numbers (seconds) and strings like ``250ms``, ``30s``, ``5m``, ``1h``, ``2d``.
-    Raises ``ValueError`` for anything else or negative values.
+    Accepts numbers (seconds) and Prometheus-style strings of ``<number><unit>`` parts, units ``ms``, ``s``, ``m``,
+    ``h``, ``d``, ``w`` (``250ms``, ``30s``, ``1h30m``, ``7d``; fractions allowed). Raises ``ValueError`` for
+    anything else or negative values.
     """
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '30s'")
@@ -35,10 +36,12 @@ def parse_duration(value: Any) -> float:
             raise ValueError("a duration must not be negative")
         return float(value)
     if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '500ms', '30s', '5m', '1h'")
+        s = value.replace(" ", "")
+        if s and _DURATION_PART.sub("", s) == "":
+            return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s))
+        if re.fullmatch(r"\d+(?:\.\d+)?", s):
+            return float(s)
+    raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. '500ms', '30s', '5m', '1h30m', '7d'")
 
 
 def parse_size(value: Any) -> int:

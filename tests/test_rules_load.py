@@ -91,7 +91,7 @@ def test_errors_name_file_line_group_rule_and_field(tmp_path):
         'r.yaml:15: group "budgets", rule "Slow": aggregate: '
         "Input should be 'count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95' or 'p99'",
         'r.yaml:16: group "budgets", rule "Slow": window.rolling: invalid duration \'5 minutes\': '
-        "use e.g. '30s', '5m', '1h30m', '7d'",
+        "use a number of seconds or e.g. '500ms', '30s', '5m', '1h30m', '7d'",
         'r.yaml:19: group "budgets", rule "Odd": kind: unknown kind \'forecast\'; use one of budget, error_rate, '
         "threshold, spike",
     ]
@@ -222,7 +222,8 @@ def test_durations():
     assert parse_rule_duration("1h30m") == 5400 and parse_rule_duration("250ms") == 0.25
     assert parse_rule_duration("2w") == 1_209_600 and parse_rule_duration(45) == 45.0
     assert parse_rule_duration("1.5h") == 5400
-    for bad in ("1 h", "h", "-5m", "5x", True, -1):
+    assert parse_rule_duration("1 h") == 3600  # spaces are ignored, as in the rest of the config
+    for bad in ("h", "-5m", "5x", "", True, -1):
         with pytest.raises(ValueError):
             parse_rule_duration(bad)
     assert [format_duration(x) for x in (0, 0.25, 90, 5400, 86400 * 8)] == ["0s", "250ms", "1m30s", "1h30m", "8d"]

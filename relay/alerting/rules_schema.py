@@ -29,7 +29,9 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from relay.config_types import _Model, parse_duration
 
 __all__ = [
     "RulesConfig", "RuleFileModel", "RuleGroupModel", "RuleModel", "BudgetRule", "ErrorRateRule", "ThresholdRule",
@@ -51,29 +53,12 @@ FIELDS = ("records", "cost_usd", "input_tokens", "output_tokens", "cache_read_to
 #: Aggregates of a threshold rule; ``pNN`` are quantiles (nearest rank).
 AGGREGATES = ("count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99")
 
-_DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DUR_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _NAME_RE = r"^[A-Za-z_][A-Za-z0-9_:.\-]*$"
 _LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
-def parse_rule_duration(value: Any) -> float:
-    """A duration in seconds from a number (seconds) or a string of ``<number><unit>`` parts, units ``ms``, ``s``,
-    ``m``, ``h``, ``d``, ``w`` (e.g. ``90s``, ``1h30m``, ``7d``; Prometheus' duration syntax plus fractions).
-    Raises ``ValueError`` for anything else or a negative value."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like '5m'")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        s = value.strip()
-        if s and _DUR_PART.sub("", s) == "":
-            return sum(float(n) * _DUR_UNITS[u] for n, u in _DUR_PART.findall(s))
-        if re.fullmatch(r"\d+(?:\.\d+)?", s):
-            return float(s)
-    raise ValueError(f"invalid duration {value!r}: use e.g. '30s', '5m', '1h30m', '7d'")
+#: Rule durations parse like every other duration of relay's config (Prometheus syntax, e.g. ``1h30m``).
+parse_rule_duration = parse_duration
 
 
 def format_duration(seconds: float) -> str:
@@ -94,8 +79,7 @@ def format_duration(seconds: float) -> str:
 RuleDuration = Annotated[float, BeforeValidator(parse_rule_duration)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = _Model
 
 
 class RulesConfig(_Strict):
