@@ -179,3 +179,50 @@ async def test_budget_and_error_rate_alerts_reach_slack(tmp_path):
 
 def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@pytest.mark.slow
+def test_kill_9_after_notifying_neither_forgets_nor_renotifies(tmp_path):
+    """relay as a subprocess: a budget alert fires and reaches Slack; SIGKILL; a restart keeps the alert firing
+    (``/api/v1/alerts``) and sends nothing again; a further crossing still notifies once."""
+    import json
+    import urllib.request
+
+    from tests.support.relay_proc import RelayProcess
+
+    rules = tmp_path / "rules.yaml"
+    write_rules(rules, limit_usd=1.0)
+    with FakeSlack.run_in_thread(bot_tokens=(TOKEN,), channels={CHANNEL: "alerts"}) as slack:
+        ov = overrides(rules, slack)
+        relay = RelayProcess(tmp_path / "data", overrides=ov).start()
+        platform = CCTraffic(resource={"team.id": "platform"})
+
+        def post(body: bytes) -> None:
+            req = urllib.request.Request(relay.http_url + "/v1/logs", data=body,
+                                         headers={"Content-Type": "application/x-protobuf"})
+            assert urllib.request.urlopen(req, timeout=5).status == 200
+
+        def wait(n: int) -> None:
+            deadline = time.monotonic() + 10
+            while len(slack.messages(CHANNEL)) < n:
+                assert time.monotonic() < deadline, relay.logs()[-2000:]
+                time.sleep(0.02)
+
+        post(platform.request(platform.api_request(0.6)))  # 60 %: the 50 % alert
+        wait(1)
+        relay.kill9()
+        relay2 = RelayProcess(tmp_path / "data", overrides=ov, http_port=relay.http_port,
+                              grpc_port=relay.grpc_port, admin_port=relay.admin_port).start()
+        try:
+            time.sleep(1.5)
+            assert len(slack.messages(CHANNEL)) == 1 and not slack.thread(CHANNEL, slack.messages(CHANNEL)[0].ts)
+            with urllib.request.urlopen(f"http://127.0.0.1:{relay2.admin_port}/api/v1/alerts", timeout=5) as r:
+                alerts = json.load(r)["data"]["alerts"]
+            assert [(a["labels"]["threshold"], a["state"]) for a in alerts] == [("50", "firing")]
+            relay = relay2
+            post(platform.request(platform.api_request(0.5)))  # 110 %: the 100 % alert, once
+            wait(2)
+            time.sleep(0.5)
+            assert len(slack.messages(CHANNEL)) == 2
+        finally:
+            assert relay2.terminate() == 0

@@ -143,6 +143,16 @@ async def jira_state(relay, group_team: str | None) -> dict:
     return rows[0]
 
 
+async def alert(relay, name: str) -> dict:
+    """The one alert called ``name`` from relay's ``GET /api/v1/alerts`` (admin endpoint)."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{relay.admin_port}/api/v1/alerts") as r:
+            assert r.status == 200
+            body = await r.json()
+    [a] = [a for a in body["data"]["alerts"] if a["labels"]["alertname"] == name]
+    return a
+
+
 async def until_async(cond, what: str, timeout: float = 8.0) -> None:
     """Poll the coroutine function ``cond()`` every 50 ms until it returns a truthy value."""
     deadline = time.monotonic() + timeout
@@ -191,6 +201,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             assert capture.priority == "High" and capture.components == ["ai-usage"]
             assert any(lb.startswith("relay-") for lb in capture.labels)  # the group's dedup key
             assert "1 requests gave up" in capture.description_text
+            assert (await alert(relay, "CaptureRetriesExhausted"))["values"]["failed"] == 1  # counted once
 
             # generated clones of the capture's error records (team e2e-jira) fire the short-window rule
             keeper.start(relay)
@@ -201,10 +212,10 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
                         "repeat comments")
             assert creates(jira) == 2 and len(jira.issues()) == 2
             assert all("still firing" in c.text.lower() for c in jira.comments(capture.key))
-            before = {capture.key: len(jira.comments(capture.key)), team.key: len(jira.comments(team.key))}
             # a search only before each group's first issue (nothing known yet); afterwards relay's own state
             assert len(jira.requests("POST", r"^search/jql$")) == 2
             await keeper.stop()
+        before = {capture.key: len(jira.comments(capture.key)), team.key: len(jira.comments(team.key))}
 
         # restart while both fire: relay finds its issues from its own state (Jira's search would not show them
         # for 30 s), so the reminders keep landing on the same issues
@@ -213,6 +224,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             await until(lambda: all(len(jira.comments(k)) > n for k, n in before.items()), "comments after restart")
             assert creates(jira) == 2 and len(jira.issues()) == 2
             assert len(jira.requests("POST", r"^search/jql$")) == 2  # no search after the restart either
+            assert (await alert(relay, "CaptureRetriesExhausted"))["state"] == "firing"
             await keeper.stop()
 
             # no more failures: the alert resolves → a resolved comment and the Done transition
