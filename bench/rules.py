@@ -67,7 +67,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -109,9 +108,10 @@ DEPARTMENTS = ["engineering", "data", "platform", "security", "mobile", "web", "
 class Population:
     """``teams`` teams of ``users`` users each (``team-NNN``, ``dev-NNN-UU``), deterministic from ``seed``: each
     user has an activity weight (lognormal, times a team factor in 0.5–1.5) and the identity labels relay would
-    attach (``team.id``, ``department``, ``cost_center``, ``service.version``)."""
+    attach (``team.id``, ``department``, ``cost_center``, ``service.version``). ``only``: records come from the
+    first ``only`` teams alone (same users and weights; None: all teams)."""
 
-    def __init__(self, teams: int, users: int, seed: int = 7):
+    def __init__(self, teams: int, users: int, seed: int = 7, only: int | None = None):
         rng = np.random.default_rng(seed)
         self.teams = [f"team-{t:03d}" for t in range(teams)]
         team_factor = rng.uniform(0.5, 1.5, teams)
@@ -128,6 +128,8 @@ class Population:
                                     "service.version": "2.1.329"})
                 weights.append(team_factor[t] * rng.lognormal(0.0, 0.6))
         w = np.array(weights)
+        if only is not None:
+            w[only * users:] = 0.0
         self.p = w / w.sum()
 
 
@@ -385,7 +387,7 @@ def engine_worker(job: dict) -> dict:
     from relay.alerting.engine import RuleEngine
     from relay.alerting.rules_load import RuleSet
 
-    pop = Population(job["teams"], job["users"])
+    pop = Population(job["teams"], job["users"], only=job.get("feed_teams"))
     ruleset = RuleSet.load(job["files"]) if job["files"] else RuleSet()
     clock = SimClock(job["t0"])
     alerts: list = []
@@ -403,6 +405,8 @@ def engine_worker(job: dict) -> dict:
     res["alerts_at_start"] = len(alerts)
     db.close()
     alerts.clear()
+    if job.get("gc_freeze"):
+        gc.freeze()  # diagnostic: move everything alive after the backfill out of the collector's reach
 
     # feed: LedgerChange(None, r) per new record, batches of ``batch``, clock = newest record of the batch
     obs_cpu = obs_wall = ev_cpu = 0.0
@@ -704,8 +708,8 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
               f"{_ratio(b['cpu_us_per_record'], e['cpu_us_per_record'])}")
     eng = res.get("engine")
     if eng:
-        print(f"\nrules engine (in-process, child per rule set)  "
-              + "".join(f"{f'{k} rules':>14}" for k in eng))
+        print("\nrules engine (in-process, child per rule set)  "
+              + "".join(f"{k:>14}" for k in eng))
         rows = [
             ("backfill wall s", "backfill_s", ".1f"), ("backfill CPU s", "backfill_cpu_s", ".1f"),
             ("RSS after backfill MiB", "rss_after_backfill_mib", ".0f"), ("  growth in backfill MiB", "rss_growth", ".0f"),
@@ -722,12 +726,14 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
             m["alerts"] = f"{m['alerts_at_start']} / {m['alerts_during_feed']}"
         for title, key, spec in rows:
             print(f"  {title:<45}" + "".join(f"{_fmt(m[key], spec):>14}" for m in eng.values()))
+        print(f"  {'records fed':<45}" + "".join(f"{m['feed']:>14,}" for m in eng.values()))
         keys = list(eng)
-        big, base = eng[keys[0]], eng[keys[1]] if len(keys) > 1 else None
-        if base:
-            print(f"  ratio {keys[0]} / {keys[1]} rules: CPU per record {_ratio(big['cpu_us_per_record'], base['cpu_us_per_record'])}, "
-                  f"backfill {_ratio(big['backfill_s'], base['backfill_s'])}, RSS growth "
-                  f"{_ratio(big['rss_growth'], base['rss_growth'])}")
+        big = eng[keys[0]]
+        for other in keys[1:]:
+            o = eng[other]
+            print(f"  ratio {keys[0]} / {other}: CPU per record {_ratio(big['cpu_us_per_record'], o['cpu_us_per_record'])}"
+                  f", backfill {_ratio(big['backfill_s'], o['backfill_s'])}, RSS growth "
+                  f"{_ratio(big['rss_growth'], o['rss_growth'])}")
     lat = res.get("latency")
     if lat:
         print("\ncrossing record → Slack chat.postMessage (relay subprocess)"
@@ -802,14 +808,21 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         if "engine" in phases:
             res["engine"] = {}
-            for n in (a.rules, a.baseline_rules, 0):
+            own = max(1, math.ceil(a.baseline_rules / RULES_PER_TEAM))
+            runs = [(f"{a.rules} rules", a.rules, None, a.feed), (f"{a.baseline_rules} rules", a.baseline_rules, None,
+                                                                    a.feed),
+                    (f"{a.baseline_rules}r {own} teams", a.baseline_rules, own, max(1, a.feed * own // a.teams)),
+                    ("0 rules", 0, None, a.feed)]
+            for label, n, feed_teams, feed in runs:
                 job = {"teams": a.teams, "users": a.users, "files": rule_files(dirs[n]), "db": str(run_db), "t0": t0,
-                       "feed": a.feed, "feed_span": a.feed_span, "batch": a.batch, "idle_rounds": a.idle_rounds}
+                       "feed": feed, "feed_teams": feed_teams, "feed_span": a.feed_span, "batch": a.batch,
+                       "idle_rounds": a.idle_rounds}
                 m = run_engine(job)
-                res["engine"][str(n)] = m
-                print(f"  engine, {n} rules: backfill {m['backfill_s']:.1f} s, RSS {m['rss_before_mib']:.0f} → "
-                      f"{m['rss_after_backfill_mib']:.0f} MiB; observe {m['cpu_us_per_record']:.2f} µs CPU/record; "
-                      f"alerts {m['alerts_at_start']}/{m['alerts_during_feed']} {m['alert_names']}", flush=True)
+                res["engine"][label] = m
+                print(f"  engine, {label}: backfill {m['backfill_s']:.1f} s, RSS {m['rss_before_mib']:.0f} → "
+                      f"{m['rss_after_backfill_mib']:.0f} MiB; observe {m['feed']:,} records, "
+                      f"{m['cpu_us_per_record']:.2f} µs CPU/record; alerts {m['alerts_at_start']}/"
+                      f"{m['alerts_during_feed']} {m['alert_names']}", flush=True)
         if "ledger" in phases:
             res["ledger"] = ledger_phase(run_db, a, pop, t0)
         shutil.rmtree(run_db.parent, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Issue 4 end to end, Jira: a running relay (in-process, real sockets) receives Claude Code telemetry over
-OTLP/HTTP, its failure rules fire, and a fake Jira Cloud on loopback (basic auth, REST v3 only, ADF bodies, a
-search that does not see new issues for 30 s) gets exactly the issues, comments and transitions expected.
+OTLP/HTTP, its failure rules fire, and a fake Jira on loopback — Cloud (basic auth, REST v3 only, ADF bodies)
+or Data Center (bearer PAT, REST v2, wiki markup), its search not showing new issues for 30 s — gets exactly the
+issues, comments and transitions expected.
 
 - The replayed ``protobuf-err529`` capture (a 529 ``api_error`` and an ``api_retries_exhausted``) fires a
   retries-exhausted rule over its own session → exactly one issue; the repeat reminders (``repeat_interval`` 1s)
@@ -10,6 +11,8 @@ search that does not see new issues for 30 s) gets exactly the issues, comments 
   transition; it fires again inside ``reopen_duration`` → the same issue is reopened (``Reopen``).
 - Outside the reopen window (Jira's clock says the issue was resolved an hour ago) a refire opens a new issue;
   an issue a person closed as Won't Fix is left alone while the alert repeats, resolves and fires again.
+- Jira creates an issue but its answer is lost and relay restarts before its retry: the retry
+  must not open a second issue while Jira's search still lags.
 
 The capture's events are dated 2026-11-21; the capture-driven rule uses a ten-year window so it still counts
 them on later run dates, and the lifecycle is driven by generated events stamped with the current time.
@@ -33,7 +36,7 @@ from tests.support.cc_traffic import CCTraffic
 from tests.support.expected import by_name, events
 from tests.support.inproc import replay, running_relay
 
-USER, TOKEN = "relay@example.com", "cloud-token"
+USER, TOKEN, PAT = "relay@example.com", "cloud-token", "dc-pat"
 TEAM = "e2e-jira"
 INTEGRATION = "jira/jira/0"  # <receiver>/<kind>/<index>
 
@@ -57,7 +60,14 @@ def write_rules(path: Path, window: str = "3s") -> None:
     ]}]}))
 
 
-def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m") -> dict:
+def connection(jira: FakeJira) -> dict:
+    """``jira_configs`` connection keys for the fake's flavour: Cloud (email + API token) or Data Center (PAT)."""
+    if jira.flavor == "cloud":
+        return {"flavor": "cloud", "api_url": jira.base_url, "user": USER, "api_token": TOKEN}
+    return {"flavor": "datacenter", "api_url": jira.base_url, "personal_access_token": PAT}
+
+
+def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_lag: str = "30s") -> dict:
     return {
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
@@ -65,10 +75,9 @@ def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m") -> dict
             "route": {"receiver": "jira", "group_by": ["alertname", "team.id"], "group_wait": "0s",
                       "group_interval": "200ms", "repeat_interval": "1s"},
             "receivers": [{"name": "jira", "jira_configs": [{
-                "flavor": "cloud", "api_url": jira.base_url, "user": USER, "api_token": TOKEN,
-                "project": "OPS", "issue_type": "Bug", "components": ["ai-usage"],
+                **connection(jira), "project": "OPS", "issue_type": "Bug", "components": ["ai-usage"],
                 "reopen_transition": "Reopen", "reopen_duration": reopen_duration, "resolve_transition": "Done",
-                "timeout": "5s"}]}],
+                "search_lag": search_lag, "timeout": "5s"}]}],
         },
     }
 
@@ -143,6 +152,15 @@ async def jira_state(relay, group_team: str | None) -> dict:
     return rows[0]
 
 
+async def state_is(relay, **expected) -> None:
+    """Wait until the team group's persisted Jira state has the ``expected`` items (the outbox commits the state
+    just after the notifier's last HTTP call, so the fake may already show the effect)."""
+    async def check() -> bool:
+        state = await jira_state(relay, TEAM)
+        return all(state.get(k) == v for k, v in expected.items())
+    await until_async(check, f"Jira state {expected}", 5)
+
+
 async def alert(relay, name: str) -> dict:
     """The one alert called ``name`` from relay's ``GET /api/v1/alerts`` (admin endpoint)."""
     async with aiohttp.ClientSession() as s:
@@ -186,12 +204,15 @@ async def metric(relay, name: str, **labels: str) -> float:
 
 
 @pytest.mark.timeout(60)
-async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
+@pytest.mark.parametrize("flavor", ["cloud", "datacenter"])
+async def test_one_issue_comments_restart_resolve_reopen(tmp_path, flavor):
     rules = tmp_path / "rules.yaml"
     write_rules(rules)
     data = tmp_path / "data"
     keeper = Keeper()
-    async with FakeLangfuse() as lf, FakeJira("cloud", user=USER, api_token=TOKEN, search_lag=30.0) as jira:
+    search = r"^search/jql$" if flavor == "cloud" else r"^search$"
+    async with FakeLangfuse() as lf, \
+            FakeJira(flavor, user=USER, api_token=TOKEN, pat=PAT, search_lag=30.0) as jira:
         ov = overrides(rules, jira)
         async with running_relay(data, lf.base_url, ov) as relay:
             # the capture replayed twice (an exporter retry): its one retries_exhausted event → one issue
@@ -213,7 +234,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             assert creates(jira) == 2 and len(jira.issues()) == 2
             assert all("still firing" in c.text.lower() for c in jira.comments(capture.key))
             # a search only before each group's first issue (nothing known yet); afterwards relay's own state
-            assert len(jira.requests("POST", r"^search/jql$")) == 2
+            assert len(jira.requests("POST", search)) == 2
             await keeper.stop()
         before = {capture.key: len(jira.comments(capture.key)), team.key: len(jira.comments(team.key))}
 
@@ -223,7 +244,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             keeper.start(relay)
             await until(lambda: all(len(jira.comments(k)) > n for k, n in before.items()), "comments after restart")
             assert creates(jira) == 2 and len(jira.issues()) == 2
-            assert len(jira.requests("POST", r"^search/jql$")) == 2  # no search after the restart either
+            assert len(jira.requests("POST", search)) == 2  # no search after the restart either
             assert (await alert(relay, "CaptureRetriesExhausted"))["state"] == "firing"
             await keeper.stop()
 
@@ -232,7 +253,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             assert jira.issue(team.key).resolution == "Done"
             assert "RESOLVED" in jira.comments(team.key)[-1].text
             assert [t.name for t in jira.transitions_applied(team.key)] == ["Done"]
-            assert (await jira_state(relay, TEAM))["action"] == "resolved"
+            await state_is(relay, issue=team.key, action="resolved")
 
             # it fires again inside reopen_duration (10m): the same issue is reopened, with a comment
             comments = len(jira.comments(team.key))
@@ -241,7 +262,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path):
             assert [t.name for t in jira.transitions_applied(team.key)] == ["Done", "Reopen"]
             await until(lambda: len(jira.comments(team.key)) > comments, "the reopening comment")
             assert "FIRING" in jira.comments(team.key)[-1].text
-            assert (await jira_state(relay, TEAM))["action"] == "reopened"
+            await state_is(relay, issue=team.key, action="reopened")
 
             # the capture's alert never stopped: still one open issue for it; two issues ever created
             assert jira.issue(capture.key).status == "To Do" and not jira.transitions_applied(capture.key)
@@ -274,7 +295,7 @@ async def test_refire_outside_reopen_window_and_wont_fix(tmp_path):
             assert jira.issue(first.key).status == "Done"
             assert [t.name for t in jira.transitions_applied(first.key)] == ["Done"]
             assert second.labels == first.labels  # same group, same dedup key
-            assert (await jira_state(relay, TEAM))["issue"] == second.key
+            await state_is(relay, issue=second.key, action="created")
 
             # a person closes the new issue as Won't Fix while the alert keeps firing
             jira.set_status(second.key, "Done", resolution="Won't Fix")
@@ -283,7 +304,7 @@ async def test_refire_outside_reopen_window_and_wont_fix(tmp_path):
             keeper.start(relay)
             # repeat reminders arrive and are dropped: no comment, no reopen, no new issue
             await until_async(lambda: delivered(relay, sent + 1), "a reminder delivered")
-            assert (await jira_state(relay, TEAM))["action"] == "wont_fix"
+            await state_is(relay, issue=second.key, action="wont_fix")
             await keeper.stop()
 
             # the alert resolves: nothing is done on a won't-fix issue
@@ -298,5 +319,25 @@ async def test_refire_outside_reopen_window_and_wont_fix(tmp_path):
             issue = jira.issue(second.key)
             assert (issue.status, issue.resolution) == ("Done", "Won't Fix")
             assert creates(jira) == 2 and len(jira.issues()) == 2
-            assert (await jira_state(relay, TEAM))["action"] == "wont_fix"
+            await state_is(relay, issue=second.key, action="wont_fix")
             assert await metric(relay, "alertmanager_notifications_failed_total", integration="jira") == 0
+
+
+@pytest.mark.timeout(60)
+async def test_restart_after_a_lost_create_response_opens_no_second_issue(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    write_rules(rules, window="30s")  # one burst keeps the team's alert firing for the whole test
+    data = tmp_path / "data"
+    traffic = CCTraffic(resource={"team.id": TEAM})
+    async with FakeLangfuse() as lf, FakeJira("cloud", user=USER, api_token=TOKEN, search_lag=10.0) as jira:
+        ov = overrides(rules, jira, search_lag="12s")  # relay's bound of Jira's search lag covers the fake's 10 s
+        jira.drop_response(1, method="POST", path=r"^issue$")  # Jira creates the issue; the answer is lost
+        async with running_relay(data, lf.base_url, ov) as relay:
+            await post_logs(relay, burst(traffic))
+            await until(lambda: jira.issues(), "the create to reach Jira")
+            await jira.outage()  # relay's retries fail to connect until after its restart
+        async with running_relay(data, lf.base_url, ov) as relay:
+            await jira.restore()
+            await until_async(lambda: delivered(relay, 1), "the retried notification delivered", 25)
+            assert len(jira.issues()) == 1, [(i.key, i.summary) for i in jira.issues()]
+            await state_is(relay, issue=jira.issues()[0].key)

@@ -24,13 +24,17 @@ __all__ = ["Notifier", "NotifyError"]
 
 class NotifyError(Exception):
     """A failed delivery. ``retryable``: try again later; ``retry_after``: seconds the service asked to wait
-    (``Retry-After``), None when it did not say; ``status``: the HTTP status when there was one."""
+    (``Retry-After``), None when it did not say; ``status``: the HTTP status when there was one; ``state``: a
+    state dict the outbox must keep although the delivery failed (e.g. "a create was sent but its answer lost"),
+    passed to the retry — None keeps the previous state."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None):
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None,
+                 state: dict | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.state = state
 
 
 class Notifier(abc.ABC):

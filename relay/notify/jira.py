@@ -163,7 +163,7 @@ class JiraNotifier(Notifier):
                 await self._comment(key, n, ctx, dedup)
                 return {**out, "action": "commented"}
             return {**out, "action": "unchanged"}
-        return await self._create(n, dedup)
+        return await self._create(n, dedup, state)
 
     async def _resolve(self, n: Notification, state: dict[str, Any], dedup: str) -> dict[str, Any]:
         issue = await self._find(state, dedup, firing=False)
@@ -220,6 +220,11 @@ class JiraNotifier(Notifier):
         if known and known.rsplit("-", 1)[0].upper() != self.config.project.upper():
             known = None  # the project was changed in the config: that issue is not ours any more
         recent_key, recent_at = self._recent.get(dedup, (None, 0.0))
+        pending = state.get("pending_create")
+        if isinstance(pending, dict) and pending.get("dedup_key") == dedup and recent_key is None:
+            at = float(pending.get("at") or 0.0)
+            if now - at < self.config.search_lag and now - recent_at >= self.config.search_lag:
+                recent_at = at  # a create of an earlier process whose answer was lost
         for key in dict.fromkeys(k for k in (known, recent_key) if k):
             issue = await self.client.get_issue(key, self._fields())
             if issue is not None and (not firing or self._classify(issue) != "stale"):
@@ -231,7 +236,7 @@ class JiraNotifier(Notifier):
                                       _jira_time(i["fields"].get("resolutiondate")) or 0.0,
                                       _jira_time(i["fields"].get("created")) or 0.0), reverse=True)
             return found[0]
-        if dedup in self._recent and recent_key is None:
+        if recent_key is None and now - recent_at < self.config.search_lag:
             wait = self.config.search_lag - (now - recent_at)
             raise JiraError(f"an earlier create of the Jira issue for {dedup} may have succeeded; waiting "
                             f"{wait:.0f}s for Jira's search to show it before creating", retryable=True,
@@ -313,14 +318,17 @@ class JiraNotifier(Notifier):
         return fields
 
     # ------------------------------------------------------------------------------------------------ actions
-    async def _create(self, n: Notification, dedup: str) -> dict[str, Any]:
+    async def _create(self, n: Notification, dedup: str, state: dict[str, Any]) -> dict[str, Any]:
         fields = self._issue_fields(n, dedup)
         now = self._clock()
         try:
             created = await self.client.create_issue(fields)
         except JiraError as exc:
             if exc.ambiguous:
+                # the issue may exist: remember it here and in the outbox's state (survives a restart), so no
+                # retry creates before Jira's search could show it (``search_lag``)
                 self._recent[dedup] = (None, now)
+                exc.state = {**state, "pending_create": {"dedup_key": dedup, "at": now}}
             raise
         key = str(created["key"])
         self._recent[dedup] = (key, now)

@@ -323,7 +323,7 @@ class Outbox:
         except NotifyError as e:
             self.requests_failed.labels(kind, receiver).inc()
             if e.retryable:
-                await self._retry(key, item, str(e), e.retry_after)
+                await self._retry(key, item, str(e), e.retry_after, e.state)
             else:
                 await self._fail(key, item.id, item.group_key, str(e), _reason(e.status))
             return
@@ -349,16 +349,26 @@ class Outbox:
         log.info("outbox: delivered notification %d (%s, seq %d) to %s", item.id, item.notification.status,
                  item.notification.seq, key)
 
-    async def _retry(self, key: str, item: OutboxItem, error: str, retry_after: float | None) -> None:
+    async def _retry(self, key: str, item: OutboxItem, error: str, retry_after: float | None,
+                     state: dict | None = None) -> None:
+        """Schedule the item's next attempt (backoff with jitter, at least ``retry_after``); keep ``state`` (the
+        notifier's state after a partial failure) for the retry when given — in the same transaction."""
         attempts = item.attempts + 1
         rs = RetryCallState(None, None, (), {})
         rs.attempt_number = attempts
         backoff = self._backoff(rs)
         delay = max(backoff * (1 + self._jitter * self._rand()), retry_after or 0.0)
-        next_attempt = self._now() + delay
-        await self.db.run(lambda c: c.execute(
-            "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
-            (attempts, next_attempt, error[:1000], item.id)))
+        now = self._now()
+        next_attempt = now + delay
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
+                         (attempts, next_attempt, error[:1000], item.id))
+            if state is not None:
+                conn.execute("INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) "
+                             "VALUES (?, ?, ?, ?)", (key, item.group_key, json.dumps(state), now))
+
+        await self.db.run(job)
         receiver, kind = split_integration(key)
         self.retried.labels(kind, receiver).inc()
         log.warning("outbox: delivery of notification %d to %s failed (attempt %d), retrying in %.1fs: %s",
