@@ -36,6 +36,7 @@ from relay.otlp.ingest import IngestRefused, IngestRequest
 from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
+from relay.reports.alert_history import AlertHistory
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
 from relay.usage.pricing import Pricing
@@ -61,6 +62,7 @@ class Relay:
         self.ledger: SqliteLedgerStore | None = None
         self.links = LangfuseLinks(self.tenants)
         self.alerting: AlertingService | None = None
+        self.alert_history: AlertHistory | None = None
         self.reports: Any = None  # relay.reports.schedule.ReportScheduler
         self._report_delivery: Any = None
         self.exporter: LangfuseExporter | None = None
@@ -92,8 +94,9 @@ class Relay:
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
         self.links.start()
+        self.alert_history = AlertHistory(spool.db)
         self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
-                                        registry=reg)
+                                        registry=reg, sinks=[self.alert_history.record])
         await self.alerting.start()
         self._start_reports()
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
@@ -134,6 +137,7 @@ class Relay:
             await self._report_delivery.close()
         if self.alerting:
             await self.alerting.stop(grace)
+            await self.alert_history.flush()
         await self.links.stop()
         if self.exporter:
             await self.exporter.stop(grace)
@@ -169,7 +173,7 @@ class Relay:
         assert alerting is not None
         self.reports, self._report_delivery = build_scheduler(
             cfg.reports, self.spool.db, cfg.alerting.receivers, [t.name for t in self.tenants],
-            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=alerting.history.events,
+            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=self.alert_history.events,
             session_url=self.links.session_url)
         self.reports.start()
 

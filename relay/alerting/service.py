@@ -1,5 +1,5 @@
 """The alerting core assembled: ledger change feed → rules engine → dispatcher (routing, grouping, silences,
-inhibition, notification log) → durable outbox → notifiers; plus the alert history the reports read.
+inhibition, notification log) → durable outbox → notifiers.
 
 Start order follows the flow backwards so nothing is produced before its consumer runs: outbox, dispatcher, rules
 engine (restores persisted alerts and re-puts the firing ones, backfills its windows from the ledger), rules
@@ -10,7 +10,7 @@ database, so a restart (even ``kill -9``) neither forgets a firing alert nor not
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
@@ -20,7 +20,6 @@ from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatcher import Dispatcher
 from relay.alerting.engine import RuleEngine
 from relay.alerting.eval_runtime import Links
-from relay.alerting.history import AlertHistory
 from relay.alerting.model import Alert
 from relay.alerting.rules_load import RuleSet
 from relay.alerting.rules_manager import RulesManager
@@ -40,20 +39,22 @@ log = logging.getLogger(__name__)
 class AlertingService:
     """Rules, alerts and notifications over ``db`` (relay's database) and ``ledger``.
 
-    ``rules`` and ``alerting`` are the config sections; ``links(labels, sample_record)`` builds Langfuse links.
+    ``rules`` and ``alerting`` are the config sections; ``links(labels, sample_record)`` builds Langfuse links;
+    ``sinks`` also get every alert change the dispatcher gets (e.g. the reports' alert history).
     Raises ``relay.alerting.rules_load.RulesError`` from the constructor when the rule files are invalid (relay
     refuses to start with broken rules; a later reload keeps the old ones instead). Blocking; call at start-up.
     """
 
     def __init__(self, db: SqliteDB, ledger: LedgerStore, rules: RulesConfig, alerting: AlertingConfig, *,
-                 links: Links | None = None, registry: CollectorRegistry | None = None):
+                 links: Links | None = None, registry: CollectorRegistry | None = None,
+                 sinks: Sequence[Callable[[Sequence[Alert]], None]] = ()):
         self.ledger = ledger
         self.rules_config = rules
         ruleset = RuleSet.load(rules.files)
         self.silences = Silences(db, retention=alerting.data_retention, registry=registry)
         self.outbox = Outbox(db, build_notifiers(alerting.receivers), registry=registry)
         self.dispatcher = Dispatcher(alerting, db=db, outbox=self.outbox, silences=self.silences, registry=registry)
-        self.history = AlertHistory(db)
+        self._sinks = list(sinks)
         self.engine = RuleEngine(ruleset, on_alerts=self._on_alerts, links=links,
                                  state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
                                  evaluation_interval=rules.evaluation_interval, resend_interval=rules.resend_interval,
@@ -67,7 +68,8 @@ class AlertingService:
 
     def _on_alerts(self, alerts: Sequence[Alert]) -> None:
         self.dispatcher.put(alerts)
-        self.history.record(alerts)
+        for sink in self._sinks:
+            sink(alerts)
 
     def observe(self, changes: list[LedgerChange]) -> None:
         """The pipeline's ``on_ledger_changes`` hook: evaluate the changed records now (event-driven)."""
@@ -85,7 +87,7 @@ class AlertingService:
     async def stop(self, grace: float) -> None:
         """Stop in reverse order; queued notifications stay in the outbox for the next start. Never raises."""
         for name, step in (("rules manager", self.manager.stop()), ("dispatcher", self.dispatcher.stop()),
-                           ("outbox", self.outbox.stop(grace)), ("alert history", self.history.flush())):
+                           ("outbox", self.outbox.stop(grace))):
             try:
                 await step
             except Exception:
