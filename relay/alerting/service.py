@@ -9,7 +9,9 @@ database, so a restart (even ``kill -9``) neither forgets a firing alert nor not
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -55,6 +57,7 @@ class AlertingService:
         self.outbox = Outbox(db, build_notifiers(alerting.receivers), registry=registry)
         self.dispatcher = Dispatcher(alerting, db=db, outbox=self.outbox, silences=self.silences, registry=registry)
         self._sinks = list(sinks)
+        self._starting: asyncio.Task[None] | None = None
         self.engine = RuleEngine(ruleset, on_alerts=self._on_alerts, links=links,
                                  state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
                                  evaluation_interval=rules.evaluation_interval, resend_interval=rules.resend_interval,
@@ -76,16 +79,35 @@ class AlertingService:
         self.engine.observe(changes)
 
     async def start(self) -> None:
-        """Start delivery, dispatching, the engine (restore + backfill) and the rules manager."""
+        """Start delivery and dispatching now, and the engine (restore persisted alerts, backfill its windows from
+        the ledger — tens of seconds over millions of records) and the rules manager in the background, so relay
+        accepts telemetry at once; records observed meanwhile are reconciled with the backfill by the engine."""
         self.outbox.start()
         self.dispatcher.start()
-        await self.engine.start(self.ledger)
+        self._starting = asyncio.create_task(self._start_engine(), name="rules-engine-start")
+
+    async def _start_engine(self) -> None:
+        t0 = time.monotonic()
+        try:
+            await self.engine.start(self.ledger)
+        except Exception:
+            log.exception("the rules engine could not start; alerts are not evaluated")
+            return
         self.manager.start(watch=self.rules_config.watch)
-        log.info("alerting: %d rules from %d files; %d receivers", len(self.engine.rule_ids()),
-                 len(self.engine.ruleset.files), len(self.dispatcher.config.receivers))
+        log.info("alerting: %d rules from %d files, windows backfilled in %.1fs; %d receivers",
+                 len(self.engine.rule_ids()), len(self.engine.ruleset.files), time.monotonic() - t0,
+                 len(self.dispatcher.config.receivers))
+
+    async def started(self) -> None:
+        """Wait until the engine has restored its alerts and backfilled its windows (tests, benchmarks)."""
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
 
     async def stop(self, grace: float) -> None:
         """Stop in reverse order; queued notifications stay in the outbox for the next start. Never raises."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         for name, step in (("rules manager", self.manager.stop()), ("dispatcher", self.dispatcher.stop()),
                            ("outbox", self.outbox.stop(grace))):
             try:

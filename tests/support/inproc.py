@@ -40,6 +40,8 @@ async def running_relay(data_dir: Path, langfuse_url: str | None = None, overrid
     """Start relay in this loop; stop it (drain) on exit."""
     relay = Relay(relay_config(data_dir, langfuse_url, overrides))
     await relay.start()
+    if relay.alerting is not None:
+        await relay.alerting.started()  # alerts restored, rule windows backfilled
     try:
         yield relay
     finally:
