@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from relay.config import RelayConfig
+from relay.yaml_lines import yaml_line
 
 __all__ = ["ConfigError", "load_config", "expand", "LANGFUSE_ENV"]
 
@@ -72,28 +73,6 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
     if whole and out == "":
         return None if whole.group(3) is None else out
     return out
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Follow a pydantic error location through a composed YAML node tree; return the 1-based line."""
-    best = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for k, v in node.value:
-                if getattr(k, "value", None) == part:
-                    nxt = v
-                    best = k.start_mark.line + 1
-                    break
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            best = node.start_mark.line + 1
-        else:
-            break
-        if node is None:
-            break
-    return best
 
 
 #: Environment variables the embedded defaults read, like the Langfuse SDKs do
@@ -175,7 +154,7 @@ def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayC
         for err in e.errors():
             loc = tuple(err["loc"])
             dotted = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(root, loc)
+            line = yaml_line(root, loc)
             where = f"{name}:{line}" if line else name
             msg = err["msg"]
             if err["type"] == "extra_forbidden":

@@ -28,6 +28,7 @@ from relay.alerting.rules_schema import (
     ThresholdRule, WindowSpec,
 )
 from relay.alerting.rules_templates import TemplateError, compile_template, render
+from relay.yaml_lines import yaml_line
 
 __all__ = ["Rule", "RuleSet", "RulesError", "expand_paths", "load_rule_file"]
 
@@ -243,7 +244,7 @@ def _load_rule(path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGrou
                             f"template error: {e}")
     rule = Rule(id=f"{path}:{model.alert}", file=path, group=group.name, interval=group.interval, model=model,
                 matchers=tuple(matchers), error_matchers=tuple(error_matchers), templates=templates,
-                line=_line_of(root, loc))
+                line=yaml_line(root, loc))
     for key, tpl in templates.items():
         try:
             render(tpl, sample_context(rule))
@@ -298,7 +299,7 @@ def _validate(cls: type[BaseModel], data: Any, path: str, root: yaml.Node, base:
             m = _FIELD_MSG.match(msg)
             if m and isinstance(data, dict):  # a model-level check naming its field: point at that field
                 field_loc = tuple(int(p) if p.isdigit() else p for p in m.group(1).split("."))
-                if _line_of(root, base + loc + field_loc[:1]) != _line_of(root, base + loc):
+                if yaml_line(root, base + loc + field_loc[:1]) != yaml_line(root, base + loc):
                     loc, msg = loc + field_loc, m.group(2)
             dotted = ".".join(str(p) for p in loc) or ("(rule)" if "rule" in prefix else
                                                          "(group)" if prefix else "(top level)")
@@ -307,30 +308,8 @@ def _validate(cls: type[BaseModel], data: Any, path: str, root: yaml.Node, base:
 
 
 def _where(path: str, root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
-    line = _line_of(root, loc)
+    line = yaml_line(root, loc)
     return f"{path}:{line}" if line else path
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest node of ``loc`` found in the composed YAML tree (keys: the key's line)."""
-    node = root
-    best = root.start_mark.line + 1 if root is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for k, v in node.value:
-                if getattr(k, "value", None) == str(part):
-                    nxt, best = v, k.start_mark.line + 1
-                    break
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            best = node.start_mark.line + 1
-        else:
-            break
-        if node is None:
-            break
-    return best
 
 
 def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
