@@ -9,9 +9,14 @@ Figures (each with a baseline measured in the same run and the ratio to it):
   ``RuleEngine`` with the rule files, backfilled from the 1M-record ledger (time, CPU, RSS growth), then fed the
   same ``--feed`` records as ``LedgerChange(None, record)`` in batches of ``--batch`` under a simulated clock (the
   records' own times, spread over ``--feed-span`` after now) with the periodic evaluation relay's ``RuleEngine.run``
-  would do in between (timed separately); ``time.process_time`` per record (µs) and wall time of ``observe`` per
-  batch. Baselines: 10 rules and 0 rules. Then ``--idle-rounds`` periodic evaluations without records: the CPU the
-  rules cost when nothing happens (% of one core at the 10 s evaluation interval).
+  would do in between (timed separately); ``time.process_time`` per record (µs), of which cyclic-GC time
+  (``gc.callbacks``) and spike-baseline recomputation (``WindowAgg.totals_before``, wrapped), and wall time of
+  ``observe`` per batch. Baselines: 10 rules (same feed: ~1 % of the records
+  reach a rule), 10 rules fed only by their own two teams at the same per-team rate and the same records per team
+  per ``observe`` call (every record reaches 5 rules and as many groups are evaluated per record, as with 1,000
+  rules), 0 rules; a diagnostic run of the big set with ``gc.freeze()`` after the backfill. Then
+  ``--idle-rounds`` periodic evaluations without records: the CPU the rules cost when nothing happens (% of one
+  core at the 10 s evaluation interval).
 * **crossing record → Slack request latency** — relay as a subprocess (``python -m relay run``) on a copy of the
   ledger with the rule files, ``group_wait: 0s`` and a Slack receiver pointing at a fake Slack Web API served from a
   thread of this process; ``--crossings`` times (after ``--warmup`` unmeasured ones), one Claude Code
@@ -19,8 +24,16 @@ Figures (each with a baseline measured in the same run and the ratio to it):
   (1.05 × the $5 daily user budget) crosses that user's ``UserDailyBudget`` at once; latency = the moment the
   fake's handler starts on the matching ``chat.postMessage`` (matched by the user name in the message) minus (a)
   the moment the OTLP request was acknowledged and (b) the moment just before it was sent. p50/p90/p99/max; relay's
-  CPU (% of one core) and RSS over the phase; relay's start-up time (restore + backfill of every rule from the
-  ledger) until ``/healthz``. Baselines: the same with 10 rules (and start-up with 0 rules).
+  CPU (% of one core) and RSS over the phase. Start-up: time from launch to ``/healthz`` (relay accepts telemetry)
+  and to the "alerting: … windows backfilled in …" log line (alerts restored, every rule backfilled from the
+  ledger; in the background since commit dbf7f7c), with a small event posted every ``--probe-interval`` s meanwhile
+  and its acknowledgement timed (the backfill shares relay's event loop). Crossings start once the rules are ready.
+  Baselines: the same with 10 rules (and start-up with 0 rules).
+* **where the time goes** — one more relay with the big rule set, started through this file
+  (``--_hooked-relay``), which wraps relay's hand-off points at run time (ingest handler, pipeline decode, ledger
+  write, ``observe``, dispatcher ``put`` and flush, Slack notifier) to log ``perf_counter`` stamps: per-stage p50 /
+  p90 / max of ``--breakdown-crossings`` fresh-session crossings, and of ``--same-session-crossings`` crossings sent
+  50 ms after a small event of the same session and prompt (the early ledger's 0.2 s per-session interval).
 
 The ledger (``--records`` over ``--days`` days ending at generation time; ``--teams`` teams × ``--users`` users with
 skewed activity; 70 % LLM calls — three Claude models, tokens and reported cost, ttft, 3 % failures (429 / 500 /
@@ -35,13 +48,14 @@ equality index routes a record to its team's rules only): ``TeamMonthlyBudget`` 
 group_by team + user, $5, 100 %), ``ApiErrorRate`` (10 m, > 25 % of ≥ 20 calls, for 2m), ``SlowTimeToFirstToken``
 (p95 ttft over 15 m > 30 s, ≥ 20 calls, per model, for 5m) and ``TeamCostSpike`` (the last day's spend against the
 30 days before, z-score > 4, at least $500 — this rule makes every rule set need the whole ledger at start-up).
-Nothing fires on the generated data; the crossings fire only ``UserDailyBudget`` (other alerts are counted and
-printed). ``--rules N`` uses the first N rules (teams in order); the baseline sets are the first 10 (teams 000 and
+Nothing fires on the generated ledger at start-up; the crossings fire only ``UserDailyBudget`` (other Slack posts
+are counted and printed); the feed — a simulated busy hour at ~70 × the ledger's average rate — pushes a few heavy
+users over $5 (counted). ``--rules N`` uses the first N rules (teams in order); the baseline sets are the first 10 (teams 000 and
 001) and 0; crossings alternate between teams 000 and 001 so every rule set sees the same crossings.
 
 Run from the repository root::
 
-    python bench/rules.py                         # defaults, ~8 min on 2 cores the first time (ledger generation)
+    python bench/rules.py                         # defaults: ~5.5 min on 2 cores, + ~75 s the first time (ledger)
     python bench/rules.py --records 200000 --feed 20000 --crossings 30     # quick
     python bench/rules.py --phases latency --json out.json
 
@@ -61,6 +75,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -381,19 +396,54 @@ class SimClock:
         return self.t
 
 
+class GcTimer:
+    """Time spent in the cyclic garbage collector (``gc.callbacks``), by generation: total and longest pause."""
+
+    def __init__(self) -> None:
+        self.total = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self.longest = [0.0, 0.0, 0.0]
+        self._t = 0.0
+        self.on = False
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            g, d = info["generation"], time.perf_counter() - self._t
+            self.total[g] += d
+            self.count[g] += 1
+            self.longest[g] = max(self.longest[g], d)
+
+
 def engine_worker(job: dict) -> dict:
     """Child process: backfill a ``RuleEngine`` from the ledger copy, feed it the records, time everything."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from relay.alerting.engine import RuleEngine
     from relay.alerting.rules_load import RuleSet
 
+    from relay.alerting.windows import WindowAgg
+
+    baseline_s = [0.0]
+    totals_before = WindowAgg.totals_before
+
+    def timed_totals_before(self, *args, **kwargs):  # spike baselines, recomputed when a window start moves
+        t = time.perf_counter()
+        try:
+            return totals_before(self, *args, **kwargs)
+        finally:
+            baseline_s[0] += time.perf_counter() - t
+
+    WindowAgg.totals_before = timed_totals_before
     pop = Population(job["teams"], job["users"], only=job.get("feed_teams"))
     ruleset = RuleSet.load(job["files"]) if job["files"] else RuleSet()
     clock = SimClock(job["t0"])
     alerts: list = []
     engine = RuleEngine(ruleset, on_alerts=alerts.extend, now=clock, evaluation_interval=10.0)
     db, store = _open_ledger(Path(job["db"]))
-    res: dict = {"rules": len(ruleset.rules)}
+    res: dict = {"rules": len(ruleset.rules), "batch": job["batch"]}
     gc.collect()
     rss0 = _rss()
     t, c = time.perf_counter(), time.process_time()
@@ -407,6 +457,10 @@ def engine_worker(job: dict) -> dict:
     alerts.clear()
     if job.get("gc_freeze"):
         gc.freeze()  # diagnostic: move everything alive after the backfill out of the collector's reach
+    gct = GcTimer()
+    gc.callbacks.append(gct)
+    gct.on = True
+    baseline_s[0] = 0.0
 
     # feed: LedgerChange(None, r) per new record, batches of ``batch``, clock = newest record of the batch
     obs_cpu = obs_wall = ev_cpu = 0.0
@@ -433,11 +487,14 @@ def engine_worker(job: dict) -> dict:
         obs_wall += dw
         per_batch.append(dw)
         n += len(b)
+    gct.on = False
     res.update(feed=n, observe_cpu_s=obs_cpu, observe_wall_s=obs_wall, cpu_us_per_record=1e6 * obs_cpu / n,
                batch_ms_p50=1e3 * percentile(per_batch, 50), batch_ms_p99=1e3 * percentile(per_batch, 99),
                batch_ms_max=1e3 * max(per_batch), periodic_evals=ev_n, periodic_cpu_s=ev_cpu,
                alerts_during_feed=len(alerts), rss_after_feed_mib=_rss(),
-               alert_names=sorted({a.labels.get("alertname", "?") for a in alerts}))
+               alert_names=sorted({a.labels.get("alertname", "?") for a in alerts}),
+               gc_s=sum(gct.total), gc_us_per_record=1e6 * sum(gct.total) / n, gc_counts=gct.count,
+               gc_gen2_longest_ms=1e3 * gct.longest[2], spike_baseline_us_per_record=1e6 * baseline_s[0] / n)
     # idle: periodic evaluation rounds with no records (every rule due each round at the 10 s default interval)
     rounds = []
     for _ in range(job["idle_rounds"]):
@@ -501,23 +558,38 @@ class TimedSlack(FakeSlack):
 class RelayRun:
     """relay as a subprocess on ``data_dir`` with ``overrides``; start-up timing, CPU and RSS sampling."""
 
-    def __init__(self, data_dir: Path, overrides: dict):
-        self.proc = RelayProcess(data_dir, overrides=overrides)
+    def __init__(self, data_dir: Path, overrides: dict, events: Path | None = None):
+        if events is None:
+            self.proc = RelayProcess(data_dir, overrides=overrides)
+        else:
+            self.proc = HookedRelayProcess(data_dir, overrides=overrides)
+            self.proc.events_path = events
         self.ps: psutil.Process | None = None
         self.rss: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float) -> dict:
-        """Start and wait for ``/healthz``; start-up seconds, CPU seconds and RSS at that moment."""
-        t = time.perf_counter()
+        """Start and wait for ``/healthz`` (relay accepts telemetry); seconds since launch, CPU seconds and RSS."""
+        self.t_launch = time.perf_counter()
         self.proc.start(timeout)
-        startup = time.perf_counter() - t
+        healthz = time.perf_counter() - self.t_launch
         assert self.proc.proc is not None
         self.ps = psutil.Process(self.proc.proc.pid)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-        return {"startup_s": startup, "startup_cpu_s": self.cpu_s(), "rss_after_start_mib": self.rss_mib()}
+        return {"healthz_s": healthz, "healthz_cpu_s": self.cpu_s(), "rss_at_healthz_mib": self.rss_mib()}
+
+    def ready_message(self) -> str | None:
+        """relay's "alerting: N rules from M files…" log message, logged once the rules engine has restored its
+        alerts and backfilled its windows (in the background since dbf7f7c; before /healthz until then)."""
+        for line in self.proc.logs().splitlines():
+            if '"alerting: ' in line and "rules from" in line:
+                try:
+                    return json.loads(line).get("msg", line)
+                except ValueError:
+                    return line
+        return None
 
     def _sample(self) -> None:
         assert self.ps is not None
@@ -542,11 +614,11 @@ class RelayRun:
         return max(xs) / MiB if xs else float("nan")
 
     def backfill_log(self) -> str:
-        """The engine's "backfilled …" log line (JSON logs)."""
+        """The engine's "rules: backfilled …" log message (JSON logs)."""
         for line in self.proc.logs().splitlines():
-            if "backfilled" in line:
+            if "rules: backfilled" in line:
                 try:
-                    return json.loads(line).get("message", line)
+                    return json.loads(line).get("msg", line)
                 except ValueError:
                     return line
         return ""
@@ -579,21 +651,38 @@ def relay_overrides(rules_dir: Path | None, slack_api: str) -> dict:
 
 
 def latency_phase(label: str, cache: Path, rules_dir: Path | None, slack, a: argparse.Namespace,
-                  crossings: int) -> dict:
-    """Start relay on a fresh ledger copy; ``crossings`` crossing records → Slack; timings."""
+                  crossings: int, *, hooked: bool = False, same_session: int = 0) -> dict:
+    """Start relay on a fresh ledger copy; ``crossings`` crossing records → Slack; timings. ``hooked``: relay with
+    hand-off timestamps (:func:`hooked_relay_main`) and a per-stage breakdown; ``same_session``: that many more
+    crossings, each 50 ms after a small ledger event of the same session and prompt."""
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-rules-"))
     try:
         copy_s = copy_ledger(cache, tmp / "data")
-        relay = RelayRun(tmp / "data", relay_overrides(rules_dir, slack.api_url))
+        events = tmp / "events.txt" if hooked else None
+        relay = RelayRun(tmp / "data", relay_overrides(rules_dir, slack.api_url), events)
         try:
             res = relay.start(timeout=a.start_timeout)
             res["copy_s"] = copy_s
+            res.update(_until_ready(relay, a))
             res["backfill_log"] = relay.backfill_log()
-            print(f"  {label}: relay up in {res['startup_s']:.1f} s ({res['startup_cpu_s']:.1f} s CPU), "
-                  f"RSS {res['rss_after_start_mib']:.0f} MiB; {res['backfill_log']}", flush=True)
+            print(f"  {label}: OTLP accepted after {res['healthz_s']:.1f} s, rules ready after {res['ready_s']:.1f} s "
+                  f"({res['ready_cpu_s']:.1f} s CPU), RSS {res['rss_ready_mib']:.0f} MiB; acks while backfilling: "
+                  f"{res['probe_acks']}, max {_fmt(res['probe_ack_ms']['max'])} ms; {res['ready_message']}",
+                  flush=True)
             if crossings <= 0:
                 return res
-            res.update(_crossings(relay, slack, a, crossings, label))
+            samples: list[dict] = []
+            res.update(_crossings(relay, slack, a, crossings, label, samples=samples))
+            if same_session:
+                more: list[dict] = []
+                res["same_session"] = _crossings(relay, slack, a, same_session, label + ", same session", prior=0.05,
+                                                 samples=more)
+                samples += more
+            if events is not None:
+                time.sleep(0.2)
+                res["breakdown"] = breakdown(events, [x for x in samples if not x["prior"]])
+                if same_session:
+                    res["same_session"]["breakdown"] = breakdown(events, [x for x in samples if x["prior"]])
             return res
         finally:
             relay.stop()
@@ -601,7 +690,44 @@ def latency_phase(label: str, cache: Path, rules_dir: Path | None, slack, a: arg
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, label: str) -> dict:
+def _until_ready(relay: RelayRun, a: argparse.Namespace) -> dict:
+    """Until relay logs that its rules are ready, post a small Claude Code event every ``a.probe_interval`` s and
+    time its acknowledgement (the backfill runs on relay's event loop). Start-up figures."""
+    cc = CCTraffic(resource={"team.id": "team-000", "enduser.id": f"probe-{int(time.time() * 10) % 1000000:06d}"})
+    conn = http.client.HTTPConnection("127.0.0.1", relay.proc.http_port, timeout=30)
+    headers = {"Content-Type": "application/x-protobuf"}
+    acks: list[float] = []
+    deadline = time.perf_counter() + a.start_timeout
+    while True:
+        msg = relay.ready_message()
+        if msg is not None:
+            t_ready = time.perf_counter()
+            break
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"relay's rules not ready after {a.start_timeout} s")
+        body = cc.request(cc.api_request(0.0001, model="claude-haiku-4-5"))
+        t = time.perf_counter()
+        conn.request("POST", "/v1/logs", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        acks.append(time.perf_counter() - t)
+        if r.status != 200:
+            raise RuntimeError(f"relay answered {r.status} to a probe")
+        time.sleep(max(0.0, a.probe_interval - acks[-1]))
+    conn.close()
+    m = re.search(r"backfilled in ([0-9.]+)s", msg)
+    return {"ready_s": t_ready - relay.t_launch, "ready_cpu_s": relay.cpu_s(), "rss_ready_mib": relay.rss_mib(),
+            "ready_message": msg, "backfill_logged_s": float(m.group(1)) if m else float("nan"),
+            "probe_acks": len(acks), "probe_ack_ms": {"p50": 1e3 * percentile(acks, 50),
+                                                      "p99": 1e3 * percentile(acks, 99),
+                                                      "max": 1e3 * max(acks) if acks else float("nan")}}
+
+
+def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, label: str, *,
+               prior: float | None = None, samples: list[dict] | None = None) -> dict:
+    """``a.warmup`` + ``crossings`` crossing records, one at a time; with ``prior`` each is sent that many seconds
+    after a $0.01 event of the same session and prompt (so the early ledger mapped that session just before).
+    Measured ones are appended to ``samples`` (``user``, ``t_send``, ``t_ack``, ``arrival``, ``prior``)."""
     rnd = random.Random(5)
     conn = http.client.HTTPConnection("127.0.0.1", relay.proc.http_port, timeout=10)
     headers = {"Content-Type": "application/x-protobuf"}
@@ -610,7 +736,7 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
     acks: list[float] = []
     missed = 0
     first_post = len(slack.posts)
-    run_tag = f"{int(time.time()) % 100000:05d}"
+    run_tag = f"{int(time.time() * 10) % 1000000:06d}{'s' if prior is not None else 'f'}"
     t0 = cpu0 = None
     for k in range(a.warmup + crossings):
         if k == a.warmup:
@@ -619,6 +745,12 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
         user = f"xcross-{run_tag}-{k:04d}"
         cc = CCTraffic(resource={"team.id": team, "enduser.id": user, "department": "engineering",
                                  "cost_center": "cc-00"})
+        if prior is not None:
+            conn.request("POST", "/v1/logs", body=cc.request(cc.api_request(0.01, model="claude-opus-4-5")),
+                         headers=headers)
+            r = conn.getresponse()
+            r.read()
+            time.sleep(prior)
         body = cc.request(cc.api_request(round(CROSS_FACTOR * USER_DAILY_LIMIT, 6), model="claude-opus-4-5"))
         start = len(slack.posts)
         t_send = time.perf_counter()
@@ -636,6 +768,9 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
                 from_ack.append(arrival - t_ack)
                 from_send.append(arrival - t_send)
                 acks.append(t_ack - t_send)
+                if samples is not None:
+                    samples.append({"user": user, "t_send": t_send, "t_ack": t_ack, "arrival": arrival,
+                                    "prior": prior is not None})
         time.sleep(rnd.uniform(a.gap / 2, a.gap * 1.5))
     t1, cpu1 = time.perf_counter(), relay.cpu_s()
     conn.close()
@@ -654,6 +789,188 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
     print(f"  {label}: {len(from_ack)}/{crossings} crossings reached Slack; ack → Slack p50 {f['p50']:.1f} ms, "
           f"p99 {f['p99']:.1f} ms; relay {out['cpu_pct']:.1f} % CPU", flush=True)
     return out
+
+
+# ============================================================================================ latency breakdown
+HOOK_FLAG = "--_hooked-relay"
+
+#: (name, from event, to event) of the crossing path, in order; ``send``/``arrival`` are the bench's own times.
+STAGES = [
+    ("client send → relay's ingest handler", "send", "ingest_in"),
+    ("spool append + commit (ack path)", "ingest_in", "ingest_out"),
+    ("spooled → pipeline decodes it", "ingest_out", "feed"),
+    ("decode → ledger write (early-ledger map)", "feed", "ledger_in"),
+    ("ledger write (SQLite job)", "ledger_in", "ledger_out"),
+    ("ledger → rules engine", "ledger_out", "observe_in"),
+    ("engine: evaluate + render alert", "observe_in", "put"),
+    ("dispatcher: flush + outbox commit", "put", "flush_out"),
+    ("outbox → Slack notifier", "flush_out", "notify_in"),
+    ("slack-sdk chat.postMessage → fake Slack", "notify_in", "arrival"),
+]
+
+
+def hooked_relay_main(config: str, events: str) -> int:
+    """Child process: ``relay run --config config`` with a timestamp (``perf_counter``, the same monotonic clock
+    as the bench on Linux) written to ``events`` at each hand-off of the crossing path: the ingest handler, the
+    pipeline's decode, the ledger write, the engine's ``observe``, the dispatcher's ``put`` and flush, the Slack
+    notifier. Relay's code is wrapped at run time, not changed; each event costs a ``write(2)`` of one line."""
+    from relay.alerting.dispatcher import Dispatcher
+    from relay.alerting.service import AlertingService
+    from relay.app import Relay
+    from relay.cli import main as relay_main
+    from relay.notify.slack import SlackNotifier
+    from relay.pipeline.worker import Pipeline
+    from relay.usage.sqlite_store import SqliteLedgerStore
+
+    fd = os.open(events, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def ev(stage: str, detail: str = "") -> None:
+        os.write(fd, f"{time.perf_counter():.6f} {stage} {detail}\n".encode())
+
+    def users(records) -> str:
+        return ",".join(sorted({r.user for r in records if r is not None and r.user}))
+
+    gc_start = [0.0]
+
+    def gc_cb(phase: str, info: dict) -> None:  # full collections: their start time and duration (ms)
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            os.write(fd, f"{gc_start[0]:.6f} gc2 {1e3 * (time.perf_counter() - gc_start[0]):.1f}\n".encode())
+
+    gc.callbacks.append(gc_cb)
+    close = Pipeline._close
+
+    async def _close(self, groups):
+        ev("close", str(len(groups)))
+        return await close(self, groups)
+
+    Pipeline._close = _close
+    ingest, feed, write = Relay._ingest, Pipeline._feed, SqliteLedgerStore.write
+    observe, put, flush, notify = AlertingService.observe, Dispatcher.put, Dispatcher.flush_due, SlackNotifier.notify
+
+    async def _ingest(self, req):
+        ev("ingest_in")
+        try:
+            return await ingest(self, req)
+        finally:
+            ev("ingest_out")
+
+    def _feed(self, item, metric_batch):
+        ev("feed")
+        return feed(self, item, metric_batch)
+
+    async def _write(self, records):
+        ev("ledger_in", users(records))
+        changes = await write(self, records)
+        ev("ledger_out", users([c.new for c in changes]))
+        return changes
+
+    def _observe(self, changes):
+        ev("observe_in", users([c.new for c in changes]))
+        observe(self, changes)
+        ev("observe_out")
+
+    def _put(self, alerts):
+        alerts = list(alerts)
+        ev("put", ",".join(x.labels.get("user", "") for x in alerts))
+        put(self, alerts)
+
+    async def _flush(self):
+        n = await flush(self)
+        if n:
+            ev("flush_out", str(n))
+        return n
+
+    async def _notify(self, notification, state):
+        ev("notify_in", ",".join(x.labels.get("user", "") for x in notification.alerts))
+        return await notify(self, notification, state)
+
+    Relay._ingest, Pipeline._feed, SqliteLedgerStore.write = _ingest, _feed, _write
+    AlertingService.observe, Dispatcher.put, Dispatcher.flush_due, SlackNotifier.notify = _observe, _put, _flush, _notify
+    return relay_main(["run", "--config", config])
+
+
+class HookedRelayProcess(RelayProcess):
+    """``RelayProcess`` running :func:`hooked_relay_main` (this file with ``--_hooked-relay``) instead of
+    ``python -m relay``; set ``events_path`` before :meth:`start`."""
+
+    events_path: Path | None = None
+
+    def start(self, timeout: float = 20.0) -> RelayProcess:
+        """As ``RelayProcess.start``, with the hooked entry point."""
+        import subprocess
+        import urllib.request
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), HOOK_FLAG, str(self.config_path), str(self.events_path)],
+            cwd=str(Path(__file__).resolve().parents[1]), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=0.5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"relay did not become healthy:\n{self.logs()}")
+
+
+def breakdown(events: Path, samples: list[dict]) -> dict:
+    """Per-stage durations (ms: p50, p90, max) of the crossings in ``samples`` from the hooked relay's events.
+    Each crossing's events are the first of each kind after it was sent (those naming a user must name its user);
+    crossings are sent one at a time, so they do not interleave."""
+    evs: list[tuple[float, str, str]] = []
+    for line in events.read_text().splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) >= 2:
+            evs.append((float(parts[0]), parts[1], parts[2] if len(parts) > 2 else ""))
+    named = {"ledger_in", "ledger_out", "observe_in", "put", "notify_in"}
+    per: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    complete = 0
+    gcs = [(t, float(d)) for t, k, d in evs if k == "gc2"]
+    closes = [t for t, k, _ in evs if k == "close"]
+    hit_gc: list[float] = []  # longest gen-2 collection that started while a crossing was under way
+    waits: dict[bool, list[float]] = {True: [], False: []}  # decode → ledger write, by "a group closed meanwhile"
+    for smp in samples:
+        t = {"send": smp["t_send"], "arrival": smp["arrival"]}
+        cur = smp["t_send"]
+        ok = True
+        for _, a, b in STAGES:
+            if b in t:
+                continue
+            hit = next((x for x in evs if x[0] >= cur and x[1] == b
+                        and (b not in named or smp["user"] in x[2].split(","))), None)
+            if hit is None or hit[0] > smp["arrival"]:
+                ok = False
+                break
+            t[b] = cur = hit[0]
+        if not ok:
+            continue
+        complete += 1
+        for name, a, b in STAGES:
+            per[name].append(t[b] - t[a])
+        g = [d for ts, d in gcs if smp["t_send"] <= ts <= smp["arrival"]]
+        if g:
+            hit_gc.append(max(g))
+        waits[any(t["feed"] < ts < t["ledger_in"] for ts in closes)].append(t["ledger_in"] - t["feed"])
+    span = [x for x in gcs if samples and samples[0]["t_send"] <= x[0] <= samples[-1]["arrival"]]
+    return {"crossings": len(samples), "complete": complete,
+            "gc2": {"during_phase": len(span), "phase_ms_max": max((d for _, d in span), default=float("nan")),
+                    "crossings_hit": len(hit_gc), "hit_ms": hit_gc},
+            "early_wait_ms": {("group closed meanwhile" if k else "no close meanwhile"):
+                              {"n": len(v), "p50": 1e3 * percentile(v, 50)} for k, v in waits.items()},
+            "stages_ms": {k: {"p50": 1e3 * percentile(v, 50), "p90": 1e3 * percentile(v, 90),
+                              "max": 1e3 * max(v) if v else float("nan")} for k, v in per.items()}}
 
 
 # ============================================================================================ ledger phase
@@ -714,6 +1031,8 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
             ("backfill wall s", "backfill_s", ".1f"), ("backfill CPU s", "backfill_cpu_s", ".1f"),
             ("RSS after backfill MiB", "rss_after_backfill_mib", ".0f"), ("  growth in backfill MiB", "rss_growth", ".0f"),
             ("observe CPU µs/record", "cpu_us_per_record", ".2f"), ("  → records/s on one core", "rate", ",.0f"),
+            ("  of which GC µs/record", "gc_us_per_record", ".2f"),
+            ("  of which spike baselines µs/record", "spike_baseline_us_per_record", ".2f"), ("  longest gen-2 GC pause ms", "gc_gen2_longest_ms", ".1f"),
             ("observe wall/batch p50 ms", "batch_ms_p50", ".2f"), ("observe wall/batch p99 ms", "batch_ms_p99", ".2f"),
             ("observe wall/batch max ms", "batch_ms_max", ".2f"),
             ("periodic evals during feed", "periodic_evals", "d"), ("  their CPU s", "periodic_cpu_s", ".2f"),
@@ -727,6 +1046,7 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
         for title, key, spec in rows:
             print(f"  {title:<45}" + "".join(f"{_fmt(m[key], spec):>14}" for m in eng.values()))
         print(f"  {'records fed':<45}" + "".join(f"{m['feed']:>14,}" for m in eng.values()))
+        print(f"  {'records per observe call':<45}" + "".join(f"{m['batch']:>14,}" for m in eng.values()))
         keys = list(eng)
         big = eng[keys[0]]
         for other in keys[1:]:
@@ -738,9 +1058,15 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
     if lat:
         print("\ncrossing record → Slack chat.postMessage (relay subprocess)"
               + "".join(f"{k:>18}" for k in lat))
-        rows2 = [("start-up to /healthz s", lambda m: m["startup_s"], ".1f"),
-                 ("  start-up CPU s", lambda m: m["startup_cpu_s"], ".1f"),
-                 ("  RSS after start-up MiB", lambda m: m["rss_after_start_mib"], ".0f")]
+        rows2 = [("start-up: OTLP accepted (/healthz) after s", lambda m: m["healthz_s"], ".1f"),
+                 ("  rules ready (restored+backfilled) after s", lambda m: m["ready_s"], ".1f"),
+                 ("  backfill, relay's own log s", lambda m: m["backfill_logged_s"], ".1f"),
+                 ("  CPU until ready s", lambda m: m["ready_cpu_s"], ".1f"),
+                 ("  RSS when ready MiB", lambda m: m["rss_ready_mib"], ".0f"),
+                 ("  OTLP acks sent while backfilling", lambda m: m["probe_acks"], "d"),
+                 ("    their ack p50 ms", lambda m: m["probe_ack_ms"]["p50"], ".1f"),
+                 ("    their ack p99 ms", lambda m: m["probe_ack_ms"]["p99"], ".1f"),
+                 ("    their ack max ms", lambda m: m["probe_ack_ms"]["max"], ".1f")]
         for p in ("p50", "p90", "p99", "max"):
             rows2.append((f"ack → Slack {p} ms", lambda m, p=p: m.get("latency_ms", {}).get("from_ack", {}).get(p),
                           ".1f"))
@@ -760,10 +1086,33 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
         if len(keys) > 1 and "latency_ms" in lat[keys[0]] and "latency_ms" in lat[keys[1]]:
             x, y = lat[keys[0]]["latency_ms"]["from_ack"], lat[keys[1]]["latency_ms"]["from_ack"]
             print(f"  ratio {keys[0]} / {keys[1]}: p50 {_ratio(x['p50'], y['p50'])}, p99 {_ratio(x['p99'], y['p99'])}, "
-                  f"start-up {_ratio(lat[keys[0]]['startup_s'], lat[keys[1]]['startup_s'])}")
+                  f"rules ready {_ratio(lat[keys[0]]['ready_s'], lat[keys[1]]['ready_s'])}")
         for k, m in lat.items():
             if m.get("other_post_samples"):
                 print(f"  other posts ({k}): {m['other_post_samples']}")
+    bd = res.get("breakdown")
+    if bd and "breakdown" in bd:
+        cols = [("fresh session", bd)] + ([("same session, +50 ms", bd["same_session"])] if "same_session" in bd else [])
+        print(f"\nwhere the time goes: relay with {a.rules} rules, instrumented (send → Slack, ms)"
+              + "".join(f"{name:>27}" for name, _ in cols))
+        print(f"  {'':<44}" + "".join(f"{'p50':>9}{'p90':>9}{'max':>9}" for _ in cols))
+        for stage, _, _ in STAGES:
+            print(f"  {stage:<44}" + "".join(
+                "".join(f"{_fmt(m['breakdown']['stages_ms'][stage][q], '.2f'):>9}" for q in ("p50", "p90", "max"))
+                for _, m in cols))
+        print(f"  {'total send → Slack':<44}" + "".join(
+            "".join(f"{_fmt(m['latency_ms']['from_send'][q], '.2f'):>9}" for q in ("p50", "p90", "max")) for _, m in cols))
+        print(f"  {'total ack → Slack':<44}" + "".join(
+            "".join(f"{_fmt(m['latency_ms']['from_ack'][q], '.2f'):>9}" for q in ("p50", "p90", "max")) for _, m in cols))
+        print("  crossings with every stage found: " + ", ".join(
+            f"{name} {m['breakdown']['complete']}/{m['breakdown']['crossings']}" for name, m in cols))
+        for name, m in cols:
+            g = m["breakdown"]["gc2"]
+            w = m["breakdown"]["early_wait_ms"]
+            print(f"  {name}: relay's gen-2 GC passes during the phase {g['during_phase']} (longest "
+                  f"{_fmt(g['phase_ms_max'])} ms); crossings with one under way {g['crossings_hit']} "
+                  f"({', '.join(f'{x:.0f}' for x in g['hit_ms'])} ms); decode → ledger write p50 "
+                  + "; ".join(f"{k}: {_fmt(v['p50'])} ms (n={v['n']})" for k, v in w.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -779,12 +1128,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feed-span", type=float, default=3600.0, help="simulated seconds the feed spans (default 1 h)")
     p.add_argument("--batch", type=int, default=100, help="records per ledger write / observe call (default 100)")
     p.add_argument("--idle-rounds", type=int, default=30, help="periodic evaluation rounds without records")
+    p.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                   help="skip the diagnostic engine run with gc.freeze() after the backfill")
     p.add_argument("--crossings", type=int, default=100, help="measured crossing records per rule set")
     p.add_argument("--baseline-crossings", type=int, default=None, help="crossings for the baseline (default same)")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured crossings first")
+    p.add_argument("--breakdown-crossings", type=int, default=50,
+                   help="crossings through an instrumented relay for the per-stage breakdown (0: skip)")
+    p.add_argument("--same-session-crossings", type=int, default=20,
+                   help="crossings 50 ms after an event of the same session (instrumented relay)")
     p.add_argument("--gap", type=float, default=0.25, help="mean pause between crossings, s (uniform ±50 %%)")
     p.add_argument("--crossing-timeout", type=float, default=10.0, help="give up on one crossing after this, s")
     p.add_argument("--start-timeout", type=float, default=900.0, help="relay start-up limit, s")
+    p.add_argument("--probe-interval", type=float, default=0.05,
+                   help="while relay backfills, post a small event this often (s) and time its ack")
     p.add_argument("--phases", default="ledger,engine,latency", help="comma-separated: ledger, engine, latency")
     p.add_argument("--max-age", type=float, default=24.0, help="regenerate a cached ledger older than this, h")
     p.add_argument("--fresh", action="store_true", help="regenerate the cached ledger")
@@ -792,11 +1149,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     phases = {x.strip() for x in a.phases.split(",") if x.strip()}
     began = time.perf_counter()
-    print(f"relay rules benchmark: {psutil.cpu_count()} CPUs; {a.records:,} records, {a.teams}×{a.users} users, "
+    try:
+        import subprocess
+        head = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = "?"
+    print(f"relay rules benchmark at {head}: {psutil.cpu_count()} CPUs; {a.records:,} records, {a.teams}×{a.users} users, "
           f"{a.rules} rules (baseline {a.baseline_rules}); phases {sorted(phases)}", flush=True)
     pop = Population(a.teams, a.users)
     cache, meta = ensure_ledger(a, pop)
-    res: dict = {"args": vars(a), "ledger_generation": meta.get("generate")}
+    res: dict = {"args": vars(a), "git": head, "ledger_generation": meta.get("generate")}
     work = Path(tempfile.mkdtemp(prefix="relay-bench-rules-work-"))
     try:
         sets = [a.rules, a.baseline_rules]
@@ -813,10 +1176,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                     a.feed),
                     (f"{a.baseline_rules}r {own} teams", a.baseline_rules, own, max(1, a.feed * own // a.teams)),
                     ("0 rules", 0, None, a.feed)]
+            if a.gc_freeze:
+                runs.insert(1, (f"{a.rules} gc.freeze", a.rules, None, a.feed))
             for label, n, feed_teams, feed in runs:
+                # the own-teams feed: same rate per team and same records per team per observe call
+                batch = a.batch if feed_teams is None else max(1, round(a.batch * feed_teams / a.teams))
                 job = {"teams": a.teams, "users": a.users, "files": rule_files(dirs[n]), "db": str(run_db), "t0": t0,
-                       "feed": feed, "feed_teams": feed_teams, "feed_span": a.feed_span, "batch": a.batch,
-                       "idle_rounds": a.idle_rounds}
+                       "feed": feed, "feed_teams": feed_teams, "feed_span": a.feed_span, "batch": batch,
+                       "idle_rounds": a.idle_rounds, "gc_freeze": "gc.freeze" in label}
                 m = run_engine(job)
                 res["engine"][label] = m
                 print(f"  engine, {label}: backfill {m['backfill_s']:.1f} s, RSS {m['rss_before_mib']:.0f} → "
@@ -835,6 +1202,10 @@ def main(argv: list[str] | None = None) -> int:
                              (0, 0)):
                     res["latency"][f"{n} rules"] = latency_phase(f"{n} rules", cache, dirs[n] if n else None,
                                                                  slack, a, k)
+                if a.breakdown_crossings > 0:
+                    res["breakdown"] = latency_phase(f"{a.rules} rules, instrumented", cache, dirs[a.rules], slack, a,
+                                                     a.breakdown_crossings, hooked=True,
+                                                     same_session=a.same_session_crossings)
             finally:
                 slack.stop()
     finally:
@@ -848,4 +1219,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == HOOK_FLAG:
+        sys.exit(hooked_relay_main(sys.argv[2], sys.argv[3]))
     sys.exit(main())
