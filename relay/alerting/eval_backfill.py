@@ -50,12 +50,13 @@ class BackfillTracker:
 
     async def fill(self, ledger: LedgerStore, start_ns: int, now: float, apply: Apply) -> int:
         """Scan ``ledger`` from ``start_ns`` (unix ns) applying every record, then reconcile the changes noted
-        meanwhile; returns the number of records read. Yields to the event loop between batches."""
+        meanwhile; returns the number of records read. Yields to the event loop between batches of 1,000
+        records (a few ms), so acknowledgements are not held up by a long backfill."""
         recent_ns = int((now - self.recent) * 1e9)
         seen: dict[tuple[str, str], UsageRecord] = {}
         watched = self._changes
         count = 0
-        async for batch in ledger.scan(max(start_ns, 0), END_NS):
+        async for batch in ledger.scan(max(start_ns, 0), END_NS, batch=1_000):
             for rec in batch:
                 k = (rec.tenant, rec.key)
                 if rec.time_ns >= recent_ns or k in watched:

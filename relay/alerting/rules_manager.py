@@ -71,7 +71,7 @@ class RulesManager:
         async with self._lock:
             self._signature = self.signature()
             try:
-                rules = RuleSet.load(self.files, self.base_dir)
+                rules = await asyncio.to_thread(RuleSet.load, self.files, self.base_dir)  # off the event loop
             except RulesError as e:
                 error = "\n".join(e.problems)
                 log.error("rules: reload failed, keeping the previous rules (%d problem(s)):\n%s",

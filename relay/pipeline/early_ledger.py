@@ -56,6 +56,13 @@ class EarlyLedger:
         """True while some marked group waits for its partial mapping."""
         return bool(self._dirty)
 
+    def wait(self) -> float:
+        """Seconds until the first marked group is due (0 when one is due now; ``interval`` when none is marked)."""
+        if not self._dirty:
+            return self.interval
+        now = self.clock()
+        return max(0.0, min(self._last.get(k, -1e18) + self.interval - now for k in self._dirty))
+
     def due(self) -> list[Group]:
         """Marked groups whose last partial mapping is at least ``interval`` old; they are unmarked."""
         now = self.clock()

@@ -187,7 +187,7 @@ class Pipeline:
         nxt = self.assembler.next_deadline()
         timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))
         if self.early.pending:
-            timeout = min(timeout, self.early.interval)
+            timeout = min(timeout, self.early.wait())
         try:
             await asyncio.wait_for(self.spool.inbound_event.wait(), timeout)
         except TimeoutError:
@@ -216,7 +216,7 @@ class Pipeline:
                 continue
             g = self.assembler.add(item.tenant, key, v)
             groups.append(g)
-            if isinstance(v, LogView):
+            if self.ledger is not None and isinstance(v, LogView):
                 self.early.mark(g, v)
         if filtered:
             count.labels(item.signal.value, item.tenant, Outcome.FILTERED).inc(filtered)
