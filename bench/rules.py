@@ -899,30 +899,9 @@ class HookedRelayProcess(RelayProcess):
 
     events_path: Path | None = None
 
-    def start(self, timeout: float = 20.0) -> RelayProcess:
-        """As ``RelayProcess.start``, with the hooked entry point."""
-        import subprocess
-        import urllib.request
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(self.config()))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), HOOK_FLAG, str(self.config_path), str(self.events_path)],
-            cwd=str(Path(__file__).resolve().parents[1]), env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=0.5) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"relay did not become healthy:\n{self.logs()}")
+    def command(self) -> list[str]:
+        """This file's hooked entry point instead of ``python -m relay run``."""
+        return [sys.executable, str(Path(__file__).resolve()), HOOK_FLAG, str(self.config_path), str(self.events_path)]
 
 
 def breakdown(events: Path, samples: list[dict]) -> dict:

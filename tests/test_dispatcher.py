@@ -17,22 +17,11 @@ from relay.alerting.silences import Silences
 from relay.notify.base import Notifier
 from relay.notify.outbox import Outbox
 from relay.store.sqlite import SqliteDB
+from tests.support.clock import Clock
 
 T0 = 1_780_000_000.0
 HOOK = "http://127.0.0.1:9/hook"
 
-
-class Clock:
-    """A settable clock (unix seconds)."""
-
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def config(**route) -> AlertingConfig:

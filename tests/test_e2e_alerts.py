@@ -126,7 +126,7 @@ async def test_budget_and_error_rate_alerts_reach_slack(tmp_path):
             await post_logs(relay, platform.request(platform.api_request(0.5 * limit)))
             await wait_messages(slack, 2)
             m100 = slack.messages(CHANNEL)[1]
-            assert "critical" in text_of(m100).lower() or "CRITICAL" in text_of(m100)
+            assert "PlatformBudget" in text_of(m100) and "critical" in text_of(m100).lower()
             status, body = await api(relay, "GET", "/api/v1/alerts")
             assert status == 200
             budget = {a["labels"]["threshold"]: a for a in body["data"]["alerts"] if a["labels"]["alertname"] == "PlatformBudget"}

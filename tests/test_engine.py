@@ -14,7 +14,8 @@ from relay.alerting.model import AlertState
 from relay.alerting.rules_load import RuleSet
 from relay.alerting.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
 from relay.usage.store import LedgerChange
-from tests.test_engine_support import T0, Clock, Sink, by, new, rec, upgrade, write_rules
+from tests.support.clock import Clock
+from tests.test_engine_support import T0, Sink, by, new, rec, upgrade, write_rules
 
 
 async def engine_for(tmp_path, text: str, clock: Clock, sink: Sink, **kw) -> RuleEngine:

@@ -13,7 +13,8 @@ from relay.alerting.rules_load import RuleSet
 from relay.alerting.state import AlertStateStore
 from relay.alerting.windows import CalendarWindow
 from relay.store.sqlite import SqliteDB
-from tests.test_engine_support import T0, Clock, MemoryLedger, Sink, by, rec, write_rules
+from tests.support.clock import Clock
+from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
 RULES = """\
 groups:

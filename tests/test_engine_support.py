@@ -91,20 +91,6 @@ def write_rules(path: Path, text: str) -> str:
     return str(path)
 
 
-class Clock:
-    """A settable clock (unix seconds) for ``RuleEngine(now=…)``."""
-
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> float:
-        """Move forward; returns the new time."""
-        self.t += seconds
-        return self.t
-
 
 class Sink:
     """Collects what the engine sends; ``batches`` keeps each call."""

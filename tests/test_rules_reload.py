@@ -12,7 +12,8 @@ from relay.alerting.model import AlertState
 from relay.alerting.rules_load import RuleSet
 from relay.alerting.rules_manager import RulesManager
 from relay.alerting.windows import RollingWindow
-from tests.test_engine_support import T0, Clock, MemoryLedger, Sink, by, rec, write_rules
+from tests.support.clock import Clock
+from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
 RULES = """\
 groups:

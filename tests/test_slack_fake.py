@@ -15,18 +15,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.slack import FakeSlack
+from tests.support.clock import Clock
 
 TOKEN = "xoxb-test-token"
 
-
-class Clock:
-    """A settable clock (unix seconds)."""
-
-    def __init__(self, t: float = 1_750_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -135,7 +127,7 @@ async def test_rate_limit_fault_and_outage(slack):
 
 
 async def test_per_channel_rate_limit_uses_the_clock():
-    clock = Clock()
+    clock = Clock(1_750_000_000.0)
     async with FakeSlack((TOKEN,), channel_rate=(2, 1.0), clock=clock) as slack:
         c = client(slack)
         await c.chat_postMessage(channel="C0ALERTS", text="1")

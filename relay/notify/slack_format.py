@@ -31,34 +31,6 @@ error rate (``ratio``, ``failed``, ``total``, ``min_count``, ``threshold`` ratio
 (``current``, ``baseline``, ``stddev``, ``ratio`` = current/baseline, ``zscore``, ``threshold``) and threshold
 (``value``, ``threshold``, ``count``).
 
-Slack ``mrkdwn`` escaping, and the "key figures" of an
-alert (the numbers that crossed), as used by :mod:`relay.notify.slack_blocks`.
-
-Units of :attr:`Alert.values <relay.alerting.model.Alert.values>` are inferred from the value's **name**
-(all values are floats):
-
-==========================================================  ====================================  ==============
-name                                                        unit                                  shown as
-==========================================================  ====================================  ==============
-``spend``, ``limit``, ``cost``, ``forecast``, ``budget``,   USD                                   ``$1,234.56``
-``remaining``, ``amount``, ``*_usd``, ``cost_*``, ``spend_*``
-``percent``, ``pct``, ``*_percent``, ``*_pct``               percent (0..100)                      ``81.2%``
-``ratio``, ``rate``, ``share``, ``*_ratio``, ``*_rate``      ratio (0..1)                          ``12.5%``
-``multiplier``, ``factor``, ``*_multiplier``                 multiple of a baseline                ``×3.2``
-``*tokens*``                                                tokens                                ``1,234,567``
-``*_ms``                                                    milliseconds                          ``850ms``
-``duration``, ``latency``, ``age``, ``*_seconds``, ``*_s``   seconds                               ``1h 12m``
-``*_at``                                                    unix seconds                          a date
-``zscore``, ``z_score``                                     z-score                               ``z 3.1``
-``count``, ``errors``, ``requests``, ``total``…, ``*_count``  count                                 ``1,234``
-anything else                                               plain number                          ``1,234.5``
-==========================================================  ====================================  ==============
-
-The rule's compared figure :attr:`Alert.value` and a ``threshold`` value take the unit of the rule kind, inferred
-from the other values (``limit``/``spend`` → budget, USD; ``baseline``/``zscore`` → spike; ``errors``/``ratio``
-→ error rate, ratio) unless the alert has a ``unit`` annotation (one of the unit names above: ``usd``,
-``percent``, ``ratio``, ``multiplier``, ``tokens``, ``count``, ``seconds``, ``ms``, ``zscore``, ``number``).
-
 Slack ``mrkdwn`` escaping (``&``, ``<``, ``>``) and date tokens follow
 https://docs.slack.dev/messaging/formatting-message-text .
 """

@@ -40,6 +40,7 @@ from tests.fakes.jira_model import (
     DEFAULT_CUSTOM_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue, FakeProject,
 )
 from tests.fakes.jira_routes import _JiraRoutes, err_body
+from tests.fakes.loopback import LoopbackServer, ThreadedServer
 
 __all__ = ["FakeJira", "ThreadedFakeJira", "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition",
            "JiraRequest", "JiraFault", "GONE_MESSAGE"]
@@ -84,7 +85,7 @@ class JiraFault:
 _err = err_body
 
 
-class FakeJira(_JiraRoutes):
+class FakeJira(LoopbackServer, _JiraRoutes):
     """Loopback fake Jira server (aiohttp, 127.0.0.1, random port).
 
     ``flavor`` ``cloud`` (``user`` + ``api_token``, basic auth, v3) or ``datacenter`` (``pat``, bearer, v2);
@@ -118,46 +119,19 @@ class FakeJira(_JiraRoutes):
         self._applied: list[AppliedTransition] = []
         self._requests: list[JiraRequest] = []
         self._faults: list[JiraFault] = []
-        self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` — the site URL (``api_url`` of relay's Jira config)."""
-        return f"http://{self.host}:{self.port}"
+    runner_options = {"access_log": None, "shutdown_timeout": 0.2}
 
-    async def start(self) -> "FakeJira":
-        """Bind and serve (port 0 picks a free port the first time; restarts reuse it)."""
+    def make_app(self) -> web.Application:
+        """Jira's REST API (v2 and v3) under ``/rest/api/N/…``; ``base_url`` is the site URL (relay's ``api_url``)."""
         app = web.Application()
         app.router.add_route("*", r"/rest/api/{version:\d+}/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._runner = runner
-        return self
-
-    async def stop(self) -> None:
-        """Stop serving and close open connections (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> "FakeJira":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
+        return app
 
     async def outage(self) -> None:
         """Stop listening: connections are refused until :meth:`restore` (data is kept)."""
         await self.stop()
-
-    async def restore(self) -> None:
-        """Listen again on the same port after an :meth:`outage` (no-op when up)."""
-        if self._runner is None:
-            await self.start()
 
     @classmethod
     def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeJira":
@@ -305,46 +279,8 @@ class FakeJira(_JiraRoutes):
         rec.status = response.status
         return response
 
-class ThreadedFakeJira:
-    """A :class:`FakeJira` on its own event loop in a daemon thread: ``base_url``, ``stop()``, blocking
-    ``outage()`` / ``restore()``, and every inspection and fault method by delegation. A ``with`` context manager."""
+class ThreadedFakeJira(ThreadedServer):
+    """A :class:`FakeJira` on its own event loop in a daemon thread (see ``ThreadedServer``)."""
 
     def __init__(self, fake: FakeJira) -> None:
-        self.fake = fake
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-jira", daemon=True)
-        self._thread.start()
-        self._call(fake.start())
-
-    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    @property
-    def base_url(self) -> str:
-        """See :attr:`FakeJira.base_url`."""
-        return self.fake.base_url
-
-    def outage(self) -> None:
-        """Blocking :meth:`FakeJira.outage`."""
-        self._call(self.fake.outage())
-
-    def restore(self) -> None:
-        """Blocking :meth:`FakeJira.restore`."""
-        self._call(self.fake.restore())
-
-    def stop(self) -> None:
-        """Stop the server, the loop and the thread (idempotent)."""
-        if self._loop.is_running():
-            self._call(self.fake.stop())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fake, name)
-
-    def __enter__(self) -> "ThreadedFakeJira":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(fake, "fake-jira")

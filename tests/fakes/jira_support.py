@@ -8,6 +8,7 @@ from typing import Any
 from relay.alerting.model import Alert, AlertState, Notification
 from relay.notify.jira_config import JiraConfig
 from tests.fakes.jira import FakeJira
+from tests.support.clock import Clock
 
 __all__ = ["Clock", "T0", "make_alert", "make_notification", "jira_config", "GROUP_KEY", "SESSION_URL", "RUNBOOK"]
 
@@ -17,19 +18,6 @@ GROUP_KEY = '{}/{severity="critical"}:{alertname="BudgetExceeded", team="payment
 SESSION_URL = "https://langfuse.example.com/project/p1/sessions/sess-42"
 RUNBOOK = "https://runbooks.example.com/budget"
 
-
-class Clock:
-    """A manual clock (unix seconds), shared by the notifier and the fake: ``clock()``, ``advance(s)``."""
-
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward by ``seconds``."""
-        self.t += seconds
 
 
 def make_alert(value: float = 123.45, *, state: AlertState = AlertState.FIRING, severity: str = "critical",

@@ -33,6 +33,7 @@ from tests.fakes.langfuse_oracle import (
     LangfuseView, ReceivedSpan, SpanEvent, _build_spans, _json_shape, _proto_as_json_shape, _Reject, _validate,
     langfuse_view, spans_from_json, spans_from_proto,
 )
+from tests.fakes.loopback import LoopbackServer, ThreadedServer
 
 __all__ = [
     "FakeLangfuse", "ThreadedFakeLangfuse", "Fault", "ReceivedSpan", "SpanEvent", "ReceivedRequest",
@@ -129,7 +130,7 @@ def _default_fault_body(status: int) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------- server
-class FakeLangfuse:
+class FakeLangfuse(LoopbackServer):
     """Loopback fake Langfuse server (aiohttp, 127.0.0.1, random port) — contract §1, §5 and §8.
 
     ``projects`` maps public key → ``(secret_key, project_id)`` or ``(secret_key, project_id, project_name)``;
@@ -150,29 +151,19 @@ class FakeLangfuse:
         self._spans: list[ReceivedSpan] = []
         self._scores: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` — the Langfuse base URL (the OTLP endpoint is ``base_url + /api/public/otel``)."""
-        return f"http://{self.host}:{self.port}"
-
     @property
     def traces_url(self) -> str:
         """Full URL of the OTLP/HTTP traces endpoint."""
         return self.base_url + TRACES_PATH
 
-    @property
-    def is_up(self) -> bool:
-        """True while the server listens (False during :meth:`outage`)."""
-        return self._runner is not None
+    #: upstream has no hard body limit; bodies are read raw (the fake decompresses as Langfuse does)
+    runner_options = {"auto_decompress": False, "access_log": None, "shutdown_timeout": 0.5}
 
-    async def start(self) -> "FakeLangfuse":
-        """Bind and serve (port 0 picks a free port the first time; later starts reuse it)."""
-        self._loop = asyncio.get_running_loop()
-        app = web.Application(client_max_size=1 << 30)  # upstream has no hard body limit
+    def make_app(self) -> web.Application:
+        """Langfuse's OTLP, health, projects, scores and legacy ingestion routes."""
+        app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", TRACES_PATH, self._traces)
         app.router.add_route("*", METRICS_PATH, self._metrics)
         app.router.add_route("GET", "/api/public/health", self._health)
@@ -180,36 +171,13 @@ class FakeLangfuse:
         app.router.add_route("GET", "/api/public/projects", self._projects_route)
         app.router.add_route("POST", "/api/public/scores", self._scores_route)
         app.router.add_route("POST", "/api/public/ingestion", self._ingestion)
-        runner = web.AppRunner(app, auto_decompress=False, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        self._runner = runner
-        return self
-
-    async def stop(self) -> None:
-        """Stop serving and close every open connection (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> "FakeLangfuse":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
+        return app
 
     async def outage(self, duration: float | None = None) -> None:
         """Stop listening (connections are refused, open ones closed); after ``duration`` s restart on the same port."""
         await self.stop()
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, lambda: asyncio.ensure_future(self.restore()))
-
-    async def restore(self) -> None:
-        """End an :meth:`outage`: listen again on the same port (no-op if already up)."""
-        if self._runner is None:
-            await self.start()
 
     @classmethod
     def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeLangfuse":
@@ -562,54 +530,13 @@ def _score_problem(body: Any) -> str | None:
     return f"unknown dataType {dtype!r}"
 
 
-class ThreadedFakeLangfuse:
-    """A :class:`FakeLangfuse` serving from its own event loop in a daemon thread.
-
-    Exposes ``base_url``, ``stop()``, synchronous ``outage(duration=None)`` / ``restore()``, ``wait_for_spans(n,
-    timeout)`` (blocking) and, by delegation, every thread-safe accessor and fault method of the fake
-    (``spans``, ``requests``, ``fail``, ``rate_limit``, …). Usable as a ``with`` context manager.
-    """
+class ThreadedFakeLangfuse(ThreadedServer):
+    """A :class:`FakeLangfuse` serving from its own event loop in a daemon thread (see ``ThreadedServer``), plus a
+    blocking ``wait_for_spans(n, timeout)``."""
 
     def __init__(self, fake: FakeLangfuse) -> None:
-        self.fake = fake
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-langfuse", daemon=True)
-        self._thread.start()
-        self._call(fake.start())
-
-    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    @property
-    def base_url(self) -> str:
-        """See :attr:`FakeLangfuse.base_url`."""
-        return self.fake.base_url
-
-    def outage(self, duration: float | None = None) -> None:
-        """Blocking :meth:`FakeLangfuse.outage`."""
-        self._call(self.fake.outage(duration))
-
-    def restore(self) -> None:
-        """Blocking :meth:`FakeLangfuse.restore`."""
-        self._call(self.fake.restore())
+        super().__init__(fake, "fake-langfuse")
 
     def wait_for_spans(self, n: int, timeout: float = 5.0, project: str | None = None) -> list[ReceivedSpan]:
         """Block until ``n`` spans were recorded (see :meth:`FakeLangfuse.wait_for_spans_sync`)."""
         return self.fake.wait_for_spans_sync(n, timeout, project)
-
-    def stop(self) -> None:
-        """Stop the server, the loop and the thread (idempotent)."""
-        if self._loop.is_running():
-            self._call(self.fake.stop())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fake, name)
-
-    def __enter__(self) -> "ThreadedFakeLangfuse":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -27,19 +27,19 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import threading
 import time
 from typing import Any, Callable
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer, ThreadedServer
 from tests.fakes.slack_payload import PayloadError, check_message
 from tests.fakes.slack_workspace import SlackFault, SlackFile, SlackMessage, SlackRequest, SlackWorkspace
 
 __all__ = ["FakeSlack", "ThreadedFakeSlack", "SlackMessage", "SlackFile", "SlackRequest", "SlackFault"]
 
 
-class FakeSlack(SlackWorkspace):
+class FakeSlack(LoopbackServer, SlackWorkspace):
     """Loopback fake Slack (aiohttp, 127.0.0.1, port 0).
 
     ``bot_tokens``: accepted bearer tokens. ``channels``: channel ID → name; ``not_member``: IDs the bot is not in
@@ -58,43 +58,20 @@ class FakeSlack(SlackWorkspace):
         self._requests: list[SlackRequest] = []
         self._faults: list[SlackFault] = []
         self._outage_status: int | None = None
-        self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{self.host}:{self.port}"
-
     @property
     def api_url(self) -> str:
         """The Web API base for slack-sdk's ``base_url`` (``…/api/``)."""
         return self.base_url + "/api/"
 
-    async def start(self) -> "FakeSlack":
-        """Bind and serve (port 0 picks a free port the first time; later starts reuse it)."""
+    def make_app(self) -> web.Application:
+        """Web API methods, file upload URLs and incoming webhooks."""
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_route("POST", "/upload/v1/{upload_id}", self._upload)
         app.router.add_route("POST", "/services/{team}/{bot}/{secret}", self._webhook)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
-        self.port = runner.addresses[0][1]
-        self._runner = runner
-        return self
-
-    async def stop(self) -> None:
-        """Stop serving and close open connections (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> "FakeSlack":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
+        return app
 
     async def outage(self, status: int | None = None) -> None:
         """Start an outage: stop listening (connections refused) or, with ``status`` (e.g. 503), answer every request
@@ -107,8 +84,7 @@ class FakeSlack(SlackWorkspace):
     async def restore(self) -> None:
         """End an :meth:`outage` (listen again on the same port)."""
         self._outage_status = None
-        if self._runner is None:
-            await self.start()
+        await super().restore()
 
     @classmethod
     def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeSlack":
@@ -341,42 +317,9 @@ class FakeSlack(SlackWorkspace):
         return self._text(rec, "ok")
 
 
-class ThreadedFakeSlack:
-    """A :class:`FakeSlack` serving from its own event loop in a daemon thread: ``base_url``, ``api_url``, ``stop()``,
-    synchronous ``outage(status=None)``/``restore()``, and every thread-safe accessor and fault method of the fake
-    by delegation. Usable as a ``with`` context manager."""
+class ThreadedFakeSlack(ThreadedServer):
+    """A :class:`FakeSlack` serving from its own event loop in a daemon thread (see ``ThreadedServer``);
+    ``outage(status=None)`` blocks."""
 
     def __init__(self, fake: FakeSlack) -> None:
-        self.fake = fake
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-slack", daemon=True)
-        self._thread.start()
-        self._call(fake.start())
-
-    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def outage(self, status: int | None = None) -> None:
-        """Blocking :meth:`FakeSlack.outage`."""
-        self._call(self.fake.outage(status))
-
-    def restore(self) -> None:
-        """Blocking :meth:`FakeSlack.restore`."""
-        self._call(self.fake.restore())
-
-    def stop(self) -> None:
-        """Stop the server, the loop and the thread (idempotent)."""
-        if self._loop.is_running():
-            self._call(self.fake.stop())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fake, name)
-
-    def __enter__(self) -> "ThreadedFakeSlack":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(fake, "fake-slack")

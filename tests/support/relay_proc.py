@@ -82,18 +82,20 @@ class RelayProcess:
         }
         return deep_merge(base, self.overrides)
 
+    def command(self) -> list[str]:
+        """The daemon's command line (benchmarks override it to run an instrumented entry point)."""
+        return [sys.executable, "-m", "relay", "run", "--config", str(self.config_path)]
+
     def start(self, timeout: float = 20.0) -> RelayProcess:
-        """Write the config, start ``relay run`` and wait until ``/readyz`` answers."""
+        """Write the config, start :meth:`command` and wait until ``/healthz`` answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config()))
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")}
         env.update(self.env)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "run", "--config", str(self.config_path)],
-            cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(self.command(), cwd=str(ROOT), env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
