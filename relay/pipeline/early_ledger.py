@@ -76,11 +76,12 @@ class EarlyLedger:
 
 
 def stable_usage(group: Group, ctx: MappingContext) -> list[UsageRecord]:
-    """Map ``group`` as it stands and return its event-derived usage records (``tenant`` not yet set). Leaves
+    """Map ``group`` as it stands and return its event-derived usage records (``tenant`` not yet set; span-only
+    records, whose key may change when their event arrives, are left to the close). Leaves
     the records' outcomes unset, as the close maps them again. Raises what the mapper raises."""
     try:
         result = map_group(group.logs, group.spans, ctx)
     finally:
         for v in (*group.logs, *group.spans):
             v.outcome = None
-    return [u for u in result.usage if u.source == SOURCE_EVENT and not u.key.startswith("llm-error:span:")]
+    return [u for u in result.usage if u.source == SOURCE_EVENT]
