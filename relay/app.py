@@ -23,8 +23,8 @@ from prometheus_client import Gauge
 
 from relay import __version__
 from relay.auth import TenantResolver
-from relay.config import RelayConfig
-from relay.alerting.rules_load import RulesError
+from relay.config_load import RelayConfig
+from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher
-from relay.alerting.model import Alert, AlertState
-from relay.alerting.silences import Silences
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher
+from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.silences import Silences
 from relay.notify.base import Notifier
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 

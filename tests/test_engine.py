@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
 from relay.usage.store import LedgerChange
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, Sink, by, new, rec, upgrade, write_rules

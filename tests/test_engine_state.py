@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.state import AlertStateStore
-from relay.alerting.windows import CalendarWindow
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.state import AlertStateStore
+from relay.alerting.evaluation.windows import CalendarWindow
 from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules

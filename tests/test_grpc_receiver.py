@@ -18,7 +18,8 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from relay.auth import TenantResolver
-from relay.config import GrpcReceiverConfig, RelayConfig
+from relay.config import GrpcReceiverConfig
+from relay.config_load import RelayConfig
 from relay.model import Signal
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.ingest import IngestRefused, dedup_key

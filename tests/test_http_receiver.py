@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from relay.auth import TenantResolver
-from relay.config import HttpReceiverConfig, RelayConfig
+from relay.config import HttpReceiverConfig
+from relay.config_load import RelayConfig
 from relay.model import Signal
 from relay.otlp.ingest import IngestRefused, dedup_key
 from relay.otlp.http import OtlpHttpReceiver

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from relay.alerting.model import AlertState
+from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.jira import JiraNotifier
-from relay.notify.jira_client import JiraClient
+from relay.notify.jira.notifier import JiraNotifier
+from relay.notify.jira.client import JiraClient
 from tests.fakes.jira import GONE_MESSAGE, FakeJira, FakeProject
 from tests.fakes.jira_support import Clock, jira_config, make_alert, make_notification
 

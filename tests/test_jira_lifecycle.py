@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from relay.alerting.model import AlertState
+from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.jira import JiraNotifier, dedup_key
+from relay.notify.jira.notifier import JiraNotifier, dedup_key
 from tests.fakes.jira import FakeJira
 from tests.fakes.jira_support import (
     GROUP_KEY, RUNBOOK, SESSION_URL, Clock, jira_config, make_alert, make_notification,

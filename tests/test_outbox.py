@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.alerting.model import Alert, AlertState, Notification
+from relay.alert import Alert, AlertState, Notification
 from relay.notify.base import Notifier, NotifyError
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 
 KEY = "team/webhook/0"
@@ -229,8 +229,8 @@ async def test_kill_9_after_enqueue_then_restart_delivers_exactly_once(tmp_path,
     script = textwrap.dedent(f"""
         import asyncio, os, signal
         from pathlib import Path
-        from relay.alerting.model import Alert, AlertState, Notification
-        from relay.notify.outbox import Outbox
+        from relay.alert import Alert, AlertState, Notification
+        from relay.alerting.dispatch.outbox import Outbox
         from relay.store.sqlite import SqliteDB
         db = SqliteDB(Path({str(path)!r})); db.open()
         outbox = Outbox(db, {{}})

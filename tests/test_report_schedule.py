@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from relay.notify.config import ReceiverConfig
-from relay.notify.slack_config import SlackConfig
-from relay.notify.webhook import verify_signature
-from relay.notify.webhook_config import WebhookConfig
+from relay.notify.slack.config import SlackConfig
+from relay.notify.webhook.notifier import verify_signature
+from relay.notify.webhook.config import WebhookConfig
 from relay.reports.config import ReportsConfig
 from relay.reports.service import build_scheduler
 from relay.store.sqlite import SqliteDB

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.rules_manager import RulesManager
-from relay.alerting.windows import RollingWindow
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.rules.manager import RulesManager
+from relay.alerting.evaluation.windows import RollingWindow
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from relay.alerting.matchers import parse_matchers
+from relay.matchers import parse_matchers
 from relay.config_types import Duration, _Model, parse_duration
 from relay.notify.config import ReceiverConfig
 
@@ -67,7 +67,7 @@ class RouteConfig(_Model):
     """A node of the routing tree (Alertmanager ``route``). Unset fields (None) inherit the parent's value; the
     root's unset timers take Alertmanager's defaults (group_wait 30s, group_interval 5m, repeat_interval 4h) and
     an unset root ``group_by`` means one group per route. ``matchers`` are label matcher strings
-    (``name="v"``, ``!=``, ``=~``, ``!~``; see ``relay.alerting.matchers``)."""
+    (``name="v"``, ``!=``, ``=~``, ``!~``; see ``relay.matchers``)."""
 
     model_config = ConfigDict(populate_by_name=True)
 

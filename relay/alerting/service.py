@@ -19,17 +19,17 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.engine import RuleEngine
-from relay.alerting.eval_runtime import Links
-from relay.alerting.model import Alert
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.rules_manager import RulesManager
-from relay.alerting.rules_schema import RulesConfig
-from relay.alerting.silences import Silences
-from relay.alerting.state import AlertStateStore
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alerting.evaluation.runtime import Links
+from relay.alert import Alert
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.rules.manager import RulesManager
+from relay.alerting.rules.schema import RulesConfig
+from relay.alerting.dispatch.silences import Silences
+from relay.alerting.evaluation.state import AlertStateStore
 from relay.notify.factory import build_notifiers
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -43,7 +43,7 @@ class AlertingService:
 
     ``rules`` and ``alerting`` are the config sections; ``links(labels, sample_record)`` builds Langfuse links;
     ``sinks`` also get every alert change the dispatcher gets (e.g. the reports' alert history).
-    Raises ``relay.alerting.rules_load.RulesError`` from the constructor when the rule files are invalid (relay
+    Raises ``relay.alerting.rules.load.RulesError`` from the constructor when the rule files are invalid (relay
     refuses to start with broken rules; a later reload keeps the old ones instead). Blocking; call at start-up.
     """
 

@@ -1,14 +1,14 @@
 """Delivery of scheduled reports to a receiver's integrations (``alerting.receivers[]``).
 
 - **Slack** (``slack_configs``): the Block Kit message (``relay.reports.render_slack``) posted with
-  :meth:`SlackNotifier.post_report <relay.notify.slack.SlackNotifier.post_report>`, and the chart PNG uploaded into
+  :meth:`SlackNotifier.post_report <relay.notify.slack.notifier.SlackNotifier.post_report>`, and the chart PNG uploaded into
   the same channel with Slack's files upload v2 flow (bot token with ``chat:write`` and ``files:write``). An
   incoming webhook cannot upload files: the message then says the chart was not attached. A schedule's
   ``channel`` replaces the config's channel (bot mode only).
 - **Webhook** (``webhook_configs``): one ``POST`` of ``{"version": "1", "kind": "relay.usage_report", "schedule",
   "tenant", "period", "late", "report": Report.to_dict(), "markdown": …}`` signed like alert webhooks
   (``X-Relay-Timestamp``, ``X-Relay-Signature: sha256=…`` over ``"<timestamp>.<body>"`` when ``hmac_secret`` is
-  set; see ``relay.notify.webhook``) with ``X-Relay-Idempotency-Key`` = first 32 hex of SHA-256 of
+  set; see ``relay.notify.webhook.notifier``) with ``X-Relay-Idempotency-Key`` = first 32 hex of SHA-256 of
   ``schedule/tenant/destination/period`` plus ``:report``, equal on every retry.
 
 Destination ids are the integration ids ``<receiver>/<kind>/<index>`` of ``relay.notify.factory``.
@@ -29,8 +29,8 @@ import aiohttp
 from relay.exporters.retry import parse_retry_after
 from relay.notify.base import NotifyError
 from relay.notify.config import ReceiverConfig
-from relay.notify.factory import integration_id
-from relay.notify.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from relay.notify.config import integration_id
+from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from relay.reports.chart import render_chart
 from relay.reports.config import ScheduleConfig
 from relay.reports.model import Report
@@ -80,7 +80,7 @@ class ReceiverDeliverer:
 
     async def _slack_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, report: Report,
                           state: dict[str, Any]) -> dict[str, Any]:
-        from relay.notify.slack import SlackNotifier  # slack-sdk is heavy: import on first use
+        from relay.notify.slack.notifier import SlackNotifier  # slack-sdk is heavy: import on first use
 
         cfg = r.slack_configs[index]
         channel = schedule.channel if schedule.channel and cfg.bot_token is not None else None
