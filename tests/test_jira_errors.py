@@ -247,3 +247,37 @@ async def test_check_reports_unreachable_jira(jira, make):
     await jira.outage()
     problems = await notifier.check()
     assert len(problems) == 1 and "cannot connect" in problems[0]
+
+
+async def test_check_probes_that_the_resolve_transition_accepts_the_resolution(jira, make, clock):
+    """``relay check --probe``: a ``resolve_resolution`` needs the Resolution field on the resolve transition's
+    screen (Jira rejects the transition otherwise) and must be one of its resolutions."""
+    await make(jira).notify(make_notification(), {})  # an open sample issue
+    assert await make(jira, resolve_transition="Done", resolve_resolution="Won't Fix").check() == []
+    problems = await make(jira, resolve_transition="Done", resolve_resolution="Fixed Eventually").check()
+    assert len(problems) == 1 and "resolve_resolution 'Fixed Eventually' is not a resolution" in problems[0]
+    jira.transition_fields = {}  # the workflow's Done transition has no screen
+    problems = await make(jira, resolve_transition="Done", resolve_resolution="Done").check()
+    assert len(problems) == 1 and "no resolution field on its screen" in problems[0]
+    assert await make(jira, resolve_transition="Done").check() == []  # no resolution sent: fine
+
+
+async def test_resolve_without_the_resolution_field_still_resolves(jira, make, clock):
+    """When the transition's screen has no Resolution field relay applies it without ``resolve_resolution``
+    (sending it would be a 400 and the issue would never resolve)."""
+    jira.transition_fields = {}
+    notifier = make(jira, resolve_transition="Done", resolve_resolution="Won't Fix")
+    state = await notifier.notify(make_notification(), {})
+    clock.advance(60)
+    resolved = make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock())
+    assert (await notifier.notify(resolved, state))["action"] == "resolved"
+    issue = jira.issue(state["issue"])
+    assert issue.status == "Done" and issue.resolution == "Done"
+
+
+async def test_resolve_sets_the_configured_resolution_when_the_screen_has_it(jira, make, clock):
+    notifier = make(jira, resolve_transition="Done", resolve_resolution="Won't Fix")
+    state = await notifier.notify(make_notification(), {})
+    resolved = make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock())
+    await notifier.notify(resolved, state)
+    assert jira.issue(state["issue"]).resolution == "Won't Fix"
