@@ -2,7 +2,7 @@
 (contract ``/work/shared/contracts/alerting.md`` §2).
 
 Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``,
-``chat.postMessage``, ``chat.update``, ``conversations.history``, ``conversations.replies``,
+``chat.postMessage``, ``chat.update``, ``conversations.list``, ``conversations.history``, ``conversations.replies``,
 ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
 from the query string, a JSON body or a form body (JSON-valued fields as strings), as slack-sdk sends them. Slack's
 conventions are kept: errors are HTTP 200 ``{"ok": false, "error": "<code>"}`` (``not_authed`` without a token,
@@ -253,6 +253,7 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
         handler = {"auth.test": self._auth_test, "chat.postMessage": self._post_message,
                    "chat.update": self._update, "files.getUploadURLExternal": self._get_upload_url,
                    "conversations.history": self._history, "conversations.replies": self._replies,
+                   "conversations.list": self._list,
                    "files.completeUploadExternal": self._complete_upload}.get(method)
         if handler is None:
             return self._json(rec, {"ok": False, "error": "unknown_method"}, 404)

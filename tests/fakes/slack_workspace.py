@@ -2,7 +2,7 @@
 HTTP): channels, messages with threads, file uploads, and the records a test inspects.
 
 Method semantics follow https://docs.slack.dev/reference/methods/chat.postMessage , ``chat.update``,
-``conversations.history`` and ``conversations.replies`` (cursor paging, ``oldest``/``latest``, message ``metadata``
+``conversations.list``, ``conversations.history`` and ``conversations.replies`` (cursor paging, ``oldest``/``latest``, message ``metadata``
 only with ``include_all_metadata``),
 ``files.getUploadURLExternal`` and ``files.completeUploadExternal``: errors are ``ok: false`` codes
 (``channel_not_found``, ``not_in_channel``, ``thread_not_found``, ``message_not_found``, ``file_not_found``…),
@@ -310,6 +310,25 @@ class SlackWorkspace:
                 msg.metadata = fields["metadata"]
             wire = self._wire(msg)
         return 200, {"ok": True, "channel": cid, "ts": msg.ts, "text": msg.text or "", "message": wire}, None
+
+    def _list(self, args: dict[str, Any]) -> Result:
+        """``conversations.list`` (https://docs.slack.dev/reference/methods/conversations.list): the workspace's
+        channels (``types``/``exclude_archived`` accepted; every fake channel is a public, unarchived one), with
+        ``limit`` and ``cursor`` paging."""
+        try:
+            limit = int(args.get("limit") or 100)
+            start = int(base64.b64decode(args["cursor"]).decode()) if args.get("cursor") else 0
+        except (ValueError, TypeError):
+            return 200, {"ok": False, "error": "invalid_cursor"}, None
+        limit = limit if 1 <= limit <= 1000 else 100
+        items = sorted(self.channels.items())
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        return 200, {"ok": True, "channels": [
+            {"id": cid, "name": name, "is_channel": True, "is_private": False, "is_archived": False,
+             "is_member": cid not in self.not_member} for cid, name in page],
+            "response_metadata": {"next_cursor": base64.b64encode(str(start + limit).encode()).decode() if more
+                                  else ""}}, None
 
     def _history(self, args: dict[str, Any]) -> Result:
         """``conversations.history`` (https://docs.slack.dev/reference/methods/conversations.history): the

@@ -48,10 +48,11 @@ channel, thread_ts, at}`` in the group's state through the outbox's durable chec
 its own ``pending_post`` first looks for the message with ``conversations.history`` (a parent) or
 ``conversations.replies`` (a thread reply), ``include_all_metadata=true`` from 10 minutes before ``at``
 (https://docs.slack.dev/reference/methods/conversations.history), and uses it instead of posting again. That
-needs the bot scopes ``channels:history`` (``groups:history`` for private channels) and a channel ID: a parent
-posted to a channel configured by name (``#alerts``) is looked up only when the group's state already holds the
-channel's ID; otherwise — and when the lookup is refused (``missing_scope``…, logged once) — delivery stays
-at-least-once for that post. Webhook mode cannot look anything up (at-least-once).
+needs the bot scopes ``channels:history`` (``groups:history`` for private channels); the history is read by
+channel ID, so for a channel configured by name (``#alerts``) the ID comes from the group's state, an earlier
+answer, or ``conversations.list`` (scopes ``channels:read`` / ``groups:read``). When the lookup is refused
+(``missing_scope``…, logged) delivery stays at-least-once for that post rather than blocking the alert. Webhook
+mode cannot look anything up (at-least-once).
 
 Secrets (bot token, webhook URL) are never logged nor put into error messages.
 """
@@ -92,6 +93,8 @@ REPLY_EVENT_TYPE = "relay_alert_update"
 _LOOKUP_MARGIN = 600.0
 #: Pages of ``conversations.history`` / ``conversations.replies`` read at most in a lookup.
 _LOOKUP_PAGES = 5
+#: Pages of ``conversations.list`` read at most to find a channel's ID by name.
+_LIST_PAGES = 20
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 #: ``ok: false`` codes worth retrying (Slack's documented transient errors).
@@ -177,6 +180,8 @@ class SlackNotifier(Notifier):
         self._session: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
+        #: channel names of the config → IDs (from post answers or ``conversations.list``)
+        self._channel_ids: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------------- clients
     def _open(self) -> None:
@@ -258,8 +263,9 @@ class SlackNotifier(Notifier):
         msg = self._group_message(n)
         channel = self.config.channel or ""
         known = channel if _CHANNEL_ID.match(channel) else state.get("channel")
-        posted = await self._post_once(n, state, checkpoint, channel, None, known,
+        posted = await self._post_once(n, state, checkpoint, channel, None, known or self._channel_ids.get(channel),
                                        {"metadata": self._metadata(n), **msg})
+        self._channel_ids[channel] = posted["channel"]
         log.info("slack %s/%s: posted group %s to %s (ts %s)", self.receiver, self.integration, n.group_key,
                  posted["channel"], posted["ts"])
         return {"channel": posted["channel"], "ts": posted["ts"],
@@ -292,12 +298,14 @@ class SlackNotifier(Notifier):
         """The message posted by notification ``ref`` per the ``pending_post`` record, or None when it is not
         there (or cannot be looked up: no channel ID, lookup refused). Raises retryable :class:`SlackNotifyError`."""
         channel, thread_ts = pending.get("channel"), pending.get("thread_ts")
-        if not isinstance(channel, str) or not channel:
-            log.warning("slack %s/%s: a post may have happened without its answer, but the channel ID is unknown "
-                        "(configure channel as an ID to let relay look it up); posting again", self.receiver,
-                        self.integration)
-            return None
         try:
+            if not isinstance(channel, str) or not channel:
+                channel = await self._channel_id(self.config.channel or "")
+                if channel is None:
+                    log.warning("slack %s/%s: a post may have happened without its answer, but channel %s was not "
+                                "found by conversations.list; posting again", self.receiver, self.integration,
+                                self.config.channel)
+                    return None
             oldest = f"{float(pending.get('at') or 0.0) - _LOOKUP_MARGIN:.6f}"
         except (TypeError, ValueError):
             oldest = "0"
@@ -329,6 +337,29 @@ class SlackNotifier(Notifier):
                 return None
             log.warning("slack %s/%s: cannot look up a post whose answer was lost (%s); posting again",
                         self.receiver, self.integration, e)
+        return None
+
+    async def _channel_id(self, name: str) -> str | None:
+        """The ID of the channel called ``name`` (``#`` optional): learnt from an earlier post, else found with
+        ``conversations.list`` (https://docs.slack.dev/reference/methods/conversations.list; scopes
+        ``channels:read``, ``groups:read`` for private channels). None when not found. Raises
+        :class:`SlackNotifyError`."""
+        if _CHANNEL_ID.match(name):
+            return name
+        if name in self._channel_ids:
+            return self._channel_ids[name]
+        wanted = name.lstrip("#")
+        cursor: str | None = None
+        for _ in range(_LIST_PAGES):
+            page = await self._call("conversations.list", lambda c: c.conversations_list(
+                types="public_channel,private_channel", exclude_archived=True, limit=200, cursor=cursor))
+            for ch in page.get("channels") or []:
+                if ch.get("name") == wanted and ch.get("id"):
+                    self._channel_ids[name] = str(ch["id"])
+                    return self._channel_ids[name]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
         return None
 
     async def _update_parent(self, channel: str, ts: str, n: Notification) -> bool:
