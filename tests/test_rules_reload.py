@@ -10,7 +10,7 @@ import logging
 from relay.alerting.evaluation.engine import RuleEngine
 from relay.alert import AlertState
 from relay.alerting.rules.load import RuleSet
-from relay.alerting.rules.manager import RulesManager
+from relay.alerting.evaluation.manager import RulesManager
 from relay.alerting.evaluation.windows import RollingWindow
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules

@@ -24,7 +24,7 @@ from relay.alerting.evaluation.engine import RuleEngine
 from relay.alerting.evaluation.runtime import Links
 from relay.alert import Alert
 from relay.alerting.rules.load import RuleSet
-from relay.alerting.rules.manager import RulesManager
+from relay.alerting.evaluation.manager import RulesManager
 from relay.alerting.rules.schema import RulesConfig
 from relay.alerting.dispatch.silences import Silences
 from relay.alerting.evaluation.state import AlertStateStore
