@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from relay.component import deadline_in
 from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, RetryConfig, TenantConfig
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
@@ -107,7 +108,7 @@ async def running(spool: Spool, cfg: LangfuseExporterConfig, *tenants: TenantCon
     try:
         yield exporter
     finally:
-        await exporter.stop(timeout=2.0)
+        await exporter.shutdown(deadline_in(2.0))
 
 
 async def until(pred, timeout: float = 5.0, what: str = "condition"):
@@ -345,7 +346,7 @@ async def test_stop_while_retrying_is_prompt_and_keeps_the_batch(spool, lf):
     await exporter.start()
     await until(lambda: len(lf.requests) >= 1, what="first attempt")
     started = time.monotonic()
-    await exporter.stop(timeout=5)
+    await exporter.shutdown(deadline_in(5))
     assert time.monotonic() - started < 0.5
     assert spool.outbound_spans["a"] == 4 and len(await spool.read_outbound("a", 100, 10**6)) == 2
     lf.clear_faults()
@@ -361,7 +362,7 @@ async def test_stop_lets_the_in_flight_request_finish(spool, lf):
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
     await until(lambda: len(lf.requests) >= 1, what="request in flight")
-    await exporter.stop(timeout=3)
+    await exporter.shutdown(deadline_in(3))
     assert spool.outbound_spans["a"] == 0  # acknowledged before stopping: a restart will not re-send
     async with running(spool, config(), tenant("a", lf.base_url)):
         await asyncio.sleep(0.1)

@@ -39,6 +39,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import RetryCallState
 
+from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
 from relay.spool import OutboundBatch, Spool
@@ -318,7 +319,7 @@ class _TenantLoop:
                 "dead_letter_spans": self.dead_letter_spans}
 
 
-class LangfuseExporter:
+class LangfuseExporter(Component):
     """Exports every export-enabled tenant's outbound spool to its own Langfuse project (one loop per tenant).
 
     ``spool``: the open ``relay.spool.Spool``. ``config``: ``exporters.langfuse`` (``timeout`` per attempt in
@@ -327,6 +328,8 @@ class LangfuseExporter:
     where ``ExporterMetrics`` are registered (default: a private registry). ``poll_interval``: seconds between
     spool checks while idle, to notice batches requeued by another process (``relay replay``).
     """
+
+    name = "Langfuse exporter"
 
     def __init__(self, spool: Spool, config: LangfuseExporterConfig, tenants: Iterable[TenantConfig], *,
                  registry: CollectorRegistry | None = None, poll_interval: float = 5.0):
@@ -366,12 +369,12 @@ class LangfuseExporter:
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
         log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops) or "-")
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop all loops: backoff waits end at once, an in-flight request may finish within ``timeout`` seconds
-        (then it is cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop all loops: backoff waits end at once, an in-flight request may finish until ``deadline`` (then it is
+        cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
         self.stopping.set()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=remaining(deadline))
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from relay.component import Component
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.inhibit import Inhibitor
 from relay.alert import Alert, AlertState, Notification
@@ -85,13 +86,15 @@ class _Write:
     entry: NflogEntry
 
 
-class Dispatcher:
+class Dispatcher(Component):
     """Routes, groups, mutes and deduplicates alerts into outbox notifications.
 
     ``config`` is the ``alerting:`` section; ``db`` relay's shared database (the notification log's table is
     created here — blocking, call at start-up); ``outbox`` receives the notifications; ``silences`` mutes alerts;
     ``now`` returns unix seconds; ``registry`` gets ``alertmanager_dispatcher_aggregation_groups``.
     """
+
+    name = "alert dispatcher"
 
     def __init__(self, config: AlertingConfig, *, db: SqliteDB, outbox: Outbox, silences: Silences,
                  now: Callable[[], float] = time.time, registry: CollectorRegistry | None = None):
@@ -173,13 +176,13 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ timers
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Run the group timers and maintenance on the running loop."""
         if self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="alert-dispatcher")
 
-    async def stop(self) -> None:
+    async def shutdown(self, deadline: float) -> None:
         """Stop the timers (a flush in progress is cancelled; its SQLite job commits or not as a whole)."""
         if self._task is not None:
             self._task.cancel()

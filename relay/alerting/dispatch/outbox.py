@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from tenacity import RetryCallState
 from tenacity.wait import wait_exponential
 
+from relay.component import Component, remaining
 from relay.alert import Notification
 from relay.notify.base import Notifier, NotifyError
 from relay.store.sqlite import SqliteDB
@@ -94,7 +95,7 @@ class OutboxItem:
     failed_at: float | None
 
 
-class Outbox:
+class Outbox(Component):
     """The durable outbox. Blocking constructor (creates its tables; call at start-up); ``start()`` launches
     one delivery task per integration, ``await stop()`` ends them.
 
@@ -104,6 +105,8 @@ class Outbox:
     attempt taking longer than ``attempt_timeout`` seconds is cancelled and retried. Failed items are kept
     ``failed_retention`` seconds, group states not updated for ``state_retention`` seconds are dropped at start.
     """
+
+    name = "notification outbox"
 
     def __init__(self, db: SqliteDB, notifiers: Mapping[str, Notifier], now: Callable[[], float] = time.time, *,
                  registry: CollectorRegistry | None = None, initial_backoff: float = 1.0,
@@ -180,9 +183,11 @@ class Outbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Start one delivery task per integration (call inside the running loop); warns about queued items
-        whose integration is not configured."""
+    async def start(self) -> None:
+        """Start one delivery task per integration; warns about queued items whose integration is not
+        configured."""
+        if self._started:
+            return
         self._stopping = False
         self._started = True
         for key in self._notifiers:
@@ -194,9 +199,10 @@ class Outbox:
                 self._warn_orphan(key)
         self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop delivering: a notification being sent may finish within ``grace`` seconds, then it is cancelled
-        (and stays queued). Closes the notifiers."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop delivering: a notification being sent may finish until ``deadline``, then it is cancelled (and
+        stays queued). Closes the notifiers."""
+        grace = remaining(deadline)
         self._stopping = True
         for ev in self._wake.values():
             ev.set()
