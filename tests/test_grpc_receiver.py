@@ -2,7 +2,8 @@
 SDK's gRPC exporters, and the status mapping (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 UNAVAILABLE + RetryInfo, partial success).
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc ; contract ``otlp.md`` §2 and §3.
+Spec: OTLP spec "OTLP/gRPC" (https://opentelemetry.io/docs/specs/otlp/#otlpgrpc), incl. "Failures" and
+"OTLP/gRPC Throttling".
 """
 
 from __future__ import annotations

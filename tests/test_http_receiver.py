@@ -1,7 +1,8 @@
 """OTLP/HTTP receiver over real loopback sockets: fixture replay, the OpenTelemetry SDK's own exporters, error
 handling (400/401/404/405/413/415/503), partial success, duplicates and disconnects.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; contract ``otlp.md`` §1 and §3.
+Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp), incl. "Failures" and
+"OTLP/HTTP Throttling".
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The Langfuse exporter against a real loopback fake Langfuse (``tests/fakes/langfuse.py``).
 
-Contract: ``/work/shared/contracts/langfuse.md`` §1 (endpoint, auth, headers, errors) and §2 rule 4 (export once,
-retry 429/502/503/504/connect errors, bounded 500 retries); ``otlp.md`` §1 (Retry-After as seconds or HTTP-date).
+Sources: Langfuse's OTLP endpoint (https://langfuse.com/integrations/native/opentelemetry; endpoint, auth, headers,
+errors); export once, since Langfuse v4 does not deduplicate re-sent spans (retry 429/502/503/504/connect errors,
+bounded 500 retries); OTLP spec "OTLP/HTTP Throttling" (Retry-After as seconds or HTTP-date,
+https://opentelemetry.io/docs/specs/otlp/#otlphttp-throttling).
 Every test fills a real ``Spool`` with real ``ExportTraceServiceRequest`` payloads; backoff is shortened so the
 file runs in a few seconds.
 """

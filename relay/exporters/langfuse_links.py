@@ -2,7 +2,7 @@
 
 Langfuse's UI addresses objects per project: ``{base}/project/{projectId}/sessions/{sessionId}`` and
 ``{base}/project/{projectId}/traces/{traceId}``. A project key knows its project: ``GET /api/public/projects``
-answers ``{data: [{id, name, …}]}`` (contract ``langfuse.md`` §5; https://api.reference.langfuse.com). relay asks
+answers ``{data: [{id, name, …}]}`` (https://api.reference.langfuse.com). relay asks
 once per tenant with the Langfuse SDK's own REST client at start-up; until the answer arrives (or when export is
 off, or Langfuse is down) links are simply left out — never guessed.
 """

@@ -1,6 +1,7 @@
 """OTLP/gRPC receiver (``grpc.aio``): the unary ``Export`` methods of the three OTLP collector services.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc ; relay's mapping: contract ``otlp.md`` §2 and §3.
+Spec: OTLP spec "OTLP/gRPC" (https://opentelemetry.io/docs/specs/otlp/#otlpgrpc), incl. "Failures" and
+"OTLP/gRPC Throttling" (https://opentelemetry.io/docs/specs/otlp/#failures, #otlpgrpc-throttling).
 Methods are registered with generic handlers that pass the raw request bytes through (no deserializer), so
 :mod:`relay.otlp.codec` validates exactly as for HTTP. gRPC itself handles ``grpc-encoding: gzip`` and
 enforces ``max_recv_msg_size`` on the (decompressed) message, answering RESOURCE_EXHAUSTED.

@@ -1,6 +1,7 @@
 """OTLP/HTTP receiver (aiohttp): ``POST /v1/{traces,metrics,logs}`` in protobuf or JSON.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; relay's mapping: contract ``otlp.md`` §1 and §3.
+Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp), incl. "OTLP/HTTP Response",
+"Failures" and "OTLP/HTTP Throttling" (#otlphttp-response, #failures-1, #otlphttp-throttling).
 
 | Situation | Answer |
 |---|---|

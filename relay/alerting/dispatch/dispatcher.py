@@ -1,7 +1,8 @@
 """The dispatcher: routes alerts into aggregation groups and, on Alertmanager's timers, turns each group into
 notifications queued in the durable outbox.
 
-Semantics of Alertmanager's ``dispatch/dispatch.go`` and notification pipeline (contract ``alerting.md`` §1;
+Semantics of Alertmanager's ``dispatch/dispatch.go`` and notification pipeline
+(https://prometheus.io/docs/alerting/latest/alertmanager/ ;
 https://prometheus.io/docs/alerting/latest/configuration/#route):
 
 - :meth:`Dispatcher.put` (called by the rules engine with every alert whose state changed; firing alerts may be

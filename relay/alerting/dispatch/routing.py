@@ -1,6 +1,6 @@
 """The routing tree: which route (receiver, grouping, timers) an alert goes to, and its aggregation group key.
 
-Semantics of Alertmanager's ``dispatch/route.go`` (contract ``alerting.md`` §1,
+Semantics of Alertmanager's ``dispatch/route.go`` (see
 https://prometheus.io/docs/alerting/latest/configuration/#route): a route matches when all its matchers match the
 alert's labels; matching descends depth-first into the children, the **first matching child wins** unless it has
 ``continue: true`` (then later siblings are tried too); a route none of whose children match handles the alert

@@ -1,5 +1,5 @@
 """Silences: matcher sets that mute alerts between ``starts_at`` and ``ends_at`` (Alertmanager semantics,
-contract ``alerting.md`` §1; https://prometheus.io/docs/alerting/latest/alertmanager/#silences and
+https://prometheus.io/docs/alerting/latest/alertmanager/#silences and
 ``silence/silence.go``).
 
 A silence is **pending** before ``starts_at``, **active** until ``ends_at``, then **expired**; its state is computed

@@ -45,7 +45,8 @@ SEVERITIES = ("info", "warning", "critical")
 #: Labels the engine sets itself; ``group_by`` and rule ``labels`` may not use them.
 RESERVED_LABELS = ("alertname", "tenant", "threshold")
 #: The ``UsageRecord.kind`` of a record that marks Claude Code's ``api_retries_exhausted`` event (one request
-#: that gave up after its retries; contract claude-code-telemetry.md §5.1). It carries no cost and no tokens.
+#: that gave up after its retries; Claude Code docs "Events", https://code.claude.com/docs/en/monitoring-usage).
+#: It carries no cost and no tokens.
 RETRIES_EXHAUSTED_KIND = "retries_exhausted"
 #: Ledger fields a threshold or spike rule can aggregate (``records`` counts records).
 FIELDS = ("records", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
@@ -257,8 +258,8 @@ class ErrorSpec(_Strict):
 
     ``kind``: the calls (``llm`` API calls or ``tool`` calls); a call failed when ``success`` is false. Optional
     filters narrow the failures: ``status_codes`` (e.g. ``[429, 529]``; 529 also matches failures without a status
-    code whose ``error_class`` is ``overloaded``, since Claude Code sends none for 529 — contract
-    claude-code-telemetry.md §8), ``error_classes`` (``overloaded``, ``rate_limit``, ``server_error``,
+    code whose ``error_class`` is ``overloaded``, since Claude Code sends none for 529 — observed in Claude Code's
+    exports, ``tests/fixtures/claude-code/``), ``error_classes`` (``overloaded``, ``rate_limit``, ``server_error``,
     ``client_error``, ``timeout``, ``connection_error``, ``unknown``; tools: the tool's error type or
     ``rejected``), and ``matchers`` on the failed records. Status codes and classes combine with OR, matchers
     with AND. ``retries_exhausted: true`` counts ledger records of kind ``retries_exhausted`` (requests that gave

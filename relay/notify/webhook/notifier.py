@@ -1,7 +1,7 @@
 """The webhook notifier: one signed ``POST`` of Alertmanager's webhook payload (version 4) per notification.
 
 Payload (``Content-Type: application/json``; Alertmanager ``docs/configuration.md`` "webhook_config",
-https://prometheus.io/docs/alerting/latest/configuration/#webhook_config , contract ``alerting.md`` §1)::
+https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)::
 
     {"version": "4", "groupKey": "…", "truncatedAlerts": 0, "status": "firing|resolved", "receiver": "…",
      "groupLabels": {…}, "commonLabels": {…}, "commonAnnotations": {…}, "externalURL": "…",
