@@ -215,6 +215,7 @@ class Relay:
         if self._stopping:
             problems.append("shutting down")
         try:
+            assert self.spool is not None
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")

@@ -12,7 +12,6 @@ from relay.alert import AlertState
 from relay.alerting.rules.load import RuleSet
 from relay.alerting.evaluation.state import AlertStateStore
 from relay.alerting.evaluation.windows import CalendarWindow
-from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
@@ -34,14 +33,6 @@ groups:
         for: 10m
         labels: {severity: warning}
 """
-
-
-@pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
 
 
 async def start(tmp_path, clock, sink, ledger, *, db=None, text=RULES, **kw) -> RuleEngine:

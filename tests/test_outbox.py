@@ -112,14 +112,6 @@ def sample(reg: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
-
-
-@pytest.fixture
 async def service():
     s = Service()
     runner, port = await s.serve()

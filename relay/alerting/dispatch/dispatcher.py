@@ -243,6 +243,7 @@ class Dispatcher(Component):
                 self.outbox.wake({w.integration for w in sent}, len(sent))
                 for w in sent:
                     n = w.notification
+                    assert n is not None
                     log.info("alert group %s: notification seq %d (%s, %d firing, %d resolved%s) queued for %s",
                              n.group_key, n.seq, n.status, len(n.firing), len(n.resolved),
                              ", repeat" if n.repeat else "", w.integration)
@@ -279,7 +280,7 @@ class Dispatcher(Component):
             seq = entry.seq if entry is not None else 0
             if alerts:
                 seq = 1 if new_episode else seq + 1
-                repeat = (not new_episode and ffp == entry.firing
+                repeat = (entry is not None and not new_episode and ffp == entry.firing
                           and (not send_resolved or rfp <= entry.resolved))
                 notification = Notification(
                     receiver=receiver, group_key=g.key, group_labels=dict(g.labels),

@@ -43,8 +43,6 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from tenacity import RetryCallState
-from tenacity.wait import wait_exponential
 
 from relay.component import Component, remaining
 from relay.alert import Notification
@@ -116,7 +114,8 @@ class Outbox(Component):
         self.db = db
         self._notifiers: dict[str, Notifier] = dict(notifiers)
         self._now = now
-        self._backoff = wait_exponential(multiplier=initial_backoff, exp_base=2, max=max_backoff)
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
         self._jitter = jitter
         self._rand = rand
         self.failed_retention = failed_retention
@@ -161,7 +160,8 @@ class Outbox(Component):
         cur = conn.execute(
             "INSERT INTO outbox (integration, group_key, payload, created, next_attempt) VALUES (?, ?, ?, ?, ?)",
             (integration, notification.group_key, json.dumps(notification.to_dict()), now, now))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def wake(self, integrations: Iterable[str], added: int = 0) -> None:
         """Tell the delivery tasks that items were committed for ``integrations`` (``added``: how many items in
@@ -360,9 +360,8 @@ class Outbox(Component):
         """Schedule the item's next attempt (backoff with jitter, at least ``retry_after``); keep ``state`` (the
         notifier's state after a partial failure) for the retry when given — in the same transaction."""
         attempts = item.attempts + 1
-        rs = RetryCallState(None, None, (), {})
-        rs.attempt_number = attempts
-        backoff = self._backoff(rs)
+        # attempts are persisted (the schedule survives restarts), so the wait is computed here, not by a retry loop
+        backoff = min(self._max_backoff, self._initial_backoff * 2 ** min(attempts - 1, 64))
         delay = max(backoff * (1 + self._jitter * self._rand()), retry_after or 0.0)
         now = self._now()
         next_attempt = now + delay

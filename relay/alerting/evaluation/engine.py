@@ -376,7 +376,8 @@ class RuleEngine:
         lo, history_lo = agg_rt.lo(now)
         for r in rules:
             r.deadline = math.inf
-        scan, mono = [], []
+        scan: list[RuleRuntime] = []
+        mono: list[RuleRuntime] = []
         for r in rules:
             (scan if full or r.carried or r.evaluator.full_scan(r.last_eval, now) else mono).append(r)
         groups = agg_rt.groups
@@ -386,10 +387,10 @@ class RuleEngine:
                 self._eval_group(agg_rt, g, scan, now, out)
         if mono:
             for gkey in set().union(*(r.active_groups for r in mono)):
-                g = groups.get(gkey)
-                if g is not None:
-                    g.agg.advance(lo, history_lo)
-                    self._eval_group(agg_rt, g, mono, now, out)
+                group = groups.get(gkey)
+                if group is not None:
+                    group.agg.advance(lo, history_lo)
+                    self._eval_group(agg_rt, group, mono, now, out)
         expired = []
         for gkey, g in groups.items():  # ordered by newest data: stop at the first group still in use
             if g.last_key >= history_lo:

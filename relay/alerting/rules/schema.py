@@ -80,10 +80,8 @@ def format_duration(seconds: float) -> str:
 RuleDuration = Annotated[float, BeforeValidator(parse_rule_duration)]
 
 
-_Strict = _Model
 
-
-class RulesConfig(_Strict):
+class RulesConfig(_Model):
     """``rules:`` in ``config.yaml``: which rule files to load and how often to evaluate them.
 
     ``files`` are paths or globs (``rules/*.yaml``, ``**`` allowed), relative to the config file's directory; a
@@ -109,7 +107,7 @@ class RulesConfig(_Strict):
         return v
 
 
-class WindowSpec(_Strict):
+class WindowSpec(_Model):
     """The time window a rule aggregates over: ``rolling`` (the last N seconds, e.g. ``1h``) or a ``calendar``
     period (``day``, ``week`` starting Monday, ``month``) aligned in ``timezone`` (IANA name). A plain duration
     string is shorthand for ``{rolling: …}``."""
@@ -154,7 +152,7 @@ class WindowSpec(_Strict):
 Severity = Literal["info", "warning", "critical"]
 
 
-class _RuleBase(_Strict):
+class _RuleBase(_Model):
     """Fields every rule kind has. ``alert`` is the ``alertname``; ``matchers`` select ledger records by their
     labels (``=``, ``!=``, ``=~``, ``!~``; see ``relay.matchers``); ``group_by`` names labels whose values
     split the rule into one alert per group (``tenant`` is always added: tenants' data never mix); ``for`` is how
@@ -204,7 +202,7 @@ class _RuleBase(_Strict):
         return v
 
 
-class BudgetThreshold(_Strict):
+class BudgetThreshold(_Model):
     """One threshold of a budget: ``percent`` of the limit (e.g. 80) at which its own alert fires, with its
     ``severity``."""
 
@@ -212,7 +210,7 @@ class BudgetThreshold(_Strict):
     severity: Severity = "warning"
 
 
-class ForecastSpec(_Strict):
+class ForecastSpec(_Model):
     """Projected-overrun alert of a calendar budget: fires when ``spend / elapsed × window length`` (a linear
     projection to the window's end) exceeds the limit, once ``min_elapsed`` of the window has passed (default: a
     tenth of it)."""
@@ -253,7 +251,7 @@ class BudgetRule(_RuleBase):
         return self
 
 
-class ErrorSpec(_Strict):
+class ErrorSpec(_Model):
     """Which calls count and which of them count as failures, for an ``error_rate`` rule.
 
     ``kind``: the calls (``llm`` API calls or ``tool`` calls); a call failed when ``success`` is false. Optional
@@ -321,7 +319,7 @@ class ThresholdRule(_RuleBase):
         return self
 
 
-class BaselineSpec(_Strict):
+class BaselineSpec(_Model):
     """The trailing baseline of a spike rule: the ``windows`` windows (each as long as the rule's window) right
     before the current one. ``min_baseline``: the baseline mean below which the rule is not evaluated;
     ``min_stddev``: floor of the baseline's standard deviation for z-scores (default: 10 % of the mean, so a
@@ -364,7 +362,7 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
 }
 
 
-class RuleGroupModel(_Strict):
+class RuleGroupModel(_Model):
     """A named group of rules with an optional periodic evaluation ``interval``. ``rules`` are validated one by
     one by ``relay.alerting.rules.load`` (so errors name the rule), hence raw mappings here."""
 
@@ -380,7 +378,7 @@ class RuleGroupModel(_Strict):
         return v
 
 
-class RuleFileModel(_Strict):
+class RuleFileModel(_Model):
     """A rule file: ``groups`` (raw mappings, validated one by one)."""
 
     groups: list[dict[str, Any]] = []
