@@ -22,6 +22,7 @@ import time
 import pytest
 
 from relay.alerting.dispatch.outbox import Outbox
+from relay.component import deadline_in
 from relay.notify.jira.notifier import JiraNotifier
 from relay.notify.slack.config import SlackConfig
 from relay.notify.slack.notifier import SlackNotifier
@@ -35,14 +36,6 @@ from tests.support.clock import Clock
 TOKEN = "xoxb-test-token"
 SLACK_KEY = "oncall/slack/0"
 JIRA_KEY = "ops/jira/0"
-
-
-@pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
 
 
 @pytest.fixture
@@ -90,7 +83,7 @@ def parents(fake: FakeSlack) -> list:
 # ------------------------------------------------------------------------------------------------------ Slack
 async def test_slack_parent_whose_answer_was_lost_is_found_not_reposted(db, slack):
     box = outbox(db, {SLACK_KEY: slack_notifier(slack)})
-    box.start()
+    await box.start()
     try:
         slack.reset_connection(method="chat.postMessage", after=True)  # posted, but relay never hears back
         await box.enqueue(SLACK_KEY, notification([alice()]))
@@ -110,44 +103,44 @@ async def test_slack_parent_whose_answer_was_lost_is_found_not_reposted(db, slac
         state = await box.state(SLACK_KEY, notification([alice()]).group_key)
         assert state["ts"] == parent.ts and "pending_post" not in state
     finally:
-        await box.stop()
+        await box.shutdown(deadline_in(5))
 
 
 async def test_slack_post_cancelled_by_the_attempt_timeout_is_posted_once(db, slack):
     box = outbox(db, {SLACK_KEY: slack_notifier(slack)}, attempt_timeout=0.3)
-    box.start()
+    await box.start()
     try:
         slack.hold(1.0, method="chat.postMessage")  # applied at once, answered after the attempt gave up
         await box.enqueue(SLACK_KEY, notification([alice()]))
         await drained(box)
         assert len(parents(slack)) == 1
     finally:
-        await box.stop()
+        await box.shutdown(deadline_in(5))
 
 
 async def test_slack_post_in_flight_at_shutdown_is_not_reposted_by_the_next_process(db, slack):
     box = outbox(db, {SLACK_KEY: slack_notifier(slack)})
-    box.start()
+    await box.start()
     slack.hold(30.0, method="chat.postMessage")
     await box.enqueue(SLACK_KEY, notification([alice()]))
     await until(lambda: parents(slack), "the post to reach Slack")
-    await box.stop(grace=0.1)  # cancelled mid-call; the item stays queued
+    await box.shutdown(deadline_in(0.1))  # cancelled mid-call; the item stays queued
     slack.clear_faults()
     box2 = outbox(db, {SLACK_KEY: slack_notifier(slack)})  # the next process on the same database
-    box2.start()
+    await box2.start()
     try:
         await drained(box2)
         assert len(parents(slack)) == 1 and len(slack.calls("conversations.history")) == 1
         state = await box2.state(SLACK_KEY, notification([alice()]).group_key)
         assert state["ts"] == parents(slack)[0].ts
     finally:
-        await box2.stop()
+        await box2.shutdown(deadline_in(5))
 
 
 async def test_slack_lookup_refused_falls_back_to_posting(db, slack):
     """Without ``channels:history`` the lookup is refused: relay posts again (at-least-once) instead of blocking."""
     box = outbox(db, {SLACK_KEY: slack_notifier(slack)})
-    box.start()
+    await box.start()
     try:
         slack.reset_connection(method="chat.postMessage", after=True)
         slack.error("missing_scope", method="conversations.history")
@@ -155,7 +148,7 @@ async def test_slack_lookup_refused_falls_back_to_posting(db, slack):
         await drained(box)
         assert len(parents(slack)) == 2 and not await box.failed()
     finally:
-        await box.stop()
+        await box.shutdown(deadline_in(5))
 
 
 # ------------------------------------------------------------------------------------------------------ Jira
@@ -163,7 +156,7 @@ async def jira_box(db, fake: FakeJira, clock: Clock, attempt_timeout: float = 30
                    ) -> tuple[Outbox, JiraNotifier]:
     notifier = JiraNotifier("ops", 0, jira_config(fake, **config), clock=clock)
     box = outbox(db, {JIRA_KEY: notifier}, now=clock, attempt_timeout=attempt_timeout)
-    box.start()
+    await box.start()
     return box, notifier
 
 
@@ -200,7 +193,7 @@ async def test_jira_create_cancelled_by_the_attempt_timeout_opens_one_issue(db, 
             assert state["issue"] == jira.issues()[0].key and "pending_create" not in state
             assert len(jira.requests("POST", "^issue$")) == 1
         finally:
-            await box.stop()
+            await box.shutdown(deadline_in(5))
 
 
 async def test_jira_create_in_flight_at_shutdown_is_not_repeated_by_the_next_process(tmp_path):
@@ -215,7 +208,7 @@ async def test_jira_create_in_flight_at_shutdown_is_not_repeated_by_the_next_pro
             jira.hold_response(30.0, method="POST", path="^issue$")
             await box.enqueue(JIRA_KEY, make_notification())
             await until(lambda: jira.issues(), "the create to reach Jira")
-            await box.stop(grace=0.1)
+            await box.shutdown(deadline_in(0.1))
             jira.clear_faults()
             box2, _ = await jira_box(db, jira, clock, search_lag="60s")
             try:
@@ -226,7 +219,7 @@ async def test_jira_create_in_flight_at_shutdown_is_not_repeated_by_the_next_pro
                 state = await box2.state(JIRA_KEY, make_notification().group_key)
                 assert state["issue"] == jira.issues()[0].key
             finally:
-                await box2.stop()
+                await box2.shutdown(deadline_in(5))
     finally:
         db.close()
 
@@ -245,4 +238,4 @@ async def test_jira_refused_create_clears_the_pending_record(db):
             state = await box.state(JIRA_KEY, make_notification().group_key)
             assert "pending_create" not in state
         finally:
-            await box.stop()
+            await box.shutdown(deadline_in(5))

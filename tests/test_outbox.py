@@ -321,7 +321,7 @@ async def test_a_checkpoint_reaches_the_retry_after_the_attempt_timeout(db):
     n = Checkpointing()
     outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, max_backoff=0.2, jitter=0.0,
                     attempt_timeout=0.2)
-    outbox.start()
+    await outbox.start()
     try:
         await outbox.enqueue("team/webhook/0", notification(1))
         await until(lambda: len(n.seen) == 1)
@@ -330,27 +330,27 @@ async def test_a_checkpoint_reaches_the_retry_after_the_attempt_timeout(db):
         assert n.seen == [{}, {"sending": 1}]
         assert await outbox.state("team/webhook/0", "g1") == {"found": 1}
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def test_a_checkpoint_survives_a_stop_and_reaches_the_next_outbox(db):
     n = Checkpointing()
     outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, jitter=0.0)
-    outbox.start()
+    await outbox.start()
     await outbox.enqueue("team/webhook/0", notification(1))
     await until(lambda: n.seen)
     await asyncio.sleep(0.05)
-    await outbox.stop(grace=0.05)  # the delivery is cancelled mid-call
+    await outbox.shutdown(deadline_in(0.05))  # the delivery is cancelled mid-call
     assert await outbox.state("team/webhook/0", "g1") == {"sending": 1}
     n2 = Checkpointing()
     n2.hang = False
     outbox2 = Outbox(db, {"team/webhook/0": n2}, initial_backoff=0.02, jitter=0.0)
-    outbox2.start()
+    await outbox2.start()
     try:
         await drained(outbox2)
         assert n2.seen == [{"sending": 1}] and await outbox2.state("team/webhook/0", "g1") == {"found": 1}
     finally:
-        await outbox2.stop()
+        await outbox2.shutdown(deadline_in(5))
 
 
 async def test_a_permanent_failure_keeps_the_state_it_carries(db):
@@ -361,13 +361,13 @@ async def test_a_permanent_failure_keeps_the_state_it_carries(db):
             raise NotifyError("HTTP 400", retryable=False, status=400, state={"cleared": True})
 
     outbox = Outbox(db, {"team/webhook/0": Refused()}, jitter=0.0)
-    outbox.start()
+    await outbox.start()
     try:
         await outbox.enqueue("team/webhook/0", notification(1))
         await until_async_failed(outbox)
         assert await outbox.state("team/webhook/0", "g1") == {"cleared": True}
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def until_async_failed(outbox: Outbox, timeout: float = 5.0) -> None:

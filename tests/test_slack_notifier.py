@@ -440,3 +440,15 @@ def test_config_requires_exactly_one_mode():
     with pytest.raises(ValueError):
         SlackConfig(webhook_url="ftp://x")
     assert SlackConfig(bot_token="x", channel="#a", api_url="http://h/api").api_url == "http://h/api/"
+
+
+async def test_a_refused_channel_lookup_falls_back_to_posting(slack, notifier):
+    """Without ``channels:read`` the channel's ID cannot be found by name: relay posts again (at-least-once)
+    rather than fail the notification."""
+    kept = Kept()
+    slack.reset_connection(method="chat.postMessage", after=True)
+    with pytest.raises(SlackNotifyError):
+        await notifier.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    slack.error("missing_scope", method="conversations.list")
+    state = await notifier.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    assert len(slack.messages("C0ALERTS")) == 2 and state["ts"] == slack.messages("C0ALERTS")[1].ts

@@ -39,7 +39,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.jira_model import (
-    DEFAULT_CUSTOM_FIELDS, DEFAULT_TRANSITION_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue, FakeProject,
+    DEFAULT_CUSTOM_FIELDS, DEFAULT_TRANSITION_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue,
+    FakeProject,
 )
 from tests.fakes.jira_routes import _JiraRoutes, err_body
 from tests.fakes.loopback import LoopbackServer, ThreadedServer

@@ -19,8 +19,9 @@ plain ``ok`` or a 4xx plain-text code (``invalid_payload``, ``no_text``, ``inval
 Messages are stored per channel with their threads (:class:`SlackMessage`), so tests can assert "the parent now
 says RESOLVED and its thread has 2 replies". Faults: :meth:`FakeSlack.rate_limit`, :meth:`FakeSlack.fail`,
 :meth:`FakeSlack.error`, :meth:`FakeSlack.reset_connection` (optionally *after* applying the call — the answer is
-lost), :meth:`FakeSlack.hold` (the call applied, the answer held back), :meth:`FakeSlack.slow`, :meth:`FakeSlack.outage` (connection refused, or every request answered with a
-status) and an optional per-channel message rate limit. Times are unix seconds from an injectable ``clock``.
+lost), :meth:`FakeSlack.hold` (the call applied, the answer held back), :meth:`FakeSlack.slow`,
+:meth:`FakeSlack.outage` (connection refused, or every request answered with a status) and an optional per-channel
+message rate limit. Times are unix seconds from an injectable ``clock``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ transition names, a one-issue search for a sample issue of the project and issue
 transition leaves (open for ``resolve_transition``, done for ``reopen_transition``) whose ``GET
 /issue/{key}/transitions?expand=transitions.fields`` must offer it — and, for ``resolve_transition``, accept the
 resolution relay sends (``resolve_resolution`` must be a field of the transition's screen and one of its allowed
-values; a screen that requires a resolution needs ``resolve_resolution``). Transition names are workflow-specific and only visible on an issue,
-so without a sample issue they are checked at first use instead.
+values; a screen that requires a resolution needs ``resolve_resolution``). Transition names are workflow-specific
+and only visible on an issue, so without a sample issue they are checked at first use instead.
 """
 
 from __future__ import annotations

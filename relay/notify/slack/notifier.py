@@ -289,47 +289,29 @@ class SlackNotifier(Notifier):
         if checkpoint is not None:
             await checkpoint({**state, "pending_post": {"ref": ref, "channel": lookup_channel, "thread_ts": thread_ts,
                                                         "at": self._clock()}})
-        extra = {"thread_ts": thread_ts} if thread_ts else {}
         resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-            channel=channel, unfurl_links=False, **extra, **fields))
+            channel=channel, thread_ts=thread_ts, unfurl_links=False, **fields))
         return {"channel": resp["channel"], "ts": resp["ts"]}
 
     async def _find_posted(self, pending: dict[str, Any], ref: str) -> dict[str, str] | None:
         """The message posted by notification ``ref`` per the ``pending_post`` record, or None when it is not
-        there (or cannot be looked up: no channel ID, lookup refused). Raises retryable :class:`SlackNotifyError`."""
-        channel, thread_ts = pending.get("channel"), pending.get("thread_ts")
+        there (or cannot be looked up: channel not found, lookup refused — logged). Raises a retryable
+        :class:`SlackNotifyError` when Slack could not answer (try again later)."""
+        thread_ts = pending.get("thread_ts") if isinstance(pending.get("thread_ts"), str) else None
         try:
-            if not isinstance(channel, str) or not channel:
-                channel = await self._channel_id(self.config.channel or "")
-                if channel is None:
-                    log.warning("slack %s/%s: a post may have happened without its answer, but channel %s was not "
-                                "found by conversations.list; posting again", self.receiver, self.integration,
-                                self.config.channel)
-                    return None
             oldest = f"{float(pending.get('at') or 0.0) - _LOOKUP_MARGIN:.6f}"
         except (TypeError, ValueError):
             oldest = "0"
-        method = "conversations.replies" if thread_ts else "conversations.history"
-        kind = REPLY_EVENT_TYPE if thread_ts else METADATA_EVENT_TYPE
-        cursor: str | None = None
         try:
-            for _ in range(_LOOKUP_PAGES):
-                if thread_ts:
-                    page = await self._call(method, lambda c: c.conversations_replies(
-                        channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True, limit=200,
-                        cursor=cursor))
-                else:
-                    page = await self._call(method, lambda c: c.conversations_history(
-                        channel=channel, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor))
-                for m in page.get("messages") or []:
-                    meta = m.get("metadata") or {}
-                    payload = meta.get("event_payload") or {}
-                    if (meta.get("event_type") == kind and payload.get("ref") == ref
-                            and payload.get("integration") == self.integration and m.get("ts") != thread_ts):
-                        return {"channel": channel, "ts": str(m["ts"])}
-                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
-                if not page.get("has_more") or not cursor:
-                    break
+            channel = pending.get("channel")
+            if not isinstance(channel, str) or not channel:
+                channel = await self._channel_id(self.config.channel or "")
+            if channel is None:
+                log.warning("slack %s/%s: a post may have happened without its answer, but channel %s was not "
+                            "found by conversations.list; posting again", self.receiver, self.integration,
+                            self.config.channel)
+                return None
+            ts = await self._search_posted(channel, thread_ts, oldest, ref)
         except SlackNotifyError as e:
             if e.retryable:
                 raise
@@ -337,6 +319,35 @@ class SlackNotifier(Notifier):
                 return None
             log.warning("slack %s/%s: cannot look up a post whose answer was lost (%s); posting again",
                         self.receiver, self.integration, e)
+            return None
+        return {"channel": channel, "ts": ts} if ts is not None else None
+
+    async def _search_posted(self, channel: str, thread_ts: str | None, oldest: str, ref: str) -> str | None:
+        """``ts`` of the message with metadata ``ref`` of this integration in ``channel`` since ``oldest``: a
+        parent (``conversations.history``) or, with ``thread_ts``, a reply in that thread
+        (``conversations.replies``); both with ``include_all_metadata``. Raises :class:`SlackNotifyError`."""
+        kind = REPLY_EVENT_TYPE if thread_ts else METADATA_EVENT_TYPE
+
+        def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
+            if thread_ts:
+                return lambda c: c.conversations_replies(channel=channel, ts=thread_ts, oldest=oldest,
+                                                         include_all_metadata=True, limit=200, cursor=cursor)
+            return lambda c: c.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True,
+                                                     limit=200, cursor=cursor)
+
+        cursor: str | None = None
+        for _ in range(_LOOKUP_PAGES):
+            page = await self._call("conversations.replies" if thread_ts else "conversations.history",
+                                    page_of(cursor))
+            for m in page.get("messages") or []:
+                meta = m.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if (meta.get("event_type") == kind and payload.get("ref") == ref
+                        and payload.get("integration") == self.integration and m.get("ts") != thread_ts):
+                    return str(m["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not page.get("has_more") or not cursor:
+                break
         return None
 
     async def _channel_id(self, name: str) -> str | None:
@@ -350,9 +361,13 @@ class SlackNotifier(Notifier):
             return self._channel_ids[name]
         wanted = name.lstrip("#")
         cursor: str | None = None
+
+        def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
+            return lambda c: c.conversations_list(types="public_channel,private_channel", exclude_archived=True,
+                                                  limit=200, cursor=cursor)
+
         for _ in range(_LIST_PAGES):
-            page = await self._call("conversations.list", lambda c: c.conversations_list(
-                types="public_channel,private_channel", exclude_archived=True, limit=200, cursor=cursor))
+            page = await self._call("conversations.list", page_of(cursor))
             for ch in page.get("channels") or []:
                 if ch.get("name") == wanted and ch.get("id"):
                     self._channel_ids[name] = str(ch["id"])
