@@ -3,9 +3,10 @@ HTTP): channels, messages with threads, file uploads, and the records a test ins
 
 Method semantics follow https://docs.slack.dev/reference/methods/chat.postMessage , ``chat.update``,
 ``conversations.list``, ``conversations.history`` and ``conversations.replies`` (cursor paging,
-``oldest``/``latest``, message ``metadata`` only with ``include_all_metadata``), ``files.getUploadURLExternal`` and ``files.completeUploadExternal``: errors are ``ok: false`` codes
-(``channel_not_found``, ``not_in_channel``, ``thread_not_found``, ``message_not_found``, ``file_not_found``…),
-message payloads are checked by :mod:`tests.fakes.slack_payload`. Times are unix seconds from ``clock``.
+``oldest``/``latest``, message ``metadata`` only with ``include_all_metadata``), ``files.getUploadURLExternal``
+and ``files.completeUploadExternal``: errors are ``ok: false`` codes (``channel_not_found``, ``not_in_channel``,
+``thread_not_found``, ``message_not_found``, ``file_not_found``…), message payloads are checked by
+:mod:`tests.fakes.slack_payload`. Times are unix seconds from ``clock``.
 """
 
 from __future__ import annotations
