@@ -19,7 +19,7 @@ False)`` or an unexpected exception → the item is marked failed with the reaso
 goes (the notifier's ``NotifyError.state``, when given, is kept in both cases). Before a non-idempotent call a
 notifier may record its state durably through the ``checkpoint`` passed to :meth:`Notifier.deliver` (Slack: "about
 to post this message", Jira: "about to create this issue"), so that an attempt cancelled by ``attempt_timeout``
-or by :meth:`Outbox.stop`, or killed with the process, is seen as "maybe done" by the next attempt, which then
+or by :meth:`Outbox.shutdown`, or killed with the process, is seen as "maybe done" by the next attempt, which then
 looks for the effect before repeating the call. Without a checkpoint, delivery is at-least-once: a crash between
 a successful call and the commit re-sends that one item.
 

@@ -118,8 +118,9 @@ class JiraNotifier(Notifier):
 
     :meth:`notify` returns (and is given back) the state ``{"issue": key, "issue_id": id, "created_at": unix
     seconds when relay created it or None, "dedup_key": …, "firing": [fingerprints], "action": "created" |
-    "commented" | "unchanged" | "reopened" | "resolved" | "wont_fix" | "none"}``. ``clock`` returns unix
-    seconds (injectable for tests); it decides the reopen window and the search-lag guard.
+    "commented" | "unchanged" | "reopened" | "resolved" | "wont_fix" | "none"}`` — plus ``"pending_create":
+    {"dedup_key", "at", "by"}`` in the state checkpointed before a create (see the module docstring). ``clock``
+    returns unix seconds (injectable for tests); it decides the reopen window and the search-lag guard.
     """
 
     def __init__(self, receiver: str, index: int, config: JiraConfig, *, clock: Callable[[], float] = time.time):

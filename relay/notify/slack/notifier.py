@@ -27,7 +27,8 @@ State kept by the outbox per (integration, group key) — bot mode::
      "firing": ["<fingerprint>", …],  # sorted fingerprints firing at the last notification ("new" is relative to it)
      "resolved": False}               # True once the parent shows RESOLVED
 
-Webhook mode keeps ``{}``.
+plus, in the state checkpointed just before a post, ``"pending_post": {"ref", "channel", "thread_ts", "at"}`` (see
+below). Webhook mode keeps ``{}``.
 
 **Retries and duplicates.** slack-sdk's own retry handlers are disabled: the durable outbox retries. Errors are
 raised as :class:`SlackNotifyError` (a :class:`~relay.notify.base.NotifyError`): HTTP 429 / ``ratelimited``
