@@ -43,7 +43,7 @@ from tests.fakes.jira_model import (
     FakeProject,
 )
 from tests.fakes.jira_routes import _JiraRoutes, err_body
-from tests.fakes.loopback import LoopbackServer, ThreadedServer
+from tests.fakes.loopback import LoopbackServer, ThreadedServer, hold_answer
 
 __all__ = ["FakeJira", "ThreadedFakeJira", "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition",
            "JiraRequest", "JiraFault", "GONE_MESSAGE"]
@@ -287,7 +287,7 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
             response = web.Response(status=status) if payload is None else web.json_response(payload, status=status)
         if fault is not None and fault.kind == "hold":
             rec.fault = "hold"
-            await asyncio.sleep(fault.delay)
+            await hold_answer(request, fault.delay)
         if fault is not None and fault.kind == "drop":
             rec.fault = "drop"
             if request.transport is not None:

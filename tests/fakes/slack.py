@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer, ThreadedServer
+from tests.fakes.loopback import LoopbackServer, ThreadedServer, hold_answer
 from tests.fakes.slack_payload import PayloadError, check_message
 from tests.fakes.slack_workspace import SlackFault, SlackFile, SlackMessage, SlackRequest, SlackWorkspace
 
@@ -268,7 +268,7 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return self._json(rec, body)
         rec.applied = bool(body.get("ok"))
         if after is not None and after.kind == "hold":
-            await asyncio.sleep(after.delay)
+            await hold_answer(request, after.delay)
         elif after is not None:
             return self._abort(request, rec)
         return self._json(rec, body, status, headers)
