@@ -42,8 +42,8 @@ eventually consistent search (https://developer.atlassian.com/cloud/jira/platfor
 notifier records ``pending_create: {"dedup_key", "at", "by"}`` in the group's state through the outbox's
 durable checkpoint (SQLite, committed before the request leaves): ``at`` is when the create was sent, ``by`` the
 latest time it can have taken effect (``at + timeout``, or the moment the failure was seen). While a
-``pending_create`` is in the state (and, within one process, after a cancelled or failed create), the next
-attempt searches first; when the search does not show the issue and ``search_lag`` has not passed since ``by``,
+``pending_create`` is in the state (and, within one process, after a create that failed without an answer), the
+next attempt searches first; when the search does not show the issue and ``search_lag`` has not passed since ``by``,
 it raises a retryable :class:`NotifyError` with ``retry_after`` set to the rest of that wait instead of creating,
 then searches again. A create that Jira refused (4xx) clears the record. This holds whatever ``timeout`` is
 relative to the outbox's attempt timeout. The residual risk is a Jira whose search lags longer than
@@ -57,7 +57,6 @@ Template errors are permanent. Permanent errors are also logged (logger ``relay.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -363,9 +362,6 @@ class JiraNotifier(Notifier):
                 exc.state = {**before, "pending_create": {"dedup_key": dedup, "at": now, "by": seen}}
             else:
                 exc.state = before  # Jira refused it: nothing was created
-            raise
-        except asyncio.CancelledError:  # the outbox gave up on the attempt (timeout, shutdown): maybe created
-            self._recent[dedup] = (None, self._clock())
             raise
         key = str(created["key"])
         self._recent[dedup] = (key, now)
