@@ -7,9 +7,16 @@ https://developer.atlassian.com/cloud/jira/platform/rest/v3/).
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 
 from relay.alert import AlertState
 from relay.notify.base import NotifyError
@@ -282,3 +289,28 @@ async def test_resolve_sets_the_configured_resolution_when_the_screen_has_it(jir
     resolved = make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock())
     await notifier.notify(resolved, state)
     assert jira.issue(state["issue"]).resolution == "Won't Fix"
+
+
+def test_relay_check_probe_reports_a_resolution_the_transition_refuses(tmp_path):
+    """The CLI on the real wire: ``relay check --probe`` against a Jira whose Done transition has no screen."""
+    root = Path(__file__).resolve().parents[1]
+    with FakeJira.run_in_thread("cloud", transition_fields={}) as fake:
+        auth = "Basic " + base64.b64encode(f"{fake.user}:{fake.api_token}".encode()).decode()
+        req = urllib.request.Request(f"{fake.base_url}/rest/api/3/issue", method="POST", headers={
+            "Authorization": auth, "Content-Type": "application/json"}, data=json.dumps({"fields": {
+                "project": {"key": "OPS"}, "issuetype": {"name": "Bug"}, "summary": "an open sample issue"}}).encode())
+        assert urllib.request.urlopen(req, timeout=5).status == 201
+        jira = {"flavor": "cloud", "api_url": fake.base_url, "user": fake.user, "api_token": fake.api_token,
+                "project": "OPS", "resolve_transition": "Done"}
+        cfg = tmp_path / "relay.yaml"
+        for resolution, code in ((None, 0), ("Done", 1)):
+            extra = {"resolve_resolution": resolution} if resolution else {}
+            cfg.write_text(yaml.safe_dump({"storage": {"directory": str(tmp_path / "data")}, "alerting": {
+                "route": {"receiver": "jira"}, "receivers": [{"name": "jira", "jira_configs": [{**jira, **extra}]}]}}))
+            r = subprocess.run([sys.executable, "-m", "relay", "check", "--probe", "--config", str(cfg)],
+                               capture_output=True, text=True, cwd=root, timeout=60)
+            assert r.returncode == code, r.stdout + r.stderr
+            if code:
+                assert "resolve_transition 'Done' has no resolution field on its screen" in r.stderr
+            else:
+                assert "jira/0: OK" in r.stdout
