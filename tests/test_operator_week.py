@@ -68,3 +68,40 @@ def test_a_firing_slack_message_shows_its_summary_once():
     msg = group_message(notification([alert]))
     shown = "\n".join([msg["text"], *_texts(msg["attachments"])])
     assert shown.count(summary) == 1
+
+
+def readme_metric_names() -> list[str]:
+    """Every metric name in README's /metrics table, braces expanded (``a_{x,y}_total`` → a_x_total, a_y_total;
+    ``*`` → the three item kinds)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| metric | meaning |"):]
+    table = table[:table.index("\n\n")]
+    names = []
+    for row in table.splitlines()[2:]:
+        for code in re.findall(r"`([^`]+)`", row.split("|")[1]):
+            code = re.sub(r"\{(?![a-z_,]+\}_)[a-z_=,]*\}$", "", code)  # a trailing label list {kind}
+            code = code.replace("*", "{spans,log_records,metric_points}")
+            m = re.search(r"\{([a-z_,]+)\}", code)
+            parts = m.group(1).split(",") if m else [""]
+            names += [code[:m.start()] + p + code[m.end():] if m else code for p in parts]
+    return names
+
+
+async def test_an_idle_relay_exposes_every_metric_the_readme_lists_and_an_index(tmp_path):
+    names = readme_metric_names()
+    assert "otelcol_receiver_accepted_spans_total" in names and "relay_ledger_records_total" in names
+    receivers = {"alerting": {"receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/x"}]}],
+                              "route": {"receiver": "hook"}}}
+    async with running_relay(tmp_path / "data", "http://127.0.0.1:9", receivers) as relay:
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{relay.admin_port}"
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            async with http.get(f"{base}/") as r:
+                assert r.status == 200
+                index = await r.text()
+    present = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    missing = [n for n in names if n not in present]
+    assert missing == []
+    for path in ("/metrics", "/healthz", "/readyz", "/api/v1/alerts", "/api/v2/silences"):
+        assert path in index

@@ -91,7 +91,20 @@ class LangfuseLinks:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # network or auth: links are a convenience, never fatal
-                log.info("Langfuse project of tenant %s not resolved yet (%s)", tenant.name, type(e).__name__)
+                status = getattr(e, "status_code", None)
+                url = f"{lf.base_url}/api/public/projects"
+                if status in (401, 403):  # known now, seconds after start: say it loudly, not at info
+                    log.error("tenant %s: Langfuse refused the project keys (HTTP %s from GET %s): check the "
+                              "tenant's public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY); exports "
+                              "will be dead-lettered until they are fixed", tenant.name, status, url)
+                    return
+                if status == 404:
+                    log.error("tenant %s: HTTP 404 from GET %s: base_url must be the Langfuse host (e.g. "
+                              "https://cloud.langfuse.com), without an /api/... path", tenant.name, url)
+                    return
+                (log.warning if attempt == 0 else log.info)(
+                    "Langfuse project of tenant %s not resolved yet (%s%s)", tenant.name, type(e).__name__,
+                    f" HTTP {status}" if status else "")
                 await asyncio.sleep(min(60.0, 2.0 * 2**attempt))
                 continue
             if projects.data:

@@ -1,7 +1,7 @@
 """A loopback fake of Slack's Web API, file upload URLs and incoming webhooks for the test suite
 (contract ``/work/shared/contracts/alerting.md`` §2).
 
-Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``,
+Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``, ``conversations.info``,
 ``chat.postMessage``, ``chat.update``, ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
 from the query string, a JSON body or a form body (JSON-valued fields as strings), as slack-sdk sends them. Slack's
 conventions are kept: errors are HTTP 200 ``{"ok": false, "error": "<code>"}`` (``not_authed`` without a token,
@@ -242,7 +242,8 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return self._json(rec, {"ok": False, "error": "not_authed"})
         if token not in self.bot_tokens:
             return self._json(rec, {"ok": False, "error": "invalid_auth"})
-        handler = {"auth.test": self._auth_test, "chat.postMessage": self._post_message,
+        handler = {"auth.test": self._auth_test, "conversations.info": self._conversations_info,
+                   "chat.postMessage": self._post_message,
                    "chat.update": self._update, "files.getUploadURLExternal": self._get_upload_url,
                    "files.completeUploadExternal": self._complete_upload}.get(method)
         if handler is None:
