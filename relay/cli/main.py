@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``relay`` console script."""
-    args = build_parser().parse_args(argv)
+    from relay.cli.report import normalize_argv
+
+    args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
     try:
         code = int(args.fn(args) or 0)
         sys.stdout.flush()

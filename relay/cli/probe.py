@@ -15,6 +15,8 @@ Each function returns ``(ok lines, problem lines)``; nothing is ever written ups
 
 from __future__ import annotations
 
+import base64
+
 import re
 from typing import Any
 
@@ -33,7 +35,8 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
     where = f"tenant {tenant.name}: Langfuse"
     health_url = f"{lf.base_url}/api/public/health"
     projects_url = f"{lf.base_url}/api/public/projects"
-    auth = aiohttp.BasicAuth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())
+    auth = {"Authorization": "Basic " + base64.b64encode(
+            f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()}
     async with aiohttp.ClientSession(timeout=_TIMEOUT) as http:
         try:
             async with http.get(health_url, allow_redirects=False) as r:
@@ -43,7 +46,7 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
                                 + (" (not found: is base_url the Langfuse host, e.g. https://cloud.langfuse.com?)"
                                    if r.status == 404 else "")]
                 version = body.get("version") if isinstance(body, dict) else None
-            async with http.get(projects_url, auth=auth, allow_redirects=False) as r:
+            async with http.get(projects_url, headers=auth, allow_redirects=False) as r:
                 body = await _json(r)
                 if r.status in (401, 403):
                     return [], [f"{where}: the keys were refused (HTTP {r.status} from GET {projects_url}): check "

@@ -281,7 +281,8 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     report = Report(
         tenant=req.tenant, kind=period.kind, period=period.label, start=period.start.isoformat(),
         end=period.end.isoformat(), timezone=str(tz), generated_at=now.astimezone(tz).isoformat(timespec="seconds"),
-        current=cur, previous=prev, scope=list(req.scope), late=req.late, top_n=req.top_n, group_label=req.group_by)
+        current=cur, previous=prev, scope=list(req.scope), late=req.late, top_n=req.top_n, group_label=req.group_by,
+        partial=period.end > now)
     if report.empty:
         report.notes = [f"No Claude Code usage was recorded for {req.tenant} in {period.label}."]
         if budgets is not None:
