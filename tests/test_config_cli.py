@@ -247,3 +247,33 @@ def test_rules_check_into_head_ends_without_a_traceback(tmp_path):
                        text=True, cwd=ROOT, timeout=120)
     assert r.stdout.startswith(f"{rules}: OK")
     assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr
+
+
+def test_probe_asks_langfuse_and_slack_whether_the_settings_work(tmp_path):
+    from tests.fakes.langfuse import FakeLangfuse
+    from tests.fakes.slack import FakeSlack
+
+    with FakeLangfuse.run_in_thread({"pk-lf-1": ("sk-lf-1", "proj-1", "Claude Code usage")}) as lf, \
+            FakeSlack.run_in_thread(channels={"C0ALERTS": "alerts", "C0OTHER": "other"},
+                                    not_member={"C0OTHER"}) as slack:
+        p = tmp_path / "c.yaml"
+
+        def write(secret: str, channel: str) -> None:
+            p.write_text(f"exporters:\n  langfuse:\n    base_url: {lf.base_url}\n    public_key: pk-lf-1\n"
+                         f"    secret_key: {secret}\nalerting:\n  route: {{receiver: team}}\n  receivers:\n"
+                         f"    - name: team\n      slack_configs:\n        - bot_token: xoxb-test-token\n"
+                         f"          channel: {channel}\n          api_url: {slack.api_url}\n")
+
+        write("sk-lf-1", "C0ALERTS")
+        r = check(p, "--probe")
+        assert r.returncode == 0, r.stderr
+        assert "tenant default: Langfuse: OK — project 'Claude Code usage' (proj-1)" in r.stdout
+        assert "receiver team slack/0: OK — bot 'relay' in workspace 'Fake Workspace', member of #alerts" in r.stdout
+        write("sk-lf-wrong", "C0OTHER")
+        r = check(p, "--probe")
+        assert r.returncode == 1
+        assert "the keys were refused (HTTP 401 from GET " + lf.base_url + "/api/public/projects)" in r.stderr
+        assert "the bot is not a member of #other" in r.stderr
+        assert "sk-lf-wrong" not in r.stdout + r.stderr
+        paths = [rq.path for rq in lf.requests]
+        assert "/api/public/health" in paths and "/api/public/projects" in paths

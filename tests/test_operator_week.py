@@ -105,3 +105,49 @@ async def test_an_idle_relay_exposes_every_metric_the_readme_lists_and_an_index(
     assert missing == []
     for path in ("/metrics", "/healthz", "/readyz", "/api/v1/alerts", "/api/v2/silences"):
         assert path in index
+
+
+async def test_readyz_stays_ready_while_langfuse_refuses_the_keys_and_says_why_loudly(tmp_path, caplog):
+    from tests.fakes.langfuse import FakeLangfuse
+    from tests.support.inproc import replay, settle
+
+    caplog.set_level("INFO")
+    async with FakeLangfuse({"pk-lf-test": ("sk-lf-other", "p")}) as lf:  # relay's secret key is wrong
+        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            for _ in range(100):  # the project lookup right after start
+                if any("refused the project keys" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{relay.admin_port}/readyz") as r:
+                    body = await r.json()
+            assert r.status == 200 and body["status"] == "ready"  # it still accepts and spools
+            assert body["upstreams_failing"] and "tenant default" in body["upstreams_failing"][0]
+    refused = [r for r in caplog.records if "refused the project keys" in r.getMessage()]
+    assert refused and refused[0].levelname == "ERROR"
+    assert f"GET {lf.base_url}/api/public/projects" in refused[0].getMessage()
+
+
+async def test_a_404_dead_letter_shows_the_url_it_posted_to(tmp_path):
+    from tests.fakes.langfuse import FakeLangfuse
+    from tests.support.inproc import replay, settle
+
+    async with FakeLangfuse() as lf:
+        lf.fail(404, times=None)
+        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            [dl] = await relay.spool.dead_letters()
+    assert dl.status == 404 and f"POST {lf.base_url}/api/public/otel/v1/traces" in dl.reason
+
+
+async def test_startup_with_export_off_names_the_missing_variable_and_no_zero_tenant_exporter(tmp_path, caplog):
+    caplog.set_level("INFO")
+    overrides = {"exporters": {"langfuse": {"base_url": "https://cloud.langfuse.com", "public_key": "pk-lf-1"}}}
+    async with running_relay(tmp_path / "data", None, overrides):
+        pass
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "started for 0 tenant" not in text
+    assert "Langfuse export is OFF" in text and "LANGFUSE_SECRET_KEY is missing" in text
