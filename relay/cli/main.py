@@ -1,5 +1,5 @@
 """The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``, ``rules check|test``,
-``silence add|list|expire``, ``report``.
+``silence add|list|query|expire``, ``alert query``, ``routes test``, ``report``.
 
 Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
 """
@@ -196,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     from relay.cli import silence as silence_cli
     from relay.cli import report as report_cli
 
+    from relay.cli import amtool as amtool_cli
+
     with_config(silence_cli.add_subparsers(sub))
     report_cli.add_subparser(sub)
+    amtool_cli.add_subparsers(sub)
     return p
 
 
