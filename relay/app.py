@@ -385,8 +385,8 @@ async def run(config: RelayConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await relay.start()
-    except (OSError, RulesError) as e:
-        log.error("relay could not start: %s", e)
+    except (OSError, RulesError, RuntimeError) as e:  # RuntimeError: grpcio's "Failed to bind to address"
+        log.error("relay could not start: %s", str(e).split(";")[0])
         await relay.stop()
         return 1
     if relay.alerting is not None:
