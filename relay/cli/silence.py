@@ -77,9 +77,12 @@ def resolve_url(args: argparse.Namespace) -> str:
     """The admin base URL for ``args`` (see the module docstring), without trailing slash."""
     url = getattr(args, "url", None) or os.environ.get(ENV_URL)
     if not url and getattr(args, "config", None):
-        from relay.config_load import load_config
+        from relay.config_load import ConfigError, load_config
 
-        url = load_config(args.config).service.admin.endpoint
+        try:  # only the admin endpoint is needed: receivers' secrets may be unset here
+            url = load_config(args.config, need_receivers=False).service.admin.endpoint
+        except ConfigError as e:
+            raise _Usage("invalid configuration:\n  " + "\n  ".join(e.problems)) from None
     url = url or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         host, _, port = url.rpartition(":")
