@@ -57,13 +57,17 @@ def test_markdown_of_a_past_week(setup, capsys):
 
 def test_json_and_default_period_is_the_current_week_so_far(setup, capsys):
     led, _, single = setup
-    now = datetime(2026, 11, 22, 23, tzinfo=BERLIN)  # Sunday evening of 2026-W47: the week is still running
+    now = datetime(2026, 11, 20, 12, tzinfo=BERLIN)  # Friday noon of 2026-W47: the week is still running
     assert relay_report(["weekly", "--json", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["period"] == "2026-W47" and d["tenant"] == "acme" and d["partial"] is True
     assert d["title"].endswith("2026-W47 (so far)")
-    assert d["current"]["cost_micros"] == week_cost(led, 47)
-    assert d["previous"]["cost_micros"] == week_cost(led, 46)
+    elapsed = now - week_start(2026, 47)
+    w46, w47 = week_start(2026, 46), week_start(2026, 47)
+    assert d["current"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w47, now))
+    # like for like: last week up to the same point (Friday noon), not the whole of it
+    assert d["previous"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w46, w46 + elapsed))
+    assert d["previous"]["cost_micros"] < week_cost(led, 46)
     assert relay_report(["weekly", "--week", "last", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     md = capsys.readouterr().out
     assert md.startswith("# Claude Code weekly report — acme — 2026-W46\n") and "so far" not in md

@@ -60,7 +60,8 @@ def render_markdown(r: Report) -> str:
     out = [f"# {r.title}", "",
            f"{r.start} → {r.end} ({r.timezone}); generated {r.generated_at}"
            + (" — **posted late** (relay could not post at the scheduled time)" if r.late else "")
-           + (f" — **so far**: the {r.noun} is still running" if r.partial else ""), ""]
+           + (f" — **so far**: the {r.noun} is still running; changes compare with the same part of the "
+              f"previous {r.noun}" if r.partial else ""), ""]
     if r.empty:
         out += [r.notes[0] if r.notes else "No usage recorded.", ""]
         out += _budgets_alerts(r)
