@@ -138,18 +138,21 @@ class ConfigError(Exception):
 
 
 def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None,
-           unset: list[tuple[tuple[Any, ...], str]] | None = None, _loc: tuple[Any, ...] = ()) -> Any:
+           unset: list[tuple[tuple[Any, ...], str]] | None = None, _loc: tuple[Any, ...] = (), *,
+           missing_files_unset: bool = False) -> Any:
     """Recursively expand ``${env:…}`` and ``${file:…}`` references in strings of a parsed YAML tree.
 
     ``unset``, when given, collects ``(key path, variable)`` for every ``${env:VAR}`` without a default whose
     variable is unset or empty (so ``relay check`` can say which setting it turned off). Raises ``ValueError``
-    when a referenced file cannot be read.
+    when a referenced file cannot be read, unless ``missing_files_unset`` (then it counts as unset).
     """
     env = os.environ if env is None else env
     if isinstance(value, dict):
-        return {k: expand(v, env, base_dir, unset, _loc + (k,)) for k, v in value.items()}
+        return {k: expand(v, env, base_dir, unset, _loc + (k,), missing_files_unset=missing_files_unset)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [expand(v, env, base_dir, unset, _loc + (i,)) for i, v in enumerate(value)]
+        return [expand(v, env, base_dir, unset, _loc + (i,), missing_files_unset=missing_files_unset)
+                for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -168,6 +171,8 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
         except OSError as e:
             if default is not None:
                 return default
+            if missing_files_unset:
+                return ""
             raise ValueError(f"cannot read ${{file:{name}}}: {e.strerror}") from e
 
     whole = _EXPAND_RE.fullmatch(value)
@@ -216,7 +221,8 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
     ``notes``, when given, receives one line per ``${env:VAR}`` left unset (``file:line: key: ${env:VAR} is unset,
     so this key is not set``). ``need_receivers=False`` is for commands that never notify (``report``,
     ``dead-letters``, ``replay``): when the receivers' settings are invalid (e.g. an unset
-    ``${env:SLACK_BOT_TOKEN}``) the config still loads, with every receiver kept by name only.
+    ``${env:SLACK_BOT_TOKEN}``) the config still loads, with every receiver kept by name only, and an unreadable
+    ``${file:…}`` secret counts as unset.
 
     Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem: duplicate keys,
     invalid values, and unset ``${env:…}`` references behind an invalid value.
@@ -244,7 +250,7 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
         raise ConfigError([f"{path}: the top level must be a mapping of sections (receivers, exporters, …)"])
     unset: list[tuple[tuple[Any, ...], str]] = []
     try:
-        expanded = expand(raw, env, path.parent, unset)
+        expanded = expand(raw, env, path.parent, unset, missing_files_unset=not need_receivers)
     except ValueError as e:
         raise ConfigError([f"{path}: {e}"]) from e
     if notes is not None:

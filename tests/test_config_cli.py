@@ -193,6 +193,11 @@ def test_an_unset_slack_token_is_named_and_commands_without_secrets_still_run(tm
     assert relay_cli("replay", "--config", str(p)).returncode == 0
     rep = relay_cli("report", "daily", "--config", str(p))
     assert "invalid configuration" not in rep.stderr
+    # a secret file that is not mounted here either
+    p.write_text(SLACK_CONFIG.replace("${env:SLACK_BOT_TOKEN}", "${file:/run/secrets/slack}"))
+    assert "cannot read ${file:/run/secrets/slack}" in check(p).stderr
+    listed = relay_cli("dead-letters", "--config", str(p))
+    assert listed.returncode == 0 and "no dead letters" in listed.stdout, listed.stderr
 
 
 def test_two_of_three_langfuse_variables_name_the_missing_one(tmp_path):
