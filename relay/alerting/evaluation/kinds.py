@@ -75,6 +75,7 @@ def make_aggregation(rule: Rule) -> Aggregation:
     history = m.baseline.windows if isinstance(m, SpikeRule) else 0
     window = make_window(m.window, history)
     keep = False
+    contribute: Callable[[UsageRecord, dict[str, str]], Contribution]
     if isinstance(m, BudgetRule):
         n = 1
 

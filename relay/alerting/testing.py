@@ -197,7 +197,7 @@ def _run_test(test: _Test, rules: RuleSet, interval: float) -> list[str]:
         return [f"invalid test: {e}"]
     clock = [start]
     engine = RuleEngine(rules, on_alerts=lambda alerts: None, now=lambda: clock[0], evaluation_interval=interval)
-    asyncio.run(engine.start(None))
+    asyncio.run(engine.restore(None))
     ledger: dict[tuple[str, str], UsageRecord] = {}
     errors: list[str] = []
 
