@@ -89,7 +89,8 @@ class RelayConfig(_Model):
                      ("grpc", p.grpc)) if c.enabled]
         if self.service.admin.enabled:
             listeners.append(("service.admin.endpoint", self.service.admin.endpoint))
-        out, seen = [], []
+        out: list[str] = []
+        seen: list[tuple[str, str, str]] = []
         for key, ep in listeners:
             host, _, port = ep.rpartition(":")
             host = host.strip("[]")
@@ -146,7 +147,7 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
     variable is unset or empty (so ``relay check`` can say which setting it turned off). Raises ``ValueError``
     when a referenced file cannot be read, unless ``missing_files_unset`` (then it counts as unset).
     """
-    env = os.environ if env is None else env
+    env = dict(os.environ) if env is None else env
     if isinstance(value, dict):
         return {k: expand(v, env, base_dir, unset, _loc + (k,), missing_files_unset=missing_files_unset)
                 for k, v in value.items()}

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 
-
 from relay.notify.slack.blocks import group_message
 from tests.fakes.slack_samples import budget_alert, notification
 from tests.support.inproc import running_relay

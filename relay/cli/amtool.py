@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import urllib.parse
+from collections.abc import Sequence
 
 __all__ = ["add_subparsers"]
 
@@ -83,10 +84,10 @@ def _alert_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
 
 
 def _routes_test(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ Each function returns ``(ok lines, problem lines)``; nothing is ever written ups
 from __future__ import annotations
 
 import base64
-
 import re
 from typing import Any
 
@@ -96,7 +95,7 @@ async def probe_slack(receiver: str, index: int, sc: Any) -> tuple[list[str], li
             return [], [f"{where}: the bot is not a member of #{ch.get('name', channel)} ({channel}): invite it "
                         "(/invite @bot) or add the chat:write.public scope"]
         return [f"{where}: OK — bot {user!r} in workspace {team!r}, member of #{ch.get('name', channel)}"], []
-    except Exception as e:  # noqa: BLE001 — network errors: report, never a traceback
+    except Exception as e:
         return [], [f"{where}: cannot reach {sc.api_url} ({type(e).__name__}: {e})"]
     finally:
         session = getattr(web, "session", None)

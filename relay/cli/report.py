@@ -36,6 +36,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.reports.model import AlertEvent, BudgetSpec
+from relay.reports.periods import Period, PeriodKind
 
 __all__ = ["add_subparser", "run", "normalize_argv"]
 
@@ -111,7 +112,7 @@ def _rule_budgets(cfg: object, config_path: str | None) -> Callable[[str], Seque
     return lambda _tenant: specs
 
 
-def _current_or_named(kind: str, text: str | None, now: datetime, tz: ZoneInfo):
+def _current_or_named(kind: PeriodKind, text: str | None, now: datetime, tz: ZoneInfo) -> Period:
     """The period a full report covers: named by ``text`` (``2026-W47``, ``today``/``this``/``current``,
     ``yesterday``/``last``/``previous``) or, without one, the period running at ``now``."""
     from relay.reports.periods import parse_period, period_containing
@@ -121,7 +122,7 @@ def _current_or_named(kind: str, text: str | None, now: datetime, tz: ZoneInfo):
         return period_containing(kind, now, tz)
     if t in ("yesterday", "last", "previous"):
         return period_containing(kind, now, tz).previous()
-    return parse_period(kind, text, tz)
+    return parse_period(kind, text or "", tz)
 
 
 def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str | None] | None:

@@ -135,7 +135,7 @@ def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo
     base = f"FROM usage_records WHERE kind = 'llm' AND tenant = ? AND time_ns >= ? AND time_ns < ?{extra}"
     rows: list[TableRow] = []
     if view in ("daily", "weekly", "monthly"):
-        p: Period | None = period_containing(view, lo, tz)
+        p: Period | None = period_containing(view, lo, tz)  # type: ignore[arg-type]  # checked just above
         while p is not None and p.start < hi:
             a, b = max(p.start, lo), min(p.end, hi)
             params = [tenant, _ns(a), _ns(b), *sparams]
