@@ -150,3 +150,19 @@ async def test_startup_with_export_off_names_the_missing_variable_and_no_zero_te
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "started for 0 tenant" not in text
     assert "Langfuse export is OFF" in text and "LANGFUSE_SECRET_KEY is missing" in text
+
+
+async def test_langfuse_links_appear_once_langfuse_comes_up_after_relay(tmp_path):
+    from tests.fakes.langfuse import FakeLangfuse
+    from tests.support.relay_proc import free_port
+
+    port = free_port()  # Langfuse is still starting (e.g. the same compose file): nothing listens yet
+    async with running_relay(tmp_path / "data", f"http://127.0.0.1:{port}") as relay:
+        await asyncio.sleep(0.5)
+        assert relay.links.session_url("default", "s1") is None
+        async with FakeLangfuse({"pk-lf-test": ("sk-lf-test", "proj-9")}, port=port):
+            for _ in range(200):
+                if relay.links.session_url("default", "s1"):
+                    break
+                await asyncio.sleep(0.05)
+            assert relay.links.session_url("default", "s1") == f"http://127.0.0.1:{port}/project/proj-9/sessions/s1"
