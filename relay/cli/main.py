@@ -11,6 +11,7 @@ import asyncio
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from relay import __version__
 from relay.config_load import RelayConfig
@@ -23,10 +24,7 @@ def _load(path: str | None, *, need_receivers: bool = True) -> RelayConfig:
     try:
         return load_config(path, need_receivers=need_receivers)
     except ConfigError as e:
-        print(f"relay: invalid configuration ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(_report_problems(e.problems)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -45,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, notes=notes)
     except ConfigError as e:
         return _report_problems(e.problems)
-    problems = _rule_problems(cfg)
+    rules, problems = _rules(cfg)
     if problems:
         return _report_problems(problems)
     from relay.app import langfuse_missing
@@ -65,7 +63,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             export = f"Langfuse export OFF: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
-    rules = _rules(cfg)
     print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
     receivers = cfg.alerting.receivers
     print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
@@ -95,26 +92,19 @@ def _report_problems(problems: list[str]) -> int:
     return 2
 
 
-def _rules(cfg: RelayConfig):
-    from relay.alerting.rules.load import RuleSet
-
-    return RuleSet.load(cfg.rules.files)
-
-
-def _rule_problems(cfg: RelayConfig) -> list[str]:
-    """Problems of the rule files ``rules.files`` names: unreadable or invalid files, and globs matching nothing
-    (which would silently load no rules)."""
+def _rules(cfg: RelayConfig) -> tuple[Any, list[str]]:
+    """The rule files ``rules.files`` names (a ``RuleSet``, None when invalid) and their problems: unreadable or
+    invalid files, and globs matching nothing (which would silently load no rules)."""
     import glob as _glob
 
-    from relay.alerting.rules.load import RulesError
+    from relay.alerting.rules.load import RuleSet, RulesError
 
     problems = [f"rules.files: {f!r} matches no file" for f in cfg.rules.files
                 if _glob.has_magic(f) and not any(Path(x).is_file() for x in _glob.glob(f, recursive=True))]
     try:
-        _rules(cfg)
+        return RuleSet.load(cfg.rules.files), problems
     except RulesError as e:
-        problems += list(e.problems)
-    return problems
+        return None, problems + list(e.problems)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
