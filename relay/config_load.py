@@ -95,7 +95,8 @@ class RelayConfig(_Model):
             host, _, port = ep.rpartition(":")
             host = host.strip("[]")
             for other_key, other_host, other_port in seen:
-                if port == other_port and port != "0" and (host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}):
+                overlap = host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}
+                if port == other_port and port != "0" and overlap:
                     out.append(f"{key}: port {port} is already used by {other_key}")
             seen.append((key, host, port))
         return out
@@ -261,14 +262,13 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
     data = _env_defaults(_relative_to(expanded, path.parent), env)
     try:
         return _validate(data, str(path), root, unset)
-    except ConfigError:
+    except ConfigError as first:
         if need_receivers or not _receivers_named_only(data):
             raise
-        try:
+        try:  # without the receivers' settings (names kept for the references to them)
             return _validate(data, str(path), root, unset)
         except ConfigError:
-            pass
-        raise
+            raise first from None
 
 
 def _receivers_named_only(data: dict[str, Any]) -> bool:
