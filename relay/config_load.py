@@ -65,14 +65,15 @@ class RelayConfig(_Model):
     def _check_tenants(self) -> RelayConfig:
         names = [t.name for t in self.tenants]
         dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
+        if dupes:  # the message starts with the key path of the repeat, so the error names its line
+            at = next(i for i, n in enumerate(names) if n in dupes and names.index(n) != i)
+            raise ValueError(f"tenants[{at}].name: tenant names must be unique; repeated: {', '.join(dupes)}")
         seen: dict[str, str] = {}
-        for t in self.tenants:
+        for i, t in enumerate(self.tenants):
             for tok in t.tokens:
                 v = tok.get_secret_value()
                 if v in seen and seen[v] != t.name:
-                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
+                    raise ValueError(f"tenants[{i}].tokens: a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
         problems = self.reports.problems([r.name for r in self.alerting.receivers],
                                          [t.name for t in self.resolved_tenants()])

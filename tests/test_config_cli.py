@@ -66,7 +66,7 @@ def test_errors_name_file_line_and_key(tmp_path):
     p.write_text("tenants:\n  - name: a\n  - name: a\n")
     with pytest.raises(ConfigError) as e:
         load_config(p, env={})
-    assert "tenant names must be unique; repeated: a" in e.value.problems[0]
+    assert e.value.problems[0] == f"{p}:3: tenants[1].name: tenant names must be unique; repeated: a"
 
 
 def test_invalid_yaml_is_reported_with_its_line(tmp_path):
