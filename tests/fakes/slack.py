@@ -2,8 +2,8 @@
 (https://docs.slack.dev/reference/methods/chat.postMessage, https://docs.slack.dev/reference/block-kit/blocks).
 
 Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``,
-``chat.postMessage``, ``chat.update``, ``conversations.list``, ``conversations.history``, ``conversations.replies``,
-``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
+``conversations.info``, ``chat.postMessage``, ``chat.update``, ``conversations.list``, ``conversations.history``,
+``conversations.replies``, ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
 from the query string, a JSON body or a form body (JSON-valued fields as strings), as slack-sdk sends them. Slack's
 conventions are kept: errors are HTTP 200 ``{"ok": false, "error": "<code>"}`` (``not_authed`` without a token,
 ``invalid_auth`` for an unknown one, ``channel_not_found``, ``not_in_channel``, ``invalid_blocks`` with
@@ -251,7 +251,8 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return self._json(rec, {"ok": False, "error": "not_authed"})
         if token not in self.bot_tokens:
             return self._json(rec, {"ok": False, "error": "invalid_auth"})
-        handler = {"auth.test": self._auth_test, "chat.postMessage": self._post_message,
+        handler = {"auth.test": self._auth_test, "conversations.info": self._conversations_info,
+                   "chat.postMessage": self._post_message,
                    "chat.update": self._update, "files.getUploadURLExternal": self._get_upload_url,
                    "conversations.history": self._history, "conversations.replies": self._replies,
                    "conversations.list": self._list,

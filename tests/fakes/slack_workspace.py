@@ -275,6 +275,15 @@ class SlackWorkspace:
                      "user": "relay", "team_id": self.team_id, "user_id": BOT_USER, "bot_id": BOT_ID,
                      "is_enterprise_install": False}, None
 
+    def _conversations_info(self, args: dict[str, Any]) -> Result:
+        """``conversations.info``: a channel by ID (names are not accepted: ``channel_not_found``), with
+        ``is_member`` for the bot (https://docs.slack.dev/reference/methods/conversations.info)."""
+        cid = args.get("channel")
+        if cid not in self.channels:
+            return 200, {"ok": False, "error": "channel_not_found"}, None
+        return 200, {"ok": True, "channel": {"id": cid, "name": self.channels[cid], "is_channel": True,
+                                             "is_member": cid not in self.not_member}}, None
+
     def _post_message(self, args: dict[str, Any]) -> Result:
         cid = self._channel_id(args.get("channel"))
         if cid is None:
