@@ -28,6 +28,7 @@ from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
+from relay.hooks.claude_code import ClaudeCodeHooks
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
@@ -109,6 +110,8 @@ class Relay:
         proto = cfg.receivers.otlp.protocols
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry)
+            ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
+                            self.alerting.engine.runtimes, registry=reg).add_routes(self.http.app)
             await self.http.start()
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)

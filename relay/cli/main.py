@@ -1,5 +1,5 @@
 """The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``, ``rules check|test``,
-``silence add|list|expire``, ``report``.
+``silence add|list|expire``, ``report``, ``hook claude-code``.
 
 Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
 """
@@ -11,14 +11,19 @@ import asyncio
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from relay import __version__
-from relay.config_load import RelayConfig
-from relay.config_load import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from relay.config_load import RelayConfig
 
 __all__ = ["main"]
 
 
 def _load(path: str | None) -> RelayConfig:
+    from relay.config_load import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as e:
@@ -169,14 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     rules.set_defaults(fn=cmd_rules)
     from relay.cli import silence as silence_cli
     from relay.cli import report as report_cli
+    from relay.cli import hook as hook_cli
 
     with_config(silence_cli.add_subparsers(sub))
     report_cli.add_subparser(sub)
+    hook_cli.add_subparser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``relay`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hook"]:  # runs before every prompt: skip loading the rest of relay
+        from relay.cli.hook import main as hook_main
+
+        return hook_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
