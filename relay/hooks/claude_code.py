@@ -216,9 +216,11 @@ class ClaudeCodeHooks:
                             "slow) before this one", n, tenant)
         attributes = parse_resource_attributes(request.headers.get(RESOURCE_ATTRIBUTES_HEADER))
         decision = self.evaluate(tenant, attributes, body)
-        self.decisions.labels(tenant, event if event in BLOCKING_EVENTS else "other", decision.action).inc()
-        if decision.action != "allow":
-            log.info("hooks: %s %s for tenant %s session %s: %s", event[:64], decision.action, tenant,
+        blocking = event in BLOCKING_EVENTS
+        action = decision.action if blocking or decision.action != "block" else "warn"  # what was answered
+        self.decisions.labels(tenant, event if blocking else "other", action).inc()
+        if action != "allow":
+            log.info("hooks: %s %s for tenant %s session %s: %s", event[:64], action, tenant,
                      str(body.get("session_id"))[:64], decision.message)
         out = web.json_response(hook_output(event, decision))
         self.duration.observe(time.perf_counter() - started)
