@@ -14,10 +14,17 @@ the answer into Claude Code's command-hook contract:
   line as a hook error; the failure is counted in a state file and reported to relay with the next successful
   call (``relay_hook_fail_open_total``).
 
-Where relay is: ``--url`` / ``RELAY_HOOK_URL``, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the OTLP/HTTP endpoint
-Claude Code already exports to) + ``/hooks/claude-code``. Credentials: ``RELAY_HOOK_TOKEN``, else the
-``Authorization`` entry of ``OTEL_EXPORTER_OTLP_HEADERS``. Failure count: ``$XDG_STATE_HOME/relay/`` (default
-``~/.local/state/relay/``).
+Configuration, from the environment Claude Code gives its hooks. **Claude Code removes every ``OTEL_*`` variable
+from it** (observed with Claude Code 2.1), so the hook has its own variables (set them in ``settings.json``'s
+``env``), and falls back to the ``OTEL_*`` ones only for other callers:
+
+- where relay is: ``--url`` / ``RELAY_HOOK_URL`` (``http://relay:4318/hooks/claude-code``), else
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/hooks/claude-code``;
+- credentials: ``RELAY_HOOK_TOKEN`` (the tenant token), else the ``Authorization`` entry of
+  ``OTEL_EXPORTER_OTLP_HEADERS``;
+- who is asking: ``RELAY_HOOK_RESOURCE_ATTRIBUTES``, else ``OTEL_RESOURCE_ATTRIBUTES`` — the same
+  ``enduser.id=…,team.id=…`` the agent's telemetry carries;
+- failure count: ``$XDG_STATE_HOME/relay/hook-failures`` (default ``~/.local/state/relay/``).
 
 Standard library only: it runs before every prompt, so it starts in tens of milliseconds.
 """
@@ -115,8 +122,9 @@ def run_hook(agent: str, stdin: bytes, env: dict[str, str], *, url: str | None, 
     auth = resolve_authorization(env)
     if auth:
         headers["Authorization"] = auth
-    if env.get("OTEL_RESOURCE_ATTRIBUTES"):
-        headers["X-Relay-Resource-Attributes"] = env["OTEL_RESOURCE_ATTRIBUTES"]
+    attributes = env.get("RELAY_HOOK_RESOURCE_ATTRIBUTES") or env.get("OTEL_RESOURCE_ATTRIBUTES")
+    if attributes:
+        headers["X-Relay-Resource-Attributes"] = attributes
     if failures:
         headers["X-Relay-Hook-Failures"] = str(failures)
     problem = None
