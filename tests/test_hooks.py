@@ -287,3 +287,17 @@ async def test_command_exit_codes_block_allow_and_fail_open(tmp_path):
         # gRPC exporters: no OTLP/HTTP endpoint to derive the hook URL from → says so, fails open
         code, out, err, _ = await run_command(body, dict(env, OTEL_EXPORTER_OTLP_PROTOCOL="grpc"))
         assert code == 1 and "RELAY_HOOK_URL" in err
+
+
+def test_enforce_accepts_block_or_warn_only(tmp_path):
+    from relay.alerting.rules.load import RuleSet, RulesError
+
+    f = tmp_path / "r.yaml"
+    rule = {"alert": "B", "kind": "budget", "limit_usd": 1, "window": "1d", "enforce": "stop"}
+    f.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))
+    with pytest.raises(RulesError) as e:
+        RuleSet.load([str(f)])
+    assert "enforce" in str(e.value) and "block" in str(e.value)
+    rule["enforce"] = "warn"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))
+    assert RuleSet.load([str(f)]).rules[0].model.enforce == "warn"
