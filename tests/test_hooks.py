@@ -141,6 +141,9 @@ async def test_budgets_allow_warn_and_block_over_the_wire(tmp_path):
         assert out == {}
 
         text = metrics(relay)
+        # the usage behind the decisions is on /metrics too (dashboards): $0.60 + $0.50, counted once
+        assert parse_metric(text, "relay_usage_cost_usd_total", tenant="acme") == pytest.approx(1.1)
+        assert parse_metric(text, "relay_usage_tokens_total", tenant="acme", type="output") > 0
         assert parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit",
                             decision="block") == 1
         assert parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit",
