@@ -62,6 +62,8 @@ FAILURES_HEADER = "X-Relay-Hook-Failures"
 #: Events whose call a budget can stop.
 BLOCKING_EVENTS = ("UserPromptSubmit", "PreToolUse")
 _MAX_REPORTED_FAILURES = 1_000_000
+#: Budgets named in one message at most (the most overspent first).
+MAX_NAMED = 3
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
@@ -103,16 +105,20 @@ def _describe(s: BudgetStanding, now: float) -> str:
 
 def decide(standings: list[BudgetStanding], now: float) -> HookDecision:
     """The decision over a caller's enforced budgets: ``block`` when a ``block`` budget is over its limit, else
-    ``warn`` when a ``warn`` budget is, else ``allow``. The message lists the budgets over their limit."""
+    ``warn`` when a ``warn`` budget is, else ``allow``. The message names the budgets over their limit, most
+    overspent first, at most :data:`MAX_NAMED` of them (then how many more)."""
     over = [s for s in standings if s.over]
     blocking = [s for s in over if s.enforce == "block"]
+    named = blocking or over
+    if not named:
+        return HookDecision("allow", None, tuple(standings))
+    named.sort(key=lambda s: s.spend / s.limit, reverse=True)
+    text = "; ".join(_describe(s, now) for s in named[:MAX_NAMED])
+    if len(named) > MAX_NAMED:
+        text += f"; and {len(named) - MAX_NAMED} more"
     if blocking:
-        return HookDecision("block", "relay: stopped — " + "; ".join(_describe(s, now) for s in blocking) + ".",
-                            tuple(standings))
-    if over:
-        return HookDecision("warn", "relay: over budget — " + "; ".join(_describe(s, now) for s in over) + ".",
-                            tuple(standings))
-    return HookDecision("allow", None, tuple(standings))
+        return HookDecision("block", f"relay: stopped — {text}.", tuple(standings))
+    return HookDecision("warn", f"relay: over budget — {text}.", tuple(standings))
 
 
 def hook_output(event: str, decision: HookDecision) -> dict[str, Any]:
