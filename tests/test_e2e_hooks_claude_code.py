@@ -33,6 +33,8 @@ LIMIT_USD = 1.0
 #: current Claude model, so one call crosses the budget.
 USAGE = {"input_tokens": 400_000, "output_tokens": 2_000, "cache_read_input_tokens": 0,
          "cache_creation_input_tokens": 0}
+#: A few cents per call.
+CHEAP = {"input_tokens": 1_000, "output_tokens": 50, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
 
 @pytest.fixture(scope="module")
@@ -175,18 +177,24 @@ def tool_results(requests: list[dict]) -> list[str]:
 
 
 async def test_over_budget_the_tool_does_not_run_and_relay_down_fails_open(claude, tmp_path):
-    async with AnthropicFake(usage=USAGE) as api, \
+    async with AnthropicFake(usage=CHEAP) as api, \
             running_relay(tmp_path / "data", overrides=relay_overrides(tmp_path)) as relay:
         relay_url = f"http://127.0.0.1:{relay.http.port}"
         jdoe = Run(claude, tmp_path, relay_url, api.base_url, "jdoe")
         only_tools = command_hooks("PreToolUse")
 
-        # under budget: the tool runs
+        # under budget (cheap calls: the run itself stays far below the limit): the tool runs
         first = tmp_path / "marker-1"
         api.script = tool_script(first)
         code, out, err = await jdoe("Create the marker", only_tools, "--allowedTools=Bash")
         assert code == 0, err
-        assert first.exists(), f"the allowed tool did not run: {out} {err}"
+        assert first.exists(), f"the allowed tool did not run: {out} {err} {tool_results(api.requests)}"
+
+        # an expensive answer puts jdoe over budget
+        api.usage = USAGE
+        api.script = lambda body: [{"type": "text", "text": "Hello from the stand-in."}]
+        code, out, err = await jdoe("Say hello", only_tools)
+        assert code == 0, err
         await blocked_for(relay_url, "jdoe")
 
         # over budget: PreToolUse denies, the command never runs, Claude is told why
