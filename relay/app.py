@@ -28,7 +28,7 @@ from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
-from relay.hooks.claude_code import ClaudeCodeHooks
+from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
@@ -63,6 +63,7 @@ class Relay:
         self.ledger: SqliteLedgerStore | None = None
         self.links = LangfuseLinks(self.tenants)
         self.alerting: AlertingService | None = None
+        self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
         self.reports: Any = None  # relay.reports.schedule.ReportScheduler
         self._report_delivery: Any = None
@@ -103,7 +104,7 @@ class Relay:
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe)
+                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes)
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)
@@ -111,7 +112,8 @@ class Relay:
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry)
             ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
-                            self.alerting.engine.runtimes, registry=reg).add_routes(self.http.app)
+                            self.alerting.engine.runtimes, sessions=self.sessions,
+                            registry=reg).add_routes(self.http.app)
             await self.http.start()
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
@@ -160,6 +162,12 @@ class Relay:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
+
+    def _on_ledger_changes(self, changes: list) -> None:
+        """The ledger's change feed: the rules engine, then the session identities of agent hooks."""
+        assert self.alerting is not None
+        self.alerting.observe(changes)
+        self.sessions.observe(changes)
 
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
         return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)

@@ -304,3 +304,38 @@ def test_enforce_accepts_block_or_warn_only(tmp_path):
     rule["enforce"] = "warn"
     f.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))
     assert RuleSet.load([str(f)]).rules[0].model.enforce == "warn"
+
+
+@pytest.mark.timeout(60)
+async def test_a_caller_without_attributes_is_known_by_its_sessions_telemetry(tmp_path):
+    async with running_relay(tmp_path / "data", overrides=overrides(tmp_path)) as relay:
+        session = str(uuid.uuid4())
+        status, out = await ask(relay, hook_input(session=session), attributes=None)
+        assert out == {}  # nothing known of this session yet
+        # the session's own telemetry says who it is (enduser.id erin, team platform): $1.20 today
+        await spend(relay, CCTraffic(session=session, resource={"enduser.id": "erin", "team.id": "platform"}), 1.2)
+        out = await until(relay, hook_input(session=session), lambda o: "decision" in o, attributes=None)
+        assert "UserDailyBudget (user=erin): $1.20 spent of $1.00" in out["reason"]
+        assert "TeamWarnBudget" not in out["reason"]  # a block names the blocking budgets only
+        # another session of nobody known: let through; explicit attributes win over the session's telemetry
+        status, out = await ask(relay, hook_input(), attributes=None)
+        assert out == {}
+        status, out = await ask(relay, hook_input(session=session), attributes="enduser.id=frank")
+        assert out == {}
+
+
+def test_session_identities_keep_the_most_recent_sessions():
+    from relay.hooks.claude_code import SessionIdentities
+    from relay.model import UsageRecord
+    from relay.usage.store import LedgerChange
+
+    ids = SessionIdentities(capacity=2)
+
+    def seen(session: str, user: str) -> LedgerChange:
+        return LedgerChange(None, UsageRecord(key=session + user, kind="llm", tenant="t", time_ns=1, user=user,
+                                              session_id=session, labels={"team.id": "x"}))
+
+    ids.observe([seen("s1", "a"), seen("s2", "b")])
+    ids.observe([seen("s1", "a2"), seen("s3", "c")])  # s1 seen again (newest user wins), s2 is the oldest
+    assert ids.get("t", "s1") == ("a2", {"team.id": "x"}) and ids.get("t", "s3") == ("c", {"team.id": "x"})
+    assert ids.get("t", "s2") is None and ids.get("other", "s1") is None

@@ -23,7 +23,7 @@ from it** (observed with Claude Code 2.1), so the hook has its own variables (se
 - credentials: ``RELAY_HOOK_TOKEN`` (the tenant token), else the ``Authorization`` entry of
   ``OTEL_EXPORTER_OTLP_HEADERS``;
 - who is asking: ``RELAY_HOOK_RESOURCE_ATTRIBUTES``, else ``OTEL_RESOURCE_ATTRIBUTES`` — the same
-  ``enduser.id=…,team.id=…`` the agent's telemetry carries;
+  ``enduser.id=…,team.id=…`` the agent's telemetry carries (without either, relay goes by the session's telemetry);
 - failure count: ``$XDG_STATE_HOME/relay/hook-failures`` (default ``~/.local/state/relay/``).
 
 Standard library only: it runs before every prompt, so it starts in tens of milliseconds.

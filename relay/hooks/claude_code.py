@@ -15,7 +15,8 @@ the event name and the ids are read, prompts and tool input are never logged or 
 
 - ``Authorization: Bearer <tenant token>`` when relay has tenant tokens (else 401);
 - ``X-Relay-Resource-Attributes``: the agent's ``OTEL_RESOURCE_ATTRIBUTES`` (``enduser.id=jdoe,team.id=web``), so
-  the caller is identified exactly as its telemetry is (``pipeline.identity``);
+  the caller is identified exactly as its telemetry is (``pipeline.identity``). Without it, a session whose
+  telemetry relay has already received is identified by it (:class:`SessionIdentities`);
 - ``X-Relay-Hook-Failures``: how many hook calls failed open since the last successful one (``relay hook``
   sends it; counted in ``relay_hook_fail_open_total``).
 
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -47,8 +49,9 @@ from relay.alerting.rules.schema import format_duration
 from relay.auth import TenantResolver, Unauthorized
 from relay.pipeline.context import MappingContext
 from relay.usage.labels import ledger_labels
+from relay.usage.store import LedgerChange
 
-__all__ = ["HOOK_PATH", "ClaudeCodeHooks", "HookDecision", "decide", "hook_output", "parse_resource_attributes",
+__all__ = ["HOOK_PATH", "ClaudeCodeHooks", "SessionIdentities", "HookDecision", "decide", "hook_output", "parse_resource_attributes",
            "RESOURCE_ATTRIBUTES_HEADER", "FAILURES_HEADER"]
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,34 @@ def parse_resource_attributes(text: str | None) -> dict[str, str]:
         if eq and key:
             out[key] = unquote(value.strip())
     return out
+
+
+class SessionIdentities:
+    """Who each recent session is, learnt from its telemetry: ``(tenant, session id)`` → the ``user`` and ledger
+    labels of its latest ledger record. Bounded: the ``capacity`` most recently seen sessions are kept (in memory
+    only; after a restart a session is known again from its next record). Feed it the ledger's change feed
+    (:meth:`observe`); cheap, on the event loop."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity
+        self._by_session: OrderedDict[tuple[str, str], tuple[str | None, dict[str, str]]] = OrderedDict()
+
+    def observe(self, changes: Sequence[LedgerChange]) -> None:
+        """Remember the identity of each new or upgraded record's session."""
+        sessions = self._by_session
+        for ch in changes:
+            rec = ch.new
+            if rec is None or not rec.session_id or not (rec.user or rec.labels):
+                continue
+            key = (rec.tenant, rec.session_id)
+            sessions[key] = (rec.user, rec.labels)
+            sessions.move_to_end(key)
+        while len(sessions) > self.capacity:
+            sessions.popitem(last=False)
+
+    def get(self, tenant: str, session: str) -> tuple[str | None, dict[str, str]] | None:
+        """``(user, ledger labels)`` of the session, or None when relay has seen none of its telemetry."""
+        return self._by_session.get((tenant, session))
 
 
 @dataclass(frozen=True)
@@ -138,7 +169,8 @@ class ClaudeCodeHooks:
 
     ``resolver`` authenticates requests (tenant tokens); ``contexts`` maps each tenant to its identity settings
     (``pipeline.identity`` and the tenant's labels); ``runtimes()`` returns the rules engine's loaded rules
-    (``RuleEngine.runtimes``); ``now`` is the clock (unix seconds).
+    (``RuleEngine.runtimes``); ``sessions`` identifies callers that send no resource attributes by their session's
+    telemetry; ``now`` is the clock (unix seconds).
 
     Metrics on ``registry``: ``relay_hook_decisions_total{tenant,event,decision}`` (``allow``/``warn``/``block``),
     ``relay_hook_fail_open_total{tenant}`` (hook calls that failed open, reported by ``relay hook`` on its next
@@ -146,9 +178,10 @@ class ClaudeCodeHooks:
     """
 
     def __init__(self, resolver: TenantResolver, contexts: Mapping[str, MappingContext],
-                 runtimes: Callable[[], list[RuleRuntime]], *, registry: CollectorRegistry | None = None,
-                 now: Callable[[], float] = time.time):
+                 runtimes: Callable[[], list[RuleRuntime]], *, sessions: SessionIdentities | None = None,
+                 registry: CollectorRegistry | None = None, now: Callable[[], float] = time.time):
         self._resolver = resolver
+        self._sessions = sessions
         self._contexts = dict(contexts)
         self._runtimes = runtimes
         self._now = now
@@ -174,11 +207,17 @@ class ClaudeCodeHooks:
         """``(labels, known)``: the ledger labels a call by this caller will carry, as far as they are known before
         the call — identity labels and the tenant's labels (``relay.usage.labels.ledger_labels``), ``user`` (the
         first of ``pipeline.identity.user_attributes`` present), ``session`` and ``prompt`` from the hook input —
-        and the names of every label that is known (set or not)."""
+        and the names of every label that is known (set or not). Without ``attributes``, the user and labels of the
+        session's telemetry when relay has received some."""
         ctx = self._contexts.get(tenant) or MappingContext(tenant=tenant)
-        ident = ctx.identity(attributes)
-        labels = ledger_labels(ident.metadata, ctx.labels)
-        builtin = {"user": ident.user_id, "session": body.get("session_id"), "prompt": body.get("prompt_id")}
+        session = body.get("session_id")
+        seen = self._sessions.get(tenant, session) if self._sessions and not attributes and session else None
+        if seen is not None:
+            user, labels = seen[0], dict(seen[1])
+        else:
+            ident = ctx.identity(attributes)
+            user, labels = ident.user_id, ledger_labels(ident.metadata, ctx.labels)
+        builtin = {"user": user, "session": session, "prompt": body.get("prompt_id")}
         labels.update({k: v for k, v in builtin.items() if isinstance(v, str) and v})
         known = set(builtin) | set(ctx.metadata_attributes) | set(ctx.labels)
         return labels, known
