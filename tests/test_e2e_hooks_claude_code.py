@@ -94,11 +94,13 @@ class Run:
         return proc.returncode, out.decode(), err.decode()
 
 
-async def blocked_for(relay_url: str, user: str, timeout: float = 30.0) -> str:
+async def blocked_for(relay_url: str, user: str | None, timeout: float = 30.0, session: str | None = None) -> str:
     """Wait until relay's ledger holds the user's spend (Claude Code exports its events after the call) and the hook
-    endpoint blocks them; returns the reason."""
-    body = {"session_id": str(uuid.uuid4()), "hook_event_name": "UserPromptSubmit", "prompt": "x"}
-    headers = {"Authorization": f"Bearer {TOKEN}", "X-Relay-Resource-Attributes": f"enduser.id={user}"}
+    endpoint blocks them (``user`` None: a caller known only by its ``session``); returns the reason."""
+    body = {"session_id": session or str(uuid.uuid4()), "hook_event_name": "UserPromptSubmit", "prompt": "x"}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if user is not None:
+        headers["X-Relay-Resource-Attributes"] = f"enduser.id={user}"
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
@@ -148,6 +150,18 @@ async def test_over_budget_the_prompt_is_blocked_before_any_api_call(claude, tmp
         assert len(api.requests) == 2
 
         assert blocks() == before + 2  # one per blocked run: each asked relay once
+
+        # a hook that says nothing of who it is: relay knows the session from its telemetry once it has some
+        gina = Run(claude, tmp_path, relay_url, api.base_url, "gina")
+        del gina.env["RELAY_HOOK_RESOURCE_ATTRIBUTES"]
+        session = str(uuid.uuid4())
+        code, out, err = await gina("Say hello", settings, "--session-id", session)
+        assert code == 0 and "Hello from the stand-in." in out, err
+        seen = len(api.requests)
+        assert "UserDailyBudget (user=gina)" in await blocked_for(relay_url, None, session=session)
+        code, out, err = await gina("Say hello again", settings, "--resume", session)
+        assert len(api.requests) == seen, f"the blocked prompt reached the model: {code} {out} {err}"
+        assert "UserDailyBudget (user=gina)" in out + err
 
 
 def tool_script(marker: Path):
