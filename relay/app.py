@@ -31,6 +31,7 @@ from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
+from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
@@ -71,6 +72,7 @@ class Relay:
         self.ledger: SqliteLedgerStore | None = None
         self.pipeline: Pipeline | None = None
         self.alerting: AlertingService | None = None
+        self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
         self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
@@ -115,12 +117,15 @@ class Relay:
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe)
+                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes)
         resolver = TenantResolver(cfg)
         proto = cfg.receivers.otlp.protocols
         grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace)
+            ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
+                            self.alerting.engine.runtimes, sessions=self.sessions,
+                            registry=reg).add_routes(self.http.app)
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
         if cfg.service.admin.enabled:
@@ -161,6 +166,12 @@ class Relay:
         spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
         Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(
             self.config.storage.max_spool_size)
+
+    def _on_ledger_changes(self, changes: list) -> None:
+        """The ledger's change feed: the rules engine, then the session identities of agent hooks."""
+        assert self.alerting is not None
+        self.alerting.observe(changes)
+        self.sessions.observe(changes)
 
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
         return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)

@@ -1,5 +1,5 @@
 """The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``, ``rules check|test``,
-``silence add|list|query|expire``, ``alert query``, ``routes test``, ``report``.
+``silence add|list|query|expire``, ``alert query``, ``routes test``, ``report``, ``hook claude-code``.
 
 Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
 """
@@ -11,16 +11,19 @@ import asyncio
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay import __version__
-from relay.config_load import RelayConfig
-from relay.config_load import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from relay.config_load import RelayConfig
 
 __all__ = ["main"]
 
 
 def _load(path: str | None, *, need_receivers: bool = True) -> RelayConfig:
+    from relay.config_load import ConfigError, load_config
+
     try:
         return load_config(path, need_receivers=need_receivers)
     except ConfigError as e:
@@ -38,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config file (and its rule files) and print what it sets up; with ``--probe``, also ask
     Langfuse, Slack and Jira whether the settings work. Problems go to stderr; "OK" is printed only without any."""
+    from relay.config_load import ConfigError, load_config
+
     notes: list[str] = []
     try:
         cfg = load_config(args.config, notes=notes)
@@ -185,20 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     rules.set_defaults(fn=cmd_rules)
     from relay.cli import silence as silence_cli
     from relay.cli import report as report_cli
+    from relay.cli import hook as hook_cli
 
     from relay.cli import amtool as amtool_cli
 
     with_config(silence_cli.add_subparsers(sub))
     report_cli.add_subparser(sub)
     amtool_cli.add_subparsers(sub)
+    hook_cli.add_subparser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``relay`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hook"]:  # runs before every prompt: skip loading the rest of relay
+        from relay.cli.hook import main as hook_main
+
+        return hook_main(argv[1:])
     from relay.cli.report import normalize_argv
 
-    args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(normalize_argv(argv))
     try:
         code = int(args.fn(args) or 0)
         sys.stdout.flush()
