@@ -37,6 +37,7 @@ from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.reports.alert_history import AlertHistory
+from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
 from relay.usage.pricing import Pricing
@@ -63,6 +64,7 @@ class Relay:
         self.links = LangfuseLinks(self.tenants)
         self.alerting: AlertingService | None = None
         self.alert_history: AlertHistory | None = None
+        self.scores: ScoresRuntime | None = None
         self.reports: Any = None  # relay.reports.schedule.ReportScheduler
         self._report_delivery: Any = None
         self.exporter: LangfuseExporter | None = None
@@ -99,10 +101,13 @@ class Relay:
                                         registry=reg, sinks=[self.alert_history.record])
         await self.alerting.start()
         self._start_reports()
+        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg)
+        await self.scores.start()
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe)
+                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe,
+                                 on_traces_closed=self.scores.traces_closed)
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)
@@ -135,6 +140,8 @@ class Relay:
         if self.reports is not None:
             await self.reports.stop()
             await self._report_delivery.close()
+        if self.scores is not None:
+            await self.scores.stop()
         if self.alerting:
             await self.alerting.stop(grace)
             await self.alert_history.flush()
