@@ -17,6 +17,7 @@ Re-sending a score is harmless: its id is the upsert key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -38,6 +39,11 @@ __all__ = ["ScoreSender", "ScoreConfigs"]
 log = logging.getLogger(__name__)
 _SCORES = "/api/public/scores"
 _CONFIGS = "/api/public/score-configs"
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header value (RFC 7617) for Langfuse project keys."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _definitions(config: ScoresConfig) -> list[ScoreDef]:
@@ -65,7 +71,7 @@ class ScoreConfigs:
         self.ids: dict[str, str] = {}
         self.ready = False
 
-    async def ensure(self, http: aiohttp.ClientSession, base: str, auth: aiohttp.BasicAuth) -> None:
+    async def ensure(self, http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> None:
         """Match relay's definitions to the project's configs by name and data type, create the missing ones.
         Raises ``TransientError`` / ``PermanentError`` like a score post."""
         if self.ready:
@@ -73,7 +79,7 @@ class ScoreConfigs:
         existing: dict[str, dict] = {}
         page = 1
         while True:
-            async with http.get(base + _CONFIGS, params={"page": page, "limit": 100}, auth=auth) as r:
+            async with http.get(base + _CONFIGS, params={"page": page, "limit": 100}, headers=auth) as r:
                 doc = await _check(r, 0, 3) or {}
             for c in doc.get("data") or []:
                 if not c.get("isArchived"):
@@ -85,7 +91,7 @@ class ScoreConfigs:
         for d in self.definitions:
             have = existing.get(d.name)
             if have is None:
-                async with http.post(base + _CONFIGS, json=config_body(d), auth=auth) as r:
+                async with http.post(base + _CONFIGS, json=config_body(d), headers=auth) as r:
                     have = await _check(r, 0, 3) or {}
                 log.info("declared Langfuse score config %s (%s)", d.name, d.data_type)
             if have.get("dataType") == d.data_type and have.get("id"):
@@ -154,7 +160,7 @@ class ScoreSender:
     async def _run(self, tenant: str) -> None:
         lf = self.tenants[tenant]
         base = str(lf.base_url).rstrip("/")
-        auth = aiohttp.BasicAuth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())
+        auth = {"Authorization": basic_auth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())}
         failures = 0
         while not self._stopping:
             try:
@@ -181,7 +187,7 @@ class ScoreSender:
         state.attempt_number = attempt
         return float(self._backoff(state))
 
-    async def _deliver(self, tenant: str, base: str, auth: aiohttp.BasicAuth) -> float:
+    async def _deliver(self, tenant: str, base: str, auth: dict[str, str]) -> float:
         """Send every due row; returns how long to wait before looking again (s)."""
         http = self._http
         assert http is not None
@@ -200,7 +206,7 @@ class ScoreSender:
             if cid and body.get("metadata", {}).get("producer") == "relay":
                 body["configId"] = cid
             try:
-                async with http.post(base + _SCORES, json=body, auth=auth) as r:
+                async with http.post(base + _SCORES, json=body, headers=auth) as r:
                     f500 = f500 + (r.status == 500)
                     await _check(r, f500, self.retry.max_500_retries)
             except TransientError as e:
