@@ -114,6 +114,8 @@ class Relay:
         proto = cfg.receivers.otlp.protocols
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry)
+            if proto.http.langfuse_compatible_path:
+                self._langfuse_api().install(self.http.app)
             await self.http.start()
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
@@ -164,6 +166,14 @@ class Relay:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
+
+    def _langfuse_api(self):
+        """The Langfuse public API served on the OTLP/HTTP port (``relay.langfuse_api.proxy``)."""
+        from relay.langfuse_api.proxy import LangfuseApiProxy
+
+        return LangfuseApiProxy(self.tenants, self.config.auth.default_tenant, self.spool.db,
+                                on_queued=self.scores.sender.wake, timeout=self.config.exporters.langfuse.timeout,
+                                registry=self.telemetry.registry, is_stopping=lambda: self._stopping)
 
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
         return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)
