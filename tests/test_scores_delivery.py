@@ -3,6 +3,8 @@ tenants without Langfuse export (ledger only)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
@@ -107,3 +109,26 @@ def test_custom_score_config_is_validated():
         ScoresConfig.model_validate({"custom": [{"name": "outcome", "figure": "cost_usd"}]})
     assert ScoresConfig.model_validate({"session_idle": "5m"}).session_idle == 300.0
     assert ScoresConfig().session_idle == 1800.0
+
+
+async def test_traces_closed_but_never_marked_are_scored_at_the_next_start(tmp_path):
+    """A kill between the pipeline's commit and the scorer's write loses the in-memory mark: the next start finds
+    the ledger's unscored traces and scores them (and their sessions)."""
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-tools")
+            await settle(relay)
+            await scores_settled(relay)
+            await relay.spool.db.run(lambda c: (c.execute("DELETE FROM score_subjects"),
+                                                c.execute("DELETE FROM ledger_scores")))
+        expected = lf.stored_scores()
+        lf.clear()
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await scores_settled(relay)
+            await asyncio.sleep(0.2)
+            await scores_settled(relay)
+        again = lf.stored_scores()
+    assert set(again) == set(expected)
+    for k, v in expected.items():
+        if v["name"] != "duration_s":  # the bounds now come from the ledger's records, not the spans
+            assert again[k]["value"] == pytest.approx(v["value"]), v["name"]

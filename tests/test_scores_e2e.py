@@ -179,3 +179,50 @@ async def test_generated_sessions_rejects_failures_errors_and_a_resume(tmp_path)
     ids = [s["id"] for s in lf.scores() if s.get("sessionId") == resumed.session and s["name"] == "interactions"]
     assert len(set(ids)) == 1 and len(ids) == 2
     assert sessions[resumed.session]["interactions"] == 2
+
+
+async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
+    """Another agent (OpenTelemetry GenAI semantic conventions, the OTel SDK's own OTLP exporter): one trace with two
+    chat calls, one failed; scores per trace from the spans as the SDK recorded them."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            def agent():
+                memory = InMemorySpanExporter()
+                tp = TracerProvider(resource=Resource.create({"service.name": "my-agent"}))
+                tp.add_span_processor(SimpleSpanProcessor(memory))
+                tp.add_span_processor(SimpleSpanProcessor(
+                    OTLPSpanExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces")))
+                tracer = tp.get_tracer("my-agent")
+                with tracer.start_as_current_span("invoke_agent researcher", attributes={
+                        "gen_ai.operation.name": "invoke_agent", "session.id": "sess-genai"}):
+                    with tracer.start_as_current_span("chat gpt-5", attributes={
+                            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5",
+                            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+                            "gen_ai.usage.cost": 0.0125}):
+                        pass
+                    with tracer.start_as_current_span("chat gpt-5", attributes={
+                            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5"}) as failed:
+                        failed.set_status(Status(StatusCode.ERROR, "rate limited"))
+                tp.shutdown()
+                return memory.get_finished_spans()
+
+            spans = await asyncio.to_thread(agent)
+            await settle(relay)
+            await scores_settled(relay)
+    trace_id = format(spans[0].context.trace_id, "032x")
+    got = by_subject(lf, "traceId")[trace_id]
+    chats = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    failed = [s for s in chats if s.status.status_code == StatusCode.ERROR]
+    assert got["error_rate"] == pytest.approx(len(failed) / len(chats))
+    assert got["cost_usd"] == pytest.approx(sum(s.attributes.get("gen_ai.usage.cost", 0) for s in chats), abs=1e-9)
+    latency = (max(s.end_time for s in spans) - min(s.start_time for s in spans)) / 1e9
+    assert got["latency_s"] == pytest.approx(latency, abs=1e-6)
+    assert set(got) == {"error_rate", "cost_usd", "latency_s"}
+    assert "sess-genai" not in by_subject(lf, "sessionId")  # session scores are Claude Code's

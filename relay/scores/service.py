@@ -97,7 +97,39 @@ class Scorer:
             await self._task
         await self._flush_closed()
 
+    async def catch_up(self) -> int:
+        """Mark traces that have ledger records but were never recorded as closed (relay was killed between the
+        pipeline's commit and the scorer's write) — records from an hour plus ``session_idle`` before the latest
+        mark; with no mark at all, the ledger's last week. Their bounds come from the records (call start = end −
+        duration). Returns the traces marked."""
+        now, idle = self.clock(), round(self.config.session_idle * 1e9)
+
+        def find(conn: sqlite3.Connection) -> list[ClosedTrace]:
+            latest = conn.execute("SELECT MAX(last_ns) FROM score_subjects").fetchone()[0]
+            if latest is not None:
+                since = latest - _HOUR_NS - idle
+            else:  # nothing scored yet (new database, or scores just turned on): the last week of the ledger
+                newest = conn.execute("SELECT MAX(time_ns) FROM usage_records").fetchone()[0]
+                since = (newest or now) - 7 * 24 * _HOUR_NS
+            rows = conn.execute(
+                "SELECT tenant, trace_id, MAX(session_id), MIN(time_ns - CAST(COALESCE(duration_ms, 0) * 1000000 AS "
+                "INTEGER)), MAX(time_ns), MAX(source LIKE 'claude_code%') FROM usage_records r WHERE time_ns >= ? "
+                "AND trace_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM score_subjects s WHERE s.tenant = r.tenant "
+                "AND s.kind = 'trace' AND s.subject_id = r.trace_id) GROUP BY tenant, trace_id", (since,)).fetchall()
+            found = [ClosedTrace(t, tr, sess, start, end, bool(cc)) for t, tr, sess, start, end, cc in rows]
+            _mark(conn, found, now, idle)
+            return found
+
+        found = await self.db.run(find)
+        if found:
+            log.info("scores: %d traces found in the ledger without scores; scoring them", len(found))
+        return len(found)
+
     async def _run(self) -> None:
+        try:
+            await self.catch_up()
+        except Exception:
+            log.exception("scores: catching up on unscored traces failed")
         while not self._stopping:
             try:
                 await self.step()
