@@ -37,6 +37,7 @@ from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.reports.alert_history import AlertHistory
+from relay.scores.records import ScoredLedger
 from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
@@ -97,11 +98,13 @@ class Relay:
         self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
         self.links.start()
         self.alert_history = AlertHistory(spool.db)
-        self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
+        self.alerting = AlertingService(spool.db, ScoredLedger(self.ledger, spool.db), cfg.rules, cfg.alerting,
+                                        links=self._alert_links,
                                         registry=reg, sinks=[self.alert_history.record])
         await self.alerting.start()
         self._start_reports()
-        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg)
+        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
+                                    observe=self.alerting.observe)
         await self.scores.start()
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
@@ -172,7 +175,8 @@ class Relay:
         from relay.langfuse_api.proxy import LangfuseApiProxy
 
         return LangfuseApiProxy(self.tenants, self.config.auth.default_tenant, self.spool.db,
-                                on_queued=self.scores.sender.wake, timeout=self.config.exporters.langfuse.timeout,
+                                on_queued=self.scores.sender.wake, on_changes=self.scores.score_changes,
+                                timeout=self.config.exporters.langfuse.timeout,
                                 registry=self.telemetry.registry, is_stopping=lambda: self._stopping)
 
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:

@@ -104,18 +104,20 @@ class _Tenant:
 class LangfuseApiProxy:
     """The ``/api/public/*`` routes. ``tenants``: resolved tenant configs (``name``, ``langfuse``, ``tokens``);
     ``default_tenant``: whose Langfuse answers unauthenticated health checks; ``db``: relay's database (scores are
-    stored with ``relay.usage.sqlite_scores.put_scores``); ``on_queued(tenants)`` wakes the score sender.
+    stored with ``relay.usage.sqlite_scores.put_scores``); ``on_queued(tenants)`` wakes the score sender; ``on_changes`` gets the changed score rows (rules feed).
     :meth:`install` adds the routes to the OTLP/HTTP receiver's application (after its own routes)."""
 
     def __init__(self, tenants: list, default_tenant: str, db: SqliteDB, *,
                  on_queued: Callable[[set[str]], None] | None = None, timeout: float = 60.0,
-                 registry: CollectorRegistry | None = None, is_stopping: Callable[[], bool] = lambda: False):
+                 registry: CollectorRegistry | None = None, is_stopping: Callable[[], bool] = lambda: False,
+                 on_changes: Callable[[list], None] | None = None):
         self.tenants = [_Tenant(t.name, t.langfuse, [tok.get_secret_value().encode() for tok in t.tokens])
                         for t in tenants]
         self.default = next((t for t in self.tenants if t.name == default_tenant), None) or next(
             (t for t in self.tenants if t.base_url), None)
         self.db = db
         self.on_queued = on_queued
+        self.on_changes = on_changes
         self.timeout = timeout
         self.is_stopping = is_stopping
         self._http: aiohttp.ClientSession | None = None
@@ -265,13 +267,18 @@ class LangfuseApiProxy:
         now = time.time_ns()
         scores = [LedgerScore(tenant.name, b, "api", now, deliver=tenant.base_url is not None) for b in bodies]
         try:
-            await self.db.run(lambda c: put_scores(c, scores))
+            _queued, changes = await self.db.run(lambda c: put_scores(c, scores))
         except Exception as e:  # noqa: BLE001 — the database refused: the client must retry
             log.error("storing %d app scores for tenant %s failed: %s", len(scores), tenant.name, e)
             return self._count("refused", _error(503, "relay cannot store scores now; retry", "ServiceUnavailable",
                                                  {"Retry-After": "1"}))
         if self.on_queued and tenant.base_url is not None:
             self.on_queued({tenant.name})
+        if changes and self.on_changes is not None:
+            try:
+                self.on_changes(changes)
+            except Exception:  # the rules engine must not fail the request
+                log.exception("on_changes failed for %d app scores", len(changes))
         return None
 
     async def _scores(self, request: web.Request, tenant: _Tenant) -> web.Response:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry
 
 from relay.config import LangfuseExporterConfig
 from relay.scores.config import ScoresConfig
 from relay.scores.outbox import ScoreSender
+from relay.scores.records import score_changes
 from relay.scores.service import ClosedTrace, Scorer
 from relay.spool import TraceCommit
 from relay.store.sqlite import SqliteDB
-from relay.usage.store import LedgerStore
+from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["ScoresRuntime"]
 
@@ -23,13 +26,21 @@ class ScoresRuntime:
     """
 
     def __init__(self, db: SqliteDB, ledger: LedgerStore, config: ScoresConfig, exporter: LangfuseExporterConfig,
-                 tenants: list, registry: CollectorRegistry | None = None):
+                 tenants: list, registry: CollectorRegistry | None = None,
+                 observe: Callable[[list[LedgerChange]], None] | None = None):
         exporting = {t.name: t.langfuse for t in tenants if t.langfuse.enabled}
         self.sender = ScoreSender(db, exporting, config, exporter.retry_on_failure, timeout=exporter.timeout,
                                   registry=registry)
         self.scorer = Scorer(db, ledger, config, environments={t.name: t.langfuse.environment for t in tenants},
-                             deliver=lambda tenant: tenant in exporting, on_queued=self.sender.wake)
+                             deliver=lambda tenant: tenant in exporting, on_queued=self.sender.wake,
+                             on_changes=self.score_changes)
+        self.observe = observe
         self.enabled = config.enabled
+
+    def score_changes(self, changes: list) -> None:
+        """Changed ``ledger_scores`` rows → the rules engine (``observe``), as score records."""
+        if self.observe is not None and changes:
+            self.observe(score_changes(changes))
 
     def traces_closed(self, commits: list[TraceCommit]) -> None:
         """The pipeline's feed: each committed trace becomes a ``ClosedTrace`` for the scorer."""

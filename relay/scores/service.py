@@ -58,11 +58,13 @@ class ClosedTrace:
 class Scorer:
     """Computes and queues scores. ``environments`` maps tenant → Langfuse environment (or None);
     ``deliver(tenant)`` says whether the tenant exports to Langfuse (else scores stay in the ledger);
-    ``on_queued`` is called after scores were queued (wakes the sender)."""
+    ``on_queued`` is called after scores were queued (wakes the sender); ``on_changes`` with the ``(old, new)``
+    ``ledger_scores`` rows that changed (``relay.usage.sqlite_scores.put_scores``; the rules engine's feed)."""
 
     def __init__(self, db: SqliteDB, ledger: LedgerStore, config: ScoresConfig, *,
                  environments: dict[str, str | None], deliver: Callable[[str], bool],
-                 on_queued: Callable[[set[str]], None] | None = None, clock: Callable[[], int] = time.time_ns):
+                 on_queued: Callable[[set[str]], None] | None = None, clock: Callable[[], int] = time.time_ns,
+                 on_changes: Callable[[list], None] | None = None):
         self.db = db
         self.ledger = ledger
         self.config = config
@@ -70,6 +72,8 @@ class Scorer:
         self.deliver = deliver
         self.on_queued = on_queued
         self.clock = clock
+        self.on_changes = on_changes
+        self._changes: list = []
         self._closed: list[ClosedTrace] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -164,14 +168,22 @@ class Scorer:
             await asyncio.sleep(0)
         if tenants and self.on_queued:
             self.on_queued(tenants)
+        if self._changes:
+            changes, self._changes = self._changes, []
+            if self.on_changes is not None:
+                try:
+                    self.on_changes(changes)
+                except Exception:  # the rules engine must not stop scoring
+                    log.exception("scores: on_changes failed")
         return queued
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, scores: list[LedgerScore], key: tuple) -> int:
+    def _commit(self, conn: sqlite3.Connection, scores: list[LedgerScore], key: tuple) -> int:
         tenant, kind, subject, due_ns = key
-        n = put_scores(conn, scores)
+        n, changes = put_scores(conn, scores)
         conn.execute("UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
                      (tenant, kind, subject, due_ns))
+        if changes:
+            self._changes.extend(changes)
         return n
 
     async def _flush_closed(self) -> None:

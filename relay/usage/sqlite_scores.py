@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from relay.store.sqlite import SqliteDB
 
-__all__ = ["SCORE_SCHEMA", "LedgerScore", "apply_score_schema", "put_scores", "ScoreRow"]
+__all__ = ["SCORE_SCHEMA", "LedgerScore", "apply_score_schema", "put_scores", "read_scores", "ScoreRow"]
 
 SCORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_scores (
@@ -114,12 +115,24 @@ def _identity(conn: sqlite3.Connection, tenant: str, trace_id: str | None,
     return None, "{}"
 
 
-def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]) -> int:
+_ROW = ("SELECT tenant, id, name, data_type, value, string_value, trace_id, session_id, user_id, labels, source, "
+        "time_ns FROM ledger_scores")
+
+
+def _row(r: Sequence[Any]) -> ScoreRow:
+    return ScoreRow(*r[:9], json.loads(r[9] or "{}"), r[10], r[11])
+
+
+def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
+               ) -> tuple[int, list[tuple[ScoreRow | None, ScoreRow]]]:
     """Upsert ``scores`` into ``ledger_scores`` and (``deliver``) into ``score_outbox``, in the caller's
-    transaction; returns the number of outbox rows written. A pending outbox row of the same id gets the new body."""
+    transaction. Returns the number of outbox rows written and the ``(old, new)`` rows that changed (old None: a
+    new score) — the rules engine's feed. A pending outbox row of the same id gets the new body."""
     now = time.time_ns()
     queued = 0
+    changes: list[tuple[ScoreRow | None, ScoreRow]] = []
     for s in scores:
+        before = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()
         b = s.body
         value = b.get("value")
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -134,7 +147,10 @@ def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]) -> int:
             (s.tenant, s.id, str(b.get("name")), str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
              float(value) if numeric else None, None if numeric else (None if value is None else str(value)),
              b.get("traceId"), b.get("sessionId"), b.get("observationId"), user, labels, s.source, b.get("comment"),
-             s.time_ns))
+             s.time_ns if before is None else before[11]))
+        after = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()
+        if before is None or tuple(before) != tuple(after):
+            changes.append((None if before is None else _row(before), _row(after)))
         if s.deliver:
             body = json.dumps(b, sort_keys=True, separators=(",", ":"))
             conn.execute(
@@ -143,15 +159,14 @@ def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]) -> int:
                 "failures_500=0, next_ns=0, last_error=NULL WHERE body != excluded.body OR next_ns > 0",
                 (s.tenant, s.id, body, now))
             queued += 1
-    return queued
+    return queued, changes
 
 
 def read_scores(conn: sqlite3.Connection, start_ns: int, end_ns: int, tenant: str | None = None,
                 name: str | None = None) -> list[ScoreRow]:
     """``ledger_scores`` rows with ``start_ns <= time_ns < end_ns`` (optionally one tenant / score name), in time
     order."""
-    sql = ("SELECT tenant, id, name, data_type, value, string_value, trace_id, session_id, user_id, labels, source, "
-           "time_ns FROM ledger_scores WHERE time_ns >= ? AND time_ns < ?")
+    sql = _ROW + " WHERE time_ns >= ? AND time_ns < ?"
     args: list[Any] = [start_ns, end_ns]
     if tenant is not None:
         sql += " AND tenant = ?"
@@ -159,8 +174,4 @@ def read_scores(conn: sqlite3.Connection, start_ns: int, end_ns: int, tenant: st
     if name is not None:
         sql += " AND name = ?"
         args.append(name)
-    out = []
-    for row in conn.execute(sql + " ORDER BY time_ns", args):
-        labels = json.loads(row[9] or "{}")
-        out.append(ScoreRow(*row[:9], labels, row[10], row[11]))
-    return out
+    return [_row(r) for r in conn.execute(sql + " ORDER BY time_ns", args)]
