@@ -334,6 +334,8 @@ class Report:
     budgets: list[BudgetStatus] | None = None
     alerts: AlertSummary | None = None
     notes: list[str] = field(default_factory=list)
+    #: Langfuse scores of the period (``relay.reports.quality.Quality``); None when there are none.
+    quality: Any = None
 
     @property
     def empty(self) -> bool:
