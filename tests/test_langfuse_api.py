@@ -149,6 +149,15 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 # other OTLP paths are not Langfuse's
                 async with s.post(base + "/otel/v1/logs", headers=basic(PK, SK), data=b"") as r:
                     assert r.status == 404
+                # a proxied write with a body (score configs), and a large response streamed back unchanged
+                async with s.post(base + "/score-configs", headers=basic(PK, SK),
+                                  json={"name": "thumbs", "dataType": "BOOLEAN", "description": "x" * 300_000}) as r:
+                    assert r.status == 200 and (await r.json())["name"] == "thumbs"
+                assert [c["name"] for c in lf.rest.configs_of("project-test")].count("thumbs") == 1
+                big = "lorem ipsum " * 250_000
+                lf.rest.add_prompt("project-test", "big", big)
+                async with s.get(base + "/v2/prompts/big", headers={**basic(PK, SK), "Accept-Encoding": "identity"}) as r:
+                    assert r.status == 200 and (await r.json())["prompt"] == big
                 # a prompt that does not exist: Langfuse's 404 streams back as is
                 async with s.get(base + "/v2/prompts/missing", headers=basic(PK, SK)) as r:
                     assert r.status == 404 and (await r.json())["error"] == "LangfuseNotFoundError"

@@ -132,3 +132,31 @@ async def test_traces_closed_but_never_marked_are_scored_at_the_next_start(tmp_p
     for k, v in expected.items():
         if v["name"] != "duration_s":  # the bounds now come from the ledger's records, not the spans
             assert again[k]["value"] == pytest.approx(v["value"]), v["name"]
+
+
+async def test_each_tenants_scores_go_to_its_own_project(tmp_path):
+    from tests.support.cc_traffic import CCTraffic
+    import aiohttp
+
+    projects = {"pk-lf-a": ("sk-lf-a", "project-a"), "pk-lf-b": ("sk-lf-b", "project-b")}
+    async with FakeLangfuse(projects) as lf:
+        ov = {**FAST, "tenants": [
+            {"name": "a", "tokens": ["tok-a"], "langfuse": {"public_key": "pk-lf-a", "secret_key": "sk-lf-a"}},
+            {"name": "b", "tokens": ["tok-b"], "langfuse": {"public_key": "pk-lf-b", "secret_key": "sk-lf-b"}}]}
+        ta, tb = CCTraffic(), CCTraffic()
+        async with running_relay(tmp_path / "data", lf.base_url, ov) as relay:
+            async with aiohttp.ClientSession() as s:
+                for token, t, cost in (("tok-a", ta, 0.5), ("tok-b", tb, 0.25)):
+                    body = t.request(t.event("user_prompt", prompt_length="3"), t.api_request(cost))
+                    async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={
+                            "Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}) as r:
+                        assert r.status == 200
+            await settle(relay)
+            await scores_settled(relay)
+        for project, t, cost in (("project-a", ta, 0.5), ("project-b", tb, 0.25)):
+            scores = lf.scores(project)
+            assert {s.get("sessionId") for s in scores if "sessionId" in s} == {t.session}
+            [c] = [s for s in scores if s["name"] == "cost_usd" and "sessionId" in s]
+            assert c["value"] == pytest.approx(cost)
+            configs = {c["id"] for c in lf.rest.configs_of(project)}
+            assert {s["configId"] for s in scores} <= configs  # each project's own configs

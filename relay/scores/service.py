@@ -41,6 +41,8 @@ CLAUDE_CODE_METRICS = {
     "pull_requests": ("claude_code.pull_request.count", None),
 }
 _HOUR_NS = 3600 * 10**9
+#: How long scored traces and sessions are remembered (ns).
+SUBJECT_RETENTION = 31 * 24 * _HOUR_NS
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Scorer:
         self.on_changes = on_changes
         self._changes: list = []
         self._closed: list[ClosedTrace] = []
+        self._pruned = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -148,9 +151,16 @@ class Scorer:
             self._wake.clear()
 
     async def step(self) -> int:
-        """Record closed traces, then score every due subject; returns the number of scores queued."""
+        """Record closed traces, then score every due subject; returns the number of scores queued. Once an hour,
+        forget scored subjects older than ``SUBJECT_RETENTION`` (a session resumed later is scored from its ledger
+        records alone)."""
         await self._flush_closed()
         now = self.clock()
+        if now - self._pruned >= _HOUR_NS:
+            self._pruned = now
+            cut = now - SUBJECT_RETENTION
+            await self.db.run(lambda c: c.execute(
+                "DELETE FROM score_subjects WHERE due_ns = 0 AND last_ns < ?", (cut,)))
         due = await self.db.run(lambda c: c.execute(
             "SELECT tenant, kind, subject_id, session_id, start_ns, end_ns, due_ns FROM score_subjects "
             "WHERE due_ns > 0 AND due_ns <= ? ORDER BY due_ns LIMIT 200", (now,)).fetchall())
