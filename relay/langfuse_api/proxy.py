@@ -4,14 +4,17 @@ receiver's port, so apps using the Langfuse SDKs can set ``LANGFUSE_BASE_URL`` t
 API reference: https://api.reference.langfuse.com (authentication: HTTP Basic with the project's public key as
 user name and secret key as password).
 
-| Request | What relay does |
-|---|---|
-| ``POST /api/public/otel/v1/traces`` | relay's own OTLP receiver (not this module) |
-| other ``/api/public/otel/*`` | 404 (Langfuse keeps traces only) |
-| ``GET /api/public/health``, ``/ready`` (no auth) | proxied to the caller's tenant's Langfuse, else the default tenant's |
-| ``POST /api/public/scores`` — one object (→ 200 ``{"id"}``) or an array (→ 202 ``{"message":"Accepted"}`` / 207 ``{accepted, rejected, errors}``) | validated, stored durably (ledger score table + score outbox), acknowledged, then forwarded one by one |
-| ``POST /api/public/ingestion`` (legacy batch) | 207 ``{successes, errors}``: ``score-create`` items stored and forwarded as scores, ``sdk-log`` accepted and dropped, other items refused per item (send traces by OTLP) |
-| anything else (projects, prompts, datasets, score configs, comments, annotation queues, v2 observations/metrics…) | proxied to the tenant's Langfuse with the tenant's project keys; request and response bodies stream through |
+- ``POST /api/public/otel/v1/traces``: relay's own OTLP receiver (not this module); other
+  ``/api/public/otel/*``: 404 (Langfuse keeps traces only).
+- ``GET /api/public/health`` and ``/ready`` (no auth): proxied to the caller's tenant's Langfuse, else the default
+  tenant's.
+- ``POST /api/public/scores`` — one object (→ 200 ``{"id"}``) or an array (→ 202 ``{"message":"Accepted"}``, or
+  207 ``{accepted, rejected, errors}``): validated, stored durably (ledger score table + score outbox),
+  acknowledged, then forwarded one by one.
+- ``POST /api/public/ingestion`` (legacy batch): 207 ``{successes, errors}``; ``score-create`` items are stored and
+  forwarded as scores, ``sdk-log`` items accepted and dropped, other items refused per item (send traces by OTLP).
+- Anything else (projects, prompts, datasets, score configs, comments, annotation queues, v2 observations and
+  metrics…): proxied to the tenant's Langfuse with the tenant's project keys; request and response bodies stream.
 
 Caller authentication (always required except health): HTTP Basic with the tenant's Langfuse public and secret
 key, or with the tenant's Langfuse public key (or any user name when the tenant has none) and a relay token of the
@@ -104,7 +107,8 @@ class _Tenant:
 class LangfuseApiProxy:
     """The ``/api/public/*`` routes. ``tenants``: resolved tenant configs (``name``, ``langfuse``, ``tokens``);
     ``default_tenant``: whose Langfuse answers unauthenticated health checks; ``db``: relay's database (scores are
-    stored with ``relay.usage.sqlite_scores.put_scores``); ``on_queued(tenants)`` wakes the score sender; ``on_changes`` gets the changed score rows (rules feed).
+    stored with ``relay.usage.sqlite_scores.put_scores``); ``on_queued(tenants)`` wakes the score sender;
+    ``on_changes`` gets the changed score rows (the rules engine's feed).
     :meth:`install` adds the routes to the OTLP/HTTP receiver's application (after its own routes)."""
 
     def __init__(self, tenants: list, default_tenant: str, db: SqliteDB, *,

@@ -1,5 +1,5 @@
 """relay's built-in scores: names, data types, ranges (declared once per project as Langfuse score configs,
-https://langfuse.com/docs/evaluation/evaluation-methods/scores-via-ui and ``POST /api/public/score-configs``) and
+``POST /api/public/score-configs``, https://api.reference.langfuse.com) and
 how each is built from the figures (``relay.scores.figures``).
 
 Score ids are deterministic — ``uuid5(tenant, subject kind, subject id, score name)`` — so sending a score again

@@ -41,7 +41,7 @@ class Threshold(_Model):
 class CustomScore(_Model):
     """A user-defined score: one ``figure`` or a ``ratio`` of two, optionally through a ``threshold``."""
 
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,34}$")  # Langfuse: score config names ≤ 35 chars
     level: Literal["session", "interaction"] = "session"
     figure: str | None = None
     ratio: tuple[str, str] | None = None

@@ -72,8 +72,10 @@ class ScoreConfigs:
         self.ready = False
 
     async def ensure(self, http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> None:
-        """Match relay's definitions to the project's configs by name and data type, create the missing ones.
-        Raises ``TransientError`` / ``PermanentError`` like a score post."""
+        """Match relay's definitions to the project's configs by name and data type, create the missing ones (a
+        definition Langfuse refuses is skipped: its scores go without ``configId``). Raises ``TransientError`` /
+        ``PermanentError`` (listing refused, e.g. revoked keys) like a score post; ``auth`` holds the
+        ``Authorization`` header."""
         if self.ready:
             return
         existing: dict[str, dict] = {}
@@ -91,8 +93,13 @@ class ScoreConfigs:
         for d in self.definitions:
             have = existing.get(d.name)
             if have is None:
-                async with http.post(base + _CONFIGS, json=config_body(d), headers=auth) as r:
-                    have = await _check(r, 0, 3) or {}
+                try:
+                    async with http.post(base + _CONFIGS, json=config_body(d), headers=auth) as r:
+                        have = await _check(r, 0, 3) or {}
+                except PermanentError as e:  # e.g. a name Langfuse does not accept: send that score untyped
+                    log.warning("Langfuse refused score config %r: %s; its scores are sent without configId",
+                                d.name, e.message)
+                    continue
                 log.info("declared Langfuse score config %s (%s)", d.name, d.data_type)
             if have.get("dataType") == d.data_type and have.get("id"):
                 self.ids[d.name] = have["id"]

@@ -13,7 +13,7 @@ Tables (applied by :func:`apply_score_schema`):
 - ``score_subjects``: the traces and sessions to (re)score and when (``due_ns``; 0 = nothing to do), with the
   trace's bounds (``start_ns``/``end_ns``, unix ns) as the pipeline saw them.
 
-Scores are upserted by id (Langfuse: https://langfuse.com/docs/evaluation/evaluation-methods/custom-scores —
+Scores are upserted by id (Langfuse: https://langfuse.com/docs/scores/custom —
 "id" is the idempotency key), so writing a score again updates it and never duplicates it.
 """
 

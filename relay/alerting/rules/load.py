@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from relay.matchers import Matcher
 from relay.alerting.rules.schema import (
-    RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, ScoreRule, SpikeRule,
-    ThresholdRule, WindowSpec,
+    RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, ScoreRule,
+    SpikeRule, ThresholdRule, WindowSpec,
 )
 from relay.alerting.rules.templates import TemplateError, compile_template, render
 from relay.yaml_lines import yaml_line

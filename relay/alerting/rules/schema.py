@@ -36,7 +36,8 @@ from relay.config_types import _Model, parse_duration
 
 __all__ = [
     "RulesConfig", "RuleFileModel", "RuleGroupModel", "RuleModel", "BudgetRule", "ErrorRateRule", "ThresholdRule",
-    "SpikeRule", "ScoreRule", "ScoreMatch", "SCORE_KIND", "WindowSpec", "BudgetThreshold", "ForecastSpec", "ErrorSpec", "BaselineSpec", "RULE_KINDS",
+    "SpikeRule", "ScoreRule", "ScoreMatch", "SCORE_KIND",
+    "WindowSpec", "BudgetThreshold", "ForecastSpec", "ErrorSpec", "BaselineSpec", "RULE_KINDS",
     "SEVERITIES", "FIELDS", "AGGREGATES", "RESERVED_LABELS", "RETRIES_EXHAUSTED_KIND", "parse_rule_duration",
     "format_duration", "VALUE_NAMES",
 ]
