@@ -160,3 +160,21 @@ async def test_each_tenants_scores_go_to_its_own_project(tmp_path):
             assert c["value"] == pytest.approx(cost)
             configs = {c["id"] for c in lf.rest.configs_of(project)}
             assert {s["configId"] for s in scores} <= configs  # each project's own configs
+
+
+async def test_a_refused_score_config_does_not_hold_scores_back(tmp_path):
+    async with FakeLangfuse() as lf:
+        lf.rest.refuse_configs.add("duration_s")
+        lf.rest.configs.setdefault("project-test", []).append(  # a same-named config of another type exists
+            {"id": "cfg-x", "name": "interactions", "dataType": "CATEGORICAL", "isArchived": False,
+             "categories": [{"label": "many", "value": 1}], "projectId": "project-test"})
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            await scores_settled(relay)
+            count = await relay.spool.db.run(lambda c: c.execute(
+                "SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0])
+    stored = lf.stored_scores().values()
+    assert len(stored) == count  # all delivered
+    untyped = [s["name"] for s in stored if "configId" not in s]
+    assert sorted(untyped) == ["duration_s", "interactions"]  # the refused one and the mismatched one

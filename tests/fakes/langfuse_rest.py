@@ -37,6 +37,8 @@ class RestState:
     prompts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     datasets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     config_posts: int = 0
+    #: config names ``POST /score-configs`` refuses with 400 (to test clients' handling)
+    refuse_configs: set[str] = field(default_factory=set)
 
     def add_prompt(self, project: str, name: str, prompt: str, version: int = 1,
                    labels: tuple[str, ...] = ("production",)) -> dict[str, Any]:
@@ -119,6 +121,8 @@ def install(fake: Any, app: web.Application) -> None:
         if not isinstance(body, dict) or not body.get("name") or body.get("dataType") not in (
                 "NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT"):
             return fake._reply(rec, 400, {"message": "Invalid request data", "error": "InvalidRequestError"})
+        if body["name"] in fake.rest.refuse_configs:
+            return fake._reply(rec, 400, {"message": f"Invalid name {body['name']!r}", "error": "InvalidRequestError"})
         if body["dataType"] == "CATEGORICAL" and not body.get("categories"):
             return fake._reply(rec, 400, {"message": "categories required", "error": "InvalidRequestError"})
         now = time.strftime(_ISO, time.gmtime())
