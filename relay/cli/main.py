@@ -69,6 +69,10 @@ def _check_alerting(cfg: RelayConfig, probe: bool) -> int:
         f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
         for r in receivers) or "none (alerts are listed on /api/v1/alerts, nothing is sent)"))
     print(f"  reports:   {len(cfg.reports.schedules)} schedule(s)")
+    sc = cfg.scores
+    print(f"  scores:    {'on' if sc.enabled else 'off'}, sessions scored after {sc.session_idle:g}s idle, "
+          f"{len(sc.custom)} custom; Langfuse public API on the OTLP/HTTP port: "
+          f"{'on' if cfg.receivers.otlp.protocols.http.langfuse_compatible_path else 'off'}")
     if not probe:
         return 0
     return asyncio.run(_probe_jira(cfg))
