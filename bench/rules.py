@@ -447,7 +447,7 @@ def engine_worker(job: dict) -> dict:
     gc.collect()
     rss0 = _rss()
     t, c = time.perf_counter(), time.process_time()
-    asyncio.run(engine.start(store))
+    asyncio.run(engine.restore(store))
     res["backfill_s"] = time.perf_counter() - t
     res["backfill_cpu_s"] = time.process_time() - c
     gc.collect()

@@ -1,6 +1,6 @@
 """The alert and notification data model shared by the rules engine, the dispatcher and the notifiers.
 
-Terms and semantics follow Prometheus Alertmanager (contract ``alerting.md`` §1;
+Terms and semantics follow Prometheus Alertmanager (https://prometheus.io/docs/alerting/latest/alertmanager/,
 https://prometheus.io/docs/alerting/latest/configuration/ and ``prometheus/common`` ``model/signature.go``):
 
 - an :class:`Alert` is identified by its **labels** (``alertname``, the rule's static labels, its ``group_by``

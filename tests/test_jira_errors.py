@@ -1,7 +1,8 @@
 """Jira notifier error handling, ``check()`` and the REST client's search paging, against the fake Jira.
 
 Retryable: 429 / 503 with ``Retry-After``, other 5xx, connection refused, timeouts. Permanent, with Jira's own
-messages: bad project, missing required field, unknown transition, bad credentials (contract ``alerting.md`` §3–4).
+messages: bad project, missing required field, unknown transition, bad credentials (Jira REST,
+https://developer.atlassian.com/cloud/jira/platform/rest/v3/).
 """
 
 from __future__ import annotations

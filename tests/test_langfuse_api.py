@@ -106,7 +106,8 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 before = len([r for r in lf.requests if r.path == "/api/public/projects"])  # relay's own link lookup
                 assert all(r.status == 200 for r in lf.requests)  # nothing with bad credentials was forwarded
                 # the tenant's Langfuse keys, pk + relay token, or a bearer relay token
-                for headers in (basic(PK, SK), basic(PK, "relay-token-acme"), {"Authorization": "Bearer relay-token-acme"}):
+                for headers in (basic(PK, SK), basic(PK, "relay-token-acme"),
+                                {"Authorization": "Bearer relay-token-acme"}):
                     async with s.get(base + "/projects", headers=headers) as r:
                         assert r.status == 200 and (await r.json())["data"][0]["id"] == "project-test"
                 assert len([r for r in lf.requests if r.path == "/api/public/projects"]) == before + 3
@@ -156,7 +157,8 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 assert [c["name"] for c in lf.rest.configs_of("project-test")].count("thumbs") == 1
                 big = "lorem ipsum " * 250_000
                 lf.rest.add_prompt("project-test", "big", big)
-                async with s.get(base + "/v2/prompts/big", headers={**basic(PK, SK), "Accept-Encoding": "identity"}) as r:
+                identity = {**basic(PK, SK), "Accept-Encoding": "identity"}
+                async with s.get(base + "/v2/prompts/big", headers=identity) as r:
                     assert r.status == 200 and (await r.json())["prompt"] == big
                 # a prompt that does not exist: Langfuse's 404 streams back as is
                 async with s.get(base + "/v2/prompts/missing", headers=basic(PK, SK)) as r:

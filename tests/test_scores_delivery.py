@@ -135,8 +135,9 @@ async def test_traces_closed_but_never_marked_are_scored_at_the_next_start(tmp_p
 
 
 async def test_each_tenants_scores_go_to_its_own_project(tmp_path):
-    from tests.support.cc_traffic import CCTraffic
     import aiohttp
+
+    from tests.support.cc_traffic import CCTraffic
 
     projects = {"pk-lf-a": ("sk-lf-a", "project-a"), "pk-lf-b": ("sk-lf-b", "project-b")}
     async with FakeLangfuse(projects) as lf:

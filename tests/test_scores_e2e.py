@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-
 from decimal import Decimal
 
 import aiohttp
@@ -14,13 +13,16 @@ import pytest
 
 from relay.model import UsageRecord
 from relay.scores.figures import record_cost_usd
-
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.cc_traffic import CCTraffic
 from tests.support.expected import events
 from tests.support.inproc import replay, running_relay, settle
 from tests.support.scores_truth import (
-    events_of_bodies, interaction_truth, scores_settled, session_truth, truth_of_events,
+    events_of_bodies,
+    interaction_truth,
+    scores_settled,
+    session_truth,
+    truth_of_events,
 )
 
 FAST = {"scores": {"session_idle": "600ms", "check_interval": "50ms"}}

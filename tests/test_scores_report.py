@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -50,7 +50,7 @@ async def test_weekly_report_has_a_quality_section(tmp_path, capsys):
             await scores_settled(relay)
     config = tmp_path / "config.yaml"
     config.write_text(f"storage:\n  directory: {tmp_path / 'data'}\nauth:\n  default_tenant: acme\n")
-    day = datetime.fromtimestamp(time.time(), timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%d")
     assert relay_report(["daily", "--day", day, "-c", str(config), "--tz", "UTC", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     q = doc["quality"]

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import yaml
 
-from relay.alerting.rules.load import RuleSet, RulesError
+from relay.alerting.rules.load import RulesError, RuleSet
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.cc_traffic import CCTraffic
 from tests.support.inproc import running_relay, settle

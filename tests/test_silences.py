@@ -36,14 +36,6 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def clock():
     return Clock()
 

@@ -2,7 +2,7 @@
 idempotency key, retry classification (503/429 retryable with Retry-After, 4xx permanent), timeout, outage.
 
 Payload shape: Alertmanager ``webhook_config``
-(https://prometheus.io/docs/alerting/latest/configuration/#webhook_config, contract ``alerting.md`` §1)."""
+(https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``alerting:`` section of relay's config: Alertmanager's routing tree, receivers and inhibition rules.
 
-The shape and defaults are Alertmanager's (https://prometheus.io/docs/alerting/latest/configuration/; contract
-``alerting.md`` §1), so an operator can copy a ``route:`` / ``receivers:`` / ``inhibit_rules:`` block::
+The shape and defaults are Alertmanager's (https://prometheus.io/docs/alerting/latest/configuration/),
+so an operator can copy a ``route:`` / ``receivers:`` / ``inhibit_rules:`` block::
 
     alerting:
       external_url: http://relay.internal:8888

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from relay.alerting.rules.load import expand_paths, load_rule_file
 from relay.alerting.rules.schema import format_duration
-from relay.alerting.rules.testing import run_test_file
+from relay.alerting.testing import run_test_file
 
 __all__ = ["rules_check", "rules_test"]
 
@@ -44,7 +44,7 @@ def rules_check(paths: Sequence[str], out: TextIO | None = None, err: TextIO | N
 
 
 def rules_test(paths: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run rule unit-test files (paths or globs; format in ``relay.alerting.rules.testing``), printing
+    """Run rule unit-test files (paths or globs; format in ``relay.alerting.testing``), printing
     ``Unit Testing: <file>`` then ``SUCCESS`` or each failure with expected and got alerts. Returns 0 or 1."""
     out, err = out or sys.stdout, err or sys.stderr
     files, problems = expand_paths(paths)

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -148,7 +149,7 @@ def _expire(url: str, args: argparse.Namespace) -> int:
     status = 0
     for sid in args.ids:
         try:
-            _request("DELETE", f"{url}/api/v2/silence/{urllib.request.quote(sid, safe='')}")
+            _request("DELETE", f"{url}/api/v2/silence/{urllib.parse.quote(sid, safe='')}")
         except _Failed as e:
             print(f"relay silence: {e}", file=sys.stderr)
             status = 1

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -44,6 +44,8 @@ from relay.store.sqlite import SqliteDB
 from relay.usage.sqlite_scores import LedgerScore, put_scores
 
 __all__ = ["LangfuseApiProxy", "score_problem"]
+
+_R = TypeVar("_R", bound=web.StreamResponse)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def score_problem(body: Any) -> str | None:
         return "BOOLEAN scores need value 0 or 1"
     if dtype in ("CATEGORICAL", "CORRECTION", "TEXT") and not isinstance(value, str):
         return f"{dtype} scores need a string value"
-    if dtype == "TEXT" and not 1 <= len(value) <= 500:
+    if dtype == "TEXT" and isinstance(value, str) and not 1 <= len(value) <= 500:
         return "TEXT scores need 1-500 characters"
     return None
 
@@ -169,11 +171,11 @@ class LangfuseApiProxy:
         if not sep:
             return None
         for t in self.tenants:
-            keys = t.pk is not None and t.sk is not None and (
+            keys = t.pk is not None and t.sk is not None and bool(
                 hmac.compare_digest(t.pk, user) & hmac.compare_digest(t.sk, password))
-            token = any([hmac.compare_digest(tok, password) for tok in t.tokens]) and (
+            by_token = any([hmac.compare_digest(tok, password) for tok in t.tokens]) and (
                 t.pk is None or hmac.compare_digest(t.pk, user))
-            if (keys or token) and found is None:
+            if (keys or by_token) and found is None:
                 found = t
         return found
 
@@ -204,7 +206,7 @@ class LangfuseApiProxy:
                 503, f"tenant {tenant.name!r} has no Langfuse project configured in relay", "ServiceUnavailable"))
         return await self._proxy(request, tenant)
 
-    def _count(self, handling: str, resp: web.StreamResponse) -> web.StreamResponse:
+    def _count(self, handling: str, resp: _R) -> _R:
         self.requests.labels(handling, str(resp.status)).inc()
         return resp
 
@@ -218,6 +220,7 @@ class LangfuseApiProxy:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         has_body = request.body_exists
+        assert tenant.base_url is not None  # checked by the caller
         url = tenant.base_url + request.rel_url.path_qs
         try:
             async with self._client().request(request.method, url, headers=headers,
@@ -272,7 +275,7 @@ class LangfuseApiProxy:
         scores = [LedgerScore(tenant.name, b, "api", now, deliver=tenant.base_url is not None) for b in bodies]
         try:
             _queued, changes = await self.db.run(lambda c: put_scores(c, scores))
-        except Exception as e:  # noqa: BLE001 — the database refused: the client must retry
+        except Exception as e:
             log.error("storing %d app scores for tenant %s failed: %s", len(scores), tenant.name, e)
             return self._count("refused", _error(503, "relay cannot store scores now; retry", "ServiceUnavailable",
                                                  {"Retry-After": "1"}))

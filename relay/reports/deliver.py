@@ -26,11 +26,9 @@ from typing import Any
 
 import aiohttp
 
-from relay.exporters.retry import parse_retry_after
-from relay.notify.base import NotifyError
 from relay.notify.config import ReceiverConfig
 from relay.notify.config import integration_id
-from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from relay.notify.webhook.notifier import post_signed
 from relay.reports.chart import render_chart
 from relay.reports.config import ScheduleConfig
 from relay.reports.model import Report
@@ -99,31 +97,12 @@ class ReceiverDeliverer:
         cfg = r.webhook_configs[index]
         body = json.dumps(webhook_payload(schedule, report), separators=(",", ":"), ensure_ascii=False).encode()
         ident = f"{schedule.name}/{report.tenant}/{destination}/{report.period}"
-        headers = {"Content-Type": "application/json", "User-Agent": "relay-report",
-                   IDEMPOTENCY_HEADER: hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report"}
-        if cfg.hmac_secret is not None:
-            ts = int(self.clock())
-            headers[TIMESTAMP_HEADER] = str(ts)
-            headers[SIGNATURE_HEADER] = sign(cfg.hmac_secret.get_secret_value(), ts, body)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
-        where = f"report webhook {destination}"
-        try:
-            timeout = aiohttp.ClientTimeout(total=cfg.timeout)
-            async with self._session.post(cfg.url.get_secret_value(), data=body, headers=headers,
-                                          allow_redirects=False, timeout=timeout) as resp:
-                status = resp.status
-                text = (await resp.text(errors="replace"))[:300].strip()
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
-            raise NotifyError(f"{where}: no answer within {cfg.timeout:g}s", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            raise NotifyError(f"{where}: {type(exc).__name__}", retryable=True) from None
-        if 200 <= status < 300:
-            return {"delivered": True, "status": status}
-        message = f"{where}: HTTP {status}" + (f": {text}" if text else "")
-        raise NotifyError(message, retryable=status in (408, 429) or status >= 500, retry_after=retry_after,
-                          status=status)
+        status = await post_signed(self._session, cfg, body, where=f"report webhook {destination}",
+                                   user_agent="relay-report", now=self.clock,
+                                   idempotency_key=hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report")
+        return {"delivered": True, "status": status}
 
     async def close(self) -> None:
         """Close Slack clients and the HTTP session."""

@@ -106,10 +106,11 @@ def quality_section(conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns
         pv = prev_values.get((name, level))
         q.scores.append(ScoreStat(name, level, len(vals), statistics.fmean(vals), float(statistics.median(vals)),
                                   min(vals), max(vals), len(pv or ()), statistics.fmean(pv) if pv else None))
-    cost = {r.session_id: r.value for r in cur if r.name == "cost_usd" and not r.trace_id and r.session_id}
+    cost: dict[str, float | None] = {r.session_id: r.value for r in cur
+                                     if r.name == "cost_usd" and not r.trace_id and r.session_id}
     bad = [r for r in cur if r.name == "outcome" and r.session_id and r.string_value in ("failed", "abandoned")]
     rank = {label: i for i, label in enumerate(OUTCOMES)}
-    bad.sort(key=lambda r: (-rank.get(r.string_value or "", 0), -(cost.get(r.session_id) or 0.0)))
-    q.worst = [WorstSession(r.session_id, r.string_value or "", r.user_id, cost.get(r.session_id),
-                            session_url(tenant, r.session_id) if session_url else None) for r in bad[:top_n]]
+    bad.sort(key=lambda r: (-rank.get(r.string_value or "", 0), -(cost.get(r.session_id or "") or 0.0)))
+    q.worst = [WorstSession(r.session_id or "", r.string_value or "", r.user_id, cost.get(r.session_id or ""),
+                            session_url(tenant, r.session_id or "") if session_url else None) for r in bad[:top_n]]
     return q

@@ -33,8 +33,8 @@ class ScoreDef:
     categories: tuple[tuple[str, float], ...] = field(default=())
 
 
-_RATE = {"data_type": "NUMERIC", "min_value": 0.0, "max_value": 1.0}
-_COUNT = {"data_type": "NUMERIC", "min_value": 0.0}
+_RATE: dict[str, Any] = {"data_type": "NUMERIC", "min_value": 0.0, "max_value": 1.0}
+_COUNT: dict[str, Any] = {"data_type": "NUMERIC", "min_value": 0.0}
 
 BUILTINS: dict[str, ScoreDef] = {d.name: d for d in (
     ScoreDef("api_errors", description="Failed API calls (Claude Code api_error).", **_COUNT),

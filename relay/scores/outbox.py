@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
+import sqlite3
 import time
 from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
-from tenacity import RetryCallState
-from tenacity.wait import wait_exponential
 
 from relay.config import LangfuseConfig, RetryConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status
@@ -123,8 +123,6 @@ class ScoreSender:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
-        self._backoff = wait_exponential(multiplier=retry.initial_interval, exp_base=retry.multiplier,
-                                         max=retry.max_interval)
         self.sent = Counter("relay_scores_sent", "Scores delivered to Langfuse or dead-lettered, by outcome.",
                             ["tenant", "outcome"], registry=registry)
 
@@ -153,7 +151,7 @@ class ScoreSender:
         """Scores still queued (all tenants when None)."""
         sql, args = "SELECT COUNT(*) FROM score_outbox", ()
         if tenant is not None:
-            sql, args = sql + " WHERE tenant=?", (tenant,)
+            sql, args = sql + " WHERE tenant=?", (tenant,)  # type: ignore[assignment]
         return (await self.db.run(lambda c: c.execute(sql, args).fetchone()))[0]
 
     async def _sleep(self, tenant: str, seconds: float) -> None:
@@ -166,6 +164,7 @@ class ScoreSender:
 
     async def _run(self, tenant: str) -> None:
         lf = self.tenants[tenant]
+        assert lf.public_key is not None and lf.secret_key is not None  # export on: both keys set
         base = str(lf.base_url).rstrip("/")
         auth = {"Authorization": basic_auth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())}
         failures = 0
@@ -190,20 +189,27 @@ class ScoreSender:
             await self._sleep(tenant, pause)
 
     def _wait(self, attempt: int) -> float:
-        state = RetryCallState(None, None, (), {})
-        state.attempt_number = attempt
-        return float(self._backoff(state))
+        """Backoff before attempt ``attempt + 1`` (s): ``initial × multiplier^(attempt-1)`` capped at the maximum
+        (``exporters.langfuse.retry_on_failure``), without jitter."""
+        r = self.retry
+        return float(min(r.initial_interval * r.multiplier ** max(0, attempt - 1), r.max_interval))
 
     async def _deliver(self, tenant: str, base: str, auth: dict[str, str]) -> float:
         """Send every due row; returns how long to wait before looking again (s)."""
         http = self._http
         assert http is not None
-        rows = await self.db.run(lambda c: c.execute(
-            "SELECT id, body, version, attempts, failures_500 FROM score_outbox WHERE tenant=? AND next_ns<=? "
-            "ORDER BY id LIMIT 100", (tenant, time.time_ns())).fetchall())
+        now = time.time_ns()
+
+        def due(c: sqlite3.Connection) -> list[tuple]:
+            return c.execute("SELECT id, body, version, attempts, failures_500 FROM score_outbox WHERE tenant=? AND "
+                             "next_ns<=? ORDER BY id LIMIT 100", (tenant, now)).fetchall()
+
+        def next_due(c: sqlite3.Connection) -> int | None:
+            return c.execute("SELECT MIN(next_ns) FROM score_outbox WHERE tenant=?", (tenant,)).fetchone()[0]
+
+        rows = await self.db.run(due)
         if not rows:
-            nxt = await self.db.run(lambda c: c.execute(
-                "SELECT MIN(next_ns) FROM score_outbox WHERE tenant=?", (tenant,)).fetchone()[0])
+            nxt = await self.db.run(next_due)
             return 5.0 if nxt is None else min(5.0, max(0.0, (nxt - time.time_ns()) / 1e9))
         configs = self.configs[tenant]
         await configs.ensure(http, base, auth)
@@ -218,24 +224,28 @@ class ScoreSender:
                     await _check(r, f500, self.retry.max_500_retries)
             except TransientError as e:
                 delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
-                await self.db.run(lambda c, a=(attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300],
-                                                row_id): c.execute(
-                    "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?", a))
+                await self.db.run(functools.partial(
+                    _execute, "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
+                    (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id)))
                 if e.retry_after:
                     return e.retry_after  # the server asked the whole tenant to wait
                 continue
             except PermanentError as e:
-                await self.db.run(lambda c, e=e: _dead_letter(c, row_id, e.status, e.message))
+                await self.db.run(functools.partial(_dead_letter, row_id=row_id, status=e.status, reason=e.message))
                 self.sent.labels(tenant, "dead_lettered").inc()
                 log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
                 continue
-            await self.db.run(lambda c: c.execute("DELETE FROM score_outbox WHERE id=? AND version=?",
-                                                  (row_id, version)))
+            await self.db.run(functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?",
+                                                (row_id, version)))
             self.sent.labels(tenant, "delivered").inc()
         return 0.0
 
 
-def _dead_letter(conn, row_id: int, status: int | None, reason: str) -> None:
+def _execute(sql: str, args: tuple, conn: sqlite3.Connection) -> None:
+    conn.execute(sql, args)
+
+
+def _dead_letter(conn: sqlite3.Connection, *, row_id: int, status: int | None, reason: str) -> None:
     row = conn.execute("SELECT tenant, score_id, body FROM score_outbox WHERE id=?", (row_id,)).fetchone()
     if row is None:
         return

@@ -1,6 +1,6 @@
-"""Scores as records of the rules engine's feed: a :class:`ScoreRecord` is a ``UsageRecord`` of kind ``score``
-(``relay.alerting.rules.schema.SCORE_KIND``) carrying the score's value, so ``kind: score`` rules aggregate scores
-with the same windows, grouping and alert life cycle as usage. Usage rules ignore these records.
+"""Scores as records of the rules engine's feed (``relay.usage.score_record.ScoreRecord``: a ``UsageRecord`` of
+kind ``score`` carrying the score's value), so ``kind: score`` rules aggregate scores with the same windows,
+grouping and alert life cycle as usage. Usage rules ignore these records.
 
 :class:`ScoredLedger` wraps the usage ledger for the rules engine: its ``scan`` also yields the score table's
 records, so score rules are backfilled at start and on reload like the others.
@@ -9,38 +9,16 @@ records, so score rules are backfilled at start and on reload like the others.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from relay.alerting.rules.schema import SCORE_KIND
 from relay.model import UsageRecord
 from relay.store.sqlite import SqliteDB
 from relay.usage.metrics import MetricSum
+from relay.usage.score_record import SCORE_KIND, ScoreRecord
 from relay.usage.sqlite_scores import ScoreRow, apply_score_schema, read_scores
 from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["ScoreRecord", "score_record", "score_changes", "ScoredLedger"]
-
-
-@dataclass
-class ScoreRecord(UsageRecord):
-    """A score in the rules engine: ``value`` (numeric and boolean scores; None for categorical/text ones),
-    ``string_value`` (the label or text), ``score`` (its name) and ``score_source`` (``relay`` or ``api``)."""
-
-    value: float | None = None
-    string_value: str | None = None
-    score: str = ""
-    score_source: str = ""
-
-    def label_set(self) -> dict[str, str]:
-        """The usage labels of the scored trace/session plus ``score``, ``score_source``, ``score_subject``
-        (``trace``, ``session``, ``other``) and, for categorical scores, ``score_value``."""
-        out = super().label_set()
-        out.update(score=self.score, score_source=self.score_source,
-                   score_subject="trace" if self.trace_id else "session" if self.session_id else "other")
-        if self.string_value is not None:
-            out["score_value"] = self.string_value
-        return out
 
 
 def score_record(row: ScoreRow) -> ScoreRecord:

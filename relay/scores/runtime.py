@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig
 from relay.scores.config import ScoresConfig
 from relay.scores.outbox import ScoreSender
@@ -17,8 +20,10 @@ from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["ScoresRuntime"]
 
+log = logging.getLogger(__name__)
 
-class ScoresRuntime:
+
+class ScoresRuntime(Component):
     """The scorer (always: scores also land in the ledger) and, for tenants exporting to Langfuse, the sender.
 
     ``tenants`` are the resolved tenant configs (``name``, ``langfuse``). Call :meth:`traces_closed` from the
@@ -52,13 +57,19 @@ class ScoresRuntime:
             claude = name.startswith("claude_code") or any(u.source.startswith("claude_code") for u in c.usage)
             self.scorer.trace_closed(ClosedTrace(c.tenant, c.trace_id, c.info.get("session_id"), start, end, claude))
 
+    name = "scores"
+
     async def start(self) -> None:
         """Start delivery (always: queued scores of earlier runs go out) and scoring (when enabled)."""
         await self.sender.start()
         if self.enabled:
             self.scorer.start()
 
-    async def stop(self) -> None:
-        """Stop scoring, then delivery; queued scores stay in the outbox."""
-        await self.scorer.stop()
+    async def shutdown(self, deadline: float) -> None:
+        """Record the traces reported so far and stop scoring, then delivery; queued scores stay in the outbox for
+        the next start (an interrupted post is re-sent then: score ids make that an update). Never raises."""
+        try:
+            await asyncio.wait_for(self.scorer.stop(), remaining(deadline))
+        except (TimeoutError, Exception):
+            log.warning("scores: scoring did not stop cleanly before the deadline")
         await self.sender.stop()

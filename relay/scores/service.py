@@ -13,6 +13,7 @@ are deterministic (``relay.scores.catalog.score_id``), so Langfuse updates the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.model import UsageRecord
-from relay.scores.catalog import GENAI_SCORES, INTERACTION_SCORES, SESSION_SCORES, BUILTINS, figure_value, score_id
+from relay.scores.catalog import BUILTINS, GENAI_SCORES, INTERACTION_SCORES, SESSION_SCORES, figure_value, score_id
 from relay.scores.config import ScoresConfig
 from relay.scores.figures import Figures, figures_of, outcome_of
 from relay.store.sqlite import SqliteDB
@@ -172,7 +173,7 @@ class Scorer:
             else:
                 scores = await self._session_scores(tenant, subject)
             key = (tenant, kind, subject, due_ns)
-            queued += await self.db.run(lambda c, s=scores, k=key: self._commit(c, s, k))
+            queued += await self.db.run(functools.partial(self._commit, scores=scores, key=key))
             if scores:
                 tenants.add(tenant)
             await asyncio.sleep(0)

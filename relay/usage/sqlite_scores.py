@@ -120,7 +120,8 @@ _ROW = ("SELECT tenant, id, name, data_type, value, string_value, trace_id, sess
 
 
 def _row(r: Sequence[Any]) -> ScoreRow:
-    return ScoreRow(*r[:9], json.loads(r[9] or "{}"), r[10], r[11])
+    return ScoreRow(tenant=r[0], id=r[1], name=r[2], data_type=r[3], value=r[4], string_value=r[5], trace_id=r[6],
+                    session_id=r[7], user_id=r[8], labels=json.loads(r[9] or "{}"), source=r[10], time_ns=r[11])
 
 
 def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
@@ -145,7 +146,8 @@ def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
             "session_id=excluded.session_id, observation_id=excluded.observation_id, user_id=excluded.user_id, "
             "labels=excluded.labels, source=excluded.source, comment=excluded.comment, time_ns=excluded.time_ns",
             (s.tenant, s.id, str(b.get("name")), str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
-             float(value) if numeric else None, None if numeric else (None if value is None else str(value)),
+             float(value) if numeric and value is not None else None,
+             None if numeric or value is None else str(value),
              b.get("traceId"), b.get("sessionId"), b.get("observationId"), user, labels, s.source, b.get("comment"),
              s.time_ns if before is None else before[11]))
         after = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()

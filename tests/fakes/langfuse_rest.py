@@ -143,7 +143,8 @@ def install(fake: Any, app: web.Application) -> None:
         with fake.rest.lock:
             item = getattr(fake.rest, table).get((project.id, request.match_info["name"]))
         if item is None:
-            return fake._reply(rec, 404, {"message": f"{table[:-1].capitalize()} not found", "error": "LangfuseNotFoundError"})
+            return fake._reply(rec, 404, {"message": f"{table[:-1].capitalize()} not found",
+                                          "error": "LangfuseNotFoundError"})
         return await fake._finish(request, rec, fault, 200, item)
 
     async def prompt(request: web.Request) -> web.StreamResponse:

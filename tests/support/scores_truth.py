@@ -11,15 +11,15 @@ import time
 from collections import defaultdict
 from decimal import Decimal
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
-
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.support.expected import Event, _json_value, _pb_value, events
 from tests.support.fixtures import load_scenario
 
-__all__ = ["events_of_bodies", "session_truth", "interaction_truth", "metric_truth", "scores_settled", "truth_of_events"]
+__all__ = ["events_of_bodies", "session_truth", "interaction_truth", "metric_truth", "scores_settled",
+           "truth_of_events"]
 
 
 def _seq(e: Event) -> int:

@@ -1,7 +1,8 @@
 """The dispatcher: routes alerts into aggregation groups and, on Alertmanager's timers, turns each group into
 notifications queued in the durable outbox.
 
-Semantics of Alertmanager's ``dispatch/dispatch.go`` and notification pipeline (contract ``alerting.md`` §1;
+Semantics of Alertmanager's ``dispatch/dispatch.go`` and notification pipeline
+(https://prometheus.io/docs/alerting/latest/alertmanager/ ;
 https://prometheus.io/docs/alerting/latest/configuration/#route):
 
 - :meth:`Dispatcher.put` (called by the rules engine with every alert whose state changed; firing alerts may be
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from relay.component import Component
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.inhibit import Inhibitor
 from relay.alert import Alert, AlertState, Notification
@@ -85,13 +87,15 @@ class _Write:
     entry: NflogEntry
 
 
-class Dispatcher:
+class Dispatcher(Component):
     """Routes, groups, mutes and deduplicates alerts into outbox notifications.
 
     ``config`` is the ``alerting:`` section; ``db`` relay's shared database (the notification log's table is
     created here — blocking, call at start-up); ``outbox`` receives the notifications; ``silences`` mutes alerts;
     ``now`` returns unix seconds; ``registry`` gets ``alertmanager_dispatcher_aggregation_groups``.
     """
+
+    name = "alert dispatcher"
 
     def __init__(self, config: AlertingConfig, *, db: SqliteDB, outbox: Outbox, silences: Silences,
                  now: Callable[[], float] = time.time, registry: CollectorRegistry | None = None):
@@ -173,13 +177,13 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ timers
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Run the group timers and maintenance on the running loop."""
         if self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="alert-dispatcher")
 
-    async def stop(self) -> None:
+    async def shutdown(self, deadline: float) -> None:
         """Stop the timers (a flush in progress is cancelled; its SQLite job commits or not as a whole)."""
         if self._task is not None:
             self._task.cancel()
@@ -239,6 +243,7 @@ class Dispatcher:
                 self.outbox.wake({w.integration for w in sent}, len(sent))
                 for w in sent:
                     n = w.notification
+                    assert n is not None
                     log.info("alert group %s: notification seq %d (%s, %d firing, %d resolved%s) queued for %s",
                              n.group_key, n.seq, n.status, len(n.firing), len(n.resolved),
                              ", repeat" if n.repeat else "", w.integration)
@@ -275,7 +280,7 @@ class Dispatcher:
             seq = entry.seq if entry is not None else 0
             if alerts:
                 seq = 1 if new_episode else seq + 1
-                repeat = (not new_episode and ffp == entry.firing
+                repeat = (entry is not None and not new_episode and ffp == entry.firing
                           and (not send_resolved or rfp <= entry.resolved))
                 notification = Notification(
                     receiver=receiver, group_key=g.key, group_labels=dict(g.labels),

@@ -1,4 +1,5 @@
-"""Inhibition: a firing alert mutes other alerts (Alertmanager ``inhibit_rules``, contract ``alerting.md`` §1).
+"""Inhibition: a firing alert mutes other alerts (Alertmanager ``inhibit_rules``,
+https://prometheus.io/docs/alerting/latest/configuration/#inhibit_rule).
 
 While an alert matching a rule's ``source_matchers`` is firing, every alert matching its ``target_matchers`` whose
 ``equal`` labels carry the same values as the source's (a missing label equals the empty string) is muted — e.g. a

@@ -1,6 +1,6 @@
 """The notification log: what was last notified to each integration for each alert group, so that a restart
-neither forgets a firing alert nor notifies it again (Alertmanager ``nflog/``; contract ``alerting.md`` §1
-"Notification dedup").
+neither forgets a firing alert nor notifies it again (Alertmanager ``nflog/``;
+https://prometheus.io/docs/alerting/latest/alertmanager/).
 
 One entry per (integration, group key): the fingerprints of the firing and of the resolved alerts of the last
 notification, when it was sent (unix seconds), its sequence number and when the entry expires. Entries are

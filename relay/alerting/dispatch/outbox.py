@@ -43,9 +43,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from tenacity import RetryCallState
-from tenacity.wait import wait_exponential
 
+from relay.component import Component, remaining
 from relay.alert import Notification
 from relay.notify.base import Notifier, NotifyError
 from relay.store.sqlite import SqliteDB
@@ -94,7 +93,7 @@ class OutboxItem:
     failed_at: float | None
 
 
-class Outbox:
+class Outbox(Component):
     """The durable outbox. Blocking constructor (creates its tables; call at start-up); ``start()`` launches
     one delivery task per integration, ``await stop()`` ends them.
 
@@ -105,6 +104,8 @@ class Outbox:
     ``failed_retention`` seconds, group states not updated for ``state_retention`` seconds are dropped at start.
     """
 
+    name = "notification outbox"
+
     def __init__(self, db: SqliteDB, notifiers: Mapping[str, Notifier], now: Callable[[], float] = time.time, *,
                  registry: CollectorRegistry | None = None, initial_backoff: float = 1.0,
                  max_backoff: float = 300.0, jitter: float = 0.5, failed_retention: float = 7 * 86400.0,
@@ -113,7 +114,8 @@ class Outbox:
         self.db = db
         self._notifiers: dict[str, Notifier] = dict(notifiers)
         self._now = now
-        self._backoff = wait_exponential(multiplier=initial_backoff, exp_base=2, max=max_backoff)
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
         self._jitter = jitter
         self._rand = rand
         self.failed_retention = failed_retention
@@ -158,7 +160,8 @@ class Outbox:
         cur = conn.execute(
             "INSERT INTO outbox (integration, group_key, payload, created, next_attempt) VALUES (?, ?, ?, ?, ?)",
             (integration, notification.group_key, json.dumps(notification.to_dict()), now, now))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def wake(self, integrations: Iterable[str], added: int = 0) -> None:
         """Tell the delivery tasks that items were committed for ``integrations`` (``added``: how many items in
@@ -180,9 +183,11 @@ class Outbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Start one delivery task per integration (call inside the running loop); warns about queued items
-        whose integration is not configured."""
+    async def start(self) -> None:
+        """Start one delivery task per integration; warns about queued items whose integration is not
+        configured."""
+        if self._started:
+            return
         self._stopping = False
         self._started = True
         for key in self._notifiers:
@@ -194,9 +199,10 @@ class Outbox:
                 self._warn_orphan(key)
         self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop delivering: a notification being sent may finish within ``grace`` seconds, then it is cancelled
-        (and stays queued). Closes the notifiers."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop delivering: a notification being sent may finish until ``deadline``, then it is cancelled (and
+        stays queued). Closes the notifiers."""
+        grace = remaining(deadline)
         self._stopping = True
         for ev in self._wake.values():
             ev.set()
@@ -354,9 +360,8 @@ class Outbox:
         """Schedule the item's next attempt (backoff with jitter, at least ``retry_after``); keep ``state`` (the
         notifier's state after a partial failure) for the retry when given — in the same transaction."""
         attempts = item.attempts + 1
-        rs = RetryCallState(None, None, (), {})
-        rs.attempt_number = attempts
-        backoff = self._backoff(rs)
+        # attempts are persisted (the schedule survives restarts), so the wait is computed here, not by a retry loop
+        backoff = min(self._max_backoff, self._initial_backoff * 2 ** min(attempts - 1, 64))
         delay = max(backoff * (1 + self._jitter * self._rand()), retry_after or 0.0)
         now = self._now()
         next_attempt = now + delay

@@ -1,6 +1,6 @@
 """The routing tree: which route (receiver, grouping, timers) an alert goes to, and its aggregation group key.
 
-Semantics of Alertmanager's ``dispatch/route.go`` (contract ``alerting.md`` §1,
+Semantics of Alertmanager's ``dispatch/route.go`` (see
 https://prometheus.io/docs/alerting/latest/configuration/#route): a route matches when all its matchers match the
 alert's labels; matching descends depth-first into the children, the **first matching child wins** unless it has
 ``continue: true`` (then later siblings are tried too); a route none of whose children match handles the alert
@@ -58,6 +58,8 @@ class Route:
     the child index at each level, so it is unique even for siblings with equal matchers.
     """
 
+    opts: RouteOpts
+
     def __init__(self, config: RouteConfig, parent: Route | None = None, index: int = 0):
         self.parent = parent
         self.matchers: list[Matcher] = sorted(parse_matchers(config.matchers), key=lambda m: (m.name, m.op, m.value))
@@ -70,9 +72,9 @@ class Route:
             receiver=config.receiver if config.receiver is not None else (p.receiver if p else None),
             group_by=tuple(x for x in group_by if x != GROUP_BY_ALL),
             group_by_all=GROUP_BY_ALL in group_by,
-            group_wait=_pick(config.group_wait, p and p.group_wait, DEFAULT_GROUP_WAIT),
-            group_interval=_pick(config.group_interval, p and p.group_interval, DEFAULT_GROUP_INTERVAL),
-            repeat_interval=_pick(config.repeat_interval, p and p.repeat_interval, DEFAULT_REPEAT_INTERVAL),
+            group_wait=_pick(config.group_wait, p.group_wait if p else None, DEFAULT_GROUP_WAIT),
+            group_interval=_pick(config.group_interval, p.group_interval if p else None, DEFAULT_GROUP_INTERVAL),
+            repeat_interval=_pick(config.repeat_interval, p.repeat_interval if p else None, DEFAULT_REPEAT_INTERVAL),
         )
         own = "{" + ",".join(str(m) for m in self.matchers) + "}"
         self.key: str = own if parent is None else f"{parent.key}/{own}"

@@ -1,5 +1,5 @@
 """Silences: matcher sets that mute alerts between ``starts_at`` and ``ends_at`` (Alertmanager semantics,
-contract ``alerting.md`` §1; https://prometheus.io/docs/alerting/latest/alertmanager/#silences and
+https://prometheus.io/docs/alerting/latest/alertmanager/#silences and
 ``silence/silence.go``).
 
 A silence is **pending** before ``starts_at``, **active** until ``ends_at``, then **expired**; its state is computed
@@ -14,6 +14,7 @@ returns. Reads (``is_silenced``, ``list``) are served from memory. Times are uni
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import sqlite3
@@ -93,7 +94,10 @@ class Silences:
         if registry is not None:
             gauge = Gauge("alertmanager_silences", "How many silences by state.", ["state"], registry=registry)
             for st in SilenceState:
-                gauge.labels(st.value).set_function(lambda st=st: len(self.list([st])))
+                gauge.labels(st.value).set_function(self._counter(st))
+
+    def _counter(self, state: SilenceState) -> Callable[[], int]:
+        return lambda: len(self.list([state]))
 
     # ------------------------------------------------------------------ reads
 
@@ -119,7 +123,7 @@ class Silences:
 
         return sorted((s for s in self._by_id.values() if s.state(now) in wanted), key=key)
 
-    def is_silenced(self, labels: Mapping[str, str]) -> list[str]:
+    def is_silenced(self, labels: Mapping[str, str]) -> builtins.list[str]:
         """Ids of the active silences that mute an alert with ``labels`` (empty: not silenced)."""
         now = self._now()
         return [s.id for s in self._by_id.values() if s.state(now) is SilenceState.ACTIVE and s.matches(labels)]

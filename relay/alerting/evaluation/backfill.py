@@ -71,6 +71,7 @@ class BackfillTracker:
             await asyncio.sleep(0)
         self.scan_pos = END_NS
         for k, (first_old, latest_new, passed) in list(watched.items()):
+            scanned: UsageRecord | None
             if k in seen:
                 scanned = seen[k]
             else:

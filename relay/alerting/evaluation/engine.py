@@ -71,7 +71,7 @@ class RuleEngine:
         self.evaluation_interval = evaluation_interval
         self.resend_interval = resend_interval
         self.resolved_retention = resolved_retention
-        self._arts: dict[str, AggRuntime] = {}
+        self._agg_runtimes: dict[str, AggRuntime] = {}
         self._rules: dict[str, RuleRuntime] = {}
         self._index: dict[str, dict[str, list[AggRuntime]]] = {}
         self._unindexed: list[AggRuntime] = []
@@ -84,7 +84,7 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ public API
 
-    async def start(self, ledger: LedgerStore | None) -> None:
+    async def restore(self, ledger: LedgerStore | None) -> None:
         """Restore persisted alerts (when a state store is set), backfill every rule from ``ledger`` (None: start
         empty) and run a first evaluation. Call once, before feeding :meth:`observe`."""
         if self._state is not None:
@@ -92,13 +92,13 @@ class RuleEngine:
                 if alert.state is AlertState.RESOLVED:
                     self._emit.resolved.append(alert)
                     continue
-                rrt = self._rules.get(alert.rule)
-                if rrt is not None:  # a still-firing alert is re-sent once (same fired_at) so the dispatcher has it
-                    rrt.carried[alert.fingerprint] = (alert, None)
+                rule_rt = self._rules.get(alert.rule)
+                if rule_rt is not None:  # a still-firing alert is re-sent once (same fired_at) so the dispatcher has it
+                    rule_rt.carried[alert.fingerprint] = (alert, None)
                 else:  # its rule is gone
                     self._emit.orphan(alert, self._now())
-        arts = [a for a in self._arts.values() if a.loading]
-        await self._backfill(ledger, arts)
+        agg_runtimes = [a for a in self._agg_runtimes.values() if a.loading]
+        await self._backfill(ledger, agg_runtimes)
 
     def observe(self, changes: Sequence[LedgerChange]) -> None:
         """Apply ledger changes and evaluate the touched groups now (emitting to ``on_alerts``). Cheap; sync."""
@@ -116,8 +116,8 @@ class RuleEngine:
                 self._apply(ch.new, 1, now, touched, None)
                 self.records_observed += 1
         out: list[tuple[Any, ...]] = []
-        for art, g in touched.values():
-            self._eval_group(art, g, art.rules, now, out)
+        for agg_rt, g in touched.values():
+            self._eval_group(agg_rt, g, agg_rt.rules, now, out)
         self._emit.flush(out, now)
 
     def evaluate(self, now: float | None = None, *, due_only: bool = False) -> None:
@@ -126,13 +126,13 @@ class RuleEngine:
         ``for:`` deadline or window boundary has come (what :meth:`run` does)."""
         now = self._now() if now is None else now
         out: list[tuple[Any, ...]] = []
-        for art in list(self._arts.values()):
-            if art.loading:
+        for agg_rt in list(self._agg_runtimes.values()):
+            if agg_rt.loading:
                 continue
-            rules = [r for r in art.rules if not due_only or self._due(r, now)]
+            rules = [r for r in agg_rt.rules if not due_only or self._due(r, now)]
             if not rules:
                 continue
-            self._evaluate_art(art, rules, now, out)
+            self._evaluate_art(agg_rt, rules, now, out)
         self._emit.prune(now)
         self._emit.flush(out, now)
 
@@ -142,7 +142,7 @@ class RuleEngine:
         best = now + self.evaluation_interval
         for r in self._rules.values():
             best = min(best, r.next_eval, r.deadline, r.event_at,
-                       r.art.boundary if r.art.boundary is not None else math.inf)
+                       r.agg_runtime.boundary if r.agg_runtime.boundary is not None else math.inf)
         return best
 
     async def run(self) -> None:
@@ -164,26 +164,26 @@ class RuleEngine:
             out: list[tuple[Any, ...]] = []
             now = self._now()
             self._install(rules, loading=True, previous=old)
-            for rid, rrt in old.items():
-                if self._rules.get(rid) is rrt:
+            for rid, rule_rt in old.items():
+                if self._rules.get(rid) is rule_rt:
                     continue
                 new = self._rules.get(rid)
-                for slots in rrt.slots.values():
+                for slots in rule_rt.slots.values():
                     for s in slots:
                         if s is None or s.alert is None:
                             continue
                         if new is not None:
                             new.carried[s.fp] = (s.alert, s.sent_at)
                         else:
-                            self._resolve_dropped(rrt, s.alert, now, out)
-                for alert, sent_at in rrt.carried.values():
+                            self._resolve_dropped(rule_rt, s.alert, now, out)
+                for alert, sent_at in rule_rt.carried.values():
                     if new is not None:
                         new.carried[alert.fingerprint] = (alert, sent_at)
                     else:
                         self._emit.orphan(alert, now)
             self._emit.flush(out, now)
             self.ruleset = rules
-            await self._backfill(ledger, [a for a in self._arts.values() if a.loading])
+            await self._backfill(ledger, [a for a in self._agg_runtimes.values() if a.loading])
 
     def alerts(self) -> list[Alert]:
         """Copies of the pending and firing alerts, with values and annotations current, and of the resolved ones
@@ -191,18 +191,18 @@ class RuleEngine:
         ``GET /api/v1/alerts``."""
         now = self._now()
         out: list[Alert] = []
-        for rrt in self._rules.values():
-            art = rrt.art
-            for gkey, slots in rrt.slots.items():
-                g = art.groups.get(gkey)
+        for rule_rt in self._rules.values():
+            agg_rt = rule_rt.agg_runtime
+            for gkey, slots in rule_rt.slots.items():
+                g = agg_rt.groups.get(gkey)
                 for i, s in enumerate(slots):
                     if s is None or s.alert is None:
                         continue
-                    if g is not None and not art.loading:
-                        g.agg.advance(*art.lo(now))
-                        render_alert(rrt, s.alert, rrt.evaluator.values(g.agg, now, i), g.sample, self._links)
+                    if g is not None and not agg_rt.loading:
+                        g.agg.advance(*agg_rt.lo(now))
+                        render_alert(rule_rt, s.alert, rule_rt.evaluator.values(g.agg, now, i), g.sample, self._links)
                     out.append(copy_alert(s.alert))
-            out.extend(copy_alert(a) for a, _ in rrt.carried.values())
+            out.extend(copy_alert(a) for a, _ in rule_rt.carried.values())
         latest: dict[tuple[str, str], Alert] = {}
         for a in self._emit.resolved:
             latest[(a.rule, a.fingerprint)] = a
@@ -220,7 +220,7 @@ class RuleEngine:
         """Alerts handed to ``on_alerts`` so far (for relay's own metrics)."""
         return self._emit.sent
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
         """Wait for scheduled sink calls and state writes."""
         await self._emit.drain()
 
@@ -228,41 +228,41 @@ class RuleEngine:
 
     def _install(self, rules: RuleSet, *, loading: bool, previous: dict[str, RuleRuntime] | None = None) -> None:
         previous = previous or {}
-        arts: dict[str, AggRuntime] = {}
-        rrts: dict[str, RuleRuntime] = {}
+        agg_runtimes: dict[str, AggRuntime] = {}
+        rule_runtimes: dict[str, RuleRuntime] = {}
         for rule in rules.rules:
             key = rule.agg_key()
-            art = arts.get(key)
-            if art is None:
-                art = self._arts.get(key)
-                if art is None:
-                    art = AggRuntime(make_aggregation(rule))
-                    art.loading = loading
-                art.rules = []
-                arts[key] = art
+            agg_rt = agg_runtimes.get(key)
+            if agg_rt is None:
+                agg_rt = self._agg_runtimes.get(key)
+                if agg_rt is None:
+                    agg_rt = AggRuntime(make_aggregation(rule))
+                    agg_rt.loading = loading
+                agg_rt.rules = []
+                agg_runtimes[key] = agg_rt
             old = previous.get(rule.id)
-            if old is not None and old.art is art and old.rule.definition_key() == rule.definition_key():
-                rrt = old
-                rrt.rule = rule
+            if old is not None and old.agg_runtime is agg_rt and old.rule.definition_key() == rule.definition_key():
+                rule_rt = old
+                rule_rt.rule = rule
             else:
-                rrt = RuleRuntime(rule, art)
-            art.rules.append(rrt)
-            rrts[rule.id] = rrt
-        self._arts, self._rules = arts, rrts
+                rule_rt = RuleRuntime(rule, agg_rt)
+            agg_rt.rules.append(rule_rt)
+            rule_runtimes[rule.id] = rule_rt
+        self._agg_runtimes, self._rules = agg_runtimes, rule_runtimes
         self._index, self._unindexed = {}, []
-        for art in arts.values():
-            name = index_label(art.agg)
-            art.check = art.agg.matchers
+        for agg_rt in agg_runtimes.values():
+            name = index_label(agg_rt.agg)
+            agg_rt.check = agg_rt.agg.matchers
             if name is None:
-                self._unindexed.append(art)
+                self._unindexed.append(agg_rt)
                 continue
-            values = art.agg.index[name]
+            values = agg_rt.agg.index[name]
             # the index lookup already guarantees this equality matcher
-            art.check = tuple(m for m in art.agg.matchers
+            agg_rt.check = tuple(m for m in agg_rt.agg.matchers
                               if not (m.op == "=" and m.name == name and values == frozenset([m.value])))
             table = self._index.setdefault(name, {})
             for v in values:
-                table.setdefault(v, []).append(art)
+                table.setdefault(v, []).append(agg_rt)
 
     # ------------------------------------------------------------------ records
 
@@ -283,134 +283,137 @@ class RuleEngine:
             return
         t = rec.time_ns / 1e9
         tenant = rec.tenant
-        for art in cands:
+        for agg_rt in cands:
             if only is not None:
-                if id(art) not in only:
+                if id(agg_rt) not in only:
                     continue
-            elif art.loading:
+            elif agg_rt.loading:
                 continue
             ok = True
-            for m in art.check:
+            for m in agg_rt.check:
                 if not m.matches(labels):
                     ok = False
                     break
             if not ok:
                 continue
-            agg = art.agg
-            c = agg.contribute(rec, labels)
-            if c is None:
+            agg = agg_rt.agg
+            contribution = agg.contribute(rec, labels)
+            if contribution is None:
                 continue
-            gkey = art.group_key(tenant, labels)
-            groups = art.groups
+            vector, raw_value = contribution
+            gkey = agg_rt.group_key(tenant, labels)
+            groups = agg_rt.groups
             g = groups.get(gkey)
             if g is None:
                 if sign < 0:
                     continue
-                g = art.group(gkey)
-            lo, hlo = art.lo(now)
-            wa = g.agg
-            if wa.lo != lo:
-                wa.advance(lo, hlo)
+                g = agg_rt.group(gkey)
+            lo, history_lo = agg_rt.lo(now)
+            window_agg = g.agg
+            if window_agg.lo != lo:
+                window_agg.advance(lo, history_lo)
             key = agg.window.key(t)
-            if wa.add(key, c[0], c[1], sign, hlo):
+            if window_agg.add(key, vector, raw_value, sign, history_lo):
                 if key > g.last_key:  # keep groups ordered by their newest data (expired ones come first)
                     g.last_key = key
                     del groups[gkey]
                     groups[gkey] = g
-                if sign > 0 and (g.sample is None or not agg.sample_failed or c[0][1]):
+                # sample_failed aggregations keep a failed record as the sample (vector[1] counts failures)
+                if sign > 0 and (g.sample is None or not agg.sample_failed or vector[1]):
                     g.sample = rec
                 if touched is not None:
-                    touched[(id(art), gkey)] = (art, g)
+                    touched[(id(agg_rt), gkey)] = (agg_rt, g)
 
-    async def _backfill(self, ledger: LedgerStore | None, arts: list[AggRuntime]) -> None:
-        """Fill ``arts`` from one ledger scan, reconcile changes observed meanwhile, then evaluate them (and settle
+    async def _backfill(self, ledger: LedgerStore | None, agg_runtimes: list[AggRuntime]) -> None:
+        """Fill ``agg_runtimes`` from one ledger scan, reconcile changes observed meanwhile, then evaluate them (and settle
         carried alerts, see :meth:`_settle`)."""
-        if not arts:
+        if not agg_runtimes:
             self._settle([])
             return
         now = self._now()
-        only = {id(a) for a in arts}
+        only = {id(a) for a in agg_runtimes}
         if ledger is not None:
             self._tracker = BackfillTracker(BACKFILL_RECENT)
             try:
-                start = min(a.agg.window.oldest_needed(now) for a in arts)
+                start = min(a.agg.window.oldest_needed(now) for a in agg_runtimes)
                 count = await self._tracker.fill(ledger, int(start * 1e9), now,
                                                  lambda rec, sign: self._apply(rec, sign, now, None, only))
-                log.info("rules: backfilled %d rule aggregation(s) from %d ledger record(s)", len(arts), count)
+                log.info("rules: backfilled %d rule aggregation(s) from %d ledger record(s)", len(agg_runtimes), count)
             finally:
                 self._tracker = None
-        for a in arts:
+        for a in agg_runtimes:
             a.loading = False
-        self._settle(arts)
+        self._settle(agg_runtimes)
 
     def _settle(self, loaded: list[AggRuntime]) -> None:
         """Evaluate freshly loaded aggregations and every rule holding carried alerts (restored or from a previous
         version of the rule); carried alerts no group claimed no longer hold: resolve (or drop) them."""
         now = self._now()
         out: list[tuple[Any, ...]] = []
-        arts = {id(a): a for a in loaded}
+        agg_runtimes = {id(a): a for a in loaded}
         for r in self._rules.values():
-            if r.carried and not r.art.loading:
-                arts[id(r.art)] = r.art
-        for art in arts.values():
-            self._evaluate_art(art, art.rules, now, out, full=True)
-            for rrt in art.rules:
-                for alert, _ in list(rrt.carried.values()):
-                    self._resolve_dropped(rrt, alert, now, out)
-                rrt.carried.clear()
+            if r.carried and not r.agg_runtime.loading:
+                agg_runtimes[id(r.agg_runtime)] = r.agg_runtime
+        for agg_rt in agg_runtimes.values():
+            self._evaluate_art(agg_rt, agg_rt.rules, now, out, full=True)
+            for rule_rt in agg_rt.rules:
+                for alert, _ in list(rule_rt.carried.values()):
+                    self._resolve_dropped(rule_rt, alert, now, out)
+                rule_rt.carried.clear()
         self._emit.flush(out, now)
 
     # ------------------------------------------------------------------ evaluation
 
     def _due(self, r: RuleRuntime, now: float) -> bool:
-        b = r.art.boundary
+        b = r.agg_runtime.boundary
         return r.next_eval <= now or r.deadline <= now or r.event_at <= now or (b is not None and b <= now)
 
-    def _evaluate_art(self, art: AggRuntime, rules: list[RuleRuntime], now: float, out: list, *,
+    def _evaluate_art(self, agg_rt: AggRuntime, rules: list[RuleRuntime], now: float, out: list, *,
                       full: bool = False) -> None:
         """Periodic evaluation of ``rules`` of one aggregation: every group for time-sensitive rules (and rules
         with carried alerts, or all with ``full``), only groups with active alerts for the others; then forget
         expired groups."""
-        lo, hlo = art.lo(now)
+        lo, history_lo = agg_rt.lo(now)
         for r in rules:
             r.deadline = math.inf
-        scan, mono = [], []
+        scan: list[RuleRuntime] = []
+        mono: list[RuleRuntime] = []
         for r in rules:
             (scan if full or r.carried or r.evaluator.full_scan(r.last_eval, now) else mono).append(r)
-        groups = art.groups
+        groups = agg_rt.groups
         if scan:
             for g in list(groups.values()):
-                g.agg.advance(lo, hlo)
-                self._eval_group(art, g, scan, now, out)
+                g.agg.advance(lo, history_lo)
+                self._eval_group(agg_rt, g, scan, now, out)
         if mono:
             for gkey in set().union(*(r.active_groups for r in mono)):
-                g = groups.get(gkey)
-                if g is not None:
-                    g.agg.advance(lo, hlo)
-                    self._eval_group(art, g, mono, now, out)
+                group = groups.get(gkey)
+                if group is not None:
+                    group.agg.advance(lo, history_lo)
+                    self._eval_group(agg_rt, group, mono, now, out)
         expired = []
         for gkey, g in groups.items():  # ordered by newest data: stop at the first group still in use
-            if g.last_key >= hlo:
+            if g.last_key >= history_lo:
                 break
-            if not any(gkey in r.active_groups for r in art.rules):
+            if not any(gkey in r.active_groups for r in agg_rt.rules):
                 expired.append(gkey)
         for gkey in expired:
             del groups[gkey]
-            for r in art.rules:
+            for r in agg_rt.rules:
                 r.slots.pop(gkey, None)
         for r in rules:
             r.next_eval = now + (r.rule.interval or self.evaluation_interval)
             r.last_eval = now
             ev = r.evaluator.next_event(now)
             r.event_at = ev if ev is not None else math.inf
-        art.boundary = art.agg.window.next_boundary(now)
+        agg_rt.boundary = agg_rt.agg.window.next_boundary(now)
 
-    def _eval_group(self, art: AggRuntime, g: Group, rules: Iterable[RuleRuntime], now: float, out: list) -> None:
+    def _eval_group(self, agg_rt: AggRuntime, g: Group, rules: Iterable[RuleRuntime], now: float, out: list) -> None:
         resend = self.resend_interval
-        for rrt in rules:
-            results = rrt.evaluator.check(g.agg, now)
-            slots = rrt.slots.get(g.key)
-            if slots is None and not rrt.carried:
+        for rule_rt in rules:
+            results = rule_rt.evaluator.check(g.agg, now)
+            slots = rule_rt.slots.get(g.key)
+            if slots is None and not rule_rt.carried:
                 for active, _ in results:
                     if active:
                         break
@@ -419,21 +422,21 @@ class RuleEngine:
             for i, (active, value) in enumerate(results):
                 s = slots[i] if slots is not None else None
                 if s is None:
-                    if not active and not rrt.carried:
+                    if not active and not rule_rt.carried:
                         continue
-                    s = rrt.slot(g, i)
-                    slots = rrt.slots[g.key]
+                    s = rule_rt.slot(g, i)
+                    slots = rule_rt.slots[g.key]
                 before = s.alert
-                emit, persist = step(rrt, s, active, value, now, resend)
+                emit, persist = step(rule_rt, s, active, value, now, resend)
                 if emit or persist:
-                    out.append((rrt, s, s.alert or before, g, i))
+                    out.append((rule_rt, s, s.alert or before, g, i))
             if slots is not None:
                 if any(s is not None and s.alert is not None for s in slots):
-                    rrt.active_groups.add(g.key)
+                    rule_rt.active_groups.add(g.key)
                 else:
-                    rrt.active_groups.discard(g.key)
+                    rule_rt.active_groups.discard(g.key)
 
-    def _resolve_dropped(self, rrt: RuleRuntime, alert: Alert, now: float, out: list) -> None:
+    def _resolve_dropped(self, rule_rt: RuleRuntime, alert: Alert, now: float, out: list) -> None:
         """Resolve (firing) or drop (pending) an alert that no group evaluates any more."""
         alert.state, alert.ends_at = AlertState.RESOLVED, now
-        out.append((rrt, None, alert, None, -1))
+        out.append((rule_rt, None, alert, None, -1))

@@ -75,6 +75,7 @@ def make_aggregation(rule: Rule) -> Aggregation:
     history = m.baseline.windows if isinstance(m, SpikeRule) else 0
     window = make_window(m.window, history)
     keep = False
+    contribute: Callable[[UsageRecord, dict[str, str]], Contribution]
     if isinstance(m, BudgetRule):
         n = 1
 
@@ -169,6 +170,7 @@ def _score_match(m: ScoreRule) -> Callable[[UsageRecord], float | None] | None:
                 return float(label == want or (value is not None and label is None and str(value) == want))
             return float(value is not None and value == want)
         return hit
+    assert spec.op is not None and spec.value is not None  # ScoreMatch: equals, or op with value
     op, cut = _OPS[spec.op], spec.value
 
     def hit_op(r: UsageRecord) -> float | None:

@@ -67,8 +67,8 @@ class AggRuntime:
     def lo(self, now: float) -> tuple[int, int]:
         """``(lo, history_lo)`` of the window at ``now`` (cached while they stay the same)."""
         if not self._since <= now < self._until:
-            lo, hlo, self._since, self._until = self.agg.window.lo_range(now)
-            self._lo = (lo, hlo)
+            lo, history_lo, self._since, self._until = self.agg.window.lo_range(now)
+            self._lo = (lo, history_lo)
         return self._lo
 
     def group(self, key: tuple) -> Group:
@@ -113,10 +113,10 @@ class RuleRuntime:
     previous version of the rule (``carried``: fingerprint → ``(alert, sent_at)``, adopted by the slot with the same
     labels, resolved when no slot claims them), and its schedule (``next_eval``, ``deadline`` of ``for:``)."""
 
-    def __init__(self, rule: Rule, art: AggRuntime):
+    def __init__(self, rule: Rule, agg_runtime: AggRuntime):
         self.rule = rule
-        self.art = art
-        self.evaluator: Evaluator = make_evaluator(rule, art.agg)
+        self.agg_runtime = agg_runtime
+        self.evaluator: Evaluator = make_evaluator(rule, agg_runtime.agg)
         self.slots: dict[tuple, list[Slot | None]] = {}
         self.carried: dict[str, tuple[Alert, float | None]] = {}
         self.next_eval = 0.0
@@ -127,7 +127,7 @@ class RuleRuntime:
         self.last_eval = -math.inf
         self.event_at = math.inf
         self.for_s = rule.for_s
-        self.window_desc = art.agg.window.describe()
+        self.window_desc = agg_runtime.agg.window.describe()
         self.context = rule_context(rule)
 
     def labels_for(self, g: Group, index: int) -> dict[str, str]:

@@ -280,6 +280,7 @@ class WindowAgg:
             if sign > 0:
                 cell[n].append(value)
                 if in_window:
+                    assert self.values is not None
                     bisect.insort(self.values, value)
             else:
                 try:
@@ -292,6 +293,7 @@ class WindowAgg:
 
     def _remove_sorted(self, v: float) -> None:
         vals = self.values
+        assert vals is not None
         i = bisect.bisect_left(vals, v)
         if i < len(vals) and vals[i] == v:
             del vals[i]

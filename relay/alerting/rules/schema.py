@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from relay.config_types import _Model, parse_duration
+from relay.usage.score_record import SCORE_KIND  # the kind of score records (re-exported)
 
 __all__ = [
     "RulesConfig", "RuleFileModel", "RuleGroupModel", "RuleModel", "BudgetRule", "ErrorRateRule", "ThresholdRule",
@@ -47,7 +48,8 @@ SEVERITIES = ("info", "warning", "critical")
 #: Labels the engine sets itself; ``group_by`` and rule ``labels`` may not use them.
 RESERVED_LABELS = ("alertname", "tenant", "threshold")
 #: The ``UsageRecord.kind`` of a record that marks Claude Code's ``api_retries_exhausted`` event (one request
-#: that gave up after its retries; contract claude-code-telemetry.md §5.1). It carries no cost and no tokens.
+#: that gave up after its retries; Claude Code docs "Events", https://code.claude.com/docs/en/monitoring-usage).
+#: It carries no cost and no tokens.
 RETRIES_EXHAUSTED_KIND = "retries_exhausted"
 #: Ledger fields a threshold or spike rule can aggregate (``records`` counts records).
 FIELDS = ("records", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
@@ -81,10 +83,8 @@ def format_duration(seconds: float) -> str:
 RuleDuration = Annotated[float, BeforeValidator(parse_rule_duration)]
 
 
-_Strict = _Model
 
-
-class RulesConfig(_Strict):
+class RulesConfig(_Model):
     """``rules:`` in ``config.yaml``: which rule files to load and how often to evaluate them.
 
     ``files`` are paths or globs (``rules/*.yaml``, ``**`` allowed), relative to the config file's directory; a
@@ -110,7 +110,7 @@ class RulesConfig(_Strict):
         return v
 
 
-class WindowSpec(_Strict):
+class WindowSpec(_Model):
     """The time window a rule aggregates over: ``rolling`` (the last N seconds, e.g. ``1h``) or a ``calendar``
     period (``day``, ``week`` starting Monday, ``month``) aligned in ``timezone`` (IANA name). A plain duration
     string is shorthand for ``{rolling: …}``."""
@@ -155,7 +155,7 @@ class WindowSpec(_Strict):
 Severity = Literal["info", "warning", "critical"]
 
 
-class _RuleBase(_Strict):
+class _RuleBase(_Model):
     """Fields every rule kind has. ``alert`` is the ``alertname``; ``matchers`` select ledger records by their
     labels (``=``, ``!=``, ``=~``, ``!~``; see ``relay.matchers``); ``group_by`` names labels whose values
     split the rule into one alert per group (``tenant`` is always added: tenants' data never mix); ``for`` is how
@@ -205,7 +205,7 @@ class _RuleBase(_Strict):
         return v
 
 
-class BudgetThreshold(_Strict):
+class BudgetThreshold(_Model):
     """One threshold of a budget: ``percent`` of the limit (e.g. 80) at which its own alert fires, with its
     ``severity``."""
 
@@ -213,7 +213,7 @@ class BudgetThreshold(_Strict):
     severity: Severity = "warning"
 
 
-class ForecastSpec(_Strict):
+class ForecastSpec(_Model):
     """Projected-overrun alert of a calendar budget: fires when ``spend / elapsed × window length`` (a linear
     projection to the window's end) exceeds the limit, once ``min_elapsed`` of the window has passed (default: a
     tenth of it)."""
@@ -254,13 +254,13 @@ class BudgetRule(_RuleBase):
         return self
 
 
-class ErrorSpec(_Strict):
+class ErrorSpec(_Model):
     """Which calls count and which of them count as failures, for an ``error_rate`` rule.
 
     ``kind``: the calls (``llm`` API calls or ``tool`` calls); a call failed when ``success`` is false. Optional
     filters narrow the failures: ``status_codes`` (e.g. ``[429, 529]``; 529 also matches failures without a status
-    code whose ``error_class`` is ``overloaded``, since Claude Code sends none for 529 — contract
-    claude-code-telemetry.md §8), ``error_classes`` (``overloaded``, ``rate_limit``, ``server_error``,
+    code whose ``error_class`` is ``overloaded``, since Claude Code sends none for 529 — observed in Claude Code's
+    exports, ``tests/fixtures/claude-code/``), ``error_classes`` (``overloaded``, ``rate_limit``, ``server_error``,
     ``client_error``, ``timeout``, ``connection_error``, ``unknown``; tools: the tool's error type or
     ``rejected``), and ``matchers`` on the failed records. Status codes and classes combine with OR, matchers
     with AND. ``retries_exhausted: true`` counts ledger records of kind ``retries_exhausted`` (requests that gave
@@ -322,7 +322,7 @@ class ThresholdRule(_RuleBase):
         return self
 
 
-class BaselineSpec(_Strict):
+class BaselineSpec(_Model):
     """The trailing baseline of a spike rule: the ``windows`` windows (each as long as the rule's window) right
     before the current one. ``min_baseline``: the baseline mean below which the rule is not evaluated;
     ``min_stddev``: floor of the baseline's standard deviation for z-scores (default: 10 % of the mean, so a
@@ -357,7 +357,7 @@ class SpikeRule(_RuleBase):
         return self
 
 
-class ScoreMatch(_Strict):
+class ScoreMatch(_Model):
     """Which scores count as hits for ``aggregate: rate``: ``equals`` a value (a categorical label such as
     ``failed``, or a number such as ``0`` for a thumbs-down), or ``op`` ``value`` on numeric scores."""
 
@@ -398,8 +398,6 @@ class ScoreRule(_RuleBase):
         return self
 
 
-#: The ``UsageRecord.kind`` of the score records fed to the rules engine (``relay.scores.records``).
-SCORE_KIND = "score"
 
 #: One rule of any kind.
 RuleModel = BudgetRule | ErrorRateRule | ThresholdRule | SpikeRule | ScoreRule
@@ -410,7 +408,7 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
 }
 
 
-class RuleGroupModel(_Strict):
+class RuleGroupModel(_Model):
     """A named group of rules with an optional periodic evaluation ``interval``. ``rules`` are validated one by
     one by ``relay.alerting.rules.load`` (so errors name the rule), hence raw mappings here."""
 
@@ -426,7 +424,7 @@ class RuleGroupModel(_Strict):
         return v
 
 
-class RuleFileModel(_Strict):
+class RuleFileModel(_Model):
     """A rule file: ``groups`` (raw mappings, validated one by one)."""
 
     groups: list[dict[str, Any]] = []

@@ -1,6 +1,6 @@
 """A minimal async Jira REST client (aiohttp) for the Jira notifier: Cloud (REST v3) and Data Center (REST v2).
 
-Only the calls relay needs (contract ``alerting.md`` §4; https://developer.atlassian.com/cloud/jira/platform/rest/v3/
+Only the calls relay needs (Jira Cloud REST v3 https://developer.atlassian.com/cloud/jira/platform/rest/v3/
 and the Data Center REST reference https://docs.atlassian.com/software/jira/docs/api/REST/latest/):
 
 =========================  ====================================================================================

@@ -3,7 +3,7 @@
 Names follow Alertmanager's native ``jira_configs`` where they exist (``project``, ``issue_type``, ``summary``,
 ``description``, ``labels``, ``reopen_transition``, ``reopen_duration``, ``resolve_transition``,
 ``wont_fix_resolution``, ``send_resolved``; https://prometheus.io/docs/alerting/latest/configuration/#jira_config)
-and jiralert's otherwise (``components``, custom fields). Contract: ``/work/shared/contracts/alerting.md`` §3–4.
+and jiralert's otherwise (``components``, custom fields; https://github.com/prometheus-community/jiralert).
 
 Example::
 

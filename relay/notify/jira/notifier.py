@@ -1,6 +1,8 @@
 """The Jira notifier: one Jira issue per alert group, on Jira Cloud (REST v3) or Data Center / Server (REST v2).
 
-Lifecycle (contract ``alerting.md`` §3, Alertmanager's native ``jira_configs`` and jiralert):
+Lifecycle (Alertmanager's native ``jira_configs``,
+https://prometheus.io/docs/alerting/latest/configuration/#jira_config , and jiralert,
+https://github.com/prometheus-community/jiralert):
 
 - **firing, no issue** → create one (summary, description, priority from severity, labels, components, custom
   fields, and the group's dedup key as a label or in ``dedup_field``);

@@ -1,7 +1,7 @@
 """Slack message rendering: Block Kit payloads (plain dicts, ready for ``chat.postMessage`` / ``chat.update`` /
 an incoming webhook) for an alert group, its thread updates, its resolved note and a test message.
 
-Layout (contract ``alerting.md`` §2): the group message is a top-level ``text`` (the notification / fallback
+Layout: the group message is a top-level ``text`` (the notification / fallback
 string, with the critical mention) and **one attachment** whose ``color`` is the severity colour (critical
 ``#D92D20``, warning ``#F79009``, info ``#2E90FA``, resolved ``#12B76A``) and whose ``blocks`` hold a header
 (emoji, ``[FIRING:n]`` / ``[RESOLVED]``, alert name and group scope), the key figures (see

@@ -1,7 +1,7 @@
 """The webhook notifier: one signed ``POST`` of Alertmanager's webhook payload (version 4) per notification.
 
 Payload (``Content-Type: application/json``; Alertmanager ``docs/configuration.md`` "webhook_config",
-https://prometheus.io/docs/alerting/latest/configuration/#webhook_config , contract ``alerting.md`` §1)::
+https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)::
 
     {"version": "4", "groupKey": "…", "truncatedAlerts": 0, "status": "firing|resolved", "receiver": "…",
      "groupLabels": {…}, "commonLabels": {…}, "commonAnnotations": {…}, "externalURL": "…",
@@ -166,29 +166,41 @@ class WebhookNotifier(Notifier):
             return dict(state)
         body = json.dumps(build_payload(notification, self.config.max_alerts), separators=(",", ":"),
                           ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "relay-webhook",
-                   IDEMPOTENCY_HEADER: idempotency_key(notification)}
-        if self.config.hmac_secret is not None:
-            ts = int(self._clock())
-            headers[TIMESTAMP_HEADER] = str(ts)
-            headers[SIGNATURE_HEADER] = sign(self.config.hmac_secret.get_secret_value(), ts, body)
-        where = f"webhook {self.integration} of receiver {self.receiver!r}"
-        try:
-            async with self._client().post(self.config.url.get_secret_value(), data=body, headers=headers,
-                                           allow_redirects=False) as resp:
-                status = resp.status
-                text = (await resp.text(errors="replace"))[:300].strip()
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
-            raise NotifyError(f"{where}: no answer within {self.config.timeout:g}s", retryable=True) from None
-        except aiohttp.ClientConnectorError as exc:
-            reason = getattr(exc.os_error, "strerror", None) or type(exc).__name__
-            raise NotifyError(f"{where}: cannot connect: {reason}", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            raise NotifyError(f"{where}: {type(exc).__name__}", retryable=True) from None
-        if 200 <= status < 300:
-            return {"delivered": notification.seq}
-        message = f"{where}: HTTP {status}" + (f": {text}" if text else "")
-        if status in (408, 429) or status >= 500:
-            raise NotifyError(message, retryable=True, retry_after=retry_after, status=status)
-        raise NotifyError(message, retryable=False, status=status)
+        await post_signed(self._client(), self.config, body, where=f"webhook {self.integration} of receiver "
+                          f"{self.receiver!r}", user_agent="relay-webhook",
+                          idempotency_key=idempotency_key(notification), now=self._clock)
+        return {"delivered": notification.seq}
+
+
+async def post_signed(session: aiohttp.ClientSession, config: WebhookConfig, body: bytes, *, where: str,
+                      user_agent: str, idempotency_key: str, now: Callable[[], float] = time.time) -> int:
+    """POST the JSON ``body`` to ``config.url`` once, signed when ``config.hmac_secret`` is set (headers above),
+    within ``config.timeout`` seconds, without following redirects. Returns the 2xx status.
+
+    Raises :class:`NotifyError` naming ``where``: retryable for 408, 429 and 5xx (with the server's
+    ``Retry-After``), connection errors (with the OS reason) and timeouts; permanent for other statuses, with up to
+    300 characters of the answer. The URL (a secret) never appears in messages."""
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent, IDEMPOTENCY_HEADER: idempotency_key}
+    if config.hmac_secret is not None:
+        ts = int(now())
+        headers[TIMESTAMP_HEADER] = str(ts)
+        headers[SIGNATURE_HEADER] = sign(config.hmac_secret.get_secret_value(), ts, body)
+    try:
+        async with session.post(config.url.get_secret_value(), data=body, headers=headers, allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=config.timeout)) as resp:
+            status = resp.status
+            text = (await resp.text(errors="replace"))[:300].strip()
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    except asyncio.TimeoutError:
+        raise NotifyError(f"{where}: no answer within {config.timeout:g}s", retryable=True) from None
+    except aiohttp.ClientConnectorError as exc:
+        reason = getattr(exc.os_error, "strerror", None) or type(exc).__name__
+        raise NotifyError(f"{where}: cannot connect: {reason}", retryable=True) from None
+    except aiohttp.ClientError as exc:
+        raise NotifyError(f"{where}: {type(exc).__name__}", retryable=True) from None
+    if 200 <= status < 300:
+        return status
+    message = f"{where}: HTTP {status}" + (f": {text}" if text else "")
+    if status in (408, 429) or status >= 500:
+        raise NotifyError(message, retryable=True, retry_after=retry_after, status=status)
+    raise NotifyError(message, retryable=False, status=status)

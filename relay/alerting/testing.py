@@ -140,7 +140,7 @@ _SCORE_FIELDS = {"value", "string_value", "score", "score_source"}
 def _record(spec: dict[str, Any], key: str, t: float, tenant: str) -> UsageRecord:
     data = dict(spec)
     if data.get("kind") == "score":
-        from relay.scores.records import ScoreRecord
+        from relay.usage.score_record import ScoreRecord
 
         unknown = set(data) - _RECORD_FIELDS - _SCORE_FIELDS
         if unknown:
@@ -207,7 +207,7 @@ def _run_test(test: _Test, rules: RuleSet, interval: float) -> list[str]:
         return [f"invalid test: {e}"]
     clock = [start]
     engine = RuleEngine(rules, on_alerts=lambda alerts: None, now=lambda: clock[0], evaluation_interval=interval)
-    asyncio.run(engine.start(None))
+    asyncio.run(engine.restore(None))
     ledger: dict[tuple[str, str], UsageRecord] = {}
     errors: list[str] = []
 

@@ -1,8 +1,8 @@
 """Rule files at run time: hot reload on SIGHUP, on ``POST /-/reload`` and when a file changes, keeping the old
 rules when the new ones are broken (like Prometheus and Alertmanager: "invalid config rejected, old one kept").
 
-The manager owns the engine's background tasks: :meth:`RulesManager.start` starts the periodic evaluation
-(``RuleEngine.run``) and, with ``watch``, a poller that hashes the matched files every ``watch_interval`` seconds
+The manager is the rules engine's component (``relay.component``): :meth:`RulesManager.start` starts the periodic
+evaluation (``RuleEngine.run``) and, with ``watch``, a poller that hashes the matched files every ``watch_interval`` seconds
 (new files matching a glob count as a change). Reloads are serialised.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.alerting.evaluation.engine import RuleEngine
+from relay.component import Component
 from relay.alerting.rules.load import RuleSet, RulesError, expand_paths
 from relay.usage.store import LedgerStore
 
@@ -37,13 +38,16 @@ class ReloadStatus:
     files: list[str] = field(default_factory=list)
 
 
-class RulesManager:
+class RulesManager(Component):
     """Reloads ``files`` (paths/globs, relative to ``base_dir``) into ``engine``; new aggregations are backfilled
     from ``ledger``. ``last_reload`` is what ``/-/reload`` and the status page report."""
 
+    name = "rules manager"
+
     def __init__(self, files: Sequence[str], engine: RuleEngine, ledger: LedgerStore | None, *,
-                 base_dir: str | Path | None = None, watch_interval: float = 1.0):
+                 base_dir: str | Path | None = None, watch_interval: float = 1.0, watch: bool = True):
         self.files = list(files)
+        self.watch_files = watch
         self.engine = engine
         self.ledger = ledger
         self.base_dir = base_dir
@@ -108,17 +112,19 @@ class RulesManager:
                 log.info("rules: rule files changed, reloading")
                 await self.reload()
 
-    def start(self, *, watch: bool = True) -> None:
+    async def start(self) -> None:
         """Start the engine's periodic evaluation and (``watch``) the file poller as tasks. Call after
-        ``await engine.start(ledger)``."""
+        ``await engine.restore(ledger)``."""
+        if self._tasks:
+            return
         self._tasks.append(asyncio.create_task(self.engine.run(), name="rules-eval"))
-        if watch:
+        if self.watch_files:
             self._tasks.append(asyncio.create_task(self.watch(), name="rules-watch"))
 
-    async def stop(self) -> None:
+    async def shutdown(self, deadline: float) -> None:
         """Cancel the tasks and wait for the engine's pending sink calls and state writes."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.engine.stop()
+        await self.engine.drain()
