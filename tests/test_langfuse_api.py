@@ -160,6 +160,13 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 identity = {**basic(PK, SK), "Accept-Encoding": "identity"}
                 async with s.get(base + "/v2/prompts/big", headers=identity) as r:
                     assert r.status == 200 and (await r.json())["prompt"] == big
+                # percent-encoded path segments stay encoded (a prompt in a folder), query strings pass through
+                lf.rest.add_prompt("project-test", "team/greeting", "Hi {{name}}", version=2)
+                async with s.get(base + "/v2/prompts/team%2Fgreeting?label=production&x=a%26b",
+                                 headers=basic(PK, SK)) as r:
+                    assert r.status == 200 and (await r.json())["version"] == 2
+                [seen] = [q for q in lf.requests if q.path.startswith("/api/public/v2/prompts/team")]
+                assert seen.path == "/api/public/v2/prompts/team/greeting"  # decoded by the fake's router only
                 # a prompt that does not exist: Langfuse's 404 streams back as is
                 async with s.get(base + "/v2/prompts/missing", headers=basic(PK, SK)) as r:
                     assert r.status == 404 and (await r.json())["error"] == "LangfuseNotFoundError"

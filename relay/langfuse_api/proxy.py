@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter
+from yarl import URL
 
 from relay import __version__
 from relay.otlp.codec import CodecError, TooLarge, decompress
@@ -221,7 +222,8 @@ class LangfuseApiProxy:
             headers["Content-Length"] = str(request.content_length)
         has_body = request.body_exists
         assert tenant.base_url is not None  # checked by the caller
-        url = tenant.base_url + request.rel_url.path_qs
+        # the raw (still percent-encoded) path: a prompt named ``team/greeting`` travels as ``team%2Fgreeting``
+        url = URL(tenant.base_url + request.rel_url.raw_path_qs, encoded=True)
         try:
             async with self._client().request(request.method, url, headers=headers,
                                               data=request.content if has_body else None,
