@@ -65,3 +65,18 @@ async def test_weekly_report_has_a_quality_section(tmp_path, capsys):
     assert relay_report(["daily", "--day", day, "-c", str(config), "--tz", "UTC"]) == 0
     md = capsys.readouterr().out
     assert "## Quality" in md and f"| {failed.session} | failed |" in md
+    # the Slack rendering of the same report carries the section, with the failed session linked first
+    from zoneinfo import ZoneInfo
+
+    from relay.reports.compute import ReportRequest
+    from relay.reports.periods import period_containing
+    from relay.reports.render_slack import render_slack
+    from relay.reports.service import ReportService
+
+    svc = ReportService(tmp_path / "data" / "relay.db", session_url=lambda t, s: f"https://lf.example/sessions/{s}")
+    rep = svc.compute_sync(ReportRequest("acme", period_containing("daily", datetime.now(UTC),
+                                                                    ZoneInfo("UTC"))))
+    text = json.dumps(render_slack(rep)["blocks"])
+    assert "*Quality*" in text and "failed 1" in text and "abandoned 1" in text
+    assert text.index(f"https://lf.example/sessions/{failed.session}") < text.index(
+        f"https://lf.example/sessions/{abandoned.session}")
