@@ -179,3 +179,27 @@ async def test_a_refused_score_config_does_not_hold_scores_back(tmp_path):
     assert len(stored) == count  # all delivered
     untyped = [s["name"] for s in stored if "configId" not in s]
     assert sorted(untyped) == ["duration_s", "interactions"]  # the refused one and the mismatched one
+
+
+async def test_dead_lettered_scores_are_listed_and_replayed_by_the_cli(tmp_path, capsys):
+    from relay.cli.main import main as relay_main
+
+    config = tmp_path / "config.yaml"
+    async with FakeLangfuse() as lf:
+        lf.fail(400, times=2, path=SCORES, body={"message": "Invalid request data", "error": "InvalidRequestError"})
+        config.write_text(f"storage:\n  directory: {tmp_path / 'data'}\n")
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-text")
+            await settle(relay)
+            await scores_settled(relay)
+        delivered = len(lf.stored_scores())
+        assert await asyncio.to_thread(relay_main, ["dead-letters", "--scores", "-c", str(config)]) == 0
+        listed = [line for line in capsys.readouterr().out.splitlines() if "status 400" in line]
+        assert len(listed) == 2 and all("Invalid request data" in line for line in listed)
+        assert await asyncio.to_thread(relay_main, ["replay", "--scores", "-c", str(config)]) == 0
+        assert "requeued 2 dead-lettered scores" in capsys.readouterr().out
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await scores_settled(relay)
+        assert len(lf.stored_scores()) == delivered + 2
+        assert await asyncio.to_thread(relay_main, ["dead-letters", "--scores", "-c", str(config)]) == 0
+        assert "no dead-lettered scores" in capsys.readouterr().out

@@ -28,7 +28,8 @@ from typing import Any
 
 from relay.store.sqlite import SqliteDB
 
-__all__ = ["SCORE_SCHEMA", "LedgerScore", "apply_score_schema", "put_scores", "read_scores", "ScoreRow"]
+__all__ = ["SCORE_SCHEMA", "LedgerScore", "apply_score_schema", "put_scores", "read_scores", "ScoreRow",
+           "score_dead_letters", "requeue_score_dead_letters"]
 
 SCORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_scores (
@@ -177,3 +178,32 @@ def read_scores(conn: sqlite3.Connection, start_ns: int, end_ns: int, tenant: st
         sql += " AND name = ?"
         args.append(name)
     return [_row(r) for r in conn.execute(sql + " ORDER BY time_ns", args)]
+
+
+def score_dead_letters(conn: sqlite3.Connection, tenant: str | None = None) -> list[tuple]:
+    """Dead-lettered scores ``(id, tenant, score name, status, reason, failed_ns)``, oldest first ([] when the score
+    tables do not exist yet)."""
+    sql = "SELECT id, tenant, body, status, reason, failed_ns FROM score_dead_letters"
+    args: tuple = ()
+    if tenant is not None:
+        sql, args = sql + " WHERE tenant=?", (tenant,)
+    try:
+        rows = conn.execute(sql + " ORDER BY id", args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [(i, t, json.loads(b).get("name"), st, r, f) for i, t, b, st, r, f in rows]
+
+
+def requeue_score_dead_letters(conn: sqlite3.Connection, tenant: str | None = None,
+                               ids: Sequence[int] | None = None) -> int:
+    """Move dead-lettered scores (optionally one tenant / these ids) back to the score outbox; returns how many. A
+    score of the same id already queued keeps its (newer) body."""
+    rows = [r for r in score_dead_letters(conn, tenant) if not ids or r[0] in ids]
+    now = time.time_ns()
+    for row_id, *_ in rows:
+        t, sid, body = conn.execute("SELECT tenant, score_id, body FROM score_dead_letters WHERE id=?",
+                                    (row_id,)).fetchone()
+        conn.execute("INSERT OR IGNORE INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?)",
+                     (t, sid, body, now))
+        conn.execute("DELETE FROM score_dead_letters WHERE id=?", (row_id,))
+    return len(rows)
