@@ -336,6 +336,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: Langfuse scores of the period (``relay.reports.quality.Quality``); None when there are none.
     quality: Any = None
+    #: The period is still running: its figures cover it up to ``generated_at`` ("so far").
+    partial: bool = False
 
     @property
     def empty(self) -> bool:
@@ -349,9 +351,11 @@ class Report:
 
     @property
     def title(self) -> str:
-        """``Claude Code weekly report — acme — 2026-W47`` (with the scope when narrowed)."""
+        """``Claude Code weekly report — acme — 2026-W47`` (with the scope when narrowed; ``(so far)`` while the
+        period is still running)."""
         scope = f" ({', '.join(self.scope)})" if self.scope else ""
-        return f"Claude Code {self.kind} report — {self.tenant}{scope} — {self.period}"
+        return f"Claude Code {self.kind} report — {self.tenant}{scope} — {self.period}" + (
+            " (so far)" if self.partial else "")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: every field, derived ratios, and ``usd`` next to micro-USD figures of headlines."""
