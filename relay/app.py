@@ -78,6 +78,7 @@ class Relay:
         self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
         self.scores: ScoresRuntime | None = None
+        self.langfuse_api: LangfuseApiProxy | None = None
         self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
@@ -135,7 +136,8 @@ class Relay:
                             self.alerting.engine.runtimes, sessions=self.sessions,
                             registry=reg).add_routes(self.http.app)
             if proto.http.langfuse_compatible_path:
-                self._langfuse_api(spool, self.scores).install(self.http.app)
+                self.langfuse_api = self._langfuse_api(spool, self.scores)
+                self.langfuse_api.install(self.http.app)
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
         if cfg.service.admin.enabled:
@@ -310,6 +312,13 @@ class Relay:
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)
+        if self.scores is not None:
+            for tenant in self.scores.sender.tenants:
+                for outcome in ("delivered", "dead_lettered"):
+                    self.scores.sender.sent.labels(tenant, outcome)
+        if self.langfuse_api is not None:
+            for handling, status in (("proxied", "200"), ("stored", "200"), ("refused", "401")):
+                self.langfuse_api.requests.labels(handling, status)
         if self.alerting is not None:
             from relay.alerting.dispatch.outbox import split_integration
 
