@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from prometheus_client import Gauge
 
 from relay import __version__
+from relay.admin_security import admin_middleware, is_authenticated
 from relay.auth import TenantResolver
 from relay.config import RelayConfig
 from relay.alerting.rules_load import RulesError
@@ -194,7 +195,7 @@ class Relay:
     # ------------------------------------------------------------------ admin endpoint
 
     async def _start_admin(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[admin_middleware(self.config.service.admin)])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -213,24 +214,48 @@ class Relay:
     async def _healthz(self, _req: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
 
-    async def _readyz(self, _req: web.Request) -> web.Response:
-        """Ready when the spool accepts a write and no exporter is failing permanently (keys, URL)."""
+    async def _readyz(self, req: web.Request) -> web.Response:
+        """Ready when the spool accepts a write and no exporter is failing permanently (keys, URL).
+
+        Without the admin token (when one is configured) the body only names the failing components
+        (``spool``, ``exporter``, ``shutdown``), never tenant names or upstream error texts."""
         problems: list[str] = []
+        components: set[str] = set()
         if self._stopping:
             problems.append("shutting down")
+            components.add("shutdown")
         try:
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")
+            components.add("spool")
         if self.spool and self.spool.size >= self.spool.max_size:
             problems.append("spool full")
+            components.add("spool")
         exporters = self.exporter.health() if self.exporter else {}
         for tenant, h in exporters.items():
             if h.get("state") == "failing_permanently":
                 problems.append(f"langfuse export for tenant {tenant} failing: {h.get('last_error')}")
-        body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "problems": problems,
-                                "exporters": exporters}
+                components.add("exporter")
+        status = "ready" if not problems else "not ready"
+        warnings = ["receivers accept unauthenticated requests beyond loopback (auth.allow_unauthenticated)"] \
+            if self._unauthenticated_open() else []
+        if not is_authenticated(req):
+            return web.json_response({"status": status, "components": sorted(components), "warnings": warnings},
+                                     status=200 if not problems else 503)
+        body: dict[str, Any] = {"status": status, "problems": problems, "components": sorted(components),
+                                "warnings": warnings, "exporters": exporters}
         return web.json_response(body, status=200 if not problems else 503)
+
+    def _unauthenticated_open(self) -> bool:
+        """True when a receiver listens beyond loopback without tokens (``auth.allow_unauthenticated``)."""
+        from relay.config_security import is_loopback_host
+
+        cfg = self.config
+        if any(t.tokens for t in cfg.tenants):
+            return False
+        return any(r.enabled and not is_loopback_host(r.endpoint.rpartition(":")[0])
+                   for r in (cfg.receivers.otlp.protocols.http, cfg.receivers.otlp.protocols.grpc))
 
     # ------------------------------------------------------------------ misc
 
@@ -257,6 +282,9 @@ class Relay:
             parts.append(f"admin {self.config.service.admin.endpoint.rsplit(':', 1)[0]}:{self.admin_port}")
         log.info("relay %s started: %s; data in %s", __version__, ", ".join(parts),
                  Path(self.config.storage.directory).resolve())
+        if self._unauthenticated_open():
+            log.warning("receivers listen beyond loopback WITHOUT authentication (auth.allow_unauthenticated: true): "
+                        "anyone who can reach them can write data; give tenants[].tokens to close them")
         for t in self.tenants:
             if t.langfuse.enabled:
                 log.info("tenant %s: Langfuse export on → %s", t.name, t.langfuse.base_url)

@@ -28,6 +28,15 @@ from relay.config_types import (  # noqa: F401  (re-exported)
     parse_duration,
     parse_size,
 )
+from relay.config_security import (
+    AdminAuthConfig,
+    RateLimitConfig,
+    RedactionConfig,
+    TLSClientConfig,
+    TLSServerConfig,
+    is_loopback_host,
+    parse_cidrs,
+)
 from relay.alerting.config import AlertingConfig
 from relay.alerting.rules_schema import RulesConfig
 from relay.reports.config import ReportsConfig
@@ -41,7 +50,9 @@ class HttpReceiverConfig(_Model):
     """OTLP/HTTP receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp)."""
 
     enabled: bool = True
-    endpoint: str = "0.0.0.0:4318"
+    endpoint: str = "localhost:4318"
+    #: TLS (and mTLS with ``client_ca_file``); off when unset.
+    tls: TLSServerConfig | None = None
     #: Cap on the request body in bytes, enforced on the wire and after decompression (spec: 413 over it).
     max_request_body_size: Size = 64 * 2**20
     #: Also serve ``/api/public/otel/v1/traces`` so the Langfuse SDKs can use relay as their base URL.
@@ -52,7 +63,9 @@ class GrpcReceiverConfig(_Model):
     """OTLP/gRPC receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc)."""
 
     enabled: bool = True
-    endpoint: str = "0.0.0.0:4317"
+    endpoint: str = "localhost:4317"
+    #: TLS (and mTLS with ``client_ca_file``); off when unset.
+    tls: TLSServerConfig | None = None
     #: Cap on the (decompressed) message in bytes; over it → RESOURCE_EXHAUSTED.
     max_recv_msg_size: Size = 64 * 2**20
 
@@ -90,6 +103,16 @@ class AuthConfig(_Model):
     default_tenant: str = "default"
     tenant_header: OptionalStr = None
     trust_tenant_header: bool = False
+    #: Accept unauthenticated requests on a receiver listening beyond loopback (logged at every start).
+    allow_unauthenticated: bool = False
+    #: Peers (CIDRs) whose ``tenant_header`` is honoured when no tenant has tokens; required then.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        parse_cidrs(v)
+        return v
 
 
 class RetryConfig(_Model):
@@ -147,6 +170,8 @@ class LangfuseExporterConfig(_Model):
     """Exporter settings shared by all tenants (each tenant brings its own keys)."""
 
     timeout: Duration = 30.0
+    #: Outbound TLS (private CA, client certificate) for a self-hosted Langfuse.
+    tls: TLSClientConfig = TLSClientConfig()
     retry_on_failure: RetryConfig = RetryConfig()
     batch: BatchConfig = BatchConfig()
     #: Defaults for tenants that do not override them (embedded default: the ``LANGFUSE_*`` env vars).
@@ -193,14 +218,11 @@ class PipelineConfig(_Model):
     #: Forward prompts, responses and tool parameters when the agent sent them (Claude Code only sends them
     #: with OTEL_LOG_USER_PROMPTS / OTEL_LOG_TOOL_DETAILS).
     forward_content: bool = True
-    #: Regexes whose matches are replaced by ``[REDACTED]`` in forwarded content.
-    redact_patterns: list[str] = [
-        r"sk-ant-[A-Za-z0-9_\-]{8,}",
-        r"sk-lf-[A-Za-z0-9_\-]{8,}",
-        r"(?i)(?:api[_-]?key|secret|password|token)\s*[=:]\s*\S+",
-        r"AKIA[0-9A-Z]{16}",
-        r"gh[pousr]_[A-Za-z0-9]{20,}",
-    ]
+    #: Extra regexes whose matches are replaced by ``[REDACTED]`` in forwarded content (the secret catalogue of
+    #: ``redaction`` already covers the common formats everywhere; these also apply before the spool).
+    redact_patterns: list[str] = []
+    #: Secret redaction of every forwarded string, before the spool (``relay.redaction``).
+    redaction: RedactionConfig = RedactionConfig()
     environment: OptionalStr = None
     release: OptionalStr = None
     identity: IdentityConfig = IdentityConfig()
@@ -233,10 +255,17 @@ class StorageConfig(_Model):
 
 
 class AdminConfig(_Model):
-    """The admin HTTP endpoint: /metrics, /healthz, /readyz."""
+    """The admin HTTP endpoint: /metrics, /healthz, /readyz, the alert/silence API (``relay.admin_security``)."""
 
     enabled: bool = True
     endpoint: str = "127.0.0.1:8888"
+    #: Bearer token required on every endpoint but /healthz, /readyz (and /metrics unless ``metrics_auth``).
+    auth: AdminAuthConfig = AdminAuthConfig()
+    #: Also require the token on /metrics.
+    metrics_auth: bool = False
+    #: ``Host`` names accepted besides loopback ones (DNS-rebinding guard), e.g. ``[relay.internal]``.
+    allowed_hosts: list[str] = []
+    tls: TLSServerConfig | None = None
 
 
 class LogConfig(_Model):
@@ -267,6 +296,10 @@ class TenantConfig(_Model):
     langfuse: LangfuseConfig = LangfuseConfig()
     #: Extra labels attached to this tenant's ledger records and traces (e.g. ``{org: acme}``).
     labels: dict[str, str] = {}
+    #: This tenant's share of the spool in bytes; default: ``storage.max_spool_size`` / number of tenants.
+    max_spool_size: Size | None = None
+    #: Items per second accepted from this tenant (429 + Retry-After over it); unlimited when unset.
+    rate_limit: RateLimitConfig | None = None
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -308,11 +341,40 @@ class RelayConfig(_Model):
                 if v in seen and seen[v] != t.name:
                     raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
+        problems = self.security_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         problems = self.reports.problems([r.name for r in self.alerting.receivers],
                                          [t.name for t in self.resolved_tenants()])
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def security_problems(self) -> list[str]:
+        """Why this configuration would expose relay (each message names the key and the fix); empty when safe.
+
+        - a receiver beyond loopback needs tenant tokens, or ``auth.allow_unauthenticated: true``;
+        - ``auth.trust_tenant_header`` without tokens needs ``auth.trusted_proxies``;
+        - the admin endpoint beyond loopback needs ``service.admin.auth.token``.
+        """
+        out: list[str] = []
+        has_tokens = any(t.tokens for t in self.tenants)
+        proto = self.receivers.otlp.protocols
+        for name, r in (("http", proto.http), ("grpc", proto.grpc)):
+            host = r.endpoint.rpartition(":")[0]
+            if r.enabled and not is_loopback_host(host) and not has_tokens and not self.auth.allow_unauthenticated:
+                out.append(
+                    f"receivers.otlp.protocols.{name}.endpoint: {r.endpoint} listens beyond loopback but no tenant "
+                    f"has tokens, so anyone who can reach it could write data; give tenants[].tokens "
+                    f"(e.g. ${{env:RELAY_TOKEN}}), bind to localhost:<port>, or set auth.allow_unauthenticated: true")
+        if self.auth.trust_tenant_header and not has_tokens and not self.auth.trusted_proxies:
+            out.append("auth.trust_tenant_header: without tenant tokens any client could pick any tenant; list the "
+                       "proxies that set the header in auth.trusted_proxies (CIDRs) or give tenants[].tokens")
+        admin = self.service.admin
+        if admin.enabled and not is_loopback_host(admin.endpoint.rpartition(":")[0]) and admin.auth.token is None:
+            out.append(f"service.admin.endpoint: {admin.endpoint} listens beyond loopback without a token; set "
+                       f"service.admin.auth.token (e.g. ${{env:RELAY_ADMIN_TOKEN}}) or bind to 127.0.0.1:<port>")
+        return out
 
     def resolved_tenants(self) -> list[TenantConfig]:
         """The tenants with exporter-level Langfuse defaults filled in.
@@ -331,7 +393,8 @@ class RelayConfig(_Model):
                 environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
                 release=t.langfuse.release or lf.release or self.pipeline.release,
             )
-            out.append(t.model_copy(update={"langfuse": merged}))
+            share = t.max_spool_size or self.storage.max_spool_size // len(tenants)
+            out.append(t.model_copy(update={"langfuse": merged, "max_spool_size": share}))
         return out
 
     @property

@@ -24,7 +24,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from relay.auth import TenantResolver, Unauthorized
+from relay.auth import TenantResolver, Unauthorized, grpc_peer_host
 from relay.config import GrpcReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
@@ -101,7 +101,7 @@ class OtlpGrpcReceiver:
         started = time.perf_counter()
         metadata = {m.key: m.value for m in (context.invocation_metadata() or ()) if isinstance(m.value, str)}
         try:
-            tenant = self._resolver.resolve(metadata)
+            tenant = self._resolver.resolve(metadata, grpc_peer_host(context.peer()))
         except Unauthorized as e:
             await self._abort(context, signal, started, grpc.StatusCode.UNAUTHENTICATED, e.message)
         try:

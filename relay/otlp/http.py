@@ -74,7 +74,7 @@ class _Handler:
             self._gate.finish(signal, "415", started)
             return web.Response(status=415, text=_UNSUPPORTED_TYPE)
         try:
-            tenant = self._resolver.resolve(request.headers)
+            tenant = self._resolver.resolve(request.headers, request.remote)
         except Unauthorized as e:
             return self._error(signal, fmt, started, 401, code_pb2.UNAUTHENTICATED, e.message,
                                headers={"WWW-Authenticate": 'Bearer realm="relay"'})
