@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge, CollectorRegistry
 
 from relay import __version__
 from relay.admin_security import admin_middleware, is_authenticated
@@ -36,6 +36,7 @@ from relay.otlp.http import OtlpHttpReceiver
 from relay.otlp.ingest import IngestRefused, IngestRequest
 from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
+from relay.redaction import Redactor, load_catalogue
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.reports.alert_history import AlertHistory
 from relay.spool import Spool, SpoolFull
@@ -70,6 +71,7 @@ class Relay:
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self._admin: web.AppRunner | None = None
+        self.redactor: Redactor | None = None
         self.admin_port: int | None = None
         self._stopping = False
         self._prune_task: asyncio.Task[None] | None = None
@@ -107,12 +109,13 @@ class Relay:
         self.pipeline.start()
 
         resolver = TenantResolver(cfg)
+        self.redactor = build_redactor(cfg, reg)
         proto = cfg.receivers.otlp.protocols
         if proto.http.enabled:
-            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry)
+            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, redactor=self.redactor)
             await self.http.start()
         if proto.grpc.enabled:
-            self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
+            self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry, redactor=self.redactor)
             await self.grpc.start()
         if cfg.service.admin.enabled:
             await self._start_admin()
@@ -293,6 +296,22 @@ class Relay:
                     "tenant %s: Langfuse export is OFF — data is received, spooled and kept in the usage ledger only. "
                     "To turn it on, set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
                     "(or the tenant's langfuse keys in the config) and restart relay.", t.name)
+
+
+def build_redactor(cfg: RelayConfig, registry: CollectorRegistry | None = None) -> Redactor | None:
+    """The ingest redactor of ``pipeline.redaction`` (catalogue, patterns, allowlist) and ``pipeline.redact_patterns``;
+    None when there is nothing to apply. Hits are counted in ``relay_redactions_total{rule}`` on ``registry``."""
+    red = cfg.pipeline.redaction
+    rules = load_catalogue() if red.catalogue else []
+    patterns = [*red.patterns, *cfg.pipeline.redact_patterns]
+    if not rules and not patterns:
+        return None
+    on_hit = None
+    if registry is not None:
+        counter = Counter("relay_redactions", "Secrets replaced by [REDACTED] before spooling, by rule id.", ["rule"],
+                          registry=registry)
+        on_hit = lambda rule, n: counter.labels(rule).inc(n)  # noqa: E731
+    return Redactor(rules, patterns, red.allowlist, on_hit=on_hit)
 
 
 def _touch(conn) -> None:

@@ -30,6 +30,7 @@ from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
+from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 
 __all__ = ["OtlpGrpcReceiver", "SERVICES"]
@@ -51,10 +52,10 @@ class OtlpGrpcReceiver:
     """
 
     def __init__(self, config: GrpcReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry):
+                 telemetry: Telemetry, *, redactor: Redactor | None = None):
         self.config = config
         self._resolver = resolver
-        self._gate = IngestGate(ingest, telemetry, "grpc")
+        self._gate = IngestGate(ingest, telemetry, "grpc", redactor)
         self._server: grpc.aio.Server | None = None
         self.host, self.port = parse_endpoint(config.endpoint)
 

@@ -43,6 +43,7 @@ from relay.otlp.codec import (
 )
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
+from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 
 __all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
@@ -126,15 +127,15 @@ class _Handler:
 
 
 def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                   telemetry: Telemetry) -> web.Application:
+                   telemetry: Telemetry, redactor: Redactor | None = None) -> web.Application:
     """The aiohttp application serving the OTLP/HTTP routes.
 
     **Run it with ``auto_decompress=False``** (``web.AppRunner(app, auto_decompress=False)``): relay decompresses
     bodies itself, with the size cap; :class:`OtlpHttpReceiver` does this for you. Routes: ``POST /v1/traces``,
     ``/v1/metrics``, ``/v1/logs`` and, when ``config.langfuse_compatible_path``, ``POST
-    /api/public/otel/v1/traces``.
+    /api/public/otel/v1/traces``. ``redactor`` masks secrets before the data is stored.
     """
-    gate = IngestGate(ingest, telemetry, "http")
+    gate = IngestGate(ingest, telemetry, "http", redactor)
     handler = _Handler(config, resolver, gate)
     app = web.Application(client_max_size=config.max_request_body_size + 1)
     app[_GATE_KEY] = gate
@@ -153,9 +154,10 @@ class OtlpHttpReceiver:
     """
 
     def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, access_log: logging.Logger | None = None):
+                 telemetry: Telemetry, *, access_log: logging.Logger | None = None,
+                 redactor: Redactor | None = None):
         self.config = config
-        self.app = build_http_app(config, resolver, ingest, telemetry)
+        self.app = build_http_app(config, resolver, ingest, telemetry, redactor)
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
         self.host, self.port = parse_endpoint(config.endpoint)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from relay.model import Signal
 from relay.otlp.codec import ValidatedRequest
 from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, dedup_key
+from relay.redaction import Redactor
 from relay.telemetry import RECEIVER, Telemetry
 
 __all__ = ["Outcome", "SubmitResult", "IngestGate", "parse_endpoint"]
@@ -49,8 +50,9 @@ class IngestGate:
     """Calls the :data:`~relay.otlp.ingest.Ingest` sink for one transport (``"http"`` or ``"grpc"``) and keeps
     the receiver metrics of :class:`~relay.telemetry.Telemetry` up to date."""
 
-    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str):
+    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str, redactor: Redactor | None = None):
         self._ingest = ingest
+        self._redactor = redactor
         self._t = telemetry
         self.transport = transport
         self._tasks: set[asyncio.Task[SubmitResult]] = set()
@@ -59,9 +61,13 @@ class IngestGate:
         """Store ``req`` (whose decompressed wire bytes are ``body``) for ``tenant``; requires ``req.items`` > 0.
 
         Never raises for sink errors (they become REFUSED/FAILED); propagates cancellation of the *caller*
-        while the ingest task keeps running to completion.
+        while the ingest task keeps running to completion. With a redactor, secrets in the request's strings
+        are replaced before it is stored (``relay.redaction``); the dedup key still hashes the body as received.
         """
-        item = IngestRequest(tenant=tenant, signal=req.signal, payload=req.payload, items=req.items,
+        payload = req.payload
+        if self._redactor is not None and self._redactor.redact_message(req.signal, req.message):
+            payload = req.message.SerializeToString()
+        item = IngestRequest(tenant=tenant, signal=req.signal, payload=payload, items=req.items,
                              dedup_key=dedup_key(tenant, req.signal, body))
         task = asyncio.get_running_loop().create_task(self._run(item))
         self._tasks.add(task)
