@@ -33,7 +33,8 @@ from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.http import OtlpHttpReceiver
-from relay.otlp.ingest import IngestRefused, IngestRequest
+from relay.otlp.ingest import IngestRefused, IngestRequest, IngestThrottled
+from relay.ratelimit import TenantLimiter
 from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.redaction import Redactor, load_catalogue
@@ -72,6 +73,7 @@ class Relay:
         self.grpc: OtlpGrpcReceiver | None = None
         self._admin: web.AppRunner | None = None
         self.redactor: Redactor | None = None
+        self.limiter: TenantLimiter | None = None
         self.admin_port: int | None = None
         self._stopping = False
         self._prune_task: asyncio.Task[None] | None = None
@@ -84,6 +86,10 @@ class Relay:
         MASK.add(_secrets(cfg))
         self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
                                 max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention)
+        self.spool.tenant_limits = {t.name: t.max_spool_size for t in self.tenants if t.max_spool_size}
+        self.limiter = TenantLimiter({t.name: (t.rate_limit.spans_per_second,
+                                               t.rate_limit.burst or max(1.0, t.rate_limit.spans_per_second))
+                                      for t in self.tenants if t.rate_limit})
         reg = self.telemetry.registry
         spool = self.spool
         spool_bytes = Gauge("relay_spool_bytes", "Bytes spooled on disk, by queue: inbound (not yet processed) and "
@@ -157,6 +163,8 @@ class Relay:
         """The receivers' sink: durably append to the inbound spool (see ``relay.otlp.ingest``)."""
         if self._stopping or self.spool is None:
             raise IngestRefused("relay is shutting down; retry", 1.0)
+        if self.limiter and (delay := self.limiter.take(req.tenant, req.items)):
+            raise IngestThrottled(f"{req.items} items over tenants[].rate_limit; retry in {delay:.1f}s", delay)
         try:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
         except SpoolFull as e:

@@ -12,6 +12,7 @@ enforces ``max_recv_msg_size`` on the (decompressed) message, answering RESOURCE
 | message over the cap | RESOURCE_EXHAUSTED (by gRPC, no RetryInfo: not retryable) |
 | missing/bad credentials | UNAUTHENTICATED, nothing stored |
 | sink refused / failed | UNAVAILABLE + trailing ``grpc-retry-pushback-ms`` and ``google.rpc.RetryInfo`` |
+| tenant over its rate limit | RESOURCE_EXHAUSTED + ``RetryInfo`` (retryable because RetryInfo is attached) |
 """
 
 from __future__ import annotations
@@ -117,12 +118,15 @@ class OtlpGrpcReceiver:
         self._gate.count_rejected(tenant, signal, req.rejected)
         if req.items:
             result = await self._gate.submit(tenant, request, req)
-            if result.outcome in (Outcome.REFUSED, Outcome.FAILED):
+            if result.outcome in (Outcome.REFUSED, Outcome.FAILED, Outcome.THROTTLED):
                 delay = max(result.retry_after, 0.001)
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(
                     seconds=int(delay), nanos=int((delay - int(delay)) * 1e9)))
-                await self._abort(context, signal, started, grpc.StatusCode.UNAVAILABLE,
-                                  f"relay cannot take data now: {result.reason}", (info,),
+                if result.outcome is Outcome.THROTTLED:
+                    code, text = grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit of this tenant exceeded"
+                else:
+                    code, text = grpc.StatusCode.UNAVAILABLE, "relay cannot take data now"
+                await self._abort(context, signal, started, code, f"{text}: {result.reason}", (info,),
                                   pushback_ms=int(delay * 1000))
         self._gate.finish(signal, grpc.StatusCode.OK.name, started)
         return export_response(signal, Format.PROTOBUF, req.rejected, req.error_message)

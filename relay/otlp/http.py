@@ -10,6 +10,7 @@ Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; relay's mapping: cont
 | body (on the wire or decompressed) over ``max_request_body_size`` | 413 ``Status`` RESOURCE_EXHAUSTED |
 | unknown ``Content-Encoding``, corrupt compression, undecodable message | 400 ``Status`` INVALID_ARGUMENT |
 | sink refused / failed | 503 + ``Retry-After`` (integer seconds) + ``Status`` UNAVAILABLE with ``RetryInfo`` |
+| tenant over its rate limit | 429 + ``Retry-After`` + ``Status`` RESOURCE_EXHAUSTED with ``RetryInfo`` |
 | other method on an OTLP path / unknown path | 405 / 404 (aiohttp router) |
 
 The ack path awaits nothing but the body read and the ingest call; decoding is synchronous (upb protobuf).
@@ -97,6 +98,12 @@ class _Handler:
         self._gate.count_rejected(tenant, signal, req.rejected)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
+            if result.outcome is Outcome.THROTTLED:
+                seconds = max(1, math.ceil(result.retry_after))
+                info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
+                return self._error(signal, fmt, started, 429, code_pb2.RESOURCE_EXHAUSTED,
+                                   f"rate limit of this tenant exceeded: {result.reason}",
+                                   headers={"Retry-After": str(seconds)}, details=(info,))
             if result.outcome in (Outcome.REFUSED, Outcome.FAILED):
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from relay.model import Signal
 from relay.otlp.codec import ValidatedRequest
-from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, dedup_key
+from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, IngestThrottled, dedup_key
 from relay.redaction import Redactor
 from relay.telemetry import RECEIVER, Telemetry
 
@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     STORED = "stored"  # durably queued
     DUPLICATE = "duplicate"  # dedup key already known: success, nothing stored
     REFUSED = "refused"  # sink raised IngestRefused: retryable
+    THROTTLED = "throttled"  # sink raised IngestThrottled (tenant over its rate limit): retryable after the delay
     FAILED = "failed"  # sink raised something else: logged, retryable
 
 
@@ -80,7 +81,8 @@ class IngestGate:
             stored = await self._ingest(req)
         except IngestRefused as e:
             self._t.refused[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.REFUSED, max(float(e.retry_after), 0.0), e.reason)
+            outcome = Outcome.THROTTLED if isinstance(e, IngestThrottled) else Outcome.REFUSED
+            return SubmitResult(outcome, max(float(e.retry_after), 0.0), e.reason)
         except Exception:
             log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
             self._t.failed[req.signal].labels(*labels).inc(req.items)

@@ -1,0 +1,221 @@
+"""Receivers closed by default, through the real wire: the config refuses open receivers, unauthenticated and forged
+requests are refused on every path (OTLP/HTTP, OTLP/gRPC, the Langfuse-SDK path) and nothing is stored, the
+tenant header is honoured only from trusted proxies, per-tenant rate limits answer 429 / RESOURCE_EXHAUSTED with
+RetryInfo, and one tenant whose Langfuse is down cannot starve another (noisy neighbour)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from relay.config import RelayConfig
+from relay.config_load import ConfigError, load_config
+from tests.fakes.langfuse import FakeLangfuse
+from tests.support.inproc import running_relay, settle
+from tests.support.otlp_helpers import spans_request
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+TOKENS = {"acme": "acme-token-0123456789", "beta": "beta-token-0123456789"}
+PROJECTS = {"pk-lf-acme": ("sk-lf-acme", "project-acme"), "pk-lf-beta": ("sk-lf-beta", "project-beta")}
+
+
+def _tenants(lf_url: str | None = None, **extra) -> list[dict]:
+    out = []
+    for name, token in TOKENS.items():
+        t: dict = {"name": name, "tokens": [token], **extra.get(name, {})}
+        if lf_url:
+            t["langfuse"] = {"base_url": lf_url, "public_key": f"pk-lf-{name}", "secret_key": f"sk-lf-{name}"}
+        out.append(t)
+    return out
+
+
+def _body(n: int = 1, seed: int = 0) -> bytes:
+    ids = [bytes([seed % 251 + 1, 0, 0, 0, 0, 0, i // 256, i % 256 + 1]) for i in range(n)]
+    return spans_request(*ids, trace_id=bytes([seed % 251 + 1] * 16)).SerializeToString()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_bundled_config_listens_on_loopback_only():
+    cfg = load_config(ROOT / "config.yaml", env={})
+    assert cfg.receivers.otlp.protocols.http.endpoint == "localhost:4318"
+    assert cfg.receivers.otlp.protocols.grpc.endpoint == "localhost:4317"
+    assert cfg.service.admin.endpoint.startswith("127.0.0.1:")
+    assert cfg.security_problems() == []
+
+
+@pytest.mark.parametrize("endpoint", ["0.0.0.0:4318", ":4318", "[::]:4318", "10.1.2.3:4318", "relay.internal:4318"])
+def test_open_receiver_without_tokens_is_a_config_error(tmp_path, endpoint):
+    path = tmp_path / "relay.yaml"
+    path.write_text(f"receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: '{endpoint}'\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    text = str(e.value)
+    assert "receivers.otlp.protocols.http.endpoint" in text
+    assert "tenants[].tokens" in text and "allow_unauthenticated" in text
+    # the fixes named in the message work
+    RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
+                                "auth": {"allow_unauthenticated": True}})
+    RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
+                                "tenants": [{"name": "a", "tokens": ["t-0123456789"]}]})
+
+
+def test_admin_beyond_loopback_needs_a_token():
+    with pytest.raises(ValueError, match="service.admin.auth.token"):
+        RelayConfig.model_validate({"service": {"admin": {"endpoint": "0.0.0.0:8888"}}})
+    RelayConfig.model_validate({"service": {"admin": {"endpoint": "0.0.0.0:8888", "auth": {"token": "x" * 32}}}})
+
+
+def test_deploy_files_bind_beyond_loopback_only_with_tokens_from_secrets():
+    docker = (ROOT / "deploy" / "Dockerfile").read_text()
+    kube = (ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text()
+    compose = (ROOT / "deploy" / "docker-compose.yaml").read_text()
+    deploy_cfg = ROOT / "deploy" / "config.yaml"
+    assert "deploy/config.yaml" in docker and "RELAY_ADMIN_TOKEN" in kube and "RELAY_TOKEN" in compose
+    env = {"RELAY_TOKEN": "t" * 32, "RELAY_ADMIN_TOKEN": "a" * 32, "RELAY_DATA_DIR": "/data"}
+    cfg = load_config(deploy_cfg, env=env)
+    assert cfg.receivers.otlp.protocols.http.endpoint.startswith("0.0.0.0:")
+    assert any(t.tokens for t in cfg.tenants) and cfg.service.admin.auth.token is not None
+    with pytest.raises(ConfigError, match="tokens"):  # without the secrets it refuses to start
+        load_config(deploy_cfg, env={"RELAY_DATA_DIR": "/data"})
+
+
+# ---------------------------------------------------------------- authentication on every path
+
+
+async def test_unauthenticated_and_forged_requests_are_refused_on_every_path(tmp_path):
+    async with FakeLangfuse(projects=PROJECTS) as lf:
+        async with running_relay(tmp_path / "data", overrides={"tenants": _tenants(lf.base_url)}) as relay:
+            base = f"http://127.0.0.1:{relay.http.port}"
+            forged = [{}, {"Authorization": "Bearer whatever"}, {"Authorization": "Bearer "},
+                      {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:whatever").decode()},
+                      {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:sk-lf-beta").decode()},
+                      {"Authorization": "Token " + TOKENS["acme"]}]
+            async with aiohttp.ClientSession() as s:
+                for path in ("/v1/traces", "/api/public/otel/v1/traces"):
+                    for headers in forged:
+                        async with s.post(base + path, data=_body(), headers={**PROTOBUF, **headers}) as r:
+                            assert r.status == 401, (path, headers)
+                            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+                            st = status_pb2.Status.FromString(await r.read())
+                            assert "acme-token" not in st.message and "sk-lf" not in st.message
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.grpc.port}") as ch:
+                call = ch.unary_unary(TRACE_METHOD)
+                for md in ((), (("authorization", "Bearer whatever"),)):
+                    with pytest.raises(grpc.aio.AioRpcError) as e:
+                        await call(_body(), metadata=md, timeout=5)
+                    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                await call(_body(1, 7), metadata=(("authorization", f"Bearer {TOKENS['beta']}"),), timeout=5)
+            assert relay.telemetry.sample("otelcol_receiver_accepted_spans_total", {}) == 1
+            # the genuine credentials work on each path
+            async with aiohttp.ClientSession() as s:
+                good = {"Authorization": f"Bearer {TOKENS['acme']}"}
+                async with s.post(base + "/v1/traces", data=_body(1, 1), headers={**PROTOBUF, **good}) as r:
+                    assert r.status == 200
+                basic = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:sk-lf-acme").decode()}
+                async with s.post(base + "/api/public/otel/v1/traces", data=_body(1, 2),
+                                  headers={**PROTOBUF, **basic}) as r:
+                    assert r.status == 200
+            await settle(relay)
+        assert len(lf.spans("pk-lf-acme")) == 2 and len(lf.spans("pk-lf-beta")) == 1
+
+
+@pytest.mark.parametrize("proxies,status", [(["10.0.0.0/8"], 401), (["127.0.0.0/8"], 200)])
+async def test_tenant_header_only_from_trusted_proxies(tmp_path, proxies, status):
+    overrides = {"auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True, "trusted_proxies": proxies},
+                 "tenants": [{"name": "default"}, {"name": "acme"}]}
+    async with running_relay(tmp_path / "data", overrides=overrides) as relay:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=_body(),
+                              headers={**PROTOBUF, "X-Relay-Tenant": "acme"}) as r:
+                assert r.status == status
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.grpc.port}") as ch:
+            call = ch.unary_unary(TRACE_METHOD)
+            if status == 200:
+                await call(_body(1, 3), metadata=(("x-relay-tenant", "acme"),), timeout=5)
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await call(_body(1, 3), metadata=(("x-relay-tenant", "acme"),), timeout=5)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        accepted = relay.telemetry.sample("otelcol_receiver_accepted_spans_total", {"tenant": "acme"})
+        assert accepted == (2 if status == 200 else 0)
+
+
+# ---------------------------------------------------------------- fair tenants
+
+
+async def test_rate_limit_answers_429_and_resource_exhausted_with_retry_info(tmp_path):
+    overrides = {"tenants": _tenants(None, acme={"rate_limit": {"spans_per_second": 5, "burst": 10}})}
+    async with running_relay(tmp_path / "data", overrides=overrides) as relay:
+        base = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+        acme = {**PROTOBUF, "Authorization": f"Bearer {TOKENS['acme']}"}
+        beta = {**PROTOBUF, "Authorization": f"Bearer {TOKENS['beta']}"}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base, data=_body(10, 1), headers=acme) as r:
+                assert r.status == 200
+            async with s.post(base, data=_body(10, 2), headers=acme) as r:
+                assert r.status == 429
+                assert int(r.headers["Retry-After"]) >= 1
+                st = status_pb2.Status.FromString(await r.read())
+                info = error_details_pb2.RetryInfo()
+                assert st.details[0].Unpack(info) and info.retry_delay.seconds >= 1
+            for i in range(3):  # the other tenant is not limited
+                async with s.post(base, data=_body(10, 10 + i), headers=beta) as r:
+                    assert r.status == 200
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.grpc.port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await ch.unary_unary(TRACE_METHOD)(
+                    _body(10, 3), metadata=(("authorization", f"Bearer {TOKENS['acme']}"),), timeout=5)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            details = dict(e.value.trailing_metadata())["grpc-status-details-bin"]
+            info = error_details_pb2.RetryInfo()
+            assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+            assert info.retry_delay.seconds + info.retry_delay.nanos > 0
+        assert relay.telemetry.sample("otelcol_receiver_refused_spans_total", {"tenant": "acme"}) == 20
+        assert relay.telemetry.sample("otelcol_receiver_accepted_spans_total", {"tenant": "beta"}) == 30
+
+
+@pytest.mark.timeout(90)
+async def test_noisy_neighbour_fills_only_its_own_share(tmp_path):
+    """Tenant acme's Langfuse is down: its batches pile up until its share of the spool is full and it gets 503;
+    tenant beta keeps getting 200 and its spans arrive."""
+    async with FakeLangfuse(projects=PROJECTS) as lf:
+        overrides = {"tenants": _tenants(lf.base_url), "storage": {"max_spool_size": "256KiB"}}
+        lf.fail(503, times=None, project="pk-lf-acme")
+        async with running_relay(tmp_path / "data", overrides=overrides) as relay:
+            assert relay.spool.tenant_limits == {"acme": 128 * 1024, "beta": 128 * 1024}
+            base = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+            acme = {**PROTOBUF, "Authorization": f"Bearer {TOKENS['acme']}"}
+            beta = {**PROTOBUF, "Authorization": f"Bearer {TOKENS['beta']}"}
+            statuses: list[int] = []
+            beta_sent = 0
+            async with aiohttp.ClientSession() as s:
+                for i in range(400):
+                    async with s.post(base, data=_body(50, i), headers=acme) as r:
+                        statuses.append(r.status)
+                        if r.status == 503:
+                            assert "Retry-After" in r.headers
+                            break
+                    if i % 20 == 0:
+                        await asyncio.sleep(0.3)  # let the pipeline move acme's data to its (stuck) export queue
+                assert statuses[-1] == 503 and statuses.count(200) == len(statuses) - 1
+                assert relay.spool.tenant_bytes["acme"] > 100 * 1024
+                for i in range(5):
+                    async with s.post(base, data=_body(20, 1000 + i), headers=beta) as r:
+                        assert r.status == 200
+                        beta_sent += 20
+                async with s.post(base, data=_body(50, 999), headers=acme) as r:
+                    assert r.status == 503  # still full: acme's Langfuse is still down
+            await lf.wait_for_spans(beta_sent, timeout=20, project="pk-lf-beta")
+        assert len(lf.spans("pk-lf-beta")) == beta_sent
+        assert lf.spans("pk-lf-acme") == []
