@@ -35,6 +35,7 @@ from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.http import OtlpHttpReceiver
 from relay.otlp.ingest import IngestRefused, IngestRequest, IngestThrottled
 from relay.ratelimit import TenantLimiter
+from relay.tls import ReloadingServerTLS
 from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.redaction import Redactor, load_catalogue
@@ -214,8 +215,10 @@ class Relay:
             self.alerting.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        host, port = parse_endpoint(self.config.service.admin.endpoint)
-        await web.TCPSite(runner, host, port).start()
+        admin = self.config.service.admin
+        host, port = parse_endpoint(admin.endpoint)
+        ssl_context = ReloadingServerTLS(admin.tls).ssl_context() if admin.tls else None
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         self._admin = runner
         self.admin_port = runner.addresses[0][1]
 

@@ -32,6 +32,7 @@ from relay.otlp.codec import CodecError, Format, export_response, parse_export
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
 from relay.redaction import Redactor
+from relay.tls import ReloadingServerTLS
 from relay.telemetry import Telemetry
 
 __all__ = ["OtlpGrpcReceiver", "SERVICES"]
@@ -47,7 +48,8 @@ SERVICES: dict[Signal, str] = {
 
 
 class OtlpGrpcReceiver:
-    """The OTLP/gRPC server: ``await start()`` binds ``config.endpoint`` (insecure), ``await stop(grace)`` ends it.
+    """The OTLP/gRPC server: ``await start()`` binds ``config.endpoint`` (TLS/mTLS with ``config.tls``, else
+    plaintext), ``await stop(grace)`` ends it.
 
     ``port`` is the bound port after ``start()`` (useful with ``endpoint: 127.0.0.1:0``).
     """
@@ -77,12 +79,15 @@ class OtlpGrpcReceiver:
         ]
         server.add_generic_rpc_handlers(handlers)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        port = server.add_insecure_port(f"{host}:{self.port}")
+        if self.config.tls:
+            port = server.add_secure_port(f"{host}:{self.port}", ReloadingServerTLS(self.config.tls).grpc_credentials())
+        else:
+            port = server.add_insecure_port(f"{host}:{self.port}")
         if port == 0:
             raise RuntimeError(f"cannot bind the OTLP/gRPC receiver to {self.config.endpoint}")
         await server.start()
         self._server, self.port = server, port
-        log.info("OTLP/gRPC receiver listening on %s:%d", self.host, self.port)
+        log.info("OTLP/gRPC receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop accepting calls, let in-flight calls finish for up to ``grace`` seconds (None = wait for all),

@@ -45,6 +45,7 @@ from relay.otlp.codec import (
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
 from relay.redaction import Redactor
+from relay.tls import ReloadingServerTLS
 from relay.telemetry import Telemetry
 
 __all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
@@ -170,18 +171,20 @@ class OtlpHttpReceiver:
         self.host, self.port = parse_endpoint(config.endpoint)
 
     async def start(self) -> None:
-        """Bind and start serving. Raises ``OSError`` when the address is in use or not available."""
+        """Bind and start serving (TLS/mTLS with ``config.tls``). Raises ``OSError`` when the address is in use or
+        not available, or the TLS files cannot be read (``ssl.SSLError`` is an ``OSError``)."""
         runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
                                handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
+            await web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context).start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
-        log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
+        log.info("OTLP/HTTP receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting connections, give in-flight requests up to ``grace`` seconds, then wait (again up to
