@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from tests.fakes.langfuse import FakeLangfuse
 from tests.support.certs import CA
 from tests.support.inproc import running_relay
 from tests.support.otlp_helpers import sdk_telemetry
@@ -141,6 +142,34 @@ async def test_certificates_are_reloaded_without_a_restart(tmp_path):
         await asyncio.sleep(0.3)
         assert await asyncio.to_thread(served_serial, relay.http.port, new_ca.ca_file) == second.serial
         assert await asyncio.to_thread(grpc_export, relay.grpc.port, new_ca.ca_file) == "SUCCESS"
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_langfuse_exporter_with_a_private_ca(tmp_path, trusted):
+    """A self-hosted Langfuse behind a certificate of a private CA: exported with ``exporters.langfuse.tls.ca_file``,
+    refused (and kept queued) without it."""
+    ca = CA(tmp_path / "pki", name="private CA")
+    server = ca.issue("langfuse")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(server.cert_file, server.key_file)
+    lf = FakeLangfuse()
+    lf.ssl_context = ctx
+    async with lf:
+        overrides = {"exporters": {"langfuse": {"tls": {"ca_file": str(ca.ca_file)} if trusted else {}}}}
+        async with running_relay(tmp_path / "data", lf.base_url, overrides=overrides) as relay:
+            assert await asyncio.to_thread(plain_http_export, relay.http.port) == "SUCCESS"
+            if trusted:
+                await lf.wait_for_spans(2, timeout=10)
+            else:
+                await asyncio.sleep(1.0)
+                assert lf.spans() == [] and sum(relay.spool.outbound_spans.values()) == 2
+
+
+def plain_http_export(port: int) -> str:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    spans, _, _ = sdk_telemetry()
+    return OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=5).export(spans).name
 
 
 def test_tls_config_keys_are_the_collectors():
