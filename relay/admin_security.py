@@ -5,9 +5,10 @@ Rules, in order, for every request:
 
 1. ``/healthz`` and ``/readyz`` are always served (probes send the pod IP as ``Host`` and no token); ``/readyz``
    shows details (tenant names, exporter errors) only to an authenticated caller (:func:`is_authenticated`).
-2. ``Host`` must be a loopback name/address (``localhost``, 127.0.0.0/8, ``::1``) or one of
-   ``service.admin.allowed_hosts``; otherwise **421 Misdirected Request** — a page on a rebinding domain
-   (``evil.example`` resolving to 127.0.0.1) sends its own name (https://www.rfc-editor.org/rfc/rfc9110#section-15.5.20).
+2. ``Host`` must be ``localhost``, an IP address literal (what Prometheus and Kubernetes send; a rebinding page
+   can only send a *name*) or one of ``service.admin.allowed_hosts``; otherwise **421 Misdirected Request** — a
+   page on a rebinding domain (``evil.example`` resolving to 127.0.0.1) sends its own name
+   (https://www.rfc-editor.org/rfc/rfc9110#section-15.5.20).
 3. An ``Origin`` header (sent by browsers on cross-site requests) whose host is not acceptable by rule 2 → **403**.
 4. ``service.admin.auth.token`` set: every other endpoint (``/metrics`` only with ``metrics_auth: true``) needs
    ``Authorization: Bearer <token>`` → **401** with ``WWW-Authenticate: Bearer`` otherwise.
@@ -20,6 +21,7 @@ Rules, in order, for every request:
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -47,13 +49,21 @@ def _host_only(value: str) -> str:
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def admin_middleware(config: AdminConfig) -> Callable:
     """The aiohttp middleware enforcing the rules of this module for ``config`` (``service.admin``)."""
     token = config.auth.token.get_secret_value().encode() if config.auth.token else None
     allowed = {h.strip().lower() for h in config.allowed_hosts}
 
     def host_ok(host: str) -> bool:
-        return is_loopback_host(host) or host in allowed
+        return is_loopback_host(host) or host in allowed or _is_ip(host)
 
     def authenticated(request: web.Request) -> bool:
         if token is None:

@@ -48,6 +48,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         lf = t.langfuse
         export = f"Langfuse {lf.base_url}" if lf.enabled else "Langfuse export off (set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
+    from relay.posture import security_posture
+
+    print("  security:")
+    for line in security_posture(cfg):
+        print(f"    {line}")
     return _check_alerting(cfg, probe=args.probe)
 
 

@@ -78,7 +78,7 @@ async def test_csrf_and_dns_rebinding_refused(tmp_path):
         for host in ("evil.example", "evil.example:8888", "relay.internal.evil.example"):
             status, _ = await _call(base + "/api/v2/silences", headers={**AUTH, "Host": host})
             assert status == 421, host
-        for host in ("localhost:1234", "127.0.0.1", "[::1]:8888", "relay.internal:8888"):
+        for host in ("localhost:1234", "127.0.0.1", "[::1]:8888", "relay.internal:8888", "10.1.2.3:8888"):
             status, _ = await _call(base + "/api/v2/silences", headers={**AUTH, "Host": host})
             assert status == 200, host
         status, _ = await _call(post, "POST", data=json.dumps(SILENCE),
