@@ -331,13 +331,16 @@ def _touch(conn) -> None:
 
 
 def _secrets(cfg: RelayConfig) -> list[str]:
-    """Every secret of the config, for the log masker: tenant tokens, Langfuse keys, receiver credentials."""
+    """Every secret of the config, for the log masker: tenant tokens, the admin token, Langfuse keys, receiver
+    credentials."""
     out = []
     for r in cfg.alerting.receivers:
         for c in (*r.slack_configs, *r.webhook_configs, *r.jira_configs):
             for v in c.__dict__.values():
                 if isinstance(v, SecretStr):
                     out.append(v.get_secret_value())
+    if cfg.service.admin.auth.token is not None:
+        out.append(cfg.service.admin.auth.token.get_secret_value())
     for t in cfg.resolved_tenants():
         out += [tok.get_secret_value() for tok in t.tokens]
         for s in (t.langfuse.public_key, t.langfuse.secret_key):

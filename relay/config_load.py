@@ -25,6 +25,8 @@ from relay.yaml_lines import yaml_line
 
 __all__ = ["ConfigError", "load_config", "expand", "LANGFUSE_ENV"]
 
+#: "Value error, receivers.otlp.protocols.http.endpoint: …": a model-level error that names its key.
+_NAMED_KEY = re.compile(r"^Value error, ((?:[a-z_]+)(?:\.[a-z_0-9]+)+): ")
 _EXPAND_RE = re.compile(r"\$\{(env|file):([^}:]+)(?::-([^}]*))?\}")
 
 
@@ -153,10 +155,14 @@ def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayC
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
+            msg = err["msg"]
+            named = _NAMED_KEY.match(msg) if not loc else None
+            if named:  # a cross-field check naming its key first (e.g. RelayConfig.security_problems)
+                loc = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
+                msg = msg[named.end():]
             dotted = ".".join(str(p) for p in loc) or "(top level)"
             line = yaml_line(root, loc)
             where = f"{name}:{line}" if line else name
-            msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see README 'Configuration')"
             problems.append(f"{where}: {dotted}: {msg}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -61,13 +63,24 @@ def test_open_receiver_without_tokens_is_a_config_error(tmp_path, endpoint):
     with pytest.raises(ConfigError) as e:
         load_config(path, env={})
     text = str(e.value)
-    assert "receivers.otlp.protocols.http.endpoint" in text
+    assert f"{path}:5: receivers.otlp.protocols.http.endpoint: " in text  # file, line and key
     assert "tenants[].tokens" in text and "allow_unauthenticated" in text
     # the fixes named in the message work
     RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
                                 "auth": {"allow_unauthenticated": True}})
     RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
                                 "tenants": [{"name": "a", "tokens": ["t-0123456789"]}]})
+
+
+def test_relay_run_refuses_to_start_open_and_says_how_to_fix_it(tmp_path):
+    path = tmp_path / "relay.yaml"
+    path.write_text("receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:0\n"
+                    f"storage:\n  directory: {tmp_path / 'data'}\n")
+    r = subprocess.run([sys.executable, "-m", "relay", "run", "--config", str(path)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode != 0
+    assert "receivers.otlp.protocols.grpc.endpoint" in r.stderr and "tenants[].tokens" in r.stderr
+    assert not (tmp_path / "data").exists()  # refused before opening anything
 
 
 def test_admin_beyond_loopback_needs_a_token():
@@ -219,3 +232,21 @@ async def test_noisy_neighbour_fills_only_its_own_share(tmp_path):
             await lf.wait_for_spans(beta_sent, timeout=20, project="pk-lf-beta")
         assert len(lf.spans("pk-lf-beta")) == beta_sent
         assert lf.spans("pk-lf-acme") == []
+
+
+async def test_allow_unauthenticated_warns_at_start_and_in_readyz(tmp_path, caplog):
+    """Explicitly opened: the receiver listens on all interfaces without tokens (the test only talks over loopback);
+    relay logs a warning at start and /readyz carries it, for anonymous callers too."""
+    overrides = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "0.0.0.0:0"}}}},
+                 "auth": {"allow_unauthenticated": True}}
+    with caplog.at_level("WARNING", logger="relay"):
+        async with running_relay(tmp_path / "data", overrides=overrides) as relay:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{relay.admin_port}/readyz") as r:
+                    body = await r.json()
+                async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=_body(),
+                                  headers=PROTOBUF) as r:
+                    assert r.status == 200
+    assert body["status"] == "ready"
+    assert any("allow_unauthenticated" in w for w in body["warnings"])
+    assert any("WITHOUT authentication" in rec.getMessage() for rec in caplog.records)
