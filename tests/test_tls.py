@@ -183,3 +183,46 @@ def test_tls_config_keys_are_the_collectors():
     with pytest.raises(ValueError):
         RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"tls": {
             "cert_file": "a.crt", "key_file": "a.key", "min_version": "1.0"}}}}}})
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_webhook_receiver_behind_a_private_ca(tmp_path, trusted):
+    """Outbound notifiers take the same client keys: a webhook consumer with a private-CA certificate is reached
+    with ``tls.ca_file`` and refused (a retryable notify error) without it."""
+    from aiohttp import web
+
+    from relay.notify.base import NotifyError
+    from relay.notify.webhook import WebhookNotifier
+    from relay.notify.webhook_config import WebhookConfig
+    from tests.fakes.jira_support import Clock, make_alert, make_notification
+
+    ca = CA(tmp_path / "pki", name="hooks CA")
+    server = ca.issue("hooks")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(server.cert_file, server.key_file)
+    received = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    port = runner.addresses[0][1]
+    tls = {"ca_file": str(ca.ca_file)} if trusted else {}
+    notifier = WebhookNotifier("ops", 1, WebhookConfig(url=f"https://localhost:{port}/hook", tls=tls), clock=Clock())
+    try:
+        n = make_notification(make_alert(150.0))
+        if trusted:
+            assert await notifier.notify(n, {}) == {"delivered": 1}
+            assert received and received[0]["receiver"] == "ops"
+        else:
+            with pytest.raises(NotifyError) as e:
+                await notifier.notify(n, {})
+            assert e.value.retryable and received == []
+    finally:
+        await notifier.close()
+        await runner.cleanup()
