@@ -98,6 +98,13 @@ class Relay:
         spool_bytes.labels("inbound").set_function(lambda: spool.inbound_bytes)
         spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
         Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(cfg.storage.max_spool_size)
+        tenant_bytes = Gauge("relay_spool_tenant_bytes", "Bytes spooled per tenant (inbound + outbound); the tenant "
+                             "gets 503 when it reaches relay_spool_tenant_capacity_bytes.", ["tenant"], registry=reg)
+        tenant_cap = Gauge("relay_spool_tenant_capacity_bytes", "The tenant's share of the spool "
+                           "(tenants[].max_spool_size).", ["tenant"], registry=reg)
+        for name, cap in spool.tenant_limits.items():
+            tenant_bytes.labels(name).set_function(lambda name=name: spool.tenant_bytes.get(name, 0))
+            tenant_cap.labels(name).set(cap)
 
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
         await self.exporter.start()

@@ -223,6 +223,8 @@ async def test_noisy_neighbour_fills_only_its_own_share(tmp_path):
                         await asyncio.sleep(0.3)  # let the pipeline move acme's data to its (stuck) export queue
                 assert statuses[-1] == 503 and statuses.count(200) == len(statuses) - 1
                 assert relay.spool.tenant_bytes["acme"] > 100 * 1024
+                assert relay.telemetry.sample("relay_spool_tenant_bytes", {"tenant": "acme"}) > 100 * 1024
+                assert relay.telemetry.sample("relay_spool_tenant_capacity_bytes", {"tenant": "beta"}) == 128 * 1024
                 for i in range(5):
                     async with s.post(base, data=_body(20, 1000 + i), headers=beta) as r:
                         assert r.status == 200
