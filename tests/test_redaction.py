@@ -152,6 +152,18 @@ def test_redaction_keeps_the_text_around_the_secret(catalogue):
         assert red.redact(clean) == clean
 
 
+@pytest.mark.parametrize("value", [
+    "msg_01XFDUDYJgAACzvnptvVoYEL", "toolu_01A09q90qw90lq917835lq9", "req_011CSHoEeqs5C35K2UUqkQ8a",
+    "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", "3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f",
+    "claude-opus-4-1-20250805", "claude-3-5-haiku-20241022", "us.anthropic.claude-sonnet-4-20250514-v1:0",
+    "sha256:a1fce4363854ff888cff4b8e7875d600c2682390412a8cf79b37d0b11148b0fa", "8f14e45fceea167a5a36dedd4bea2543",
+    "ZGVhZGJlZWZkZWFkYmVlZg==", "claude_code.token.usage", "input_tokens=1234 output_tokens=56",
+    '{"file_path": "/home/u/src/auth/token_store.py", "limit": 200}', "git commit -m 'fix token refresh'",
+])
+def test_ids_model_names_and_hashes_are_not_secrets(catalogue, value):
+    assert Redactor(catalogue).redact(value) == value
+
+
 def test_user_patterns_and_allowlist(catalogue):
     hits = []
     red = Redactor(catalogue, patterns=[r"ACME-\d{6}"], allowlist=["ghp_" + "0" * 36],
