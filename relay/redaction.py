@@ -12,8 +12,9 @@ How a string is checked (gitleaks' own strategy): strings shorter than :data:`MI
 keyword regex (a trie of every rule's keywords, lower-case) finds which rules can match at all; only those rules'
 regexes run. A match whose secret (``secretGroup``, else group 1 if any, else the whole match) has less Shannon
 entropy than the rule's ``entropy``, matches one of its ``allow`` regexes, or is in the user's allowlist is kept.
-The secret is replaced by :data:`REDACTED` (never including a trailing backslash, which would break a JSON escape
-such as ``\\"``), so surrounding JSON stays valid and keys/ids are untouched.
+Every candidate rule looks at the original text; overlapping secrets merge into one :data:`REDACTED`. A secret is
+cut at a double quote and never ends with a backslash (which would break a JSON escape such as ``\\"``), so
+surrounding JSON stays valid; keys and ids are untouched.
 
 Where (OTLP protobuf messages, https://github.com/open-telemetry/opentelemetry-proto): string values (nested in
 arrays and key-value lists too) of resource, scope, span, span event, span link, log record and metric data
@@ -153,18 +154,40 @@ class Redactor:
                         if r.id not in seen:
                             seen.add(r.id)
                             candidates.append(r)
-        out = s
+        found: list[tuple[int, int]] = []
         for rule in candidates:
-            out = self._apply(rule, out)
-        if out is s:
+            spans = self._spans(rule, s)
+            if spans:
+                found += spans
+                if self._on_hit is not None:
+                    self._on_hit(rule.id, len(spans))
+        if not found:
             if len(self._clean) >= _CLEAN_CACHE:
                 self._clean.clear()
             self._clean.add(s)
-        return out
+            return s
+        # every rule looked at the original text; overlapping secrets merge into one [REDACTED]
+        merged: list[list[int]] = []
+        for a, b in sorted(found):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        parts, last = [], 0
+        for a, b in merged:
+            parts += [s[last:a], REDACTED]
+            last = b
+        parts.append(s[last:])
+        return "".join(parts)
 
-    def _apply(self, rule: Rule, s: str) -> str:
+    def _spans(self, rule: Rule, s: str) -> list[tuple[int, int]]:
+        """Where ``rule`` finds secrets in ``s``: ``(start, end)`` of each secret it does not let pass."""
         spans: list[tuple[int, int]] = []
-        for m in rule.regex.finditer(s):
+        pos = 0
+        while (m := rule.regex.search(s, pos)) is not None:
+            # the next search starts inside this secret: a value can be the key of the next assignment
+            # ("password": "SECRET_KEY = '…'")
+            pos = m.start() + 1
             g = rule.secret_group if rule.secret_group <= (rule.regex.groups or 0) else 0
             secret = m.group(g)
             if secret is None and g:
@@ -177,22 +200,15 @@ class Redactor:
             if any(a.search(secret) for a in rule.allow):
                 continue
             a, b = m.span(g)
+            pos = max(pos, a)
+            quote = s.find('"', a, b)  # a secret never spans a quote: JSON text around it stays JSON
+            if quote != -1:
+                b = quote
             while b > a and s[b - 1] == "\\":  # never swallow the backslash of an escape (\" in JSON text)
                 b -= 1
-            spans.append((a, b))
-        if not spans:
-            return s
-        if self._on_hit is not None:
-            self._on_hit(rule.id, len(spans))
-        parts, last = [], 0
-        for a, b in spans:
-            if a < last:
-                continue
-            parts.append(s[last:a])
-            parts.append(REDACTED)
-            last = b
-        parts.append(s[last:])
-        return "".join(parts)
+            if b > a:
+                spans.append((a, b))
+        return spans
 
     # ------------------------------------------------------------------ OTLP messages
 

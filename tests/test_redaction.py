@@ -9,6 +9,8 @@ import os
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -162,6 +164,46 @@ def test_redaction_keeps_the_text_around_the_secret(catalogue):
 ])
 def test_ids_model_names_and_hashes_are_not_secrets(catalogue, value):
     assert Redactor(catalogue).redact(value) == value
+
+
+_JSON_KEYS = st.sampled_from(["command", "password", "token", "api_key", "secret", "url", "path", "note",
+                              "Authorization", "headers", "env", "content", "max_tokens"])
+_LEAVES = st.one_of(
+    st.sampled_from([s.text for s in CORPUS]),
+    st.text(max_size=40),
+    st.integers(-10**6, 10**6),
+    st.booleans(),
+    st.none(),
+)
+_JSON = st.recursive(_LEAVES, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                     st.dictionaries(_JSON_KEYS, kids, max_size=4)), max_leaves=12)
+_REDACTOR: list[Redactor] = []
+
+
+def _shape(x):
+    """The JSON value with every string replaced by a marker: what redaction must preserve."""
+    if isinstance(x, dict):
+        return {k: _shape(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_shape(v) for v in x]
+    return "s" if isinstance(x, str) else x
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_JSON, indent=st.sampled_from([None, 2]))
+def test_redaction_never_breaks_json(doc, indent):
+    """Tool parameters and messages arrive as JSON text inside attributes: whatever the secrets in them, the
+    redacted text is still JSON of the same shape (keys, numbers, booleans, nesting), and no secret of the corpus
+    that was embedded survives."""
+    if not _REDACTOR:
+        _REDACTOR.append(Redactor(load_catalogue()))
+    text = json.dumps(doc, indent=indent)
+    out = _REDACTOR[0].redact(text)
+    parsed = json.loads(out)
+    assert _shape(parsed) == _shape(doc)
+    for sample in CORPUS:
+        if sample.text in json.dumps(doc):
+            assert not _leaks(out.encode(), sample.secret), sample.kind
 
 
 def test_user_patterns_and_allowlist(catalogue):
