@@ -29,9 +29,12 @@ import binascii
 import hmac
 import ipaddress
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from relay.config import RelayConfig
 from relay.config_security import parse_cidrs
+
+if TYPE_CHECKING:
+    from relay.config_load import RelayConfig
 
 __all__ = ["Unauthorized", "TenantResolver", "grpc_peer_host"]
 

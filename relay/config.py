@@ -14,11 +14,18 @@ Sizes accept integers (bytes) or strings with a unit (``64MiB``, ``1GiB``, ``512
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 
+from relay.config_security import (
+    AdminAuthConfig,
+    RateLimitConfig,
+    RedactionConfig,
+    TLSClientConfig,
+    TLSServerConfig,
+    parse_cidrs,
+)
 from relay.config_types import (  # noqa: F401  (re-exported)
     Duration,
     OptionalSecret,
@@ -28,21 +35,8 @@ from relay.config_types import (  # noqa: F401  (re-exported)
     parse_duration,
     parse_size,
 )
-from relay.config_security import (
-    AdminAuthConfig,
-    RateLimitConfig,
-    RedactionConfig,
-    TLSClientConfig,
-    TLSServerConfig,
-    is_loopback_host,
-    parse_cidrs,
-)
-from relay.alerting.config import AlertingConfig
-from relay.alerting.rules_schema import RulesConfig
-from relay.reports.config import ReportsConfig
-from relay.usage.config import LedgerConfig
 
-__all__ = ["RelayConfig", "TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
+__all__ = ["TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
 
 
@@ -307,97 +301,3 @@ class TenantConfig(_Model):
         if isinstance(v, list):
             return [t for t in v if t is not None and not (isinstance(t, str) and t.strip() == "")]
         return v
-
-
-class RelayConfig(_Model):
-    """The whole configuration file."""
-
-    receivers: ReceiversConfig = ReceiversConfig()
-    exporters: ExportersConfig = ExportersConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    storage: StorageConfig = StorageConfig()
-    auth: AuthConfig = AuthConfig()
-    tenants: list[TenantConfig] = []
-    service: ServiceConfig = ServiceConfig()
-    #: Usage ledger: price table overrides (``relay.usage.config``).
-    ledger: LedgerConfig = LedgerConfig()
-    #: Rule files and their evaluation (``relay.alerting.rules_schema.RulesConfig``).
-    rules: RulesConfig = RulesConfig()
-    #: Alertmanager-style routing tree, receivers (Slack, Jira, webhooks), inhibition (``relay.alerting.config``).
-    alerting: AlertingConfig = AlertingConfig()
-    #: Scheduled usage summaries (``relay.reports.config``).
-    reports: ReportsConfig = ReportsConfig()
-
-    @model_validator(mode="after")
-    def _check_tenants(self) -> RelayConfig:
-        names = [t.name for t in self.tenants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
-        seen: dict[str, str] = {}
-        for t in self.tenants:
-            for tok in t.tokens:
-                v = tok.get_secret_value()
-                if v in seen and seen[v] != t.name:
-                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
-                seen[v] = t.name
-        problems = self.security_problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-        problems = self.reports.problems([r.name for r in self.alerting.receivers],
-                                         [t.name for t in self.resolved_tenants()])
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def security_problems(self) -> list[str]:
-        """Why this configuration would expose relay (each message names the key and the fix); empty when safe.
-
-        - a receiver beyond loopback needs tenant tokens, or ``auth.allow_unauthenticated: true``;
-        - ``auth.trust_tenant_header`` without tokens needs ``auth.trusted_proxies``;
-        - the admin endpoint beyond loopback needs ``service.admin.auth.token``.
-        """
-        out: list[str] = []
-        has_tokens = any(t.tokens for t in self.tenants)
-        proto = self.receivers.otlp.protocols
-        for name, r in (("http", proto.http), ("grpc", proto.grpc)):
-            host = r.endpoint.rpartition(":")[0]
-            if r.enabled and not is_loopback_host(host) and not has_tokens and not self.auth.allow_unauthenticated:
-                out.append(
-                    f"receivers.otlp.protocols.{name}.endpoint: {r.endpoint} listens beyond loopback but no tenant "
-                    f"has tokens, so anyone who can reach it could write data; give tenants[].tokens "
-                    f"(e.g. ${{env:RELAY_TOKEN}}), bind to localhost:<port>, or set auth.allow_unauthenticated: true")
-        if self.auth.trust_tenant_header and not has_tokens and not self.auth.trusted_proxies:
-            out.append("auth.trust_tenant_header: without tenant tokens any client could pick any tenant; list the "
-                       "proxies that set the header in auth.trusted_proxies (CIDRs) or give tenants[].tokens")
-        admin = self.service.admin
-        if admin.enabled and not is_loopback_host(admin.endpoint.rpartition(":")[0]) and admin.auth.token is None:
-            out.append(f"service.admin.endpoint: {admin.endpoint} listens beyond loopback without a token; set "
-                       f"service.admin.auth.token (e.g. ${{env:RELAY_ADMIN_TOKEN}}) or bind to 127.0.0.1:<port>")
-        return out
-
-    def resolved_tenants(self) -> list[TenantConfig]:
-        """The tenants with exporter-level Langfuse defaults filled in.
-
-        With no ``tenants`` section the single ``auth.default_tenant`` tenant is returned, using the exporter
-        defaults (embedded default: ``LANGFUSE_BASE_URL`` / ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``).
-        """
-        lf = self.exporters.langfuse
-        tenants = list(self.tenants) or [TenantConfig(name=self.auth.default_tenant)]
-        out = []
-        for t in tenants:
-            merged = LangfuseConfig(
-                base_url=t.langfuse.base_url or lf.base_url,
-                public_key=t.langfuse.public_key or lf.public_key,
-                secret_key=t.langfuse.secret_key or lf.secret_key,
-                environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
-                release=t.langfuse.release or lf.release or self.pipeline.release,
-            )
-            share = t.max_spool_size or self.storage.max_spool_size // len(tenants)
-            out.append(t.model_copy(update={"langfuse": merged, "max_spool_size": share}))
-        return out
-
-    @property
-    def data_dir(self) -> Path:
-        """The storage directory as a Path."""
-        return Path(self.storage.directory)

@@ -3,7 +3,7 @@ authenticate, whether TLS is on, and how many redaction rules apply."""
 
 from __future__ import annotations
 
-from relay.config import RelayConfig
+from relay.config_load import RelayConfig
 from relay.config_security import is_loopback_host
 
 __all__ = ["security_posture"]

@@ -63,7 +63,8 @@ def _build() -> list[Sample]:
     add("aws-access-key-id", '{{"AccessKeyId": "{secret}", "Expiration": "2026-12-06T18:00:00Z"}}', "ASIA" + _upper(16))
     add("aws-secret-access-key", "aws_secret_access_key = {secret}", _r(40, _B64))
     add("aws-secret-access-key", '{{"SecretAccessKey": "{secret}"}}', _r(40, _B64))
-    add("gcp-api-key", "curl 'https://maps.googleapis.com/maps/api/geocode/json?key={secret}'", "AIza" + _r(35, _URLSAFE))
+    add("gcp-api-key", "curl 'https://maps.googleapis.com/maps/api/geocode/json?key={secret}'",
+        "AIza" + _r(35, _URLSAFE))
     pem = _pem("")
     add("gcp-service-account", '{{"type": "service_account", "private_key": "{secret}"}}',
         pem.replace("\n", "\\n"))

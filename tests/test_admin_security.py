@@ -11,9 +11,9 @@ import json
 import aiohttp
 import pytest
 
-from relay.alerting import silence_cli
+from relay.cli import silence as silence_cli
 from tests.fakes.langfuse import FakeLangfuse
-from tests.support.inproc import running_relay, settle, replay
+from tests.support.inproc import replay, running_relay, settle
 
 TOKEN = "admin-token-5f1c0b7e9a3d4c2b"
 SILENCE = {"matchers": [{"name": "alertname", "value": ".+", "isRegex": True, "isEqual": True}],
@@ -123,7 +123,7 @@ async def test_relay_silence_cli_uses_the_admin_token(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("endpoint", ["0.0.0.0:8888", "[::]:8888", "192.0.2.10:8888"])
 def test_admin_beyond_loopback_without_token_refused(endpoint):
-    from relay.config import RelayConfig
+    from relay.config_load import RelayConfig
 
     with pytest.raises(ValueError, match="service.admin.auth.token"):
         RelayConfig.model_validate({"service": {"admin": {"endpoint": endpoint}}})

@@ -17,8 +17,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from relay.config import RelayConfig
-from relay.config_load import ConfigError, load_config
+from relay.config_load import ConfigError, RelayConfig, load_config
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import running_relay, settle
 from tests.support.otlp_helpers import spans_request

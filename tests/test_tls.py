@@ -173,7 +173,7 @@ def plain_http_export(port: int) -> str:
 
 
 def test_tls_config_keys_are_the_collectors():
-    from relay.config import RelayConfig
+    from relay.config_load import RelayConfig
 
     cfg = RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"tls": {
         "cert_file": "a.crt", "key_file": "a.key", "client_ca_file": "ca.pem", "min_version": "1.3",
@@ -192,8 +192,8 @@ async def test_webhook_receiver_behind_a_private_ca(tmp_path, trusted):
     from aiohttp import web
 
     from relay.notify.base import NotifyError
-    from relay.notify.webhook import WebhookNotifier
-    from relay.notify.webhook_config import WebhookConfig
+    from relay.notify.webhook.config import WebhookConfig
+    from relay.notify.webhook.notifier import WebhookNotifier
     from tests.fakes.jira_support import Clock, make_alert, make_notification
 
     ca = CA(tmp_path / "pki", name="hooks CA")

@@ -1,6 +1,7 @@
 """OTLP/HTTP receiver (aiohttp): ``POST /v1/{traces,metrics,logs}`` in protobuf or JSON.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; relay's mapping: contract ``otlp.md`` §1 and §3.
+Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp), incl. "OTLP/HTTP Response",
+"Failures" and "OTLP/HTTP Throttling" (#otlphttp-response, #failures-1, #otlphttp-throttling).
 
 | Situation | Answer |
 |---|---|
@@ -30,6 +31,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2
 
 from relay.auth import TenantResolver, Unauthorized
+from relay.component import Component, remaining
 from relay.config import HttpReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import (
@@ -45,8 +47,8 @@ from relay.otlp.codec import (
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
 from relay.redaction import Redactor
-from relay.tls import ReloadingServerTLS
 from relay.telemetry import Telemetry
+from relay.tls import ReloadingServerTLS
 
 __all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
 
@@ -154,17 +156,20 @@ def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest:
     return app
 
 
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(Component):
     """The OTLP/HTTP server: ``await start()`` binds ``config.endpoint``; ``await stop()`` shuts it down.
 
     ``port`` is the bound port (useful with ``endpoint: 127.0.0.1:0``). ``access_log`` is off by default
     (the ack path stays cheap; request counts are in :class:`~relay.telemetry.Telemetry`).
     """
 
+    name = "OTLP/HTTP receiver"
+
     def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, access_log: logging.Logger | None = None,
+                 telemetry: Telemetry, *, access_log: logging.Logger | None = None, shutdown_timeout: float = 5.0,
                  redactor: Redactor | None = None):
         self.config = config
+        self.shutdown_timeout = shutdown_timeout
         self.app = build_http_app(config, resolver, ingest, telemetry, redactor)
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
@@ -174,7 +179,7 @@ class OtlpHttpReceiver:
         """Bind and start serving (TLS/mTLS with ``config.tls``). Raises ``OSError`` when the address is in use or
         not available, or the TLS files cannot be read (``ssl.SSLError`` is an ``OSError``)."""
         runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
-                               handle_signals=False, shutdown_timeout=5.0)
+                               handle_signals=False, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
             ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
@@ -186,12 +191,11 @@ class OtlpHttpReceiver:
         self.port = runner.addresses[0][1]
         log.info("OTLP/HTTP receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting connections, give in-flight requests up to ``grace`` seconds, then wait (again up to
-        ``grace``) for ingest calls of clients that already disconnected."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop accepting connections, give in-flight requests up to ``shutdown_timeout`` seconds, then wait until
+        ``deadline`` for ingest calls of clients that already disconnected."""
         if self._runner is None:
             return
         runner, self._runner = self._runner, None
-        runner._shutdown_timeout = grace  # aiohttp reads it in cleanup()
         await runner.cleanup()
-        await self.app[_GATE_KEY].drain(grace)
+        await self.app[_GATE_KEY].drain(remaining(deadline))
