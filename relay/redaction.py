@@ -185,9 +185,7 @@ class Redactor:
         spans: list[tuple[int, int]] = []
         pos = 0
         while (m := rule.regex.search(s, pos)) is not None:
-            # the next search starts inside this secret: a value can be the key of the next assignment
-            # ("password": "SECRET_KEY = '…'")
-            pos = m.start() + 1
+            pos = m.end() if m.end() > m.start() else m.start() + 1
             g = rule.secret_group if rule.secret_group <= (rule.regex.groups or 0) else 0
             secret = m.group(g)
             if secret is None and g:
@@ -200,7 +198,8 @@ class Redactor:
             if any(a.search(secret) for a in rule.allow):
                 continue
             a, b = m.span(g)
-            pos = max(pos, a)
+            if g:  # the next search starts at this secret: a value can be the key of the next assignment
+                pos = max(a, m.start() + 1)  # ("password": "SECRET_KEY = '…'")
             quote = s.find('"', a, b)  # a secret never spans a quote: JSON text around it stays JSON
             if quote != -1:
                 b = quote
