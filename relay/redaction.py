@@ -29,6 +29,7 @@ import re
 import tomllib
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -118,7 +119,8 @@ class Redactor:
     ``relay_redactions_total{rule}``).
     """
 
-    def __init__(self, rules: list[Rule], patterns: list[str] = (), allowlist: list[str] = (), on_hit=None):
+    def __init__(self, rules: Sequence[Rule], patterns: Sequence[str] = (), allowlist: Sequence[str] = (),
+                 on_hit: Callable[[str, int], None] | None = None):
         self.rules = list(rules) + [Rule(f"custom-{i + 1}", re.compile(p), ()) for i, p in enumerate(patterns)]
         self._allow = frozenset(allowlist)
         self._on_hit = on_hit
@@ -146,10 +148,10 @@ class Redactor:
             return s
         candidates = list(self._always)
         if self._kw is not None:
-            found = set(self._kw.findall(s.lower()))
-            if found:
+            keywords = set(self._kw.findall(s.lower()))
+            if keywords:
                 seen: set[str] = set()
-                for k in found:
+                for k in keywords:
                     for r in self._by_kw[k]:
                         if r.id not in seen:
                             seen.add(r.id)

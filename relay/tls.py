@@ -57,7 +57,7 @@ class ReloadingServerTLS:
     # ------------------------------------------------------------------ change detection
 
     def _stamps(self) -> tuple:
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for p in self._files:
             try:
                 st = os.stat(p)
