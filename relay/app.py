@@ -181,7 +181,7 @@ class Relay:
         tenant_cap = Gauge("relay_spool_tenant_capacity_bytes", "The tenant's share of the spool "
                            "(tenants[].max_spool_size).", ["tenant"], registry=reg)
         for name, cap in spool.tenant_limits.items():
-            tenant_bytes.labels(name).set_function(partial(spool.tenant_bytes.get, name, 0))
+            tenant_bytes.labels(name).set_function(partial(spool.tenant_bytes.__getitem__, name))
             tenant_cap.labels(name).set(cap)
 
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
