@@ -88,18 +88,41 @@ def test_admin_beyond_loopback_needs_a_token():
     RelayConfig.model_validate({"service": {"admin": {"endpoint": "0.0.0.0:8888", "auth": {"token": "x" * 32}}}})
 
 
-def test_deploy_files_bind_beyond_loopback_only_with_tokens_from_secrets():
-    docker = (ROOT / "deploy" / "Dockerfile").read_text()
-    kube = (ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text()
-    compose = (ROOT / "deploy" / "docker-compose.yaml").read_text()
-    deploy_cfg = ROOT / "deploy" / "config.yaml"
-    assert "deploy/config.yaml" in docker and "RELAY_ADMIN_TOKEN" in kube and "RELAY_TOKEN" in compose
-    env = {"RELAY_TOKEN": "t" * 32, "RELAY_ADMIN_TOKEN": "a" * 32, "RELAY_DATA_DIR": "/data"}
-    cfg = load_config(deploy_cfg, env=env)
-    assert cfg.receivers.otlp.protocols.http.endpoint.startswith("0.0.0.0:")
-    assert any(t.tokens for t in cfg.tenants) and cfg.service.admin.auth.token is not None
-    with pytest.raises(ConfigError, match="tokens"):  # without the secrets it refuses to start
-        load_config(deploy_cfg, env={"RELAY_DATA_DIR": "/data"})
+def _deploy_configs() -> dict[str, str]:
+    """relay's configurations in deploy/: compose's file and the Kubernetes ConfigMap's ``relay.yaml``."""
+    import yaml
+
+    kube = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text())
+                if d and d.get("kind") == "ConfigMap" and "relay.yaml" in d.get("data", {}))
+    return {"compose": (ROOT / "deploy" / "compose" / "relay.yaml").read_text(), "kubernetes": kube["data"]["relay.yaml"]}
+
+
+@pytest.mark.parametrize("name", ["compose", "kubernetes"])
+def test_deploy_configs_bind_beyond_loopback_only_with_tokens_from_secrets(tmp_path, name):
+    """Every deploy/ configuration that listens on all interfaces takes its tenant tokens and admin token from
+    secrets (files or variables), and without them relay refuses to start."""
+    import re
+
+    text = _deploy_configs()[name]
+    assert "0.0.0.0:4318" in text and "RELAY_ADMIN_TOKEN" in text
+    files = sorted(set(re.findall(r"\$\{file:([^}]+)\}", text)))
+    assert any("token" in f for f in files), "tenant tokens come from secret files"
+    with_secrets = text
+    secrets = []
+    for i, path in enumerate(files):
+        secret = tmp_path / f"secret-{i}"
+        secret.write_text(f"s3cret-{i}-0123456789")
+        secrets.append(secret)
+        with_secrets = with_secrets.replace("${file:" + path + "}", "${file:" + str(secret) + "}")
+    cfg_path = tmp_path / "relay.yaml"
+    cfg_path.write_text(with_secrets.replace("rules/*.yaml", str(tmp_path / "none-*.yaml")))
+    cfg = load_config(cfg_path, env={"RELAY_ADMIN_TOKEN": "a" * 32, "LANGFUSE_BASE_URL": "https://lf.example"})
+    assert all(t.tokens for t in cfg.tenants) and cfg.service.admin.auth.token is not None
+    assert cfg.security_problems() == []
+    for secret in secrets:  # the secrets are missing (empty files, unset variables)
+        secret.write_text("")
+    with pytest.raises(ConfigError, match="tokens|auth.token"):  # without the secrets relay refuses to start
+        load_config(cfg_path, env={})
 
 
 # ---------------------------------------------------------------- authentication on every path
