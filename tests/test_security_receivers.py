@@ -94,7 +94,8 @@ def _deploy_configs() -> dict[str, str]:
 
     kube = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text())
                 if d and d.get("kind") == "ConfigMap" and "relay.yaml" in d.get("data", {}))
-    return {"compose": (ROOT / "deploy" / "compose" / "relay.yaml").read_text(), "kubernetes": kube["data"]["relay.yaml"]}
+    return {"compose": (ROOT / "deploy" / "compose" / "relay.yaml").read_text(),
+            "kubernetes": kube["data"]["relay.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["compose", "kubernetes"])
