@@ -98,12 +98,16 @@ class TraceCommit:
     bounds: tuple[int, int] | None = None
 
 
-def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int]]:
-    """(inbound bytes, outbound bytes, outbound spans per tenant) as stored."""
+def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """(inbound bytes, outbound bytes, outbound spans per tenant, spooled bytes per tenant) as stored."""
     ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
     ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
     per = dict(conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall())
-    return ib, ob, per
+    by_tenant: dict[str, int] = defaultdict(int)
+    for table in ("inbound", "outbound"):
+        for tenant, size in conn.execute(f"SELECT tenant, SUM(LENGTH(payload)) FROM {table} GROUP BY tenant"):
+            by_tenant[tenant] += size or 0
+    return ib, ob, per, dict(by_tenant)
 
 
 class Spool:
@@ -116,6 +120,10 @@ class Spool:
         self.inbound_bytes = 0
         self.outbound_bytes = 0
         self.outbound_spans: dict[str, int] = defaultdict(int)
+        #: Bytes spooled per tenant (inbound + outbound), and each tenant's share (``tenants[].max_spool_size``);
+        #: a tenant without an entry is only bounded by ``max_size``.
+        self.tenant_bytes: dict[str, int] = defaultdict(int)
+        self.tenant_limits: dict[str, int] = {}
         self.inbound_event = asyncio.Event()
         self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -129,10 +137,12 @@ class Spool:
         spool._apply_sizes(db.run_sync(_read_sizes))
         return spool
 
-    def _apply_sizes(self, sizes: tuple[int, int, dict[str, int]]) -> None:
-        self.inbound_bytes, self.outbound_bytes, per = sizes
+    def _apply_sizes(self, sizes: tuple[int, int, dict[str, int], dict[str, int]]) -> None:
+        self.inbound_bytes, self.outbound_bytes, per, by_tenant = sizes
         self.outbound_spans.clear()
         self.outbound_spans.update(per)
+        self.tenant_bytes.clear()
+        self.tenant_bytes.update(by_tenant)
 
     async def resync(self) -> None:
         """Re-read the spool's sizes from the database. The counters are kept in memory for speed; another
@@ -153,9 +163,14 @@ class Spool:
 
     async def append(self, tenant: str, signal: Signal, payload: bytes, items: int, dedup_key: bytes | None) -> bool:
         """Durably store an accepted request. Returns False (and stores nothing) when ``dedup_key`` was seen
-        within the retention; raises ``SpoolFull`` when the spool is at ``max_size``."""
+        within the retention; raises ``SpoolFull`` when the spool is at ``max_size`` or the tenant's data is at
+        its share (``tenant_limits``), so one tenant whose destination is down cannot starve the others."""
         if self.size + len(payload) > self.max_size:
             raise SpoolFull(5.0, f"spool full ({self.size} of {self.max_size} bytes); retry later")
+        limit = self.tenant_limits.get(tenant)
+        if limit is not None and self.tenant_bytes[tenant] + len(payload) > limit:
+            raise SpoolFull(5.0, f"this tenant's share of the spool is full ({self.tenant_bytes[tenant]} of {limit} "
+                                 f"bytes, its data is not being exported); retry later")
         now = time.time_ns()
 
         def write(conn: sqlite3.Connection) -> bool:
@@ -172,6 +187,7 @@ class Spool:
         stored = await self.db.run(write)
         if stored:
             self.inbound_bytes += len(payload)
+            self.tenant_bytes[tenant] += len(payload)
             self.inbound_event.set()
         return stored
 
@@ -193,15 +209,18 @@ class Spool:
         if not seqs:
             return
 
-        def delete(conn: sqlite3.Connection) -> int:
-            total = 0
+        def delete(conn: sqlite3.Connection) -> dict[str, int]:
+            freed: dict[str, int] = defaultdict(int)
             for s in seqs:
-                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING LENGTH(payload)", (s,)).fetchone()
-                total += row[0] if row else 0
-            return total
+                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)).fetchone()
+                if row:
+                    freed[row[0]] += row[1]
+            return freed
 
         freed = await self.db.run(delete)  # not `-= await`: that reads the counter before the await
-        self.inbound_bytes -= freed
+        for tenant, size in freed.items():
+            self.inbound_bytes -= size
+            self.tenant_bytes[tenant] -= size
 
     async def pending_inbound(self) -> int:
         """Number of inbound requests not yet handled."""
@@ -285,6 +304,7 @@ class Spool:
         for c in commits:
             if c.payload:
                 self.outbound_spans[c.tenant] += c.spans
+                self.tenant_bytes[c.tenant] += len(c.payload)
                 self._outbound_events[c.tenant].set()
 
     # ------------------------------------------------------------------ outbound (exporter)
@@ -320,6 +340,7 @@ class Spool:
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
+            self.tenant_bytes[b.tenant] -= len(b.payload)
 
     async def dead_letter(self, batches: list[OutboundBatch], status: int | None, reason: str) -> None:
         """Move batches the destination refused permanently to the dead-letter store, with the reason."""
@@ -337,6 +358,7 @@ class Spool:
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
+            self.tenant_bytes[b.tenant] -= len(b.payload)
 
     async def dead_letters(self, tenant: str | None = None) -> list[DeadLetter]:
         """The dead-letter store's entries (without payloads), oldest first."""
@@ -380,6 +402,7 @@ class Spool:
         for ten, size, spans in moved:
             self.outbound_bytes += size
             self.outbound_spans[ten] += spans
+            self.tenant_bytes[ten] += size
             self._outbound_events[ten].set()
         return len(moved)
 

@@ -68,6 +68,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             export = f"Langfuse export OFF: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
+    from relay.posture import security_posture
+
+    print("  security:")
+    for line in security_posture(cfg):
+        print(f"    {line}")
     print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
     receivers = cfg.alerting.receivers
     print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
