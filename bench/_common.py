@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -268,6 +269,14 @@ class RelayUnderTest:
         self._ps = psutil.Process(self.pid)
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
         self._thread.start()
+        self._pyspy = None
+        prof_dir = os.environ.get("RELAY_BENCH_PYSPY")  # profiling aid: py-spy record every relay to this dir
+        if prof_dir:
+            out = Path(prof_dir) / f"relay-{self.pid}.txt"
+            self._pyspy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--format", "raw",
+                                            "--threads", "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else
+                                            "--nonblocking", "-o", str(out)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 
     def _sample(self) -> None:
@@ -308,6 +317,9 @@ class RelayUnderTest:
         """SIGTERM relay and wait up to ``grace`` s for its exit code; SIGKILL it after that (returns None then).
         Stops sampling and deletes the data dir."""
         self._stop.set()
+        if getattr(self, "_pyspy", None) is not None:
+            self._pyspy.send_signal(2)  # SIGINT: py-spy writes its profile and exits
+            self._pyspy.wait(10)
         code = None
         if self.proc.proc is not None and self.proc.proc.poll() is None:
             try:

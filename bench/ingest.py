@@ -472,6 +472,10 @@ class PhaseResult:
     backlog_at_end: dict
     duplicates_at_langfuse: int
     fake_langfuse_cpu_pct: float
+    #: relay's own measurements since its start (this phase's fresh instance, warm-up included): the longest
+    #: event-loop lag (``relay_event_loop_lag_max_seconds``) and garbage collection (``relay_gc_pause_max_seconds``).
+    loop_lag_max_ms: float = float("nan")
+    gc_pause_max_ms: float = float("nan")
     relay_exit_code: int | None = None
     relay_stop_s: float = float("nan")
     on_the_fly_bodies: int = 0
@@ -621,6 +625,8 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
             backlog_at_load_end=_backlog(m1), backlog_at_end=_backlog(m2), duplicates_at_langfuse=f2.duplicates,
             fake_langfuse_cpu_pct=100.0 * (f2.cpu_s - f0.cpu_s) / max(1e-9, t2 - t0),
             on_the_fly_bodies=pool.on_the_fly if pool else 0, notes=notes,
+            loop_lag_max_ms=1e3 * m2.get("relay_event_loop_lag_max_seconds", float("nan")),
+            gc_pause_max_ms=1e3 * m2.get("relay_gc_pause_max_seconds", float("nan")),
         )
         if load.unfinished:
             notes.append(f"{load.unfinished} requests unanswered after the load window (cancelled)")
@@ -761,6 +767,8 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
         ("ack latency p99 (ms)", [_f(r.latency_ms["p99"], ".1f") for r in results]),
         ("ack latency max (ms)", [_f(r.latency_ms["max"], ".1f") for r in results]),
         ("client pacing lag p99 (ms)", [_f(r.lag_p99_ms, ".1f") for r in results]),
+        ("relay event-loop lag max (ms)", [_f(r.loop_lag_max_ms, ".1f") for r in results]),
+        ("relay GC pause max (ms)", [_f(r.gc_pause_max_ms, ".1f") for r in results]),
         ("relay CPU, load window (% of 1 core)", [_f(r.cpu_pct, ".1f") for r in results]),
         ("relay CPU, load + drain (% of 1 core)", [_f(r.cpu_pct_with_drain, ".1f") for r in results]),
         ("relay CPU per record handled (µs)*", [_f(r.cpu_us_per_record, ".0f") for r in results]),
@@ -978,7 +986,8 @@ def _commit() -> str:
 
 def _progress(r: PhaseResult) -> None:
     print(f"  → acked {r.acked_spans_per_s:,.0f} spans/s, p99 {r.latency_ms['p99']:.1f} ms, CPU {r.cpu_pct:.0f} %, "
-          f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'}", flush=True)
+          f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), loop lag max "
+          f"{r.loop_lag_max_ms:.0f} ms, GC max {r.gc_pause_max_ms:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.ratelimit import TenantLimiter
 from relay.redaction import Redactor, load_catalogue
+from relay.runtime import RuntimeMonitor
 from relay.reports.alert_history import AlertHistory
 from relay.scores.records import ScoredLedger
 from relay.scores.runtime import ScoresRuntime
@@ -93,6 +94,7 @@ class Relay:
         self.components: list[Component] = []
         self.redactor: Redactor | None = None
         self.limiter: TenantLimiter | None = None
+        self.runtime: RuntimeMonitor | None = None
         self._stopping = False
 
     @property
@@ -133,10 +135,12 @@ class Relay:
         self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
                                     observe=self.alerting.observe)
         self.reports = self._report_scheduler()
+        self.runtime = RuntimeMonitor(reg, cfg.pipeline.memory_limit)
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
+                                 memory_pressure=lambda: self.runtime is not None and self.runtime.over_limit,
                                  ledger=self.ledger, on_ledger_changes=self._on_ledger_changes,
                                  on_traces_closed=self.scores.traces_closed)
         resolver = TenantResolver(cfg)
@@ -159,6 +163,7 @@ class Relay:
         flow: list[Component | None] = [
             self.http, self.grpc, self.pipeline, self.exporter, self.links, self.scores, self.alerting, self.reports,
             self.admin, Housekeeping(spool),
+            self.runtime,  # last: freezes the start-up heap (relay.runtime)
         ]
         return [c for c in flow if c is not None]
 
@@ -179,6 +184,9 @@ class Relay:
         """The receivers' sink: durably append to the inbound spool (see ``relay.otlp.ingest``)."""
         if self._stopping or self.spool is None:
             raise IngestRefused("relay is shutting down; retry", 1.0)
+        if self.runtime is not None and self.runtime.over_limit:
+            raise IngestRefused("relay is over its memory limit (pipeline.memory_limit); retry later",
+                                self.runtime.retry_after)
         if self.limiter and (delay := self.limiter.take(req.tenant, req.items)):
             raise IngestThrottled(f"{req.items} items over tenants[].rate_limit; retry in {delay:.1f}s", delay)
         try:

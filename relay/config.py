@@ -236,6 +236,10 @@ class PipelineConfig(_Model):
     #: Records held in traces still assembling; beyond it (a backlog) the oldest traces are closed early and
     #: reading pauses, which bounds memory. Late records still join their trace through deterministic ids.
     max_open_records: int = Field(200_000, ge=1)
+    #: Resident memory bound (bytes, or "256MiB"; 0 = off): at 80 % of it relay forces a garbage collection,
+    #: answers new data with 503 + Retry-After and stops reading requests into memory until it is back under
+    #: (the OpenTelemetry Collector's memory_limiter semantics; ``relay.runtime``).
+    memory_limit: Size = 256 * 2**20
     #: Forward prompts, responses and tool parameters when the agent sent them (Claude Code only sends them
     #: with OTEL_LOG_USER_PROMPTS / OTEL_LOG_TOOL_DETAILS).
     forward_content: bool = True

@@ -89,6 +89,23 @@ class SpanView:
         return self.scope_name.startswith(CLAUDE_CODE_SCOPE_PREFIX)
 
 
+def _span_attrs(self: SpanView) -> dict[str, Any]:
+    """``attrs``, decoded from ``pb`` on first use when the view was built with ``attrs=None`` (``iter_spans``):
+    an open trace then holds its spans as the compact protobuf messages, not as dicts of Python objects, and
+    the attributes are turned into Python values once, when the trace is mapped."""
+    a = self.__dict__.get("_attrs")
+    if a is None:
+        a = self.__dict__["_attrs"] = attrs_to_dict(self.pb.attributes) if self.pb is not None else {}
+    return a
+
+
+def _set_span_attrs(self: SpanView, value: dict[str, Any] | None) -> None:
+    self.__dict__["_attrs"] = value
+
+
+SpanView.attrs = property(_span_attrs, _set_span_attrs)  # type: ignore[assignment,method-assign]
+
+
 
 def iter_logs(req: ExportLogsServiceRequest, seq: int = 0) -> Iterator[LogView]:
     """Every log record of a request as a ``LogView``."""
@@ -138,10 +155,11 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                     kind=s.kind,
                     start_ns=s.start_time_unix_nano,
                     end_ns=s.end_time_unix_nano,
-                    attrs=attrs_to_dict(s.attributes),
+                    attrs=None,  # decoded from pb when the mapper reads it
                     status_code=s.status.code,
                     status_message=s.status.message,
-                    events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events],
+                    events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events] if s.events
+                    else [],
                     pb=s,
                     seq=seq,
                 )

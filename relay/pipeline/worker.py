@@ -32,7 +32,7 @@ from relay.component import Component, remaining
 from relay.exporters.langfuse_encode import encode_request
 from relay.model import Outcome, Signal, TraceInfo
 from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
-from relay.pipeline.context import MappingContext
+from relay.pipeline.context import MappedTrace, MappingContext
 from relay.pipeline.early_ledger import EarlyLedger, stable_usage
 from relay.pipeline.mapper import map_group
 from relay.pipeline.metric_points import metric_rows
@@ -85,6 +85,16 @@ _TOKEN_TYPES = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_
                 ("cache_creation", "cache_creation_tokens"))
 
 
+class _Prefetched:
+    """A close batch mapped once (``results`` by ``id(group)``) with the spool state of its traces (``states``, by
+    ``(tenant, trace_id)``; ``keys`` are all the pairs that were looked up)."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, MappedTrace] = {}
+        self.keys: set[tuple[str, str]] = set()
+        self.states: dict[tuple[str, str], tuple[dict | None, set[str]]] = {}
+
+
 class TenantPipelineSettings:
     """Per-tenant pipeline settings: mapping context and whether Langfuse export is on."""
 
@@ -119,6 +129,7 @@ class Pipeline(Component):
         ledger: LedgerStore | None = None,
         on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
         on_traces_closed: Callable[[list[TraceCommit]], None] | None = None,
+        memory_pressure: Callable[[], bool] | None = None,
     ):
         self.spool = spool
         self.tenants = tenants
@@ -131,6 +142,9 @@ class Pipeline(Component):
         self.ledger = ledger
         self.on_ledger_changes = on_ledger_changes
         self.on_traces_closed = on_traces_closed
+        #: True while the process is over its memory limit (``relay.runtime``): close the oldest open traces early
+        #: (late records still join them through deterministic ids) and read more only once none is held.
+        self.memory_pressure = memory_pressure or (lambda: False)
         self.early = EarlyLedger()
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -175,7 +189,8 @@ class Pipeline(Component):
         """Read a slice of the inbound spool (unless too many records are held), route it, close due traces."""
         self.spool.inbound_event.clear()
         items = []
-        if self.assembler.records < self.max_open_records:
+        pressure = self.memory_pressure()
+        if self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
             items = await self.spool.read_inbound(self.cursor, self.read_batch)
         finished: list[int] = []
         metric_batch: list[tuple] = []
@@ -198,7 +213,7 @@ class Pipeline(Component):
         if self.ledger is not None and self.early.pending:
             await self._early_ledger()
         due = self.assembler.pop_due()
-        if not due and self.assembler.records >= self.max_open_records:
+        if not due and (self.assembler.records >= self.max_open_records or (pressure and self.assembler.groups)):
             # backpressure: a backlog holds more records than allowed; close the oldest traces early (late records
             # still join them through deterministic ids) rather than growing without bound
             due = self.assembler.pop_oldest(self.commit_batch)
@@ -252,9 +267,10 @@ class Pipeline(Component):
         if not groups:
             return
         commits: list[TraceCommit] = []
+        prefetched = await self._prefetch(groups)
         for g in groups:
             try:
-                commit = await self._map(g)
+                commit = await self._map(g, prefetched)
             except Exception as e:  # a bug: keep the raw requests for `relay replay --quarantined`
                 log.exception("mapping failed for a trace of tenant %s (%d records); its requests are quarantined",
                               g.tenant, g.size)
@@ -285,12 +301,35 @@ class Pipeline(Component):
             finished.extend(self.tracker.closed(g))
         await self.spool.done_inbound(finished)
 
-    async def _map(self, g: Group) -> TraceCommit | None:
+    async def _prefetch(self, groups: list[Group]) -> _Prefetched:
+        """Map every group once and read the earlier-export state of all their traces in ONE spool job (a round
+        trip to the database thread per trace was the pipeline's bottleneck). A group whose mapping raises is
+        left out: ``_map`` maps it again and handles the error."""
+        pre = _Prefetched()
+        for g in groups:
+            try:
+                result = map_group(g.logs, g.spans, self.settings(g.tenant).ctx)
+            except Exception:  # noqa: BLE001 — _map raises it again, in its error path
+                continue
+            pre.results[id(g)] = result
+            if result.trace is not None:
+                pre.keys.add((g.tenant, result.trace.trace_id))
+            await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
+        pre.states = await self.spool.trace_states(pre.keys)
+        return pre
+
+    async def _map(self, g: Group, pre: _Prefetched | None = None) -> TraceCommit | None:
         st = self.settings(g.tenant)
-        result = map_group(g.logs, g.spans, st.ctx)
+        result = pre.results.pop(id(g), None) if pre is not None else None
+        if result is None:
+            result = map_group(g.logs, g.spans, st.ctx)
         if result.trace is None:
             return None
-        known, exported = await self.spool.trace_state(g.tenant, result.trace.trace_id)
+        key = (g.tenant, result.trace.trace_id)
+        if pre is not None and key in pre.keys:
+            known, exported = pre.states.get(key, (None, set()))
+        else:
+            known, exported = await self.spool.trace_state(g.tenant, result.trace.trace_id)
         if known is not None:  # late records of an exported trace: reuse its name, user, session…
             for v in (*g.logs, *g.spans):
                 v.outcome = None

@@ -1,0 +1,168 @@
+"""The process's own health under load: garbage-collector tuning, event-loop lag, GC pauses and the memory limiter.
+
+- **GC**: after start-up every object alive (modules, config, compiled rules…) is moved to the permanent generation
+  (``gc.freeze()``, https://docs.python.org/3/library/gc.html#gc.freeze) so full collections never walk it again,
+  and the generation-0 threshold is raised (``GEN0_THRESHOLD``): the hot path allocates many short-lived
+  containers (decoded attributes, observations) and collecting them every 700 allocations costs CPU for nothing.
+  Every collection is timed (``gc.callbacks``): ``relay_gc_pause_seconds`` / ``relay_gc_pause_max_seconds``.
+- **Event-loop lag**: a task asks to wake up every ``LAG_INTERVAL`` s and records how late it woke up
+  (``relay_event_loop_lag_seconds`` / ``relay_event_loop_lag_max_seconds``): every pause of the loop (a GC, a long
+  CPU step) delays acknowledgements by that much.
+- **Memory limiter** (``pipeline.memory_limit``, bytes of resident memory; the OpenTelemetry Collector's
+  ``memory_limiter`` processor semantics, https://github.com/open-telemetry/opentelemetry-collector/blob/main/
+  processor/memorylimiterprocessor/README.md): RSS is read every ``RSS_INTERVAL`` s from ``/proc/self/statm``;
+  at or above the soft limit (``limit`` − ``spike``, ``spike`` = 20 % of it) relay runs a full collection and
+  refuses new data (receivers answer 503 + ``Retry-After`` / gRPC UNAVAILABLE, which OTLP exporters retry:
+  https://opentelemetry.io/docs/specs/otlp/#failures) and the pipeline stops reading more requests into memory,
+  until RSS is back below the soft limit. Accepted data is never dropped: it waits in the durable spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from relay.component import Component
+
+__all__ = ["RuntimeMonitor", "rss_bytes", "GEN0_THRESHOLD"]
+
+log = logging.getLogger(__name__)
+
+#: ``gc.set_threshold`` generation-0 threshold (CPython's default is 700).
+GEN0_THRESHOLD = 50_000
+LAG_INTERVAL = 0.01  # s
+RSS_INTERVAL = 0.05  # s
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size in bytes (``/proc/self/statm``, Linux; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _load_trim():
+    """glibc's ``malloc_trim`` (returns freed heap pages to the OS: https://man7.org/linux/man-pages/man3/
+    malloc_trim.3.html), or None on other C libraries."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def _trim() -> None:
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class RuntimeMonitor(Component):
+    """GC tuning, loop-lag and GC-pause metrics, and the memory limiter (``memory_limit`` bytes, 0 = off).
+
+    ``over_limit`` is True while RSS is at or above the soft limit; the ingest path refuses data then
+    (``retry_after`` seconds) and the pipeline reads no more requests from the spool.
+    """
+
+    name = "runtime monitor"
+
+    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, freeze: bool = True):
+        self.memory_limit = memory_limit
+        self.soft_limit = memory_limit - memory_limit // 5 if memory_limit else 0
+        self.retry_after = 1.0
+        self.freeze = freeze
+        self.over_limit = False
+        self.lag_max = 0.0
+        self.gc_pause_max = 0.0
+        self._gc_start = 0.0
+        self._collected = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.lag = Histogram("relay_event_loop_lag_seconds", "How late the event loop ran a timer (every 10 ms): "
+                             "pauses that delay acknowledgements, seconds.", buckets=_LAG_BUCKETS, registry=registry)
+        Gauge("relay_event_loop_lag_max_seconds", "Longest event-loop lag since start, seconds.",
+              registry=registry).set_function(lambda: self.lag_max)
+        self.gc_pause = Histogram("relay_gc_pause_seconds", "Duration of garbage collections, seconds.",
+                                  ["generation"], buckets=_LAG_BUCKETS, registry=registry)
+        Gauge("relay_gc_pause_max_seconds", "Longest garbage collection since start, seconds.",
+              registry=registry).set_function(lambda: self.gc_pause_max)
+        Gauge("relay_process_resident_memory_bytes", "Resident set size, bytes (pipeline.memory_limit bounds it).",
+              registry=registry).set_function(rss_bytes)
+        Gauge("relay_memory_limit_bytes", "pipeline.memory_limit (0: off).", registry=registry).set(memory_limit)
+        Gauge("relay_memory_limited", "1 while RSS is over the soft memory limit and new data is refused.",
+              registry=registry).set_function(lambda: 1 if self.over_limit else 0)
+
+    async def start(self) -> None:
+        """Freeze the start-up heap, raise the GC threshold, start the lag and RSS watchers."""
+        if self.freeze:
+            gc.collect()
+            gc.freeze()
+        _, g1, g2 = gc.get_threshold()
+        gc.set_threshold(max(GEN0_THRESHOLD, gc.get_threshold()[0]), g1, g2)
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        self._tasks = [asyncio.create_task(self._watch_lag(), name="relay-loop-lag")]
+        if self.memory_limit:
+            self._tasks.append(asyncio.create_task(self._watch_rss(), name="relay-memory-limiter"))
+
+    async def shutdown(self, deadline: float) -> None:
+        """Stop the watchers and the GC timing."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_start
+        self.gc_pause_max = max(self.gc_pause_max, pause)
+        self.gc_pause.labels(str(info.get("generation", ""))).observe(pause)
+
+    async def _watch_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, loop.time() - t0 - LAG_INTERVAL)
+            self.lag.observe(lag)
+            if lag > self.lag_max:
+                self.lag_max = lag
+
+    def check(self) -> bool:
+        """Read RSS now and update ``over_limit`` (a full collection first when over); returns ``over_limit``."""
+        if not self.memory_limit:
+            return False
+        rss = rss_bytes()
+        now = time.monotonic()
+        if rss >= self.soft_limit and now - self._collected >= 1.0:  # a full collection at most once a second
+            self._collected = now
+            gc.collect()
+            _trim()
+            rss = rss_bytes()
+        over = rss >= self.soft_limit
+        if over != self.over_limit:
+            self.over_limit = over
+            log.warning("memory limiter: RSS %.0f MiB %s the soft limit %.0f MiB (pipeline.memory_limit %.0f MiB)%s",
+                        rss / 2**20, "over" if over else "back under", self.soft_limit / 2**20,
+                        self.memory_limit / 2**20, "; refusing new data with 503 + Retry-After" if over else "")
+        return over
+
+    async def _watch_rss(self) -> None:
+        while True:
+            self.check()
+            await asyncio.sleep(RSS_INTERVAL)
