@@ -11,7 +11,8 @@
 - **Memory limiter** (``pipeline.memory_limit``, bytes of resident memory; the OpenTelemetry Collector's
   ``memory_limiter`` processor semantics, https://github.com/open-telemetry/opentelemetry-collector/blob/main/
   processor/memorylimiterprocessor/README.md): RSS is read every ``RSS_INTERVAL`` s from ``/proc/self/statm``;
-  at or above the soft limit (``limit`` − ``spike``, ``spike`` = 20 % of it) relay runs a full collection and
+  at or above the soft limit (``limit`` − ``spike``, ``spike`` = 20 % of it) relay collects the young GC generations,
+  returns freed heap to the OS (``malloc_trim``) and
   refuses new data (receivers answer 503 + ``Retry-After`` / gRPC UNAVAILABLE, which OTLP exporters retry:
   https://opentelemetry.io/docs/specs/otlp/#failures) and the pipeline stops reading more requests into memory,
   until RSS is back below the soft limit. Accepted data is never dropped: it waits in the durable spool.
@@ -144,14 +145,14 @@ class RuntimeMonitor(Component):
                 self.lag_max = lag
 
     def check(self) -> bool:
-        """Read RSS now and update ``over_limit`` (a full collection first when over); returns ``over_limit``."""
+        """Read RSS now and update ``over_limit`` (after a young collection and a heap trim when over); returns it."""
         if not self.memory_limit:
             return False
         rss = rss_bytes()
         now = time.monotonic()
-        if rss >= self.soft_limit and now - self._collected >= 1.0:  # a full collection at most once a second
+        if rss >= self.soft_limit and now - self._collected >= 1.0:  # at most once a second
             self._collected = now
-            gc.collect()
+            gc.collect(1)  # the young generations only: a full collection would pause the loop for 0.1 s+
             _trim()
             rss = rss_bytes()
         over = rss >= self.soft_limit
