@@ -43,7 +43,7 @@ def relay_report(argv: list[str], now: datetime | None = None) -> int:
 
 
 def week_cost(led: Ledger, week: int) -> int:
-    return sum(r.cost_micros for r in in_range(led.records, week_start(2026, week), week_start(2026, week + 1)))
+    return sum(r.cost_nanos for r in in_range(led.records, week_start(2026, week), week_start(2026, week + 1)))
 
 
 def test_markdown_of_a_past_week(setup, capsys):
@@ -52,7 +52,7 @@ def test_markdown_of_a_past_week(setup, capsys):
     assert relay_report(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Claude Code weekly report — acme — 2026-W47\n")
-    assert f"| Cost | ${week_cost(led, 47) / 1e6:,.2f} | ${week_cost(led, 46) / 1e6:,.2f} |" in out
+    assert f"| Cost | ${week_cost(led, 47) / 1e9:,.2f} | ${week_cost(led, 46) / 1e9:,.2f} |" in out
 
 
 def test_json_and_default_period_is_the_last_complete_week(setup, capsys):
@@ -61,8 +61,8 @@ def test_json_and_default_period_is_the_last_complete_week(setup, capsys):
     assert relay_report(["weekly", "--format", "json", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["period"] == "2026-W47" and d["tenant"] == "acme"
-    assert d["current"]["cost_micros"] == week_cost(led, 47)
-    assert d["previous"]["cost_micros"] == week_cost(led, 46)
+    assert d["current"]["cost_nanos"] == week_cost(led, 47)
+    assert d["previous"]["cost_nanos"] == week_cost(led, 46)
 
 
 def test_csv_daily_and_chart_beside_it(setup, capsys, tmp_path):
@@ -73,8 +73,8 @@ def test_csv_daily_and_chart_beside_it(setup, capsys, tmp_path):
                          "--tz", "Europe/Berlin"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     summary = {r[1]: r[3] for r in rows if r[0] == "summary"}
-    want = sum(r.cost_micros for r in in_range(led.records, day, datetime(2026, 11, 19, tzinfo=BERLIN)))
-    assert summary["cost_usd"] == f"{want / 1e6:.2f}"
+    want = sum(r.cost_nanos for r in in_range(led.records, day, datetime(2026, 11, 19, tzinfo=BERLIN)))
+    assert summary["cost_usd"] == f"{want / 1e9:.2f}"
     data = chart.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 600)
 
@@ -86,9 +86,9 @@ def test_monthly_and_output_file(setup, tmp_path, capsys):
     assert relay_report(argv) == 0
     assert capsys.readouterr().out == ""
     text = out.read_text()
-    total = sum(r.cost_micros for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN),
+    total = sum(r.cost_nanos for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN),
                                                   datetime(2026, 12, 1, tzinfo=BERLIN)))
-    assert "monthly report — acme — 2026-11" in text and f"| Cost | ${total / 1e6:,.2f} |" in text
+    assert "monthly report — acme — 2026-11" in text and f"| Cost | ${total / 1e9:,.2f} |" in text
 
 
 def test_empty_week_prints_a_short_message_and_no_chart(setup, capsys, tmp_path):

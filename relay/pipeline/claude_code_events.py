@@ -5,7 +5,7 @@ Pure functions and small dataclasses only; the assembly into Langfuse observatio
 correlation §6.1, usage §8, identity §9) and ``langfuse.md`` (§3 attribute mapping, §4 usage keys).
 
 Units: record times are Unix **nanoseconds**; Claude Code durations (``duration_ms``, ``ttft_ms``) are
-**milliseconds**; costs are **USD** (``cost_usd`` float) or **micro-USD** (``cost_usd_micros`` int). All numeric
+**milliseconds**; costs are **USD** (``cost_usd`` float) or **nano-USD** (``cost_usd_micros`` int). All numeric
 attributes go through the tolerant coercers of ``relay.otlp.values`` because several arrive as strings (§5.1 ⚠).
 """
 
@@ -16,12 +16,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.model import usd_to_nanos
 from relay.otlp.values import as_bool, as_float, as_int, as_str
 from relay.pipeline.records import LogView, SpanView
 
 __all__ = [
     "SPAN_INTERACTION", "SPAN_LLM", "SPAN_TOOL", "SPAN_BLOCKED", "SPAN_EXECUTION",
-    "Collected", "collect", "derive_span_id", "derive_trace_id", "ms_to_ns", "usage_details", "cost_micros",
+    "Collected", "collect", "derive_span_id", "derive_trace_id", "ms_to_ns", "usage_details", "cost_nanos",
     "error_class", "is_subagent", "span_request_id", "span_failed", "extra_attributes", "clean", "agent_key",
     "tool_name", "tool_error", "model_of", "model_parameters", "error_span_compatible", "AGENT_TOOLS",
 ]
@@ -115,23 +116,22 @@ def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def cost_micros(attrs: dict[str, Any]) -> int | None:
-    """Claude Code's reported cost in micro-USD: ``cost_usd_micros``, else round(``cost_usd`` × 10⁶) (§8)."""
-    micros = as_int(attrs.get("cost_usd_micros"))
-    if micros is not None:
-        return micros
+def cost_nanos(attrs: dict[str, Any]) -> int | None:
+    """Claude Code's reported cost in integer nano-USD: ``cost_usd`` (a double) rounded to the nearest nano-dollar
+    through its shortest decimal form, so float noise never moves it; else ``cost_usd_micros`` × 1000 (that integer
+    is already rounded to whole micro-dollars, contract §8, so it is only a fallback); None when neither is sent."""
     usd = as_float(attrs.get("cost_usd"))
-    return None if usd is None else int(round(usd * 1_000_000))
+    if usd is not None:
+        return usd_to_nanos(usd)
+    micros = as_int(attrs.get("cost_usd_micros"))
+    return None if micros is None else micros * 1000
 
 
 def cost_usd(attrs: dict[str, Any]) -> float | None:
-    """Claude Code's reported cost in USD for Langfuse's ``cost_details``: ``cost_usd`` as sent (a double; the
-    integer ``cost_usd_micros`` is rounded to whole micro-dollars), else ``cost_usd_micros`` / 10⁶ (§8)."""
-    usd = as_float(attrs.get("cost_usd"))
-    if usd is not None:
-        return usd
-    micros = as_int(attrs.get("cost_usd_micros"))
-    return None if micros is None else micros / 1_000_000
+    """Claude Code's reported cost in USD for Langfuse's ``cost_details``: the ledger's nano-USD figure / 10⁹, so
+    Langfuse and the ledger agree to the nano-dollar (§8)."""
+    nanos = cost_nanos(attrs)
+    return None if nanos is None else nanos / 1_000_000_000
 
 
 def error_class(status_code: int | None, text: str | None, span_class: str | None = None) -> str:

@@ -5,7 +5,7 @@ Langfuse does not have to guess (contract ``/work/shared/contracts/langfuse.md``
 GenAI semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/ (``gen_ai.usage.
 input_tokens`` *includes* cache reads/writes there, so relay subtracts them, §4).
 
-Units: span times are Unix ns, ``duration_ms`` ms, cost USD (``cost_micros`` = micro-USD).
+Units: span times are Unix ns, ``duration_ms`` ms, cost USD (``cost_nanos`` = nano-USD).
 """
 
 from __future__ import annotations
@@ -357,7 +357,7 @@ def _usage_record(
     if obs.cost_details:
         total = obs.cost_details.get("total")
         total = sum(obs.cost_details.values()) if total is None else total
-        record.cost_micros = round(total * 1e6)
+        record.cost_nanos = round(total * 1e6)
         record.cost_source = "reported"
     return record
 

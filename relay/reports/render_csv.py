@@ -51,17 +51,17 @@ def render_csv(r: Report) -> str:
                     fmt.NA if r.previous is None else _num(h.previous, unit)])
     for section, rows in (("model", r.by_model), ("user", r.by_user)):
         for b in rows:
-            w.writerow([section, b.key, "cost_usd", _num(b.cost_micros, "usd"), _num(b.prev_cost_micros, "usd")])
+            w.writerow([section, b.key, "cost_usd", _num(b.cost_nanos, "usd"), _num(b.prev_cost_nanos, "usd")])
             w.writerow([section, b.key, "api_calls", _num(b.api_calls), ""])
             w.writerow([section, b.key, "tokens", _num(b.tokens), ""])
             if b.sessions is not None:
                 w.writerow([section, b.key, "sessions", _num(b.sessions), ""])
     for g in r.by_group:
-        w.writerow(["group", g.key, "cost_usd", _num(g.cost_micros, "usd"), _num(g.prev_cost_micros, "usd")])
+        w.writerow(["group", g.key, "cost_usd", _num(g.cost_nanos, "usd"), _num(g.prev_cost_nanos, "usd")])
         for m in ("sessions", "active_users", "api_calls", "api_errors"):
             w.writerow(["group", g.key, m, _num(getattr(g, m)), ""])
     for s in r.top_sessions:
-        w.writerow(["session", s.session_id, "cost_usd", _num(s.cost_micros, "usd"), ""])
+        w.writerow(["session", s.session_id, "cost_usd", _num(s.cost_nanos, "usd"), ""])
         w.writerow(["session", s.session_id, "user", s.user or fmt.NA, ""])
         w.writerow(["session", s.session_id, "interactions", _num(s.interactions), ""])
         w.writerow(["session", s.session_id, "api_calls", _num(s.api_calls), ""])
@@ -80,10 +80,10 @@ def render_csv(r: Report) -> str:
             for i, v in enumerate(r.series.previous):
                 w.writerow(["chart", str(i), "previous_cost_usd", _num(v, "usd"), ""])
     for b in r.budgets or []:
-        w.writerow(["budget", b.name, "spend_usd", _num(b.spend_micros, "usd"), ""])
-        w.writerow(["budget", b.name, "limit_usd", _num(b.limit_micros, "usd"), ""])
-        w.writerow(["budget", b.name, "burn_usd_per_day", _num(b.burn_rate_micros_per_day, "usd"), ""])
-        w.writerow(["budget", b.name, "forecast_usd", _num(b.forecast_micros, "usd"), ""])
+        w.writerow(["budget", b.name, "spend_usd", _num(b.spend_nanos, "usd"), ""])
+        w.writerow(["budget", b.name, "limit_usd", _num(b.limit_nanos, "usd"), ""])
+        w.writerow(["budget", b.name, "burn_usd_per_day", _num(b.burn_rate_nanos_per_day, "usd"), ""])
+        w.writerow(["budget", b.name, "forecast_usd", _num(b.forecast_nanos, "usd"), ""])
         w.writerow(["budget", b.name, "status", b.status, ""])
         if b.group is not None:
             w.writerow(["budget", b.name, "top_group", b.group, ""])

@@ -13,7 +13,7 @@ Write rules (each ``write`` is one job on the database's writer thread, so what 
 - the first per-call record (any source but metrics) of a ``(tenant, session)`` retracts that session's
   metric-derived records → ``LedgerChange(old, None)`` each, and later metric points of it derive nothing.
 
-Units: times unix ns, money micro-USD, durations ms.
+Units: times unix ns, money nano-USD, durations ms.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
 from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
-from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_v1
+from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_nanos, migrate_v1
 from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["SqliteLedgerStore", "COST_RANK"]
@@ -54,6 +54,7 @@ class SqliteLedgerStore(LedgerStore):
         db.run_sync(lambda conn: backfill_deltas(conn, self))
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
+        migrate_nanos(conn)
         old = migrate_v1(conn)
         if old:
             execute_script(conn, SCHEMA)
@@ -66,8 +67,8 @@ class SqliteLedgerStore(LedgerStore):
         if r.cost_source != "none" or not (r.input_tokens or r.output_tokens or r.cache_read_tokens
                                            or r.cache_creation_tokens):
             return r
-        micros = self.pricing.cost_micros(r)
-        return r if micros is None else replace(r, cost_micros=micros, cost_source="computed")
+        nanos = self.pricing.cost_nanos(r)
+        return r if nanos is None else replace(r, cost_nanos=nanos, cost_source="computed")
 
     async def write(self, records: Sequence[UsageRecord]) -> list[LedgerChange]:
         """Insert or upgrade ``records`` (``tenant`` set on each) and retract metric estimates of their sessions;

@@ -33,7 +33,7 @@ class LedgerChange:
 
 
 class LedgerStore(abc.ABC):
-    """Storage of the usage ledger. All times are unix nanoseconds; money is micro-USD (``cost_micros``)."""
+    """Storage of the usage ledger. All times are unix nanoseconds; money is nano-USD (``cost_nanos``)."""
 
     @abc.abstractmethod
     async def write(self, records: Sequence[UsageRecord]) -> list[LedgerChange]:
