@@ -27,8 +27,10 @@ CTX = MappingContext(tenant="acme", user_attributes=["enduser.id", "user.id"],
 
 
 def session_attrs(session="s1", **extra):
-    return {"session.id": session, "user.id": "f" * 64, "model": "claude-sonnet-4-5", "query_source": "main",
-            "effort": "medium", **extra}
+    """A cost group's point attributes; ``session=None`` as with ``OTEL_METRICS_INCLUDE_SESSION_ID=false``."""
+    a = {"session.id": session, "user.id": "f" * 64, "model": "claude-sonnet-4-5", "query_source": "main",
+         "effort": "medium", **extra}
+    return {k: v for k, v in a.items() if v is not None}
 
 
 def usage(t, cost=None, start=None, session="s1", tokens=None, **extra):
@@ -169,6 +171,32 @@ async def test_per_call_records_supersede_metric_estimates_of_their_session(stor
                           "s3": ["claude_code.span"]}
     # the deltas stay for cross-checks and reports
     assert len(await store.sum_metric(COST, 0, 100 * S, by=("session",))) == 3
+
+
+def call_record(key, t_s, *, model="claude-sonnet-4-5", user="alice@example.com", cost=0.04):
+    """A per-call record as the pipeline writes it for an ``api_request`` without ``session.id``."""
+    return UsageRecord(key=key, kind="llm", time_ns=int(t_s * S), tenant="acme", user=user, model=model,
+                       cost_nanos=round(cost * 1e9), cost_source="reported", source="claude_code.event")
+
+
+async def test_without_session_ids_calls_supersede_metric_estimates_by_user_model_and_window(store):
+    # metrics first: the export (9 s, 10 s] of alice's sonnet usage is an estimate until its calls arrive
+    [c] = await send(store, usage(10, 0.04, start=9, session=None))
+    assert c.new.session_id is None and c.new.user == "alice@example.com"
+    changes = await store.write([call_record("llm:a", 9.5)])
+    assert [(x.old is None, x.new is None) for x in changes] == [(True, False), (False, True)]  # new call, retraction
+    # calls first: a later export whose window holds a call derives nothing
+    await store.write([call_record("llm:b", 19.5)])
+    assert await send(store, usage(20, 0.04, start=19, session=None)) == []
+    # another model, another user or a window without calls still counts from metrics
+    [other_model] = await send(store, usage(20, 0.5, start=19, session=None, model="claude-opus-5-5"))
+    [later] = await send(store, usage(40, 0.01, start=39, session=None))
+    assert {other_model.new.model, later.new.model} == {"claude-opus-5-5", "claude-sonnet-4-5"}
+    rows = await ledger(store)
+    assert sorted((r.key.split(":")[0], r.model) for r in rows) == [
+        ("llm", "claude-sonnet-4-5"), ("llm", "claude-sonnet-4-5"), ("metric", "claude-opus-5-5"),
+        ("metric", "claude-sonnet-4-5")]
+    assert sum(r.cost_nanos for r in rows) == 40_000_000 * 2 + 500_000_000 + 10_000_000  # nothing twice
 
 
 async def test_lines_commits_and_prs_are_summed_by_any_attribute(store):

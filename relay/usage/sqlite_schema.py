@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS metric_deltas (
     PRIMARY KEY (tenant, name, series, start_ns, time_ns)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS metric_deltas_name_time ON metric_deltas(name, time_ns);
 CREATE INDEX IF NOT EXISTS metric_deltas_group ON metric_deltas(tenant, grp, time_ns) WHERE grp IS NOT NULL;
+CREATE INDEX IF NOT EXISTS metric_deltas_unsessioned ON metric_deltas(tenant, model, time_ns)
+    WHERE grp IS NOT NULL AND session_id IS NULL;
 CREATE TABLE IF NOT EXISTS ledger_call_sessions (
     tenant TEXT NOT NULL, session_id TEXT NOT NULL, first_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, session_id)) WITHOUT ROWID;
