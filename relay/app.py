@@ -91,8 +91,9 @@ class Relay:
 
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
         await self.exporter.start()
+        self._pricing = Pricing.load(cfg.ledger.pricing)  # one table for the ledger and the Langfuse cost_details
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
-        self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
+        self.ledger = SqliteLedgerStore(spool.db, self._pricing)
         self.links.start()
         self.alert_history = AlertHistory(spool.db)
         self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
@@ -189,6 +190,7 @@ class Relay:
             forward_content=p.forward_content,
             redact_patterns=list(p.redact_patterns),
             labels=dict(tenant.labels),
+            pricing=getattr(self, "_pricing", None),
         )
 
     # ------------------------------------------------------------------ admin endpoint

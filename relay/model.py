@@ -133,6 +133,9 @@ class Observation:
     #: OTLP span events, each ``(name, time_ns, attributes)``.
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     status_error: bool = False
+    #: The instrumentation scope ``(name, version)`` of the span this observation came from (Langfuse shows it as
+    #: ``metadata.scope``); None for observations relay synthesises (exported under relay's own scope).
+    scope: tuple[str, str] | None = None
 
 
 @dataclass

@@ -147,7 +147,7 @@ def test_usage_records():
     assert rec.key == f"llm:{chat.trace_id}:{chat.id}"
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("claude-sonnet-4-5-20250929", 200, 250)
     assert (rec.cache_read_tokens, rec.cache_creation_tokens) == (9_000, 800)
-    assert rec.cost_nanos == 42_100 and rec.cost_source == "reported"
+    assert rec.cost_nanos == 42_100_000 and rec.cost_source == "reported"
     assert rec.user == "alice" and rec.session_id == "conv-42" and rec.tenant == "acme"
     assert rec.success and rec.duration_ms is not None and rec.duration_ms >= 0
     assert tools["bash"].success is False and tools["bash"].error_class == "ExitCode"
@@ -236,11 +236,14 @@ def test_observation_type(attrs, expected):
     assert observation_type(attrs) == expected
 
 
-def test_legacy_usage_names_and_floor():
+def test_legacy_usage_names_and_anthropic_meaning():
     assert usage_details_of({"gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3}) == {
         "input": 7, "output": 3}
+    # input smaller than the cache alone can only be Anthropic's meaning (cache excluded): nothing is subtracted
     assert usage_details_of({"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cache_read.input_tokens": 9})[
-        "input"] == 0
+        "input"] == 5
+    assert usage_details_of({"gen_ai.usage.input_tokens": 15, "gen_ai.usage.cache_read.input_tokens": 9})[
+        "input"] == 6
     assert usage_details_of({"gen_ai.request.model": "m"}) is None
     # a malformed explicit value passes through untouched (None = do not re-encode)
     assert usage_details_of({"langfuse.observation.usage_details": '{"input": "3"}'}) is None
@@ -283,6 +286,6 @@ def test_existing_langfuse_content_and_cost_kept():
     assert (gen.type, gen.input, gen.output, gen.model) == (ObservationType.GENERATION, "q", "a", "gpt-5")
     assert gen.cost_details == {"input": 0.25, "output": 0.5}
     (rec,) = mapped.usage
-    assert rec.cost_nanos == 750_000 and rec.cost_source == "reported"  # total = sum when absent
+    assert rec.cost_nanos == 750_000_000 and rec.cost_source == "reported"  # total = sum when absent
     _, mapped, _ = _map(req=_one_trace(("gen", {"gen_ai.request.model": "gpt-5"})))
     assert mapped.usage[0].cost_source == "none" and mapped.usage[0].cost_nanos == 0
