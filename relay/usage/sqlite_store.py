@@ -8,8 +8,10 @@ Write rules (each ``write`` is one job on the database's writer thread, so what 
 - a record with no cost (``cost_source="none"``) but tokens and a known model is priced with the price table first
   (``cost_source="computed"``);
 - an existing record is replaced only by one with a better cost source — ``reported`` > ``computed`` > ``none`` —
-  (e.g. a beta span first, its ``api_request`` event later) → ``LedgerChange(old, new)``; equal or worse: ignored,
-  no change. Writing the same records again therefore changes nothing;
+  (e.g. a beta span first, its ``api_request`` event later) → ``LedgerChange(old, new)``; worse: ignored; equal:
+  only its empty identity fields (session, trace, prompt, user, agent, model) are filled in from the new copy
+  (``LedgerChange(old, filled)``), so an early record written before its conversation id was known gets it. Writing
+  the same records again therefore changes nothing;
 - the first per-call record (any source but metrics) of a ``(tenant, session)`` retracts that session's
   metric-derived records → ``LedgerChange(old, None)`` each, and later metric points of it derive nothing;
 - metric-derived records WITHOUT a session id (Claude Code with ``OTEL_METRICS_INCLUDE_SESSION_ID=false``) are
@@ -47,6 +49,18 @@ COST_RANK = {"none": 0, "computed": 1, "reported": 2}
 
 _COLS = ", ".join(RECORD_COLUMNS)
 _TIME = RECORD_COLUMNS.index("time_ns")
+
+
+#: Identity fields a later copy of a record may fill in when the stored one lacks them (e.g. an early record of a
+#: call written before the span that carries its conversation id arrived).
+FILL_FIELDS = ("session_id", "trace_id", "prompt_id", "user", "agent", "model")
+
+
+def _fill_gaps(old: UsageRecord, new: UsageRecord) -> UsageRecord:
+    """``old`` with its empty ``FILL_FIELDS`` taken from ``new`` (same key, same cost rank); ``old`` itself when
+    nothing changes, so writing the same record again stays a no-op."""
+    fill = {f: getattr(new, f) for f in FILL_FIELDS if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")}
+    return replace(old, **fill) if fill else old
 
 
 class SqliteLedgerStore(LedgerStore):
@@ -93,6 +107,11 @@ class SqliteLedgerStore(LedgerStore):
             if old is None or COST_RANK.get(r.cost_source, 0) > COST_RANK.get(old.cost_source, 0):
                 put_record(conn, old, r)
                 changes.append(LedgerChange(old, r))
+            elif COST_RANK.get(r.cost_source, 0) == COST_RANK.get(old.cost_source, 0):
+                filled = _fill_gaps(old, r)
+                if filled != old:
+                    put_record(conn, old, filled)
+                    changes.append(LedgerChange(old, filled))
         sessions = {(r.tenant, r.session_id) for r in records if r.session_id and r.source != SOURCE_METRIC}
         changes.extend(self._supersede(conn, sorted(sessions)))
         calls = [r for r in records if r.kind == "llm" and r.source != SOURCE_METRIC]
