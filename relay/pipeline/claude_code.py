@@ -26,7 +26,7 @@ from relay.model import Level, Observation, ObservationType, Outcome, TraceInfo
 from relay.otlp.values import as_bool, as_int, as_str
 from relay.pipeline.claude_code_events import (
     AGENT_TOOLS, SPAN_BLOCKED, SPAN_EXECUTION, SPAN_INTERACTION, SPAN_LLM, SPAN_TOOL, Collected, agent_key, clean,
-    collect, cost_nanos, cost_usd, derive_span_id, derive_trace_id, error_class, error_span_compatible, extra_attributes,
+    collect, cost_nanos, cost_usd, derive_span_id, flat_usage, derive_trace_id, error_class, error_span_compatible, extra_attributes,
     is_subagent, model_of, model_parameters, ms_to_ns, span_failed, span_request_id, tool_error, tool_name,
     usage_details,
 )
@@ -250,7 +250,7 @@ class _Mapper:
         spans = {span_request_id(s) or "span:" + s.span_id: s for s in reversed(c.llm) if not span_failed(s)}
         for rid in sorted(set(c.requests) | set(spans)):
             ev, sp = c.requests.get(rid), spans.get(rid)
-            a, sa = (ev.attrs if ev else sp.attrs), (sp.attrs if sp else {})
+            a, sa = (ev.attrs if ev else flat_usage(sp.attrs)), (sp.attrs if sp else {})
             start, end = (sp.start_ns, sp.end_ns) if sp else (ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns)
             ttft = a.get("ttft_ms") if a.get("ttft_ms") is not None else sa.get("ttft_ms")
             nanos = cost_nanos(ev.attrs) if ev else None

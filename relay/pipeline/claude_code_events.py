@@ -49,6 +49,11 @@ STANDARD_KEYS = frozenset({
 MAPPED_KEYS = {
     SPAN_INTERACTION: frozenset({"user_prompt", "user_prompt_length", "gen_ai.operation.name"}),
     SPAN_LLM: frozenset({
+        # 2.1.332 adds gen_ai.operation.name and gen_ai.usage.* (input INCLUDING cache, cache_write): mapped into
+        # usage_details, so not forwarded again (Langfuse would count the cache twice, langfuse.md §3.1)
+        "gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
         "model", "gen_ai.request.model", "gen_ai.response.model", "input_tokens", "output_tokens",
         "cache_read_tokens", "cache_creation_tokens", "speed", "effort", "duration_ms", "ttft_ms", "request_id",
         "gen_ai.response.id", "success", "error", "status_code", "error_class", "attempt", "query_source_safe",
@@ -96,6 +101,21 @@ def is_subagent(attrs: dict[str, Any]) -> bool:
         return True
     qs = as_str(attrs.get("query_source")) or as_str(attrs.get("query_source_safe")) or ""
     return qs.startswith("agent:") or qs.startswith("agent.")
+
+
+def flat_usage(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with Claude Code's flat token attributes (``input_tokens`` excl. cache, ``cache_read_tokens``,
+    ``cache_creation_tokens``, ``output_tokens``) filled from the OTel GenAI ones when only those are present
+    (``claude_code.llm_request`` spans from 2.1.332 carry both; ``gen_ai.usage.input_tokens`` INCLUDES cache there),
+    through the one normaliser (``relay.pipeline.genai_usage``). Unchanged when the flat ones are there."""
+    if attrs.get("input_tokens") is not None or attrs.get("gen_ai.usage.input_tokens") is None:
+        return attrs
+    from relay.pipeline.genai_usage import normalise
+
+    u = normalise(attrs, provider="anthropic")
+    return {**attrs, **{k: v for k, v in (("input_tokens", u.input), ("output_tokens", u.output),
+                                           ("cache_read_tokens", u.cache_read),
+                                           ("cache_creation_tokens", u.cache_creation)) if v is not None}}
 
 
 def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
