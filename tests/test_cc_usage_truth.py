@@ -9,15 +9,11 @@ tokens by type exactly — with metric-derived estimates superseded (never count
 
 from __future__ import annotations
 
-import argparse
 import gzip
-import io
 import json
 import math
-from contextlib import redirect_stdout
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import aiohttp
 import grpc
@@ -27,11 +23,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from relay.reports import cli as report_cli
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.expected import by_name, events
 from tests.support.fixtures import SCENARIOS, SCENARIOS_2_1_332, CapturedRequest, load_scenario
 from tests.support.inproc import grpc_capture, post_capture, running_relay, settle
+from tests.support.report import report_json
 
 ALL = [*SCENARIOS, *SCENARIOS_2_1_332]
 MESSAGES = {"logs": ExportLogsServiceRequest, "metrics": ExportMetricsServiceRequest, "traces": ExportTraceServiceRequest}
@@ -86,20 +82,6 @@ async def send(relay, scenario: str, strip: bool) -> None:
                 await grpc_capture(ch, req, tuple((k.lower(), v) for k, v in TENANT_HEADERS.items()))
             else:
                 assert await post_capture(http, f"http://127.0.0.1:{relay.http.port}", req, TENANT_HEADERS) == 200
-
-
-def report_json(data_dir: Path, day: str) -> dict:
-    """``relay report daily --format json`` over the run's ledger file, as a user runs it."""
-    config = data_dir.parent / "report.yaml"
-    config.write_text(f"storage:\n  directory: {data_dir}\n")
-    p = argparse.ArgumentParser(prog="relay")
-    report_cli.add_subparser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["report", "daily", "--day", day, "--format", "json", "--config", str(config),
-                         "--timezone", "UTC", "--group-by", "none"])
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert report_cli.run(args) == 0
-    return json.loads(out.getvalue())
 
 
 @pytest.mark.parametrize("strip", [False, True], ids=["with-session-ids", "without-session-ids"])
@@ -158,3 +140,5 @@ async def test_ledger_report_and_langfuse_equal_the_capture_to_the_nano_dollar(t
     assert rep["metric_estimates"] == 0
     assert abs(rep["cost_nanos"] - truth_usd * 1e9) <= 1.0 and abs(rep["cost_usd"] - truth_usd) <= 1e-9
     assert {k: rep[k] for k in tokens} == tokens
+    # the cost source stays visible: all of it reported by Claude Code
+    assert rep["cost_reported_nanos"] == rep["cost_nanos"] and rep["calls_cost_computed"] == 0

@@ -7,6 +7,7 @@ read and cache creation and a known cost; the Anthropic SDK's native span next t
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 from relay.model import usd_to_nanos
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import running_relay, settle
+from tests.support.report import report_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "genai"
 FAMILIES = sorted(p.name for p in FIXTURES.iterdir() if (p / "truth.json").exists())
@@ -47,7 +49,7 @@ def by_hand(c: dict) -> int:
 
 async def run_family(tmp_path, family: str):
     async with FakeLangfuse() as lf:
-        async with running_relay(tmp_path / "data", lf.base_url) as relay:
+        async with running_relay(tmp_path / "data", lf.base_url, {"auth": {"default_tenant": "default"}}) as relay:
             async with aiohttp.ClientSession() as http:
                 for body in sorted((FIXTURES / family).glob("*-traces.bin")):
                     async with http.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=body.read_bytes(),
@@ -106,6 +108,16 @@ async def test_every_call_is_one_record_and_one_generation_with_exact_usage_and_
     # errors: failed ledger records with their model and an ERROR generation each
     failed = [r for r in llm if not r.success]
     assert len(failed) == sum(not c["success"] for c in calls) and all(r.model for r in failed) and all(r.cost_nanos == 0 for r in failed)
+    # relay report daily --format json over the same ledger: calls, errors, tokens by type, cost and its source
+    [day] = {datetime.fromtimestamp(r.time_ns / 1e9, timezone.utc).date().isoformat() for r in llm}
+    rep = report_json(tmp_path / "data", day)["current"]
+    assert (rep["api_calls"], rep["api_errors"]) == (len(calls), sum(not c["success"] for c in calls))
+    for field, key in (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_tokens", "cache_read"),
+                       ("cache_creation_tokens", "cache_creation")):
+        assert rep[field] == sum(c[key] for c in calls)
+    assert rep["cost_nanos"] == ledger_cost and rep["calls_without_cost"] == 0
+    assert rep["cost_computed_nanos"] == sum(r.cost_nanos for r in llm if r.cost_source == "computed")
+    assert rep["calls_cost_computed"] == sum(r.success and r.cost_source == "computed" for r in llm)
     user, session = IDENTITY.get(family, ("alice", f"sess-{family}"))
     assert {r.user for r in llm} == {user} and {r.session_id for r in llm} == {session}
     assert {g.user_id for g in gens} == {user} and {g.session_id for g in gens} == {session}

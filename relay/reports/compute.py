@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from relay.alerting.matchers import Matcher, matches_all, parse_matchers
+from relay.reports import fmt
 from relay.reports.budgets import budget_status
 from relay.reports.model import (
     AlertEvent, AlertSummary, Breakdown, BudgetSpec, ErrorRow, Figures, GroupRow, Report, Series,
@@ -66,6 +67,9 @@ def figures(cube: Iterable[CubeRow], tools: Iterable[ToolCell], sessions: Sessio
         f.api_calls += r.n - r.derived
         f.metric_estimates += r.derived
         f.calls_without_cost += r.no_cost
+        f.cost_reported_nanos += r.cost_reported_nanos
+        f.cost_computed_nanos += r.cost_computed_nanos
+        f.calls_cost_computed += r.computed
         f.api_errors += r.errors
     for t in tools:
         f.records += t.n
@@ -243,8 +247,11 @@ def _notes(req: ReportRequest, cur: Figures, prev: Figures | None, groups: list[
     if cur.tool_records == 0:
         notes.append(f"No tool events recorded this {noun}: tool figures are not available.")
     if cur.calls_without_cost:
-        notes.append(f"{cur.calls_without_cost:,} LLM calls arrived without a reported cost (spans only); "
-                     "their cost is not included.")
+        notes.append(f"{cur.calls_without_cost:,} LLM calls have no known cost (no reported cost and a model "
+                     "missing from relay's price table); their cost is not included.")
+    if cur.calls_cost_computed:
+        notes.append(f"{cur.calls_cost_computed:,} LLM calls had no reported cost and were priced from relay's price "
+                     f"table: {fmt.usd(cur.cost_computed_nanos)} of {fmt.usd(cur.cost_nanos)} (cost source computed).")
     if cur.metric_estimates:
         notes.append(f"{cur.metric_estimates:,} usage entries were derived from Claude Code's cost metrics "
                      "(sessions without per-call events): included in cost and tokens, not in call counts.")

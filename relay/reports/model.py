@@ -41,6 +41,9 @@ class Figures:
 
     ``records`` counts ledger records (LLM + tool). ``api_calls`` counts LLM calls (successful and failed);
     ``api_errors`` the failed ones; ``calls_without_cost`` successful calls with no cost (``cost_source=none``);
+    ``cost_reported_nanos`` / ``cost_computed_nanos`` split the cost by source (reported by the agent / computed from
+    relay's price table; the rest of ``cost_nanos`` is metric estimates' and has source ``reported`` too, counted in
+    the first), ``calls_cost_computed`` successful calls relay priced itself;
     ``metric_estimates`` records derived from Claude Code's cost/token metrics (one per cost group and export: in
     cost and tokens, not in call counts). ``sessions`` are distinct session ids in the period; ``interactions``
     distinct prompt ids; ``active_users`` distinct ledger users (records without a user are not counted; see
@@ -59,6 +62,9 @@ class Figures:
     api_calls: int = 0
     api_errors: int = 0
     calls_without_cost: int = 0
+    cost_reported_nanos: int = 0
+    cost_computed_nanos: int = 0
+    calls_cost_computed: int = 0
     metric_estimates: int = 0
     records_without_user: int = 0
     sessions: int = 0

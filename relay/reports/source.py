@@ -59,6 +59,11 @@ class CubeRow:
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
+    #: Cost by source (nano-USD): reported by the agent, computed from relay's price table; successful calls priced
+    #: by relay (``cost_source = 'computed'``, metric estimates excluded).
+    cost_reported_nanos: int = 0
+    cost_computed_nanos: int = 0
+    computed: int = 0
 
 
 @dataclass(frozen=True)

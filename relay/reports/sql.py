@@ -140,17 +140,20 @@ class SqliteReportSource:
             SELECT user_id, model, {_bucket_expr(q.edges, q.end_ns)}, {grp}, {chart_col} AS chart, COUNT(*),
                    SUM(NOT success), SUM(success AND cost_source = 'none' AND source != '{METRIC_SOURCE}'),
                    SUM(user_id IS NULL), SUM(source = '{METRIC_SOURCE}'), SUM(cost_nanos), SUM(input_tokens),
-                   SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens)
+                   SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens),
+                   SUM(CASE WHEN cost_source = 'reported' THEN cost_nanos ELSE 0 END),
+                   SUM(CASE WHEN cost_source = 'computed' THEN cost_nanos ELSE 0 END),
+                   SUM(success AND cost_source = 'computed' AND source != '{METRIC_SOURCE}')
             FROM usage_records WHERE {where} AND kind = 'llm'
             GROUP BY 1, 2, 3, 4{chart_key}"""
         out = []
         for (user, model, bucket, group, chart_v, n, errors, no_cost, no_user, derived, cost, inp, outp, cr,
-             cc) in self.conn.execute(sql, params):
+             cc, rep, comp, n_comp) in self.conn.execute(sql, params):
             group = None if group is None else str(group)
             chart = model if q.chart_label == "model" else group if q.chart_label == q.group_label else chart_v
             out.append(CubeRow(bucket, model, user, group, None if chart is None else str(chart), n, errors or 0,
                                no_cost or 0, no_user or 0, derived or 0, cost or 0, inp or 0, outp or 0, cr or 0,
-                               cc or 0))
+                               cc or 0, rep or 0, comp or 0, n_comp or 0))
         return out
 
     def tool_cube(self, q: Query) -> list[ToolCell]:
