@@ -9,6 +9,7 @@ import gzip
 import math
 from collections import defaultdict
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -210,9 +211,14 @@ async def test_spans_first_are_priced_then_upgraded_by_their_events(tmp_path):
     assert set(final) == set(priced)  # the same calls, now with the reported cost
     for key, r in final.items():
         assert (r.cost_source, r.cost_nanos) == ("reported", usd_to_nanos(requests[key.removeprefix("llm:")]["cost_usd"]))
-    upgrades = [c for c in feed.changes if c.old is not None and c.new is not None]
+    upgrades = [c for c in feed.changes if c.old is not None and c.new is not None and c.new.kind == "llm"]
     assert sorted(c.new.key for c in upgrades) == sorted(final)
     assert all(c.old == priced[c.old.key] for c in upgrades)
+    # tool records from spans only gain the identity their events add (the prompt id), nothing else changes
+    for c in feed.changes:
+        if c.old is not None and c.new is not None and c.new.kind == "tool":
+            assert (c.old.prompt_id, c.new.prompt_id is not None) == (None, True)
+            assert replace(c.new, prompt_id=None) == c.old
 
 
 async def test_other_agents_genai_spans_get_identity_and_tenant_labels_and_a_computed_cost(tmp_path):
