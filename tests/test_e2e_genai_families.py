@@ -13,7 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.model import usd_to_nanos
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import running_relay, settle
 from tests.support.report import report_json
