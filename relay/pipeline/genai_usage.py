@@ -40,9 +40,11 @@ says where each mapping comes from:
   ``completion_tokens_details.reasoning_tokens``; Responses API ``input_tokens`` + ``input_tokens_details``) or
   Anthropic's (``input_tokens`` excl. cache, ``cache_read_input_tokens``, ``cache_creation_input_tokens``,
   ``cache_creation.ephemeral_{5m,1h}_input_tokens``); ``langfuse.observation.cost_details`` (JSON, USD).
-- Vercel AI SDK (https://ai-sdk.dev/docs/ai-sdk-core/telemetry): ``ai.usage.inputTokens`` (v5, incl. cache) /
+- Vercel AI SDK (https://ai-sdk.dev/docs/ai-sdk-core/telemetry): ``ai.usage.inputTokens`` (v5/v6, incl. cache) /
   ``ai.usage.promptTokens`` (v4), ``ai.usage.outputTokens`` / ``completionTokens``, ``ai.usage.cachedInputTokens``,
-  ``ai.usage.reasoningTokens``. Its outer ``ai.generateText`` / ``ai.streamText`` / ``…Object`` spans repeat the
+  ``ai.usage.reasoningTokens``; v6 adds ``ai.usage.inputTokenDetails.{cacheReadTokens,cacheWriteTokens}``. Its
+  ``.doGenerate`` / ``.doStream`` spans also carry ``gen_ai.usage.input_tokens`` (incl. cache, without the cache
+  counts): the buckets are read independently, so the cache counts come from the ``ai.usage.*`` keys. Its outer ``ai.generateText`` / ``ai.streamText`` / ``…Object`` spans repeat the
   summed usage of their ``.doGenerate`` / ``.doStream`` children: only the children are LLM calls
   (:func:`is_aggregate`).
 - Pydantic AI / Logfire (https://ai.pydantic.dev/logfire/, https://logfire.pydantic.dev/docs/): semconv names
@@ -94,6 +96,7 @@ TOKEN_KEYS: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.cache_read_input_tokens",      # OpenLLMetry
         "llm.token_count.prompt_details.cache_read",  # OpenInference
         "gen_ai.usage.details.cache_read_tokens",    # Pydantic AI
+        "ai.usage.inputTokenDetails.cacheReadTokens",  # Vercel AI SDK v6
         "ai.usage.cachedInputTokens",                # Vercel AI SDK v5
         "gen_ai.usage.input_tokens.cached",          # Sentry
     ),
@@ -103,6 +106,7 @@ TOKEN_KEYS: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.cache_creation_input_tokens",  # OpenLLMetry
         "llm.token_count.prompt_details.cache_write",  # OpenInference
         "gen_ai.usage.details.cache_write_tokens",   # Pydantic AI
+        "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
         "gen_ai.usage.input_tokens.cache_write",     # Sentry
     ),
     "cache_creation_5m": ("anthropic.usage.cache_creation.ephemeral_5m_input_tokens",),  # Anthropic SDK
@@ -110,7 +114,7 @@ TOKEN_KEYS: dict[str, tuple[str, ...]] = {
     "reasoning": (
         "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
-        "ai.usage.reasoningTokens", "gen_ai.usage.output_tokens.reasoning",
+        "ai.usage.reasoningTokens", "ai.usage.outputTokenDetails.reasoningTokens", "gen_ai.usage.output_tokens.reasoning",
     ),
 }
 
