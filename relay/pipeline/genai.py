@@ -15,7 +15,9 @@ reads the provider's response body itself; instrumentors differ, e.g. OpenLLMetr
 answer's output one token high), completed from the instrumentor's. The native span stays visible as a plain SPAN
 without usage or cost (``metadata.relay.counted_in`` names the GENERATION). With several instrumentors on one call
 the outermost keeps it. The ledger key is the response id when known, so even spans mapped in different batches
-count once.
+count once. Spans that only repeat their calls' totals — Vercel AI SDK's ``ai.generateText``/``ai.streamText``, an
+agent or chain span with usage attributes (Pydantic AI's agent run) — keep no usage or cost
+(``metadata.relay.aggregate``).
 
 **Scope.** Each observation keeps its span's instrumentation scope (name, version), which Langfuse shows as
 ``metadata.scope``.
@@ -380,6 +382,9 @@ def _root_of(spans: list[SpanView]) -> SpanView:
     raise ValueError("no spans")
 
 
+_EXPLICIT_USAGE = frozenset({"langfuse.observation.usage_details", "langfuse.observation.cost_details"})
+
+
 def _is_native(view: SpanView) -> bool:
     return view.scope_name.startswith(NATIVE_SCOPE_PREFIXES)
 
@@ -484,6 +489,12 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
             _demote(obs, "")
             obs.metadata.pop("relay.counted_in")
             obs.metadata["relay.aggregate"] = True  # a sum over its child calls, counted there
+        elif obs.type not in _LLM_TYPES and not usage[view.span_id].empty and not _EXPLICIT_USAGE & view.attrs.keys():
+            # an agent/chain/tool span repeating its calls' totals (e.g. Pydantic AI's agent run): the calls count;
+            # usage the agent stated explicitly for Langfuse (langfuse.observation.usage_details) stays as sent
+            obs.usage_details = obs.cost_details = None
+            obs.attributes = {k: v for k, v in obs.attributes.items() if not is_usage_attribute(k)}
+            obs.metadata["relay.aggregate"] = True
         obs_of.setdefault(view.span_id, obs)
         mapped.observations.append(obs)
         view.outcome = Outcome.FORWARDED.value
