@@ -20,7 +20,8 @@ from tests.support.report import report_json
 FIXTURES = Path(__file__).parent / "fixtures" / "genai"
 FAMILIES = sorted(p.name for p in FIXTURES.iterdir() if (p / "truth.json").exists())
 #: USD per 1M tokens in relay/usage/prices.yaml (in, out, cache read, cache write 5m), written out by hand
-PRICES = {"gpt-4o-mini-2024-07-18": (0.15, 0.60, 0.075, 0.15), "claude-sonnet-4-5-20250929": (3, 15, 0.30, 3.75)}
+PRICES = {"gpt-4o-mini-2024-07-18": (0.15, 0.60, 0.075, 0.15), "claude-sonnet-4-5-20250929": (3, 15, 0.30, 3.75),
+          "gemini-2.5-flash": (0.30, 2.50, 0.03, 0.30)}
 #: Per family, the user and session its own convention carries (record.py)
 IDENTITY = {"openinference": ("alice", "sess-oi"), "langfuse": ("alice", "sess-langfuse"),
             "vercel": ("alice", "sess-vercel")}
@@ -77,7 +78,8 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
     assert len(llm) == len(calls) == len(gens), (family, [(r.model, r.success) for r in llm])
 
     def provider(model: str | None) -> str:
-        return "anthropic" if (model or "").startswith("claude") else "openai"
+        m = model or ""
+        return "anthropic" if m.startswith("claude") else "google" if m.startswith("gemini") else "openai"
 
     want = sorted((c["provider"], c["model"], c["input"], c["output"], c["cache_read"], c["cache_creation"],
                    c["success"]) for c in calls)

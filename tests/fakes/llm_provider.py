@@ -9,7 +9,11 @@ Routes (the request shapes the real SDKs send):
   ``message_start`` … ``message_stop`` event stream when ``stream`` is set; a ``tool_use`` block for
   ``SCENARIO:tool``.
 
-``SCENARIO:error`` anywhere in the messages gives HTTP 500 with the provider's error body. Usage is fixed
+- ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse`` — Gemini API
+  (https://ai.google.dev/api/generate-content): ``usageMetadata`` with ``promptTokenCount`` INCLUDING
+  ``cachedContentTokenCount``; a ``functionCall`` part for ``SCENARIO:tool``.
+
+``SCENARIO:error`` anywhere in the request gives HTTP 500 with the provider's error body. Usage is fixed
 (:data:`OPENAI_USAGE`, :data:`ANTHROPIC_USAGE`) so each call's truth is known; ``calls`` records every request.
 """
 
@@ -22,7 +26,8 @@ from aiohttp import web
 
 from tests.fakes.loopback import LoopbackServer, ThreadedServer
 
-__all__ = ["FakeLLMProvider", "OPENAI_USAGE", "ANTHROPIC_USAGE", "OPENAI_MODEL", "ANTHROPIC_MODEL", "SCENARIOS"]
+__all__ = ["FakeLLMProvider", "OPENAI_USAGE", "ANTHROPIC_USAGE", "GEMINI_USAGE", "OPENAI_MODEL", "ANTHROPIC_MODEL",
+           "GEMINI_MODEL", "SCENARIOS"]
 
 #: OpenAI's usage object: ``prompt_tokens`` INCLUDES the 1000 cached ones; reasoning is part of the completion.
 OPENAI_USAGE = {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
@@ -33,7 +38,10 @@ ANTHROPIC_USAGE = {"input_tokens": 12, "output_tokens": 30, "cache_read_input_to
                    "cache_creation_input_tokens": 200,
                    "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 0},
                    "service_tier": "standard"}
-OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini-2024-07-18", "claude-sonnet-4-5-20250929"
+#: Gemini's usage metadata: ``promptTokenCount`` INCLUDES the 1000 cached tokens.
+GEMINI_USAGE = {"promptTokenCount": 1200, "candidatesTokenCount": 300, "totalTokenCount": 1500,
+                "cachedContentTokenCount": 1000}
+OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL = "gpt-4o-mini-2024-07-18", "claude-sonnet-4-5-20250929", "gemini-2.5-flash"
 SCENARIOS = ("plain", "stream", "tool", "error")
 
 
@@ -56,6 +64,7 @@ class FakeLLMProvider(LoopbackServer):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1beta/models/{model_action}", self._gemini)
         return app
 
     @classmethod
@@ -65,10 +74,10 @@ class FakeLLMProvider(LoopbackServer):
 
     async def _begin(self, request: web.Request) -> tuple[dict, str, int]:
         body = await request.json()
-        text = json.dumps(body.get("messages", []))
+        text = json.dumps(body.get("messages", body.get("contents", [])))
         scenario = next((s for s in SCENARIOS if f"SCENARIO:{s}" in text), "plain")
         self._n += 1
-        self.calls.append((request.path, scenario, bool(body.get("stream"))))
+        self.calls.append((request.path, scenario, bool(body.get("stream")) or "streamGenerate" in request.path))
         return body, scenario, self._n
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
@@ -121,3 +130,22 @@ class FakeLLMProvider(LoopbackServer):
         return web.json_response({"id": rid, "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL,
                                   "content": content, "stop_reason": stop, "stop_sequence": None,
                                   "usage": ANTHROPIC_USAGE})
+
+    async def _gemini(self, request: web.Request) -> web.StreamResponse:
+        body, scenario, n = await self._begin(request)
+        model, _, action = request.match_info["model_action"].partition(":")
+        if scenario == "error":
+            return web.json_response({"error": {"code": 500, "message": "stand-in failure", "status": "INTERNAL"}},
+                                     status=500)
+        part: dict[str, Any] = {"text": "hello"}
+        if scenario == "tool":
+            part = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+        answer = {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+                  "usageMetadata": GEMINI_USAGE, "modelVersion": model, "responseId": f"gemini-{n:04d}"}
+        if action == "streamGenerateContent":
+            first = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hel"}]}, "index": 0}],
+                     "modelVersion": model, "responseId": f"gemini-{n:04d}"}
+            return web.Response(body=_sse([(None, first), (None, {**answer, "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP", "index": 0}]})]),
+                content_type="text/event-stream")
+        return web.json_response(answer)
