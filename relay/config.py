@@ -28,13 +28,27 @@ from relay.config_types import (  # noqa: F401  (re-exported)
     parse_duration,
     parse_size,
 )
-from relay.alerting.config import AlertingConfig
-from relay.alerting.rules_schema import RulesConfig
-from relay.reports.config import ReportsConfig
-from relay.usage.config import LedgerConfig
 
-__all__ = ["RelayConfig", "TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
+__all__ = ["TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
+
+
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|)$")
+
+
+def check_endpoint(v: str) -> str:
+    """A listen address ``host:port`` (``[v6]:port``; empty host or ``0.0.0.0`` = all interfaces; port 0..65535,
+    0 = any free port). Raises ``ValueError`` naming what is wrong, so ``relay check`` catches what binding would."""
+    if "://" in v:
+        raise ValueError(f"invalid endpoint {v!r}: a listen address is host:port, without a scheme "
+                         f"(e.g. {v.split('://', 1)[1].split('/')[0] or '0.0.0.0:4318'!r})")
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid endpoint {v!r}: expected host:port with a port from 0 to 65535 "
+                         "(e.g. 0.0.0.0:4318)")
+    if not _HOST_RE.match(host):
+        raise ValueError(f"invalid endpoint {v!r}: {host!r} is not a host name or IP address")
+    return v
 
 
 class HttpReceiverConfig(_Model):
@@ -47,6 +61,8 @@ class HttpReceiverConfig(_Model):
     #: Also serve ``/api/public/otel/v1/traces`` so the Langfuse SDKs can use relay as their base URL.
     langfuse_compatible_path: bool = True
 
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
+
 
 class GrpcReceiverConfig(_Model):
     """OTLP/gRPC receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc)."""
@@ -55,6 +71,8 @@ class GrpcReceiverConfig(_Model):
     endpoint: str = "0.0.0.0:4317"
     #: Cap on the (decompressed) message in bytes; over it → RESOURCE_EXHAUSTED.
     max_recv_msg_size: Size = 64 * 2**20
+
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
 
 class OtlpProtocols(_Model):
@@ -117,7 +135,12 @@ def _base_url(v: str | None) -> str | None:
         return v
     if not v.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https:// (e.g. https://cloud.langfuse.com)")
-    return v.rstrip("/")
+    v = v.rstrip("/")
+    for suffix in ("/api/public/otel/v1/traces", "/api/public/otel", "/v1/traces", "/api/public"):
+        if v.endswith(suffix):  # the OTLP endpoint of Langfuse's docs: relay appends that path itself
+            raise ValueError(f"must be the Langfuse host without a path: use {v[: -len(suffix)] or v!r} (relay "
+                             f"appends /api/public/otel/v1/traces itself), not {v!r}")
+    return v
 
 
 class LangfuseConfig(_Model):
@@ -219,7 +242,7 @@ class PipelineConfig(_Model):
 class StorageConfig(_Model):
     """Where relay keeps its durable state (spool, dedup keys, ledger)."""
 
-    #: Directory of the SQLite database; relative paths are relative to the working directory.
+    #: Directory of the SQLite database; in a config file, relative paths are relative to the file's directory.
     directory: str = "./data"
     #: fsync every commit (survives power loss). Off: survives process crashes (kill -9), not power loss.
     fsync: bool = False
@@ -237,6 +260,8 @@ class AdminConfig(_Model):
 
     enabled: bool = True
     endpoint: str = "127.0.0.1:8888"
+
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
 
 class LogConfig(_Model):
@@ -274,67 +299,3 @@ class TenantConfig(_Model):
         if isinstance(v, list):
             return [t for t in v if t is not None and not (isinstance(t, str) and t.strip() == "")]
         return v
-
-
-class RelayConfig(_Model):
-    """The whole configuration file."""
-
-    receivers: ReceiversConfig = ReceiversConfig()
-    exporters: ExportersConfig = ExportersConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    storage: StorageConfig = StorageConfig()
-    auth: AuthConfig = AuthConfig()
-    tenants: list[TenantConfig] = []
-    service: ServiceConfig = ServiceConfig()
-    #: Usage ledger: price table overrides (``relay.usage.config``).
-    ledger: LedgerConfig = LedgerConfig()
-    #: Rule files and their evaluation (``relay.alerting.rules_schema.RulesConfig``).
-    rules: RulesConfig = RulesConfig()
-    #: Alertmanager-style routing tree, receivers (Slack, Jira, webhooks), inhibition (``relay.alerting.config``).
-    alerting: AlertingConfig = AlertingConfig()
-    #: Scheduled usage summaries (``relay.reports.config``).
-    reports: ReportsConfig = ReportsConfig()
-
-    @model_validator(mode="after")
-    def _check_tenants(self) -> RelayConfig:
-        names = [t.name for t in self.tenants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
-        seen: dict[str, str] = {}
-        for t in self.tenants:
-            for tok in t.tokens:
-                v = tok.get_secret_value()
-                if v in seen and seen[v] != t.name:
-                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
-                seen[v] = t.name
-        problems = self.reports.problems([r.name for r in self.alerting.receivers],
-                                         [t.name for t in self.resolved_tenants()])
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def resolved_tenants(self) -> list[TenantConfig]:
-        """The tenants with exporter-level Langfuse defaults filled in.
-
-        With no ``tenants`` section the single ``auth.default_tenant`` tenant is returned, using the exporter
-        defaults (embedded default: ``LANGFUSE_BASE_URL`` / ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``).
-        """
-        lf = self.exporters.langfuse
-        tenants = list(self.tenants) or [TenantConfig(name=self.auth.default_tenant)]
-        out = []
-        for t in tenants:
-            merged = LangfuseConfig(
-                base_url=t.langfuse.base_url or lf.base_url,
-                public_key=t.langfuse.public_key or lf.public_key,
-                secret_key=t.langfuse.secret_key or lf.secret_key,
-                environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
-                release=t.langfuse.release or lf.release or self.pipeline.release,
-            )
-            out.append(t.model_copy(update={"langfuse": merged}))
-        return out
-
-    @property
-    def data_dir(self) -> Path:
-        """The storage directory as a Path."""
-        return Path(self.storage.directory)

@@ -9,13 +9,14 @@ import time
 
 import pytest
 
+from relay.component import deadline_in
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher
-from relay.alerting.model import Alert, AlertState
-from relay.alerting.silences import Silences
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher
+from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.silences import Silences
 from relay.notify.base import Notifier
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 
@@ -183,6 +184,22 @@ async def test_budget_exceeded_inhibits_the_warning_of_the_same_team_only(env):
     assert sent == {("BudgetWarning", "firing"), ("BudgetExceeded", "resolved")}
 
 
+async def test_the_resolved_message_leaves_out_an_alert_inhibited_all_along(tmp_path):
+    env = Env(tmp_path / "relay.db", Clock(), config(group_by=["team"]))  # warning and exceeded in one group
+    try:
+        warning, exceeded = alert("BudgetWarning", team="a"), alert("BudgetExceeded", team="a")
+        env.d.put([exceeded, warning])  # the 100 % alert mutes the 80 % one from the start
+        await env.at(30)
+        (n,) = await env.sent()
+        assert [a.name for a in n.alerts] == ["BudgetExceeded"]
+        env.d.put([resolved(exceeded, T0 + 100), resolved(warning, T0 + 100)])  # the window rolled over
+        await env.at(330)
+        (n,) = await env.sent()
+        assert n.status == "resolved" and [a.name for a in n.alerts] == ["BudgetExceeded"]  # never announced: left out
+    finally:
+        env.db.close()
+
+
 async def test_silenced_alerts_are_muted_until_the_silence_expires(env):
     sid = await env.silences.create([Matcher("team", "=", "a")], T0, T0 + 600, "ops", "maintenance")
     env.d.put([alert(team="a"), alert(team="b")])
@@ -285,7 +302,7 @@ async def test_no_receivers_means_nothing_is_grouped_or_sent(tmp_path):
 async def test_with_group_wait_zero_a_firing_alert_reaches_the_outbox_within_milliseconds(tmp_path):
     e = Env(tmp_path / "r.db", time.time, config(group_wait="0s"))
     try:
-        e.d.start()
+        await e.d.start()
         await asyncio.sleep(0.01)
         t0 = time.monotonic()
         e.d.put([alert(team="a", at=time.time())])
@@ -298,7 +315,7 @@ async def test_with_group_wait_zero_a_firing_alert_reaches_the_outbox_within_mil
         (g,) = e.d.groups()
         assert g.next_flush >= time.time() + 290
     finally:
-        await e.d.stop()
+        await e.d.shutdown(deadline_in(5))
         e.db.close()
 
 
@@ -316,8 +333,8 @@ async def test_running_dispatcher_and_outbox_deliver_a_new_firing_alert_within_a
     db.open()
     outbox = Outbox(db, {HOOK_ID: Recorder()})
     d = Dispatcher(config(group_wait="0s"), db=db, outbox=outbox, silences=Silences(db), now=time.time)
-    outbox.start()
-    d.start()
+    await outbox.start()
+    await d.start()
     try:
         t0 = time.monotonic()
         d.put([alert(team="a", at=time.time())])
@@ -327,6 +344,6 @@ async def test_running_dispatcher_and_outbox_deliver_a_new_firing_alert_within_a
         took, n = delivered[0][0] - t0, delivered[0][1]
         assert took < 1.0 and n.status == "firing" and n.seq == 1
     finally:
-        await d.stop()
-        await outbox.stop()
+        await d.shutdown(deadline_in(5))
+        await outbox.shutdown(deadline_in(5))
         db.close()

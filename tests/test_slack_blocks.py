@@ -1,15 +1,17 @@
-"""Slack message rendering (``relay.notify.slack_blocks`` / ``slack_format``): every message is valid per slack-sdk's
+"""Slack message rendering (``relay.notify.slack.blocks`` / ``slack_format``): every message is valid per slack-sdk's
 block models and Slack's limits (checked by the fake Slack's validator), shows the figures that crossed with units,
 the severity colour, links, the silence hint and the fingerprint."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 from slack_sdk.models.blocks import Block
 
-from relay.alerting.model import Alert, AlertState
-from relay.notify import slack_format as fmt
-from relay.notify.slack_blocks import (
+from relay.alert import Alert, AlertState
+from relay.notify.slack import format as fmt
+from relay.notify.slack.blocks import (
     MAX_BLOCKS, group_message, normalize_mention, resolved_note, silence_command, ping_message, thread_update,
 )
 from tests.fakes.slack_payload import check_message
@@ -76,7 +78,8 @@ def test_budget_alert_message():
     assert "<https://langfuse.example.com/project/p/sessions/s-1|Langfuse session>" in text
     assert "<https://runbooks.example.com/budget|Runbook>" in text
     assert f"fingerprint `{a.fingerprint}`" in text
-    assert 'relay silence add alertname="TeamBudget" team.id="platform" --duration 2h' in text
+    assert ("relay silence add 'alertname=\"TeamBudget\"' 'team.id=\"platform\"' --duration 2h "
+            "--comment 'acknowledged in Slack'") in text
     assert msg["text"].startswith("<!subteam^S0ONCALL> [FIRING:1] TeamBudget")
 
 
@@ -197,8 +200,9 @@ def test_ping_message_is_valid():
 
 
 def test_silence_command_quotes_values():
-    assert silence_command({"team.id": 'a"b', "alertname": "X"}, "30m") == \
-        'relay silence add alertname="X" team.id="a\\"b" --duration 30m'
+    cmd = silence_command({"team.id": 'a"b', "alertname": "X"}, "30m")
+    assert cmd == """relay silence add 'alertname="X"' 'team.id="a\\"b"' --duration 30m --comment 'acknowledged in Slack'"""
+    assert shlex.split(cmd)[3:5] == ['alertname="X"', 'team.id="a\\"b"']
 
 
 @pytest.mark.parametrize("raw, expected", [

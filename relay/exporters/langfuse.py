@@ -1,8 +1,10 @@
 """The Langfuse exporter: sends each tenant's outbound spool to that tenant's Langfuse project, once, in order.
 
-Contract: ``/work/shared/contracts/langfuse.md`` §1 (endpoint, auth, headers, status codes) and §2 rule 4
-(export each span once), ``otlp.md`` §1/§3 (client retry rules) and §4.2 (backoff settings); Langfuse docs
-https://langfuse.com/integrations/native/opentelemetry.
+Sources: Langfuse docs https://langfuse.com/integrations/native/opentelemetry and its handler, langfuse/langfuse
+``web/src/pages/api/public/otel/v1/traces/index.ts`` (endpoint, auth, headers, status codes); export each span
+once, since Langfuse v4 does not deduplicate re-sent spans (``worker/src/queues/otelIngestionQueue.ts``); client
+retry rules: OTLP spec "Failures" (https://opentelemetry.io/docs/specs/otlp/#failures-1); backoff settings: the
+Collector's https://github.com/open-telemetry/opentelemetry-collector/blob/main/exporter/exporterhelper/README.md.
 
 Per tenant, one loop (independent position, backoff and health, so a failing project never delays another):
 
@@ -39,6 +41,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import RetryCallState
 
+from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
 from relay.spool import OutboundBatch, Spool
@@ -48,9 +51,10 @@ __all__ = ["LangfuseExporter", "ExporterMetrics", "OTLP_TRACES_PATH", "RELAY_VER
 log = logging.getLogger(__name__)
 
 EXPORTER = "langfuse"
-#: Langfuse's OTLP/HTTP traces endpoint below the base URL (langfuse.md §1).
+#: Langfuse's OTLP/HTTP traces endpoint below the base URL (https://langfuse.com/integrations/native/opentelemetry).
 OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
-#: Statuses after which every later request of the tenant will fail too (langfuse.md §1 "Errors").
+#: Statuses after which every later request of the tenant will fail too (langfuse/langfuse
+#: ``web/src/features/public-api/server/createAuthedProjectAPIRoute.ts`` and the otel/v1/traces route).
 _FAILING_STATUSES = frozenset({401, 403, 404})
 #: Statuses that reject a whole request for one bad part: re-send a merged request batch by batch.
 _SPLIT_STATUSES = frozenset({400, 413})
@@ -77,7 +81,8 @@ USER_AGENT = f"relay/{RELAY_VERSION} aiohttp/{aiohttp.__version__}"
 
 class ExporterMetrics:
     """The exporter's Prometheus metrics, registered into ``registry``; every series is labelled
-    ``exporter="langfuse"`` and ``tenant``. Names follow the Collector's (otlp.md §4.6; counters get ``_total``)."""
+    ``exporter="langfuse"`` and ``tenant``. Names follow the Collector's
+    (https://opentelemetry.io/docs/collector/internal-telemetry/; counters get ``_total``)."""
 
     def __init__(self, registry: CollectorRegistry):
         lb = ("exporter", "tenant")
@@ -231,6 +236,8 @@ class _TenantLoop:
         if status == 500:
             self._failures_500 += 1
         message = self._message(f"redirected to {location}; fix base_url".encode() if location else text)
+        if status == 404:  # a wrong base_url: show where relay posted
+            message = f"{message} (POST {self.url}: not found; base_url must be the Langfuse host)"
         check_status(status, retry_after, message, failures_500=self._failures_500,
                      max_500_retries=o.config.retry_on_failure.max_500_retries)
 
@@ -318,7 +325,7 @@ class _TenantLoop:
                 "dead_letter_spans": self.dead_letter_spans}
 
 
-class LangfuseExporter:
+class LangfuseExporter(Component):
     """Exports every export-enabled tenant's outbound spool to its own Langfuse project (one loop per tenant).
 
     ``spool``: the open ``relay.spool.Spool``. ``config``: ``exporters.langfuse`` (``timeout`` per attempt in
@@ -327,6 +334,8 @@ class LangfuseExporter:
     where ``ExporterMetrics`` are registered (default: a private registry). ``poll_interval``: seconds between
     spool checks while idle, to notice batches requeued by another process (``relay replay``).
     """
+
+    name = "Langfuse exporter"
 
     def __init__(self, spool: Spool, config: LangfuseExporterConfig, tenants: Iterable[TenantConfig], *,
                  registry: CollectorRegistry | None = None, poll_interval: float = 5.0):
@@ -364,14 +373,15 @@ class LangfuseExporter:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                                              headers={"User-Agent": USER_AGENT}, trace_configs=[trace])
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
-        log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops) or "-")
+        if self._loops:  # with export off for every tenant, the startup warning per tenant says so
+            log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops))
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop all loops: backoff waits end at once, an in-flight request may finish within ``timeout`` seconds
-        (then it is cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop all loops: backoff waits end at once, an in-flight request may finish until ``deadline`` (then it is
+        cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
         self.stopping.set()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=remaining(deadline))
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,7 +1,9 @@
 """Map one trace of other agents' OpenTelemetry GenAI-semconv spans to Langfuse observations and ledger records.
 
 Spans pass through (ids, parent, name, times, status, events, attributes) with the Langfuse fields made explicit, so
-Langfuse does not have to guess (contract ``/work/shared/contracts/langfuse.md`` §3 mapping table, §4 usage/cost).
+Langfuse does not have to guess (Langfuse's attribute mapping, https://langfuse.com/integrations/native/opentelemetry,
+as implemented in langfuse/langfuse ``packages/shared/src/server/otel/OtelIngestionProcessor.ts``; usage and cost:
+https://langfuse.com/docs/observability/features/token-and-cost-tracking).
 GenAI semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/. Token usage and cost of
 every instrumentation family go through ONE normaliser (``relay.pipeline.genai_usage``), which feeds both the
 ledger record and the GENERATION's ``usage_details`` / ``cost_details``.
@@ -45,19 +47,18 @@ NATIVE_SCOPE_PREFIXES = ("com.anthropic.sdk",)
 
 #: ``UsageRecord.source`` of records made here.
 SOURCE = "otel.genai"
-#: Langfuse usage key for cache writes: priced for both Claude 4.x and 5-generation models (contract §4).
-CACHE_CREATION_KEY = "input_cache_creation_5m"
+#: ``worker/src/constants/default-model-prices.json``).
 
 _STATUS_ERROR = 2  # OTLP Status.code
 _G, _E, _A, _T = ObservationType.GENERATION, ObservationType.EMBEDDING, ObservationType.AGENT, ObservationType.TOOL
-#: ``gen_ai.operation.name`` → type (contract §3 "observation type").
+#: ``gen_ai.operation.name`` → type (Langfuse's attribute mapping, observation type).
 _OPERATION_TYPES = {"chat": _G, "text_completion": _G, "generate_content": _G, "completion": _G, "embeddings": _E,
                     "invoke_agent": _A, "create_agent": _A, "execute_tool": _T}
 #: ``openinference.span.kind`` → type (ranks above ``gen_ai.operation.name`` in Langfuse).
 _OPENINFERENCE_TYPES = {"LLM": _G, "EMBEDDING": _E, "TOOL": _T, "AGENT": _A, "CHAIN": ObservationType.CHAIN,
                         "RETRIEVER": ObservationType.RETRIEVER, "GUARDRAIL": ObservationType.GUARDRAIL,
                         "EVALUATOR": ObservationType.EVALUATOR}
-#: Model attributes in Langfuse's precedence (contract §3 "model").
+#: Model attributes in Langfuse's precedence (Langfuse's attribute mapping, model).
 _MODEL_KEYS = ("langfuse.observation.model.name", "gen_ai.response.model", "ai.model.id", "gen_ai.request.model",
                "llm.response.model", "llm.model_name", "model")
 _LLM_TYPES = (_G, _E)
@@ -76,7 +77,7 @@ _CONTENT_EVENT_PREFIXES = ("gen_ai.content.", "gen_ai.choice", "gen_ai.user.", "
                            "gen_ai.system.", "gen_ai.tool.message", "gen_ai.client.inference.operation.details")
 
 
-#: User id conventions, first hit wins (Langfuse's order, contract §3): Langfuse SDK, OTel ``user.id`` (also what
+#: User id conventions, first hit wins (Langfuse's order, https://langfuse.com/integrations/native/opentelemetry): Langfuse SDK, OTel ``user.id`` (also what
 #: OpenInference's ``using_attributes(user_id=…)`` sets), ``enduser.id``, Vercel AI SDK telemetry metadata.
 USER_KEYS = ("langfuse.user.id", "user.id", "enduser.id", "langfuse.observation.metadata.langfuse_user_id",
              "ai.telemetry.metadata.userId")
@@ -97,7 +98,7 @@ def _first(maps: Iterable[Mapping[str, Any]], *keys: str) -> str | None:
 
 
 def observation_type(attrs: Mapping[str, Any]) -> ObservationType:
-    """Langfuse type of a span (contract §3 "observation type"): ``langfuse.observation.type`` >
+    """Langfuse type of a span (Langfuse's attribute mapping, observation type): ``langfuse.observation.type`` >
     ``openinference.span.kind`` > ``gen_ai.operation.name`` > any model attribute → GENERATION > SPAN."""
     explicit = as_str(attrs.get("langfuse.observation.type"))
     if explicit and explicit.lower() in ObservationType._value2member_map_:
@@ -136,7 +137,7 @@ def usage_details_of(attrs: Mapping[str, Any], scope_name: str = "") -> dict[str
 def cost_details_of(attrs: Mapping[str, Any], usage: Usage | None = None) -> dict[str, float] | None:
     """Langfuse ``cost_details`` (USD) of a span, or None when its cost is unknown: a valid explicit
     ``langfuse.observation.cost_details`` object as sent (unless its total is 0 while the call used tokens: unknown,
-    not free), else ``{"total": …}`` from the normaliser's reported cost (contract §3 "cost")."""
+    not free), else ``{"total": …}`` from the normaliser's reported cost (Langfuse's attribute mapping, cost)."""
     usage = usage if usage is not None else normalise(attrs)
     if usage.cost_usd is None:
         return None
@@ -150,7 +151,7 @@ def cost_details_of(attrs: Mapping[str, Any], usage: Usage | None = None) -> dic
 
 
 def _tags_of(value: Any) -> list[str]:
-    """``langfuse.trace.tags`` as a list: array attribute, JSON-array string, comma list or single string (§3)."""
+    """``langfuse.trace.tags`` as a list: array attribute, JSON-array string, comma list or single string (Langfuse)."""
     if isinstance(value, (list, tuple)):
         return [s for v in value if (s := as_str(v))]
     if isinstance(value, str):
@@ -204,8 +205,8 @@ def _content_attrs(ctx: MappingContext, attrs: Mapping[str, Any], all_content: b
 
 
 def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, known: TraceInfo | None) -> TraceInfo:
-    """Trace-level fields (contract §2 rule 1, §3): explicit span attributes on any span (root first) > ``known`` >
-    ``ctx`` identity from span then resource attributes."""
+    """Trace-level fields (Langfuse v4 reads them per span): explicit span attributes on any span (root first) >
+    ``known`` > ``ctx`` identity from span then resource attributes."""
     ordered = [root, *(s for s in spans if s is not root)]
     attr_maps = [s.attrs for s in ordered]
     resources: list[Mapping[str, Any]] = []
@@ -248,7 +249,7 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
 
 
 def _model_of(view: SpanView) -> str | None:
-    """The span's model (Langfuse's precedence, contract §3), else ``model`` of OpenInference's
+    """The span's model (Langfuse's precedence), else ``model`` of OpenInference's
     ``llm.invocation_parameters`` JSON, else the model in a semconv span name ``"{operation} {model}"`` (errored
     calls often carry no model attribute)."""
     a = view.attrs
@@ -264,7 +265,7 @@ def _model_of(view: SpanView) -> str | None:
 
 
 def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observation:
-    """One span as an Observation with explicit Langfuse fields (contract §3); ``usage`` is its normalised usage
+    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping); ``usage`` is its normalised usage
     (``map_spans`` may have replaced it by the usage of the call's other span, or emptied it)."""
     a = view.attrs
     otype = observation_type(a)
@@ -464,7 +465,7 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     """Map all spans of ONE trace (GenAI semconv or any other non-Claude-Code agent) to a ``MappedTrace``.
 
     - ``trace``: a ``TraceInfo`` with user, session, name, tags, metadata, environment, release, version and the
-      root span's resource (see ``_trace_info``); the encoder copies it onto every span (contract §2 rule 1);
+      root span's resource (see ``_trace_info``); the encoder copies it onto every span (Langfuse v4 reads it per span);
     - ``observations``: one per span, in input order, ids/parent/name/times (ns)/status/events/scope kept, content
       redacted through ``ctx.content`` and promoted to input/output, type/level/model/usage/cost explicit;
     - ``usage``: one ``llm`` record per LLM call (two spans of one call count once, module docstring), one ``tool``

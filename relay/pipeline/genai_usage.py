@@ -182,7 +182,7 @@ class Usage:
 
     def usage_details(self) -> dict[str, int] | None:
         """Langfuse ``usage_details``: each bucket under exactly one key (``input``, ``output``,
-        ``cache_read_input_tokens``, ``input_cache_creation_5m``, ``input_cache_creation_1h``; contract: Langfuse
+        ``cache_read_input_tokens``, ``input_cache_creation_5m``, ``input_cache_creation_1h``; Langfuse
         prices aliases of one bucket separately, so never two keys for one bucket). None when empty."""
         out = {"input": self.input, "output": self.output, "cache_read_input_tokens": self.cache_read,
                "input_cache_creation_5m": self.cache_creation_5m, "input_cache_creation_1h": self.cache_creation_1h}

@@ -28,6 +28,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from relay.component import Component, remaining
 from relay.exporters.langfuse_encode import encode_request
 from relay.model import Outcome, Signal, TraceInfo
 from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
@@ -71,6 +72,17 @@ class PipelineMetrics:
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
         self.usage = Counter("relay_ledger_records", "New usage records in the ledger (upgrades and retractions "
                              "not counted).", ["tenant", "kind"], registry=registry)
+        self.cost = Counter("relay_usage_cost_usd", "Cost of LLM calls entering the ledger, USD, by model (an upgrade "
+                            "adds its increase; decreases and retractions are not subtracted).",
+                            ["tenant", "model"], registry=registry)
+        self.tokens = Counter("relay_usage_tokens", "Tokens of LLM calls entering the ledger, by model and type "
+                              "(input without cache, output, cache_read, cache_creation), same counting as "
+                              "relay_usage_cost_usd.", ["tenant", "model", "type"], registry=registry)
+
+
+#: ``relay_usage_tokens_total{type}`` → ``UsageRecord`` field.
+_TOKEN_TYPES = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
+                ("cache_creation", "cache_creation_tokens"))
 
 
 class TenantPipelineSettings:
@@ -81,13 +93,15 @@ class TenantPipelineSettings:
         self.export_enabled = export_enabled
 
 
-class Pipeline:
+class Pipeline(Component):
     """The worker task. ``tenants`` maps tenant names to their settings; unknown tenants use ``default``.
 
     ``ledger`` stores usage records and metric points (None: they are dropped); ``on_ledger_changes`` is called
     synchronously on the event loop with every non-empty list of changes the ledger reports — keep it cheap (e.g.
     hand the list to a queue); an exception it raises is logged and does not stop the pipeline.
     """
+
+    name = "pipeline"
 
     def __init__(
         self,
@@ -118,17 +132,24 @@ class Pipeline:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the worker task."""
-        self._task = asyncio.create_task(self._run(), name="relay-pipeline")
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="relay-pipeline")
 
-    async def stop(self) -> None:
-        """Stop after the current step. Open groups are NOT flushed: their requests stay in the inbound spool and
-        are re-read at the next start, so nothing is lost and late records still join them."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop after the current step (cancelled at ``deadline``). Open groups are NOT flushed: their requests stay
+        in the inbound spool and are re-read at the next start, so nothing is lost and late records still join
+        them."""
         self._stopping = True
         self.spool.inbound_event.set()
-        if self._task:
-            await self._task
+        if self._task is not None:
+            task, self._task = self._task, None
+            done, _ = await asyncio.wait([task], timeout=remaining(deadline))
+            if not done:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def settings(self, tenant: str) -> TenantPipelineSettings:
         """The settings of ``tenant`` (falls back to the first configured tenant)."""
@@ -311,9 +332,20 @@ class Pipeline:
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""
         if not changes:
             return
+        m = self.metrics
         for ch in changes:
-            if ch.old is None and ch.new is not None:
-                self.metrics.usage.labels(ch.new.tenant, ch.new.kind).inc()
+            new, old = ch.new, ch.old
+            if new is None:
+                continue
+            if old is None:
+                m.usage.labels(new.tenant, new.kind).inc()
+            model = new.model or "unknown"
+            if new.cost_nanos > (old.cost_nanos if old else 0):
+                m.cost.labels(new.tenant, model).inc((new.cost_nanos - (old.cost_nanos if old else 0)) / 1e9)
+            for kind, attr in _TOKEN_TYPES:
+                grew = getattr(new, attr) - (getattr(old, attr) if old else 0)
+                if grew > 0:
+                    m.tokens.labels(new.tenant, model, kind).inc(grew)
         if self.on_ledger_changes is not None:
             try:
                 self.on_ledger_changes(list(changes))
