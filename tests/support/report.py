@@ -8,7 +8,7 @@ import json
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from relay.reports import cli as report_cli
+from relay.cli import report as report_cli
 
 
 def report_json(data_dir: Path, day: str, tenant: str | None = None) -> dict:
@@ -21,7 +21,8 @@ def report_json(data_dir: Path, day: str, tenant: str | None = None) -> dict:
             "--group-by", "none"]
     if tenant:
         argv += ["--tenant", tenant]
+    args = p.parse_args(report_cli.normalize_argv(argv))
     out = io.StringIO()
     with redirect_stdout(out):
-        assert report_cli.run(p.parse_args(argv)) == 0
+        assert args.fn(args) == 0
     return json.loads(out.getvalue())
