@@ -1,6 +1,7 @@
 """Claude Code's usage to the last nano-dollar: every capture (2.1.329 and 2.1.332), as sent and as Claude Code sends it
 with ``OTEL_METRICS_INCLUDE_SESSION_ID=false`` (``session.id`` removed from every metric point, event and span,
-contract claude-code-telemetry.md §1/§9; spans keep ``gen_ai.conversation.id``), replayed into a running relay.
+https://code.claude.com/docs/en/monitoring-usage, and observed: spans keep ``gen_ai.conversation.id``), replayed into
+a running relay.
 
 Truth is decoded from the capture files without relay's code (``tests/support/expected.py``): per call, the
 ``api_request`` event's ``cost_usd`` (the double Claude Code sent) and its four token counts. The ledger, ``relay
