@@ -12,7 +12,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "ObservationType", "Level", "TraceInfo", "Observation", "UsageRecord"]
+__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "ObservationType", "Level", "TraceInfo",
+           "Observation", "UsageRecord"]
 
 
 #: nano-USD per USD: the ledger's integer money unit.

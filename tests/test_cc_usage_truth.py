@@ -14,7 +14,7 @@ import gzip
 import json
 import math
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import grpc
@@ -31,7 +31,8 @@ from tests.support.inproc import grpc_capture, post_capture, running_relay, sett
 from tests.support.report import report_json
 
 ALL = [*SCENARIOS, *SCENARIOS_2_1_332]
-MESSAGES = {"logs": ExportLogsServiceRequest, "metrics": ExportMetricsServiceRequest, "traces": ExportTraceServiceRequest}
+MESSAGES = {"logs": ExportLogsServiceRequest, "metrics": ExportMetricsServiceRequest,
+            "traces": ExportTraceServiceRequest}
 TENANT_HEADERS = {"X-Relay-Tenant": "default"}
 
 
@@ -134,7 +135,7 @@ async def test_ledger_report_and_langfuse_equal_the_capture_to_the_nano_dollar(t
             int(a["cache_creation_tokens"]))
 
     # relay report daily --format json over the same ledger
-    days = {datetime.fromtimestamp(r.time_ns / 1e9, timezone.utc).date().isoformat() for r in llm}
+    days = {datetime.fromtimestamp(r.time_ns / 1e9, UTC).date().isoformat() for r in llm}
     assert len(days) == 1
     rep = report_json(data, days.pop())["current"]
     assert rep["api_calls"] == len(llm) and rep["api_errors"] == len(llm) - len(ok)

@@ -7,7 +7,7 @@ read and cache creation and a known cost; the Anthropic SDK's native span next t
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -117,9 +117,10 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
         assert not o.usage_details and o.total_cost == 0
     # errors: failed ledger records with their model and an ERROR generation each
     failed = [r for r in llm if not r.success]
-    assert len(failed) == sum(not c["success"] for c in calls) and all(r.model for r in failed) and all(r.cost_nanos == 0 for r in failed)
+    assert len(failed) == sum(not c["success"] for c in calls)
+    assert all(r.model for r in failed) and all(r.cost_nanos == 0 for r in failed)
     # relay report daily --format json over the same ledger: calls, errors, tokens by type, cost and its source
-    [day] = {datetime.fromtimestamp(r.time_ns / 1e9, timezone.utc).date().isoformat() for r in llm}
+    [day] = {datetime.fromtimestamp(r.time_ns / 1e9, UTC).date().isoformat() for r in llm}
     rep = report_json(data_dir, day)["current"]
     assert (rep["api_calls"], rep["api_errors"]) == (len(calls), sum(not c["success"] for c in calls))
     for field, key in (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_tokens", "cache_read"),

@@ -16,8 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
 
 from relay.exporters.langfuse_encode import encode_request
 from relay.model import Level, ObservationType, TraceInfo
@@ -334,7 +333,8 @@ def test_sdk_native_span_and_instrumentor_span_count_once(native_parent, respons
     # the SDK's counts win (it reads the response body; the instrumentor said 31 output and missed the cache write)
     assert gen.usage_details == {"input": 12, "output": 30, "cache_read_input_tokens": 1000,
                                  "input_cache_creation_5m": 200}
-    assert (rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_creation_tokens) == (12, 30, 1000, 200)
+    tokens = (rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_creation_tokens)
+    assert tokens == (12, 30, 1000, 200)
     assert sdk.usage_details is None and sdk.cost_details is None and sdk.metadata["relay.counted_in"] == gen.id
     assert not [k for k in sdk.attributes if k.startswith("gen_ai.usage.")]
     assert gen.scope == ("openinference.instrumentation.anthropic", "3.1.0")

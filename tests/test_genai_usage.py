@@ -31,7 +31,8 @@ CASES = [
     # OpenLLMetry's own names
     ("openllmetry", {"gen_ai.usage.prompt_tokens": 1212, "gen_ai.usage.completion_tokens": 30,
                      "gen_ai.usage.cache_read_input_tokens": 1000, "gen_ai.usage.cache_creation_input_tokens": 200,
-                     "llm.usage.total_tokens": 1242}, "opentelemetry.instrumentation.anthropic", (12, 30, 1000, 200, 0)),
+                     "llm.usage.total_tokens": 1242},
+     "opentelemetry.instrumentation.anthropic", (12, 30, 1000, 200, 0)),
     # OpenLIT for Anthropic: input EXCLUDES cache even when it is larger than the cache
     ("openlit-anthropic", {"gen_ai.system": "anthropic", "gen_ai.usage.input_tokens": 5000,
                            "gen_ai.usage.output_tokens": 30, "gen_ai.usage.cache_read_input_tokens": 1000},
@@ -46,7 +47,8 @@ CASES = [
      "pydantic-ai", (12, 30, 1000, 200, 0)),
     # Sentry's names
     ("sentry", {"gen_ai.usage.input_tokens": 60, "gen_ai.usage.input_tokens.cached": 50,
-                "gen_ai.usage.output_tokens": 100, "gen_ai.usage.output_tokens.reasoning": 30}, "", (10, 100, 50, 0, 0)),
+                "gen_ai.usage.output_tokens": 100, "gen_ai.usage.output_tokens.reasoning": 30},
+     "", (10, 100, 50, 0, 0)),
     # Langfuse SDK: OpenAI schema (nested details), Anthropic schema, Langfuse's own keys
     ("langfuse-openai", {"langfuse.observation.usage_details": json.dumps({
         "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,

@@ -34,7 +34,16 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from relay.model import NANOS_PER_USD, Level, Observation, ObservationType, Outcome, TraceInfo, UsageRecord, usd_to_nanos
+from relay.model import (
+    NANOS_PER_USD,
+    Level,
+    Observation,
+    ObservationType,
+    Outcome,
+    TraceInfo,
+    UsageRecord,
+    usd_to_nanos,
+)
 from relay.otlp.values import as_float, as_int, as_str
 from relay.pipeline.context import MappedTrace, MappingContext
 from relay.pipeline.genai_usage import Usage, is_aggregate, is_usage_attribute, normalise, provider_of
@@ -77,7 +86,8 @@ _CONTENT_EVENT_PREFIXES = ("gen_ai.content.", "gen_ai.choice", "gen_ai.user.", "
                            "gen_ai.system.", "gen_ai.tool.message", "gen_ai.client.inference.operation.details")
 
 
-#: User id conventions, first hit wins (Langfuse's order, https://langfuse.com/integrations/native/opentelemetry): Langfuse SDK, OTel ``user.id`` (also what
+#: User id conventions, first hit wins (Langfuse's order, https://langfuse.com/integrations/native/opentelemetry):
+#: Langfuse SDK, OTel ``user.id`` (also what
 #: OpenInference's ``using_attributes(user_id=…)`` sets), ``enduser.id``, Vercel AI SDK telemetry metadata.
 USER_KEYS = ("langfuse.user.id", "user.id", "enduser.id", "langfuse.observation.metadata.langfuse_user_id",
              "ai.telemetry.metadata.userId")
@@ -259,13 +269,15 @@ def _model_of(view: SpanView) -> str | None:
     if params and (model := as_str(params.get("model"))):
         return model
     op, _, rest = view.name.partition(" ")
-    if rest and op.lower() in _OPERATION_TYPES and _OPERATION_TYPES[op.lower()] in _LLM_TYPES and " " not in rest.strip():
+    llm_op = _OPERATION_TYPES.get(op.lower()) in _LLM_TYPES
+    if rest and llm_op and " " not in rest.strip():
         return rest.strip()
     return None
 
 
 def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observation:
-    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping); ``usage`` is its normalised usage
+    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping); ``usage`` is its
+    normalised usage
     (``map_spans`` may have replaced it by the usage of the call's other span, or emptied it)."""
     a = view.attrs
     otype = observation_type(a)

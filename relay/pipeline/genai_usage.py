@@ -44,9 +44,9 @@ says where each mapping comes from:
   ``ai.usage.promptTokens`` (v4), ``ai.usage.outputTokens`` / ``completionTokens``, ``ai.usage.cachedInputTokens``,
   ``ai.usage.reasoningTokens``; v6 adds ``ai.usage.inputTokenDetails.{cacheReadTokens,cacheWriteTokens}``. Its
   ``.doGenerate`` / ``.doStream`` spans also carry ``gen_ai.usage.input_tokens`` (incl. cache, without the cache
-  counts): the buckets are read independently, so the cache counts come from the ``ai.usage.*`` keys. Its outer ``ai.generateText`` / ``ai.streamText`` / ``…Object`` spans repeat the
-  summed usage of their ``.doGenerate`` / ``.doStream`` children: only the children are LLM calls
-  (:func:`is_aggregate`).
+  counts): the buckets are read independently, so the cache counts come from the ``ai.usage.*`` keys. Its outer
+  ``ai.generateText`` / ``ai.streamText`` / ``…Object`` spans repeat the summed usage of their ``.doGenerate`` /
+  ``.doStream`` children: only the children are LLM calls (:func:`is_aggregate`).
 - Pydantic AI / Logfire (https://ai.pydantic.dev/logfire/, https://logfire.pydantic.dev/docs/): semconv names
   (input INCLUDES cache) plus ``gen_ai.usage.details.cache_read_tokens`` / ``cache_write_tokens`` /
   ``reasoning_tokens``; cost ``operation.cost`` (USD).
@@ -75,8 +75,8 @@ from typing import Any
 
 from relay.otlp.values import as_int, as_str
 
-__all__ = ["Usage", "normalise", "TOKEN_KEYS", "COST_KEYS", "EXCLUDES_CACHE", "is_aggregate", "USAGE_ATTRIBUTE_PREFIXES",
-           "is_usage_attribute"]
+__all__ = ["Usage", "normalise", "provider_of", "TOKEN_KEYS", "COST_KEYS", "EXCLUDES_CACHE", "is_aggregate",
+           "USAGE_ATTRIBUTE_PREFIXES", "is_usage_attribute"]
 
 #: bucket → attribute keys in precedence order (first present wins). Sources in the module docstring.
 TOKEN_KEYS: dict[str, tuple[str, ...]] = {
@@ -114,7 +114,8 @@ TOKEN_KEYS: dict[str, tuple[str, ...]] = {
     "reasoning": (
         "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
-        "ai.usage.reasoningTokens", "ai.usage.outputTokenDetails.reasoningTokens", "gen_ai.usage.output_tokens.reasoning",
+        "ai.usage.reasoningTokens", "ai.usage.outputTokenDetails.reasoningTokens",
+        "gen_ai.usage.output_tokens.reasoning",
     ),
 }
 

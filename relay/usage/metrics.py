@@ -15,7 +15,8 @@ CUMULATIVE (every series repeated with a fixed start). The ledger keeps every Su
 Derived usage records (``source="claude_code.metric"``, ``cost_source="reported"``): one per **cost group and
 export time**, a cost group being the attribute set of a ``cost.usage`` series (session, model, query source,
 agent, effort… and resource attributes), i.e. a ``token.usage`` series without its ``type``. The record holds the
-group's cost delta (USD → nano-USD, rounded on its decimal form) and token deltas (``type`` input / output / cacheRead / cacheCreation; the
+group's cost delta (USD → nano-USD, rounded on its decimal form) and token deltas (``type`` input / output /
+cacheRead / cacheCreation; the
 metrics have no 5m/1h split, so cache writes count as 5m). A group whose deltas are all zero has no record (a
 CUMULATIVE export repeats unchanged series). Gauges are stored raw, without a delta.
 """

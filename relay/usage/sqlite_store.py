@@ -59,7 +59,8 @@ FILL_FIELDS = ("session_id", "trace_id", "prompt_id", "user", "agent", "model")
 def _fill_gaps(old: UsageRecord, new: UsageRecord) -> UsageRecord:
     """``old`` with its empty ``FILL_FIELDS`` taken from ``new`` (same key, same cost rank); ``old`` itself when
     nothing changes, so writing the same record again stays a no-op."""
-    fill = {f: getattr(new, f) for f in FILL_FIELDS if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")}
+    fill = {f: getattr(new, f) for f in FILL_FIELDS
+            if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")}
     return replace(old, **fill) if fill else old
 
 
@@ -128,9 +129,10 @@ class SqliteLedgerStore(LedgerStore):
         seen: set[str] = set()
         for r in calls:
             rows = conn.execute(
-                "SELECT DISTINCT grp, time_ns FROM metric_deltas WHERE tenant=? AND grp IS NOT NULL AND session_id IS NULL"
-                " AND user_id IS ? AND model IS ? AND time_ns >= ? AND start_ns <= ?",
-                (r.tenant, r.user, r.model, r.time_ns - UNSESSIONED_SLACK_NS, r.time_ns + UNSESSIONED_SLACK_NS)).fetchall()
+                "SELECT DISTINCT grp, time_ns FROM metric_deltas WHERE tenant=? AND grp IS NOT NULL"
+                " AND session_id IS NULL AND user_id IS ? AND model IS ? AND time_ns >= ? AND start_ns <= ?",
+                (r.tenant, r.user, r.model, r.time_ns - UNSESSIONED_SLACK_NS, r.time_ns + UNSESSIONED_SLACK_NS),
+            ).fetchall()
             for grp, t in rows:
                 key = derived_key(grp, t)
                 if key in seen:
@@ -149,7 +151,8 @@ class SqliteLedgerStore(LedgerStore):
         if record.session_id:
             return self.has_call_records(conn, record.tenant, record.session_id)
         return conn.execute(
-            "SELECT 1 FROM usage_records WHERE tenant=? AND time_ns >= ? AND time_ns <= ? AND kind='llm' AND source != ?"
+            "SELECT 1 FROM usage_records WHERE tenant=? AND time_ns >= ? AND time_ns <= ? AND kind='llm'"
+            " AND source != ?"
             " AND user_id IS ? AND model IS ? LIMIT 1",
             (record.tenant, start_ns - UNSESSIONED_SLACK_NS, record.time_ns + UNSESSIONED_SLACK_NS, SOURCE_METRIC,
              record.user, record.model)).fetchone() is not None

@@ -117,7 +117,8 @@ class FakeLLMProvider(LoopbackServer):
         if body.get("stream"):
             events = [("message_start", {"type": "message_start", "message": {
                           "id": rid, "type": "message", "role": "assistant", "model": ANTHROPIC_MODEL, "content": [],
-                          "stop_reason": None, "stop_sequence": None, "usage": {**ANTHROPIC_USAGE, "output_tokens": 1}}}),
+                          "stop_reason": None, "stop_sequence": None,
+                          "usage": {**ANTHROPIC_USAGE, "output_tokens": 1}}}),
                       ("content_block_start", {"type": "content_block_start", "index": 0,
                                                "content_block": {"type": "text", "text": ""}}),
                       ("content_block_delta", {"type": "content_block_delta", "index": 0,
