@@ -241,7 +241,7 @@ def _usd(value: Any) -> Decimal | None:
     return d if d.is_finite() else None
 
 
-def _dig(obj: Mapping[str, Any], *path: str) -> Any:
+def _dig(obj: Any, *path: str) -> Any:
     for p in path:
         if not isinstance(obj, Mapping):
             return None
