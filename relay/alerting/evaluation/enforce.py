@@ -63,7 +63,7 @@ def budget_standings(runtimes: Iterable[RuleRuntime], tenant: str, labels: Mappi
             continue
         if not all(x.matches(scope) for x in rrt.rule.matchers if x.name in known):
             continue
-        art = rrt.art
+        art = rrt.agg_runtime
         gkey = art.group_key(tenant, scope)
         g = art.groups.get(gkey)
         spend, resets_at = 0.0, None
