@@ -31,6 +31,7 @@ from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
+from relay.langfuse_api.proxy import LangfuseApiProxy
 from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
@@ -41,6 +42,8 @@ from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.reports.alert_history import AlertHistory
+from relay.scores.records import ScoredLedger
+from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
 from relay.usage.pricing import Pricing
@@ -74,6 +77,8 @@ class Relay:
         self.alerting: AlertingService | None = None
         self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
+        self.scores: ScoresRuntime | None = None
+        self.langfuse_api: LangfuseApiProxy | None = None
         self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
@@ -111,14 +116,18 @@ class Relay:
         self._pricing = Pricing.load(cfg.ledger.pricing)  # one table for the ledger and the Langfuse cost_details
         self.ledger = SqliteLedgerStore(spool.db, self._pricing)
         self.alert_history = AlertHistory(spool.db)
-        self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
+        self.alerting = AlertingService(spool.db, ScoredLedger(self.ledger, spool.db), cfg.rules, cfg.alerting,
+                                        links=self._alert_links,
                                         registry=reg, sinks=[self.alert_history.record])
+        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
+                                    observe=self.alerting.observe)
         self.reports = self._report_scheduler()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes)
+                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes,
+                                 on_traces_closed=self.scores.traces_closed)
         resolver = TenantResolver(cfg)
         proto = cfg.receivers.otlp.protocols
         grace = cfg.service.shutdown_timeout
@@ -127,12 +136,15 @@ class Relay:
             ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
                             self.alerting.engine.runtimes, sessions=self.sessions,
                             registry=reg).add_routes(self.http.app)
+            if proto.http.langfuse_compatible_path:
+                self.langfuse_api = self._langfuse_api(spool, self.scores)
+                self.langfuse_api.install(self.http.app)
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
         if cfg.service.admin.enabled:
             self.admin = AdminEndpoint(cfg.service.admin.endpoint, self._admin_routes)
         flow: list[Component | None] = [
-            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.alerting, self.reports,
+            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.scores, self.alerting, self.reports,
             self.admin, Housekeeping(spool),
         ]
         return [c for c in flow if c is not None]
@@ -158,6 +170,13 @@ class Relay:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
+
+    def _langfuse_api(self, spool: Spool, scores: ScoresRuntime) -> LangfuseApiProxy:
+        """The Langfuse public API served on the OTLP/HTTP port (``relay.langfuse_api.proxy``)."""
+        return LangfuseApiProxy(self.tenants, self.config.auth.default_tenant, spool.db,
+                                on_queued=scores.sender.wake, on_changes=scores.score_changes,
+                                timeout=self.config.exporters.langfuse.timeout,
+                                registry=self.telemetry.registry, is_stopping=lambda: self._stopping)
 
     def _spool_metrics(self, spool: Spool) -> None:
         reg = self.telemetry.registry
@@ -295,6 +314,13 @@ class Relay:
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)
+        if self.scores is not None:
+            for tenant in self.scores.sender.tenants:
+                for outcome in ("delivered", "dead_lettered"):
+                    self.scores.sender.sent.labels(tenant, outcome)
+        if self.langfuse_api is not None:
+            for handling, status in (("proxied", "200"), ("stored", "200"), ("refused", "401")):
+                self.langfuse_api.requests.labels(handling, status)
         if self.alerting is not None:
             from relay.alerting.dispatch.outbox import split_integration
 

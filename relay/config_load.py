@@ -34,6 +34,7 @@ from relay.config import (
     _Model,
 )
 from relay.reports.config import ReportsConfig
+from relay.scores.config import ScoresConfig
 from relay.usage.config import LedgerConfig
 from relay.yaml_lines import yaml_line
 
@@ -60,6 +61,8 @@ class RelayConfig(_Model):
     alerting: AlertingConfig = AlertingConfig()
     #: Scheduled usage summaries (``relay.reports.config``).
     reports: ReportsConfig = ReportsConfig()
+    #: Langfuse scores computed from the usage ledger (``relay.scores.config``).
+    scores: ScoresConfig = ScoresConfig()
 
     @model_validator(mode="after")
     def _check_tenants(self) -> RelayConfig:

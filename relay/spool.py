@@ -94,6 +94,8 @@ class TraceCommit:
     obs_ids: list[str]
     info: dict
     usage: list[UsageRecord]
+    #: (first start, last end) of the trace's observations in this commit, unix ns (None: no observation).
+    bounds: tuple[int, int] | None = None
 
 
 def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int]]:

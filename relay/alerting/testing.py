@@ -135,10 +135,24 @@ class TestFileResult:
 
 
 _RECORD_FIELDS = set(UsageRecord.__dataclass_fields__) - {"key", "time_ns"}
+#: Extra fields of a ``kind: score`` record (a Langfuse score, ``relay.scores.records.ScoreRecord``).
+_SCORE_FIELDS = {"value", "string_value", "score", "score_source"}
 
 
 def _record(spec: dict[str, Any], key: str, t: float, tenant: str) -> UsageRecord:
     data = dict(spec)
+    if data.get("kind") == "score":
+        from relay.usage.score_record import ScoreRecord
+
+        unknown = set(data) - _RECORD_FIELDS - _SCORE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown score record field(s): {', '.join(sorted(unknown))}")
+        data.setdefault("tenant", tenant)
+        data.setdefault("score_source", "relay")
+        data["labels"] = {k: str(v) for k, v in (data.get("labels") or {}).items()}
+        if data.get("value") is not None:
+            data["value"] = float(data["value"])
+        return ScoreRecord(key=key, time_ns=round(t * 1e9), **data)
     unknown = set(data) - _RECORD_FIELDS - {"cost_usd"}
     if unknown:
         raise ValueError(f"unknown record field(s): {', '.join(sorted(unknown))}")

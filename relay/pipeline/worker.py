@@ -99,6 +99,8 @@ class Pipeline(Component):
     ``ledger`` stores usage records and metric points (None: they are dropped); ``on_ledger_changes`` is called
     synchronously on the event loop with every non-empty list of changes the ledger reports — keep it cheap (e.g.
     hand the list to a queue); an exception it raises is logged and does not stop the pipeline.
+    ``on_traces_closed`` is called the same way with the ``TraceCommit`` list of every committed step (interaction
+    ends: the scorer's feed), after their usage records are in the ledger.
     """
 
     name = "pipeline"
@@ -116,6 +118,7 @@ class Pipeline(Component):
         commit_batch: int = 256,
         ledger: LedgerStore | None = None,
         on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
+        on_traces_closed: Callable[[list[TraceCommit]], None] | None = None,
     ):
         self.spool = spool
         self.tenants = tenants
@@ -127,6 +130,7 @@ class Pipeline(Component):
         self.commit_batch = commit_batch
         self.ledger = ledger
         self.on_ledger_changes = on_ledger_changes
+        self.on_traces_closed = on_traces_closed
         self.early = EarlyLedger()
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -270,6 +274,11 @@ class Pipeline(Component):
                 self.metrics.traces.labels(c.tenant).inc()
                 if c.payload:
                     self.metrics.spans_out.labels(c.tenant).inc(c.spans)
+            if self.on_traces_closed is not None:
+                try:
+                    self.on_traces_closed(commits)
+                except Exception:  # the scorer must not stop the pipeline
+                    log.exception("on_traces_closed failed for %d traces", len(commits))
         finished: list[int] = []
         for g in groups:
             self.early.forget(g)
@@ -308,6 +317,8 @@ class Pipeline(Component):
             obs_ids=[o.id for o in new],
             info=asdict(trace),
             usage=result.usage,
+            bounds=(min(o.start_ns for o in result.observations), max(o.end_ns for o in result.observations))
+            if result.observations else None,
         )
 
     async def _early_ledger(self) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from relay.matchers import Matcher, matches_all, parse_matchers
 from relay.reports import fmt
 from relay.reports.budgets import budget_status
+from relay.reports.quality import quality_section
 from relay.reports.model import (
     AlertEvent, AlertSummary, Breakdown, BudgetSpec, ErrorRow, Figures, GroupRow, Report, Series,
     SessionRow, ToolRow,
@@ -325,6 +326,10 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     if alerts is not None:
         report.alerts = alert_summary(alerts, req.tenant, period.start_ns / 1e9, period.end_ns / 1e9, matchers)
     report.notes = _notes(req, cur, prev, report.by_group)
+    conn = getattr(source, "conn", None)
+    if conn is not None:  # the SQLite source: the ledger's score table is in the same database
+        report.quality = quality_section(conn, req.tenant, period.start_ns, period.end_ns, prev_period.start_ns,
+                                         matchers, req.top_n, session_url)
     return report
 
 

@@ -340,6 +340,8 @@ class Report:
     budgets: list[BudgetStatus] | None = None
     alerts: AlertSummary | None = None
     notes: list[str] = field(default_factory=list)
+    #: Langfuse scores of the period (``relay.reports.quality.Quality``); None when there are none.
+    quality: Any = None
     #: The period is still running: its figures cover it up to ``generated_at`` ("so far").
     partial: bool = False
 

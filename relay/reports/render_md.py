@@ -55,6 +55,31 @@ def _budgets_alerts(r: Report) -> list[str]:
     return out
 
 
+def _num(x: float | None) -> str:
+    return fmt.NA if x is None else f"{x:.4g}"
+
+
+def _quality(r: Report) -> list[str]:
+    q = r.quality
+    if q is None:
+        return []
+    out = ["## Quality", ""]
+    if q.outcomes:
+        labels = [k for k in ("clean", "recovered", "abandoned", "failed") if k in q.outcomes or k in q.prev_outcomes]
+        out += _table(["session outcome", f"this {r.noun}", f"previous {r.noun}"],
+                      [[k, fmt.count(q.outcomes.get(k, 0)), fmt.count(q.prev_outcomes.get(k, 0))] for k in labels])
+    if q.scores:
+        out += _table(["score", "on", "count", "mean", "median", "min", "max", f"previous {r.noun}", "change"],
+                      [[s.name, s.level, fmt.count(s.count), _num(s.mean), _num(s.p50), _num(s.min), _num(s.max),
+                        _num(s.prev_mean), fmt.NA if s.change is None else f"{s.change:+.4g}"] for s in q.scores])
+    if q.worst:
+        out += [f"Worst sessions ({len(q.worst)}):", ""]
+        out += _table(["session", "outcome", "user", "cost"],
+                      [[f"[{w.session_id}]({w.url})" if w.url else w.session_id, w.outcome, w.user or fmt.NA,
+                        _num(w.cost_usd) if w.cost_usd is None else f"${w.cost_usd:.2f}"] for w in q.worst])
+    return out
+
+
 def render_markdown(r: Report) -> str:
     """The report as Markdown text (ends with a newline)."""
     out = [f"# {r.title}", "",
@@ -107,6 +132,7 @@ def render_markdown(r: Report) -> str:
                         fmt.count(t.rejects)] for t in r.tools[:15]])
     else:
         out += ["No tool events recorded.", ""]
+    out += _quality(r)
     out += _budgets_alerts(r)
     if r.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]

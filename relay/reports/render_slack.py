@@ -149,6 +149,20 @@ def render_slack(r: Report) -> dict[str, Any]:
             f"• `{_esc(t.tool)}` {fmt.count(t.calls)} calls, {fmt.percent(t.success_rate)} ok"
             + (f", {fmt.count(t.rejects)} rejected" if t.rejects else "") for t in r.tools[:8]]
         blocks.append(_section("\n".join(lines)))
+    if r.quality is not None:
+        q = r.quality
+        lines = ["*Quality*"]
+        if q.outcomes:
+            lines.append("• outcomes: " + ", ".join(
+                f"{k} {fmt.count(q.outcomes[k])}" for k in ("clean", "recovered", "abandoned", "failed")
+                if k in q.outcomes))
+        for st in [x for x in q.scores if x.level == "session"][:6]:
+            ch = "" if st.change is None else f" ({st.change:+.3g} vs previous {r.noun})"
+            lines.append(f"• `{_esc(st.name)}` mean {st.mean:.3g} over {fmt.count(st.count)} sessions{ch}")
+        for w in q.worst[:3]:
+            name = f"<{w.url}|{_esc(w.session_id[:13])}>" if w.url else f"`{_esc(w.session_id[:13])}`"
+            lines.append(f"• {w.outcome}: {name} — {_esc(w.user or 'unknown user')}")
+        blocks.append(_section(_cut("\n".join(lines), 2900)))
     blocks += _budget_alert_blocks(r)
     if r.notes:
         blocks.append(_context("\n".join(f"ℹ️ {_esc(n)}" for n in r.notes)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from relay.matchers import Matcher
 from relay.alerting.rules.load import Rule
 from relay.alerting.rules.schema import (
-    RETRIES_EXHAUSTED_KIND, BudgetRule, ErrorRateRule, SpikeRule, ThresholdRule,
+    RETRIES_EXHAUSTED_KIND, SCORE_KIND, BudgetRule, ErrorRateRule, ScoreRule, SpikeRule, ThresholdRule,
 )
 from relay.alerting.evaluation.windows import CalendarWindow, Window, WindowAgg, make_window, quantile
 from relay.model import UsageRecord
@@ -93,6 +93,17 @@ def make_aggregation(rule: Rule) -> Aggregation:
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             x = get(r)
             return None if x is None else ((1, x), x)
+    elif isinstance(m, ScoreRule):
+        n = 2
+        keep = m.aggregate in ("min", "max") or m.aggregate in _QUANTILES
+        index.update(kind=frozenset([SCORE_KIND]), score=frozenset([m.score]))
+        hit = _score_match(m)
+
+        def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
+            if r.kind != SCORE_KIND or labels.get("score") != m.score:
+                return None
+            x = hit(r) if hit is not None else getattr(r, "value", None)
+            return None if x is None else ((1, x), x)
     else:
         assert isinstance(m, SpikeRule)
         n = 1
@@ -101,6 +112,11 @@ def make_aggregation(rule: Rule) -> Aggregation:
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             x = get(r)
             return ((x,), None) if x else None
+    if not isinstance(m, ScoreRule):  # score records (relay.scores.records) feed score rules only
+        usage = contribute
+
+        def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
+            return None if r.kind == SCORE_KIND else usage(r, labels)
     return Aggregation(rule.agg_key(), window, rule.matchers, tuple(m.group_by), n, keep, contribute, index,
                        sample_failed=isinstance(m, ErrorRateRule))
 
@@ -138,6 +154,29 @@ def _error_contribution(rule: Rule) -> Callable[[UsageRecord, dict[str, str]], C
                 return None
             return FAIL if not r.success and selected(r, labels) else ONE
     return contribute
+
+
+def _score_match(m: ScoreRule) -> Callable[[UsageRecord], float | None] | None:
+    """For ``aggregate: rate``: 1.0 when a score record matches ``m.match``, else 0.0 (None: not a rate rule)."""
+    spec = m.match
+    if spec is None:
+        return None
+    if spec.equals is not None:
+        want = spec.equals
+
+        def hit(r: UsageRecord) -> float | None:
+            value, label = getattr(r, "value", None), getattr(r, "string_value", None)
+            if isinstance(want, str):
+                return float(label == want or (value is not None and label is None and str(value) == want))
+            return float(value is not None and value == want)
+        return hit
+    assert spec.op is not None and spec.value is not None  # ScoreMatch: equals, or op with value
+    op, cut = _OPS[spec.op], spec.value
+
+    def hit_op(r: UsageRecord) -> float | None:
+        value = getattr(r, "value", None)
+        return None if value is None else float(op(value, cut))
+    return hit_op
 
 
 @dataclass(frozen=True)
@@ -331,6 +370,19 @@ class ThresholdEvaluator(Evaluator):
         return {"value": 0.0 if math.isnan(x) else x, "threshold": self.value, "count": float(g.run[0])}
 
 
+class ScoreEvaluator(ThresholdEvaluator):
+    """A score rule: the threshold comparison over score values (``rate``: the average of the 0/1 matches)."""
+
+    def __init__(self, rule: Rule, agg: Aggregation):
+        Evaluator.__init__(self, rule, agg)
+        m = rule.model
+        assert isinstance(m, ScoreRule)
+        self.scale = 1.0
+        self.aggregate = "avg" if m.aggregate == "rate" else m.aggregate
+        self.op, self.value, self.min_count = _OPS[m.op], m.value, m.min_count
+        self.time_sensitive = True
+
+
 class SpikeEvaluator(Evaluator):
     """Current window's sum against the mean of the trailing ``baseline.windows`` windows: ``ratio`` (current /
     mean) or ``zscore`` ((current - mean) / stddev, stddev floored at ``min_stddev`` or 10 % of the mean, so a perfectly
@@ -376,5 +428,5 @@ class SpikeEvaluator(Evaluator):
 def make_evaluator(rule: Rule, agg: Aggregation) -> Evaluator:
     """The evaluator of ``rule`` over ``agg``."""
     cls = {"budget": BudgetEvaluator, "error_rate": ErrorRateEvaluator, "threshold": ThresholdEvaluator,
-           "spike": SpikeEvaluator}[rule.kind]
+           "spike": SpikeEvaluator, "score": ScoreEvaluator}[rule.kind]
     return cls(rule, agg)
