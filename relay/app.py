@@ -127,7 +127,8 @@ class Relay:
         cfg = self.config
         reg = self.telemetry.registry
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
-        self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
+        self._pricing = Pricing.load(cfg.ledger.pricing)  # one table for the ledger and the Langfuse cost_details
+        self.ledger = SqliteLedgerStore(spool.db, self._pricing)
         self.alert_history = AlertHistory(spool.db)
         self.alerting = AlertingService(spool.db, ScoredLedger(self.ledger, spool.db), cfg.rules, cfg.alerting,
                                         links=self._alert_links,
@@ -254,6 +255,7 @@ class Relay:
             forward_content=p.forward_content,
             redact_patterns=list(p.redact_patterns),
             labels=dict(tenant.labels),
+            pricing=getattr(self, "_pricing", None),
         )
 
     # ------------------------------------------------------------------ admin endpoint

@@ -30,8 +30,8 @@ File format::
                 state: firing                 # default firing; or pending
 
 ``record`` takes the fields of ``relay.model.UsageRecord`` (``kind``, ``user``, ``session_id``, ``model``,
-``input_tokens``, ``cost_micros``, ``success``, ``status_code``, ``error_class``, ``tool_name``, ``ttft_ms``,
-``labels``…) plus ``cost_usd`` (converted to micro-USD).
+``input_tokens``, ``cost_nanos``, ``success``, ``status_code``, ``error_class``, ``tool_name``, ``ttft_ms``,
+``labels``…) plus ``cost_usd`` (converted to nano-USD).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def _record(spec: dict[str, Any], key: str, t: float, tenant: str) -> UsageRecor
     if unknown:
         raise ValueError(f"unknown record field(s): {', '.join(sorted(unknown))}")
     if "cost_usd" in data:
-        data["cost_micros"] = round(float(data.pop("cost_usd")) * 1_000_000)
+        data["cost_nanos"] = round(float(data.pop("cost_usd")) * 1_000_000_000)
         data.setdefault("cost_source", "reported")
     data.setdefault("kind", "llm")
     data.setdefault("tenant", tenant)

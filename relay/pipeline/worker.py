@@ -390,8 +390,8 @@ class Pipeline(Component):
             if old is None:
                 m.usage.labels(new.tenant, new.kind).inc()
             model = new.model or "unknown"
-            if new.cost_micros > (old.cost_micros if old else 0):
-                m.cost.labels(new.tenant, model).inc((new.cost_micros - (old.cost_micros if old else 0)) / 1e6)
+            if new.cost_nanos > (old.cost_nanos if old else 0):
+                m.cost.labels(new.tenant, model).inc((new.cost_nanos - (old.cost_nanos if old else 0)) / 1e9)
             for kind, attr in _TOKEN_TYPES:
                 grew = getattr(new, attr) - (getattr(old, attr) if old else 0)
                 if grew > 0:

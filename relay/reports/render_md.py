@@ -26,7 +26,7 @@ def _breakdown(title: str, key: str, rows: list[Breakdown], sessions: bool = Fal
     if not rows:
         return []
     head = [key, "cost", "change", "API calls", "tokens"] + (["sessions"] if sessions else [])
-    body = [[b.key, fmt.usd(b.cost_micros), fmt.change(b.cost_micros, b.prev_cost_micros), fmt.count(b.api_calls),
+    body = [[b.key, fmt.usd(b.cost_nanos), fmt.change(b.cost_nanos, b.prev_cost_nanos), fmt.count(b.api_calls),
              fmt.tokens(b.tokens)] + ([fmt.count(b.sessions)] if sessions else []) for b in rows]
     return [f"## {title}", ""] + _table(head, body)
 
@@ -40,8 +40,8 @@ def _budgets_alerts(r: Report) -> list[str]:
         else:
             out += _table(["budget", "scope", "window", "spend", "limit", "used", "burn/day", "forecast", "status"], [
                 [b.name, b.scope + (f" (top: {b.group}; {b.groups_over} of {b.groups} over)" if b.group else ""),
-                 b.window, fmt.usd(b.spend_micros), fmt.usd(b.limit_micros), fmt.percent(b.used, 0),
-                 fmt.usd(b.burn_rate_micros_per_day), fmt.usd(b.forecast_micros), b.status.replace("_", " ")]
+                 b.window, fmt.usd(b.spend_nanos), fmt.usd(b.limit_nanos), fmt.percent(b.used, 0),
+                 fmt.usd(b.burn_rate_nanos_per_day), fmt.usd(b.forecast_nanos), b.status.replace("_", " ")]
                 for b in r.budgets])
     if r.alerts is not None:
         a = r.alerts
@@ -107,7 +107,7 @@ def render_markdown(r: Report) -> str:
         out += [f"## Cost by {r.group_label}", ""]
         out += _table([r.group_label, "cost", "change", "sessions", "active users", "API calls", "error rate",
                        "top model"],
-                      [[g.key, fmt.usd(g.cost_micros), fmt.change(g.cost_micros, g.prev_cost_micros),
+                      [[g.key, fmt.usd(g.cost_nanos), fmt.change(g.cost_nanos, g.prev_cost_nanos),
                         fmt.count(g.sessions), fmt.count(g.active_users), fmt.count(g.api_calls),
                         fmt.percent(g.api_errors / g.api_calls if g.api_calls else None), g.top_model or fmt.NA]
                        for g in r.by_group])
@@ -115,7 +115,7 @@ def render_markdown(r: Report) -> str:
         out += [f"## Top {len(r.top_sessions)} sessions by cost", ""]
         out += _table(["session", "user", "cost", "interactions", "API calls", "length"],
                       [[f"[{s.session_id}]({s.url})" if s.url else s.session_id, s.user or fmt.NA,
-                        fmt.usd(s.cost_micros),
+                        fmt.usd(s.cost_nanos),
                         fmt.count(s.interactions), fmt.count(s.api_calls), fmt.seconds(s.duration_s)]
                        for s in r.top_sessions])
     out += ["## API errors", ""]

@@ -69,7 +69,7 @@ def budget_standings(runtimes: Iterable[RuleRuntime], tenant: str, labels: Mappi
         spend, resets_at = 0.0, None
         if g is not None:
             g.agg.advance(*agg_rt.lo(now))
-            spend = g.agg.run[0] * 1e-6
+            spend = g.agg.run[0] / 1e9
         over = spend >= m.limit_usd - 1e-9
         if over and g is not None:
             resets_at = _resets_at(agg_rt.agg.window, g.agg.buckets, g.agg.lo, spend, m.limit_usd, now)
@@ -92,7 +92,7 @@ def _resets_at(window: object, buckets: Mapping[int, list], lo: int | None, spen
         return None
     left = spend
     for k in sorted(k for k in buckets if lo is None or k >= lo):
-        left -= buckets[k][0] * 1e-6
+        left -= buckets[k][0] / 1e9
         if left < limit - 1e-9:
             return (k + 1) * window.b + window.length
     return None
