@@ -136,7 +136,8 @@ class Relay:
         self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
                                     observe=self.alerting.observe)
         self.reports = self._report_scheduler()
-        self.runtime = RuntimeMonitor(reg, cfg.pipeline.memory_limit)
+        self.runtime = RuntimeMonitor(reg, cfg.pipeline.memory_limit, busy=lambda: spool.inbound_bytes > 0 or bool(
+            self.pipeline is not None and self.pipeline.assembler.records))
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),

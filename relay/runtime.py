@@ -15,7 +15,8 @@
   returns freed heap to the OS (``malloc_trim``) and
   refuses new data (receivers answer 503 + ``Retry-After`` / gRPC UNAVAILABLE, which OTLP exporters retry:
   https://opentelemetry.io/docs/specs/otlp/#failures) and the pipeline stops reading more requests into memory,
-  until RSS is back below the soft limit. Accepted data is never dropped: it waits in the durable spool.
+  until RSS is back below the soft limit or relay holds no data any more (``busy`` false: CPython keeps freed heap
+  mapped, and new data reuses it). Accepted data is never dropped: it waits in the durable spool.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
@@ -79,8 +81,10 @@ class RuntimeMonitor(Component):
 
     name = "runtime monitor"
 
-    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, freeze: bool = True):
+    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, freeze: bool = True,
+                 busy: Callable[[], bool] | None = None):
         self.memory_limit = memory_limit
+        self.busy = busy or (lambda: True)
         self.soft_limit = memory_limit - memory_limit // 5 if memory_limit else 0
         self.retry_after = 1.0
         self.freeze = freeze
@@ -155,7 +159,9 @@ class RuntimeMonitor(Component):
             gc.collect(1)  # the young generations only: a full collection would pause the loop for 0.1 s+
             _trim()
             rss = rss_bytes()
-        over = rss >= self.soft_limit
+        # Python rarely gives freed heap back to the OS: once relay holds no data any more (nothing accepted but
+        # unprocessed, no open trace), a high RSS is retained heap that new data reuses, so accept again
+        over = rss >= self.soft_limit and self.busy()
         if over != self.over_limit:
             self.over_limit = over
             log.warning("memory limiter: RSS %.0f MiB %s the soft limit %.0f MiB (pipeline.memory_limit %.0f MiB)%s",

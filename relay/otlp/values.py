@@ -64,12 +64,26 @@ def py_to_any(value: Any, out: AnyValue | None = None) -> AnyValue:
     return out
 
 
+#: Exact scalar types → ``AnyValue`` field (the hot path of ``dict_to_attrs``; subclasses such as enums take
+#: ``py_to_any``'s isinstance route, so the result is the same).
+_SCALAR_FIELDS = {str: "string_value", float: "double_value", bool: "bool_value"}
+
+
 def dict_to_attrs(d: Mapping[str, Any], out: Any) -> None:
-    """Append ``d``'s items to a repeated ``KeyValue`` field ``out`` (None values are skipped)."""
+    """Append ``d``'s items to a repeated ``KeyValue`` field ``out`` (None values are skipped); same encoding as
+    ``py_to_any``."""
+    add = out.add
     for k, v in d.items():
         if v is None:
             continue
-        py_to_any(v, out.add(key=k).value)
+        t = type(v)
+        f = _SCALAR_FIELDS.get(t)
+        if f is not None:
+            setattr(add(key=k).value, f, v)
+        elif t is int and -(2**63) <= v < 2**63:
+            add(key=k).value.int_value = v
+        else:
+            py_to_any(v, add(key=k).value)
 
 
 # Tolerant coercion: Claude Code sends some numbers and booleans as strings (observed in Claude Code's exports,
