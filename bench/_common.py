@@ -218,6 +218,42 @@ def scrape_metrics(admin_url: str, timeout: float = 5.0) -> dict[str, float]:
     return out
 
 
+def scrape_buckets(admin_url: str, name: str, timeout: float = 5.0) -> dict[float, float]:
+    """Cumulative bucket counts ``{le: count}`` of histogram ``name`` in relay's ``/metrics`` (summed over other
+    labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(admin_url + "/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    out: dict[float, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name + "_bucket":
+                le = float(s.labels["le"])
+                out[le] = out.get(le, 0.0) + s.value
+    return out
+
+
+def bucket_max(before: dict[float, float], after: dict[float, float]) -> tuple[float, int]:
+    """From two scrapes of a histogram: the upper bound of the highest bucket that got observations in between
+    (inf when one went over the last finite bound; nan when none), and the number of observations."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    if total <= 0:
+        return float("nan"), 0
+    highest = float("inf")
+    for le in sorted(after):
+        if after[le] - before.get(le, 0.0) >= total:
+            highest = le
+            break
+    return highest, int(total)
+
+
+def bucket_over(before: dict[float, float], after: dict[float, float], bound: float) -> int:
+    """Observations between two scrapes greater than ``bound`` (which must be a bucket bound)."""
+    inf = float("inf")
+    return int((after.get(inf, 0) - before.get(inf, 0)) - (after.get(bound, 0) - before.get(bound, 0)))
+
+
 @dataclass
 class ResourceSample:
     """CPU and memory of a process over a window: ``cpu_pct`` is CPU time / wall time × 100 (% of one core;

@@ -69,9 +69,12 @@ import aiohttp
 from _common import (
     FakeLangfuseProcess,
     RelayUnderTest,
+    bucket_max,
+    bucket_over,
     counts,
     cpu_count,
     percentile,
+    scrape_buckets,
 )
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -472,10 +475,14 @@ class PhaseResult:
     backlog_at_end: dict
     duplicates_at_langfuse: int
     fake_langfuse_cpu_pct: float
-    #: relay's own measurements since its start (this phase's fresh instance, warm-up included): the longest
-    #: event-loop lag (``relay_event_loop_lag_max_seconds``) and garbage collection (``relay_gc_pause_max_seconds``).
+    #: relay's own histograms over load + drain (``relay_event_loop_lag_seconds``, ``relay_gc_pause_seconds``):
+    #: the upper bound of the highest bucket hit (ms; the true maximum is at most this and above the bucket below),
+    #: and how many lags / collections exceeded 20 ms.
     loop_lag_max_ms: float = float("nan")
+    loop_lags_over_20ms: int = 0
     gc_pause_max_ms: float = float("nan")
+    gc_pauses_over_20ms: int = 0
+    gc_collections: int = 0
     relay_exit_code: int | None = None
     relay_stop_s: float = float("nan")
     on_the_fly_bodies: int = 0
@@ -559,6 +566,8 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
         if spans_per_unit is None:
             spans_per_unit = warm_out / max(1, warm.spans_acked)
         m0 = relay.metrics()
+        lag0 = scrape_buckets(relay.proc.admin_url, "relay_event_loop_lag_seconds")
+        gc0 = scrape_buckets(relay.proc.admin_url, "relay_gc_pause_seconds")
         fake.reset()
         f0 = fake.stats()
 
@@ -587,6 +596,8 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
             time.sleep(0.1)
         t2, c2 = time.monotonic(), relay.cpu_s()
         m2 = relay.metrics()
+        lag2 = scrape_buckets(relay.proc.admin_url, "relay_event_loop_lag_seconds")
+        gc2 = scrape_buckets(relay.proc.admin_url, "relay_gc_pause_seconds")
         f2 = fake.stats()
         whole = relay.window(t0, t2, c0, c2)
         exported = f2.spans
@@ -625,8 +636,9 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
             backlog_at_load_end=_backlog(m1), backlog_at_end=_backlog(m2), duplicates_at_langfuse=f2.duplicates,
             fake_langfuse_cpu_pct=100.0 * (f2.cpu_s - f0.cpu_s) / max(1e-9, t2 - t0),
             on_the_fly_bodies=pool.on_the_fly if pool else 0, notes=notes,
-            loop_lag_max_ms=1e3 * m2.get("relay_event_loop_lag_max_seconds", float("nan")),
-            gc_pause_max_ms=1e3 * m2.get("relay_gc_pause_max_seconds", float("nan")),
+            loop_lag_max_ms=1e3 * bucket_max(lag0, lag2)[0], loop_lags_over_20ms=bucket_over(lag0, lag2, 0.02),
+            gc_pause_max_ms=1e3 * bucket_max(gc0, gc2)[0], gc_pauses_over_20ms=bucket_over(gc0, gc2, 0.02),
+            gc_collections=bucket_max(gc0, gc2)[1],
         )
         if load.unfinished:
             notes.append(f"{load.unfinished} requests unanswered after the load window (cancelled)")
@@ -767,8 +779,10 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
         ("ack latency p99 (ms)", [_f(r.latency_ms["p99"], ".1f") for r in results]),
         ("ack latency max (ms)", [_f(r.latency_ms["max"], ".1f") for r in results]),
         ("client pacing lag p99 (ms)", [_f(r.lag_p99_ms, ".1f") for r in results]),
-        ("relay event-loop lag max (ms)", [_f(r.loop_lag_max_ms, ".1f") for r in results]),
-        ("relay GC pause max (ms)", [_f(r.gc_pause_max_ms, ".1f") for r in results]),
+        ("relay event-loop lag max (ms, ≤ bucket)", [_f(r.loop_lag_max_ms, ".0f") for r in results]),
+        ("relay event-loop lags > 20 ms", [_f(r.loop_lags_over_20ms) for r in results]),
+        ("relay GC pause max (ms, ≤ bucket)", [_f(r.gc_pause_max_ms, ".0f") for r in results]),
+        ("relay GC pauses > 20 ms / collections", [f"{r.gc_pauses_over_20ms} / {r.gc_collections}" for r in results]),
         ("relay CPU, load window (% of 1 core)", [_f(r.cpu_pct, ".1f") for r in results]),
         ("relay CPU, load + drain (% of 1 core)", [_f(r.cpu_pct_with_drain, ".1f") for r in results]),
         ("relay CPU per record handled (µs)*", [_f(r.cpu_us_per_record, ".0f") for r in results]),
@@ -987,7 +1001,8 @@ def _commit() -> str:
 def _progress(r: PhaseResult) -> None:
     print(f"  → acked {r.acked_spans_per_s:,.0f} spans/s, p99 {r.latency_ms['p99']:.1f} ms, CPU {r.cpu_pct:.0f} %, "
           f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), loop lag max "
-          f"{r.loop_lag_max_ms:.0f} ms, GC max {r.gc_pause_max_ms:.0f} ms", flush=True)
+          f"≤{r.loop_lag_max_ms:.0f} ms ({r.loop_lags_over_20ms} > 20 ms), GC max ≤{r.gc_pause_max_ms:.0f} ms "
+          f"({r.gc_pauses_over_20ms} > 20 ms)", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ GEN0_THRESHOLD = 50_000
 LAG_INTERVAL = 0.01  # s
 RSS_INTERVAL = 0.05  # s
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def rss_bytes() -> int:
