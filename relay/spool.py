@@ -191,15 +191,22 @@ class Spool:
             self.inbound_event.set()
         return stored
 
-    async def read_inbound(self, after_seq: int, limit: int = 64) -> list[InboundItem]:
-        """Inbound requests with ``seq > after_seq`` in order, at most ``limit``."""
+    async def read_inbound(self, after_seq: int, limit: int = 64, max_bytes: int | None = None) -> list[InboundItem]:
+        """Inbound requests with ``seq > after_seq`` in order, at most ``limit``, and no more than ``max_bytes`` of
+        payload (but always at least one request when any is pending)."""
 
         def read(conn: sqlite3.Connection) -> list[InboundItem]:
-            rows = conn.execute(
+            out: list[InboundItem] = []
+            size = 0
+            for r in conn.execute(
                 "SELECT seq, tenant, signal, payload, items, received_ns FROM inbound WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
-            ).fetchall()
-            return [InboundItem(r[0], r[1], Signal(r[2]), r[3], r[4], r[5]) for r in rows]
+            ):
+                out.append(InboundItem(r[0], r[1], Signal(r[2]), r[3], r[4], r[5]))
+                size += len(r[3])
+                if max_bytes is not None and size >= max_bytes:
+                    break
+            return out
 
         return await self.db.run(read)
 

@@ -124,6 +124,7 @@ class Pipeline(Component):
         root_grace: float,
         metrics: PipelineMetrics,
         read_batch: int = 64,
+        read_bytes: int = 4 * 2**20,
         max_open_records: int = 200_000,
         commit_batch: int = 256,
         ledger: LedgerStore | None = None,
@@ -137,6 +138,8 @@ class Pipeline(Component):
         self.assembler = Assembler(idle_timeout, root_grace)
         self.tracker = InboundTracker()
         self.read_batch = read_batch
+        #: Payload bytes read from the spool per step (at least one request): what one step decodes into memory.
+        self.read_bytes = read_bytes
         self.max_open_records = max_open_records
         self.commit_batch = commit_batch
         self.ledger = ledger
@@ -191,7 +194,7 @@ class Pipeline(Component):
         items = []
         pressure = self.memory_pressure()
         if self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
-            items = await self.spool.read_inbound(self.cursor, self.read_batch)
+            items = await self.spool.read_inbound(self.cursor, self.read_batch, self.read_bytes)
         finished: list[int] = []
         metric_batch: list[tuple] = []
         for item in items:
