@@ -183,7 +183,7 @@ def observation_attributes(obs: Observation) -> dict[str, Any]:
     return out
 
 
-def span_attributes(trace: TraceInfo, obs: Observation) -> dict[str, Any]:
+def span_attributes(trace: TraceInfo, obs: Observation, trace_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
     """All attributes of the span for ``obs``: its extra ``attributes`` first (minus those Langfuse would use to
     re-derive usage/cost the explicit JSON already states), then the Langfuse attributes, which win.
 
@@ -194,6 +194,8 @@ def span_attributes(trace: TraceInfo, obs: Observation) -> dict[str, Any]:
       values are the agent's own and are kept);
     - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
       ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
+
+    ``trace_attrs`` is ``trace_attributes(trace)`` when the caller already has it (computed once per trace).
     """
     extra: dict[str, Any] = {}
     for k, v in obs.attributes.items():
@@ -207,7 +209,7 @@ def span_attributes(trace: TraceInfo, obs: Observation) -> dict[str, Any]:
     if obs.model:
         extra.setdefault("gen_ai.request.model", obs.model)
         extra.setdefault("gen_ai.response.model", obs.model)
-    extra.update(trace_attributes(trace))
+    extra.update(trace_attributes(trace) if trace_attrs is None else trace_attrs)
     extra.update(observation_attributes(obs))
     return extra
 
@@ -223,11 +225,12 @@ def _id(hex_value: str, size: int, what: str) -> bytes:
     return raw
 
 
-def encode_span(trace: TraceInfo, obs: Observation, out: Span | None = None) -> Span:
+def encode_span(trace: TraceInfo, obs: Observation, out: Span | None = None,
+                trace_attrs: dict[str, Any] | None = None) -> Span:
     """One observation as an OTLP ``Span`` (kind INTERNAL). Ids come from lowercase hex (``trace_id`` 32, ``id`` and
     ``parent_id`` 16 characters; ``ValueError`` when invalid); ``start_ns``/``end_ns`` are Unix ns (a missing end
     takes the start); status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else UNSET;
-    events are ``(name, time_ns, attributes)``."""
+    events are ``(name, time_ns, attributes)``. ``trace_attrs``: see ``span_attributes``."""
     span = Span() if out is None else out
     trace_hex = obs.trace_id or trace.trace_id
     if trace.trace_id and trace_hex != trace.trace_id:
@@ -240,7 +243,7 @@ def encode_span(trace: TraceInfo, obs: Observation, out: Span | None = None) -> 
     span.kind = Span.SpanKind.SPAN_KIND_INTERNAL
     span.start_time_unix_nano = obs.start_ns or obs.end_ns or 0
     span.end_time_unix_nano = obs.end_ns or obs.start_ns or 0
-    dict_to_attrs(span_attributes(trace, obs), span.attributes)
+    dict_to_attrs(span_attributes(trace, obs, trace_attrs), span.attributes)
     for name, time_ns, attrs in obs.events:
         ev = span.events.add(name=name, time_unix_nano=time_ns)
         dict_to_attrs(attrs, ev.attributes)
@@ -263,13 +266,14 @@ def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceS
         resource["service.name"] = DEFAULT_SERVICE_NAME
     dict_to_attrs(resource, rs.resource.attributes)
     scopes: dict[tuple[str, str], Any] = {}
+    trace_attrs = trace_attributes(trace)  # the same on every span of the trace
     for obs in observations:
         key = obs.scope or (SCOPE_NAME, relay_version())
         ss = scopes.get(key)
         if ss is None:
             ss = scopes[key] = rs.scope_spans.add()
             ss.scope.name, ss.scope.version = key
-        encode_span(trace, obs, ss.spans.add())
+        encode_span(trace, obs, ss.spans.add(), trace_attrs)
     return rs
 
 
