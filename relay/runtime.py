@@ -26,6 +26,7 @@ import asyncio
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 #: ``gc.set_threshold`` generation-0 threshold (CPython's default is 700).
 GEN0_THRESHOLD = 10_000
 LAG_INTERVAL = 0.01  # s
+#: ``sys.setswitchinterval`` (s): how long a thread may hold the GIL while another waits for it.
+SWITCH_INTERVAL = 0.001
 RSS_INTERVAL = 0.05  # s
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -116,6 +119,9 @@ class RuntimeMonitor(Component):
             gc.freeze()
         _, g1, g2 = gc.get_threshold()
         gc.set_threshold(max(GEN0_THRESHOLD, gc.get_threshold()[0]), g1, g2)
+        # the writer thread (acknowledgements) must not wait 5 ms (CPython's default) for the GIL each time the
+        # event loop is busy mapping: hand it over every ms
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
         self._tasks = [asyncio.create_task(self._watch_lag(), name="relay-loop-lag")]

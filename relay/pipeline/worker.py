@@ -126,7 +126,7 @@ class Pipeline(Component):
         read_batch: int = 64,
         read_bytes: int = 4 * 2**20,
         max_open_records: int = 200_000,
-        commit_batch: int = 256,
+        commit_batch: int = 64,
         ledger: LedgerStore | None = None,
         on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
         on_traces_closed: Callable[[list[TraceCommit]], None] | None = None,
