@@ -309,9 +309,9 @@ class RelayUnderTest:
         prof_dir = os.environ.get("RELAY_BENCH_PYSPY")  # profiling aid: py-spy record every relay to this dir
         if prof_dir:
             out = Path(prof_dir) / f"relay-{self.pid}.txt"
-            self._pyspy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--format", "raw",
-                                            "--threads", "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else
-                                            "--nonblocking", "-o", str(out)],
+            mode = "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else "--nonblocking"
+            self._pyspy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                            str(self.pid), "--format", "raw", "--threads", mode, "-o", str(out)],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 

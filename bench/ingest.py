@@ -88,6 +88,7 @@ PROTOBUF = "application/x-protobuf"
 TARGET_RATE = 10_000  # spans/s: the Collector's Trace10kSPS scenario
 BAR_CPU_PCT, BAR_RSS_MIB = 20.0, 100.0  # Collector testbed ceilings for OTLP 10k spans/s (contrib trace_test.go)
 SPANS_PER_TRACE = 8
+BAR_DRAIN_S, BAR_ACK_P99_MS, BAR_PAUSE_MS = 1.0, 10.0, 20.0  # issue 12: delivered within 1 s, acks, loop pauses
 
 
 # ============================================================================================ payloads
@@ -839,6 +840,12 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
               f"({r.acked_spans_per_s:,.0f} spans/s), "
               f"{'kept up' if kept else 'did NOT keep up end to end'}, CPU {r.cpu_pct:.0f} % "
               f"(load+drain {r.cpu_pct_with_drain:.0f} %), RSS peak {r.rss_peak_mib:.0f} MiB")
+        ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
+        print(f"    issue 12 goals: delivered within {BAR_DRAIN_S:.0f} s after the load "
+              f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
+              f"({r.latency_ms['p99']:.1f}) {ok(r.latency_ms['p99'] <= BAR_ACK_P99_MS)}; no loop pause > "
+              f"{BAR_PAUSE_MS:.0f} ms ({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
+              f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}")
     for r in results:
         for n in r.notes:
             print(f"  note [{r.name}]: {n}")

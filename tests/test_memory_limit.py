@@ -146,7 +146,7 @@ def test_memory_limit_holds_under_a_burst_and_loses_nothing(tmp_path):
         assert len(lf.spans()) == REQUESTS * SPANS and lf.duplicate_span_ids() == {}
         # a bound the burst clearly exceeds without the limiter, with room above the idle process for work
         limit = idle + max(40 * MiB, (peak_off - idle) // 2)
-        assert peak_off > limit + 10 * MiB, f"burst too small to test: idle {idle / MiB:.0f}, peak {peak_off / MiB:.0f} MiB"
+        assert peak_off > limit + 10 * MiB, f"burst too small: idle {idle / MiB:.0f}, peak {peak_off / MiB:.0f} MiB"
 
         before = len(lf.spans())
         rnd2 = random.Random(8)

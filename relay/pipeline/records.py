@@ -103,7 +103,7 @@ def _set_span_attrs(self: SpanView, value: dict[str, Any] | None) -> None:
     self.__dict__["_attrs"] = value
 
 
-SpanView.attrs = property(_span_attrs, _set_span_attrs)  # type: ignore[assignment,method-assign]
+SpanView.attrs = property(_span_attrs, _set_span_attrs)  # type: ignore[assignment]
 
 
 
@@ -155,7 +155,7 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                     kind=s.kind,
                     start_ns=s.start_time_unix_nano,
                     end_ns=s.end_time_unix_nano,
-                    attrs=None,  # decoded from pb when the mapper reads it
+                    attrs=None,  # type: ignore[arg-type]  # decoded from pb when the mapper reads it
                     status_code=s.status.code,
                     status_message=s.status.message,
                     events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events] if s.events
