@@ -276,14 +276,16 @@ class RelayUnderTest:
     fresh temp data dir, exporting to ``langfuse_url``, plus a sampler thread that reads its RSS every
     ``interval`` s (psutil) so peak memory can be reported per measurement window.
 
-    ``overrides`` deep-merge into the generated config (see ``RelayProcess.config``).
+    ``overrides`` deep-merge into the generated config (see ``RelayProcess.config``); ``root`` is the source tree
+    whose ``relay`` runs (default: this repository).
     """
 
-    def __init__(self, langfuse_url: str, overrides: dict | None = None, interval: float = 0.1):
+    def __init__(self, langfuse_url: str, overrides: dict | None = None, interval: float = 0.1,
+                 root: Path | None = None):
         self._tmp = tempfile.TemporaryDirectory(prefix="relay-bench-")
         env = {"LANGFUSE_BASE_URL": langfuse_url, "LANGFUSE_PUBLIC_KEY": PUBLIC_KEY,
                "LANGFUSE_SECRET_KEY": SECRET_KEY}
-        self.proc = RelayProcess(Path(self._tmp.name) / "data", overrides=overrides or {}, env=env)
+        self.proc = RelayProcess(Path(self._tmp.name) / "data", overrides=overrides or {}, env=env, root=root)
         self.interval = interval
         self._ps: psutil.Process | None = None
         self._rss: list[tuple[float, int]] = []  # (monotonic time, rss bytes)

@@ -58,6 +58,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -538,7 +539,8 @@ def _wait_settled(relay: RelayUnderTest, fake: FakeLangfuseProcess, timeout: flo
 def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, reqs: list[OutRequest] | None = None,
               req_rate: float = 0.0, pool: BodyPool | None = None, concurrency: int = 4, duration: float = 5.0,
               warmup: list[OutRequest], spans_per_unit: float | None, target_spans: float | None,
-              drain_timeout: float, connections: int = 64, pipeline: dict | None = None) -> PhaseResult:
+              drain_timeout: float, connections: int = 64, pipeline: dict | None = None,
+              root: Path | None = None) -> PhaseResult:
     """One phase against a fresh relay.
 
     1. start relay (fresh data dir), send ``warmup`` and wait until it reached the fake — so connections exist and
@@ -553,7 +555,7 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
     relay = RelayUnderTest(fake.base_url, overrides={
         "pipeline": {"idle_timeout": "500ms", "root_grace": "200ms", **(pipeline or {})},
         "service": {"log": {"level": "warning"}},
-    })
+    }, root=root)
     relay.start()
     notes: list[str] = []
     try:
@@ -759,6 +761,8 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
     print()
     print("=" * w)
     print(f"relay ingest benchmark — {info['when']}, relay at commit {info['commit']} (plus any uncommitted changes)")
+    if info.get("baseline"):
+        print(f"baseline columns (<phase>@ref): relay at {info['baseline']}, same bodies, run just before")
     print(f"machine: {info['cpus']} logical CPUs (load average {info['loadavg']} at start), Python {info['python']};"
           f" relay, fake Langfuse (own process) and the load generator share them")
     print(f"bar: {TARGET_RATE:,} spans/s within {BAR_CPU_PCT:.0f} % of one core and {BAR_RSS_MIB:.0f} MiB "
@@ -842,7 +846,8 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
               f"(load+drain {r.cpu_pct_with_drain:.0f} %), RSS peak {r.rss_peak_mib:.0f} MiB")
         ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
         print(f"    issue 12 goals: delivered within {BAR_DRAIN_S:.0f} s after the load "
-              f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
+              f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; "
+              f"ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
               f"({r.latency_ms['p99']:.1f}) {ok(r.latency_ms['p99'] <= BAR_ACK_P99_MS)}; no loop pause > "
               f"{BAR_PAUSE_MS:.0f} ms ({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
               f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}")
@@ -876,6 +881,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", default="genai,claude-code,redaction,max",
                    help="comma list of genai (one phase per --batch), claude-code, redaction (catalogue on vs off), "
                         "max (default all)")
+    p.add_argument("--baseline", metavar="REF", help="also run the genai and claude-code phases against relay at "
+                   "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
+                   "same run, baseline first; its columns are named <phase>@REF")
     p.add_argument("--no-content", action="store_true", help="GenAI spans without prompt/response/tool content")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-' = stdout)")
     return p.parse_args(argv)
@@ -898,6 +906,15 @@ def main(argv: list[str] | None = None) -> int:
         return factories[n]
 
     print(f"relay ingest bench: {info['cpus']} CPUs; phases {sorted(phases)}; duration {args.duration:.0f} s", flush=True)
+    # the genai and claude-code phases also run against a baseline revision (same bodies, same run), first
+    variants: list[tuple[str, Path | None]] = [("", None)]
+    base_dir = None
+    if args.baseline:
+        base_dir = tempfile.TemporaryDirectory(prefix="relay-baseline-")
+        _export_revision(args.baseline, Path(base_dir.name))
+        info["baseline"] = f"{args.baseline} ({_commit(args.baseline)})"
+        variants.insert(0, (f"@{args.baseline}", Path(base_dir.name)))
+        print(f"baseline: relay at {info['baseline']}, exported to {base_dir.name}", flush=True)
     with FakeLangfuseProcess() as fake:
         if "genai" in phases:
             for n in args.batch:
@@ -908,11 +925,12 @@ def main(argv: list[str] | None = None) -> int:
                 reqs = [OutRequest("/v1/traces", f.make(), n, n) for _ in range(count)]
                 warm = [OutRequest("/v1/traces", f.make(), n, n) for _ in range(3)]
                 print(f"[genai-{n}] {args.rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s", flush=True)
-                results.append(run_phase(f"genai-{n}", fake, mode="open", batch=f"genai-{n}", reqs=reqs,
-                                         req_rate=req_rate, warmup=warm, spans_per_unit=1.0, target_spans=args.rate,
-                                         drain_timeout=args.drain_timeout))
+                for suffix, root in variants:
+                    results.append(run_phase(f"genai-{n}{suffix}", fake, mode="open", batch=f"genai-{n}", reqs=reqs,
+                                             req_rate=req_rate, warmup=warm, spans_per_unit=1.0,
+                                             target_spans=args.rate, drain_timeout=args.drain_timeout, root=root))
+                    _progress(results[-1])
                 del reqs
-                _progress(results[-1])
         if "claude-code" in phases:
             cc = ClaudeCodeFactory()
             per_session = len(cc.requests)
@@ -924,11 +942,12 @@ def main(argv: list[str] | None = None) -> int:
             span_rate = args.cc_rate * cc.spans / per_session
             print(f"[claude-code] {args.cc_rate:.0f} req/s (≈ {span_rate:,.0f} spans/s, "
                   f"{args.cc_rate * cc.records / per_session:,.0f} records/s) for ~{args.cc_duration:.0f} s", flush=True)
-            results.append(run_phase("claude-code", fake, mode="open", batch="claude-code", reqs=reqs,
-                                     req_rate=args.cc_rate, warmup=warm, spans_per_unit=None,
-                                     target_spans=span_rate, drain_timeout=args.drain_timeout))
+            for suffix, root in variants:
+                results.append(run_phase(f"claude-code{suffix}", fake, mode="open", batch="claude-code", reqs=reqs,
+                                         req_rate=args.cc_rate, warmup=warm, spans_per_unit=None,
+                                         target_spans=span_rate, drain_timeout=args.drain_timeout, root=root))
+                _progress(results[-1])
             del reqs
-            _progress(results[-1])
         if "redaction" in phases:
             f = factory(100)
             req_rate = TARGET_RATE / 100
@@ -970,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
             bodies = [(f.make(), f.spans)]
         ceilings[r.batch] = {"bytes": sum(len(b) for b, _ in bodies) // len(bodies),
                              "spans_per_s": protobuf_ceiling(bodies, args.ceiling_seconds)}
+    if base_dir is not None:
+        base_dir.cleanup()
     info["total_s"] = time.monotonic() - started
     print_report(results, ceilings, info)
     print_redaction(results, info.get("redaction_microbench"))
@@ -995,10 +1016,20 @@ def _json_safe(x: object) -> object:
     return x
 
 
-def _commit() -> str:
-    """The checked-out commit of the repository (read-only ``git rev-parse``), or "?"."""
+def _export_revision(ref: str, dest: Path) -> None:
+    """Extract the repository's tree at ``ref`` into ``dest`` (``git archive``; the repository is not touched).
+    Raises ``RuntimeError`` when git fails."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "archive", ref], cwd=repo, capture_output=True, timeout=60, check=False)
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive {ref} failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
+
+
+def _commit(ref: str = "HEAD") -> str:
+    """The commit ``ref`` names in the repository (read-only ``git rev-parse``), or "?"."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+        out = subprocess.run(["git", "rev-parse", "--short", ref], cwd=Path(__file__).resolve().parents[1],
                              capture_output=True, text=True, timeout=5, check=False)
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
@@ -1007,7 +1038,8 @@ def _commit() -> str:
 
 def _progress(r: PhaseResult) -> None:
     print(f"  → acked {r.acked_spans_per_s:,.0f} spans/s, p99 {r.latency_ms['p99']:.1f} ms, CPU {r.cpu_pct:.0f} %, "
-          f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), loop lag max "
+          f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), "
+          f"loop lag max "
           f"≤{r.loop_lag_max_ms:.0f} ms ({r.loop_lags_over_20ms} > 20 ms), GC max ≤{r.gc_pause_max_ms:.0f} ms "
           f"({r.gc_pauses_over_20ms} > 20 ms)", flush=True)
 

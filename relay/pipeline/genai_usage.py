@@ -343,7 +343,8 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
 
     def first(bucket: str) -> tuple[int | None, str | None]:
         for key in TOKEN_KEYS[bucket]:
-            if (v := _count(attrs.get(key))) is not None:
+            raw = attrs.get(key)
+            if raw is not None and (v := _count(raw)) is not None:  # most keys are absent: skip _count for them
                 return v, key
         return None, None
 

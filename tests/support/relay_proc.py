@@ -44,6 +44,8 @@ class RelayProcess:
     admin_port: int = 0
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    #: Source tree whose ``relay`` package runs (default: this repository; benchmarks compare another revision).
+    root: Path | None = None
 
     def __post_init__(self) -> None:
         self.http_port = self.http_port or free_port()
@@ -92,9 +94,10 @@ class RelayProcess:
         self.config_path.write_text(yaml.safe_dump(self.config()))
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")}
         env.update(self.env)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        root = self.root or ROOT
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=str(ROOT), env=env, stdout=self._log,
+        self.proc = subprocess.Popen(self.command(), cwd=str(root), env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
