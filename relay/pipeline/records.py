@@ -89,21 +89,20 @@ class SpanView:
         return self.scope_name.startswith(CLAUDE_CODE_SCOPE_PREFIX)
 
 
-def _span_attrs(self: SpanView) -> dict[str, Any]:
-    """``attrs``, decoded from ``pb`` on first use when the view was built with ``attrs=None`` (``iter_spans``):
-    an open trace then holds its spans as the compact protobuf messages, not as dicts of Python objects, and
-    the attributes are turned into Python values once, when the trace is mapped."""
-    a = self.__dict__.get("_attrs")
-    if a is None:
-        a = self.__dict__["_attrs"] = attrs_to_dict(self.pb.attributes) if self.pb is not None else {}
-    return a
+class _LazyAttrs:
+    """``SpanView.attrs`` of views built by ``iter_spans``: decoded from ``pb`` on first read and then stored on the
+    instance (a non-data descriptor, so later reads are plain attribute reads). An open trace thus holds its spans
+    as the compact protobuf messages, not as dicts of Python objects, and attributes are turned into Python values
+    once, when the trace is mapped."""
+
+    def __get__(self, obj: SpanView | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        a = obj.__dict__["attrs"] = attrs_to_dict(obj.pb.attributes) if obj.pb is not None else {}
+        return a
 
 
-def _set_span_attrs(self: SpanView, value: dict[str, Any] | None) -> None:
-    self.__dict__["_attrs"] = value
-
-
-SpanView.attrs = property(_span_attrs, _set_span_attrs)  # type: ignore[assignment]
+SpanView.attrs = _LazyAttrs()  # type: ignore[assignment]
 
 
 
@@ -144,7 +143,7 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                 tid, sid = hex_id(s.trace_id), hex_id(s.span_id)
                 if tid is None or sid is None:
                     continue
-                yield SpanView(
+                view = SpanView(
                     resource=resource,
                     scope_name=sname,
                     scope_version=sver,
@@ -155,7 +154,7 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                     kind=s.kind,
                     start_ns=s.start_time_unix_nano,
                     end_ns=s.end_time_unix_nano,
-                    attrs=None,  # type: ignore[arg-type]  # decoded from pb when the mapper reads it
+                    attrs=None,  # type: ignore[arg-type]
                     status_code=s.status.code,
                     status_message=s.status.message,
                     events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events] if s.events
@@ -163,3 +162,5 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                     pb=s,
                     seq=seq,
                 )
+                del view.__dict__["attrs"]  # decoded from pb by _LazyAttrs when the mapper reads it
+                yield view
