@@ -73,8 +73,11 @@ class Relay:
     ``alerting``, ``reports``, ``admin``); a disabled one is None.
     """
 
-    def __init__(self, config: RelayConfig):
+    def __init__(self, config: RelayConfig, *, owns_process: bool = False):
         self.config = config
+        #: True for the daemon (``relay run``): process-wide tuning (GC freeze, GIL switch interval) and the memory
+        #: limiter, which reads the process's RSS, apply only then — not to a relay embedded in a test process.
+        self.owns_process = owns_process
         self.tenants = config.resolved_tenants()
         self.telemetry = Telemetry()
         self.links = LangfuseLinks(self.tenants)
@@ -136,8 +139,9 @@ class Relay:
         self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
                                     observe=self.alerting.observe)
         self.reports = self._report_scheduler()
-        self.runtime = RuntimeMonitor(reg, cfg.pipeline.memory_limit, busy=lambda: spool.inbound_bytes > 0 or bool(
-            self.pipeline is not None and self.pipeline.assembler.records))
+        self.runtime = RuntimeMonitor(
+            reg, cfg.pipeline.memory_limit if self.owns_process else 0, tune_process=self.owns_process,
+            busy=lambda: spool.inbound_bytes > 0 or bool(self.pipeline is not None and self.pipeline.assembler.records))
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
@@ -163,9 +167,9 @@ class Relay:
         if cfg.service.admin.enabled:
             self.admin = AdminEndpoint(cfg.service.admin, self._admin_routes)
         flow: list[Component | None] = [
+            self.runtime,  # first, so started last: it freezes the start-up heap (relay.runtime)
             self.http, self.grpc, self.pipeline, self.exporter, self.links, self.scores, self.alerting, self.reports,
             self.admin, Housekeeping(spool),
-            self.runtime,  # last: freezes the start-up heap (relay.runtime)
         ]
         return [c for c in flow if c is not None]
 
@@ -553,7 +557,7 @@ def _secrets(cfg: RelayConfig) -> list[str]:
 async def run(config: RelayConfig) -> int:
     """Run relay until SIGTERM/SIGINT; returns the process exit code."""
     setup_logging(config.service.log.level, config.service.log.format)
-    relay = Relay(config)
+    relay = Relay(config, owns_process=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

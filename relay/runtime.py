@@ -78,6 +78,8 @@ def _trim() -> None:
 
 class RuntimeMonitor(Component):
     """GC tuning, loop-lag and GC-pause metrics, and the memory limiter (``memory_limit`` bytes, 0 = off).
+    ``tune_process``: apply the process-wide settings (GC freeze and threshold, GIL switch interval) — only for the
+    daemon, which owns its process.
 
     ``over_limit`` is True while RSS is at or above the soft limit; the ingest path refuses data then
     (``retry_after`` seconds) and the pipeline reads no more requests from the spool.
@@ -85,13 +87,13 @@ class RuntimeMonitor(Component):
 
     name = "runtime monitor"
 
-    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, freeze: bool = True,
+    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, tune_process: bool = True,
                  busy: Callable[[], bool] | None = None):
         self.memory_limit = memory_limit
         self.busy = busy or (lambda: True)
         self.soft_limit = memory_limit - memory_limit // 5 if memory_limit else 0
         self.retry_after = 1.0
-        self.freeze = freeze
+        self.tune_process = tune_process
         self.over_limit = False
         self.lag_max = 0.0
         self.gc_pause_max = 0.0
@@ -114,14 +116,14 @@ class RuntimeMonitor(Component):
 
     async def start(self) -> None:
         """Freeze the start-up heap, raise the GC threshold, start the lag and RSS watchers."""
-        if self.freeze:
+        if self.tune_process:
             gc.collect()
             gc.freeze()
-        _, g1, g2 = gc.get_threshold()
-        gc.set_threshold(max(GEN0_THRESHOLD, gc.get_threshold()[0]), g1, g2)
-        # the writer thread (acknowledgements) must not wait 5 ms (CPython's default) for the GIL each time the
-        # event loop is busy mapping: hand it over every ms
-        sys.setswitchinterval(SWITCH_INTERVAL)
+            g0, g1, g2 = gc.get_threshold()
+            gc.set_threshold(max(GEN0_THRESHOLD, g0), g1, g2)
+            # the writer thread (acknowledgements) must not wait 5 ms (CPython's default) for the GIL each time the
+            # event loop is busy mapping: hand it over every ms
+            sys.setswitchinterval(SWITCH_INTERVAL)
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
         self._tasks = [asyncio.create_task(self._watch_lag(), name="relay-loop-lag")]
