@@ -128,3 +128,27 @@ async def test_resync_sees_what_another_process_requeued(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+async def test_trace_states_reads_a_batch_like_trace_state_one_by_one(spool):
+    """The pipeline reads the state of a whole close batch in one job; it must agree with ``trace_state``."""
+    await spool.commit_traces([
+        TraceCommit("a", "t1", b"x", 2, ["o1", "o2"], {"trace_id": "t1", "name": "n"}, []),
+        TraceCommit("b", "t1", None, 0, ["o9"], {"trace_id": "t1"}, []),
+    ])
+    keys = [("a", "t1"), ("b", "t1"), ("a", "unknown"), ("a", "t1")]
+    states = await spool.trace_states(keys)
+    assert states == {("a", "t1"): ({"trace_id": "t1", "name": "n"}, {"o1", "o2"}),
+                      ("b", "t1"): ({"trace_id": "t1"}, {"o9"})}
+    for k in set(keys):
+        assert states.get(k, (None, set())) == await spool.trace_state(*k)
+    assert await spool.trace_states([]) == {}
+
+
+async def test_read_inbound_stops_at_max_bytes_but_returns_at_least_one(spool):
+    for i in range(5):
+        await spool.append("t", Signal.TRACES, bytes(100) + bytes([i]), 1, None)
+    assert len(await spool.read_inbound(0, 64, max_bytes=250)) == 3  # 101 + 101 + 101 ≥ 250: stops after the third
+    assert len(await spool.read_inbound(0, 64, max_bytes=1)) == 1
+    assert len(await spool.read_inbound(0, 64)) == 5
+    assert len(await spool.read_inbound(0, 2, max_bytes=10_000)) == 2

@@ -1,0 +1,62 @@
+"""``relay.runtime``: the event-loop lag and GC pause measurements, and the memory limiter's decision."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from prometheus_client import CollectorRegistry
+
+from relay.component import deadline_in
+from relay.otlp.values import attrs_to_dict
+from relay.pipeline.records import iter_spans
+from relay.runtime import RuntimeMonitor, rss_bytes
+
+
+async def test_a_blocked_loop_and_a_collection_are_measured():
+    reg = CollectorRegistry()
+    mon = RuntimeMonitor(reg, tune_process=False)
+    await mon.start()
+    try:
+        await asyncio.sleep(0.03)
+        time.sleep(0.06)  # the loop is blocked for 60 ms: the next timer runs that late
+        await asyncio.sleep(0.03)
+        gc.collect()
+    finally:
+        await mon.shutdown(deadline_in(1))
+    assert mon.lag_max >= 0.04
+    assert reg.get_sample_value("relay_event_loop_lag_max_seconds") == mon.lag_max
+    assert reg.get_sample_value("relay_event_loop_lag_seconds_count") >= 2
+    assert mon.gc_pause_max > 0
+    assert reg.get_sample_value("relay_gc_pause_seconds_count", {"generation": "2"}) >= 1
+    assert gc.callbacks.count(mon._on_gc) == 0  # removed at shutdown
+
+
+def test_memory_limiter_refuses_only_over_the_soft_limit_while_relay_holds_data():
+    rss = rss_bytes()
+    assert rss > 0
+    busy = [True]
+    low = RuntimeMonitor(CollectorRegistry(), memory_limit=rss // 2, tune_process=False, busy=lambda: busy[0])
+    assert low.check() is True and low.over_limit
+    busy[0] = False  # nothing held any more: the retained heap is reused, accept again
+    assert low.check() is False
+    high = RuntimeMonitor(CollectorRegistry(), memory_limit=rss * 4, tune_process=False)
+    assert high.check() is False
+    off = RuntimeMonitor(CollectorRegistry(), memory_limit=0, tune_process=False)
+    assert off.check() is False
+
+
+def test_span_attributes_are_decoded_lazily_and_once():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+    span.attributes.extend([KeyValue(key="a", value=AnyValue(int_value=1)),
+                            KeyValue(key="b", value=AnyValue(string_value="x"))])
+    (view,) = iter_spans(req)
+    assert "attrs" not in view.__dict__  # an open trace holds the protobuf, not a dict
+    assert view.attrs == attrs_to_dict(span.attributes) == {"a": 1, "b": "x"}
+    view.attrs["c"] = 2  # mappers may edit the dict: it is the same one on every read
+    assert view.attrs == {"a": 1, "b": "x", "c": 2}
