@@ -386,19 +386,30 @@ class Pipeline(Component):
         if not changes:
             return
         m = self.metrics
+        # summed per label set first: one counter update per series and batch, not per record
+        records: dict[tuple[str, str], int] = {}
+        cost: dict[tuple[str, str], int] = {}  # nano-USD
+        tokens: dict[tuple[str, str, str], int] = {}
         for ch in changes:
             new, old = ch.new, ch.old
             if new is None:
                 continue
             if old is None:
-                m.usage.labels(new.tenant, new.kind).inc()
+                records[(new.tenant, new.kind)] = records.get((new.tenant, new.kind), 0) + 1
             model = new.model or "unknown"
-            if new.cost_nanos > (old.cost_nanos if old else 0):
-                m.cost.labels(new.tenant, model).inc((new.cost_nanos - (old.cost_nanos if old else 0)) / 1e9)
+            grew = new.cost_nanos - (old.cost_nanos if old else 0)
+            if grew > 0:
+                cost[(new.tenant, model)] = cost.get((new.tenant, model), 0) + grew
             for kind, attr in _TOKEN_TYPES:
                 grew = getattr(new, attr) - (getattr(old, attr) if old else 0)
                 if grew > 0:
-                    m.tokens.labels(new.tenant, model, kind).inc(grew)
+                    tokens[(new.tenant, model, kind)] = tokens.get((new.tenant, model, kind), 0) + grew
+        for labels, n in records.items():
+            m.usage.labels(*labels).inc(n)
+        for labels, nanos in cost.items():
+            m.cost.labels(*labels).inc(nanos / 1e9)
+        for tlabels, n in tokens.items():
+            m.tokens.labels(*tlabels).inc(n)
         if self.on_ledger_changes is not None:
             try:
                 self.on_ledger_changes(list(changes))
