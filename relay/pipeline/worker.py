@@ -312,7 +312,7 @@ class Pipeline(Component):
         for g in groups:
             try:
                 result = map_group(g.logs, g.spans, self.settings(g.tenant).ctx)
-            except Exception:  # noqa: BLE001 — _map raises it again, in its error path
+            except Exception:  # _map raises it again, in its error path
                 continue
             pre.results[id(g)] = result
             if result.trace is not None:
