@@ -165,18 +165,24 @@ class Scorer:
         due = await self.db.run(lambda c: c.execute(
             "SELECT tenant, kind, subject_id, session_id, start_ns, end_ns, due_ns FROM score_subjects "
             "WHERE due_ns > 0 AND due_ns <= ? ORDER BY due_ns LIMIT 200", (now,)).fetchall())
-        queued = 0
         tenants: set[str] = set()
-        for tenant, kind, subject, session, start, end, due_ns in due:
+        # the ledger records of every due trace in ONE database job, and every result committed in one more: a
+        # round trip to the writer thread per trace was a bottleneck at thousands of traces per second
+        traces = await self._records_of_traces([(t, subject) for t, kind, subject, *_ in due if kind == "trace"])
+        items: list[tuple[list[LedgerScore], tuple]] = []
+        for tenant, kind, subject, _session, start, end, due_ns in due:
             if kind == "trace":
-                scores = await self._trace_scores(tenant, subject, session, start, end)
+                scores = self._trace_scores_of(tenant, subject, start, end, traces.get((tenant, subject), []))
             else:
                 scores = await self._session_scores(tenant, subject)
-            key = (tenant, kind, subject, due_ns)
-            queued += await self.db.run(functools.partial(self._commit, scores=scores, key=key))
+            items.append((scores, (tenant, kind, subject, due_ns)))
             if scores:
                 tenants.add(tenant)
             await asyncio.sleep(0)
+        queued = 0
+        if items:
+            queued, changes = await self.db.run(functools.partial(self._commit_all, items=items))
+            self._changes.extend(changes)
         if tenants and self.on_queued:
             self.on_queued(tenants)
         if self._changes:
@@ -188,14 +194,17 @@ class Scorer:
                     log.exception("scores: on_changes failed")
         return queued
 
-    def _commit(self, conn: sqlite3.Connection, scores: list[LedgerScore], key: tuple) -> int:
-        tenant, kind, subject, due_ns = key
-        n, changes = put_scores(conn, scores)
-        conn.execute("UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
-                     (tenant, kind, subject, due_ns))
-        if changes:
-            self._changes.extend(changes)
-        return n
+    @staticmethod
+    def _commit_all(conn: sqlite3.Connection, items: list[tuple[list[LedgerScore], tuple]]) -> tuple[int, list]:
+        """Store each subject's scores and mark it scored; (scores stored, ledger changes) of all of them."""
+        total, changes = 0, []
+        for scores, (tenant, kind, subject, due_ns) in items:
+            n, ch = put_scores(conn, scores)
+            conn.execute("UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
+                         (tenant, kind, subject, due_ns))
+            total += n
+            changes.extend(ch)
+        return total, changes
 
     async def _flush_closed(self) -> None:
         if not self._closed:
@@ -211,9 +220,19 @@ class Scorer:
             SELECT + f" WHERE tenant=? AND {column}=?", (tenant, value)).fetchall())
         return sorted((record_of(r) for r in rows), key=lambda r: (r.time_ns, r.key))
 
-    async def _trace_scores(self, tenant: str, trace_id: str, session: str | None, start: int | None,
-                            end: int | None) -> list[LedgerScore]:
-        records = await self._records(tenant, "trace_id", trace_id)
+    async def _records_of_traces(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[UsageRecord]]:
+        """The ledger records of many ``(tenant, trace_id)`` in one database job, each list sorted as ``_records``."""
+        if not keys:
+            return {}
+
+        def read(c: sqlite3.Connection) -> dict[tuple[str, str], list]:
+            return {k: c.execute(SELECT + " WHERE tenant=? AND trace_id=?", k).fetchall() for k in set(keys)}
+
+        rows = await self.db.run(read)
+        return {k: sorted((record_of(r) for r in rs), key=lambda r: (r.time_ns, r.key)) for k, rs in rows.items()}
+
+    def _trace_scores_of(self, tenant: str, trace_id: str, start: int | None, end: int | None,
+                         records: list[UsageRecord]) -> list[LedgerScore]:
         if not records:
             return []
         figures = figures_of(records)
