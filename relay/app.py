@@ -80,7 +80,8 @@ class Relay:
         cfg = self.config
         MASK.add(_secrets(cfg))
         self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
-                                max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention)
+                                max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention,
+                                min_free_space=cfg.storage.min_free_space, outcomes=self.telemetry.outcomes)
         reg = self.telemetry.registry
         spool = self.spool
         spool_bytes = Gauge("relay_spool_bytes", "Bytes spooled on disk, by queue: inbound (not yet processed) and "
@@ -154,7 +155,8 @@ class Relay:
         if self._stopping or self.spool is None:
             raise IngestRefused("relay is shutting down; retry", 1.0)
         try:
-            return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
+            return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key,
+                                           invalid=req.rejected_by)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
 
@@ -222,8 +224,8 @@ class Relay:
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")
-        if self.spool and self.spool.size >= self.spool.max_size:
-            problems.append("spool full")
+        if self.spool and (problem := self.spool.admission_problem()):
+            problems.append(problem)
         exporters = self.exporter.health() if self.exporter else {}
         for tenant, h in exporters.items():
             if h.get("state") == "failing_permanently":

@@ -226,6 +226,10 @@ class StorageConfig(_Model):
     #: Upper bound of spooled data (inbound not yet processed + outbound not yet exported), in bytes.
     #: Beyond it receivers answer 503 with Retry-After instead of dropping.
     max_spool_size: Size = 2 * 2**30
+    #: Free space kept on the file system of ``directory``, in bytes: below it receivers answer 503 with
+    #: Retry-After, so exports (whose deletes need room) and the pipeline can still write and drain the spool.
+    #: Admission reopens by itself when space is back. 0 disables the check.
+    min_free_space: Size = 64 * 2**20
     #: How long exported observation ids and trace metadata are remembered (late records of a trace exported
     #: earlier reuse them; a replay of old data within this window is not exported twice). Request hashes (for
     #: byte-identical client retries) are kept for at most an hour.

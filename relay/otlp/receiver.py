@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from relay.model import Signal
+from relay.model import Outcome, Signal
 from relay.otlp.codec import ValidatedRequest
 from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, dedup_key
 from relay.telemetry import RECEIVER, Telemetry
 
-__all__ = ["Outcome", "SubmitResult", "IngestGate", "parse_endpoint"]
+__all__ = ["SubmitStatus", "SubmitResult", "IngestGate", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 FAILURE_RETRY_AFTER = 1.0
 
 
-class Outcome(StrEnum):
-    """What happened to a submitted request."""
+class SubmitStatus(StrEnum):
+    """What happened to a submitted *request* at the spool (not an item's fate: that is
+    :class:`relay.model.Outcome`)."""
 
     STORED = "stored"  # durably queued
     DUPLICATE = "duplicate"  # dedup key already known: success, nothing stored
@@ -40,7 +41,7 @@ class Outcome(StrEnum):
 class SubmitResult:
     """Result of :meth:`IngestGate.submit`: ``retry_after`` (seconds) and ``reason`` are set for REFUSED/FAILED."""
 
-    outcome: Outcome
+    status: SubmitStatus
     retry_after: float = 0.0
     reason: str = ""
 
@@ -62,7 +63,7 @@ class IngestGate:
         while the ingest task keeps running to completion.
         """
         item = IngestRequest(tenant=tenant, signal=req.signal, payload=req.payload, items=req.items,
-                             dedup_key=dedup_key(tenant, req.signal, body))
+                             dedup_key=dedup_key(tenant, req.signal, body), rejected_by=dict(req.rejected_by))
         task = asyncio.get_running_loop().create_task(self._run(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -74,21 +75,25 @@ class IngestGate:
             stored = await self._ingest(req)
         except IngestRefused as e:
             self._t.refused[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.REFUSED, max(float(e.retry_after), 0.0), e.reason)
+            return SubmitResult(SubmitStatus.REFUSED, max(float(e.retry_after), 0.0), e.reason)
         except Exception:
             log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
             self._t.failed[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
+            return SubmitResult(SubmitStatus.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
         if stored:
             self._t.accepted[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.STORED)
+            return SubmitResult(SubmitStatus.STORED)
         self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, req.tenant, req.signal.value).inc()
-        return SubmitResult(Outcome.DUPLICATE)
+        return SubmitResult(SubmitStatus.DUPLICATE)
 
-    def count_rejected(self, tenant: str, signal: Signal, n: int) -> None:
-        """Count ``n`` items removed by validation (partial success)."""
-        if n:
-            self._t.rejected[signal].labels(RECEIVER, self.transport, tenant).inc(n)
+    def count_rejected(self, tenant: str, req: ValidatedRequest) -> None:
+        """Count the items validation removed from ``req`` (partial success). Their ``invalid`` outcome is
+        counted here only when nothing of the request is stored (no valid item); otherwise the sink counts it
+        with the stored request."""
+        if req.rejected:
+            self._t.rejected[req.signal].labels(RECEIVER, self.transport, tenant).inc(req.rejected)
+            if not req.items:
+                self._t.outcomes.add((req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items())
 
     def finish(self, signal: Signal, status: str, started: float) -> None:
         """Count one answered request with ``status`` and observe its duration since ``started``
