@@ -442,6 +442,11 @@ class Spool:
         ids = [(now, b.id) for b in batches]
         await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=? WHERE id=?", ids))
 
+    async def replace_outbound_state(self, batches: list[OutboundBatch]) -> None:
+        """Clear the send state of ``batches`` (they will be sent again as they are)."""
+        ids = [(b.id,) for b in batches]
+        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=NULL WHERE id=?", ids))
+
     async def replace_outbound(self, batch: OutboundBatch, payload: bytes, spans: int) -> None:
         """Replace a batch's payload by the part not yet delivered (after a reconciliation found the rest in
         Langfuse); clears its send state. The batch keeps its items (their outcome comes with its export)."""

@@ -24,7 +24,7 @@ from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, Re
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
 from relay.spool import Spool, TraceCommit
-from tests.fakes.langfuse import FakeLangfuse
+from tests.fakes.langfuse import TRACES_PATH, FakeLangfuse
 
 KEYS = {"a": ("pk-lf-aaa", "sk-lf-aaa-secret"), "b": ("pk-lf-bbb", "sk-lf-bbb-secret")}
 PROJECTS = {"pk-lf-aaa": ("sk-lf-aaa-secret", "proj-a"), "pk-lf-bbb": ("sk-lf-bbb-secret", "proj-b")}
@@ -108,6 +108,11 @@ async def running(spool: Spool, cfg: LangfuseExporterConfig, *tenants: TenantCon
         yield exporter
     finally:
         await exporter.stop(timeout=2.0)
+
+
+def posts(lf: FakeLangfuse) -> list:
+    """The export requests the fake received (health probes and reconciliation queries left out)."""
+    return [r for r in lf.requests if r.path == TRACES_PATH]
 
 
 async def until(pred, timeout: float = 5.0, what: str = "condition"):
@@ -198,7 +203,7 @@ async def test_503_then_recovery_honours_retry_after(spool, lf):
     lf.fail(503, times=2)
     expected = await commit(spool, "a", batches=2, spans=2)
     async with running(spool, config(), tenant("a", lf.base_url)) as exp:
-        await until(lambda: len(lf.requests) >= 1, what="first attempt")
+        await until(lambda: len(posts(lf)) >= 1, what="first attempt")
         await until(lambda: exp.health()["a"]["state"] == "retrying", what="retrying state")
         assert exp.health()["a"]["last_status"] == 503
         expected += await commit(spool, "a", batches=1, spans=2)  # must not overtake the head batch
@@ -206,7 +211,7 @@ async def test_503_then_recovery_honours_retry_after(spool, lf):
         await until(lambda: exp.health()["a"]["state"] == "ok", what="recovery")
         assert metric(exp, "relay_exporter_retries_total", "a", kind="503") == 3
         assert metric(exp, "relay_exporter_ambiguous_retries_total", "a") == 0
-    times = [r.received_at for r in lf.requests]
+    times = [r.received_at for r in posts(lf)]
     assert times[1] - times[0] >= 0.95, "retried before Retry-After: 1"
     assert times[2] - times[1] < 0.9  # later retries use the (short) backoff
     assert ids_of(lf.spans()) == expected and not lf.duplicate_span_ids()
@@ -219,7 +224,7 @@ async def test_429_with_http_date_retry_after(spool, lf):
     async with running(spool, config(), tenant("a", lf.base_url)) as exp:
         await lf.wait_for_spans(2, timeout=5)
         assert metric(exp, "relay_exporter_retries_total", "a", kind="429") == 1
-    first, second = lf.requests[0].received_at, lf.requests[1].received_at
+    first, second = posts(lf)[0].received_at, posts(lf)[1].received_at
     assert second >= deadline - 0.05 and second - first >= 0.95
     assert ids_of(lf.spans()) == expected
 
@@ -268,7 +273,7 @@ async def test_400_on_merged_request_isolates_the_bad_batch(spool, lf):
     assert len(dead) == 1 and dead[0].spans == 2 and "Invalid OTLP trace export" in dead[0].reason
     assert len(dead[0].reason) <= 500
     assert ids_of(lf.spans()) == good1 + good2
-    assert [r.status for r in lf.requests] == [400, 200, 400, 200, 200]  # merged, then one by one
+    assert [r.status for r in posts(lf)] == [400, 200, 400, 200, 200]  # merged, then one by one
 
 
 async def test_401_marks_failing_permanently_and_recovers(spool, lf):
@@ -280,8 +285,8 @@ async def test_401_marks_failing_permanently_and_recovers(spool, lf):
         assert health["state"] == "failing_permanently" and health["last_status"] == 401
         assert "Invalid credentials" in health["last_error"]
         second = await commit(spool, "a", batches=1, spans=2)
-        await until(lambda: len(lf.requests) == 2, what="second batch attempt")
-        t_first, t_second = lf.requests[0].received_at, lf.requests[1].received_at
+        await until(lambda: len(posts(lf)) == 2, what="second batch attempt")
+        t_first, t_second = posts(lf)[0].received_at, posts(lf)[1].received_at
         assert t_second - t_first >= 0.25  # paused max_interval (0.3 s) after a 401
         await until(lambda: spool.outbound_spans["a"] == 0, what="second dead letter")
         lf.clear_faults()  # keys fixed on the Langfuse side
@@ -314,7 +319,7 @@ async def test_500_is_retried_up_to_the_limit_then_dead_lettered(spool, lf):
         await commit(spool, "a", batches=1, spans=1)
         dead = await until(lambda: spool.dead_letters("a"), what="dead letter")
         assert dead[0].status == 500 and "after 2 retries" in dead[0].reason
-        assert [r.status for r in lf.requests] == [500, 200, 500, 500, 500]
+        assert [r.status for r in posts(lf)] == [500, 200, 500, 500, 500]
         assert metric(exp, "relay_exporter_retries_total", "a", kind="500") == 3
         lf.clear_faults()
         last = await commit(spool, "a", batches=1, spans=1)
@@ -343,7 +348,7 @@ async def test_stop_while_retrying_is_prompt_and_keeps_the_batch(spool, lf):
     expected = await commit(spool, "a", batches=2, spans=2)
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
-    await until(lambda: len(lf.requests) >= 1, what="first attempt")
+    await until(lambda: len(posts(lf)) >= 1, what="first attempt")
     started = time.monotonic()
     await exporter.stop(timeout=5)
     assert time.monotonic() - started < 0.5
@@ -360,7 +365,7 @@ async def test_stop_lets_the_in_flight_request_finish(spool, lf):
     expected = await commit(spool, "a", batches=1, spans=2)
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
-    await until(lambda: len(lf.requests) >= 1, what="request in flight")
+    await until(lambda: len(posts(lf)) >= 1, what="request in flight")
     await exporter.stop(timeout=3)
     assert spool.outbound_spans["a"] == 0  # acknowledged before stopping: a restart will not re-send
     async with running(spool, config(), tenant("a", lf.base_url)):
@@ -373,7 +378,7 @@ async def test_lost_responses_are_retried_and_counted_as_ambiguous(spool, lf, ca
     lf.slow(1.0, times=1)  # stored, answer after the client's 0.5 s timeout
     expected = await commit(spool, "a", batches=1, spans=1)
     async with running(spool, config(timeout=0.5), tenant("a", lf.base_url)) as exp:
-        await until(lambda: [r.status for r in lf.requests][-1:] == [200] and len(lf.requests) == 3, what="retry")
+        await until(lambda: [r.status for r in posts(lf)][-1:] == [200] and len(posts(lf)) == 3, what="retry")
         await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
         assert metric(exp, "relay_exporter_ambiguous_retries_total", "a") == 2
         assert metric(exp, "relay_exporter_retries_total", "a", kind="disconnect") == 1
