@@ -158,7 +158,9 @@ class Pipeline:
         self._release: list[int] = []  # finished requests whose deletion is pending
         self._held: dict[int, list[OutcomeRow]] = {}  # feed-time outcomes of requests held by open groups
         self._attempts: dict[tuple, int] = {}  # deterministic failures per request / trace
-        self._isolate = False  # after a failure of a multi-item write: retry item by item to find the poison one
+        # after a deterministic failure of a multi-item write: retry item by item to find the poison one
+        self._isolate_fed = False
+        self._isolate_close = False
 
     def start(self) -> None:
         """Start the worker task."""
@@ -321,7 +323,7 @@ class Pipeline:
         requests released by committed traces. A deterministic failure of a multi-request write is retried
         request by request to find the poison one."""
         while self._fed:
-            chunk = self._fed[:1] if self._isolate else self._fed
+            chunk = self._fed[:1] if self._isolate_fed else self._fed
             rows = [r for f in chunk for r in f.metric_rows]
             try:
                 if rows and self.ledger is not None:
@@ -330,7 +332,7 @@ class Pipeline:
                 if is_storage_error(e):
                     raise
                 if len(chunk) > 1:
-                    self._isolate = True
+                    self._isolate_fed = True
                     raise _Retry() from None
                 f = chunk[0]
                 what = f"storing the metric points of a request"
@@ -346,7 +348,7 @@ class Pipeline:
             for f in chunk:
                 self._attempts.pop(("ledger", f.item.seq), None)
             del self._fed[: len(chunk)]
-        self._isolate = False
+        self._isolate_fed = False
         if self._release:
             seqs = list(self._release)
             await self.spool.done_inbound(seqs, [r for s in seqs for r in self._held.get(s, ())])
@@ -358,7 +360,7 @@ class Pipeline:
         """Commit the groups waiting in ``_closing`` in chunks of ``commit_batch`` (one at a time while isolating
         a failure); a chunk leaves the list only once committed."""
         while self._closing and not self._stopping:  # when stopping, the rest stay in the inbound spool
-            chunk = self._closing[:1] if self._isolate else self._closing[: self.commit_batch]
+            chunk = self._closing[:1] if self._isolate_close else self._closing[: self.commit_batch]
             try:
                 await self._close(chunk)
             except (_Retry, asyncio.CancelledError):
@@ -367,7 +369,7 @@ class Pipeline:
                 if is_storage_error(e):
                     raise
                 if len(chunk) > 1:
-                    self._isolate = True
+                    self._isolate_close = True
                     raise _Retry() from None
                 g = chunk[0]
                 what = f"mapping a trace ({g.size} records)"
@@ -385,7 +387,7 @@ class Pipeline:
             del self._closing[: len(chunk)]
             self._released(chunk)
             await self._flush()
-        self._isolate = False
+        self._isolate_close = False
 
     def _released(self, groups: list[Group]) -> None:
         for g in groups:
