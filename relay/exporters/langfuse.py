@@ -11,8 +11,8 @@ Per tenant, one loop (independent position, backoff and health, so a failing pro
 2. read the oldest batches up to ``batch.max_spans`` spans / ``batch.max_bytes`` bytes and POST their
    concatenation (concatenated ``ExportTraceServiceRequest`` bytes are one valid request) gzip-compressed to
    ``{base_url}/api/public/otel/v1/traces`` with Basic auth and ``x-langfuse-ingestion-version: 4``;
-3. 2xx → ``ack_outbound``; transient failure → retry the SAME body (``relay.exporters.retry``) until it succeeds,
-   nothing newer is sent meanwhile; permanent refusal → ``dead_letter`` with the status and the server's message.
+3. 2xx → ``ack_outbound``; transient failure with no body stored (connect error, 429, 5xx) → retry the SAME body
+   (``relay.exporters.retry``) until it succeeds, nothing newer is sent meanwhile; a lost answer → reconcile (below); permanent refusal → ``dead_letter`` with the status and the server's message.
    A 400/413 on a merged request first re-sends its batches one by one, so only the bad batch is dead-lettered.
    401/403/404 (bad key, organisation key or suspended ingestion, wrong URL) mark the tenant
    ``failing_permanently`` and pause ``max_interval`` seconds between batches until a request succeeds.
@@ -22,8 +22,8 @@ At most one copy of each span (contract langfuse.md §2 rule 4: Langfuse v4 does
 - the batches of a request are marked in the spool (``Spool.mark_sending``) before the request is sent, and
   deleted (``ack_outbound``) after the 2xx; a failing delete (disk full) is retried with backoff, never by
   sending the batches again;
-- a batch read in the "sent, no answer recorded" state (relay died during the request) is reconciled before it is
-  sent again: relay waits until ``reconcile_delay`` after the send, asks Langfuse's Observations API v2
+- a batch in the "sent, no answer" state — relay died during the request, or the answer was lost (timeout or
+  dropped connection after the body was written) — is reconciled before it is sent again: relay waits until ``reconcile_delay`` after the send, asks Langfuse's Observations API v2
   (``GET /api/public/v2/observations?traceId=…``, https://langfuse.com/docs/api-and-data-platform/features/observations-api)
   which of its span ids are stored, acknowledges the batch when all are, and otherwise re-sends only the spans
   Langfuse does not have (the batch is split). Langfuse v3 servers (``GET /api/public/health`` version < 4) upsert
@@ -144,7 +144,21 @@ class _Stopped(Exception):
 
 
 class _QueryFailed(Exception):
-    """Langfuse's observations API could not answer a reconciliation query."""
+    """Langfuse's observations API could not answer a reconciliation query; ``transient`` when worth asking again
+    later (connection error, timeout, 429, 5xx) rather than giving up on the check (404 on older servers, …)."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+class _Uncertain(Exception):
+    """A request's body was sent but no answer came back (timeout, dropped connection): Langfuse may have stored
+    it, so the batches are reconciled before anything is sent again. Wraps the ``TransientError``."""
+
+    def __init__(self, cause: TransientError):
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _major(version: str | None) -> int | None:
@@ -184,6 +198,7 @@ class _TenantLoop:
         self.base_url = lf.base_url
         self.server_version: str | None = None  # from the health endpoint
         self._last_failure: TransientError | None = None
+        self._query_failures = 0
         public, secret = lf.public_key.get_secret_value(), lf.secret_key.get_secret_value()
         self._secrets = tuple(s for s in (secret, public) if s)
         self._headers = {
@@ -256,7 +271,19 @@ class _TenantLoop:
             async for attempt in exporter_retrying(o.config.retry_on_failure, sleep=self._backoff,
                                                    before_sleep=self._before_sleep):
                 with attempt:
-                    await self._post(body)
+                    try:
+                        await self._post(body)
+                    except TransientError as e:
+                        if e.ambiguous:  # not retried blindly: reconciled first (the batches keep sent_ns)
+                            raise _Uncertain(e) from None
+                        raise
+        except _Uncertain as u:
+            o.metrics.retries.labels(kind=u.cause.kind, **self.labels).inc()
+            o.metrics.ambiguous_retries.labels(**self.labels).inc()
+            self._set_state("retrying", str(u.cause), u.cause.status)
+            log.warning("langfuse exporter for tenant %s: %s; Langfuse may have stored it: checking which spans it "
+                        "has before sending them again", self.tenant, u.cause)
+            return  # the next read finds the batches in the "sent" state and reconciles them
         except _Stopped:
             last = self._last_failure
             if last is not None and not last.ambiguous and last.kind != "500":
@@ -404,11 +431,17 @@ class _TenantLoop:
             try:
                 stored = await self._stored_ids(req)
             except _QueryFailed as e:
+                if e.transient:  # Langfuse is unreachable or busy: ask again later, send nothing meanwhile
+                    log.info("langfuse exporter for tenant %s: cannot check interrupted sends yet (%s); retrying",
+                             self.tenant, e)
+                    await self._backoff_for(e)
+                    return batches
                 log.warning("langfuse exporter for tenant %s: cannot check which of %d interrupted spans Langfuse "
                             "stored (%s); sending them again (possible duplicates)", self.tenant, b.spans, e)
                 o.metrics.unverified_resent_spans.labels(**self.labels).inc(b.spans)
                 await self._retry_write(lambda b=b: o.spool.replace_outbound_state([b]))
                 continue
+            self._query_failures = 0
             found = sent & stored
             o.metrics.reconciled_spans.labels(**self.labels).inc(len(found))
             if found == sent:
@@ -422,6 +455,15 @@ class _TenantLoop:
             log.info("langfuse exporter for tenant %s: %d of %d spans of an interrupted send are in Langfuse; "
                      "sending the other %d", self.tenant, len(found), len(sent), left)
         return batches
+
+    async def _backoff_for(self, e: _QueryFailed) -> None:
+        """Wait before asking Langfuse again after a transient query failure (exponential, cut short by the health
+        probe like the export backoff)."""
+        policy = self.owner.config.retry_on_failure
+        self._query_failures += 1
+        delay = min(policy.initial_interval * policy.multiplier ** (self._query_failures - 1), policy.max_interval)
+        self._last_failure = TransientError("connect", str(e))
+        await self._backoff(delay)
 
     async def _stored_ids(self, req: ExportTraceServiceRequest) -> set[str]:
         """Observation ids Langfuse stored for the traces of ``req``, within its spans' start times (± 1 s).
@@ -446,13 +488,16 @@ class _TenantLoop:
                                            headers={"Authorization": self._headers["Authorization"]},
                                            allow_redirects=False) as resp:
                         if resp.status != 200:
-                            raise _QueryFailed(f"HTTP {resp.status} from {OBSERVATIONS_PATH}")
+                            raise _QueryFailed(f"HTTP {resp.status} from {OBSERVATIONS_PATH}",
+                                               resp.status == 429 or resp.status >= 500)
                         body = await resp.json(content_type=None)
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-                    raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}") from None
+                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}", True) from None
+                except ValueError as e:
+                    raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}", False) from None
                 data = body.get("data") if isinstance(body, dict) else None
                 if not isinstance(data, list):
-                    raise _QueryFailed(f"unexpected answer from {OBSERVATIONS_PATH}")
+                    raise _QueryFailed(f"unexpected answer from {OBSERVATIONS_PATH}", False)
                 out.update(str(d.get("id")) for d in data if isinstance(d, dict))
                 cursor = (body.get("meta") or {}).get("cursor") if isinstance(body.get("meta"), dict) else None
                 if not cursor:
