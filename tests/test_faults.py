@@ -79,6 +79,9 @@ def test_kill_9_right_after_acknowledgement_loses_nothing(tmp_path):
             assert len(lf.spans()) == want, relay2.logs()[-3000:]
             assert lf.duplicate_span_ids() == {}
             assert len(lf.view().generations()) == len(by_name(events("protobuf-tools"), "api_request"))
+            # durable outcome totals: every item acknowledged by the killed relay has exactly one outcome
+            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == \
+                sum(expected_items("protobuf-tools"))
         finally:
             assert relay2.terminate() == 0
 
@@ -124,6 +127,8 @@ def test_sigterm_drains_and_open_traces_resume_after_restart(tmp_path):
             want = expected_observations("protobuf-text-nobeta")
             wait_spans(lf, want)
             assert len(lf.spans()) == want and lf.duplicate_span_ids() == {}
+            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == \
+                sum(expected_items("protobuf-text-nobeta"))
         finally:
             relay2.terminate()
 

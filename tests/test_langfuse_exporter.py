@@ -397,3 +397,28 @@ async def test_lost_responses_are_reconciled_not_resent(spool, lf, caplog):
     assert "checking which spans it has" in caplog.text
     assert lf.duplicate_span_ids() == {}
     assert sorted(ids_of(lf.spans())) == sorted(expected + second + third)
+
+
+async def test_failing_delete_after_a_2xx_is_retried_never_resent(spool, lf, monkeypatch, caplog):
+    """Disk full after Langfuse's 2xx: the delete of the exported batch fails (SQLITE_FULL) several times; relay
+    retries the delete with backoff and never sends the batch again. Its items count as forwarded once."""
+    import sqlite3
+
+    real_ack = Spool.ack_outbound
+    fails = {"n": 0}
+
+    async def full_then_ok(self, batches):
+        if fails["n"] < 4:
+            fails["n"] += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real_ack(self, batches)
+
+    monkeypatch.setattr(Spool, "ack_outbound", full_then_ok)
+    body, span_ids = payload(3)
+    await spool.commit_traces([TraceCommit("a", "0" * 29 + "abc", body, 3, span_ids, {}, [], items={"logs": 5})])
+    async with running(spool, config(), tenant("a", lf.base_url)):
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        await asyncio.sleep(0.3)  # a re-send would come now
+    assert fails["n"] == 4 and len(posts(lf)) == 1 and not lf.duplicate_span_ids()
+    assert spool.outcomes.total(outcome="forwarded") == 5
+    assert "not sent again" in caplog.text

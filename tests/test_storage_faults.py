@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
@@ -74,22 +75,50 @@ async def post_traces(session, url: str, bodies: list[bytes]) -> list[tuple[int,
     return out
 
 
-async def test_disk_full_answers_503_and_recovers_without_restart(tmp_path):
-    """The data directory sits on an 8 MiB tmpfs. With spans accepted and Langfuse down, the disk is filled to the
-    last byte: receivers answer 503 + Retry-After, the pipeline's and the exporter's writes fail and are retried in
-    place. Space is freed: with no restart relay drains everything, takes the clients' retries, and every
-    acknowledged span reaches Langfuse exactly once and has exactly one outcome."""
-    with small_filesystem(tmp_path / "fs", "8m") as fs:
+class _InjectedFull:
+    """Stand-in for a full file system where none can be mounted: the database's writes fail with SQLITE_FULL's
+    error and the free space reads 0, until ``free()``."""
+
+    def __init__(self, relay, monkeypatch):
+        self.full = False
+        relay.spool.db.fault = lambda: sqlite3.OperationalError("database or disk is full") if self.full else None
+        real = Spool.free_space
+        monkeypatch.setattr(Spool, "free_space", lambda spool: 0 if self.full else real(spool))
+
+    def fill(self):
+        self.full = True
+
+    def free(self):
+        self.full = False
+
+
+@pytest.mark.parametrize("disk", ["tmpfs", "injected"])
+async def test_disk_full_answers_503_and_recovers_without_restart(tmp_path, monkeypatch, disk):
+    """The data directory sits on an 8 MiB tmpfs (``tmpfs``; where mounting is impossible the test is skipped and
+    the ``injected`` variant, SQLITE_FULL through ``SqliteDB.fault``, still runs). With spans accepted and
+    Langfuse down, the disk is filled to the last byte: receivers answer 503 + Retry-After, the pipeline's and the
+    exporter's writes fail and are retried in place. Space is freed: with no restart relay drains everything,
+    takes the clients' retries, and every acknowledged span reaches Langfuse exactly once with exactly one
+    outcome."""
+    with contextlib.ExitStack() as stack:
+        if disk == "tmpfs":
+            fs = stack.enter_context(small_filesystem(tmp_path / "fs", "8m"))
+        else:
+            fs = tmp_path
         overrides = {"storage": {"min_free_space": "512KiB"}}
         async with FakeLangfuse() as lf:
             async with running_relay(fs / "data", lf.base_url, overrides) as relay:
+                injected = _InjectedFull(relay, monkeypatch) if disk == "injected" else None
                 url = f"http://127.0.0.1:{relay.http.port}"
                 await lf.outage()
                 first = [trace_request(5) for _ in range(30)]
                 later = [trace_request(5) for _ in range(10)]
                 async with aiohttp.ClientSession() as s:
                     assert {st for st, _ in await post_traces(s, url, [b for b, _ in first])} == {200}
-                    ballast = fill(fs)
+                    if injected:
+                        injected.fill()
+                    else:
+                        ballast = fill(fs)
                     await lf.restore()  # exports can go out now, but their deletes need room
                     full = await post_traces(s, url, [b for b, _ in later])
                     assert all(st == 503 and ra and int(ra) >= 1 for st, ra in full), full
@@ -97,8 +126,11 @@ async def test_disk_full_answers_503_and_recovers_without_restart(tmp_path):
                         assert r.status == 503 and "disk almost full" in await r.text()
                     await asyncio.sleep(1.5)  # faults while full: writes fail and are retried
                     storage_errors = relay.telemetry.sample("relay_pipeline_storage_errors_total")
-                    ballast.unlink()
-                    (fs / "ballast-tail").unlink()
+                    if injected:
+                        injected.free()
+                    else:
+                        ballast.unlink()
+                        (fs / "ballast-tail").unlink()
                     # no restart: the clients' retries are taken and the backlog drains
                     retried = await post_traces(s, url, [b for b, _ in later])
                     assert {st for st, _ in retried} == {200}
