@@ -1,7 +1,8 @@
 """Ingest benchmark: relay under a steady OTLP/HTTP load, exporting to the fake Langfuse on loopback.
 
 What it measures (issue: "10,000 spans/s within 20 % of one core and 100 MiB", the OpenTelemetry Collector's own
-load-test limit, contract ``otlp.md`` §5):
+load-test limit, https://opentelemetry.io/docs/collector/benchmarks/ and open-telemetry/opentelemetry-collector-contrib
+``testbed/tests/trace_test.go``):
 
 * **fixed-rate phases** (open loop: request *i* is sent at ``t0 + i / rate`` whatever happened to the others):
   ``genai-100`` — 100-span batches at 10,000 spans/s (100 req/s, the Collector's ``Trace10kSPS`` scenario),
@@ -76,7 +77,7 @@ from tests.support.fixtures import load_scenario
 
 PROTOBUF = "application/x-protobuf"
 TARGET_RATE = 10_000  # spans/s: the Collector's Trace10kSPS scenario
-BAR_CPU_PCT, BAR_RSS_MIB = 20.0, 100.0  # Collector testbed ceilings for OTLP 10k spans/s (otlp.md §5)
+BAR_CPU_PCT, BAR_RSS_MIB = 20.0, 100.0  # Collector testbed ceilings for OTLP 10k spans/s (contrib trace_test.go)
 SPANS_PER_TRACE = 8
 
 

@@ -421,10 +421,10 @@ class GcTimer:
 def engine_worker(job: dict) -> dict:
     """Child process: backfill a ``RuleEngine`` from the ledger copy, feed it the records, time everything."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from relay.alerting.engine import RuleEngine
-    from relay.alerting.rules_load import RuleSet
+    from relay.alerting.evaluation.engine import RuleEngine
+    from relay.alerting.rules.load import RuleSet
 
-    from relay.alerting.windows import WindowAgg
+    from relay.alerting.evaluation.windows import WindowAgg
 
     baseline_s = [0.0]
     totals_before = WindowAgg.totals_before
@@ -447,7 +447,7 @@ def engine_worker(job: dict) -> dict:
     gc.collect()
     rss0 = _rss()
     t, c = time.perf_counter(), time.process_time()
-    asyncio.run(engine.start(store))
+    asyncio.run(engine.restore(store))
     res["backfill_s"] = time.perf_counter() - t
     res["backfill_cpu_s"] = time.process_time() - c
     gc.collect()
@@ -814,11 +814,11 @@ def hooked_relay_main(config: str, events: str) -> int:
     as the bench on Linux) written to ``events`` at each hand-off of the crossing path: the ingest handler, the
     pipeline's decode, the ledger write, the engine's ``observe``, the dispatcher's ``put`` and flush, the Slack
     notifier. Relay's code is wrapped at run time, not changed; each event costs a ``write(2)`` of one line."""
-    from relay.alerting.dispatcher import Dispatcher
+    from relay.alerting.dispatch.dispatcher import Dispatcher
     from relay.alerting.service import AlertingService
     from relay.app import Relay
-    from relay.cli import main as relay_main
-    from relay.notify.slack import SlackNotifier
+    from relay.cli.main import main as relay_main
+    from relay.notify.slack.notifier import SlackNotifier
     from relay.pipeline.worker import Pipeline
     from relay.usage.sqlite_store import SqliteLedgerStore
 

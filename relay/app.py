@@ -1,9 +1,10 @@
 """Wires relay's components from the config and runs their lifecycle.
 
-Start order follows the data flow backwards (spool → exporter → pipeline → receivers), so nothing is accepted before
-it can be stored; stop order is the reverse of the flow's start: receivers first (no new data; in-flight requests
-finish), then the pipeline (open traces stay in the inbound spool for the next start), then the exporter (an
-in-flight request may finish within ``service.shutdown_timeout``), then the spool.
+Every long-lived part is a ``relay.component.Component``; ``Relay`` lists them in data-flow order (receivers →
+pipeline → exporter and ledger → alerting → reports, then the admin endpoint and housekeeping). Start order is the
+reverse, so nothing is accepted before it can be stored and processed; shutdown follows the flow: receivers first (no
+new data; in-flight requests finish), then the pipeline (open traces stay in the inbound spool for the next start),
+then the exporter (an in-flight request may finish within ``service.shutdown_timeout``) …, then the spool closes.
 
 Signals: SIGTERM and SIGINT drain and exit 0.
 """
@@ -15,6 +16,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,8 +25,9 @@ from prometheus_client import Gauge
 
 from relay import __version__
 from relay.auth import TenantResolver
-from relay.config import RelayConfig
-from relay.alerting.rules_load import RulesError
+from relay.component import Component, deadline_in, shutdown_all, start_all
+from relay.config_load import RelayConfig
+from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
@@ -51,100 +54,91 @@ RESYNC_INTERVAL = 10.0
 
 
 class Relay:
-    """The daemon's components, built from a validated ``RelayConfig``. ``await start()``, ``await stop()``."""
+    """The daemon: its components, built from a validated ``RelayConfig``, in data-flow order.
+
+    ``await start()`` opens the spool and starts the components (``relay.component``) in reverse flow order;
+    ``await stop()`` shuts them down in flow order within ``service.shutdown_timeout``, then closes the spool.
+    Attributes name the components for tests and benchmarks (``http``, ``grpc``, ``pipeline``, ``exporter``,
+    ``alerting``, ``reports``, ``admin``); a disabled one is None.
+    """
 
     def __init__(self, config: RelayConfig):
         self.config = config
         self.tenants = config.resolved_tenants()
         self.telemetry = Telemetry()
-        self.spool: Spool | None = None
-        self.pipeline: Pipeline | None = None
-        self.ledger: SqliteLedgerStore | None = None
         self.links = LangfuseLinks(self.tenants)
+        self.spool: Spool | None = None
+        self.ledger: SqliteLedgerStore | None = None
+        self.pipeline: Pipeline | None = None
         self.alerting: AlertingService | None = None
         self.alert_history: AlertHistory | None = None
-        self.reports: Any = None  # relay.reports.schedule.ReportScheduler
-        self._report_delivery: Any = None
+        self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
-        self._admin: web.AppRunner | None = None
-        self.admin_port: int | None = None
+        self.admin: AdminEndpoint | None = None
+        self.components: list[Component] = []
         self._stopping = False
-        self._prune_task: asyncio.Task[None] | None = None
+
+    @property
+    def admin_port(self) -> int | None:
+        """The admin endpoint's bound port (None when it is off or not started)."""
+        return self.admin.port if self.admin is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the spool and start every component. Raises ``OSError`` when a port cannot be bound."""
+        """Open the spool, build the components and start them. Raises ``OSError`` when a port cannot be bound and
+        ``RulesError`` when the rule files are invalid (components already started are shut down first)."""
         cfg = self.config
         MASK.add(_secrets(cfg))
         self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
                                 max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention,
                                 min_free_space=cfg.storage.min_free_space, outcomes=self.telemetry.outcomes)
-        reg = self.telemetry.registry
-        spool = self.spool
-        spool_bytes = Gauge("relay_spool_bytes", "Bytes spooled on disk, by queue: inbound (not yet processed) and "
-                            "outbound (not yet exported).", ["queue"], registry=reg)
-        spool_bytes.labels("inbound").set_function(lambda: spool.inbound_bytes)
-        spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
-        Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(cfg.storage.max_spool_size)
+        self._spool_metrics(self.spool)
+        self.components = self._build(self.spool)
+        await start_all(self.components, cfg.service.shutdown_timeout)
+        self._log_startup()
 
+    def _build(self, spool: Spool) -> list[Component]:
+        """Every component, in data-flow order: receivers → pipeline → exporter and ledger → alerting → reports;
+        then the admin endpoint and housekeeping."""
+        cfg = self.config
+        reg = self.telemetry.registry
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
-        await self.exporter.start()
-        settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
-        self.links.start()
         self.alert_history = AlertHistory(spool.db)
         self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
                                         registry=reg, sinks=[self.alert_history.record])
-        await self.alerting.start()
-        self._start_reports()
+        self.reports = self._report_scheduler()
+        settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
                                  ledger=self.ledger, on_ledger_changes=self.alerting.observe)
-        self.pipeline.start()
-
         resolver = TenantResolver(cfg)
         proto = cfg.receivers.otlp.protocols
+        grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
-            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry)
-            await self.http.start()
+            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace)
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
-            await self.grpc.start()
         if cfg.service.admin.enabled:
-            await self._start_admin()
-        self._prune_task = asyncio.create_task(self._prune_loop(), name="relay-prune")
-        self._log_startup()
+            self.admin = AdminEndpoint(cfg.service.admin.endpoint, self._admin_routes)
+        flow: list[Component | None] = [
+            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.alerting, self.reports,
+            self.admin, Housekeeping(spool),
+        ]
+        return [c for c in flow if c is not None]
 
     async def stop(self) -> None:
-        """Drain and stop: receivers, pipeline, exporter, admin endpoint, spool. Never raises."""
+        """Shut every component down in flow order (receivers first: no new data; in-flight requests finish), then
+        close the spool. Open traces stay in the inbound spool for the next start. Never raises."""
         self._stopping = True
-        grace = self.config.service.shutdown_timeout
-        for receiver in (self.http, self.grpc):
-            if receiver is not None:
-                try:
-                    await receiver.stop(grace)
-                except Exception:
-                    log.exception("stopping a receiver failed")
-        if self._prune_task:
-            self._prune_task.cancel()
-        if self.pipeline:
-            await self.pipeline.stop()
-        if self.reports is not None:
-            await self.reports.stop()
-            await self._report_delivery.close()
-        if self.alerting:
-            await self.alerting.stop(grace)
+        await shutdown_all(self.components, deadline_in(self.config.service.shutdown_timeout))
+        if self.alert_history is not None:
             await self.alert_history.flush()
-        await self.links.stop()
-        if self.exporter:
-            await self.exporter.stop(grace)
-        if self._admin:
-            await self._admin.cleanup()
-        if self.spool:
+        if self.spool is not None:
             self.spool.close()
         log.info("relay stopped")
 
@@ -160,24 +154,33 @@ class Relay:
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
 
+    def _spool_metrics(self, spool: Spool) -> None:
+        reg = self.telemetry.registry
+        spool_bytes = Gauge("relay_spool_bytes", "Bytes spooled on disk, by queue: inbound (not yet processed) and "
+                            "outbound (not yet exported).", ["queue"], registry=reg)
+        spool_bytes.labels("inbound").set_function(lambda: spool.inbound_bytes)
+        spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
+        Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(
+            self.config.storage.max_spool_size)
+
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
         return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)
 
-    def _start_reports(self) -> None:
+    def _report_scheduler(self) -> Component | None:
         """The scheduled usage summaries (``reports.schedules``), when any are configured."""
         cfg = self.config
         if not cfg.reports.schedules:
-            return
+            return None
         from relay.reports.budgets import budget_specs
         from relay.reports.service import build_scheduler
 
-        alerting = self.alerting
-        assert alerting is not None
-        self.reports, self._report_delivery = build_scheduler(
-            cfg.reports, self.spool.db, cfg.alerting.receivers, [t.name for t in self.tenants],
-            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=self.alert_history.events,
+        alerting, history, spool = self.alerting, self.alert_history, self.spool
+        assert alerting is not None and history is not None and spool is not None
+        scheduler, _ = build_scheduler(
+            cfg.reports, spool.db, cfg.alerting.receivers, [t.name for t in self.tenants],
+            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=history.events,
             session_url=self.links.session_url)
-        self.reports.start()
+        return scheduler
 
     def _mapping_context(self, tenant) -> MappingContext:
         p = self.config.pipeline
@@ -195,19 +198,12 @@ class Relay:
 
     # ------------------------------------------------------------------ admin endpoint
 
-    async def _start_admin(self) -> None:
-        app = web.Application()
+    def _admin_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if self.alerting is not None:
             self.alerting.add_routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, port = parse_endpoint(self.config.service.admin.endpoint)
-        await web.TCPSite(runner, host, port).start()
-        self._admin = runner
-        self.admin_port = runner.addresses[0][1]
 
     async def _metrics(self, _req: web.Request) -> web.Response:
         return web.Response(body=self.telemetry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -221,6 +217,7 @@ class Relay:
         if self._stopping:
             problems.append("shutting down")
         try:
+            assert self.spool is not None
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")
@@ -236,27 +233,14 @@ class Relay:
 
     # ------------------------------------------------------------------ misc
 
-    async def _prune_loop(self) -> None:
-        """Housekeeping: resync spool sizes (another process may have requeued data) and prune dedup state."""
-        last_prune = time.monotonic()
-        while True:
-            await asyncio.sleep(RESYNC_INTERVAL)
-            try:
-                await self.spool.resync()
-                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
-                    last_prune = time.monotonic()
-                    await self.spool.prune()
-            except Exception:
-                log.exception("spool housekeeping failed")
-
     def _log_startup(self) -> None:
         parts = []
         if self.http:
             parts.append(f"OTLP/HTTP {self.http.host}:{self.http.port}")
         if self.grpc:
             parts.append(f"OTLP/gRPC {self.grpc.host}:{self.grpc.port}")
-        if self._admin:
-            parts.append(f"admin {self.config.service.admin.endpoint.rsplit(':', 1)[0]}:{self.admin_port}")
+        if self.admin:
+            parts.append(f"admin {self.admin.host}:{self.admin.port}")
         log.info("relay %s started: %s; data in %s", __version__, ", ".join(parts),
                  Path(self.config.storage.directory).resolve())
         for t in self.tenants:
@@ -267,6 +251,72 @@ class Relay:
                     "tenant %s: Langfuse export is OFF — data is received, spooled and kept in the usage ledger only. "
                     "To turn it on, set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
                     "(or the tenant's langfuse keys in the config) and restart relay.", t.name)
+
+
+class AdminEndpoint(Component):
+    """The admin HTTP endpoint (``service.admin.endpoint``): ``add_routes(app)`` installs its routes."""
+
+    name = "admin endpoint"
+
+    def __init__(self, endpoint: str, add_routes: Callable[[web.Application], None]):
+        self.host, self.port = parse_endpoint(endpoint)
+        self._add_routes = add_routes
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind and serve. Raises ``OSError`` when the address is in use or not available."""
+        app = web.Application()
+        self._add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def shutdown(self, deadline: float) -> None:
+        """Stop serving (safe when never started)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+class Housekeeping(Component):
+    """Resyncs the spool's sizes every ``RESYNC_INTERVAL`` seconds (another process, ``relay replay``, may have
+    requeued data) and prunes its dedup state every ``PRUNE_INTERVAL`` seconds."""
+
+    name = "spool housekeeping"
+
+    def __init__(self, spool: Spool):
+        self.spool = spool
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="relay-housekeeping")
+
+    async def shutdown(self, deadline: float) -> None:
+        """Cancel the loop."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(RESYNC_INTERVAL)
+            try:
+                await self.spool.resync()
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    await self.spool.prune()
+            except Exception:
+                log.exception("spool housekeeping failed")
 
 
 def _touch(conn) -> None:

@@ -26,7 +26,10 @@ import binascii
 import hmac
 from collections.abc import Mapping
 
-from relay.config import RelayConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relay.config_load import RelayConfig
 
 __all__ = ["Unauthorized", "TenantResolver"]
 

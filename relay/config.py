@@ -28,12 +28,8 @@ from relay.config_types import (  # noqa: F401  (re-exported)
     parse_duration,
     parse_size,
 )
-from relay.alerting.config import AlertingConfig
-from relay.alerting.rules_schema import RulesConfig
-from relay.reports.config import ReportsConfig
-from relay.usage.config import LedgerConfig
 
-__all__ = ["RelayConfig", "TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
+__all__ = ["TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
 
 
@@ -285,67 +281,3 @@ class TenantConfig(_Model):
         if isinstance(v, list):
             return [t for t in v if t is not None and not (isinstance(t, str) and t.strip() == "")]
         return v
-
-
-class RelayConfig(_Model):
-    """The whole configuration file."""
-
-    receivers: ReceiversConfig = ReceiversConfig()
-    exporters: ExportersConfig = ExportersConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    storage: StorageConfig = StorageConfig()
-    auth: AuthConfig = AuthConfig()
-    tenants: list[TenantConfig] = []
-    service: ServiceConfig = ServiceConfig()
-    #: Usage ledger: price table overrides (``relay.usage.config``).
-    ledger: LedgerConfig = LedgerConfig()
-    #: Rule files and their evaluation (``relay.alerting.rules_schema.RulesConfig``).
-    rules: RulesConfig = RulesConfig()
-    #: Alertmanager-style routing tree, receivers (Slack, Jira, webhooks), inhibition (``relay.alerting.config``).
-    alerting: AlertingConfig = AlertingConfig()
-    #: Scheduled usage summaries (``relay.reports.config``).
-    reports: ReportsConfig = ReportsConfig()
-
-    @model_validator(mode="after")
-    def _check_tenants(self) -> RelayConfig:
-        names = [t.name for t in self.tenants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
-        seen: dict[str, str] = {}
-        for t in self.tenants:
-            for tok in t.tokens:
-                v = tok.get_secret_value()
-                if v in seen and seen[v] != t.name:
-                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
-                seen[v] = t.name
-        problems = self.reports.problems([r.name for r in self.alerting.receivers],
-                                         [t.name for t in self.resolved_tenants()])
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def resolved_tenants(self) -> list[TenantConfig]:
-        """The tenants with exporter-level Langfuse defaults filled in.
-
-        With no ``tenants`` section the single ``auth.default_tenant`` tenant is returned, using the exporter
-        defaults (embedded default: ``LANGFUSE_BASE_URL`` / ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``).
-        """
-        lf = self.exporters.langfuse
-        tenants = list(self.tenants) or [TenantConfig(name=self.auth.default_tenant)]
-        out = []
-        for t in tenants:
-            merged = LangfuseConfig(
-                base_url=t.langfuse.base_url or lf.base_url,
-                public_key=t.langfuse.public_key or lf.public_key,
-                secret_key=t.langfuse.secret_key or lf.secret_key,
-                environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
-                release=t.langfuse.release or lf.release or self.pipeline.release,
-            )
-            out.append(t.model_copy(update={"langfuse": merged}))
-        return out
-
-    @property
-    def data_dir(self) -> Path:
-        """The storage directory as a Path."""
-        return Path(self.storage.directory)

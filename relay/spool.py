@@ -512,8 +512,9 @@ class Spool:
         They are appended after the tenant's pending batches; the running relay (another process: within its
         exporter's poll interval) or the next one exports them. Fix the cause first (keys, quota, bad data): a
         batch refused again returns here. A batch dead-lettered after repeated 500s may duplicate spans if
-        Langfuse stored it despite the error (contract langfuse.md §2 rule 4). Requeued batches carry no items:
-        their outcome (``dead_lettered``) was already counted."""
+        Langfuse stored it despite the error (Langfuse v4 does not deduplicate re-sent spans; langfuse/langfuse
+        ``worker/src/queues/otelIngestionQueue.ts``). Requeued batches carry no items: their outcome
+        (``dead_lettered``) was already counted."""
         now = time.time_ns()
 
         def move(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:

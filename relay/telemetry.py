@@ -1,7 +1,8 @@
 """relay's own metrics: one :class:`Telemetry` object owning a ``prometheus_client.CollectorRegistry``.
 
 Names follow the OpenTelemetry Collector's self-observability metrics where a concept exists there
-(``docs/observability.md``, contract ``otlp.md`` §4.6), so operators recognise them; relay-specific metrics use
+(https://opentelemetry.io/docs/collector/internal-telemetry/ and ``docs/observability.md`` in
+open-telemetry/opentelemetry-collector), so operators recognise them; relay-specific metrics use
 the ``relay_`` prefix. ``prometheus_client`` appends ``_total`` to counter names on exposition.
 
 Adding metrics: create them in ``__init__`` (or in a subclass / your component) with ``registry=self.registry``

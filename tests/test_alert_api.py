@@ -9,11 +9,11 @@ from aiohttp import web
 
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher
-from relay.alerting.model import Alert, AlertState
-from relay.alerting.silences import Silences
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher
+from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.silences import Silences
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z

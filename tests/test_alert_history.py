@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from relay.alerting.model import Alert, AlertState
+from relay.alert import Alert, AlertState
 from relay.reports.alert_history import AlertHistory
 from relay.store.sqlite import SqliteDB
 

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from relay.auth import TenantResolver, Unauthorized
-from relay.config import RelayConfig
+from relay.config_load import RelayConfig
 
 
 def _basic(user: str, password: str) -> str:

@@ -3,7 +3,7 @@
 Every scenario is decoded into record views, grouped the way the pipeline groups them (trace id, else
 ``prompt.id``) and mapped. Expectations are computed from the fixture events themselves where practical; the
 "nobeta" variants strip spans and trace/span ids from the log records, which is what Claude Code sends without
-``CLAUDE_CODE_ENHANCED_TELEMETRY_BETA`` (contract claude-code-telemetry.md §1).
+``CLAUDE_CODE_ENHANCED_TELEMETRY_BETA`` (observed in Claude Code's exports, ``tests/fixtures/claude-code/``).
 """
 
 from __future__ import annotations
@@ -468,7 +468,7 @@ _RESOURCE = {"service.name": "claude-code", "service.version": "2.1.329"}
 
 
 def _event(name: str, t_ms: int, seq: int, **attrs) -> LogView:
-    """A nobeta Claude Code event at ``_T0 + t_ms`` (ms), as Claude Code shapes it (contract §5)."""
+    """A nobeta Claude Code event at ``_T0 + t_ms`` (ms), as Claude Code shapes it (observed)."""
     base = {"event.name": name, "event.sequence": seq, "session.id": "s-1", "user.id": "u" * 64,
             "prompt.id": "p-1", "terminal.type": "dumb"}
     return LogView(resource=dict(_RESOURCE), scope_name="com.anthropic.claude_code.events", scope_version="2.1.329",

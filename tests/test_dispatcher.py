@@ -9,13 +9,14 @@ import time
 
 import pytest
 
+from relay.component import deadline_in
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher
-from relay.alerting.model import Alert, AlertState
-from relay.alerting.silences import Silences
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher
+from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.silences import Silences
 from relay.notify.base import Notifier
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 
@@ -285,7 +286,7 @@ async def test_no_receivers_means_nothing_is_grouped_or_sent(tmp_path):
 async def test_with_group_wait_zero_a_firing_alert_reaches_the_outbox_within_milliseconds(tmp_path):
     e = Env(tmp_path / "r.db", time.time, config(group_wait="0s"))
     try:
-        e.d.start()
+        await e.d.start()
         await asyncio.sleep(0.01)
         t0 = time.monotonic()
         e.d.put([alert(team="a", at=time.time())])
@@ -298,7 +299,7 @@ async def test_with_group_wait_zero_a_firing_alert_reaches_the_outbox_within_mil
         (g,) = e.d.groups()
         assert g.next_flush >= time.time() + 290
     finally:
-        await e.d.stop()
+        await e.d.shutdown(deadline_in(5))
         e.db.close()
 
 
@@ -316,8 +317,8 @@ async def test_running_dispatcher_and_outbox_deliver_a_new_firing_alert_within_a
     db.open()
     outbox = Outbox(db, {HOOK_ID: Recorder()})
     d = Dispatcher(config(group_wait="0s"), db=db, outbox=outbox, silences=Silences(db), now=time.time)
-    outbox.start()
-    d.start()
+    await outbox.start()
+    await d.start()
     try:
         t0 = time.monotonic()
         d.put([alert(team="a", at=time.time())])
@@ -327,6 +328,6 @@ async def test_running_dispatcher_and_outbox_deliver_a_new_firing_alert_within_a
         took, n = delivered[0][0] - t0, delivered[0][1]
         assert took < 1.0 and n.status == "firing" and n.seq == 1
     finally:
-        await d.stop()
-        await outbox.stop()
+        await d.shutdown(deadline_in(5))
+        await outbox.shutdown(deadline_in(5))
         db.close()

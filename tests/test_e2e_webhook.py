@@ -1,6 +1,6 @@
 """Issue 4 end to end, webhooks: a running relay (in-process, real sockets) turns replayed and generated Claude Code
 error traffic into Alertmanager v4 webhook POSTs, signed with HMAC-SHA256, to a consumer on loopback that verifies
-the signature like a real one (``relay.notify.webhook.verify_signature``) and drops duplicates by idempotency key.
+the signature like a real one (``relay.notify.webhook.notifier.verify_signature``) and drops duplicates by idempotency key.
 
 - The consumer is down (connection refused) when the replayed ``protobuf-err529`` capture fires a
   retries-exhausted rule: relay's outbox retries with backoff, and the notification arrives once the consumer
@@ -27,7 +27,7 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.notify.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME, verify_signature
+from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME, verify_signature
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.cc_traffic import CCTraffic
 from tests.support.expected import by_name, events

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
 from relay.usage.store import LedgerChange
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, Sink, by, new, rec, upgrade, write_rules
@@ -21,7 +21,7 @@ from tests.test_engine_support import T0, Sink, by, new, rec, upgrade, write_rul
 async def engine_for(tmp_path, text: str, clock: Clock, sink: Sink, **kw) -> RuleEngine:
     rules = RuleSet.load([write_rules(tmp_path / "rules.yaml", text)])
     e = RuleEngine(rules, on_alerts=sink, now=clock, **kw)
-    await e.start(None)
+    await e.restore(None)
     return e
 
 
@@ -551,11 +551,11 @@ async def test_sink_gets_copies_resends_and_awaitables_are_scheduled(tmp_path):
     e.observe(new(rec("b", clock.advance(1), cost=1.0, labels={"team.id": "p"})))  # +2 %: not material
     clock.advance(30)
     e.evaluate()
-    await e.stop()
+    await e.drain()
     assert len(got) == 1
     clock.advance(30)
     e.evaluate()  # resend_interval passed
-    await e.stop()
+    await e.drain()
     assert len(got) == 2 and got[1].fired_at == a.fired_at and got[1].values["spend"] == 51.0
     assert e.alerts_sent == 2
 
@@ -575,7 +575,7 @@ async def test_expired_groups_are_forgotten(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, THRESHOLDS, clock, sink)
     e.observe(new(*(rec(f"r{i}", clock.t, cost=1.0, session_id=f"s{i}") for i in range(100))))
-    (art,) = [a for a in e._arts.values() if a.rules[0].rule.name == "SessionCost"]
+    (art,) = [a for a in e._agg_runtimes.values() if a.rules[0].rule.name == "SessionCost"]
     assert len(art.groups) == 100
     clock.advance(1800)
     e.observe(new(rec("live", clock.t, cost=1.0, session_id="s-live")))

@@ -7,12 +7,11 @@ import sqlite3
 
 import pytest
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.state import AlertStateStore
-from relay.alerting.windows import CalendarWindow
-from relay.store.sqlite import SqliteDB
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.state import AlertStateStore
+from relay.alerting.evaluation.windows import CalendarWindow
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
@@ -36,19 +35,11 @@ groups:
 """
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
-
-
 async def start(tmp_path, clock, sink, ledger, *, db=None, text=RULES, **kw) -> RuleEngine:
     rules = RuleSet.load([write_rules(tmp_path / "rules.yaml", text)])
     state = AlertStateStore(db, resolved_retention=kw.get("resolved_retention", 3600.0)) if db is not None else None
     e = RuleEngine(rules, on_alerts=sink, now=clock, state=state, **kw)
-    await e.start(ledger)
+    await e.restore(ledger)
     return e
 
 
@@ -103,7 +94,7 @@ async def test_writes_during_the_backfill_are_counted_once(tmp_path):
         return real_scan(start_ns, end_ns, tenant, batch=1)
 
     ledger.scan = scan_one_by_one  # type: ignore[method-assign]
-    await e.start(ledger)
+    await e.restore(ledger)
     assert len(ledger.scans) == 1 and not any(a.name == "TeamBudget" for a in e.alerts())
     # r0 4 + r1 1 + r2 1 + r3 1 + r4 5 + g 9 + n1 7 (r5 retracted) = 28; $22 more makes exactly 50 %
     e.observe(await ledger.write([rec("x", T0, cost=22.0, labels=team("p"))]))
@@ -121,7 +112,7 @@ async def test_a_firing_alert_survives_a_restart_without_being_sent_again(tmp_pa
     e1 = await start(tmp_path, clock, sink, ledger, db=db)
     e1.observe(await ledger.write([rec("a", T0, cost=60.0, labels=team("p"))]))
     (fired,) = sink.take()
-    await e1.stop()
+    await e1.drain()
 
     clock.advance(20)  # restart
     sink2 = Sink()
@@ -138,7 +129,7 @@ async def test_a_firing_alert_survives_a_restart_without_being_sent_again(tmp_pa
     e2.observe(await ledger.retract("default", "a"))
     (r,) = sink2.take()
     assert r.state is AlertState.RESOLVED and r.fired_at == T0
-    await e2.stop()
+    await e2.drain()
 
 
 async def test_a_restored_alert_whose_condition_no_longer_holds_resolves(tmp_path, db):
@@ -146,14 +137,14 @@ async def test_a_restored_alert_whose_condition_no_longer_holds_resolves(tmp_pat
     e1 = await start(tmp_path, clock, sink, ledger, db=db)
     e1.observe(await ledger.write([rec("a", T0, cost=60.0, labels=team("p"))]))
     assert len(sink.take()) == 1
-    await e1.stop()
+    await e1.drain()
     await ledger.retract("default", "a")  # e.g. the ledger changed while relay was down
     clock.advance(5)
     sink2 = Sink()
     e2 = await start(tmp_path, clock, sink2, ledger, db=db)
     (r,) = sink2.take()
     assert r.state is AlertState.RESOLVED and r.fired_at == T0 and r.ends_at == T0 + 5
-    await e2.stop()
+    await e2.drain()
 
 
 async def test_pending_for_keeps_counting_across_a_restart(tmp_path, db):
@@ -161,7 +152,7 @@ async def test_pending_for_keeps_counting_across_a_restart(tmp_path, db):
     e1 = await start(tmp_path, clock, sink, ledger, db=db)
     e1.observe(await ledger.write([rec("a", T0, cost=40.0)]))
     assert [a.state for a in e1.alerts() if a.name == "HourlySpend"] == [AlertState.PENDING]
-    await e1.stop()
+    await e1.drain()
     clock.advance(300)
     sink2 = Sink()
     e2 = await start(tmp_path, clock, sink2, ledger, db=db)
@@ -172,7 +163,7 @@ async def test_pending_for_keeps_counting_across_a_restart(tmp_path, db):
     e2.evaluate(due_only=True)
     (f,) = by(sink2.take(), alertname="HourlySpend")
     assert f.state is AlertState.FIRING and f.active_at == T0 and f.fired_at == T0 + 600
-    await e2.stop()
+    await e2.drain()
 
 
 async def test_alerts_of_a_rule_removed_while_down_resolve(tmp_path, db):
@@ -180,13 +171,13 @@ async def test_alerts_of_a_rule_removed_while_down_resolve(tmp_path, db):
     e1 = await start(tmp_path, clock, sink, ledger, db=db)
     e1.observe(await ledger.write([rec("a", T0, cost=60.0, labels=team("p"))]))
     assert len(sink.take()) == 1
-    await e1.stop()
+    await e1.drain()
     only_hourly = RULES[RULES.index("      - alert: HourlySpend"):]
     sink2 = Sink()
     e2 = await start(tmp_path, clock, sink2, ledger, db=db, text="groups:\n  - name: g\n    rules:\n" + only_hourly)
     (r,) = sink2.take()
     assert r.state is AlertState.RESOLVED and r.name == "TeamBudget"
-    await e2.stop()
+    await e2.drain()
 
 
 async def test_state_rows_dropped_pending_deleted_and_resolved_pruned(tmp_path, db):
@@ -197,21 +188,21 @@ async def test_state_rows_dropped_pending_deleted_and_resolved_pruned(tmp_path, 
         return db.run_sync(lambda c: c.execute("SELECT rule, state FROM alert_state ORDER BY state").fetchall())
 
     e.observe(await ledger.write([rec("a", T0, cost=40.0)]))  # HourlySpend pending, TeamBudget ($40 < 50) nothing
-    await e.stop()
+    await e.drain()
     assert [s for _, s in rows()] == ["pending"]
     e.observe(await ledger.retract("default", "a"))
-    await e.stop()
+    await e.drain()
     assert rows() == []  # the dropped pending alert is gone
     e.observe(await ledger.write([rec("b", T0, cost=60.0, labels=team("p"))]))
-    await e.stop()
+    await e.drain()
     assert sorted(s for _, s in rows()) == ["firing", "pending"]  # TeamBudget 50 %, HourlySpend pending
     clock.advance(60)
     e.observe(await ledger.retract("default", "b"))
-    await e.stop()
+    await e.drain()
     assert [s for _, s in rows()] == ["resolved"]  # kept for the retention
     clock.advance(601)
     e.observe(await ledger.write([rec("c", clock.t, cost=40.0, labels=team("q"))]))
-    await e.stop()
+    await e.drain()
     assert [s for _, s in rows()] == ["pending"]  # the resolved one was pruned after the retention
     with pytest.raises(sqlite3.IntegrityError):  # (rule, fingerprint) is the key
         db.run_sync(lambda c: c.execute("INSERT INTO alert_state SELECT * FROM alert_state"))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from relay.alerting.model import Alert
+from relay.alert import Alert
 from relay.model import UsageRecord
 from relay.usage.store import LedgerChange, LedgerStore
 

@@ -1,7 +1,11 @@
 """Tests of the fake Langfuse server and of the mapping oracle (``tests/fakes/langfuse*.py``).
 
-Wire tests talk real HTTP to the fake; expectations come from contract ``/work/shared/contracts/langfuse.md``
-§1 (ingestion endpoint), §5 (other APIs) and §8 (what a faithful fake must do). Oracle tests follow §2–§4 and §7.
+Wire tests talk real HTTP to the fake; expectations come from Langfuse's OTLP endpoint
+(https://langfuse.com/integrations/native/opentelemetry; langfuse/langfuse
+``web/src/pages/api/public/otel/v1/traces/index.ts``) and public API (https://api.reference.langfuse.com).
+Oracle tests follow Langfuse's attribute mapping, token and cost tracking
+(https://langfuse.com/docs/observability/features/token-and-cost-tracking) and langfuse/langfuse
+``worker/src/constants/default-model-prices.json``.
 """
 
 from __future__ import annotations
@@ -375,7 +379,7 @@ def test_generic_usage_subtracts_cache_from_input():
                "gen_ai.usage.cache_read.input_tokens": 47105, "gen_ai.usage.cache_creation.input_tokens": 1076}
     [obs] = view_of({"attrs": semconv}).observations
     assert obs.usage_details["input"] == 2 and obs.usage_details["input_cached_tokens"] == 47105
-    # Anthropic numbers (input excludes cache) sent as gen_ai.usage.* collapse to 0 (§4 pitfall)
+    # Anthropic numbers (input excludes cache) sent as gen_ai.usage.* collapse to 0 (Langfuse pitfall)
     anthropic = {"gen_ai.usage.input_tokens": 12, "gen_ai.usage.cache_read_input_tokens": 5000}
     assert view_of({"attrs": anthropic}).observations[0].usage_details["input"] == 0
 
@@ -426,7 +430,7 @@ def test_trace_io_metadata_and_per_span_copies():
                  "attrs": {"langfuse.observation.input": "child-in"}})
     trace = v.traces[TRACE]
     assert (trace.input, trace.output, trace.metadata) == ('{"q":1}', "done", {"team": "x", "repo": "r"})
-    assert [o.session_id for o in v.observations] == ["s1", None]  # the child lacks it: §2.1 violation is visible
+    assert [o.session_id for o in v.observations] == ["s1", None]  # the child lacks it: v4 violation is visible
 
 
 def test_level_status_name_and_completion_start():
@@ -452,7 +456,7 @@ def test_cost_given_inferred_and_unmatched_models():
     assert inferred.total_cost() == pytest.approx(expected) and inferred.observations[0].cost_inferred
     unmatched = view_of({"attrs": {"gen_ai.request.model": "claude-opus-5-5", "langfuse.observation.usage_details": usage}})
     assert unmatched.total_cost() == 0.0 and unmatched.generations()[0].usage_details["input"] == 1000
-    # Claude 4.x entries price aliases of one bucket: sending both double-counts (§4)
+    # Claude 4.x entries price aliases of one bucket: sending both double-counts
     aliased = view_of({"attrs": {"gen_ai.request.model": "claude-sonnet-4-5",
                                  "langfuse.observation.usage_details": '{"input": 100, "input_tokens": 100}'}})
     assert aliased.total_cost() == pytest.approx(2 * 100 * 3e-6)

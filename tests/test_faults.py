@@ -4,6 +4,8 @@ SIGTERM drains, bad input while serving, a full spool. Nothing acknowledged is l
 from __future__ import annotations
 
 import asyncio
+
+from relay.component import deadline_in
 import gzip
 import time
 
@@ -176,7 +178,7 @@ async def test_bad_input_gets_4xx_and_harms_nothing_already_accepted(tmp_path):
 async def test_full_spool_answers_503_with_retry_after_instead_of_dropping(tmp_path):
     overrides = {"storage": {"max_spool_size": 6000}}
     async with running_relay(tmp_path / "data", None, overrides) as relay:
-        await relay.pipeline.stop()  # nothing drains: the spool only fills
+        await relay.pipeline.shutdown(deadline_in(5))  # nothing drains: the spool only fills
         reqs = [r for r in load_scenario("protobuf-tools") if r.signal == "logs"]
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{relay.http.port}"

@@ -1,7 +1,8 @@
 """relay.pipeline.genai: other agents' GenAI-semconv spans → Langfuse observations + ledger records.
 
 Spans are produced by the real OpenTelemetry Python SDK and converted to OTLP protobuf with the OTLP exporter's
-encoder, exactly as an agent would send them (contract langfuse.md §3/§4, otlp.md §1).
+encoder, exactly as an agent would send them (Langfuse's attribute mapping,
+https://langfuse.com/integrations/native/opentelemetry; OTLP/HTTP, https://opentelemetry.io/docs/specs/otlp/#otlphttp).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def test_usage_records():
 
 
 def test_encoded_spans_follow_langfuse_rules():
-    """encode → OTLP bytes → decode → apply contract §3 precedence by hand."""
+    """encode → OTLP bytes → decode → apply Langfuse's attribute-mapping precedence by hand."""
     _, mapped, _ = _map()
     body = encode_request([(mapped.trace, mapped.observations)]).SerializeToString()
     req = ExportTraceServiceRequest.FromString(body)
@@ -163,13 +164,13 @@ def test_encoded_spans_follow_langfuse_rules():
     assert len(spans) == 4
     resource = attrs_to_dict(req.resource_spans[0].resource.attributes)
 
-    def langfuse_user(a):  # §3: langfuse.user.id > user.id > …
+    def langfuse_user(a):  # Langfuse: langfuse.user.id > user.id > …
         return a.get("langfuse.user.id") or a.get("user.id")
 
-    def langfuse_session(a):  # §3: langfuse.session.id > session.id > gen_ai.conversation.id
+    def langfuse_session(a):  # Langfuse: langfuse.session.id > session.id > gen_ai.conversation.id
         return a.get("langfuse.session.id") or a.get("session.id") or a.get("gen_ai.conversation.id")
 
-    def langfuse_env(a):  # §3: span then resource for each key; default "default"
+    def langfuse_env(a):  # Langfuse: span then resource for each key; default "default"
         for key in ("langfuse.environment", "deployment.environment.name", "deployment.environment"):
             if v := a.get(key) or resource.get(key):
                 return v

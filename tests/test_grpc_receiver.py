@@ -2,7 +2,8 @@
 SDK's gRPC exporters, and the status mapping (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 UNAVAILABLE + RetryInfo, partial success).
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc ; contract ``otlp.md`` §2 and §3.
+Spec: OTLP spec "OTLP/gRPC" (https://opentelemetry.io/docs/specs/otlp/#otlpgrpc), incl. "Failures" and
+"OTLP/gRPC Throttling".
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from relay.component import deadline_in
 from relay.auth import TenantResolver
-from relay.config import GrpcReceiverConfig, RelayConfig
+from relay.config import GrpcReceiverConfig
+from relay.config_load import RelayConfig
 from relay.model import Signal
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.ingest import IngestRefused, dedup_key
@@ -59,7 +62,7 @@ async def start_grpc() -> AsyncIterator:
     yield start
     for recv, channel in started:
         await channel.close()
-        await recv.stop(1.0)
+        await recv.shutdown(deadline_in(1.0))
 
 
 async def test_replay_grpc_fixture(start_grpc):
@@ -188,5 +191,5 @@ async def test_stop_finishes_in_flight_calls(start_grpc):
     call = asyncio.ensure_future(srv.method()(GOOD, timeout=5))
     while srv.sink.calls == 0:
         await asyncio.sleep(0.005)
-    await srv.receiver.stop(2.0)
+    await srv.receiver.shutdown(deadline_in(2.0))
     assert await call == b"" and len(srv.sink.stored) == 1

@@ -1,7 +1,8 @@
 """OTLP/HTTP receiver over real loopback sockets: fixture replay, the OpenTelemetry SDK's own exporters, error
 handling (400/401/404/405/413/415/503), partial success, duplicates and disconnects.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; contract ``otlp.md`` §1 and §3.
+Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp), incl. "Failures" and
+"OTLP/HTTP Throttling".
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from relay.component import deadline_in
 from relay.auth import TenantResolver
-from relay.config import HttpReceiverConfig, RelayConfig
+from relay.config import HttpReceiverConfig
+from relay.config_load import RelayConfig
 from relay.model import Signal
 from relay.otlp.ingest import IngestRefused, dedup_key
 from relay.otlp.http import OtlpHttpReceiver
@@ -66,7 +69,7 @@ async def start_http() -> AsyncIterator:
 
     yield start
     for r in receivers:
-        await r.stop(1.0)
+        await r.shutdown(deadline_in(1.0))
 
 
 @pytest.fixture
@@ -431,7 +434,7 @@ async def test_stop_answers_in_flight_requests(start_http, session):
     request = asyncio.create_task(post(session, srv.url + "/v1/traces", GOOD))
     while srv.sink.calls == 0:
         await asyncio.sleep(0.005)
-    await srv.receiver.stop(2.0)
+    await srv.receiver.shutdown(deadline_in(2.0))
     status, _, _ = await request
     assert status == 200 and len(srv.sink.stored) == 1
     with pytest.raises(aiohttp.ClientConnectionError):

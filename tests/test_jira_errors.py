@@ -1,7 +1,8 @@
 """Jira notifier error handling, ``check()`` and the REST client's search paging, against the fake Jira.
 
 Retryable: 429 / 503 with ``Retry-After``, other 5xx, connection refused, timeouts. Permanent, with Jira's own
-messages: bad project, missing required field, unknown transition, bad credentials (contract ``alerting.md`` §3–4).
+messages: bad project, missing required field, unknown transition, bad credentials (Jira REST,
+https://developer.atlassian.com/cloud/jira/platform/rest/v3/).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import time
 
 import pytest
 
-from relay.alerting.model import AlertState
+from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.jira import JiraNotifier
-from relay.notify.jira_client import JiraClient
+from relay.notify.jira.notifier import JiraNotifier
+from relay.notify.jira.client import JiraClient
 from tests.fakes.jira import GONE_MESSAGE, FakeJira, FakeProject
 from tests.fakes.jira_support import Clock, jira_config, make_alert, make_notification
 

@@ -1,4 +1,5 @@
-"""The fake Jira behaves like Jira where relay depends on it (``tests/fakes/jira.py``; contract ``alerting.md`` §4):
+"""The fake Jira behaves like Jira where relay depends on it (``tests/fakes/jira.py``;
+https://developer.atlassian.com/cloud/jira/platform/rest/v3/):
 auth per flavour, API versions, the removed search endpoint, create validation, ADF, JQL subset, search lag,
 transitions. Plain aiohttp requests, so these tests do not depend on relay's client."""
 

@@ -1,16 +1,17 @@
 """Jira notifier lifecycle against the fake Jira, on Cloud (REST v3, ADF) and Data Center (REST v2, wiki markup):
 one issue per alert group, comments on repeats, restarts, resolve, reopen window, Won't Fix, lost responses.
 
-Contract: ``/work/shared/contracts/alerting.md`` §3–4; semantics in ``relay/notify/jira.py``'s docstring.
+Semantics: Alertmanager's ``jira_configs`` (https://prometheus.io/docs/alerting/latest/configuration/#jira_config)
+and jiralert (https://github.com/prometheus-community/jiralert); details in ``relay/notify/jira/notifier.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from relay.alerting.model import AlertState
+from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.jira import JiraNotifier, dedup_key
+from relay.notify.jira.notifier import JiraNotifier, dedup_key
 from tests.fakes.jira import FakeJira
 from tests.fakes.jira_support import (
     GROUP_KEY, RUNBOOK, SESSION_URL, Clock, jira_config, make_alert, make_notification,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from relay.notify.jira import dedup_key
-from relay.notify.jira_adf import adf_to_text, markup_to_adf, markup_to_wiki, truncate
-from relay.notify.jira_config import JiraConfig
-from relay.notify.jira_templates import DEFAULT_DESCRIPTION, render, severity_of, template_context
+from relay.notify.jira.notifier import dedup_key
+from relay.notify.jira.adf import adf_to_text, markup_to_adf, markup_to_wiki, truncate
+from relay.notify.jira.config import JiraConfig
+from relay.notify.jira.templates import DEFAULT_DESCRIPTION, render, severity_of, template_context
 from tests.fakes.jira_model import adf_problem
 from tests.fakes.jira_support import SESSION_URL, make_alert, make_notification
 
@@ -103,7 +103,7 @@ def test_template_alerts_expose_values_as_attribute():
 
 
 def test_severity_prefers_firing_alerts():
-    from relay.alerting.model import AlertState
+    from relay.alert import AlertState
     n = make_notification(make_alert(severity="info"),
                           make_alert(severity="critical", state=AlertState.RESOLVED, ends_at=1.0, user="b"))
     assert severity_of(n) == "info"

@@ -1,4 +1,5 @@
-"""relay.exporters.langfuse_encode: Observation model → OTLP for Langfuse (contract langfuse.md §2–§4)."""
+"""relay.exporters.langfuse_encode: Observation model → OTLP for Langfuse (Langfuse's attribute mapping,
+https://langfuse.com/integrations/native/opentelemetry)."""
 
 from __future__ import annotations
 
@@ -220,7 +221,7 @@ def test_request_json_round_trip_and_determinism():
     # deterministic: same input → identical bytes
     again = encode_request([(_trace(), _observations()), (other, [obs2])])
     assert req.SerializeToString(deterministic=True) == again.SerializeToString(deterministic=True)
-    # OTLP/JSON round trip (Langfuse accepts protobuf and JSON, contract §1)
+    # OTLP/JSON round trip (Langfuse accepts protobuf and JSON)
     text = json_format.MessageToJson(req)
     back = json_format.Parse(text, ExportTraceServiceRequest())
     assert back == req

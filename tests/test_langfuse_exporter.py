@@ -1,7 +1,9 @@
 """The Langfuse exporter against a real loopback fake Langfuse (``tests/fakes/langfuse.py``).
 
-Contract: ``/work/shared/contracts/langfuse.md`` §1 (endpoint, auth, headers, errors) and §2 rule 4 (export once,
-retry 429/502/503/504/connect errors, bounded 500 retries); ``otlp.md`` §1 (Retry-After as seconds or HTTP-date).
+Sources: Langfuse's OTLP endpoint (https://langfuse.com/integrations/native/opentelemetry; endpoint, auth, headers,
+errors); export once, since Langfuse v4 does not deduplicate re-sent spans (retry 429/502/503/504/connect errors,
+bounded 500 retries); OTLP spec "OTLP/HTTP Throttling" (Retry-After as seconds or HTTP-date,
+https://opentelemetry.io/docs/specs/otlp/#otlphttp-throttling).
 Every test fills a real ``Spool`` with real ``ExportTraceServiceRequest`` payloads; backoff is shortened so the
 file runs in a few seconds.
 """
@@ -20,6 +22,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from relay.component import deadline_in
 from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, RetryConfig, TenantConfig
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
@@ -108,7 +111,7 @@ async def running(spool: Spool, cfg: LangfuseExporterConfig, *tenants: TenantCon
     try:
         yield exporter
     finally:
-        await exporter.stop(timeout=2.0)
+        await exporter.shutdown(deadline_in(2.0))
 
 
 def posts(lf: FakeLangfuse) -> list:
@@ -351,7 +354,7 @@ async def test_stop_while_retrying_is_prompt_and_keeps_the_batch(spool, lf):
     await exporter.start()
     await until(lambda: len(posts(lf)) >= 1, what="first attempt")
     started = time.monotonic()
-    await exporter.stop(timeout=5)
+    await exporter.shutdown(deadline_in(5))
     assert time.monotonic() - started < 0.5
     assert spool.outbound_spans["a"] == 4 and len(await spool.read_outbound("a", 100, 10**6)) == 2
     lf.clear_faults()
@@ -367,7 +370,7 @@ async def test_stop_lets_the_in_flight_request_finish(spool, lf):
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
     await until(lambda: len(posts(lf)) >= 1, what="request in flight")
-    await exporter.stop(timeout=3)
+    await exporter.shutdown(deadline_in(3))
     assert spool.outbound_spans["a"] == 0  # acknowledged before stopping: a restart will not re-send
     async with running(spool, config(), tenant("a", lf.base_url)):
         await asyncio.sleep(0.1)

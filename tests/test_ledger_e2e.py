@@ -169,7 +169,7 @@ async def test_metrics_only_sender_is_counted_from_metrics_until_its_events_arri
     assert sum(r.cache_creation_tokens for r in estimated) == tok["cacheCreation"]
     reported = sum(a["cost_usd_micros"] for a in requests)
     assert sum(r.cost_micros for r in estimated) == pytest.approx(points["claude_code.cost.usage"][None] * 1e6, abs=len(estimated))
-    assert sum(r.cost_micros for r in estimated) == pytest.approx(reported, abs=len(estimated))  # metrics ≙ events (§8)
+    assert sum(r.cost_micros for r in estimated) == pytest.approx(reported, abs=len(estimated))  # metrics ≙ events
     assert {r.session_id for r in estimated} == {requests[0]["session.id"]}
     assert {s.group["type"]: s.value for s in lines} == {t: v for t, v in points["claude_code.lines_of_code.count"].items()}
     assert {s.group["team.id"] for s in lines} == {"platform"}

@@ -21,14 +21,6 @@ SONNET = "claude-sonnet-4-5-20250929"  # $3 in / $15 out per 1M tokens
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def store(db):
     return SqliteLedgerStore(db, Pricing.load())
 

@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.alerting.model import Alert, AlertState, Notification
+from relay.component import deadline_in
+from relay.alert import Alert, AlertState, Notification
 from relay.notify.base import Notifier, NotifyError
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 
 KEY = "team/webhook/0"
@@ -111,14 +112,6 @@ def sample(reg: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
-
-
-@pytest.fixture
 async def service():
     s = Service()
     runner, port = await s.serve()
@@ -135,7 +128,7 @@ async def test_429_with_retry_after_is_honoured_and_delivered_once(db, service):
     service.script = [(429, {"Retry-After": "1"})]
     reg = CollectorRegistry()
     outbox = make(db, {KEY: HttpNotifier(service.url)}, reg)
-    outbox.start()
+    await outbox.start()
     try:
         await outbox.enqueue(KEY, notification(1))
         assert reg.get_sample_value("relay_outbox_queue_size") == 1
@@ -150,7 +143,7 @@ async def test_429_with_retry_after_is_honoured_and_delivered_once(db, service):
         assert sample(reg, "alertmanager_notification_requests_total") == 2
         assert reg.get_sample_value("relay_outbox_queue_size") == 0
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def test_outage_then_recovery_delivers_each_notification_once_in_order(db, service):
@@ -159,7 +152,7 @@ async def test_outage_then_recovery_delivers_each_notification_once_in_order(db,
     outbox = make(db, {KEY: notifier})
     for seq in (1, 2, 3):
         await outbox.enqueue(KEY, notification(seq))
-    outbox.start()
+    await outbox.start()
     try:
         await until(lambda: len(service.accepted) == 3)
         await drained(outbox)
@@ -169,7 +162,7 @@ async def test_outage_then_recovery_delivers_each_notification_once_in_order(db,
         assert notifier.states[-3:] == [{}, {"messages": [1]}, {"messages": [1, 2]}]
         assert await outbox.state(KEY, "g1") == {"messages": [1, 2, 3]}
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def test_connection_refused_until_the_service_comes_up(db):
@@ -178,7 +171,7 @@ async def test_connection_refused_until_the_service_comes_up(db):
         port = s.getsockname()[1]
     service = Service()
     outbox = make(db, {KEY: HttpNotifier(f"http://127.0.0.1:{port}/notify")})
-    outbox.start()
+    await outbox.start()
     runner = None
     try:
         await outbox.enqueue(KEY, notification(1))
@@ -199,7 +192,7 @@ async def test_connection_refused_until_the_service_comes_up(db):
         await asyncio.sleep(0.1)
         assert len(service.accepted) == 1
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
         if runner:
             await runner.cleanup()
 
@@ -210,7 +203,7 @@ async def test_permanent_error_is_recorded_and_later_items_still_go(db, service)
     outbox = make(db, {KEY: HttpNotifier(service.url)}, reg)
     await outbox.enqueue(KEY, notification(1))
     await outbox.enqueue(KEY, notification(2))
-    outbox.start()
+    await outbox.start()
     try:
         await until(lambda: service.accepted)
         await drained(outbox)
@@ -221,7 +214,7 @@ async def test_permanent_error_is_recorded_and_later_items_still_go(db, service)
         assert sample(reg, "alertmanager_notifications_failed_total", reason="clientError") == 1
         assert sample(reg, "alertmanager_notifications_total") == 2
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def test_kill_9_after_enqueue_then_restart_delivers_exactly_once(tmp_path, service):
@@ -229,8 +222,8 @@ async def test_kill_9_after_enqueue_then_restart_delivers_exactly_once(tmp_path,
     script = textwrap.dedent(f"""
         import asyncio, os, signal
         from pathlib import Path
-        from relay.alerting.model import Alert, AlertState, Notification
-        from relay.notify.outbox import Outbox
+        from relay.alert import Alert, AlertState, Notification
+        from relay.alerting.dispatch.outbox import Outbox
         from relay.store.sqlite import SqliteDB
         db = SqliteDB(Path({str(path)!r})); db.open()
         outbox = Outbox(db, {{}})
@@ -247,20 +240,20 @@ async def test_kill_9_after_enqueue_then_restart_delivers_exactly_once(tmp_path,
         db = SqliteDB(path)
         db.open()
         outbox = make(db, {KEY: HttpNotifier(service.url)})
-        outbox.start()
+        await outbox.start()
         try:
             await until(lambda: service.accepted)
             await drained(outbox)
             await asyncio.sleep(0.1)
         finally:
-            await outbox.stop()
+            await outbox.shutdown(deadline_in(5))
             db.close()
     assert [b["seq"] for b in service.accepted] == [7]
 
 
 async def test_items_of_an_unconfigured_integration_wait_for_it(db, service, caplog):
     outbox = make(db, {})
-    outbox.start()
+    await outbox.start()
     try:
         await outbox.enqueue(KEY, notification(1))
         await asyncio.sleep(0.05)
@@ -275,7 +268,7 @@ async def test_items_of_an_unconfigured_integration_wait_for_it(db, service, cap
         await asyncio.sleep(0.05)
         assert len(service.accepted) == 1 and len(await outbox.pending()) == 1
     finally:
-        await outbox.stop()
+        await outbox.shutdown(deadline_in(5))
 
 
 async def test_stop_lets_an_in_flight_delivery_finish(db):
@@ -291,10 +284,10 @@ async def test_stop_lets_an_in_flight_delivery_finish(db):
             return {"done": True}
 
     outbox = make(db, {KEY: Slow()})
-    outbox.start()
+    await outbox.start()
     await outbox.enqueue(KEY, notification(1))
     await until(lambda: calls)
-    stopping = asyncio.create_task(outbox.stop(grace=5))
+    stopping = asyncio.create_task(outbox.shutdown(deadline_in(5)))
     await asyncio.sleep(0.05)
     release.set()
     await stopping

@@ -4,8 +4,9 @@ share, one notifier per integration of the right kind, ``send_resolved`` as conf
 from __future__ import annotations
 
 from relay.alerting.config import AlertingConfig
-from relay.notify.factory import build_notifiers, integration_id, integrations
-from relay.notify.outbox import split_integration
+from relay.notify.config import integration_id, integrations
+from relay.notify.factory import build_notifiers
+from relay.alerting.dispatch.outbox import split_integration
 
 CFG = AlertingConfig.model_validate({
     "route": {"receiver": "team/a"},

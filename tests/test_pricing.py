@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.config import RelayConfig
+from relay.config_load import RelayConfig
 from relay.model import UsageRecord
 from relay.usage.config import PricingConfig
 from relay.usage.pricing import Pricing, normalize_model

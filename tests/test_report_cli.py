@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.reports import cli
+from relay.cli import report as cli
 from tests.test_report_support import BERLIN, Ledger, generate_week, in_range, week_start, write_ledger
 
 
@@ -129,7 +129,7 @@ def test_missing_ledger_exits_1(tmp_path, capsys):
 def test_budgets_come_from_the_configured_rule_files(setup, capsys, tmp_path):
     from types import SimpleNamespace
 
-    from relay.reports.cli import _rule_budgets
+    from relay.cli.report import _rule_budgets
 
     root = Path(__file__).resolve().parents[1]
     provider = _rule_budgets(SimpleNamespace(rules=SimpleNamespace(files=["rules/budgets.yaml"])),

@@ -280,7 +280,7 @@ def test_models_cover_generator():
 
 
 def test_budget_rules_from_rule_files_grouped_and_rolling(ledger):
-    from relay.alerting.rules_load import RuleSet
+    from relay.alerting.rules.load import RuleSet
     from relay.reports.budgets import budget_specs
 
     led, source = ledger

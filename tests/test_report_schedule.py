@@ -13,10 +13,11 @@ from datetime import datetime
 import pytest
 from aiohttp import web
 
+from relay.component import deadline_in
 from relay.notify.config import ReceiverConfig
-from relay.notify.slack_config import SlackConfig
-from relay.notify.webhook import verify_signature
-from relay.notify.webhook_config import WebhookConfig
+from relay.notify.slack.config import SlackConfig
+from relay.notify.webhook.notifier import verify_signature
+from relay.notify.webhook.config import WebhookConfig
 from relay.reports.config import ReportsConfig
 from relay.reports.service import build_scheduler
 from relay.store.sqlite import SqliteDB
@@ -89,8 +90,7 @@ class Replica:
         self.scheduler, self.deliverer = build_scheduler(cfg, self.db, recv, list(tenants), now=clock)
 
     async def close(self) -> None:
-        await self.scheduler.stop()
-        await self.deliverer.close()
+        await self.scheduler.shutdown(deadline_in(5))
         self.db.close()
 
 
@@ -348,7 +348,7 @@ async def test_background_loop_wakes_at_the_cron_time(slack, db_path, replicas):
     r = replicas(db_path, clock, reports_cfg(), receivers(slack))
     r.scheduler.open()
     await r.db.run(lambda c: c.execute("INSERT INTO report_schedules VALUES ('weekly', ?)", (start - 3600,)))
-    r.scheduler.start()
+    await r.scheduler.start()
     deadline = time.monotonic() + 10
     while not posts(slack) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

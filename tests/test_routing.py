@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from relay.alerting.config import AlertingConfig
-from relay.alerting.routing import Route, format_labels
+from relay.alerting.dispatch.routing import Route, format_labels
 
 CONFIG = yaml.safe_load("""
 external_url: http://relay.example:8888/

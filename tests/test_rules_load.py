@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from relay.alerting.rules_cli import rules_check
-from relay.alerting.rules_load import RuleSet, RulesError, expand_paths
-from relay.alerting.rules_schema import RulesConfig, format_duration, parse_rule_duration
-from relay.alerting.rules_templates import FILTERS
+from relay.cli.rules import rules_check
+from relay.alerting.rules.load import RuleSet, RulesError, expand_paths
+from relay.alerting.rules.schema import RulesConfig, format_duration, parse_rule_duration
+from relay.alerting.rules.templates import FILTERS
 from tests.test_engine_support import write_rules
 
 GOOD = """\

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from relay.alerting.engine import RuleEngine
-from relay.alerting.model import AlertState
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.rules_manager import RulesManager
-from relay.alerting.windows import RollingWindow
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alert import AlertState
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.manager import RulesManager
+from relay.alerting.evaluation.windows import RollingWindow
+from relay.component import deadline_in
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
@@ -38,8 +39,8 @@ async def setup(tmp_path, text=RULES):
     path = write_rules(tmp_path / "rules.yaml", text)
     clock, sink, ledger = Clock(T0), Sink(), MemoryLedger()
     engine = RuleEngine(RuleSet.load([path]), on_alerts=sink, now=clock)
-    await engine.start(ledger)
-    manager = RulesManager([path], engine, ledger, watch_interval=0.02)
+    await engine.restore(ledger)
+    manager = RulesManager([path], engine, ledger, watch_interval=0.02, watch=True)
     return path, clock, sink, ledger, engine, manager
 
 
@@ -113,7 +114,7 @@ async def test_a_removed_rule_resolves_its_alerts(tmp_path):
 
 async def test_file_changes_and_sighup_requests_reload(tmp_path):
     path, clock, sink, ledger, engine, manager = await setup(tmp_path)
-    manager.start(watch=True)
+    await manager.start()
     try:
         write_rules(tmp_path / "extra.yaml", "groups: []\n")  # not matched by the configured path: ignored
         write_rules(tmp_path / "rules.yaml", RULES[:RULES.index("      - alert: Hourly")])
@@ -129,7 +130,7 @@ async def test_file_changes_and_sighup_requests_reload(tmp_path):
             if len(engine.rule_ids()) == 3:
                 break
         assert len(engine.rule_ids()) == 3
-        await manager.stop()
+        await manager.shutdown(deadline_in(5))
         write_rules(tmp_path / "rules.yaml", RULES)
         manager.request_reload()  # what the SIGHUP handler calls
         for _ in range(250):
@@ -138,4 +139,4 @@ async def test_file_changes_and_sighup_requests_reload(tmp_path):
                 break
         assert len(engine.rule_ids()) == 4
     finally:
-        await manager.stop()
+        await manager.shutdown(deadline_in(5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from relay.alerting.rules_cli import rules_check, rules_test
+from relay.cli.rules import rules_check, rules_test
 from tests.test_engine_support import write_rules
 
 REPO = Path(__file__).resolve().parent.parent

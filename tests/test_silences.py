@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.alerting import silence_cli
+from relay.cli import silence as silence_cli
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher
-from relay.alerting.silences import SilenceError, Silences, SilenceState
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher
+from relay.alerting.dispatch.silences import SilenceError, Silences, SilenceState
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 
 T0 = 1_780_000_000.0
@@ -33,14 +33,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time() if self.t is None else self.t
-
-
-@pytest.fixture
-def db(tmp_path):
-    d = SqliteDB(tmp_path / "relay.db")
-    d.open()
-    yield d
-    d.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Slack message rendering (``relay.notify.slack_blocks`` / ``slack_format``): every message is valid per slack-sdk's
+"""Slack message rendering (``relay.notify.slack.blocks`` / ``slack_format``): every message is valid per slack-sdk's
 block models and Slack's limits (checked by the fake Slack's validator), shows the figures that crossed with units,
 the severity colour, links, the silence hint and the fingerprint."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from slack_sdk.models.blocks import Block
 
-from relay.alerting.model import Alert, AlertState
-from relay.notify import slack_format as fmt
-from relay.notify.slack_blocks import (
+from relay.alert import Alert, AlertState
+from relay.notify.slack import format as fmt
+from relay.notify.slack.blocks import (
     MAX_BLOCKS, group_message, normalize_mention, resolved_note, silence_command, ping_message, thread_update,
 )
 from tests.fakes.slack_payload import check_message

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from relay.notify.base import NotifyError
-from relay.notify.slack import METADATA_EVENT_TYPE, SlackNotifier, SlackNotifyError
-from relay.notify.slack_config import SlackConfig
+from relay.notify.slack.notifier import METADATA_EVENT_TYPE, SlackNotifier, SlackNotifyError
+from relay.notify.slack.config import SlackConfig
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_samples import T0, budget_alert, error_rate_alert, notification, resolved
 

@@ -2,7 +2,7 @@
 idempotency key, retry classification (503/429 retryable with Retry-After, 4xx permanent), timeout, outage.
 
 Payload shape: Alertmanager ``webhook_config``
-(https://prometheus.io/docs/alerting/latest/configuration/#webhook_config, contract ``alerting.md`` §1)."""
+(https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import time
 import pytest
 from aiohttp import web
 
-from relay.alerting.model import AlertState
+from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.webhook import (
+from relay.notify.webhook.notifier import (
     IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME, WebhookNotifier, build_payload, sign,
     verify_signature,
 )
-from relay.notify.webhook_config import WebhookConfig
+from relay.notify.webhook.config import WebhookConfig
 from tests.fakes.jira_support import GROUP_KEY, SESSION_URL, T0, Clock, make_alert, make_notification
 
 SECRET = "whsec-test-0123456789"

@@ -28,10 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.matchers import Matcher, matches_all, parse_matchers
-from relay.alerting.model import Alert, AlertState
-from relay.alerting.silences import Silence, SilenceError, Silences
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.matchers import Matcher, matches_all, parse_matchers
+from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.silences import Silence, SilenceError, Silences
 
 __all__ = ["alerting_routes", "format_time", "parse_time", "silence_to_json", "matcher_from_json",
            "matcher_to_json"]

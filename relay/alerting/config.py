@@ -1,7 +1,7 @@
 """The ``alerting:`` section of relay's config: Alertmanager's routing tree, receivers and inhibition rules.
 
-The shape and defaults are Alertmanager's (https://prometheus.io/docs/alerting/latest/configuration/; contract
-``alerting.md`` §1), so an operator can copy a ``route:`` / ``receivers:`` / ``inhibit_rules:`` block::
+The shape and defaults are Alertmanager's (https://prometheus.io/docs/alerting/latest/configuration/),
+so an operator can copy a ``route:`` / ``receivers:`` / ``inhibit_rules:`` block::
 
     alerting:
       external_url: http://relay.internal:8888
@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from relay.alerting.matchers import parse_matchers
+from relay.matchers import parse_matchers
 from relay.config_types import Duration, _Model, parse_duration
 from relay.notify.config import ReceiverConfig
 
@@ -67,7 +67,7 @@ class RouteConfig(_Model):
     """A node of the routing tree (Alertmanager ``route``). Unset fields (None) inherit the parent's value; the
     root's unset timers take Alertmanager's defaults (group_wait 30s, group_interval 5m, repeat_interval 4h) and
     an unset root ``group_by`` means one group per route. ``matchers`` are label matcher strings
-    (``name="v"``, ``!=``, ``=~``, ``!~``; see ``relay.alerting.matchers``)."""
+    (``name="v"``, ``!=``, ``=~``, ``!~``; see ``relay.matchers``)."""
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -17,19 +17,20 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
+from relay.component import Component, shutdown_all
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
-from relay.alerting.dispatcher import Dispatcher
-from relay.alerting.engine import RuleEngine
-from relay.alerting.eval_runtime import Links
-from relay.alerting.model import Alert
-from relay.alerting.rules_load import RuleSet
-from relay.alerting.rules_manager import RulesManager
-from relay.alerting.rules_schema import RulesConfig
-from relay.alerting.silences import Silences
-from relay.alerting.state import AlertStateStore
+from relay.alerting.dispatch.dispatcher import Dispatcher
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alerting.evaluation.runtime import Links
+from relay.alert import Alert
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.manager import RulesManager
+from relay.alerting.rules.schema import RulesConfig
+from relay.alerting.dispatch.silences import Silences
+from relay.alerting.evaluation.state import AlertStateStore
 from relay.notify.factory import build_notifiers
-from relay.notify.outbox import Outbox
+from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -38,14 +39,16 @@ __all__ = ["AlertingService"]
 log = logging.getLogger(__name__)
 
 
-class AlertingService:
+class AlertingService(Component):
     """Rules, alerts and notifications over ``db`` (relay's database) and ``ledger``.
 
     ``rules`` and ``alerting`` are the config sections; ``links(labels, sample_record)`` builds Langfuse links;
     ``sinks`` also get every alert change the dispatcher gets (e.g. the reports' alert history).
-    Raises ``relay.alerting.rules_load.RulesError`` from the constructor when the rule files are invalid (relay
+    Raises ``relay.alerting.rules.load.RulesError`` from the constructor when the rule files are invalid (relay
     refuses to start with broken rules; a later reload keeps the old ones instead). Blocking; call at start-up.
     """
+
+    name = "alerting"
 
     def __init__(self, db: SqliteDB, ledger: LedgerStore, rules: RulesConfig, alerting: AlertingConfig, *,
                  links: Links | None = None, registry: CollectorRegistry | None = None,
@@ -62,7 +65,8 @@ class AlertingService:
                                  state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
                                  evaluation_interval=rules.evaluation_interval, resend_interval=rules.resend_interval,
                                  resolved_retention=rules.resolved_retention)
-        self.manager = RulesManager(rules.files, self.engine, ledger, watch_interval=rules.watch_interval)
+        self.manager = RulesManager(rules.files, self.engine, ledger, watch_interval=rules.watch_interval,
+                                    watch=rules.watch)
         if registry is not None:
             g = Gauge("relay_rules_loaded", "Alerting rules loaded.", registry=registry)
             g.set_function(lambda: len(self.engine.rule_ids()))
@@ -82,18 +86,18 @@ class AlertingService:
         """Start delivery and dispatching now, and the engine (restore persisted alerts, backfill its windows from
         the ledger — tens of seconds over millions of records) and the rules manager in the background, so relay
         accepts telemetry at once; records observed meanwhile are reconciled with the backfill by the engine."""
-        self.outbox.start()
-        self.dispatcher.start()
+        await self.outbox.start()
+        await self.dispatcher.start()
         self._starting = asyncio.create_task(self._start_engine(), name="rules-engine-start")
 
     async def _start_engine(self) -> None:
         t0 = time.monotonic()
         try:
-            await self.engine.start(self.ledger)
+            await self.engine.restore(self.ledger)
         except Exception:
             log.exception("the rules engine could not start; alerts are not evaluated")
             return
-        self.manager.start(watch=self.rules_config.watch)
+        await self.manager.start()
         log.info("alerting: %d rules from %d files, windows backfilled in %.1fs; %d receivers",
                  len(self.engine.rule_ids()), len(self.engine.ruleset.files), time.monotonic() - t0,
                  len(self.dispatcher.config.receivers))
@@ -103,17 +107,13 @@ class AlertingService:
         if self._starting is not None:
             await asyncio.shield(self._starting)
 
-    async def stop(self, grace: float) -> None:
-        """Stop in reverse order; queued notifications stay in the outbox for the next start. Never raises."""
+    async def shutdown(self, deadline: float) -> None:
+        """Shut down in flow order (rules manager, dispatcher, outbox); queued notifications stay in the outbox for
+        the next start. Never raises."""
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)
-        for name, step in (("rules manager", self.manager.stop()), ("dispatcher", self.dispatcher.stop()),
-                           ("outbox", self.outbox.stop(grace))):
-            try:
-                await step
-            except Exception:
-                log.exception("stopping the %s failed", name)
+        await shutdown_all([self.manager, self.dispatcher, self.outbox], deadline)
 
     async def reload(self) -> tuple[bool, str | None]:
         """Reload the rule files (``SIGHUP``, ``POST /-/reload``); a broken file keeps the old rules."""

@@ -1,8 +1,10 @@
 """The Langfuse exporter: sends each tenant's outbound spool to that tenant's Langfuse project, once, in order.
 
-Contract: ``/work/shared/contracts/langfuse.md`` §1 (endpoint, auth, headers, status codes) and §2 rule 4
-(export each span once), ``otlp.md`` §1/§3 (client retry rules) and §4.2 (backoff settings); Langfuse docs
-https://langfuse.com/integrations/native/opentelemetry.
+Sources: Langfuse docs https://langfuse.com/integrations/native/opentelemetry and its handler, langfuse/langfuse
+``web/src/pages/api/public/otel/v1/traces/index.ts`` (endpoint, auth, headers, status codes); export each span
+once, since Langfuse v4 does not deduplicate re-sent spans (``worker/src/queues/otelIngestionQueue.ts``); client
+retry rules: OTLP spec "Failures" (https://opentelemetry.io/docs/specs/otlp/#failures-1); backoff settings: the
+Collector's https://github.com/open-telemetry/opentelemetry-collector/blob/main/exporter/exporterhelper/README.md.
 
 Per tenant, one loop (independent position, backoff and health, so a failing project never delays another):
 
@@ -17,7 +19,8 @@ Per tenant, one loop (independent position, backoff and health, so a failing pro
    401/403/404 (bad key, organisation key or suspended ingestion, wrong URL) mark the tenant
    ``failing_permanently`` and pause ``max_interval`` seconds between batches until a request succeeds.
 
-At most one copy of each span (contract langfuse.md §2 rule 4: Langfuse v4 does not de-duplicate re-sent span ids):
+At most one copy of each span (Langfuse v4 stores a re-sent span id as another observation; langfuse/langfuse
+``worker/src/queues/otelIngestionQueue.ts``):
 
 - the batches of a request are marked in the spool (``Spool.mark_sending``) before the request is sent, and
   deleted (``ack_outbound``) after the 2xx; a failing delete (disk full) is retried with backoff, never by
@@ -31,7 +34,7 @@ At most one copy of each span (contract langfuse.md §2 rule 4: Langfuse v4 does
   batch is re-sent whole and counted in ``relay_exporter_unverified_resent_spans_total``.
 
 After an outage: while backing off from connection errors or 5xx answers without ``Retry-After``, relay probes
-``GET /api/public/health`` (no auth, langfuse.md §5) every ``health_probe_interval`` seconds and resumes as soon as
+``GET /api/public/health`` (no auth) every ``health_probe_interval`` seconds and resumes as soon as
 the probe, having failed, succeeds again — within a fraction of a second of Langfuse's recovery.
 
 Shutdown (``stop``) lets an in-flight request finish within the timeout; unsent batches stay in the spool.
@@ -57,6 +60,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import RetryCallState
 
+from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -68,17 +72,20 @@ __all__ = ["LangfuseExporter", "ExporterMetrics", "OTLP_TRACES_PATH", "RELAY_VER
 log = logging.getLogger(__name__)
 
 EXPORTER = "langfuse"
-#: Langfuse's OTLP/HTTP traces endpoint below the base URL (langfuse.md §1).
+#: Langfuse's OTLP/HTTP traces endpoint below the base URL (https://langfuse.com/integrations/native/opentelemetry).
 OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
-#: Langfuse's health endpoint (no auth): ``200 {"status":"OK","version":…}`` or 503 (langfuse.md §5).
+#: Langfuse's health endpoint (no auth): ``200 {"status":"OK","version":…}`` or 503
+#: (https://api.reference.langfuse.com/#tag/health/GET/api/public/health).
 HEALTH_PATH = "/api/public/health"
-#: Langfuse's real-time observations read API (v4 and Cloud), used to reconcile interrupted sends.
+#: Langfuse's real-time observations read API (v4 and Cloud), used to reconcile interrupted sends
+#: (https://langfuse.com/docs/api-and-data-platform/features/observations-api).
 OBSERVATIONS_PATH = "/api/public/v2/observations"
 #: Kinds of transient failure after which the health endpoint is probed during the backoff.
 _PROBE_KINDS = frozenset({"connect", "timeout", "disconnect", "500", "502", "503", "504"})
 #: Backoff of spool writes (acks, dead letters, send marks) that failed on a storage error, seconds.
 _WRITE_RETRY_INITIAL, _WRITE_RETRY_MAX = 0.05, 2.0
-#: Statuses after which every later request of the tenant will fail too (langfuse.md §1 "Errors").
+#: Statuses after which every later request of the tenant will fail too (langfuse/langfuse
+#: ``web/src/features/public-api/server/createAuthedProjectAPIRoute.ts`` and the otel/v1/traces route).
 _FAILING_STATUSES = frozenset({401, 403, 404})
 #: Statuses that reject a whole request for one bad part: re-send a merged request batch by batch.
 _SPLIT_STATUSES = frozenset({400, 413})
@@ -105,7 +112,8 @@ USER_AGENT = f"relay/{RELAY_VERSION} aiohttp/{aiohttp.__version__}"
 
 class ExporterMetrics:
     """The exporter's Prometheus metrics, registered into ``registry``; every series is labelled
-    ``exporter="langfuse"`` and ``tenant``. Names follow the Collector's (otlp.md §4.6; counters get ``_total``)."""
+    ``exporter="langfuse"`` and ``tenant``. Names follow the Collector's
+    (https://opentelemetry.io/docs/collector/internal-telemetry/; counters get ``_total``)."""
 
     def __init__(self, registry: CollectorRegistry):
         lb = ("exporter", "tenant")
@@ -591,7 +599,7 @@ class _TenantLoop:
                 "dead_letter_spans": self.dead_letter_spans}
 
 
-class LangfuseExporter:
+class LangfuseExporter(Component):
     """Exports every export-enabled tenant's outbound spool to its own Langfuse project (one loop per tenant).
 
     ``spool``: the open ``relay.spool.Spool``. ``config``: ``exporters.langfuse`` (``timeout`` per attempt in
@@ -600,6 +608,8 @@ class LangfuseExporter:
     where ``ExporterMetrics`` are registered (default: a private registry). ``poll_interval``: seconds between
     spool checks while idle, to notice batches requeued by another process (``relay replay``).
     """
+
+    name = "Langfuse exporter"
 
     def __init__(self, spool: Spool, config: LangfuseExporterConfig, tenants: Iterable[TenantConfig], *,
                  registry: CollectorRegistry | None = None, poll_interval: float = 5.0):
@@ -639,12 +649,12 @@ class LangfuseExporter:
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
         log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops) or "-")
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop all loops: backoff waits end at once, an in-flight request may finish within ``timeout`` seconds
-        (then it is cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop all loops: backoff waits end at once, an in-flight request may finish until ``deadline`` (then it is
+        cancelled; its batches stay in the spool and are sent again by the next start). Never raises."""
         self.stopping.set()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=remaining(deadline))
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,9 +1,11 @@
 """Encode relay's observation model (``relay.model``) as OTLP trace protobuf shaped for Langfuse's OTLP endpoint.
 
-Contract: ``/work/shared/contracts/langfuse.md`` §2 (v4 reads trace-level fields per span, so they are copied
-onto **every** span), §3 (attribute → Langfuse field mapping) and §4 (explicit ``usage_details`` /
-``cost_details`` JSON so Langfuse neither re-interprets nor double-counts tokens). Langfuse's attribute reference:
-https://langfuse.com/integrations/native/opentelemetry ("Attribute mapping").
+Sources: Langfuse v4 reads trace-level fields per span, so they are copied onto **every** span (langfuse/langfuse
+``worker/src/queues/otelIngestionQueue.ts``); attribute → Langfuse field mapping: Langfuse's OpenTelemetry docs
+(https://langfuse.com/integrations/native/opentelemetry, attribute/property mapping) and langfuse/langfuse
+``packages/shared/src/server/otel/OtelIngestionProcessor.ts``; explicit ``usage_details`` / ``cost_details`` JSON
+so Langfuse neither re-interprets nor double-counts tokens
+(https://langfuse.com/docs/observability/features/token-and-cost-tracking).
 
 Units: times are Unix nanoseconds; ``cost_details`` values are USD; ``usage_details`` values are token counts.
 Output is deterministic (sorted metadata keys, stable attribute order) so tests can compare encodings.
@@ -44,12 +46,12 @@ DEFAULT_SERVICE_NAME = "unknown_service"
 
 _ENV_RE = re.compile(r"^[a-z0-9\-_]+$")
 _ENV_MAX = 40
-_SESSION_MAX = 199  # contract §3: "< 200 US-ASCII chars"
+_SESSION_MAX = 199  # Langfuse drops session ids of 200+ US-ASCII chars (attribute mapping, session id)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Prefixes of token-count attributes Langfuse normalises into usage when no ``usage_details`` is given (§3, §4).
+#: Prefixes of token-count attributes Langfuse normalises into usage when no ``usage_details`` is given.
 _TOKEN_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
-#: Cost attributes Langfuse reads when no ``cost_details`` is given (§3).
+#: Cost attributes Langfuse reads when no ``cost_details`` is given (attribute mapping, cost).
 _COST_KEYS = frozenset({"gen_ai.usage.cost", "llm.cost.total"})
 
 
@@ -70,7 +72,7 @@ def relay_version() -> str:
 
 
 def normalize_environment(value: Any) -> str | None:
-    """A Langfuse-valid environment name, or None to drop it (contract §3 "environment").
+    """A Langfuse-valid environment name, or None to drop it (Langfuse's attribute mapping, environment).
 
     Langfuse requires lower case, ``^[a-z0-9-_]+$``, at most 40 characters and no ``langfuse`` prefix (it strips a
     leading ``langfuse-``/``langfuse_`` and otherwise falls back to ``default``). relay lower-cases, strips those
@@ -90,7 +92,7 @@ def normalize_environment(value: Any) -> str | None:
 
 def valid_session_id(value: Any) -> str | None:
     """The session id when Langfuse will keep it (non-empty, US-ASCII, fewer than 200 characters), else None
-    (contract §3 "session id")."""
+    (Langfuse's attribute mapping, session id)."""
     if not isinstance(value, str) or not value or len(value) > _SESSION_MAX or not value.isascii():
         return None
     return value
@@ -98,7 +100,7 @@ def valid_session_id(value: Any) -> str | None:
 
 def iso_time(ns: int) -> str:
     """Unix nanoseconds as ISO-8601 UTC with microseconds and ``Z``, e.g. ``2025-07-13T05:20:00.123456Z`` (the
-    format Langfuse parses for ``langfuse.observation.completion_start_time``, contract §3). Sub-µs is truncated."""
+    format Langfuse parses for ``langfuse.observation.completion_start_time``). Sub-µs is truncated."""
     return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -121,7 +123,7 @@ def _tags(tags: Iterable[Any]) -> list[str]:
 
 
 def trace_attributes(trace: TraceInfo) -> dict[str, Any]:
-    """The trace-level Langfuse attributes put on every span (contract §2 rule 1, §3): ``langfuse.trace.name``,
+    """The trace-level Langfuse attributes put on every span (Langfuse v4 reads them per span): ``langfuse.trace.name``,
     ``langfuse.user.id``, ``langfuse.session.id``, ``langfuse.trace.tags`` (array of strings),
     ``langfuse.trace.metadata.<k>`` (sorted, string values), ``langfuse.environment`` (normalised),
     ``langfuse.release``, ``langfuse.version`` — each only when set and valid."""
@@ -148,10 +150,10 @@ def trace_attributes(trace: TraceInfo) -> dict[str, Any]:
 
 
 def observation_attributes(obs: Observation) -> dict[str, Any]:
-    """The observation-level Langfuse attributes of one observation (contract §3, §4): type, level, status message,
-    model (also as ``gen_ai.request.model``/``gen_ai.response.model``), model parameters (JSON), ``usage_details``
-    (JSON object string of ints), ``cost_details`` (JSON object string of USD floats), completion start (ISO),
-    input/output and ``langfuse.observation.metadata.<k>`` (sorted)."""
+    """The observation-level Langfuse attributes of one observation (attribute mapping, usage/cost): type, level,
+    status message, model (also as ``gen_ai.request.model``/``gen_ai.response.model``), model parameters (JSON),
+    ``usage_details`` (JSON object string of ints), ``cost_details`` (JSON object string of USD floats), completion
+    start (ISO), input/output and ``langfuse.observation.metadata.<k>`` (sorted)."""
     out: dict[str, Any] = {
         "langfuse.observation.type": str(obs.type),
         "langfuse.observation.level": str(obs.level),
@@ -216,7 +218,7 @@ def _id(hex_value: str, size: int, what: str) -> bytes:
     except (TypeError, ValueError):
         raw = b""
     if len(raw) != size or not any(raw):
-        # Langfuse rejects the whole request for one bad id (contract §1 "Validation"): fail before sending.
+        # Langfuse rejects the whole request for one bad id (upstream otel/v1/traces handler): fail before sending.
         raise ValueError(f"invalid {what} {hex_value!r}: need {size * 2} hex characters, not all zero")
     return raw
 
@@ -267,9 +269,9 @@ def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceS
 
 
 def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTraceServiceRequest:
-    """An ``ExportTraceServiceRequest`` (the body of ``POST /api/public/otel/v1/traces``, contract §1) with one
-    ``ResourceSpans`` per ``(trace, observations)`` item; items without observations are skipped (OTLP §1: senders
-    should not create empty envelopes)."""
+    """An ``ExportTraceServiceRequest`` (the body of ``POST /api/public/otel/v1/traces``) with one
+    ``ResourceSpans`` per ``(trace, observations)`` item; items without observations are skipped (OTLP spec:
+    senders should not create empty envelopes)."""
     req = ExportTraceServiceRequest()
     for trace, observations in items:
         if observations:

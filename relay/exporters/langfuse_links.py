@@ -2,7 +2,7 @@
 
 Langfuse's UI addresses objects per project: ``{base}/project/{projectId}/sessions/{sessionId}`` and
 ``{base}/project/{projectId}/traces/{traceId}``. A project key knows its project: ``GET /api/public/projects``
-answers ``{data: [{id, name, …}]}`` (contract ``langfuse.md`` §5; https://api.reference.langfuse.com). relay asks
+answers ``{data: [{id, name, …}]}`` (https://api.reference.langfuse.com). relay asks
 once per tenant with the Langfuse SDK's own REST client at start-up; until the answer arrives (or when export is
 off, or Langfuse is down) links are simply left out — never guessed.
 """
@@ -13,6 +13,7 @@ import asyncio
 import logging
 from urllib.parse import quote
 
+from relay.component import Component
 from relay.config import TenantConfig
 
 __all__ = ["LangfuseLinks"]
@@ -20,7 +21,7 @@ __all__ = ["LangfuseLinks"]
 log = logging.getLogger(__name__)
 
 
-class LangfuseLinks:
+class LangfuseLinks(Component):
     """Per-tenant Langfuse UI links. ``tenants`` are resolved tenant configs (``RelayConfig.resolved_tenants``).
 
     ``links(labels)`` is synchronous and cheap (the rules engine calls it when an alert changes): it reads the
@@ -28,20 +29,24 @@ class LangfuseLinks:
     url}`` for what is known.
     """
 
+    name = "Langfuse links"
+
     def __init__(self, tenants: list[TenantConfig]):
         self._tenants = {t.name: t for t in tenants}
         self._projects: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Resolve project ids in the background (retrying a few times while Langfuse is unreachable)."""
-        self._task = asyncio.create_task(self._resolve_all(), name="langfuse-links")
+        if self._task is None:
+            self._task = asyncio.create_task(self._resolve_all(), name="langfuse-links")
 
-    async def stop(self) -> None:
+    async def shutdown(self, deadline: float) -> None:
         """Cancel resolution still in progress."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def set_project(self, tenant: str, project_id: str) -> None:
         """Record ``tenant``'s Langfuse project id (tests and the resolver)."""

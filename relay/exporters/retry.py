@@ -1,13 +1,14 @@
 """Retry policy for relay's HTTP exporters, built on tenacity.
 
-What is retried (``/work/shared/contracts/otlp.md`` §1 and §3, ``langfuse.md`` §2 rule 4, OTLP spec
-https://opentelemetry.io/docs/specs/otlp/#failures-1):
+What is retried (OTLP spec "Failures" and "OTLP/HTTP Throttling", https://opentelemetry.io/docs/specs/otlp/#failures-1;
+Langfuse's OTLP endpoint, langfuse/langfuse ``web/src/pages/api/public/otel/v1/traces/index.ts``):
 
 - HTTP 429, 502, 503, 504 and connection failures: retried forever (the spool holds the data);
 - HTTP 500: retried ``max_500_retries`` times (Langfuse answers 500 for transient storage errors), then permanent;
 - every other non-2xx status: permanent (never retried; the caller dead-letters the batch).
 
-Waits follow the Collector's exporter helper (``otlp.md`` §4.2): exponential backoff ``initial_interval ×
+Waits follow the Collector's exporter helper (https://github.com/open-telemetry/opentelemetry-collector/blob/main/
+exporter/exporterhelper/README.md, ``retry_on_failure``): exponential backoff ``initial_interval ×
 multiplier^(n-1)`` capped at ``max_interval``, randomised by ``±randomization_factor``, and never shorter than the
 server's ``Retry-After`` (seconds or an HTTP-date, RFC 9110 §10.2.3). There is no max elapsed time.
 
@@ -38,7 +39,8 @@ __all__ = [
     "exporter_retrying",
 ]
 
-#: Statuses retried without limit (OTLP spec "Retryable codes"; otlp.md §1).
+#: Statuses retried without limit (OTLP spec "Retryable Response Codes",
+#: https://opentelemetry.io/docs/specs/otlp/#failures-1).
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 #: Upper bound, in seconds, on a server's Retry-After (guards against a bogus far-future HTTP-date).
 MAX_RETRY_AFTER = 3600.0
@@ -50,7 +52,7 @@ class TransientError(Exception):
     ``kind`` is a short metric label (``"429"``, ``"503"``, ``"500"``, ``"connect"``, ``"timeout"``,
     ``"disconnect"``); ``status`` the HTTP status (None without a response); ``retry_after`` the server's delay
     in seconds (None when absent); ``ambiguous`` is True when the body was sent but no response came back, so the
-    destination may already have stored it (a retry may duplicate; langfuse.md §2 rule 4).
+    destination may already have stored it (a retry may duplicate: Langfuse v4 does not deduplicate re-sent spans).
     """
 
     def __init__(self, kind: str, message: str, *, status: int | None = None,
@@ -112,7 +114,8 @@ class WaitBackoffOrRetryAfter(wait_base):
     """tenacity wait strategy: max(jittered exponential backoff, the failed attempt's ``retry_after``), in seconds.
 
     Backoff for attempt n is ``min(initial_interval × multiplier^(n-1), max_interval)``, then spread uniformly over
-    ``[x·(1-r), x·(1+r)]`` with ``r = randomization_factor`` (Collector ``configretry``; otlp.md §4.2).
+    ``[x·(1-r), x·(1+r)]`` with ``r = randomization_factor`` (Collector
+    ``config/configretry``, open-telemetry/opentelemetry-collector).
     ``rand`` (a ``random.random``-like callable) is injectable for tests.
     """
 

@@ -1,7 +1,7 @@
 """The notifier interface: one integration of a receiver (a Slack channel, a Jira project, a webhook URL).
 
-The durable outbox (``relay.notify.outbox``) calls :meth:`Notifier.notify` for each queued
-:class:`~relay.alerting.model.Notification`, in order per (integration, group key), and persists the returned
+The durable outbox (``relay.alerting.dispatch.outbox``) calls :meth:`Notifier.notify` for each queued
+:class:`~relay.alert.Notification`, in order per (integration, group key), and persists the returned
 state dict for that pair (e.g. Slack's ``channel`` + ``ts`` of the first message, Jira's issue key), passing it
 back with the next notification of the same group. A notifier therefore never needs its own storage for
 "which message/issue belongs to this group".
@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from relay.alerting.model import Notification
+from relay.alert import Notification
 
 __all__ = ["Notifier", "NotifyError"]
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from relay.config_types import _Model
-from relay.notify.jira_config import JiraConfig
-from relay.notify.slack_config import SlackConfig
-from relay.notify.webhook_config import WebhookConfig
+from relay.notify.jira.config import JiraConfig
+from relay.notify.slack.config import SlackConfig
+from relay.notify.webhook.config import WebhookConfig
 
-__all__ = ["SlackConfig", "WebhookConfig", "JiraConfig", "ReceiverConfig"]
+__all__ = ["SlackConfig", "WebhookConfig", "JiraConfig", "ReceiverConfig", "KINDS", "integration_id", "integrations"]
 
 
 class ReceiverConfig(_Model):
@@ -25,3 +25,26 @@ class ReceiverConfig(_Model):
     slack_configs: list[SlackConfig] = []
     webhook_configs: list[WebhookConfig] = []
     jira_configs: list[JiraConfig] = []
+
+
+#: (kind, ReceiverConfig field, module, class) of every integration kind.
+KINDS: tuple[tuple[str, str, str, str], ...] = (
+    ("slack", "slack_configs", "relay.notify.slack.notifier", "SlackNotifier"),
+    ("webhook", "webhook_configs", "relay.notify.webhook.notifier", "WebhookNotifier"),
+    ("jira", "jira_configs", "relay.notify.jira.notifier", "JiraNotifier"),
+)
+
+
+def integration_id(receiver: str, kind: str, index: int) -> str:
+    """``<receiver>/<kind>/<index>``, the stable id of one integration."""
+    return f"{receiver}/{kind}/{index}"
+
+
+def integrations(receiver: ReceiverConfig) -> list[tuple[str, bool]]:
+    """``(integration id, send_resolved)`` of every integration of ``receiver``, in config order (Slack, then
+    webhooks, then Jira)."""
+    out = []
+    for kind, field, _, _ in KINDS:
+        for i, cfg in enumerate(getattr(receiver, field)):
+            out.append((integration_id(receiver.name, kind, i), bool(getattr(cfg, "send_resolved", True))))
+    return out

@@ -1,6 +1,6 @@
 """OTLP request decoding, validation (partial success) and response encoding, shared by HTTP and gRPC.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/ (contract ``otlp.md`` §1–§3):
+Spec: OTLP spec "OTLP/gRPC" and "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlpgrpc, #otlphttp):
 
 - requests are ``Export{Trace,Metrics,Logs}ServiceRequest`` in binary protobuf or OTLP/JSON (proto3 JSON
   mapping with hex ``traceId``/``spanId``, integer enums, int64 as numbers or strings, unknown fields ignored);
@@ -51,7 +51,7 @@ RESPONSE_TYPES: dict[Signal, type[Message]] = {
 _REJECTED_FIELD = {Signal.TRACES: "rejected_spans", Signal.METRICS: "rejected_data_points",
                    Signal.LOGS: "rejected_log_records"}
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
-#: Upper bound on the partial-success / Status message (responses SHOULD stay small, spec §1).
+#: Upper bound on the partial-success / Status message (responses SHOULD stay small, OTLP spec "OTLP/HTTP Response").
 _MAX_MESSAGE = 4096
 _MAX_REASONS = 5
 #: Deepest JSON nesting accepted. An OTLP/JSON export request needs about 10 levels plus AnyValue nesting

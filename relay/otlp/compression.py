@@ -1,6 +1,6 @@
 """Streaming, size-capped decompression of OTLP/HTTP request bodies (``Content-Encoding``).
 
-Spec (https://opentelemetry.io/docs/specs/otlp/#otlphttp-request, contract ``otlp.md`` §1): servers MUST
+Spec (OTLP spec "OTLP/HTTP Request", https://opentelemetry.io/docs/specs/otlp/#otlphttp-request): servers MUST
 support none and gzip and MUST limit the body size *after* decompression (zip-bomb guard), answering 413 over
 the limit. relay also accepts ``deflate`` (zlib-wrapped or raw, as the Collector does), ``zstd`` and ``x-gzip``.
 Output is produced in 64 KiB steps and the cap is checked before each step is kept, so a bomb never

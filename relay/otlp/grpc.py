@@ -1,6 +1,7 @@
 """OTLP/gRPC receiver (``grpc.aio``): the unary ``Export`` methods of the three OTLP collector services.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc ; relay's mapping: contract ``otlp.md`` §2 and §3.
+Spec: OTLP spec "OTLP/gRPC" (https://opentelemetry.io/docs/specs/otlp/#otlpgrpc), incl. "Failures" and
+"OTLP/gRPC Throttling" (https://opentelemetry.io/docs/specs/otlp/#failures, #otlpgrpc-throttling).
 Methods are registered with generic handlers that pass the raw request bytes through (no deserializer), so
 :mod:`relay.otlp.codec` validates exactly as for HTTP. gRPC itself handles ``grpc-encoding: gzip`` and
 enforces ``max_recv_msg_size`` on the (decompressed) message, answering RESOURCE_EXHAUSTED.
@@ -25,6 +26,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from relay.auth import TenantResolver, Unauthorized
+from relay.component import Component, remaining
 from relay.config import GrpcReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
@@ -44,11 +46,13 @@ SERVICES: dict[Signal, str] = {
 }
 
 
-class OtlpGrpcReceiver:
+class OtlpGrpcReceiver(Component):
     """The OTLP/gRPC server: ``await start()`` binds ``config.endpoint`` (insecure), ``await stop(grace)`` ends it.
 
     ``port`` is the bound port after ``start()`` (useful with ``endpoint: 127.0.0.1:0``).
     """
+
+    name = "OTLP/gRPC receiver"
 
     def __init__(self, config: GrpcReceiverConfig, resolver: TenantResolver, ingest: Ingest,
                  telemetry: Telemetry):
@@ -82,14 +86,14 @@ class OtlpGrpcReceiver:
         self._server, self.port = server, port
         log.info("OTLP/gRPC receiver listening on %s:%d", self.host, self.port)
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Stop accepting calls, let in-flight calls finish for up to ``grace`` seconds (None = wait for all),
-        then wait up to ``grace`` for ingest calls whose client already went away."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop accepting calls, let in-flight calls finish until ``deadline``, then wait (until ``deadline``) for
+        ingest calls whose client already went away."""
         if self._server is None:
             return
         server, self._server = self._server, None
-        await server.stop(grace)
-        await self._gate.drain(grace if grace is not None else 30.0)
+        await server.stop(remaining(deadline))
+        await self._gate.drain(remaining(deadline))
 
     def _method(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

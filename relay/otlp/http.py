@@ -1,6 +1,7 @@
 """OTLP/HTTP receiver (aiohttp): ``POST /v1/{traces,metrics,logs}`` in protobuf or JSON.
 
-Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp ; relay's mapping: contract ``otlp.md`` §1 and §3.
+Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp), incl. "OTLP/HTTP Response",
+"Failures" and "OTLP/HTTP Throttling" (#otlphttp-response, #failures-1, #otlphttp-throttling).
 
 | Situation | Answer |
 |---|---|
@@ -29,6 +30,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2
 
 from relay.auth import TenantResolver, Unauthorized
+from relay.component import Component, remaining
 from relay.config import HttpReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import (
@@ -147,16 +149,19 @@ def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest:
     return app
 
 
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(Component):
     """The OTLP/HTTP server: ``await start()`` binds ``config.endpoint``; ``await stop()`` shuts it down.
 
     ``port`` is the bound port (useful with ``endpoint: 127.0.0.1:0``). ``access_log`` is off by default
     (the ack path stays cheap; request counts are in :class:`~relay.telemetry.Telemetry`).
     """
 
+    name = "OTLP/HTTP receiver"
+
     def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, access_log: logging.Logger | None = None):
+                 telemetry: Telemetry, *, access_log: logging.Logger | None = None, shutdown_timeout: float = 5.0):
         self.config = config
+        self.shutdown_timeout = shutdown_timeout
         self.app = build_http_app(config, resolver, ingest, telemetry)
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
@@ -165,7 +170,7 @@ class OtlpHttpReceiver:
     async def start(self) -> None:
         """Bind and start serving. Raises ``OSError`` when the address is in use or not available."""
         runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
-                               handle_signals=False, shutdown_timeout=5.0)
+                               handle_signals=False, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
@@ -176,12 +181,11 @@ class OtlpHttpReceiver:
         self.port = runner.addresses[0][1]
         log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting connections, give in-flight requests up to ``grace`` seconds, then wait (again up to
-        ``grace``) for ingest calls of clients that already disconnected."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop accepting connections, give in-flight requests up to ``shutdown_timeout`` seconds, then wait until
+        ``deadline`` for ingest calls of clients that already disconnected."""
         if self._runner is None:
             return
         runner, self._runner = self._runner, None
-        runner._shutdown_timeout = grace  # aiohttp reads it in cleanup()
         await runner.cleanup()
-        await self.app[_GATE_KEY].drain(grace)
+        await self.app[_GATE_KEY].drain(remaining(deadline))

@@ -3,7 +3,8 @@
 The HTTP and gRPC receivers decode and validate a request, then hand it to an :data:`Ingest` callable and only
 answer the client after that callable returned. The sink (the SQLite spool with group commit) decides whether it
 can take the data now; a refusal becomes 503 + ``Retry-After`` (HTTP) or ``UNAVAILABLE`` + ``RetryInfo`` (gRPC),
-see contract ``otlp.md`` §3.
+as in the OTLP spec's "OTLP/HTTP Throttling" and "OTLP/gRPC Throttling"
+(https://opentelemetry.io/docs/specs/otlp/#otlphttp-throttling, #otlpgrpc-throttling).
 """
 
 from __future__ import annotations

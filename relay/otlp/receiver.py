@@ -3,7 +3,8 @@
 Both :mod:`relay.otlp.http` and :mod:`relay.otlp.grpc` decode/validate with :mod:`relay.otlp.codec`, then call
 :meth:`IngestGate.submit`. The ingest call runs in its own task behind :func:`asyncio.shield`, so once a body was
 fully read it is stored even if the client disconnects or its handler is cancelled
-(contract ``claude-code-telemetry.md`` §10). Item metrics are counted inside that task for the same reason.
+(Claude Code does not re-send what a slow or vanished receiver missed at exit: observed in Claude Code's
+exports, ``tests/fixtures/claude-code/``). Item metrics are counted inside that task for the same reason.
 """
 
 from __future__ import annotations

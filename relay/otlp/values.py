@@ -72,7 +72,8 @@ def dict_to_attrs(d: Mapping[str, Any], out: Any) -> None:
         py_to_any(v, out.add(key=k).value)
 
 
-# Tolerant coercion: Claude Code sends some numbers and booleans as strings (contract §5.1).
+# Tolerant coercion: Claude Code sends some numbers and booleans as strings (observed in Claude Code's exports,
+# tests/fixtures/claude-code/).
 
 
 def as_int(v: Any) -> int | None:

@@ -1,11 +1,11 @@
 """Grouping of records into traces (Claude Code interactions or other agents' traces) until they are complete.
 
 Claude Code exports each signal on its own timer, children before parents, and logs and spans of the same call in
-different requests in either order (contract claude-code-telemetry.md §6.1, §7). A trace is therefore mapped only
-when it looks complete:
+different requests in either order (observed in Claude Code's exports, ``tests/fixtures/claude-code/``). A trace
+is therefore mapped only when it looks complete:
 
 - **group key**: the record's trace id when it has one (spans; log records when the traces beta is on), else
-  ``prompt:<prompt.id>`` (beta off: events carry no ids, contract §1 and §9);
+  ``prompt:<prompt.id>`` (beta off: events carry no ids, observed);
 - **deadline**: ``idle_timeout`` after the last record arrived, shortened to ``root_grace`` once the root span
   arrived (``claude_code.interaction``, or a span without parent for other agents). Late records after a close
   start a new group with the same key; deterministic observation ids keep them in the same Langfuse trace.

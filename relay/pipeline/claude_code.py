@@ -1,19 +1,21 @@
 """Claude Code interaction mapper: one interaction's events (+ beta spans) → one Langfuse trace + ledger records.
 
-The picture is the same with the traces beta on and off (contract claude-code-telemetry.md §1, §6, §9):
+The picture is the same with the traces beta on and off (Claude Code docs "Traces (beta)",
+https://code.claude.com/docs/en/monitoring-usage; ids and correlation as observed in Claude Code's exports,
+``tests/fixtures/claude-code/``):
 
 - trace ``claude_code.interaction``: id = Claude Code's trace id, else sha256(``claude-code/trace/<prompt.id>``);
 - root AGENT ``claude_code.interaction`` (id = interaction span id, else derived from ``prompt.id``), input =
   the prompt, output = the last main-agent response;
 - one GENERATION ``claude_code.llm_request`` per API call (``api_request`` event and ``llm_request`` span joined on
-  ``request_id``, §6.1), one ERROR GENERATION per failed call (``api_error`` / ERROR span, joined by
+  ``request_id``, observed), one ERROR GENERATION per failed call (``api_error`` / ERROR span, joined by
   ``request_id`` or, for 529, by model/attempt/time), one ERROR EVENT ``claude_code.api_retries_exhausted``;
 - one TOOL per ``tool_result`` (or ``claude_code.tool`` span) named by the tool, a WARNING TOOL per rejected
   ``tool_decision``; beta helper spans are folded into their TOOL; subagent calls nest under their Agent TOOL.
 
 Observation ids are deterministic functions of Claude Code's own ids (span ids, ``request_id``,
 ``tool_use_id``, ``prompt.id``), so a later call with late records yields the same ids and the pipeline's
-export-once filter drops what was already sent. Usage records follow contract §8 (``api_request`` is the ledger
+export-once filter drops what was already sent. Usage records follow Claude Code's events (``api_request`` is the ledger
 source; a span-only call is recorded with ``cost_source="none"``). Parsing/dedupe lives in
 ``relay.pipeline.claude_code_events``; ledger records in ``relay.pipeline.claude_code_usage``.
 """
@@ -97,7 +99,7 @@ class _Mapper:
 
     # --- ids and parents ------------------------------------------------------------------------------------------
     def _span_root_id(self) -> str | None:
-        """The interaction span id (beta): from the span, else from the records that point at it (§6.1)."""
+        """The interaction span id (beta): from the span, else from the records that point at it (observed)."""
         c = self.c
         if c.interaction:
             return c.interaction.span_id
@@ -277,7 +279,7 @@ class _Mapper:
 
     def _error_pairs(self) -> list[tuple[LogView | None, SpanView | None]]:
         """``api_error`` events paired with ERROR ``llm_request`` spans (by request_id, else the compatible span
-        ending closest to the event, §8: 529 has no request_id); unpaired spans come last with no event."""
+        ending closest to the event; observed: 529 has no request_id); unpaired spans come last with no event."""
         free = [s for s in self.c.llm if span_failed(s)]
         pairs: list[tuple[LogView | None, SpanView | None]] = []
         for ev in self.c.errors:
@@ -373,7 +375,8 @@ class _Mapper:
                          attributes=extra_attributes(sp, ctx) if sp else {}, events=events)
 
     def _trace_info(self) -> TraceInfo:
-        """Trace-level fields (langfuse.md §2: the encoder copies them onto every span); gaps filled from ``known``."""
+        """Trace-level fields (Langfuse v4 reads them per span: the encoder copies them onto every span); gaps
+        filled from ``known``."""
         k = self.known or TraceInfo(trace_id=self.trace_id)
         ident, a, res = self.ledger.identity, self.attrs, self.resource
         meta = {**k.metadata, **ident.metadata}

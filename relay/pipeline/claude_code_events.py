@@ -1,12 +1,15 @@
 """Parsing half of the Claude Code mapper: dedupes one interaction's records and sorts them into typed buckets.
 
 Pure functions and small dataclasses only; the assembly into Langfuse observations is in
-``relay.pipeline.claude_code``. Contract references are to ``claude-code-telemetry.md`` (events §5, spans §6,
-correlation §6.1, usage §8, identity §9) and ``langfuse.md`` (§3 attribute mapping, §4 usage keys).
+``relay.pipeline.claude_code``. Sources: Claude Code's docs (https://code.claude.com/docs/en/monitoring-usage,
+"Events", "Traces (beta)", "Standard attributes"), corrected by what is observed in Claude Code's exports
+(``tests/fixtures/claude-code/``: event/span correlation, attribute types, 529 without status code, dedupe keys);
+Langfuse's attribute mapping (https://langfuse.com/integrations/native/opentelemetry) and usage keys
+(https://langfuse.com/docs/observability/features/token-and-cost-tracking).
 
 Units: record times are Unix **nanoseconds**; Claude Code durations (``duration_ms``, ``ttft_ms``) are
 **milliseconds**; costs are **USD** (``cost_usd`` float) or **micro-USD** (``cost_usd_micros`` int). All numeric
-attributes go through the tolerant coercers of ``relay.otlp.values`` because several arrive as strings (§5.1 ⚠).
+attributes go through the tolerant coercers of ``relay.otlp.values`` because several arrive as strings (observed).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ AGENT_TOOLS = frozenset({"Agent", "Task"})
 #: Max distance (ns) between an ``api_error`` and an ERROR ``llm_request`` span end when no request_id joins them.
 ERROR_MATCH_NS = 30_000_000_000
 
-#: Standard attributes copied onto every record (contract §3): trace-level facts, never observation attributes
-#: (Langfuse would read ``user.id`` / ``session.id`` from them, langfuse.md §3).
+#: Standard attributes copied onto every record (Claude Code docs "Standard attributes"; observed): trace-level
+#: facts, never observation attributes (Langfuse's attribute mapping would read ``user.id`` / ``session.id``).
 STANDARD_KEYS = frozenset({
     "user.id", "session.id", "terminal.type", "anthropic.provider", "anthropic.custom_base_url", "app.version",
     "app.entrypoint", "organization.id", "user.account_uuid", "user.account_id", "user.email", "prompt.id",
@@ -90,7 +93,7 @@ def clean(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_subagent(attrs: dict[str, Any]) -> bool:
-    """True when a record belongs to a subagent: ``agent_id`` set or ``query_source`` ``agent:…`` (§9)."""
+    """True when a record belongs to a subagent: ``agent_id`` set or ``query_source`` ``agent:…`` (observed)."""
     if as_str(attrs.get("agent_id")):
         return True
     qs = as_str(attrs.get("query_source")) or as_str(attrs.get("query_source_safe")) or ""
@@ -98,7 +101,7 @@ def is_subagent(attrs: dict[str, Any]) -> bool:
 
 
 def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
-    """Langfuse ``usage_details`` from ``api_request`` or flat ``llm_request`` span attributes (langfuse.md §4).
+    """Langfuse ``usage_details`` from ``api_request`` or flat ``llm_request`` span attributes (Langfuse usage keys).
 
     Each token bucket is under exactly one key. Without the 5m/1h split (spans), all of ``cache_creation_tokens``
     goes to ``input_cache_creation_5m``.
@@ -116,7 +119,7 @@ def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
 
 
 def cost_micros(attrs: dict[str, Any]) -> int | None:
-    """Claude Code's reported cost in micro-USD: ``cost_usd_micros``, else round(``cost_usd`` × 10⁶) (§8)."""
+    """Claude Code's reported cost in micro-USD: ``cost_usd_micros``, else round(``cost_usd`` × 10⁶) (observed)."""
     micros = as_int(attrs.get("cost_usd_micros"))
     if micros is not None:
         return micros
@@ -126,7 +129,7 @@ def cost_micros(attrs: dict[str, Any]) -> int | None:
 
 def cost_usd(attrs: dict[str, Any]) -> float | None:
     """Claude Code's reported cost in USD for Langfuse's ``cost_details``: ``cost_usd`` as sent (a double; the
-    integer ``cost_usd_micros`` is rounded to whole micro-dollars), else ``cost_usd_micros`` / 10⁶ (§8)."""
+    integer ``cost_usd_micros`` is rounded to whole micro-dollars), else ``cost_usd_micros`` / 10⁶ (observed)."""
     usd = as_float(attrs.get("cost_usd"))
     if usd is not None:
         return usd
@@ -135,7 +138,7 @@ def cost_usd(attrs: dict[str, Any]) -> float | None:
 
 
 def error_class(status_code: int | None, text: str | None, span_class: str | None = None) -> str:
-    """Failure class of an API call from its status code, else the error text or the span's ``error_class`` (§8).
+    """Failure class of an API call from its status code, else the error text or the span's ``error_class`` (observed).
 
     ``overloaded`` (529, "Overloaded", span ``repeated_529``), ``rate_limit`` (429), ``server_error`` (5xx),
     ``client_error`` (4xx), ``timeout``, ``connection_error``, else ``unknown``.
@@ -196,7 +199,7 @@ def agent_key(attrs: dict[str, Any]) -> str | None:
 
 def tool_name(span: SpanView | None, attrs: dict[str, Any]) -> str:
     """The span's ``gen_ai.tool.name`` (bare MCP name), else the event's ``tool_name``; for ``mcp_tool`` the
-    name from ``tool_parameters`` when tool details are on (§9)."""
+    name from ``tool_parameters`` when tool details are on (observed)."""
     if span is not None:
         name = as_str(span.attrs.get("gen_ai.tool.name")) or as_str(span.attrs.get("tool_name"))
         if name:
@@ -308,7 +311,7 @@ def _first(bucket: dict[str, Any], key: str, view: Any) -> None:
 def collect(logs: list[LogView], spans: list[SpanView]) -> Collected:
     """Dedupe and bucket the records (any input order gives the same result: records are sorted first).
 
-    Log duplicates: same (user.id, session.id, event.sequence, time, event) (§9), or the same ``request_id`` /
+    Log duplicates: same (user.id, session.id, event.sequence, time, event) (observed), or the same ``request_id`` /
     ``tool_use_id`` / ``agent_id`` for the events keyed by them. Span duplicates: same span id.
     """
     c = Collected()

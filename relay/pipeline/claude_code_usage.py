@@ -1,4 +1,6 @@
-"""Usage-ledger records of one Claude Code interaction (contract claude-code-telemetry.md §8).
+"""Usage-ledger records of one Claude Code interaction (``api_request`` / ``api_error`` events,
+https://code.claude.com/docs/en/monitoring-usage "Events"; cost and error details as observed in Claude Code's
+exports, ``tests/fixtures/claude-code/``).
 
 One ``kind="llm"`` record per API call (``llm:<request_id>``; failed calls ``llm-error:…`` with ``success=False``
 and no cost), one ``kind="tool"`` record per tool call or rejected tool (``tool:<tool_use_id>``) and one
@@ -62,7 +64,7 @@ class Ledger:
 
     def error(self, key: str, attrs: dict[str, Any], end_ns: int, agent: str | None, status: int | None,
               eclass: str, text: str | None, from_span: bool) -> UsageRecord:
-        """A failed API call (``api_error`` or ERROR ``llm_request`` span): no tokens, no cost (§8)."""
+        """A failed API call (``api_error`` or ERROR ``llm_request`` span): no tokens, no cost (observed)."""
         return self._record(key, "llm", end_ns, agent, from_span, model=as_str(attrs.get("model")),
                             duration_ms=as_float(attrs.get("duration_ms")), success=False, status_code=status,
                             error_class=eclass, error=text)

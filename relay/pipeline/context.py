@@ -1,8 +1,8 @@
 """What a mapper needs to know besides the records: the tenant, identity rules, environment and redaction.
 
-Identity rules (contract claude-code-telemetry.md §9): Claude Code's ``user.id`` is an anonymous installation
-hash, so the Langfuse user comes first from configured attributes such as ``enduser.id`` (set through
-``OTEL_RESOURCE_ATTRIBUTES``), and only last from ``user.id``.
+Identity rules (observed in Claude Code's exports, ``tests/fixtures/claude-code/``): Claude Code's ``user.id`` is an
+anonymous installation hash, so the Langfuse user comes first from configured attributes such as ``enduser.id``
+(set through ``OTEL_RESOURCE_ATTRIBUTES``), and only last from ``user.id``.
 """
 
 from __future__ import annotations

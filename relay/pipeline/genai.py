@@ -1,9 +1,11 @@
 """Map one trace of other agents' OpenTelemetry GenAI-semconv spans to Langfuse observations and ledger records.
 
 Spans pass through (ids, parent, name, times, status, events, attributes) with the Langfuse fields made explicit, so
-Langfuse does not have to guess (contract ``/work/shared/contracts/langfuse.md`` §3 mapping table, §4 usage/cost).
+Langfuse does not have to guess (Langfuse's attribute mapping, https://langfuse.com/integrations/native/opentelemetry,
+as implemented in langfuse/langfuse ``packages/shared/src/server/otel/OtelIngestionProcessor.ts``; usage and cost:
+https://langfuse.com/docs/observability/features/token-and-cost-tracking).
 GenAI semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/ (``gen_ai.usage.
-input_tokens`` *includes* cache reads/writes there, so relay subtracts them, §4).
+input_tokens`` *includes* cache reads/writes there, so relay subtracts them).
 
 Units: span times are Unix ns, ``duration_ms`` ms, cost USD (``cost_micros`` = micro-USD).
 """
@@ -23,19 +25,20 @@ __all__ = ["map_spans", "observation_type", "usage_details_of", "cost_details_of
 
 #: ``UsageRecord.source`` of records made here.
 SOURCE = "otel.genai"
-#: Langfuse usage key for cache writes: priced for both Claude 4.x and 5-generation models (contract §4).
+#: Langfuse usage key for cache writes: priced for both Claude 4.x and 5-generation models (langfuse/langfuse
+#: ``worker/src/constants/default-model-prices.json``).
 CACHE_CREATION_KEY = "input_cache_creation_5m"
 
 _STATUS_ERROR = 2  # OTLP Status.code
 _G, _E, _A, _T = ObservationType.GENERATION, ObservationType.EMBEDDING, ObservationType.AGENT, ObservationType.TOOL
-#: ``gen_ai.operation.name`` → type (contract §3 "observation type").
+#: ``gen_ai.operation.name`` → type (Langfuse's attribute mapping, observation type).
 _OPERATION_TYPES = {"chat": _G, "text_completion": _G, "generate_content": _G, "completion": _G, "embeddings": _E,
                     "invoke_agent": _A, "create_agent": _A, "execute_tool": _T}
 #: ``openinference.span.kind`` → type (ranks above ``gen_ai.operation.name`` in Langfuse).
 _OPENINFERENCE_TYPES = {"LLM": _G, "EMBEDDING": _E, "TOOL": _T, "AGENT": _A, "CHAIN": ObservationType.CHAIN,
                         "RETRIEVER": ObservationType.RETRIEVER, "GUARDRAIL": ObservationType.GUARDRAIL,
                         "EVALUATOR": ObservationType.EVALUATOR}
-#: Model attributes in Langfuse's precedence (contract §3 "model").
+#: Model attributes in Langfuse's precedence (Langfuse's attribute mapping, model).
 _MODEL_KEYS = ("langfuse.observation.model.name", "gen_ai.response.model", "ai.model.id", "gen_ai.request.model",
                "llm.response.model", "llm.model_name", "model")
 _LLM_TYPES = (_G, _E)
@@ -65,7 +68,7 @@ def _first(maps: Iterable[Mapping[str, Any]], *keys: str) -> str | None:
 
 
 def observation_type(attrs: Mapping[str, Any]) -> ObservationType:
-    """Langfuse type of a span (contract §3 "observation type"): ``langfuse.observation.type`` >
+    """Langfuse type of a span (Langfuse's attribute mapping, observation type): ``langfuse.observation.type`` >
     ``openinference.span.kind`` > ``gen_ai.operation.name`` > any model attribute → GENERATION > SPAN."""
     explicit = as_str(attrs.get("langfuse.observation.type"))
     if explicit and explicit.lower() in ObservationType._value2member_map_:
@@ -94,7 +97,7 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 
 
 def usage_details_of(attrs: Mapping[str, Any]) -> dict[str, int] | None:
-    """Explicit Langfuse ``usage_details`` (token counts) of a span, or None (contract §4).
+    """Explicit Langfuse ``usage_details`` (token counts) of a span, or None (Langfuse token and cost tracking docs).
 
     An existing ``langfuse.observation.usage_details`` JSON object wins (integer values only; anything else →
     None so the attribute passes through untouched). Else from ``gen_ai.usage.input_tokens`` (or legacy
@@ -132,8 +135,8 @@ def usage_details_of(attrs: Mapping[str, Any]) -> dict[str, int] | None:
 
 def cost_details_of(attrs: Mapping[str, Any]) -> dict[str, float] | None:
     """Explicit Langfuse ``cost_details`` (USD) of a span, or None: an existing ``langfuse.observation.cost_details``
-    JSON object of numbers, else ``gen_ai.usage.cost`` / ``llm.cost.total`` as ``{"total": …}`` (contract §3
-    "cost")."""
+    JSON object of numbers, else ``gen_ai.usage.cost`` / ``llm.cost.total`` as ``{"total": …}`` (Langfuse's
+    attribute mapping, cost)."""
     if "langfuse.observation.cost_details" in attrs:
         parsed = _json_object(attrs["langfuse.observation.cost_details"])
         if not parsed:
@@ -147,7 +150,7 @@ def cost_details_of(attrs: Mapping[str, Any]) -> dict[str, float] | None:
 
 
 def _tags_of(value: Any) -> list[str]:
-    """``langfuse.trace.tags`` as a list: array attribute, JSON-array string, comma list or single string (§3)."""
+    """``langfuse.trace.tags`` as a list: array attribute, JSON-array string, comma list or single string (Langfuse)."""
     if isinstance(value, (list, tuple)):
         return [s for v in value if (s := as_str(v))]
     if isinstance(value, str):
@@ -201,8 +204,8 @@ def _content_attrs(ctx: MappingContext, attrs: Mapping[str, Any], all_content: b
 
 
 def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, known: TraceInfo | None) -> TraceInfo:
-    """Trace-level fields (contract §2 rule 1, §3): explicit span attributes on any span (root first) > ``known`` >
-    ``ctx`` identity from span then resource attributes."""
+    """Trace-level fields (Langfuse v4 reads them per span): explicit span attributes on any span (root first) >
+    ``known`` > ``ctx`` identity from span then resource attributes."""
     ordered = [root, *(s for s in spans if s is not root)]
     attr_maps = [s.attrs for s in ordered]
     resources: list[Mapping[str, Any]] = []
@@ -245,7 +248,7 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
 
 
 def _observation(view: SpanView, ctx: MappingContext) -> Observation:
-    """One span as an Observation with explicit Langfuse fields (contract §3)."""
+    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping)."""
     a = view.attrs
     otype = observation_type(a)
     attrs = _content_attrs(ctx, a)
@@ -375,7 +378,7 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     """Map all spans of ONE trace (GenAI semconv or any other non-Claude-Code agent) to a ``MappedTrace``.
 
     - ``trace``: a ``TraceInfo`` with user, session, name, tags, metadata, environment, release, version and the
-      root span's resource (see ``_trace_info``); the encoder copies it onto every span (contract §2 rule 1);
+      root span's resource (see ``_trace_info``); the encoder copies it onto every span (Langfuse v4 reads it per span);
     - ``observations``: one per span, in input order, ids/parent/name/times (ns)/status/events kept, content
       redacted through ``ctx.content`` and promoted to input/output, type/level/model/usage/cost explicit;
     - ``usage``: one ``llm`` record per generation or embedding, one ``tool`` record per tool span.

@@ -1,7 +1,7 @@
 """Maps one group's records to a Langfuse trace: Claude Code records through ``claude_code``, other agents'
 spans through ``genai``. A group can hold both when Claude Code joined a caller's trace via ``TRACEPARENT``
-(contract claude-code-telemetry.md §6.1): the Claude Code interaction's trace fields win, gaps are filled from
-the caller's."""
+(observed in Claude Code's exports, ``tests/fixtures/claude-code/``): the Claude Code interaction's trace fields
+win, gaps are filled from the caller's."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def merge_info(primary: TraceInfo | None, secondary: TraceInfo | None) -> TraceI
 
 def map_group(logs: list[LogView], spans: list[SpanView], ctx: MappingContext, known: TraceInfo | None = None) -> MappedTrace:
     """Map a group's records; sets ``outcome`` on every record. Non-Claude-Code log records are filtered
-    (Langfuse has no logs endpoint, contract langfuse.md §1)."""
+    (Langfuse has no logs endpoint: https://langfuse.com/integrations/native/opentelemetry)."""
     cc_logs = [v for v in logs if v.is_claude_code]
     for v in logs:
         if not v.is_claude_code:

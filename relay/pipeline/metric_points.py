@@ -1,7 +1,8 @@
 """Metric data points kept for the usage ledger (Langfuse stores traces only; metrics never go there).
 
-Claude Code's metrics are monotonic Sums in ``asDouble``, DELTA by default or CUMULATIVE (contract
-claude-code-telemetry.md §4). Each Sum/Gauge data point becomes one row keyed by (tenant, metric name, series,
+Claude Code's metrics are monotonic Sums in ``asDouble``, DELTA by default or CUMULATIVE
+(https://code.claude.com/docs/en/monitoring-usage "Metrics"; observed in Claude Code's exports,
+``tests/fixtures/claude-code/``). Each Sum/Gauge data point becomes one row keyed by (tenant, metric name, series,
 start, time), so a re-sent request adds nothing. ``series`` is a hash of the merged resource and point attributes.
 Histogram, exponential histogram and summary points are not kept (counted as filtered).
 

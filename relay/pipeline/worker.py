@@ -41,6 +41,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from relay.component import Component, remaining
 from relay.exporters.langfuse_encode import encode_request
 from relay.model import Outcome, Signal, TraceInfo
 from relay.pipeline.assembler import Assembler, Group, InboundTracker, group_key
@@ -113,7 +114,7 @@ class TenantPipelineSettings:
         self.export_enabled = export_enabled
 
 
-class Pipeline:
+class Pipeline(Component):
     """The worker task. ``tenants`` maps tenant names to their settings; unknown tenants use ``default``.
 
     ``ledger`` stores usage records and metric points (None: they are dropped); ``on_ledger_changes`` is called
@@ -121,6 +122,8 @@ class Pipeline:
     hand the list to a queue); an exception it raises is logged and does not stop the pipeline. ``max_attempts``
     is how many times a request or trace may fail deterministically before it is quarantined.
     """
+
+    name = "pipeline"
 
     def __init__(
         self,
@@ -162,18 +165,26 @@ class Pipeline:
         self._isolate_fed = False
         self._isolate_close = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the worker task."""
-        self._task = asyncio.create_task(self._run(), name="relay-pipeline")
+        if self._task is None:
+            self._stopping = False
+            self._wake.clear()
+            self._task = asyncio.create_task(self._run(), name="relay-pipeline")
 
-    async def stop(self) -> None:
-        """Stop after the current step. Open groups are NOT flushed: their requests stay in the inbound spool and
-        are re-read at the next start, so nothing is lost and late records still join them."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop after the current step (cancelled at ``deadline``). Open groups are NOT flushed: their requests stay
+        in the inbound spool and are re-read at the next start, so nothing is lost and late records still join
+        them."""
         self._stopping = True
         self.spool.inbound_event.set()
         self._wake.set()
-        if self._task:
-            await self._task
+        if self._task is not None:
+            task, self._task = self._task, None
+            done, _ = await asyncio.wait([task], timeout=remaining(deadline))
+            if not done:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def settings(self, tenant: str) -> TenantPipelineSettings:
         """The settings of ``tenant`` (falls back to the first configured tenant)."""

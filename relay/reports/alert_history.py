@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from relay.alerting.model import Alert, AlertState
+from relay.alert import Alert, AlertState
 from relay.reports.model import AlertEvent
 from relay.store.sqlite import SqliteDB
 

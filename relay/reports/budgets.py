@@ -1,6 +1,6 @@
 """Budget status for the report: each budget's spend in its window up to the report's end, burn rate and the
 linear forecast at the window's end — and :func:`budget_specs`, the conversion of the rules engine's budget rules
-(``kind: budget`` in rule files, ``relay.alerting.rules_schema.BudgetRule``) into :class:`BudgetSpec`.
+(``kind: budget`` in rule files, ``relay.alerting.rules.schema.BudgetRule``) into :class:`BudgetSpec`.
 
 The forecast is the same linear projection the budget rules' forecast alert uses: ``spend / elapsed × window
 length``. Money is micro-USD; times unix nanoseconds.
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from relay.alerting.matchers import parse_matchers
+from relay.matchers import parse_matchers
 from relay.reports.model import BudgetSpec, BudgetStatus
 from relay.reports.periods import period_containing
 from relay.reports.source import ReportSource
@@ -27,7 +27,7 @@ _DAY_NS = 86_400e9
 
 
 def budget_specs(rules: Iterable[Any]) -> list[BudgetSpec]:
-    """:class:`BudgetSpec` of every budget rule in ``rules`` (``relay.alerting.rules_load.Rule`` objects; other
+    """:class:`BudgetSpec` of every budget rule in ``rules`` (``relay.alerting.rules.load.Rule`` objects; other
     kinds are skipped). The rule's ``alertname`` names the budget; its ``tenant`` grouping (always added by the
     engine) is implicit in a per-tenant report, so it is dropped from ``group_by``."""
     out = []

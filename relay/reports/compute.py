@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from relay.alerting.matchers import Matcher, matches_all, parse_matchers
+from relay.matchers import Matcher, matches_all, parse_matchers
 from relay.reports.budgets import budget_status
 from relay.reports.model import (
     AlertEvent, AlertSummary, Breakdown, BudgetSpec, ErrorRow, Figures, GroupRow, Report, Series,

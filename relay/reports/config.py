@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
-from relay.alerting.matchers import parse_matchers
+from relay.matchers import parse_matchers
 from relay.config_types import Duration, _Model
 
 __all__ = ["ScheduleConfig", "ReportsConfig", "DEFAULT_CRON"]

@@ -1,14 +1,14 @@
 """Delivery of scheduled reports to a receiver's integrations (``alerting.receivers[]``).
 
 - **Slack** (``slack_configs``): the Block Kit message (``relay.reports.render_slack``) posted with
-  :meth:`SlackNotifier.post_report <relay.notify.slack.SlackNotifier.post_report>`, and the chart PNG uploaded into
+  :meth:`SlackNotifier.post_report <relay.notify.slack.notifier.SlackNotifier.post_report>`, and the chart PNG uploaded into
   the same channel with Slack's files upload v2 flow (bot token with ``chat:write`` and ``files:write``). An
   incoming webhook cannot upload files: the message then says the chart was not attached. A schedule's
   ``channel`` replaces the config's channel (bot mode only).
 - **Webhook** (``webhook_configs``): one ``POST`` of ``{"version": "1", "kind": "relay.usage_report", "schedule",
   "tenant", "period", "late", "report": Report.to_dict(), "markdown": …}`` signed like alert webhooks
   (``X-Relay-Timestamp``, ``X-Relay-Signature: sha256=…`` over ``"<timestamp>.<body>"`` when ``hmac_secret`` is
-  set; see ``relay.notify.webhook``) with ``X-Relay-Idempotency-Key`` = first 32 hex of SHA-256 of
+  set; see ``relay.notify.webhook.notifier``) with ``X-Relay-Idempotency-Key`` = first 32 hex of SHA-256 of
   ``schedule/tenant/destination/period`` plus ``:report``, equal on every retry.
 
 Destination ids are the integration ids ``<receiver>/<kind>/<index>`` of ``relay.notify.factory``.
@@ -26,11 +26,9 @@ from typing import Any
 
 import aiohttp
 
-from relay.exporters.retry import parse_retry_after
-from relay.notify.base import NotifyError
 from relay.notify.config import ReceiverConfig
-from relay.notify.factory import integration_id
-from relay.notify.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from relay.notify.config import integration_id
+from relay.notify.webhook.notifier import post_signed
 from relay.reports.chart import render_chart
 from relay.reports.config import ScheduleConfig
 from relay.reports.model import Report
@@ -80,7 +78,7 @@ class ReceiverDeliverer:
 
     async def _slack_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, report: Report,
                           state: dict[str, Any]) -> dict[str, Any]:
-        from relay.notify.slack import SlackNotifier  # slack-sdk is heavy: import on first use
+        from relay.notify.slack.notifier import SlackNotifier  # slack-sdk is heavy: import on first use
 
         cfg = r.slack_configs[index]
         channel = schedule.channel if schedule.channel and cfg.bot_token is not None else None
@@ -99,31 +97,12 @@ class ReceiverDeliverer:
         cfg = r.webhook_configs[index]
         body = json.dumps(webhook_payload(schedule, report), separators=(",", ":"), ensure_ascii=False).encode()
         ident = f"{schedule.name}/{report.tenant}/{destination}/{report.period}"
-        headers = {"Content-Type": "application/json", "User-Agent": "relay-report",
-                   IDEMPOTENCY_HEADER: hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report"}
-        if cfg.hmac_secret is not None:
-            ts = int(self.clock())
-            headers[TIMESTAMP_HEADER] = str(ts)
-            headers[SIGNATURE_HEADER] = sign(cfg.hmac_secret.get_secret_value(), ts, body)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
-        where = f"report webhook {destination}"
-        try:
-            timeout = aiohttp.ClientTimeout(total=cfg.timeout)
-            async with self._session.post(cfg.url.get_secret_value(), data=body, headers=headers,
-                                          allow_redirects=False, timeout=timeout) as resp:
-                status = resp.status
-                text = (await resp.text(errors="replace"))[:300].strip()
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
-            raise NotifyError(f"{where}: no answer within {cfg.timeout:g}s", retryable=True) from None
-        except aiohttp.ClientError as exc:
-            raise NotifyError(f"{where}: {type(exc).__name__}", retryable=True) from None
-        if 200 <= status < 300:
-            return {"delivered": True, "status": status}
-        message = f"{where}: HTTP {status}" + (f": {text}" if text else "")
-        raise NotifyError(message, retryable=status in (408, 429) or status >= 500, retry_after=retry_after,
-                          status=status)
+        status = await post_signed(self._session, cfg, body, where=f"report webhook {destination}",
+                                   user_agent="relay-report", now=self.clock,
+                                   idempotency_key=hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report")
+        return {"delivered": True, "status": status}
 
     async def close(self) -> None:
         """Close Slack clients and the HTTP session."""

@@ -1,6 +1,6 @@
 """Render a :class:`~relay.reports.model.Report` as a Slack Block Kit message.
 
-Limits respected (contract ``alerting.md`` §2; https://docs.slack.dev/reference/block-kit/blocks): at most 50
+Limits respected (Block Kit, https://docs.slack.dev/reference/block-kit/blocks): at most 50
 blocks, header text ≤ 150 characters, section text ≤ 3000, at most 10 section fields of ≤ 2000 characters each,
 and a top-level ``text`` fallback (the notification line). ``mrkdwn`` control characters ``&``, ``<``, ``>`` are
 escaped in every value taken from the data (https://docs.slack.dev/messaging/formatting-message-text).

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from croniter import croniter
 
+from relay.component import Component
 from relay.notify.base import NotifyError
 from relay.reports.config import ReportsConfig, ScheduleConfig
 from relay.reports.model import Report
@@ -104,7 +105,7 @@ class _Claim:
     state: dict[str, Any]
 
 
-class ReportScheduler:
+class ReportScheduler(Component):
     """Posts scheduled reports (see the module doc for the exactly-once rules).
 
     ``config``: the ``reports`` section. ``db``: relay's database (``report_runs`` and ``report_schedules`` are
@@ -112,6 +113,8 @@ class ReportScheduler:
     ``deliver``: a :class:`Deliverer`. ``now``: unix seconds. ``tenants``: the tenant names a schedule without
     ``tenant`` reports on (one post each). ``owner``: this process's id in claims (default: random).
     """
+
+    name = "report scheduler"
 
     def __init__(self, config: ReportsConfig, db: SqliteDB, compute: ComputeFn, deliver: Deliverer,
                  now: Callable[[], float] = time.time, *, tenants: Sequence[str] = ("default",),
@@ -134,18 +137,22 @@ class ReportScheduler:
             self.db.apply_schema(SCHEMA)
             self._opened = True
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Open and start the background loop (ticks at cron times and every ``check_interval``)."""
         self.open()
         if self.config.schedules and self._task is None:
             self._task = asyncio.create_task(self._loop(), name="report-scheduler")
 
-    async def stop(self) -> None:
-        """Stop the loop (a post in progress is cancelled; its claim is retried after ``claim_timeout``)."""
+    async def shutdown(self, deadline: float) -> None:
+        """Stop the loop (a post in progress is cancelled; its claim is retried after ``claim_timeout``) and close the
+        deliverer's connections."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        close = getattr(self.deliverer, "close", None)
+        if close is not None:
+            await close()
 
     async def _loop(self) -> None:
         while True:

@@ -79,8 +79,8 @@ def build_scheduler(config: ReportsConfig, db: SqliteDB, receivers: Sequence[Rec
                     session_url: SessionUrlFn | None = None, now: Callable[[], float] = time.time
                     ) -> tuple[ReportScheduler, ReceiverDeliverer]:
     """The daemon's report scheduler over ``db`` (relay's shared database) delivering to ``receivers``
-    (``alerting.receivers``). Call ``scheduler.start()`` after the event loop runs, ``await scheduler.stop()``
-    then ``await deliverer.close()`` at shutdown."""
+    (``alerting.receivers``). ``await scheduler.start()`` / ``await scheduler.shutdown(deadline)``; the scheduler
+    closes the deliverer at shutdown."""
     service = ReportService(db.path, budgets=budgets, alerts=alerts, session_url=session_url, clock=now)
     deliverer = ReceiverDeliverer(receivers, clock=now)
     return ReportScheduler(config, db, service.compute, deliverer, now, tenants=tenants), deliverer

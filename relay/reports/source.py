@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Sequence
 
-from relay.alerting.matchers import Matcher
+from relay.matchers import Matcher
 
 __all__ = ["Query", "CubeRow", "ToolCell", "ErrorCell", "SessionGroup", "TopSession", "SessionStats", "MetricTotals",
            "ReportSource"]

@@ -5,7 +5,7 @@ Every query reads one tenant's time range through the ``usage_records_tenant_tim
 and returns grouped rows; nothing reads individual records into Python. Label matchers (Alertmanager syntax) are
 translated to SQL: built-in labels (``UsageRecord.label_set``) map to columns, any other label to
 ``json_extract(labels, '$."<name>"')``; a missing label compares as ``''``; regex matchers call ``relay_re``, a
-SQL function registered on the connection (Python ``re``, fully anchored, as ``relay.alerting.matchers``).
+SQL function registered on the connection (Python ``re``, fully anchored, as ``relay.matchers``).
 
 Report queries run for seconds on a big ledger: run them on their **own connection** (:func:`open_readonly`) in a
 worker thread, never on the daemon's writer thread, whose queue the OTLP acknowledgement path waits on. WAL mode
@@ -21,14 +21,14 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from relay.alerting.matchers import Matcher
+from relay.matchers import Matcher
 from relay.reports.source import (
     CubeRow, ErrorCell, MetricTotals, Query, SessionGroup, SessionStats, ToolCell, TopSession,
 )
 
 __all__ = ["SqliteReportSource", "open_readonly", "label_expr", "scope_sql", "LABEL_NAME_RE", "METRIC_SOURCE"]
 
-#: A label name usable in a query (Prometheus label names plus ``.`` and ``-``, as ``relay.alerting.matchers``).
+#: A label name usable in a query (Prometheus label names plus ``.`` and ``-``, as ``relay.matchers``).
 LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 #: ``usage_records.source`` of records derived from Claude Code's cost/token metrics (one per cost group and
 #: export, not one per call: excluded from call counts).

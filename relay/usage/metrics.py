@@ -1,7 +1,8 @@
 """Metric data points in the ledger: their shape, cumulative → delta conversion, and the usage records derived from
 Claude Code's ``cost.usage`` / ``token.usage`` metrics for senders that export metrics only.
 
-Claude Code's metrics (contract claude-code-telemetry.md §4) are monotonic Sums with values in ``asDouble``,
+Claude Code's metrics (https://code.claude.com/docs/en/monitoring-usage "Metrics"; observed in Claude Code's
+exports, ``tests/fixtures/claude-code/``) are monotonic Sums with values in ``asDouble``,
 DELTA temporality by default (each export holds the series that changed; ``start`` = previous export time) or
 CUMULATIVE (every series repeated with a fixed start). The ledger keeps every Sum point as a **delta**:
 

@@ -1,5 +1,5 @@
-"""A loopback fake of Jira (Cloud or Data Center) for the test suite (contract ``/work/shared/contracts/alerting.md``
-§3–4; Jira Cloud REST v3 https://developer.atlassian.com/cloud/jira/platform/rest/v3/ , Data Center REST v2).
+"""A loopback fake of Jira (Cloud or Data Center) for the test suite (Jira Cloud REST v3
+https://developer.atlassian.com/cloud/jira/platform/rest/v3/ , Data Center REST v2).
 
 Flavours (chosen per instance):
 

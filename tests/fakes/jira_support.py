@@ -1,12 +1,12 @@
 """Helpers for the Jira and webhook notifier tests: a settable clock, alerts and notifications, and a
-:class:`~relay.notify.jira_config.JiraConfig` pointing at a :class:`~tests.fakes.jira.FakeJira`."""
+:class:`~relay.notify.jira.config.JiraConfig` pointing at a :class:`~tests.fakes.jira.FakeJira`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from relay.alerting.model import Alert, AlertState, Notification
-from relay.notify.jira_config import JiraConfig
+from relay.alert import Alert, AlertState, Notification
+from relay.notify.jira.config import JiraConfig
 from tests.fakes.jira import FakeJira
 from tests.support.clock import Clock
 

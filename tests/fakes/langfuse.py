@@ -1,4 +1,6 @@
-"""A loopback fake of the Langfuse server for the test suite (contract ``/work/shared/contracts/langfuse.md`` §1, §5, §8).
+"""A loopback fake of the Langfuse server for the test suite (Langfuse's OTLP endpoint,
+https://langfuse.com/integrations/native/opentelemetry, and public API, https://api.reference.langfuse.com;
+a real server cannot run offline).
 
 It enforces the wire contract of ``POST /api/public/otel/v1/traces`` as implemented upstream in
 ``web/src/pages/api/public/otel/v1/traces/index.ts`` (check order: method → auth → ingestion suspended → body →
@@ -140,7 +142,7 @@ def _default_fault_body(status: int) -> Any:
 
 # ----------------------------------------------------------------------------------------------------------- server
 class FakeLangfuse(LoopbackServer):
-    """Loopback fake Langfuse server (aiohttp, 127.0.0.1, random port) — contract §1, §5 and §8.
+    """Loopback fake Langfuse server (aiohttp, 127.0.0.1, random port) — OTLP endpoint and public API.
 
     ``projects`` maps public key → ``(secret_key, project_id)`` or ``(secret_key, project_id, project_name)``;
     ``org_keys`` maps public key → secret key of organisation keys (403 on project routes). ``version`` is what
@@ -214,7 +216,7 @@ class FakeLangfuse(LoopbackServer):
             return [s for s in self._spans if self._match(project, s.project, s.public_key)]
 
     def duplicate_span_ids(self, project: str | None = None) -> dict[str, int]:
-        """``{span_id: times_received}`` for span ids received more than once (v4 stores each copy, §2.4)."""
+        """``{span_id: times_received}`` for span ids received more than once (v4 stores each copy)."""
         counts: dict[str, int] = {}
         for s in self.spans(project):
             counts[s.span_id] = counts.get(s.span_id, 0) + 1
@@ -286,7 +288,7 @@ class FakeLangfuse(LoopbackServer):
     def slow(self, delay: float, times: int | None = 1, *, before: bool = False, duration: float | None = None,
              project: str | None = None, path: str | None = TRACES_PATH) -> Fault:
         """Delay the answer by ``delay`` s. By default the spans are recorded *first* (a client timeout then
-        leaves them stored, §2.4); with ``before=True`` the delay precedes reading the body."""
+        leaves them stored, as on v4); with ``before=True`` the delay precedes reading the body."""
         return self.add_fault(Fault("delay", delay=delay, before=before, times=times, project=project, path=path),
                               duration)
 
@@ -336,7 +338,7 @@ class FakeLangfuse(LoopbackServer):
         return web.json_response(body, status=status, headers=headers)
 
     def _authenticate(self, request: web.Request, route: str = "") -> tuple[_Project | None, tuple | None]:
-        """Returns (project, None) or (None, (status, body)) following ``ApiAuthService`` (§1 Auth, §5)."""
+        """Returns (project, None) or (None, (status, body)) following upstream ``ApiAuthService``."""
         header = request.headers.get("Authorization", "")
         if not header:
             return None, (401, {"message": "No authorization header", "error": "UnauthorizedError"})
@@ -407,7 +409,7 @@ class FakeLangfuse(LoopbackServer):
 
     # -- routes
     async def _traces(self, request: web.Request) -> web.StreamResponse:
-        """``/api/public/otel/v1/traces`` — contract §1, upstream check order."""
+        """``/api/public/otel/v1/traces`` — upstream check order."""
         rec = self._new_rec(request)
         if request.method != "POST":
             return self._reply(rec, 405, {"message": "Method not allowed", "error": "MethodNotAllowedError"})
@@ -464,13 +466,13 @@ class FakeLangfuse(LoopbackServer):
         return await self._finish(request, rec, fault, 200, {})
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        """``GET /api/public/health`` (no auth) → ``{"status":"OK","version":…}`` (§5)."""
+        """``GET /api/public/health`` (no auth) → ``{"status":"OK","version":…}`` (API reference)."""
         rec = self._new_rec(request)
         _p, fault, early = await self._guard(request, rec, auth=False)
         return early or await self._finish(request, rec, fault, 200, {"status": "OK", "version": self.version})
 
     async def _projects_route(self, request: web.Request) -> web.StreamResponse:
-        """``GET /api/public/projects`` with a project key → ``{data:[{id,name,organization,metadata}]}`` (§5)."""
+        """``GET /api/public/projects`` with a project key → ``{data:[{id,name,organization,metadata}]}`` (API ref)."""
         rec = self._new_rec(request)
         project, fault, early = await self._guard(request, rec, route="projects")
         if early is not None:
@@ -509,7 +511,7 @@ class FakeLangfuse(LoopbackServer):
         return await self._finish(request, rec, fault, 200, {"data": data, "meta": {"cursor": cursor}})
 
     async def _scores_route(self, request: web.Request) -> web.StreamResponse:
-        """``POST /api/public/scores`` — v4.16: one JSON object → 200 ``{"id"}``; arrays → 400 (§5)."""
+        """``POST /api/public/scores`` — v4.16: one JSON object → 200 ``{"id"}``; arrays → 400 (API reference)."""
         rec = self._new_rec(request)
         project, fault, early = await self._guard(request, rec, route="scores")
         if early is not None:
@@ -544,7 +546,7 @@ class FakeLangfuse(LoopbackServer):
 
 
 def _score_problem(body: Any) -> str | None:
-    """Loose ``POST /scores`` validation (contract §5); returns a message or None."""
+    """Loose ``POST /scores`` validation (https://api.reference.langfuse.com); returns a message or None."""
     if not isinstance(body, dict):
         return "expected a single score object (this server version rejects batches)"
     if not isinstance(body.get("name"), str) or not body["name"]:

@@ -1,4 +1,7 @@
-"""Oracle: what Langfuse v4 would store from received OTLP spans (contract ``langfuse.md`` §1, §2, §3, §4, §7).
+"""Oracle: what Langfuse v4 would store from received OTLP spans (Langfuse's attribute
+mapping, https://langfuse.com/integrations/native/opentelemetry, as implemented upstream in langfuse/langfuse
+``packages/shared/src/server/otel/OtelIngestionProcessor.ts``; prices from
+``worker/src/constants/default-model-prices.json``).
 
 Two halves: (1) decoding + whole-request validation of OTLP trace exports exactly as the fake server applies them
 (:class:`ReceivedSpan`, :func:`spans_from_proto`, :func:`spans_from_json`; upstream ``getOtelIdRejectionReason`` /
@@ -47,7 +50,8 @@ _USAGE_KEY_MAP = {"prompt_tokens": "input", "completion_tokens": "output", "tota
                   "cache_creation.input_tokens": "input_cache_creation",
                   "cache_creation_input_tokens": "input_cache_creation"}
 
-# A few entries of Langfuse's default price table (contract §7; USD per token). Patterns are anchored and
+# A few entries of Langfuse's default price table (langfuse/langfuse
+# ``worker/src/constants/default-model-prices.json``; USD per token). Patterns are anchored and
 # case-insensitive like upstream's ``matchPattern``: a suffixed or unknown id (``claude-opus-5-5``) gets no cost.
 _P4 = {"input": ("input", "input_tokens"), "output": ("output", "output_tokens"),
        "read": ("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
@@ -71,7 +75,7 @@ PRICES: list[tuple[str, re.Pattern[str], dict[str, float]]] = [
     ("claude-sonnet-5", re.compile(r"^(anthropic/)?claude-sonnet-5$", re.I),
      _prices(_P5, input=2e-6, output=1e-5, read=2e-7, w5m=2.5e-6, w1h=4e-6)),
 ]
-"""``(name, anchored pattern, {usage_key: USD per token})`` — a subset of upstream's default table (§7)."""
+"""``(name, anchored pattern, {usage_key: USD per token})`` — a subset of upstream's default table."""
 
 
 # ----------------------------------------------------------------------------------------------------------- received spans
@@ -86,7 +90,7 @@ class SpanEvent:
 
 @dataclass(frozen=True)
 class ReceivedSpan:
-    """One span as Langfuse received it (contract §1), decoded from protobuf or OTLP/JSON.
+    """One span as Langfuse received it, decoded from protobuf or OTLP/JSON.
 
     Ids are lower-case hex for binary ids (strings sent in JSON are kept as sent, like upstream ``parseId``);
     ``parent_span_id`` is None for a root. ``start_ns``/``end_ns`` are unix ns, None when absent/zero.
@@ -184,7 +188,7 @@ def _id_str(value: Any) -> str:
 
 
 def _validate(resource_spans: list[tuple[Any, Any, list]], from_json: bool) -> None:
-    """Whole-request validation (contract §1 "Validation"); raises :class:`_Reject` naming the problems."""
+    """Whole-request validation (upstream otel/v1/traces handler); raises :class:`_Reject` naming the problems."""
     total = invalid = 0
     reasons: dict[str, int] = {}
     scopes: list[str] = []
@@ -309,7 +313,7 @@ def _build_spans(shape: list[tuple[Any, Any, list | None]], from_json: bool, **e
 def spans_from_proto(req: ExportTraceServiceRequest | bytes, **extra: Any) -> list[ReceivedSpan]:
     """Decode an ``ExportTraceServiceRequest`` (message or serialized bytes) into :class:`ReceivedSpan` s.
 
-    Validates like the server (§1) and raises ``ValueError`` with the server's message on a bad span id.
+    Validates like the server and raises ``ValueError`` with the server's message on a bad span id.
     ``extra`` sets ``project``/``public_key``/``request_index`` on every span. Handy for oracle unit tests.
     """
     if isinstance(req, (bytes, bytearray)):
@@ -340,7 +344,7 @@ class ObservationView:
     DEBUG/DEFAULT/WARNING/ERROR; ``usage_details`` token counts by usage key (``total`` added as the sum when
     absent); ``cost_details`` USD by usage key + ``total``; ``cost_inferred`` is True when the cost came from
     :data:`PRICES` rather than from the span. Trace-level fields read from *this* span are kept too
-    (``trace_name``, ``user_id``, …) so tests can check they were copied onto every span (§2.1)."""
+    (``trace_name``, ``user_id``, …) so tests can check they were copied onto every span (v4)."""
 
     id: str
     trace_id: str
@@ -382,7 +386,7 @@ class ObservationView:
 class TraceView:
     """A trace as the v4 UI shows it, aggregated over its observations (root first, then by start time):
     first non-empty name/user/session/release/version, union of tags, merged metadata (root wins), environment of
-    the root (else first observation), input/output of the root observation (§2.2)."""
+    the root (else first observation), input/output of the root observation (v4)."""
 
     id: str
     name: str | None
@@ -433,7 +437,7 @@ class LangfuseView:
 
     @property
     def duplicate_observation_ids(self) -> dict[str, int]:
-        """``{observation_id: copies}`` for ids stored more than once (export-once violations, §2.4)."""
+        """``{observation_id: copies}`` for ids stored more than once (export-once violations)."""
         counts: dict[str, int] = {}
         for o in self.observations:
             counts[o.id] = counts.get(o.id, 0) + 1
@@ -470,7 +474,7 @@ def _json_obj(v: Any) -> dict[str, Any] | None:
 
 
 def normalise_environment(value: Any) -> str:
-    """Contract §3 environment rule: lower-case, strip a leading ``langfuse-``/``langfuse_``, ≤ 40 chars and
+    """Langfuse's environment rule: lower-case, strip a leading ``langfuse-``/``langfuse_``, ≤ 40 chars and
     ``^[a-z0-9-_]+$``, else ``default``."""
     env = str(value).lower()
     env = re.sub(r"^langfuse[-_]", "", env)
@@ -501,7 +505,7 @@ def _observation_type(attrs: dict[str, Any]) -> str:
 
 
 def _usage(attrs: dict[str, Any]) -> dict[str, float]:
-    """§3/§4: ``langfuse.observation.usage_details`` (JSON object string; a non-string value → ``{}``) else the
+    """Usage: ``langfuse.observation.usage_details`` (JSON object string; a non-string value → ``{}``) else the
     generic ``gen_ai.usage.*`` / ``llm.token_count.*`` normalisation with ``input -= cache_read + cache_creation``
     (floored at 0). Non-numeric values are dropped; ``total`` = sum of the others when absent."""
     raw = attrs.get("langfuse.observation.usage_details")
@@ -532,7 +536,7 @@ def _usage(attrs: dict[str, Any]) -> dict[str, float]:
 
 
 def _cost(attrs: dict[str, Any], model: str | None, usage: dict[str, float]) -> tuple[dict[str, float], bool]:
-    """§3/§4 cost: ``langfuse.observation.cost_details`` JSON > ``gen_ai.usage.cost`` > ``llm.cost.total``; if
+    """Cost: ``langfuse.observation.cost_details`` JSON > ``gen_ai.usage.cost`` > ``llm.cost.total``; if
     any is given Langfuse prices nothing. Otherwise Σ usage[key] × price[key] for a model matching :data:`PRICES`."""
     given = _json_obj(attrs.get("langfuse.observation.cost_details")) if _truthy(
         attrs.get("langfuse.observation.cost_details")) else None
@@ -652,7 +656,7 @@ def _observation(span: Any) -> ObservationView:
 
 
 def langfuse_view(spans: Iterable[Any]) -> LangfuseView:
-    """Map received spans to what Langfuse v4 stores (contract §2–§4): one :class:`ObservationView` per span
+    """Map received spans to what Langfuse v4 stores (attribute mapping): one :class:`ObservationView` per span
     (duplicates kept), :class:`TraceView` s aggregated per trace id, and sessions → trace ids.
 
     Trace fields come from span attributes only (never resource attributes), except environment (span, then

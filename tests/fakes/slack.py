@@ -1,5 +1,5 @@
 """A loopback fake of Slack's Web API, file upload URLs and incoming webhooks for the test suite
-(contract ``/work/shared/contracts/alerting.md`` §2).
+(https://docs.slack.dev/reference/methods/chat.postMessage, https://docs.slack.dev/reference/block-kit/blocks).
 
 Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``,
 ``chat.postMessage``, ``chat.update``, ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments

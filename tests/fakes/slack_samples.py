@@ -1,11 +1,11 @@
 """Sample alerts and notifications for the Slack tests: one per rule kind (budget, error rate, threshold, spike),
-with the value names of :mod:`relay.notify.slack_format`. Times are unix seconds around :data:`T0`."""
+with the value names of :mod:`relay.notify.slack.format`. Times are unix seconds around :data:`T0`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from relay.alerting.model import Alert, AlertState, Notification
+from relay.alert import Alert, AlertState, Notification
 
 __all__ = ["T0", "budget_alert", "error_rate_alert", "threshold_alert", "spike_alert", "notification", "resolved"]
 
@@ -22,7 +22,7 @@ def _alert(default_labels: dict[str, str], values: dict[str, float], value: floa
 
 def budget_alert(team: str = "platform", severity: str = "critical", **kw: Any) -> Alert:
     """Monthly team budget at 81.24 % ($812.40 of $1,000.00, 80 % threshold) with a forecast over the limit, a
-    Langfuse session link and a runbook (value names as ``relay.alerting.eval_kinds.BudgetEvaluator``)."""
+    Langfuse session link and a runbook (value names as ``relay.alerting.evaluation.kinds.BudgetEvaluator``)."""
     kw.setdefault("annotations", {"summary": f"Team {team} spent 81% of its monthly budget",
                                   "description": "Spend is rising faster than usual.",
                                   "runbook_url": "https://runbooks.example.com/budget"})

@@ -11,7 +11,7 @@ import aiohttp
 import grpc
 
 from relay.app import Relay
-from relay.config import RelayConfig
+from relay.config_load import RelayConfig
 from tests.support.fixtures import CapturedRequest, load_scenario
 from tests.support.relay_proc import deep_merge
 
