@@ -66,7 +66,7 @@ def _count(conn: sqlite3.Connection, rows: Iterable[OutcomeRow]) -> None:
 
 
 def _item_rows(items: dict[str, int], outcome: Outcome, reason: str) -> list[OutcomeRow]:
-    return [(sig, outcome, reason, n) for sig, n in items.items() if n]
+    return [(sig, str(outcome), reason, n) for sig, n in items.items() if n]
 
 
 class SpoolFull(Exception):
@@ -176,7 +176,8 @@ class Spool:
         db.run_sync(migrate)
         spool = cls(db, max_size, dedup_retention, min_free_space=min_free_space, outcomes=outcomes)
         spool._apply_sizes(db.run_sync(_read_sizes))
-        spool.outcomes.reset(db.run_sync(lambda c: c.execute("SELECT signal, outcome, reason, n FROM outcomes").fetchall()))
+        totals = db.run_sync(lambda c: c.execute("SELECT signal, outcome, reason, n FROM outcomes").fetchall())
+        spool.outcomes.reset(totals)
         return spool
 
     def free_space(self) -> int:
@@ -238,7 +239,7 @@ class Spool:
         if problem:
             raise SpoolFull(5.0, problem)
         now = time.time_ns()
-        rows = [(signal.value, Outcome.INVALID, r, n) for r, n in (invalid or {}).items() if n]
+        rows: list[OutcomeRow] = [(signal.value, Outcome.INVALID, r, n) for r, n in (invalid or {}).items() if n]
 
         def write(conn: sqlite3.Connection) -> tuple[bool, list[OutcomeRow]]:
             if dedup_key is not None:
@@ -425,7 +426,8 @@ class Spool:
                 "SELECT id, tenant, payload, spans, created_ns, items, sent_ns FROM outbound WHERE tenant=? "
                 "ORDER BY id LIMIT 1000", (tenant,)
             ):
-                b = OutboundBatch(*row[:5], items=json.loads(row[5] or "{}"), sent_ns=row[6])
+                b = OutboundBatch(row[0], row[1], row[2], row[3], row[4], items=json.loads(row[5] or "{}"),
+                                  sent_ns=row[6])
                 if out and (spans + b.spans > max_spans or size + len(b.payload) > max_bytes):
                     break
                 out.append(b)

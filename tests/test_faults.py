@@ -4,14 +4,13 @@ SIGTERM drains, bad input while serving, a full spool. Nothing acknowledged is l
 from __future__ import annotations
 
 import asyncio
-
-from relay.component import deadline_in
 import gzip
 import time
 
 import aiohttp
 import pytest
 
+from relay.component import deadline_in
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.expected import by_name, events
 from tests.support.fixtures import load_scenario

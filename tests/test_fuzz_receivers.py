@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 
 import grpc
 import pytest
@@ -32,7 +32,7 @@ GRPC_METHODS = {"traces": "/opentelemetry.proto.collector.trace.v1.TraceService/
                 "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def corpus(kind: str) -> tuple[tuple[str, bytes], ...]:
     """Decompressed captured bodies, ``(signal, body)``: ``protobuf`` or ``json``."""
     out = []
@@ -230,7 +230,9 @@ def test_fuzz_grpc_never_internal(tmp_path, caplog):
 @pytest.mark.parametrize("body", [
     b'{"resourceSpans":' + b"[" * 1000 + b"]" * 1000 + b"}",
     b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":' + b'{"kvlistValue":{"values":[{"key":"k","value":' * 200 + b'{"intValue":"1"}' + b"}]}}" * 200 + b"}]}]}]}]}",
+    b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":'
+    + b'{"kvlistValue":{"values":[{"key":"k","value":' * 200 + b'{"intValue":"1"}' + b"}]}}" * 200
+    + b"}]}]}]}]}",
     b'{"resourceSpans":[], "\\ud800": 1}',
     b'{"\\udfff\\u0041": {"x": 1}}',
 ])

@@ -14,7 +14,8 @@ Per tenant, one loop (independent position, backoff and health, so a failing pro
    concatenation (concatenated ``ExportTraceServiceRequest`` bytes are one valid request) gzip-compressed to
    ``{base_url}/api/public/otel/v1/traces`` with Basic auth and ``x-langfuse-ingestion-version: 4``;
 3. 2xx → ``ack_outbound``; transient failure with no body stored (connect error, 429, 5xx) → retry the SAME body
-   (``relay.exporters.retry``) until it succeeds, nothing newer is sent meanwhile; a lost answer → reconcile (below); permanent refusal → ``dead_letter`` with the status and the server's message.
+   (``relay.exporters.retry``) until it succeeds, nothing newer is sent meanwhile; a lost answer → reconcile
+   (below); permanent refusal → ``dead_letter`` with the status and the server's message.
    A 400/413 on a merged request first re-sends its batches one by one, so only the bad batch is dead-lettered.
    401/403/404 (bad key, organisation key or suspended ingestion, wrong URL) mark the tenant
    ``failing_permanently`` and pause ``max_interval`` seconds between batches until a request succeeds.
@@ -26,9 +27,10 @@ At most one copy of each span (Langfuse v4 stores a re-sent span id as another o
   deleted (``ack_outbound``) after the 2xx; a failing delete (disk full) is retried with backoff, never by
   sending the batches again;
 - a batch in the "sent, no answer" state — relay died during the request, or the answer was lost (timeout or
-  dropped connection after the body was written) — is reconciled before it is sent again: relay waits until ``reconcile_delay`` after the send, asks Langfuse's Observations API v2
-  (``GET /api/public/v2/observations?traceId=…``, https://langfuse.com/docs/api-and-data-platform/features/observations-api)
-  which of its span ids are stored, acknowledges the batch when all are, and otherwise re-sends only the spans
+  dropped connection after the body was written) — is reconciled before it is sent again: relay waits until
+  ``reconcile_delay`` after the send, asks Langfuse's Observations API v2 (``GET /api/public/v2/observations?
+  traceId=…``, https://langfuse.com/docs/api-and-data-platform/features/observations-api) which of its span ids
+  are stored, acknowledges the batch when all are, and otherwise re-sends only the spans
   Langfuse does not have (the batch is split). Langfuse v3 servers (``GET /api/public/health`` version < 4) upsert
   observations by id, so there a re-send is idempotent and no check is made. When the check itself fails the
   batch is re-sent whole and counted in ``relay_exporter_unverified_resent_spans_total``.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import gzip
 import importlib.metadata
 import json
@@ -57,14 +60,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import RetryCallState
 
 from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from relay.spool import OutboundBatch, Spool, is_storage_error
 
 __all__ = ["LangfuseExporter", "ExporterMetrics", "OTLP_TRACES_PATH", "RELAY_VERSION", "USER_AGENT"]
@@ -299,7 +301,7 @@ class _TenantLoop:
                 # the next process may send these batches without reconciling them first
                 try:
                     await self._settle(o.spool.replace_outbound_state(batches))
-                except Exception:  # noqa: BLE001 — the next start reconciles them instead
+                except Exception:  # the next start reconciles them instead
                     pass
             raise
         except PermanentError as e:
@@ -312,7 +314,8 @@ class _TenantLoop:
             # health first: whoever sees the dead letter also sees why
             failing = e.status in _FAILING_STATUSES or (e.status is not None and 300 <= e.status < 400)
             self._set_state("failing_permanently" if failing else "ok", e.message, e.status)
-            await self._retry_write(lambda: o.spool.dead_letter(batches, e.status, e.message))
+            status, message = e.status, e.message
+            await self._retry_write(lambda: o.spool.dead_letter(batches, status, message))
             o.metrics.send_failed_spans.labels(**self.labels).inc(spans)
             self.dead_letter_spans += spans
             o.metrics.dead_letter_spans.labels(**self.labels).set(self.dead_letter_spans)
@@ -341,7 +344,7 @@ class _TenantLoop:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
                 location = resp.headers.get("Location") if 300 <= status < 400 else None
                 text = await resp.content.read(64 * 1024)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             what = type(e).__name__ + (f": {e.strerror}" if isinstance(e, OSError) and e.strerror else "")
             if not ctx.body_sent:
                 raise TransientError("connect", f"cannot reach {self._host()} ({what})") from None
@@ -412,7 +415,7 @@ class _TenantLoop:
                 if isinstance(body, dict) and isinstance(body.get("version"), str):
                     self.server_version = body["version"]
                 return True
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def _reconcile(self, batches: list[OutboundBatch]) -> list[OutboundBatch]:
@@ -428,7 +431,7 @@ class _TenantLoop:
         if major is not None and major < 4:  # v3 upserts observations by id: re-sending is idempotent
             await self._retry_write(lambda: o.spool.replace_outbound_state(uncertain))
             return batches
-        wait = max(b.sent_ns for b in uncertain) / 1e9 + o.config.reconcile_delay - time.time()
+        wait = max(b.sent_ns or 0 for b in uncertain) / 1e9 + o.config.reconcile_delay - time.time()
         if wait > 0:
             log.info("langfuse exporter for tenant %s: %d batch(es) were being sent when relay stopped; checking "
                      "Langfuse for them in %.1fs", self.tenant, len(uncertain), wait)
@@ -447,19 +450,19 @@ class _TenantLoop:
                 log.warning("langfuse exporter for tenant %s: cannot check which of %d interrupted spans Langfuse "
                             "stored (%s); sending them again (possible duplicates)", self.tenant, b.spans, e)
                 o.metrics.unverified_resent_spans.labels(**self.labels).inc(b.spans)
-                await self._retry_write(lambda b=b: o.spool.replace_outbound_state([b]))
+                await self._retry_write(functools.partial(o.spool.replace_outbound_state, [b]))
                 continue
             self._query_failures = 0
             found = sent & stored
             o.metrics.reconciled_spans.labels(**self.labels).inc(len(found))
             if found == sent:
-                await self._retry_write(lambda b=b: o.spool.ack_outbound([b]))
+                await self._retry_write(functools.partial(o.spool.ack_outbound, [b]))
                 o.metrics.sent_spans.labels(**self.labels).inc(b.spans)
                 log.info("langfuse exporter for tenant %s: all %d spans of an interrupted send are in Langfuse; "
                          "not sending them again", self.tenant, len(sent))
                 continue
             payload, left = _without_spans(req, found)
-            await self._retry_write(lambda b=b, p=payload, n=left: o.spool.replace_outbound(b, p, n))
+            await self._retry_write(functools.partial(o.spool.replace_outbound, b, payload, left))
             log.info("langfuse exporter for tenant %s: %d of %d spans of an interrupted send are in Langfuse; "
                      "sending the other %d", self.tenant, len(found), len(sent), left)
         return batches
@@ -499,7 +502,7 @@ class _TenantLoop:
                             raise _QueryFailed(f"HTTP {resp.status} from {OBSERVATIONS_PATH}",
                                                resp.status == 429 or resp.status >= 500)
                         body = await resp.json(content_type=None)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError) as e:
                     raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}", True) from None
                 except ValueError as e:
                     raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}", False) from None

@@ -270,7 +270,7 @@ def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter
 
 
 def _validate_metrics(req: metrics_svc.ExportMetricsServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
-    rejected, reasons = 0, Counter()
+    rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rm in enumerate(req.resource_metrics):
         for si, sm in enumerate(rm.scope_metrics):
             for mi, m in enumerate(sm.metrics):

@@ -346,7 +346,7 @@ class Pipeline(Component):
                     self._isolate_fed = True
                     raise _Retry() from None
                 f = chunk[0]
-                what = f"storing the metric points of a request"
+                what = "storing the metric points of a request"
                 if not self._failed(("ledger", f.item.seq), f.item.tenant, what, e):
                     raise _Retry() from None
                 await self._quarantine([f.item.seq], "ledger", e, f.item.tenant, what, delete=True,
@@ -386,7 +386,8 @@ class Pipeline(Component):
                 what = f"mapping a trace ({g.size} records)"
                 if not self._failed(("group", g.tenant, g.key), g.tenant, what, e):
                     raise _Retry() from None
-                await self._quarantine(g.seqs, "mapping", e, g.tenant, what, outcomes=self._group_rows(g, Outcome.QUARANTINED, "mapping"),
+                await self._quarantine(g.seqs, "mapping", e, g.tenant, what,
+                                       outcomes=self._group_rows(g, Outcome.QUARANTINED, "mapping"),
                                        closed=[(s, g.key) for s in g.seqs])
                 self._attempts.pop(("group", g.tenant, g.key), None)
                 self._released([g])
@@ -501,7 +502,8 @@ class Pipeline(Component):
         enabled = self.settings(g.tenant).export_enabled
         carried = commit is not None and bool(commit.payload)
         tally: dict[tuple[str, str], int] = {}
-        for v in (*g.logs, *g.spans):
+        views: list[LogView | SpanView] = [*g.logs, *g.spans]
+        for v in views:
             signal = "logs" if isinstance(v, LogView) else "traces"
             if v.outcome != Outcome.FORWARDED:
                 reason = "not_mapped"
@@ -510,6 +512,7 @@ class Pipeline(Component):
             elif not carried:
                 reason = "duplicate"
             else:
+                assert commit is not None
                 commit.items[signal] = commit.items.get(signal, 0) + 1
                 continue
             tally[(signal, reason)] = tally.get((signal, reason), 0) + 1
