@@ -27,7 +27,7 @@ from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, Re
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
 from relay.spool import Spool, TraceCommit
-from tests.fakes.langfuse import TRACES_PATH, FakeLangfuse
+from tests.fakes.langfuse import OBSERVATIONS_PATH, TRACES_PATH, FakeLangfuse, Fault
 
 KEYS = {"a": ("pk-lf-aaa", "sk-lf-aaa-secret"), "b": ("pk-lf-bbb", "sk-lf-bbb-secret")}
 PROJECTS = {"pk-lf-aaa": ("sk-lf-aaa-secret", "proj-a"), "pk-lf-bbb": ("sk-lf-bbb-secret", "proj-b")}
@@ -425,3 +425,57 @@ async def test_failing_delete_after_a_2xx_is_retried_never_resent(spool, lf, mon
     assert fails["n"] == 4 and len(posts(lf)) == 1 and not lf.duplicate_span_ids()
     assert spool.outcomes.total(outcome="forwarded") == 5
     assert "not sent again" in caplog.text
+
+
+async def test_interrupted_send_on_a_v3_server_is_resent_without_a_check(spool):
+    """Langfuse v3 upserts observations by id, so a batch left "sent, answer lost" is simply sent again: relay
+    reads the server's version from /api/public/health and asks no Observations API."""
+    async with FakeLangfuse(PROJECTS, version="3.120.0") as lf:
+        ids = await commit(spool, "a", batches=1, spans=2)
+        await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))  # a previous process died mid-send
+        async with running(spool, config(reconcile_delay=30), tenant("a", lf.base_url)) as exp:
+            await lf.wait_for_spans(2)
+            await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+            assert metric(exp, "relay_exporter_reconciled_spans_total", "a") == 0
+        assert not [r for r in lf.requests if r.path == OBSERVATIONS_PATH]
+        assert ids_of(lf.spans()) == ids
+
+
+async def test_interrupted_send_without_observations_api_is_resent_and_counted(spool, lf, caplog):
+    """When the check is impossible (the Observations API answers 404, e.g. an older self-hosted server), the
+    batch is sent again whole and counted as an unverified re-send (possible duplicates)."""
+    lf.add_fault(Fault(kind="status", status=404, path=OBSERVATIONS_PATH, times=None))
+    ids = await commit(spool, "a", batches=1, spans=2)
+    await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))
+    async with running(spool, config(), tenant("a", lf.base_url)) as exp:
+        await lf.wait_for_spans(2)
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        assert metric(exp, "relay_exporter_unverified_resent_spans_total", "a") == 2
+    assert "possible duplicates" in caplog.text
+    assert ids_of(lf.spans()) == ids
+
+
+async def test_interrupted_send_found_partly_in_langfuse_sends_only_the_rest(spool, lf):
+    """The batch of a crashed send is split: the spans Langfuse already has are dropped, the others sent."""
+    body, span_ids = payload(4)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    first_half = ExportTraceServiceRequest.FromString(body)
+    spans = first_half.resource_spans[0].scope_spans[0].spans
+    del spans[2:]
+    import base64
+
+    import aiohttp
+
+    auth = "Basic " + base64.b64encode(b"pk-lf-aaa:sk-lf-aaa-secret").decode()
+    async with aiohttp.ClientSession() as s:  # Langfuse got the first two spans by another way
+        async with s.post(lf.traces_url, data=first_half.SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf", "Authorization": auth}) as r:
+            assert r.status == 200
+    await spool.commit_traces([TraceCommit("a", "0" * 29 + "abc", body, 4, span_ids, {}, [], items={"traces": 4})])
+    await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))
+    async with running(spool, config(), tenant("a", lf.base_url)) as exp:
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        assert metric(exp, "relay_exporter_reconciled_spans_total", "a") == 2
+    assert sorted(ids_of(lf.spans())) == sorted(span_ids) and not lf.duplicate_span_ids()
+    assert spool.outcomes.total(outcome="forwarded") == 4

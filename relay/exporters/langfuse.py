@@ -440,7 +440,7 @@ class _TenantLoop:
             req = ExportTraceServiceRequest.FromString(b.payload)
             sent = {s.span_id.hex() for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans}
             try:
-                stored = await self._stored_ids(req)
+                stored = await self._stored_ids(req, b.sent_ns or time.time_ns())
             except _QueryFailed as e:
                 if e.transient:  # Langfuse is unreachable or busy: ask again later, send nothing meanwhile
                     log.info("langfuse exporter for tenant %s: cannot check interrupted sends yet (%s); retrying",
@@ -476,9 +476,10 @@ class _TenantLoop:
         self._last_failure = TransientError("connect", str(e))
         await self._backoff(delay)
 
-    async def _stored_ids(self, req: ExportTraceServiceRequest) -> set[str]:
-        """Observation ids Langfuse stored for the traces of ``req``, within its spans' start times (± 1 s).
-        Raises ``_QueryFailed`` on any error or non-200 answer."""
+    async def _stored_ids(self, req: ExportTraceServiceRequest, sent_ns: int) -> set[str]:
+        """Observation ids Langfuse stored for the traces of ``req``, sent at ``sent_ns``: the query covers its spans'
+        start times from 1 s before to 1 min after, and the send time (Langfuse gives a span without times the
+        time it ingested it). Raises ``_QueryFailed`` on any error or non-200 answer."""
         session = self.owner.session
         assert session is not None
         out: set[str] = set()
@@ -486,10 +487,12 @@ class _TenantLoop:
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    by_trace.setdefault(s.trace_id.hex(), []).append(s.start_time_unix_nano)
+                    start = s.start_time_unix_nano or s.end_time_unix_nano or sent_ns
+                    by_trace.setdefault(s.trace_id.hex(), []).append(start)
         for trace_id, starts in by_trace.items():
             params = {"traceId": trace_id, "fields": "core", "limit": "1000",
-                      "fromStartTime": _iso(min(starts) - 10**9), "toStartTime": _iso(max(starts) + 10**9)}
+                      "fromStartTime": _iso(min(starts) - 10**9),
+                      "toStartTime": _iso(max(*starts, sent_ns) + 60 * 10**9)}
             cursor = None
             for _page in range(100):
                 if cursor:
