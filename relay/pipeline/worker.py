@@ -480,8 +480,14 @@ class Pipeline(Component):
                 u.labels = ledger_labels(u.labels, ctx.labels)
             records += usage
             await asyncio.sleep(0)
-        if records:
-            self._emit(await self.ledger.write(records))
+        if records and self.ledger is not None:
+            try:
+                self._emit(await self.ledger.write(records))
+            except Exception as e:  # an optimisation only: the close writes these records again (and handles errors)
+                if is_storage_error(e):
+                    raise
+                log.warning("pipeline: early ledger write failed (%s: %s); the records are written when their "
+                            "traces close", type(e).__name__, e)
 
     def _emit(self, changes: Sequence[LedgerChange]) -> None:
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""
