@@ -178,7 +178,14 @@ class Spool:
         spool._apply_sizes(db.run_sync(_read_sizes))
         totals = db.run_sync(lambda c: c.execute("SELECT signal, outcome, reason, n FROM outcomes").fetchall())
         spool.outcomes.reset(totals)
+        spool.outcomes.sink = spool.count_outcomes
         return spool
+
+    async def count_outcomes(self, rows: list[OutcomeRow]) -> None:
+        """Store outcome rows decided without another spool write (e.g. all items of a request invalid)."""
+        rows = [r for r in rows if r[3]]
+        if rows:
+            await self._write(lambda conn: (_count(conn, rows), rows))
 
     def free_space(self) -> int:
         """Bytes available to relay on the file system holding the database (``statvfs``: ``f_bavail × f_frsize``)."""

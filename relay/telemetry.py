@@ -14,8 +14,9 @@ and keep them as public attributes with a comment saying what they count, e.g.::
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -23,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily
 from relay.model import Signal
 
 __all__ = ["Telemetry", "OutcomeCounts", "RECEIVER", "CONTENT_TYPE_LATEST"]
+
+log = logging.getLogger(__name__)
 
 #: Value of the ``receiver`` label on receiver metrics.
 RECEIVER = "otlp"
@@ -43,6 +46,20 @@ class OutcomeCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._n: dict[tuple[str, str, str], int] = {}
+        #: Durable writer of outcome rows (the spool sets it): ``await sink(rows)`` stores them and adds them here.
+        self.sink: Callable[[list[tuple[str, str, str, int]]], Awaitable[None]] | None = None
+
+    async def record(self, rows: list[tuple[str, str, str, int]]) -> None:
+        """Count ``rows`` decided outside any other spool write (e.g. a request whose items were all invalid):
+        through ``sink`` when set — if that write fails they are counted in memory only, and logged —, else in
+        memory."""
+        if self.sink is not None:
+            try:
+                await self.sink(rows)
+                return
+            except Exception as e:  # counting must never fail the request
+                log.warning("outcomes could not be stored (%s: %s); counted in memory only", type(e).__name__, e)
+        self.add(rows)
 
     def add(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
         """Add ``(signal, outcome, reason, n)`` rows (n items each)."""

@@ -287,3 +287,27 @@ async def test_admission_refuses_below_min_free_space_and_reopens(tmp_path, monk
         assert await s.append("t", Signal.LOGS, b"x" * 200, 1, None)
     finally:
         s.close()
+
+
+async def test_outcome_totals_survive_a_restart_including_all_invalid_requests(tmp_path):
+    """relay_items_total is durable: after a restart it still holds every earlier outcome, also the invalid items
+    of a request of which nothing was stored."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    bad = ExportTraceServiceRequest()
+    ss = bad.resource_spans.add().scope_spans.add()
+    ss.spans.add(trace_id=b"\0" * 16, span_id=b"12345678", name="zero trace id")
+    ss.spans.add(trace_id=b"t" * 16, span_id=b"1234", name="short span id")
+    good, ids = trace_request(3)
+    async with running_relay(tmp_path / "data", None) as relay:
+        async with aiohttp.ClientSession() as s:
+            statuses = await post_traces(s, f"http://127.0.0.1:{relay.http.port}", [bad.SerializeToString(), good])
+        assert [st for st, _ in statuses] == [200, 200]
+        await settle(relay)
+        before = relay.telemetry.outcomes.snapshot()
+    async with running_relay(tmp_path / "data", None) as relay:
+        after = relay.telemetry.outcomes.snapshot()
+        assert after == before
+        assert relay.telemetry.sample("relay_items_total", {"outcome": "invalid", "reason": "trace_id"}) == 1
+        assert relay.telemetry.sample("relay_items_total", {"outcome": "invalid", "reason": "span_id"}) == 1
+        assert relay.telemetry.sample("relay_items_total", {"outcome": "filtered", "reason": "export_disabled"}) == 3

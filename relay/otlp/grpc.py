@@ -119,7 +119,7 @@ class OtlpGrpcReceiver(Component):
                 bad.field_violations.add(field=e.field, description=e.message)
                 details = (bad,)
             await self._abort(context, signal, started, grpc.StatusCode.INVALID_ARGUMENT, e.message, details)
-        self._gate.count_rejected(tenant, req)
+        await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, request, req)
             if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):

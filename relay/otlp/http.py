@@ -97,7 +97,7 @@ class _Handler:
             log.debug("OTLP/HTTP body read aborted: %s", e)
             return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT,
                                f"incomplete request body: {e}")
-        self._gate.count_rejected(tenant, req)
+        await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
             if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):

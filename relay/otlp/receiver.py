@@ -87,14 +87,15 @@ class IngestGate:
         self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, req.tenant, req.signal.value).inc()
         return SubmitResult(SubmitStatus.DUPLICATE)
 
-    def count_rejected(self, tenant: str, req: ValidatedRequest) -> None:
+    async def count_rejected(self, tenant: str, req: ValidatedRequest) -> None:
         """Count the items validation removed from ``req`` (partial success). Their ``invalid`` outcome is
-        counted here only when nothing of the request is stored (no valid item); otherwise the sink counts it
-        with the stored request."""
+        recorded here only when nothing of the request is stored (no valid item; durably when the outcome store
+        has a sink, see ``OutcomeCounts.record``); otherwise the sink counts it with the stored request."""
         if req.rejected:
             self._t.rejected[req.signal].labels(RECEIVER, self.transport, tenant).inc(req.rejected)
             if not req.items:
-                self._t.outcomes.add((req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items())
+                await self._t.outcomes.record(
+                    [(req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()])
 
     def finish(self, signal: Signal, status: str, started: float) -> None:
         """Count one answered request with ``status`` and observe its duration since ``started``
