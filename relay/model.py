@@ -45,7 +45,8 @@ class Outcome(StrEnum):
       observations were already exported), ``export_disabled`` (the tenant has no Langfuse keys).
     - ``invalid``: rejected by the receiver per OTLP's field rules and reported in ``partial_success``. Reasons:
       ``trace_id``, ``span_id``, ``parent_span_id``, ``timestamp`` (a fixed64 time at or beyond 2^63 ns).
-      Emitted by the OTLP receivers (in the spool write that stores the rest of the request).
+      Emitted by the OTLP receivers: in the spool write that stores the rest of the request, or on its own when no
+      item of the request was valid.
     - ``dead_lettered``: Langfuse refused the span's batch permanently; kept in the dead-letter store for
       ``relay replay``. Reason ``http_<status>`` (e.g. ``http_400``) or ``no_status``. Emitted by the exporter
       (``Spool.dead_letter``).
