@@ -145,9 +145,9 @@ class LangfuseExporterConfig(_Model):
     timeout: Duration = 30.0
     retry_on_failure: RetryConfig = RetryConfig()
     batch: BatchConfig = BatchConfig()
-    #: Batches whose send was interrupted (relay died before Langfuse's answer) are checked against Langfuse's
-    #: Observations API v2 before anything is re-sent; the check waits until this long after the send, the time
-    #: Langfuse needs to make accepted spans readable.
+    #: Batches whose send was interrupted (relay died before Langfuse's answer, or the answer was lost to a timeout
+    #: or a dropped connection) are checked against Langfuse's Observations API v2 before anything is re-sent; the
+    #: check waits until this long after the send, the time Langfuse needs to make accepted spans readable.
     reconcile_delay: Duration = 10.0
     #: While retrying after connection errors or 5xx, relay probes ``GET /api/public/health`` this often and
     #: resumes as soon as it answers again (instead of waiting out the backoff).
