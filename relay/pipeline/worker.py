@@ -197,6 +197,8 @@ class Pipeline(Component):
         while not self._stopping:
             try:
                 await self._step()
+                if failures:
+                    log.info("pipeline: resumed after %d failed attempt(s)", failures)
                 failures = 0
                 continue
             except asyncio.CancelledError:
