@@ -31,6 +31,7 @@ from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
+from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
@@ -71,6 +72,7 @@ class Relay:
         self.ledger: SqliteLedgerStore | None = None
         self.pipeline: Pipeline | None = None
         self.alerting: AlertingService | None = None
+        self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
         self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
@@ -98,6 +100,7 @@ class Relay:
         self._spool_metrics(self.spool)
         self.components = self._build(self.spool)
         await start_all(self.components, cfg.service.shutdown_timeout)
+        self._precreate_series()
         self._log_startup()
 
     def _build(self, spool: Spool) -> list[Component]:
@@ -115,12 +118,15 @@ class Relay:
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self.alerting.observe)
+                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes)
         resolver = TenantResolver(cfg)
         proto = cfg.receivers.otlp.protocols
         grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace)
+            ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
+                            self.alerting.engine.runtimes, sessions=self.sessions,
+                            registry=reg).add_routes(self.http.app)
         if proto.grpc.enabled:
             self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
         if cfg.service.admin.enabled:
@@ -163,6 +169,12 @@ class Relay:
         Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(
             self.config.storage.max_spool_size)
 
+    def _on_ledger_changes(self, changes: list) -> None:
+        """The ledger's change feed: the rules engine, then the session identities of agent hooks."""
+        assert self.alerting is not None
+        self.alerting.observe(changes)
+        self.sessions.observe(changes)
+
     def _alert_links(self, labels: dict[str, str], sample: UsageRecord | None) -> dict[str, str]:
         return self.links.links(labels, sample.session_id if sample else None, sample.trace_id if sample else None)
 
@@ -199,11 +211,22 @@ class Relay:
     # ------------------------------------------------------------------ admin endpoint
 
     def _admin_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._index)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if self.alerting is not None:
             self.alerting.add_routes(app)
+
+    async def _index(self, req: web.Request) -> web.Response:
+        """``GET /``: the admin endpoints, one per line (``METHOD path — what``), like a Collector's zpages index."""
+        lines = [f"relay {__version__} admin endpoint", ""]
+        for route in req.app.router.routes():
+            path = route.resource.canonical if route.resource is not None else ""
+            if route.method == "HEAD" or path == "/":
+                continue
+            lines.append(f"{route.method:6} {path}" + (f"  — {_ADMIN_DOCS[path]}" if path in _ADMIN_DOCS else ""))
+        return web.Response(text="\n".join(lines) + "\n")
 
     async def _metrics(self, _req: web.Request) -> web.Response:
         return web.Response(body=self.telemetry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -212,7 +235,10 @@ class Relay:
         return web.json_response({"status": "ok", "version": __version__})
 
     async def _readyz(self, _req: web.Request) -> web.Response:
-        """Ready when the spool accepts a write and no exporter is failing permanently (keys, URL)."""
+        """Ready (200) when relay can accept and spool data: not shutting down, the spool takes a write and is not
+        full; 503 with the reason otherwise. An upstream that fails (Langfuse keys or URL, see ``exporters``) does
+        not make relay unready — data is still spooled, and taking the only replica out of a Service would lose
+        it — so it is reported in the body (``upstreams_failing``) and in the logs and metrics."""
         problems: list[str] = []
         if self._stopping:
             problems.append("shutting down")
@@ -224,14 +250,61 @@ class Relay:
         if self.spool and (problem := self.spool.admission_problem()):
             problems.append(problem)
         exporters = self.exporter.health() if self.exporter else {}
-        for tenant, h in exporters.items():
-            if h.get("state") == "failing_permanently":
-                problems.append(f"langfuse export for tenant {tenant} failing: {h.get('last_error')}")
+        failing = [f"langfuse export for tenant {tenant} failing: {h.get('last_error')}"
+                   for tenant, h in exporters.items() if h.get("state") == "failing_permanently"]
         body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "problems": problems,
-                                "exporters": exporters}
+                                "upstreams_failing": failing, "exporters": exporters}
         return web.json_response(body, status=200 if not problems else 503)
 
     # ------------------------------------------------------------------ misc
+
+    def _precreate_series(self) -> None:
+        """Create every labelled series the README lists at zero, so an idle relay's ``/metrics`` already has
+        them (dashboards and alerts on a fresh relay see 0, not "no data"): per tenant and enabled transport the
+        receiver counters, per tenant the pipeline, ledger and exporter series, per integration the notification
+        counters."""
+        t = self.telemetry
+        tenants = [x.name for x in self.tenants]
+        transports = [name for name, on in (("http", self.http is not None), ("grpc", self.grpc is not None)) if on]
+        ok_status = {"http": "200", "grpc": "OK"}
+        from relay.model import Signal
+        from relay.telemetry import RECEIVER
+
+        for tr in transports:
+            for sig in Signal:
+                t.receiver_requests.labels(RECEIVER, tr, sig.value, ok_status[tr])
+                for tenant in tenants:
+                    for family in (t.accepted, t.refused, t.failed, t.rejected):
+                        family[sig].labels(RECEIVER, tr, tenant)
+                    t.receiver_duplicate_requests.labels(RECEIVER, tr, tenant, sig.value)
+        if self.pipeline is not None:
+            m = self.pipeline.metrics
+            for tenant in tenants:
+                for sig in Signal:
+                    for outcome in ("forwarded", "filtered"):
+                        m.items.labels(sig.value, tenant, outcome)
+                for kind in ("llm", "tool"):
+                    m.usage.labels(tenant, kind)
+                m.spans_out.labels(tenant)
+        if self.exporter is not None:
+            em = self.exporter.metrics
+            for tenant in self.exporter.tenants:
+                lb = {"exporter": "langfuse", "tenant": tenant}
+                for c in (em.sent_spans, em.send_failed_spans, em.in_flight, em.dead_letter_spans,
+                          em.ambiguous_retries):
+                    c.labels(**lb)
+                for kind in ("connect", "timeout", "disconnect"):
+                    em.retries.labels(kind=kind, **lb)
+        if self.alerting is not None:
+            from relay.alerting.dispatch.outbox import split_integration
+
+            ob = self.alerting.outbox
+            for key in ob._notifiers:
+                receiver, kind = split_integration(key)
+                for c in (ob.notifications_total, ob.requests_total, ob.requests_failed, ob.retried):
+                    c.labels(kind, receiver)
+                for reason in ("clientError", "serverError", "other"):
+                    ob.notifications_failed.labels(kind, receiver, reason)
 
     def _log_startup(self) -> None:
         parts = []
@@ -247,10 +320,35 @@ class Relay:
             if t.langfuse.enabled:
                 log.info("tenant %s: Langfuse export on → %s", t.name, t.langfuse.base_url)
             else:
+                missing = langfuse_missing(t.langfuse)
+                how = ("set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
+                       "(or the tenant's langfuse keys in the config)") if len(missing) == 3 else (
+                    f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing — set "
+                    f"{'it' if len(missing) == 1 else 'them'}")
                 log.warning(
                     "tenant %s: Langfuse export is OFF — data is received, spooled and kept in the usage ledger only. "
-                    "To turn it on, set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
-                    "(or the tenant's langfuse keys in the config) and restart relay.", t.name)
+                    "To turn it on, %s and restart relay.", t.name, how)
+
+
+#: What the admin endpoints do, for ``GET /``.
+_ADMIN_DOCS = {
+    "/metrics": "Prometheus metrics",
+    "/healthz": "the process is alive",
+    "/readyz": "can accept and spool data (upstream failures are reported in the body, not unready)",
+    "/api/v1/alerts": "current alerts (?filter=MATCHER, ?state=firing|pending)",
+    "/api/v2/alerts/groups": "alert groups as the dispatcher routes them",
+    "/api/v2/silences": "list (GET) or create (POST) silences",
+    "/api/v2/silence/{id}": "one silence (GET) or expire it (DELETE)",
+    "/-/reload": "reload the rule files",
+}
+
+
+def langfuse_missing(lf: Any) -> list[str]:
+    """Which of a tenant's Langfuse settings are unset, named by their ``LANGFUSE_*`` variables (a resolved
+    ``LangfuseConfig``); empty when export is on."""
+    from relay.config_load import LANGFUSE_ENV
+
+    return [LANGFUSE_ENV[k] for k in ("base_url", "public_key", "secret_key") if not getattr(lf, k)]
 
 
 class AdminEndpoint(Component):
@@ -350,8 +448,8 @@ async def run(config: RelayConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await relay.start()
-    except (OSError, RulesError) as e:
-        log.error("relay could not start: %s", e)
+    except (OSError, RulesError, RuntimeError) as e:  # RuntimeError: grpcio's "Failed to bind to address"
+        log.error("relay could not start: %s", str(e).split(";")[0])
         await relay.stop()
         return 1
     if relay.alerting is not None:

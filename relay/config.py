@@ -33,6 +33,24 @@ __all__ = ["TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
 
 
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|)$")
+
+
+def check_endpoint(v: str) -> str:
+    """A listen address ``host:port`` (``[v6]:port``; empty host or ``0.0.0.0`` = all interfaces; port 0..65535,
+    0 = any free port). Raises ``ValueError`` naming what is wrong, so ``relay check`` catches what binding would."""
+    if "://" in v:
+        raise ValueError(f"invalid endpoint {v!r}: a listen address is host:port, without a scheme "
+                         f"(e.g. {v.split('://', 1)[1].split('/')[0] or '0.0.0.0:4318'!r})")
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid endpoint {v!r}: expected host:port with a port from 0 to 65535 "
+                         "(e.g. 0.0.0.0:4318)")
+    if not _HOST_RE.match(host):
+        raise ValueError(f"invalid endpoint {v!r}: {host!r} is not a host name or IP address")
+    return v
+
+
 class HttpReceiverConfig(_Model):
     """OTLP/HTTP receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp)."""
 
@@ -43,6 +61,8 @@ class HttpReceiverConfig(_Model):
     #: Also serve ``/api/public/otel/v1/traces`` so the Langfuse SDKs can use relay as their base URL.
     langfuse_compatible_path: bool = True
 
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
+
 
 class GrpcReceiverConfig(_Model):
     """OTLP/gRPC receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc)."""
@@ -51,6 +71,8 @@ class GrpcReceiverConfig(_Model):
     endpoint: str = "0.0.0.0:4317"
     #: Cap on the (decompressed) message in bytes; over it → RESOURCE_EXHAUSTED.
     max_recv_msg_size: Size = 64 * 2**20
+
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
 
 class OtlpProtocols(_Model):
@@ -113,7 +135,12 @@ def _base_url(v: str | None) -> str | None:
         return v
     if not v.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https:// (e.g. https://cloud.langfuse.com)")
-    return v.rstrip("/")
+    v = v.rstrip("/")
+    for suffix in ("/api/public/otel/v1/traces", "/api/public/otel", "/v1/traces", "/api/public"):
+        if v.endswith(suffix):  # the OTLP endpoint of Langfuse's docs: relay appends that path itself
+            raise ValueError(f"must be the Langfuse host without a path: use {v[: -len(suffix)] or v!r} (relay "
+                             f"appends /api/public/otel/v1/traces itself), not {v!r}")
+    return v
 
 
 class LangfuseConfig(_Model):
@@ -222,7 +249,7 @@ class PipelineConfig(_Model):
 class StorageConfig(_Model):
     """Where relay keeps its durable state (spool, dedup keys, ledger)."""
 
-    #: Directory of the SQLite database; relative paths are relative to the working directory.
+    #: Directory of the SQLite database; in a config file, relative paths are relative to the file's directory.
     directory: str = "./data"
     #: fsync every commit (survives power loss). Off: survives process crashes (kill -9), not power loss.
     fsync: bool = False
@@ -244,6 +271,8 @@ class AdminConfig(_Model):
 
     enabled: bool = True
     endpoint: str = "127.0.0.1:8888"
+
+    _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
 
 class LogConfig(_Model):

@@ -65,20 +65,42 @@ class RelayConfig(_Model):
     def _check_tenants(self) -> RelayConfig:
         names = [t.name for t in self.tenants]
         dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"tenant names must be unique; repeated: {', '.join(dupes)}")
+        if dupes:  # the message starts with the key path of the repeat, so the error names its line
+            at = next(i for i, n in enumerate(names) if n in dupes and names.index(n) != i)
+            raise ValueError(f"tenants[{at}].name: tenant names must be unique; repeated: {', '.join(dupes)}")
         seen: dict[str, str] = {}
-        for t in self.tenants:
+        for i, t in enumerate(self.tenants):
             for tok in t.tokens:
                 v = tok.get_secret_value()
                 if v in seen and seen[v] != t.name:
-                    raise ValueError(f"a token is shared by tenants {seen[v]!r} and {t.name!r}")
+                    raise ValueError(f"tenants[{i}].tokens: a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
         problems = self.reports.problems([r.name for r in self.alerting.receivers],
                                          [t.name for t in self.resolved_tenants()])
+        problems += self._port_clashes()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _port_clashes(self) -> list[str]:
+        """Two enabled listeners on the same port and overlapping addresses (one of them all interfaces, or the
+        same host): binding the second would fail at start-up."""
+        p = self.receivers.otlp.protocols
+        listeners = [(f"receivers.otlp.protocols.{n}.endpoint", c.endpoint) for n, c in (("http", p.http),
+                     ("grpc", p.grpc)) if c.enabled]
+        if self.service.admin.enabled:
+            listeners.append(("service.admin.endpoint", self.service.admin.endpoint))
+        out: list[str] = []
+        seen: list[tuple[str, str, str]] = []
+        for key, ep in listeners:
+            host, _, port = ep.rpartition(":")
+            host = host.strip("[]")
+            for other_key, other_host, other_port in seen:
+                overlap = host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}
+                if port == other_port and port != "0" and overlap:
+                    out.append(f"{key}: port {port} is already used by {other_key}")
+            seen.append((key, host, port))
+        return out
 
     def resolved_tenants(self) -> list[TenantConfig]:
         """The tenants with exporter-level Langfuse defaults filled in.
@@ -118,16 +140,22 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Any:
+def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None,
+           unset: list[tuple[tuple[Any, ...], str]] | None = None, _loc: tuple[Any, ...] = (), *,
+           missing_files_unset: bool = False) -> Any:
     """Recursively expand ``${env:…}`` and ``${file:…}`` references in strings of a parsed YAML tree.
 
-    Raises ``ValueError`` when a referenced file cannot be read.
+    ``unset``, when given, collects ``(key path, variable)`` for every ``${env:VAR}`` without a default whose
+    variable is unset or empty (so ``relay check`` can say which setting it turned off). Raises ``ValueError``
+    when a referenced file cannot be read, unless ``missing_files_unset`` (then it counts as unset).
     """
-    env = os.environ if env is None else env
+    env = dict(os.environ) if env is None else env
     if isinstance(value, dict):
-        return {k: expand(v, env, base_dir) for k, v in value.items()}
+        return {k: expand(v, env, base_dir, unset, _loc + (k,), missing_files_unset=missing_files_unset)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [expand(v, env, base_dir) for v in value]
+        return [expand(v, env, base_dir, unset, _loc + (i,), missing_files_unset=missing_files_unset)
+                for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -135,6 +163,8 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
         kind, name, default = m.group(1), m.group(2).strip(), m.group(3)
         if kind == "env":
             got = env.get(name, "")
+            if not got and default is None and unset is not None:
+                unset.append((_loc, name))
             return got if got else (default or "")
         path = Path(name)
         if not path.is_absolute() and base_dir is not None:
@@ -144,6 +174,8 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
         except OSError as e:
             if default is not None:
                 return default
+            if missing_files_unset:
+                return ""
             raise ValueError(f"cannot read ${{file:{name}}}: {e.strerror}") from e
 
     whole = _EXPAND_RE.fullmatch(value)
@@ -181,12 +213,22 @@ def _env_defaults(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> RelayConfig:
+def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
+                notes: list[str] | None = None, need_receivers: bool = True) -> RelayConfig:
     """Load, expand and validate a config file; ``None`` gives the embedded defaults.
 
     Keys of ``exporters.langfuse`` the file does not set come from ``LANGFUSE_BASE_URL``, ``LANGFUSE_PUBLIC_KEY``,
-    ``LANGFUSE_SECRET_KEY``, ``LANGFUSE_TRACING_ENVIRONMENT`` and ``LANGFUSE_RELEASE``.
-    Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem.
+    ``LANGFUSE_SECRET_KEY``, ``LANGFUSE_TRACING_ENVIRONMENT`` and ``LANGFUSE_RELEASE``. Relative paths
+    (``storage.directory``, ``rules.files``, ``ledger.pricing.file``) are relative to the config file's directory.
+
+    ``notes``, when given, receives one line per ``${env:VAR}`` left unset (``file:line: key: ${env:VAR} is unset,
+    so this key is not set``). ``need_receivers=False`` is for commands that never notify (``report``,
+    ``dead-letters``, ``replay``): when the receivers' settings are invalid (e.g. an unset
+    ``${env:SLACK_BOT_TOKEN}``) the config still loads, with every receiver kept by name only, and an unreadable
+    ``${file:…}`` secret counts as unset.
+
+    Raises ``ConfigError`` whose ``problems`` name the file, line and key path of every problem: duplicate keys,
+    invalid values, and unset ``${env:…}`` references behind an invalid value.
     """
     env = dict(os.environ) if env is None else env
     if path is None:
@@ -203,18 +245,87 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> R
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from e
+    dupes = duplicate_keys(root)
+    if dupes:
+        raise ConfigError([f"{path}:{line}: {key}: repeated key (first at line {first}); YAML would silently keep "
+                           "only the last one" for line, key, first in dupes])
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections (receivers, exporters, …)"])
+    unset: list[tuple[tuple[Any, ...], str]] = []
     try:
-        expanded = expand(raw, env, path.parent)
+        expanded = expand(raw, env, path.parent, unset, missing_files_unset=not need_receivers)
     except ValueError as e:
         raise ConfigError([f"{path}: {e}"]) from e
-    return _validate(_env_defaults(_relative_to(expanded, path.parent), env), str(path), root)
+    if notes is not None:
+        for loc, var in unset:
+            notes.append(f"{path}:{yaml_line(root, loc)}: {_dotted(loc)}: ${{env:{var}}} is unset, so this key is "
+                         "not set")
+    data = _env_defaults(_relative_to(expanded, path.parent), env)
+    try:
+        return _validate(data, str(path), root, unset)
+    except ConfigError as first:
+        if need_receivers or not _receivers_named_only(data):
+            raise
+        try:  # without the receivers' settings (names kept for the references to them)
+            return _validate(data, str(path), root, unset)
+        except ConfigError:
+            raise first from None
+
+
+def _receivers_named_only(data: dict[str, Any]) -> bool:
+    """Strip ``alerting.receivers`` down to their names in ``data``; True when there were receivers."""
+    alerting = data.get("alerting")
+    if not isinstance(alerting, dict) or not isinstance(alerting.get("receivers"), list):
+        return False
+    alerting["receivers"] = [{"name": r.get("name")} if isinstance(r, dict) else r for r in alerting["receivers"]]
+    return True
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def duplicate_keys(root: yaml.Node | None) -> list[tuple[int, str, int]]:
+    """Keys repeated in one YAML mapping anywhere under ``root`` (a ``yaml.compose`` tree), as ``(line, dotted
+    key, first line)`` with 1-based lines. PyYAML keeps the last value silently; relay refuses such files."""
+    out: list[tuple[int, str, int]] = []
+
+    def walk(node: yaml.Node, loc: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                key = getattr(k, "value", None)
+                if isinstance(key, str) and key != "<<":
+                    if key in seen:
+                        out.append((k.start_mark.line + 1, _dotted(loc + (key,)), seen[key]))
+                    else:
+                        seen[key] = k.start_mark.line + 1
+                walk(v, loc + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, loc + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return out
 
 
 def _relative_to(raw: dict, base: Path) -> dict:
-    """Make ``rules.files`` (paths or globs) and ``ledger.pricing.file`` relative to the config file's directory,
-    like Prometheus' ``rule_files``."""
+    """Make ``storage.directory``, ``rules.files`` (paths or globs) and ``ledger.pricing.file`` relative to the
+    config file's directory, like Prometheus' ``rule_files``, so every command finds the same files from any
+    working directory (``storage.directory`` defaults to ``data`` next to the config file)."""
+    storage = raw.get("storage")
+    if storage is None:
+        storage = raw["storage"] = {}
+    if isinstance(storage, dict):
+        d = storage.get("directory")
+        if "directory" not in storage:
+            storage["directory"] = str(base / "data")
+        elif isinstance(d, str) and d and not Path(d).is_absolute():
+            storage["directory"] = os.path.normpath(str(base / d))
     rules = raw.get("rules")
     if isinstance(rules, dict) and isinstance(rules.get("files"), list):
         rules["files"] = [f if not isinstance(f, str) or Path(f).is_absolute() else str(base / f) for f in rules["files"]]
@@ -224,18 +335,52 @@ def _relative_to(raw: dict, base: Path) -> dict:
     return raw
 
 
-def _validate(data: dict[str, Any], name: str, root: yaml.Node | None) -> RelayConfig:
+_PATH_IN_MESSAGE = re.compile(r"^([A-Za-z_][\w\-]*(?:\[\d+\])*(?:\.[A-Za-z_][\w\-]*(?:\[\d+\])*)+)[ :]")
+_SECTIONS = ("receivers", "exporters", "pipeline", "storage", "auth", "tenants", "service", "ledger", "rules",
+             "alerting", "reports")
+
+
+def _message_loc(msg: str) -> tuple[Any, ...]:
+    """The key path a cross-reference message starts with (``route.routes[0].receiver: unknown …`` →
+    ``("route", "routes", 0, "receiver")``); empty when it starts with none."""
+    m = _PATH_IN_MESSAGE.match(msg)
+    if not m:
+        return ()
+    out: list[Any] = []
+    for part in m.group(1).split("."):
+        name, *idx = part.split("[")
+        out.append(name)
+        out += [int(i.rstrip("]")) for i in idx]
+    return tuple(out)
+
+
+def _validate(data: dict[str, Any], name: str, root: yaml.Node | None,
+              unset: list[tuple[tuple[Any, ...], str]] | None = None) -> RelayConfig:
     try:
         return RelayConfig.model_validate(data)
     except ValidationError as e:
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            dotted = ".".join(str(p) for p in loc) or "(top level)"
-            line = yaml_line(root, loc)
-            where = f"{name}:{line}" if line else name
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see README 'Configuration')"
-            problems.append(f"{where}: {dotted}: {msg}")
+            parts = [msg]
+            if err["type"] == "value_error":  # a model validator's message may hold several problems
+                parts = re.split(r"; (?=[A-Za-z_][\w\-]*(?:\[\d+\])*\.[A-Za-z_])", msg.removeprefix("Value error, "))
+            for part in parts:
+                sub = _message_loc(part)
+                full = (sub if not loc or sub[0] in _SECTIONS else loc + sub) if sub else loc
+                line = yaml_line(root, full)
+                dotted = ".".join(str(p) for p in loc)
+                where = f"{name}:{line}" if line else name
+                if not dotted:
+                    text = f"{where}: {part}" if sub else f"{where}: (top level): {part}"
+                else:
+                    text = f"{where}: {dotted}: {part}"
+                why = [f"{_dotted(u)} is ${{env:{var}}}, which is unset" for u, var in unset or []
+                       if loc and u[:len(loc)] == loc]
+                if why:
+                    text += " (" + "; ".join(why) + ")"
+                problems.append(text)
         raise ConfigError(problems) from e

@@ -124,3 +124,93 @@ async def test_reload_reports_success_and_failure_like_alertmanager(api):
             assert r.status == 500
             assert await r.text() == "failed to reload config: rules/budgets.yaml:3: unknown field 'treshold'\n"
     assert len(api.reloads) == 2
+
+
+# ------------------------------------------------------------------ issue 16: amtool parity, as a user runs it
+async def relay_cli(*argv: str) -> tuple[int, str, str]:
+    """``python -m relay ARGV…`` as a subprocess (the API server runs in this test's loop)."""
+    import asyncio
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", *argv, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_alert_query_like_amtool(api):
+    import json
+
+    sid = await api.silences.create([Matcher("team", "=", "b")], T0, T0 + 3600, "ann", "known")
+    code, out, _ = await relay_cli("alert", "--url", api.url, "query")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["Alertname", "Starts", "At", "Summary", "State"]
+    names = sorted(ln.split()[0] for ln in lines[1:])
+    assert names == ["BudgetExceeded", "ToolFailures"]  # silenced and inhibited ones hidden, like amtool
+    code, out, _ = await relay_cli("alert", "--url", api.url, "query", "BudgetWarning", "-s", "-i", "-o", "json")
+    got = json.loads(out)
+    assert code == 0 and sorted(a["labels"]["team"] for a in got) == ["a", "b"]
+    assert {a["labels"]["team"]: a["silencedBy"] for a in got} == {"a": [], "b": [sid]}
+    code, out, _ = await relay_cli("alert", "--url", api.url, "query", "-i", 'team="a"')
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    assert "firing (inhibited)" in rows["BudgetWarning"] and "Team a at 85 %" in rows["BudgetWarning"]
+    code, _, err = await relay_cli("alert", "--url", api.url, "query", 'team=~"("')
+    assert code == 2 and "invalid regex" in err
+
+
+async def test_silence_query_with_matchers_and_json(api):
+    import json
+
+    s1 = await api.silences.create([Matcher("team", "=", "b")], T0, T0 + 3600, "ann", "team b")
+    s2 = await api.silences.create([Matcher("alertname", "=~", "Budget.*"), Matcher("team", "=", "c")], T0,
+                                   T0 + 3600, "bob", "budgets of c")
+    code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-q", 'team="b"')
+    assert code == 0 and out.split() == [s1]
+    code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-q", "BudgetWarning")  # alertname=…
+    assert out.split() == [s2]
+    code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-o", "json")
+    assert code == 0 and sorted(s["id"] for s in json.loads(out)) == sorted([s1, s2])
+    assert await relay_cli("silence", "--url", api.url, "expire", s1) == (0, "", "")
+    code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-q")
+    assert out.split() == [s2]
+
+
+def test_routes_test_names_the_receiver_like_amtool(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("""\
+alerting:
+  route:
+    receiver: team-slack
+    routes:
+      - matchers: ['severity="critical"']
+        receiver: oncall
+        continue: true
+      - matchers: ['team.id="data"']
+        receiver: data-jira
+  receivers:
+    - name: team-slack
+      slack_configs: [{bot_token: '${env:SLACK_BOT_TOKEN}', channel: C0ALERTS}]
+    - name: oncall
+      webhook_configs: [{url: 'http://127.0.0.1:9/page'}]
+    - name: data-jira
+      webhook_configs: [{url: 'http://127.0.0.1:9/jira'}]
+""")
+
+    def routes(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "relay", "routes", "test", "--config", str(cfg), *argv],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60,
+                              env={"PATH": "/usr/bin:/bin"})  # no SLACK_BOT_TOKEN: routing needs no secret
+
+    r = routes("alertname=TeamBudget", "team.id=platform")
+    assert r.returncode == 0 and r.stdout.strip() == "team-slack", r.stderr
+    r = routes("severity=critical", "team.id=data")
+    assert r.stdout.strip() == "oncall,data-jira"
+    r = routes("team.id=data", "--verify-receivers", "team-slack")
+    assert r.returncode == 1 and "expected receivers 'team-slack' but got 'data-jira'" in r.stderr

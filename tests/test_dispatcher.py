@@ -184,6 +184,22 @@ async def test_budget_exceeded_inhibits_the_warning_of_the_same_team_only(env):
     assert sent == {("BudgetWarning", "firing"), ("BudgetExceeded", "resolved")}
 
 
+async def test_the_resolved_message_leaves_out_an_alert_inhibited_all_along(tmp_path):
+    env = Env(tmp_path / "relay.db", Clock(), config(group_by=["team"]))  # warning and exceeded in one group
+    try:
+        warning, exceeded = alert("BudgetWarning", team="a"), alert("BudgetExceeded", team="a")
+        env.d.put([exceeded, warning])  # the 100 % alert mutes the 80 % one from the start
+        await env.at(30)
+        (n,) = await env.sent()
+        assert [a.name for a in n.alerts] == ["BudgetExceeded"]
+        env.d.put([resolved(exceeded, T0 + 100), resolved(warning, T0 + 100)])  # the window rolled over
+        await env.at(330)
+        (n,) = await env.sent()
+        assert n.status == "resolved" and [a.name for a in n.alerts] == ["BudgetExceeded"]  # never announced: left out
+    finally:
+        env.db.close()
+
+
 async def test_silenced_alerts_are_muted_until_the_silence_expires(env):
     sid = await env.silences.create([Matcher("team", "=", "a")], T0, T0 + 600, "ops", "maintenance")
     env.d.put([alert(team="a"), alert(team="b")])

@@ -165,6 +165,7 @@ async def test_missed_daily_report_posted_once_late_with_exact_figures(tmp_path)
         assert f"*API calls*\n{calls} " in content, content
         assert msg.text == f"{title}: {usd(total)} ({change} vs previous day)"
         assert "`platform`" in content and "`research`" in content  # the team.id breakdown
+        assert f"<{lf.base_url}/project/project-test/sessions/" in content  # top sessions link to Langfuse
         assert [(r["period"], r["status"], r["late"]) for r in runs] == [(label, "posted", 1)]
 
         # 4. a fourth start: the period is already posted, nothing is sent again

@@ -1,6 +1,7 @@
 """Issue 4 end to end, webhooks: a running relay (in-process, real sockets) turns replayed and generated Claude Code
 error traffic into Alertmanager v4 webhook POSTs, signed with HMAC-SHA256, to a consumer on loopback that verifies
-the signature like a real one (``relay.notify.webhook.notifier.verify_signature``) and drops duplicates by idempotency key.
+the signature like a real one (an independent standard-library HMAC check of the documented scheme,
+``tests/support/webhook_signature.py``) and drops duplicates by idempotency key.
 
 - The consumer is down (connection refused) when the replayed ``protobuf-err529`` capture fires a
   retries-exhausted rule: relay's outbox retries with backoff, and the notification arrives once the consumer
@@ -27,7 +28,8 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME, verify_signature
+from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME
+from tests.support.webhook_signature import consumer_verifies
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.cc_traffic import CCTraffic
 from tests.support.expected import by_name, events
@@ -58,7 +60,7 @@ class Consumer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = dict(request.headers)
-        if request.query.get("token") != "s3cr3t" or not verify_signature(
+        if request.query.get("token") != "s3cr3t" or not consumer_verifies(
                 SECRET, headers.get(TIMESTAMP_HEADER), body, headers.get(SIGNATURE_HEADER)):
             self.received.append((headers, body, 401))
             return web.Response(status=401, text="bad signature")
@@ -176,11 +178,11 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 ts = headers[TIMESTAMP_HEADER]
                 assert abs(int(ts) - time.time()) < 30
                 assert re.fullmatch(r"sha256=[0-9a-f]{64}", headers[SIGNATURE_HEADER])
-                assert verify_signature(SECRET, ts, body, headers[SIGNATURE_HEADER])
-                assert not verify_signature("another-secret", ts, body, headers[SIGNATURE_HEADER])
-                assert not verify_signature(SECRET, ts, body.replace(b'"firing"', b'"resolved"', 1),
+                assert consumer_verifies(SECRET, ts, body, headers[SIGNATURE_HEADER])
+                assert not consumer_verifies("another-secret", ts, body, headers[SIGNATURE_HEADER])
+                assert not consumer_verifies(SECRET, ts, body.replace(b'"firing"', b'"resolved"', 1),
                                             headers[SIGNATURE_HEADER])
-                assert not verify_signature(SECRET, int(ts) - 3600, body, headers[SIGNATURE_HEADER])
+                assert not consumer_verifies(SECRET, str(int(ts) - 3600), body, headers[SIGNATURE_HEADER])
 
                 # the payload: Alertmanager v4, plus relay's figures
                 [doc] = consumer.accepted
@@ -215,7 +217,7 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 # no more failures: the alert leaves its 2 s window → a signed resolved notification (seq 2)
                 await until(lambda: len(consumer.received) == 4, "the resolved notification", 10)
                 h3, b3, s3 = consumer.received[3]
-                assert s3 == 200 and verify_signature(SECRET, h3[TIMESTAMP_HEADER], b3, h3[SIGNATURE_HEADER])
+                assert s3 == 200 and consumer_verifies(SECRET, h3[TIMESTAMP_HEADER], b3, h3[SIGNATURE_HEADER])
                 assert h3[IDEMPOTENCY_HEADER] == h1[IDEMPOTENCY_HEADER][:-2] + ":2"
                 resolved = by_alert(consumer, "ApiRetriesExhausted")[-1]
                 assert resolved["status"] == "resolved" and resolved["relay"]["seq"] == 2

@@ -362,6 +362,47 @@ async def test_tool_failure_rate_excludes_rejections_and_filters_classes(tmp_pat
     assert a.values["failed"] == 1.0 and a.values["total"] == 3.0
 
 
+KINDS = """\
+groups:
+  - name: k
+    rules:
+      - alert: LlmErrors
+        kind: error_rate
+        window: 10m
+        ratio: 0.5
+        min_count: 2
+      - alert: ToolErrors
+        kind: error_rate
+        errors: {kind: tool}
+        window: 10m
+        ratio: 0.5
+        min_count: 2
+"""
+
+
+async def test_error_rate_counts_only_calls_of_its_kind(tmp_path):
+    """``errors.kind`` picks the calls: an llm rule neither fails on tool errors nor counts tool calls in its
+    total, and a tool rule the other way round."""
+    clock, sink = Clock(T0), Sink()
+    e = await engine_for(tmp_path, KINDS, clock, sink)
+    tool = {"kind": "tool", "tool_name": "Bash"}
+    e.observe(new(*(rec(f"t{i}", clock.t, success=False, error_class="ShellError", **tool) for i in range(3)),
+                  rec("l1", clock.t, success=True), rec("l2", clock.t, success=True)))
+    fired = sink.take()
+    (t,) = by(fired, alertname="ToolErrors")
+    assert t.values["failed"] == 3.0 and t.values["total"] == 3.0  # the two llm calls are not tool calls
+    assert by(fired, alertname="LlmErrors") == []  # 0 of 2 llm calls failed: tool failures do not count
+    # llm failures: 3 of 5 llm calls (2 of 4 would be exactly 0.5, not above) — the 3 tool calls stay out
+    e.observe(new(rec("l3", clock.t, success=False, status_code=500),
+                  rec("l4", clock.t, success=False, status_code=500)))
+    assert by(sink.take(), alertname="LlmErrors") == []
+    e.observe(new(rec("l5", clock.t, success=False, status_code=500)))
+    (llm,) = by(sink.take(), alertname="LlmErrors")
+    assert llm.values["failed"] == 3.0 and llm.values["total"] == 5.0
+    (t,) = active(e, "ToolErrors")
+    assert t.values["total"] == 3.0 and t.values["failed"] == 3.0  # llm calls never reach the tool rule
+
+
 async def test_a_ratio_can_rise_by_time_alone_and_is_evaluated_periodically(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, ERRORS.replace("min_count: 4", "min_count: 2"), clock, sink)
@@ -528,6 +569,92 @@ async def test_spike_on_a_zero_or_small_baseline_never_fires(tmp_path):
     e.evaluate()
     assert sink.take() == []
     assert active(e) == []
+
+
+FLAT_AND_GAPPY = """\
+groups:
+  - name: s
+    rules:
+      - alert: Flat
+        kind: spike
+        field: records
+        window: 1h
+        baseline: {windows: 4}
+        method: zscore
+        threshold: 3
+      - alert: FlatMinStddev
+        kind: spike
+        field: records
+        window: 1h
+        baseline: {windows: 4, min_stddev: 2.5}
+        method: zscore
+        threshold: 3
+      - alert: GappyRatio
+        kind: spike
+        field: cost_usd
+        window: 1h
+        baseline: {windows: 4}
+        method: ratio
+        threshold: 3
+      - alert: GappyZ
+        kind: spike
+        field: cost_usd
+        window: 1h
+        baseline: {windows: 4}
+        method: zscore
+        threshold: 3
+"""
+
+
+async def first_firing(e: RuleEngine, clock: Clock, sink: Sink, make, n: int = 30) -> dict[str, tuple[int, object]]:
+    """Add ``make(i)`` one a minute for i = 1..n; the first alert of each rule with the i that fired it."""
+    fired: dict[str, tuple[int, object]] = {}
+    for i in range(1, n + 1):
+        e.observe(new(make(i, clock.advance(60))))
+        for a in sink.take():
+            fired.setdefault(a.name, (i, a))
+    return fired
+
+
+async def test_spike_zscore_floors_a_flat_baselines_stddev(tmp_path):
+    """Four hours of exactly 10 calls: stddev 0. The z-score divides by the floor instead — 10 % of the mean (1)
+    by default, ``min_stddev`` when set — so 11 calls is no spike; 14 (z 4) and 18 (z 3.2) are."""
+    hour = T0 - T0 % 3600
+    clock, sink = Clock(hour), Sink()
+    e = await engine_for(tmp_path, FLAT_AND_GAPPY, clock, sink)
+    for h in range(4):
+        clock.t = hour + h * 3600 + 1800
+        e.observe(new(*(rec(f"h{h}-{i}", clock.t) for i in range(10))))
+    clock.t = hour + 4 * 3600 + 1860
+    e.evaluate()
+    sink.take()  # (while the baseline was filling up the early hours looked like spikes)
+    assert active(e, "Flat") == [] and active(e, "FlatMinStddev") == []
+    fired = await first_firing(e, clock, sink, lambda i, t: rec(f"new{i}", t))
+    n, flat = fired["Flat"]
+    assert n == 14 and flat.values["baseline"] == 10.0 and flat.values["stddev"] == 0.0
+    assert flat.values["zscore"] == pytest.approx(4.0)
+    n, floored = fired["FlatMinStddev"]
+    assert n == 18 and floored.values["zscore"] == pytest.approx(3.2)
+
+
+async def test_spike_baseline_counts_empty_windows_as_zero(tmp_path):
+    """Baseline hours with no records count as 0: $8, $0, $8, $0 is a mean of $4 (stddev $4), not $8 — so $13 is
+    a ratio spike (3.25) and $17 a z-score one ((17 - 4) / 4 = 3.25)."""
+    hour = T0 - T0 % 3600
+    clock, sink = Clock(hour), Sink()
+    e = await engine_for(tmp_path, FLAT_AND_GAPPY, clock, sink)
+    for h in (0, 2):
+        clock.t = hour + h * 3600 + 1800
+        e.observe(new(*(rec(f"h{h}-{i}", clock.t, cost=1.0) for i in range(8))))
+    clock.t = hour + 4 * 3600 + 1860
+    e.evaluate()
+    sink.take()
+    assert active(e, "GappyRatio") == [] and active(e, "GappyZ") == []
+    fired = await first_firing(e, clock, sink, lambda i, t: rec(f"new{i}", t, cost=1.0))
+    n, ratio = fired["GappyRatio"]
+    assert n == 13 and ratio.values["baseline"] == pytest.approx(4.0) and ratio.value == pytest.approx(3.25)
+    n, z = fired["GappyZ"]
+    assert n == 17 and z.values["stddev"] == pytest.approx(4.0) and z.value == pytest.approx(3.25)
 
 
 # ---------------------------------------------------------------------------------------------------- sink

@@ -7,9 +7,16 @@ https://developer.atlassian.com/cloud/jira/platform/rest/v3/).
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 
 from relay.alert import AlertState
 from relay.notify.base import NotifyError
@@ -248,3 +255,62 @@ async def test_check_reports_unreachable_jira(jira, make):
     await jira.outage()
     problems = await notifier.check()
     assert len(problems) == 1 and "cannot connect" in problems[0]
+
+
+async def test_check_probes_that_the_resolve_transition_accepts_the_resolution(jira, make, clock):
+    """``relay check --probe``: a ``resolve_resolution`` needs the Resolution field on the resolve transition's
+    screen (Jira rejects the transition otherwise) and must be one of its resolutions."""
+    await make(jira).notify(make_notification(), {})  # an open sample issue
+    assert await make(jira, resolve_transition="Done", resolve_resolution="Won't Fix").check() == []
+    problems = await make(jira, resolve_transition="Done", resolve_resolution="Fixed Eventually").check()
+    assert len(problems) == 1 and "resolve_resolution 'Fixed Eventually' is not a resolution" in problems[0]
+    jira.transition_fields = {}  # the workflow's Done transition has no screen
+    problems = await make(jira, resolve_transition="Done", resolve_resolution="Done").check()
+    assert len(problems) == 1 and "no resolution field on its screen" in problems[0]
+    assert await make(jira, resolve_transition="Done").check() == []  # no resolution sent: fine
+
+
+async def test_resolve_without_the_resolution_field_still_resolves(jira, make, clock):
+    """When the transition's screen has no Resolution field relay applies it without ``resolve_resolution``
+    (sending it would be a 400 and the issue would never resolve)."""
+    jira.transition_fields = {}
+    notifier = make(jira, resolve_transition="Done", resolve_resolution="Won't Fix")
+    state = await notifier.notify(make_notification(), {})
+    clock.advance(60)
+    resolved = make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock())
+    assert (await notifier.notify(resolved, state))["action"] == "resolved"
+    issue = jira.issue(state["issue"])
+    assert issue.status == "Done" and issue.resolution == "Done"
+
+
+async def test_resolve_sets_the_configured_resolution_when_the_screen_has_it(jira, make, clock):
+    notifier = make(jira, resolve_transition="Done", resolve_resolution="Won't Fix")
+    state = await notifier.notify(make_notification(), {})
+    resolved = make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock())
+    await notifier.notify(resolved, state)
+    assert jira.issue(state["issue"]).resolution == "Won't Fix"
+
+
+def test_relay_check_probe_reports_a_resolution_the_transition_refuses(tmp_path):
+    """The CLI on the real wire: ``relay check --probe`` against a Jira whose Done transition has no screen."""
+    root = Path(__file__).resolve().parents[1]
+    with FakeJira.run_in_thread("cloud", transition_fields={}) as fake:
+        auth = "Basic " + base64.b64encode(f"{fake.user}:{fake.api_token}".encode()).decode()
+        req = urllib.request.Request(f"{fake.base_url}/rest/api/3/issue", method="POST", headers={
+            "Authorization": auth, "Content-Type": "application/json"}, data=json.dumps({"fields": {
+                "project": {"key": "OPS"}, "issuetype": {"name": "Bug"}, "summary": "an open sample issue"}}).encode())
+        assert urllib.request.urlopen(req, timeout=5).status == 201
+        jira = {"flavor": "cloud", "api_url": fake.base_url, "user": fake.user, "api_token": fake.api_token,
+                "project": "OPS", "resolve_transition": "Done"}
+        cfg = tmp_path / "relay.yaml"
+        for resolution, code in ((None, 0), ("Done", 1)):
+            extra = {"resolve_resolution": resolution} if resolution else {}
+            cfg.write_text(yaml.safe_dump({"storage": {"directory": str(tmp_path / "data")}, "alerting": {
+                "route": {"receiver": "jira"}, "receivers": [{"name": "jira", "jira_configs": [{**jira, **extra}]}]}}))
+            r = subprocess.run([sys.executable, "-m", "relay", "check", "--probe", "--config", str(cfg)],
+                               capture_output=True, text=True, cwd=root, timeout=60)
+            assert r.returncode == code, r.stdout + r.stderr
+            if code:
+                assert "resolve_transition 'Done' has no resolution field on its screen" in r.stderr
+            else:
+                assert "jira/0: OK" in r.stdout

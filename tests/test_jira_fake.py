@@ -195,3 +195,36 @@ async def test_faults_and_outage(cloud):
 def test_run_in_thread():
     with FakeJira.run_in_thread("datacenter") as fake:
         assert fake.base_url.startswith("http://127.0.0.1:") and fake.issues() == []
+
+
+async def test_a_transition_sets_only_fields_on_its_screen(cloud):
+    """Real Jira answers 400 when a transition sets a field that is not on its screen (e.g. a resolution on a
+    transition without the Resolution field); ``expand=transitions.fields`` shows each screen's fields."""
+    fake, http = cloud
+    _, created = await call(http, fake, "POST", "issue", fields())
+    key = created["key"]
+    _, page = await call(http, fake, "GET", f"issue/{key}/transitions", params={"expand": "transitions.fields"})
+    screens = {t["name"]: t["fields"] for t in page["transitions"]}
+    assert screens["Start Progress"] == {} and "resolution" in screens["Done"]
+    assert {v["name"] for v in screens["Done"]["resolution"]["allowedValues"]} >= {"Done", "Won't Fix"}
+    _, plain = await call(http, fake, "GET", f"issue/{key}/transitions")
+    assert all("fields" not in t for t in plain["transitions"])  # only with the expand
+    status, body = await call(http, fake, "POST", f"issue/{key}/transitions",
+                              {"transition": {"id": "11"}, "fields": {"resolution": {"name": "Done"}}})
+    assert status == 400 and "resolution" in body["errors"] and "not on the appropriate screen" in body["errors"][
+        "resolution"]
+    assert fake.issue(key).status == "To Do" and not fake.transitions_applied(key)
+    status, _ = await call(http, fake, "POST", f"issue/{key}/transitions",
+                           {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Won't Fix"}}})
+    assert status == 204 and fake.issue(key).resolution == "Won't Fix"
+
+
+async def test_a_done_transition_without_a_screen_rejects_a_resolution(clock):
+    async with FakeJira("datacenter", clock=clock, transition_fields={}) as fake, aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {fake.pat}"}) as http:
+        _, created = await call(http, fake, "POST", "issue", fields())
+        status, body = await call(http, fake, "POST", f"issue/{created['key']}/transitions",
+                                  {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Done"}}})
+        assert status == 400 and "resolution" in body["errors"]
+        status, _ = await call(http, fake, "POST", f"issue/{created['key']}/transitions", {"transition": {"id": "31"}})
+        assert status == 204 and fake.issue(created["key"]).resolution == "Done"  # Jira's own default

@@ -292,3 +292,86 @@ async def test_stop_lets_an_in_flight_delivery_finish(db):
     release.set()
     await stopping
     assert await outbox.pending() == [] and await outbox.state(KEY, "g1") == {"done": True}
+
+
+class Checkpointing(Notifier):
+    """Records "about to send" through the outbox's checkpoint, then hangs (the answer never comes) while
+    ``hang`` is set; every attempt's incoming state is kept in ``seen``."""
+
+    receiver, integration, send_resolved = "team", "webhook/0", True
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.hang = True
+
+    async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("the outbox calls deliver()")
+
+    async def deliver(self, notification, state, checkpoint=None):
+        self.seen.append(state)
+        if self.hang:
+            await checkpoint({**state, "sending": notification.seq})
+            await asyncio.sleep(30)
+        if state.get("sending") == notification.seq:
+            return {"found": notification.seq}  # the earlier attempt's effect, found again
+        return {"sent": notification.seq}
+
+
+async def test_a_checkpoint_reaches_the_retry_after_the_attempt_timeout(db):
+    n = Checkpointing()
+    outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, max_backoff=0.2, jitter=0.0,
+                    attempt_timeout=0.2)
+    await outbox.start()
+    try:
+        await outbox.enqueue("team/webhook/0", notification(1))
+        await until(lambda: len(n.seen) == 1)
+        n.hang = False
+        await drained(outbox)
+        assert n.seen == [{}, {"sending": 1}]
+        assert await outbox.state("team/webhook/0", "g1") == {"found": 1}
+    finally:
+        await outbox.shutdown(deadline_in(5))
+
+
+async def test_a_checkpoint_survives_a_stop_and_reaches_the_next_outbox(db):
+    n = Checkpointing()
+    outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, jitter=0.0)
+    await outbox.start()
+    await outbox.enqueue("team/webhook/0", notification(1))
+    await until(lambda: n.seen)
+    await asyncio.sleep(0.05)
+    await outbox.shutdown(deadline_in(0.05))  # the delivery is cancelled mid-call
+    assert await outbox.state("team/webhook/0", "g1") == {"sending": 1}
+    n2 = Checkpointing()
+    n2.hang = False
+    outbox2 = Outbox(db, {"team/webhook/0": n2}, initial_backoff=0.02, jitter=0.0)
+    await outbox2.start()
+    try:
+        await drained(outbox2)
+        assert n2.seen == [{"sending": 1}] and await outbox2.state("team/webhook/0", "g1") == {"found": 1}
+    finally:
+        await outbox2.shutdown(deadline_in(5))
+
+
+async def test_a_permanent_failure_keeps_the_state_it_carries(db):
+    class Refused(Notifier):
+        receiver, integration, send_resolved = "team", "webhook/0", True
+
+        async def notify(self, notification, state):
+            raise NotifyError("HTTP 400", retryable=False, status=400, state={"cleared": True})
+
+    outbox = Outbox(db, {"team/webhook/0": Refused()}, jitter=0.0)
+    await outbox.start()
+    try:
+        await outbox.enqueue("team/webhook/0", notification(1))
+        await until_async_failed(outbox)
+        assert await outbox.state("team/webhook/0", "g1") == {"cleared": True}
+    finally:
+        await outbox.shutdown(deadline_in(5))
+
+
+async def until_async_failed(outbox: Outbox, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await outbox.failed():
+        assert time.monotonic() < deadline, "no failed item"
+        await asyncio.sleep(0.01)

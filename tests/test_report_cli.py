@@ -37,7 +37,7 @@ def relay_report(argv: list[str], now: datetime | None = None) -> int:
     """Parse ``relay report …`` as relay's CLI does and run it."""
     p = argparse.ArgumentParser(prog="relay")
     cli.add_subparser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["report", *argv])
+    args = p.parse_args(cli.normalize_argv(["report", *argv]))
     clock = (lambda: now.timestamp()) if now else None
     return args.fn(args, now=clock) if clock else args.fn(args)
 
@@ -55,26 +55,43 @@ def test_markdown_of_a_past_week(setup, capsys):
     assert f"| Cost | ${week_cost(led, 47) / 1e6:,.2f} | ${week_cost(led, 46) / 1e6:,.2f} |" in out
 
 
-def test_json_and_default_period_is_the_last_complete_week(setup, capsys):
+def test_json_and_default_period_is_the_current_week_so_far(setup, capsys):
     led, _, single = setup
-    now = datetime(2026, 11, 25, 12, tzinfo=BERLIN)
-    assert relay_report(["weekly", "--format", "json", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
+    now = datetime(2026, 11, 20, 12, tzinfo=BERLIN)  # Friday noon of 2026-W47: the week is still running
+    assert relay_report(["weekly", "--json", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["period"] == "2026-W47" and d["tenant"] == "acme"
-    assert d["current"]["cost_micros"] == week_cost(led, 47)
-    assert d["previous"]["cost_micros"] == week_cost(led, 46)
+    assert d["period"] == "2026-W47" and d["tenant"] == "acme" and d["partial"] is True
+    assert d["title"].endswith("2026-W47 (so far)")
+    elapsed = now - week_start(2026, 47)
+    w46, w47 = week_start(2026, 46), week_start(2026, 47)
+    assert d["current"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w47, now))
+    # like for like: last week up to the same point (Friday noon), not the whole of it
+    assert d["previous"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w46, w46 + elapsed))
+    assert d["previous"]["cost_micros"] < week_cost(led, 46)
+    assert relay_report(["weekly", "--week", "last", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Claude Code weekly report — acme — 2026-W46\n") and "so far" not in md
+    assert "## Cost per day" in md and "| Mon |" in md
 
 
-def test_csv_daily_and_chart_beside_it(setup, capsys, tmp_path):
+def test_tidy_csv_of_a_day_and_chart_beside_its_report(setup, capsys, tmp_path):
     led, _, single = setup
-    chart = tmp_path / "day.png"
     day = datetime(2026, 11, 18, tzinfo=BERLIN)
-    assert relay_report(["daily", "--day", "2026-11-18", "--format", "csv", "--chart", str(chart), "-c", str(single),
+    records = [r for r in in_range(led.records, day, datetime(2026, 11, 19, tzinfo=BERLIN)) if r.kind == "llm"]
+    assert relay_report(["daily", "--day", "2026-11-18", "--format", "csv", "--breakdown", "model", "-c", str(single),
                          "--tz", "Europe/Berlin"]) == 0
-    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    summary = {r[1]: r[3] for r in rows if r[0] == "summary"}
-    want = sum(r.cost_micros for r in in_range(led.records, day, datetime(2026, 11, 19, tzinfo=BERLIN)))
-    assert summary["cost_usd"] == f"{want / 1e6:.2f}"
+    text = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert "n/a" not in text
+    assert {r["key"] for r in rows} == {"2026-11-18"} and {r["breakdown"] for r in rows} == {"model"}
+    assert sorted(r["group"] for r in rows) == sorted({x.model for x in records})  # one row per day × model
+    for r in rows:  # numbers only
+        for col in ("input_tokens", "output_tokens", "total_tokens", "api_calls", "sessions", "partial"):
+            int(r[col])
+    assert round(sum(float(r["cost_usd"]) for r in rows), 6) == round(sum(x.cost_micros for x in records) / 1e6, 6)
+    chart = tmp_path / "day.png"
+    assert relay_report(["daily", "--day", "2026-11-18", "--chart", str(chart), "-c", str(single),
+                         "--tz", "Europe/Berlin"]) == 0
     data = chart.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 600)
 
@@ -149,3 +166,83 @@ def test_budgets_come_from_the_configured_rule_files(setup, capsys, tmp_path):
     assert cli.run(args, budgets=provider) == 0
     out = capsys.readouterr().out
     assert "## Budgets" in out and "| TeamMonthlyBudget |" in out and "top: team.id=" in out
+
+
+# ----------------------------------------------------------------- issue 16: ccusage-like tables, links, so far
+def llm_in(led: Ledger, start: datetime, end: datetime) -> list:
+    return [r for r in in_range(led.records, start, end) if r.kind == "llm"]
+
+
+def test_daily_table_over_a_range_marks_the_running_day_so_far(setup, capsys):
+    led, _, single = setup
+    now = datetime(2026, 11, 20, 15, tzinfo=BERLIN)
+    assert relay_report(["daily", "--since", "-3d", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
+    md = capsys.readouterr().out
+    lines = [ln for ln in md.splitlines() if ln.startswith("| 2026-")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["| 2026-11-17", "| 2026-11-18", "| 2026-11-19",
+                                                     "| 2026-11-20 (so far)"]
+    for ln, d in zip(lines, (17, 18, 19)):
+        want = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, d, tzinfo=BERLIN),
+                                                 datetime(2026, 11, d + 1, tzinfo=BERLIN)))
+        assert ln.endswith(f"| ${want / 1e6:,.2f} |")
+    so_far = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, 20, tzinfo=BERLIN), now))
+    assert lines[-1].endswith(f"| ${so_far / 1e6:,.2f} |")  # only up to now
+    # the same as ccusage-shaped JSON
+    assert relay_report(["daily", "--since", "2026-11-17", "--until", "20261119", "--json", "-c", str(single),
+                         "--tz", "Europe/Berlin", "--breakdown", "model"], now) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [e["date"] for e in d["daily"]] == ["2026-11-17", "2026-11-18", "2026-11-19"]
+    first = d["daily"][0]
+    assert first["totalTokens"] == first["inputTokens"] + first["outputTokens"] + first["cacheCreationTokens"] \
+        + first["cacheReadTokens"]
+    assert round(sum(m["cost"] for m in first["modelBreakdowns"]), 6) == round(first["totalCost"], 6)
+    assert first["partial"] is False and sorted(first["modelsUsed"]) == sorted(m["modelName"] for m in
+                                                                              first["modelBreakdowns"])
+    total = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, 17, tzinfo=BERLIN),
+                                             datetime(2026, 11, 20, tzinfo=BERLIN)))
+    assert round(d["totals"]["totalCost"], 6) == round(total / 1e6, 6)
+
+
+def test_weekly_table_by_team_and_user_view(setup, capsys):
+    led, _, single = setup
+    now = datetime(2026, 11, 30, 12, tzinfo=BERLIN)
+    assert relay_report(["weekly", "--since", "2026-11-09", "--breakdown", "team", "--format", "csv", "-c",
+                         str(single), "--tz", "Europe/Berlin"], now) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["key"] for r in rows} == {"2026-W46", "2026-W47"} and {r["breakdown"] for r in rows} == {"team.id"}
+    w47 = llm_in(led, week_start(2026, 47), week_start(2026, 48))
+    teams = {}
+    for r in w47:
+        k = r.labels.get("team.id") or "(none)"
+        teams[k] = teams.get(k, 0) + r.cost_micros
+    got = {r["group"]: round(float(r["cost_usd"]), 6) for r in rows if r["key"] == "2026-W47"}
+    assert got == {k: round(v / 1e6, 6) for k, v in teams.items()}
+    assert relay_report(["user", "--since", "2026-11-16", "--until", "2026-11-22", "-c", str(single), "--tz",
+                         "Europe/Berlin", "--json"], now) == 0
+    d = json.loads(capsys.readouterr().out)
+    users = {}
+    for r in w47:
+        users[r.user or "(none)"] = users.get(r.user or "(none)", 0) + r.cost_micros
+    assert {e["user"]: round(e["totalCost"], 6) for e in d["users"]} == {u: round(c / 1e6, 6) for u, c in users.items()}
+
+
+def test_session_view_and_period_report_link_to_langfuse(setup, capsys, tmp_path):
+    from tests.fakes.langfuse import FakeLangfuse
+
+    led, _, _ = setup
+    data = Path(str(setup[2])).parent / "data"
+    with FakeLangfuse.run_in_thread({"pk-lf-1": ("sk-lf-1", "proj-7", "Claude usage")}) as lf:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"storage: {{directory: {data}}}\nauth: {{default_tenant: acme}}\nexporters:\n  langfuse:\n"
+                       f"    base_url: {lf.base_url}\n    public_key: pk-lf-1\n    secret_key: sk-lf-1\n")
+        now = datetime(2026, 11, 30, 12, tzinfo=BERLIN)
+        assert relay_report(["session", "--since", "2026-11-18", "--until", "2026-11-18", "-c", str(cfg), "--tz",
+                             "Europe/Berlin"], now) == 0
+        md = capsys.readouterr().out
+        sessions = {r.session_id for r in llm_in(led, datetime(2026, 11, 18, tzinfo=BERLIN),
+                                                 datetime(2026, 11, 19, tzinfo=BERLIN))}
+        for sid in sessions:
+            assert f"[{sid}]({lf.base_url}/project/proj-7/sessions/{sid})" in md
+        assert relay_report(["weekly", "--week", "2026-W47", "-c", str(cfg), "--tz", "Europe/Berlin"], now) == 0
+        md = capsys.readouterr().out
+        assert f"]({lf.base_url}/project/proj-7/sessions/" in md  # the top sessions link to Langfuse

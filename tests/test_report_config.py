@@ -47,10 +47,10 @@ def test_the_documented_example_parses_with_defaults():
     assert monthly.cron_expr == "0 9 1 * *" and monthly.group_by is None and monthly.chart_by == "model"
     assert ReportsConfig().schedules == []  # no section: no schedules
     assert cfg.problems(["team-slack"], ["acme"]) == [
-        "reports.schedules[2] (monthly): receiver 'finance-hook' is not defined in alerting.receivers "
+        "reports.schedules[2].receiver (monthly): 'finance-hook' is not defined in alerting.receivers "
         "(defined: team-slack)"]
     assert cfg.problems(["team-slack", "finance-hook"], ["other"]) == [
-        "reports.schedules[0] (weekly-platform): unknown tenant 'acme'"]
+        "reports.schedules[0].tenant (weekly-platform): unknown tenant 'acme'"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -16,12 +16,12 @@ from aiohttp import web
 from relay.component import deadline_in
 from relay.notify.config import ReceiverConfig
 from relay.notify.slack.config import SlackConfig
-from relay.notify.webhook.notifier import verify_signature
 from relay.notify.webhook.config import WebhookConfig
 from relay.reports.config import ReportsConfig
 from relay.reports.service import build_scheduler
 from relay.store.sqlite import SqliteDB
 from tests.fakes.slack import FakeSlack
+from tests.support.webhook_signature import consumer_verifies
 from tests.test_report_support import BERLIN, Ledger, generate_week, week_start, write_ledger
 
 TOKEN = "xoxb-test-token"
@@ -278,8 +278,8 @@ async def test_every_tenant_and_destination_gets_one_post(slack, db_path, replic
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
-        if not verify_signature(secret, request.headers.get("X-Relay-Timestamp"), body,
-                                request.headers.get("X-Relay-Signature"), now=clock()):
+        if not consumer_verifies(secret, request.headers.get("X-Relay-Timestamp"), body,
+                                 request.headers.get("X-Relay-Signature"), now=clock()):
             return web.Response(status=401, text="bad signature")
         hits.append((dict(request.headers), body))
         return web.Response(text="ok")

@@ -4,6 +4,8 @@ the severity colour, links, the silence hint and the fingerprint."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 from slack_sdk.models.blocks import Block
 
@@ -76,7 +78,8 @@ def test_budget_alert_message():
     assert "<https://langfuse.example.com/project/p/sessions/s-1|Langfuse session>" in text
     assert "<https://runbooks.example.com/budget|Runbook>" in text
     assert f"fingerprint `{a.fingerprint}`" in text
-    assert 'relay silence add alertname="TeamBudget" team.id="platform" --duration 2h' in text
+    assert ("relay silence add 'alertname=\"TeamBudget\"' 'team.id=\"platform\"' --duration 2h "
+            "--comment 'acknowledged in Slack'") in text
     assert msg["text"].startswith("<!subteam^S0ONCALL> [FIRING:1] TeamBudget")
 
 
@@ -197,8 +200,9 @@ def test_ping_message_is_valid():
 
 
 def test_silence_command_quotes_values():
-    assert silence_command({"team.id": 'a"b', "alertname": "X"}, "30m") == \
-        'relay silence add alertname="X" team.id="a\\"b" --duration 30m'
+    cmd = silence_command({"team.id": 'a"b', "alertname": "X"}, "30m")
+    assert cmd == """relay silence add 'alertname="X"' 'team.id="a\\"b"' --duration 30m --comment 'acknowledged in Slack'"""
+    assert shlex.split(cmd)[3:5] == ['alertname="X"', 'team.id="a\\"b"']
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -180,3 +180,31 @@ def test_run_in_thread():
         slack.restore()
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.read() == b"ok"
+
+
+async def test_history_replies_and_list_read_messages_back(slack):
+    """``conversations.history`` (newest first, channel IDs only, ``oldest``, cursor paging), ``conversations.replies``
+    (parent then replies) and ``conversations.list``; message ``metadata`` only with ``include_all_metadata``."""
+    c = client(slack)
+    meta = {"event_type": "relay_alert_group", "event_payload": {"ref": "r1"}}
+    first = await c.chat_postMessage(channel="#alerts", text="one", metadata=meta)
+    second = await c.chat_postMessage(channel="C0ALERTS", text="two")
+    reply = await c.chat_postMessage(channel="C0ALERTS", text="re", thread_ts=first["ts"],
+                                     metadata={"event_type": "relay_alert_update", "event_payload": {"ref": "r2"}})
+    page = await c.conversations_history(channel="C0ALERTS")
+    assert [m["text"] for m in page["messages"]] == ["two", "one"]  # no replies, newest first
+    assert all("metadata" not in m for m in page["messages"])
+    page = await c.conversations_history(channel="C0ALERTS", include_all_metadata=True, limit=1)
+    assert page["messages"][0]["ts"] == second["ts"] and page["has_more"]
+    page = await c.conversations_history(channel="C0ALERTS", include_all_metadata=True, limit=1,
+                                         cursor=page["response_metadata"]["next_cursor"])
+    assert page["messages"][0]["metadata"] == meta and not page["has_more"]
+    page = await c.conversations_history(channel="C0ALERTS", oldest=first["ts"])
+    assert [m["text"] for m in page["messages"]] == ["two"]  # oldest is exclusive unless inclusive
+    assert (await api_error(c.conversations_history(channel="#alerts")))["error"] == "channel_not_found"
+    thread = await c.conversations_replies(channel="C0ALERTS", ts=first["ts"], include_all_metadata=True)
+    assert [m["ts"] for m in thread["messages"]] == [first["ts"], reply["ts"]]
+    assert thread["messages"][1]["metadata"]["event_payload"] == {"ref": "r2"}
+    assert (await api_error(c.conversations_replies(channel="C0ALERTS", ts="1.000001")))["error"] == "thread_not_found"
+    channels = (await c.conversations_list(types="public_channel,private_channel"))["channels"]
+    assert {ch["name"]: ch["id"] for ch in channels} == {"alerts": "C0ALERTS", "reports": "C0REPORTS"}

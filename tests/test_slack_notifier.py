@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from relay.notify.base import NotifyError
-from relay.notify.slack.notifier import METADATA_EVENT_TYPE, SlackNotifier, SlackNotifyError
+from relay.notify.slack.notifier import METADATA_EVENT_TYPE, REPLY_EVENT_TYPE, SlackNotifier, SlackNotifyError
 from relay.notify.slack.config import SlackConfig
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_samples import T0, budget_alert, error_rate_alert, notification, resolved
@@ -217,15 +217,63 @@ async def test_timeout_is_retryable(slack):
         await n.close()
 
 
-async def test_lost_answer_after_post_duplicates_the_parent(slack, notifier):
-    """The documented at-least-once window: Slack applied the post but the answer was lost, so the outbox still
-    holds ``{}`` and its retry posts a second parent."""
+class Kept:
+    """What the outbox keeps for a group: the last returned or checkpointed state."""
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    async def checkpoint(self, state: dict) -> None:
+        self.state = state
+
+
+async def test_lost_answer_without_a_checkpoint_duplicates_the_parent(slack, notifier):
+    """Called without the outbox's checkpoint nothing records the post as pending: the retry posts again."""
     slack.reset_connection(method="chat.postMessage", after=True)
     with pytest.raises(SlackNotifyError) as err:
         await notifier.notify(notification([alice()]), {})
     assert err.value.retryable
     await notifier.notify(notification([alice()]), {})
     assert len(slack.messages("C0ALERTS")) == 2
+
+
+async def test_lost_answer_is_found_by_metadata_in_a_channel_named_by_name(slack, notifier):
+    """``channel: "#alerts"``: the retry finds the channel's ID with ``conversations.list`` and the post with
+    ``conversations.history`` (``include_all_metadata``), so nothing is posted twice."""
+    kept = Kept()
+    slack.reset_connection(method="chat.postMessage", after=True)
+    with pytest.raises(SlackNotifyError):
+        await notifier.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    assert kept.state["pending_post"]["channel"] is None  # the ID was not known yet
+    restarted = bot(slack)  # a new process: nothing in memory
+    try:
+        state = await restarted.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    finally:
+        await restarted.close()
+    [parent] = slack.messages("C0ALERTS")
+    assert state == {"channel": "C0ALERTS", "ts": parent.ts, "firing": [alice().fingerprint], "resolved": False}
+    assert parent.metadata["event_payload"]["ref"] and len(slack.calls("conversations.list")) == 1
+    [history] = slack.calls("conversations.history")
+    assert history.args["channel"] == "C0ALERTS" and history.args["include_all_metadata"] in ("1", "true")
+
+
+async def test_lost_reply_is_found_in_the_thread(slack, notifier):
+    kept = Kept()
+    kept.state = await notifier.deliver(notification([alice()], group_labels=GROUP), {}, kept.checkpoint)
+    update = notification([alice(), bob()], group_labels=GROUP, seq=2)
+    slack.reset_connection(method="chat.postMessage", after=True)
+    with pytest.raises(SlackNotifyError):
+        await notifier.deliver(update, kept.state, kept.checkpoint)
+    assert kept.state["pending_post"]["thread_ts"] == kept.state["ts"]
+    state = await notifier.deliver(update, kept.state, kept.checkpoint)
+    assert "pending_post" not in state and len(slack.messages("C0ALERTS")) == 1
+    [reply] = slack.thread("C0ALERTS", state["ts"])
+    assert reply.metadata["event_type"] == REPLY_EVENT_TYPE
+    assert len(slack.calls("conversations.replies")) == 1
+    # the next notification has another ref: it is posted, not mistaken for the earlier one
+    state = await notifier.deliver(notification([alice()], group_labels=GROUP, seq=3, repeat=True), state,
+                                   kept.checkpoint)
+    assert len(slack.thread("C0ALERTS", state["ts"])) == 2
 
 
 async def test_invalid_token_is_permanent(slack):
@@ -392,3 +440,15 @@ def test_config_requires_exactly_one_mode():
     with pytest.raises(ValueError):
         SlackConfig(webhook_url="ftp://x")
     assert SlackConfig(bot_token="x", channel="#a", api_url="http://h/api").api_url == "http://h/api/"
+
+
+async def test_a_refused_channel_lookup_falls_back_to_posting(slack, notifier):
+    """Without ``channels:read`` the channel's ID cannot be found by name: relay posts again (at-least-once)
+    rather than fail the notification."""
+    kept = Kept()
+    slack.reset_connection(method="chat.postMessage", after=True)
+    with pytest.raises(SlackNotifyError):
+        await notifier.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    slack.error("missing_scope", method="conversations.list")
+    state = await notifier.deliver(notification([alice()]), kept.state, kept.checkpoint)
+    assert len(slack.messages("C0ALERTS")) == 2 and state["ts"] == slack.messages("C0ALERTS")[1].ts

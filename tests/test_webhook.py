@@ -7,6 +7,8 @@ Payload shape: Alertmanager ``webhook_config``
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 
@@ -21,6 +23,7 @@ from relay.notify.webhook.notifier import (
 )
 from relay.notify.webhook.config import WebhookConfig
 from tests.fakes.jira_support import GROUP_KEY, SESSION_URL, T0, Clock, make_alert, make_notification
+from tests.support.webhook_signature import consumer_verifies
 
 SECRET = "whsec-test-0123456789"
 AM_KEYS = {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels",
@@ -54,8 +57,8 @@ class Consumer:
         if self.replies:
             status, retry_after = self.replies.pop(0)
             return web.Response(status=status, text="nope", headers={"Retry-After": retry_after} if retry_after else {})
-        if not verify_signature(SECRET, request.headers.get(TIMESTAMP_HEADER), body,
-                                request.headers.get(SIGNATURE_HEADER), now=self.clock()):
+        if not consumer_verifies(SECRET, request.headers.get(TIMESTAMP_HEADER), body,
+                                 request.headers.get(SIGNATURE_HEADER), now=self.clock()):
             return web.Response(status=401, text="bad signature")
         key = request.headers[IDEMPOTENCY_HEADER]
         if key not in self.seen_keys:
@@ -147,12 +150,18 @@ def test_signature_helper_verifies_and_rejects_tampering():
     assert not verify_signature(SECRET, "1700000000", body, None, now=1_700_000_000)
 
 
-async def test_signature_sent_verifies_with_the_helper(consumer, make, clock):
+async def test_signature_sent_verifies_independently_and_with_the_helper(consumer, make, clock):
     await make(consumer.url).notify(make_notification(), {})
     headers, body = consumer.received[0]
-    assert verify_signature(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER], now=clock())
+    ts, sig = headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER]
+    # the documented scheme, computed here with the standard library only
+    assert ts == str(int(clock()))
+    assert sig == "sha256=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    assert consumer_verifies(SECRET, ts, body, sig, now=clock())
+    assert verify_signature(SECRET, ts, body, sig, now=clock())  # the helper relay offers consumers agrees
     tampered = body.replace(b"BudgetExceeded", b"BudgetExceedeX")
-    assert not verify_signature(SECRET, headers[TIMESTAMP_HEADER], tampered, headers[SIGNATURE_HEADER], now=clock())
+    assert not consumer_verifies(SECRET, ts, tampered, sig, now=clock())
+    assert not verify_signature(SECRET, ts, tampered, sig, now=clock())
 
 
 async def test_unsigned_without_secret(consumer, clock):

@@ -36,6 +36,8 @@ File format::
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import datetime as dt
 import math
@@ -175,11 +177,13 @@ def run_test_file(path: str) -> TestFileResult:
         res.tests += 1
         errors = _run_test(test, rules, spec.evaluation_interval)
         if errors:
+            if res.ok:
+                res.lines.append("  FAILED:")  # once per file, like promtool
             res.ok = False
             res.failed += 1
-            res.lines.append("  FAILED:")
             res.lines.append(f"    name: {test.name or f'#{i}'},")
             res.lines.extend(f"    {line}" for line in errors)
+            res.lines.append("")
     return res
 
 
@@ -258,24 +262,34 @@ def _compare(ev: _AlertEval, alerts: list[Alert], offset: float, tenant: str) ->
             unmatched.remove(hit)
     if not missing and not unmatched:
         return []
-    lines = [f"alertname: {ev.alertname}, time: {_fmt_offset(offset)},"]
-    lines.append("    exp: [" if expected else "    exp: []")
-    for i, (e, labels) in enumerate(expected):
-        extra = f" state: {e.state}"
-        if e.annotations is not None:
-            extra += f" annotations: {_fmt_map(e.annotations)}"
-        if e.values is not None:
-            extra += f" values: {_fmt_map(e.values)}"
-        lines.append(f"        {i}: labels: {_fmt_map(labels)}{extra}")
-    if expected:
-        lines.append("    ],")
-    lines.append("    got: [" if got else "    got: []")
-    for i, a in enumerate(got):
-        lines.append(f"        {i}: labels: {_fmt_map(a.labels)} state: {a.state.value} annotations: "
-                     f"{_fmt_map(a.annotations)} values: {_fmt_map({k: round(v, 6) for k, v in a.values.items()})}")
-    if got:
-        lines.append("    ]")
-    return lines
+    # promtool's layout (https://prometheus.io/docs/prometheus/latest/configuration/unit_testing_rules/):
+    # "alertname: X, time: 10m, " then exp:/got: lists of Labels:{…} / Annotations:{…} entries; relay adds
+    # State: (when pending is expected) and Values: (when a test checks values) lines.
+    show_values = any(e.values is not None for e, _ in expected)
+
+    def entries(items: list[tuple[dict[str, str], dict[str, str] | None, str, dict[str, Any] | None]]) -> str:
+        if not items:
+            return "[]"
+        out = ["["]
+        for i, (labels, annotations, state, values) in enumerate(items):
+            out.append(f"        {i}:")
+            out.append(f"          Labels:{_prom_map(labels)}")
+            if annotations is not None:
+                out.append(f"          Annotations:{_prom_map(annotations)}")
+            if want_pending:
+                out.append(f"          State:{state}")
+            if values is not None:
+                out.append(f"          Values:{_fmt_map(values)}")
+            if i < len(items) - 1:
+                out[-1] += ","
+        out.append("        ]")
+        return "\n".join(out)
+
+    exp = entries([(labels, e.annotations, e.state, e.values) for e, labels in expected])
+    got_s = entries([(a.labels, a.annotations, a.state.value,
+                      {k: round(v, 6) for k, v in a.values.items()} if show_values else None) for a in got])
+    text = f"alertname: {ev.alertname}, time: {_fmt_offset(offset)}, \n    exp:{exp}, \n    got:{got_s}"
+    return text.split("\n")
 
 
 def _matches(e: _Expected, labels: dict[str, str], a: Alert) -> bool:
@@ -289,6 +303,11 @@ def _matches(e: _Expected, labels: dict[str, str], a: Alert) -> bool:
             if got is None or not math.isclose(got, v, rel_tol=1e-6, abs_tol=1e-9):
                 return False
     return True
+
+
+def _prom_map(m: dict[str, str]) -> str:
+    """Prometheus' label-set text: ``{a="x", b="y\\"z"}`` (sorted, Go-quoted values)."""
+    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(m.items())) + "}"
 
 
 def _fmt_map(m: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """The ``relay`` command line: ``run``, ``check``, ``replay``, ``dead-letters``, ``rules check|test``,
-``silence add|list|expire``, ``report``.
+``silence add|list|query|expire``, ``alert query``, ``routes test``, ``report``, ``hook claude-code``.
 
 Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage.
 """
@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from relay import __version__
-from relay.config_load import RelayConfig
-from relay.config_load import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from relay.config_load import RelayConfig
 
 __all__ = ["main"]
 
 
-def _load(path: str | None) -> RelayConfig:
+def _load(path: str | None, *, need_receivers: bool = True) -> RelayConfig:
+    from relay.config_load import ConfigError, load_config
+
     try:
-        return load_config(path)
+        return load_config(path, need_receivers=need_receivers)
     except ConfigError as e:
-        print(f"relay: invalid configuration ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(_report_problems(e.problems)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -37,8 +39,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate a config file and print a summary of what it sets up."""
-    cfg = _load(args.config)
+    """Validate a config file (and its rule files) and print what it sets up; with ``--probe``, also ask
+    Langfuse, Slack and Jira whether the settings work. Problems go to stderr; "OK" is printed only without any."""
+    from relay.config_load import ConfigError, load_config
+
+    notes: list[str] = []
+    try:
+        cfg = load_config(args.config, notes=notes)
+    except ConfigError as e:
+        return _report_problems(e.problems)
+    rules, problems = _rules(cfg)
+    if problems:
+        return _report_problems(problems)
+    from relay.app import langfuse_missing
+
     http = cfg.receivers.otlp.protocols.http
     grpc = cfg.receivers.otlp.protocols.grpc
     print(f"{args.config or '<defaults>'}: OK")
@@ -46,51 +60,56 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  storage:   {Path(cfg.storage.directory).resolve()} (max spool {cfg.storage.max_spool_size} bytes, fsync {cfg.storage.fsync})")
     for t in cfg.resolved_tenants():
         lf = t.langfuse
-        export = f"Langfuse {lf.base_url}" if lf.enabled else "Langfuse export off (set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
+        missing = langfuse_missing(lf)
+        if not missing:
+            export = f"Langfuse {lf.base_url}"
+        elif len(missing) == 3:
+            export = "Langfuse export off (set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
+        else:
+            export = f"Langfuse export OFF: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
-    return _check_alerting(cfg, probe=args.probe)
-
-
-def _check_alerting(cfg: RelayConfig, probe: bool) -> int:
-    """Rules, receivers and report schedules of ``relay check``; with ``probe``, also ask each Jira project
-    whether relay can file issues there (auth, project, issue type, fields)."""
-    from relay.alerting.rules.load import RuleSet, RulesError
-
-    try:
-        rules = RuleSet.load(cfg.rules.files)
-    except RulesError as e:
-        print(f"  rules: {len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}:", file=sys.stderr)
-        for p in e.problems:
-            print(f"    {p}", file=sys.stderr)
-        return 2
     print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
     receivers = cfg.alerting.receivers
     print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
         f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
         for r in receivers) or "none (alerts are listed on /api/v1/alerts, nothing is sent)"))
     print(f"  reports:   {len(cfg.reports.schedules)} schedule(s)")
-    if not probe:
+    for n in notes:  # unset ${env:…} references, except the optional Langfuse environment and release
+        if not re.search(r"\.(environment|release): ", n):
+            print(f"  note: {n}")
+    if not args.probe:
         return 0
-    return asyncio.run(_probe_jira(cfg))
+    from relay.cli.probe import probe_all
 
-
-async def _probe_jira(cfg: RelayConfig) -> int:
-    from relay.notify.jira.notifier import JiraNotifier
-
-    bad = 0
-    for r in cfg.alerting.receivers:
-        for i, jc in enumerate(r.jira_configs):
-            n = JiraNotifier(r.name, i, jc)
-            try:
-                problems = await n.check()
-            finally:
-                await n.close()
-            for p in problems:
-                print(f"  receiver {r.name} jira/{i}: {p}", file=sys.stderr)
-            bad += len(problems)
-            if not problems:
-                print(f"  receiver {r.name} jira/{i}: OK ({jc.project})")
+    oks, bad = asyncio.run(probe_all(cfg))
+    for line in oks:
+        print(f"  probe: {line}")
+    for line in bad:
+        print(f"  probe: {line}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _report_problems(problems: list[str]) -> int:
+    print(f"relay: invalid configuration ({len(problems)} problem{'s' if len(problems) != 1 else ''}):",
+          file=sys.stderr)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    return 2
+
+
+def _rules(cfg: RelayConfig) -> tuple[Any, list[str]]:
+    """The rule files ``rules.files`` names (a ``RuleSet``, None when invalid) and their problems: unreadable or
+    invalid files, and globs matching nothing (which would silently load no rules)."""
+    import glob as _glob
+
+    from relay.alerting.rules.load import RuleSet, RulesError
+
+    problems = [f"rules.files: {f!r} matches no file" for f in cfg.rules.files
+                if _glob.has_magic(f) and not any(Path(x).is_file() for x in _glob.glob(f, recursive=True))]
+    try:
+        return RuleSet.load(cfg.rules.files), problems
+    except RulesError as e:
+        return None, problems + list(e.problems)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -98,7 +117,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     relay (or the next start) picks them up."""
     from relay.spool import Spool
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
         if args.quarantined:
@@ -118,7 +137,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     """List the dead-letter store."""
     from relay.spool import Spool
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
         rows = asyncio.run(spool.dead_letters(args.tenant))
@@ -151,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("run", help="start the daemon")).set_defaults(fn=cmd_run)
     chk = with_config(sub.add_parser("check", help="validate a config file (and its rule files)"))
     chk.add_argument("--probe", action="store_true",
-                     help="also contact each Jira receiver to check credentials, project, issue type and fields")
+                     help="also ask each Langfuse project (health, keys, project), Slack integration (auth.test, "
+                          "channel access) and Jira receiver (credentials, project, issue type, fields) whether "
+                          "the settings work")
     chk.set_defaults(fn=cmd_check)
     r = with_config(sub.add_parser("replay", help="re-send dead-lettered batches"))
     r.add_argument("--tenant", default=None)
@@ -169,19 +190,39 @@ def build_parser() -> argparse.ArgumentParser:
     rules.set_defaults(fn=cmd_rules)
     from relay.cli import silence as silence_cli
     from relay.cli import report as report_cli
+    from relay.cli import hook as hook_cli
+
+    from relay.cli import amtool as amtool_cli
 
     with_config(silence_cli.add_subparsers(sub))
     report_cli.add_subparser(sub)
+    amtool_cli.add_subparsers(sub)
+    hook_cli.add_subparser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``relay`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hook"]:  # runs before every prompt: skip loading the rest of relay
+        from relay.cli.hook import main as hook_main
+
+        return hook_main(argv[1:])
+    from relay.cli.report import normalize_argv
+
+    args = build_parser().parse_args(normalize_argv(argv))
     try:
-        return int(args.fn(args) or 0)
+        code = int(args.fn(args) or 0)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `relay … | head`: the reader is gone; exit quietly like other Unix tools
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -1,58 +1,92 @@
-"""``relay report weekly|daily|monthly``: print a usage report for any past period from the ledger.
+"""``relay report``: usage from the ledger, as a full period report or as ccusage-like tables.
 
 ::
 
-    relay report weekly                          # the last complete ISO week, Markdown
-    relay report weekly --week 2026-W47 --format json
-    relay report daily --day 2026-11-16 --format csv
-    relay report monthly --month 2026-11 --chart nov.png --tenant acme --scope 'team.id="platform"'
+    relay report weekly                          # this ISO week so far (marked "so far"), Markdown
+    relay report daily --day today               # today; --day yesterday, --week 2026-W47, --month 2026-11
+    relay report weekly --week 2026-W47 --json   # a past week as JSON (--format md|json|csv)
+    relay report daily --since -7d               # one row per day of the last 7 days (and today so far)
+    relay report monthly --since 2026-01-01 --until today --breakdown model --format csv   # tidy CSV
+    relay report session --since -30d            # one row per session, with its Langfuse link
+    relay report user --breakdown model          # one row per user (this month so far), per model
 
-The period defaults to the last complete one in ``--timezone`` (default: the time zone of the first configured
-schedule of that kind, else UTC). The ledger is read from ``<storage.directory>/relay.db`` through a query-only
-connection, so this works while the daemon runs. Exit codes as ``relay.cli.main``: 0 success, 1 runtime failure
-(no ledger), 2 invalid usage or configuration.
+**Full report** (``daily|weekly|monthly`` without ``--since``/``--until``/``--breakdown``, md or json): headlines
+with the change against the previous period, cost per day, by model, user and team, top sessions with Langfuse
+links, errors, tools, budgets. The period is ``--day``/``--week``/``--month`` (also ``today``/``this``,
+``yesterday``/``last``), by default the **current one so far**. **Tables** (``session`` and ``user`` always;
+``daily|weekly|monthly`` with ``--since``/``--until``/``--breakdown`` or ``--format csv``): see
+:mod:`relay.reports.usage_table`; the range defaults to the current period (``session``/``user``: this month).
 
-The lead wires it into ``relay.cli.main`` with ``add_subparser(sub)``; the parsed namespace's ``fn`` is :func:`run`.
+Time zone: ``--timezone``, else that of the first configured schedule of that kind, else UTC. The ledger is read
+from ``<storage.directory>/relay.db`` through a query-only connection, so this works while the daemon runs.
+Langfuse session links need the tenant's Langfuse keys (relay asks ``GET /api/public/projects`` for the project
+id). Exit codes as ``relay.cli.main``: 0 success, 1 runtime failure (no ledger), 2 invalid usage or configuration.
 """
 
 from __future__ import annotations
+
+import base64
 
 import argparse
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.reports.model import AlertEvent, BudgetSpec
+from relay.reports.periods import Period, PeriodKind
 
-__all__ = ["add_subparser", "run"]
+__all__ = ["add_subparser", "run", "normalize_argv"]
 
 _PERIOD_FLAG = {"weekly": "week", "daily": "day", "monthly": "month"}
 
 
 def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``report`` to relay's sub-commands; returns its parser (``fn`` defaults to :func:`run`)."""
-    p = sub.add_parser("report", help="print a usage report (weekly, daily, monthly) from the ledger",
-                       description="Print a Claude Code usage report for a past period from relay's ledger.")
-    p.add_argument("period", choices=["weekly", "daily", "monthly"], help="report period kind")
+    p = sub.add_parser("report", help="usage from the ledger: a period report or daily/weekly/monthly/session/user "
+                                      "tables (like ccusage)",
+                       description="Print Claude Code usage from relay's ledger: the full report of a period (the "
+                                   "current one so far by default) or ccusage-like tables over --since/--until.")
+    p.add_argument("period", metavar="VIEW", choices=["daily", "weekly", "monthly", "session", "user"],
+                   help="daily | weekly | monthly (a period report, or a table with --since/--until/--breakdown) "
+                        "| session | user (tables)")
     p.add_argument("--config", "-c", default=None, help="config file (default: embedded defaults)")
-    p.add_argument("--week", help="ISO week, e.g. 2026-W47 (weekly; default: last complete week)")
-    p.add_argument("--day", help="date, e.g. 2026-11-16 (daily; default: yesterday)")
-    p.add_argument("--month", help="month, e.g. 2026-11 (monthly; default: last month)")
+    p.add_argument("--week", help="ISO week, e.g. 2026-W47, this or last (weekly; default: this week so far)")
+    p.add_argument("--day", help="date, e.g. 2026-11-16, today or yesterday (daily; default: today so far)")
+    p.add_argument("--month", help="month, e.g. 2026-11, this or last (monthly; default: this month so far)")
+    p.add_argument("--since", help="first day of a table: YYYY-MM-DD, YYYYMMDD, today, yesterday or -7d")
+    p.add_argument("--until", help="last day of a table (inclusive; default today)")
+    p.add_argument("--breakdown", "-b", metavar="BY",
+                   help="table rows per model, user or team (or any ledger label, e.g. department)")
     p.add_argument("--format", "-f", choices=["md", "json", "csv"], default="md", help="output format (default md)")
-    p.add_argument("--chart", metavar="PNG", help="also write the chart (PNG) to this file")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="shorthand for --format json")
+    p.add_argument("--chart", metavar="PNG", help="also write the chart (PNG) to this file (period reports)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--tenant", help="tenant (required when several are configured)")
     p.add_argument("--timezone", "--tz", help="IANA time zone of the period boundaries (e.g. Europe/Berlin)")
     p.add_argument("--scope", action="append", default=[], metavar="MATCHER",
                    help='narrow to a label scope, e.g. \'team.id="platform"\' (repeatable)')
-    p.add_argument("--group-by", default="team.id", help="breakdown label (default team.id; 'none' to omit)")
+    p.add_argument("--group-by", default="team.id", help="breakdown label of a period report (default team.id; "
+                                                         "'none' to omit)")
     p.add_argument("--chart-by", default="model", help="stack the chart by model (default) or a label")
-    p.add_argument("--top", type=int, default=5, help="rows per breakdown (default 5)")
+    p.add_argument("--top", type=int, default=5, help="rows per breakdown of a period report (default 5)")
     p.set_defaults(fn=run)
     return p
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """``--since -7d`` → ``--since=-7d`` (argparse would take ``-7d`` for an option), also for ``--until``."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a in ("--since", "--until"):
+            nxt = next(it, None)
+            out.append(a if nxt is None else f"{a}={nxt}")
+        else:
+            out.append(a)
+    return out
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -78,6 +112,52 @@ def _rule_budgets(cfg: object, config_path: str | None) -> Callable[[str], Seque
     return lambda _tenant: specs
 
 
+def _current_or_named(kind: PeriodKind, text: str | None, now: datetime, tz: ZoneInfo) -> Period:
+    """The period a full report covers: named by ``text`` (``2026-W47``, ``today``/``this``/``current``,
+    ``yesterday``/``last``/``previous``) or, without one, the period running at ``now``."""
+    from relay.reports.periods import parse_period, period_containing
+
+    t = (text or "").strip().lower()
+    if t in ("", "today", "this", "current"):
+        return period_containing(kind, now, tz)
+    if t in ("yesterday", "last", "previous"):
+        return period_containing(kind, now, tz).previous()
+    return parse_period(kind, text or "", tz)
+
+
+def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str | None] | None:
+    """Langfuse session links for ``tenant``: asks its project (``GET /api/public/projects`` with its keys) for
+    the project id. None (and a line on stderr) when export is off or Langfuse cannot be asked."""
+    import asyncio
+
+    import aiohttp
+    from urllib.parse import quote
+
+    t = next((x for x in cfg.resolved_tenants() if x.name == tenant), None)  # type: ignore[attr-defined]
+    if t is None or not t.langfuse.enabled:
+        return None
+    lf = t.langfuse
+
+    async def ask() -> str | None:
+        auth = {"Authorization": "Basic " + base64.b64encode(
+            f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(f"{lf.base_url}/api/public/projects", headers=auth) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status} from GET {lf.base_url}/api/public/projects")
+                data = (await r.json(content_type=None)).get("data") or []
+                return data[0]["id"] if data else None
+
+    try:
+        pid = asyncio.run(ask())
+    except Exception as e:  # noqa: BLE001 — links are a convenience
+        print(f"relay report: Langfuse links left out ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+    if pid is None:
+        return None
+    return lambda _tenant, sid: f"{lf.base_url}/project/{quote(pid, safe='')}/sessions/{quote(sid, safe='')}"
+
+
 def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpec]] | None = None,
         alerts: Callable[[str, float, float], Sequence[AlertEvent]] | None = None,
         now: Callable[[], float] | None = None) -> int:
@@ -88,19 +168,26 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
     from relay.config_load import ConfigError, load_config
     from relay.reports.chart import render_chart
     from relay.reports.compute import ReportRequest
-    from relay.reports.periods import last_complete, parse_period
-    from relay.reports.render_csv import render_csv, render_json
+    from relay.reports.render_csv import render_json
     from relay.reports.render_md import render_markdown
     from relay.reports.service import ReportService
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, need_receivers=False)
     except ConfigError as e:
         return _fail("invalid configuration:\n  " + "\n  ".join(e.problems))
     kind = args.period
     for k, flag in _PERIOD_FLAG.items():
         if k != kind and getattr(args, flag):
-            return _fail(f"--{flag} is for {k} reports; use --{_PERIOD_FLAG[kind]} with {kind}")
+            if kind in _PERIOD_FLAG:
+                return _fail(f"--{flag} is for {k} reports; use --{_PERIOD_FLAG[kind]} with {kind}")
+            return _fail(f"--{flag} is for {k} reports; use --since/--until with {kind}")
+    table = (kind in ("session", "user") or bool(args.since or args.until or args.breakdown)
+             or args.format == "csv")
+    if table and args.chart:
+        return _fail("--chart is for period reports (without --since/--until/--breakdown, md or json)")
+    if table and kind in _PERIOD_FLAG and getattr(args, _PERIOD_FLAG[kind]) and (args.since or args.until):
+        return _fail(f"use either --{_PERIOD_FLAG[kind]} or --since/--until")
     schedules = list(getattr(getattr(cfg, "reports", None), "schedules", []) or [])
     tz_name = args.timezone or next((s.timezone for s in schedules if s.period == kind), "UTC")
     try:
@@ -108,12 +195,7 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
     except (ZoneInfoNotFoundError, ValueError):
         return _fail(f"unknown time zone {tz_name!r}")
     clock = now or (lambda: datetime.now(timezone.utc).timestamp())
-    text = getattr(args, _PERIOD_FLAG[kind])
-    try:
-        period = parse_period(kind, text, tz) if text else last_complete(
-            kind, datetime.fromtimestamp(clock(), timezone.utc), tz)
-    except ValueError as e:
-        return _fail(str(e))
+    now_dt = datetime.fromtimestamp(clock(), timezone.utc)
     tenants = [t.name for t in cfg.resolved_tenants()]
     tenant = args.tenant
     if tenant is None:
@@ -126,10 +208,18 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
     db_path = Path(cfg.storage.directory) / "relay.db"
     if not db_path.exists():
         return _fail(f"no ledger at {db_path} (has relay run with storage.directory {cfg.storage.directory!r}?)", 1)
+    if table:
+        return _run_table(args, cfg, tenant, tz, now_dt, db_path)
+    text = getattr(args, _PERIOD_FLAG[kind])
+    try:
+        period = _current_or_named(kind, text, now_dt, tz)
+    except ValueError as e:
+        return _fail(str(e))
     if budgets is None:
         budgets = _rule_budgets(cfg, args.config)
     req = ReportRequest(tenant, period, tuple(args.scope), group_by, args.chart_by, args.top)
-    service = ReportService(db_path, budgets=budgets, clock=clock)
+    service = ReportService(db_path, budgets=budgets, clock=clock,
+                            session_url=_langfuse_session_url(cfg, tenant))
     try:
         events = alerts(tenant, period.start_ns / 1e9, period.end_ns / 1e9) if alerts else None
         report = service.compute_sync(req, events)
@@ -137,11 +227,8 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
         return _fail(str(e))
     except sqlite3.Error as e:
         return _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
-    out = {"md": render_markdown, "json": render_json, "csv": render_csv}[args.format](report)
-    if args.output:
-        Path(args.output).write_text(out)
-    else:
-        sys.stdout.write(out)
+    out = {"md": render_markdown, "json": render_json}[args.format](report)
+    _write(args, out)
     if args.chart:
         png = render_chart(report)
         if png is None:
@@ -149,4 +236,53 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
         else:
             Path(args.chart).write_bytes(png)
             print(f"chart written to {args.chart}", file=sys.stderr)
+    return 0
+
+
+def _write(args: argparse.Namespace, out: str) -> None:
+    if args.output:
+        Path(args.output).write_text(out)
+    else:
+        sys.stdout.write(out)
+
+
+def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo, now: datetime,
+               db_path: Path) -> int:
+    """A ccusage-like table (``relay.reports.usage_table``) over ``--since``..``--until``."""
+    from relay.matchers import parse_matchers
+    from relay.reports.sql import SqliteReportSource, open_readonly
+    from relay.reports.usage_table import (
+        BREAKDOWN_ALIASES, compute_table, parse_day, render_table_csv, render_table_json, render_table_md,
+    )
+
+    kind = args.period
+    today = now.astimezone(tz).date()
+    try:
+        until = parse_day(args.until, today) if args.until else today
+        if args.since:
+            since = parse_day(args.since, today)
+        else:
+            flag = _PERIOD_FLAG.get(kind)
+            named = getattr(args, flag) if flag else None
+            p = _current_or_named(kind if flag else "monthly", named, now, tz)
+            since = p.first_day
+            if named:
+                until = (p.end.astimezone(tz) - timedelta(seconds=1)).date()
+        scope = parse_matchers(list(args.scope))
+    except ValueError as e:
+        return _fail(str(e))
+    breakdown = BREAKDOWN_ALIASES.get(args.breakdown, args.breakdown) if args.breakdown else None
+    session_url = _langfuse_session_url(cfg, tenant) if kind == "session" and args.format != "csv" else None
+    conn = open_readonly(db_path)
+    try:
+        SqliteReportSource(conn)  # registers relay_re for regex scopes
+        t = compute_table(conn, kind, tenant, tz, since, until, now, breakdown=breakdown, scope=scope,
+                          session_url=session_url)
+    except ValueError as e:
+        return _fail(str(e))
+    except sqlite3.Error as e:
+        return _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
+    finally:
+        conn.close()
+    _write(args, {"md": render_table_md, "json": render_table_json, "csv": render_table_csv}[args.format](t))
     return 0

@@ -44,8 +44,9 @@ def rules_check(paths: Sequence[str], out: TextIO | None = None, err: TextIO | N
 
 
 def rules_test(paths: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run rule unit-test files (paths or globs; format in ``relay.alerting.testing``), printing
-    ``Unit Testing: <file>`` then ``SUCCESS`` or each failure with expected and got alerts. Returns 0 or 1."""
+    """Run rule unit-test files (paths or globs; format in ``relay.alerting.testing``), printing what
+    ``promtool test rules`` prints: ``Unit Testing:  <file>`` then ``  SUCCESS`` or ``  FAILED:`` and each failure
+    with its ``exp:``/``got:`` alerts (``Labels:{…}``, ``Annotations:{…}``). Returns 0 or 1."""
     out, err = out or sys.stdout, err or sys.stderr
     files, problems = expand_paths(paths)
     for p in problems:
@@ -55,12 +56,12 @@ def rules_test(paths: Sequence[str], out: TextIO | None = None, err: TextIO | No
         return 1
     ok = not problems
     for f in files:
-        print(f"Unit Testing: {f}", file=out)
+        print(f"Unit Testing:  {f}", file=out)  # promtool's output, two spaces included
         res = run_test_file(f)
         for line in res.lines:
             print(line, file=out)
         if res.ok:
-            print(f"  SUCCESS ({res.tests} test{'s' if res.tests != 1 else ''})", file=out)
+            print("  SUCCESS", file=out)
         else:
             ok = False
             print(f"  {res.failed} of {res.tests} test{'s' if res.tests != 1 else ''} failed", file=out)

@@ -1,4 +1,4 @@
-"""``relay silence add|list|expire``: manage silences of a running relay through its admin HTTP API, like
+"""``relay silence add|list|query|expire``: manage silences of a running relay through its admin HTTP API, like
 Alertmanager's ``amtool silence add|query|expire`` (https://github.com/prometheus/alertmanager#amtool).
 
 Wiring (``relay/cli.py``)::
@@ -59,9 +59,15 @@ def add_subparsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     a.add_argument("--end", default=None, help="end time, RFC 3339 (overrides --duration)")
     a.add_argument("--author", default=None, help="who creates the silence (default: $USER)")
     a.add_argument("--comment", required=True, help="why (required)")
-    q = ssub.add_parser("list", aliases=["query"], help="list active and pending silences")
+    q = ssub.add_parser("list", aliases=["query"], help="list active and pending silences (matching MATCHERs)",
+                        description="A silence is listed when, for every MATCHER, it has that same matcher or an "
+                                    "equality MATCHER's label value is matched by its matcher of that name (like "
+                                    "amtool silence query). A bare first word means alertname=<word>.")
+    q.add_argument("matchers", nargs="*", metavar="MATCHER")
     q.add_argument("--expired", action="store_true", help="list expired silences instead")
     q.add_argument("--quiet", "-q", action="store_true", help="print only the ids")
+    q.add_argument("--output", "-o", choices=["table", "simple", "json"], default="table",
+                   help="table (default; 'simple' is the same) or json (the API's silence objects)")
     e = ssub.add_parser("expire", help="expire silences now")
     e.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(fn=run)
@@ -72,9 +78,12 @@ def resolve_url(args: argparse.Namespace) -> str:
     """The admin base URL for ``args`` (see the module docstring), without trailing slash."""
     url = getattr(args, "url", None) or os.environ.get(ENV_URL)
     if not url and getattr(args, "config", None):
-        from relay.config_load import load_config
+        from relay.config_load import ConfigError, load_config
 
-        url = load_config(args.config).service.admin.endpoint
+        try:  # only the admin endpoint is needed: receivers' secrets may be unset here
+            url = load_config(args.config, need_receivers=False).service.admin.endpoint
+        except ConfigError as e:
+            raise _Usage("invalid configuration:\n  " + "\n  ".join(e.problems)) from None
     url = url or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         host, _, port = url.rpartition(":")
@@ -130,7 +139,12 @@ def _add(url: str, args: argparse.Namespace) -> int:
 def _list(url: str, args: argparse.Namespace) -> int:
     silences = _request("GET", f"{url}/api/v2/silences")
     wanted = {"expired"} if args.expired else {"active", "pending"}
-    rows = [s for s in silences if s["status"]["state"] in wanted]
+    query = [_matcher(t, i == 0) for i, t in enumerate(getattr(args, "matchers", None) or [])]
+    rows = [s for s in silences if s["status"]["state"] in wanted
+            and _silence_matches(query, [_from_json(m) for m in s["matchers"]])]
+    if getattr(args, "output", "table") == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
     if args.quiet:
         for s in rows:
             print(s["id"])
@@ -154,6 +168,19 @@ def _expire(url: str, args: argparse.Namespace) -> int:
             print(f"relay silence: {e}", file=sys.stderr)
             status = 1
     return status
+
+
+def _silence_matches(query: list[Matcher], have: list[Matcher]) -> bool:
+    """Whether a silence with matchers ``have`` is selected by every ``query`` matcher: the silence has the same
+    matcher, or the query is ``name="v"`` and the silence's matchers on ``name`` all match ``v``."""
+    for q in query:
+        if any((m.name, m.op, m.value) == (q.name, q.op, q.value) for m in have):
+            continue
+        same = [m for m in have if m.name == q.name]
+        if q.op == "=" and same and all(m.matches({q.name: q.value}) for m in same):
+            continue
+        return False
+    return True
 
 
 def _from_json(m: dict[str, Any]) -> Matcher:

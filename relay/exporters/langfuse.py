@@ -357,6 +357,8 @@ class _TenantLoop:
         if status == 500:
             self._failures_500 += 1
         message = self._message(f"redirected to {location}; fix base_url".encode() if location else text)
+        if status == 404:  # a wrong base_url: show where relay posted
+            message = f"{message} (POST {self.url}: not found; base_url must be the Langfuse host)"
         check_status(status, retry_after, message, failures_500=self._failures_500,
                      max_500_retries=o.config.retry_on_failure.max_500_retries)
 
@@ -653,7 +655,8 @@ class LangfuseExporter(Component):
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                                              headers={"User-Agent": USER_AGENT}, trace_configs=[trace])
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
-        log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops) or "-")
+        if self._loops:  # with export off for every tenant, the startup warning per tenant says so
+            log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops))
 
     async def shutdown(self, deadline: float) -> None:
         """Stop all loops: backoff waits end at once, an in-flight request may finish until ``deadline`` (then it is

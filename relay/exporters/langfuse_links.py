@@ -3,13 +3,14 @@
 Langfuse's UI addresses objects per project: ``{base}/project/{projectId}/sessions/{sessionId}`` and
 ``{base}/project/{projectId}/traces/{traceId}``. A project key knows its project: ``GET /api/public/projects``
 answers ``{data: [{id, name, …}]}`` (https://api.reference.langfuse.com). relay asks
-once per tenant with the Langfuse SDK's own REST client at start-up; until the answer arrives (or when export is
-off, or Langfuse is down) links are simply left out — never guessed.
+once per tenant with the Langfuse SDK's own REST client at start-up, retrying while Langfuse is unreachable; until the
+answer arrives (or when export is off) links are simply left out — never guessed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from urllib.parse import quote
 
@@ -83,21 +84,37 @@ class LangfuseLinks(Component):
     async def _resolve_all(self) -> None:
         await asyncio.gather(*(self._resolve(t) for t in self._tenants.values() if t.langfuse.enabled))
 
-    async def _resolve(self, tenant: TenantConfig, attempts: int = 5) -> None:
+    async def _resolve(self, tenant: TenantConfig, attempts: int | None = None) -> None:
+        """Ask ``tenant``'s project id until Langfuse answers (``attempts`` None: no limit — Langfuse may start
+        after relay, e.g. in one compose file; backoff up to 5 minutes). Refused keys and a 404 are logged as
+        errors once and end the attempts: they need a config fix and a restart."""
         from langfuse.api import AsyncLangfuseAPI  # the SDK's REST client; imported lazily (heavy)
 
         lf = tenant.langfuse
         assert lf.public_key is not None and lf.secret_key is not None and lf.base_url is not None
         api = AsyncLangfuseAPI(base_url=lf.base_url, username=lf.public_key.get_secret_value(),
                                password=lf.secret_key.get_secret_value(), timeout=10)
-        for attempt in range(attempts):
+        for attempt in (range(attempts) if attempts is not None else itertools.count()):
             try:
                 projects = await api.projects.get()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # network or auth: links are a convenience, never fatal
-                log.info("Langfuse project of tenant %s not resolved yet (%s)", tenant.name, type(e).__name__)
-                await asyncio.sleep(min(60.0, 2.0 * 2**attempt))
+                status = getattr(e, "status_code", None)
+                url = f"{lf.base_url}/api/public/projects"
+                if status in (401, 403):  # known now, seconds after start: say it loudly, not at info
+                    log.error("tenant %s: Langfuse refused the project keys (HTTP %s from GET %s): check the "
+                              "tenant's public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY); exports "
+                              "will be dead-lettered until they are fixed", tenant.name, status, url)
+                    return
+                if status == 404:
+                    log.error("tenant %s: HTTP 404 from GET %s: base_url must be the Langfuse host (e.g. "
+                              "https://cloud.langfuse.com), without an /api/... path", tenant.name, url)
+                    return
+                (log.warning if attempt % 10 == 0 else log.info)(
+                    "Langfuse project of tenant %s not resolved yet (%s%s); links are left out until it is",
+                    tenant.name, type(e).__name__, f" HTTP {status}" if status else "")
+                await asyncio.sleep(min(300.0, 2.0 * 2 ** min(attempt, 8)))
                 continue
             if projects.data:
                 self.set_project(tenant.name, projects.data[0].id)

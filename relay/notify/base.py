@@ -10,16 +10,27 @@ Errors: raise :class:`NotifyError` with ``retryable=True`` (connection errors, t
 ``retry_after`` seconds when the service said so) to have the outbox retry with backoff, or ``retryable=False``
 for permanent failures (401/403, bad channel, invalid payload), which the outbox records as failed with the
 reason (logs, metrics) instead of retrying forever.
+
+Calls that are not idempotent (a Slack post, a Jira create) need a record written *before* they are sent, so a
+delivery that is cancelled, times out or dies with the process is known as "maybe done" at its next attempt.
+The outbox calls :meth:`Notifier.deliver` with a ``checkpoint`` coroutine for that: ``await checkpoint(state)``
+durably replaces the group's stored state (committed to SQLite before it returns); the next attempt of the same
+notification — in this process or after a restart — receives that state unless the attempt returned or raised
+:class:`NotifyError` with ``state`` first.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay.alert import Notification
 
-__all__ = ["Notifier", "NotifyError"]
+__all__ = ["Checkpoint", "Notifier", "NotifyError"]
+
+#: ``await checkpoint(state)``: store ``state`` for the group durably now (see the module docstring).
+Checkpoint = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class NotifyError(Exception):
@@ -50,6 +61,12 @@ class Notifier(abc.ABC):
     async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
         """Deliver ``notification``. ``state`` is what this method returned for the previous notification of
         the same group (``{}`` for the first). Returns the state to keep. Raises :class:`NotifyError`."""
+
+    async def deliver(self, notification: Notification, state: dict[str, Any],
+                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """What the outbox calls: :meth:`notify` with a ``checkpoint`` to record "about to send" durably before
+        a non-idempotent call. The default ignores ``checkpoint``; notifiers with such calls override it."""
+        return await self.notify(notification, state)
 
     async def close(self) -> None:
         """Release connections (default: nothing)."""

@@ -89,6 +89,17 @@ class PipelineMetrics:
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
         self.usage = Counter("relay_ledger_records", "New usage records in the ledger (upgrades and retractions "
                              "not counted).", ["tenant", "kind"], registry=registry)
+        self.cost = Counter("relay_usage_cost_usd", "Cost of LLM calls entering the ledger, USD, by model (an upgrade "
+                            "adds its increase; decreases and retractions are not subtracted).",
+                            ["tenant", "model"], registry=registry)
+        self.tokens = Counter("relay_usage_tokens", "Tokens of LLM calls entering the ledger, by model and type "
+                              "(input without cache, output, cache_read, cache_creation), same counting as "
+                              "relay_usage_cost_usd.", ["tenant", "model", "type"], registry=registry)
+
+
+#: ``relay_usage_tokens_total{type}`` → ``UsageRecord`` field.
+_TOKEN_TYPES = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
+                ("cache_creation", "cache_creation_tokens"))
 
 
 @dataclass
@@ -495,9 +506,20 @@ class Pipeline(Component):
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""
         if not changes:
             return
+        m = self.metrics
         for ch in changes:
-            if ch.old is None and ch.new is not None:
-                self.metrics.usage.labels(ch.new.tenant, ch.new.kind).inc()
+            new, old = ch.new, ch.old
+            if new is None:
+                continue
+            if old is None:
+                m.usage.labels(new.tenant, new.kind).inc()
+            model = new.model or "unknown"
+            if new.cost_micros > (old.cost_micros if old else 0):
+                m.cost.labels(new.tenant, model).inc((new.cost_micros - (old.cost_micros if old else 0)) / 1e6)
+            for kind, attr in _TOKEN_TYPES:
+                grew = getattr(new, attr) - (getattr(old, attr) if old else 0)
+                if grew > 0:
+                    m.tokens.labels(new.tenant, model, kind).inc(grew)
         if self.on_ledger_changes is not None:
             try:
                 self.on_ledger_changes(list(changes))

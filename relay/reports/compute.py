@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from relay.matchers import Matcher, matches_all, parse_matchers
@@ -263,13 +263,19 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
 
     ``budgets`` None: no budget section (no rules wired); ``alerts`` None: no alert section. ``session_url``
     maps ``(tenant, session_id)`` to a Langfuse session page (None when unknown). ``now`` (aware) bounds the
-    budgets' ``as_of`` for a period still running and stamps ``generated_at``. Raises ``ValueError`` on bad
+    budgets' ``as_of`` for a period still running and stamps ``generated_at``; for a period still running
+    (``Report.partial``) the previous period is cut at the same elapsed time, so changes compare like for like. Raises ``ValueError`` on bad
     scope matchers.
     """
     now = now or datetime.now(timezone.utc)
     matchers = tuple(parse_matchers(list(req.scope)))
     period, prev_period = req.period, req.period.previous()
     q, pq = _query(req, period, matchers), _query(req, prev_period, matchers)
+    partial = period.end > now
+    if partial:  # like for like: the previous period up to the same point ("this week so far" vs last week's)
+        elapsed = max(_ns(now) - period.start_ns, 0)
+        q = replace(q, end_ns=period.start_ns + elapsed)
+        pq = replace(pq, end_ns=min(pq.end_ns, prev_period.start_ns + elapsed))
     cube, tools, sessions = source.usage_cube(q), source.tool_cube(q), source.session_stats(q, req.top_n)
     cur = figures(cube, tools, sessions, source.metric_totals(q))
     prev_cube = source.usage_cube(pq)
@@ -281,7 +287,8 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     report = Report(
         tenant=req.tenant, kind=period.kind, period=period.label, start=period.start.isoformat(),
         end=period.end.isoformat(), timezone=str(tz), generated_at=now.astimezone(tz).isoformat(timespec="seconds"),
-        current=cur, previous=prev, scope=list(req.scope), late=req.late, top_n=req.top_n, group_label=req.group_by)
+        current=cur, previous=prev, scope=list(req.scope), late=req.late, top_n=req.top_n, group_label=req.group_by,
+        partial=partial)
     if report.empty:
         report.notes = [f"No Claude Code usage was recorded for {req.tenant} in {period.label}."]
         if budgets is not None:

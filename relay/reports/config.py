@@ -128,8 +128,8 @@ class ReportsConfig(_Model):
         out = []
         for i, s in enumerate(self.schedules):
             if s.receiver not in receivers:
-                out.append(f"reports.schedules[{i}] ({s.name}): receiver {s.receiver!r} is not defined in "
+                out.append(f"reports.schedules[{i}].receiver ({s.name}): {s.receiver!r} is not defined in "
                            f"alerting.receivers (defined: {', '.join(receivers) or 'none'})")
             if s.tenant is not None and s.tenant not in tenants:
-                out.append(f"reports.schedules[{i}] ({s.name}): unknown tenant {s.tenant!r}")
+                out.append(f"reports.schedules[{i}].tenant ({s.name}): unknown tenant {s.tenant!r}")
         return out

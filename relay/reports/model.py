@@ -334,6 +334,8 @@ class Report:
     budgets: list[BudgetStatus] | None = None
     alerts: AlertSummary | None = None
     notes: list[str] = field(default_factory=list)
+    #: The period is still running: its figures cover it up to ``generated_at`` ("so far").
+    partial: bool = False
 
     @property
     def empty(self) -> bool:
@@ -347,9 +349,11 @@ class Report:
 
     @property
     def title(self) -> str:
-        """``Claude Code weekly report — acme — 2026-W47`` (with the scope when narrowed)."""
+        """``Claude Code weekly report — acme — 2026-W47`` (with the scope when narrowed; ``(so far)`` while the
+        period is still running)."""
         scope = f" ({', '.join(self.scope)})" if self.scope else ""
-        return f"Claude Code {self.kind} report — {self.tenant}{scope} — {self.period}"
+        return f"Claude Code {self.kind} report — {self.tenant}{scope} — {self.period}" + (
+            " (so far)" if self.partial else "")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: every field, derived ratios, and ``usd`` next to micro-USD figures of headlines."""

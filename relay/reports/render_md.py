@@ -59,7 +59,9 @@ def render_markdown(r: Report) -> str:
     """The report as Markdown text (ends with a newline)."""
     out = [f"# {r.title}", "",
            f"{r.start} → {r.end} ({r.timezone}); generated {r.generated_at}"
-           + (" — **posted late** (relay could not post at the scheduled time)" if r.late else ""), ""]
+           + (" — **posted late** (relay could not post at the scheduled time)" if r.late else "")
+           + (f" — **so far**: the {r.noun} is still running; changes compare with the same part of the "
+              f"previous {r.noun}" if r.partial else ""), ""]
     if r.empty:
         out += [r.notes[0] if r.notes else "No usage recorded.", ""]
         out += _budgets_alerts(r)
@@ -68,6 +70,12 @@ def render_markdown(r: Report) -> str:
     out += ["## Summary", ""]
     out += _table(["", f"this {r.noun}", prev_name, "change"],
                   [[h.name, h.show(h.current), h.show(h.previous), h.change] for h in headlines(r)])
+    if r.series is not None and r.kind != "daily" and len(r.series.buckets) > 1:  # one row per day
+        out += ["## Cost per day", ""]
+        out += _table(["day", "cost"] + (["previous " + r.noun] if r.series.previous is not None else []),
+                      [[label, fmt.usd(total)] + ([] if r.series.previous is None else [
+                          fmt.usd(r.series.previous[i]) if i < len(r.series.previous) else ""])
+                       for i, (label, total) in enumerate(zip(r.series.buckets, r.series.totals))])
     out += _breakdown("Cost by model", "model", r.by_model)
     out += _breakdown("Cost by user", "user", r.by_user, sessions=True)
     if r.group_label and r.by_group:

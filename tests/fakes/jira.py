@@ -13,10 +13,12 @@ Flavours (chosen per instance):
 Behaviour: projects with issue types, components and required fields; create with Jira's field validation and
 error wording (``{"errorMessages": [], "errors": {field: message}}``); get (``?fields=``), update (PUT), comments
 (``orderBy=-created``), transitions by id per status (workflow To Do → In Progress → Done, Done → Reopen → To Do;
-reaching Done sets a resolution — ``Done`` or the one given — and ``resolutiondate``, leaving it clears them);
+reaching Done sets a resolution — ``Done`` or the one given — and ``resolutiondate``, leaving it clears them; a
+field set through a transition must be on that transition's screen, shown by ``expand=transitions.fields``);
 JQL subset (``tests/fakes/jira_jql.py``) with a configurable **post-create lag** (``search_lag`` seconds: an issue
 is invisible to search until ``created + search_lag`` on the fake's clock); faults: status replies (e.g. 429 with
-``Retry-After``, 503), dropped responses after the request took effect (``drop_response``), and full outages
+``Retry-After``, 503), dropped responses after the request took effect (``drop_response``), answers held back after
+the request took effect (``hold_response``), and full outages
 (connection refused) with :meth:`FakeJira.outage` / :meth:`FakeJira.restore`.
 
 Times are unix seconds from ``clock`` (injectable; tests share one fake clock with the notifier).
@@ -37,10 +39,11 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.jira_model import (
-    DEFAULT_CUSTOM_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue, FakeProject,
+    DEFAULT_CUSTOM_FIELDS, DEFAULT_TRANSITION_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue,
+    FakeProject,
 )
 from tests.fakes.jira_routes import _JiraRoutes, err_body
-from tests.fakes.loopback import LoopbackServer, ThreadedServer
+from tests.fakes.loopback import LoopbackServer, ThreadedServer, hold_answer
 
 __all__ = ["FakeJira", "ThreadedFakeJira", "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition",
            "JiraRequest", "JiraFault", "GONE_MESSAGE"]
@@ -68,8 +71,9 @@ class JiraFault:
     """A programmed misbehaviour for requests matching ``method`` (None: any) and ``path`` (a regex searched in
     the path after ``/rest/api/N/``; None: any), used ``times`` times (None: until cleared). ``kind``:
     ``status`` (answer ``status`` with ``headers``/``body`` without doing anything), ``drop`` (do the work, then
-    close the connection without an answer — the client cannot know whether it took effect) or ``slow`` (wait
-    ``delay`` seconds before doing anything)."""
+    close the connection without an answer — the client cannot know whether it took effect), ``slow`` (wait
+    ``delay`` seconds before doing anything) or ``hold`` (do the work, then wait ``delay`` seconds before
+    answering — a client that gives up or dies meanwhile never learns the outcome)."""
 
     kind: str
     status: int = 503
@@ -90,13 +94,16 @@ class FakeJira(LoopbackServer, _JiraRoutes):
 
     ``flavor`` ``cloud`` (``user`` + ``api_token``, basic auth, v3) or ``datacenter`` (``pat``, bearer, v2);
     ``projects`` (default: ``OPS`` with Bug/Task and component ``ai-usage``); ``custom_fields`` id → (name, type);
-    ``search_lag`` seconds of post-create search invisibility; ``clock`` unix seconds. Use ``async with
+    ``search_lag`` seconds of post-create search invisibility; ``transition_fields`` transition id → the fields on
+its screen (default: only ``Done`` (31) has ``resolution``; setting any other field through a transition is a 400,
+as on real Jira); ``clock`` unix seconds. Use ``async with
     FakeJira(...) as jira`` or :meth:`run_in_thread`. Inspection and fault methods are thread-safe.
     """
 
     def __init__(self, flavor: str = "cloud", *, user: str = "relay@example.com", api_token: str = "cloud-token",
                  pat: str = "dc-pat", projects: list[FakeProject] | None = None,
                  custom_fields: dict[str, tuple[str, str]] | None = None, search_lag: float = 0.0,
+                 transition_fields: dict[str, tuple[str, ...]] | None = None,
                  clock: Callable[[], float] = time.time, host: str = "127.0.0.1", port: int = 0) -> None:
         if flavor not in ("cloud", "datacenter"):
             raise ValueError("flavor must be cloud or datacenter")
@@ -111,6 +118,7 @@ class FakeJira(LoopbackServer, _JiraRoutes):
         self.search_lag = search_lag
         self.clock = clock
         self.workflow = {k: list(v) for k, v in DEFAULT_WORKFLOW.items()}
+        self.transition_fields = dict(DEFAULT_TRANSITION_FIELDS if transition_fields is None else transition_fields)
         self.host, self.port = host, port
         self._lock = threading.RLock()
         self._issues: dict[str, FakeIssue] = {}
@@ -209,6 +217,12 @@ class FakeJira(LoopbackServer, _JiraRoutes):
         """Wait ``delay`` seconds (real time) before handling the next ``times`` matching requests."""
         return self.add_fault(JiraFault("slow", 0, {}, None, times, method, path, delay=delay))
 
+    def hold_response(self, delay: float, times: int | None = 1, *, method: str | None = None,
+                      path: str | None = None) -> JiraFault:
+        """Process the next ``times`` matching requests at once, then wait ``delay`` seconds (real time) before
+        answering."""
+        return self.add_fault(JiraFault("hold", 0, {}, None, times, method, path, delay=delay))
+
     def clear_faults(self) -> None:
         """Remove every queued fault."""
         with self._lock:
@@ -271,6 +285,9 @@ class FakeJira(LoopbackServer, _JiraRoutes):
             with self._lock:
                 status, payload = self._route(request.method, path, dict(request.query), body)
             response = web.Response(status=status) if payload is None else web.json_response(payload, status=status)
+        if fault is not None and fault.kind == "hold":
+            rec.fault = "hold"
+            await hold_answer(request, fault.delay)
         if fault is not None and fault.kind == "drop":
             rec.fault = "drop"
             if request.transport is not None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition", "STATUSES", "DEFAULT_WORKFLOW", "RESOLUTIONS",
+    "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition", "STATUSES", "DEFAULT_WORKFLOW",
+    "DEFAULT_TRANSITION_FIELDS", "RESOLUTIONS",
     "PRIORITIES", "DEFAULT_CUSTOM_FIELDS", "jira_time", "adf_problem", "adf_text", "rich_text_problem",
     "validate_create",
 ]
@@ -30,6 +31,8 @@ DEFAULT_WORKFLOW: dict[str, list[tuple[str, str, str]]] = {
     "In Progress": [("21", "Stop Progress", "To Do"), ("31", "Done", "Done")],
     "Done": [("41", "Reopen", "To Do")],
 }
+#: transition id → fields on its screen (what ``fields`` a POST …/transitions may set; others are a 400).
+DEFAULT_TRANSITION_FIELDS: dict[str, tuple[str, ...]] = {"31": ("resolution",)}
 RESOLUTIONS = {"Done": "10000", "Won't Fix": "10001", "Duplicate": "10002", "Cannot Reproduce": "10003"}
 PRIORITIES = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
 #: custom field id → (name, type): ``text`` (string ≤ 255), ``textarea``, ``select`` ({"value"}), ``multiselect``

@@ -35,6 +35,7 @@ class _JiraRoutes:
     projects: dict[str, FakeProject]
     custom_fields: dict[str, tuple[str, str]]
     workflow: dict[str, list[tuple[str, str, str]]]
+    transition_fields: dict[str, tuple[str, ...]]
     search_lag: float
     _issues: dict[str, FakeIssue]
     _seq: dict[str, int]
@@ -104,7 +105,7 @@ class _JiraRoutes:
             if len(parts) == 3 and parts[2] == "comment":
                 return self._comments(issue, method, query, body)
             if len(parts) == 3 and parts[2] == "transitions":
-                return self._transitions(issue, method, body)
+                return self._transitions(issue, method, body, query)
         return 404, _err([f"No route for {method} /rest/api/{self.version}/{path} in the fake"])
 
     # ------------------------------------------------------------------------------------------------ handlers
@@ -241,21 +242,47 @@ class _JiraRoutes:
         return {"id": c.id, "body": c.body, "created": _jt(c.created), "updated": _jt(c.created),
                 "author": {"displayName": c.author}}
 
-    def _transitions(self, issue: FakeIssue, method: str, body: Any) -> tuple[int, Any]:
+    def _screen(self, tid: str, expand: bool) -> dict[str, Any]:
+        """``fields`` of transition ``tid``'s screen as ``expand=transitions.fields`` shows them."""
+        out: dict[str, Any] = {}
+        for fid in self.transition_fields.get(tid, ()):
+            if fid == "resolution":
+                out[fid] = {"required": False, "name": "Resolution", "key": "resolution", "operations": ["set"],
+                            "schema": {"type": "resolution", "system": "resolution"},
+                            "allowedValues": [{"id": i, "name": n} for n, i in RESOLUTIONS.items()]}
+            else:
+                out[fid] = {"required": False, "name": fid, "key": fid, "operations": ["set"]}
+        return out
+
+    def _transitions(self, issue: FakeIssue, method: str, body: Any,
+                     query: dict[str, str] | None = None) -> tuple[int, Any]:
         available = self.workflow.get(issue.status, [])
         if method == "GET":
-            return 200, {"expand": "transitions", "transitions": [
-                {"id": tid, "name": name, "hasScreen": False, "isGlobal": False, "isInitial": False,
-                 "isConditional": False, "to": {"id": STATUSES[to][0], "name": to, "statusCategory": {
-                     "id": STATUSES[to][3], "key": STATUSES[to][1], "name": STATUSES[to][2]}}}
-                for tid, name, to in available]}
+            expand = "transitions.fields" in (query or {}).get("expand", "")
+            out = []
+            for tid, name, to in available:
+                t = {"id": tid, "name": name, "hasScreen": bool(self.transition_fields.get(tid)), "isGlobal": False,
+                     "isInitial": False, "isConditional": False, "to": {"id": STATUSES[to][0], "name": to,
+                     "statusCategory": {"id": STATUSES[to][3], "key": STATUSES[to][1], "name": STATUSES[to][2]}}}
+                if expand:
+                    t["fields"] = self._screen(tid, True)
+                out.append(t)
+            return 200, {"expand": "transitions", "transitions": out}
         if method != "POST":
             return 405, _err(["Method not allowed"])
         tid = ((body or {}).get("transition") or {}).get("id") if isinstance(body, dict) else None
         match = next((t for t in available if t[0] == str(tid)), None)
         if match is None:
             return 400, _err([f"Transition id '{tid}' is not valid for this issue."])
-        resolution = (((body.get("fields") or {}).get("resolution")) or {}).get("name")
+        fields = body.get("fields") or {}
+        if not isinstance(fields, dict):
+            return 400, _err(["Can not deserialize instance of fields"])
+        # real Jira: a field that is not on the transition's screen cannot be set (400), whatever its value
+        off_screen = {fid: f"Field '{fid}' cannot be set. It is not on the appropriate screen, or unknown."
+                      for fid in fields if fid not in self.transition_fields.get(match[0], ())}
+        if off_screen:
+            return 400, _err([], off_screen)
+        resolution = (fields.get("resolution") or {}).get("name")
         if resolution is not None and resolution not in RESOLUTIONS:
             return 400, _err([], {"resolution": f"Resolution '{resolution}' is not valid"})
         self._move(issue, match[0], match[1], match[2], resolution, self.clock())

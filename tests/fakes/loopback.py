@@ -9,7 +9,18 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["LoopbackServer", "ThreadedServer"]
+__all__ = ["LoopbackServer", "ThreadedServer", "hold_answer"]
+
+
+async def hold_answer(request: web.Request, delay: float) -> None:
+    """Wait up to ``delay`` seconds before answering ``request``, less when its client goes away meanwhile
+    (gave up, was killed): the fake's "applied, but the answer is held back" fault."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + delay
+    while loop.time() < end:
+        if request.transport is None or request.transport.is_closing():
+            return
+        await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
 
 
 class LoopbackServer:

@@ -2,7 +2,8 @@
 (https://docs.slack.dev/reference/methods/chat.postMessage, https://docs.slack.dev/reference/block-kit/blocks).
 
 Web API (``POST {base_url}/api/<method>``, https://docs.slack.dev/reference/methods): ``auth.test``,
-``chat.postMessage``, ``chat.update``, ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
+``conversations.info``, ``chat.postMessage``, ``chat.update``, ``conversations.list``, ``conversations.history``,
+``conversations.replies``, ``files.getUploadURLExternal``, ``files.completeUploadExternal``; arguments
 from the query string, a JSON body or a form body (JSON-valued fields as strings), as slack-sdk sends them. Slack's
 conventions are kept: errors are HTTP 200 ``{"ok": false, "error": "<code>"}`` (``not_authed`` without a token,
 ``invalid_auth`` for an unknown one, ``channel_not_found``, ``not_in_channel``, ``invalid_blocks`` with
@@ -18,8 +19,9 @@ plain ``ok`` or a 4xx plain-text code (``invalid_payload``, ``no_text``, ``inval
 Messages are stored per channel with their threads (:class:`SlackMessage`), so tests can assert "the parent now
 says RESOLVED and its thread has 2 replies". Faults: :meth:`FakeSlack.rate_limit`, :meth:`FakeSlack.fail`,
 :meth:`FakeSlack.error`, :meth:`FakeSlack.reset_connection` (optionally *after* applying the call — the answer is
-lost), :meth:`FakeSlack.slow`, :meth:`FakeSlack.outage` (connection refused, or every request answered with a
-status) and an optional per-channel message rate limit. Times are unix seconds from an injectable ``clock``.
+lost), :meth:`FakeSlack.hold` (the call applied, the answer held back), :meth:`FakeSlack.slow`,
+:meth:`FakeSlack.outage` (connection refused, or every request answered with a status) and an optional per-channel
+message rate limit. Times are unix seconds from an injectable ``clock``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer, ThreadedServer
+from tests.fakes.loopback import LoopbackServer, ThreadedServer, hold_answer
 from tests.fakes.slack_payload import PayloadError, check_message
 from tests.fakes.slack_workspace import SlackFault, SlackFile, SlackMessage, SlackRequest, SlackWorkspace
 
@@ -143,6 +145,11 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
         """Close the connection without an answer; with ``after`` the call is applied first (the answer is lost)."""
         return self.add_fault(SlackFault("reset", method, after=after, times=times))
 
+    def hold(self, delay: float, times: int | None = 1, method: str | None = None) -> SlackFault:
+        """Apply the call at once, then wait ``delay`` seconds before answering (a client that dies meanwhile never
+        learns the outcome). Web API methods only."""
+        return self.add_fault(SlackFault("hold", method, delay=delay, times=times))
+
     def slow(self, delay: float, times: int | None = 1, method: str | None = None) -> SlackFault:
         """Wait ``delay`` seconds before handling the request."""
         return self.add_fault(SlackFault("delay", method, delay=delay, times=times))
@@ -202,6 +209,8 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return None, None
         if fault.kind == "reset":
             return (fault, None) if fault.after else (None, self._abort(request, rec))
+        if fault.kind == "hold":
+            return fault, None
         if fault.kind == "error":
             return None, self._json(rec, {"ok": False, "error": fault.error})
         if fault.body is not None:
@@ -242,8 +251,11 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return self._json(rec, {"ok": False, "error": "not_authed"})
         if token not in self.bot_tokens:
             return self._json(rec, {"ok": False, "error": "invalid_auth"})
-        handler = {"auth.test": self._auth_test, "chat.postMessage": self._post_message,
+        handler = {"auth.test": self._auth_test, "conversations.info": self._conversations_info,
+                   "chat.postMessage": self._post_message,
                    "chat.update": self._update, "files.getUploadURLExternal": self._get_upload_url,
+                   "conversations.history": self._history, "conversations.replies": self._replies,
+                   "conversations.list": self._list,
                    "files.completeUploadExternal": self._complete_upload}.get(method)
         if handler is None:
             return self._json(rec, {"ok": False, "error": "unknown_method"}, 404)
@@ -256,7 +268,9 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
                 body["response_metadata"] = {"messages": e.messages}
             return self._json(rec, body)
         rec.applied = bool(body.get("ok"))
-        if after is not None:
+        if after is not None and after.kind == "hold":
+            await hold_answer(request, after.delay)
+        elif after is not None:
             return self._abort(request, rec)
         return self._json(rec, body, status, headers)
 

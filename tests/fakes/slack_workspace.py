@@ -2,13 +2,16 @@
 HTTP): channels, messages with threads, file uploads, and the records a test inspects.
 
 Method semantics follow https://docs.slack.dev/reference/methods/chat.postMessage , ``chat.update``,
-``files.getUploadURLExternal`` and ``files.completeUploadExternal``: errors are ``ok: false`` codes
-(``channel_not_found``, ``not_in_channel``, ``thread_not_found``, ``message_not_found``, ``file_not_found``…),
-message payloads are checked by :mod:`tests.fakes.slack_payload`. Times are unix seconds from ``clock``.
+``conversations.list``, ``conversations.history`` and ``conversations.replies`` (cursor paging,
+``oldest``/``latest``, message ``metadata`` only with ``include_all_metadata``), ``files.getUploadURLExternal``
+and ``files.completeUploadExternal``: errors are ``ok: false`` codes (``channel_not_found``, ``not_in_channel``,
+``thread_not_found``, ``message_not_found``, ``file_not_found``…), message payloads are checked by
+:mod:`tests.fakes.slack_payload`. Times are unix seconds from ``clock``.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import secrets
 import threading
@@ -118,7 +121,8 @@ class SlackRequest:
 class SlackFault:
     """A programmed misbehaviour for requests to ``method`` (None: any). ``kind``: ``status`` (answer ``status`` with
     ``body``/``headers``), ``error`` (HTTP 200 ``ok: false`` with ``error``), ``reset`` (close the connection; with
-    ``after`` the call is applied first), ``delay`` (sleep ``delay`` s before handling). ``times`` left (None:
+    ``after`` the call is applied first), ``delay`` (sleep ``delay`` s before handling), ``hold`` (apply the call,
+    then sleep ``delay`` s before answering). ``times`` left (None:
     unlimited); ``hits`` counts uses."""
 
     kind: str
@@ -230,18 +234,55 @@ class SlackWorkspace:
         return msg
 
     @staticmethod
-    def _wire(msg: SlackMessage) -> dict[str, Any]:
+    def _wire(msg: SlackMessage, metadata: bool = False) -> dict[str, Any]:
+        """A message as the Web API shows it; ``metadata`` only when asked (``include_all_metadata``)."""
         out = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": msg.ts, "text": msg.text or ""}
         for k in ("blocks", "attachments", "thread_ts"):
             if getattr(msg, k):
                 out[k] = getattr(msg, k)
+        if msg.replies:
+            out["thread_ts"], out["reply_count"] = msg.ts, len(msg.replies)
+        if metadata and msg.metadata is not None:
+            out["metadata"] = msg.metadata
         return out
+
+    def _page(self, args: dict[str, Any], messages: list[SlackMessage], default_limit: int, key: str = "messages"
+              ) -> Result:
+        """One page of ``messages`` (already ordered) filtered by ``oldest``/``latest``/``inclusive``, with
+        ``limit`` and an opaque ``cursor`` (``response_metadata.next_cursor``)."""
+        try:
+            oldest = float(args.get("oldest") or 0)
+            latest = float(args["latest"]) if args.get("latest") else float("inf")
+            limit = int(args.get("limit") or default_limit)
+            start = int(base64.b64decode(args["cursor"]).decode()) if args.get("cursor") else 0
+        except (ValueError, TypeError):
+            return 200, {"ok": False, "error": "invalid_arguments"}, None
+        if not 1 <= limit <= 999:
+            limit = default_limit
+        inclusive = _truthy(args.get("inclusive"))
+        with_meta = _truthy(args.get("include_all_metadata"))
+        picked = [m for m in messages if (oldest <= float(m.ts) if inclusive else oldest < float(m.ts))
+                  and (float(m.ts) <= latest if inclusive else float(m.ts) < latest)]
+        page = picked[start:start + limit]
+        more = start + limit < len(picked)
+        cursor = base64.b64encode(str(start + limit).encode()).decode() if more else ""
+        return 200, {"ok": True, key: [self._wire(m, with_meta) for m in page], "has_more": more,
+                     "pin_count": 0, "response_metadata": {"next_cursor": cursor}}, None
 
     # ------------------------------------------------------------------------------------------------ methods
     def _auth_test(self, args: dict[str, Any]) -> Result:
         return 200, {"ok": True, "url": "https://fake-workspace.slack.com/", "team": "Fake Workspace",
                      "user": "relay", "team_id": self.team_id, "user_id": BOT_USER, "bot_id": BOT_ID,
                      "is_enterprise_install": False}, None
+
+    def _conversations_info(self, args: dict[str, Any]) -> Result:
+        """``conversations.info``: a channel by ID (names are not accepted: ``channel_not_found``), with
+        ``is_member`` for the bot (https://docs.slack.dev/reference/methods/conversations.info)."""
+        cid = args.get("channel")
+        if cid not in self.channels:
+            return 200, {"ok": False, "error": "channel_not_found"}, None
+        return 200, {"ok": True, "channel": {"id": cid, "name": self.channels[cid], "is_channel": True,
+                                             "is_member": cid not in self.not_member}}, None
 
     def _post_message(self, args: dict[str, Any]) -> Result:
         cid = self._channel_id(args.get("channel"))
@@ -278,6 +319,55 @@ class SlackWorkspace:
                 msg.metadata = fields["metadata"]
             wire = self._wire(msg)
         return 200, {"ok": True, "channel": cid, "ts": msg.ts, "text": msg.text or "", "message": wire}, None
+
+    def _list(self, args: dict[str, Any]) -> Result:
+        """``conversations.list`` (https://docs.slack.dev/reference/methods/conversations.list): the workspace's
+        channels (``types``/``exclude_archived`` accepted; every fake channel is a public, unarchived one), with
+        ``limit`` and ``cursor`` paging."""
+        try:
+            limit = int(args.get("limit") or 100)
+            start = int(base64.b64decode(args["cursor"]).decode()) if args.get("cursor") else 0
+        except (ValueError, TypeError):
+            return 200, {"ok": False, "error": "invalid_cursor"}, None
+        limit = limit if 1 <= limit <= 1000 else 100
+        items = sorted(self.channels.items())
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        return 200, {"ok": True, "channels": [
+            {"id": cid, "name": name, "is_channel": True, "is_private": False, "is_archived": False,
+             "is_member": cid not in self.not_member} for cid, name in page],
+            "response_metadata": {"next_cursor": base64.b64encode(str(start + limit).encode()).decode() if more
+                                  else ""}}, None
+
+    def _history(self, args: dict[str, Any]) -> Result:
+        """``conversations.history`` (https://docs.slack.dev/reference/methods/conversations.history): the
+        channel's top-level messages, newest first; ``channel`` must be an ID; metadata only with
+        ``include_all_metadata``."""
+        cid = args.get("channel")
+        if cid not in self.channels:
+            return 200, {"ok": False, "error": "channel_not_found"}, None
+        if cid in self.not_member:
+            return 200, {"ok": False, "error": "not_in_channel"}, None
+        with self._lock:
+            messages = list(reversed(self._messages.get(cid, [])))
+        return self._page(args, messages, 100)
+
+    def _replies(self, args: dict[str, Any]) -> Result:
+        """``conversations.replies`` (https://docs.slack.dev/reference/methods/conversations.replies): the thread of
+        ``ts`` — its parent first, then the replies oldest first; ``thread_not_found`` for an unknown ``ts``."""
+        cid = args.get("channel")
+        if cid not in self.channels:
+            return 200, {"ok": False, "error": "channel_not_found"}, None
+        if cid in self.not_member:
+            return 200, {"ok": False, "error": "not_in_channel"}, None
+        with self._lock:
+            msg = self._by_ts.get((cid, str(args.get("ts") or "")))
+            if msg is not None and msg.thread_ts is not None:
+                msg = self._by_ts.get((cid, msg.thread_ts))
+            if msg is None:
+                return 200, {"ok": False, "error": "thread_not_found"}, None
+            messages = [msg, *msg.replies]
+        return self._page(args, messages, 1000)
 
     def _get_upload_url(self, args: dict[str, Any]) -> Result:
         try:
@@ -324,3 +414,8 @@ class SlackWorkspace:
             self._store(cid, {"text": args.get("initial_comment") or ""}, thread_ts, via="file_share",
                         files=[f["id"] for f in out])
         return 200, {"ok": True, "files": out}, None
+
+
+def _truthy(value: Any) -> bool:
+    """A Web API boolean argument (``true``/``1`` as slack-sdk sends them, or a JSON bool)."""
+    return value is True or str(value).lower() in ("1", "true")

@@ -10,7 +10,8 @@ https://prometheus.io/docs/alerting/latest/configuration/#route):
   aggregation group of its group labels. Pending alerts are not routed.
 - A new group is flushed ``group_wait`` after its creation — at once when its first alert has been firing for
   longer than that (after a restart or reload) — then every ``group_interval``.
-- At a flush, silenced and inhibited alerts are left out. For each integration of the route's receiver the
+- At a flush, silenced and inhibited alerts are left out, and so are resolved alerts the integration was never
+  told were firing (an alert inhibited while it fired must not appear in the resolved message). For each integration of the route's receiver the
   notification log decides (:func:`~relay.alerting.dispatch.nflog.needs_update`): notify when a firing alert is new, when
   nothing fires any more, when (``send_resolved``) an alert newly resolved, or when ``repeat_interval`` passed.
   A receiver without ``send_resolved`` gets only the firing alerts; an all-resolved group is then only logged.
@@ -266,15 +267,18 @@ class Dispatcher(Component):
         firing = [a for a in kept if a.state is AlertState.FIRING]
         resolved = [a for a in kept if a.state is AlertState.RESOLVED]
         ffp = {a.fingerprint for a in firing}
-        rfp = {a.fingerprint for a in resolved}
         receiver = opts.receiver or ""
         out = []
         for integration, send_resolved in self._integrations.get(receiver, []):
             entry = self.nflog.get(integration, g.key)
+            # a resolved alert is only news if it was announced firing (not one muted all along, e.g. inhibited)
+            announced = (entry.firing | entry.resolved) if entry is not None else frozenset()
+            res = [a for a in resolved if a.fingerprint in announced]
+            rfp = {a.fingerprint for a in res}
             if not needs_update(entry, ffp, rfp, send_resolved=send_resolved, repeat_interval=opts.repeat_interval,
                                 now=now):
                 continue
-            alerts = firing + (resolved if send_resolved else [])
+            alerts = firing + (res if send_resolved else [])
             new_episode = entry is None or not entry.firing
             notification = None
             seq = entry.seq if entry is not None else 0

@@ -16,7 +16,12 @@ returned state in ONE transaction. ``NotifyError(retryable=True)`` (and connecti
 through) → the item stays queued, retried after ``max(exponential backoff with jitter, retry_after)``; later
 items of that integration wait behind it (the service is down or throttling anyway). ``NotifyError(retryable=
 False)`` or an unexpected exception → the item is marked failed with the reason (log, metric) and the next item
-goes. Delivery is at-least-once: a crash between a successful call and the commit re-sends that one item.
+goes (the notifier's ``NotifyError.state``, when given, is kept in both cases). Before a non-idempotent call a
+notifier may record its state durably through the ``checkpoint`` passed to :meth:`Notifier.deliver` (Slack: "about
+to post this message", Jira: "about to create this issue"), so that an attempt cancelled by ``attempt_timeout``
+or by :meth:`Outbox.shutdown`, or killed with the process, is seen as "maybe done" by the next attempt, which then
+looks for the effect before repeating the call. Without a checkpoint, delivery is at-least-once: a crash between
+a successful call and the commit re-sends that one item.
 
 An item whose integration no longer exists after a config reload stays queued (with a warning) until an
 integration with that id comes back.
@@ -324,14 +329,21 @@ class Outbox(Component):
             self.notifications_total.labels(kind, receiver).inc()
         self.requests_total.labels(kind, receiver).inc()
         state = await self.db.run(lambda c: _load_state(c, key, item.group_key))
+
+        async def checkpoint(s: dict[str, Any]) -> None:
+            state_json = json.dumps(s)
+            now = self._now()
+            await self.db.run(lambda c: _save_state(c, key, item.group_key, state_json, now))
+
         try:
-            new_state = await asyncio.wait_for(notifier.notify(item.notification, state), self.attempt_timeout)
+            new_state = await asyncio.wait_for(notifier.deliver(item.notification, state, checkpoint),
+                                               self.attempt_timeout)
         except NotifyError as e:
             self.requests_failed.labels(kind, receiver).inc()
             if e.retryable:
                 await self._retry(key, item, str(e), e.retry_after, e.state)
             else:
-                await self._fail(key, item.id, item.group_key, str(e), _reason(e.status))
+                await self._fail(key, item.id, item.group_key, str(e), _reason(e.status), e.state)
             return
         except _TRANSIENT as e:
             self.requests_failed.labels(kind, receiver).inc()
@@ -347,8 +359,7 @@ class Outbox(Component):
 
         def done(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
-            conn.execute("INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) "
-                         "VALUES (?, ?, ?, ?)", (key, item.group_key, state_json, now))
+            _save_state(conn, key, item.group_key, state_json, now)
 
         await self.db.run(done)
         self._queued -= 1
@@ -370,8 +381,7 @@ class Outbox(Component):
             conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
                          (attempts, next_attempt, error[:1000], item.id))
             if state is not None:
-                conn.execute("INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) "
-                             "VALUES (?, ?, ?, ?)", (key, item.group_key, json.dumps(state), now))
+                _save_state(conn, key, item.group_key, json.dumps(state), now)
 
         await self.db.run(job)
         receiver, kind = split_integration(key)
@@ -379,13 +389,16 @@ class Outbox(Component):
         log.warning("outbox: delivery of notification %d to %s failed (attempt %d), retrying in %.1fs: %s",
                     item.id, key, attempts, delay, error)
 
-    async def _fail(self, key: str, item_id: int, group_key: str, error: str, reason: str) -> None:
+    async def _fail(self, key: str, item_id: int, group_key: str, error: str, reason: str,
+                    state: dict | None = None) -> None:
         now = self._now()
         cutoff = now - self.failed_retention
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, "
                          "failed_at = ? WHERE id = ?", (error[:1000], now, item_id))
+            if state is not None:
+                _save_state(conn, key, group_key, json.dumps(state), now)
             conn.execute("DELETE FROM outbox WHERE status = 'failed' AND failed_at < ?", (cutoff,))
 
         await self.db.run(job)
@@ -429,6 +442,11 @@ def _load_state(conn: sqlite3.Connection, integration: str, group_key: str) -> d
     row = conn.execute("SELECT state FROM receiver_state WHERE integration = ? AND group_key = ?",
                        (integration, group_key)).fetchone()
     return json.loads(row[0]) if row else {}
+
+
+def _save_state(conn: sqlite3.Connection, integration: str, group_key: str, state_json: str, now: float) -> None:
+    conn.execute("INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) VALUES (?, ?, ?, ?)",
+                 (integration, group_key, state_json, now))
 
 
 def _item(r: tuple) -> OutboxItem:

@@ -211,6 +211,11 @@ class RuleEngine:
         out.extend(copy_alert(a) for a in latest.values())
         return out
 
+    def runtimes(self) -> list[RuleRuntime]:
+        """The loaded rules bound to their aggregations (read them on the event loop, don't change them; budget
+        enforcement reads its windows, ``relay.alerting.evaluation.enforce``)."""
+        return list(self._rules.values())
+
     def rule_ids(self) -> list[str]:
         """Ids (``<file>:<alert>``) of the loaded rules."""
         return list(self._rules)

@@ -220,8 +220,11 @@ def render_alert(rrt: RuleRuntime, a: Alert, values: dict[str, float] | None, sa
         try:
             out[key] = render(tpl, ctx)
         except Exception as e:  # noqa: BLE001 - a template must never stop evaluation
-            log.warning("rule %s: annotation %s failed to render: %s", rrt.rule.id, key, e)
-            out[key] = f"(template error: {e})"
+            from relay.alerting.rules.templates import explain
+
+            why = explain(e, ctx)
+            log.warning("rule %s: annotation %s failed to render: %s", rrt.rule.id, key, why)
+            out[key] = f"(template error: {why})"
     a.annotations = out
     if links is not None:
         try:

@@ -27,7 +27,7 @@ from relay.alerting.rules.schema import (
     RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, SpikeRule,
     ThresholdRule, WindowSpec,
 )
-from relay.alerting.rules.templates import TemplateError, compile_template, render
+from relay.alerting.rules.templates import TemplateError, compile_template, explain, render
 from relay.yaml_lines import yaml_line
 
 #: libyaml's safe loader when PyYAML was built with it (much faster over 1,000 rules), else the pure-Python one.
@@ -244,16 +244,17 @@ def _load_rule(path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGrou
             templates[key] = compile_template(text)
         except TemplateError as e:
             problems.append(f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
-                            f"template error: {e}")
+                            f"template error: {explain(e)}")
     rule = Rule(id=f"{path}:{model.alert}", file=path, group=group.name, interval=group.interval, model=model,
                 matchers=tuple(matchers), error_matchers=tuple(error_matchers), templates=templates,
                 line=yaml_line(root, loc))
     for key, tpl in templates.items():
+        ctx = sample_context(rule)
         try:
-            render(tpl, sample_context(rule))
+            render(tpl, ctx)
         except Exception as e:  # noqa: BLE001 - any failure of a sample render is a schema error
             problems.append(f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
-                            f"template error: {e}")
+                            f"template error: {explain(e, ctx)}")
     return (None if problems else rule), problems
 
 

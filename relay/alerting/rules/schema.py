@@ -225,7 +225,12 @@ class BudgetRule(_RuleBase):
     ``limit_usd``. Each threshold is its own alert, labelled ``threshold="<percent>"``; the forecast alert is
     labelled ``threshold="forecast"``. Values: ``spend``, ``limit``, ``percent`` (spend/limit in percent),
     ``threshold`` (USD at the threshold), ``threshold_percent``, ``forecast``, ``projected_exceeded_at``,
-    ``window_start``, ``window_end`` (unix seconds)."""
+    ``window_start``, ``window_end`` (unix seconds).
+
+    ``enforce`` (optional) makes the budget stop spend, not only report it: agents' hooks ask relay before a
+    prompt or tool call (``relay.hooks``) and, once the group's spend has reached ``limit_usd``, ``block`` refuses
+    it (naming the budget, the spend and when the window resets) while ``warn`` lets it through with that
+    warning. Unset: the budget only alerts."""
 
     kind: Literal["budget"]
     limit_usd: float = Field(gt=0)
@@ -233,6 +238,7 @@ class BudgetRule(_RuleBase):
     thresholds: list[BudgetThreshold] = Field(
         default_factory=lambda: [BudgetThreshold(percent=100, severity="critical")])
     forecast: ForecastSpec | None = None
+    enforce: Literal["block", "warn"] | None = None
 
     @field_validator("thresholds")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import zoneinfo
 from typing import Any
 
@@ -21,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relay.alerting.rules.schema import format_duration
 
-__all__ = ["compile_template", "render", "TemplateError", "FILTERS"]
+__all__ = ["compile_template", "render", "TemplateError", "FILTERS", "explain"]
 
 TemplateError = jinja2.TemplateError
 
@@ -85,3 +86,33 @@ def render(template: jinja2.Template, context: dict[str, Any]) -> str:
     """Render with ``context``; raises :data:`TemplateError` (e.g. ``UndefinedError`` for a missing label) or
     ``SecurityError`` (also a TemplateError) for unsafe access."""
     return template.render(context)
+
+
+_NO_ATTR = re.compile(r"^'(?:dict object|[\w ]+ object)' has no attribute '([^']*)'$")
+_NO_KEY = re.compile(r"^'(?:dict object|[\w ]+ object)' has no (?:attribute|element) (.+)$")
+_UNDEFINED = re.compile(r"^'([^']*)' is undefined$")
+
+
+def explain(exc: BaseException, context: dict[str, Any] | None = None) -> str:
+    """A template error in plain words instead of Jinja's (``'dict object' has no attribute 'user'`` → ``no label
+    or value named 'user' — labels here: alertname, team.id, …; write {{ labels.get('user', '…') }} …``).
+    ``context`` is the render context (``labels``, ``values``…) used to list what is available."""
+    msg = str(getattr(exc, "message", None) or exc)
+    ctx = context or {}
+    labels = sorted(ctx.get("labels") or {})
+    values = sorted(ctx.get("values") or {})
+    m = _NO_ATTR.match(msg) or _NO_KEY.match(msg)
+    if m:
+        name = m.group(1).strip("'\"")
+        return (f"no label or value named {name!r} — labels here: {', '.join(labels) or 'none'}; values: "
+                f"{', '.join(values) or 'none'}. Add it to the rule's group_by or labels, or write "
+                f"{{{{ labels.get('{name}', 'unknown') }}}}")
+    m = _UNDEFINED.match(msg)
+    if m:
+        return (f"unknown name {m.group(1)!r}: a template can use labels, values, value and rule, and the filters "
+                f"{', '.join(sorted(FILTERS))}")
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"syntax error on line {exc.lineno} of the template: {msg}"
+    if isinstance(exc, TypeError | ValueError | ZeroDivisionError):
+        return f"cannot compute it ({msg}); check the filters and values used"
+    return msg

@@ -5,8 +5,10 @@ Calls (read-only; REST v3 on Cloud, v2 on Data Center): ``GET /myself`` (authent
 /priority/search`` (Cloud; paged ``{values, isLast}``), ``GET /field`` (custom-field ids), and, for the
 transition names, a one-issue search for a sample issue of the project and issue type in the status the
 transition leaves (open for ``resolve_transition``, done for ``reopen_transition``) whose ``GET
-/issue/{key}/transitions`` must offer it. Transition names are workflow-specific and only visible on an issue,
-so without a sample issue they are checked at first use instead.
+/issue/{key}/transitions?expand=transitions.fields`` must offer it — and, for ``resolve_transition``, accept the
+resolution relay sends (``resolve_resolution`` must be a field of the transition's screen and one of its allowed
+values; a screen that requires a resolution needs ``resolve_resolution``). Transition names are workflow-specific
+and only visible on an issue, so without a sample issue they are checked at first use instead.
 """
 
 from __future__ import annotations
@@ -43,6 +45,31 @@ async def _priorities(client: JiraClient, config: JiraConfig) -> set[str]:
         if page.get("isLast", True) or not values:
             break
     return names
+
+
+def _resolution_problems(where: str, config: JiraConfig, transition: dict) -> list[str]:
+    """Whether ``transition`` (with its screen ``fields``, ``expand=transitions.fields``) accepts the resolution
+    relay sends: Jira refuses a transition setting a field that is not on its screen (400), and one whose screen
+    requires a resolution when none is sent.
+    https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/#api-rest-api-3-issue-issueidorkey-transitions-get
+    """
+    fields = transition.get("fields")
+    if not isinstance(fields, dict):
+        return []  # this Jira did not expand the screen's fields: nothing to check
+    name, resolution = transition.get("name"), config.resolve_resolution
+    field = fields.get("resolution")
+    if resolution and not isinstance(field, dict):
+        return [f"{where}: resolve_transition {name!r} has no resolution field on its screen, so Jira rejects "
+                f"resolve_resolution {resolution!r} (relay then resolves without it): remove resolve_resolution "
+                f"or add the Resolution field to the transition's screen"]
+    if resolution and isinstance(field, dict):
+        allowed = [str(v.get("name")) for v in field.get("allowedValues") or [] if isinstance(v, dict)]
+        if allowed and resolution.casefold() not in {a.casefold() for a in allowed}:
+            return [f"{where}: resolve_resolution {resolution!r} is not a resolution of resolve_transition "
+                    f"{name!r} (available: {', '.join(allowed)})"]
+    if not resolution and isinstance(field, dict) and field.get("required"):
+        return [f"{where}: resolve_transition {name!r} requires a resolution: set resolve_resolution"]
+    return []
 
 
 async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
@@ -85,12 +112,15 @@ async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
             key = await _sample(client, config, done)
             if key is None:
                 continue
-            available = await client.request("GET", f"issue/{key}/transitions") or {}
-            names = {str(t.get("name", "")).casefold() for t in available.get("transitions") or []}
-            names |= {str((t.get("to") or {}).get("name", "")).casefold() for t in available.get("transitions") or []}
-            if name.casefold() not in names:
+            transitions = await client.transitions(key)
+            wanted = name.casefold()
+            match = next((t for t in transitions if str(t.get("name", "")).casefold() == wanted), None) or next(
+                (t for t in transitions if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None)
+            if match is None:
                 problems.append(f"{where}: {option} {name!r} is not offered on {key} (a "
                                 f"{'done' if done else 'open'} {config.issue_type})")
+            elif option == "resolve_transition":
+                problems += _resolution_problems(where, config, match)
     except JiraError as exc:
         problems.append(f"{where}: {exc}")
     return problems

@@ -179,8 +179,10 @@ class JiraClient:
         return list((page or {}).get("comments") or [])
 
     async def transitions(self, key: str) -> list[dict[str, Any]]:
-        """The transitions available for ``key`` in its current status: ``[{id, name, to: {name, statusCategory}}]``."""
-        page = await self.request("GET", f"issue/{key}/transitions")
+        """The transitions available for ``key`` in its current status: ``[{id, name, to: {name, statusCategory},
+        fields: {field id: {required, allowedValues…}}}]`` — ``fields`` lists the fields of the transition's screen
+        (``expand=transitions.fields``; a field not on it cannot be set by the transition, Jira answers 400)."""
+        page = await self.request("GET", f"issue/{key}/transitions", params={"expand": "transitions.fields"})
         return list((page or {}).get("transitions") or [])
 
     async def transition(self, key: str, transition_id: str, resolution: str | None = None) -> None:

@@ -27,18 +27,27 @@ notification, or lost state) a JQL search by project and dedup key recovers the 
 (when reopening is configured) ones resolved within ``reopen_duration``; newest first, an unresolved one
 preferred.
 
-**Never creating twice.** The outbox persists the returned state only when :meth:`JiraNotifier.notify` returns,
-so the create is always the *last* step of a call: after ``POST /issue`` succeeds the method returns
-``{"issue": key, …}`` at once (a fresh issue needs no comment or transition). Every other step is idempotent
-on retry: updates are re-computed from the issue's current fields, a transition is applied only from the
-status it leaves, and each comment carries a reference (``ref <hash of dedup key, seq, time, status>``) that
-is looked up among the issue's newest comments before posting, so a retried notification never posts it twice.
-The one unsafe moment is a create whose outcome is unknown (timeout, dropped connection, or a 500/502/504):
-the issue may exist but be invisible to Jira Cloud's eventually consistent search (``search_lag``). The
-notifier remembers such attempts (and its successful creates) in memory per dedup key; a retry within
-``search_lag`` that does not find the issue raises a retryable :class:`NotifyError` with ``retry_after`` set
-to the rest of the lag instead of creating, and searches again after it. (A process killed between Jira
-accepting the create and the outbox committing the state is the residual risk.)
+**Never creating twice.** The outbox persists the returned state when :meth:`JiraNotifier.notify` returns, so the
+create is always the *last* step of a call: after ``POST /issue`` succeeds the method returns ``{"issue": key, …}``
+at once (a fresh issue needs no comment or transition). Every other step is idempotent on retry: updates are
+re-computed from the issue's current fields, a transition is applied only from the status it leaves, and each
+comment carries a reference (``ref <hash of dedup key, seq, time, status>``) that is looked up among the issue's
+newest comments before posting, so a retried notification never posts it twice.
+
+The unsafe moment is a create whose outcome is unknown: a timeout, a dropped connection, a 500/502/504, a
+delivery cancelled by the outbox (its attempt timeout, or shutdown after ``service.shutdown_timeout``), or the
+process killed while the request is in flight. The issue may then exist but be invisible to Jira Cloud's
+eventually consistent search (https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issue-search/
+— recently created issues may be missing) for up to ``search_lag`` seconds. So before ``POST /issue`` the
+notifier records ``pending_create: {"dedup_key", "at", "by"}`` in the group's state through the outbox's
+durable checkpoint (SQLite, committed before the request leaves): ``at`` is when the create was sent, ``by`` the
+latest time it can have taken effect (``at + timeout``, or the moment the failure was seen). While a
+``pending_create`` is in the state (and, within one process, after a create that failed without an answer), the
+next attempt searches first; when the search does not show the issue and ``search_lag`` has not passed since ``by``,
+it raises a retryable :class:`NotifyError` with ``retry_after`` set to the rest of that wait instead of creating,
+then searches again. A create that Jira refused (4xx) clears the record. This holds whatever ``timeout`` is
+relative to the outbox's attempt timeout. The residual risk is a Jira whose search lags longer than
+``search_lag`` (configure it above the lag your site shows).
 
 Errors: :class:`relay.notify.jira.client.JiraError` (a :class:`NotifyError`): 408/429/5xx, connection errors
 and timeouts are retryable with ``retry_after`` from ``Retry-After``; 400 (bad project, missing or invalid
@@ -58,7 +67,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.alert import Notification
-from relay.notify.base import Notifier, NotifyError
+from relay.notify.base import Checkpoint, Notifier, NotifyError
 from relay.notify.jira.adf import adf_to_text, markup_to_adf, markup_to_wiki, truncate
 from relay.notify.jira.check import check_jira
 from relay.notify.jira.client import JiraClient, JiraError
@@ -108,8 +117,9 @@ class JiraNotifier(Notifier):
 
     :meth:`notify` returns (and is given back) the state ``{"issue": key, "issue_id": id, "created_at": unix
     seconds when relay created it or None, "dedup_key": …, "firing": [fingerprints], "action": "created" |
-    "commented" | "unchanged" | "reopened" | "resolved" | "wont_fix" | "none"}``. ``clock`` returns unix
-    seconds (injectable for tests); it decides the reopen window and the search-lag guard.
+    "commented" | "unchanged" | "reopened" | "resolved" | "wont_fix" | "none"}`` — plus ``"pending_create":
+    {"dedup_key", "at", "by"}`` in the state checkpointed before a create (see the module docstring). ``clock``
+    returns unix seconds (injectable for tests); it decides the reopen window and the search-lag guard.
     """
 
     def __init__(self, receiver: str, index: int, config: JiraConfig, *, clock: Callable[[], float] = time.time):
@@ -119,7 +129,8 @@ class JiraNotifier(Notifier):
         self.config = config
         self.client = JiraClient(config)
         self._clock = clock
-        #: dedup key → (issue key, or None for a create with unknown outcome; unix seconds of the attempt)
+        #: dedup key → (issue key, or None for a create with unknown outcome; unix seconds: when the create was
+        #: made, or the latest time a create of unknown outcome can have taken effect)
         self._recent: dict[str, tuple[str | None, float]] = {}
 
     async def close(self) -> None:
@@ -127,13 +138,20 @@ class JiraNotifier(Notifier):
         await self.client.close()
 
     # ------------------------------------------------------------------------------------------------ notify
-    async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
+    async def deliver(self, notification: Notification, state: dict[str, Any],
+                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """:meth:`notify` with the outbox's durable ``checkpoint`` (records a pending create before sending it)."""
+        return await self.notify(notification, state, checkpoint)
+
+    async def notify(self, notification: Notification, state: dict[str, Any],
+                     checkpoint: Checkpoint | None = None) -> dict[str, Any]:
         """Create, comment on, reopen or resolve the group's issue (see the module docstring). ``state`` is the
-        dict returned for the previous notification of the group (``{}`` at first). Raises :class:`NotifyError`."""
+        dict returned for the previous notification of the group (``{}`` at first); ``checkpoint`` (optional)
+        stores a state durably before the create is sent. Raises :class:`NotifyError`."""
         dedup = dedup_key(notification.group_key, self.config.environment)
         try:
             if notification.status == "firing":
-                return await self._fire(notification, state, dedup)
+                return await self._fire(notification, state, dedup, checkpoint)
             if not self.send_resolved:
                 return dict(state)
             return await self._resolve(notification, state, dedup)
@@ -144,7 +162,8 @@ class JiraNotifier(Notifier):
                                    "project": self.config.project, "status": exc.status})
             raise
 
-    async def _fire(self, n: Notification, state: dict[str, Any], dedup: str) -> dict[str, Any]:
+    async def _fire(self, n: Notification, state: dict[str, Any], dedup: str,
+                    checkpoint: Checkpoint | None) -> dict[str, Any]:
         issue = await self._find(state, dedup, firing=True)
         kind = self._classify(issue) if issue else "stale"
         if issue is not None and kind != "stale":
@@ -165,12 +184,12 @@ class JiraNotifier(Notifier):
                 await self._comment(key, n, ctx, dedup)
                 return {**out, "action": "commented"}
             return {**out, "action": "unchanged"}
-        return await self._create(n, dedup, state)
+        return await self._create(n, dedup, state, checkpoint)
 
     async def _resolve(self, n: Notification, state: dict[str, Any], dedup: str) -> dict[str, Any]:
         issue = await self._find(state, dedup, firing=False)
         if issue is None:
-            return {**state, "action": "none"}
+            return {**{k: v for k, v in state.items() if k != "pending_create"}, "action": "none"}
         out = self._state(state, issue, dedup, n)
         done = self._is_done(issue)
         if done and self._is_wont_fix(issue):
@@ -222,11 +241,15 @@ class JiraNotifier(Notifier):
         if known and known.rsplit("-", 1)[0].upper() != self.config.project.upper():
             known = None  # the project was changed in the config: that issue is not ours any more
         recent_key, recent_at = self._recent.get(dedup, (None, 0.0))
+        #: the latest time a create of unknown outcome can have taken effect (None: no such create)
+        maybe_at = recent_at if dedup in self._recent and recent_key is None else None
         pending = state.get("pending_create")
-        if isinstance(pending, dict) and pending.get("dedup_key") == dedup and recent_key is None:
-            at = float(pending.get("at") or 0.0)
-            if now - at < self.config.search_lag and now - recent_at >= self.config.search_lag:
-                recent_at = at  # a create of an earlier process whose answer was lost
+        if isinstance(pending, dict) and pending.get("dedup_key") == dedup:
+            try:
+                by = float(pending.get("by", pending.get("at")) or 0.0)
+            except (TypeError, ValueError):
+                by = now  # unreadable: assume the worst
+            maybe_at = by if maybe_at is None else max(maybe_at, by)
         for key in dict.fromkeys(k for k in (known, recent_key) if k):
             issue = await self.client.get_issue(key, self._fields())
             if issue is not None and (not firing or self._classify(issue) != "stale"):
@@ -238,8 +261,8 @@ class JiraNotifier(Notifier):
                                       _jira_time(i["fields"].get("resolutiondate")) or 0.0,
                                       _jira_time(i["fields"].get("created")) or 0.0), reverse=True)
             return found[0]
-        if recent_key is None and now - recent_at < self.config.search_lag:
-            wait = self.config.search_lag - (now - recent_at)
+        if maybe_at is not None and now - maybe_at < self.config.search_lag:
+            wait = self.config.search_lag - (now - maybe_at)
             raise JiraError(f"an earlier create of the Jira issue for {dedup} may have succeeded; waiting "
                             f"{wait:.0f}s for Jira's search to show it before creating", retryable=True,
                             retry_after=max(wait, 0.0))
@@ -320,17 +343,25 @@ class JiraNotifier(Notifier):
         return fields
 
     # ------------------------------------------------------------------------------------------------ actions
-    async def _create(self, n: Notification, dedup: str, state: dict[str, Any]) -> dict[str, Any]:
+    async def _create(self, n: Notification, dedup: str, state: dict[str, Any],
+                      checkpoint: Checkpoint | None) -> dict[str, Any]:
         fields = self._issue_fields(n, dedup)
         now = self._clock()
+        before = {k: v for k, v in state.items() if k != "pending_create"}
+        if checkpoint is not None:  # durable before the request leaves: a kill or cancel below is a possible create
+            await checkpoint({**before, "pending_create": {"dedup_key": dedup, "at": now,
+                                                           "by": now + self.config.timeout}})
         try:
             created = await self.client.create_issue(fields)
         except JiraError as exc:
             if exc.ambiguous:
-                # the issue may exist: remember it here and in the outbox's state (survives a restart), so no
-                # retry creates before Jira's search could show it (``search_lag``)
-                self._recent[dedup] = (None, now)
-                exc.state = {**state, "pending_create": {"dedup_key": dedup, "at": now}}
+                # the issue may exist: no create before Jira's search could show it (``search_lag``), here (memory)
+                # or after a restart (the outbox keeps ``exc.state``)
+                seen = self._clock()
+                self._recent[dedup] = (None, seen)
+                exc.state = {**before, "pending_create": {"dedup_key": dedup, "at": now, "by": seen}}
+            else:
+                exc.state = before  # Jira refused it: nothing was created
             raise
         key = str(created["key"])
         self._recent[dedup] = (key, now)
@@ -380,6 +411,12 @@ class JiraNotifier(Notifier):
             names = ", ".join(repr(t.get("name")) for t in available) or "none"
             raise JiraError(f"Jira transition {name!r} is not available for {key} in status {status!r} "
                             f"(available: {names})", retryable=False)
+        if resolution and "fields" in match and "resolution" not in (match.get("fields") or {}):
+            # not on the transition's screen: Jira would refuse the whole transition (400)
+            log.warning("jira transition %r of %s has no resolution field on its screen; applying it without "
+                        "resolve_resolution %r (relay check --probe reports this)", name, key, resolution,
+                        extra={"integration": self.integration})
+            resolution = None
         await self.client.transition(key, str(match["id"]), resolution)
 
     # ------------------------------------------------------------------------------------------------ check

@@ -7,7 +7,7 @@ string, with the critical mention) and **one attachment** whose ``color`` is the
 (emoji, ``[FIRING:n]`` / ``[RESOLVED]``, alert name and group scope), the key figures (see
 :mod:`relay.notify.slack.format`), the window, labels, summary / description, links (Langfuse session or trace,
 runbook, rule) and a context line with the fingerprint and a silence hint
-(``relay silence add alertname="…" team.id="…" --duration 2h``). A group of several alerts gets one compact
+(``relay silence add 'alertname="…"' 'team.id="…"' --duration 2h --comment '…'``, ready to paste). A group of several alerts gets one compact
 section per alert, cut with a ``+N more`` line to stay within Slack's limits.
 
 Slack limits honoured (https://docs.slack.dev/reference/block-kit/blocks): ≤ 50 blocks per message, header
@@ -18,6 +18,8 @@ Slack flags every click with a warning.
 """
 
 from __future__ import annotations
+
+import shlex
 
 from typing import Any
 
@@ -95,12 +97,14 @@ def _quote(v: str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def silence_command(labels: dict[str, str], duration_: str = "2h") -> str:
-    """A ``relay silence add`` command muting ``labels`` (``alertname`` first): ``relay silence add
-    alertname="BudgetExceeded" team.id="platform" --duration 2h``."""
+def silence_command(labels: dict[str, str], duration_: str = "2h",
+                    comment: str = "acknowledged in Slack") -> str:
+    """A ``relay silence add`` command muting ``labels`` (``alertname`` first), ready to paste into a POSIX shell:
+    every matcher and the required ``--comment`` are shell-quoted, e.g. ``relay silence add
+    'alertname="BudgetExceeded"' 'team.id="platform"' --duration 2h --comment 'acknowledged in Slack'``."""
     names = sorted(labels, key=lambda k: (k != ALERTNAME, k))
-    matchers = " ".join(f"{k}={_quote(labels[k])}" for k in names)
-    return f"relay silence add {matchers} --duration {duration_}"
+    matchers = " ".join(shlex.quote(f"{k}={_quote(labels[k])}") for k in names)
+    return f"relay silence add {matchers} --duration {duration_} --comment {shlex.quote(comment)}"
 
 
 def _silence_labels(n: Notification) -> dict[str, str]:
@@ -275,11 +279,8 @@ def group_message(n: Notification, *, mention: str | None = None, silence_durati
     else:
         body = _multi_alert_blocks(n, silence)
     blocks = [_header(f"{emoji} {title}")] + body
-    text = title
-    summaries = {a.annotations.get("summary", "") for a in n.alerts}
-    if len(summaries) == 1 and (summary := summaries.pop()):
-        text += f": {summary}"
-    text = escape(text)
+    # the title only: Slack shows ``text`` above the attachment, whose first section already has the summary
+    text = escape(title)
     if mention and not resolved and any(a.severity == "critical" for a in n.firing):
         text = f"{mention} {text}"
     return {"text": truncate(text, TEXT_MAX),

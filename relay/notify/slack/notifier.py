@@ -27,7 +27,8 @@ State kept by the outbox per (integration, group key) — bot mode::
      "firing": ["<fingerprint>", …],  # sorted fingerprints firing at the last notification ("new" is relative to it)
      "resolved": False}               # True once the parent shows RESOLVED
 
-Webhook mode keeps ``{}``.
+plus, in the state checkpointed just before a post, ``"pending_post": {"ref", "channel", "thread_ts", "at"}`` (see
+below). Webhook mode keeps ``{}``.
 
 **Retries and duplicates.** slack-sdk's own retry handlers are disabled: the durable outbox retries. Errors are
 raised as :class:`SlackNotifyError` (a :class:`~relay.notify.base.NotifyError`): HTTP 429 / ``ratelimited``
@@ -36,18 +37,30 @@ errors, timeouts and Slack's transient codes (``internal_error``, ``fatal_error`
 ``request_timeout``) are retryable; other ``ok: false`` codes (``invalid_auth``, ``not_authed``,
 ``channel_not_found``, ``not_in_channel``, ``invalid_blocks``, ``msg_too_long``…) and other 4xx are permanent,
 with the code in the message. An update edits the parent *before* posting the thread reply, so a retry after a
-failed reply re-applies an idempotent ``chat.update`` and then posts the reply once. Slack has no idempotency key
-for ``chat.postMessage``, which leaves an at-least-once window: when a post succeeds but its answer is lost
-(timeout, reset) or relay dies before the outbox saves the returned state, the retry posts that message again —
-a second parent for the group in the first-post case (the older one is then no longer updated), or a repeated
-thread reply. Every parent carries message ``metadata`` (``event_type`` ``relay_alert_group`` with the group
-key), so such twins can be recognised.
+failed reply re-applies an idempotent ``chat.update`` and then posts the reply once.
+
+Slack has no idempotency key for ``chat.postMessage``, so a post whose answer was lost (timeout, reset, a delivery
+cancelled by the outbox, or relay killed mid-call) is found again before it is re-posted. Every message relay
+posts carries message metadata (https://docs.slack.dev/messaging/message-metadata) naming the notification that
+posted it: parents ``event_type`` ``relay_alert_group``, thread replies ``relay_alert_update``, both with
+``event_payload`` ``{receiver, integration, group_key, status, ref}`` (``ref``: a hash of the integration, group
+key, notification ``seq``, time and status). Before each post the notifier records ``pending_post: {ref,
+channel, thread_ts, at}`` in the group's state through the outbox's durable checkpoint; an attempt that finds
+its own ``pending_post`` first looks for the message with ``conversations.history`` (a parent) or
+``conversations.replies`` (a thread reply), ``include_all_metadata=true`` from 10 minutes before ``at``
+(https://docs.slack.dev/reference/methods/conversations.history), and uses it instead of posting again. That
+needs the bot scopes ``channels:history`` (``groups:history`` for private channels); the history is read by
+channel ID, so for a channel configured by name (``#alerts``) the ID comes from the group's state, an earlier
+answer, or ``conversations.list`` (scopes ``channels:read`` / ``groups:read``). When the lookup is refused
+(``missing_scope``…, logged) delivery stays at-least-once for that post rather than blocking the alert. Webhook
+mode cannot look anything up (at-least-once).
 
 Secrets (bot token, webhook URL) are never logged nor put into error messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -59,13 +72,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from relay.alert import Notification
-from relay.notify.base import Notifier, NotifyError
+from relay.notify.base import Checkpoint, Notifier, NotifyError
 from relay.notify.slack.blocks import (
     group_message, normalize_mention, resolved_note, ping_message, thread_update,
 )
 from relay.notify.slack.config import SlackConfig
 
-__all__ = ["SlackNotifier", "SlackNotifyError", "METADATA_EVENT_TYPE"]
+__all__ = ["SlackNotifier", "SlackNotifyError", "METADATA_EVENT_TYPE", "REPLY_EVENT_TYPE"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,15 @@ _SDK_LOG.setLevel(logging.INFO)
 
 #: ``metadata.event_type`` of every parent message (https://docs.slack.dev/messaging/message-metadata).
 METADATA_EVENT_TYPE = "relay_alert_group"
+#: ``metadata.event_type`` of every thread reply relay posts.
+REPLY_EVENT_TYPE = "relay_alert_update"
+#: How far before the recorded ``pending_post.at`` the lookup starts (seconds; covers clock skew with Slack).
+_LOOKUP_MARGIN = 600.0
+#: Pages of ``conversations.history`` / ``conversations.replies`` read at most in a lookup.
+_LOOKUP_PAGES = 5
+#: Pages of ``conversations.list`` read at most to find a channel's ID by name.
+_LIST_PAGES = 20
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 #: ``ok: false`` codes worth retrying (Slack's documented transient errors).
 _TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -159,6 +181,8 @@ class SlackNotifier(Notifier):
         self._session: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
+        #: channel names of the config → IDs (from post answers or ``conversations.list``)
+        self._channel_ids: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------------- clients
     def _open(self) -> None:
@@ -222,22 +246,137 @@ class SlackNotifier(Notifier):
             await session.close()
 
     # ----------------------------------------------------------------------------------------------- messages
-    def _metadata(self, n: Notification) -> dict[str, Any]:
-        return {"event_type": METADATA_EVENT_TYPE,
+    def _ref(self, n: Notification) -> str:
+        """A stable id of notification ``n`` for this integration (put in the metadata of what it posts)."""
+        raw = f"{self.receiver}|{self.integration}|{n.group_key}|{n.seq}|{n.created_at!r}|{n.status}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def _metadata(self, n: Notification, event_type: str = METADATA_EVENT_TYPE) -> dict[str, Any]:
+        return {"event_type": event_type,
                 "event_payload": {"receiver": self.receiver, "integration": self.integration,
-                                  "group_key": n.group_key, "status": n.status}}
+                                  "group_key": n.group_key, "status": n.status, "ref": self._ref(n)}}
 
     def _group_message(self, n: Notification) -> dict[str, Any]:
         return group_message(n, mention=self._mention, silence_duration=self.config.silence_duration)
 
-    async def _post_parent(self, n: Notification) -> dict[str, Any]:
+    async def _post_parent(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None
+                           ) -> dict[str, Any]:
         msg = self._group_message(n)
-        resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-            channel=self.config.channel, metadata=self._metadata(n), unfurl_links=False, **msg))
+        channel = self.config.channel or ""
+        known = channel if _CHANNEL_ID.match(channel) else state.get("channel")
+        posted = await self._post_once(n, state, checkpoint, channel, None, known or self._channel_ids.get(channel),
+                                       {"metadata": self._metadata(n), **msg})
+        self._channel_ids[channel] = posted["channel"]
         log.info("slack %s/%s: posted group %s to %s (ts %s)", self.receiver, self.integration, n.group_key,
-                 resp["channel"], resp["ts"])
-        return {"channel": resp["channel"], "ts": resp["ts"],
+                 posted["channel"], posted["ts"])
+        return {"channel": posted["channel"], "ts": posted["ts"],
                 "firing": sorted(a.fingerprint for a in n.firing), "resolved": not n.firing}
+
+    async def _post_once(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None, channel: str,
+                         thread_ts: str | None, lookup_channel: str | None, fields: dict[str, Any]
+                         ) -> dict[str, str]:
+        """``chat.postMessage`` of ``fields`` to ``channel`` (in the thread of ``thread_ts`` when set) at most once
+        per notification: when ``state`` records this very post as pending (an earlier attempt died or lost its
+        answer), look for it first (in ``lookup_channel``, a channel ID). Records the post as pending through
+        ``checkpoint`` before sending. Returns ``{"channel", "ts"}``."""
+        ref = self._ref(n)
+        pending = state.get("pending_post")
+        if isinstance(pending, dict) and pending.get("ref") == ref and pending.get("thread_ts") == thread_ts:
+            found = await self._find_posted(pending, ref)
+            if found is not None:
+                log.info("slack %s/%s: message of notification %s (group %s) was already posted (ts %s); not "
+                         "posting it again", self.receiver, self.integration, ref, n.group_key, found["ts"])
+                return found
+        if checkpoint is not None:
+            await checkpoint({**state, "pending_post": {"ref": ref, "channel": lookup_channel, "thread_ts": thread_ts,
+                                                        "at": self._clock()}})
+        resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, unfurl_links=False, **fields))
+        return {"channel": resp["channel"], "ts": resp["ts"]}
+
+    async def _find_posted(self, pending: dict[str, Any], ref: str) -> dict[str, str] | None:
+        """The message posted by notification ``ref`` per the ``pending_post`` record, or None when it is not
+        there (or cannot be looked up: channel not found, lookup refused — logged). Raises a retryable
+        :class:`SlackNotifyError` when Slack could not answer (try again later)."""
+        thread_ts = pending.get("thread_ts") if isinstance(pending.get("thread_ts"), str) else None
+        try:
+            oldest = f"{float(pending.get('at') or 0.0) - _LOOKUP_MARGIN:.6f}"
+        except (TypeError, ValueError):
+            oldest = "0"
+        try:
+            channel = pending.get("channel")
+            if not isinstance(channel, str) or not channel:
+                channel = await self._channel_id(self.config.channel or "")
+            if channel is None:
+                log.warning("slack %s/%s: a post may have happened without its answer, but channel %s was not "
+                            "found by conversations.list; posting again", self.receiver, self.integration,
+                            self.config.channel)
+                return None
+            ts = await self._search_posted(channel, thread_ts, oldest, ref)
+        except SlackNotifyError as e:
+            if e.retryable:
+                raise
+            if e.error in _PARENT_GONE:
+                return None
+            log.warning("slack %s/%s: cannot look up a post whose answer was lost (%s); posting again",
+                        self.receiver, self.integration, e)
+            return None
+        return {"channel": channel, "ts": ts} if ts is not None else None
+
+    async def _search_posted(self, channel: str, thread_ts: str | None, oldest: str, ref: str) -> str | None:
+        """``ts`` of the message with metadata ``ref`` of this integration in ``channel`` since ``oldest``: a
+        parent (``conversations.history``) or, with ``thread_ts``, a reply in that thread
+        (``conversations.replies``); both with ``include_all_metadata``. Raises :class:`SlackNotifyError`."""
+        kind = REPLY_EVENT_TYPE if thread_ts else METADATA_EVENT_TYPE
+
+        def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
+            if thread_ts:
+                return lambda c: c.conversations_replies(channel=channel, ts=thread_ts, oldest=oldest,
+                                                         include_all_metadata=True, limit=200, cursor=cursor)
+            return lambda c: c.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True,
+                                                     limit=200, cursor=cursor)
+
+        cursor: str | None = None
+        for _ in range(_LOOKUP_PAGES):
+            page = await self._call("conversations.replies" if thread_ts else "conversations.history",
+                                    page_of(cursor))
+            for m in page.get("messages") or []:
+                meta = m.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if (meta.get("event_type") == kind and payload.get("ref") == ref
+                        and payload.get("integration") == self.integration and m.get("ts") != thread_ts):
+                    return str(m["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not page.get("has_more") or not cursor:
+                break
+        return None
+
+    async def _channel_id(self, name: str) -> str | None:
+        """The ID of the channel called ``name`` (``#`` optional): learnt from an earlier post, else found with
+        ``conversations.list`` (https://docs.slack.dev/reference/methods/conversations.list; scopes
+        ``channels:read``, ``groups:read`` for private channels). None when not found. Raises
+        :class:`SlackNotifyError`."""
+        if _CHANNEL_ID.match(name):
+            return name
+        if name in self._channel_ids:
+            return self._channel_ids[name]
+        wanted = name.lstrip("#")
+        cursor: str | None = None
+
+        def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
+            return lambda c: c.conversations_list(types="public_channel,private_channel", exclude_archived=True,
+                                                  limit=200, cursor=cursor)
+
+        for _ in range(_LIST_PAGES):
+            page = await self._call("conversations.list", page_of(cursor))
+            for ch in page.get("channels") or []:
+                if ch.get("name") == wanted and ch.get("id"):
+                    self._channel_ids[name] = str(ch["id"])
+                    return self._channel_ids[name]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return None
 
     async def _update_parent(self, channel: str, ts: str, n: Notification) -> bool:
         """``chat.update`` the parent to ``n``'s current look. False when the parent is gone (post a new one)."""
@@ -257,38 +396,44 @@ class SlackNotifier(Notifier):
             raise
         return True
 
-    async def _reply(self, channel: str, ts: str, msg: dict[str, Any]) -> None:
-        await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-            channel=channel, thread_ts=ts, unfurl_links=False, **msg))
-
     # ----------------------------------------------------------------------------------------------- Notifier
-    async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
-        """Deliver ``notification`` (see the module doc for the calls made and the state shape). Returns the new
-        state; raises :class:`SlackNotifyError` (retryable or not)."""
+    async def deliver(self, notification: Notification, state: dict[str, Any],
+                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """:meth:`notify` with the outbox's durable ``checkpoint`` (records each post as pending before sending)."""
+        return await self.notify(notification, state, checkpoint)
+
+    async def notify(self, notification: Notification, state: dict[str, Any],
+                     checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """Deliver ``notification`` (see the module doc for the calls made and the state shape); ``checkpoint``
+        (optional) stores a state durably before each post. Returns the new state; raises
+        :class:`SlackNotifyError` (retryable or not)."""
         n = notification
         if self.mode == "webhook":
             await self._webhook_send(self._group_message(n))
             return {}
         channel, ts = state.get("channel"), state.get("ts")
         if not channel or not ts or (state.get("resolved") and n.firing):
-            return await self._post_parent(n)
+            return await self._post_parent(n, state, checkpoint)
         if not await self._update_parent(channel, ts, n):
-            return await self._post_parent(n)
+            return await self._post_parent(n, state, checkpoint)
         if not n.firing:
             if not state.get("resolved"):
-                await self._reply_or_repost(channel, ts, resolved_note(n))
+                await self._reply_or_repost(n, state, checkpoint, resolved_note(n))
             return {"channel": channel, "ts": ts, "firing": [], "resolved": True}
         prev = state.get("firing")
         new = [a for a in n.firing if a.fingerprint not in set(prev)] if prev is not None else []
         reply = thread_update(n, new=new, resolved=n.resolved, repeat=n.repeat, mention=self._mention)
-        if not await self._reply_or_repost(channel, ts, reply):
-            return await self._post_parent(n)
+        if not await self._reply_or_repost(n, state, checkpoint, reply):
+            return await self._post_parent(n, state, checkpoint)
         return {"channel": channel, "ts": ts, "firing": sorted(a.fingerprint for a in n.firing), "resolved": False}
 
-    async def _reply_or_repost(self, channel: str, ts: str, msg: dict[str, Any]) -> bool:
-        """Post ``msg`` in the thread of ``ts``; False when the thread vanished meanwhile."""
+    async def _reply_or_repost(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None,
+                               msg: dict[str, Any]) -> bool:
+        """Post ``msg`` in the thread of the group's parent (``state``); False when the thread vanished meanwhile."""
+        channel, ts = state["channel"], state["ts"]
         try:
-            await self._reply(channel, ts, msg)
+            await self._post_once(n, state, checkpoint, channel, ts, channel,
+                                  {"metadata": self._metadata(n, REPLY_EVENT_TYPE), **msg})
         except SlackNotifyError as e:
             if e.error in _PARENT_GONE:
                 return False
