@@ -277,12 +277,12 @@ class Relay:
                     for family in (t.accepted, t.refused, t.failed, t.rejected):
                         family[sig].labels(RECEIVER, tr, tenant)
                     t.receiver_duplicate_requests.labels(RECEIVER, tr, tenant, sig.value)
+        from relay.model import OUTCOME_REASONS
+
+        t.outcomes.declare(tenants, {str(o): rs for o, rs in OUTCOME_REASONS.items()})
         if self.pipeline is not None:
             m = self.pipeline.metrics
             for tenant in tenants:
-                for sig in Signal:
-                    for outcome in ("forwarded", "filtered"):
-                        m.items.labels(sig.value, tenant, outcome)
                 for kind in ("llm", "tool"):
                     m.usage.labels(tenant, kind)
                 m.spans_out.labels(tenant)
@@ -291,7 +291,7 @@ class Relay:
             for tenant in self.exporter.tenants:
                 lb = {"exporter": "langfuse", "tenant": tenant}
                 for c in (em.sent_spans, em.send_failed_spans, em.in_flight, em.dead_letter_spans,
-                          em.ambiguous_retries):
+                          em.ambiguous_retries, em.reconciled_spans, em.unverified_resent_spans):
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Signal", "Outcome", "ObservationType", "Level", "TraceInfo", "Observation", "UsageRecord"]
+__all__ = ["Signal", "Outcome", "OUTCOME_REASONS", "ObservationType", "Level", "TraceInfo", "Observation", "UsageRecord"]
 
 
 class Signal(StrEnum):
@@ -29,7 +29,7 @@ class Signal(StrEnum):
 
 class Outcome(StrEnum):
     """The one fate every accepted item (span, log record, metric data point) ends in, counted once in
-    ``relay_items_total{signal, outcome, reason}`` (the rule of Sentry Relay's outcomes,
+    ``relay_items_total{tenant, signal, outcome, reason}`` (the rule of Sentry Relay's outcomes,
     https://getsentry.github.io/relay/relay_server/services/outcome/index.html : every item that entered ends in
     exactly one outcome, emitted by the component that decided it).
 
@@ -63,6 +63,16 @@ class Outcome(StrEnum):
     INVALID = "invalid"
     DEAD_LETTERED = "dead_lettered"
     QUARANTINED = "quarantined"
+
+
+#: The fixed reasons of each outcome (``dead_lettered`` reasons depend on the HTTP status: ``http_<status>``).
+OUTCOME_REASONS: dict[Outcome, tuple[str, ...]] = {
+    Outcome.FORWARDED: ("langfuse",),
+    Outcome.FILTERED: ("ledger_only", "no_trace", "not_mapped", "duplicate", "export_disabled"),
+    Outcome.INVALID: ("trace_id", "span_id", "parent_span_id", "timestamp"),
+    Outcome.DEAD_LETTERED: (),
+    Outcome.QUARANTINED: ("decode", "mapping", "ledger"),
+}
 
 
 class ObservationType(StrEnum):

@@ -46,8 +46,9 @@ from relay.telemetry import OutcomeCounts
 __all__ = ["Spool", "SpoolFull", "InboundItem", "OutboundBatch", "DeadLetter", "TraceCommit", "SCHEMA",
            "OutcomeRow", "is_storage_error"]
 
-#: ``(signal, outcome, reason, n)``: ``n`` items of ``signal`` reached ``outcome`` (``relay.model.Outcome``).
-OutcomeRow = tuple[str, str, str, int]
+#: ``(tenant, signal, outcome, reason, n)``: ``n`` items of ``signal`` of ``tenant`` reached ``outcome``
+#: (``relay.model.Outcome``) for ``reason``.
+OutcomeRow = tuple[str, str, str, str, int]
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -59,14 +60,14 @@ def is_storage_error(exc: BaseException) -> bool:
 
 def _count(conn: sqlite3.Connection, rows: Iterable[OutcomeRow]) -> None:
     conn.executemany(
-        "INSERT INTO outcomes(signal, outcome, reason, n) VALUES (?,?,?,?) "
-        "ON CONFLICT(signal, outcome, reason) DO UPDATE SET n = n + excluded.n",
-        [(str(sig), str(o), r, n) for sig, o, r, n in rows if n],
+        "INSERT INTO outcomes(tenant, signal, outcome, reason, n) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(tenant, signal, outcome, reason) DO UPDATE SET n = n + excluded.n",
+        [(t, str(sig), str(o), r, n) for t, sig, o, r, n in rows if n],
     )
 
 
-def _item_rows(items: dict[str, int], outcome: Outcome, reason: str) -> list[OutcomeRow]:
-    return [(sig, str(outcome), reason, n) for sig, n in items.items() if n]
+def _item_rows(tenant: str, items: dict[str, int], outcome: Outcome, reason: str) -> list[OutcomeRow]:
+    return [(tenant, sig, str(outcome), reason, n) for sig, n in items.items() if n]
 
 
 class SpoolFull(Exception):
@@ -176,14 +177,14 @@ class Spool:
         db.run_sync(migrate)
         spool = cls(db, max_size, dedup_retention, min_free_space=min_free_space, outcomes=outcomes)
         spool._apply_sizes(db.run_sync(_read_sizes))
-        totals = db.run_sync(lambda c: c.execute("SELECT signal, outcome, reason, n FROM outcomes").fetchall())
+        totals = db.run_sync(lambda c: c.execute("SELECT tenant, signal, outcome, reason, n FROM outcomes").fetchall())
         spool.outcomes.reset(totals)
         spool.outcomes.sink = spool.count_outcomes
         return spool
 
     async def count_outcomes(self, rows: list[OutcomeRow]) -> None:
         """Store outcome rows decided without another spool write (e.g. all items of a request invalid)."""
-        rows = [r for r in rows if r[3]]
+        rows = [r for r in rows if r[4]]
         if rows:
             await self._write(lambda conn: (_count(conn, rows), rows))
 
@@ -246,7 +247,8 @@ class Spool:
         if problem:
             raise SpoolFull(5.0, problem)
         now = time.time_ns()
-        rows: list[OutcomeRow] = [(signal.value, Outcome.INVALID, r, n) for r, n in (invalid or {}).items() if n]
+        rows: list[OutcomeRow] = [(tenant, signal.value, Outcome.INVALID, r, n)
+                                  for r, n in (invalid or {}).items() if n]
 
         def write(conn: sqlite3.Connection) -> tuple[bool, list[OutcomeRow]]:
             if dedup_key is not None:
@@ -286,7 +288,7 @@ class Spool:
         """Delete fully handled inbound requests (and their ``inbound_closed`` marks) and count ``outcomes``
         (the fates decided with their deletion), in one transaction."""
         seqs = list(seqs)
-        rows = [r for r in outcomes if r[3]]
+        rows = [r for r in outcomes if r[4]]
         if not seqs and not rows:
             return
 
@@ -324,7 +326,7 @@ class Spool:
         mark ``closed`` ``(seq, group key)`` pairs as decided, and with ``delete`` remove the requests from the
         inbound spool. Returns how many were copied; raises what SQLite raised (nothing is then written)."""
         seqs = sorted(set(seqs))
-        rows = [r for r in outcomes if r[3]]
+        rows = [r for r in outcomes if r[4]]
         closed = list(closed)
         now = time.time_ns()
 
@@ -384,7 +386,7 @@ class Spool:
         ``(inbound seq, group key)`` pairs whose records are now decided, and count ``outcomes`` (records not
         carried by a batch)."""
         now = time.time_ns()
-        rows = [r for r in outcomes if r[3]]
+        rows = [r for r in outcomes if r[4]]
         closed = list(closed)
 
         def write(conn: sqlite3.Connection) -> tuple[int, list[OutcomeRow]]:
@@ -471,7 +473,7 @@ class Spool:
         """Delete exported batches (after the destination answered 2xx, or a reconciliation found them there)
         and count their items ``forwarded``, in one transaction."""
         ids = [(b.id,) for b in batches]
-        rows = [r for b in batches for r in _item_rows(b.items, Outcome.FORWARDED, "langfuse")]
+        rows = [r for b in batches for r in _item_rows(b.tenant, b.items, Outcome.FORWARDED, "langfuse")]
 
         def delete(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
             conn.executemany("DELETE FROM outbound WHERE id=?", ids)
@@ -488,7 +490,7 @@ class Spool:
         get the ``dead_lettered`` outcome (reason ``http_<status>``) in the same transaction."""
         now = time.time_ns()
         why = f"http_{status}" if status is not None else "no_status"
-        rows = [r for b in batches for r in _item_rows(b.items, Outcome.DEAD_LETTERED, why)]
+        rows = [r for b in batches for r in _item_rows(b.tenant, b.items, Outcome.DEAD_LETTERED, why)]
 
         def move(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
             for b in batches:

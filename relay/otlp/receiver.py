@@ -95,7 +95,7 @@ class IngestGate:
             self._t.rejected[req.signal].labels(RECEIVER, self.transport, tenant).inc(req.rejected)
             if not req.items:
                 await self._t.outcomes.record(
-                    [(req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()])
+                    [(tenant, req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()])
 
     def finish(self, signal: Signal, status: str, started: float) -> None:
         """Count one answered request with ``status`` and observe its duration since ``started``

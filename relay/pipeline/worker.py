@@ -274,7 +274,8 @@ class Pipeline(Component):
                 if not self._failed(("seq", item.seq), item.tenant, f"decoding a {item.signal} request", e):
                     raise _Retry() from None
                 await self._quarantine([item.seq], "decode", e, item.tenant, f"decoding a {item.signal} request",
-                                       outcomes=[(item.signal.value, Outcome.QUARANTINED, "decode", item.items)],
+                                       outcomes=[(item.tenant, item.signal.value, Outcome.QUARANTINED, "decode",
+                                                  item.items)],
                                        delete=True)
                 self._attempts.pop(("seq", item.seq), None)
                 self.cursor = item.seq
@@ -313,7 +314,7 @@ class Pipeline(Component):
         if item.signal is Signal.METRICS:
             req = ExportMetricsServiceRequest.FromString(item.payload)
             fed.metric_rows, _skipped = metric_rows(item.tenant, req, self.settings(item.tenant).ctx)
-            fed.outcomes.append(("metrics", Outcome.FILTERED, "ledger_only", item.items))
+            fed.outcomes.append((item.tenant, "metrics", Outcome.FILTERED, "ledger_only", item.items))
             fed.done = True
             return fed
         views: list[LogView | SpanView]
@@ -335,7 +336,7 @@ class Pipeline(Component):
             if self.ledger is not None and isinstance(v, LogView):
                 self.early.mark(g, v)
         if filtered:
-            fed.outcomes.append((item.signal.value, Outcome.FILTERED, "no_trace", filtered))
+            fed.outcomes.append((item.tenant, item.signal.value, Outcome.FILTERED, "no_trace", filtered))
         fed.done = self.tracker.fed(item.seq, groups)
         if not fed.done and fed.outcomes:
             self._held[item.seq] = fed.outcomes
@@ -363,7 +364,8 @@ class Pipeline(Component):
                 if not self._failed(("ledger", f.item.seq), f.item.tenant, what, e):
                     raise _Retry() from None
                 await self._quarantine([f.item.seq], "ledger", e, f.item.tenant, what, delete=True,
-                                       outcomes=[(f.item.signal.value, Outcome.QUARANTINED, "ledger", f.item.items)])
+                                       outcomes=[(f.item.tenant, f.item.signal.value, Outcome.QUARANTINED, "ledger",
+                                                  f.item.items)])
                 self._attempts.pop(("ledger", f.item.seq), None)
                 del self._fed[0]
                 continue
@@ -421,7 +423,8 @@ class Pipeline(Component):
 
     @staticmethod
     def _group_rows(g: Group, outcome: Outcome, reason: str) -> list[OutcomeRow]:
-        return [(sig, outcome, reason, n) for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n]
+        return [(g.tenant, sig, outcome, reason, n)
+                for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n]
 
     async def _close(self, groups: list[Group]) -> None:
         """Map, dedupe, encode and commit closed groups in one transaction with their records' outcomes. Raises
@@ -546,4 +549,4 @@ class Pipeline(Component):
                 commit.items[signal] = commit.items.get(signal, 0) + 1
                 continue
             tally[(signal, reason)] = tally.get((signal, reason), 0) + 1
-        return [(sig, Outcome.FILTERED, reason, n) for (sig, reason), n in tally.items()]
+        return [(g.tenant, sig, Outcome.FILTERED, reason, n) for (sig, reason), n in tally.items()]

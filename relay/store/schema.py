@@ -36,8 +36,8 @@ CREATE TABLE IF NOT EXISTS trace_meta (
     PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_meta_age ON trace_meta(updated_ns);
 CREATE TABLE IF NOT EXISTS outcomes (
-    signal TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (signal, outcome, reason)) WITHOUT ROWID;
+    tenant TEXT NOT NULL, signal TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, signal, outcome, reason)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_closed (
     seq INTEGER NOT NULL, gkey TEXT NOT NULL, PRIMARY KEY (seq, gkey)) WITHOUT ROWID;
 """
