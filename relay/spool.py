@@ -185,8 +185,13 @@ class Spool:
     async def count_outcomes(self, rows: list[OutcomeRow]) -> None:
         """Store outcome rows decided without another spool write (e.g. all items of a request invalid)."""
         rows = [r for r in rows if r[4]]
+
+        def write(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
+            _count(conn, rows)
+            return None, rows
+
         if rows:
-            await self._write(lambda conn: (_count(conn, rows), rows))
+            await self._write(write)
 
     def free_space(self) -> int:
         """Bytes available to relay on the file system holding the database (``statvfs``: ``f_bavail × f_frsize``)."""
