@@ -16,6 +16,11 @@ load-test limit, https://opentelemetry.io/docs/collector/benchmarks/ and open-te
   was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path (the durable spool
   decouples acks from the pipeline, so relay's sustainable end-to-end rate is what the fixed-rate phases export
   per second once relay saturates).
+* **redaction** (``--phases redaction``): the ``genai-100`` load (10,000 spans/s) against relay with the secret
+  catalogue on (the default) and off (``pipeline.redaction.catalogue: false``), alternating on/off/on/off on the
+  same pre-generated bodies; relay's CPU per phase and the difference (the issue's bar: under +25 %). Plus, in
+  this process, the redactor alone on the same payloads (µs per span, clean and with a secret in every 10th
+  span), next to the protobuf parse cost.
 * **ceiling**: in the same run, ``ExportTraceServiceRequest.FromString(body)`` + ``SerializeToString()`` of the
   same payloads in a loop: the raw protobuf rate (spans/s) no Python relay can beat; relay's throughput is
   printed as a ratio of it.
@@ -35,7 +40,8 @@ figures vary by ±30 % from run to run; compare runs on the same machine.
 
 Run from the repository root::
 
-    python bench/ingest.py                       # defaults: ~90 s
+    python bench/ingest.py                       # defaults: ~3 min
+    python bench/ingest.py --phases redaction --duration 8   # catalogue on vs off only, ~90 s
     python bench/ingest.py --duration 5 --json out.json
     python bench/ingest.py --phases genai --batch 100 --rate 10000
 
@@ -520,7 +526,7 @@ def _wait_settled(relay: RelayUnderTest, fake: FakeLangfuseProcess, timeout: flo
 def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, reqs: list[OutRequest] | None = None,
               req_rate: float = 0.0, pool: BodyPool | None = None, concurrency: int = 4, duration: float = 5.0,
               warmup: list[OutRequest], spans_per_unit: float | None, target_spans: float | None,
-              drain_timeout: float, connections: int = 64) -> PhaseResult:
+              drain_timeout: float, connections: int = 64, pipeline: dict | None = None) -> PhaseResult:
     """One phase against a fresh relay.
 
     1. start relay (fresh data dir), send ``warmup`` and wait until it reached the fake — so connections exist and
@@ -533,7 +539,7 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
     4. stop relay (SIGTERM).
     """
     relay = RelayUnderTest(fake.base_url, overrides={
-        "pipeline": {"idle_timeout": "500ms", "root_grace": "200ms"},
+        "pipeline": {"idle_timeout": "500ms", "root_grace": "200ms", **(pipeline or {})},
         "service": {"log": {"level": "warning"}},
     })
     relay.start()
@@ -649,6 +655,71 @@ def protobuf_ceiling(bodies: list[tuple[bytes, int]], seconds: float = 1.5, roun
                 break
         best = max(best, spans / (t - t0))
     return best
+
+
+def redaction_microbench(bodies: list[bytes], spans: int, seconds: float = 1.0) -> dict[str, float]:
+    """µs per span of relay's ingest redaction (``relay.redaction.Redactor.redact_message`` with the built-in
+    catalogue, on freshly parsed messages) over ``bodies`` of ``spans`` spans each, clean and with a secret in the
+    content of every 10th span; and of the parse alone, for scale. Best of 3 rounds of ``seconds`` / 3."""
+    from relay.model import Signal
+    from relay.redaction import Redactor, load_catalogue
+
+    dirty = []
+    for body in bodies:
+        msg = ExportTraceServiceRequest.FromString(body)
+        for i, sp in enumerate(msg.resource_spans[0].scope_spans[0].spans):
+            if i % 10 == 0:
+                sp.attributes.append(_kv("gen_ai.tool.call.arguments",
+                                         json.dumps({"command": f"export GITHUB_TOKEN=ghp_{uuid.uuid4().hex[:36]:0<36}"})))
+        dirty.append(msg.SerializeToString())
+
+    def rate(work: Callable[[bytes], None], payloads: list[bytes]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 3:
+                for b in payloads:
+                    work(b)
+                    n += spans
+            best = min(best, (time.perf_counter() - t0) / n * 1e6)
+        return best
+
+    parse = ExportTraceServiceRequest.FromString
+    red = Redactor(load_catalogue())
+    parse_us = rate(lambda b: parse(b), bodies)
+    clean_us = rate(lambda b: red.redact_message(Signal.TRACES, parse(b)), bodies) - parse_us
+    dirty_us = rate(lambda b: red.redact_message(Signal.TRACES, parse(b)), dirty) - parse_us
+    return {"parse_us_per_span": parse_us, "clean_us_per_span": clean_us, "secrets_us_per_span": dirty_us,
+            "rules": len(red)}
+
+
+def print_redaction(results: list[PhaseResult], micro: dict[str, float] | None) -> None:
+    """The catalogue on/off comparison of the redaction phases."""
+    on = [r for r in results if r.name.startswith("redaction-on")]
+    off = [r for r in results if r.name.startswith("redaction-off")]
+    if not on or not off:
+        return
+    print()
+    print("redaction: secret catalogue on vs off, genai-100 at 10,000 spans/s, same bodies, same run")
+
+    def mean(xs: list[float]) -> float:
+        xs = [x for x in xs if not math.isnan(x)]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    for label, key in (("relay CPU, load window (% of 1 core)", "cpu_pct"),
+                       ("relay CPU, load + drain (% of 1 core)", "cpu_pct_with_drain"),
+                       ("relay CPU per record handled (µs)", "cpu_us_per_record")):
+        a = mean([getattr(r, key) for r in on])
+        b = mean([getattr(r, key) for r in off])
+        each = " / ".join(_f(getattr(r, key), ".1f") for r in on) + " vs " + \
+            " / ".join(_f(getattr(r, key), ".1f") for r in off)
+        delta = (a / b - 1) * 100 if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+        print(f"  {label:<40} on {_f(a, '.1f'):>7}  off {_f(b, '.1f'):>7}  {_f(delta, '+.1f')} %   ({each})")
+    if micro:
+        print(f"  redactor alone ({micro['rules']:.0f} rules, this process): {micro['clean_us_per_span']:.2f} µs/span "
+              f"clean, {micro['secrets_us_per_span']:.2f} µs/span with a secret in every 10th span "
+              f"(protobuf parse: {micro['parse_us_per_span']:.2f} µs/span) → "
+              f"{micro['clean_us_per_span'] * 10_000 / 1e4:.1f} % of one core at 10,000 spans/s")
 
 
 # ============================================================================================ report
@@ -773,8 +844,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "max phase (its backlog is not expected to drain; default 5)")
     p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop "
                    "(default 1.5)")
-    p.add_argument("--phases", default="genai,claude-code,max",
-                   help="comma list of genai (one phase per --batch), claude-code, max (default all)")
+    p.add_argument("--phases", default="genai,claude-code,redaction,max",
+                   help="comma list of genai (one phase per --batch), claude-code, redaction (catalogue on vs off), "
+                        "max (default all)")
     p.add_argument("--no-content", action="store_true", help="GenAI spans without prompt/response/tool content")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-' = stdout)")
     return p.parse_args(argv)
@@ -828,6 +900,23 @@ def main(argv: list[str] | None = None) -> int:
                                      target_spans=span_rate, drain_timeout=args.drain_timeout))
             del reqs
             _progress(results[-1])
+        if "redaction" in phases:
+            f = factory(100)
+            req_rate = TARGET_RATE / 100
+            count = max(1, round(req_rate * args.duration))
+            print(f"[redaction] generating {count} requests × 100 spans; catalogue on/off/on/off …", flush=True)
+            reqs = [OutRequest("/v1/traces", f.make(), 100, 100) for _ in range(count)]
+            warm = [OutRequest("/v1/traces", f.make(), 100, 100) for _ in range(3)]
+            for i, catalogue in enumerate((True, False, True, False)):
+                name = f"redaction-{'on' if catalogue else 'off'}-{i // 2 + 1}"
+                results.append(run_phase(name, fake, mode="open", batch="genai-100", reqs=reqs, req_rate=req_rate,
+                                         warmup=warm, spans_per_unit=1.0, target_spans=TARGET_RATE,
+                                         drain_timeout=args.drain_timeout,
+                                         pipeline={"redaction": {"catalogue": catalogue}}))
+                _progress(results[-1])
+            micro = redaction_microbench([r.body for r in reqs[:20]], 100)
+            info["redaction_microbench"] = micro
+            del reqs
         if "max" in phases:
             f = factory(args.max_batch)
             budget = 512 * 2**20  # pre-generated bodies; more are made on the fly (and counted) if needed
@@ -854,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
                              "spans_per_s": protobuf_ceiling(bodies, args.ceiling_seconds)}
     info["total_s"] = time.monotonic() - started
     print_report(results, ceilings, info)
+    print_redaction(results, info.get("redaction_microbench"))
     print(f"total bench time {info['total_s']:.0f} s")
     if args.json:
         doc = {"info": info, "phases": [asdict(r) for r in results], "ceilings": ceilings}

@@ -64,7 +64,7 @@ _INSERT_RECORDS = """
 WITH RECURSIVE seq(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :hi),
 r AS (SELECT i, (i * 2654435761) % 4294967296 AS h, (i % 64) + 64 * (i / 12800) AS sess FROM seq)
 INSERT INTO usage_records (key, kind, time_ns, tenant, session_id, prompt_id, user_id, labels, model,
-    input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_5m_tokens, cost_micros,
+    input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_5m_tokens, cost_nanos,
     cost_source, duration_ms, success, status_code, error_class, tool_name, decision, source)
 SELECT
     'k' || i,
@@ -215,7 +215,7 @@ def measure(path: Path) -> dict:
         "phases_s": phases, "compute_s": compute_s, "render_s": render_s, "total_s": compute_s + render_s,
         "rows_per_s": scanned / compute_s if compute_s else float("nan"),
         "rss_before_mib": rss0, "rss_after_mib": _rss(),
-        "cost_usd": report.current.cost_micros / 1e6, "png_bytes": len(outputs["render chart (png)"] or b""),
+        "cost_usd": report.current.cost_nanos / 1e9, "png_bytes": len(outputs["render chart (png)"] or b""),
         "slack_blocks": len(outputs["render slack blocks"]["blocks"]),
     }
 

@@ -203,7 +203,7 @@ def record_stream(pop: Population, n: int, t_start: float, t_end: float, seed: i
                 ttft = rnd.lognormvariate(7.2, 0.5)  # median ~1.3 s
                 out.append(UsageRecord(key=f"llm:req_{prefix}{i:09d}", kind="llm", model=model, input_tokens=inp,
                                        output_tokens=outp, cache_read_tokens=cread, cache_creation_tokens=cwrite,
-                                       cache_creation_5m_tokens=cwrite, cost_micros=micros, cost_source="reported",
+                                       cache_creation_5m_tokens=cwrite, cost_nanos=micros * 1000, cost_source="reported",
                                        duration_ms=round(ttft + outp * 12, 1), ttft_ms=round(ttft, 1), **common))
         else:  # tool call
             tool = TOOLS[int(rnd.random() * len(TOOLS))]
@@ -291,7 +291,7 @@ def ensure_ledger(a: argparse.Namespace, pop: Population) -> tuple[Path, dict]:
     def tally(stream):
         for chunk in stream:
             for r in chunk:
-                spend[int(r.labels["team.id"][5:])] += r.cost_micros
+                spend[int(r.labels["team.id"][5:])] += r.cost_nanos
             yield chunk
 
     async def go() -> dict:

@@ -15,34 +15,43 @@ import asyncio
 import logging
 import signal
 import time
-from pathlib import Path
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import SecretStr
-from prometheus_client import Gauge
 
 from relay import __version__
-from relay.auth import TenantResolver
-from relay.component import Component, deadline_in, shutdown_all, start_all
-from relay.config_load import RelayConfig
+from relay.admin_security import admin_middleware, is_authenticated
 from relay.alerting.rules.load import RulesError
 from relay.alerting.service import AlertingService
+from relay.auth import TenantResolver
+from relay.component import Component, deadline_in, shutdown_all, start_all
+from relay.config import AdminConfig
+from relay.config_load import RelayConfig
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
+from relay.langfuse_api.proxy import LangfuseApiProxy
 from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.http import OtlpHttpReceiver
-from relay.otlp.ingest import IngestRefused, IngestRequest
+from relay.otlp.ingest import IngestRefused, IngestRequest, IngestThrottled
 from relay.otlp.receiver import parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
+from relay.ratelimit import TenantLimiter
+from relay.redaction import Redactor, load_catalogue
 from relay.reports.alert_history import AlertHistory
+from relay.scores.records import ScoredLedger
+from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
+from relay.tls import ReloadingServerTLS
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_store import SqliteLedgerStore
 
@@ -74,12 +83,16 @@ class Relay:
         self.alerting: AlertingService | None = None
         self.sessions = SessionIdentities()  # who each session is, for agent hooks that do not say
         self.alert_history: AlertHistory | None = None
+        self.scores: ScoresRuntime | None = None
+        self.langfuse_api: LangfuseApiProxy | None = None
         self.reports: Component | None = None
         self.exporter: LangfuseExporter | None = None
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self.admin: AdminEndpoint | None = None
         self.components: list[Component] = []
+        self.redactor: Redactor | None = None
+        self.limiter: TenantLimiter | None = None
         self._stopping = False
 
     @property
@@ -97,6 +110,10 @@ class Relay:
         self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
                                 max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention,
                                 min_free_space=cfg.storage.min_free_space, outcomes=self.telemetry.outcomes)
+        self.spool.tenant_limits = {t.name: t.max_spool_size for t in self.tenants if t.max_spool_size}
+        self.limiter = TenantLimiter({t.name: (t.rate_limit.spans_per_second,
+                                               t.rate_limit.burst or max(1.0, t.rate_limit.spans_per_second))
+                                      for t in self.tenants if t.rate_limit})
         self._spool_metrics(self.spool)
         self.components = self._build(self.spool)
         await start_all(self.components, cfg.service.shutdown_timeout)
@@ -109,30 +126,40 @@ class Relay:
         cfg = self.config
         reg = self.telemetry.registry
         self.exporter = LangfuseExporter(spool, cfg.exporters.langfuse, self.tenants, registry=reg)
-        self.ledger = SqliteLedgerStore(spool.db, Pricing.load(cfg.ledger.pricing))
+        self._pricing = Pricing.load(cfg.ledger.pricing)  # one table for the ledger and the Langfuse cost_details
+        self.ledger = SqliteLedgerStore(spool.db, self._pricing)
         self.alert_history = AlertHistory(spool.db)
-        self.alerting = AlertingService(spool.db, self.ledger, cfg.rules, cfg.alerting, links=self._alert_links,
+        self.alerting = AlertingService(spool.db, ScoredLedger(self.ledger, spool.db), cfg.rules, cfg.alerting,
+                                        links=self._alert_links,
                                         registry=reg, sinks=[self.alert_history.record])
+        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
+                                    observe=self.alerting.observe)
         self.reports = self._report_scheduler()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
                                  root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
                                  max_open_records=cfg.pipeline.max_open_records,
-                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes)
+                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes,
+                                 on_traces_closed=self.scores.traces_closed)
         resolver = TenantResolver(cfg)
+        self.redactor = build_redactor(cfg, reg)
         proto = cfg.receivers.otlp.protocols
         grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
-            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace)
+            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace,
+                                         redactor=self.redactor)
             ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
                             self.alerting.engine.runtimes, sessions=self.sessions,
                             registry=reg).add_routes(self.http.app)
+            if proto.http.langfuse_compatible_path:
+                self.langfuse_api = self._langfuse_api(spool, self.scores)
+                self.langfuse_api.install(self.http.app)
         if proto.grpc.enabled:
-            self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry)
+            self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry, redactor=self.redactor)
         if cfg.service.admin.enabled:
-            self.admin = AdminEndpoint(cfg.service.admin.endpoint, self._admin_routes)
+            self.admin = AdminEndpoint(cfg.service.admin, self._admin_routes)
         flow: list[Component | None] = [
-            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.alerting, self.reports,
+            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.scores, self.alerting, self.reports,
             self.admin, Housekeeping(spool),
         ]
         return [c for c in flow if c is not None]
@@ -154,11 +181,20 @@ class Relay:
         """The receivers' sink: durably append to the inbound spool (see ``relay.otlp.ingest``)."""
         if self._stopping or self.spool is None:
             raise IngestRefused("relay is shutting down; retry", 1.0)
+        if self.limiter and (delay := self.limiter.take(req.tenant, req.items)):
+            raise IngestThrottled(f"{req.items} items over tenants[].rate_limit; retry in {delay:.1f}s", delay)
         try:
             return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key,
                                            invalid=req.rejected_by)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
+
+    def _langfuse_api(self, spool: Spool, scores: ScoresRuntime) -> LangfuseApiProxy:
+        """The Langfuse public API served on the OTLP/HTTP port (``relay.langfuse_api.proxy``)."""
+        return LangfuseApiProxy(self.tenants, self.config.auth.default_tenant, spool.db,
+                                on_queued=scores.sender.wake, on_changes=scores.score_changes,
+                                timeout=self.config.exporters.langfuse.timeout,
+                                registry=self.telemetry.registry, is_stopping=lambda: self._stopping)
 
     def _spool_metrics(self, spool: Spool) -> None:
         reg = self.telemetry.registry
@@ -168,6 +204,13 @@ class Relay:
         spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
         Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(
             self.config.storage.max_spool_size)
+        tenant_bytes = Gauge("relay_spool_tenant_bytes", "Bytes spooled per tenant (inbound + outbound); the tenant "
+                             "gets 503 when it reaches relay_spool_tenant_capacity_bytes.", ["tenant"], registry=reg)
+        tenant_cap = Gauge("relay_spool_tenant_capacity_bytes", "The tenant's share of the spool "
+                           "(tenants[].max_spool_size).", ["tenant"], registry=reg)
+        for name, cap in spool.tenant_limits.items():
+            tenant_bytes.labels(name).set_function(partial(spool.tenant_bytes.__getitem__, name))
+            tenant_cap.labels(name).set(cap)
 
     def _on_ledger_changes(self, changes: list) -> None:
         """The ledger's change feed: the rules engine, then the session identities of agent hooks."""
@@ -206,6 +249,7 @@ class Relay:
             forward_content=p.forward_content,
             redact_patterns=list(p.redact_patterns),
             labels=dict(tenant.labels),
+            pricing=getattr(self, "_pricing", None),
         )
 
     # ------------------------------------------------------------------ admin endpoint
@@ -234,27 +278,51 @@ class Relay:
     async def _healthz(self, _req: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
 
-    async def _readyz(self, _req: web.Request) -> web.Response:
+    async def _readyz(self, req: web.Request) -> web.Response:
         """Ready (200) when relay can accept and spool data: not shutting down, the spool takes a write and is not
         full; 503 with the reason otherwise. An upstream that fails (Langfuse keys or URL, see ``exporters``) does
         not make relay unready — data is still spooled, and taking the only replica out of a Service would lose
-        it — so it is reported in the body (``upstreams_failing``) and in the logs and metrics."""
+        it — so it is reported in the body (``upstreams_failing``) and in the logs and metrics.
+
+        Without the admin token (when one is configured) the body only names the components (``components``: not
+        ready; ``degraded``: ``exporter``), never tenant names or upstream error texts."""
         problems: list[str] = []
+        components: set[str] = set()
         if self._stopping:
             problems.append("shutting down")
+            components.add("shutdown")
         try:
             assert self.spool is not None
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")
+            components.add("spool")
         if self.spool and (problem := self.spool.admission_problem()):
             problems.append(problem)
+            components.add("spool")
         exporters = self.exporter.health() if self.exporter else {}
         failing = [f"langfuse export for tenant {tenant} failing: {h.get('last_error')}"
                    for tenant, h in exporters.items() if h.get("state") == "failing_permanently"]
-        body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "problems": problems,
-                                "upstreams_failing": failing, "exporters": exporters}
+        status = "ready" if not problems else "not ready"
+        warnings = ["receivers accept unauthenticated requests beyond loopback (auth.allow_unauthenticated)"] \
+            if self._unauthenticated_open() else []
+        if not is_authenticated(req):
+            return web.json_response({"status": status, "components": sorted(components),
+                                      "degraded": ["exporter"] if failing else [], "warnings": warnings},
+                                     status=200 if not problems else 503)
+        body: dict[str, Any] = {"status": status, "problems": problems, "components": sorted(components),
+                                "upstreams_failing": failing, "warnings": warnings, "exporters": exporters}
         return web.json_response(body, status=200 if not problems else 503)
+
+    def _unauthenticated_open(self) -> bool:
+        """True when a receiver listens beyond loopback without tokens (``auth.allow_unauthenticated``)."""
+        from relay.config_security import is_loopback_host
+
+        cfg = self.config
+        if any(t.tokens for t in cfg.tenants):
+            return False
+        return any(r.enabled and not is_loopback_host(r.endpoint.rpartition(":")[0])
+                   for r in (cfg.receivers.otlp.protocols.http, cfg.receivers.otlp.protocols.grpc))
 
     # ------------------------------------------------------------------ misc
 
@@ -295,6 +363,13 @@ class Relay:
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)
+        if self.scores is not None:
+            for tenant in self.scores.sender.tenants:
+                for outcome in ("delivered", "dead_lettered"):
+                    self.scores.sender.sent.labels(tenant, outcome)
+        if self.langfuse_api is not None:
+            for handling, status in (("proxied", "200"), ("stored", "200"), ("refused", "401")):
+                self.langfuse_api.requests.labels(handling, status)
         if self.alerting is not None:
             from relay.alerting.dispatch.outbox import split_integration
 
@@ -316,6 +391,9 @@ class Relay:
             parts.append(f"admin {self.admin.host}:{self.admin.port}")
         log.info("relay %s started: %s; data in %s", __version__, ", ".join(parts),
                  Path(self.config.storage.directory).resolve())
+        if self._unauthenticated_open():
+            log.warning("receivers listen beyond loopback WITHOUT authentication (auth.allow_unauthenticated: true): "
+                        "anyone who can reach them can write data; give tenants[].tokens to close them")
         for t in self.tenants:
             if t.langfuse.enabled:
                 log.info("tenant %s: Langfuse export on → %s", t.name, t.langfuse.base_url)
@@ -351,24 +429,48 @@ def langfuse_missing(lf: Any) -> list[str]:
     return [LANGFUSE_ENV[k] for k in ("base_url", "public_key", "secret_key") if not getattr(lf, k)]
 
 
+def build_redactor(cfg: RelayConfig, registry: CollectorRegistry | None = None) -> Redactor | None:
+    """The ingest redactor of ``pipeline.redaction`` (catalogue, patterns, allowlist) and ``pipeline.redact_patterns``;
+    None when there is nothing to apply. Hits are counted in ``relay_redactions_total{rule}`` on ``registry``."""
+    red = cfg.pipeline.redaction
+    rules = load_catalogue() if red.catalogue else []
+    patterns = [*red.patterns, *cfg.pipeline.redact_patterns]
+    if not rules and not patterns:
+        return None
+    on_hit = None
+    redactor = Redactor(rules, patterns, red.allowlist)
+    if registry is not None:
+        counter = Counter("relay_redactions", "Secrets replaced by [REDACTED] before spooling, by rule id.", ["rule"],
+                          registry=registry)
+        for rule in redactor.rules:  # every rule's series exists from the start (0), as Prometheus recommends
+            counter.labels(rule.id)
+        on_hit = lambda rule, n: counter.labels(rule).inc(n)  # noqa: E731
+        redactor = Redactor(redactor.rules, (), red.allowlist, on_hit=on_hit)
+    return redactor
+
+
 class AdminEndpoint(Component):
-    """The admin HTTP endpoint (``service.admin.endpoint``): ``add_routes(app)`` installs its routes."""
+    """The admin HTTP endpoint (``service.admin``): ``add_routes(app)`` installs its routes; the guards of
+    ``relay.admin_security`` (token, Host, Origin, JSON-only) wrap them; TLS with ``service.admin.tls``."""
 
     name = "admin endpoint"
 
-    def __init__(self, endpoint: str, add_routes: Callable[[web.Application], None]):
-        self.host, self.port = parse_endpoint(endpoint)
+    def __init__(self, config: AdminConfig, add_routes: Callable[[web.Application], None]):
+        self.config = config
+        self.host, self.port = parse_endpoint(config.endpoint)
         self._add_routes = add_routes
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        """Bind and serve. Raises ``OSError`` when the address is in use or not available."""
-        app = web.Application()
+        """Bind and serve. Raises ``OSError`` when the address is in use or not available, or the TLS files cannot
+        be read."""
+        app = web.Application(middlewares=[admin_middleware(self.config)])
         self._add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
+            await web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -423,13 +525,16 @@ def _touch(conn) -> None:
 
 
 def _secrets(cfg: RelayConfig) -> list[str]:
-    """Every secret of the config, for the log masker: tenant tokens, Langfuse keys, receiver credentials."""
+    """Every secret of the config, for the log masker: tenant tokens, the admin token, Langfuse keys, receiver
+    credentials."""
     out = []
     for r in cfg.alerting.receivers:
         for c in (*r.slack_configs, *r.webhook_configs, *r.jira_configs):
             for v in c.__dict__.values():
                 if isinstance(v, SecretStr):
                     out.append(v.get_secret_value())
+    if cfg.service.admin.auth.token is not None:
+        out.append(cfg.service.admin.auth.token.get_secret_value())
     for t in cfg.resolved_tenants():
         out += [tok.get_secret_value() for tok in t.tokens]
         for s in (t.langfuse.public_key, t.langfuse.secret_key):

@@ -15,6 +15,9 @@ Rules (``relay.config.AuthConfig``):
 
   With ``trust_tenant_header``, a tenant header naming a *different* tenant than the credentials is refused.
 
+- ``auth.trusted_proxies`` (CIDRs): when set, the tenant header is only accepted from a peer address inside
+  them; the same header from any other peer is refused (without tokens, the configuration requires them).
+
 All secret comparisons use :func:`hmac.compare_digest` and visit every candidate (no early exit), header
 names are case-insensitive (gRPC metadata keys arrive lower-case), and secrets never appear in messages.
 """
@@ -24,14 +27,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 from collections.abc import Mapping
-
 from typing import TYPE_CHECKING
+
+from relay.config_security import parse_cidrs
 
 if TYPE_CHECKING:
     from relay.config_load import RelayConfig
 
-__all__ = ["Unauthorized", "TenantResolver"]
+__all__ = ["Unauthorized", "TenantResolver", "grpc_peer_host"]
 
 
 class Unauthorized(Exception):
@@ -55,6 +60,7 @@ class TenantResolver:
         self._default = auth.default_tenant
         self._tenant_header = auth.tenant_header.lower() if (auth.tenant_header and auth.trust_tenant_header) else None
         self._names = frozenset(t.name for t in tenants)
+        self._proxies = parse_cidrs(auth.trusted_proxies)
         self._tokens: list[tuple[bytes, str]] = [
             (tok.get_secret_value().encode(), t.name) for t in config.tenants for tok in t.tokens
         ]
@@ -69,14 +75,18 @@ class TenantResolver:
         """True when at least one tenant has a token, i.e. every request must authenticate."""
         return bool(self._tokens)
 
-    def resolve(self, headers: Mapping[str, str]) -> str:
-        """Return the tenant name for a request with ``headers`` (any mapping; names case-insensitive).
+    def resolve(self, headers: Mapping[str, str], peer: str | None = None) -> str:
+        """Return the tenant name for a request with ``headers`` (any mapping; names case-insensitive) from the
+        peer address ``peer`` (an IP address string; None when unknown).
 
         Raises :class:`Unauthorized` when credentials are required and missing or wrong, when a trusted
-        tenant header names an unknown tenant, or when it contradicts the credentials.
+        tenant header names an unknown tenant, contradicts the credentials, or comes from a peer outside
+        ``auth.trusted_proxies``.
         """
         lower = {k.lower(): v for k, v in headers.items()}
         named = lower.get(self._tenant_header) if self._tenant_header else None
+        if named is not None and self._proxies and not self._trusted(peer):
+            raise Unauthorized(f"the {self._tenant_header} header is only accepted from auth.trusted_proxies")
         if named is not None:
             named = named.strip()
             if named not in self._names:
@@ -87,6 +97,17 @@ class TenantResolver:
         if named and named != tenant:
             raise Unauthorized(f"the credentials do not belong to tenant {named!r}")
         return tenant
+
+    def _trusted(self, peer: str | None) -> bool:
+        if not peer:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._proxies)
 
     def _from_credentials(self, header: str | None) -> str:
         if not header:
@@ -123,3 +144,18 @@ class TenantResolver:
             if ok and found is None:
                 found = tenant
         return found
+
+
+def grpc_peer_host(peer: str | None) -> str | None:
+    """The IP address of a gRPC peer string (``ipv4:10.0.0.1:5000``, ``ipv6:[::1]:5000``, ``ipv6:%5B::1%5D:5000``);
+    None for other kinds (``unix:``) or when unparsable. Format: https://github.com/grpc/grpc/blob/master/doc/naming.md"""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    rest = rest.replace("%5B", "[").replace("%5D", "]")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or None
+    return None

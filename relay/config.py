@@ -14,11 +14,18 @@ Sizes accept integers (bytes) or strings with a unit (``64MiB``, ``1GiB``, ``512
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 
+from relay.config_security import (
+    AdminAuthConfig,
+    RateLimitConfig,
+    RedactionConfig,
+    TLSClientConfig,
+    TLSServerConfig,
+    parse_cidrs,
+)
 from relay.config_types import (  # noqa: F401  (re-exported)
     Duration,
     OptionalSecret,
@@ -55,7 +62,9 @@ class HttpReceiverConfig(_Model):
     """OTLP/HTTP receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp)."""
 
     enabled: bool = True
-    endpoint: str = "0.0.0.0:4318"
+    endpoint: str = "localhost:4318"
+    #: TLS (and mTLS with ``client_ca_file``); off when unset.
+    tls: TLSServerConfig | None = None
     #: Cap on the request body in bytes, enforced on the wire and after decompression (spec: 413 over it).
     max_request_body_size: Size = 64 * 2**20
     #: Also serve ``/api/public/otel/v1/traces`` so the Langfuse SDKs can use relay as their base URL.
@@ -68,7 +77,9 @@ class GrpcReceiverConfig(_Model):
     """OTLP/gRPC receiver (spec: https://opentelemetry.io/docs/specs/otlp/#otlpgrpc)."""
 
     enabled: bool = True
-    endpoint: str = "0.0.0.0:4317"
+    endpoint: str = "localhost:4317"
+    #: TLS (and mTLS with ``client_ca_file``); off when unset.
+    tls: TLSServerConfig | None = None
     #: Cap on the (decompressed) message in bytes; over it → RESOURCE_EXHAUSTED.
     max_recv_msg_size: Size = 64 * 2**20
 
@@ -108,6 +119,16 @@ class AuthConfig(_Model):
     default_tenant: str = "default"
     tenant_header: OptionalStr = None
     trust_tenant_header: bool = False
+    #: Accept unauthenticated requests on a receiver listening beyond loopback (logged at every start).
+    allow_unauthenticated: bool = False
+    #: Peers (CIDRs) whose ``tenant_header`` is honoured when no tenant has tokens; required then.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        parse_cidrs(v)
+        return v
 
 
 class RetryConfig(_Model):
@@ -170,6 +191,8 @@ class LangfuseExporterConfig(_Model):
     """Exporter settings shared by all tenants (each tenant brings its own keys)."""
 
     timeout: Duration = 30.0
+    #: Outbound TLS (private CA, client certificate) for a self-hosted Langfuse.
+    tls: TLSClientConfig = TLSClientConfig()
     retry_on_failure: RetryConfig = RetryConfig()
     batch: BatchConfig = BatchConfig()
     #: Batches whose send was interrupted (relay died before Langfuse's answer, or the answer was lost to a timeout
@@ -223,14 +246,11 @@ class PipelineConfig(_Model):
     #: Forward prompts, responses and tool parameters when the agent sent them (Claude Code only sends them
     #: with OTEL_LOG_USER_PROMPTS / OTEL_LOG_TOOL_DETAILS).
     forward_content: bool = True
-    #: Regexes whose matches are replaced by ``[REDACTED]`` in forwarded content.
-    redact_patterns: list[str] = [
-        r"sk-ant-[A-Za-z0-9_\-]{8,}",
-        r"sk-lf-[A-Za-z0-9_\-]{8,}",
-        r"(?i)(?:api[_-]?key|secret|password|token)\s*[=:]\s*\S+",
-        r"AKIA[0-9A-Z]{16}",
-        r"gh[pousr]_[A-Za-z0-9]{20,}",
-    ]
+    #: Extra regexes whose matches are replaced by ``[REDACTED]`` in forwarded content (the secret catalogue of
+    #: ``redaction`` already covers the common formats everywhere; these also apply before the spool).
+    redact_patterns: list[str] = []
+    #: Secret redaction of every forwarded string, before the spool (``relay.redaction``).
+    redaction: RedactionConfig = RedactionConfig()
     environment: OptionalStr = None
     release: OptionalStr = None
     identity: IdentityConfig = IdentityConfig()
@@ -267,10 +287,17 @@ class StorageConfig(_Model):
 
 
 class AdminConfig(_Model):
-    """The admin HTTP endpoint: /metrics, /healthz, /readyz."""
+    """The admin HTTP endpoint: /metrics, /healthz, /readyz, the alert/silence API (``relay.admin_security``)."""
 
     enabled: bool = True
     endpoint: str = "127.0.0.1:8888"
+    #: Bearer token required on every endpoint but /healthz, /readyz (and /metrics unless ``metrics_auth``).
+    auth: AdminAuthConfig = AdminAuthConfig()
+    #: Also require the token on /metrics.
+    metrics_auth: bool = False
+    #: ``Host`` names accepted besides loopback ones (DNS-rebinding guard), e.g. ``[relay.internal]``.
+    allowed_hosts: list[str] = []
+    tls: TLSServerConfig | None = None
 
     _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
@@ -303,6 +330,10 @@ class TenantConfig(_Model):
     langfuse: LangfuseConfig = LangfuseConfig()
     #: Extra labels attached to this tenant's ledger records and traces (e.g. ``{org: acme}``).
     labels: dict[str, str] = {}
+    #: This tenant's share of the spool in bytes; default: ``storage.max_spool_size`` / number of tenants.
+    max_spool_size: Size | None = None
+    #: Items per second accepted from this tenant (429 + Retry-After over it); unlimited when unset.
+    rate_limit: RateLimitConfig | None = None
 
     @field_validator("tokens", mode="before")
     @classmethod

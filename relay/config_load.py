@@ -33,13 +33,19 @@ from relay.config import (
     TenantConfig,
     _Model,
 )
+from relay.config_security import is_loopback_host
 from relay.reports.config import ReportsConfig
+from relay.scores.config import ScoresConfig
 from relay.usage.config import LedgerConfig
 from relay.yaml_lines import yaml_line
 
 __all__ = ["RelayConfig", "ConfigError", "load_config", "expand", "LANGFUSE_ENV"]
 
 _EXPAND_RE = re.compile(r"\$\{(env|file):([^}:]+)(?::-([^}]*))?\}")
+
+
+#: What ``localhost`` binds (both loopback addresses), for the port clash check.
+_LOCALHOST = {"localhost", "127.0.0.1", "::1"}
 
 
 class RelayConfig(_Model):
@@ -60,6 +66,8 @@ class RelayConfig(_Model):
     alerting: AlertingConfig = AlertingConfig()
     #: Scheduled usage summaries (``relay.reports.config``).
     reports: ReportsConfig = ReportsConfig()
+    #: Langfuse scores computed from the usage ledger (``relay.scores.config``).
+    scores: ScoresConfig = ScoresConfig()
 
     @model_validator(mode="after")
     def _check_tenants(self) -> RelayConfig:
@@ -75,12 +83,39 @@ class RelayConfig(_Model):
                 if v in seen and seen[v] != t.name:
                     raise ValueError(f"tenants[{i}].tokens: a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
-        problems = self.reports.problems([r.name for r in self.alerting.receivers],
-                                         [t.name for t in self.resolved_tenants()])
+        problems = self.security_problems()
+        problems += self.reports.problems([r.name for r in self.alerting.receivers],
+                                          [t.name for t in self.resolved_tenants()])
         problems += self._port_clashes()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def security_problems(self) -> list[str]:
+        """Why this configuration would expose relay (each message names the key and the fix); empty when safe.
+
+        - a receiver beyond loopback needs tenant tokens, or ``auth.allow_unauthenticated: true``;
+        - ``auth.trust_tenant_header`` without tokens needs ``auth.trusted_proxies``;
+        - the admin endpoint beyond loopback needs ``service.admin.auth.token``.
+        """
+        out: list[str] = []
+        has_tokens = any(t.tokens for t in self.tenants)
+        proto = self.receivers.otlp.protocols
+        for name, r in (("http", proto.http), ("grpc", proto.grpc)):
+            host = r.endpoint.rpartition(":")[0]
+            if r.enabled and not is_loopback_host(host) and not has_tokens and not self.auth.allow_unauthenticated:
+                out.append(
+                    f"receivers.otlp.protocols.{name}.endpoint: {r.endpoint} listens beyond loopback but no tenant "
+                    f"has tokens, so anyone who can reach it could write data; give tenants[].tokens "
+                    f"(e.g. ${{env:RELAY_TOKEN}}), bind to localhost:<port>, or set auth.allow_unauthenticated: true")
+        if self.auth.trust_tenant_header and not has_tokens and not self.auth.trusted_proxies:
+            out.append("auth.trust_tenant_header: without tenant tokens any client could pick any tenant; list the "
+                       "proxies that set the header in auth.trusted_proxies (CIDRs) or give tenants[].tokens")
+        admin = self.service.admin
+        if admin.enabled and not is_loopback_host(admin.endpoint.rpartition(":")[0]) and admin.auth.token is None:
+            out.append(f"service.admin.endpoint: {admin.endpoint} listens beyond loopback without a token; set "
+                       f"service.admin.auth.token (e.g. ${{env:RELAY_ADMIN_TOKEN}}) or bind to 127.0.0.1:<port>")
+        return out
 
     def _port_clashes(self) -> list[str]:
         """Two enabled listeners on the same port and overlapping addresses (one of them all interfaces, or the
@@ -96,7 +131,8 @@ class RelayConfig(_Model):
             host, _, port = ep.rpartition(":")
             host = host.strip("[]")
             for other_key, other_host, other_port in seen:
-                overlap = host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}
+                overlap = (host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}
+                           or ("localhost" in (host, other_host) and {host, other_host} <= _LOCALHOST))
                 if port == other_port and port != "0" and overlap:
                     out.append(f"{key}: port {port} is already used by {other_key}")
             seen.append((key, host, port))
@@ -119,7 +155,8 @@ class RelayConfig(_Model):
                 environment=t.langfuse.environment or lf.environment or self.pipeline.environment,
                 release=t.langfuse.release or lf.release or self.pipeline.release,
             )
-            out.append(t.model_copy(update={"langfuse": merged}))
+            share = t.max_spool_size or self.storage.max_spool_size // len(tenants)
+            out.append(t.model_copy(update={"langfuse": merged, "max_spool_size": share}))
         return out
 
     @property

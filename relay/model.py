@@ -1,17 +1,33 @@
 """relay's internal data model: the shapes that flow between receivers, pipeline, exporters and ledger.
 
 Units: times are Unix **nanoseconds** (``*_ns``) as in OTLP; durations on usage records are **milliseconds**
-(``*_ms``) as Claude Code reports them; money is **USD** (float) with an exact integer form in **micro-USD**
-(``cost_micros``) for the ledger; tokens are integer counts.
+(``*_ms``) as Claude Code reports them; money is **USD** (float) with an exact integer form in **nano-USD**
+(``cost_nanos``) for the ledger; tokens are integer counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Signal", "Outcome", "OUTCOME_REASONS", "ObservationType", "Level", "TraceInfo", "Observation", "UsageRecord"]
+__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "OUTCOME_REASONS", "ObservationType", "Level", "TraceInfo",
+           "Observation", "UsageRecord"]
+
+
+#: nano-USD per USD: the ledger's integer money unit.
+NANOS_PER_USD = 1_000_000_000
+
+
+def usd_to_nanos(usd: float | str | Decimal) -> int:
+    """A USD amount as integer nano-USD, rounded half-up on its shortest decimal form (``repr`` of a float), so
+    float noise never moves it: exact for any amount with at most nine decimals (``0.0612345`` → ``61234500``).
+    Raises ``decimal.InvalidOperation`` for a non-numeric string and ``ValueError`` for NaN/infinity."""
+    d = Decimal(repr(float(usd))) if isinstance(usd, float) else Decimal(str(usd))
+    if not d.is_finite():
+        raise ValueError(f"not a finite USD amount: {usd!r}")
+    return int((d * NANOS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 class Signal(StrEnum):
@@ -150,6 +166,9 @@ class Observation:
     #: OTLP span events, each ``(name, time_ns, attributes)``.
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     status_error: bool = False
+    #: The instrumentation scope ``(name, version)`` of the span this observation came from (Langfuse shows it as
+    #: ``metadata.scope``); None for observations relay synthesises (exported under relay's own scope).
+    scope: tuple[str, str] | None = None
 
 
 @dataclass
@@ -158,7 +177,7 @@ class UsageRecord:
 
     ``kind`` is ``llm`` or ``tool``. ``key`` is stable across duplicates (e.g. ``llm:<request_id>``,
     ``tool:<tool_use_id>``). Tokens are counts; ``input_tokens`` excludes cache reads and writes (Anthropic
-    semantics). ``cost_micros`` is micro-USD (exact); ``cost_source`` is ``reported`` (by the agent) or
+    semantics). ``cost_nanos`` is nano-USD (exact); ``cost_source`` is ``reported`` (by the agent) or
     ``computed`` (by relay's price table) or ``none``.
     """
 
@@ -179,7 +198,7 @@ class UsageRecord:
     cache_creation_tokens: int = 0
     cache_creation_5m_tokens: int = 0
     cache_creation_1h_tokens: int = 0
-    cost_micros: int = 0
+    cost_nanos: int = 0
     cost_source: str = "none"
     duration_ms: float | None = None
     ttft_ms: float | None = None

@@ -139,14 +139,20 @@ class TraceCommit:
     info: dict
     usage: list[UsageRecord]
     items: dict[str, int] = field(default_factory=dict)
+    #: (first start, last end) of the trace's observations in this commit, unix ns (None: no observation).
+    bounds: tuple[int, int] | None = None
 
 
-def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int]]:
-    """(inbound bytes, outbound bytes, outbound spans per tenant) as stored."""
+def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """(inbound bytes, outbound bytes, outbound spans per tenant, spooled bytes per tenant) as stored."""
     ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
     ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
     per = dict(conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall())
-    return ib, ob, per
+    by_tenant: dict[str, int] = defaultdict(int)
+    for table in ("inbound", "outbound"):
+        for tenant, size in conn.execute(f"SELECT tenant, SUM(LENGTH(payload)) FROM {table} GROUP BY tenant"):
+            by_tenant[tenant] += size or 0
+    return ib, ob, per, dict(by_tenant)
 
 
 class Spool:
@@ -160,9 +166,14 @@ class Spool:
         self.dedup_retention = dedup_retention
         self.outcomes = outcomes if outcomes is not None else OutcomeCounts()
         self._reserved = 0  # bytes of appends being written (admission counts them: the limit is exact)
+        self._reserved_by_tenant: dict[str, int] = defaultdict(int)
         self.inbound_bytes = 0
         self.outbound_bytes = 0
         self.outbound_spans: dict[str, int] = defaultdict(int)
+        #: Bytes spooled per tenant (inbound + outbound), and each tenant's share (``tenants[].max_spool_size``);
+        #: a tenant without an entry is only bounded by ``max_size``.
+        self.tenant_bytes: dict[str, int] = defaultdict(int)
+        self.tenant_limits: dict[str, int] = {}
         self.inbound_event = asyncio.Event()
         self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -198,11 +209,19 @@ class Spool:
         st = os.statvfs(self.db.path.parent)
         return st.f_bavail * st.f_frsize
 
-    def admission_problem(self, size: int = 0) -> str | None:
-        """Why a request of ``size`` bytes cannot be accepted now (spool at ``max_size``, or free disk space below
-        ``min_free_space``), or None."""
+    def admission_problem(self, size: int = 0, tenant: str | None = None) -> str | None:
+        """Why a request of ``size`` bytes of ``tenant`` cannot be accepted now (spool at ``max_size``, the
+        tenant's data at its share ``tenant_limits`` — so one tenant whose destination is down cannot starve the
+        others —, or free disk space below ``min_free_space``), or None. Bytes of appends still being written
+        count (the limits are exact)."""
         if self.size + self._reserved + size > self.max_size:
             return f"spool full ({self.size + self._reserved} of {self.max_size} bytes); retry later"
+        limit = self.tenant_limits.get(tenant) if tenant is not None else None
+        if limit is not None:
+            used = self.tenant_bytes[tenant] + self._reserved_by_tenant[tenant]
+            if used + size > limit:
+                return (f"this tenant's share of the spool is full ({used} of {limit} bytes, its data is not being "
+                        "exported); retry later")
         if self.min_free_space:
             try:
                 free = self.free_space()
@@ -220,10 +239,12 @@ class Spool:
             self.outcomes.add(rows)
         return value
 
-    def _apply_sizes(self, sizes: tuple[int, int, dict[str, int]]) -> None:
-        self.inbound_bytes, self.outbound_bytes, per = sizes
+    def _apply_sizes(self, sizes: tuple[int, int, dict[str, int], dict[str, int]]) -> None:
+        self.inbound_bytes, self.outbound_bytes, per, by_tenant = sizes
         self.outbound_spans.clear()
         self.outbound_spans.update(per)
+        self.tenant_bytes.clear()
+        self.tenant_bytes.update(by_tenant)
 
     async def resync(self) -> None:
         """Re-read the spool's sizes from the database. The counters are kept in memory for speed; another
@@ -246,9 +267,10 @@ class Spool:
                      invalid: dict[str, int] | None = None) -> bool:
         """Durably store an accepted request. Returns False (and stores nothing) when ``dedup_key`` was seen
         within the retention; raises ``SpoolFull`` when the request would take the spool over ``max_size`` or the
-        disk below ``min_free_space`` (``admission_problem``). ``invalid`` counts the request's items the receiver
-        rejected, per reason: they get the ``invalid`` outcome in the same transaction."""
-        problem = self.admission_problem(len(payload))
+        tenant's data over its share (``tenant_limits``), or the disk below ``min_free_space``
+        (``admission_problem``). ``invalid`` counts the request's items the receiver rejected, per reason: they get
+        the ``invalid`` outcome in the same transaction."""
+        problem = self.admission_problem(len(payload), tenant)
         if problem:
             raise SpoolFull(5.0, problem)
         now = time.time_ns()
@@ -268,12 +290,15 @@ class Spool:
             return True, rows
 
         self._reserved += len(payload)
+        self._reserved_by_tenant[tenant] += len(payload)
         try:
             stored = await self._write(write)
         finally:
             self._reserved -= len(payload)
+            self._reserved_by_tenant[tenant] -= len(payload)
         if stored:
             self.inbound_bytes += len(payload)
+            self.tenant_bytes[tenant] += len(payload)
             self.inbound_event.set()
         return stored
 
@@ -297,17 +322,21 @@ class Spool:
         if not seqs and not rows:
             return
 
-        def delete(conn: sqlite3.Connection) -> tuple[int, list[OutcomeRow]]:
-            total = 0
+        def delete(conn: sqlite3.Connection) -> tuple[dict[str, int], list[OutcomeRow]]:
+            freed: dict[str, int] = defaultdict(int)
             for s in seqs:
-                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING LENGTH(payload)", (s,)).fetchone()
-                total += row[0] if row else 0
+                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
+                                   (s,)).fetchone()
+                if row:
+                    freed[row[0]] += row[1]
                 conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
             _count(conn, rows)
-            return total, rows
+            return freed, rows
 
         freed = await self._write(delete)  # not `-= await`: that reads the counter before the await
-        self.inbound_bytes -= freed
+        for tenant, size in freed.items():
+            self.inbound_bytes -= size
+            self.tenant_bytes[tenant] -= size
 
     async def closed_groups(self, seqs: Iterable[int]) -> set[tuple[int, str]]:
         """The ``(seq, group key)`` pairs already closed and committed for the inbound requests ``seqs`` (left by
@@ -335,8 +364,9 @@ class Spool:
         closed = list(closed)
         now = time.time_ns()
 
-        def copy(conn: sqlite3.Connection) -> tuple[tuple[int, int], list[OutcomeRow]]:
-            n = freed = 0
+        def copy(conn: sqlite3.Connection) -> tuple[tuple[int, dict[str, int]], list[OutcomeRow]]:
+            n = 0
+            freed: dict[str, int] = defaultdict(int)
             for s in seqs:
                 n += conn.execute(
                     "INSERT INTO quarantine(tenant, signal, payload, items, received_ns, failed_ns, reason) "
@@ -344,15 +374,19 @@ class Spool:
                     (now, reason, s),
                 ).rowcount
                 if delete:
-                    row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING LENGTH(payload)", (s,)).fetchone()
-                    freed += row[0] if row else 0
+                    row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
+                                       (s,)).fetchone()
+                    if row:
+                        freed[row[0]] += row[1]
                     conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
             conn.executemany("INSERT OR IGNORE INTO inbound_closed(seq, gkey) VALUES (?,?)", closed)
             _count(conn, rows)
             return (n, freed), rows
 
         n, freed = await self._write(copy)
-        self.inbound_bytes -= freed
+        for tenant, size in freed.items():
+            self.inbound_bytes -= size
+            self.tenant_bytes[tenant] -= size
         return n
 
     async def requeue_quarantined(self) -> int:
@@ -421,6 +455,7 @@ class Spool:
         for c in commits:
             if c.payload:
                 self.outbound_spans[c.tenant] += c.spans
+                self.tenant_bytes[c.tenant] += len(c.payload)
                 self._outbound_events[c.tenant].set()
 
     # ------------------------------------------------------------------ outbound (exporter)
@@ -472,6 +507,7 @@ class Spool:
 
         await self.db.run(write)
         self.outbound_bytes += len(payload) - len(batch.payload)
+        self.tenant_bytes[batch.tenant] += len(payload) - len(batch.payload)
         self.outbound_spans[batch.tenant] += spans - batch.spans
 
     async def ack_outbound(self, batches: list[OutboundBatch]) -> None:
@@ -489,6 +525,7 @@ class Spool:
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
+            self.tenant_bytes[b.tenant] -= len(b.payload)
 
     async def dead_letter(self, batches: list[OutboundBatch], status: int | None, reason: str) -> None:
         """Move batches the destination refused permanently to the dead-letter store, with the reason; their items
@@ -511,6 +548,7 @@ class Spool:
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
+            self.tenant_bytes[b.tenant] -= len(b.payload)
 
     async def dead_letters(self, tenant: str | None = None) -> list[DeadLetter]:
         """The dead-letter store's entries (without payloads), oldest first."""
@@ -555,6 +593,7 @@ class Spool:
         for ten, size, spans in moved:
             self.outbound_bytes += size
             self.outbound_spans[ten] += spans
+            self.tenant_bytes[ten] += size
             self._outbound_events[ten].set()
         return len(moved)
 

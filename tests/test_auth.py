@@ -37,17 +37,27 @@ def test_no_tokens_means_default_tenant():
     assert r.resolve({}) == "solo"
 
 
-def test_trusted_tenant_header_without_tokens():
+def test_trusted_tenant_header_without_tokens_needs_trusted_proxies():
+    with pytest.raises(ValueError, match="auth.trusted_proxies"):
+        RelayConfig.model_validate({
+            "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
+            "tenants": [{"name": "default"}, {"name": "acme"}],
+        })
     cfg = RelayConfig.model_validate({
-        "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
+        "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True,
+                 "trusted_proxies": ["10.1.0.0/16", "::1"]},
         "tenants": [{"name": "default"}, {"name": "acme"}],
     })
     r = TenantResolver(cfg)
-    assert r.resolve({"X-Relay-Tenant": "acme"}) == "acme"
-    assert r.resolve({"x-relay-tenant": "acme"}) == "acme"  # gRPC metadata is lower-case
-    assert r.resolve({}) == "default"
+    assert r.resolve({"X-Relay-Tenant": "acme"}, "10.1.2.3") == "acme"
+    assert r.resolve({"x-relay-tenant": "acme"}, "::1") == "acme"  # gRPC metadata is lower-case
+    assert r.resolve({"x-relay-tenant": "acme"}, "::ffff:10.1.0.9") == "acme"  # v4-mapped peer
+    assert r.resolve({}, "192.0.2.1") == "default"
     with pytest.raises(Unauthorized, match="unknown tenant"):
-        r.resolve({"X-Relay-Tenant": "nobody"})
+        r.resolve({"X-Relay-Tenant": "nobody"}, "10.1.2.3")
+    for peer in ("192.0.2.1", "10.2.0.1", None, "garbage"):
+        with pytest.raises(Unauthorized, match="trusted_proxies"):
+            r.resolve({"X-Relay-Tenant": "acme"}, peer)
     # not trusted → ignored
     untrusted_auth = cfg.auth.model_copy(update={"trust_tenant_header": False})
     untrusted = TenantResolver(cfg.model_copy(update={"auth": untrusted_auth}))

@@ -8,6 +8,8 @@ Every scenario is decoded into record views, grouped the way the pipeline groups
 
 from __future__ import annotations
 
+import math
+
 import base64
 import copy
 import gzip
@@ -127,7 +129,7 @@ def picture(results: list[MappedTrace]) -> list[tuple]:
 
 def ledger(results: list[MappedTrace]) -> list[tuple]:
     return sorted((u.key, u.kind, u.model, u.tool_name, u.input_tokens, u.output_tokens, u.cache_read_tokens,
-                   u.cache_creation_tokens, u.cache_creation_5m_tokens, u.cache_creation_1h_tokens, u.cost_micros,
+                   u.cache_creation_tokens, u.cache_creation_5m_tokens, u.cache_creation_1h_tokens, u.cost_nanos,
                    u.cost_source, u.success, u.error_class, u.decision, u.decision_source, u.agent, u.user,
                    u.session_id, u.prompt_id)
                   for r in results for u in r.usage)
@@ -170,7 +172,12 @@ def test_every_scenario_maps_generations_tools_and_usage_from_events(scenario):
     usage = [u for r in results for u in r.usage]
     assert sorted(u.key for u in usage if u.kind == "llm" and u.success) == sorted(
         "llm:" + v.attrs["request_id"] for v in requests)
-    assert sum(u.cost_micros for u in usage) == sum(v.attrs["cost_usd_micros"] for v in requests)
+    # nano-USD from the doubles Claude Code sent (its cost_usd_micros are rounded to whole micro-dollars)
+    for u in usage:
+        if u.kind == "llm" and u.success:
+            v = next(v for v in requests if v.attrs.get("request_id") == u.key.removeprefix("llm:"))
+            assert abs(u.cost_nanos - float(v.attrs["cost_usd"]) * 1e9) <= 0.5
+    assert abs(sum(u.cost_nanos for u in usage) - math.fsum(float(v.attrs["cost_usd"]) for v in requests) * 1e9) <= 1
     assert sorted(u.key for u in usage if u.kind == "tool") == sorted("tool:" + v.attrs["tool_use_id"] for v in results_ev)
     grouped = [v for lg, sp in group(logs, spans).values() for v in (*lg, *sp)]
     assert all(v.outcome in ("forwarded", "filtered") for v in grouped)
@@ -272,10 +279,10 @@ def test_err529_same_error_observations_with_and_without_spans():
         [gen] = [o for o in errors if o.type == ObservationType.GENERATION]
         assert gen.model == "claude-opus-5-5" and gen.usage_details is None and gen.cost_details is None
         [u] = [u for r in results for u in r.usage if u.kind == "llm"]
-        assert (u.kind, u.success, u.error_class, u.cost_micros, u.status_code) == ("llm", False, "overloaded", 0, None)
+        assert (u.kind, u.success, u.error_class, u.cost_nanos, u.status_code) == ("llm", False, "overloaded", 0, None)
         [x] = [u for r in results for u in r.usage if u.kind == "retries_exhausted"]
         [ev] = events(logs, "api_retries_exhausted")
-        assert (x.success, x.cost_micros, x.time_ns, x.model) == (False, 0, ev.time_ns, ev.attrs.get("model"))
+        assert (x.success, x.cost_nanos, x.time_ns, x.model) == (False, 0, ev.time_ns, ev.attrs.get("model"))
         assert x.key.startswith("retries:") and x.error == "Repeated 529 Overloaded errors"
     [beta] = map_all(logs, spans)
     failed = next(s for s in spans if s.name == "claude_code.llm_request")
@@ -371,7 +378,7 @@ def test_span_only_calls_still_give_one_generation_without_cost():
         assert u["input"] == ev.attrs["input_tokens"] and u["output"] == ev.attrs["output_tokens"]
         assert u["input_cache_creation_5m"] + u["input_cache_creation_1h"] == ev.attrs["cache_creation_tokens"]
     llm = [u for u in r.usage if u.kind == "llm"]
-    assert len(llm) == 7 and {u.cost_source for u in llm} == {"none"} and sum(u.cost_micros for u in llm) == 0
+    assert len(llm) == 7 and {u.cost_source for u in llm} == {"none"} and sum(u.cost_nanos for u in llm) == 0
 
 
 def _tool_events(logs, name):
@@ -534,7 +541,7 @@ def test_api_error_classes_and_keys(status, text, expected):
     [gen] = obs_of([r], ObservationType.GENERATION)
     assert (gen.level, gen.status_message, gen.metadata["error_class"]) == (Level.ERROR, text, expected)
     [u] = r.usage
-    assert (u.success, u.error_class, u.status_code, u.cost_micros) == (False, expected, status, 0)
+    assert (u.success, u.error_class, u.status_code, u.cost_nanos) == (False, expected, status, 0)
     assert u.key == ("llm-error:req-e" if status else "llm-error:s-1:2:%d" % logs[1].time_ns)
     assert all(isinstance(v, str) for v in r.trace.metadata.values())
     json.dumps([o.metadata for o in r.observations])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,26 @@ def test_dead_letters_and_replay_commands(tmp_path):
         assert [b.payload for b in asyncio.run(spool.read_outbound("default", 10, 10_000))] == [b"payload"]
     finally:
         spool.close()
+
+
+def test_relay_check_prints_the_security_posture(tmp_path):
+    r = relay_cli("check", "--config", "config.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "OTLP/HTTP localhost:4318: loopback only, TLS off, auth off" in r.stdout
+    assert "admin 127.0.0.1:8888: loopback only, TLS off, no token" in r.stdout
+    assert re.search(r"redaction: \d{3} rule\(s\) \(catalogue on", r.stdout)
+    p = tmp_path / "open.yaml"
+    p.write_text("receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:4317\n"
+                 "        tls: {cert_file: a.crt, key_file: a.key, client_ca_file: ca.pem}\n"
+                 "tenants:\n  - name: acme\n    tokens: ['${env:TOKEN}']\n    rate_limit: {spans_per_second: 100}\n"
+                 "pipeline:\n  redaction: {catalogue: false, patterns: ['ACME-\\d+']}\n")
+    r = relay_cli("check", "--config", str(p), env={"TOKEN": "t0ken-t0ken-t0ken"})
+    assert r.returncode == 0, r.stderr
+    assert "OTLP/gRPC 0.0.0.0:4317: BEYOND LOOPBACK, TLS 1.2+, mTLS (client_ca_file), auth bearer tokens required" \
+        in r.stdout
+    assert "redaction: 1 rule(s) (catalogue OFF, 1 custom" in r.stdout
+    assert "tenant acme: spool share 2147483648 bytes, 100 items/s" in r.stdout
+    assert "t0ken" not in r.stdout
 
 
 # ---------------------------------------------------------------------------------------------- issue 16: check

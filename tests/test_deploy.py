@@ -104,7 +104,9 @@ def test_compose_runs_relay_against_the_langfuse_project_it_provisions(tmp_path)
     text = (conf / "relay.yaml").read_text().replace("/run/secrets/relay_tenant_token", str(tmp_path / "token"))
     (conf / "relay.yaml").write_text(text.replace("directory: /data", f"directory: {tmp_path / 'data'}"))
     cfg = _load(conf / "relay.yaml", {"LANGFUSE_BASE_URL": relay_svc["LANGFUSE_BASE_URL"],
-                                      "LANGFUSE_PUBLIC_KEY": "pk-lf-relay-dev", "LANGFUSE_SECRET_KEY": "sk-lf-relay-dev"})
+                                      "LANGFUSE_PUBLIC_KEY": "pk-lf-relay-dev", "LANGFUSE_SECRET_KEY": "sk-lf-relay-dev",
+                                      "RELAY_ADMIN_TOKEN": "compose-admin-token"})
+    assert cfg.service.admin.auth.token.get_secret_value() == "compose-admin-token"  # required beyond loopback
     [tenant] = cfg.resolved_tenants()
     assert [t.get_secret_value() for t in tenant.tokens] == ["compose-tenant-token"]
     assert tenant.langfuse.enabled and tenant.langfuse.base_url == "http://langfuse-web:3000"
@@ -184,7 +186,9 @@ def test_kubernetes_probes_image_secrets_and_network_policy(tmp_path):
         target.write_text(secrets[secret]["stringData"][key] + "\n")
     local = config_text.replace("/etc/relay/tenants", str(tmp_path / "etc/relay/tenants"))
     (tmp_path / "relay.yaml").write_text(local.replace("directory: /data", f"directory: {tmp_path / 'data'}"))
-    cfg = load_config(str(tmp_path / "relay.yaml"))
+    admin_token = secrets[admin_ref["name"]]["stringData"][admin_ref["key"]]
+    cfg = load_config(str(tmp_path / "relay.yaml"), env={"RELAY_ADMIN_TOKEN": admin_token})
+    assert cfg.service.admin.auth.token.get_secret_value() == admin_token  # required beyond loopback
     assert {t.name: bool(t.tokens) and t.langfuse.enabled for t in cfg.resolved_tenants()} == {
         "acme": True, "globex": True}
 

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from relay.model import usd_to_nanos
+
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.expected import by_name, events
 from tests.support.fixtures import load_scenario
@@ -151,11 +153,11 @@ async def test_export_off_still_keeps_the_ledger(tmp_path):
         await replay(relay, "protobuf-tools")
         await settle(relay)
         rows = await relay.spool.db.run(
-            lambda c: c.execute("SELECT kind, COUNT(*), SUM(cost_micros) FROM usage_records GROUP BY kind ORDER BY kind").fetchall())
+            lambda c: c.execute("SELECT kind, COUNT(*), SUM(cost_nanos) FROM usage_records GROUP BY kind ORDER BY kind").fetchall())
         metrics = await relay.spool.db.run(lambda c: c.execute("SELECT COUNT(*) FROM metric_points").fetchone()[0])
     evs = events("protobuf-tools")
     requests = by_name(evs, "api_request")
-    assert rows == [("llm", len(requests), sum(int(e.attrs["cost_usd_micros"]) for e in requests)),
+    assert rows == [("llm", len(requests), sum(usd_to_nanos(float(e.attrs["cost_usd"])) for e in requests)),
                     ("tool", len(by_name(evs, "tool_result")), 0)]
     assert metrics > 0
 

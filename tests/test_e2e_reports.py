@@ -28,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 import aiohttp
 import pytest
 
+from relay.model import usd_to_nanos
+
 from tests.fakes.langfuse import FakeLangfuse
 from tests.fakes.slack import FakeSlack
 from tests.support.cc_traffic import CCTraffic
@@ -75,11 +77,12 @@ async def send_calls(relay, team: str, at: datetime, costs: list[float]) -> None
 
 
 def micros(usd: float) -> int:
-    return round(usd * 1e6)
+    """USD as the ledger's integer nano-USD (the name is historical)."""
+    return usd_to_nanos(usd)
 
 
 def usd(m: int) -> str:
-    return f"${m / 1e6:,.2f}"
+    return f"${m / 1e9:,.2f}"
 
 
 def capture_calls(start: datetime, end: datetime) -> list[int]:

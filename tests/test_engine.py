@@ -205,10 +205,10 @@ async def test_upgrades_and_retractions_are_counted_once(tmp_path):
     team = {"team.id": "p"}
     computed = rec("call-1", clock.t, cost=45.0, labels=team, cost_source="computed")
     e.observe(new(computed))
-    e.observe([upgrade(computed, cost_micros=55_000_000, cost_source="reported")])
+    e.observe([upgrade(computed, cost_nanos=55_000_000_000, cost_source="reported")])
     (a,) = sink.take()
     assert a.values["spend"] == 55.0 and a.labels["threshold"] == "50"
-    e.observe([upgrade(computed, cost_micros=55_000_000, cost_source="reported")][:0])  # nothing: no-op
+    e.observe([upgrade(computed, cost_nanos=55_000_000_000, cost_source="reported")][:0])  # nothing: no-op
     reported = rec("call-1", clock.t, cost=55.0, labels=team)
     e.observe([LedgerChange(reported, None)])  # retraction
     (r,) = sink.take()

@@ -71,7 +71,7 @@ def rec(key: str, t: float, *, kind: str = "llm", tenant: str = "default", cost:
         labels: dict[str, str] | None = None, **kw: object) -> UsageRecord:
     """A usage record at unix seconds ``t`` costing ``cost`` USD."""
     kw.setdefault("cost_source", "reported" if cost else "none")
-    return UsageRecord(key=key, kind=kind, time_ns=round(t * 1e9), tenant=tenant, cost_micros=round(cost * 1e6),
+    return UsageRecord(key=key, kind=kind, time_ns=round(t * 1e9), tenant=tenant, cost_nanos=round(cost * 1e9),
                        labels=dict(labels or {}), **kw)
 
 

@@ -16,8 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
 
 from relay.exporters.langfuse_encode import encode_request
 from relay.model import Level, ObservationType, TraceInfo
@@ -148,7 +147,7 @@ def test_usage_records():
     assert rec.key == f"llm:{chat.trace_id}:{chat.id}"
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("claude-sonnet-4-5-20250929", 200, 250)
     assert (rec.cache_read_tokens, rec.cache_creation_tokens) == (9_000, 800)
-    assert rec.cost_micros == 42_100 and rec.cost_source == "reported"
+    assert rec.cost_nanos == 42_100_000 and rec.cost_source == "reported"
     assert rec.user == "alice" and rec.session_id == "conv-42" and rec.tenant == "acme"
     assert rec.success and rec.duration_ms is not None and rec.duration_ms >= 0
     assert tools["bash"].success is False and tools["bash"].error_class == "ExitCode"
@@ -237,11 +236,14 @@ def test_observation_type(attrs, expected):
     assert observation_type(attrs) == expected
 
 
-def test_legacy_usage_names_and_floor():
+def test_legacy_usage_names_and_anthropic_meaning():
     assert usage_details_of({"gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3}) == {
         "input": 7, "output": 3}
+    # input smaller than the cache alone can only be Anthropic's meaning (cache excluded): nothing is subtracted
     assert usage_details_of({"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cache_read.input_tokens": 9})[
-        "input"] == 0
+        "input"] == 5
+    assert usage_details_of({"gen_ai.usage.input_tokens": 15, "gen_ai.usage.cache_read.input_tokens": 9})[
+        "input"] == 6
     assert usage_details_of({"gen_ai.request.model": "m"}) is None
     # a malformed explicit value passes through untouched (None = do not re-encode)
     assert usage_details_of({"langfuse.observation.usage_details": '{"input": "3"}'}) is None
@@ -284,6 +286,99 @@ def test_existing_langfuse_content_and_cost_kept():
     assert (gen.type, gen.input, gen.output, gen.model) == (ObservationType.GENERATION, "q", "a", "gpt-5")
     assert gen.cost_details == {"input": 0.25, "output": 0.5}
     (rec,) = mapped.usage
-    assert rec.cost_micros == 750_000 and rec.cost_source == "reported"  # total = sum when absent
+    assert rec.cost_nanos == 750_000_000 and rec.cost_source == "reported"  # total = sum when absent
     _, mapped, _ = _map(req=_one_trace(("gen", {"gen_ai.request.model": "gpt-5"})))
-    assert mapped.usage[0].cost_source == "none" and mapped.usage[0].cost_micros == 0
+    assert mapped.usage[0].cost_source == "none" and mapped.usage[0].cost_nanos == 0
+
+
+# ---------------------------------------------------------------------------------------------- counted once
+
+
+def _pair(*, native_parent: bool, response_id: bool, fail: bool = False) -> ExportTraceServiceRequest:
+    """An instrumentor's span and the Anthropic SDK's own span for ONE call (scopes as the real libraries name them),
+    the SDK span as the child (create) or as an overlapping sibling (streams)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    outer_t = provider.get_tracer("openinference.instrumentation.anthropic", "3.1.0")
+    sdk_t = provider.get_tracer("com.anthropic.sdk.python", "2.17.0")
+    native = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+              "gen_ai.request.model": "claude-sonnet-4-5-20250929", "gen_ai.usage.input_tokens": 1212,
+              "gen_ai.usage.output_tokens": 30, "gen_ai.usage.cache_read.input_tokens": 1000,
+              "gen_ai.usage.cache_write.input_tokens": 200, "http.response.status_code": 500 if fail else 200}
+    if response_id:
+        native["gen_ai.response.id"] = "msg_01"
+    instr = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "user.id": "alice", "session.id": "s-1",
+             "llm.model_name": "claude-sonnet-4-5-20250929", "llm.token_count.prompt": 1212,
+             "llm.token_count.completion": 31, "llm.token_count.prompt_details.cache_read": 1000}
+    with provider.get_tracer("app").start_as_current_span("agent") as agent:
+        with outer_t.start_as_current_span("messages.create", attributes={} if fail else instr) as outer:
+            if fail:
+                outer.set_attributes({"openinference.span.kind": "LLM", "llm.provider": "anthropic"})
+                outer.set_status(Status(StatusCode.ERROR, "500 stand-in failure"))
+            ctx = None if native_parent else set_span_in_context(agent)  # a sibling, as for streams
+            with sdk_t.start_as_current_span("anthropic.messages.create", context=ctx, attributes=native) as sdk:
+                if fail:
+                    sdk.set_status(Status(StatusCode.ERROR))
+    provider.shutdown()
+    return sdk_to_otlp(exporter.get_finished_spans())
+
+
+@pytest.mark.parametrize("native_parent, response_id", [(True, False), (False, False), (True, True)])
+def test_sdk_native_span_and_instrumentor_span_count_once(native_parent, response_id):
+    _, mapped, by = _map(req=_pair(native_parent=native_parent, response_id=response_id))
+    [rec] = [u for u in mapped.usage if u.kind == "llm"]
+    gen, sdk = by["messages.create"], by["anthropic.messages.create"]
+    assert gen.type == ObservationType.GENERATION and sdk.type == ObservationType.SPAN
+    # the SDK's counts win (it reads the response body; the instrumentor said 31 output and missed the cache write)
+    assert gen.usage_details == {"input": 12, "output": 30, "cache_read_input_tokens": 1000,
+                                 "input_cache_creation_5m": 200}
+    tokens = (rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_creation_tokens)
+    assert tokens == (12, 30, 1000, 200)
+    assert sdk.usage_details is None and sdk.cost_details is None and sdk.metadata["relay.counted_in"] == gen.id
+    assert not [k for k in sdk.attributes if k.startswith("gen_ai.usage.")]
+    assert gen.scope == ("openinference.instrumentation.anthropic", "3.1.0")
+    assert sdk.scope == ("com.anthropic.sdk.python", "2.17.0")
+    assert (rec.user, rec.session_id) == ("alice", "s-1")
+    if response_id:
+        assert rec.key == "llm:anthropic:msg_01"
+
+
+def test_a_failed_pair_is_one_error_generation_and_one_failed_record_with_its_model():
+    _, mapped, by = _map(req=_pair(native_parent=True, response_id=False, fail=True))
+    [rec] = [u for u in mapped.usage if u.kind == "llm"]
+    gen = by["messages.create"]
+    assert gen.level == Level.ERROR and gen.model == "claude-sonnet-4-5-20250929"  # from the SDK span
+    assert (rec.success, rec.model, rec.status_code, rec.cost_nanos) == (False, "claude-sonnet-4-5-20250929", 500, 0)
+
+
+def test_the_same_response_in_two_batches_has_one_ledger_key():
+    views = list(iter_spans(_pair(native_parent=True, response_id=True)))
+    sdk = [v for v in views if v.scope_name.startswith("com.anthropic.sdk")]
+    first = map_spans(sdk, _ctx())  # the SDK span alone (its instrumentor span arrives in a later batch)
+    second = map_spans(views, _ctx())
+    assert {u.key for u in first.usage if u.kind == "llm"} == {u.key for u in second.usage if u.kind == "llm"}
+
+
+def test_an_errored_call_without_a_model_attribute_takes_it_from_the_span_name():
+    req = _one_trace(("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "error.type": "RateLimitError"}))
+    for span in req.resource_spans[0].scope_spans[0].spans:
+        span.status.code = 2
+    _, mapped, by = _map(req=req)
+    gen = by["chat gpt-4o-mini"]
+    assert gen.type == ObservationType.GENERATION and gen.level == Level.ERROR and gen.model == "gpt-4o-mini"
+    [rec] = mapped.usage
+    assert (rec.success, rec.model, rec.error_class) == (False, "gpt-4o-mini", "RateLimitError")
+
+
+def test_zero_cost_with_tokens_is_priced_by_relay_and_langfuse_gets_the_same_figure():
+    from relay.usage.pricing import Pricing
+
+    req = _one_trace(("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                                           "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100,
+                                           "gen_ai.usage.cost": 0}))
+    _, mapped, by = _map(req=req, ctx=MappingContext(tenant="acme", pricing=Pricing.load()))
+    [rec] = mapped.usage
+    # gpt-4o-mini by hand: 1000 × $0.15 + 100 × $0.60 per 1M tokens = 210 µ$
+    assert (rec.cost_source, rec.cost_nanos) == ("computed", 210_000)
+    assert by["chat gpt-4o-mini"].cost_details == {"total": 210_000 / 1e9}

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 from collections import defaultdict
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import aiohttp
 import pytest
+
+from relay.model import usd_to_nanos
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -121,14 +125,14 @@ async def test_each_call_is_counted_once_with_events_spans_metrics_and_replays(t
     assert sorted(r.key for r in ok) == sorted(f"llm:{rid}" for rid in requests)
     for r in ok:
         a = requests[r.key.removeprefix("llm:")]
-        assert (r.cost_micros, r.cost_source, r.source) == (a["cost_usd_micros"], "reported", "claude_code.event")
+        assert (r.cost_nanos, r.cost_source, r.source) == (usd_to_nanos(a["cost_usd"]), "reported", "claude_code.event")
         assert (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_5m_tokens,
                 r.cache_creation_1h_tokens, r.model) == (a["input_tokens"], a["output_tokens"], a["cache_read_tokens"],
                                                          a["cache_creation_5m_tokens"], a["cache_creation_1h_tokens"],
                                                          a["model"])
         assert (r.duration_ms, r.ttft_ms, r.session_id) == (a["duration_ms"], a["ttft_ms"], a["session.id"])
-    assert sum(r.cost_micros for r in first) == sum(a["cost_usd_micros"] for a in requests.values())
-    assert len(failed) == len(by_name(evs, "api_error")) and all(r.cost_micros == 0 for r in failed)
+    assert abs(sum(r.cost_nanos for r in first) - math.fsum(a["cost_usd"] for a in requests.values()) * 1e9) <= 1
+    assert len(failed) == len(by_name(evs, "api_error")) and all(r.cost_nanos == 0 for r in failed)
     assert sorted(r.key for r in tools) == sorted(f"tool:{t}" for t in results)
     for r in tools:
         res, dec = results[r.key.removeprefix("tool:")], decisions[r.key.removeprefix("tool:")]
@@ -167,9 +171,9 @@ async def test_metrics_only_sender_is_counted_from_metrics_until_its_events_arri
     assert sum(r.output_tokens for r in estimated) == tok["output"]
     assert sum(r.cache_read_tokens for r in estimated) == tok["cacheRead"]
     assert sum(r.cache_creation_tokens for r in estimated) == tok["cacheCreation"]
-    reported = sum(a["cost_usd_micros"] for a in requests)
-    assert sum(r.cost_micros for r in estimated) == pytest.approx(points["claude_code.cost.usage"][None] * 1e6, abs=len(estimated))
-    assert sum(r.cost_micros for r in estimated) == pytest.approx(reported, abs=len(estimated))  # metrics ≙ events
+    reported = math.fsum(float(a["cost_usd"]) for a in requests) * 1e9
+    assert sum(r.cost_nanos for r in estimated) == pytest.approx(points["claude_code.cost.usage"][None] * 1e9, abs=len(estimated))
+    assert sum(r.cost_nanos for r in estimated) == pytest.approx(reported, abs=len(estimated))  # metrics ≙ events
     assert {r.session_id for r in estimated} == {requests[0]["session.id"]}
     assert {s.group["type"]: s.value for s in lines} == {t: v for t, v in points["claude_code.lines_of_code.count"].items()}
     assert {s.group["team.id"] for s in lines} == {"platform"}
@@ -177,7 +181,7 @@ async def test_metrics_only_sender_is_counted_from_metrics_until_its_events_arri
 
     # the events arrive: the estimates are retracted, each call is counted once from its api_request
     assert {r.source for r in final} == {"claude_code.event"}
-    assert sum(r.cost_micros for r in final) == reported
+    assert sum(r.cost_nanos for r in final) == reported
     retracted = [c.old for c in feed.changes if c.new is None]
     assert sorted(r.key for r in retracted) == sorted(r.key for r in estimated)
     assert sorted(feed.state.values(), key=lambda r: r.key) == sorted(final, key=lambda r: r.key)
@@ -200,16 +204,21 @@ async def test_spans_first_are_priced_then_upgraded_by_their_events(tmp_path):
     assert set(priced) == {f"llm:{rid}" for rid in spans}
     for rid, a in spans.items():
         r = priced[f"llm:{rid}"]
-        by_hand = round(a["input_tokens"] * p_in + a["output_tokens"] * p_out + a["cache_read_tokens"] * p_read
-                        + a["cache_creation_tokens"] * p_write)
-        assert (r.source, r.cost_source, r.cost_micros) == ("claude_code.span", "computed", by_hand)
-        assert abs(by_hand - requests[rid]["cost_usd_micros"]) <= 1  # relay's table agrees with Claude Code's
+        by_hand = round((a["input_tokens"] * p_in + a["output_tokens"] * p_out + a["cache_read_tokens"] * p_read
+                         + a["cache_creation_tokens"] * p_write) * 1000)
+        assert (r.source, r.cost_source, r.cost_nanos) == ("claude_code.span", "computed", by_hand)
+        assert abs(by_hand - requests[rid]["cost_usd"] * 1e9) <= 1  # relay's table agrees with Claude Code's
     assert set(final) == set(priced)  # the same calls, now with the reported cost
     for key, r in final.items():
-        assert (r.cost_source, r.cost_micros) == ("reported", requests[key.removeprefix("llm:")]["cost_usd_micros"])
-    upgrades = [c for c in feed.changes if c.old is not None and c.new is not None]
+        assert (r.cost_source, r.cost_nanos) == ("reported", usd_to_nanos(requests[key.removeprefix("llm:")]["cost_usd"]))
+    upgrades = [c for c in feed.changes if c.old is not None and c.new is not None and c.new.kind == "llm"]
     assert sorted(c.new.key for c in upgrades) == sorted(final)
     assert all(c.old == priced[c.old.key] for c in upgrades)
+    # tool records from spans only gain the identity their events add (the prompt id), nothing else changes
+    for c in feed.changes:
+        if c.old is not None and c.new is not None and c.new.kind == "tool":
+            assert (c.old.prompt_id, c.new.prompt_id is not None) == (None, True)
+            assert replace(c.new, prompt_id=None) == c.old
 
 
 async def test_other_agents_genai_spans_get_identity_and_tenant_labels_and_a_computed_cost(tmp_path):
@@ -245,7 +254,7 @@ async def test_other_agents_genai_spans_get_identity_and_tenant_labels_and_a_com
     [tool] = [r for r in records if r.kind == "tool"]
     # gpt-4o by hand: (1200 − 1000 cached) × $2.50 + 1000 × $1.25 + 300 × $10 per 1M tokens
     assert (llm.input_tokens, llm.cache_read_tokens, llm.output_tokens) == (200, 1000, 300)
-    assert (llm.cost_source, llm.cost_micros, llm.source) == ("computed", 500 + 1250 + 3000, "otel.genai")
+    assert (llm.cost_source, llm.cost_nanos, llm.source) == ("computed", (500 + 1250 + 3000) * 1000, "otel.genai")
     assert (tool.tool_name, tool.cost_source) == ("grep", "none")
     for r in (llm, tool):
         assert (r.user, r.session_id) == ("alice", "sess-7")

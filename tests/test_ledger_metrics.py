@@ -27,8 +27,10 @@ CTX = MappingContext(tenant="acme", user_attributes=["enduser.id", "user.id"],
 
 
 def session_attrs(session="s1", **extra):
-    return {"session.id": session, "user.id": "f" * 64, "model": "claude-sonnet-4-5", "query_source": "main",
-            "effort": "medium", **extra}
+    """A cost group's point attributes; ``session=None`` as with ``OTEL_METRICS_INCLUDE_SESSION_ID=false``."""
+    a = {"session.id": session, "user.id": "f" * 64, "model": "claude-sonnet-4-5", "query_source": "main",
+         "effort": "medium", **extra}
+    return {k: v for k, v in a.items() if v is not None}
 
 
 def usage(t, cost=None, start=None, session="s1", tokens=None, **extra):
@@ -82,21 +84,21 @@ async def test_delta_exports_become_one_record_per_cost_group_and_export(store):
     sub = usage(10, 0.02, query_source="subagent", **{"agent.name": "general-purpose"}, tokens={"input": 7})
     changes = await send(store, first + sub)
     assert [c.old for c in changes] == [None, None]
-    main, agent = sorted((c.new for c in changes), key=lambda r: r.cost_micros, reverse=True)
-    assert (main.cost_micros, main.cost_source, main.source, main.kind) == (50_000, "reported", SOURCE_METRIC, "llm")
+    main, agent = sorted((c.new for c in changes), key=lambda r: r.cost_nanos, reverse=True)
+    assert (main.cost_nanos, main.cost_source, main.source, main.kind) == (50_000_000, "reported", SOURCE_METRIC, "llm")
     assert (main.input_tokens, main.output_tokens, main.cache_read_tokens, main.cache_creation_tokens,
             main.cache_creation_5m_tokens) == (100, 50, 1000, 200, 200)
     assert (main.session_id, main.model, main.time_ns, main.tenant, main.agent) == \
         ("s1", "claude-sonnet-4-5", 10 * S, "acme", None)
-    assert (agent.cost_micros, agent.input_tokens, agent.agent) == (20_000, 7, "general-purpose")
+    assert (agent.cost_nanos, agent.input_tokens, agent.agent) == (20_000_000, 7, "general-purpose")
     # identity like per-call records: user from enduser.id; the tenant's department wins over the sender's
     assert main.user == "alice@example.com"
     assert main.labels == {"team.id": "platform", "department": "finance", "project": "web"}
 
     assert await send(store, first + sub) == []  # the same export again adds nothing
     [c] = await send(store, usage(20, 0.01, start=10, tokens={"input": 10}))
-    assert (c.old, c.new.cost_micros, c.new.input_tokens, c.new.output_tokens) == (None, 10_000, 10, 0)
-    assert sum(r.cost_micros for r in await ledger(store)) == 80_000
+    assert (c.old, c.new.cost_nanos, c.new.input_tokens, c.new.output_tokens) == (None, 10_000_000, 10, 0)
+    assert sum(r.cost_nanos for r in await ledger(store)) == 80_000_000
 
 
 CUMULATIVE_EXPORTS = [  # (start, time, cost USD, input tokens): one cost group, fixed start, then a restart
@@ -111,8 +113,8 @@ async def test_cumulative_points_are_counted_as_deltas(store):
     for start, t, cost, tokens in CUMULATIVE_EXPORTS:
         changes = await send(store, usage(t, cost, start=start, tokens={"input": tokens}), temporality=2)
         assert all(c.old is None for c in changes)
-        got += [(c.new.time_ns // S, c.new.cost_micros, c.new.input_tokens) for c in changes]
-    assert got == [(10, 50_000, 100), (20, 30_000, 60), (40, 10_000, 5), (50, 4000, 2)]
+        got += [(c.new.time_ns // S, c.new.cost_nanos, c.new.input_tokens) for c in changes]
+    assert got == [(10, 50_000_000, 100), (20, 30_000_000, 60), (40, 10_000_000, 5), (50, 4_000_000, 2)]
     for start, t, cost, tokens in CUMULATIVE_EXPORTS:  # CUMULATIVE senders repeat series; a replay changes nothing
         assert await send(store, usage(t, cost, start=start, tokens={"input": tokens}), temporality=2) == []
 
@@ -121,36 +123,36 @@ async def test_a_late_cumulative_point_takes_its_share_from_the_next(store):
     exports = CUMULATIVE_EXPORTS[:3]
     for start, t, cost, tokens in [exports[1], exports[2], exports[0]]:  # 20 arrives first (e.g. a retried request)
         await send(store, usage(t, cost, start=start, tokens={"input": tokens}), temporality=2)
-    rows = sorted((r.time_ns // S, r.cost_micros, r.input_tokens) for r in await ledger(store))
-    assert rows == [(10, 50_000, 100), (20, 30_000, 60)]
+    rows = sorted((r.time_ns // S, r.cost_nanos, r.input_tokens) for r in await ledger(store))
+    assert rows == [(10, 50_000_000, 100), (20, 30_000_000, 60)]
     total = await store.sum_metric(COST, 0, 100 * S)
     assert [round(s.value, 9) for s in total] == [0.08]
 
 
 async def test_late_point_reports_the_upgrade_of_the_next_record(store):
     [c20] = await send(store, usage(20, 0.08, start=5), temporality=2)
-    assert c20.new.cost_micros == 80_000
+    assert c20.new.cost_nanos == 80_000_000
     changes = await send(store, usage(10, 0.05, start=5), temporality=2)
-    assert [(c.old and c.old.cost_micros, c.new.cost_micros) for c in changes] == [(None, 50_000), (80_000, 30_000)]
+    assert [(c.old and c.old.cost_nanos, c.new.cost_nanos) for c in changes] == [(None, 50_000_000), (80_000_000, 30_000_000)]
 
 
 async def test_tokens_before_cost_are_priced_then_replaced_by_the_reported_cost(store):
     # a 13-point request limit can split one export: token points first, the cost point in the next request
     [c1] = await send(store, usage(10, tokens={"input": 100, "output": 50, "cacheRead": 1000, "cacheCreation": 200}))
     # Sonnet 4.5 by hand: 100×3 + 50×15 + 1000×0.30 + 200×3.75 = 300 + 750 + 300 + 750
-    assert (c1.new.cost_source, c1.new.cost_micros) == ("computed", 2100)
+    assert (c1.new.cost_source, c1.new.cost_nanos) == ("computed", 2_100_000)
     [c2] = await send(store, usage(10, 0.0021))
-    assert c2.old == c1.new and (c2.new.cost_source, c2.new.cost_micros, c2.new.input_tokens) == ("reported", 2100, 100)
+    assert c2.old == c1.new and (c2.new.cost_source, c2.new.cost_nanos, c2.new.input_tokens) == ("reported", 2_100_000, 100)
 
 
 async def test_per_call_records_supersede_metric_estimates_of_their_session(store):
     await send(store, usage(10, 0.05, session="s1") + usage(10, 0.03, session="s2"))
-    call = UsageRecord(key="llm:req_1", kind="llm", time_ns=9 * S, tenant="acme", session_id="s1", cost_micros=50_000,
+    call = UsageRecord(key="llm:req_1", kind="llm", time_ns=9 * S, tenant="acme", session_id="s1", cost_nanos=50_000,
                        cost_source="reported", model="claude-sonnet-4-5", source="claude_code.event")
     changes = await store.write([call])
     assert changes[0].old is None and changes[0].new == call
     [retract] = changes[1:]
-    assert retract.new is None and (retract.old.session_id, retract.old.cost_micros) == ("s1", 50_000)
+    assert retract.new is None and (retract.old.session_id, retract.old.cost_nanos) == ("s1", 50_000_000)
     # later metrics of s1 derive nothing; s2 (metrics only) still counts
     assert await send(store, usage(20, 0.01, start=10, session="s1")) == []
     [c] = await send(store, usage(20, 0.02, start=10, session="s2"))
@@ -169,6 +171,32 @@ async def test_per_call_records_supersede_metric_estimates_of_their_session(stor
                           "s3": ["claude_code.span"]}
     # the deltas stay for cross-checks and reports
     assert len(await store.sum_metric(COST, 0, 100 * S, by=("session",))) == 3
+
+
+def call_record(key, t_s, *, model="claude-sonnet-4-5", user="alice@example.com", cost=0.04):
+    """A per-call record as the pipeline writes it for an ``api_request`` without ``session.id``."""
+    return UsageRecord(key=key, kind="llm", time_ns=int(t_s * S), tenant="acme", user=user, model=model,
+                       cost_nanos=round(cost * 1e9), cost_source="reported", source="claude_code.event")
+
+
+async def test_without_session_ids_calls_supersede_metric_estimates_by_user_model_and_window(store):
+    # metrics first: the export (9 s, 10 s] of alice's sonnet usage is an estimate until its calls arrive
+    [c] = await send(store, usage(10, 0.04, start=9, session=None))
+    assert c.new.session_id is None and c.new.user == "alice@example.com"
+    changes = await store.write([call_record("llm:a", 9.5)])
+    assert [(x.old is None, x.new is None) for x in changes] == [(True, False), (False, True)]  # new call, retraction
+    # calls first: a later export whose window holds a call derives nothing
+    await store.write([call_record("llm:b", 19.5)])
+    assert await send(store, usage(20, 0.04, start=19, session=None)) == []
+    # another model, another user or a window without calls still counts from metrics
+    [other_model] = await send(store, usage(20, 0.5, start=19, session=None, model="claude-opus-5-5"))
+    [later] = await send(store, usage(40, 0.01, start=39, session=None))
+    assert {other_model.new.model, later.new.model} == {"claude-opus-5-5", "claude-sonnet-4-5"}
+    rows = await ledger(store)
+    assert sorted((r.key.split(":")[0], r.model) for r in rows) == [
+        ("llm", "claude-sonnet-4-5"), ("llm", "claude-sonnet-4-5"), ("metric", "claude-opus-5-5"),
+        ("metric", "claude-sonnet-4-5")]
+    assert sum(r.cost_nanos for r in rows) == 40_000_000 * 2 + 500_000_000 + 10_000_000  # nothing twice
 
 
 async def test_lines_commits_and_prs_are_summed_by_any_attribute(store):

@@ -43,41 +43,41 @@ async def test_new_records_round_trip_and_rewrites_change_nothing(store):
                        success=False, error_class="ShellError", error="exit 1", decision="accept",
                        decision_source="config", duration_ms=12.0, labels={"team.id": "platform"},
                        source="claude_code.event")
-    reported = call(cost_micros=4567, cost_source="reported", status_code=None)
+    reported = call(cost_nanos=4567, cost_source="reported", status_code=None)
     changes = await store.write([reported, tool])
     assert changes == [LedgerChange(None, reported), LedgerChange(None, tool)]
     assert await store.get("acme", "llm:r1") == reported
     assert await store.get("acme", "tool:tu1") == tool
     assert await store.write([reported, tool]) == []  # idempotent
-    assert await store.write([replace(reported, cost_micros=1)]) == []  # equal cost source: first one stays
-    assert (await store.get("acme", "llm:r1")).cost_micros == 4567
+    assert await store.write([replace(reported, cost_nanos=1)]) == []  # equal cost source: first one stays
+    assert (await store.get("acme", "llm:r1")).cost_nanos == 4567
 
 
 async def test_cost_is_computed_when_not_reported_and_upgraded_by_a_report(store):
     span = call(source="claude_code.span", duration_ms=None, ttft_ms=None)  # beta span: tokens, no cost
     [c1] = await store.write([span])
     assert c1.old is None and c1.new.cost_source == "computed"
-    assert c1.new.cost_micros == 3 * 1000 + 15 * 100  # by hand: Sonnet 4.5 list prices
+    assert c1.new.cost_nanos == (3 * 1000 + 15 * 100) * 1000  # by hand: Sonnet 4.5 list prices
     assert span.cost_source == "none"  # the caller's record is not modified
 
-    event = call(cost_micros=4600, cost_source="reported")  # its api_request event, later
+    event = call(cost_nanos=4600, cost_source="reported")  # its api_request event, later
     [c2] = await store.write([event])
     assert c2 == LedgerChange(c1.new, event)
     assert await store.write([span]) == []  # the span again (replay): worse source, ignored
-    assert (await store.get("acme", "llm:r1")).cost_micros == 4600
+    assert (await store.get("acme", "llm:r1")).cost_nanos == 4600
 
 
 async def test_none_upgrades_to_computed_and_unknown_models_keep_none(store):
     bare = call("llm:r2", model=None)  # no model: cannot be priced
     [c1] = await store.write([bare])
-    assert (c1.new.cost_source, c1.new.cost_micros) == ("none", 0)
+    assert (c1.new.cost_source, c1.new.cost_nanos) == ("none", 0)
     [c2] = await store.write([call("llm:r2", model="gpt-4.1", input_tokens=1000, output_tokens=0)])
-    assert c2.old == bare and (c2.new.cost_source, c2.new.cost_micros) == ("computed", 2000)
+    assert c2.old == bare and (c2.new.cost_source, c2.new.cost_nanos) == ("computed", 2_000_000)
     # failed calls carry no tokens: no computed zero cost
     [c3] = await store.write([call("llm-error:x", input_tokens=0, output_tokens=0, success=False, status_code=500)])
     assert c3.new.cost_source == "none"
     # reported first, computed later: ignored
-    await store.write([call("llm:r3", cost_micros=5, cost_source="reported")])
+    await store.write([call("llm:r3", cost_nanos=5, cost_source="reported")])
     assert await store.write([call("llm:r3", source="claude_code.span")]) == []
 
 
@@ -121,10 +121,10 @@ async def test_scanned_records_have_their_own_label_dicts(store):
 
 
 async def test_labels_and_dimensions_are_plain_columns_for_reports(store, db):
-    await store.write([call("llm:1", cost_micros=10, cost_source="reported"),
-                       call("llm:2", user="bob", labels={"team.id": "data"}, cost_micros=5, cost_source="reported")])
+    await store.write([call("llm:1", cost_nanos=10, cost_source="reported"),
+                       call("llm:2", user="bob", labels={"team.id": "data"}, cost_nanos=5, cost_source="reported")])
     rows = await db.run(lambda c: c.execute(
-        "SELECT json_extract(labels, '$.\"team.id\"'), user_id, SUM(cost_micros), SUM(input_tokens) FROM usage_records "
+        "SELECT json_extract(labels, '$.\"team.id\"'), user_id, SUM(cost_nanos), SUM(input_tokens) FROM usage_records "
         "WHERE tenant='acme' GROUP BY 1, 2 ORDER BY 1").fetchall())
     assert rows == [("data", "bob", 5, 1000), ("platform", "alice", 10, 1000)]
 
@@ -140,8 +140,11 @@ def test_upgrade_from_the_issue_2_layout(tmp_path):
             cost_micros INTEGER NOT NULL DEFAULT 0, cost_source TEXT NOT NULL, success INTEGER NOT NULL,
             record TEXT NOT NULL, PRIMARY KEY (tenant, key)) WITHOUT ROWID;
         CREATE INDEX usage_time ON usage_records(tenant, time_ns);""")
-    rec = call(cost_micros=77, cost_source="reported")
-    blob = json.dumps({**rec.__dict__, "tenant": ""})  # issue 2 stored the record before the tenant was set
+    rec = call(cost_nanos=77, cost_source="reported")
+    legacy = {k: v for k, v in rec.__dict__.items() if k != "cost_nanos"}
+    # issue 2 stored the record (cost in whole micro-USD) before the tenant was set
+    blob = json.dumps({**legacy, "cost_micros": 77, "tenant": ""})
+    rec = replace(rec, cost_nanos=77_000)
     old.execute("INSERT INTO usage_records VALUES ('acme','llm:r1','llm',1000,'s1',NULL,'alice',?,NULL,77,'reported',1,?)",
                 (SONNET, blob))
     old.commit()
@@ -151,8 +154,8 @@ def test_upgrade_from_the_issue_2_layout(tmp_path):
     db.open()
     try:
         store = SqliteLedgerStore(db, Pricing.load())
-        assert db.run_sync(lambda c: c.execute("SELECT tenant, key, cost_micros, input_tokens FROM usage_records")
-                           .fetchall()) == [("acme", "llm:r1", 77, 1000)]
+        assert db.run_sync(lambda c: c.execute("SELECT tenant, key, cost_nanos, input_tokens FROM usage_records")
+                           .fetchall()) == [("acme", "llm:r1", 77_000, 1000)]
         got = db.run_sync(lambda c: c.execute("SELECT session_id FROM ledger_call_sessions").fetchall())
         assert got == [("s1",)]
         assert asyncio.run(store.write([rec])) == []  # already there

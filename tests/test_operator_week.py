@@ -77,6 +77,8 @@ def readme_metric_names() -> list[str]:
     table = table[:table.index("\n\n")]
     names = []
     for row in table.splitlines()[2:]:
+        if "from the first call" in row:  # labelled by model: there is no series before a model is seen
+            continue
         for code in re.findall(r"`([^`]+)`", row.split("|")[1]):
             code = re.sub(r"\{(?![a-z_,]+\}_)[a-z_=,]*\}$", "", code)  # a trailing label list {kind}
             code = code.replace("*", "{spans,log_records,metric_points}")

@@ -58,7 +58,7 @@ def test_model_ids_match_their_entry(pricing, model, entry):
 ])
 def test_unknown_models_have_no_price(pricing, model):
     assert pricing.lookup(model) is None
-    assert pricing.cost_micros(rec(model, inp=1000)) is None
+    assert pricing.cost_nanos(rec(model, inp=1000)) is None
 
 
 def test_normalize_model():
@@ -70,37 +70,37 @@ def test_normalize_model():
 def test_claude_cost_with_every_token_kind(pricing):
     # Sonnet 4.5: $3 in, $15 out, $0.30 cache read, $3.75 5m write, $6 1h write per 1M tokens
     r = rec("claude-sonnet-4-5-20250929", inp=1000, out=500, read=20_000, w5=3000, w1=1000)
-    assert pricing.cost_micros(r) == 3 * 1000 + 15 * 500 + 6000 + 11_250 + 6 * 1000 == 33_750
+    assert pricing.cost_nanos(r) == (3 * 1000 + 15 * 500 + 6000 + 11_250 + 6 * 1000) * 1000 == 33_750_000
 
 
 def test_claude_code_default_model_matches_its_own_reported_cost(pricing):
-    # protobuf-text fixture: 12 input, 18 output, 12146 5m cache writes; Claude Code reported 61138 micro-USD
-    assert pricing.cost_micros(rec("claude-opus-5-5", inp=12, out=18, w5=12_146)) == 61_138
-    # protobuf-tools call 2: 12 in, 23 out, 12163 cache reads, 84 writes → 3361 reported (12163 × 0.2 = 2432.6)
-    assert pricing.cost_micros(rec("claude-opus-5-5", inp=12, out=23, read=12_163, w5=84)) == 3361
+    # protobuf-text fixture: 12 input, 18 output, 12146 5m cache writes; Claude Code reported $0.061138
+    assert pricing.cost_nanos(rec("claude-opus-5-5", inp=12, out=18, w5=12_146)) == 61_138_000
+    # protobuf-tools call 2: 12 in, 23 out, 12163 cache reads, 84 writes → $0.0033606 (12163 × 0.2 µ$ = 2432.6 µ$: exact in nano-USD)
+    assert pricing.cost_nanos(rec("claude-opus-5-5", inp=12, out=23, read=12_163, w5=84)) == 3_360_600
 
 
 def test_openai_cached_input_is_priced_as_cache_read(pricing):
     # gpt-4o-mini: $0.15 in, $0.075 cached, $0.60 out; input already excludes the cached tokens
     r = rec("gpt-4o-mini-2024-07-18", inp=10_000, read=5000, out=1000)
-    assert pricing.cost_micros(r) == 1500 + 375 + 600
+    assert pricing.cost_nanos(r) == (1500 + 375 + 600) * 1000
 
 
 def test_gemini_and_bedrock(pricing):
     # gemini-2.5-flash: $0.30 in, $2.50 out, $0.03 cache read
-    assert pricing.cost_micros(rec("models/gemini-2.5-flash-preview-05-20", inp=1000, out=100, read=1000)) == 300 + 250 + 30
+    assert pricing.cost_nanos(rec("models/gemini-2.5-flash-preview-05-20", inp=1000, out=100, read=1000)) == (300 + 250 + 30) * 1000
     # Opus 4.1 on Bedrock: $15 in, $75 out
-    assert pricing.cost_micros(rec("us.anthropic.claude-opus-4-1-20250805-v1:0", inp=10, out=10)) == 150 + 750
+    assert pricing.cost_nanos(rec("us.anthropic.claude-opus-4-1-20250805-v1:0", inp=10, out=10)) == (150 + 750) * 1000
 
 
 def test_cache_writes_without_split_count_as_5m_and_rounding_is_half_up(pricing):
     # genai spans report one cache-creation count: priced at the 5m rate ($3.75 for Sonnet 4.5)
-    assert pricing.cost_micros(rec("claude-sonnet-4-5", creation=1000)) == 3750
-    # Haiku 3: $0.25 per 1M input → 1 token = 0.25 µ$ → 0; 2 tokens = 0.5 µ$ → 1 (half up); exact Decimal math
-    assert pricing.cost_micros(rec("claude-3-haiku", inp=1)) == 0
-    assert pricing.cost_micros(rec("claude-3-haiku", inp=2)) == 1
-    assert pricing.cost_micros(rec("claude-3-haiku", inp=6)) == 2  # 1.5 → 2
-    assert pricing.cost_micros(rec("claude-3-haiku")) == 0
+    assert pricing.cost_nanos(rec("claude-sonnet-4-5", creation=1000)) == 3_750_000
+    # Haiku 3: $0.25 per 1M input → 1 token = 250 n$ exactly (no rounding to micro-dollars any more)
+    assert pricing.cost_nanos(rec("claude-3-haiku", inp=1)) == 250
+    assert pricing.cost_nanos(rec("claude-3-haiku", inp=2)) == 500
+    assert pricing.cost_nanos(rec("claude-3-haiku", inp=6)) == 1500
+    assert pricing.cost_nanos(rec("claude-3-haiku")) == 0
 
 
 def test_overrides_file_then_inline(tmp_path):
@@ -112,12 +112,12 @@ def test_overrides_file_then_inline(tmp_path):
         "file": str(extra), "models": {"acme-llm": {"input": 4, "output": 8}}}}})
     p = Pricing.load(cfg.ledger.pricing)
     # file over shipped: cache prices default to the input price
-    assert p.cost_micros(rec("claude-sonnet-4-5-20250929", inp=100, out=10, read=1000, w5=10, w1=10)) == \
-        200 + 100 + 2000 + 20 + 20
+    assert p.cost_nanos(rec("claude-sonnet-4-5-20250929", inp=100, out=10, read=1000, w5=10, w1=10)) == \
+        (200 + 100 + 2000 + 20 + 20) * 1000
     # inline over file (the whole entry: its cache_read default is now the inline input price)
-    assert p.cost_micros(rec("acme-llm-v2", inp=10, read=10)) == 40 + 40
+    assert p.cost_nanos(rec("acme-llm-v2", inp=10, read=10)) == (40 + 40) * 1000
     # the rest of the shipped table is untouched
-    assert p.cost_micros(rec("gpt-4.1", inp=1000)) == 2000
+    assert p.cost_nanos(rec("gpt-4.1", inp=1000)) == 2_000_000
 
 
 def test_invalid_price_file_names_the_file(tmp_path):

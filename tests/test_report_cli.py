@@ -43,7 +43,7 @@ def relay_report(argv: list[str], now: datetime | None = None) -> int:
 
 
 def week_cost(led: Ledger, week: int) -> int:
-    return sum(r.cost_micros for r in in_range(led.records, week_start(2026, week), week_start(2026, week + 1)))
+    return sum(r.cost_nanos for r in in_range(led.records, week_start(2026, week), week_start(2026, week + 1)))
 
 
 def test_markdown_of_a_past_week(setup, capsys):
@@ -52,7 +52,7 @@ def test_markdown_of_a_past_week(setup, capsys):
     assert relay_report(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Claude Code weekly report — acme — 2026-W47\n")
-    assert f"| Cost | ${week_cost(led, 47) / 1e6:,.2f} | ${week_cost(led, 46) / 1e6:,.2f} |" in out
+    assert f"| Cost | ${week_cost(led, 47) / 1e9:,.2f} | ${week_cost(led, 46) / 1e9:,.2f} |" in out
 
 
 def test_json_and_default_period_is_the_current_week_so_far(setup, capsys):
@@ -64,10 +64,10 @@ def test_json_and_default_period_is_the_current_week_so_far(setup, capsys):
     assert d["title"].endswith("2026-W47 (so far)")
     elapsed = now - week_start(2026, 47)
     w46, w47 = week_start(2026, 46), week_start(2026, 47)
-    assert d["current"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w47, now))
+    assert d["current"]["cost_nanos"] == sum(r.cost_nanos for r in in_range(led.records, w47, now))
     # like for like: last week up to the same point (Friday noon), not the whole of it
-    assert d["previous"]["cost_micros"] == sum(r.cost_micros for r in in_range(led.records, w46, w46 + elapsed))
-    assert d["previous"]["cost_micros"] < week_cost(led, 46)
+    assert d["previous"]["cost_nanos"] == sum(r.cost_nanos for r in in_range(led.records, w46, w46 + elapsed))
+    assert d["previous"]["cost_nanos"] < week_cost(led, 46)
     assert relay_report(["weekly", "--week", "last", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     md = capsys.readouterr().out
     assert md.startswith("# Claude Code weekly report — acme — 2026-W46\n") and "so far" not in md
@@ -88,7 +88,7 @@ def test_tidy_csv_of_a_day_and_chart_beside_its_report(setup, capsys, tmp_path):
     for r in rows:  # numbers only
         for col in ("input_tokens", "output_tokens", "total_tokens", "api_calls", "sessions", "partial"):
             int(r[col])
-    assert round(sum(float(r["cost_usd"]) for r in rows), 6) == round(sum(x.cost_micros for x in records) / 1e6, 6)
+    assert round(sum(float(r["cost_usd"]) for r in rows), 6) == round(sum(x.cost_nanos for x in records) / 1e9, 6)
     chart = tmp_path / "day.png"
     assert relay_report(["daily", "--day", "2026-11-18", "--chart", str(chart), "-c", str(single),
                          "--tz", "Europe/Berlin"]) == 0
@@ -103,9 +103,9 @@ def test_monthly_and_output_file(setup, tmp_path, capsys):
     assert relay_report(argv) == 0
     assert capsys.readouterr().out == ""
     text = out.read_text()
-    total = sum(r.cost_micros for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN),
+    total = sum(r.cost_nanos for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN),
                                                   datetime(2026, 12, 1, tzinfo=BERLIN)))
-    assert "monthly report — acme — 2026-11" in text and f"| Cost | ${total / 1e6:,.2f} |" in text
+    assert "monthly report — acme — 2026-11" in text and f"| Cost | ${total / 1e9:,.2f} |" in text
 
 
 def test_empty_week_prints_a_short_message_and_no_chart(setup, capsys, tmp_path):
@@ -182,11 +182,11 @@ def test_daily_table_over_a_range_marks_the_running_day_so_far(setup, capsys):
     assert [ln.split(" | ")[0] for ln in lines] == ["| 2026-11-17", "| 2026-11-18", "| 2026-11-19",
                                                      "| 2026-11-20 (so far)"]
     for ln, d in zip(lines, (17, 18, 19)):
-        want = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, d, tzinfo=BERLIN),
+        want = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, d, tzinfo=BERLIN),
                                                  datetime(2026, 11, d + 1, tzinfo=BERLIN)))
-        assert ln.endswith(f"| ${want / 1e6:,.2f} |")
-    so_far = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, 20, tzinfo=BERLIN), now))
-    assert lines[-1].endswith(f"| ${so_far / 1e6:,.2f} |")  # only up to now
+        assert ln.endswith(f"| ${want / 1e9:,.2f} |")
+    so_far = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, 20, tzinfo=BERLIN), now))
+    assert lines[-1].endswith(f"| ${so_far / 1e9:,.2f} |")  # only up to now
     # the same as ccusage-shaped JSON
     assert relay_report(["daily", "--since", "2026-11-17", "--until", "20261119", "--json", "-c", str(single),
                          "--tz", "Europe/Berlin", "--breakdown", "model"], now) == 0
@@ -198,9 +198,9 @@ def test_daily_table_over_a_range_marks_the_running_day_so_far(setup, capsys):
     assert round(sum(m["cost"] for m in first["modelBreakdowns"]), 6) == round(first["totalCost"], 6)
     assert first["partial"] is False and sorted(first["modelsUsed"]) == sorted(m["modelName"] for m in
                                                                               first["modelBreakdowns"])
-    total = sum(r.cost_micros for r in llm_in(led, datetime(2026, 11, 17, tzinfo=BERLIN),
+    total = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, 17, tzinfo=BERLIN),
                                              datetime(2026, 11, 20, tzinfo=BERLIN)))
-    assert round(d["totals"]["totalCost"], 6) == round(total / 1e6, 6)
+    assert round(d["totals"]["totalCost"], 6) == round(total / 1e9, 6)
 
 
 def test_weekly_table_by_team_and_user_view(setup, capsys):
@@ -214,16 +214,16 @@ def test_weekly_table_by_team_and_user_view(setup, capsys):
     teams = {}
     for r in w47:
         k = r.labels.get("team.id") or "(none)"
-        teams[k] = teams.get(k, 0) + r.cost_micros
+        teams[k] = teams.get(k, 0) + r.cost_nanos
     got = {r["group"]: round(float(r["cost_usd"]), 6) for r in rows if r["key"] == "2026-W47"}
-    assert got == {k: round(v / 1e6, 6) for k, v in teams.items()}
+    assert got == {k: round(v / 1e9, 6) for k, v in teams.items()}
     assert relay_report(["user", "--since", "2026-11-16", "--until", "2026-11-22", "-c", str(single), "--tz",
                          "Europe/Berlin", "--json"], now) == 0
     d = json.loads(capsys.readouterr().out)
     users = {}
     for r in w47:
-        users[r.user or "(none)"] = users.get(r.user or "(none)", 0) + r.cost_micros
-    assert {e["user"]: round(e["totalCost"], 6) for e in d["users"]} == {u: round(c / 1e6, 6) for u, c in users.items()}
+        users[r.user or "(none)"] = users.get(r.user or "(none)", 0) + r.cost_nanos
+    assert {e["user"]: round(e["totalCost"], 6) for e in d["users"]} == {u: round(c / 1e9, 6) for u, c in users.items()}
 
 
 def test_session_view_and_period_report_link_to_langfuse(setup, capsys, tmp_path):

@@ -80,7 +80,7 @@ def test_weekly_headlines_equal_independent_sums(ledger):
     c = r.current
     assert c.cache_hit_ratio == pytest.approx(
         c.cache_read_tokens / (c.input_tokens + c.cache_read_tokens + c.cache_creation_tokens))
-    assert c.cost_per_pr_micros == pytest.approx(c.cost_micros / c.pull_requests)
+    assert c.cost_per_pr_nanos == pytest.approx(c.cost_nanos / c.pull_requests)
     assert c.calls_without_cost == 0 and c.metric_estimates == 0
     assert not r.empty and r.period == "2026-W47"
 
@@ -93,20 +93,20 @@ def test_breakdowns_equal_independent_sums(ledger):
     prev = in_range(led.records, *_week(46))
 
     by_model = cost_by(recs, lambda x: x.model)
-    assert {b.key: b.cost_micros for b in r.by_model} == by_model  # 3 models ≤ top 5: no "others"
+    assert {b.key: b.cost_nanos for b in r.by_model} == by_model  # 3 models ≤ top 5: no "others"
     prev_model = cost_by(prev, lambda x: x.model)
-    assert {b.key: b.prev_cost_micros for b in r.by_model} == {k: prev_model.get(k, 0) for k in by_model}
+    assert {b.key: b.prev_cost_nanos for b in r.by_model} == {k: prev_model.get(k, 0) for k in by_model}
     assert {b.key: b.api_calls for b in r.by_model} == Counter(x.model for x in recs if x.kind == "llm")
 
     users = sorted(cost_by(recs, lambda x: x.user).items(), key=lambda kv: (-kv[1], kv[0]))
-    assert [(b.key, b.cost_micros) for b in r.by_user] == users[:5] + [("others", sum(v for _, v in users[5:]))]
+    assert [(b.key, b.cost_nanos) for b in r.by_user] == users[:5] + [("others", sum(v for _, v in users[5:]))]
     sessions_of = defaultdict(set)
     for x in recs:
         sessions_of[x.user or "(none)"].add(x.session_id)
     assert {b.key: b.sessions for b in r.by_user[:5]} == {k: len(sessions_of[k]) for k, _ in users[:5]}
 
     teams = cost_by(recs, lambda x: x.labels.get("team.id"))
-    assert {g.key: g.cost_micros for g in r.by_group} == teams
+    assert {g.key: g.cost_nanos for g in r.by_group} == teams
     for g in r.by_group:
         team = None if g.key == "(none)" else g.key
         mine = [x for x in recs if x.labels.get("team.id") == team]
@@ -116,9 +116,9 @@ def test_breakdowns_equal_independent_sums(ledger):
 
     per_session = defaultdict(int)
     for x in recs:
-        per_session[x.session_id] += x.cost_micros
+        per_session[x.session_id] += x.cost_nanos
     top = sorted(per_session.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
-    assert [(s.session_id, s.cost_micros) for s in r.top_sessions] == top
+    assert [(s.session_id, s.cost_nanos) for s in r.top_sessions] == top
 
     errors = Counter((x.error_class, x.status_code) for x in recs if x.kind == "llm" and not x.success)
     assert {(e.error_class, e.status_code): e.count for e in r.errors} == errors
@@ -145,15 +145,15 @@ def test_chart_series_per_local_day_by_model_and_previous_week(ledger):
     for x in in_range(led.records, lo, hi):
         if x.kind == "llm":
             day = (datetime.fromtimestamp(x.time_ns / 1e9, BERLIN).date() - lo.date()).days
-            day_cost[x.model][day] += x.cost_micros
+            day_cost[x.model][day] += x.cost_nanos
     plo, phi = _week(46)
     for x in in_range(led.records, plo, phi):
-        prev_days[(datetime.fromtimestamp(x.time_ns / 1e9, BERLIN).date() - plo.date()).days] += x.cost_micros
+        prev_days[(datetime.fromtimestamp(x.time_ns / 1e9, BERLIN).date() - plo.date()).days] += x.cost_nanos
     s = r.series
     assert s.buckets == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
     assert s.stacks == {m: day_cost[m] for m in s.stacks} and set(s.stacks) == set(day_cost)
     assert s.previous == prev_days
-    assert sum(s.totals) == r.current.cost_micros
+    assert sum(s.totals) == r.current.cost_nanos
 
 
 def test_chart_by_team_stacks_team_costs(ledger):
@@ -178,7 +178,7 @@ def test_scope_matchers_narrow_every_figure(ledger):
     rx = _report(source, scope=('user=~"a.*|c.*"', 'model!="claude-haiku-4-5"'))
     want = [x for x in in_range(led.records, lo, hi)
             if (x.user or "")[:1] in ("a", "c") and (x.model or "") != "claude-haiku-4-5"]
-    assert rx.current.cost_micros == sum(x.cost_micros for x in want)
+    assert rx.current.cost_nanos == sum(x.cost_nanos for x in want)
     assert rx.current.records == len(want)
 
 
@@ -191,16 +191,16 @@ def test_budget_spend_burn_rate_and_forecast(ledger):
     assert [b.name for b in r.budgets] == ["platform-monthly", "tenant-weekly"]
     month_start = datetime(2026, 11, 1, tzinfo=BERLIN)
     as_of = week_start(2026, 48)  # the report period's end
-    spend = sum(x.cost_micros for x in in_range(led.records, month_start, as_of, team="platform"))
+    spend = sum(x.cost_nanos for x in in_range(led.records, month_start, as_of, team="platform"))
     b = r.budgets[0]
     elapsed = (as_of - month_start).total_seconds() / 86400  # 22 days
-    assert b.spend_micros == spend and b.limit_micros == 50_000_000
-    assert b.burn_rate_micros_per_day == pytest.approx(spend / elapsed)
-    assert b.forecast_micros == round(spend / elapsed * 30)
-    assert b.status == ("over" if spend > 50e6 else "forecast_over" if spend / elapsed * 30 > 50e6 else "ok")
+    assert b.spend_nanos == spend and b.limit_nanos == 50_000_000_000
+    assert b.burn_rate_nanos_per_day == pytest.approx(spend / elapsed)
+    assert b.forecast_nanos == round(spend / elapsed * 30)
+    assert b.status == ("over" if spend > 50e9 else "forecast_over" if spend / elapsed * 30 > 50e9 else "ok")
     w = r.budgets[1]
-    week_spend = sum(x.cost_micros for x in in_range(led.records, *_week(47)))
-    assert w.spend_micros == week_spend and w.forecast_micros == week_spend and w.status == "over"
+    week_spend = sum(x.cost_nanos for x in in_range(led.records, *_week(47)))
+    assert w.spend_nanos == week_spend and w.forecast_nanos == week_spend and w.status == "over"
     # A team's report shows the team's budgets only.
     scoped = _report(source, budgets=budgets, scope=('team.id="platform"',))
     assert [b.name for b in scoped.budgets] == ["platform-monthly"]
@@ -238,7 +238,7 @@ def test_missing_tool_events_and_metrics_read_not_reported(ledger):
     r = _report(source, tenant="beta")
     c = r.current
     assert c.api_calls > 0 and c.tool_records == 0
-    assert (c.lines_added, c.commits, c.pull_requests, c.cost_per_pr_micros) == (None, None, None, None)
+    assert (c.lines_added, c.commits, c.pull_requests, c.cost_per_pr_nanos) == (None, None, None, None)
     assert c.tool_success_rate is None and c.accept_rate is None
     md = render_markdown(r)
     assert "| Lines added | n/a | n/a | n/a |" in md and "| Tool calls | n/a |" in md
@@ -249,7 +249,7 @@ def test_metrics_only_sender_counts_cost_not_calls(ledger):
     _, source = ledger
     r = _report(source, tenant="gamma")
     c = r.current
-    assert c.cost_micros == 750_000 and c.input_tokens == 4000
+    assert c.cost_nanos == 750_000_000 and c.input_tokens == 4000
     assert c.api_calls == 0 and c.metric_estimates == 2 and c.sessions == 1
     assert any("derived from Claude Code's cost metrics" in n for n in r.notes)
 
@@ -297,23 +297,23 @@ def test_budget_rules_from_rule_files_grouped_and_rolling(ledger):
     month = defaultdict(int)
     for x in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN), as_of):
         if x.labels.get("team.id"):
-            month[x.labels["team.id"]] += x.cost_micros
+            month[x.labels["team.id"]] += x.cost_nanos
     top_team, top_spend = max(month.items(), key=lambda kv: kv[1])
     t = got["TeamMonthlyBudget"]
-    assert (t.group, t.spend_micros, t.groups, t.groups_over) == (f'team.id="{top_team}"', top_spend, len(month), 0)
+    assert (t.group, t.spend_nanos, t.groups, t.groups_over) == (f'team.id="{top_team}"', top_spend, len(month), 0)
 
     day = defaultdict(int)
     for x in in_range(led.records, as_of - timedelta(days=1), as_of):
         if x.user:
-            day[x.user] += x.cost_micros
+            day[x.user] += x.cost_nanos
     u = got["UserDailyBudget"]
-    assert u.spend_micros == max(day.values()) and u.groups == len(day)
-    assert u.forecast_micros == u.spend_micros  # the day is over: nothing left to project
+    assert u.spend_nanos == max(day.values()) and u.groups == len(day)
+    assert u.forecast_nanos == u.spend_nanos  # the day is over: nothing left to project
 
     w = got["TenantRollingWeekBudget"]
-    assert w.spend_micros == sum(x.cost_micros for x in in_range(led.records, *_week(47)))
-    assert w.forecast_micros == w.spend_micros and w.group is None
+    assert w.spend_nanos == sum(x.cost_nanos for x in in_range(led.records, *_week(47)))
+    assert w.forecast_nanos == w.spend_nanos and w.group is None
 
     scoped = _report(source, budgets=specs, scope=('team.id="web"',))
     [only] = scoped.budgets  # per-team budget narrowed to the report's team; the others do not apply
-    assert only.name == "TeamMonthlyBudget" and only.group == 'team.id="web"' and only.spend_micros == month["web"]
+    assert only.name == "TeamMonthlyBudget" and only.group == 'team.id="web"' and only.spend_nanos == month["web"]

@@ -3,6 +3,8 @@ into a running relay): its figures equal sums decoded from the captures without 
 
 from __future__ import annotations
 
+import math
+
 import asyncio
 import gzip
 from datetime import date, datetime, timezone
@@ -78,7 +80,8 @@ def test_figures_equal_the_captures(report):
     results = by_name(evs, "tool_result")
     calls = requests + errors + results
     c = report.current
-    assert c.cost_micros == sum(int(e.attrs["cost_usd_micros"]) for e in requests)
+    # exact to the nano-dollar: Σ cost_usd (the doubles Claude Code sent), not its micro-dollar rounding
+    assert abs(c.cost_nanos - math.fsum(float(e.attrs["cost_usd"]) for e in requests) * 1e9) <= 1.0
     assert c.input_tokens == sum(int(e.attrs["input_tokens"]) for e in requests)
     assert c.output_tokens == sum(int(e.attrs["output_tokens"]) for e in requests)
     assert c.cache_read_tokens == sum(int(e.attrs["cache_read_tokens"]) for e in requests)
@@ -93,13 +96,13 @@ def test_figures_equal_the_captures(report):
     assert c.lines_removed == m[("claude_code.lines_of_code.count", "removed")]
     assert c.commits == m[("claude_code.commit.count", None)] == 1
     assert c.pull_requests == m[("claude_code.pull_request.count", None)] == 1
-    assert c.cost_per_pr_micros == c.cost_micros
+    assert c.cost_per_pr_nanos == c.cost_nanos
 
 
 def test_breakdowns_of_the_captures(report):
     tools = by_name(events("protobuf-tools"), "api_request")
-    team = {g.key: g.cost_micros for g in report.by_group}
-    assert team["platform"] == sum(int(e.attrs["cost_usd_micros"]) for e in tools)  # OTEL_RESOURCE_ATTRIBUTES
+    team = {g.key: g.cost_nanos for g in report.by_group}
+    assert abs(team["platform"] - math.fsum(float(e.attrs["cost_usd"]) for e in tools) * 1e9) <= 1  # OTEL_RESOURCE_ATTRIBUTES
     assert [b.key for b in report.by_model] == ["claude-opus-5-5"]
     [err] = report.errors
     assert err.status_code is None and err.count == len(by_name(events("protobuf-err529"), "api_error"))

@@ -43,7 +43,7 @@ def report(tmp_path_factory) -> Report:
 def _huge() -> Report:
     """A report at every limit: long names, many users/teams/tools/errors, all sections."""
     long = "x" * 400
-    f = Figures(records=10**7, cost_micros=123_456_789_012, input_tokens=10**9, api_calls=10**6, api_errors=5,
+    f = Figures(records=10**7, cost_nanos=123_456_789_012, input_tokens=10**9, api_calls=10**6, api_errors=5,
                 tool_records=9, tool_calls=9, lines_added=10, lines_removed=1, commits=0, pull_requests=0)
     rows = [Breakdown(f"{long}-{i}", 10**6 * (50 - i), 10**6, 10, 100, 3) for i in range(20)]
     r = Report("t" * 200, "weekly", "2026-W47", "2026-11-16T00:00:00+01:00", "2026-11-23T00:00:00+01:00",
@@ -66,7 +66,7 @@ def test_slack_message_is_valid_block_kit(report):
     assert checked["blocks"] and len(msg["blocks"]) <= 50
     assert msg["blocks"][0]["type"] == "header" and "2026-W47" in msg["blocks"][0]["text"]["text"]
     content = json.dumps(msg["blocks"])
-    cost = f"${report.current.cost_micros / 1e6:,.2f}"
+    cost = f"${report.current.cost_nanos / 1e9:,.2f}"
     assert cost in msg["text"] and cost in content
     for section in ("Cost by model", "Cost by user", "Cost by team.id", "Top 5 sessions by cost", "Tools", "Budgets",
                     "Alerts"):
@@ -97,9 +97,9 @@ def test_empty_report_renders_short_everywhere():
 def test_json_carries_the_report_figures(report):
     d = json.loads(render_json(report))
     c = report.current
-    assert d["current"]["cost_micros"] == c.cost_micros and d["current"]["cost_usd"] == round(c.cost_micros / 1e6, 6)
+    assert d["current"]["cost_nanos"] == c.cost_nanos and d["current"]["cost_usd"] == round(c.cost_nanos / 1e9, 9)
     assert d["current"]["cache_hit_ratio"] == pytest.approx(c.cache_hit_ratio)
-    assert d["previous"]["cost_micros"] == report.previous.cost_micros
+    assert d["previous"]["cost_nanos"] == report.previous.cost_nanos
     assert [m["key"] for m in d["by_model"]] == [b.key for b in report.by_model]
     assert d["period"] == "2026-W47" and d["timezone"] == "Europe/Berlin" and d["empty"] is False
 
@@ -110,7 +110,7 @@ def test_markdown_has_every_section(report):
     for heading in ("## Summary", "## Cost by model", "## Cost by user", "## Cost by team.id", "## Top 5 sessions",
                     "## API errors", "## Tools", "## Budgets", "## Alerts"):
         assert heading in md, heading
-    assert f"| Cost | ${report.current.cost_micros / 1e6:,.2f} | ${report.previous.cost_micros / 1e6:,.2f} |" in md
+    assert f"| Cost | ${report.current.cost_nanos / 1e9:,.2f} | ${report.previous.cost_nanos / 1e9:,.2f} |" in md
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

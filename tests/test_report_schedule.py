@@ -307,7 +307,7 @@ async def test_every_tenant_and_destination_gets_one_post(slack, db_path, replic
         assert sorted(json.loads(b)["tenant"] for _, b in hits) == ["acme", "other"]
         payload = json.loads(hits[0][1])
         assert payload["kind"] == "relay.usage_report" and payload["period"] == "2026-W47"
-        assert payload["report"]["current"]["cost_micros"] > 0 and payload["markdown"].startswith("# Claude Code")
+        assert payload["report"]["current"]["cost_nanos"] > 0 and payload["markdown"].startswith("# Claude Code")
         assert all(h["X-Relay-Idempotency-Key"].endswith(":report") for h, _ in hits)
         clock.set(at(23, 9, 30))
         assert await r.scheduler.tick() == []

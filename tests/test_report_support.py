@@ -78,7 +78,7 @@ def generate_week(ledger: Ledger, start: datetime, *, tenant: str = "acme", seed
                         key=f"llm:{key}", kind="llm", time_ns=ns(t), tenant=tenant, session_id=sid, prompt_id=pid,
                         user=user, labels=dict(labels), model=model, input_tokens=inp, output_tokens=out,
                         cache_read_tokens=cr, cache_creation_tokens=cc, cache_creation_5m_tokens=cc,
-                        cost_micros=rnd.randint(1_000, 900_000), cost_source="reported",
+                        cost_nanos=rnd.randint(1_000, 900_000) * 1000, cost_source="reported",
                         source="claude_code.event"))
                     if tools and rnd.random() < 0.7:
                         t += timedelta(seconds=rnd.randint(1, 20))
@@ -122,7 +122,7 @@ def expected_figures(records: list[UsageRecord]) -> dict:
             by_session[r.session_id].append(r)
     return {
         "records": len(records),
-        "cost_micros": sum(r.cost_micros for r in records),
+        "cost_nanos": sum(r.cost_nanos for r in records),
         "input_tokens": sum(r.input_tokens for r in llm),
         "output_tokens": sum(r.output_tokens for r in llm),
         "cache_read_tokens": sum(r.cache_read_tokens for r in llm),
@@ -162,7 +162,7 @@ def cost_by(records: list[UsageRecord], key) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for r in records:
         if r.kind == "llm":
-            out[key(r) or "(none)"] += r.cost_micros
+            out[key(r) or "(none)"] += r.cost_nanos
     return dict(out)
 
 

@@ -93,7 +93,7 @@ def test_errors_name_file_line_group_rule_and_field(tmp_path):
         'r.yaml:16: group "budgets", rule "Slow": window.rolling: invalid duration \'5 minutes\': '
         "use a number of seconds or e.g. '500ms', '30s', '5m', '1h30m', '7d'",
         'r.yaml:19: group "budgets", rule "Odd": kind: unknown kind \'forecast\'; use one of budget, error_rate, '
-        "threshold, spike",
+        "threshold, spike, score",
     ]
 
 

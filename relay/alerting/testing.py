@@ -30,8 +30,8 @@ File format::
                 state: firing                 # default firing; or pending
 
 ``record`` takes the fields of ``relay.model.UsageRecord`` (``kind``, ``user``, ``session_id``, ``model``,
-``input_tokens``, ``cost_micros``, ``success``, ``status_code``, ``error_class``, ``tool_name``, ``ttft_ms``,
-``labels``…) plus ``cost_usd`` (converted to micro-USD).
+``input_tokens``, ``cost_nanos``, ``success``, ``status_code``, ``error_class``, ``tool_name``, ``ttft_ms``,
+``labels``…) plus ``cost_usd`` (converted to nano-USD).
 """
 
 from __future__ import annotations
@@ -135,15 +135,29 @@ class TestFileResult:
 
 
 _RECORD_FIELDS = set(UsageRecord.__dataclass_fields__) - {"key", "time_ns"}
+#: Extra fields of a ``kind: score`` record (a Langfuse score, ``relay.scores.records.ScoreRecord``).
+_SCORE_FIELDS = {"value", "string_value", "score", "score_source"}
 
 
 def _record(spec: dict[str, Any], key: str, t: float, tenant: str) -> UsageRecord:
     data = dict(spec)
+    if data.get("kind") == "score":
+        from relay.usage.score_record import ScoreRecord
+
+        unknown = set(data) - _RECORD_FIELDS - _SCORE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown score record field(s): {', '.join(sorted(unknown))}")
+        data.setdefault("tenant", tenant)
+        data.setdefault("score_source", "relay")
+        data["labels"] = {k: str(v) for k, v in (data.get("labels") or {}).items()}
+        if data.get("value") is not None:
+            data["value"] = float(data["value"])
+        return ScoreRecord(key=key, time_ns=round(t * 1e9), **data)
     unknown = set(data) - _RECORD_FIELDS - {"cost_usd"}
     if unknown:
         raise ValueError(f"unknown record field(s): {', '.join(sorted(unknown))}")
     if "cost_usd" in data:
-        data["cost_micros"] = round(float(data.pop("cost_usd")) * 1_000_000)
+        data["cost_nanos"] = round(float(data.pop("cost_usd")) * 1_000_000_000)
         data.setdefault("cost_source", "reported")
     data.setdefault("kind", "llm")
     data.setdefault("tenant", tenant)

@@ -68,12 +68,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             export = f"Langfuse export OFF: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
         print(f"  tenant {t.name}: {len(t.tokens)} token(s); {export}")
+    from relay.posture import security_posture
+
+    print("  security:")
+    for line in security_posture(cfg):
+        print(f"    {line}")
     print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
     receivers = cfg.alerting.receivers
     print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
         f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
         for r in receivers) or "none (alerts are listed on /api/v1/alerts, nothing is sent)"))
     print(f"  reports:   {len(cfg.reports.schedules)} schedule(s)")
+    sc = cfg.scores
+    print(f"  scores:    {'on' if sc.enabled else 'off'}, sessions scored after {sc.session_idle:g}s idle, "
+          f"{len(sc.custom)} custom; Langfuse public API on the OTLP/HTTP port: "
+          f"{'on' if cfg.receivers.otlp.protocols.http.langfuse_compatible_path else 'off'}")
     for n in notes:  # unset ${env:…} references, except the optional Langfuse environment and release
         if not re.search(r"\.(environment|release): ", n):
             print(f"  note: {n}")
@@ -120,6 +129,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
+        if args.scores:
+            from relay.usage.sqlite_scores import requeue_score_dead_letters
+
+            moved = asyncio.run(spool.db.run(lambda c: requeue_score_dead_letters(c, args.tenant, args.id)))
+            print(f"requeued {moved} dead-lettered score{'s' if moved != 1 else ''} for delivery")
+            return 0
         if args.quarantined:
             moved = asyncio.run(spool.requeue_quarantined())
         else:
@@ -140,6 +155,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     cfg = _load(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
+        if args.scores:
+            from relay.usage.sqlite_scores import score_dead_letters
+
+            scores = asyncio.run(spool.db.run(lambda c: score_dead_letters(c, args.tenant)))
+            print("\n".join(f"{i}\t{t}\tscore {n}\tstatus {st}\t{r}" for i, t, n, st, r, _ in scores)
+                  or "no dead-lettered scores")
+            return 0
         rows = asyncio.run(spool.dead_letters(args.tenant))
     finally:
         spool.close()
@@ -179,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--id", type=int, action="append", help="only this dead letter id (repeatable)")
     r.add_argument("--quarantined", action="store_true",
                    help="instead, re-process requests the pipeline quarantined after an internal error")
+    r.add_argument("--scores", action="store_true", help="instead, re-send dead-lettered Langfuse scores")
     r.set_defaults(fn=cmd_replay)
     d = with_config(sub.add_parser("dead-letters", help="list dead-lettered batches"))
     d.add_argument("--tenant", default=None)
+    d.add_argument("--scores", action="store_true", help="list dead-lettered Langfuse scores instead")
     d.set_defaults(fn=cmd_dead_letters)
     rules = sub.add_parser("rules", help="validate rule files or run their unit tests (like promtool)")
     rsub = rules.add_subparsers(dest="rules_command", required=True)

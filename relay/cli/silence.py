@@ -7,7 +7,8 @@ Wiring (``relay/cli.py``)::
     silence_cli.add_subparsers(sub)          # adds "silence" with its subcommands; sets fn=silence_cli.run
 
 The admin URL is ``--url``, else ``$RELAY_ADMIN_ENDPOINT``, else the ``service.admin.endpoint`` of ``--config``
-(when the parser has that option), else ``http://127.0.0.1:8888``. Exit codes: 0 success, 1 the request failed
+(when the parser has that option), else ``http://127.0.0.1:8888``. The admin token (``service.admin.auth.token``)
+is read from ``$RELAY_ADMIN_TOKEN`` and sent as ``Authorization: Bearer``. Exit codes: 0 success, 1 the request failed
 (relay unreachable, silence unknown, refused), 2 bad usage (matcher, duration or time).
 """
 
@@ -32,6 +33,7 @@ __all__ = ["add_subparsers", "run", "resolve_url", "DEFAULT_URL", "ENV_URL"]
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 ENV_URL = "RELAY_ADMIN_ENDPOINT"
+ENV_TOKEN = "RELAY_ADMIN_TOKEN"
 _OPS = ("=~", "!~", "!=", "=")
 
 
@@ -194,8 +196,10 @@ def _rfc3339(t: float) -> str:
 
 def _request(method: str, url: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    if os.environ.get(ENV_TOKEN):
+        headers["Authorization"] = f"Bearer {os.environ[ENV_TOKEN].strip()}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()

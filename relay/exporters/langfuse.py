@@ -68,6 +68,7 @@ from relay.component import Component, remaining
 from relay.config import LangfuseExporterConfig, TenantConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status, exporter_retrying
 from relay.spool import OutboundBatch, Spool, is_storage_error
+from relay.tls import client_ssl_context
 
 __all__ = ["LangfuseExporter", "ExporterMetrics", "OTLP_TRACES_PATH", "RELAY_VERSION", "USER_AGENT"]
 
@@ -653,7 +654,8 @@ class LangfuseExporter(Component):
         trace.on_request_chunk_sent.append(on_chunk_sent)
         self.stopping.clear()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                                             headers={"User-Agent": USER_AGENT}, trace_configs=[trace])
+                                             headers={"User-Agent": USER_AGENT}, trace_configs=[trace],
+                                             connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
         if self._loops:  # with export off for every tenant, the startup warning per tenant says so
             log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops))

@@ -253,17 +253,22 @@ def encode_span(trace: TraceInfo, obs: Observation, out: Span | None = None) -> 
 
 def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceSpans:
     """One trace as one OTLP ``ResourceSpans``: resource attributes from ``trace.resource`` (plus ``service.name``
-    = ``unknown_service`` when missing), one scope ``relay`` at relay's version, one span per observation in the
-    given order (see ``encode_span``, ``span_attributes``)."""
+    = ``unknown_service`` when missing); one ``ScopeSpans`` per instrumentation scope — the observation's original
+    ``scope`` (name, version), which Langfuse shows as ``metadata.scope``, or ``relay`` at relay's version for
+    observations relay made —; one span per observation, in the given order within its scope (see ``encode_span``,
+    ``span_attributes``)."""
     rs = ResourceSpans()
     resource: dict[str, Any] = dict(trace.resource)
     if not resource.get("service.name"):
         resource["service.name"] = DEFAULT_SERVICE_NAME
     dict_to_attrs(resource, rs.resource.attributes)
-    ss = rs.scope_spans.add()
-    ss.scope.name = SCOPE_NAME
-    ss.scope.version = relay_version()
+    scopes: dict[tuple[str, str], Any] = {}
     for obs in observations:
+        key = obs.scope or (SCOPE_NAME, relay_version())
+        ss = scopes.get(key)
+        if ss is None:
+            ss = scopes[key] = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = key
         encode_span(trace, obs, ss.spans.add())
     return rs
 

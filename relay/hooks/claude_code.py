@@ -232,7 +232,7 @@ class ClaudeCodeHooks:
         """``POST /hooks/claude-code``: 200 with the hook output; 400 bad input; 401 bad credentials."""
         started = time.perf_counter()
         try:
-            tenant = self._resolver.resolve(request.headers)
+            tenant = self._resolver.resolve(request.headers, request.remote)
         except Unauthorized as e:
             return _error(401, e.message, {"WWW-Authenticate": 'Bearer realm="relay"'})
         try:

@@ -13,6 +13,7 @@ enforces ``max_recv_msg_size`` on the (decompressed) message, answering RESOURCE
 | message over the cap | RESOURCE_EXHAUSTED (by gRPC, no RetryInfo: not retryable) |
 | missing/bad credentials | UNAUTHENTICATED, nothing stored |
 | sink refused / failed | UNAVAILABLE + trailing ``grpc-retry-pushback-ms`` and ``google.rpc.RetryInfo`` |
+| tenant over its rate limit | RESOURCE_EXHAUSTED + ``RetryInfo`` (retryable because RetryInfo is attached) |
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from relay.auth import TenantResolver, Unauthorized
+from relay.auth import TenantResolver, Unauthorized, grpc_peer_host
 from relay.component import Component, remaining
 from relay.config import GrpcReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
+from relay.redaction import Redactor
 from relay.telemetry import Telemetry
+from relay.tls import ReloadingServerTLS
 
 __all__ = ["OtlpGrpcReceiver", "SERVICES"]
 
@@ -47,7 +50,8 @@ SERVICES: dict[Signal, str] = {
 
 
 class OtlpGrpcReceiver(Component):
-    """The OTLP/gRPC server: ``await start()`` binds ``config.endpoint`` (insecure), ``await stop(grace)`` ends it.
+    """The OTLP/gRPC server: ``await start()`` binds ``config.endpoint`` (TLS/mTLS with ``config.tls``, else
+    plaintext), ``await stop(grace)`` ends it.
 
     ``port`` is the bound port after ``start()`` (useful with ``endpoint: 127.0.0.1:0``).
     """
@@ -55,10 +59,10 @@ class OtlpGrpcReceiver(Component):
     name = "OTLP/gRPC receiver"
 
     def __init__(self, config: GrpcReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry):
+                 telemetry: Telemetry, *, redactor: Redactor | None = None):
         self.config = config
         self._resolver = resolver
-        self._gate = IngestGate(ingest, telemetry, "grpc")
+        self._gate = IngestGate(ingest, telemetry, "grpc", redactor)
         self._server: grpc.aio.Server | None = None
         self.host, self.port = parse_endpoint(config.endpoint)
 
@@ -79,12 +83,15 @@ class OtlpGrpcReceiver(Component):
         ]
         server.add_generic_rpc_handlers(handlers)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        port = server.add_insecure_port(f"{host}:{self.port}")
+        if self.config.tls:
+            port = server.add_secure_port(f"{host}:{self.port}", ReloadingServerTLS(self.config.tls).grpc_credentials())
+        else:
+            port = server.add_insecure_port(f"{host}:{self.port}")
         if port == 0:
             raise RuntimeError(f"cannot bind the OTLP/gRPC receiver to {self.config.endpoint}")
         await server.start()
         self._server, self.port = server, port
-        log.info("OTLP/gRPC receiver listening on %s:%d", self.host, self.port)
+        log.info("OTLP/gRPC receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
     async def shutdown(self, deadline: float) -> None:
         """Stop accepting calls, let in-flight calls finish until ``deadline``, then wait (until ``deadline``) for
@@ -105,7 +112,7 @@ class OtlpGrpcReceiver(Component):
         started = time.perf_counter()
         metadata = {m.key: m.value for m in (context.invocation_metadata() or ()) if isinstance(m.value, str)}
         try:
-            tenant = self._resolver.resolve(metadata)
+            tenant = self._resolver.resolve(metadata, grpc_peer_host(context.peer()))
         except Unauthorized as e:
             await self._abort(context, signal, started, grpc.StatusCode.UNAUTHENTICATED, e.message)
         try:
@@ -122,12 +129,15 @@ class OtlpGrpcReceiver(Component):
         await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, request, req)
-            if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):
+            if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED, SubmitStatus.THROTTLED):
                 delay = max(result.retry_after, 0.001)
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(
                     seconds=int(delay), nanos=int((delay - int(delay)) * 1e9)))
-                await self._abort(context, signal, started, grpc.StatusCode.UNAVAILABLE,
-                                  f"relay cannot take data now: {result.reason}", (info,),
+                if result.status is SubmitStatus.THROTTLED:
+                    code, text = grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit of this tenant exceeded"
+                else:
+                    code, text = grpc.StatusCode.UNAVAILABLE, "relay cannot take data now"
+                await self._abort(context, signal, started, code, f"{text}: {result.reason}", (info,),
                                   pushback_ms=int(delay * 1000))
         self._gate.finish(signal, grpc.StatusCode.OK.name, started)
         return export_response(signal, Format.PROTOBUF, req.rejected, req.error_message)

@@ -11,6 +11,7 @@ Spec: OTLP spec "OTLP/HTTP" (https://opentelemetry.io/docs/specs/otlp/#otlphttp)
 | body (on the wire or decompressed) over ``max_request_body_size`` | 413 ``Status`` RESOURCE_EXHAUSTED |
 | unknown ``Content-Encoding``, corrupt compression, undecodable message | 400 ``Status`` INVALID_ARGUMENT |
 | sink refused / failed | 503 + ``Retry-After`` (integer seconds) + ``Status`` UNAVAILABLE with ``RetryInfo`` |
+| tenant over its rate limit | 429 + ``Retry-After`` + ``Status`` RESOURCE_EXHAUSTED with ``RetryInfo`` |
 | other method on an OTLP path / unknown path | 405 / 404 (aiohttp router) |
 
 The ack path awaits nothing but the body read and the ingest call; decoding is synchronous (upb protobuf).
@@ -45,7 +46,9 @@ from relay.otlp.codec import (
 )
 from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
+from relay.redaction import Redactor
 from relay.telemetry import Telemetry
+from relay.tls import ReloadingServerTLS
 
 __all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
 
@@ -76,7 +79,7 @@ class _Handler:
             self._gate.finish(signal, "415", started)
             return web.Response(status=415, text=_UNSUPPORTED_TYPE)
         try:
-            tenant = self._resolver.resolve(request.headers)
+            tenant = self._resolver.resolve(request.headers, request.remote)
         except Unauthorized as e:
             return self._error(signal, fmt, started, 401, code_pb2.UNAUTHENTICATED, e.message,
                                headers={"WWW-Authenticate": 'Bearer realm="relay"'})
@@ -100,6 +103,12 @@ class _Handler:
         await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
+            if result.status is SubmitStatus.THROTTLED:
+                seconds = max(1, math.ceil(result.retry_after))
+                info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
+                return self._error(signal, fmt, started, 429, code_pb2.RESOURCE_EXHAUSTED,
+                                   f"rate limit of this tenant exceeded: {result.reason}",
+                                   headers={"Retry-After": str(seconds)}, details=(info,))
             if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
@@ -130,15 +139,15 @@ class _Handler:
 
 
 def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                   telemetry: Telemetry) -> web.Application:
+                   telemetry: Telemetry, redactor: Redactor | None = None) -> web.Application:
     """The aiohttp application serving the OTLP/HTTP routes.
 
     **Run it with ``auto_decompress=False``** (``web.AppRunner(app, auto_decompress=False)``): relay decompresses
     bodies itself, with the size cap; :class:`OtlpHttpReceiver` does this for you. Routes: ``POST /v1/traces``,
     ``/v1/metrics``, ``/v1/logs`` and, when ``config.langfuse_compatible_path``, ``POST
-    /api/public/otel/v1/traces``.
+    /api/public/otel/v1/traces``. ``redactor`` masks secrets before the data is stored.
     """
-    gate = IngestGate(ingest, telemetry, "http")
+    gate = IngestGate(ingest, telemetry, "http", redactor)
     handler = _Handler(config, resolver, gate)
     app = web.Application(client_max_size=config.max_request_body_size + 1)
     app[_GATE_KEY] = gate
@@ -159,27 +168,30 @@ class OtlpHttpReceiver(Component):
     name = "OTLP/HTTP receiver"
 
     def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, access_log: logging.Logger | None = None, shutdown_timeout: float = 5.0):
+                 telemetry: Telemetry, *, access_log: logging.Logger | None = None, shutdown_timeout: float = 5.0,
+                 redactor: Redactor | None = None):
         self.config = config
         self.shutdown_timeout = shutdown_timeout
-        self.app = build_http_app(config, resolver, ingest, telemetry)
+        self.app = build_http_app(config, resolver, ingest, telemetry, redactor)
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
         self.host, self.port = parse_endpoint(config.endpoint)
 
     async def start(self) -> None:
-        """Bind and start serving. Raises ``OSError`` when the address is in use or not available."""
+        """Bind and start serving (TLS/mTLS with ``config.tls``). Raises ``OSError`` when the address is in use or
+        not available, or the TLS files cannot be read (``ssl.SSLError`` is an ``OSError``)."""
         runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
                                handle_signals=False, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
+            await web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context).start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
-        log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
+        log.info("OTLP/HTTP receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
     async def shutdown(self, deadline: float) -> None:
         """Stop accepting connections, give in-flight requests up to ``shutdown_timeout`` seconds, then wait until

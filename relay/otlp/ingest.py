@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from relay.model import Signal
 
-__all__ = ["IngestRequest", "IngestRefused", "Ingest", "dedup_key"]
+__all__ = ["IngestRequest", "IngestRefused", "IngestThrottled", "Ingest", "dedup_key"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ class IngestRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class IngestThrottled(IngestRefused):
+    """Raised by the sink when the tenant is over its rate limit: HTTP 429 + ``Retry-After``, gRPC
+    ``RESOURCE_EXHAUSTED`` + ``RetryInfo`` (retryable because RetryInfo is attached)."""
 
 
 #: The sink: store the request durably and return True, return False when ``dedup_key`` was already seen

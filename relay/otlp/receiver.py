@@ -17,7 +17,8 @@ from enum import StrEnum
 
 from relay.model import Outcome, Signal
 from relay.otlp.codec import ValidatedRequest
-from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, dedup_key
+from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, IngestThrottled, dedup_key
+from relay.redaction import Redactor
 from relay.telemetry import RECEIVER, Telemetry
 
 __all__ = ["SubmitStatus", "SubmitResult", "IngestGate", "parse_endpoint"]
@@ -35,6 +36,7 @@ class SubmitStatus(StrEnum):
     STORED = "stored"  # durably queued
     DUPLICATE = "duplicate"  # dedup key already known: success, nothing stored
     REFUSED = "refused"  # sink raised IngestRefused: retryable
+    THROTTLED = "throttled"  # sink raised IngestThrottled (tenant over its rate limit): retryable after the delay
     FAILED = "failed"  # sink raised something else: logged, retryable
 
 
@@ -51,8 +53,9 @@ class IngestGate:
     """Calls the :data:`~relay.otlp.ingest.Ingest` sink for one transport (``"http"`` or ``"grpc"``) and keeps
     the receiver metrics of :class:`~relay.telemetry.Telemetry` up to date."""
 
-    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str):
+    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str, redactor: Redactor | None = None):
         self._ingest = ingest
+        self._redactor = redactor
         self._t = telemetry
         self.transport = transport
         self._tasks: set[asyncio.Task[SubmitResult]] = set()
@@ -61,9 +64,13 @@ class IngestGate:
         """Store ``req`` (whose decompressed wire bytes are ``body``) for ``tenant``; requires ``req.items`` > 0.
 
         Never raises for sink errors (they become REFUSED/FAILED); propagates cancellation of the *caller*
-        while the ingest task keeps running to completion.
+        while the ingest task keeps running to completion. With a redactor, secrets in the request's strings
+        are replaced before it is stored (``relay.redaction``); the dedup key still hashes the body as received.
         """
-        item = IngestRequest(tenant=tenant, signal=req.signal, payload=req.payload, items=req.items,
+        payload = req.payload
+        if self._redactor is not None and self._redactor.redact_message(req.signal, req.message):
+            payload = req.message.SerializeToString()
+        item = IngestRequest(tenant=tenant, signal=req.signal, payload=payload, items=req.items,
                              dedup_key=dedup_key(tenant, req.signal, body), rejected_by=dict(req.rejected_by))
         task = asyncio.get_running_loop().create_task(self._run(item))
         self._tasks.add(task)
@@ -76,7 +83,8 @@ class IngestGate:
             stored = await self._ingest(req)
         except IngestRefused as e:
             self._t.refused[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(SubmitStatus.REFUSED, max(float(e.retry_after), 0.0), e.reason)
+            status = SubmitStatus.THROTTLED if isinstance(e, IngestThrottled) else SubmitStatus.REFUSED
+            return SubmitResult(status, max(float(e.retry_after), 0.0), e.reason)
         except Exception:
             log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
             self._t.failed[req.signal].labels(*labels).inc(req.items)

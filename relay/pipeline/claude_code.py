@@ -28,7 +28,7 @@ from relay.model import Level, Observation, ObservationType, Outcome, TraceInfo
 from relay.otlp.values import as_bool, as_int, as_str
 from relay.pipeline.claude_code_events import (
     AGENT_TOOLS, SPAN_BLOCKED, SPAN_EXECUTION, SPAN_INTERACTION, SPAN_LLM, SPAN_TOOL, Collected, agent_key, clean,
-    collect, cost_micros, cost_usd, derive_span_id, derive_trace_id, error_class, error_span_compatible, extra_attributes,
+    collect, cost_nanos, cost_usd, derive_span_id, flat_usage, derive_trace_id, error_class, error_span_compatible, extra_attributes,
     is_subagent, model_of, model_parameters, ms_to_ns, span_failed, span_request_id, tool_error, tool_name,
     usage_details,
 )
@@ -54,7 +54,7 @@ def map_interaction(logs: list[LogView], spans: list[SpanView], ctx: MappingCont
     trace info of an earlier export of the same interaction (fills user, session, tags, root id… that late records
     lack). Sets ``outcome`` (``forwarded``/``filtered``) on every input record. Returns ``MappedTrace(trace=None)``
     when nothing maps (e.g. only startup events). Times in the result are Unix ns; costs are USD in
-    ``cost_details`` and micro-USD in usage records.
+    ``cost_details`` and nano-USD in usage records.
     """
     for v in (*logs, *spans):
         v.outcome = Outcome.FILTERED.value
@@ -252,10 +252,10 @@ class _Mapper:
         spans = {span_request_id(s) or "span:" + s.span_id: s for s in reversed(c.llm) if not span_failed(s)}
         for rid in sorted(set(c.requests) | set(spans)):
             ev, sp = c.requests.get(rid), spans.get(rid)
-            a, sa = (ev.attrs if ev else sp.attrs), (sp.attrs if sp else {})
+            a, sa = (ev.attrs if ev else flat_usage(sp.attrs)), (sp.attrs if sp else {})
             start, end = (sp.start_ns, sp.end_ns) if sp else (ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns)
             ttft = a.get("ttft_ms") if a.get("ttft_ms") is not None else sa.get("ttft_ms")
-            micros = cost_micros(ev.attrs) if ev else None
+            nanos = cost_nanos(ev.attrs) if ev else None
             resp, key = c.responses.get(rid), agent_key(a)
             self._add(
                 # Derived from request_id in both modes: the event and the span of one call get one id even when
@@ -275,7 +275,7 @@ class _Mapper:
                 }),
                 attributes=extra_attributes(sp, ctx) if sp else {})
             c.use(ev, sp, resp)
-            self.ledger.llm(rid, a, end, key, micros, from_span=ev is None)
+            self.ledger.llm(rid, a, end, key, nanos, from_span=ev is None)
 
     def _error_pairs(self) -> list[tuple[LogView | None, SpanView | None]]:
         """``api_error`` events paired with ERROR ``llm_request`` spans (by request_id, else the compatible span

@@ -8,8 +8,9 @@ Langfuse's attribute mapping (https://langfuse.com/integrations/native/opentelem
 (https://langfuse.com/docs/observability/features/token-and-cost-tracking).
 
 Units: record times are Unix **nanoseconds**; Claude Code durations (``duration_ms``, ``ttft_ms``) are
-**milliseconds**; costs are **USD** (``cost_usd`` float) or **micro-USD** (``cost_usd_micros`` int). All numeric
-attributes go through the tolerant coercers of ``relay.otlp.values`` because several arrive as strings (observed).
+**milliseconds**; costs are **USD** (``cost_usd`` float, kept as integer **nano-USD** in the ledger) or
+**micro-USD** (``cost_usd_micros`` int, rounded). All numeric attributes go through the tolerant coercers of
+``relay.otlp.values`` because several arrive as strings (observed).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.model import usd_to_nanos
 from relay.otlp.values import as_bool, as_float, as_int, as_str
 from relay.pipeline.records import LogView, SpanView
 
 __all__ = [
     "SPAN_INTERACTION", "SPAN_LLM", "SPAN_TOOL", "SPAN_BLOCKED", "SPAN_EXECUTION",
-    "Collected", "collect", "derive_span_id", "derive_trace_id", "ms_to_ns", "usage_details", "cost_micros",
+    "Collected", "collect", "derive_span_id", "derive_trace_id", "ms_to_ns", "usage_details", "cost_nanos",
     "error_class", "is_subagent", "span_request_id", "span_failed", "extra_attributes", "clean", "agent_key",
     "tool_name", "tool_error", "model_of", "model_parameters", "error_span_compatible", "AGENT_TOOLS",
 ]
@@ -51,6 +53,11 @@ STANDARD_KEYS = frozenset({
 MAPPED_KEYS = {
     SPAN_INTERACTION: frozenset({"user_prompt", "user_prompt_length", "gen_ai.operation.name"}),
     SPAN_LLM: frozenset({
+        # 2.1.332 adds gen_ai.operation.name and gen_ai.usage.* (input INCLUDING cache, cache_write): mapped into
+        # usage_details, so not forwarded again (Langfuse would count the cache twice)
+        "gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
         "model", "gen_ai.request.model", "gen_ai.response.model", "input_tokens", "output_tokens",
         "cache_read_tokens", "cache_creation_tokens", "speed", "effort", "duration_ms", "ttft_ms", "request_id",
         "gen_ai.response.id", "success", "error", "status_code", "error_class", "attempt", "query_source_safe",
@@ -100,6 +107,21 @@ def is_subagent(attrs: dict[str, Any]) -> bool:
     return qs.startswith("agent:") or qs.startswith("agent.")
 
 
+def flat_usage(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with Claude Code's flat token attributes (``input_tokens`` excl. cache, ``cache_read_tokens``,
+    ``cache_creation_tokens``, ``output_tokens``) filled from the OTel GenAI ones when only those are present
+    (``claude_code.llm_request`` spans from 2.1.332 carry both; ``gen_ai.usage.input_tokens`` INCLUDES cache there),
+    through the one normaliser (``relay.pipeline.genai_usage``). Unchanged when the flat ones are there."""
+    if attrs.get("input_tokens") is not None or attrs.get("gen_ai.usage.input_tokens") is None:
+        return attrs
+    from relay.pipeline.genai_usage import normalise
+
+    u = normalise(attrs, provider="anthropic")
+    return {**attrs, **{k: v for k, v in (("input_tokens", u.input), ("output_tokens", u.output),
+                                           ("cache_read_tokens", u.cache_read),
+                                           ("cache_creation_tokens", u.cache_creation)) if v is not None}}
+
+
 def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
     """Langfuse ``usage_details`` from ``api_request`` or flat ``llm_request`` span attributes (Langfuse usage keys).
 
@@ -118,23 +140,22 @@ def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def cost_micros(attrs: dict[str, Any]) -> int | None:
-    """Claude Code's reported cost in micro-USD: ``cost_usd_micros``, else round(``cost_usd`` × 10⁶) (observed)."""
-    micros = as_int(attrs.get("cost_usd_micros"))
-    if micros is not None:
-        return micros
+def cost_nanos(attrs: dict[str, Any]) -> int | None:
+    """Claude Code's reported cost in integer nano-USD: ``cost_usd`` (a double) rounded to the nearest nano-dollar
+    through its shortest decimal form, so float noise never moves it; else ``cost_usd_micros`` × 1000 (that integer
+    is already rounded to whole micro-dollars, observed, so it is only a fallback); None when neither is sent."""
     usd = as_float(attrs.get("cost_usd"))
-    return None if usd is None else int(round(usd * 1_000_000))
+    if usd is not None:
+        return usd_to_nanos(usd)
+    micros = as_int(attrs.get("cost_usd_micros"))
+    return None if micros is None else micros * 1000
 
 
 def cost_usd(attrs: dict[str, Any]) -> float | None:
-    """Claude Code's reported cost in USD for Langfuse's ``cost_details``: ``cost_usd`` as sent (a double; the
-    integer ``cost_usd_micros`` is rounded to whole micro-dollars), else ``cost_usd_micros`` / 10⁶ (observed)."""
-    usd = as_float(attrs.get("cost_usd"))
-    if usd is not None:
-        return usd
-    micros = as_int(attrs.get("cost_usd_micros"))
-    return None if micros is None else micros / 1_000_000
+    """Claude Code's reported cost in USD for Langfuse's ``cost_details``: the ledger's nano-USD figure / 10⁹, so
+    Langfuse and the ledger agree to the nano-dollar."""
+    nanos = cost_nanos(attrs)
+    return None if nanos is None else nanos / 1_000_000_000
 
 
 def error_class(status_code: int | None, text: str | None, span_class: str | None = None) -> str:

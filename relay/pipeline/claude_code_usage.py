@@ -5,7 +5,7 @@ exports, ``tests/fixtures/claude-code/``).
 One ``kind="llm"`` record per API call (``llm:<request_id>``; failed calls ``llm-error:…`` with ``success=False``
 and no cost), one ``kind="tool"`` record per tool call or rejected tool (``tool:<tool_use_id>``) and one
 ``kind="retries_exhausted"`` record per ``api_retries_exhausted`` event. Tokens are
-Anthropic counts (``input_tokens`` excludes cache), durations milliseconds, cost micro-USD as reported by Claude
+Anthropic counts (``input_tokens`` excludes cache), durations milliseconds, cost nano-USD as reported by Claude
 Code (``cost_source="reported"``) or ``"none"`` when only the beta span was seen (the ledger store then prices it
 from its tokens, ``"computed"``, and the ``api_request`` event's reported cost replaces that when it arrives).
 ``tenant`` is left empty and ``labels`` are the identity metadata: the pipeline sets the tenant and merges the
@@ -45,10 +45,10 @@ class Ledger:
         self.records.append(r)
         return r
 
-    def llm(self, rid: str, attrs: dict[str, Any], end_ns: int, agent: str | None, micros: int | None,
+    def llm(self, rid: str, attrs: dict[str, Any], end_ns: int, agent: str | None, nanos: int | None,
             from_span: bool) -> UsageRecord:
         """A successful API call from ``api_request`` attributes (or the flat ``llm_request`` span attributes,
-        whose cache writes have no 5m/1h split: all counted as 5m). ``micros`` = reported cost in micro-USD."""
+        whose cache writes have no 5m/1h split: all counted as 5m). ``nanos`` = reported cost in nano-USD."""
         m5, h1 = as_int(attrs.get("cache_creation_5m_tokens")), as_int(attrs.get("cache_creation_1h_tokens"))
         creation = as_int(attrs.get("cache_creation_tokens"))
         if m5 is None and h1 is None:
@@ -59,7 +59,7 @@ class Ledger:
             cache_read_tokens=as_int(attrs.get("cache_read_tokens")) or 0,
             cache_creation_tokens=creation if creation is not None else (m5 or 0) + (h1 or 0),
             cache_creation_5m_tokens=m5 or 0, cache_creation_1h_tokens=h1 or 0,
-            cost_micros=micros or 0, cost_source="reported" if micros is not None else "none",
+            cost_nanos=nanos or 0, cost_source="reported" if nanos is not None else "none",
             duration_ms=as_float(attrs.get("duration_ms")), ttft_ms=as_float(attrs.get("ttft_ms")), success=True)
 
     def error(self, key: str, attrs: dict[str, Any], end_ns: int, agent: str | None, status: int | None,

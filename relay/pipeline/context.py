@@ -38,7 +38,9 @@ class MappingContext:
     - ``environment`` / ``release``: explicit values; when None, the mappers fall back to resource attributes
       ``deployment.environment.name`` / ``deployment.environment`` and leave release unset;
     - ``forward_content``: when False, prompts, responses and tool parameters are not forwarded;
-    - ``redact_patterns``: regexes replaced by ``[REDACTED]`` in forwarded content.
+    - ``redact_patterns``: regexes replaced by ``[REDACTED]`` in forwarded content;
+    - ``pricing``: the ledger's price table (``relay.usage.pricing.Pricing``); when set, other agents' calls without a
+      reported cost are priced by the mapper, so Langfuse gets the same ``cost_details`` as the ledger.
     """
 
     tenant: str = "default"
@@ -50,6 +52,7 @@ class MappingContext:
     forward_content: bool = True
     redact_patterns: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    pricing: Any = None
 
     def __post_init__(self) -> None:
         self._redact = [re.compile(p) for p in self.redact_patterns]

@@ -4,10 +4,28 @@ Spans pass through (ids, parent, name, times, status, events, attributes) with t
 Langfuse does not have to guess (Langfuse's attribute mapping, https://langfuse.com/integrations/native/opentelemetry,
 as implemented in langfuse/langfuse ``packages/shared/src/server/otel/OtelIngestionProcessor.ts``; usage and cost:
 https://langfuse.com/docs/observability/features/token-and-cost-tracking).
-GenAI semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/ (``gen_ai.usage.
-input_tokens`` *includes* cache reads/writes there, so relay subtracts them).
+GenAI semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/. Token usage and cost of
+every instrumentation family go through ONE normaliser (``relay.pipeline.genai_usage``), which feeds both the
+ledger record and the GENERATION's ``usage_details`` / ``cost_details``.
 
-Units: span times are Unix ns, ``duration_ms`` ms, cost USD (``cost_micros`` = micro-USD).
+**Counted once.** Two spans describing one LLM call — the same ``gen_ai.response.id``, or an SDK's native client
+span (``anthropic.messages.create`` of the Anthropic SDK, scope ``com.anthropic.sdk.python``) next to an
+instrumentor's span of the same provider and model whose time overlaps it (its parent, or a sibling for streams) —
+give ONE ledger record and ONE GENERATION. The GENERATION is the instrumentor's span (it carries the prompt,
+response, parameters and user/session); its usage and cost are the native span's where that reports them (the SDK
+reads the provider's response body itself; instrumentors differ, e.g. OpenLLMetry counts a streamed Anthropic
+answer's output one token high), completed from the instrumentor's. The native span stays visible as a plain SPAN
+without usage or cost (``metadata.relay.counted_in`` names the GENERATION). With several instrumentors on one call
+the outermost keeps it. The ledger key is the response id when known, so even spans mapped in different batches
+count once. Spans that only repeat their calls' totals — Vercel AI SDK's ``ai.generateText``/``ai.streamText``, an
+agent or chain span with usage attributes (Pydantic AI's agent run) — keep no usage or cost
+(``metadata.relay.aggregate``).
+
+**Scope.** Each observation keeps its span's instrumentation scope (name, version), which Langfuse shows as
+``metadata.scope``.
+
+Units: span times are Unix ns, ``duration_ms`` ms, cost USD in ``cost_details`` and integer nano-USD
+(``cost_nanos``) in ledger records.
 """
 
 from __future__ import annotations
@@ -16,18 +34,29 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from relay.model import Level, Observation, ObservationType, Outcome, TraceInfo, UsageRecord
+from relay.model import (
+    NANOS_PER_USD,
+    Level,
+    Observation,
+    ObservationType,
+    Outcome,
+    TraceInfo,
+    UsageRecord,
+    usd_to_nanos,
+)
 from relay.otlp.values import as_float, as_int, as_str
 from relay.pipeline.context import MappedTrace, MappingContext
+from relay.pipeline.genai_usage import Usage, is_aggregate, is_usage_attribute, normalise, provider_of
 from relay.pipeline.records import SpanView
 
-__all__ = ["map_spans", "observation_type", "usage_details_of", "cost_details_of", "SOURCE"]
+__all__ = ["map_spans", "observation_type", "usage_details_of", "cost_details_of", "SOURCE", "NATIVE_SCOPE_PREFIXES"]
+
+#: Instrumentation scopes of LLM SDKs' own client spans (the SDK reads the provider's response itself).
+NATIVE_SCOPE_PREFIXES = ("com.anthropic.sdk",)
 
 #: ``UsageRecord.source`` of records made here.
 SOURCE = "otel.genai"
-#: Langfuse usage key for cache writes: priced for both Claude 4.x and 5-generation models (langfuse/langfuse
 #: ``worker/src/constants/default-model-prices.json``).
-CACHE_CREATION_KEY = "input_cache_creation_5m"
 
 _STATUS_ERROR = 2  # OTLP Status.code
 _G, _E, _A, _T = ObservationType.GENERATION, ObservationType.EMBEDDING, ObservationType.AGENT, ObservationType.TOOL
@@ -55,6 +84,17 @@ _CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages
 #: Span events whose attributes are all content (older GenAI semconv put prompts/completions in events).
 _CONTENT_EVENT_PREFIXES = ("gen_ai.content.", "gen_ai.choice", "gen_ai.user.", "gen_ai.assistant.",
                            "gen_ai.system.", "gen_ai.tool.message", "gen_ai.client.inference.operation.details")
+
+
+#: User id conventions, first hit wins (Langfuse's order, https://langfuse.com/integrations/native/opentelemetry):
+#: Langfuse SDK, OTel ``user.id`` (also what
+#: OpenInference's ``using_attributes(user_id=…)`` sets), ``enduser.id``, Vercel AI SDK telemetry metadata.
+USER_KEYS = ("langfuse.user.id", "user.id", "enduser.id", "langfuse.observation.metadata.langfuse_user_id",
+             "ai.telemetry.metadata.userId")
+#: Session id conventions: Langfuse SDK, ``session.id`` (OpenInference ``using_attributes(session_id=…)``), OTel
+#: GenAI ``gen_ai.conversation.id``, Vercel AI SDK telemetry metadata.
+SESSION_KEYS = ("langfuse.session.id", "session.id", "gen_ai.conversation.id",
+                "langfuse.observation.metadata.langfuse_session_id", "ai.telemetry.metadata.sessionId")
 
 
 def _first(maps: Iterable[Mapping[str, Any]], *keys: str) -> str | None:
@@ -96,57 +136,28 @@ def _json_object(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def usage_details_of(attrs: Mapping[str, Any]) -> dict[str, int] | None:
-    """Explicit Langfuse ``usage_details`` (token counts) of a span, or None (Langfuse token and cost tracking docs).
-
-    An existing ``langfuse.observation.usage_details`` JSON object wins (integer values only; anything else →
-    None so the attribute passes through untouched). Else from ``gen_ai.usage.input_tokens`` (or legacy
-    ``prompt_tokens``), ``output_tokens`` (``completion_tokens``), ``cache_read.input_tokens`` and
-    ``cache_creation.input_tokens``, with OTel semantics: ``input`` = input − cache read − cache creation, floored
-    at 0. Keys: ``input``, ``output``, ``cache_read_input_tokens``, ``input_cache_creation_5m`` (each when reported).
-    """
-    if "langfuse.observation.usage_details" in attrs:
-        parsed = _json_object(attrs["langfuse.observation.usage_details"])
-        if not parsed:
-            return None
-        out: dict[str, int] = {}
-        for k, v in parsed.items():
-            n = as_int(v)
-            if n is None or isinstance(v, str) or (isinstance(v, float) and v != n):
-                return None
-            out[k] = n
-        return out
-
-    def tokens(*keys: str) -> int | None:
-        return next((n for k in keys if (n := as_int(attrs.get(k))) is not None), None)
-
-    inp = tokens("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-    reported = {
-        "output": tokens("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
-        "cache_read_input_tokens": tokens("gen_ai.usage.cache_read.input_tokens"),
-        CACHE_CREATION_KEY: tokens("gen_ai.usage.cache_creation.input_tokens"),
-    }
-    if inp is not None:
-        cached = (reported["cache_read_input_tokens"] or 0) + (reported[CACHE_CREATION_KEY] or 0)
-        reported = {"input": max(0, inp - cached), **reported}
-    usage = {k: v for k, v in reported.items() if v is not None}
-    return usage or None
+def usage_details_of(attrs: Mapping[str, Any], scope_name: str = "") -> dict[str, int] | None:
+    """Langfuse ``usage_details`` (token counts) of a span from the one normaliser
+    (``relay.pipeline.genai_usage.normalise``), or None when it reports no tokens. Keys: ``input`` (excl. cache),
+    ``output``, ``cache_read_input_tokens``, ``input_cache_creation_5m``, ``input_cache_creation_1h`` — each bucket
+    under one key."""
+    return normalise(attrs, scope_name, provider_of(attrs, scope_name)).usage_details()
 
 
-def cost_details_of(attrs: Mapping[str, Any]) -> dict[str, float] | None:
-    """Explicit Langfuse ``cost_details`` (USD) of a span, or None: an existing ``langfuse.observation.cost_details``
-    JSON object of numbers, else ``gen_ai.usage.cost`` / ``llm.cost.total`` as ``{"total": …}`` (Langfuse's
-    attribute mapping, cost)."""
+def cost_details_of(attrs: Mapping[str, Any], usage: Usage | None = None) -> dict[str, float] | None:
+    """Langfuse ``cost_details`` (USD) of a span, or None when its cost is unknown: a valid explicit
+    ``langfuse.observation.cost_details`` object as sent (unless its total is 0 while the call used tokens: unknown,
+    not free), else ``{"total": …}`` from the normaliser's reported cost (Langfuse's attribute mapping, cost)."""
+    usage = usage if usage is not None else normalise(attrs)
+    if usage.cost_usd is None:
+        return None
     if "langfuse.observation.cost_details" in attrs:
         parsed = _json_object(attrs["langfuse.observation.cost_details"])
-        if not parsed:
-            return None
-        out = {k: as_float(v) for k, v in parsed.items()}
-        return None if any(v is None for v in out.values()) else out  # type: ignore[return-value]
-    for key in ("gen_ai.usage.cost", "llm.cost.total"):
-        if (total := as_float(attrs.get(key))) is not None:
-            return {"total": total}
-    return None
+        if parsed:
+            out = {k: as_float(v) for k, v in parsed.items()}
+            if all(v is not None for v in out.values()):
+                return out  # type: ignore[return-value]
+    return {"total": float(usage.cost_usd)}
 
 
 def _tags_of(value: Any) -> list[str]:
@@ -215,8 +226,8 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
     identity = ctx.identity(*attr_maps, *resources)
     k = known or TraceInfo(trace_id=root.trace_id)
 
-    user = _first(attr_maps, "langfuse.user.id", "user.id", "enduser.id") or k.user_id or identity.user_id
-    session = _first(attr_maps, "langfuse.session.id", "session.id", "gen_ai.conversation.id") or k.session_id
+    user = _first(attr_maps, *USER_KEYS) or k.user_id or identity.user_id
+    session = _first(attr_maps, *SESSION_KEYS) or k.session_id
     name = _first(attr_maps, "langfuse.trace.name")
     if not name:
         name = root.name if root.parent_id is None else (k.name or root.name)
@@ -247,8 +258,27 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
     )
 
 
-def _observation(view: SpanView, ctx: MappingContext) -> Observation:
-    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping)."""
+def _model_of(view: SpanView) -> str | None:
+    """The span's model (Langfuse's precedence), else ``model`` of OpenInference's
+    ``llm.invocation_parameters`` JSON, else the model in a semconv span name ``"{operation} {model}"`` (errored
+    calls often carry no model attribute)."""
+    a = view.attrs
+    if model := _first([a], *_MODEL_KEYS, "llm.request.model_name"):
+        return model
+    params = _json_object(a.get("llm.invocation_parameters"))
+    if params and (model := as_str(params.get("model"))):
+        return model
+    op, _, rest = view.name.partition(" ")
+    llm_op = _OPERATION_TYPES.get(op.lower()) in _LLM_TYPES
+    if rest and llm_op and " " not in rest.strip():
+        return rest.strip()
+    return None
+
+
+def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observation:
+    """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping); ``usage`` is its
+    normalised usage
+    (``map_spans`` may have replaced it by the usage of the call's other span, or emptied it)."""
     a = view.attrs
     otype = observation_type(a)
     attrs = _content_attrs(ctx, a)
@@ -289,41 +319,27 @@ def _observation(view: SpanView, ctx: MappingContext) -> Observation:
         parent_id=view.parent_id,
         level=level,
         status_message=as_str(a.get("langfuse.observation.status_message")) or view.status_message or None,
-        model=_first([a], *_MODEL_KEYS),
+        model=_model_of(view),
         model_parameters=params or None,
-        usage_details=usage_details_of(a),
-        cost_details=cost_details_of(a),
+        usage_details=usage.usage_details(),
+        cost_details=cost_details_of(a, usage),
         input=inp,
         output=out,
         attributes=attrs,
         events=events,
         status_error=view.status_code == _STATUS_ERROR,
+        scope=(view.scope_name, view.scope_version) if view.scope_name else None,
     )
 
 
-def _usage_tokens(usage: Mapping[str, int] | None) -> dict[str, int]:
-    """Ledger token fields from Langfuse usage keys (input excludes cache, as in the ledger's Anthropic semantics)."""
-    u = dict(usage or {})
-
-    def take(*keys: str) -> int:
-        return sum(int(u.get(k) or 0) for k in keys)
-
-    c5m = take("input_cache_creation_5m", "input_cache_creation", "cache_creation_input_tokens")
-    c1h = take("input_cache_creation_1h")
-    return {
-        "input_tokens": take("input", "input_tokens"),
-        "output_tokens": take("output", "output_tokens"),
-        "cache_read_tokens": take("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
-        "cache_creation_tokens": c5m + c1h,
-        "cache_creation_5m_tokens": c5m,
-        "cache_creation_1h_tokens": c1h,
-    }
-
-
 def _usage_record(
-    view: SpanView, obs: Observation, trace: TraceInfo, ctx: MappingContext, root: SpanView
+    view: SpanView, obs: Observation, trace: TraceInfo, ctx: MappingContext, root: SpanView, usage: Usage,
+    key: str | None = None,
 ) -> UsageRecord | None:
-    """The ledger record of a generation/embedding (``llm``) or tool (``tool``) span, else None."""
+    """The ledger record of a generation/embedding (``llm``) or tool (``tool``) span, else None. ``usage`` is the
+    call's normalised usage; ``key`` overrides the ledger key (the response id of a call described by two spans).
+    A call without a reported cost is priced from ``ctx.pricing`` when its model is known (``computed``), and the
+    observation's ``cost_details`` get the same figure so Langfuse and the ledger agree."""
     a = view.attrs
     if obs.type in _LLM_TYPES:
         kind = "llm"
@@ -333,7 +349,7 @@ def _usage_record(
         return None
     failed = view.status_code == _STATUS_ERROR
     record = UsageRecord(
-        key=f"{kind}:{view.trace_id}:{view.span_id}",
+        key=key or f"{kind}:{view.trace_id}:{view.span_id}",
         kind=kind,
         time_ns=view.start_ns or view.end_ns,
         tenant=ctx.tenant,
@@ -355,13 +371,18 @@ def _usage_record(
         record.tool_name = as_str(a.get("gen_ai.tool.name")) or view.name
         return record
     record.model = obs.model
-    for field_name, n in _usage_tokens(obs.usage_details).items():
+    for field_name, n in usage.ledger_tokens().items():
         setattr(record, field_name, n)
-    if obs.cost_details:
-        total = obs.cost_details.get("total")
-        total = sum(obs.cost_details.values()) if total is None else total
-        record.cost_micros = round(total * 1e6)
+    if usage.cost_usd is not None:
+        record.cost_nanos = usd_to_nanos(usage.cost_usd)
         record.cost_source = "reported"
+    elif ctx.pricing is not None and usage.has_tokens:
+        nanos = ctx.pricing.cost_nanos(record)
+        if nanos is not None:
+            record.cost_nanos, record.cost_source = nanos, "computed"
+            obs.cost_details = {"total": nanos / NANOS_PER_USD}
+    if record.cost_source != "none":
+        obs.metadata.setdefault("relay.cost_source", record.cost_source)
     return record
 
 
@@ -374,14 +395,93 @@ def _root_of(spans: list[SpanView]) -> SpanView:
     raise ValueError("no spans")
 
 
+_EXPLICIT_USAGE = frozenset({"langfuse.observation.usage_details", "langfuse.observation.cost_details"})
+
+
+def _is_native(view: SpanView) -> bool:
+    return view.scope_name.startswith(NATIVE_SCOPE_PREFIXES)
+
+
+def _same_model(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or a == b or a.startswith(b) or b.startswith(a)
+
+
+def _overlap(x: SpanView, y: SpanView) -> int:
+    return min(x.end_ns, y.end_ns) - max(x.start_ns, y.start_ns)
+
+
+def _calls(llm: list[SpanView], models: dict[str, str | None]) -> list[list[SpanView]]:
+    """The LLM spans grouped into calls (module docstring "Counted once"): same ``gen_ai.response.id``, else an
+    SDK-native span with the instrumentor span of the same provider and model that overlaps it in time (its parent
+    first, else the largest overlap). Groups of one for everything else; input order kept within a group."""
+    group_of: dict[str, list[SpanView]] = {}
+    by_response: dict[str, list[SpanView]] = {}
+    for v in llm:
+        rid = as_str(v.attrs.get("gen_ai.response.id"))
+        g = by_response.setdefault(rid, []) if rid else []
+        g.append(v)
+        group_of[v.span_id] = g
+    providers = {v.span_id: provider_of(v.attrs, v.scope_name) for v in llm}
+    for v in llm:
+        g = group_of[v.span_id]
+        if not _is_native(v) or any(not _is_native(o) for o in g):
+            continue
+        cands = [o for o in llm if not _is_native(o) and _overlap(o, v) > 0
+                 and providers[o.span_id] in (None, providers[v.span_id])
+                 and _same_model(models[o.span_id], models[v.span_id])
+                 and not any(_is_native(x) for x in group_of[o.span_id])]
+        if not cands:
+            continue
+        parent = next((o for o in cands if o.span_id == v.parent_id), None)
+        other = parent or max(cands, key=lambda o: (_overlap(o, v), -o.start_ns, o.span_id))
+        og = group_of[other.span_id]
+        og.extend(g)
+        for x in g:
+            group_of[x.span_id] = og
+    seen: set[int] = set()
+    out = []
+    for v in llm:
+        g = group_of[v.span_id]
+        if id(g) not in seen:
+            seen.add(id(g))
+            out.append(g)
+    return out
+
+
+def _keeper(call: list[SpanView]) -> SpanView:
+    """The span of a call that becomes its GENERATION: the outermost instrumentor span (earliest start, longest),
+    else the outermost span."""
+    pool = [v for v in call if not _is_native(v)] or call
+    return min(pool, key=lambda v: (v.start_ns, -v.end_ns, v.span_id))
+
+
+def _call_usage(call: list[SpanView], usage: dict[str, Usage]) -> Usage:
+    """A call's usage: its native spans' first, completed from the other spans' (module docstring)."""
+    ordered = sorted(call, key=lambda v: (not _is_native(v), v.start_ns, v.span_id))
+    out = Usage()
+    for v in ordered:
+        out = out.merged(usage[v.span_id]) if not out.empty else usage[v.span_id]
+    return out
+
+
+def _demote(obs: Observation, keeper_id: str) -> None:
+    """Make ``obs`` a plain SPAN without usage or cost (the call is counted in ``keeper_id``)."""
+    obs.type = ObservationType.SPAN
+    obs.usage_details = obs.cost_details = None
+    obs.model = obs.model_parameters = None
+    obs.attributes = {k: v for k, v in obs.attributes.items() if not is_usage_attribute(k)}
+    obs.metadata["relay.counted_in"] = keeper_id
+
+
 def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | None = None) -> MappedTrace:
     """Map all spans of ONE trace (GenAI semconv or any other non-Claude-Code agent) to a ``MappedTrace``.
 
     - ``trace``: a ``TraceInfo`` with user, session, name, tags, metadata, environment, release, version and the
       root span's resource (see ``_trace_info``); the encoder copies it onto every span (Langfuse v4 reads it per span);
-    - ``observations``: one per span, in input order, ids/parent/name/times (ns)/status/events kept, content
+    - ``observations``: one per span, in input order, ids/parent/name/times (ns)/status/events/scope kept, content
       redacted through ``ctx.content`` and promoted to input/output, type/level/model/usage/cost explicit;
-    - ``usage``: one ``llm`` record per generation or embedding, one ``tool`` record per tool span.
+    - ``usage``: one ``llm`` record per LLM call (two spans of one call count once, module docstring), one ``tool``
+      record per tool span.
 
     ``known`` is the TraceInfo already exported for this trace (late spans), used to fill gaps. Each view's
     ``outcome`` is set to ``forwarded``. An empty list gives an empty ``MappedTrace``.
@@ -394,10 +494,68 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     root = _root_of(spans)
     trace = _trace_info(spans, root, ctx, known)
     mapped = MappedTrace(trace=trace)
+    usage = {v.span_id: normalise(v.attrs, v.scope_name, provider_of(v.attrs, v.scope_name)) for v in spans}
+    obs_of: dict[str, Observation] = {}
     for view in spans:
-        obs = _observation(view, ctx)
+        obs = _observation(view, ctx, usage[view.span_id])
+        if obs.type in _LLM_TYPES and is_aggregate(view.name, view.attrs):
+            _demote(obs, "")
+            obs.metadata.pop("relay.counted_in")
+            obs.metadata["relay.aggregate"] = True  # a sum over its child calls, counted there
+        elif obs.type not in _LLM_TYPES and not usage[view.span_id].empty and not _EXPLICIT_USAGE & view.attrs.keys():
+            # an agent/chain/tool span repeating its calls' totals (e.g. Pydantic AI's agent run): the calls count;
+            # usage the agent stated explicitly for Langfuse (langfuse.observation.usage_details) stays as sent
+            obs.usage_details = obs.cost_details = None
+            obs.attributes = {k: v for k, v in obs.attributes.items() if not is_usage_attribute(k)}
+            obs.metadata["relay.aggregate"] = True
+        obs_of.setdefault(view.span_id, obs)
         mapped.observations.append(obs)
-        if (record := _usage_record(view, obs, trace, ctx, root)) is not None:
-            mapped.usage.append(record)
         view.outcome = Outcome.FORWARDED.value
+    llm = list({v.span_id: v for v in spans if obs_of[v.span_id].type in _LLM_TYPES}.values())
+    models = {v.span_id: obs_of[v.span_id].model for v in llm}
+    counted: set[str] = set()
+    for call in _calls(llm, models):
+        keeper = _keeper(call)
+        obs = obs_of[keeper.span_id]
+        key = None
+        if len(call) > 1:
+            call_usage = _call_usage(call, usage)
+            obs.usage_details = call_usage.usage_details()
+            obs.cost_details = cost_details_of(keeper.attrs, call_usage)
+            failed = [v for v in call if v.status_code == _STATUS_ERROR]
+            if failed and keeper.status_code != _STATUS_ERROR:
+                obs.level, obs.status_error = Level.ERROR, True
+                obs.status_message = obs.status_message or failed[0].status_message or None
+            obs.model = obs.model or next((models[v.span_id] for v in call if models[v.span_id]), None)
+            for v in call:
+                if v is not keeper:
+                    _demote(obs_of[v.span_id], keeper.span_id)
+        else:
+            call_usage = usage[keeper.span_id]
+        rid = next((r for v in call if (r := as_str(v.attrs.get("gen_ai.response.id")))), None)
+        if rid:
+            key = f"llm:{provider_of(keeper.attrs, keeper.scope_name) or 'unknown'}:{rid}"
+        view = keeper if keeper.status_code == _STATUS_ERROR or not any(v.status_code == _STATUS_ERROR for v in call) \
+            else next(v for v in call if v.status_code == _STATUS_ERROR)
+        record = _usage_record(keeper, obs, trace, ctx, root, call_usage, key)
+        if record is not None:
+            if view is not keeper:  # the failure is on the other span of the call
+                record.success, record.error = False, obs.status_message
+                record.status_code = record.status_code or as_int(view.attrs.get("http.response.status_code"))
+                record.error_class = record.error_class or as_str(view.attrs.get("error.type"))
+            if record.status_code is None:
+                record.status_code = next((c for v in call if (c := as_int(v.attrs.get("http.response.status_code")))
+                                           is not None), None)
+            if record.key not in counted:
+                counted.add(record.key)
+                mapped.usage.append(record)
+        for v in call:
+            counted.add(v.span_id)
+    for view in spans:
+        obs = obs_of[view.span_id]
+        if view.span_id in counted or obs.type != ObservationType.TOOL:
+            continue
+        counted.add(view.span_id)
+        if (record := _usage_record(view, obs, trace, ctx, root, usage[view.span_id])) is not None:
+            mapped.usage.append(record)
     return mapped

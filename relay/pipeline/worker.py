@@ -130,8 +130,10 @@ class Pipeline(Component):
 
     ``ledger`` stores usage records and metric points (None: they are dropped); ``on_ledger_changes`` is called
     synchronously on the event loop with every non-empty list of changes the ledger reports — keep it cheap (e.g.
-    hand the list to a queue); an exception it raises is logged and does not stop the pipeline. ``max_attempts``
-    is how many times a request or trace may fail deterministically before it is quarantined.
+    hand the list to a queue); an exception it raises is logged and does not stop the pipeline.
+    ``on_traces_closed`` is called the same way with the ``TraceCommit`` list of every committed step (interaction
+    ends: the scorer's feed), after their usage records are in the ledger.
+    ``max_attempts`` is how many times a request or trace may fail deterministically before it is quarantined.
     """
 
     name = "pipeline"
@@ -149,6 +151,7 @@ class Pipeline(Component):
         commit_batch: int = 256,
         ledger: LedgerStore | None = None,
         on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
+        on_traces_closed: Callable[[list[TraceCommit]], None] | None = None,
         max_attempts: int = 3,
     ):
         self.spool = spool
@@ -161,6 +164,7 @@ class Pipeline(Component):
         self.commit_batch = commit_batch
         self.ledger = ledger
         self.on_ledger_changes = on_ledger_changes
+        self.on_traces_closed = on_traces_closed
         self.early = EarlyLedger()
         self.max_attempts = max_attempts
         self.cursor = 0
@@ -446,6 +450,11 @@ class Pipeline(Component):
             self.metrics.traces.labels(c.tenant).inc()
             if c.payload:
                 self.metrics.spans_out.labels(c.tenant).inc(c.spans)
+        if commits and self.on_traces_closed is not None:
+            try:
+                self.on_traces_closed(commits)
+            except Exception:  # the scorer must not stop the pipeline
+                log.exception("on_traces_closed failed for %d traces", len(commits))
 
     async def _map(self, g: Group) -> TraceCommit | None:
         st = self.settings(g.tenant)
@@ -479,6 +488,8 @@ class Pipeline(Component):
             obs_ids=[o.id for o in new],
             info=asdict(trace),
             usage=result.usage,
+            bounds=(min(o.start_ns for o in result.observations), max(o.end_ns for o in result.observations))
+            if result.observations else None,
         )
 
     async def _early_ledger(self) -> None:
@@ -517,8 +528,8 @@ class Pipeline(Component):
             if old is None:
                 m.usage.labels(new.tenant, new.kind).inc()
             model = new.model or "unknown"
-            if new.cost_micros > (old.cost_micros if old else 0):
-                m.cost.labels(new.tenant, model).inc((new.cost_micros - (old.cost_micros if old else 0)) / 1e6)
+            if new.cost_nanos > (old.cost_nanos if old else 0):
+                m.cost.labels(new.tenant, model).inc((new.cost_nanos - (old.cost_nanos if old else 0)) / 1e9)
             for kind, attr in _TOKEN_TYPES:
                 grew = getattr(new, attr) - (getattr(old, attr) if old else 0)
                 if grew > 0:

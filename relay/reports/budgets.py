@@ -3,7 +3,7 @@ linear forecast at the window's end — and :func:`budget_specs`, the conversion
 (``kind: budget`` in rule files, ``relay.alerting.rules.schema.BudgetRule``) into :class:`BudgetSpec`.
 
 The forecast is the same linear projection the budget rules' forecast alert uses: ``spend / elapsed × window
-length``. Money is micro-USD; times unix nanoseconds.
+length``. Money is nano-USD; times unix nanoseconds.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def budget_status(source: ReportSource, tenant: str, specs: Sequence[BudgetSpec]
     for i, b in enumerate(wanted):
         start_ns, end_ns, tz, desc = windows[i]
         upto = min(as_of_ns, end_ns)
-        limit = int(round(b.limit_usd * 1e6))
+        limit = int(round(b.limit_usd * 1e9))
         group = groups = groups_over = None
         if b.group_by:
             rows = source.spend_groups(tenant, start_ns, upto, parse_matchers(list(b.matchers)), b.group_by)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from relay.matchers import Matcher, matches_all, parse_matchers
+from relay.reports import fmt
 from relay.reports.budgets import budget_status
+from relay.reports.quality import quality_section
 from relay.reports.model import (
     AlertEvent, AlertSummary, Breakdown, BudgetSpec, ErrorRow, Figures, GroupRow, Report, Series,
     SessionRow, ToolRow,
@@ -57,7 +59,7 @@ def figures(cube: Iterable[CubeRow], tools: Iterable[ToolCell], sessions: Sessio
     f = Figures()
     for r in cube:
         f.records += r.n
-        f.cost_micros += r.cost_micros
+        f.cost_nanos += r.cost_nanos
         f.records_without_user += r.no_user
         f.input_tokens += r.input_tokens
         f.output_tokens += r.output_tokens
@@ -66,6 +68,9 @@ def figures(cube: Iterable[CubeRow], tools: Iterable[ToolCell], sessions: Sessio
         f.api_calls += r.n - r.derived
         f.metric_estimates += r.derived
         f.calls_without_cost += r.no_cost
+        f.cost_reported_nanos += r.cost_reported_nanos
+        f.cost_computed_nanos += r.cost_computed_nanos
+        f.calls_cost_computed += r.computed
         f.api_errors += r.errors
     for t in tools:
         f.records += t.n
@@ -96,13 +101,13 @@ def _executed(t: ToolCell) -> bool:
 def _top(rows: dict[str, Breakdown], prev: dict[str, int] | None, n: int) -> list[Breakdown]:
     """Rows sorted by cost (desc, then key), the top ``n`` kept and the rest folded into ``others``."""
     for k, b in rows.items():
-        b.prev_cost_micros = None if prev is None else prev.get(k, 0)
-    ordered = sorted(rows.values(), key=lambda b: (-b.cost_micros, b.key))
+        b.prev_cost_nanos = None if prev is None else prev.get(k, 0)
+    ordered = sorted(rows.values(), key=lambda b: (-b.cost_nanos, b.key))
     if len(ordered) <= n:
         return ordered
     rest = ordered[n:]
-    others = Breakdown(OTHERS_KEY, sum(b.cost_micros for b in rest),
-                       None if prev is None else sum(b.prev_cost_micros or 0 for b in rest),
+    others = Breakdown(OTHERS_KEY, sum(b.cost_nanos for b in rest),
+                       None if prev is None else sum(b.prev_cost_nanos or 0 for b in rest),
                        sum(b.api_calls for b in rest), sum(b.tokens for b in rest),
                        None if any(b.sessions is None for b in rest) else sum(b.sessions or 0 for b in rest))
     return ordered[:n] + [others]
@@ -113,7 +118,7 @@ def _by(cube: Iterable[CubeRow], attr: str) -> dict[str, Breakdown]:
     for r in cube:
         key = getattr(r, attr) or NONE_KEY
         b = out.setdefault(key, Breakdown(key))
-        b.cost_micros += r.cost_micros
+        b.cost_nanos += r.cost_nanos
         b.api_calls += r.n - r.derived
         b.tokens += r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_creation_tokens
     return out
@@ -122,7 +127,7 @@ def _by(cube: Iterable[CubeRow], attr: str) -> dict[str, Breakdown]:
 def _cost_by(cube: Iterable[CubeRow], attr: str) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for r in cube:
-        out[getattr(r, attr) or NONE_KEY] += r.cost_micros
+        out[getattr(r, attr) or NONE_KEY] += r.cost_nanos
     return dict(out)
 
 
@@ -132,10 +137,10 @@ def _groups(cube: list[CubeRow], prev_cube: list[CubeRow] | None, sessions: Sess
     for r in cube:
         key = r.group or NONE_KEY
         g = rows.setdefault(key, GroupRow(key))
-        g.cost_micros += r.cost_micros
+        g.cost_nanos += r.cost_nanos
         g.api_calls += r.n - r.derived
         g.api_errors += r.errors
-        model_cost[key][r.model or NONE_KEY] += r.cost_micros
+        model_cost[key][r.model or NONE_KEY] += r.cost_nanos
     users: dict[str, set[str]] = defaultdict(set)
     for s in sessions.groups:
         key = s.group or NONE_KEY
@@ -146,15 +151,15 @@ def _groups(cube: list[CubeRow], prev_cube: list[CubeRow] | None, sessions: Sess
     prev = None if prev_cube is None else _cost_by(prev_cube, "group")
     for key, g in rows.items():
         g.active_users = len(users[key])
-        g.prev_cost_micros = None if prev is None else prev.get(key, 0)
+        g.prev_cost_nanos = None if prev is None else prev.get(key, 0)
         if model_cost[key]:
             g.top_model = max(model_cost[key].items(), key=lambda kv: (kv[1], kv[0]))[0]
-    ordered = sorted(rows.values(), key=lambda g: (-g.cost_micros, g.key))
+    ordered = sorted(rows.values(), key=lambda g: (-g.cost_nanos, g.key))
     if len(ordered) <= n:
         return ordered
     rest = ordered[n:]
-    others = GroupRow(OTHERS_KEY, sum(g.cost_micros for g in rest),
-                      None if prev is None else sum(g.prev_cost_micros or 0 for g in rest),
+    others = GroupRow(OTHERS_KEY, sum(g.cost_nanos for g in rest),
+                      None if prev is None else sum(g.prev_cost_nanos or 0 for g in rest),
                       sum(g.api_calls for g in rest), sum(g.api_errors for g in rest), sum(g.sessions for g in rest),
                       len(set().union(*(users[g.key] for g in rest))))
     return ordered[:n] + [others]
@@ -164,10 +169,10 @@ def _series(req: ReportRequest, cube: list[CubeRow], prev_cube: list[CubeRow] | 
     labels = [b[0] for b in req.period.buckets()]
     stacks: dict[str, list[int]] = {}
     for r in cube:
-        if r.bucket is None or r.cost_micros == 0:
+        if r.bucket is None or r.cost_nanos == 0:
             continue
         key = r.chart or NONE_KEY
-        stacks.setdefault(key, [0] * len(labels))[r.bucket] += r.cost_micros
+        stacks.setdefault(key, [0] * len(labels))[r.bucket] += r.cost_nanos
     order = sorted(stacks, key=lambda k: (-sum(stacks[k]), k))
     if len(order) > req.top_n:
         keep, rest = order[: req.top_n], order[req.top_n:]
@@ -182,7 +187,7 @@ def _series(req: ReportRequest, cube: list[CubeRow], prev_cube: list[CubeRow] | 
         previous = [0] * n_prev
         for r in prev_cube:
             if r.bucket is not None and r.bucket < n_prev:
-                previous[r.bucket] += r.cost_micros
+                previous[r.bucket] += r.cost_nanos
     return Series(req.chart_by, labels, stacks, previous)
 
 
@@ -243,8 +248,11 @@ def _notes(req: ReportRequest, cur: Figures, prev: Figures | None, groups: list[
     if cur.tool_records == 0:
         notes.append(f"No tool events recorded this {noun}: tool figures are not available.")
     if cur.calls_without_cost:
-        notes.append(f"{cur.calls_without_cost:,} LLM calls arrived without a reported cost (spans only); "
-                     "their cost is not included.")
+        notes.append(f"{cur.calls_without_cost:,} LLM calls have no known cost (no reported cost and a model "
+                     "missing from relay's price table); their cost is not included.")
+    if cur.calls_cost_computed:
+        notes.append(f"{cur.calls_cost_computed:,} LLM calls had no reported cost and were priced from relay's price "
+                     f"table: {fmt.usd(cur.cost_computed_nanos)} of {fmt.usd(cur.cost_nanos)} (cost source computed).")
     if cur.metric_estimates:
         notes.append(f"{cur.metric_estimates:,} usage entries were derived from Claude Code's cost metrics "
                      "(sessions without per-call events): included in cost and tokens, not in call counts.")
@@ -307,7 +315,7 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     if req.group_by:
         report.by_group = _groups(cube, prev_cube, sessions, req.top_n)
     report.top_sessions = [
-        SessionRow(s.session_id, s.user, s.cost_micros, s.interactions, s.api_calls, s.seconds,
+        SessionRow(s.session_id, s.user, s.cost_nanos, s.interactions, s.api_calls, s.seconds,
                    session_url(req.tenant, s.session_id) if session_url else None)
         for s in sessions.top]
     report.errors = _errors(source.error_cube(q)) if cur.api_errors else []
@@ -318,6 +326,10 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     if alerts is not None:
         report.alerts = alert_summary(alerts, req.tenant, period.start_ns / 1e9, period.end_ns / 1e9, matchers)
     report.notes = _notes(req, cur, prev, report.by_group)
+    conn = getattr(source, "conn", None)
+    if conn is not None:  # the SQLite source: the ledger's score table is in the same database
+        report.quality = quality_section(conn, req.tenant, period.start_ns, period.end_ns, prev_period.start_ns,
+                                         matchers, req.top_n, session_url)
     return report
 
 

@@ -1,6 +1,6 @@
 """Number formatting shared by the report renderers. ``None`` renders as ``n/a`` everywhere (missing, not 0).
 
-Money arrives in micro-USD and is shown in USD with two decimals (``$1,234.56``); ratios 0..1 as percents.
+Money arrives in nano-USD (integers) and is shown in USD with two decimals (``$1,234.56``); ratios 0..1 as percents.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ __all__ = ["NA", "usd", "usd_plain", "count", "tokens", "percent", "change", "se
 NA = "n/a"
 
 
-def usd(micros: float | None) -> str:
-    """``$1,234.56`` from micro-USD; ``n/a`` for None."""
-    if micros is None:
+def usd(nanos: float | None) -> str:
+    """``$1,234.56`` from nano-USD; ``n/a`` for None."""
+    if nanos is None:
         return NA
-    return f"${micros / 1e6:,.2f}"
+    return f"${nanos / 1e9:,.2f}"
 
 
-def usd_plain(micros: float | None) -> str:
-    """``1234.56`` (no symbol or separators, for CSV) from micro-USD; ``n/a`` for None."""
-    return NA if micros is None else f"{micros / 1e6:.2f}"
+def usd_plain(nanos: float | None) -> str:
+    """``1234.56`` (no symbol or separators, for CSV) from nano-USD; ``n/a`` for None."""
+    return NA if nanos is None else f"{nanos / 1e9:.2f}"
 
 
 def count(n: float | None) -> str:

@@ -18,7 +18,7 @@ __all__ = ["Headline", "headlines"]
 @dataclass(frozen=True)
 class Headline:
     """``key`` (stable, for CSV/JSON), ``name`` (for people), raw ``current``/``previous`` values, ``unit``
-    (``usd`` in micro-USD, ``tokens``, ``count``, ``ratio`` 0..1, ``seconds``) and ``section``."""
+    (``usd`` in nano-USD, ``tokens``, ``count``, ``ratio`` 0..1, ``seconds``) and ``section``."""
 
     key: str
     name: str
@@ -46,7 +46,7 @@ class Headline:
 
 
 _SPEC: list[tuple[str, str, str, str, Callable[[Figures], float | None]]] = [
-    ("cost", "Cost", "usd", "cost", lambda f: f.cost_micros),
+    ("cost", "Cost", "usd", "cost", lambda f: f.cost_nanos),
     ("input_tokens", "Input tokens", "tokens", "cost", lambda f: f.input_tokens),
     ("output_tokens", "Output tokens", "tokens", "cost", lambda f: f.output_tokens),
     ("cache_read_tokens", "Cache read tokens", "tokens", "cost", lambda f: f.cache_read_tokens),
@@ -65,7 +65,7 @@ _SPEC: list[tuple[str, str, str, str, Callable[[Figures], float | None]]] = [
     ("lines_removed", "Lines removed", "count", "code", lambda f: f.lines_removed),
     ("commits", "Commits", "count", "code", lambda f: f.commits),
     ("pull_requests", "Pull requests", "count", "code", lambda f: f.pull_requests),
-    ("cost_per_pr", "Cost per PR", "usd", "code", lambda f: f.cost_per_pr_micros),
+    ("cost_per_pr", "Cost per PR", "usd", "code", lambda f: f.cost_per_pr_nanos),
 ]
 
 

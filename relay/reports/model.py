@@ -1,6 +1,6 @@
 """The usage report's data model: plain dataclasses, JSON-ready through :meth:`Report.to_dict`.
 
-Units: money is **micro-USD** (``*_micros``, exact integers from the ledger); renderers show USD with two
+Units: money is **nano-USD** (``*_nanos``, exact integers from the ledger); renderers show USD with two
 decimals. Tokens are counts. Times are unix **seconds** (floats) for alert inputs and ISO-8601 strings in the
 report header. ``None`` always means "not reported / source missing", never zero: renderers print ``n/a`` or
 "not reported" for it, so a week without exported metrics does not look like a week without commits.
@@ -41,6 +41,9 @@ class Figures:
 
     ``records`` counts ledger records (LLM + tool). ``api_calls`` counts LLM calls (successful and failed);
     ``api_errors`` the failed ones; ``calls_without_cost`` successful calls with no cost (``cost_source=none``);
+    ``cost_reported_nanos`` / ``cost_computed_nanos`` split the cost by source (reported by the agent / computed from
+    relay's price table; the rest of ``cost_nanos`` is metric estimates' and has source ``reported`` too, counted in
+    the first), ``calls_cost_computed`` successful calls relay priced itself;
     ``metric_estimates`` records derived from Claude Code's cost/token metrics (one per cost group and export: in
     cost and tokens, not in call counts). ``sessions`` are distinct session ids in the period; ``interactions``
     distinct prompt ids; ``active_users`` distinct ledger users (records without a user are not counted; see
@@ -51,7 +54,7 @@ class Figures:
     """
 
     records: int = 0
-    cost_micros: int = 0
+    cost_nanos: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -59,6 +62,9 @@ class Figures:
     api_calls: int = 0
     api_errors: int = 0
     calls_without_cost: int = 0
+    cost_reported_nanos: int = 0
+    cost_computed_nanos: int = 0
+    calls_cost_computed: int = 0
     metric_estimates: int = 0
     records_without_user: int = 0
     sessions: int = 0
@@ -102,14 +108,14 @@ class Figures:
         return ratio(self.decisions_accept, self.decisions_accept + self.decisions_reject)
 
     @property
-    def cost_per_pr_micros(self) -> float | None:
-        """Cost per pull request in micro-USD; None when PRs were not reported or are 0."""
-        return ratio(self.cost_micros, self.pull_requests)
+    def cost_per_pr_nanos(self) -> float | None:
+        """Cost per pull request in nano-USD; None when PRs were not reported or are 0."""
+        return ratio(self.cost_nanos, self.pull_requests)
 
     @property
-    def cost_per_commit_micros(self) -> float | None:
-        """Cost per commit in micro-USD; None when commits were not reported or are 0."""
-        return ratio(self.cost_micros, self.commits)
+    def cost_per_commit_nanos(self) -> float | None:
+        """Cost per commit in nano-USD; None when commits were not reported or are 0."""
+        return ratio(self.cost_nanos, self.commits)
 
     @property
     def avg_session_seconds(self) -> float | None:
@@ -124,10 +130,10 @@ class Figures:
     def to_dict(self) -> dict[str, Any]:
         """Fields plus derived ratios (``None`` when undefined) and ``cost_usd``."""
         d = asdict(self)
-        d.update(cost_usd=round(self.cost_micros / 1e6, 6), total_tokens=self.total_tokens,
+        d.update(cost_usd=round(self.cost_nanos / 1e9, 9), total_tokens=self.total_tokens,
                  cache_hit_ratio=self.cache_hit_ratio, error_rate=self.error_rate,
                  tool_success_rate=self.tool_success_rate, accept_rate=self.accept_rate,
-                 cost_per_pr_usd=None if self.cost_per_pr_micros is None else round(self.cost_per_pr_micros / 1e6, 6),
+                 cost_per_pr_usd=None if self.cost_per_pr_nanos is None else round(self.cost_per_pr_nanos / 1e9, 9),
                  avg_session_seconds=self.avg_session_seconds)
         return d
 
@@ -135,11 +141,11 @@ class Figures:
 @dataclass
 class Breakdown:
     """One row of a cost breakdown (by model, by user): ``key`` is the model/user (``(none)`` when absent,
-    ``others`` for the rows beyond top N). ``prev_cost_micros`` is None when the previous period had no data."""
+    ``others`` for the rows beyond top N). ``prev_cost_nanos`` is None when the previous period had no data."""
 
     key: str
-    cost_micros: int = 0
-    prev_cost_micros: int | None = None
+    cost_nanos: int = 0
+    prev_cost_nanos: int | None = None
     api_calls: int = 0
     tokens: int = 0
     sessions: int | None = None
@@ -150,8 +156,8 @@ class GroupRow:
     """One team/project section (``Report.group_label`` names the label, e.g. ``team.id``)."""
 
     key: str
-    cost_micros: int = 0
-    prev_cost_micros: int | None = None
+    cost_nanos: int = 0
+    prev_cost_nanos: int | None = None
     api_calls: int = 0
     api_errors: int = 0
     sessions: int = 0
@@ -161,12 +167,12 @@ class GroupRow:
 
 @dataclass
 class SessionRow:
-    """A session among the most expensive: cost in micro-USD, ``url`` its Langfuse session page (None when the
+    """A session among the most expensive: cost in nano-USD, ``url`` its Langfuse session page (None when the
     Langfuse project is unknown), ``duration_s`` first to last record within the period."""
 
     session_id: str
     user: str | None
-    cost_micros: int
+    cost_nanos: int
     interactions: int
     api_calls: int
     duration_s: float
@@ -202,8 +208,8 @@ class ToolRow:
 
 @dataclass
 class Series:
-    """Chart data: ``buckets`` labels (days or hours), ``stacks`` maps a model/team (``by``) to micro-USD per
-    bucket (top N plus ``others``), ``previous`` the previous period's micro-USD per bucket (None without data)."""
+    """Chart data: ``buckets`` labels (days or hours), ``stacks`` maps a model/team (``by``) to nano-USD per
+    bucket (top N plus ``others``), ``previous`` the previous period's nano-USD per bucket (None without data)."""
 
     by: str
     buckets: list[str]
@@ -241,8 +247,8 @@ class BudgetSpec:
 class BudgetStatus:
     """A budget's standing at the end of the report period (``as_of``, ISO-8601).
 
-    ``spend_micros`` from the window start to ``as_of``; ``burn_rate_micros_per_day`` = spend / elapsed days;
-    ``forecast_micros`` = spend + burn rate × remaining days (linear projection to the window end; a rolling
+    ``spend_nanos`` from the window start to ``as_of``; ``burn_rate_nanos_per_day`` = spend / elapsed days;
+    ``forecast_nanos`` = spend + burn rate × remaining days (linear projection to the window end; a rolling
     window has no end: the forecast is the spend); ``status``: ``ok``, ``forecast_over`` (projected above the
     limit), ``over`` (already above). For a budget with ``group_by``, the figures are those of the group with
     the highest spend (``group``, e.g. ``user="alice"``), ``groups`` the number of groups with spend and
@@ -255,10 +261,10 @@ class BudgetStatus:
     window_start: str
     window_end: str
     as_of: str
-    limit_micros: int
-    spend_micros: int
-    burn_rate_micros_per_day: float
-    forecast_micros: int
+    limit_nanos: int
+    spend_nanos: int
+    burn_rate_nanos_per_day: float
+    forecast_nanos: int
     status: str
     group: str | None = None
     groups: int | None = None
@@ -267,7 +273,7 @@ class BudgetStatus:
     @property
     def used(self) -> float | None:
         """Spend over limit (1.0 = 100 %)."""
-        return ratio(self.spend_micros, self.limit_micros)
+        return ratio(self.spend_nanos, self.limit_nanos)
 
 
 @dataclass(frozen=True)
@@ -334,6 +340,8 @@ class Report:
     budgets: list[BudgetStatus] | None = None
     alerts: AlertSummary | None = None
     notes: list[str] = field(default_factory=list)
+    #: Langfuse scores of the period (``relay.reports.quality.Quality``); None when there are none.
+    quality: Any = None
     #: The period is still running: its figures cover it up to ``generated_at`` ("so far").
     partial: bool = False
 
@@ -356,7 +364,7 @@ class Report:
             " (so far)" if self.partial else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: every field, derived ratios, and ``usd`` next to micro-USD figures of headlines."""
+        """JSON-ready dict: every field, derived ratios, and ``usd`` next to nano-USD figures of headlines."""
         d = asdict(self)
         d["current"] = self.current.to_dict()
         d["previous"] = None if self.previous is None else self.previous.to_dict()

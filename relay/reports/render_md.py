@@ -26,7 +26,7 @@ def _breakdown(title: str, key: str, rows: list[Breakdown], sessions: bool = Fal
     if not rows:
         return []
     head = [key, "cost", "change", "API calls", "tokens"] + (["sessions"] if sessions else [])
-    body = [[b.key, fmt.usd(b.cost_micros), fmt.change(b.cost_micros, b.prev_cost_micros), fmt.count(b.api_calls),
+    body = [[b.key, fmt.usd(b.cost_nanos), fmt.change(b.cost_nanos, b.prev_cost_nanos), fmt.count(b.api_calls),
              fmt.tokens(b.tokens)] + ([fmt.count(b.sessions)] if sessions else []) for b in rows]
     return [f"## {title}", ""] + _table(head, body)
 
@@ -40,8 +40,8 @@ def _budgets_alerts(r: Report) -> list[str]:
         else:
             out += _table(["budget", "scope", "window", "spend", "limit", "used", "burn/day", "forecast", "status"], [
                 [b.name, b.scope + (f" (top: {b.group}; {b.groups_over} of {b.groups} over)" if b.group else ""),
-                 b.window, fmt.usd(b.spend_micros), fmt.usd(b.limit_micros), fmt.percent(b.used, 0),
-                 fmt.usd(b.burn_rate_micros_per_day), fmt.usd(b.forecast_micros), b.status.replace("_", " ")]
+                 b.window, fmt.usd(b.spend_nanos), fmt.usd(b.limit_nanos), fmt.percent(b.used, 0),
+                 fmt.usd(b.burn_rate_nanos_per_day), fmt.usd(b.forecast_nanos), b.status.replace("_", " ")]
                 for b in r.budgets])
     if r.alerts is not None:
         a = r.alerts
@@ -52,6 +52,31 @@ def _budgets_alerts(r: Report) -> list[str]:
                 f"{', '.join(a.jira_open) if a.jira_open else 'none'}"]
         out += [f"  - firing: {name} ({sev}) since {since}" for name, sev, since in a.still_firing]
         out.append("")
+    return out
+
+
+def _num(x: float | None) -> str:
+    return fmt.NA if x is None else f"{x:.4g}"
+
+
+def _quality(r: Report) -> list[str]:
+    q = r.quality
+    if q is None:
+        return []
+    out = ["## Quality", ""]
+    if q.outcomes:
+        labels = [k for k in ("clean", "recovered", "abandoned", "failed") if k in q.outcomes or k in q.prev_outcomes]
+        out += _table(["session outcome", f"this {r.noun}", f"previous {r.noun}"],
+                      [[k, fmt.count(q.outcomes.get(k, 0)), fmt.count(q.prev_outcomes.get(k, 0))] for k in labels])
+    if q.scores:
+        out += _table(["score", "on", "count", "mean", "median", "min", "max", f"previous {r.noun}", "change"],
+                      [[s.name, s.level, fmt.count(s.count), _num(s.mean), _num(s.p50), _num(s.min), _num(s.max),
+                        _num(s.prev_mean), fmt.NA if s.change is None else f"{s.change:+.4g}"] for s in q.scores])
+    if q.worst:
+        out += [f"Worst sessions ({len(q.worst)}):", ""]
+        out += _table(["session", "outcome", "user", "cost"],
+                      [[f"[{w.session_id}]({w.url})" if w.url else w.session_id, w.outcome, w.user or fmt.NA,
+                        _num(w.cost_usd) if w.cost_usd is None else f"${w.cost_usd:.2f}"] for w in q.worst])
     return out
 
 
@@ -82,7 +107,7 @@ def render_markdown(r: Report) -> str:
         out += [f"## Cost by {r.group_label}", ""]
         out += _table([r.group_label, "cost", "change", "sessions", "active users", "API calls", "error rate",
                        "top model"],
-                      [[g.key, fmt.usd(g.cost_micros), fmt.change(g.cost_micros, g.prev_cost_micros),
+                      [[g.key, fmt.usd(g.cost_nanos), fmt.change(g.cost_nanos, g.prev_cost_nanos),
                         fmt.count(g.sessions), fmt.count(g.active_users), fmt.count(g.api_calls),
                         fmt.percent(g.api_errors / g.api_calls if g.api_calls else None), g.top_model or fmt.NA]
                        for g in r.by_group])
@@ -90,7 +115,7 @@ def render_markdown(r: Report) -> str:
         out += [f"## Top {len(r.top_sessions)} sessions by cost", ""]
         out += _table(["session", "user", "cost", "interactions", "API calls", "length"],
                       [[f"[{s.session_id}]({s.url})" if s.url else s.session_id, s.user or fmt.NA,
-                        fmt.usd(s.cost_micros),
+                        fmt.usd(s.cost_nanos),
                         fmt.count(s.interactions), fmt.count(s.api_calls), fmt.seconds(s.duration_s)]
                        for s in r.top_sessions])
     out += ["## API errors", ""]
@@ -107,6 +132,7 @@ def render_markdown(r: Report) -> str:
                         fmt.count(t.rejects)] for t in r.tools[:15]])
     else:
         out += ["No tool events recorded.", ""]
+    out += _quality(r)
     out += _budgets_alerts(r)
     if r.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]

@@ -48,10 +48,10 @@ def _breakdown(title: str, rows: list[Breakdown], noun: str) -> dict[str, Any] |
         return None
     lines = [f"*{_esc(title)}*"]
     for b in rows:
-        ch = fmt.change(b.cost_micros, b.prev_cost_micros)
+        ch = fmt.change(b.cost_nanos, b.prev_cost_nanos)
         extra = f", {fmt.count(b.sessions)} sessions" if b.sessions is not None else ""
         vs = "" if ch == fmt.NA else f" ({ch} vs last {noun})"
-        lines.append(f"• `{_esc(b.key)}` {fmt.usd(b.cost_micros)}{vs}"
+        lines.append(f"• `{_esc(b.key)}` {fmt.usd(b.cost_nanos)}{vs}"
                      + f" — {fmt.count(b.api_calls)} calls{extra}")
     return _section("\n".join(lines))
 
@@ -67,8 +67,8 @@ def _budget_alert_blocks(r: Report) -> list[dict[str, Any]]:
             for b in r.budgets:
                 top = f"; top {_esc(b.group)}, {b.groups_over} of {b.groups} over" if b.group else ""
                 lines.append(f"{icon.get(b.status, '')} *{_esc(b.name)}* ({_esc(b.scope)}, {_esc(b.window)}{top}): "
-                             f"{fmt.usd(b.spend_micros)} of {fmt.usd(b.limit_micros)} ({fmt.percent(b.used, 0)}), "
-                             f"burn {fmt.usd(b.burn_rate_micros_per_day)}/day, forecast {fmt.usd(b.forecast_micros)}")
+                             f"{fmt.usd(b.spend_nanos)} of {fmt.usd(b.limit_nanos)} ({fmt.percent(b.used, 0)}), "
+                             f"burn {fmt.usd(b.burn_rate_nanos_per_day)}/day, forecast {fmt.usd(b.forecast_nanos)}")
             out.append(_section("\n".join(lines)))
     if r.alerts is not None:
         a = r.alerts
@@ -101,7 +101,7 @@ def render_slack(r: Report) -> dict[str, Any]:
            f"cache read {fmt.tokens(c.cache_read_tokens)}, cache write {fmt.tokens(c.cache_creation_tokens)})")
     if c.has_metrics:
         code = (f"+{fmt.count(c.lines_added)} / −{fmt.count(c.lines_removed)} lines, {fmt.count(c.commits)} commits, "
-                f"{fmt.count(c.pull_requests)} PRs; {fmt.usd(c.cost_per_pr_micros)} per PR")
+                f"{fmt.count(c.pull_requests)} PRs; {fmt.usd(c.cost_per_pr_nanos)} per PR")
     else:
         code = "not reported (no Claude Code metrics exported)"
     if c.tool_records:
@@ -127,8 +127,8 @@ def render_slack(r: Report) -> dict[str, Any]:
     if r.group_label and r.by_group and not all(g.key == "(none)" for g in r.by_group):
         lines = [f"*Cost by {_esc(r.group_label)}*"]
         for g in r.by_group:
-            ch = fmt.change(g.cost_micros, g.prev_cost_micros)
-            lines.append(f"• `{_esc(g.key)}` {fmt.usd(g.cost_micros)}" + ("" if ch == fmt.NA else f" ({ch})")
+            ch = fmt.change(g.cost_nanos, g.prev_cost_nanos)
+            lines.append(f"• `{_esc(g.key)}` {fmt.usd(g.cost_nanos)}" + ("" if ch == fmt.NA else f" ({ch})")
                          + f" — {fmt.count(g.sessions)} sessions, {fmt.count(g.active_users)} users"
                          + (f", mostly {_esc(g.top_model)}" if g.top_model else ""))
         blocks.append(_section("\n".join(lines)))
@@ -136,7 +136,7 @@ def render_slack(r: Report) -> dict[str, Any]:
         lines = [f"*Top {len(r.top_sessions)} sessions by cost*"]
         for s in r.top_sessions:
             name = f"<{s.url}|{_esc(s.session_id[:13])}>" if s.url else f"`{_esc(s.session_id[:13])}`"
-            lines.append(f"• {name} {fmt.usd(s.cost_micros)} — {_esc(s.user or 'unknown user')}, "
+            lines.append(f"• {name} {fmt.usd(s.cost_nanos)} — {_esc(s.user or 'unknown user')}, "
                          f"{fmt.count(s.interactions)} interactions, {fmt.seconds(s.duration_s)}")
         blocks.append(_section("\n".join(lines)))
     if r.errors:
@@ -149,6 +149,20 @@ def render_slack(r: Report) -> dict[str, Any]:
             f"• `{_esc(t.tool)}` {fmt.count(t.calls)} calls, {fmt.percent(t.success_rate)} ok"
             + (f", {fmt.count(t.rejects)} rejected" if t.rejects else "") for t in r.tools[:8]]
         blocks.append(_section("\n".join(lines)))
+    if r.quality is not None:
+        q = r.quality
+        lines = ["*Quality*"]
+        if q.outcomes:
+            lines.append("• outcomes: " + ", ".join(
+                f"{k} {fmt.count(q.outcomes[k])}" for k in ("clean", "recovered", "abandoned", "failed")
+                if k in q.outcomes))
+        for st in [x for x in q.scores if x.level == "session"][:6]:
+            ch = "" if st.change is None else f" ({st.change:+.3g} vs previous {r.noun})"
+            lines.append(f"• `{_esc(st.name)}` mean {st.mean:.3g} over {fmt.count(st.count)} sessions{ch}")
+        for w in q.worst[:3]:
+            name = f"<{w.url}|{_esc(w.session_id[:13])}>" if w.url else f"`{_esc(w.session_id[:13])}`"
+            lines.append(f"• {w.outcome}: {name} — {_esc(w.user or 'unknown user')}")
+        blocks.append(_section(_cut("\n".join(lines), 2900)))
     blocks += _budget_alert_blocks(r)
     if r.notes:
         blocks.append(_context("\n".join(f"ℹ️ {_esc(n)}" for n in r.notes)))

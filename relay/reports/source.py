@@ -3,7 +3,7 @@
 Every method is an aggregate over one tenant's ledger records with ``start_ns <= time_ns < end_ns`` (unix
 nanoseconds), narrowed by ``scope`` matchers (Alertmanager matchers over ``UsageRecord.label_set()`` labels):
 the implementation pushes the grouping into the store (``relay.reports.sql`` does it in SQLite) and returns
-grouped rows, never individual records. Money is micro-USD, tokens are counts.
+grouped rows, never individual records. Money is nano-USD, tokens are counts.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class CubeRow:
 
     ``n`` records, ``errors`` failed calls, ``no_cost`` successful calls without a cost (``cost_source =
     'none'``), ``no_user`` records without a user, ``derived`` records derived from Claude Code's cost/token metrics
-    (one per cost group and export, not per call: not counted as calls); sums in micro-USD and tokens.
+    (one per cost group and export, not per call: not counted as calls); sums in nano-USD and tokens.
     """
 
     bucket: int | None
@@ -54,11 +54,16 @@ class CubeRow:
     no_cost: int
     no_user: int
     derived: int
-    cost_micros: int
+    cost_nanos: int
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
+    #: Cost by source (nano-USD): reported by the agent, computed from relay's price table; successful calls priced
+    #: by relay (``cost_source = 'computed'``, metric estimates excluded).
+    cost_reported_nanos: int = 0
+    cost_computed_nanos: int = 0
+    computed: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,11 @@ class SessionGroup:
 
 @dataclass(frozen=True)
 class TopSession:
-    """A session ranked by cost: micro-USD, distinct prompts, LLM calls, seconds first to last record."""
+    """A session ranked by cost: nano-USD, distinct prompts, LLM calls, seconds first to last record."""
 
     session_id: str
     user: str | None
-    cost_micros: int
+    cost_nanos: int
     interactions: int
     api_calls: int
     seconds: float
@@ -157,12 +162,12 @@ class ReportSource(Protocol):
 
     def spend(self, tenant: str, start_ns: int, end_ns: int,
               scopes: Sequence[Sequence[Matcher]]) -> list[int]:
-        """Cost in micro-USD of ``tenant``'s records in ``[start_ns, end_ns)`` matching each matcher set of
+        """Cost in nano-USD of ``tenant``'s records in ``[start_ns, end_ns)`` matching each matcher set of
         ``scopes`` (one figure per set, in order; an empty set matches everything), for budgets."""
         ...
 
     def spend_groups(self, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher],
                      labels: Sequence[str]) -> list[tuple[dict[str, str], int]]:
-        """Cost in micro-USD of ``tenant``'s records in range matching ``matchers``, grouped by the values of
+        """Cost in nano-USD of ``tenant``'s records in range matching ``matchers``, grouped by the values of
         ``labels`` (absent labels left out of the dict), highest spend first."""
         ...

@@ -139,18 +139,21 @@ class SqliteReportSource:
         sql = f"""
             SELECT user_id, model, {_bucket_expr(q.edges, q.end_ns)}, {grp}, {chart_col} AS chart, COUNT(*),
                    SUM(NOT success), SUM(success AND cost_source = 'none' AND source != '{METRIC_SOURCE}'),
-                   SUM(user_id IS NULL), SUM(source = '{METRIC_SOURCE}'), SUM(cost_micros), SUM(input_tokens),
-                   SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens)
+                   SUM(user_id IS NULL), SUM(source = '{METRIC_SOURCE}'), SUM(cost_nanos), SUM(input_tokens),
+                   SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens),
+                   SUM(CASE WHEN cost_source = 'reported' THEN cost_nanos ELSE 0 END),
+                   SUM(CASE WHEN cost_source = 'computed' THEN cost_nanos ELSE 0 END),
+                   SUM(success AND cost_source = 'computed' AND source != '{METRIC_SOURCE}')
             FROM usage_records WHERE {where} AND kind = 'llm'
             GROUP BY 1, 2, 3, 4{chart_key}"""
         out = []
         for (user, model, bucket, group, chart_v, n, errors, no_cost, no_user, derived, cost, inp, outp, cr,
-             cc) in self.conn.execute(sql, params):
+             cc, rep, comp, n_comp) in self.conn.execute(sql, params):
             group = None if group is None else str(group)
             chart = model if q.chart_label == "model" else group if q.chart_label == q.group_label else chart_v
             out.append(CubeRow(bucket, model, user, group, None if chart is None else str(chart), n, errors or 0,
                                no_cost or 0, no_user or 0, derived or 0, cost or 0, inp or 0, outp or 0, cr or 0,
-                               cc or 0))
+                               cc or 0, rep or 0, comp or 0, n_comp or 0))
         return out
 
     def tool_cube(self, q: Query) -> list[ToolCell]:
@@ -174,7 +177,7 @@ class SqliteReportSource:
         grp = label_expr(q.group_label) if q.group_label else "NULL"
         sql = f"""
             WITH s AS MATERIALIZED (
-                SELECT session_id AS sid, user_id AS u, {grp} AS g, SUM(cost_micros) AS c,
+                SELECT session_id AS sid, user_id AS u, {grp} AS g, SUM(cost_nanos) AS c,
                        COUNT(DISTINCT prompt_id) AS p,
                        SUM(kind = 'llm' AND source != '{METRIC_SOURCE}') AS calls,
                        MAX(time_ns) - MIN(time_ns) AS span
@@ -227,7 +230,7 @@ class SqliteReportSource:
         cols, params = [], []
         for ms in scopes:
             cond, p = scope_sql(list(ms))
-            cols.append(f"SUM(CASE WHEN 1{cond} THEN cost_micros ELSE 0 END)")
+            cols.append(f"SUM(CASE WHEN 1{cond} THEN cost_nanos ELSE 0 END)")
             params += p
         sql = f"SELECT {', '.join(cols)} FROM usage_records WHERE tenant = ? AND time_ns >= ? AND time_ns < ?"
         row = self.conn.execute(sql, [*params, tenant, start_ns, end_ns]).fetchone()
@@ -239,7 +242,7 @@ class SqliteReportSource:
         cond, params = scope_sql(list(matchers))
         exprs = [label_expr(n) for n in labels]
         keys = ", ".join(str(i + 1) for i in range(len(exprs)))
-        sql = (f"SELECT {', '.join(exprs)}, SUM(cost_micros) AS c FROM usage_records "
+        sql = (f"SELECT {', '.join(exprs)}, SUM(cost_nanos) AS c FROM usage_records "
                f"WHERE tenant = ? AND time_ns >= ? AND time_ns < ?{cond} GROUP BY {keys} ORDER BY c DESC")
         out = []
         for row in self.conn.execute(sql, [tenant, start_ns, end_ns, *params]):

@@ -3,7 +3,7 @@ day, ISO week or month (``daily``/``weekly``/``monthly``), per session (``sessio
 date range, optionally broken down by model, user or team (any ledger label).
 
 Figures come from the ledger's LLM records (``usage_records`` with ``kind = 'llm'``): tokens by type, cost in
-micro-USD (shown as USD), API calls (records derived from Claude Code's cost/token metrics carry cost and tokens
+nano-USD (shown as USD), API calls (records derived from Claude Code's cost/token metrics carry cost and tokens
 but are not calls), distinct sessions and users. Periods are cut at local midnights in the report's time zone
 (:mod:`relay.reports.periods`); the range is half-open ``[since 00:00, until + 1 day 00:00)``, clipped to ``now``
 so a period still running is marked ``partial`` ("so far").
@@ -62,7 +62,7 @@ def parse_day(text: str, today: date) -> date:
 @dataclass
 class TableRow:
     """One row: ``key`` the period label, session id or user; ``group`` the breakdown value (None on the row of
-    the whole period/session/user). Tokens are counts, ``cost_micros`` micro-USD. ``start``/``end`` ISO-8601
+    the whole period/session/user). Tokens are counts, ``cost_nanos`` nano-USD. ``start``/``end`` ISO-8601
     (the clipped range of the row); ``partial`` True while the period is still running."""
 
     key: str
@@ -73,7 +73,7 @@ class TableRow:
     output_tokens: int = 0
     cache_creation_tokens: int = 0
     cache_read_tokens: int = 0
-    cost_micros: int = 0
+    cost_nanos: int = 0
     api_calls: int = 0
     sessions: int = 0
     users: int = 0
@@ -104,12 +104,12 @@ class UsageTable:
 
 
 _SUMS = ("SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens), "
-         f"SUM(cost_micros), SUM(source != '{METRIC_SOURCE}'), COUNT(DISTINCT session_id), COUNT(DISTINCT user_id), "
+         f"SUM(cost_nanos), SUM(source != '{METRIC_SOURCE}'), COUNT(DISTINCT session_id), COUNT(DISTINCT user_id), "
          "GROUP_CONCAT(DISTINCT model)")
 
 
 def _fill(row: TableRow, vals: Sequence[Any]) -> TableRow:
-    (row.input_tokens, row.output_tokens, row.cache_creation_tokens, row.cache_read_tokens, row.cost_micros,
+    (row.input_tokens, row.output_tokens, row.cache_creation_tokens, row.cache_read_tokens, row.cost_nanos,
      row.api_calls, row.sessions, row.users) = (int(v or 0) for v in vals[:8])
     row.models = sorted(set((vals[8] or "").split(","))) if vals[8] else []
     return row
@@ -141,24 +141,24 @@ def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo
             params = [tenant, _ns(a), _ns(b), *sparams]
             head = TableRow(p.label, None, a.isoformat(), b.isoformat(), partial=p.end > now)
             _fill(head, conn.execute(f"SELECT {_SUMS} {base}", params).fetchone())
-            if head.cost_micros or head.total_tokens or head.api_calls:
+            if head.cost_nanos or head.total_tokens or head.api_calls:
                 rows.append(head)
                 if grp:
                     for g, *vals in conn.execute(f"SELECT {grp} AS g, {_SUMS} {base} GROUP BY g ORDER BY "
-                                                 "SUM(cost_micros) DESC, g", params):
+                                                 "SUM(cost_nanos) DESC, g", params):
                         rows.append(_fill(TableRow(p.label, g if g is not None else "(none)", head.start, head.end,
                                                    partial=head.partial), vals))
             p = p.next()
     else:
         key = "session_id" if view == "session" else "user_id"
         params = [tenant, _ns(lo), _ns(hi), *sparams]
-        order = "SUM(cost_micros) DESC, k"
+        order = "SUM(cost_nanos) DESC, k"
         got = conn.execute(f"SELECT COALESCE({key}, '(none)') AS k, MIN(time_ns), MAX(time_ns), MIN(user_id), "
                            f"{_SUMS} {base} GROUP BY k ORDER BY {order}", params).fetchall()
         by_group: dict[str, list[TableRow]] = {}
         if grp:
             for k, g, *vals in conn.execute(f"SELECT COALESCE({key}, '(none)') AS k, {grp} AS g, {_SUMS} {base} "
-                                            "GROUP BY k, g ORDER BY SUM(cost_micros) DESC, g", params):
+                                            "GROUP BY k, g ORDER BY SUM(cost_nanos) DESC, g", params):
                 by_group.setdefault(k, []).append(_fill(TableRow(k, g if g is not None else "(none)", "", ""), vals))
         for k, first, last, user, *vals in got:
             s = datetime.fromtimestamp(first / 1e9, tz).isoformat(timespec="seconds")
@@ -177,8 +177,8 @@ def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo
 
 
 # ------------------------------------------------------------------------------------------------ renderers
-def _usd(micros: int) -> str:
-    return f"${micros / 1e6:,.2f}"
+def _usd(nanos: int) -> str:
+    return f"${nanos / 1e9:,.2f}"
 
 
 def _n(v: int) -> str:
@@ -222,12 +222,12 @@ def render_table_md(t: UsageTable) -> str:
             cells += ["" if r.group else cell(r.user or ""), "" if r.group else r.end[:16].replace("T", " ")]
         cells.append(cell(", ".join(r.models)) if r.group is None or t.breakdown != "model" else "")
         cells += [_n(r.input_tokens), _n(r.output_tokens), _n(r.cache_creation_tokens), _n(r.cache_read_tokens),
-                  _n(r.total_tokens), _n(r.api_calls), _usd(r.cost_micros)]
+                  _n(r.total_tokens), _n(r.api_calls), _usd(r.cost_nanos)]
         lines.append("| " + " | ".join(cells) + " |")
     tot = t.totals
     cells = ["**Total**"] + ([""] * (2 if t.view == "session" else 0)) + [""]
     cells += [_n(tot.input_tokens), _n(tot.output_tokens), _n(tot.cache_creation_tokens), _n(tot.cache_read_tokens),
-              _n(tot.total_tokens), _n(tot.api_calls), f"**{_usd(tot.cost_micros)}**"]
+              _n(tot.total_tokens), _n(tot.api_calls), f"**{_usd(tot.cost_nanos)}**"]
     lines.append("| " + " | ".join(cells) + " |")
     out += lines
     if any(r.partial for r in t.rows):
@@ -238,7 +238,7 @@ def render_table_md(t: UsageTable) -> str:
 def _camel(r: TableRow) -> dict[str, Any]:
     return {"inputTokens": r.input_tokens, "outputTokens": r.output_tokens,
             "cacheCreationTokens": r.cache_creation_tokens, "cacheReadTokens": r.cache_read_tokens,
-            "totalTokens": r.total_tokens, "totalCost": round(r.cost_micros / 1e6, 6), "apiCalls": r.api_calls}
+            "totalTokens": r.total_tokens, "totalCost": round(r.cost_nanos / 1e9, 9), "apiCalls": r.api_calls}
 
 
 _JSON_KEY = {"daily": ("daily", "date"), "weekly": ("weekly", "week"), "monthly": ("monthly", "month"),
@@ -272,7 +272,7 @@ def render_table_json(t: UsageTable) -> str:
                 entries[-1]["modelBreakdowns"].append(
                     {"modelName": r.group, "inputTokens": r.input_tokens, "outputTokens": r.output_tokens,
                      "cacheCreationTokens": r.cache_creation_tokens, "cacheReadTokens": r.cache_read_tokens,
-                     "cost": round(r.cost_micros / 1e6, 6)})
+                     "cost": round(r.cost_nanos / 1e9, 9)})
     out = {plural: entries, "totals": _camel(t.totals), "tenant": t.tenant, "timezone": t.timezone,
            "since": t.since, "until": t.until, "breakdownBy": t.breakdown, "scope": t.scope}
     return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
@@ -296,5 +296,5 @@ def render_table_csv(t: UsageTable) -> str:
             continue
         w.writerow([t.view, r.key, r.start, r.end, int(r.partial), t.breakdown or "", r.group or "",
                     r.input_tokens, r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.total_tokens,
-                    f"{r.cost_micros / 1e6:.6f}", r.api_calls, r.sessions, r.users])
+                    f"{r.cost_nanos / 1e9:.9f}", r.api_calls, r.sessions, r.users])
     return buf.getvalue()

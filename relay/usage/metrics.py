@@ -15,7 +15,8 @@ CUMULATIVE (every series repeated with a fixed start). The ledger keeps every Su
 Derived usage records (``source="claude_code.metric"``, ``cost_source="reported"``): one per **cost group and
 export time**, a cost group being the attribute set of a ``cost.usage`` series (session, model, query source,
 agent, effort… and resource attributes), i.e. a ``token.usage`` series without its ``type``. The record holds the
-group's cost delta (USD → micro-USD) and token deltas (``type`` input / output / cacheRead / cacheCreation; the
+group's cost delta (USD → nano-USD, rounded on its decimal form) and token deltas (``type`` input / output /
+cacheRead / cacheCreation; the
 metrics have no 5m/1h split, so cache writes count as 5m). A group whose deltas are all zero has no record (a
 CUMULATIVE export repeats unchanged series). Gauges are stored raw, without a delta.
 """
@@ -27,7 +28,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from relay.model import UsageRecord
+from relay.model import UsageRecord, usd_to_nanos
 
 __all__ = [
     "MetricPoint", "MetricSum", "COST_METRIC", "TOKEN_METRIC", "SOURCE_METRIC", "DELTA", "CUMULATIVE",
@@ -115,7 +116,7 @@ def derive_record(tenant: str, group: str, time_ns: int,
         session_id=_s(a.get("session.id")), user=user, labels=json.loads(labels or "{}"),
         agent=_s(a.get("agent.name")) or (qs if qs and qs not in _MAIN_SOURCES else None), model=_s(a.get("model")),
         **ints, cache_creation_5m_tokens=ints["cache_creation_tokens"],
-        cost_micros=round((cost or 0.0) * 1e6), cost_source="reported" if cost is not None else "none",
+        cost_nanos=usd_to_nanos(cost or 0.0), cost_source="reported" if cost is not None else "none",
         source=SOURCE_METRIC,
     )
 

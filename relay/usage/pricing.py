@@ -16,8 +16,9 @@ Model-id matching (case-insensitive), first hit wins:
 
 An unknown model gets no computed cost (the record keeps ``cost_source="none"``).
 
-Cost in micro-USD = Σ tokens × USD-per-1M-tokens (a USD-per-1M price *is* micro-USD per token), computed in
-``Decimal`` and rounded half-up to an integer.
+Cost in nano-USD = Σ tokens × USD-per-1M-tokens × 1000 (a USD-per-1M price *is* micro-USD per token), computed
+in ``Decimal`` and rounded half-up to an integer (exact for every list price with at most three decimals per 1M
+tokens).
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ class Pricing:
                 return key, self.table[key]
         return None
 
-    def cost_micros(self, record: UsageRecord) -> int | None:
-        """The cost of ``record``'s tokens in micro-USD, or None when its model is unknown.
+    def cost_nanos(self, record: UsageRecord) -> int | None:
+        """The cost of ``record``'s tokens in nano-USD, or None when its model is unknown.
 
         Cache writes beyond the 5m/1h split (``cache_creation_tokens`` larger than their sum) are priced as 5m
         writes, Anthropic's default TTL."""
@@ -148,7 +149,7 @@ class Pricing:
             + p.cache_write_5m * (record.cache_creation_5m_tokens + extra)
             + p.cache_write_1h * record.cache_creation_1h_tokens
         )
-        return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return int((total * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def _parse(text: str, source: str) -> dict[str, ModelPriceConfig]:

@@ -101,8 +101,11 @@ def _rederive(conn: sqlite3.Connection, store: SqliteLedgerStore, tenant: str, g
     rows = conn.execute("SELECT name, type, delta, user_id, labels, attributes FROM metric_deltas "
                         "WHERE tenant=? AND grp=? AND time_ns=?", (tenant, grp, time_ns)).fetchall()
     new = derive_record(tenant, grp, time_ns, rows)
-    if new is not None and store.has_call_records(conn, tenant, new.session_id):
-        new = None  # counted from its per-call records
+    if new is not None:
+        start = conn.execute("SELECT MIN(start_ns) FROM metric_deltas WHERE tenant=? AND grp=? AND time_ns=?",
+                             (tenant, grp, time_ns)).fetchone()[0]
+        if store.covered_by_calls(conn, new, time_ns if start is None else start):
+            new = None  # counted from its per-call records
     if new is not None:
         new = store.price(new)
     if old == new:

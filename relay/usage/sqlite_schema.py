@@ -4,7 +4,7 @@ issue-2 layout (``usage_records`` holding a JSON ``record`` column, written by t
 Tables:
 
 - ``usage_records``: one row per LLM or tool call, unique per ``(tenant, key)``. Every number and every common
-  dimension is a real column, so reports aggregate with plain SQL (``SUM(cost_micros) … GROUP BY user_id``);
+  dimension is a real column, so reports aggregate with plain SQL (``SUM(cost_nanos) … GROUP BY user_id``);
   ``labels`` is sorted-key JSON (``json_extract(labels, '$."team.id"')``). A rowid table: rows are appended roughly
   in time order, so a time-range read through ``(tenant, time_ns)`` touches neighbouring pages.
 - ``metric_points``: raw Sum/Gauge data points as received, the idempotency key of metric ingestion.
@@ -22,7 +22,7 @@ from dataclasses import fields
 
 from relay.model import UsageRecord
 
-__all__ = ["SCHEMA", "RECORD_COLUMNS", "migrate_v1", "execute_script"]
+__all__ = ["SCHEMA", "RECORD_COLUMNS", "migrate_v1", "migrate_nanos", "execute_script"]
 
 #: ``usage_records`` columns in ``UsageRecord`` field order (``user`` is stored as ``user_id``).
 RECORD_COLUMNS = tuple("user_id" if f.name == "user" else f.name for f in fields(UsageRecord))
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS usage_records (
     input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
     cache_read_tokens INTEGER NOT NULL DEFAULT 0, cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
     cache_creation_5m_tokens INTEGER NOT NULL DEFAULT 0, cache_creation_1h_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_micros INTEGER NOT NULL DEFAULT 0, cost_source TEXT NOT NULL DEFAULT 'none',
+    cost_nanos INTEGER NOT NULL DEFAULT 0, cost_source TEXT NOT NULL DEFAULT 'none',
     duration_ms REAL, ttft_ms REAL, success INTEGER NOT NULL DEFAULT 1, status_code INTEGER,
     error_class TEXT, error TEXT, tool_name TEXT, decision TEXT, decision_source TEXT, source TEXT NOT NULL DEFAULT '',
     UNIQUE (tenant, key));
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS metric_deltas (
     PRIMARY KEY (tenant, name, series, start_ns, time_ns)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS metric_deltas_name_time ON metric_deltas(name, time_ns);
 CREATE INDEX IF NOT EXISTS metric_deltas_group ON metric_deltas(tenant, grp, time_ns) WHERE grp IS NOT NULL;
+CREATE INDEX IF NOT EXISTS metric_deltas_unsessioned ON metric_deltas(tenant, model, time_ns)
+    WHERE grp IS NOT NULL AND session_id IS NULL;
 CREATE TABLE IF NOT EXISTS ledger_call_sessions (
     tenant TEXT NOT NULL, session_id TEXT NOT NULL, first_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, session_id)) WITHOUT ROWID;
@@ -71,6 +73,17 @@ def execute_script(conn: sqlite3.Connection, script: str) -> None:
             stmt = ""
 
 
+def migrate_nanos(conn: sqlite3.Connection) -> bool:
+    """Upgrade ``usage_records`` from whole micro-USD (``cost_micros``) to nano-USD (``cost_nanos`` = micros × 1000)
+    in the caller's transaction; True when it did. Costs stored before keep their micro-dollar rounding."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(usage_records)")}
+    if "cost_micros" not in cols:
+        return False
+    conn.execute("ALTER TABLE usage_records RENAME COLUMN cost_micros TO cost_nanos")
+    conn.execute("UPDATE usage_records SET cost_nanos = cost_nanos * 1000")
+    return True
+
+
 def migrate_v1(conn: sqlite3.Connection) -> list[UsageRecord]:
     """Run BEFORE ``SCHEMA``, in the job that re-inserts the result: if ``usage_records`` has the issue-2 layout,
     drop it and return its records (decoded from the JSON ``record`` column); the caller creates ``SCHEMA`` and
@@ -81,7 +94,10 @@ def migrate_v1(conn: sqlite3.Connection) -> list[UsageRecord]:
     known = {f.name for f in fields(UsageRecord)}
     records = []
     for tenant, blob in conn.execute("SELECT tenant, record FROM usage_records"):
-        d = {k: v for k, v in json.loads(blob).items() if k in known}
+        raw = json.loads(blob)
+        if "cost_micros" in raw:  # issue-2 records kept whole micro-USD
+            raw["cost_nanos"] = int(raw.pop("cost_micros") or 0) * 1000
+        d = {k: v for k, v in raw.items() if k in known}
         d["tenant"] = tenant
         records.append(UsageRecord(**d))
     conn.execute("DROP TABLE usage_records")  # its indexes go with it

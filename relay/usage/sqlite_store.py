@@ -8,12 +8,18 @@ Write rules (each ``write`` is one job on the database's writer thread, so what 
 - a record with no cost (``cost_source="none"``) but tokens and a known model is priced with the price table first
   (``cost_source="computed"``);
 - an existing record is replaced only by one with a better cost source — ``reported`` > ``computed`` > ``none`` —
-  (e.g. a beta span first, its ``api_request`` event later) → ``LedgerChange(old, new)``; equal or worse: ignored,
-  no change. Writing the same records again therefore changes nothing;
+  (e.g. a beta span first, its ``api_request`` event later) → ``LedgerChange(old, new)``; worse: ignored; equal:
+  only its empty identity fields (session, trace, prompt, user, agent, model) are filled in from the new copy
+  (``LedgerChange(old, filled)``), so an early record written before its conversation id was known gets it. Writing
+  the same records again therefore changes nothing;
 - the first per-call record (any source but metrics) of a ``(tenant, session)`` retracts that session's
-  metric-derived records → ``LedgerChange(old, None)`` each, and later metric points of it derive nothing.
+  metric-derived records → ``LedgerChange(old, None)`` each, and later metric points of it derive nothing;
+- metric-derived records WITHOUT a session id (Claude Code with ``OTEL_METRICS_INCLUDE_SESSION_ID=false``) are
+  matched to per-call records by (tenant, user — the installation id or configured identity —, model, export time
+  window): an LLM call inside a record's window retracts it, and a window that already holds calls derives nothing,
+  whichever arrives first. Each call is thus counted once, from its per-call record.
 
-Units: times unix ns, money micro-USD, durations ms.
+Units: times unix ns, money nano-USD, durations ms.
 """
 
 from __future__ import annotations
@@ -25,20 +31,37 @@ from dataclasses import replace
 
 from relay.model import UsageRecord
 from relay.store.sqlite import SqliteDB
-from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum
+from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum, derived_key
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
 from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
-from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_v1
+from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_nanos, migrate_v1
 from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["SqliteLedgerStore", "COST_RANK"]
+
+#: Slack (ns) around a metric export window when matching it to per-call records without a session id: event
+#: timestamps have millisecond precision and the counter is bumped a moment after the call's event.
+UNSESSIONED_SLACK_NS = 2_000_000_000
 
 #: Cost sources by preference; a record replaces a stored one only with a higher rank.
 COST_RANK = {"none": 0, "computed": 1, "reported": 2}
 
 _COLS = ", ".join(RECORD_COLUMNS)
 _TIME = RECORD_COLUMNS.index("time_ns")
+
+
+#: Identity fields a later copy of a record may fill in when the stored one lacks them (e.g. an early record of a
+#: call written before the span that carries its conversation id arrived).
+FILL_FIELDS = ("session_id", "trace_id", "prompt_id", "user", "agent", "model")
+
+
+def _fill_gaps(old: UsageRecord, new: UsageRecord) -> UsageRecord:
+    """``old`` with its empty ``FILL_FIELDS`` taken from ``new`` (same key, same cost rank); ``old`` itself when
+    nothing changes, so writing the same record again stays a no-op."""
+    fill = {f: getattr(new, f) for f in FILL_FIELDS
+            if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")}
+    return replace(old, **fill) if fill else old
 
 
 class SqliteLedgerStore(LedgerStore):
@@ -54,6 +77,7 @@ class SqliteLedgerStore(LedgerStore):
         db.run_sync(lambda conn: backfill_deltas(conn, self))
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
+        migrate_nanos(conn)
         old = migrate_v1(conn)
         if old:
             execute_script(conn, SCHEMA)
@@ -66,8 +90,8 @@ class SqliteLedgerStore(LedgerStore):
         if r.cost_source != "none" or not (r.input_tokens or r.output_tokens or r.cache_read_tokens
                                            or r.cache_creation_tokens):
             return r
-        micros = self.pricing.cost_micros(r)
-        return r if micros is None else replace(r, cost_micros=micros, cost_source="computed")
+        nanos = self.pricing.cost_nanos(r)
+        return r if nanos is None else replace(r, cost_nanos=nanos, cost_source="computed")
 
     async def write(self, records: Sequence[UsageRecord]) -> list[LedgerChange]:
         """Insert or upgrade ``records`` (``tenant`` set on each) and retract metric estimates of their sessions;
@@ -84,9 +108,54 @@ class SqliteLedgerStore(LedgerStore):
             if old is None or COST_RANK.get(r.cost_source, 0) > COST_RANK.get(old.cost_source, 0):
                 put_record(conn, old, r)
                 changes.append(LedgerChange(old, r))
+            elif COST_RANK.get(r.cost_source, 0) == COST_RANK.get(old.cost_source, 0):
+                filled = _fill_gaps(old, r)
+                if filled != old:
+                    put_record(conn, old, filled)
+                    changes.append(LedgerChange(old, filled))
         sessions = {(r.tenant, r.session_id) for r in records if r.session_id and r.source != SOURCE_METRIC}
         changes.extend(self._supersede(conn, sorted(sessions)))
+        calls = [r for r in records if r.kind == "llm" and r.source != SOURCE_METRIC]
+        if calls:
+            changes.extend(self._supersede_unsessioned(conn, calls))
         return changes
+
+    def _supersede_unsessioned(self, conn: sqlite3.Connection, calls: Sequence[UsageRecord]) -> list[LedgerChange]:
+        """Retract metric-derived records WITHOUT a session id (Claude Code with
+        ``OTEL_METRICS_INCLUDE_SESSION_ID=false``) that describe the same spend as per-call ``calls``: same tenant,
+        user (the installation or configured identity) and model, and an export window ``(start, time]`` (widened
+        by ``UNSESSIONED_SLACK_NS``) that contains the call's time."""
+        out: list[LedgerChange] = []
+        seen: set[str] = set()
+        for r in calls:
+            rows = conn.execute(
+                "SELECT DISTINCT grp, time_ns FROM metric_deltas WHERE tenant=? AND grp IS NOT NULL"
+                " AND session_id IS NULL AND user_id IS ? AND model IS ? AND time_ns >= ? AND start_ns <= ?",
+                (r.tenant, r.user, r.model, r.time_ns - UNSESSIONED_SLACK_NS, r.time_ns + UNSESSIONED_SLACK_NS),
+            ).fetchall()
+            for grp, t in rows:
+                key = derived_key(grp, t)
+                if key in seen:
+                    continue
+                seen.add(key)
+                old = select_record(conn, r.tenant, key)
+                if old is not None and old.source == SOURCE_METRIC:
+                    put_record(conn, old, None)
+                    out.append(LedgerChange(old, None))
+        return out
+
+    def covered_by_calls(self, conn: sqlite3.Connection, record: UsageRecord, start_ns: int) -> bool:
+        """True when a metric-derived ``record`` (export window ``(start_ns, record.time_ns]``) is already counted by
+        per-call records: by its session (``has_call_records``), or — without a session id — by an LLM call of the
+        same tenant, user and model inside the window widened by ``UNSESSIONED_SLACK_NS``."""
+        if record.session_id:
+            return self.has_call_records(conn, record.tenant, record.session_id)
+        return conn.execute(
+            "SELECT 1 FROM usage_records WHERE tenant=? AND time_ns >= ? AND time_ns <= ? AND kind='llm'"
+            " AND source != ?"
+            " AND user_id IS ? AND model IS ? LIMIT 1",
+            (record.tenant, start_ns - UNSESSIONED_SLACK_NS, record.time_ns + UNSESSIONED_SLACK_NS, SOURCE_METRIC,
+             record.user, record.model)).fetchone() is not None
 
     def _supersede(self, conn: sqlite3.Connection, sessions: Sequence[tuple[str, str]]) -> list[LedgerChange]:
         """Register sessions with per-call records; retract the metric-derived records of newly registered ones."""

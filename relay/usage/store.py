@@ -6,8 +6,9 @@ Writers are idempotent: writing the same record twice changes nothing, so the pi
 before it commits its spool transaction and simply write again after a crash.
 
 Every write returns the :class:`LedgerChange` list of what actually changed — new records, upgraded records (a
-reported cost replacing a computed or missing one), retracted records (metric-derived estimates superseded by
-per-call events of the same session) — which is the change feed the rules engine consumes. Nothing else may
+reported cost replacing a computed or missing one, or empty identity fields filled in), retracted records
+(metric-derived estimates superseded by per-call records of the same session, or — without session ids — of the
+same user, model and export window) — which is the change feed the rules engine consumes. Nothing else may
 feed it, so each call is counted once whatever combination of events, spans, metrics and client retries arrives.
 """
 
@@ -33,7 +34,7 @@ class LedgerChange:
 
 
 class LedgerStore(abc.ABC):
-    """Storage of the usage ledger. All times are unix nanoseconds; money is micro-USD (``cost_micros``)."""
+    """Storage of the usage ledger. All times are unix nanoseconds; money is nano-USD (``cost_nanos``)."""
 
     @abc.abstractmethod
     async def write(self, records: Sequence[UsageRecord]) -> list[LedgerChange]:

@@ -35,6 +35,7 @@ from tests.fakes.langfuse_oracle import (
     LangfuseView, ReceivedSpan, SpanEvent, _build_spans, _json_shape, _proto_as_json_shape, _Reject, _validate,
     langfuse_view, spans_from_json, spans_from_proto,
 )
+from tests.fakes import langfuse_rest
 from tests.fakes.loopback import LoopbackServer, ThreadedServer
 
 __all__ = [
@@ -162,6 +163,9 @@ class FakeLangfuse(LoopbackServer):
         self._spans: list[ReceivedSpan] = []
         self._scores: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
+        #: accept the array form of ``POST /scores`` (202/207) like newer servers (``langfuse_rest``)
+        self.score_batches = False
+        self.rest = langfuse_rest.RestState()
 
     # -- lifecycle
     @property
@@ -183,6 +187,7 @@ class FakeLangfuse(LoopbackServer):
         app.router.add_route("GET", OBSERVATIONS_PATH, self._observations_route)
         app.router.add_route("POST", "/api/public/scores", self._scores_route)
         app.router.add_route("POST", "/api/public/ingestion", self._ingestion)
+        langfuse_rest.install(self, app)
         return app
 
     async def outage(self, duration: float | None = None) -> None:
@@ -226,6 +231,10 @@ class FakeLangfuse(LoopbackServer):
         """Accepted ``POST /api/public/scores`` bodies (each with ``id`` and ``projectId`` filled in)."""
         with self._lock:
             return [s for s in self._scores if project is None or project in (s["projectId"], s["_publicKey"])]
+
+    def stored_scores(self, project: str | None = None) -> dict[str, dict[str, Any]]:
+        """What Langfuse keeps: the last accepted body per score ``id`` (``id`` is the upsert key)."""
+        return {s["id"]: s for s in self.scores(project)}
 
     def view(self, project: str | None = None) -> LangfuseView:
         """:func:`langfuse_view` of :meth:`spans` — what Langfuse would store."""
@@ -520,7 +529,17 @@ class FakeLangfuse(LoopbackServer):
             body = json.loads(await request.read())
         except ValueError:
             return self._reply(rec, 400, {"message": "Invalid JSON body", "error": "InvalidRequestError"})
-        problem = _score_problem(body)
+        if isinstance(body, list) and self.score_batches:
+            errors = [p for b in body if (p := _score_problem(b) or langfuse_rest.config_problem(self.rest, project.id, b))]
+            ok = [b for b in body if not (_score_problem(b) or langfuse_rest.config_problem(self.rest, project.id, b))]
+            with self._lock:
+                self._scores.extend({**b, "id": b.get("id") or str(uuid.uuid4()), "projectId": project.id,
+                                     "_publicKey": project.public_key} for b in ok)
+            if errors:
+                return await self._finish(request, rec, fault, 207, {"accepted": len(ok), "rejected": len(errors),
+                                                                      "errors": [{"message": m} for m in errors]})
+            return await self._finish(request, rec, fault, 202, {"message": "Accepted"})
+        problem = _score_problem(body) or langfuse_rest.config_problem(self.rest, project.id, body)
         if problem:
             return self._reply(rec, 400, {"message": f"Invalid request data: {problem}", "error": "InvalidRequestError"})
         score = {**body, "id": body.get("id") or str(uuid.uuid4()), "projectId": project.id,

@@ -30,6 +30,8 @@ class LoopbackServer:
     host: str = "127.0.0.1"
     port: int = 0
     runner_options: dict[str, Any] = {"access_log": None, "shutdown_timeout": 0.5}
+    #: Serve HTTPS with this context (e.g. a certificate from a private CA); ``base_url`` is then ``https://``.
+    ssl_context: Any = None
     _runner: web.AppRunner | None = None
 
     def make_app(self) -> web.Application:
@@ -38,7 +40,9 @@ class LoopbackServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
+        """``http://127.0.0.1:PORT`` (``https://localhost:PORT`` with ``ssl_context``)."""
+        if self.ssl_context is not None:
+            return f"https://localhost:{self.port}"
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -50,7 +54,7 @@ class LoopbackServer:
         """Bind and serve (later starts reuse the port); returns self."""
         runner = web.AppRunner(self.make_app(), **self.runner_options)
         await runner.setup()
-        await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
+        await web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context).start()
         self.port = runner.addresses[0][1]
         self._runner = runner
         return self

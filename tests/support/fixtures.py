@@ -40,9 +40,15 @@ class CapturedRequest:
     body: bytes
 
 
+#: Claude Code 2.1.332 (the release that added ``gen_ai.usage.*`` to ``llm_request`` spans), same scenario as
+#: 2.1.329's ``protobuf-tools``; its folder is ``tests/fixtures/claude-code-2.1.332/``.
+SCENARIOS_2_1_332 = ["claude-code-2.1.332/protobuf-tools"]
+
+
 def load_scenario(scenario: str) -> list[CapturedRequest]:
-    """All requests of a scenario in arrival order."""
-    folder = FIXTURES / scenario / "otlp"
+    """All requests of a scenario in arrival order; a name with a ``/`` is a folder under ``tests/fixtures/``
+    (another release's captures, e.g. ``claude-code-2.1.332/protobuf-tools``)."""
+    folder = (FIXTURES.parent / scenario if "/" in scenario else FIXTURES / scenario) / "otlp"
     out = []
     for meta_path in sorted(folder.glob("*.meta.json")):
         meta = json.loads(meta_path.read_text())

@@ -57,27 +57,27 @@ def budget_standings(runtimes: Iterable[RuleRuntime], tenant: str, labels: Mappi
     scope["tenant"] = tenant
     known = set(known) | {"tenant"}
     out: list[BudgetStanding] = []
-    for rrt in runtimes:
-        m = rrt.rule.model
+    for rule_rt in runtimes:
+        m = rule_rt.rule.model
         if not isinstance(m, BudgetRule) or m.enforce is None:
             continue
-        if not all(x.matches(scope) for x in rrt.rule.matchers if x.name in known):
+        if not all(x.matches(scope) for x in rule_rt.rule.matchers if x.name in known):
             continue
-        art = rrt.art
-        gkey = art.group_key(tenant, scope)
-        g = art.groups.get(gkey)
+        agg_rt = rule_rt.agg_runtime
+        gkey = agg_rt.group_key(tenant, scope)
+        g = agg_rt.groups.get(gkey)
         spend, resets_at = 0.0, None
         if g is not None:
-            g.agg.advance(*art.lo(now))
-            spend = g.agg.run[0] * 1e-6
+            g.agg.advance(*agg_rt.lo(now))
+            spend = g.agg.run[0] / 1e9
         over = spend >= m.limit_usd - 1e-9
         if over and g is not None:
-            resets_at = _resets_at(art.agg.window, g.agg.buckets, g.agg.lo, spend, m.limit_usd, now)
+            resets_at = _resets_at(agg_rt.agg.window, g.agg.buckets, g.agg.lo, spend, m.limit_usd, now)
         group = {"tenant": tenant}
         group.update({n: v for n, v in zip(m.group_by, gkey[1:]) if v})
-        out.append(BudgetStanding(rule=m.alert, rule_id=rrt.rule.id, enforce=m.enforce, group=group, spend=spend,
-                                  limit=m.limit_usd, window=rrt.window_desc, over=over, resets_at=resets_at,
-                                  partial=art.loading))
+        out.append(BudgetStanding(rule=m.alert, rule_id=rule_rt.rule.id, enforce=m.enforce, group=group, spend=spend,
+                                  limit=m.limit_usd, window=rule_rt.window_desc, over=over, resets_at=resets_at,
+                                  partial=agg_rt.loading))
     return out
 
 
@@ -92,7 +92,7 @@ def _resets_at(window: object, buckets: Mapping[int, list], lo: int | None, spen
         return None
     left = spend
     for k in sorted(k for k in buckets if lo is None or k >= lo):
-        left -= buckets[k][0] * 1e-6
+        left -= buckets[k][0] / 1e9
         if left < limit - 1e-9:
             return (k + 1) * window.b + window.length
     return None

@@ -3,14 +3,14 @@
 Two halves per kind:
 
 - an **aggregation** (:func:`make_aggregation`): from a :class:`~relay.model.UsageRecord` to a tuple of additive
-  figures (and optionally a raw value for quantiles) — budget ``(cost micro-USD,)``, error rate ``(calls,
+  figures (and optionally a raw value for quantiles) — budget ``(cost nano-USD,)``, error rate ``(calls,
   failed)``, threshold ``(count, sum)``, spike ``(sum,)``. It depends only on ``Rule.agg_key()``, so rules that
   differ only in thresholds share it across reloads;
 - an **evaluator** (:func:`make_evaluator`): the rule's conditions (one per alert of a group: each budget threshold,
   the forecast, or the single condition of other kinds) and, from a group's :class:`~relay.alerting.evaluation.windows.WindowAgg`,
   whether each is active, its compared ``value`` and the named ``values`` (``relay.alerting.rules.schema.VALUE_NAMES``).
 
-Units: money USD (sums kept in integer micro-USD), durations milliseconds as recorded, times unix seconds.
+Units: money USD (sums kept in integer nano-USD), durations milliseconds as recorded, times unix seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from relay.matchers import Matcher
 from relay.alerting.rules.load import Rule
 from relay.alerting.rules.schema import (
-    RETRIES_EXHAUSTED_KIND, BudgetRule, ErrorRateRule, SpikeRule, ThresholdRule,
+    RETRIES_EXHAUSTED_KIND, SCORE_KIND, BudgetRule, ErrorRateRule, ScoreRule, SpikeRule, ThresholdRule,
 )
 from relay.alerting.evaluation.windows import CalendarWindow, Window, WindowAgg, make_window, quantile
 from relay.model import UsageRecord
@@ -37,11 +37,11 @@ _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 def field_getter(name: str) -> tuple[Callable[[UsageRecord], float | int | None], float]:
     """``(getter, scale)`` for a ledger field: ``getter(record)`` returns the raw figure (None when the record
-    lacks it) and ``scale`` converts it to the field's unit (``cost_usd`` is kept in micro-USD, scale 1e-6)."""
+    lacks it) and the figure divided by ``scale`` is in the field's unit (``cost_usd`` is kept in nano-USD, scale 1e9)."""
     if name == "records":
         return (lambda r: 1), 1.0
     if name == "cost_usd":
-        return (lambda r: r.cost_micros), 1e-6
+        return (lambda r: r.cost_nanos), 1e9
     if name == "total_tokens":
         return (lambda r: r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_creation_tokens), 1.0
     if name in ("duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens",
@@ -80,7 +80,7 @@ def make_aggregation(rule: Rule) -> Aggregation:
         n = 1
 
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
-            return ((r.cost_micros,), None) if r.cost_micros else None
+            return ((r.cost_nanos,), None) if r.cost_nanos else None
     elif isinstance(m, ErrorRateRule):
         n = 2
         contribute = _error_contribution(rule)
@@ -93,6 +93,17 @@ def make_aggregation(rule: Rule) -> Aggregation:
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             x = get(r)
             return None if x is None else ((1, x), x)
+    elif isinstance(m, ScoreRule):
+        n = 2
+        keep = m.aggregate in ("min", "max") or m.aggregate in _QUANTILES
+        index.update(kind=frozenset([SCORE_KIND]), score=frozenset([m.score]))
+        hit = _score_match(m)
+
+        def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
+            if r.kind != SCORE_KIND or labels.get("score") != m.score:
+                return None
+            x = hit(r) if hit is not None else getattr(r, "value", None)
+            return None if x is None else ((1, x), x)
     else:
         assert isinstance(m, SpikeRule)
         n = 1
@@ -101,6 +112,11 @@ def make_aggregation(rule: Rule) -> Aggregation:
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             x = get(r)
             return ((x,), None) if x else None
+    if not isinstance(m, ScoreRule):  # score records (relay.scores.records) feed score rules only
+        usage = contribute
+
+        def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
+            return None if r.kind == SCORE_KIND else usage(r, labels)
     return Aggregation(rule.agg_key(), window, rule.matchers, tuple(m.group_by), n, keep, contribute, index,
                        sample_failed=isinstance(m, ErrorRateRule))
 
@@ -138,6 +154,29 @@ def _error_contribution(rule: Rule) -> Callable[[UsageRecord, dict[str, str]], C
                 return None
             return FAIL if not r.success and selected(r, labels) else ONE
     return contribute
+
+
+def _score_match(m: ScoreRule) -> Callable[[UsageRecord], float | None] | None:
+    """For ``aggregate: rate``: 1.0 when a score record matches ``m.match``, else 0.0 (None: not a rate rule)."""
+    spec = m.match
+    if spec is None:
+        return None
+    if spec.equals is not None:
+        want = spec.equals
+
+        def hit(r: UsageRecord) -> float | None:
+            value, label = getattr(r, "value", None), getattr(r, "string_value", None)
+            if isinstance(want, str):
+                return float(label == want or (value is not None and label is None and str(value) == want))
+            return float(value is not None and value == want)
+        return hit
+    assert spec.op is not None and spec.value is not None  # ScoreMatch: equals, or op with value
+    op, cut = _OPS[spec.op], spec.value
+
+    def hit_op(r: UsageRecord) -> float | None:
+        value = getattr(r, "value", None)
+        return None if value is None else float(op(value, cut))
+    return hit_op
 
 
 @dataclass(frozen=True)
@@ -235,7 +274,7 @@ class BudgetEvaluator(Evaluator):
         return projected, crossing, now - start >= min_elapsed
 
     def check(self, g: WindowAgg, now: float) -> list[tuple[bool, float]]:
-        spend = g.run[0] * 1e-6
+        spend = g.run[0] / 1e9
         out = [(spend >= cut, spend) for cut in self.cuts]
         if self.forecast is not None:
             if spend > 0:
@@ -246,7 +285,7 @@ class BudgetEvaluator(Evaluator):
         return out
 
     def values(self, g: WindowAgg, now: float, index: int) -> dict[str, float]:
-        spend = g.run[0] * 1e-6
+        spend = g.run[0] / 1e9
         start, end = self.window.bounds(now)
         projected, crossing, _ = self._forecast(spend, now)
         pct = self.levels[index] if index < len(self.levels) else 100.0
@@ -308,17 +347,17 @@ class ThresholdEvaluator(Evaluator):
         if a == "count":
             return float(count)
         if a == "sum":
-            return total * self.scale
+            return total / self.scale
         if a == "avg":
-            return total / count * self.scale
+            return total / count / self.scale
         vals = g.values or []
         if not vals:
             return math.nan
         if a == "min":
-            return vals[0] * self.scale
+            return vals[0] / self.scale
         if a == "max":
-            return vals[-1] * self.scale
-        return quantile(vals, _QUANTILES[a]) * self.scale
+            return vals[-1] / self.scale
+        return quantile(vals, _QUANTILES[a]) / self.scale
 
     def check(self, g: WindowAgg, now: float) -> list[tuple[bool, float]]:
         x = self.figure(g)
@@ -329,6 +368,19 @@ class ThresholdEvaluator(Evaluator):
     def values(self, g: WindowAgg, now: float, index: int) -> dict[str, float]:
         x = self.figure(g)
         return {"value": 0.0 if math.isnan(x) else x, "threshold": self.value, "count": float(g.run[0])}
+
+
+class ScoreEvaluator(ThresholdEvaluator):
+    """A score rule: the threshold comparison over score values (``rate``: the average of the 0/1 matches)."""
+
+    def __init__(self, rule: Rule, agg: Aggregation):
+        Evaluator.__init__(self, rule, agg)
+        m = rule.model
+        assert isinstance(m, ScoreRule)
+        self.scale = 1.0
+        self.aggregate = "avg" if m.aggregate == "rate" else m.aggregate
+        self.op, self.value, self.min_count = _OPS[m.op], m.value, m.min_count
+        self.time_sensitive = True
 
 
 class SpikeEvaluator(Evaluator):
@@ -352,11 +404,11 @@ class SpikeEvaluator(Evaluator):
         if isinstance(cached, tuple) and cached[0] == lo and cached[1] == g.history_version:
             mean, std = cached[2], cached[3]
         else:
-            totals = [x * self.scale for x in g.totals_before(lo, w.span, self.m.baseline.windows)]
+            totals = [x / self.scale for x in g.totals_before(lo, w.span, self.m.baseline.windows)]
             mean = sum(totals) / len(totals)
             std = math.sqrt(sum((x - mean) ** 2 for x in totals) / len(totals))
             g.cache = (lo, g.history_version, mean, std)
-        current = g.run[0] * self.scale
+        current = g.run[0] / self.scale
         floor = self.m.baseline.min_stddev if self.m.baseline.min_stddev is not None else max(abs(mean) * 0.1, 1e-12)
         std_eff = max(std, floor)
         return {"current": current, "baseline": mean, "stddev": std, "ratio": current / mean if mean > 0 else 0.0,
@@ -376,5 +428,5 @@ class SpikeEvaluator(Evaluator):
 def make_evaluator(rule: Rule, agg: Aggregation) -> Evaluator:
     """The evaluator of ``rule`` over ``agg``."""
     cls = {"budget": BudgetEvaluator, "error_rate": ErrorRateEvaluator, "threshold": ThresholdEvaluator,
-           "spike": SpikeEvaluator}[rule.kind]
+           "spike": SpikeEvaluator, "score": ScoreEvaluator}[rule.kind]
     return cls(rule, agg)

@@ -10,7 +10,7 @@ spike baselines):
 - :class:`CalendarWindow` (``day``, ``week`` from Monday, ``month``): one bucket per period, aligned to local
   midnight in an IANA timezone (https://docs.python.org/3/library/zoneinfo.html; DST days are 23 or 25 hours).
 
-:class:`WindowAgg` keeps, per group, a vector of additive figures per bucket (counts, micro-USD, token sums) plus a
+:class:`WindowAgg` keeps, per group, a vector of additive figures per bucket (counts, nano-USD, token sums) plus a
 running total of the buckets inside the window, so adding a record, retracting one (``sign=-1``) and reading the
 window's total are O(1); it keeps a sorted list of raw values only for rules that need quantiles, min or max.
 """

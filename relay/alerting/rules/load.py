@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from relay.matchers import Matcher
 from relay.alerting.rules.schema import (
-    RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, SpikeRule,
-    ThresholdRule, WindowSpec,
+    RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, ScoreRule,
+    SpikeRule, ThresholdRule, WindowSpec,
 )
 from relay.alerting.rules.templates import TemplateError, compile_template, explain, render
 from relay.yaml_lines import yaml_line
@@ -103,6 +103,10 @@ class Rule:
         elif isinstance(m, SpikeRule):
             spec["field"] = m.field
             spec["baseline"] = m.baseline.windows
+        elif isinstance(m, ScoreRule):
+            spec["score"] = m.score
+            spec["values"] = m.aggregate in ("min", "max", "p50", "p90", "p95", "p99")
+            spec["match"] = m.match.model_dump() if m.match else None
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def definition_key(self) -> str:

@@ -8,7 +8,7 @@ A rule file is Prometheus-shaped (https://prometheus.io/docs/prometheus/latest/c
         interval: 1m                     # periodic evaluation (default: rules.evaluation_interval)
         rules:
           - alert: TeamMonthlyBudget
-            kind: budget                 # budget | error_rate | threshold | spike
+            kind: budget                 # budget | error_rate | threshold | spike | score
             matchers: ['kind="llm"']     # label matchers on the ledger's labels (UsageRecord.label_set)
             group_by: [team.id]          # plus ``tenant``, always
             limit_usd: 500
@@ -18,7 +18,8 @@ A rule file is Prometheus-shaped (https://prometheus.io/docs/prometheus/latest/c
             labels: {team: platform}
             annotations: {summary: "…{{ values.spend | usd }}…"}
 
-Kinds and their fields: :class:`BudgetRule`, :class:`ErrorRateRule`, :class:`ThresholdRule`, :class:`SpikeRule`.
+Kinds and their fields: :class:`BudgetRule`, :class:`ErrorRateRule`, :class:`ThresholdRule`, :class:`SpikeRule`,
+:class:`ScoreRule`.
 Durations are Go/Prometheus strings (``30s``, ``5m``, ``1h30m``, ``7d``, ``2w``) or numbers of seconds; money is
 USD; percentages are percent (80 = 80 %); ratios are 0..1.
 """
@@ -32,10 +33,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from relay.config_types import _Model, parse_duration
+from relay.usage.score_record import SCORE_KIND  # the kind of score records (re-exported)
 
 __all__ = [
     "RulesConfig", "RuleFileModel", "RuleGroupModel", "RuleModel", "BudgetRule", "ErrorRateRule", "ThresholdRule",
-    "SpikeRule", "WindowSpec", "BudgetThreshold", "ForecastSpec", "ErrorSpec", "BaselineSpec", "RULE_KINDS",
+    "SpikeRule", "ScoreRule", "ScoreMatch", "SCORE_KIND",
+    "WindowSpec", "BudgetThreshold", "ForecastSpec", "ErrorSpec", "BaselineSpec", "RULE_KINDS",
     "SEVERITIES", "FIELDS", "AGGREGATES", "RESERVED_LABELS", "RETRIES_EXHAUSTED_KIND", "parse_rule_duration",
     "format_duration", "VALUE_NAMES",
 ]
@@ -360,11 +363,54 @@ class SpikeRule(_RuleBase):
         return self
 
 
+class ScoreMatch(_Model):
+    """Which scores count as hits for ``aggregate: rate``: ``equals`` a value (a categorical label such as
+    ``failed``, or a number such as ``0`` for a thumbs-down), or ``op`` ``value`` on numeric scores."""
+
+    equals: str | float | None = None
+    op: Literal[">", ">=", "<", "<="] | None = None
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreMatch:
+        if (self.equals is None) == (self.op is None):
+            raise ValueError("set either 'equals' or 'op' with 'value'")
+        if self.op is not None and self.value is None:
+            raise ValueError("'op' needs 'value'")
+        return self
+
+
+class ScoreRule(_RuleBase):
+    """``kind: score``: Langfuse scores named ``score`` (relay's own, e.g. ``tool_accept_rate``, or posted by apps,
+    e.g. ``thumbs``; the ledger's score table) over ``window``, grouped by any label of the scored trace or session
+    (``team.id``, ``user``…; also ``score_source``: ``relay``/``api``). ``aggregate`` of the numeric values
+    (``avg`` default, ``sum``, ``min``, ``max``, ``count``, ``p50``…``p99``) or ``rate``: the share of scores that
+    ``match`` (e.g. ``outcome`` ``equals: failed``); compared with ``op`` to ``value`` once ``min_count`` scores
+    are in the window. Values: ``value``, ``threshold``, ``count``."""
+
+    kind: Literal["score"]
+    score: str = Field(min_length=1, max_length=200)
+    aggregate: Literal["count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99", "rate"] = "avg"
+    match: ScoreMatch | None = None
+    window: WindowSpec
+    op: Literal[">", ">=", "<", "<="] = "<"
+    value: float
+    min_count: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreRule:
+        if (self.aggregate == "rate") != (self.match is not None):
+            raise ValueError("'match' goes with 'aggregate: rate' (the share of scores that match)")
+        return self
+
+
+
 #: One rule of any kind.
-RuleModel = BudgetRule | ErrorRateRule | ThresholdRule | SpikeRule
+RuleModel = BudgetRule | ErrorRateRule | ThresholdRule | SpikeRule | ScoreRule
 #: ``kind`` → model class.
 RULE_KINDS: dict[str, type[_RuleBase]] = {
     "budget": BudgetRule, "error_rate": ErrorRateRule, "threshold": ThresholdRule, "spike": SpikeRule,
+    "score": ScoreRule,
 }
 
 
@@ -398,4 +444,5 @@ VALUE_NAMES: dict[str, tuple[str, ...]] = {
     "error_rate": ("ratio", "failed", "total", "min_count", "threshold", "count_threshold"),
     "threshold": ("value", "threshold", "count"),
     "spike": ("current", "baseline", "stddev", "ratio", "zscore", "threshold"),
+    "score": ("value", "threshold", "count"),
 }

@@ -33,6 +33,7 @@ import aiohttp
 from relay.exporters.retry import parse_retry_after
 from relay.notify.base import NotifyError
 from relay.notify.jira.config import JiraConfig
+from relay.tls import client_ssl_context
 
 __all__ = ["JiraClient", "JiraError", "jira_error_text"]
 
@@ -86,6 +87,7 @@ class JiraClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
                 headers={"Authorization": self._auth, "Accept": "application/json",
                          "Accept-Language": "en", "User-Agent": "relay-jira"})
         return self._session

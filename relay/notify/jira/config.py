@@ -31,6 +31,7 @@ from typing import Any, Literal
 from jinja2 import TemplateSyntaxError
 from pydantic import Field, field_validator, model_validator
 
+from relay.config_security import TLSClientConfig
 from relay.config_types import Duration, OptionalSecret, OptionalStr, _Model
 from relay.notify.jira.templates import DEFAULT_COMMENT, DEFAULT_DESCRIPTION, DEFAULT_SUMMARY, compile_template
 
@@ -99,6 +100,8 @@ class JiraConfig(_Model):
     api_token: OptionalSecret = None
     personal_access_token: OptionalSecret = None
     timeout: Duration = 10.0
+    #: Outbound TLS: ``ca_file`` for a Jira with a private CA (``configtls`` client keys).
+    tls: TLSClientConfig = TLSClientConfig()
 
     project: str = Field(min_length=1)
     issue_type: str = Field("Bug", min_length=1)
@@ -164,7 +167,7 @@ class JiraConfig(_Model):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "JiraConfig":
+    def _consistent(self) -> JiraConfig:
         if self.flavor == "cloud":
             if not self.user or self.api_token is None:
                 raise ValueError("flavor cloud needs user (the account's email) and api_token")

@@ -6,6 +6,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
+from relay.config_security import TLSClientConfig
 from relay.config_types import Duration, OptionalSecret, _Model
 
 __all__ = ["SlackConfig"]
@@ -29,6 +30,8 @@ class SlackConfig(_Model):
     #: Mention (e.g. ``<!subteam^S123>``, ``<@U123>`` or ``@here``) added to critical alerts.
     mention_critical: str | None = None
     timeout: Duration = Field(10.0, gt=0)
+    #: Outbound TLS: ``ca_file`` for a Slack proxy with a private CA (``configtls`` client keys).
+    tls: TLSClientConfig = TLSClientConfig()
     #: Duration put in the silence hint of firing messages (``relay silence add … --duration 2h``).
     silence_duration: str = "2h"
 
@@ -47,7 +50,7 @@ class SlackConfig(_Model):
         return v
 
     @model_validator(mode="after")
-    def _one_mode(self) -> "SlackConfig":
+    def _one_mode(self) -> SlackConfig:
         if (self.bot_token is None) == (self.webhook_url is None):
             raise ValueError("set exactly one of bot_token and webhook_url")
         if self.bot_token is not None and not self.channel:

@@ -74,9 +74,14 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from relay.alert import Notification
 from relay.notify.base import Checkpoint, Notifier, NotifyError
 from relay.notify.slack.blocks import (
-    group_message, normalize_mention, resolved_note, ping_message, thread_update,
+    group_message,
+    normalize_mention,
+    ping_message,
+    resolved_note,
+    thread_update,
 )
 from relay.notify.slack.config import SlackConfig
+from relay.tls import client_ssl_context
 
 __all__ = ["SlackNotifier", "SlackNotifyError", "METADATA_EVENT_TYPE", "REPLY_EVENT_TYPE"]
 
@@ -188,7 +193,8 @@ class SlackNotifier(Notifier):
     def _open(self) -> None:
         if self._session is not None and not self._session.closed:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                                              connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
         timeout = max(1, int(round(self.config.timeout)))
         if self.config.bot_token is not None:
             self._web = AsyncWebClient(token=self.config.bot_token.get_secret_value(), base_url=self.config.api_url,

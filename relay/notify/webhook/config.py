@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from relay.config_security import TLSClientConfig
 from relay.config_types import Duration, OptionalSecret, _Model
 
 __all__ = ["WebhookConfig"]
@@ -27,6 +28,8 @@ class WebhookConfig(_Model):
     hmac_secret: OptionalSecret = None
     send_resolved: bool = True
     timeout: Duration = 10.0
+    #: Outbound TLS: ``ca_file`` for a receiver with a private CA (``configtls`` client keys).
+    tls: TLSClientConfig = TLSClientConfig()
     max_alerts: int = Field(0, ge=0)
 
     @field_validator("url")

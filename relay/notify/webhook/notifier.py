@@ -48,6 +48,7 @@ from relay.alert import Alert, AlertState, Notification
 from relay.exporters.retry import parse_retry_after
 from relay.notify.base import Notifier, NotifyError
 from relay.notify.webhook.config import WebhookConfig
+from relay.tls import client_ssl_context
 
 __all__ = [
     "WebhookNotifier", "build_payload", "sign", "verify_signature", "idempotency_key",
@@ -150,7 +151,8 @@ class WebhookNotifier(Notifier):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                                                  connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
         return self._session
 
     async def close(self) -> None:

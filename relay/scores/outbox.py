@@ -1,0 +1,254 @@
+"""Delivery of queued scores (``score_outbox``) to each tenant's Langfuse project, and the score configs.
+
+Per tenant with Langfuse export on, one task:
+
+1. declares relay's score configs once (``GET /api/public/score-configs``, paginated; ``POST`` the missing ones —
+   https://api.reference.langfuse.com, "ScoreConfigs") and remembers their ids, so scores show up typed;
+2. posts each due score as a single object to ``POST /api/public/scores`` (the shape every server version
+   accepts; https://api.reference.langfuse.com, "Scores"), with ``configId`` when its config matched;
+3. classifies the answer with ``relay.exporters.retry.check_status``: 2xx → the row is deleted (unless it was
+   re-queued with a new body meanwhile); 429/502/503/504, connection errors and a bounded number of 500s → retried
+   with the exporter's backoff (``exporters.langfuse.retry_on_failure``), never sooner than ``Retry-After``, which
+   also pauses the tenant; any other status → dead letter (``score_dead_letters``) with the reason.
+
+Re-sending a score is harmless: its id is the upsert key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter
+
+from relay.config import LangfuseConfig, RetryConfig
+from relay.exporters.retry import PermanentError, TransientError, check_status
+from relay.scores.catalog import BUILTINS, ScoreDef, config_body
+from relay.scores.config import ScoresConfig
+from relay.store.sqlite import SqliteDB
+
+__all__ = ["ScoreSender", "ScoreConfigs"]
+
+log = logging.getLogger(__name__)
+_SCORES = "/api/public/scores"
+_CONFIGS = "/api/public/score-configs"
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header value (RFC 7617) for Langfuse project keys."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _definitions(config: ScoresConfig) -> list[ScoreDef]:
+    out = list(BUILTINS.values())
+    for c in config.custom:
+        out.append(ScoreDef(c.name, c.data_type, c.description or f"relay custom score ({c.level})"))
+    return out
+
+
+async def _check(resp: aiohttp.ClientResponse, failures_500: int, max_500: int) -> Any:
+    text = await resp.text(errors="replace")
+    check_status(resp.status, resp.headers.get("Retry-After"), text[:300], failures_500=failures_500,
+                 max_500_retries=max_500)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+class ScoreConfigs:
+    """The score configs of one project: ``ids`` maps score name → config id once :meth:`ensure` succeeded."""
+
+    def __init__(self, definitions: list[ScoreDef]):
+        self.definitions = definitions
+        self.ids: dict[str, str] = {}
+        self.ready = False
+
+    async def ensure(self, http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> None:
+        """Match relay's definitions to the project's configs by name and data type, create the missing ones (a
+        definition Langfuse refuses is skipped: its scores go without ``configId``). Raises ``TransientError`` /
+        ``PermanentError`` (listing refused, e.g. revoked keys) like a score post; ``auth`` holds the
+        ``Authorization`` header."""
+        if self.ready:
+            return
+        existing: dict[str, dict] = {}
+        page = 1
+        while True:
+            async with http.get(base + _CONFIGS, params={"page": page, "limit": 100}, headers=auth) as r:
+                doc = await _check(r, 0, 3) or {}
+            for c in doc.get("data") or []:
+                if not c.get("isArchived"):
+                    existing.setdefault(c.get("name"), c)
+            meta = doc.get("meta") or {}
+            if page >= int(meta.get("totalPages") or 1):
+                break
+            page += 1
+        for d in self.definitions:
+            have = existing.get(d.name)
+            if have is None:
+                try:
+                    async with http.post(base + _CONFIGS, json=config_body(d), headers=auth) as r:
+                        have = await _check(r, 0, 3) or {}
+                except PermanentError as e:  # e.g. a name Langfuse does not accept: send that score untyped
+                    log.warning("Langfuse refused score config %r: %s; its scores are sent without configId",
+                                d.name, e.message)
+                    continue
+                log.info("declared Langfuse score config %s (%s)", d.name, d.data_type)
+            if have.get("dataType") == d.data_type and have.get("id"):
+                self.ids[d.name] = have["id"]
+            else:
+                log.warning("Langfuse score config %r exists with data type %s (relay's: %s); scores are sent "
+                            "without configId", d.name, have.get("dataType"), d.data_type)
+        self.ready = True
+
+
+class ScoreSender:
+    """Delivers the score outbox, one task per tenant in ``tenants`` (name → ``LangfuseConfig``, export on)."""
+
+    def __init__(self, db: SqliteDB, tenants: dict[str, LangfuseConfig], config: ScoresConfig, retry: RetryConfig,
+                 *, timeout: float = 30.0, registry: CollectorRegistry | None = None):
+        self.db = db
+        self.tenants = tenants
+        self.retry = retry
+        self.timeout = timeout
+        self.configs = {t: ScoreConfigs(_definitions(config)) for t in tenants}
+        self._events = {t: asyncio.Event() for t in tenants}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._stopping = False
+        self.sent = Counter("relay_scores_sent", "Scores delivered to Langfuse or dead-lettered, by outcome.",
+                            ["tenant", "outcome"], registry=registry)
+
+    def wake(self, tenants: set[str] | None = None) -> None:
+        """New scores were queued for ``tenants`` (all when None)."""
+        for t in (tenants or self._events.keys()):
+            if t in self._events:
+                self._events[t].set()
+
+    async def start(self) -> None:
+        """Start one delivery task per tenant."""
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        for t in self.tenants:
+            self._tasks.append(asyncio.create_task(self._run(t), name=f"relay-scores-{t}"))
+
+    async def stop(self) -> None:
+        """Stop the tasks (pending scores stay queued for the next start) and close the HTTP client."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http:
+            await self._http.close()
+
+    async def pending(self, tenant: str | None = None) -> int:
+        """Scores still queued (all tenants when None)."""
+        sql, args = "SELECT COUNT(*) FROM score_outbox", ()
+        if tenant is not None:
+            sql, args = sql + " WHERE tenant=?", (tenant,)  # type: ignore[assignment]
+        return (await self.db.run(lambda c: c.execute(sql, args).fetchone()))[0]
+
+    async def _sleep(self, tenant: str, seconds: float) -> None:
+        ev = self._events[tenant]
+        ev.clear()
+        try:
+            await asyncio.wait_for(ev.wait(), max(0.0, seconds))
+        except TimeoutError:
+            pass
+
+    async def _run(self, tenant: str) -> None:
+        lf = self.tenants[tenant]
+        assert lf.public_key is not None and lf.secret_key is not None  # export on: both keys set
+        base = str(lf.base_url).rstrip("/")
+        auth = {"Authorization": basic_auth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())}
+        failures = 0
+        while not self._stopping:
+            try:
+                pause = await self._deliver(tenant, base, auth)
+                failures = 0
+            except (TransientError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                failures += 1
+                pause = max(self._wait(failures), getattr(e, "retry_after", None) or 0.0)
+                log.warning("score delivery for tenant %s: %s; retrying in %.1fs", tenant, e, pause)
+            except PermanentError as e:
+                failures += 1
+                pause = self.retry.max_interval
+                log.error("score configs for tenant %s refused: %s; retrying in %.0fs", tenant, e.message, pause)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                pause = self.retry.max_interval
+                log.exception("score delivery for tenant %s failed", tenant)
+            await self._sleep(tenant, pause)
+
+    def _wait(self, attempt: int) -> float:
+        """Backoff before attempt ``attempt + 1`` (s): ``initial × multiplier^(attempt-1)`` capped at the maximum
+        (``exporters.langfuse.retry_on_failure``), without jitter."""
+        r = self.retry
+        return float(min(r.initial_interval * r.multiplier ** max(0, attempt - 1), r.max_interval))
+
+    async def _deliver(self, tenant: str, base: str, auth: dict[str, str]) -> float:
+        """Send every due row; returns how long to wait before looking again (s)."""
+        http = self._http
+        assert http is not None
+        now = time.time_ns()
+
+        def due(c: sqlite3.Connection) -> list[tuple]:
+            return c.execute("SELECT id, body, version, attempts, failures_500 FROM score_outbox WHERE tenant=? AND "
+                             "next_ns<=? ORDER BY id LIMIT 100", (tenant, now)).fetchall()
+
+        def next_due(c: sqlite3.Connection) -> int | None:
+            return c.execute("SELECT MIN(next_ns) FROM score_outbox WHERE tenant=?", (tenant,)).fetchone()[0]
+
+        rows = await self.db.run(due)
+        if not rows:
+            nxt = await self.db.run(next_due)
+            return 5.0 if nxt is None else min(5.0, max(0.0, (nxt - time.time_ns()) / 1e9))
+        configs = self.configs[tenant]
+        await configs.ensure(http, base, auth)
+        for row_id, body_json, version, attempts, f500 in rows:
+            body = json.loads(body_json)
+            cid = configs.ids.get(body.get("name"))
+            if cid and body.get("metadata", {}).get("producer") == "relay":
+                body["configId"] = cid
+            try:
+                async with http.post(base + _SCORES, json=body, headers=auth) as r:
+                    f500 = f500 + (r.status == 500)
+                    await _check(r, f500, self.retry.max_500_retries)
+            except TransientError as e:
+                delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
+                await self.db.run(functools.partial(
+                    _execute, "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
+                    (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id)))
+                if e.retry_after:
+                    return e.retry_after  # the server asked the whole tenant to wait
+                continue
+            except PermanentError as e:
+                await self.db.run(functools.partial(_dead_letter, row_id=row_id, status=e.status, reason=e.message))
+                self.sent.labels(tenant, "dead_lettered").inc()
+                log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
+                continue
+            await self.db.run(functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?",
+                                                (row_id, version)))
+            self.sent.labels(tenant, "delivered").inc()
+        return 0.0
+
+
+def _execute(sql: str, args: tuple, conn: sqlite3.Connection) -> None:
+    conn.execute(sql, args)
+
+
+def _dead_letter(conn: sqlite3.Connection, *, row_id: int, status: int | None, reason: str) -> None:
+    row = conn.execute("SELECT tenant, score_id, body FROM score_outbox WHERE id=?", (row_id,)).fetchone()
+    if row is None:
+        return
+    conn.execute("INSERT INTO score_dead_letters(tenant, score_id, body, status, reason, failed_ns) "
+                 "VALUES (?,?,?,?,?,?)", (*row, status, reason, time.time_ns()))
+    conn.execute("DELETE FROM score_outbox WHERE id=?", (row_id,))
