@@ -354,6 +354,7 @@ class Relay:
                 for kind in ("llm", "tool"):
                     m.usage.labels(tenant, kind)
                 m.spans_out.labels(tenant)
+                m.errors.labels(tenant)
         if self.exporter is not None:
             em = self.exporter.metrics
             for tenant in self.exporter.tenants:
