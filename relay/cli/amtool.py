@@ -92,7 +92,7 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def _routes_test(args: argparse.Namespace) -> int:
     from relay.alerting.dispatch.routing import Route
-    from relay.cli.main import _load
+    from relay.cli.common import load_or_exit
     from relay.matchers import Matcher
 
     labels: dict[str, str] = {}
@@ -106,7 +106,7 @@ def _routes_test(args: argparse.Namespace) -> int:
             print(f"relay routes: {text!r}: give labels as name=value", file=sys.stderr)
             return 2
         labels[m.name] = m.value
-    cfg = _load(args.config, need_receivers=False)
+    cfg = load_or_exit(args.config, need_receivers=False)
     if not cfg.alerting.receivers:
         print("relay routes: no receivers are configured (alerting.receivers): alerts go nowhere",
               file=sys.stderr)

@@ -18,23 +18,16 @@ from relay import __version__
 if TYPE_CHECKING:
     from relay.config_load import RelayConfig
 
+from relay.cli.common import load_or_exit, report_problems
+
 __all__ = ["main"]
-
-
-def _load(path: str | None, *, need_receivers: bool = True) -> RelayConfig:
-    from relay.config_load import ConfigError, load_config
-
-    try:
-        return load_config(path, need_receivers=need_receivers)
-    except ConfigError as e:
-        raise SystemExit(_report_problems(e.problems)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the daemon; returns when SIGTERM/SIGINT has drained it."""
     from relay.app import run
 
-    cfg = _load(args.config)
+    cfg = load_or_exit(args.config)
     return asyncio.run(run(cfg))
 
 
@@ -47,10 +40,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, notes=notes)
     except ConfigError as e:
-        return _report_problems(e.problems)
+        return report_problems(e.problems)
     rules, problems = _rules(cfg)
     if problems:
-        return _report_problems(problems)
+        return report_problems(problems)
     from relay.app import langfuse_missing
 
     http = cfg.receivers.otlp.protocols.http
@@ -98,14 +91,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _report_problems(problems: list[str]) -> int:
-    print(f"relay: invalid configuration ({len(problems)} problem{'s' if len(problems) != 1 else ''}):",
-          file=sys.stderr)
-    for p in problems:
-        print(f"  {p}", file=sys.stderr)
-    return 2
-
-
 def _rules(cfg: RelayConfig) -> tuple[Any, list[str]]:
     """The rule files ``rules.files`` names (a ``RuleSet``, None when invalid) and their problems: unreadable or
     invalid files, and globs matching nothing (which would silently load no rules)."""
@@ -126,7 +111,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     relay (or the next start) picks them up."""
     from relay.spool import Spool
 
-    cfg = _load(args.config, need_receivers=False)
+    cfg = load_or_exit(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
         if args.scores:
@@ -152,7 +137,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     """List the dead-letter store."""
     from relay.spool import Spool
 
-    cfg = _load(args.config, need_receivers=False)
+    cfg = load_or_exit(args.config, need_receivers=False)
     spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync, max_size=cfg.storage.max_spool_size)
     try:
         if args.scores:

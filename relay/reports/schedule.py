@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from croniter import croniter
 
@@ -53,6 +53,8 @@ from relay.reports.periods import Period, last_complete
 from relay.store.sqlite import SqliteDB
 
 __all__ = ["ReportScheduler", "Deliverer", "ComputeFn", "RunResult", "SCHEMA"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ class ReportScheduler(Component):
         now = self.now()
         results: list[RunResult] = []
         for sched in self.config.schedules:
-            first_seen = await self.db.run(lambda c, s=sched.name: self._first_seen(c, s, now))
+            first_seen = await self.db.run(_job(self._first_seen, sched.name, now))
             fire, period = self.due(sched, now)
             if fire < first_seen:
                 continue
@@ -203,7 +205,7 @@ class ReportScheduler(Component):
             for tenant in [sched.tenant] if sched.tenant else self.tenants:
                 report: Report | None = None
                 for dest in destinations:
-                    claim = await self.db.run(lambda c, t=tenant, d=dest: self._claim(c, sched, t, d, period, now))
+                    claim = await self.db.run(_job(self._claim, sched, tenant, dest, period, now))
                     if claim is None:
                         continue
                     state = dict(claim.state)
@@ -221,12 +223,11 @@ class ReportScheduler(Component):
                         log.warning("report %s for %s to %s (%s) %s: %s", sched.name, tenant, dest, period.label,
                                     "will be retried" if retryable else "failed", err)
                         nxt = now + max(backoff, wait or 0)
-                        await self.db.run(lambda c, t=tenant, d=dest, st=status, er=err, nx=nxt:
-                                          self._finish(c, sched.name, t, d, period, st, state, er, nx))
+                        await self.db.run(_job(self._finish, sched.name, tenant, dest, period, status, state, err, nxt))
                         results.append(RunResult(sched.name, tenant, dest, period.label, status, late, err))
                         continue
-                    await self.db.run(lambda c, t=tenant, d=dest: self._finish(
-                        c, sched.name, t, d, period, "posted", state, None, None, late=late))
+                    await self.db.run(_job(self._finish, sched.name, tenant, dest, period, "posted", state, None, None,
+                                           late=late))
                     log.info("report %s for %s posted to %s (%s%s)", sched.name, tenant, dest, period.label,
                              ", late" if late else "")
                     results.append(RunResult(sched.name, tenant, dest, period.label, "posted", late))
@@ -277,3 +278,8 @@ class ReportScheduler(Component):
 
         self.open()
         return await self.db.run(read)
+
+
+def _job(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[sqlite3.Connection], T]:
+    """``fn(conn, *args, **kwargs)`` as a writer-thread job (arguments bound now, not when the job runs)."""
+    return lambda conn: fn(conn, *args, **kwargs)

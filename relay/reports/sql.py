@@ -211,8 +211,8 @@ class SqliteReportSource:
               AND tenant = ?{extra}
             GROUP BY name, type"""
         sums: dict[tuple[str, str | None], float] = {}
-        for name, typ, total, _n in self.conn.execute(sql, [q.start_ns, q.end_ns, q.tenant, *params]):
-            sums[(name, typ)] = total or 0.0
+        for name, typ, value, _n in self.conn.execute(sql, [q.start_ns, q.end_ns, q.tenant, *params]):
+            sums[(name, typ)] = value or 0.0
         if not sums:
             return MetricTotals(None, None, None, None)
 

@@ -51,11 +51,8 @@ Figures = dict[str, float]
 
 
 def record_cost_usd(r: UsageRecord) -> Decimal:
-    """A record's ledger cost as an exact ``Decimal`` USD amount (the ledger keeps integer nano- or micro-USD)."""
-    nanos = getattr(r, "cost_nanos", None)
-    if nanos is not None:
-        return Decimal(int(nanos)) / Decimal(1_000_000_000)
-    return Decimal(int(r.cost_micros)) / Decimal(1_000_000)
+    """A record's ledger cost as an exact ``Decimal`` USD amount (the ledger keeps integer nano-USD)."""
+    return Decimal(r.cost_nanos) / Decimal(1_000_000_000)
 
 
 def _is_rejected(r: UsageRecord) -> bool:

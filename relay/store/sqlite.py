@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SqliteDB"]
+__all__ = ["SqliteDB", "execute_script"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -84,17 +84,7 @@ class SqliteDB:
         """Run the ``CREATE … IF NOT EXISTS`` statements of ``script`` (a component's own tables) on the writer
         thread, inside one transaction. Blocking; call at start-up. Raises ``sqlite3.Error``."""
 
-        def apply(conn: sqlite3.Connection) -> None:
-            stmt = ""
-            for line in script.splitlines(keepends=True):
-                stmt += line
-                if sqlite3.complete_statement(stmt):
-                    conn.execute(stmt)
-                    stmt = ""
-            if stmt.strip():
-                raise sqlite3.ProgrammingError(f"incomplete SQL statement: {stmt.strip()[:80]}")
-
-        self.run_sync(apply)
+        self.run_sync(lambda conn: execute_script(conn, script))
 
     # ------------------------------------------------------------------ thread
 
@@ -172,3 +162,17 @@ class SqliteDB:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+
+def execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run the statements of ``script`` one by one on ``conn``, inside the caller's transaction (unlike
+    ``Connection.executescript``, which commits first). Raises ``sqlite3.Error``, and ``sqlite3.ProgrammingError`` for
+    a trailing incomplete statement."""
+    stmt = ""
+    for line in script.splitlines(keepends=True):
+        stmt += line
+        if sqlite3.complete_statement(stmt):
+            conn.execute(stmt)
+            stmt = ""
+    if stmt.strip():
+        raise sqlite3.ProgrammingError(f"incomplete SQL statement: {stmt.strip()[:80]}")

@@ -109,7 +109,7 @@ def derive_record(tenant: str, group: str, time_ns: int,
     if attrs is None or (not cost and not any(tokens.values())):
         return None
     a = json.loads(attrs)
-    ints = {k: max(0, round(v)) for k, v in tokens.items()}
+    ints: dict[str, Any] = {k: max(0, round(v)) for k, v in tokens.items()}
     qs = _s(a.get("query_source"))
     return UsageRecord(
         key=derived_key(group, time_ns), kind="llm", time_ns=time_ns, tenant=tenant,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from relay.model import UsageRecord
 from relay.usage.metrics import (
     COST_METRIC,
     CUMULATIVE,
@@ -23,10 +24,19 @@ from relay.usage.metrics import (
 from relay.usage.sqlite_records import put_record, select_record
 from relay.usage.store import LedgerChange
 
-if TYPE_CHECKING:
-    from relay.usage.sqlite_store import SqliteLedgerStore
 
-__all__ = ["ingest_points", "backfill_deltas", "sum_metric", "GROUP_COLUMNS"]
+
+class LedgerCallbacks(Protocol):
+    """What metric ingestion needs from the ledger store (``SqliteLedgerStore`` implements it): whether per-call
+    records already count a metric-derived record, and pricing a record without a cost."""
+
+    def covered_by_calls(self, conn: sqlite3.Connection, record: UsageRecord, start_ns: int) -> bool:
+        """True when per-call records already count ``record`` (export window ``(start_ns, record.time_ns]``)."""
+
+    def price(self, r: UsageRecord) -> UsageRecord:
+        """``r`` with a computed cost when it has none and its model is priced."""
+
+__all__ = ["LedgerCallbacks", "ingest_points", "backfill_deltas", "sum_metric", "GROUP_COLUMNS"]
 
 #: ``sum_metric`` grouping keys stored as columns; any other key is looked up in labels, then attributes.
 GROUP_COLUMNS = {"tenant": "tenant", "user": "user_id", "session": "session_id", "model": "model", "type": "type"}
@@ -53,7 +63,7 @@ def _str(v: Any) -> str | None:
     return None if v is None or v == "" else str(v)
 
 
-def ingest_points(conn: sqlite3.Connection, store: SqliteLedgerStore, points: Sequence[MetricPoint],
+def ingest_points(conn: sqlite3.Connection, store: LedgerCallbacks, points: Sequence[MetricPoint],
                   store_raw: bool) -> list[LedgerChange]:
     """Store ``points`` (skipping ones already stored when ``store_raw``; all of them are taken as new otherwise,
     for a backfill), keep Sums as deltas, and re-derive the usage records of every cost group and export time they
@@ -94,7 +104,7 @@ def ingest_points(conn: sqlite3.Connection, store: SqliteLedgerStore, points: Se
     return changes
 
 
-def _rederive(conn: sqlite3.Connection, store: SqliteLedgerStore, tenant: str, grp: str,
+def _rederive(conn: sqlite3.Connection, store: LedgerCallbacks, tenant: str, grp: str,
               time_ns: int) -> LedgerChange | None:
     """Bring the derived record of one cost group at one export time in line with its stored deltas."""
     old = select_record(conn, tenant, derived_key(grp, time_ns))
@@ -114,7 +124,7 @@ def _rederive(conn: sqlite3.Connection, store: SqliteLedgerStore, tenant: str, g
     return LedgerChange(old, new)
 
 
-def backfill_deltas(conn: sqlite3.Connection, store: SqliteLedgerStore) -> list[LedgerChange]:
+def backfill_deltas(conn: sqlite3.Connection, store: LedgerCallbacks) -> list[LedgerChange]:
     """Upgrade from issue 2 (raw points only): when no delta is stored yet but Sum points are, derive deltas and
     records from all stored points. Returns the changes (the rules engine reads them through ``scan``)."""
     if conn.execute("SELECT 1 FROM metric_deltas LIMIT 1").fetchone():

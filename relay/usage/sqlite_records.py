@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from relay.model import UsageRecord
 from relay.usage.sqlite_schema import RECORD_COLUMNS
@@ -40,7 +41,8 @@ def record_of(row: Sequence, labels_cache: dict[str, dict[str, str]] | None = No
         if parsed is None:
             parsed = labels_cache[raw] = json.loads(raw)
         labels = dict(parsed)
-    return UsageRecord(*row[:_LABELS], labels, *row[_LABELS + 1:_SUCCESS], bool(row[_SUCCESS]), *row[_SUCCESS + 1:])
+    fields: tuple[Any, ...] = (*row[:_LABELS], labels, *row[_LABELS + 1:_SUCCESS], bool(row[_SUCCESS]), *row[_SUCCESS + 1:])
+    return UsageRecord(*fields)
 
 
 def select_record(conn: sqlite3.Connection, tenant: str, key: str) -> UsageRecord | None:

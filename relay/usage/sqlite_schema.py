@@ -22,7 +22,7 @@ from dataclasses import fields
 
 from relay.model import UsageRecord
 
-__all__ = ["SCHEMA", "RECORD_COLUMNS", "migrate_v1", "migrate_nanos", "execute_script"]
+__all__ = ["SCHEMA", "RECORD_COLUMNS", "migrate_v1", "migrate_nanos"]
 
 #: ``usage_records`` columns in ``UsageRecord`` field order (``user`` is stored as ``user_id``).
 RECORD_COLUMNS = tuple("user_id" if f.name == "user" else f.name for f in fields(UsageRecord))
@@ -61,16 +61,6 @@ CREATE TABLE IF NOT EXISTS ledger_call_sessions (
     tenant TEXT NOT NULL, session_id TEXT NOT NULL, first_ns INTEGER NOT NULL,
     PRIMARY KEY (tenant, session_id)) WITHOUT ROWID;
 """
-
-
-def execute_script(conn: sqlite3.Connection, script: str) -> None:
-    """Run the statements of ``script`` one by one (inside the caller's transaction, unlike ``executescript``)."""
-    stmt = ""
-    for line in script.splitlines(keepends=True):
-        stmt += line
-        if sqlite3.complete_statement(stmt):
-            conn.execute(stmt)
-            stmt = ""
 
 
 def migrate_nanos(conn: sqlite3.Connection) -> bool:

@@ -35,7 +35,8 @@ from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum, derived_k
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
 from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
-from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, execute_script, migrate_nanos, migrate_v1
+from relay.store.sqlite import execute_script
+from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, migrate_nanos, migrate_v1
 from relay.usage.store import LedgerChange, LedgerStore
 
 __all__ = ["SqliteLedgerStore", "COST_RANK"]

@@ -105,19 +105,19 @@ async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
         for fid in [*config.custom_fields, *([config.dedup_field] if config.dedup_field else [])]:
             if field_ids and fid not in field_ids:
                 problems.append(f"{where}: field {fid!r} does not exist")
-        for option, name, done in (("resolve_transition", config.resolve_transition, False),
-                                   ("reopen_transition", config.reopen_transition, True)):
-            if not name:
+        for option, transition, done in (("resolve_transition", config.resolve_transition, False),
+                                         ("reopen_transition", config.reopen_transition, True)):
+            if not transition:
                 continue
             key = await _sample(client, config, done)
             if key is None:
                 continue
             transitions = await client.transitions(key)
-            wanted = name.casefold()
+            wanted = transition.casefold()
             match = next((t for t in transitions if str(t.get("name", "")).casefold() == wanted), None) or next(
                 (t for t in transitions if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None)
             if match is None:
-                problems.append(f"{where}: {option} {name!r} is not offered on {key} (a "
+                problems.append(f"{where}: {option} {transition!r} is not offered on {key} (a "
                                 f"{'done' if done else 'open'} {config.issue_type})")
             elif option == "resolve_transition":
                 problems += _resolution_problems(where, config, match)

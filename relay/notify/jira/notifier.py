@@ -276,7 +276,7 @@ class JiraNotifier(Notifier):
     def _is_wont_fix(self, issue: dict[str, Any]) -> bool:
         resolution = ((issue.get("fields") or {}).get("resolution") or {}).get("name") or ""
         wont_fix = self.config.wont_fix_resolution
-        return bool(wont_fix) and resolution.casefold() == wont_fix.casefold()
+        return wont_fix is not None and wont_fix != "" and resolution.casefold() == wont_fix.casefold()
 
     def _classify(self, issue: dict[str, Any]) -> str:
         """``open``, ``reopen`` (done within the reopen window), ``wont_fix`` (closed as won't-fix within the

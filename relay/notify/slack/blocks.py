@@ -337,10 +337,11 @@ def resolved_note(n: Notification) -> dict[str, Any]:
     """The short thread reply posted when the whole group resolved: how long it fired and the last figures of the
     alerts resolved now. Returns ``{"text", "blocks"}``."""
     starts = [_since(a) for a in n.alerts if _since(a)]
-    ends = [a.ends_at for a in n.alerts if a.ends_at] or [n.created_at]
+    ends = [a.ends_at for a in n.alerts if a.ends_at is not None and a.ends_at > 0] or [n.created_at]
+    last_end = max(ends)
     head = f"{RESOLVED_EMOJI} *Resolved*"
-    if starts and max(ends):
-        head += f" after {duration(max(ends) - min(starts))}"
+    if starts and last_end:
+        head += f" after {duration(last_end - min(starts))}"
     blocks = [_lines_section(head + ". Last figures:" if n.alerts else head, n.alerts, n.common_labels)]
     text = escape(f"Resolved: {group_title(n)}")
     return {"text": truncate(text, TEXT_MAX), "blocks": blocks}

@@ -240,8 +240,8 @@ class SlackNotifier(Notifier):
                                    retryable=True, method="webhook") from None
         if resp.status_code == 200:
             return
-        body = (resp.body or "").strip()
-        code = body if _ERROR_CODE.fullmatch(body) else None  # webhooks answer e.g. "invalid_payload" as text
+        text = (resp.body or "").strip()
+        code = text if _ERROR_CODE.fullmatch(text) else None  # webhooks answer e.g. "invalid_payload" as text
         raise _classify("webhook", resp.status_code, code, _retry_after(resp.headers))
 
     async def close(self) -> None:
@@ -455,7 +455,9 @@ class SlackNotifier(Notifier):
             await self._webhook_send(msg)
             return {}
         auth = await self._call("auth.test", lambda c: c.auth_test())
-        resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(channel=self.config.channel, **msg))
+        channel = self.config.channel
+        assert channel is not None  # bot mode has a channel (config validation)
+        resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(channel=channel, **msg))
         return {"channel": resp["channel"], "ts": resp["ts"], "team": auth.get("team")}
 
     async def post_report(self, blocks: list[dict[str, Any]], text: str, file: bytes | None = None,
@@ -485,8 +487,10 @@ class SlackNotifier(Notifier):
             state["sent"] = True
             return state
         if "ts" not in state:
+            channel = self.config.channel
+            assert channel is not None  # bot mode has a channel (config validation)
             resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-                channel=self.config.channel, text=text, blocks=blocks, unfurl_links=False))
+                channel=channel, text=text, blocks=blocks, unfurl_links=False))
             state.update(channel=resp["channel"], ts=resp["ts"])
         if file is not None and "file_id" not in state:
             resp = await self._call("files.upload_v2", lambda c: c.files_upload_v2(
