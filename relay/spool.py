@@ -29,6 +29,7 @@ its own exporter (with that tenant's Langfuse keys).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -64,6 +65,11 @@ def _count(conn: sqlite3.Connection, rows: Iterable[OutcomeRow]) -> None:
         "ON CONFLICT(tenant, signal, outcome, reason) DO UPDATE SET n = n + excluded.n",
         [(t, str(sig), str(o), r, n) for t, sig, o, r, n in rows if n],
     )
+
+
+def _delete_batch(sql: str, args: tuple[int, int], conn: sqlite3.Connection) -> int:
+    """Run one batched DELETE of ``prune``; the number of rows deleted."""
+    return conn.execute(sql, args).rowcount
 
 
 def _item_rows(tenant: str, items: dict[str, int], outcome: Outcome, reason: str) -> list[OutcomeRow]:
@@ -217,7 +223,7 @@ class Spool:
         if self.size + self._reserved + size > self.max_size:
             return f"spool full ({self.size + self._reserved} of {self.max_size} bytes); retry later"
         limit = self.tenant_limits.get(tenant) if tenant is not None else None
-        if limit is not None:
+        if limit is not None and tenant is not None:
             used = self.tenant_bytes[tenant] + self._reserved_by_tenant[tenant]
             if used + size > limit:
                 return (f"this tenant's share of the spool is full ({used} of {limit} bytes, its data is not being "
@@ -573,7 +579,8 @@ class Spool:
 
         def move(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
             sql = "SELECT id, tenant, payload, spans FROM dead_letters"
-            cond, args = [], []
+            cond: list[str] = []
+            args: list[str | int] = []
             if tenant:
                 cond.append("tenant=?")
                 args.append(tenant)
@@ -618,7 +625,7 @@ class Spool:
         total = 0
         for sql, limit_ns in statements:
             while True:
-                n = await self.db.run(lambda c, sql=sql, limit_ns=limit_ns: c.execute(sql, (limit_ns, batch)).rowcount)
+                n = await self.db.run(functools.partial(_delete_batch, sql, (limit_ns, batch)))
                 total += n
                 if n < batch:
                     break

@@ -98,7 +98,7 @@ _GZIP_IN_THREAD = 256 * 1024  # bytes; compress larger bodies off the event loop
 
 def _relay_version() -> str:
     try:
-        from relay import __version__  # type: ignore[attr-defined]
+        from relay import __version__
 
         return str(__version__)
     except ImportError:
@@ -172,6 +172,11 @@ class _Uncertain(Exception):
         self.cause = cause
 
 
+def _pending_spans(spool: Spool, tenant: str) -> Callable[[], float]:
+    """A gauge callback: spans of ``tenant`` waiting in the outbound spool."""
+    return lambda: spool.outbound_spans.get(tenant, 0)
+
+
 def _major(version: str | None) -> int | None:
     """The major number of a version string such as ``4.16.0`` (None when absent or unparseable)."""
     try:
@@ -221,7 +226,9 @@ class _TenantLoop:
             "x-langfuse-sdk-version": RELAY_VERSION,
         }
         self.labels = {"exporter": EXPORTER, "tenant": tenant.name}
-        self.state, self.last_error, self.last_status, self.since = "ok", None, None, time.time()
+        self.state, self.since = "ok", time.time()
+        self.last_error: str | None = None
+        self.last_status: int | None = None
         self.dead_letter_spans = 0
         self._failures_500 = 0
         self._solo_until = 0  # batches with id ≤ this are sent one per request (after a 400/413 on a merge)
@@ -634,7 +641,7 @@ class LangfuseExporter(Component):
         self._loops = {t.name: _TenantLoop(self, t) for t in tenants if t.langfuse.enabled}
         for name in self._loops:
             self.metrics.queue_size.labels(exporter=EXPORTER, tenant=name).set_function(
-                lambda name=name: spool.outbound_spans.get(name, 0))
+                _pending_spans(spool, name))
 
     @property
     def tenants(self) -> list[str]:

@@ -253,7 +253,7 @@ def _drop_invalid(items, path: str, problem, reasons: Counter) -> int:
 
 
 def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
-    rejected, reasons = 0, Counter()
+    rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rs in enumerate(req.resource_spans):
         for si, ss in enumerate(rs.scope_spans):
             rejected += _drop_invalid(ss.spans, f"resourceSpans[{ri}].scopeSpans[{si}].spans", _span_problem, reasons)
@@ -261,7 +261,7 @@ def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Coun
 
 
 def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
-    rejected, reasons = 0, Counter()
+    rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rl in enumerate(req.resource_logs):
         for si, sl in enumerate(rl.scope_logs):
             rejected += _drop_invalid(sl.log_records, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords", _log_problem,

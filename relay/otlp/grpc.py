@@ -120,7 +120,7 @@ class OtlpGrpcReceiver(Component):
         except CodecError as e:  # bad input: one log line, no traceback, the reason in the status
             log.info("OTLP/gRPC %s request of tenant %s refused with INVALID_ARGUMENT: %s", signal.value, tenant,
                      e.message)
-            details = ()
+            details: tuple[Message, ...] = ()
             if e.field:
                 bad = error_details_pb2.BadRequest()
                 bad.field_violations.add(field=e.field, description=e.message)

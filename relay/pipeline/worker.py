@@ -463,7 +463,8 @@ class Pipeline(Component):
             return None
         known, exported = await self.spool.trace_state(g.tenant, result.trace.trace_id)
         if known is not None:  # late records of an exported trace: reuse its name, user, session…
-            for v in (*g.logs, *g.spans):
+            views: list[LogView | SpanView] = [*g.logs, *g.spans]
+            for v in views:
                 v.outcome = None
             result = map_group(g.logs, g.spans, st.ctx, TraceInfo(**known))
         trace = result.trace  # same trace id: the records decide it, ``known`` only fills trace-level fields
