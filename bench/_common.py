@@ -212,8 +212,8 @@ def scrape_metrics(admin_url: str, timeout: float = 5.0) -> dict[str, float]:
             key = s.name
             if s.name == "relay_spool_bytes":
                 key = f"relay_spool_bytes_{s.labels.get('queue')}"
-            elif s.name == "relay_pipeline_items_total":
-                key = f"relay_pipeline_items_total_{s.labels.get('outcome')}"
+            elif s.name == "relay_items_total":
+                key = f"relay_items_total_{s.labels.get('outcome')}"
             out[key] = out.get(key, 0.0) + s.value
     return out
 

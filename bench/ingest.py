@@ -497,8 +497,8 @@ def _accepted(m: dict[str, float]) -> float:
 
 
 def _handled(m: dict[str, float]) -> float:
-    """Records (spans, log records, metric points) the pipeline has finished with: forwarded or filtered."""
-    return m.get("relay_pipeline_items_total_forwarded", 0) + m.get("relay_pipeline_items_total_filtered", 0)
+    """Records (spans, log records, metric points) that reached their final outcome (``relay_items_total``)."""
+    return sum(v for k, v in m.items() if k.startswith("relay_items_total_"))
 
 
 def _backlog(m: dict[str, float]) -> dict:

@@ -858,9 +858,9 @@ def hooked_relay_main(config: str, events: str) -> int:
         finally:
             ev("ingest_out")
 
-    def _feed(self, item, metric_batch):
+    def _feed(self, item, closed):
         ev("feed")
-        return feed(self, item, metric_batch)
+        return feed(self, item, closed)
 
     async def _write(self, records):
         ev("ledger_in", users(records))

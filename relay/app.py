@@ -113,7 +113,8 @@ class Relay:
         cfg = self.config
         MASK.add(_secrets(cfg))
         self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
-                                max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention)
+                                max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention,
+                                min_free_space=cfg.storage.min_free_space, outcomes=self.telemetry.outcomes)
         self.spool.tenant_limits = {t.name: t.max_spool_size for t in self.tenants if t.max_spool_size}
         self.limiter = TenantLimiter({t.name: (t.rate_limit.spans_per_second,
                                                t.rate_limit.burst or max(1.0, t.rate_limit.spans_per_second))
@@ -196,7 +197,8 @@ class Relay:
         if self.limiter and (delay := self.limiter.take(req.tenant, req.items)):
             raise IngestThrottled(f"{req.items} items over tenants[].rate_limit; retry in {delay:.1f}s", delay)
         try:
-            return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key)
+            return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key,
+                                           invalid=req.rejected_by)
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
 
@@ -308,8 +310,8 @@ class Relay:
         except Exception as e:  # noqa: BLE001 — any failure means not ready
             problems.append(f"spool not writable: {type(e).__name__}")
             components.add("spool")
-        if self.spool and self.spool.size >= self.spool.max_size:
-            problems.append("spool full")
+        if self.spool and (problem := self.spool.admission_problem()):
+            problems.append(problem)
             components.add("spool")
         exporters = self.exporter.health() if self.exporter else {}
         failing = [f"langfuse export for tenant {tenant} failing: {h.get('last_error')}"
@@ -356,21 +358,22 @@ class Relay:
                     for family in (t.accepted, t.refused, t.failed, t.rejected):
                         family[sig].labels(RECEIVER, tr, tenant)
                     t.receiver_duplicate_requests.labels(RECEIVER, tr, tenant, sig.value)
+        from relay.model import OUTCOME_REASONS
+
+        t.outcomes.declare(tenants, {str(o): rs for o, rs in OUTCOME_REASONS.items()})
         if self.pipeline is not None:
             m = self.pipeline.metrics
             for tenant in tenants:
-                for sig in Signal:
-                    for outcome in ("forwarded", "filtered"):
-                        m.items.labels(sig.value, tenant, outcome)
                 for kind in ("llm", "tool"):
                     m.usage.labels(tenant, kind)
                 m.spans_out.labels(tenant)
+                m.errors.labels(tenant)
         if self.exporter is not None:
             em = self.exporter.metrics
             for tenant in self.exporter.tenants:
                 lb = {"exporter": "langfuse", "tenant": tenant}
                 for c in (em.sent_spans, em.send_failed_spans, em.in_flight, em.dead_letter_spans,
-                          em.ambiguous_retries):
+                          em.ambiguous_retries, em.reconciled_spans, em.unverified_resent_spans):
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)

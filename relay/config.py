@@ -195,6 +195,13 @@ class LangfuseExporterConfig(_Model):
     tls: TLSClientConfig = TLSClientConfig()
     retry_on_failure: RetryConfig = RetryConfig()
     batch: BatchConfig = BatchConfig()
+    #: Batches whose send was interrupted (relay died before Langfuse's answer, or the answer was lost to a timeout
+    #: or a dropped connection) are checked against Langfuse's Observations API v2 before anything is re-sent; the
+    #: check waits until this long after the send, the time Langfuse needs to make accepted spans readable.
+    reconcile_delay: Duration = 10.0
+    #: While retrying after connection errors or 5xx, relay probes ``GET /api/public/health`` this often and
+    #: resumes as soon as it answers again (instead of waiting out the backoff).
+    health_probe_interval: Duration = 0.25
     #: Defaults for tenants that do not override them (embedded default: the ``LANGFUSE_*`` env vars).
     base_url: OptionalStr = None
     public_key: OptionalSecret = None
@@ -273,6 +280,10 @@ class StorageConfig(_Model):
     #: Upper bound of spooled data (inbound not yet processed + outbound not yet exported), in bytes.
     #: Beyond it receivers answer 503 with Retry-After instead of dropping.
     max_spool_size: Size = 2 * 2**30
+    #: Free space kept on the file system of ``directory``, in bytes: below it receivers answer 503 with
+    #: Retry-After, so exports (whose deletes need room) and the pipeline can still write and drain the spool.
+    #: Admission reopens by itself when space is back. 0 disables the check.
+    min_free_space: Size = 64 * 2**20
     #: How long exported observation ids and trace metadata are remembered (late records of a trace exported
     #: earlier reuse them; a replay of old data within this window is not exported twice). Request hashes (for
     #: byte-identical client retries) are kept for at most an hour.

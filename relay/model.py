@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "ObservationType", "Level", "TraceInfo",
+__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "OUTCOME_REASONS", "ObservationType", "Level", "TraceInfo",
            "Observation", "UsageRecord"]
 
 
@@ -44,19 +44,51 @@ class Signal(StrEnum):
 
 
 class Outcome(StrEnum):
-    """The one outcome every received item ends in (counted in ``relay_items_total{outcome=…}``).
+    """The one fate every accepted item (span, log record, metric data point) ends in, counted once in
+    ``relay_items_total{tenant, signal, outcome, reason}`` (the rule of Sentry Relay's outcomes,
+    https://getsentry.github.io/relay/relay_server/services/outcome/index.html : every item that entered ends in
+    exactly one outcome, emitted by the component that decided it).
 
-    - ``forwarded``: became (or was merged into) a span exported to Langfuse;
-    - ``filtered``: deliberately not forwarded (metrics, startup events, duplicates, export disabled) —
-      still kept for the ledger where relevant;
-    - ``invalid``: rejected at the receiver with a reason (partial success or 4xx);
-    - ``dead_lettered``: the destination refused it permanently; kept in the dead-letter store for ``relay replay``.
+    Outcomes and their reasons, with who emits them:
+
+    - ``forwarded``: the item became (or was merged into) a span that Langfuse acknowledged with a 2xx.
+      Reason ``langfuse``. Emitted by the Langfuse exporter, in the transaction that deletes the acknowledged
+      batch (``Spool.ack_outbound``).
+    - ``filtered``: deliberately not forwarded; emitted by the pipeline worker in the transaction that closes the
+      item's trace or deletes its request. Reasons: ``ledger_only`` (metric data points: kept in the usage
+      ledger, Langfuse stores traces only), ``no_trace`` (records that belong to no trace, e.g. Claude Code
+      start-up events), ``not_mapped`` (records the mapper made no observation of), ``duplicate`` (their
+      observations were already exported), ``export_disabled`` (the tenant has no Langfuse keys).
+    - ``invalid``: rejected by the receiver per OTLP's field rules and reported in ``partial_success``. Reasons:
+      ``trace_id``, ``span_id``, ``parent_span_id``, ``timestamp`` (a fixed64 time at or beyond 2^63 ns).
+      Emitted by the OTLP receivers: in the spool write that stores the rest of the request, or on its own when no
+      item of the request was valid.
+    - ``dead_lettered``: Langfuse refused the span's batch permanently; kept in the dead-letter store for
+      ``relay replay``. Reason ``http_<status>`` (e.g. ``http_400``) or ``no_status``. Emitted by the exporter
+      (``Spool.dead_letter``).
+    - ``quarantined``: the pipeline failed on the item deterministically (the same error ``max_attempts`` times:
+      a poison item); its request is kept in the quarantine table for ``relay replay --quarantined``. Reasons
+      ``decode``, ``mapping``, ``ledger``. Emitted by the pipeline worker (``Spool.quarantine``).
+
+    Items of a byte-identical resend (recognised by the request's dedup key) are not accepted again and get no
+    second outcome. Items replayed by an operator (``relay replay``) are counted again when they reach a fate.
     """
 
     FORWARDED = "forwarded"
     FILTERED = "filtered"
     INVALID = "invalid"
     DEAD_LETTERED = "dead_lettered"
+    QUARANTINED = "quarantined"
+
+
+#: The fixed reasons of each outcome (``dead_lettered`` reasons depend on the HTTP status: ``http_<status>``).
+OUTCOME_REASONS: dict[Outcome, tuple[str, ...]] = {
+    Outcome.FORWARDED: ("langfuse",),
+    Outcome.FILTERED: ("ledger_only", "no_trace", "not_mapped", "duplicate", "export_disabled"),
+    Outcome.INVALID: ("trace_id", "span_id", "parent_span_id", "timestamp"),
+    Outcome.DEAD_LETTERED: (),
+    Outcome.QUARANTINED: ("decode", "mapping", "ledger"),
+}
 
 
 class ObservationType(StrEnum):

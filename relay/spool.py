@@ -7,8 +7,20 @@ usage records and metric points to the usage ledger (``relay.usage``, idempotent
 or moves them to the dead-letter store (``dead_letter``) on a permanent refusal.
 
 Guarantees: an ``append`` that returned is durable (see ``relay.store.sqlite``); a crash at any point
-re-delivers unfinished inbound requests to the pipeline, and observation ids already exported are skipped
-(``exported`` table), so nothing acknowledged is lost and nothing is exported twice.
+re-delivers unfinished inbound requests to the pipeline, and observation ids already queued are skipped
+(``exported`` table), so nothing acknowledged is lost and nothing is queued for export twice. The export itself
+records its state per batch before each send (``mark_sending``); batches found in that state after a restart are
+reconciled with Langfuse before anything is re-sent (``relay.exporters.langfuse``).
+
+Admission (``append``): the spool refuses (``SpoolFull`` → 503 + Retry-After) when the accepted request would take
+it over ``max_size`` — exactly: bytes of appends still being written are reserved — or when the file system holding
+it has less than ``min_free_space`` bytes free (``storage.min_free_space``), so the delete that follows an export
+and the pipeline's own writes still find room. Both are states: admission reopens by itself once the exporter
+drained the spool or the disk has room again.
+
+Outcomes: every write that decides the fate of items also adds them, in the same transaction, to the ``outcomes``
+table (``relay_items_total``, ``relay.telemetry.OutcomeCounts``; fates in ``relay.model.Outcome``), so the totals
+are exact across crashes.
 
 Tenancy: every row carries its tenant; outbound rows are read per tenant, so a tenant's data only ever goes to
 its own exporter (with that tenant's Langfuse keys).
@@ -17,19 +29,51 @@ its own exporter (with that tenant's Langfuse keys).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay.model import Signal, UsageRecord
-from relay.store.schema import SCHEMA
+from relay.model import Outcome, Signal, UsageRecord
+from relay.store.schema import SCHEMA, migrate
 from relay.store.sqlite import SqliteDB
+from relay.telemetry import OutcomeCounts
 
-__all__ = ["Spool", "SpoolFull", "InboundItem", "OutboundBatch", "DeadLetter", "TraceCommit", "SCHEMA"]
+__all__ = ["Spool", "SpoolFull", "InboundItem", "OutboundBatch", "DeadLetter", "TraceCommit", "SCHEMA",
+           "OutcomeRow", "is_storage_error"]
+
+#: ``(tenant, signal, outcome, reason, n)``: ``n`` items of ``signal`` of ``tenant`` reached ``outcome``
+#: (``relay.model.Outcome``) for ``reason``.
+OutcomeRow = tuple[str, str, str, str, int]
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for failures of the storage itself — disk full, I/O error, database locked or busy (SQLite's
+    ``OperationalError``, https://docs.python.org/3/library/sqlite3.html#sqlite3.OperationalError) or an ``OSError``
+    — which are states to wait out, never a reason to quarantine data."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError)) and not isinstance(exc, ConnectionError)
+
+
+def _count(conn: sqlite3.Connection, rows: Iterable[OutcomeRow]) -> None:
+    conn.executemany(
+        "INSERT INTO outcomes(tenant, signal, outcome, reason, n) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(tenant, signal, outcome, reason) DO UPDATE SET n = n + excluded.n",
+        [(t, str(sig), str(o), r, n) for t, sig, o, r, n in rows if n],
+    )
+
+
+def _delete_batch(sql: str, args: tuple[int, int], conn: sqlite3.Connection) -> int:
+    """Run one batched DELETE of ``prune``; the number of rows deleted."""
+    return conn.execute(sql, args).rowcount
+
+
+def _item_rows(tenant: str, items: dict[str, int], outcome: Outcome, reason: str) -> list[OutcomeRow]:
+    return [(tenant, sig, str(outcome), reason, n) for sig, n in items.items() if n]
 
 
 class SpoolFull(Exception):
@@ -55,13 +99,18 @@ class InboundItem:
 
 @dataclass(frozen=True)
 class OutboundBatch:
-    """A serialized ``ExportTraceServiceRequest`` for one tenant's Langfuse project, in export order (``id``)."""
+    """A serialized ``ExportTraceServiceRequest`` for one tenant's Langfuse project (one trace's new
+    observations), in export order (``id``). ``items`` counts the accepted records per signal the batch carries
+    (their outcome is decided by its export); ``sent_ns`` is the Unix time (ns) of the last attempt to send it, or
+    None when it was never sent: a batch read with ``sent_ns`` set by a new process may already be in Langfuse."""
 
     id: int
     tenant: str
     payload: bytes
     spans: int
     created_ns: int
+    items: dict[str, int] = field(default_factory=dict, compare=False)
+    sent_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +133,8 @@ class TraceCommit:
     ``payload`` is a serialized ``ExportTraceServiceRequest`` (None when export is off for the tenant or nothing
     new was produced); ``obs_ids`` the observation ids it contains; ``info`` the trace's ``TraceInfo`` as a dict.
     ``usage`` are the trace's usage records: the pipeline writes them to the ledger before the commit; the spool
-    does not store them.
+    does not store them. ``items`` counts, per signal, the records the batch carries (their outcome comes with the
+    export).
     """
 
     tenant: str
@@ -94,6 +144,7 @@ class TraceCommit:
     obs_ids: list[str]
     info: dict
     usage: list[UsageRecord]
+    items: dict[str, int] = field(default_factory=dict)
     #: (first start, last end) of the trace's observations in this commit, unix ns (None: no observation).
     bounds: tuple[int, int] | None = None
 
@@ -113,10 +164,15 @@ def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], dic
 class Spool:
     """The durable queues and the small tables that make the pipeline idempotent. Open with ``Spool.open``."""
 
-    def __init__(self, db: SqliteDB, max_size: int, dedup_retention: float):
+    def __init__(self, db: SqliteDB, max_size: int, dedup_retention: float, *, min_free_space: int = 0,
+                 outcomes: OutcomeCounts | None = None):
         self.db = db
         self.max_size = max_size
+        self.min_free_space = min_free_space
         self.dedup_retention = dedup_retention
+        self.outcomes = outcomes if outcomes is not None else OutcomeCounts()
+        self._reserved = 0  # bytes of appends being written (admission counts them: the limit is exact)
+        self._reserved_by_tenant: dict[str, int] = defaultdict(int)
         self.inbound_bytes = 0
         self.outbound_bytes = 0
         self.outbound_spans: dict[str, int] = defaultdict(int)
@@ -128,14 +184,66 @@ class Spool:
         self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     @classmethod
-    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 86400.0) -> Spool:
-        """Open (creating if needed) ``<directory>/relay.db``. Blocking; call before the event loop serves."""
+    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 86400.0,
+             min_free_space: int = 0, outcomes: OutcomeCounts | None = None) -> Spool:
+        """Open (creating if needed) ``<directory>/relay.db``. Blocking; call before the event loop serves.
+        ``min_free_space`` (bytes) is the free space admission keeps on the file system; ``outcomes`` receives
+        the durable outcome totals (loaded now, updated by every fate-deciding write)."""
         db = SqliteDB(Path(directory) / "relay.db", schema=SCHEMA, fsync=fsync)
         db.open()
-        spool = cls(db, max_size, dedup_retention)
-
+        db.run_sync(migrate)
+        spool = cls(db, max_size, dedup_retention, min_free_space=min_free_space, outcomes=outcomes)
         spool._apply_sizes(db.run_sync(_read_sizes))
+        totals = db.run_sync(lambda c: c.execute("SELECT tenant, signal, outcome, reason, n FROM outcomes").fetchall())
+        spool.outcomes.reset(totals)
+        spool.outcomes.sink = spool.count_outcomes
         return spool
+
+    async def count_outcomes(self, rows: list[OutcomeRow]) -> None:
+        """Store outcome rows decided without another spool write (e.g. all items of a request invalid)."""
+        rows = [r for r in rows if r[4]]
+
+        def write(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
+            _count(conn, rows)
+            return None, rows
+
+        if rows:
+            await self._write(write)
+
+    def free_space(self) -> int:
+        """Bytes available to relay on the file system holding the database (``statvfs``: ``f_bavail × f_frsize``)."""
+        st = os.statvfs(self.db.path.parent)
+        return st.f_bavail * st.f_frsize
+
+    def admission_problem(self, size: int = 0, tenant: str | None = None) -> str | None:
+        """Why a request of ``size`` bytes of ``tenant`` cannot be accepted now (spool at ``max_size``, the
+        tenant's data at its share ``tenant_limits`` — so one tenant whose destination is down cannot starve the
+        others —, or free disk space below ``min_free_space``), or None. Bytes of appends still being written
+        count (the limits are exact)."""
+        if self.size + self._reserved + size > self.max_size:
+            return f"spool full ({self.size + self._reserved} of {self.max_size} bytes); retry later"
+        limit = self.tenant_limits.get(tenant) if tenant is not None else None
+        if limit is not None and tenant is not None:
+            used = self.tenant_bytes[tenant] + self._reserved_by_tenant[tenant]
+            if used + size > limit:
+                return (f"this tenant's share of the spool is full ({used} of {limit} bytes, its data is not being "
+                        "exported); retry later")
+        if self.min_free_space:
+            try:
+                free = self.free_space()
+            except OSError as e:
+                return f"cannot check free disk space ({e.strerror}); retry later"
+            if free - size < self.min_free_space:
+                return (f"disk almost full ({free} bytes free, storage.min_free_space is {self.min_free_space}); "
+                        "retry later")
+        return None
+
+    async def _write(self, fn):
+        """Run ``fn(conn)`` and, after the commit, add the outcome rows it returned (``(value, rows)``)."""
+        value, rows = await self.db.run(fn)
+        if rows:
+            self.outcomes.add(rows)
+        return value
 
     def _apply_sizes(self, sizes: tuple[int, int, dict[str, int], dict[str, int]]) -> None:
         self.inbound_bytes, self.outbound_bytes, per, by_tenant = sizes
@@ -161,30 +269,39 @@ class Spool:
 
     # ------------------------------------------------------------------ inbound
 
-    async def append(self, tenant: str, signal: Signal, payload: bytes, items: int, dedup_key: bytes | None) -> bool:
+    async def append(self, tenant: str, signal: Signal, payload: bytes, items: int, dedup_key: bytes | None,
+                     invalid: dict[str, int] | None = None) -> bool:
         """Durably store an accepted request. Returns False (and stores nothing) when ``dedup_key`` was seen
-        within the retention; raises ``SpoolFull`` when the spool is at ``max_size`` or the tenant's data is at
-        its share (``tenant_limits``), so one tenant whose destination is down cannot starve the others."""
-        if self.size + len(payload) > self.max_size:
-            raise SpoolFull(5.0, f"spool full ({self.size} of {self.max_size} bytes); retry later")
-        limit = self.tenant_limits.get(tenant)
-        if limit is not None and self.tenant_bytes[tenant] + len(payload) > limit:
-            raise SpoolFull(5.0, f"this tenant's share of the spool is full ({self.tenant_bytes[tenant]} of {limit} "
-                                 f"bytes, its data is not being exported); retry later")
+        within the retention; raises ``SpoolFull`` when the request would take the spool over ``max_size`` or the
+        tenant's data over its share (``tenant_limits``), or the disk below ``min_free_space``
+        (``admission_problem``). ``invalid`` counts the request's items the receiver rejected, per reason: they get
+        the ``invalid`` outcome in the same transaction."""
+        problem = self.admission_problem(len(payload), tenant)
+        if problem:
+            raise SpoolFull(5.0, problem)
         now = time.time_ns()
+        rows: list[OutcomeRow] = [(tenant, signal.value, Outcome.INVALID, r, n)
+                                  for r, n in (invalid or {}).items() if n]
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: sqlite3.Connection) -> tuple[bool, list[OutcomeRow]]:
             if dedup_key is not None:
                 cur = conn.execute("INSERT OR IGNORE INTO request_keys(key, created_ns) VALUES (?, ?)", (dedup_key, now))
                 if cur.rowcount == 0:
-                    return False
+                    return False, []
             conn.execute(
                 "INSERT INTO inbound(tenant, signal, payload, items, received_ns) VALUES (?,?,?,?,?)",
                 (tenant, signal.value, payload, items, now),
             )
-            return True
+            _count(conn, rows)
+            return True, rows
 
-        stored = await self.db.run(write)
+        self._reserved += len(payload)
+        self._reserved_by_tenant[tenant] += len(payload)
+        try:
+            stored = await self._write(write)
+        finally:
+            self._reserved -= len(payload)
+            self._reserved_by_tenant[tenant] -= len(payload)
         if stored:
             self.inbound_bytes += len(payload)
             self.tenant_bytes[tenant] += len(payload)
@@ -210,47 +327,80 @@ class Spool:
 
         return await self.db.run(read)
 
-    async def done_inbound(self, seqs: Iterable[int]) -> None:
-        """Delete fully handled inbound requests."""
+    async def done_inbound(self, seqs: Iterable[int], outcomes: Iterable[OutcomeRow] = ()) -> None:
+        """Delete fully handled inbound requests (and their ``inbound_closed`` marks) and count ``outcomes``
+        (the fates decided with their deletion), in one transaction."""
         seqs = list(seqs)
-        if not seqs:
+        rows = [r for r in outcomes if r[4]]
+        if not seqs and not rows:
             return
 
-        def delete(conn: sqlite3.Connection) -> dict[str, int]:
+        def delete(conn: sqlite3.Connection) -> tuple[dict[str, int], list[OutcomeRow]]:
             freed: dict[str, int] = defaultdict(int)
             for s in seqs:
-                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)).fetchone()
+                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
+                                   (s,)).fetchone()
                 if row:
                     freed[row[0]] += row[1]
-            return freed
+                conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
+            _count(conn, rows)
+            return freed, rows
 
-        freed = await self.db.run(delete)  # not `-= await`: that reads the counter before the await
+        freed = await self._write(delete)  # not `-= await`: that reads the counter before the await
         for tenant, size in freed.items():
             self.inbound_bytes -= size
             self.tenant_bytes[tenant] -= size
+
+    async def closed_groups(self, seqs: Iterable[int]) -> set[tuple[int, str]]:
+        """The ``(seq, group key)`` pairs already closed and committed for the inbound requests ``seqs`` (left by
+        a process that stopped before the requests were finished): the pipeline skips those records, whose fate
+        is already decided and counted."""
+        seqs = list(seqs)
+        if not seqs:
+            return set()
+        sql = f"SELECT seq, gkey FROM inbound_closed WHERE seq IN ({','.join('?' * len(seqs))})"
+        return {(r[0], r[1]) for r in await self.db.run(lambda c: c.execute(sql, seqs).fetchall())}
 
     async def pending_inbound(self) -> int:
         """Number of inbound requests not yet handled."""
         return await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
 
-    async def quarantine(self, seqs: Iterable[int], reason: str) -> int:
-        """Copy inbound requests the pipeline could not handle (a bug, not bad input: receivers validate) to the
-        quarantine table with the reason, so ``relay replay --quarantined`` can re-process them after a fix.
-        The caller still deletes them from the inbound spool. Returns how many were copied."""
+    async def quarantine(self, seqs: Iterable[int], reason: str, *, outcomes: Iterable[OutcomeRow] = (),
+                         closed: Iterable[tuple[int, str]] = (), delete: bool = False) -> int:
+        """Copy inbound requests the pipeline failed on deterministically (a poison item: a bug, not bad input —
+        receivers validate) to the quarantine table with the reason, so ``relay replay --quarantined`` can
+        re-process them after a fix. In the same transaction: count ``outcomes`` (the ``quarantined`` items),
+        mark ``closed`` ``(seq, group key)`` pairs as decided, and with ``delete`` remove the requests from the
+        inbound spool. Returns how many were copied; raises what SQLite raised (nothing is then written)."""
         seqs = sorted(set(seqs))
+        rows = [r for r in outcomes if r[4]]
+        closed = list(closed)
         now = time.time_ns()
 
-        def copy(conn: sqlite3.Connection) -> int:
+        def copy(conn: sqlite3.Connection) -> tuple[tuple[int, dict[str, int]], list[OutcomeRow]]:
             n = 0
+            freed: dict[str, int] = defaultdict(int)
             for s in seqs:
                 n += conn.execute(
                     "INSERT INTO quarantine(tenant, signal, payload, items, received_ns, failed_ns, reason) "
                     "SELECT tenant, signal, payload, items, received_ns, ?, ? FROM inbound WHERE seq = ?",
                     (now, reason, s),
                 ).rowcount
-            return n
+                if delete:
+                    row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
+                                       (s,)).fetchone()
+                    if row:
+                        freed[row[0]] += row[1]
+                    conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
+            conn.executemany("INSERT OR IGNORE INTO inbound_closed(seq, gkey) VALUES (?,?)", closed)
+            _count(conn, rows)
+            return (n, freed), rows
 
-        return await self.db.run(copy)
+        n, freed = await self._write(copy)
+        for tenant, size in freed.items():
+            self.inbound_bytes -= size
+            self.tenant_bytes[tenant] -= size
+        return n
 
     async def requeue_quarantined(self) -> int:
         """Move quarantined requests back to the inbound spool; returns how many moved."""
@@ -300,18 +450,25 @@ class Spool:
 
         return await self.db.run(read) if keys else {}
 
-    async def commit_traces(self, commits: list[TraceCommit]) -> None:
+    async def commit_traces(self, commits: list[TraceCommit], *, closed: Iterable[tuple[int, str]] = (),
+                            outcomes: Iterable[OutcomeRow] = ()) -> None:
         """Atomically write export batches, exported observation ids and trace metadata (usage records and metric
-        points go to the usage ledger, ``relay.usage.store.LedgerStore``, not here)."""
+        points go to the usage ledger, ``relay.usage.store.LedgerStore``, not here), mark the ``closed``
+        ``(inbound seq, group key)`` pairs whose records are now decided, and count ``outcomes`` (records not
+        carried by a batch)."""
         now = time.time_ns()
+        rows = [r for r in outcomes if r[4]]
+        closed = list(closed)
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection) -> tuple[int, list[OutcomeRow]]:
             added = 0
+            conn.executemany("INSERT OR IGNORE INTO inbound_closed(seq, gkey) VALUES (?,?)", closed)
+            _count(conn, rows)
             for c in commits:
                 if c.payload:
                     conn.execute(
-                        "INSERT INTO outbound(tenant, payload, spans, created_ns) VALUES (?,?,?,?)",
-                        (c.tenant, c.payload, c.spans, now),
+                        "INSERT INTO outbound(tenant, payload, spans, created_ns, items) VALUES (?,?,?,?,?)",
+                        (c.tenant, c.payload, c.spans, now, json.dumps(c.items, sort_keys=True)),
                     )
                     added += len(c.payload)
                 conn.executemany(
@@ -323,9 +480,9 @@ class Spool:
                     "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
                     (c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now),
                 )
-            return added
+            return added, rows
 
-        added = await self.db.run(write)
+        added = await self._write(write)
         self.outbound_bytes += added
         for c in commits:
             if c.payload:
@@ -347,9 +504,11 @@ class Spool:
             out: list[OutboundBatch] = []
             spans = size = 0
             for row in conn.execute(
-                "SELECT id, tenant, payload, spans, created_ns FROM outbound WHERE tenant=? ORDER BY id LIMIT 1000", (tenant,)
+                "SELECT id, tenant, payload, spans, created_ns, items, sent_ns FROM outbound WHERE tenant=? "
+                "ORDER BY id LIMIT 1000", (tenant,)
             ):
-                b = OutboundBatch(*row)
+                b = OutboundBatch(row[0], row[1], row[2], row[3], row[4], items=json.loads(row[5] or "{}"),
+                                  sent_ns=row[6])
                 if out and (spans + b.spans > max_spans or size + len(b.payload) > max_bytes):
                     break
                 out.append(b)
@@ -359,28 +518,65 @@ class Spool:
 
         return await self.db.run(read)
 
-    async def ack_outbound(self, batches: list[OutboundBatch]) -> None:
-        """Delete exported batches (after the destination answered 2xx)."""
+    async def mark_sending(self, batches: list[OutboundBatch]) -> None:
+        """Record, before a send, that ``batches`` are about to be sent (``sent_ns``): if relay dies before the
+        answer, the next process knows they may already be in Langfuse and reconciles them first."""
+        now = time.time_ns()
+        ids = [(now, b.id) for b in batches]
+        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=? WHERE id=?", ids))
+
+    async def replace_outbound_state(self, batches: list[OutboundBatch]) -> None:
+        """Clear the send state of ``batches`` (they will be sent again as they are)."""
         ids = [(b.id,) for b in batches]
-        await self.db.run(lambda c: c.executemany("DELETE FROM outbound WHERE id=?", ids))
+        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=NULL WHERE id=?", ids))
+
+    async def replace_outbound(self, batch: OutboundBatch, payload: bytes, spans: int) -> None:
+        """Replace a batch's payload by the part not yet delivered (after a reconciliation found the rest in
+        Langfuse); clears its send state. The batch keeps its items (their outcome comes with its export)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbound SET payload=?, spans=?, sent_ns=NULL WHERE id=?", (payload, spans, batch.id))
+
+        await self.db.run(write)
+        self.outbound_bytes += len(payload) - len(batch.payload)
+        self.tenant_bytes[batch.tenant] += len(payload) - len(batch.payload)
+        self.outbound_spans[batch.tenant] += spans - batch.spans
+
+    async def ack_outbound(self, batches: list[OutboundBatch]) -> None:
+        """Delete exported batches (after the destination answered 2xx, or a reconciliation found them there)
+        and count their items ``forwarded``, in one transaction."""
+        ids = [(b.id,) for b in batches]
+        rows = [r for b in batches for r in _item_rows(b.tenant, b.items, Outcome.FORWARDED, "langfuse")]
+
+        def delete(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
+            conn.executemany("DELETE FROM outbound WHERE id=?", ids)
+            _count(conn, rows)
+            return None, rows
+
+        await self._write(delete)
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
             self.tenant_bytes[b.tenant] -= len(b.payload)
 
     async def dead_letter(self, batches: list[OutboundBatch], status: int | None, reason: str) -> None:
-        """Move batches the destination refused permanently to the dead-letter store, with the reason."""
+        """Move batches the destination refused permanently to the dead-letter store, with the reason; their items
+        get the ``dead_lettered`` outcome (reason ``http_<status>``) in the same transaction."""
         now = time.time_ns()
+        why = f"http_{status}" if status is not None else "no_status"
+        rows = [r for b in batches for r in _item_rows(b.tenant, b.items, Outcome.DEAD_LETTERED, why)]
 
-        def move(conn: sqlite3.Connection) -> None:
+        def move(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
             for b in batches:
                 conn.execute(
                     "INSERT INTO dead_letters(tenant, payload, spans, created_ns, failed_ns, status, reason) VALUES (?,?,?,?,?,?,?)",
                     (b.tenant, b.payload, b.spans, b.created_ns, now, status, reason),
                 )
                 conn.execute("DELETE FROM outbound WHERE id=?", (b.id,))
+            _count(conn, rows)
+            return None, rows
 
-        await self.db.run(move)
+        await self._write(move)
         for b in batches:
             self.outbound_bytes -= len(b.payload)
             self.outbound_spans[b.tenant] -= b.spans
@@ -403,12 +599,14 @@ class Spool:
         exporter's poll interval) or the next one exports them. Fix the cause first (keys, quota, bad data): a
         batch refused again returns here. A batch dead-lettered after repeated 500s may duplicate spans if
         Langfuse stored it despite the error (Langfuse v4 does not deduplicate re-sent spans; langfuse/langfuse
-        ``worker/src/queues/otelIngestionQueue.ts``)."""
+        ``worker/src/queues/otelIngestionQueue.ts``). Requeued batches carry no items: their outcome
+        (``dead_lettered``) was already counted."""
         now = time.time_ns()
 
         def move(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
             sql = "SELECT id, tenant, payload, spans FROM dead_letters"
-            cond, args = [], []
+            cond: list[str] = []
+            args: list[str | int] = []
             if tenant:
                 cond.append("tenant=?")
                 args.append(tenant)
@@ -453,7 +651,7 @@ class Spool:
         total = 0
         for sql, limit_ns in statements:
             while True:
-                n = await self.db.run(lambda c, sql=sql, limit_ns=limit_ns: c.execute(sql, (limit_ns, batch)).rowcount)
+                n = await self.db.run(functools.partial(_delete_batch, sql, (limit_ns, batch)))
                 total += n
                 if n < batch:
                     break

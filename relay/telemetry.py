@@ -14,17 +14,99 @@ and keep them as public attributes with a comment saying what they count, e.g.::
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from relay.model import Signal
 
-__all__ = ["Telemetry", "RECEIVER", "CONTENT_TYPE_LATEST"]
+__all__ = ["Telemetry", "OutcomeCounts", "RECEIVER", "CONTENT_TYPE_LATEST"]
+
+log = logging.getLogger(__name__)
 
 #: Value of the ``receiver`` label on receiver metrics.
 RECEIVER = "otlp"
 
 _ITEM_LABELS = ["receiver", "transport", "tenant"]
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class OutcomeCounts:
+    """``relay_items_total{tenant, signal, outcome, reason}``: every accepted item's one fate
+    (:class:`relay.model.Outcome`).
+
+    The totals are durable: the spool writes each increment in the same SQLite transaction that decides the
+    items' fate (``outcomes`` table, ``relay.store.schema``) and loads the totals at start, so they survive
+    restarts and a ``kill -9`` never counts an item twice or not at all. Exposed as a Prometheus counter through a
+    custom collector; thread-safe. ``signal`` is ``traces``/``logs``/``metrics``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._n: dict[tuple[str, str, str, str], int] = {}
+        #: Durable writer of outcome rows (the spool sets it): ``await sink(rows)`` stores them and adds them here.
+        self.sink: Callable[[list[tuple[str, str, str, str, int]]], Awaitable[None]] | None = None
+
+    async def record(self, rows: list[tuple[str, str, str, str, int]]) -> None:
+        """Count ``rows`` decided outside any other spool write (e.g. a request whose items were all invalid):
+        through ``sink`` when set — if that write fails they are counted in memory only, and logged —, else in
+        memory."""
+        if self.sink is not None:
+            try:
+                await self.sink(rows)
+                return
+            except Exception as e:  # counting must never fail the request
+                log.warning("outcomes could not be stored (%s: %s); counted in memory only", type(e).__name__, e)
+        self.add(rows)
+
+    def add(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
+        """Add ``(tenant, signal, outcome, reason, n)`` rows (n items each)."""
+        with self._lock:
+            for tenant, signal, outcome, reason, n in rows:
+                if n:
+                    key = (tenant, str(signal), str(outcome), reason)
+                    self._n[key] = self._n.get(key, 0) + n
+
+    def declare(self, tenants: Iterable[str], reasons: dict[str, tuple[str, ...]]) -> None:
+        """Create series at 0 (so dashboards see 0, not "no data"): every tenant × signal × outcome × reason of
+        ``reasons`` (outcome → reasons)."""
+        with self._lock:
+            for tenant in tenants:
+                for signal in ("traces", "logs", "metrics"):
+                    for outcome, rs in reasons.items():
+                        for reason in rs:
+                            self._n.setdefault((tenant, signal, str(outcome), reason), 0)
+
+    def reset(self, rows: Iterable[tuple[str, str, str, str, int]]) -> None:
+        """Replace the totals with ``rows`` (as loaded from the database at start)."""
+        with self._lock:
+            self._n.clear()
+        self.add(rows)
+
+    def total(self, signal: str | None = None, outcome: str | None = None, reason: str | None = None,
+              tenant: str | None = None) -> int:
+        """Sum of the counts matching the given labels (None: any)."""
+        with self._lock:
+            return sum(n for (t, s, o, r), n in self._n.items()
+                       if (signal is None or s == signal) and (outcome is None or o == outcome)
+                       and (reason is None or r == reason) and (tenant is None or t == tenant))
+
+    def snapshot(self) -> dict[tuple[str, str, str, str], int]:
+        """A copy of ``{(tenant, signal, outcome, reason): n}``."""
+        with self._lock:
+            return dict(self._n)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """prometheus_client collector protocol."""
+        fam = CounterMetricFamily("relay_items", "Accepted items by their one final outcome (forwarded, filtered, "
+                                  "invalid, dead_lettered, quarantined) and reason.",
+                                  labels=["tenant", "signal", "outcome", "reason"])
+        for (t, s, o, r), n in sorted(self.snapshot().items()):
+            fam.add_metric([t, s, o, r], n)
+        yield fam
 
 
 class Telemetry:
@@ -47,11 +129,16 @@ class Telemetry:
 
     Per-signal counters are also reachable as ``accepted[signal]``, ``refused[signal]``, ``failed[signal]`` and
     ``rejected[signal]``.
+
+    Item fates: ``relay_items_total{tenant,signal,outcome,reason}`` (:class:`OutcomeCounts`, attribute ``outcomes``).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        #: Every accepted item's final outcome (durable totals, fed by the spool).
+        self.outcomes = OutcomeCounts()
+        r.register(self.outcomes)
 
         def per_signal(prefix: str, what: str) -> dict[Signal, Counter]:
             return {

@@ -170,8 +170,9 @@ async def test_client_retries_are_counted_once(tmp_path):
 
 @pytest.mark.parametrize("scenario", ["protobuf-tools", "protobuf-receiver-503", "grpc-tools"])
 async def test_every_accepted_item_ends_in_exactly_one_outcome(tmp_path, scenario):
-    """Receivers count accepted items; the pipeline counts each as forwarded or filtered; the exporter counts sent
-    spans. Per signal: accepted == forwarded + filtered, and every queued span was sent."""
+    """Receivers count accepted items; each ends in one outcome of relay_items_total (forwarded when Langfuse
+    acknowledged its span, filtered otherwise here). Per signal: accepted == sum of outcomes, and every queued span
+    was sent."""
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url) as relay:
             await replay(relay, scenario)
@@ -179,9 +180,11 @@ async def test_every_accepted_item_ends_in_exactly_one_outcome(tmp_path, scenari
             t = relay.telemetry
             for signal, item in (("traces", "spans"), ("logs", "log_records"), ("metrics", "metric_points")):
                 accepted = t.sample(f"otelcol_receiver_accepted_{item}_total")
-                outcomes = {o: t.sample("relay_pipeline_items_total", {"signal": signal, "outcome": o})
-                            for o in ("forwarded", "filtered")}
+                outcomes = {o: t.sample("relay_items_total", {"signal": signal, "outcome": o})
+                            for o in ("forwarded", "filtered", "invalid", "dead_lettered", "quarantined")}
                 assert accepted == sum(outcomes.values()), (signal, accepted, outcomes)
+                assert outcomes["filtered"] + outcomes["forwarded"] == accepted
+            assert t.sample("relay_items_total", {"signal": "traces", "outcome": "forwarded"}) > 0
             sent = t.sample("otelcol_exporter_sent_spans_total")
             assert sent == t.sample("relay_pipeline_spans_queued_total") == len(lf.spans())
             if scenario == "protobuf-receiver-503":  # each body was sent twice; the resends are duplicates

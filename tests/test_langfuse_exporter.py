@@ -27,7 +27,7 @@ from relay.config import BatchConfig, LangfuseConfig, LangfuseExporterConfig, Re
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.retry import PermanentError, TransientError, check_status, parse_retry_after
 from relay.spool import Spool, TraceCommit
-from tests.fakes.langfuse import FakeLangfuse
+from tests.fakes.langfuse import OBSERVATIONS_PATH, TRACES_PATH, FakeLangfuse, Fault
 
 KEYS = {"a": ("pk-lf-aaa", "sk-lf-aaa-secret"), "b": ("pk-lf-bbb", "sk-lf-bbb-secret")}
 PROJECTS = {"pk-lf-aaa": ("sk-lf-aaa-secret", "proj-a"), "pk-lf-bbb": ("sk-lf-bbb-secret", "proj-b")}
@@ -49,10 +49,11 @@ async def lf():
         yield fake
 
 
-def config(*, max_spans: int = 512, timeout: float = 2.0, max_500_retries: int = 2) -> LangfuseExporterConfig:
-    """Fast backoff: 50 ms doubling up to 300 ms, ±10 % jitter."""
+def config(*, max_spans: int = 512, timeout: float = 2.0, max_500_retries: int = 2,
+           reconcile_delay: float = 0.05) -> LangfuseExporterConfig:
+    """Fast backoff: 50 ms doubling up to 300 ms, ±10 % jitter; interrupted sends checked 50 ms after the send."""
     return LangfuseExporterConfig(
-        timeout=timeout,
+        timeout=timeout, reconcile_delay=reconcile_delay,
         retry_on_failure=RetryConfig(initial_interval=0.05, max_interval=0.3, multiplier=2.0,
                                      randomization_factor=0.1, max_500_retries=max_500_retries),
         batch=BatchConfig(max_spans=max_spans, flush_interval=0.01),
@@ -111,6 +112,11 @@ async def running(spool: Spool, cfg: LangfuseExporterConfig, *tenants: TenantCon
         yield exporter
     finally:
         await exporter.shutdown(deadline_in(2.0))
+
+
+def posts(lf: FakeLangfuse) -> list:
+    """The export requests the fake received (health probes and reconciliation queries left out)."""
+    return [r for r in lf.requests if r.path == TRACES_PATH]
 
 
 async def until(pred, timeout: float = 5.0, what: str = "condition"):
@@ -201,7 +207,7 @@ async def test_503_then_recovery_honours_retry_after(spool, lf):
     lf.fail(503, times=2)
     expected = await commit(spool, "a", batches=2, spans=2)
     async with running(spool, config(), tenant("a", lf.base_url)) as exp:
-        await until(lambda: len(lf.requests) >= 1, what="first attempt")
+        await until(lambda: len(posts(lf)) >= 1, what="first attempt")
         await until(lambda: exp.health()["a"]["state"] == "retrying", what="retrying state")
         assert exp.health()["a"]["last_status"] == 503
         expected += await commit(spool, "a", batches=1, spans=2)  # must not overtake the head batch
@@ -209,7 +215,7 @@ async def test_503_then_recovery_honours_retry_after(spool, lf):
         await until(lambda: exp.health()["a"]["state"] == "ok", what="recovery")
         assert metric(exp, "relay_exporter_retries_total", "a", kind="503") == 3
         assert metric(exp, "relay_exporter_ambiguous_retries_total", "a") == 0
-    times = [r.received_at for r in lf.requests]
+    times = [r.received_at for r in posts(lf)]
     assert times[1] - times[0] >= 0.95, "retried before Retry-After: 1"
     assert times[2] - times[1] < 0.9  # later retries use the (short) backoff
     assert ids_of(lf.spans()) == expected and not lf.duplicate_span_ids()
@@ -222,7 +228,7 @@ async def test_429_with_http_date_retry_after(spool, lf):
     async with running(spool, config(), tenant("a", lf.base_url)) as exp:
         await lf.wait_for_spans(2, timeout=5)
         assert metric(exp, "relay_exporter_retries_total", "a", kind="429") == 1
-    first, second = lf.requests[0].received_at, lf.requests[1].received_at
+    first, second = posts(lf)[0].received_at, posts(lf)[1].received_at
     assert second >= deadline - 0.05 and second - first >= 0.95
     assert ids_of(lf.spans()) == expected
 
@@ -271,7 +277,7 @@ async def test_400_on_merged_request_isolates_the_bad_batch(spool, lf):
     assert len(dead) == 1 and dead[0].spans == 2 and "Invalid OTLP trace export" in dead[0].reason
     assert len(dead[0].reason) <= 500
     assert ids_of(lf.spans()) == good1 + good2
-    assert [r.status for r in lf.requests] == [400, 200, 400, 200, 200]  # merged, then one by one
+    assert [r.status for r in posts(lf)] == [400, 200, 400, 200, 200]  # merged, then one by one
 
 
 async def test_401_marks_failing_permanently_and_recovers(spool, lf):
@@ -283,8 +289,8 @@ async def test_401_marks_failing_permanently_and_recovers(spool, lf):
         assert health["state"] == "failing_permanently" and health["last_status"] == 401
         assert "Invalid credentials" in health["last_error"]
         second = await commit(spool, "a", batches=1, spans=2)
-        await until(lambda: len(lf.requests) == 2, what="second batch attempt")
-        t_first, t_second = lf.requests[0].received_at, lf.requests[1].received_at
+        await until(lambda: len(posts(lf)) == 2, what="second batch attempt")
+        t_first, t_second = posts(lf)[0].received_at, posts(lf)[1].received_at
         assert t_second - t_first >= 0.25  # paused max_interval (0.3 s) after a 401
         await until(lambda: spool.outbound_spans["a"] == 0, what="second dead letter")
         lf.clear_faults()  # keys fixed on the Langfuse side
@@ -317,7 +323,7 @@ async def test_500_is_retried_up_to_the_limit_then_dead_lettered(spool, lf):
         await commit(spool, "a", batches=1, spans=1)
         dead = await until(lambda: spool.dead_letters("a"), what="dead letter")
         assert dead[0].status == 500 and "after 2 retries" in dead[0].reason
-        assert [r.status for r in lf.requests] == [500, 200, 500, 500, 500]
+        assert [r.status for r in posts(lf)] == [500, 200, 500, 500, 500]
         assert metric(exp, "relay_exporter_retries_total", "a", kind="500") == 3
         lf.clear_faults()
         last = await commit(spool, "a", batches=1, spans=1)
@@ -346,7 +352,7 @@ async def test_stop_while_retrying_is_prompt_and_keeps_the_batch(spool, lf):
     expected = await commit(spool, "a", batches=2, spans=2)
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
-    await until(lambda: len(lf.requests) >= 1, what="first attempt")
+    await until(lambda: len(posts(lf)) >= 1, what="first attempt")
     started = time.monotonic()
     await exporter.shutdown(deadline_in(5))
     assert time.monotonic() - started < 0.5
@@ -363,7 +369,7 @@ async def test_stop_lets_the_in_flight_request_finish(spool, lf):
     expected = await commit(spool, "a", batches=1, spans=2)
     exporter = LangfuseExporter(spool, config(), [tenant("a", lf.base_url)])
     await exporter.start()
-    await until(lambda: len(lf.requests) >= 1, what="request in flight")
+    await until(lambda: len(posts(lf)) >= 1, what="request in flight")
     await exporter.shutdown(deadline_in(3))
     assert spool.outbound_spans["a"] == 0  # acknowledged before stopping: a restart will not re-send
     async with running(spool, config(), tenant("a", lf.base_url)):
@@ -371,15 +377,105 @@ async def test_stop_lets_the_in_flight_request_finish(spool, lf):
     assert ids_of(lf.spans()) == expected
 
 
-async def test_lost_responses_are_retried_and_counted_as_ambiguous(spool, lf, caplog):
+async def test_lost_responses_are_reconciled_not_resent(spool, lf, caplog):
+    """Langfuse stored the request but its answer was lost (connection dropped; then an answer after the client's
+    timeout): relay asks the Observations API which spans Langfuse has before sending again, and sends nothing
+    twice. A batch Langfuse does not have is sent again."""
     lf.reset_connection(times=1, after_read=True)  # stored, then the connection drops
-    lf.slow(1.0, times=1)  # stored, answer after the client's 0.5 s timeout
     expected = await commit(spool, "a", batches=1, spans=1)
-    async with running(spool, config(timeout=0.5), tenant("a", lf.base_url)) as exp:
-        await until(lambda: [r.status for r in lf.requests][-1:] == [200] and len(lf.requests) == 3, what="retry")
-        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
-        assert metric(exp, "relay_exporter_ambiguous_retries_total", "a") == 2
-        assert metric(exp, "relay_exporter_retries_total", "a", kind="disconnect") == 1
+    async with running(spool, config(timeout=0.5, reconcile_delay=0.05), tenant("a", lf.base_url)) as exp:
+        await until(lambda: spool.outbound_spans["a"] == 0, what="reconciled")
+        lf.slow(1.0, times=1)  # stored, answer after the client's 0.5 s timeout
+        second = await commit(spool, "a", batches=1, spans=2)
+        await until(lambda: spool.outbound_spans["a"] == 0, what="reconciled")
+        lf.reset_connection(times=1, after_read=False)  # dropped before reading: not stored
+        third = await commit(spool, "a", batches=1, spans=1)
+        await until(lambda: spool.outbound_spans["a"] == 0, what="re-sent")
+        disconnects = metric(exp, "relay_exporter_retries_total", "a", kind="disconnect")
         assert metric(exp, "relay_exporter_retries_total", "a", kind="timeout") == 1
-    assert "may create duplicates" in caplog.text
-    assert lf.duplicate_span_ids() == {expected[0]: 3}  # at-least-once: Langfuse got it three times
+        assert disconnects >= 1  # the third drop may come before or after the body was written
+        assert metric(exp, "relay_exporter_ambiguous_retries_total", "a") == disconnects + 1
+        assert metric(exp, "relay_exporter_reconciled_spans_total", "a") == 3  # found in Langfuse: 1 + 2
+        assert metric(exp, "otelcol_exporter_sent_spans_total", "a") == 4
+    assert "checking which spans it has" in caplog.text
+    assert lf.duplicate_span_ids() == {}
+    assert sorted(ids_of(lf.spans())) == sorted(expected + second + third)
+
+
+async def test_failing_delete_after_a_2xx_is_retried_never_resent(spool, lf, monkeypatch, caplog):
+    """Disk full after Langfuse's 2xx: the delete of the exported batch fails (SQLITE_FULL) several times; relay
+    retries the delete with backoff and never sends the batch again. Its items count as forwarded once."""
+    import sqlite3
+
+    real_ack = Spool.ack_outbound
+    fails = {"n": 0}
+
+    async def full_then_ok(self, batches):
+        if fails["n"] < 4:
+            fails["n"] += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real_ack(self, batches)
+
+    monkeypatch.setattr(Spool, "ack_outbound", full_then_ok)
+    body, span_ids = payload(3)
+    await spool.commit_traces([TraceCommit("a", "0" * 29 + "abc", body, 3, span_ids, {}, [], items={"logs": 5})])
+    async with running(spool, config(), tenant("a", lf.base_url)):
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        await asyncio.sleep(0.3)  # a re-send would come now
+    assert fails["n"] == 4 and len(posts(lf)) == 1 and not lf.duplicate_span_ids()
+    assert spool.outcomes.total(outcome="forwarded") == 5
+    assert "not sent again" in caplog.text
+
+
+async def test_interrupted_send_on_a_v3_server_is_resent_without_a_check(spool):
+    """Langfuse v3 upserts observations by id, so a batch left "sent, answer lost" is simply sent again: relay
+    reads the server's version from /api/public/health and asks no Observations API."""
+    async with FakeLangfuse(PROJECTS, version="3.120.0") as lf:
+        ids = await commit(spool, "a", batches=1, spans=2)
+        await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))  # a previous process died mid-send
+        async with running(spool, config(reconcile_delay=30), tenant("a", lf.base_url)) as exp:
+            await lf.wait_for_spans(2)
+            await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+            assert metric(exp, "relay_exporter_reconciled_spans_total", "a") == 0
+        assert not [r for r in lf.requests if r.path == OBSERVATIONS_PATH]
+        assert ids_of(lf.spans()) == ids
+
+
+async def test_interrupted_send_without_observations_api_is_resent_and_counted(spool, lf, caplog):
+    """When the check is impossible (the Observations API answers 404, e.g. an older self-hosted server), the
+    batch is sent again whole and counted as an unverified re-send (possible duplicates)."""
+    lf.add_fault(Fault(kind="status", status=404, path=OBSERVATIONS_PATH, times=None))
+    ids = await commit(spool, "a", batches=1, spans=2)
+    await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))
+    async with running(spool, config(), tenant("a", lf.base_url)) as exp:
+        await lf.wait_for_spans(2)
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        assert metric(exp, "relay_exporter_unverified_resent_spans_total", "a") == 2
+    assert "possible duplicates" in caplog.text
+    assert ids_of(lf.spans()) == ids
+
+
+async def test_interrupted_send_found_partly_in_langfuse_sends_only_the_rest(spool, lf):
+    """The batch of a crashed send is split: the spans Langfuse already has are dropped, the others sent."""
+    body, span_ids = payload(4)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    first_half = ExportTraceServiceRequest.FromString(body)
+    spans = first_half.resource_spans[0].scope_spans[0].spans
+    del spans[2:]
+    import base64
+
+    import aiohttp
+
+    auth = "Basic " + base64.b64encode(b"pk-lf-aaa:sk-lf-aaa-secret").decode()
+    async with aiohttp.ClientSession() as s:  # Langfuse got the first two spans by another way
+        async with s.post(lf.traces_url, data=first_half.SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf", "Authorization": auth}) as r:
+            assert r.status == 200
+    await spool.commit_traces([TraceCommit("a", "0" * 29 + "abc", body, 4, span_ids, {}, [], items={"traces": 4})])
+    await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))
+    async with running(spool, config(), tenant("a", lf.base_url)) as exp:
+        await until(lambda: spool.outbound_spans["a"] == 0, what="ack")
+        assert metric(exp, "relay_exporter_reconciled_spans_total", "a") == 2
+    assert sorted(ids_of(lf.spans())) == sorted(span_ids) and not lf.duplicate_span_ids()
+    assert spool.outcomes.total(outcome="forwarded") == 4

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +54,15 @@ _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary"
 #: Upper bound on the partial-success / Status message (responses SHOULD stay small, OTLP spec "OTLP/HTTP Response").
 _MAX_MESSAGE = 4096
 _MAX_REASONS = 5
+#: Deepest JSON nesting accepted. An OTLP/JSON export request needs about 10 levels plus AnyValue nesting
+#: (kvlist/array values); the proto3 JSON parser itself stops at 100 message levels (``ParseDict``'s
+#: ``max_recursion_depth``). Deeper documents are refused with 400 before they reach a recursive parser.
+MAX_JSON_DEPTH = 128
+#: OTLP timestamps are ``fixed64`` nanoseconds since the Unix epoch (opentelemetry-proto ``trace.proto``,
+#: ``logs.proto``, ``metrics.proto``); relay stores them as SQLite's signed 64-bit INTEGER, so a value at or above
+#: 2^63 (after the year 2262, never a real clock) is rejected as an invalid item rather than accepted and then
+#: failing in storage.
+MAX_TIME_NS = 2**63 - 1
 
 
 class BadMessage(CodecError):
@@ -87,7 +96,9 @@ class ValidatedRequest:
     ``message`` is the request with rejected items removed; ``payload`` is its protobuf serialization (the
     original bytes when a protobuf request needed no change); ``items`` counts accepted items (spans / log
     records / metric data points); ``rejected`` counts removed items and ``error_message`` explains why
-    (``None`` when nothing was rejected).
+    (``None`` when nothing was rejected); ``rejected_by`` counts the removed items per reason code
+    (``trace_id``, ``span_id``, ``parent_span_id``, ``timestamp``: the ``invalid`` reasons of
+    :class:`relay.model.Outcome`).
     """
 
     signal: Signal
@@ -96,6 +107,7 @@ class ValidatedRequest:
     items: int
     rejected: int
     error_message: str | None
+    rejected_by: dict[str, int] = field(default_factory=dict)
 
 
 def parse_export(signal: Signal, data: bytes, fmt: Format) -> ValidatedRequest:
@@ -104,8 +116,9 @@ def parse_export(signal: Signal, data: bytes, fmt: Format) -> ValidatedRequest:
     Validation (partial success, spec "Partial Success"): a span whose ``trace_id`` is not 16 bytes or all
     zero, whose ``span_id`` is not 8 bytes or all zero, or whose ``parent_span_id`` is neither empty nor
     8 bytes is removed; a log record whose ``trace_id``/``span_id`` is set with a length other than 16/8 bytes
-    is removed. Metric data points are counted, not validated. Raises :class:`BadMessage` (with ``field``
-    when known) for undecodable input.
+    is removed; a span, log record or metric data point with a timestamp at or beyond 2^63 ns is removed
+    (``MAX_TIME_NS``). Raises :class:`BadMessage` (with ``field`` when known) for undecodable input, JSON nested
+    deeper than ``MAX_JSON_DEPTH`` and JSON keys with lone surrogates.
     """
     cls = REQUEST_TYPES[signal]
     msg = cls()
@@ -122,11 +135,15 @@ def parse_export(signal: Signal, data: bytes, fmt: Format) -> ValidatedRequest:
     elif signal is Signal.LOGS:
         rejected, reasons = _validate_logs(msg)
     else:
-        rejected, reasons = 0, Counter()
+        rejected, reasons = _validate_metrics(msg)
     items = count_items(signal, msg)
     payload = data if (fmt is Format.PROTOBUF and not rejected) else msg.SerializeToString()
     error = _rejection_message(signal, rejected, items, reasons) if rejected else None
-    return ValidatedRequest(signal, msg, payload, items, rejected, error)
+    by: dict[str, int] = {}
+    for (why, _where), n in reasons.items():
+        code = _REASON_CODES.get(why.split(" ", 1)[0], "timestamp")
+        by[code] = by.get(code, 0) + n
+    return ValidatedRequest(signal, msg, payload, items, rejected, error, by)
 
 
 def _parse_json(data: bytes, msg: Message, signal: Signal) -> None:
@@ -137,40 +154,92 @@ def _parse_json(data: bytes, msg: Message, signal: Signal) -> None:
         raise BadMessage(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except ValueError as e:  # undecodable UTF-8/16/32
         raise BadMessage(f"invalid JSON text: {e}") from None
+    except RecursionError:  # the C decoder gives up near 1,000 levels
+        raise BadMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(tree, dict):
         raise BadMessage(f"OTLP/JSON {name} must be a JSON object, got {type(tree).__name__}")
+    _check_json_tree(tree)
     try:
         hex_ids_to_base64(signal, tree)
     except CodecError as e:
         raise BadMessage(e.message, e.field) from None
     try:
         json_format.ParseDict(tree, msg, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError) as e:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as e:
         raise BadMessage(f"invalid OTLP/JSON {name}: {e}") from None
+
+
+def _check_json_tree(tree: Any) -> None:
+    """Raise :class:`BadMessage` when ``tree`` nests deeper than ``MAX_JSON_DEPTH`` or has an object key that is
+    not valid Unicode text (a lone UTF-16 surrogate such as ``"\\ud800"``, which JSON escapes allow but UTF-8
+    cannot encode, RFC 8259 §8.2). Iterative, so hostile nesting never reaches a recursive parser. String
+    *values* with lone surrogates are reported by ``ParseDict`` itself."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not k.isascii():
+                    try:
+                        k.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise BadMessage(f"JSON object key {k.encode('utf-8', 'backslashreplace').decode()[:40]!r} "
+                                         "contains a lone UTF-16 surrogate") from None
+                if isinstance(v, (dict, list)):
+                    stack.append((v, depth + 1))
+        else:
+            stack.extend((x, depth + 1) for x in node if isinstance(x, (dict, list)))
 
 
 def _bad_id(value: bytes, size: int) -> bool:
     return len(value) != size or not any(value)
 
 
+#: First word of a problem message → the ``invalid`` reason code counted in ``relay_items_total``.
+_REASON_CODES = {"traceId": "trace_id", "spanId": "span_id", "parentSpanId": "parent_span_id"}
+
+
+def _time_problem(**times: int) -> str | None:
+    """A problem message for the first of ``times`` (field name → fixed64 ns) beyond ``MAX_TIME_NS``, or None."""
+    for name, value in times.items():
+        if value > MAX_TIME_NS:
+            return f"timestamp {name}={value} is at or beyond 2^63 ns (after the year 2262)"
+    return None
+
+
 def _span_problem(span) -> str | None:
-    """Why a span is invalid (OTLP trace.proto: 16-byte trace id, 8-byte span id, none all zero), or None."""
+    """Why a span is invalid (OTLP trace.proto: 16-byte trace id, 8-byte span id, none all zero; timestamps
+    below 2^63 ns, see ``MAX_TIME_NS``), or None."""
     if _bad_id(span.trace_id, 16):
         return f"traceId must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
     if _bad_id(span.span_id, 8):
         return f"spanId must be 8 bytes and not all zero (got {len(span.span_id)} bytes)"
     if len(span.parent_span_id) not in (0, 8):
         return f"parentSpanId must be empty or 8 bytes (got {len(span.parent_span_id)} bytes)"
-    return None
+    problem = _time_problem(startTimeUnixNano=span.start_time_unix_nano, endTimeUnixNano=span.end_time_unix_nano)
+    for e in span.events:
+        problem = problem or _time_problem(**{"events.timeUnixNano": e.time_unix_nano})
+    return problem
 
 
 def _log_problem(rec) -> str | None:
-    """Why a log record is invalid (OTLP logs.proto: ids optional, but of the right length), or None."""
+    """Why a log record is invalid (OTLP logs.proto: ids optional, but of the right length; timestamps below
+    2^63 ns), or None."""
     if len(rec.trace_id) not in (0, 16):
         return f"traceId must be empty or 16 bytes (got {len(rec.trace_id)} bytes)"
     if len(rec.span_id) not in (0, 8):
         return f"spanId must be empty or 8 bytes (got {len(rec.span_id)} bytes)"
-    return None
+    return _time_problem(timeUnixNano=rec.time_unix_nano, observedTimeUnixNano=rec.observed_time_unix_nano)
+
+
+def _point_problem(p) -> str | None:
+    """Why a metric data point is invalid (timestamps, incl. its exemplars', below 2^63 ns), or None."""
+    problem = _time_problem(startTimeUnixNano=getattr(p, "start_time_unix_nano", 0), timeUnixNano=p.time_unix_nano)
+    for ex in getattr(p, "exemplars", ()):
+        problem = problem or _time_problem(**{"exemplars.timeUnixNano": ex.time_unix_nano})
+    return problem
 
 
 def _drop_invalid(items, path: str, problem, reasons: Counter) -> int:
@@ -184,7 +253,7 @@ def _drop_invalid(items, path: str, problem, reasons: Counter) -> int:
 
 
 def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
-    rejected, reasons = 0, Counter()
+    rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rs in enumerate(req.resource_spans):
         for si, ss in enumerate(rs.scope_spans):
             rejected += _drop_invalid(ss.spans, f"resourceSpans[{ri}].scopeSpans[{si}].spans", _span_problem, reasons)
@@ -192,11 +261,23 @@ def _validate_spans(req: trace_svc.ExportTraceServiceRequest) -> tuple[int, Coun
 
 
 def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
-    rejected, reasons = 0, Counter()
+    rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rl in enumerate(req.resource_logs):
         for si, sl in enumerate(rl.scope_logs):
             rejected += _drop_invalid(sl.log_records, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords", _log_problem,
                                       reasons)
+    return rejected, reasons
+
+
+def _validate_metrics(req: metrics_svc.ExportMetricsServiceRequest) -> tuple[int, Counter[tuple[str, str]]]:
+    rejected, reasons = 0, Counter[tuple[str, str]]()
+    for ri, rm in enumerate(req.resource_metrics):
+        for si, sm in enumerate(rm.scope_metrics):
+            for mi, m in enumerate(sm.metrics):
+                kind = m.WhichOneof("data")
+                if kind in _METRIC_KINDS:
+                    path = f"resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}].{kind}.dataPoints"
+                    rejected += _drop_invalid(getattr(m, kind).data_points, path, _point_problem, reasons)
     return rejected, reasons
 
 

@@ -32,7 +32,7 @@ from relay.config import GrpcReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
 from relay.otlp.ingest import Ingest
-from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
+from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
 from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 from relay.tls import ReloadingServerTLS
@@ -117,21 +117,23 @@ class OtlpGrpcReceiver(Component):
             await self._abort(context, signal, started, grpc.StatusCode.UNAUTHENTICATED, e.message)
         try:
             req = parse_export(signal, request, Format.PROTOBUF)
-        except CodecError as e:
-            details = ()
+        except CodecError as e:  # bad input: one log line, no traceback, the reason in the status
+            log.info("OTLP/gRPC %s request of tenant %s refused with INVALID_ARGUMENT: %s", signal.value, tenant,
+                     e.message)
+            details: tuple[Message, ...] = ()
             if e.field:
                 bad = error_details_pb2.BadRequest()
                 bad.field_violations.add(field=e.field, description=e.message)
                 details = (bad,)
             await self._abort(context, signal, started, grpc.StatusCode.INVALID_ARGUMENT, e.message, details)
-        self._gate.count_rejected(tenant, signal, req.rejected)
+        await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, request, req)
-            if result.outcome in (Outcome.REFUSED, Outcome.FAILED, Outcome.THROTTLED):
+            if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED, SubmitStatus.THROTTLED):
                 delay = max(result.retry_after, 0.001)
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(
                     seconds=int(delay), nanos=int((delay - int(delay)) * 1e9)))
-                if result.outcome is Outcome.THROTTLED:
+                if result.status is SubmitStatus.THROTTLED:
                     code, text = grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit of this tenant exceeded"
                 else:
                     code, text = grpc.StatusCode.UNAVAILABLE, "relay cannot take data now"

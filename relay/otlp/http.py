@@ -45,7 +45,7 @@ from relay.otlp.codec import (
     status_message,
 )
 from relay.otlp.ingest import Ingest
-from relay.otlp.receiver import IngestGate, Outcome, parse_endpoint
+from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
 from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 from relay.tls import ReloadingServerTLS
@@ -89,8 +89,10 @@ class _Handler:
             del body
             req = parse_export(signal, raw, fmt)
         except TooLarge as e:
+            log.info("OTLP/HTTP %s request of tenant %s refused with 413: %s", signal.value, tenant, e.message)
             return self._error(signal, fmt, started, 413, code_pb2.RESOURCE_EXHAUSTED, e.message)
-        except CodecError as e:
+        except CodecError as e:  # bad input: one log line, no traceback, the reason in the body
+            log.info("OTLP/HTTP %s request of tenant %s refused with 400: %s", signal.value, tenant, e.message)
             return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT, e.message, field=e.field)
         except (ConnectionError, RequestPayloadError) as e:
             # The client vanished or broke the framing before the body was complete: nothing to keep. The
@@ -98,16 +100,16 @@ class _Handler:
             log.debug("OTLP/HTTP body read aborted: %s", e)
             return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT,
                                f"incomplete request body: {e}")
-        self._gate.count_rejected(tenant, signal, req.rejected)
+        await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
-            if result.outcome is Outcome.THROTTLED:
+            if result.status is SubmitStatus.THROTTLED:
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
                 return self._error(signal, fmt, started, 429, code_pb2.RESOURCE_EXHAUSTED,
                                    f"rate limit of this tenant exceeded: {result.reason}",
                                    headers={"Retry-After": str(seconds)}, details=(info,))
-            if result.outcome in (Outcome.REFUSED, Outcome.FAILED):
+            if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
                 return self._error(signal, fmt, started, 503, code_pb2.UNAVAILABLE,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.model import Signal
 
@@ -28,7 +28,9 @@ class IngestRequest:
       requests are converted to protobuf), with rejected items removed;
     - ``items``: accepted item count (spans / log records / metric data points), always > 0;
     - ``dedup_key``: 32-byte sha256 over (tenant, signal, decompressed body as received), see :func:`dedup_key`;
-      a byte-identical client retry yields the same key.
+      a byte-identical client retry yields the same key;
+    - ``rejected_by``: items the receiver removed as invalid, per reason code (their ``invalid`` outcome is
+      counted by the sink together with the stored request).
     """
 
     tenant: str
@@ -36,6 +38,7 @@ class IngestRequest:
     payload: bytes
     items: int
     dedup_key: bytes
+    rejected_by: dict[str, int] = field(default_factory=dict)
 
 
 class IngestRefused(Exception):

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from relay.model import Signal
+from relay.model import Outcome, Signal
 from relay.otlp.codec import ValidatedRequest
 from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, IngestThrottled, dedup_key
 from relay.redaction import Redactor
 from relay.telemetry import RECEIVER, Telemetry
 
-__all__ = ["Outcome", "SubmitResult", "IngestGate", "parse_endpoint"]
+__all__ = ["SubmitStatus", "SubmitResult", "IngestGate", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 FAILURE_RETRY_AFTER = 1.0
 
 
-class Outcome(StrEnum):
-    """What happened to a submitted request."""
+class SubmitStatus(StrEnum):
+    """What happened to a submitted *request* at the spool (not an item's fate: that is
+    :class:`relay.model.Outcome`)."""
 
     STORED = "stored"  # durably queued
     DUPLICATE = "duplicate"  # dedup key already known: success, nothing stored
@@ -43,7 +44,7 @@ class Outcome(StrEnum):
 class SubmitResult:
     """Result of :meth:`IngestGate.submit`: ``retry_after`` (seconds) and ``reason`` are set for REFUSED/FAILED."""
 
-    outcome: Outcome
+    status: SubmitStatus
     retry_after: float = 0.0
     reason: str = ""
 
@@ -70,7 +71,7 @@ class IngestGate:
         if self._redactor is not None and self._redactor.redact_message(req.signal, req.message):
             payload = req.message.SerializeToString()
         item = IngestRequest(tenant=tenant, signal=req.signal, payload=payload, items=req.items,
-                             dedup_key=dedup_key(tenant, req.signal, body))
+                             dedup_key=dedup_key(tenant, req.signal, body), rejected_by=dict(req.rejected_by))
         task = asyncio.get_running_loop().create_task(self._run(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -82,22 +83,27 @@ class IngestGate:
             stored = await self._ingest(req)
         except IngestRefused as e:
             self._t.refused[req.signal].labels(*labels).inc(req.items)
-            outcome = Outcome.THROTTLED if isinstance(e, IngestThrottled) else Outcome.REFUSED
-            return SubmitResult(outcome, max(float(e.retry_after), 0.0), e.reason)
+            status = SubmitStatus.THROTTLED if isinstance(e, IngestThrottled) else SubmitStatus.REFUSED
+            return SubmitResult(status, max(float(e.retry_after), 0.0), e.reason)
         except Exception:
             log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
             self._t.failed[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
+            return SubmitResult(SubmitStatus.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
         if stored:
             self._t.accepted[req.signal].labels(*labels).inc(req.items)
-            return SubmitResult(Outcome.STORED)
+            return SubmitResult(SubmitStatus.STORED)
         self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, req.tenant, req.signal.value).inc()
-        return SubmitResult(Outcome.DUPLICATE)
+        return SubmitResult(SubmitStatus.DUPLICATE)
 
-    def count_rejected(self, tenant: str, signal: Signal, n: int) -> None:
-        """Count ``n`` items removed by validation (partial success)."""
-        if n:
-            self._t.rejected[signal].labels(RECEIVER, self.transport, tenant).inc(n)
+    async def count_rejected(self, tenant: str, req: ValidatedRequest) -> None:
+        """Count the items validation removed from ``req`` (partial success). Their ``invalid`` outcome is
+        recorded here only when nothing of the request is stored (no valid item; durably when the outcome store
+        has a sink, see ``OutcomeCounts.record``); otherwise the sink counts it with the stored request."""
+        if req.rejected:
+            self._t.rejected[req.signal].labels(RECEIVER, self.transport, tenant).inc(req.rejected)
+            if not req.items:
+                await self._t.outcomes.record(
+                    [(tenant, req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()])
 
     def finish(self, signal: Signal, status: str, started: float) -> None:
         """Count one answered request with ``status`` and observe its duration since ``started``

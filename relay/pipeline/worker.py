@@ -10,9 +10,22 @@ Usage records (with the tenant and its labels, ``relay.usage.labels``) and metri
 retried step write them again, which changes nothing. The changes a write reports are handed to
 ``on_ledger_changes`` right away (the rules engine's feed), once: a retried write reports none.
 
-Outcomes are counted per record in ``relay_pipeline_items_total{signal, tenant, outcome}``: ``forwarded`` (became
-or was merged into a span queued for Langfuse), ``filtered`` (not for Langfuse: metrics — kept for the ledger —,
-startup events, duplicates, export disabled).
+Faults are states, not stalls:
+
+- a write that fails (disk full, I/O error: ``relay.spool.is_storage_error``) is retried with exponential backoff
+  (``RETRY_INITIAL`` doubling up to ``RETRY_MAX`` seconds) until it succeeds; the work it belonged to stays where it
+  was (requests fed but not released, groups closed but not committed), nothing is skipped and nothing restarts;
+- any other exception on a request or trace is retried the same way ``max_attempts`` times; if it keeps failing
+  the item is a poison item: its requests are copied to the quarantine table with the reason
+  (``relay replay --quarantined``) and its records get the ``quarantined`` outcome. A failed quarantine write is
+  itself retried (and logged as such, never as "quarantined").
+
+Outcomes (``relay.model.Outcome``) are counted in ``relay_items_total`` in the transaction that decides them: the
+records of a closed trace that the Langfuse batch does not carry are ``filtered`` in the commit (reasons
+``not_mapped``, ``duplicate``, ``export_disabled``), metric points (``ledger_only``) and records of no trace
+(``no_trace``) with the deletion of their request; records carried by a batch get theirs from the exporter. The
+``(request, trace)`` pairs a commit decided are recorded (``inbound_closed``), so after a crash the re-read request
+skips those records instead of counting them twice.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -37,7 +50,7 @@ from relay.pipeline.early_ledger import EarlyLedger, stable_usage
 from relay.pipeline.mapper import map_group
 from relay.pipeline.metric_points import metric_rows
 from relay.pipeline.records import LogView, SpanView, iter_logs, iter_spans
-from relay.spool import InboundItem, Spool, TraceCommit
+from relay.spool import InboundItem, OutcomeRow, Spool, TraceCommit, is_storage_error
 from relay.usage.labels import ledger_labels
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -45,15 +58,15 @@ __all__ = ["Pipeline", "TenantPipelineSettings", "PipelineMetrics"]
 
 log = logging.getLogger(__name__)
 
+#: Backoff of the worker after a failed step, seconds (doubles per consecutive failure up to ``RETRY_MAX``).
+RETRY_INITIAL = 0.05
+RETRY_MAX = 2.0
+
 
 class PipelineMetrics:
     """The pipeline's Prometheus metrics, registered into ``registry``."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.items = Counter(
-            "relay_pipeline_items", "Records handled by the pipeline, by final outcome (forwarded or filtered).",
-            ["signal", "tenant", "outcome"], registry=registry,
-        )
         self.traces = Counter(
             "relay_pipeline_traces", "Traces (groups) mapped and committed.", ["tenant"], registry=registry,
         )
@@ -65,9 +78,13 @@ class PipelineMetrics:
             ["tenant"], registry=registry,
         )
         self.errors = Counter(
-            "relay_pipeline_errors", "Requests or traces the pipeline failed on; their requests are quarantined "
-            "(relay replay --quarantined).",
+            "relay_pipeline_errors", "Failed attempts on a request or trace other than storage errors; after "
+            "max_attempts its requests are quarantined (relay replay --quarantined).",
             ["tenant"], registry=registry,
+        )
+        self.storage_errors = Counter(
+            "relay_pipeline_storage_errors", "Pipeline steps that failed on a storage error (disk full, I/O) and "
+            "were retried with backoff.", registry=registry,
         )
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
         self.usage = Counter("relay_ledger_records", "New usage records in the ledger (upgrades and retractions "
@@ -95,6 +112,21 @@ class _Prefetched:
         self.states: dict[tuple[str, str], tuple[dict | None, set[str]]] = {}
 
 
+@dataclass
+class _Fed:
+    """A request fed to the assembler whose own writes are pending: its metric points, its deletion when no open
+    group holds it (``done``), and the outcomes decided at feed time."""
+
+    item: InboundItem
+    metric_rows: list = field(default_factory=list)
+    done: bool = False
+    outcomes: list[OutcomeRow] = field(default_factory=list)
+
+
+class _Retry(Exception):
+    """Raised inside a step to back off and retry the same work (the cause was logged and counted)."""
+
+
 class TenantPipelineSettings:
     """Per-tenant pipeline settings: mapping context and whether Langfuse export is on."""
 
@@ -111,6 +143,7 @@ class Pipeline(Component):
     hand the list to a queue); an exception it raises is logged and does not stop the pipeline.
     ``on_traces_closed`` is called the same way with the ``TraceCommit`` list of every committed step (interaction
     ends: the scorer's feed), after their usage records are in the ledger.
+    ``max_attempts`` is how many times a request or trace may fail deterministically before it is quarantined.
     """
 
     name = "pipeline"
@@ -131,6 +164,7 @@ class Pipeline(Component):
         on_ledger_changes: Callable[[list[LedgerChange]], None] | None = None,
         on_traces_closed: Callable[[list[TraceCommit]], None] | None = None,
         memory_pressure: Callable[[], bool] | None = None,
+        max_attempts: int = 3,
     ):
         self.spool = spool
         self.tenants = tenants
@@ -149,14 +183,25 @@ class Pipeline(Component):
         #: (late records still join them through deterministic ids) and read more only once none is held.
         self.memory_pressure = memory_pressure or (lambda: False)
         self.early = EarlyLedger()
+        self.max_attempts = max_attempts
         self.cursor = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake = asyncio.Event()
+        self._fed: list[_Fed] = []  # fed, writes pending (in order)
+        self._closing: list[Group] = []  # due, not yet committed (in order)
+        self._release: list[int] = []  # finished requests whose deletion is pending
+        self._held: dict[int, list[OutcomeRow]] = {}  # feed-time outcomes of requests held by open groups
+        self._attempts: dict[tuple, int] = {}  # deterministic failures per request / trace
+        # after a deterministic failure of a multi-item write: retry item by item to find the poison one
+        self._isolate_fed = False
+        self._isolate_close = False
 
     async def start(self) -> None:
         """Start the worker task."""
         if self._task is None:
             self._stopping = False
+            self._wake.clear()
             self._task = asyncio.create_task(self._run(), name="relay-pipeline")
 
     async def shutdown(self, deadline: float) -> None:
@@ -165,6 +210,7 @@ class Pipeline(Component):
         them."""
         self._stopping = True
         self.spool.inbound_event.set()
+        self._wake.set()
         if self._task is not None:
             task, self._task = self._task, None
             done, _ = await asyncio.wait([task], timeout=remaining(deadline))
@@ -179,40 +225,88 @@ class Pipeline(Component):
     # ------------------------------------------------------------------ loop
 
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping:
             try:
                 await self._step()
+                if failures:
+                    log.info("pipeline: resumed after %d failed attempt(s)", failures)
+                failures = 0
+                continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep serving; the request stays in the spool and is retried after a pause
-                log.exception("pipeline step failed; retrying in 1 s")
-                await asyncio.sleep(1.0)
+            except _Retry:
+                pass
+            except Exception as e:  # keep serving; the work stays where it is and is retried after a pause
+                if is_storage_error(e):
+                    self.metrics.storage_errors.inc()
+                    if failures == 0 or failures % 50 == 0:
+                        log.warning("pipeline: storage error (%s: %s); the data stays in the inbound spool and "
+                                    "the write is retried", type(e).__name__, e)
+                else:
+                    log.exception("pipeline step failed; retrying")
+            failures += 1
+            delay = min(RETRY_MAX, RETRY_INITIAL * 2 ** (failures - 1))
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)  # stop() wakes it
+            except TimeoutError:
+                pass
+
+    def _failed(self, key: tuple, tenant: str, what: str, e: Exception) -> bool:
+        """Count a deterministic failure of ``key``; True when it reached ``max_attempts`` (quarantine it)."""
+        if is_storage_error(e):
+            raise e
+        self.metrics.errors.labels(tenant).inc()
+        n = self._attempts[key] = self._attempts.get(key, 0) + 1
+        if n < self.max_attempts:
+            log.warning("pipeline: %s of tenant %s failed (attempt %d of %d): %s: %s", what, tenant, n,
+                        self.max_attempts, type(e).__name__, e)
+            return False
+        return True
+
+    async def _quarantine(self, seqs, reason: str, e: Exception, tenant: str, what: str, *, outcomes, closed=(),
+                          delete: bool = False) -> None:
+        """Quarantine a poison item; logs "quarantined" only once the quarantine write committed."""
+        why = f"{reason}: {type(e).__name__}: {e}"[:1000]
+        try:
+            await self.spool.quarantine(seqs, why, outcomes=outcomes, closed=closed, delete=delete)
+        except Exception as qe:
+            log.error("pipeline: %s of tenant %s failed %d times (%s) but could not be quarantined (%s: %s); "
+                      "it stays in the inbound spool and is retried", what, tenant, self.max_attempts, why,
+                      type(qe).__name__, qe)
+            raise _Retry() from None
+        log.error("pipeline: %s of tenant %s failed %d times; quarantined (relay replay --quarantined): %s",
+                  what, tenant, self.max_attempts, why)
 
     async def _step(self) -> None:
-        """Read a slice of the inbound spool (unless too many records are held), route it, close due traces."""
+        """Finish pending writes, read a slice of the inbound spool (unless too many records are held), route it,
+        close due traces. Raises (the caller backs off and calls again) when a write fails; pending work stays."""
         self.spool.inbound_event.clear()
-        items = []
+        await self._flush()
+        await self._close_pending()
+        items: list[InboundItem] = []
         pressure = self.memory_pressure()
         if self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
             items = await self.spool.read_inbound(self.cursor, self.read_batch, self.read_bytes)
-        finished: list[int] = []
-        metric_batch: list[tuple] = []
+        closed = await self.spool.closed_groups(i.seq for i in items) if items else set()
         for item in items:
             try:
-                done = self._feed(item, metric_batch)
-            except Exception as e:  # a bug: keep the request for `relay replay --quarantined`, keep serving
-                log.exception("pipeline could not decode a %s request of tenant %s; quarantined", item.signal, item.tenant)
-                self.metrics.errors.labels(item.tenant).inc()
-                await self.spool.quarantine([item.seq], f"decode: {type(e).__name__}: {e}")
-                done = True
-            if done:
-                finished.append(item.seq)
+                fed = self._feed(item, closed)
+            except Exception as e:
+                if not self._failed(("seq", item.seq), item.tenant, f"decoding a {item.signal} request", e):
+                    raise _Retry() from None
+                await self._quarantine([item.seq], "decode", e, item.tenant, f"decoding a {item.signal} request",
+                                       outcomes=[(item.tenant, item.signal.value, Outcome.QUARANTINED, "decode",
+                                                  item.items)],
+                                       delete=True)
+                self._attempts.pop(("seq", item.seq), None)
+                self.cursor = item.seq
+                continue
+            self._attempts.pop(("seq", item.seq), None)
+            self._fed.append(fed)
             self.cursor = item.seq
             await asyncio.sleep(0)  # keep the ack path responsive between large requests
-        if metric_batch or finished:
-            if metric_batch and self.ledger is not None:
-                self._emit(await self.ledger.write_metric_points(metric_batch))
-            await self.spool.done_inbound(finished)
+        await self._flush()
         if self.ledger is not None and self.early.pending:
             await self._early_ledger()
         due = self.assembler.pop_due()
@@ -220,10 +314,8 @@ class Pipeline(Component):
             # backpressure: a backlog holds more records than allowed; close the oldest traces early (late records
             # still join them through deterministic ids) rather than growing without bound
             due = self.assembler.pop_oldest(self.commit_batch)
-        for i in range(0, len(due), self.commit_batch):
-            if self._stopping:
-                break  # the rest stay in the inbound spool and are re-read at the next start
-            await self._close(due[i : i + self.commit_batch])
+        self._closing.extend(due)
+        await self._close_pending()
         self.metrics.open_groups.set(len(self.assembler.groups))
         if items or due:
             return
@@ -236,73 +328,152 @@ class Pipeline(Component):
         except TimeoutError:
             pass
 
-    def _feed(self, item: InboundItem, metric_batch: list[tuple]) -> bool:
-        """Decode one request and route its records; True when it needs nothing more (no open group holds it)."""
-        count = self.metrics.items
+    def _feed(self, item: InboundItem, closed: set[tuple[int, str]]) -> _Fed:
+        """Decode one request and route its records (all decoding happens before anything is routed, so a
+        failure leaves no trace). Records whose (request, trace) pair is in ``closed`` were decided by an earlier
+        process and are skipped."""
+        fed = _Fed(item)
         if item.signal is Signal.METRICS:
             req = ExportMetricsServiceRequest.FromString(item.payload)
-            rows, _skipped = metric_rows(item.tenant, req, self.settings(item.tenant).ctx)
-            metric_batch.extend(rows)
-            count.labels("metrics", item.tenant, Outcome.FILTERED).inc(item.items)
-            return True
+            fed.metric_rows, _skipped = metric_rows(item.tenant, req, self.settings(item.tenant).ctx)
+            fed.outcomes.append((item.tenant, "metrics", Outcome.FILTERED, "ledger_only", item.items))
+            fed.done = True
+            return fed
         views: list[LogView | SpanView]
         if item.signal is Signal.LOGS:
             views = list(iter_logs(ExportLogsServiceRequest.FromString(item.payload), item.seq))
         else:
             views = list(iter_spans(ExportTraceServiceRequest.FromString(item.payload), item.seq))
+        keyed = [(v, group_key(v)) for v in views]
         groups: list[Group] = []
         filtered = 0
-        for v in views:
-            key = group_key(v)
+        for v, key in keyed:
             if key is None:
                 filtered += 1
                 continue
+            if (item.seq, key) in closed:
+                continue  # decided (and counted) before a restart
             g = self.assembler.add(item.tenant, key, v)
             groups.append(g)
             if self.ledger is not None and isinstance(v, LogView):
                 self.early.mark(g, v)
         if filtered:
-            count.labels(item.signal.value, item.tenant, Outcome.FILTERED).inc(filtered)
-        return self.tracker.fed(item.seq, groups)
+            fed.outcomes.append((item.tenant, item.signal.value, Outcome.FILTERED, "no_trace", filtered))
+        fed.done = self.tracker.fed(item.seq, groups)
+        if not fed.done and fed.outcomes:
+            self._held[item.seq] = fed.outcomes
+            fed.outcomes = []
+        return fed
+
+    async def _flush(self) -> None:
+        """Write the pending metric points of fed requests and delete the finished requests, in order; then the
+        requests released by committed traces. A deterministic failure of a multi-request write is retried
+        request by request to find the poison one."""
+        while self._fed:
+            chunk = self._fed[:1] if self._isolate_fed else self._fed
+            rows = [r for f in chunk for r in f.metric_rows]
+            try:
+                if rows and self.ledger is not None:
+                    self._emit(await self.ledger.write_metric_points(rows))
+            except Exception as e:
+                if is_storage_error(e):
+                    raise
+                if len(chunk) > 1:
+                    self._isolate_fed = True
+                    raise _Retry() from None
+                f = chunk[0]
+                what = "storing the metric points of a request"
+                if not self._failed(("ledger", f.item.seq), f.item.tenant, what, e):
+                    raise _Retry() from None
+                await self._quarantine([f.item.seq], "ledger", e, f.item.tenant, what, delete=True,
+                                       outcomes=[(f.item.tenant, f.item.signal.value, Outcome.QUARANTINED, "ledger",
+                                                  f.item.items)])
+                self._attempts.pop(("ledger", f.item.seq), None)
+                del self._fed[0]
+                continue
+            done = [f for f in chunk if f.done]
+            await self.spool.done_inbound([f.item.seq for f in done], [r for f in done for r in f.outcomes])
+            for f in chunk:
+                self._attempts.pop(("ledger", f.item.seq), None)
+            del self._fed[: len(chunk)]
+        self._isolate_fed = False
+        if self._release:
+            seqs = list(self._release)
+            await self.spool.done_inbound(seqs, [r for s in seqs for r in self._held.get(s, ())])
+            for s in seqs:
+                self._held.pop(s, None)
+            del self._release[: len(seqs)]
+
+    async def _close_pending(self) -> None:
+        """Commit the groups waiting in ``_closing`` in chunks of ``commit_batch`` (one at a time while isolating
+        a failure); a chunk leaves the list only once committed."""
+        while self._closing and not self._stopping:  # when stopping, the rest stay in the inbound spool
+            chunk = self._closing[:1] if self._isolate_close else self._closing[: self.commit_batch]
+            try:
+                await self._close(chunk)
+            except (_Retry, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                if is_storage_error(e):
+                    raise
+                if len(chunk) > 1:
+                    self._isolate_close = True
+                    raise _Retry() from None
+                g = chunk[0]
+                what = f"mapping a trace ({g.size} records)"
+                if not self._failed(("group", g.tenant, g.key), g.tenant, what, e):
+                    raise _Retry() from None
+                await self._quarantine(g.seqs, "mapping", e, g.tenant, what,
+                                       outcomes=self._group_rows(g, Outcome.QUARANTINED, "mapping"),
+                                       closed=[(s, g.key) for s in g.seqs])
+                self._attempts.pop(("group", g.tenant, g.key), None)
+                self._released([g])
+                del self._closing[0]
+                await self._flush()
+                continue
+            for g in chunk:
+                self._attempts.pop(("group", g.tenant, g.key), None)
+            del self._closing[: len(chunk)]
+            self._released(chunk)
+            await self._flush()
+        self._isolate_close = False
+
+    def _released(self, groups: list[Group]) -> None:
+        for g in groups:
+            self.early.forget(g)
+            self._release.extend(self.tracker.closed(g))
+
+    @staticmethod
+    def _group_rows(g: Group, outcome: Outcome, reason: str) -> list[OutcomeRow]:
+        return [(g.tenant, sig, outcome, reason, n)
+                for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n]
 
     async def _close(self, groups: list[Group]) -> None:
-        """Map, dedupe, encode and commit closed groups; then release their inbound requests."""
-        if not groups:
-            return
+        """Map, dedupe, encode and commit closed groups in one transaction with their records' outcomes. Raises
+        (nothing written) when mapping or a write fails."""
         commits: list[TraceCommit] = []
+        outcomes: list[OutcomeRow] = []
         prefetched = await self._prefetch(groups)
         for g in groups:
-            try:
-                commit = await self._map(g, prefetched)
-            except Exception as e:  # a bug: keep the raw requests for `relay replay --quarantined`
-                log.exception("mapping failed for a trace of tenant %s (%d records); its requests are quarantined",
-                              g.tenant, g.size)
-                self.metrics.errors.labels(g.tenant).inc()
-                await self.spool.quarantine(g.seqs, f"mapping: {type(e).__name__}: {e}")
-                commit = None
-            self._count(g)
+            commit = await self._map(g, prefetched)
+            outcomes += self._count(g, commit)
             if commit is not None:
                 commits.append(commit)
             await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
-        if commits:
-            usage = [u for c in commits for u in c.usage]
-            if usage and self.ledger is not None:
-                self._emit(await self.ledger.write(usage))
-            await self.spool.commit_traces(commits)
-            for c in commits:
-                self.metrics.traces.labels(c.tenant).inc()
-                if c.payload:
-                    self.metrics.spans_out.labels(c.tenant).inc(c.spans)
-            if self.on_traces_closed is not None:
-                try:
-                    self.on_traces_closed(commits)
-                except Exception:  # the scorer must not stop the pipeline
-                    log.exception("on_traces_closed failed for %d traces", len(commits))
-        finished: list[int] = []
-        for g in groups:
-            self.early.forget(g)
-            finished.extend(self.tracker.closed(g))
-        await self.spool.done_inbound(finished)
+        usage = [u for c in commits for u in c.usage]
+        if usage and self.ledger is not None:
+            self._emit(await self.ledger.write(usage))
+        await self.spool.commit_traces(commits, closed=[(s, g.key) for g in groups for s in g.seqs],
+                                       outcomes=outcomes)
+        for c in commits:
+            self.metrics.traces.labels(c.tenant).inc()
+            if c.payload:
+                self.metrics.spans_out.labels(c.tenant).inc(c.spans)
+        if commits and self.on_traces_closed is not None:
+            try:
+                self.on_traces_closed(commits)
+            except Exception:  # the scorer must not stop the pipeline
+                log.exception("on_traces_closed failed for %d traces", len(commits))
 
     async def _prefetch(self, groups: list[Group]) -> _Prefetched:
         """Map every group once and read the earlier-export state of all their traces in ONE spool job (a round
@@ -334,7 +505,8 @@ class Pipeline(Component):
         else:
             known, exported = await self.spool.trace_state(g.tenant, result.trace.trace_id)
         if known is not None:  # late records of an exported trace: reuse its name, user, session…
-            for v in (*g.logs, *g.spans):
+            views: list[LogView | SpanView] = [*g.logs, *g.spans]
+            for v in views:
                 v.outcome = None
             result = map_group(g.logs, g.spans, st.ctx, TraceInfo(**known))
         trace = result.trace  # same trace id: the records decide it, ``known`` only fills trace-level fields
@@ -378,8 +550,14 @@ class Pipeline(Component):
                 u.labels = ledger_labels(u.labels, ctx.labels)
             records += usage
             await asyncio.sleep(0)
-        if records:
-            self._emit(await self.ledger.write(records))
+        if records and self.ledger is not None:
+            try:
+                self._emit(await self.ledger.write(records))
+            except Exception as e:  # an optimisation only: the close writes these records again (and handles errors)
+                if is_storage_error(e):
+                    raise
+                log.warning("pipeline: early ledger write failed (%s: %s); the records are written when their "
+                            "traces close", type(e).__name__, e)
 
     def _emit(self, changes: Sequence[LedgerChange]) -> None:
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""
@@ -416,12 +594,24 @@ class Pipeline(Component):
             except Exception:  # the feed's consumer must not stop the pipeline
                 log.exception("on_ledger_changes failed for %d changes", len(changes))
 
-    def _count(self, g: Group) -> None:
+    def _count(self, g: Group, commit: TraceCommit | None) -> list[OutcomeRow]:
+        """Sort the group's records: those the batch carries go into ``commit.items`` (their outcome comes with the
+        export); the others are returned as ``filtered`` rows with their reason."""
         enabled = self.settings(g.tenant).export_enabled
+        carried = commit is not None and bool(commit.payload)
         tally: dict[tuple[str, str], int] = {}
-        for v in (*g.logs, *g.spans):
+        views: list[LogView | SpanView] = [*g.logs, *g.spans]
+        for v in views:
             signal = "logs" if isinstance(v, LogView) else "traces"
-            outcome = v.outcome if (v.outcome and enabled) else Outcome.FILTERED
-            tally[(signal, outcome)] = tally.get((signal, outcome), 0) + 1
-        for (signal, outcome), n in tally.items():
-            self.metrics.items.labels(signal, g.tenant, outcome).inc(n)
+            if v.outcome != Outcome.FORWARDED:
+                reason = "not_mapped"
+            elif not enabled:
+                reason = "export_disabled"
+            elif not carried:
+                reason = "duplicate"
+            else:
+                assert commit is not None
+                commit.items[signal] = commit.items.get(signal, 0) + 1
+                continue
+            tally[(signal, reason)] = tally.get((signal, reason), 0) + 1
+        return [(g.tenant, sig, Outcome.FILTERED, reason, n) for (sig, reason), n in tally.items()]

@@ -48,6 +48,10 @@ class SqliteDB:
         self._thread: threading.Thread | None = None
         self._ready: Future[None] = Future()
         self.commits = 0  # number of group commits (for benchmarks and metrics)
+        #: Fault injection for tests (None in production): called before each COMMIT of a group that changed
+        #: rows; an exception it returns fails the group like a failed COMMIT (e.g. ``sqlite3.OperationalError(
+        #: "database or disk is full")`` to stand in for SQLITE_FULL where no small file system can be mounted).
+        self.fault: Callable[[], BaseException | None] | None = None
 
     def open(self) -> None:
         """Start the thread and create the schema; blocks until ready; raises what sqlite raised."""
@@ -123,6 +127,7 @@ class SqliteDB:
         results: list[tuple[Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             for fn, fut in jobs:
                 if not fut.set_running_or_notify_cancel():
                     continue
@@ -136,6 +141,8 @@ class SqliteDB:
                 else:
                     conn.execute("RELEASE job")
                     results.append((fut, True, value))
+            if self.fault is not None and conn.total_changes != changes and (err := self.fault()) is not None:
+                raise err
             conn.execute("COMMIT")
             self.commits += 1
         except BaseException as e:  # the commit itself failed: every job fails

@@ -45,6 +45,7 @@ __all__ = [
 
 TRACES_PATH = "/api/public/otel/v1/traces"
 METRICS_PATH = "/api/public/otel/v1/metrics"
+OBSERVATIONS_PATH = "/api/public/v2/observations"
 SUSPENDED_MESSAGE = "Ingestion suspended: Usage threshold exceeded. Please upgrade your plan."
 
 
@@ -108,6 +109,14 @@ class _Project:
     secret_key: str
     id: str
     name: str
+
+
+def _parse_iso_ns(v: str) -> int:
+    """ISO 8601 (``2026-12-06T16:00:00.123Z``) → Unix ns; ``ValueError`` when unparseable."""
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    return int(dt.timestamp() * 1_000_000) * 1000
 
 
 def _js_parse_int(v: str) -> int | None:
@@ -175,6 +184,7 @@ class FakeLangfuse(LoopbackServer):
         app.router.add_route("GET", "/api/public/health", self._health)
         app.router.add_route("GET", "/api/public/ready", self._health)
         app.router.add_route("GET", "/api/public/projects", self._projects_route)
+        app.router.add_route("GET", OBSERVATIONS_PATH, self._observations_route)
         app.router.add_route("POST", "/api/public/scores", self._scores_route)
         app.router.add_route("POST", "/api/public/ingestion", self._ingestion)
         langfuse_rest.install(self, app)
@@ -479,6 +489,35 @@ class FakeLangfuse(LoopbackServer):
         data = [{"id": project.id, "name": project.name, "organization": {"id": "org-fake", "name": "Fake Org"},
                  "metadata": {}}]
         return await self._finish(request, rec, fault, 200, {"data": data})
+
+    async def _observations_route(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/public/v2/observations`` (Observations API v2, real time with ingestion version 4): the
+        project's stored observations (one per received span copy: v4 does not de-duplicate) filtered by
+        ``traceId`` and ``fromStartTime``/``toStartTime`` (ISO 8601, start inclusive, end exclusive), ``limit``
+        (≤ 1000, default 50) per page, ``meta.cursor`` for the next page. Faults apply with ``path`` set to this
+        route. https://langfuse.com/docs/api-and-data-platform/features/observations-api"""
+        rec = self._new_rec(request)
+        project, fault, early = await self._guard(request, rec)
+        if early is not None:
+            return early
+        q = request.query
+        try:
+            limit = int(q.get("limit", "50"))
+            offset = int(q.get("cursor", "0") or 0)
+            lo = _parse_iso_ns(q["fromStartTime"]) if "fromStartTime" in q else None
+            hi = _parse_iso_ns(q["toStartTime"]) if "toStartTime" in q else None
+        except ValueError as e:
+            return self._reply(rec, 400, {"message": f"Invalid request data: {e}", "error": "InvalidRequestError"})
+        if not 1 <= limit <= 1000:
+            return self._reply(rec, 400, {"message": "limit must be between 1 and 1000", "error": "InvalidRequestError"})
+        rows = [sp for sp in self.spans(project.id)
+                if (not q.get("traceId") or sp.trace_id == q["traceId"])
+                and (lo is None or (sp.start_ns or 0) >= lo) and (hi is None or (sp.start_ns or 0) < hi)]
+        page = rows[offset: offset + limit]
+        data = [{"id": sp.span_id, "traceId": sp.trace_id, "parentObservationId": sp.parent_span_id,
+                 "name": sp.name, "projectId": project.id} for sp in page]
+        cursor = str(offset + limit) if offset + limit < len(rows) else None
+        return await self._finish(request, rec, fault, 200, {"data": data, "meta": {"cursor": cursor}})
 
     async def _scores_route(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/public/scores`` — v4.16: one JSON object → 200 ``{"id"}``; arrays → 400 (API reference)."""

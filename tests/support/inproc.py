@@ -24,7 +24,7 @@ def relay_config(data_dir: Path, langfuse_url: str | None = None, overrides: dic
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}, "grpc": {"endpoint": "127.0.0.1:0"}}}},
         "pipeline": {"idle_timeout": "300ms", "root_grace": "200ms"},
         "exporters": {"langfuse": {
-            "batch": {"flush_interval": "20ms"},
+            "batch": {"flush_interval": "20ms"}, "reconcile_delay": "200ms",
             "retry_on_failure": {"initial_interval": "50ms", "max_interval": "300ms"},
         }},
         "storage": {"directory": str(data_dir)},

@@ -75,7 +75,7 @@ class RelayProcess:
             }}},
             "pipeline": {"idle_timeout": "500ms", "root_grace": "300ms"},
             "exporters": {"langfuse": {
-                "batch": {"flush_interval": "50ms"},
+                "batch": {"flush_interval": "50ms"}, "reconcile_delay": "200ms",
                 "retry_on_failure": {"initial_interval": "50ms", "max_interval": "500ms"},
             }},
             "storage": {"directory": str(self.data_dir)},
