@@ -431,7 +431,9 @@ class Spool:
 
         return await self.db.run(read)
 
-    async def trace_states(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict | None, set[str]]]:
+    async def trace_states(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[dict | None, set[str]]]:
         """``trace_state`` of many ``(tenant, trace_id)`` pairs in ONE database job (the pipeline reads the state of
         a whole batch of closing traces at once: one writer-thread round trip instead of one per trace). Pairs
         with neither trace info nor exported ids are left out of the result."""
