@@ -849,8 +849,10 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
               f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; "
               f"ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
               f"({r.latency_ms['p99']:.1f}) {ok(r.latency_ms['p99'] <= BAR_ACK_P99_MS)}; no loop pause > "
-              f"{BAR_PAUSE_MS:.0f} ms ({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
-              f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}")
+              f"{BAR_PAUSE_MS:.0f} ms " + (
+                  "not measured (this relay has no relay_event_loop_lag_seconds)" if math.isnan(r.loop_lag_max_ms)
+                  else f"({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
+                       f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}"))
     for r in results:
         for n in r.notes:
             print(f"  note [{r.name}]: {n}")
