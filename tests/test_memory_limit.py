@@ -4,7 +4,9 @@ https://github.com/open-telemetry/opentelemetry-collector/blob/main/processor/me
 — and nothing it acknowledged is lost.
 
 The same burst first runs against relay with the limiter off, so the test proves the burst really exceeds the
-bound it then checks (RSS sampled from the relay subprocess with psutil every 10 ms).
+bound it then checks (RSS sampled from the relay subprocess with psutil every 10 ms). Traces are held open for 3 s
+(``root_grace``/``idle_timeout``), so without the limiter relay keeps the whole burst in memory; with it, relay
+refuses new data and closes the oldest open traces early.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.support.relay_proc import RelayProcess
 LF_ENV = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test"}
 MiB = 2**20
 SPANS = 512  # per request (the OpenTelemetry SDK's default batch size)
-REQUESTS = 48
+REQUESTS = 64
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -118,7 +120,7 @@ def _run(tmp_path, name: str, lf: FakeLangfuse, bodies: list[bytes], limit: int,
     env = {**LF_ENV, "LANGFUSE_BASE_URL": lf.base_url}
     before = len(lf.spans())
     relay = RelayProcess(tmp_path / name, env=env, overrides={
-        "pipeline": {"memory_limit": limit, "idle_timeout": "500ms", "root_grace": "200ms"},
+        "pipeline": {"memory_limit": limit, "idle_timeout": "3s", "root_grace": "3s"},  # traces held open
         "service": {"log": {"level": "warning"}}}).start()
     try:
         time.sleep(0.3)
