@@ -371,6 +371,24 @@ def test_an_errored_call_without_a_model_attribute_takes_it_from_the_span_name()
     assert (rec.success, rec.model, rec.error_class) == (False, "gpt-4o-mini", "RateLimitError")
 
 
+@pytest.mark.parametrize("scope, generation", [("openlit.instrumentation.anthropic", True), ("myapp.routes", False)])
+def test_an_errored_span_without_any_attribute_is_a_call_when_its_scope_names_a_provider(scope, generation):
+    """OpenLIT 1.45's Anthropic instrumentation leaves a failed call's span with nothing but its name and status."""
+    req = _one_trace(("agent run", {}), ("chat claude-sonnet-4-5", {}))
+    for ss in req.resource_spans[0].scope_spans:
+        ss.scope.name = scope
+        for span in ss.spans:
+            span.status.code = 2 if span.name.startswith("chat") else 0
+    _, mapped, by = _map(req=req)
+    gen = by["chat claude-sonnet-4-5"]
+    if not generation:  # a span named like a call by a scope that is no LLM instrumentation stays a SPAN
+        assert gen.type == ObservationType.SPAN and not mapped.usage
+        return
+    assert gen.type == ObservationType.GENERATION and gen.level == Level.ERROR and gen.model == "claude-sonnet-4-5"
+    [rec] = mapped.usage
+    assert (rec.success, rec.model, rec.cost_nanos) == (False, "claude-sonnet-4-5", 0)
+
+
 def test_zero_cost_with_tokens_is_priced_by_relay_and_langfuse_gets_the_same_figure():
     from relay.usage.pricing import Pricing
 

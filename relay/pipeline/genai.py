@@ -275,12 +275,23 @@ def _model_of(view: SpanView) -> str | None:
     return None
 
 
+def _type_of(view: SpanView) -> ObservationType:
+    """:func:`observation_type`, except that an errored span an LLM instrumentation left without any GenAI attribute
+    (OpenLIT 1.45's Anthropic instrumentation on an HTTP error) is a GENERATION when it is named ``"{operation}
+    {model}"`` (:func:`_model_of`) by a scope that names a provider (``openlit.instrumentation.anthropic``)."""
+    otype = observation_type(view.attrs)
+    if (otype == ObservationType.SPAN and view.status_code == _STATUS_ERROR
+            and provider_of(view.attrs, view.scope_name) and _model_of(view)):
+        return _OPERATION_TYPES.get(view.name.partition(" ")[0].lower(), _G)
+    return otype
+
+
 def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observation:
     """One span as an Observation with explicit Langfuse fields (Langfuse's attribute mapping); ``usage`` is its
     normalised usage
     (``map_spans`` may have replaced it by the usage of the call's other span, or emptied it)."""
     a = view.attrs
-    otype = observation_type(a)
+    otype = _type_of(view)
     attrs = _content_attrs(ctx, a)
     inp = out = None
     for keys, is_input in ((_INPUT_KEYS, True), (_OUTPUT_KEYS, False)):
