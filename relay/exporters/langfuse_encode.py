@@ -282,4 +282,3 @@ def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTr
         if observations:
             req.resource_spans.append(encode_spans(trace, observations))
     return req
-

@@ -89,7 +89,6 @@ class SpanView:
         return self.scope_name.startswith(CLAUDE_CODE_SCOPE_PREFIX)
 
 
-
 def iter_logs(req: ExportLogsServiceRequest, seq: int = 0) -> Iterator[LogView]:
     """Every log record of a request as a ``LogView``."""
     for rl in req.resource_logs:
