@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import psutil
+import psutil  # noqa: E402  (after the sys.path set-up above)
 
-from tests.support.relay_proc import RelayProcess
+from tests.support.relay_proc import RelayProcess  # noqa: E402
 
 __all__ = [
     "ROOT",
@@ -117,8 +117,11 @@ def _fake_main(conn: Any, ready: Any) -> None:  # runs in the child process
                 harvest()
                 if cmd == "stats":
                     stats.cpu_s = sum(me.cpu_times()[:2])
-                    conn.send(FakeStats(stats.spans, stats.unique_spans, dict(stats.requests), stats.last_span_at,
-                                        stats.cpu_s))
+                    conn.send(
+                        FakeStats(
+                            stats.spans, stats.unique_spans, dict(stats.requests), stats.last_span_at, stats.cpu_s
+                        )
+                    )
                 elif cmd == "reset":
                     stats = FakeStats()
                     seen.clear()
@@ -145,8 +148,9 @@ class FakeLangfuseProcess:
         self._conn, child = self._ctx.Pipe()
         ready_r, self._ready_w = self._ctx.Pipe(duplex=False)
         self._ready_r = ready_r
-        self._proc = self._ctx.Process(target=_fake_main, args=(child, self._ready_w), name="fake-langfuse",
-                                       daemon=True)
+        self._proc = self._ctx.Process(
+            target=_fake_main, args=(child, self._ready_w), name="fake-langfuse", daemon=True
+        )
         self._lock = threading.Lock()
         self.base_url = ""
 
@@ -280,11 +284,11 @@ class RelayUnderTest:
     whose ``relay`` runs (default: this repository).
     """
 
-    def __init__(self, langfuse_url: str, overrides: dict | None = None, interval: float = 0.1,
-                 root: Path | None = None):
+    def __init__(
+        self, langfuse_url: str, overrides: dict | None = None, interval: float = 0.1, root: Path | None = None
+    ):
         self._tmp = tempfile.TemporaryDirectory(prefix="relay-bench-")
-        env = {"LANGFUSE_BASE_URL": langfuse_url, "LANGFUSE_PUBLIC_KEY": PUBLIC_KEY,
-               "LANGFUSE_SECRET_KEY": SECRET_KEY}
+        env = {"LANGFUSE_BASE_URL": langfuse_url, "LANGFUSE_PUBLIC_KEY": PUBLIC_KEY, "LANGFUSE_SECRET_KEY": SECRET_KEY}
         self.proc = RelayProcess(Path(self._tmp.name) / "data", overrides=overrides or {}, env=env, root=root)
         self.interval = interval
         self._ps: psutil.Process | None = None
@@ -312,9 +316,22 @@ class RelayUnderTest:
         if prof_dir:
             out = Path(prof_dir) / f"relay-{self.pid}.txt"
             mode = "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else "--nonblocking"
-            self._pyspy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                            str(self.pid), "--format", "raw", "--threads", mode, "-o", str(out)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._pyspy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(self.pid),
+                    "--format",
+                    "raw",
+                    "--threads",
+                    mode,
+                    "-o",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         return self
 
     def _sample(self) -> None:
@@ -341,7 +358,8 @@ class RelayUnderTest:
         """Resource use between monotonic times ``t0`` and ``t1`` given the CPU times read at both ends."""
         rss = [r for t, r in list(self._rss) if t0 <= t <= t1]
         return ResourceSample(
-            wall_s=t1 - t0, cpu_s=cpu1 - cpu0,
+            wall_s=t1 - t0,
+            cpu_s=cpu1 - cpu0,
             rss_peak_mib=max(rss) / MiB if rss else float("nan"),
             rss_avg_mib=sum(rss) / len(rss) / MiB if rss else float("nan"),
             samples=len(rss),
@@ -362,7 +380,7 @@ class RelayUnderTest:
         if self.proc.proc is not None and self.proc.proc.poll() is None:
             try:
                 code = self.proc.terminate(grace)
-            except Exception:  # noqa: BLE001 — a slow or hung shutdown must not hang the bench
+            except Exception:
                 self.proc.kill9()
         if self._thread:
             self._thread.join(2)

@@ -35,17 +35,20 @@ def one(trials: int, slow: float, max_pause: float, seed: int) -> dict:
         if slow:
             lf.slow(slow, times=None)
         t0 = time.monotonic()
-        res = run_kill_trials(Path(tmp), lf, trials, requests=6, spans=5, max_pause=max_pause,
-                              rng=random.Random(seed))
+        res = run_kill_trials(Path(tmp), lf, trials, requests=6, spans=5, max_pause=max_pause, rng=random.Random(seed))
         wall = time.monotonic() - t0
     dup_copies = sum(n - 1 for n in res.duplicates.values())
     return {
-        "kills": res.kills, "acked spans": len(res.acked), "received": len(res.received),
-        "duplicate ids": len(res.duplicates), "duplicate rate": f"{100 * dup_copies / max(len(res.received), 1):.2f} %",
+        "kills": res.kills,
+        "acked spans": len(res.acked),
+        "received": len(res.received),
+        "duplicate ids": len(res.duplicates),
+        "duplicate rate": f"{100 * dup_copies / max(len(res.received), 1):.2f} %",
         "missing": len(res.missing),
         "reconciled (all in LF)": res.logs.count("not sending them again"),
         "reconciled (split)": res.logs.count("sending the other"),
-        "outcome sum = acked": sum(res.outcomes.values()) == len(res.acked), "wall s": f"{wall:.1f}",
+        "outcome sum = acked": sum(res.outcomes.values()) == len(res.acked),
+        "wall s": f"{wall:.1f}",
     }
 
 
@@ -54,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=15)
     args = p.parse_args(argv)
-    rows = {"natural": one(args.trials, 0.0, 0.03, args.seed),
-            "slow-answer": one(args.trials, 0.15, 0.12, args.seed)}
+    rows = {"natural": one(args.trials, 0.0, 0.03, args.seed), "slow-answer": one(args.trials, 0.15, 0.12, args.seed)}
     keys = list(next(iter(rows.values())))
     print(f"{'':24}" + "".join(f"{name:>16}" for name in rows))
     for k in keys:

@@ -34,26 +34,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
-import yaml  # noqa: E402
+import psutil
+import yaml
 
-from bench._common import MiB, ROOT, percentile  # noqa: E402
-from tests.support.cc_traffic import CCTraffic  # noqa: E402
-from tests.support.relay_proc import RelayProcess  # noqa: E402
+from bench._common import ROOT, MiB, percentile
+from tests.support.cc_traffic import CCTraffic
+from tests.support.relay_proc import RelayProcess
 
 
 def stats(ms: list[float]) -> str:
-    return (f"p50 {percentile(ms, 50):7.2f}  p95 {percentile(ms, 95):7.2f}  p99 {percentile(ms, 99):7.2f}  "
-            f"max {max(ms):7.2f} ms  (n={len(ms)})")
+    return (
+        f"p50 {percentile(ms, 50):7.2f}  p95 {percentile(ms, 95):7.2f}  p99 {percentile(ms, 99):7.2f}  "
+        f"max {max(ms):7.2f} ms  (n={len(ms)})"
+    )
 
 
 def rules(n: int) -> dict:
     out = []
     for i in range(n):
         scope = ("user", "team.id", "session")[i % 3]
-        out.append({"alert": f"Budget{i}", "kind": "budget", "matchers": [f'{scope}!=""'], "group_by": [scope],
-                    "limit_usd": 5.0 + i, "window": {"calendar": "day"} if i % 2 else "1h",
-                    "enforce": "block" if i % 4 else "warn"})
+        out.append(
+            {
+                "alert": f"Budget{i}",
+                "kind": "budget",
+                "matchers": [f'{scope}!=""'],
+                "group_by": [scope],
+                "limit_usd": 5.0 + i,
+                "window": {"calendar": "day"} if i % 2 else "1h",
+                "enforce": "block" if i % 4 else "warn",
+            }
+        )
     return {"groups": [{"name": "budgets", "rules": out}]}
 
 
@@ -76,8 +86,12 @@ def main() -> None:
         teams = [f"team-{i}" for i in range(50)]
         for u in range(args.users):  # one API call per user: the ledger and every rule's groups fill up
             t = CCTraffic(resource={"enduser.id": f"user-{u}", "team.id": teams[u % len(teams)]})
-            conn.request("POST", "/v1/logs", body=t.request(t.api_request(0.01 + (u % 7))),
-                         headers={"Content-Type": "application/x-protobuf"})
+            conn.request(
+                "POST",
+                "/v1/logs",
+                body=t.request(t.api_request(0.01 + (u % 7))),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
             r = conn.getresponse()
             r.read()
             assert r.status == 200, r.status
@@ -110,10 +124,18 @@ def main() -> None:
         prober.start()
         for i in range(args.calls):
             u = random.randrange(args.users)
-            body = json.dumps({"session_id": str(uuid.uuid4()), "prompt_id": str(uuid.uuid4()),
-                               "hook_event_name": "UserPromptSubmit", "prompt": "hello"})
-            headers = {"Content-Type": "application/json",
-                       "X-Relay-Resource-Attributes": f"enduser.id=user-{u},team.id={teams[u % len(teams)]}"}
+            body = json.dumps(
+                {
+                    "session_id": str(uuid.uuid4()),
+                    "prompt_id": str(uuid.uuid4()),
+                    "hook_event_name": "UserPromptSubmit",
+                    "prompt": "hello",
+                }
+            )
+            headers = {
+                "Content-Type": "application/json",
+                "X-Relay-Resource-Attributes": f"enduser.id=user-{u},team.id={teams[u % len(teams)]}",
+            }
             s = time.perf_counter()
             conn.request("POST", "/hooks/claude-code", body=body, headers=headers)
             r = conn.getresponse()
@@ -127,8 +149,13 @@ def main() -> None:
         prober.join(2)
         cpu = (sum(ps.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100
 
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "RELAY_HOOK_URL": f"http://{host}:{port}/hooks/claude-code",
-               "RELAY_HOOK_RESOURCE_ATTRIBUTES": "enduser.id=user-1,team.id=team-1", "HOME": str(tmp)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "RELAY_HOOK_URL": f"http://{host}:{port}/hooks/claude-code",
+            "RELAY_HOOK_RESOURCE_ATTRIBUTES": "enduser.id=user-1,team.id=team-1",
+            "HOME": str(tmp),
+        }
         stdin = json.dumps({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "x"}).encode()
         py, cmd = [], []
         for _ in range(args.runs):
@@ -136,8 +163,9 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "pass"], check=True)
             py.append((time.perf_counter() - s) * 1000)
             s = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "relay", "hook", "claude-code"], input=stdin, env=env,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "relay", "hook", "claude-code"], input=stdin, env=env, capture_output=True
+            )
             cmd.append((time.perf_counter() - s) * 1000)
 
         print(f"relay: {args.rules} enforced budget rules, {args.users} users with spend; {args.calls} calls per phase")

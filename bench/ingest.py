@@ -127,12 +127,19 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
     now = time.time_ns()
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    rs.resource.attributes.extend([
-        _kv("service.name", "bench-agent"), _kv("service.version", "1.4.2"),
-        _kv("telemetry.sdk.name", "opentelemetry"), _kv("telemetry.sdk.language", "python"),
-        _kv("telemetry.sdk.version", "1.38.0"), _kv("deployment.environment.name", "production"),
-        _kv("enduser.id", "dev-0042"), _kv("team.id", "platform"), _kv("host.name", "ci-runner-7"),
-    ])
+    rs.resource.attributes.extend(
+        [
+            _kv("service.name", "bench-agent"),
+            _kv("service.version", "1.4.2"),
+            _kv("telemetry.sdk.name", "opentelemetry"),
+            _kv("telemetry.sdk.language", "python"),
+            _kv("telemetry.sdk.version", "1.38.0"),
+            _kv("deployment.environment.name", "production"),
+            _kv("enduser.id", "dev-0042"),
+            _kv("team.id", "platform"),
+            _kv("host.name", "ci-runner-7"),
+        ]
+    )
     ss = rs.scope_spans.add()
     ss.scope.name, ss.scope.version = "bench.agent", "0.9.0"
     ids: list[bytes] = []
@@ -146,15 +153,28 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
         ids.append(root_id)
         start = now - 60_000_000_000 + t_idx * 1_000_000
         session = f"sess-{t_idx:04d}-{rnd.getrandbits(32):08x}"
-        root = ss.spans.add(trace_id=trace_id, span_id=root_id, name="invoke_agent coder", kind=Span.SPAN_KIND_INTERNAL,
-                            start_time_unix_nano=start, end_time_unix_nano=start + 9_000_000_000)
-        root.attributes.extend([
-            _kv("gen_ai.operation.name", "invoke_agent"), _kv("gen_ai.agent.name", "coder"),
-            _kv("gen_ai.agent.id", f"agent-{t_idx}"), _kv("gen_ai.provider.name", "anthropic"),
-            _kv("gen_ai.request.model", _MODELS[t_idx % 3]), _kv("gen_ai.conversation.id", session),
-            _kv("session.id", session), _kv("user.id", "dev-0042"), _kv("langfuse.trace.tags", ["bench", "load"]),
-            _kv("server.address", "api.anthropic.com"),
-        ])
+        root = ss.spans.add(
+            trace_id=trace_id,
+            span_id=root_id,
+            name="invoke_agent coder",
+            kind=Span.SPAN_KIND_INTERNAL,
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + 9_000_000_000,
+        )
+        root.attributes.extend(
+            [
+                _kv("gen_ai.operation.name", "invoke_agent"),
+                _kv("gen_ai.agent.name", "coder"),
+                _kv("gen_ai.agent.id", f"agent-{t_idx}"),
+                _kv("gen_ai.provider.name", "anthropic"),
+                _kv("gen_ai.request.model", _MODELS[t_idx % 3]),
+                _kv("gen_ai.conversation.id", session),
+                _kv("session.id", session),
+                _kv("user.id", "dev-0042"),
+                _kv("langfuse.trace.tags", ["bench", "load"]),
+                _kv("server.address", "api.anthropic.com"),
+            ]
+        )
         if content:
             root.attributes.append(_kv("input.value", f"Fix the failing test in module_{t_idx}.py"))
         root.status.code = Status.STATUS_CODE_OK
@@ -164,39 +184,91 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
             s0 = start + k * 1_000_000_000
             if k % 2 == 1:  # chat
                 model = _MODELS[(t_idx + k) % 3]
-                sp = ss.spans.add(trace_id=trace_id, span_id=sid, parent_span_id=root_id, name=f"chat {model}",
-                                  kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=s0,
-                                  end_time_unix_nano=s0 + 800_000_000)
-                sp.attributes.extend([
-                    _kv("gen_ai.operation.name", "chat"), _kv("gen_ai.provider.name", "anthropic"),
-                    _kv("gen_ai.request.model", model), _kv("gen_ai.response.model", model + "-20250929"),
-                    _kv("gen_ai.request.temperature", 0.2), _kv("gen_ai.request.max_tokens", 8192),
-                    _kv("gen_ai.response.id", f"msg_{rnd.getrandbits(64):016x}"),
-                    _kv("gen_ai.response.finish_reasons", ["tool_use"]),
-                    _kv("gen_ai.usage.input_tokens", 12_000 + k * 311), _kv("gen_ai.usage.output_tokens", 240 + k),
-                    _kv("gen_ai.usage.cache_read.input_tokens", 10_500), _kv("gen_ai.usage.cache_creation.input_tokens", 900),
-                    _kv("gen_ai.usage.cost", 0.0123 + k / 1e4), _kv("server.address", "api.anthropic.com"),
-                    _kv("server.port", 443),
-                ])
+                sp = ss.spans.add(
+                    trace_id=trace_id,
+                    span_id=sid,
+                    parent_span_id=root_id,
+                    name=f"chat {model}",
+                    kind=Span.SPAN_KIND_CLIENT,
+                    start_time_unix_nano=s0,
+                    end_time_unix_nano=s0 + 800_000_000,
+                )
+                sp.attributes.extend(
+                    [
+                        _kv("gen_ai.operation.name", "chat"),
+                        _kv("gen_ai.provider.name", "anthropic"),
+                        _kv("gen_ai.request.model", model),
+                        _kv("gen_ai.response.model", model + "-20250929"),
+                        _kv("gen_ai.request.temperature", 0.2),
+                        _kv("gen_ai.request.max_tokens", 8192),
+                        _kv("gen_ai.response.id", f"msg_{rnd.getrandbits(64):016x}"),
+                        _kv("gen_ai.response.finish_reasons", ["tool_use"]),
+                        _kv("gen_ai.usage.input_tokens", 12_000 + k * 311),
+                        _kv("gen_ai.usage.output_tokens", 240 + k),
+                        _kv("gen_ai.usage.cache_read.input_tokens", 10_500),
+                        _kv("gen_ai.usage.cache_creation.input_tokens", 900),
+                        _kv("gen_ai.usage.cost", 0.0123 + k / 1e4),
+                        _kv("server.address", "api.anthropic.com"),
+                        _kv("server.port", 443),
+                    ]
+                )
                 if content:
-                    sp.attributes.extend([
-                        _kv("gen_ai.input.messages", json.dumps([{"role": "user", "parts": [
-                            {"type": "text", "content": f"step {k}: run the tests and read the failure output"}]}])),
-                        _kv("gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [
-                            {"type": "tool_call", "name": _TOOLS[k % 5], "id": f"call_{k}"}]}])),
-                    ])
+                    sp.attributes.extend(
+                        [
+                            _kv(
+                                "gen_ai.input.messages",
+                                json.dumps(
+                                    [
+                                        {
+                                            "role": "user",
+                                            "parts": [
+                                                {
+                                                    "type": "text",
+                                                    "content": f"step {k}: run the tests and read the failure output",
+                                                }
+                                            ],
+                                        }
+                                    ]
+                                ),
+                            ),
+                            _kv(
+                                "gen_ai.output.messages",
+                                json.dumps(
+                                    [
+                                        {
+                                            "role": "assistant",
+                                            "parts": [{"type": "tool_call", "name": _TOOLS[k % 5], "id": f"call_{k}"}],
+                                        }
+                                    ]
+                                ),
+                            ),
+                        ]
+                    )
             else:  # execute_tool
                 tool = _TOOLS[(t_idx + k) % 5]
-                sp = ss.spans.add(trace_id=trace_id, span_id=sid, parent_span_id=root_id, name=f"execute_tool {tool}",
-                                  kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=s0,
-                                  end_time_unix_nano=s0 + 150_000_000)
-                sp.attributes.extend([
-                    _kv("gen_ai.operation.name", "execute_tool"), _kv("gen_ai.tool.name", tool),
-                    _kv("gen_ai.tool.type", "function"), _kv("gen_ai.tool.call.id", f"call_{k}"),
-                    _kv("gen_ai.provider.name", "anthropic"), _kv("gen_ai.agent.name", "coder"),
-                    _kv("code.function.name", f"tools.{tool}"), _kv("process.exit.code", 0),
-                    _kv("tool.duration_ms", 150), _kv("gen_ai.conversation.id", session),
-                ])
+                sp = ss.spans.add(
+                    trace_id=trace_id,
+                    span_id=sid,
+                    parent_span_id=root_id,
+                    name=f"execute_tool {tool}",
+                    kind=Span.SPAN_KIND_INTERNAL,
+                    start_time_unix_nano=s0,
+                    end_time_unix_nano=s0 + 150_000_000,
+                )
+                sp.attributes.extend(
+                    [
+                        _kv("gen_ai.operation.name", "execute_tool"),
+                        _kv("gen_ai.tool.name", tool),
+                        _kv("gen_ai.tool.type", "function"),
+                        _kv("gen_ai.tool.call.id", f"call_{k}"),
+                        _kv("gen_ai.provider.name", "anthropic"),
+                        _kv("gen_ai.agent.name", "coder"),
+                        _kv("code.function.name", f"tools.{tool}"),
+                        _kv("process.exit.code", 0),
+                        _kv("tool.duration_ms", 150),
+                        _kv("gen_ai.conversation.id", session),
+                    ]
+                )
                 if content:
                     sp.attributes.append(_kv("gen_ai.tool.call.arguments", json.dumps({"path": f"src/m{k}.py"})))
             sp.status.code = Status.STATUS_CODE_OK
@@ -235,10 +307,10 @@ class BatchFactory:
         rnd = os.urandom(self._random_bytes)
         pos = 0
         for n, offs in self._slots:
-            new = rnd[pos:pos + n]
+            new = rnd[pos : pos + n]
             pos += n
             for o in offs:
-                body[o:o + n] = new
+                body[o : o + n] = new
         return bytes(body)
 
     def check(self) -> None:
@@ -374,12 +446,14 @@ async def _post(session: aiohttp.ClientSession, url: str, req: OutRequest, res: 
 
 def _session(connections: int, timeout: float) -> aiohttp.ClientSession:
     conn = aiohttp.TCPConnector(limit=connections, keepalive_timeout=60)
-    return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout),
-                                 skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=timeout), skip_auto_headers=("User-Agent",)
+    )
 
 
-async def open_loop(url: str, reqs: list[OutRequest], req_rate: float, connections: int = 64,
-                    timeout: float = 30.0, tail: float = 30.0) -> LoadResult:
+async def open_loop(
+    url: str, reqs: list[OutRequest], req_rate: float, connections: int = 64, timeout: float = 30.0, tail: float = 30.0
+) -> LoadResult:
     """Send ``reqs`` at ``req_rate`` requests/s regardless of answers (open loop), over up to ``connections``
     keep-alive connections; then wait up to ``tail`` s for the outstanding answers."""
     res = LoadResult()
@@ -403,8 +477,9 @@ async def open_loop(url: str, reqs: list[OutRequest], req_rate: float, connectio
     return res
 
 
-async def closed_loop(url: str, make: Callable[[], OutRequest], concurrency: int, duration: float,
-                      timeout: float = 30.0) -> LoadResult:
+async def closed_loop(
+    url: str, make: Callable[[], OutRequest], concurrency: int, duration: float, timeout: float = 30.0
+) -> LoadResult:
     """``concurrency`` workers, each sending ``make()`` again as soon as the previous answer arrived, for
     ``duration`` s (closed loop: the server sets the pace)."""
     res = LoadResult()
@@ -521,8 +596,11 @@ def _processed_all(m: dict[str, float]) -> bool:
     bench README.)"""
     accepted = _accepted(m)
     handled = _handled(m)
-    return handled >= accepted and m.get("relay_pipeline_open_traces", 0) == 0 and \
-        m.get("otelcol_exporter_queue_size", 0) == 0
+    return (
+        handled >= accepted
+        and m.get("relay_pipeline_open_traces", 0) == 0
+        and m.get("otelcol_exporter_queue_size", 0) == 0
+    )
 
 
 def _wait_settled(relay: RelayUnderTest, fake: FakeLangfuseProcess, timeout: float) -> bool:
@@ -536,11 +614,25 @@ def _wait_settled(relay: RelayUnderTest, fake: FakeLangfuseProcess, timeout: flo
     return False
 
 
-def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, reqs: list[OutRequest] | None = None,
-              req_rate: float = 0.0, pool: BodyPool | None = None, concurrency: int = 4, duration: float = 5.0,
-              warmup: list[OutRequest], spans_per_unit: float | None, target_spans: float | None,
-              drain_timeout: float, connections: int = 64, pipeline: dict | None = None,
-              root: Path | None = None) -> PhaseResult:
+def run_phase(
+    name: str,
+    fake: FakeLangfuseProcess,
+    *,
+    mode: str,
+    batch: str,
+    reqs: list[OutRequest] | None = None,
+    req_rate: float = 0.0,
+    pool: BodyPool | None = None,
+    concurrency: int = 4,
+    duration: float = 5.0,
+    warmup: list[OutRequest],
+    spans_per_unit: float | None,
+    target_spans: float | None,
+    drain_timeout: float,
+    connections: int = 64,
+    pipeline: dict | None = None,
+    root: Path | None = None,
+) -> PhaseResult:
     """One phase against a fresh relay.
 
     1. start relay (fresh data dir), send ``warmup`` and wait until it reached the fake — so connections exist and
@@ -552,10 +644,14 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
        has nothing spooled; the drain time is from the end of the load to the arrival of the last span;
     4. stop relay (SIGTERM).
     """
-    relay = RelayUnderTest(fake.base_url, overrides={
-        "pipeline": {"idle_timeout": "500ms", "root_grace": "200ms", **(pipeline or {})},
-        "service": {"log": {"level": "warning"}},
-    }, root=root)
+    relay = RelayUnderTest(
+        fake.base_url,
+        overrides={
+            "pipeline": {"idle_timeout": "500ms", "root_grace": "200ms", **(pipeline or {})},
+            "service": {"log": {"level": "warning"}},
+        },
+        root=root,
+    )
     relay.start()
     notes: list[str] = []
     try:
@@ -614,33 +710,61 @@ def run_phase(name: str, fake: FakeLangfuseProcess, *, mode: str, batch: str, re
             left = _accepted(m2) - _handled(m2)
             rate = handled / max(1e-9, t2 - t0)  # the pipeline's average over the phase (it works in bursts)
             more = f"~{left / rate:,.0f} s more" if rate else "no progress"
-            notes.append(f"not drained after {drain_timeout:.0f} s: {expected - exported:,} spans not yet at Langfuse,"
-                         f" {left:,.0f} records not yet mapped (pipeline average {rate:,.0f} records/s → {more})")
-        accepted = m1.get("otelcol_receiver_accepted_spans_total", 0) - m0.get("otelcol_receiver_accepted_spans_total", 0)
+            notes.append(
+                f"not drained after {drain_timeout:.0f} s: {expected - exported:,} spans not yet at Langfuse,"
+                f" {left:,.0f} records not yet mapped (pipeline average {rate:,.0f} records/s → {more})"
+            )
+        accepted = m1.get("otelcol_receiver_accepted_spans_total", 0) - m0.get(
+            "otelcol_receiver_accepted_spans_total", 0
+        )
         if load.spans_acked and accepted + 1e-9 < load.spans_acked:
             notes.append(f"relay counted {accepted:.0f} accepted spans, the client {load.spans_acked}")
         lat = load.latencies_ms
         # open loop: n requests span n/rate seconds of schedule (not n-1 intervals), plus the last answer's latency
         rate_wall = max(window.wall_s, len(reqs) / req_rate) if mode == "open" and reqs else window.wall_s
         result = PhaseResult(
-            name=name, mode=mode, batch=batch, target_spans_per_s=target_spans, duration_s=window.wall_s,
-            requests=load.sent, spans_sent=sum(r.spans for r in reqs) if reqs else load.spans_acked,
+            name=name,
+            mode=mode,
+            batch=batch,
+            target_spans_per_s=target_spans,
+            duration_s=window.wall_s,
+            requests=load.sent,
+            spans_sent=sum(r.spans for r in reqs) if reqs else load.spans_acked,
             items_sent=sum(r.items for r in reqs) if reqs else load.items_acked,
-            spans_acked=load.spans_acked, acked_spans_per_s=load.spans_acked / rate_wall, acked_items_per_s=load.items_acked / rate_wall,
-            latency_ms={"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
-                        "max": max(lat) if lat else float("nan")},
+            spans_acked=load.spans_acked,
+            acked_spans_per_s=load.spans_acked / rate_wall,
+            acked_items_per_s=load.items_acked / rate_wall,
+            latency_ms={
+                "p50": percentile(lat, 50),
+                "p90": percentile(lat, 90),
+                "p99": percentile(lat, 99),
+                "max": max(lat) if lat else float("nan"),
+            },
             lag_p99_ms=percentile(load.lag_ms, 99) if load.lag_ms else float("nan"),
-            statuses=counts(load.statuses), errors=counts(load.errors),
-            cpu_pct=window.cpu_pct, rss_peak_mib=window.rss_peak_mib, rss_avg_mib=window.rss_avg_mib,
-            cpu_pct_with_drain=whole.cpu_pct, rss_peak_mib_with_drain=whole.rss_peak_mib,
+            statuses=counts(load.statuses),
+            errors=counts(load.errors),
+            cpu_pct=window.cpu_pct,
+            rss_peak_mib=window.rss_peak_mib,
+            rss_avg_mib=window.rss_avg_mib,
+            cpu_pct_with_drain=whole.cpu_pct,
+            rss_peak_mib_with_drain=whole.rss_peak_mib,
             cpu_us_per_record=1e6 * whole.cpu_s / handled if (handled and mode == "open") else float("nan"),
-            exported_at_load_end=f1.spans, exported_total=exported, expected_export=expected, drained=drained,
-            drain_s=drain_s, e2e_spans_per_s=(exported / spans_per_unit) / e2e_wall if e2e_wall > 0 else float("nan"),
-            backlog_at_load_end=_backlog(m1), backlog_at_end=_backlog(m2), duplicates_at_langfuse=f2.duplicates,
+            exported_at_load_end=f1.spans,
+            exported_total=exported,
+            expected_export=expected,
+            drained=drained,
+            drain_s=drain_s,
+            e2e_spans_per_s=(exported / spans_per_unit) / e2e_wall if e2e_wall > 0 else float("nan"),
+            backlog_at_load_end=_backlog(m1),
+            backlog_at_end=_backlog(m2),
+            duplicates_at_langfuse=f2.duplicates,
             fake_langfuse_cpu_pct=100.0 * (f2.cpu_s - f0.cpu_s) / max(1e-9, t2 - t0),
-            on_the_fly_bodies=pool.on_the_fly if pool else 0, notes=notes,
-            loop_lag_max_ms=1e3 * bucket_max(lag0, lag2)[0], loop_lags_over_20ms=bucket_over(lag0, lag2, 0.02),
-            gc_pause_max_ms=1e3 * bucket_max(gc0, gc2)[0], gc_pauses_over_20ms=bucket_over(gc0, gc2, 0.02),
+            on_the_fly_bodies=pool.on_the_fly if pool else 0,
+            notes=notes,
+            loop_lag_max_ms=1e3 * bucket_max(lag0, lag2)[0],
+            loop_lags_over_20ms=bucket_over(lag0, lag2, 0.02),
+            gc_pause_max_ms=1e3 * bucket_max(gc0, gc2)[0],
+            gc_pauses_over_20ms=bucket_over(gc0, gc2, 0.02),
             gc_collections=bucket_max(gc0, gc2)[1],
         )
         if load.unfinished:
@@ -690,8 +814,12 @@ def redaction_microbench(bodies: list[bytes], spans: int, seconds: float = 1.0) 
         msg = ExportTraceServiceRequest.FromString(body)
         for i, sp in enumerate(msg.resource_spans[0].scope_spans[0].spans):
             if i % 10 == 0:
-                sp.attributes.append(_kv("gen_ai.tool.call.arguments",
-                                         json.dumps({"command": f"export GITHUB_TOKEN=ghp_{uuid.uuid4().hex[:36]:0<36}"})))
+                sp.attributes.append(
+                    _kv(
+                        "gen_ai.tool.call.arguments",
+                        json.dumps({"command": f"export GITHUB_TOKEN=ghp_{uuid.uuid4().hex[:36]:0<36}"}),
+                    )
+                )
         dirty.append(msg.SerializeToString())
 
     def rate(work: Callable[[bytes], None], payloads: list[bytes]) -> float:
@@ -710,8 +838,12 @@ def redaction_microbench(bodies: list[bytes], spans: int, seconds: float = 1.0) 
     parse_us = rate(lambda b: parse(b), bodies)
     clean_us = rate(lambda b: red.redact_message(Signal.TRACES, parse(b)), bodies) - parse_us
     dirty_us = rate(lambda b: red.redact_message(Signal.TRACES, parse(b)), dirty) - parse_us
-    return {"parse_us_per_span": parse_us, "clean_us_per_span": clean_us, "secrets_us_per_span": dirty_us,
-            "rules": len(red)}
+    return {
+        "parse_us_per_span": parse_us,
+        "clean_us_per_span": clean_us,
+        "secrets_us_per_span": dirty_us,
+        "rules": len(red),
+    }
 
 
 def print_redaction(results: list[PhaseResult], micro: dict[str, float] | None) -> None:
@@ -727,20 +859,27 @@ def print_redaction(results: list[PhaseResult], micro: dict[str, float] | None) 
         xs = [x for x in xs if not math.isnan(x)]
         return sum(xs) / len(xs) if xs else float("nan")
 
-    for label, key in (("relay CPU, load window (% of 1 core)", "cpu_pct"),
-                       ("relay CPU, load + drain (% of 1 core)", "cpu_pct_with_drain"),
-                       ("relay CPU per record handled (µs)", "cpu_us_per_record")):
+    for label, key in (
+        ("relay CPU, load window (% of 1 core)", "cpu_pct"),
+        ("relay CPU, load + drain (% of 1 core)", "cpu_pct_with_drain"),
+        ("relay CPU per record handled (µs)", "cpu_us_per_record"),
+    ):
         a = mean([getattr(r, key) for r in on])
         b = mean([getattr(r, key) for r in off])
-        each = " / ".join(_f(getattr(r, key), ".1f") for r in on) + " vs " + \
-            " / ".join(_f(getattr(r, key), ".1f") for r in off)
+        each = (
+            " / ".join(_f(getattr(r, key), ".1f") for r in on)
+            + " vs "
+            + " / ".join(_f(getattr(r, key), ".1f") for r in off)
+        )
         delta = (a / b - 1) * 100 if b and not math.isnan(a) and not math.isnan(b) else float("nan")
         print(f"  {label:<40} on {_f(a, '.1f'):>7}  off {_f(b, '.1f'):>7}  {_f(delta, '+.1f')} %   ({each})")
     if micro:
-        print(f"  redactor alone ({micro['rules']:.0f} rules, this process): {micro['clean_us_per_span']:.2f} µs/span "
-              f"clean, {micro['secrets_us_per_span']:.2f} µs/span with a secret in every 10th span "
-              f"(protobuf parse: {micro['parse_us_per_span']:.2f} µs/span) → "
-              f"{micro['clean_us_per_span'] * 10_000 / 1e4:.1f} % of one core at 10,000 spans/s")
+        print(
+            f"  redactor alone ({micro['rules']:.0f} rules, this process): {micro['clean_us_per_span']:.2f} µs/span "
+            f"clean, {micro['secrets_us_per_span']:.2f} µs/span with a secret in every 10th span "
+            f"(protobuf parse: {micro['parse_us_per_span']:.2f} µs/span) → "
+            f"{micro['clean_us_per_span'] * 10_000 / 1e4:.1f} % of one core at 10,000 spans/s"
+        )
 
 
 # ============================================================================================ report
@@ -763,15 +902,24 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
     print(f"relay ingest benchmark — {info['when']}, relay at commit {info['commit']} (plus any uncommitted changes)")
     if info.get("baseline"):
         print(f"baseline columns (<phase>@ref): relay at {info['baseline']}, same bodies, run just before")
-    print(f"machine: {info['cpus']} logical CPUs (load average {info['loadavg']} at start), Python {info['python']};"
-          f" relay, fake Langfuse (own process) and the load generator share them")
-    print(f"bar: {TARGET_RATE:,} spans/s within {BAR_CPU_PCT:.0f} % of one core and {BAR_RSS_MIB:.0f} MiB "
-          f"(Collector testbed limit)")
+    print(
+        f"machine: {info['cpus']} logical CPUs (load average {info['loadavg']} at start), Python {info['python']};"
+        f" relay, fake Langfuse (own process) and the load generator share them"
+    )
+    print(
+        f"bar: {TARGET_RATE:,} spans/s within {BAR_CPU_PCT:.0f} % of one core and {BAR_RSS_MIB:.0f} MiB "
+        f"(Collector testbed limit)"
+    )
     print("=" * w)
     cols = [r.name for r in results]
     rows: list[tuple[str, list[str]]] = [
-        ("load", [("fixed " + _f(r.target_spans_per_s) + " spans/s") if r.mode == "open" else "max (closed loop)"
-                  for r in results]),
+        (
+            "load",
+            [
+                ("fixed " + _f(r.target_spans_per_s) + " spans/s") if r.mode == "open" else "max (closed loop)"
+                for r in results
+            ],
+        ),
         ("batch", [r.batch for r in results]),
         ("load window (s)", [_f(r.duration_s, ".1f") for r in results]),
         ("requests sent", [_f(r.requests) for r in results]),
@@ -799,15 +947,22 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
         ("drained (all spans exported)", ["yes" if r.drained else "NO" for r in results]),
         ("drain time after load (s)", [_f(r.drain_s, ".2f") for r in results]),
         ("end-to-end spans/s (to Langfuse)", [_f(r.e2e_spans_per_s) for r in results]),
-        ("backlog at load end: records not mapped", [_f(r.backlog_at_load_end["unprocessed_records"]) for r in results]),
+        (
+            "backlog at load end: records not mapped",
+            [_f(r.backlog_at_load_end["unprocessed_records"]) for r in results],
+        ),
         ("backlog at load end: spans to export", [_f(r.backlog_at_load_end["export_queue_spans"]) for r in results]),
         ("backlog at the end: records not mapped", [_f(r.backlog_at_end["unprocessed_records"]) for r in results]),
         ("backlog at the end: spans to export", [_f(r.backlog_at_end["export_queue_spans"]) for r in results]),
         ("duplicate spans at Langfuse", [_f(r.duplicates_at_langfuse) for r in results]),
         ("fake Langfuse CPU (% of 1 core)", [_f(r.fake_langfuse_cpu_pct, ".1f") for r in results]),
-        ("relay SIGTERM → exit (s), code", [f"{_f(r.relay_stop_s, '.1f')}, "
-                                                  f"{'killed' if r.relay_exit_code is None else r.relay_exit_code}"
-                                                  for r in results]),
+        (
+            "relay SIGTERM → exit (s), code",
+            [
+                f"{_f(r.relay_stop_s, '.1f')}, {'killed' if r.relay_exit_code is None else r.relay_exit_code}"
+                for r in results
+            ],
+        ),
     ]
     lw = max(len(label) for label, _ in rows) + 2
     cw = max(14, *(len(c) + 2 for c in cols), *(len(v) + 2 for _, vals in rows for v in vals))
@@ -826,11 +981,15 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
             continue
         ack = f"  {r.name}: relay acked {r.acked_spans_per_s:,.0f} spans/s = {_pct(r.acked_spans_per_s / c['spans_per_s'])}"
         if r.mode == "open":
-            print(f"{ack} of the ceiling; end to end {r.e2e_spans_per_s:,.0f} spans/s = "
-                  f"{_pct(r.e2e_spans_per_s / c['spans_per_s'])}")
+            print(
+                f"{ack} of the ceiling; end to end {r.e2e_spans_per_s:,.0f} spans/s = "
+                f"{_pct(r.e2e_spans_per_s / c['spans_per_s'])}"
+            )
         else:
-            print(f"{ack} of the ceiling (ack path: the spool decouples it from the pipeline, whose sustainable "
-                  f"rate is the fixed-rate phases' end-to-end figure)")
+            print(
+                f"{ack} of the ceiling (ack path: the spool decouples it from the pipeline, whose sustainable "
+                f"rate is the fixed-rate phases' end-to-end figure)"
+            )
     print()
     print(f"verdict against the bar ({TARGET_RATE:,} spans/s, ≤ {BAR_CPU_PCT:.0f} % CPU, ≤ {BAR_RSS_MIB:.0f} MiB):")
     judged = [r for r in results if r.mode == "open" and (r.target_spans_per_s or 0) >= TARGET_RATE]
@@ -840,19 +999,26 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
         acked_all = r.spans_acked >= r.spans_sent and not r.errors
         kept = r.drained and acked_all
         verdict = "PASS" if (kept and r.cpu_pct <= BAR_CPU_PCT and r.rss_peak_mib <= BAR_RSS_MIB) else "FAIL"
-        print(f"  {r.name}: {verdict} — acked {'every request' if acked_all else 'NOT every request'} "
-              f"({r.acked_spans_per_s:,.0f} spans/s), "
-              f"{'kept up' if kept else 'did NOT keep up end to end'}, CPU {r.cpu_pct:.0f} % "
-              f"(load+drain {r.cpu_pct_with_drain:.0f} %), RSS peak {r.rss_peak_mib:.0f} MiB")
+        print(
+            f"  {r.name}: {verdict} — acked {'every request' if acked_all else 'NOT every request'} "
+            f"({r.acked_spans_per_s:,.0f} spans/s), "
+            f"{'kept up' if kept else 'did NOT keep up end to end'}, CPU {r.cpu_pct:.0f} % "
+            f"(load+drain {r.cpu_pct_with_drain:.0f} %), RSS peak {r.rss_peak_mib:.0f} MiB"
+        )
         ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
-        print(f"    issue 12 goals: delivered within {BAR_DRAIN_S:.0f} s after the load "
-              f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; "
-              f"ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
-              f"({r.latency_ms['p99']:.1f}) {ok(r.latency_ms['p99'] <= BAR_ACK_P99_MS)}; no loop pause > "
-              f"{BAR_PAUSE_MS:.0f} ms " + (
-                  "not measured (this relay has no relay_event_loop_lag_seconds)" if math.isnan(r.loop_lag_max_ms)
-                  else f"({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
-                       f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}"))
+        print(
+            f"    issue 12 goals: delivered within {BAR_DRAIN_S:.0f} s after the load "
+            f"({_f(r.drain_s, '.2f')} s) {ok(r.drained and r.drain_s <= BAR_DRAIN_S)}; "
+            f"ack p99 ≤ {BAR_ACK_P99_MS:.0f} ms "
+            f"({r.latency_ms['p99']:.1f}) {ok(r.latency_ms['p99'] <= BAR_ACK_P99_MS)}; no loop pause > "
+            f"{BAR_PAUSE_MS:.0f} ms "
+            + (
+                "not measured (this relay has no relay_event_loop_lag_seconds)"
+                if math.isnan(r.loop_lag_max_ms)
+                else f"({r.loop_lags_over_20ms} lags, {r.gc_pauses_over_20ms} GC pauses over) "
+                f"{ok(r.loop_lags_over_20ms == 0 and r.gc_pauses_over_20ms == 0)}"
+            )
+        )
     for r in results:
         for n in r.notes:
             print(f"  note [{r.name}]: {n}")
@@ -861,31 +1027,56 @@ def print_report(results: list[PhaseResult], ceilings: dict[str, dict], info: di
 
 # ============================================================================================ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=float, default=15.0, help="seconds of each fixed-rate phase (default 15)")
-    p.add_argument("--rate", type=float, default=TARGET_RATE, help="spans/s of the fixed-rate GenAI phases "
-                   "(default 10000)")
-    p.add_argument("--batch", type=int, nargs="+", default=[100, 512], help="spans per request of the fixed-rate "
-                   "GenAI phases, one phase each (default: 100 512)")
-    p.add_argument("--cc-rate", type=float, default=100.0, help="requests/s of the claude-code phase (default 100, "
-                   "the Collector scenario's request rate)")
+    p.add_argument(
+        "--rate", type=float, default=TARGET_RATE, help="spans/s of the fixed-rate GenAI phases (default 10000)"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[100, 512],
+        help="spans per request of the fixed-rate GenAI phases, one phase each (default: 100 512)",
+    )
+    p.add_argument(
+        "--cc-rate",
+        type=float,
+        default=100.0,
+        help="requests/s of the claude-code phase (default 100, the Collector scenario's request rate)",
+    )
     p.add_argument("--cc-duration", type=float, default=6.0, help="seconds of the claude-code phase (default 6)")
     p.add_argument("--max-duration", type=float, default=5.0, help="seconds of the max-throughput phase (default 5)")
     p.add_argument("--max-batch", type=int, default=512, help="spans per request in the max phase (default 512)")
     p.add_argument("--concurrency", type=int, default=4, help="connections in the max phase (default 4)")
-    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to wait for the export to finish "
-                   "after each phase (default 10)")
-    p.add_argument("--max-drain-timeout", type=float, default=5.0, help="seconds to watch the export after the "
-                   "max phase (its backlog is not expected to drain; default 5)")
-    p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop "
-                   "(default 1.5)")
-    p.add_argument("--phases", default="genai,claude-code,redaction,max",
-                   help="comma list of genai (one phase per --batch), claude-code, redaction (catalogue on vs off), "
-                        "max (default all)")
-    p.add_argument("--baseline", metavar="REF", help="also run the genai and claude-code phases against relay at "
-                   "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
-                   "same run, baseline first; its columns are named <phase>@REF")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the export to finish after each phase (default 10)",
+    )
+    p.add_argument(
+        "--max-drain-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to watch the export after the max phase (its backlog is not expected to drain; default 5)",
+    )
+    p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop (default 1.5)")
+    p.add_argument(
+        "--phases",
+        default="genai,claude-code,redaction,max",
+        help="comma list of genai (one phase per --batch), claude-code, redaction (catalogue on vs off), "
+        "max (default all)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the genai and claude-code phases against relay at "
+        "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
+        "same run, baseline first; its columns are named <phase>@REF",
+    )
     p.add_argument("--no-content", action="store_true", help="GenAI spans without prompt/response/tool content")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-' = stdout)")
     return p.parse_args(argv)
@@ -895,9 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     phases = {x.strip() for x in args.phases.split(",") if x.strip()}
     started = time.monotonic()
-    info = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": cpu_count(), "commit": _commit(),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "python": sys.version.split()[0], "args": vars(args)}
+    info = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": cpu_count(),
+        "commit": _commit(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": sys.version.split()[0],
+        "args": vars(args),
+    }
     results: list[PhaseResult] = []
     factories: dict[int, BatchFactory] = {}
 
@@ -907,7 +1103,9 @@ def main(argv: list[str] | None = None) -> int:
             factories[n].check()
         return factories[n]
 
-    print(f"relay ingest bench: {info['cpus']} CPUs; phases {sorted(phases)}; duration {args.duration:.0f} s", flush=True)
+    print(
+        f"relay ingest bench: {info['cpus']} CPUs; phases {sorted(phases)}; duration {args.duration:.0f} s", flush=True
+    )
     # the genai and claude-code phases also run against a baseline revision (same bodies, same run), first
     variants: list[tuple[str, Path | None]] = [("", None)]
     base_dir = None
@@ -926,28 +1124,60 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[genai-{n}] generating {count} requests × {n} spans ({f.bytes:,} bytes each) …", flush=True)
                 reqs = [OutRequest("/v1/traces", f.make(), n, n) for _ in range(count)]
                 warm = [OutRequest("/v1/traces", f.make(), n, n) for _ in range(3)]
-                print(f"[genai-{n}] {args.rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s", flush=True)
+                print(
+                    f"[genai-{n}] {args.rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s", flush=True
+                )
                 for suffix, root in variants:
-                    results.append(run_phase(f"genai-{n}{suffix}", fake, mode="open", batch=f"genai-{n}", reqs=reqs,
-                                             req_rate=req_rate, warmup=warm, spans_per_unit=1.0,
-                                             target_spans=args.rate, drain_timeout=args.drain_timeout, root=root))
+                    results.append(
+                        run_phase(
+                            f"genai-{n}{suffix}",
+                            fake,
+                            mode="open",
+                            batch=f"genai-{n}",
+                            reqs=reqs,
+                            req_rate=req_rate,
+                            warmup=warm,
+                            spans_per_unit=1.0,
+                            target_spans=args.rate,
+                            drain_timeout=args.drain_timeout,
+                            root=root,
+                        )
+                    )
                     _progress(results[-1])
                 del reqs
         if "claude-code" in phases:
             cc = ClaudeCodeFactory()
             per_session = len(cc.requests)
             sessions = max(1, math.ceil(args.cc_rate * args.cc_duration / per_session))
-            print(f"[claude-code] generating {sessions} session copies × {per_session} requests "
-                  f"({cc.spans} spans, {cc.records} records each) …", flush=True)
+            print(
+                f"[claude-code] generating {sessions} session copies × {per_session} requests "
+                f"({cc.spans} spans, {cc.records} records each) …",
+                flush=True,
+            )
             reqs = [r for _ in range(sessions) for r in cc.make()]
             warm = cc.make()
             span_rate = args.cc_rate * cc.spans / per_session
-            print(f"[claude-code] {args.cc_rate:.0f} req/s (≈ {span_rate:,.0f} spans/s, "
-                  f"{args.cc_rate * cc.records / per_session:,.0f} records/s) for ~{args.cc_duration:.0f} s", flush=True)
+            print(
+                f"[claude-code] {args.cc_rate:.0f} req/s (≈ {span_rate:,.0f} spans/s, "
+                f"{args.cc_rate * cc.records / per_session:,.0f} records/s) for ~{args.cc_duration:.0f} s",
+                flush=True,
+            )
             for suffix, root in variants:
-                results.append(run_phase(f"claude-code{suffix}", fake, mode="open", batch="claude-code", reqs=reqs,
-                                         req_rate=args.cc_rate, warmup=warm, spans_per_unit=None,
-                                         target_spans=span_rate, drain_timeout=args.drain_timeout, root=root))
+                results.append(
+                    run_phase(
+                        f"claude-code{suffix}",
+                        fake,
+                        mode="open",
+                        batch="claude-code",
+                        reqs=reqs,
+                        req_rate=args.cc_rate,
+                        warmup=warm,
+                        spans_per_unit=None,
+                        target_spans=span_rate,
+                        drain_timeout=args.drain_timeout,
+                        root=root,
+                    )
+                )
                 _progress(results[-1])
             del reqs
         if "redaction" in phases:
@@ -959,10 +1189,21 @@ def main(argv: list[str] | None = None) -> int:
             warm = [OutRequest("/v1/traces", f.make(), 100, 100) for _ in range(3)]
             for i, catalogue in enumerate((True, False, True, False)):
                 name = f"redaction-{'on' if catalogue else 'off'}-{i // 2 + 1}"
-                results.append(run_phase(name, fake, mode="open", batch="genai-100", reqs=reqs, req_rate=req_rate,
-                                         warmup=warm, spans_per_unit=1.0, target_spans=TARGET_RATE,
-                                         drain_timeout=args.drain_timeout,
-                                         pipeline={"redaction": {"catalogue": catalogue}}))
+                results.append(
+                    run_phase(
+                        name,
+                        fake,
+                        mode="open",
+                        batch="genai-100",
+                        reqs=reqs,
+                        req_rate=req_rate,
+                        warmup=warm,
+                        spans_per_unit=1.0,
+                        target_spans=TARGET_RATE,
+                        drain_timeout=args.drain_timeout,
+                        pipeline={"redaction": {"catalogue": catalogue}},
+                    )
+                )
                 _progress(results[-1])
             micro = redaction_microbench([r.body for r in reqs[:20]], 100)
             info["redaction_microbench"] = micro
@@ -971,12 +1212,26 @@ def main(argv: list[str] | None = None) -> int:
             f = factory(args.max_batch)
             budget = 512 * 2**20  # pre-generated bodies; more are made on the fly (and counted) if needed
             pool = BodyPool(f, max(8, budget // f.bytes))
-            print(f"[max] closed loop, {args.concurrency} connections × {args.max_batch}-span requests for "
-                  f"{args.max_duration:.0f} s …", flush=True)
-            results.append(run_phase(f"max-{args.max_batch}", fake, mode="closed", batch=f"genai-{args.max_batch}",
-                                     pool=pool, concurrency=args.concurrency, duration=args.max_duration,
-                                     warmup=[pool.make() for _ in range(3)], spans_per_unit=1.0, target_spans=None,
-                                     drain_timeout=args.max_drain_timeout))
+            print(
+                f"[max] closed loop, {args.concurrency} connections × {args.max_batch}-span requests for "
+                f"{args.max_duration:.0f} s …",
+                flush=True,
+            )
+            results.append(
+                run_phase(
+                    f"max-{args.max_batch}",
+                    fake,
+                    mode="closed",
+                    batch=f"genai-{args.max_batch}",
+                    pool=pool,
+                    concurrency=args.concurrency,
+                    duration=args.max_duration,
+                    warmup=[pool.make() for _ in range(3)],
+                    spans_per_unit=1.0,
+                    target_spans=None,
+                    drain_timeout=args.max_drain_timeout,
+                )
+            )
             del pool
             _progress(results[-1])
 
@@ -989,8 +1244,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             f = factory(int(r.batch.split("-")[1]))
             bodies = [(f.make(), f.spans)]
-        ceilings[r.batch] = {"bytes": sum(len(b) for b, _ in bodies) // len(bodies),
-                             "spans_per_s": protobuf_ceiling(bodies, args.ceiling_seconds)}
+        ceilings[r.batch] = {
+            "bytes": sum(len(b) for b, _ in bodies) // len(bodies),
+            "spans_per_s": protobuf_ceiling(bodies, args.ceiling_seconds),
+        }
     if base_dir is not None:
         base_dir.cleanup()
     info["total_s"] = time.monotonic() - started
@@ -1031,19 +1288,28 @@ def _export_revision(ref: str, dest: Path) -> None:
 def _commit(ref: str = "HEAD") -> str:
     """The commit ``ref`` names in the repository (read-only ``git rev-parse``), or "?"."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", ref], cwd=Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", ref],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
 
 
 def _progress(r: PhaseResult) -> None:
-    print(f"  → acked {r.acked_spans_per_s:,.0f} spans/s, p99 {r.latency_ms['p99']:.1f} ms, CPU {r.cpu_pct:.0f} %, "
-          f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), "
-          f"loop lag max "
-          f"≤{r.loop_lag_max_ms:.0f} ms ({r.loop_lags_over_20ms} > 20 ms), GC max ≤{r.gc_pause_max_ms:.0f} ms "
-          f"({r.gc_pauses_over_20ms} > 20 ms)", flush=True)
+    print(
+        f"  → acked {r.acked_spans_per_s:,.0f} spans/s, p99 {r.latency_ms['p99']:.1f} ms, CPU {r.cpu_pct:.0f} %, "
+        f"RSS peak {r.rss_peak_mib:.0f} MiB, drained {'yes' if r.drained else 'NO'} ({r.drain_s:.2f} s), "
+        f"loop lag max "
+        f"≤{r.loop_lag_max_ms:.0f} ms ({r.loop_lags_over_20ms} > 20 ms), GC max ≤{r.gc_pause_max_ms:.0f} ms "
+        f"({r.gc_pauses_over_20ms} > 20 ms)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

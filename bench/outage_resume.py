@@ -53,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.trials):
         results["probe"].append(asyncio.run(one(args.outage, "250ms")))
         results["no probe"].append(asyncio.run(one(args.outage, "1h")))
-    print(f"outage {args.outage:.0f} s, {args.trials} trials each: seconds from Langfuse's recovery to the first export")
+    print(
+        f"outage {args.outage:.0f} s, {args.trials} trials each: seconds from Langfuse's recovery to the first export"
+    )
     for name, xs in results.items():
-        print(f"  {name:9} median {statistics.median(xs):6.2f}  max {max(xs):6.2f}  all {' '.join(f'{x:.2f}' for x in xs)}")
+        print(
+            f"  {name:9} median {statistics.median(xs):6.2f}  max {max(xs):6.2f}  all {' '.join(f'{x:.2f}' for x in xs)}"
+        )
     return 0
 
 

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -190,45 +190,66 @@ def measure(path: Path) -> dict:
     """Compute and render the W47 report over ``path``; seconds per phase, rows scanned, RSS."""
     period = Period("weekly", REPORT_WEEK, TZ)
     conn = open_readonly(path)
-    scanned = conn.execute("SELECT COUNT(*) FROM usage_records WHERE tenant = 'acme' AND time_ns >= ? AND time_ns < ?",
-                           (period.previous().start_ns, period.end_ns)).fetchone()[0]
+    scanned = conn.execute(
+        "SELECT COUNT(*) FROM usage_records WHERE tenant = 'acme' AND time_ns >= ? AND time_ns < ?",
+        (period.previous().start_ns, period.end_ns),
+    ).fetchone()[0]
     total = conn.execute("SELECT MAX(id) FROM usage_records").fetchone()[0]
     source = TimedSource(conn)
-    budgets = [BudgetSpec("team-3 monthly", 5000.0, "month", ('team.id="team-3"',), "Europe/Berlin"),
-               BudgetSpec("tenant weekly", 20000.0, "week", (), "Europe/Berlin")]
+    budgets = [
+        BudgetSpec("team-3 monthly", 5000.0, "month", ('team.id="team-3"',), "Europe/Berlin"),
+        BudgetSpec("tenant weekly", 20000.0, "week", (), "Europe/Berlin"),
+    ]
     rss0 = _rss()
     t = time.perf_counter()
-    report = compute_report(source, ReportRequest("acme", period), budgets=budgets, alerts=[],
-                            now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+    report = compute_report(
+        source, ReportRequest("acme", period), budgets=budgets, alerts=[], now=datetime(2026, 12, 1, tzinfo=UTC)
+    )
     compute_s = time.perf_counter() - t
     phases = {"compute": compute_s, **{f"  {k}": v for k, v in source.times.items()}}
     outputs = {}
-    for name, fn in (("render markdown", render_markdown), ("render slack blocks", render_slack),
-                     ("render json", render_json), ("render csv", render_csv), ("render chart (png)", render_chart)):
+    for name, fn in (
+        ("render markdown", render_markdown),
+        ("render slack blocks", render_slack),
+        ("render json", render_json),
+        ("render csv", render_csv),
+        ("render chart (png)", render_chart),
+    ):
         t = time.perf_counter()
         outputs[name] = fn(report)
         phases[name] = time.perf_counter() - t
     conn.close()
     render_s = sum(v for k, v in phases.items() if k.startswith("render"))
     return {
-        "ledger_records": total, "scanned_records": scanned, "week_records": report.current.records,
-        "phases_s": phases, "compute_s": compute_s, "render_s": render_s, "total_s": compute_s + render_s,
+        "ledger_records": total,
+        "scanned_records": scanned,
+        "week_records": report.current.records,
+        "phases_s": phases,
+        "compute_s": compute_s,
+        "render_s": render_s,
+        "total_s": compute_s + render_s,
         "rows_per_s": scanned / compute_s if compute_s else float("nan"),
-        "rss_before_mib": rss0, "rss_after_mib": _rss(),
-        "cost_usd": report.current.cost_nanos / 1e9, "png_bytes": len(outputs["render chart (png)"] or b""),
+        "rss_before_mib": rss0,
+        "rss_after_mib": _rss(),
+        "cost_usd": report.current.cost_nanos / 1e9,
+        "png_bytes": len(outputs["render chart (png)"] or b""),
         "slack_blocks": len(outputs["render slack blocks"]["blocks"]),
     }
 
 
 def _print(label: str, m: dict, gen_s: float) -> None:
-    print(f"\n== {label}: {m['ledger_records']:,} records in the ledger, {m['week_records']:,} in the report week, "
-          f"{m['scanned_records']:,} scanned (week + previous week)"
-          + (f"; generated in {gen_s:.1f} s" if gen_s else "; cached ledger file"))
+    print(
+        f"\n== {label}: {m['ledger_records']:,} records in the ledger, {m['week_records']:,} in the report week, "
+        f"{m['scanned_records']:,} scanned (week + previous week)"
+        + (f"; generated in {gen_s:.1f} s" if gen_s else "; cached ledger file")
+    )
     for k, v in m["phases_s"].items():
         print(f"  {k:<24} {v:8.3f} s")
     print(f"  {'total':<24} {m['total_s']:8.3f} s   ({m['rows_per_s']:,.0f} rows/s scanned in compute)")
-    print(f"  RSS {m['rss_before_mib']:.0f} → {m['rss_after_mib']:.0f} MiB; report cost ${m['cost_usd']:,.2f}; "
-          f"{m['slack_blocks']} Slack blocks; chart {m['png_bytes']:,} bytes")
+    print(
+        f"  RSS {m['rss_before_mib']:.0f} → {m['rss_after_mib']:.0f} MiB; report cost ${m['cost_usd']:,.2f}; "
+        f"{m['slack_blocks']} Slack blocks; chart {m['png_bytes']:,} bytes"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.weeks < 2:
         p.error("--weeks must be at least 2 (the report compares with the previous week)")
-    print(f"relay report benchmark: weekly report 2026-W47 (Europe/Berlin); {psutil.cpu_count()} CPUs; "
-          f"SQLite {sqlite3.sqlite_version}")
+    print(
+        f"relay report benchmark: weekly report 2026-W47 (Europe/Berlin); {psutil.cpu_count()} CPUs; "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
     results: dict = {}
     for label, n in (("baseline", a.baseline), ("ledger", a.records)):
         if n <= 0:
@@ -258,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         b, big = results["baseline"], results["ledger"]
         ratio = big["compute_s"] / b["compute_s"]
         rows = big["scanned_records"] / b["scanned_records"]
-        print(f"\nratio {a.records:,} / {a.baseline:,}: compute ×{ratio:.1f} for ×{rows:.1f} rows scanned "
-              f"(1.0 per row = linear); total ×{big['total_s'] / b['total_s']:.1f}")
+        print(
+            f"\nratio {a.records:,} / {a.baseline:,}: compute ×{ratio:.1f} for ×{rows:.1f} rows scanned "
+            f"(1.0 per row = linear); total ×{big['total_s'] / b['total_s']:.1f}"
+        )
         results["ratio_compute"] = ratio
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))

@@ -86,19 +86,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MiB, cpu_count, percentile  # noqa: E402  (puts the repository root on sys.path)
+import numpy as np
+import psutil
+import yaml
+from _common import MiB, cpu_count, percentile
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
-
-from relay.model import UsageRecord  # noqa: E402
-from relay.store.sqlite import SqliteDB  # noqa: E402
-from relay.usage.sqlite_store import SqliteLedgerStore  # noqa: E402
-from relay.usage.store import LedgerChange  # noqa: E402
-from tests.fakes.slack import FakeSlack  # noqa: E402
-from tests.support.cc_traffic import CCTraffic  # noqa: E402
-from tests.support.relay_proc import RelayProcess  # noqa: E402
+from relay.model import UsageRecord
+from relay.store.sqlite import SqliteDB
+from relay.usage.sqlite_store import SqliteLedgerStore
+from relay.usage.store import LedgerChange
+from tests.fakes.slack import FakeSlack
+from tests.support.cc_traffic import CCTraffic
+from tests.support.relay_proc import RelayProcess
 
 GEN_VERSION = 1
 TENANT = "default"  # relay's default tenant (no tenants configured)
@@ -139,12 +138,18 @@ class Population:
             for u in range(users):
                 self.users.append(f"dev-{t:03d}-{u:02d}")
                 self.team_of.append(t)
-                self.labels.append({"team.id": self.teams[t], "department": dept, "cost_center": f"cc-{t // 10:02d}",
-                                    "service.version": "2.1.329"})
+                self.labels.append(
+                    {
+                        "team.id": self.teams[t],
+                        "department": dept,
+                        "cost_center": f"cc-{t // 10:02d}",
+                        "service.version": "2.1.329",
+                    }
+                )
                 weights.append(team_factor[t] * rng.lognormal(0.0, 0.6))
         w = np.array(weights)
         if only is not None:
-            w[only * users:] = 0.0
+            w[only * users :] = 0.0
         self.p = w / w.sum()
 
 
@@ -153,8 +158,9 @@ def _hour_weight(hours: np.ndarray) -> np.ndarray:
     return np.where((hours >= 8) & (hours < 18), 1.0, np.where((hours >= 18) & (hours < 23), 0.35, 0.08))
 
 
-def record_stream(pop: Population, n: int, t_start: float, t_end: float, seed: int, prefix: str,
-                  chunk: int = 10_000) -> Iterator[list[UsageRecord]]:
+def record_stream(
+    pop: Population, n: int, t_start: float, t_end: float, seed: int, prefix: str, chunk: int = 10_000
+) -> Iterator[list[UsageRecord]]:
     """``n`` Claude-Code-shaped usage records (tenant set, labels shared per user) with times in
     ``[t_start, t_end)`` (unix seconds), in time order, ``chunk`` at a time. Keys start with ``prefix`` so streams
     never collide. Deterministic for the same arguments."""
@@ -184,27 +190,56 @@ def record_stream(pop: Population, n: int, t_start: float, t_end: float, seed: i
         s[3] = t
         s[4] -= 1
         t_ns = int(t * 1e9)
-        common = dict(time_ns=t_ns, tenant=TENANT, session_id=s[0], prompt_id=s[1], user=pop.users[u],
-                      labels=pop.labels[u], source="claude_code.event")
+        common = dict(
+            time_ns=t_ns,
+            tenant=TENANT,
+            session_id=s[0],
+            prompt_id=s[1],
+            user=pop.users[u],
+            labels=pop.labels[u],
+            source="claude_code.event",
+        )
         x = rnd.random()
         if x < 0.70:  # LLM call
             model = rnd.choices(MODELS, MODEL_P)[0]
             if rnd.random() < 0.03:
                 status, eclass = rnd.choice([(429, "rate_limit"), (500, "server_error"), (None, "overloaded")])
-                out.append(UsageRecord(key=f"llm-error:{prefix}{i:09d}", kind="llm", model=model,
-                                       duration_ms=round(rnd.uniform(200, 30_000), 1), success=False,
-                                       status_code=status, error_class=eclass, error=eclass.replace("_", " "),
-                                       **common))
+                out.append(
+                    UsageRecord(
+                        key=f"llm-error:{prefix}{i:09d}",
+                        kind="llm",
+                        model=model,
+                        duration_ms=round(rnd.uniform(200, 30_000), 1),
+                        success=False,
+                        status_code=status,
+                        error_class=eclass,
+                        error=eclass.replace("_", " "),
+                        **common,
+                    )
+                )
             else:
                 inp, outp = rnd.randint(5, 600), int(rnd.lognormvariate(6.0, 0.9))
                 cread, cwrite = rnd.randint(5_000, 90_000), (rnd.randint(0, 9_000) if rnd.random() < 0.6 else 0)
                 pi, po, pr, pw = PRICES[model]
                 micros = round(inp * pi + outp * po + cread * pr + cwrite * pw)  # tokens × USD/1M = micro-USD
                 ttft = rnd.lognormvariate(7.2, 0.5)  # median ~1.3 s
-                out.append(UsageRecord(key=f"llm:req_{prefix}{i:09d}", kind="llm", model=model, input_tokens=inp,
-                                       output_tokens=outp, cache_read_tokens=cread, cache_creation_tokens=cwrite,
-                                       cache_creation_5m_tokens=cwrite, cost_nanos=micros * 1000, cost_source="reported",
-                                       duration_ms=round(ttft + outp * 12, 1), ttft_ms=round(ttft, 1), **common))
+                out.append(
+                    UsageRecord(
+                        key=f"llm:req_{prefix}{i:09d}",
+                        kind="llm",
+                        model=model,
+                        input_tokens=inp,
+                        output_tokens=outp,
+                        cache_read_tokens=cread,
+                        cache_creation_tokens=cwrite,
+                        cache_creation_5m_tokens=cwrite,
+                        cost_nanos=micros * 1000,
+                        cost_source="reported",
+                        duration_ms=round(ttft + outp * 12, 1),
+                        ttft_ms=round(ttft, 1),
+                        **common,
+                    )
+                )
         else:  # tool call
             tool = TOOLS[int(rnd.random() * len(TOOLS))]
             y = rnd.random()
@@ -215,8 +250,16 @@ def record_stream(pop: Population, n: int, t_start: float, t_end: float, seed: i
                 kw = dict(success=False, error_class=err, error=err, decision="accept", decision_source="config")
             else:
                 kw = dict(success=True, decision="accept", decision_source="config")
-            out.append(UsageRecord(key=f"tool:toolu_{prefix}{i:09d}", kind="tool", tool_name=tool,
-                                   duration_ms=round(rnd.lognormvariate(5.5, 1.2), 1), **kw, **common))
+            out.append(
+                UsageRecord(
+                    key=f"tool:toolu_{prefix}{i:09d}",
+                    kind="tool",
+                    tool_name=tool,
+                    duration_ms=round(rnd.lognormvariate(5.5, 1.2), 1),
+                    **kw,
+                    **common,
+                )
+            )
         if len(out) >= chunk:
             yield out
             out = []
@@ -243,8 +286,9 @@ def _open_ledger(path: Path) -> tuple[SqliteDB, SqliteLedgerStore]:
     return db, SqliteLedgerStore(db)
 
 
-async def _write_all(store: SqliteLedgerStore, stream: Iterator[list[UsageRecord]], size: int,
-                     progress: int = 0) -> dict:
+async def _write_all(
+    store: SqliteLedgerStore, stream: Iterator[list[UsageRecord]], size: int, progress: int = 0
+) -> dict:
     """Write ``stream`` in batches of ``size`` (each awaited); wall and CPU (process, all threads) of the writes,
     and the rate at each ``progress`` records."""
     wall = cpu = 0.0
@@ -263,8 +307,14 @@ async def _write_all(store: SqliteLedgerStore, stream: Iterator[list[UsageRecord
             marks.append((n, rate))
             print(f"    {n:>10,} records  {rate:>9,.0f} records/s (last {n - last[0]:,})", flush=True)
             last = (n, wall)
-    return {"records": n, "wall_s": wall, "cpu_s": cpu, "rate": n / wall if wall else float("nan"),
-            "cpu_us_per_record": 1e6 * cpu / n if n else float("nan"), "marks": marks}
+    return {
+        "records": n,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rate": n / wall if wall else float("nan"),
+        "cpu_us_per_record": 1e6 * cpu / n if n else float("nan"),
+        "marks": marks,
+    }
 
 
 def ensure_ledger(a: argparse.Namespace, pop: Population) -> tuple[Path, dict]:
@@ -284,8 +334,11 @@ def ensure_ledger(a: argparse.Namespace, pop: Population) -> tuple[Path, dict]:
     tmp.mkdir(parents=True)
     t_end = time.time()
     t_start = t_end - a.days * 86400
-    print(f"ledger: generating {a.records:,} records over {a.days} days into {cache} "
-          f"(SqliteLedgerStore.write, batches of {GEN_BATCH:,})", flush=True)
+    print(
+        f"ledger: generating {a.records:,} records over {a.days} days into {cache} "
+        f"(SqliteLedgerStore.write, batches of {GEN_BATCH:,})",
+        flush=True,
+    )
     spend = [0] * len(pop.teams)
 
     def tally(stream):
@@ -308,8 +361,10 @@ def ensure_ledger(a: argparse.Namespace, pop: Population) -> tuple[Path, dict]:
     meta = {"t_end": t_end, "records": a.records, "team_spend_usd": [s / 1e6 for s in spend], "generate": gen}
     (tmp / "meta.json").write_text(json.dumps(meta))
     os.replace(tmp, cache)
-    print(f"  bulk load: {gen['rate']:,.0f} records/s in write() ({gen['wall_s']:.1f} s; "
-          f"{gen['total_s']:.1f} s with record generation)")
+    print(
+        f"  bulk load: {gen['rate']:,.0f} records/s in write() ({gen['wall_s']:.1f} s; "
+        f"{gen['total_s']:.1f} s with record generation)"
+    )
     return cache, meta
 
 
@@ -328,33 +383,86 @@ def team_rules(team: str, month_limit: float) -> list[dict]:
     """The five rules of one team (see the module docstring)."""
     m = [f'team.id="{team}"']
     return [
-        {"alert": "TeamMonthlyBudget", "kind": "budget", "matchers": m, "group_by": ["team.id"],
-         "limit_usd": month_limit, "window": {"calendar": "month", "timezone": "Europe/Berlin"},
-         "thresholds": [{"percent": 50, "severity": "info"}, {"percent": 80, "severity": "warning"},
-                        {"percent": 100, "severity": "critical"}],
-         "forecast": {"enabled": True, "min_elapsed": "3d", "severity": "warning"},
-         "labels": {"scope": "team"},
-         "annotations": {"summary": "Team {{ labels['team.id'] }}: {{ values.spend | usd }} of "
-                                    "{{ values.limit | usd }} monthly budget ({{ values.percent | percent }})"}},
-        {"alert": "UserDailyBudget", "kind": "budget", "matchers": m, "group_by": ["team.id", "user"],
-         "limit_usd": USER_DAILY_LIMIT, "window": {"calendar": "day", "timezone": "Europe/Berlin"},
-         "thresholds": [{"percent": 100, "severity": "critical"}], "labels": {"scope": "user"},
-         "annotations": {"summary": "{{ labels.user }} ({{ labels['team.id'] }}) spent {{ values.spend | usd }} "
-                                    "today ({{ values.percent | percent }} of {{ values.limit | usd }})"}},
-        {"alert": "ApiErrorRate", "kind": "error_rate", "errors": {"kind": "llm"}, "matchers": m,
-         "group_by": ["team.id"], "window": "10m", "ratio": 0.25, "min_count": 20, "for": "2m",
-         "labels": {"severity": "warning"},
-         "annotations": {"summary": "{{ values.ratio | ratio }} of {{ labels['team.id'] }}'s API calls failed"}},
-        {"alert": "SlowTimeToFirstToken", "kind": "threshold", "matchers": m + ['kind="llm"', 'success="true"'],
-         "group_by": ["team.id", "model"], "field": "ttft_ms", "aggregate": "p95", "window": "15m", "op": ">",
-         "value": 30000, "min_count": 20, "for": "5m", "labels": {"severity": "info"},
-         "annotations": {"summary": "p95 time to first token of {{ labels.model }} is "
-                                    "{{ (values.value / 1000) | round(1) }}s"}},
-        {"alert": "TeamCostSpike", "kind": "spike", "matchers": m, "group_by": ["team.id"], "field": "cost_usd",
-         "window": "1d", "baseline": {"windows": 30, "min_baseline": 1}, "method": "zscore", "threshold": 4,
-         "min_current": 500, "labels": {"severity": "warning"},
-         "annotations": {"summary": "{{ labels['team.id'] }} spent {{ values.current | usd }} in the last day, "
-                                    "{{ values.zscore | round(1) }} sd above its 30-day norm"}},
+        {
+            "alert": "TeamMonthlyBudget",
+            "kind": "budget",
+            "matchers": m,
+            "group_by": ["team.id"],
+            "limit_usd": month_limit,
+            "window": {"calendar": "month", "timezone": "Europe/Berlin"},
+            "thresholds": [
+                {"percent": 50, "severity": "info"},
+                {"percent": 80, "severity": "warning"},
+                {"percent": 100, "severity": "critical"},
+            ],
+            "forecast": {"enabled": True, "min_elapsed": "3d", "severity": "warning"},
+            "labels": {"scope": "team"},
+            "annotations": {
+                "summary": "Team {{ labels['team.id'] }}: {{ values.spend | usd }} of "
+                "{{ values.limit | usd }} monthly budget ({{ values.percent | percent }})"
+            },
+        },
+        {
+            "alert": "UserDailyBudget",
+            "kind": "budget",
+            "matchers": m,
+            "group_by": ["team.id", "user"],
+            "limit_usd": USER_DAILY_LIMIT,
+            "window": {"calendar": "day", "timezone": "Europe/Berlin"},
+            "thresholds": [{"percent": 100, "severity": "critical"}],
+            "labels": {"scope": "user"},
+            "annotations": {
+                "summary": "{{ labels.user }} ({{ labels['team.id'] }}) spent {{ values.spend | usd }} "
+                "today ({{ values.percent | percent }} of {{ values.limit | usd }})"
+            },
+        },
+        {
+            "alert": "ApiErrorRate",
+            "kind": "error_rate",
+            "errors": {"kind": "llm"},
+            "matchers": m,
+            "group_by": ["team.id"],
+            "window": "10m",
+            "ratio": 0.25,
+            "min_count": 20,
+            "for": "2m",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": "{{ values.ratio | ratio }} of {{ labels['team.id'] }}'s API calls failed"},
+        },
+        {
+            "alert": "SlowTimeToFirstToken",
+            "kind": "threshold",
+            "matchers": m + ['kind="llm"', 'success="true"'],
+            "group_by": ["team.id", "model"],
+            "field": "ttft_ms",
+            "aggregate": "p95",
+            "window": "15m",
+            "op": ">",
+            "value": 30000,
+            "min_count": 20,
+            "for": "5m",
+            "labels": {"severity": "info"},
+            "annotations": {
+                "summary": "p95 time to first token of {{ labels.model }} is {{ (values.value / 1000) | round(1) }}s"
+            },
+        },
+        {
+            "alert": "TeamCostSpike",
+            "kind": "spike",
+            "matchers": m,
+            "group_by": ["team.id"],
+            "field": "cost_usd",
+            "window": "1d",
+            "baseline": {"windows": 30, "min_baseline": 1},
+            "method": "zscore",
+            "threshold": 4,
+            "min_current": 500,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "{{ labels['team.id'] }} spent {{ values.current | usd }} in the last day, "
+                "{{ values.zscore | round(1) }} sd above its 30-day norm"
+            },
+        },
     ]
 
 
@@ -371,8 +479,7 @@ def write_rules(root: Path, n_rules: int, pop: Population, team_spend: list[floa
         limit = max(1000.0, math.ceil(3 * team_spend[t] / 500) * 500)
         rules = team_rules(team, limit)[:left]
         left -= len(rules)
-        (d / f"{team}.yaml").write_text(yaml.safe_dump({"groups": [{"name": team, "rules": rules}]},
-                                                       sort_keys=False))
+        (d / f"{team}.yaml").write_text(yaml.safe_dump({"groups": [{"name": team, "rules": rules}]}, sort_keys=False))
     return d
 
 
@@ -422,9 +529,8 @@ def engine_worker(job: dict) -> dict:
     """Child process: backfill a ``RuleEngine`` from the ledger copy, feed it the records, time everything."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from relay.alerting.evaluation.engine import RuleEngine
-    from relay.alerting.rules.load import RuleSet
-
     from relay.alerting.evaluation.windows import WindowAgg
+    from relay.alerting.rules.load import RuleSet
 
     baseline_s = [0.0]
     totals_before = WindowAgg.totals_before
@@ -488,13 +594,25 @@ def engine_worker(job: dict) -> dict:
         per_batch.append(dw)
         n += len(b)
     gct.on = False
-    res.update(feed=n, observe_cpu_s=obs_cpu, observe_wall_s=obs_wall, cpu_us_per_record=1e6 * obs_cpu / n,
-               batch_ms_p50=1e3 * percentile(per_batch, 50), batch_ms_p99=1e3 * percentile(per_batch, 99),
-               batch_ms_max=1e3 * max(per_batch), periodic_evals=ev_n, periodic_cpu_s=ev_cpu,
-               alerts_during_feed=len(alerts), rss_after_feed_mib=_rss(),
-               alert_names=sorted({a.labels.get("alertname", "?") for a in alerts}),
-               gc_s=sum(gct.total), gc_us_per_record=1e6 * sum(gct.total) / n, gc_counts=gct.count,
-               gc_gen2_longest_ms=1e3 * gct.longest[2], spike_baseline_us_per_record=1e6 * baseline_s[0] / n)
+    res.update(
+        feed=n,
+        observe_cpu_s=obs_cpu,
+        observe_wall_s=obs_wall,
+        cpu_us_per_record=1e6 * obs_cpu / n,
+        batch_ms_p50=1e3 * percentile(per_batch, 50),
+        batch_ms_p99=1e3 * percentile(per_batch, 99),
+        batch_ms_max=1e3 * max(per_batch),
+        periodic_evals=ev_n,
+        periodic_cpu_s=ev_cpu,
+        alerts_during_feed=len(alerts),
+        rss_after_feed_mib=_rss(),
+        alert_names=sorted({a.labels.get("alertname", "?") for a in alerts}),
+        gc_s=sum(gct.total),
+        gc_us_per_record=1e6 * sum(gct.total) / n,
+        gc_counts=gct.count,
+        gc_gen2_longest_ms=1e3 * gct.longest[2],
+        spike_baseline_us_per_record=1e6 * baseline_s[0] / n,
+    )
     # idle: periodic evaluation rounds with no records (every rule due each round at the 10 s default interval)
     rounds = []
     for _ in range(job["idle_rounds"]):
@@ -628,7 +746,7 @@ class RelayRun:
         if self.proc.proc is not None and self.proc.proc.poll() is None:
             try:
                 self.proc.terminate(15)
-            except Exception:  # noqa: BLE001 — a hung shutdown must not hang the bench
+            except Exception:
                 self.proc.kill9()
         if self._thread:
             self._thread.join(2)
@@ -638,20 +756,38 @@ def relay_overrides(rules_dir: Path | None, slack_api: str) -> dict:
     """relay's config for the latency phase: production pipeline timers, the rule files, Slack receiver."""
     return {
         "pipeline": {"idle_timeout": "10s", "root_grace": "2s"},
-        "rules": {"files": [str(rules_dir / "*.yaml")] if rules_dir else [], "evaluation_interval": "10s",
-                  "watch": True},
+        "rules": {
+            "files": [str(rules_dir / "*.yaml")] if rules_dir else [],
+            "evaluation_interval": "10s",
+            "watch": True,
+        },
         "alerting": {
-            "route": {"receiver": "slack", "group_by": ["alertname", "tenant", "team.id", "user", "threshold"],
-                      "group_wait": "0s", "group_interval": "1m", "repeat_interval": "4h"},
-            "receivers": [{"name": "slack", "slack_configs": [
-                {"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack_api}]}],
+            "route": {
+                "receiver": "slack",
+                "group_by": ["alertname", "tenant", "team.id", "user", "threshold"],
+                "group_wait": "0s",
+                "group_interval": "1m",
+                "repeat_interval": "4h",
+            },
+            "receivers": [
+                {"name": "slack", "slack_configs": [{"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack_api}]}
+            ],
         },
         "service": {"log": {"level": "info", "format": "json"}},
     }
 
 
-def latency_phase(label: str, cache: Path, rules_dir: Path | None, slack, a: argparse.Namespace,
-                  crossings: int, *, hooked: bool = False, same_session: int = 0) -> dict:
+def latency_phase(
+    label: str,
+    cache: Path,
+    rules_dir: Path | None,
+    slack,
+    a: argparse.Namespace,
+    crossings: int,
+    *,
+    hooked: bool = False,
+    same_session: int = 0,
+) -> dict:
     """Start relay on a fresh ledger copy; ``crossings`` crossing records → Slack; timings. ``hooked``: relay with
     hand-off timestamps (:func:`hooked_relay_main`) and a per-stage breakdown; ``same_session``: that many more
     crossings, each 50 ms after a small ledger event of the same session and prompt."""
@@ -665,18 +801,21 @@ def latency_phase(label: str, cache: Path, rules_dir: Path | None, slack, a: arg
             res["copy_s"] = copy_s
             res.update(_until_ready(relay, a))
             res["backfill_log"] = relay.backfill_log()
-            print(f"  {label}: OTLP accepted after {res['healthz_s']:.1f} s, rules ready after {res['ready_s']:.1f} s "
-                  f"({res['ready_cpu_s']:.1f} s CPU), RSS {res['rss_ready_mib']:.0f} MiB; acks while backfilling: "
-                  f"{res['probe_acks']}, max {_fmt(res['probe_ack_ms']['max'])} ms; {res['ready_message']}",
-                  flush=True)
+            print(
+                f"  {label}: OTLP accepted after {res['healthz_s']:.1f} s, rules ready after {res['ready_s']:.1f} s "
+                f"({res['ready_cpu_s']:.1f} s CPU), RSS {res['rss_ready_mib']:.0f} MiB; acks while backfilling: "
+                f"{res['probe_acks']}, max {_fmt(res['probe_ack_ms']['max'])} ms; {res['ready_message']}",
+                flush=True,
+            )
             if crossings <= 0:
                 return res
             samples: list[dict] = []
             res.update(_crossings(relay, slack, a, crossings, label, samples=samples))
             if same_session:
                 more: list[dict] = []
-                res["same_session"] = _crossings(relay, slack, a, same_session, label + ", same session", prior=0.05,
-                                                 samples=more)
+                res["same_session"] = _crossings(
+                    relay, slack, a, same_session, label + ", same session", prior=0.05, samples=more
+                )
                 samples += more
             if events is not None:
                 time.sleep(0.2)
@@ -716,15 +855,31 @@ def _until_ready(relay: RelayRun, a: argparse.Namespace) -> dict:
         time.sleep(max(0.0, a.probe_interval - acks[-1]))
     conn.close()
     m = re.search(r"backfilled in ([0-9.]+)s", msg)
-    return {"ready_s": t_ready - relay.t_launch, "ready_cpu_s": relay.cpu_s(), "rss_ready_mib": relay.rss_mib(),
-            "ready_message": msg, "backfill_logged_s": float(m.group(1)) if m else float("nan"),
-            "probe_acks": len(acks), "probe_ack_ms": {"p50": 1e3 * percentile(acks, 50),
-                                                      "p99": 1e3 * percentile(acks, 99),
-                                                      "max": 1e3 * max(acks) if acks else float("nan")}}
+    return {
+        "ready_s": t_ready - relay.t_launch,
+        "ready_cpu_s": relay.cpu_s(),
+        "rss_ready_mib": relay.rss_mib(),
+        "ready_message": msg,
+        "backfill_logged_s": float(m.group(1)) if m else float("nan"),
+        "probe_acks": len(acks),
+        "probe_ack_ms": {
+            "p50": 1e3 * percentile(acks, 50),
+            "p99": 1e3 * percentile(acks, 99),
+            "max": 1e3 * max(acks) if acks else float("nan"),
+        },
+    }
 
 
-def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, label: str, *,
-               prior: float | None = None, samples: list[dict] | None = None) -> dict:
+def _crossings(
+    relay: RelayRun,
+    slack,
+    a: argparse.Namespace,
+    crossings: int,
+    label: str,
+    *,
+    prior: float | None = None,
+    samples: list[dict] | None = None,
+) -> dict:
     """``a.warmup`` + ``crossings`` crossing records, one at a time; with ``prior`` each is sent that many seconds
     after a $0.01 event of the same session and prompt (so the early ledger mapped that session just before).
     Measured ones are appended to ``samples`` (``user``, ``t_send``, ``t_ack``, ``arrival``, ``prior``)."""
@@ -743,11 +898,13 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
             t0, cpu0 = time.perf_counter(), relay.cpu_s()
         team = f"team-{k % 2:03d}"
         user = f"xcross-{run_tag}-{k:04d}"
-        cc = CCTraffic(resource={"team.id": team, "enduser.id": user, "department": "engineering",
-                                 "cost_center": "cc-00"})
+        cc = CCTraffic(
+            resource={"team.id": team, "enduser.id": user, "department": "engineering", "cost_center": "cc-00"}
+        )
         if prior is not None:
-            conn.request("POST", "/v1/logs", body=cc.request(cc.api_request(0.01, model="claude-opus-4-5")),
-                         headers=headers)
+            conn.request(
+                "POST", "/v1/logs", body=cc.request(cc.api_request(0.01, model="claude-opus-4-5")), headers=headers
+            )
             r = conn.getresponse()
             r.read()
             time.sleep(prior)
@@ -769,8 +926,9 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
                 from_send.append(arrival - t_send)
                 acks.append(t_ack - t_send)
                 if samples is not None:
-                    samples.append({"user": user, "t_send": t_send, "t_ack": t_ack, "arrival": arrival,
-                                    "prior": prior is not None})
+                    samples.append(
+                        {"user": user, "t_send": t_send, "t_ack": t_ack, "arrival": arrival, "prior": prior is not None}
+                    )
         time.sleep(rnd.uniform(a.gap / 2, a.gap * 1.5))
     t1, cpu1 = time.perf_counter(), relay.cpu_s()
     conn.close()
@@ -779,15 +937,27 @@ def _crossings(relay: RelayRun, slack, a: argparse.Namespace, crossings: int, la
     others = [p for p in slack.posts[first_post:] if not any(u in p[2] for u in users)]
     pct = {}
     for name, xs in (("from_ack", from_ack), ("from_send", from_send), ("ack", acks)):
-        pct[name] = {f"p{p}": 1e3 * percentile(xs, p) for p in (50, 90, 99)} | {"max": 1e3 * max(xs) if xs else
-                                                                               float("nan")}
-    out = {"crossings": crossings, "received": len(from_ack), "missed": missed, "latency_ms": pct,
-           "phase_s": t1 - t0, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_peak_mib": relay.peak_rss_mib(t0, t1),
-           "rss_end_mib": relay.rss_mib(), "other_posts": len(others),
-           "other_post_samples": [p[2][:300] for p in others[:3]]}
+        pct[name] = {f"p{p}": 1e3 * percentile(xs, p) for p in (50, 90, 99)} | {
+            "max": 1e3 * max(xs) if xs else float("nan")
+        }
+    out = {
+        "crossings": crossings,
+        "received": len(from_ack),
+        "missed": missed,
+        "latency_ms": pct,
+        "phase_s": t1 - t0,
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "rss_peak_mib": relay.peak_rss_mib(t0, t1),
+        "rss_end_mib": relay.rss_mib(),
+        "other_posts": len(others),
+        "other_post_samples": [p[2][:300] for p in others[:3]],
+    }
     f = pct["from_ack"]
-    print(f"  {label}: {len(from_ack)}/{crossings} crossings reached Slack; ack → Slack p50 {f['p50']:.1f} ms, "
-          f"p99 {f['p99']:.1f} ms; relay {out['cpu_pct']:.1f} % CPU", flush=True)
+    print(
+        f"  {label}: {len(from_ack)}/{crossings} crossings reached Slack; ack → Slack p50 {f['p50']:.1f} ms, "
+        f"p99 {f['p99']:.1f} ms; relay {out['cpu_pct']:.1f} % CPU",
+        flush=True,
+    )
     return out
 
 
@@ -889,7 +1059,12 @@ def hooked_relay_main(config: str, events: str) -> int:
         return await notify(self, notification, state)
 
     Relay._ingest, Pipeline._feed, SqliteLedgerStore.write = _ingest, _feed, _write
-    AlertingService.observe, Dispatcher.put, Dispatcher.flush_due, SlackNotifier.notify = _observe, _put, _flush, _notify
+    AlertingService.observe, Dispatcher.put, Dispatcher.flush_due, SlackNotifier.notify = (
+        _observe,
+        _put,
+        _flush,
+        _notify,
+    )
     return relay_main(["run", "--config", config])
 
 
@@ -924,11 +1099,13 @@ def breakdown(events: Path, samples: list[dict]) -> dict:
         t = {"send": smp["t_send"], "arrival": smp["arrival"]}
         cur = smp["t_send"]
         ok = True
-        for _, a, b in STAGES:
+        for _, _a, b in STAGES:
             if b in t:
                 continue
-            hit = next((x for x in evs if x[0] >= cur and x[1] == b
-                        and (b not in named or smp["user"] in x[2].split(","))), None)
+            hit = next(
+                (x for x in evs if x[0] >= cur and x[1] == b and (b not in named or smp["user"] in x[2].split(","))),
+                None,
+            )
             if hit is None or hit[0] > smp["arrival"]:
                 ok = False
                 break
@@ -943,21 +1120,39 @@ def breakdown(events: Path, samples: list[dict]) -> dict:
             hit_gc.append(max(g))
         waits[any(t["feed"] < ts < t["ledger_in"] for ts in closes)].append(t["ledger_in"] - t["feed"])
     span = [x for x in gcs if samples and samples[0]["t_send"] <= x[0] <= samples[-1]["arrival"]]
-    return {"crossings": len(samples), "complete": complete,
-            "gc2": {"during_phase": len(span), "phase_ms_max": max((d for _, d in span), default=float("nan")),
-                    "crossings_hit": len(hit_gc), "hit_ms": hit_gc},
-            "early_wait_ms": {("group closed meanwhile" if k else "no close meanwhile"):
-                              {"n": len(v), "p50": 1e3 * percentile(v, 50)} for k, v in waits.items()},
-            "stages_ms": {k: {"p50": 1e3 * percentile(v, 50), "p90": 1e3 * percentile(v, 90),
-                              "max": 1e3 * max(v) if v else float("nan")} for k, v in per.items()}}
+    return {
+        "crossings": len(samples),
+        "complete": complete,
+        "gc2": {
+            "during_phase": len(span),
+            "phase_ms_max": max((d for _, d in span), default=float("nan")),
+            "crossings_hit": len(hit_gc),
+            "hit_ms": hit_gc,
+        },
+        "early_wait_ms": {
+            ("group closed meanwhile" if k else "no close meanwhile"): {"n": len(v), "p50": 1e3 * percentile(v, 50)}
+            for k, v in waits.items()
+        },
+        "stages_ms": {
+            k: {
+                "p50": 1e3 * percentile(v, 50),
+                "p90": 1e3 * percentile(v, 90),
+                "max": 1e3 * max(v) if v else float("nan"),
+            }
+            for k, v in per.items()
+        },
+    }
 
 
 # ============================================================================================ ledger phase
 def ledger_phase(run_db: Path, a: argparse.Namespace, pop: Population, t0: float) -> dict:
     """Write the feed records into the ledger copy (1M) and into an empty ledger (baseline)."""
     out = {}
-    for label, path in (("empty", Path(tempfile.mkdtemp(prefix="relay-bench-rules-empty-")) / "relay.db"),
-                        ("big", run_db)):
+    for label, path in (
+        ("empty", Path(tempfile.mkdtemp(prefix="relay-bench-rules-empty-")) / "relay.db"),
+        ("big", run_db),
+    ):
+
         async def go(path=path) -> dict:
             db, store = _open_ledger(path)
             try:
@@ -965,13 +1160,16 @@ def ledger_phase(run_db: Path, a: argparse.Namespace, pop: Population, t0: float
                 return await _write_all(store, stream, a.batch)
             finally:
                 db.close()
+
         gc.collect()
         out[label] = asyncio.run(go())
         if label == "empty":
             shutil.rmtree(path.parent, ignore_errors=True)
-        print(f"  ledger insert into {'the ' + format(a.records, ',') + '-record' if label == 'big' else 'an empty'} "
-              f"ledger: {out[label]['rate']:,.0f} records/s, {out[label]['cpu_us_per_record']:.0f} µs CPU/record",
-              flush=True)
+        print(
+            f"  ledger insert into {'the ' + format(a.records, ',') + '-record' if label == 'big' else 'an empty'} "
+            f"ledger: {out[label]['rate']:,.0f} records/s, {out[label]['cpu_us_per_record']:.0f} µs CPU/record",
+            flush=True,
+        )
     return out
 
 
@@ -987,35 +1185,47 @@ def _ratio(x: float, y: float) -> str:
 def print_report(a: argparse.Namespace, res: dict) -> None:
     """The figures as plain-text tables."""
     print("\n" + "=" * 100)
-    print(f"relay rules benchmark — {a.records:,}-record ledger, {a.rules:,} rules (baseline {a.baseline_rules}), "
-          f"{cpu_count()} CPUs, feed {a.feed:,} records in batches of {a.batch}")
+    print(
+        f"relay rules benchmark — {a.records:,}-record ledger, {a.rules:,} rules (baseline {a.baseline_rules}), "
+        f"{cpu_count()} CPUs, feed {a.feed:,} records in batches of {a.batch}"
+    )
     gen = res.get("ledger_generation")
     if gen:
-        print(f"\nledger generation (bulk load, batches of {GEN_BATCH:,}): {gen['rate']:,.0f} records/s in write(), "
-              f"{gen['cpu_us_per_record']:.0f} µs CPU/record, {gen['wall_s']:.1f} s; by 10 % steps: "
-              + ", ".join(f"{r:,.0f}" for _, r in gen["marks"]))
+        print(
+            f"\nledger generation (bulk load, batches of {GEN_BATCH:,}): {gen['rate']:,.0f} records/s in write(), "
+            f"{gen['cpu_us_per_record']:.0f} µs CPU/record, {gen['wall_s']:.1f} s; by 10 % steps: "
+            + ", ".join(f"{r:,.0f}" for _, r in gen["marks"])
+        )
     led = res.get("ledger")
     if led:
         b, e = led["big"], led["empty"]
         print(f"\nledger insert (batches of {a.batch})      {'records/s':>12} {'µs CPU/rec':>11} {'wall s':>8}")
         for name, m in ((f"into the {a.records:,}-record ledger", b), ("baseline: into an empty ledger", e)):
             print(f"  {name:<38}{m['rate']:>12,.0f} {m['cpu_us_per_record']:>11.1f} {m['wall_s']:>8.2f}")
-        print(f"  ratio big / empty: rate {_ratio(b['rate'], e['rate'])}, CPU per record "
-              f"{_ratio(b['cpu_us_per_record'], e['cpu_us_per_record'])}")
+        print(
+            f"  ratio big / empty: rate {_ratio(b['rate'], e['rate'])}, CPU per record "
+            f"{_ratio(b['cpu_us_per_record'], e['cpu_us_per_record'])}"
+        )
     eng = res.get("engine")
     if eng:
-        print("\nrules engine (in-process, child per rule set)  "
-              + "".join(f"{k:>14}" for k in eng))
+        print("\nrules engine (in-process, child per rule set)  " + "".join(f"{k:>14}" for k in eng))
         rows = [
-            ("backfill wall s", "backfill_s", ".1f"), ("backfill CPU s", "backfill_cpu_s", ".1f"),
-            ("RSS after backfill MiB", "rss_after_backfill_mib", ".0f"), ("  growth in backfill MiB", "rss_growth", ".0f"),
-            ("observe CPU µs/record", "cpu_us_per_record", ".2f"), ("  → records/s on one core", "rate", ",.0f"),
+            ("backfill wall s", "backfill_s", ".1f"),
+            ("backfill CPU s", "backfill_cpu_s", ".1f"),
+            ("RSS after backfill MiB", "rss_after_backfill_mib", ".0f"),
+            ("  growth in backfill MiB", "rss_growth", ".0f"),
+            ("observe CPU µs/record", "cpu_us_per_record", ".2f"),
+            ("  → records/s on one core", "rate", ",.0f"),
             ("  of which GC µs/record", "gc_us_per_record", ".2f"),
-            ("  of which spike baselines µs/record", "spike_baseline_us_per_record", ".2f"), ("  longest gen-2 GC pause ms", "gc_gen2_longest_ms", ".1f"),
-            ("observe wall/batch p50 ms", "batch_ms_p50", ".2f"), ("observe wall/batch p99 ms", "batch_ms_p99", ".2f"),
+            ("  of which spike baselines µs/record", "spike_baseline_us_per_record", ".2f"),
+            ("  longest gen-2 GC pause ms", "gc_gen2_longest_ms", ".1f"),
+            ("observe wall/batch p50 ms", "batch_ms_p50", ".2f"),
+            ("observe wall/batch p99 ms", "batch_ms_p99", ".2f"),
             ("observe wall/batch max ms", "batch_ms_max", ".2f"),
-            ("periodic evals during feed", "periodic_evals", "d"), ("  their CPU s", "periodic_cpu_s", ".2f"),
-            ("idle eval round ms", "idle_round_ms", ".2f"), ("  idle CPU % (10 s interval)", "idle_cpu_pct", ".3f"),
+            ("periodic evals during feed", "periodic_evals", "d"),
+            ("  their CPU s", "periodic_cpu_s", ".2f"),
+            ("idle eval round ms", "idle_round_ms", ".2f"),
+            ("  idle CPU % (10 s interval)", "idle_cpu_pct", ".3f"),
             ("alerts at start / in feed", "alerts", "s"),
         ]
         for m in eng.values():
@@ -1030,68 +1240,104 @@ def print_report(a: argparse.Namespace, res: dict) -> None:
         big = eng[keys[0]]
         for other in keys[1:]:
             o = eng[other]
-            print(f"  ratio {keys[0]} / {other}: CPU per record {_ratio(big['cpu_us_per_record'], o['cpu_us_per_record'])}"
-                  f", backfill {_ratio(big['backfill_s'], o['backfill_s'])}, RSS growth "
-                  f"{_ratio(big['rss_growth'], o['rss_growth'])}")
+            print(
+                f"  ratio {keys[0]} / {other}: CPU per record {_ratio(big['cpu_us_per_record'], o['cpu_us_per_record'])}"
+                f", backfill {_ratio(big['backfill_s'], o['backfill_s'])}, RSS growth "
+                f"{_ratio(big['rss_growth'], o['rss_growth'])}"
+            )
     lat = res.get("latency")
     if lat:
-        print("\ncrossing record → Slack chat.postMessage (relay subprocess)"
-              + "".join(f"{k:>18}" for k in lat))
-        rows2 = [("start-up: OTLP accepted (/healthz) after s", lambda m: m["healthz_s"], ".1f"),
-                 ("  rules ready (restored+backfilled) after s", lambda m: m["ready_s"], ".1f"),
-                 ("  backfill, relay's own log s", lambda m: m["backfill_logged_s"], ".1f"),
-                 ("  CPU until ready s", lambda m: m["ready_cpu_s"], ".1f"),
-                 ("  RSS when ready MiB", lambda m: m["rss_ready_mib"], ".0f"),
-                 ("  OTLP acks sent while backfilling", lambda m: m["probe_acks"], "d"),
-                 ("    their ack p50 ms", lambda m: m["probe_ack_ms"]["p50"], ".1f"),
-                 ("    their ack p99 ms", lambda m: m["probe_ack_ms"]["p99"], ".1f"),
-                 ("    their ack max ms", lambda m: m["probe_ack_ms"]["max"], ".1f")]
+        print("\ncrossing record → Slack chat.postMessage (relay subprocess)" + "".join(f"{k:>18}" for k in lat))
+        rows2 = [
+            ("start-up: OTLP accepted (/healthz) after s", lambda m: m["healthz_s"], ".1f"),
+            ("  rules ready (restored+backfilled) after s", lambda m: m["ready_s"], ".1f"),
+            ("  backfill, relay's own log s", lambda m: m["backfill_logged_s"], ".1f"),
+            ("  CPU until ready s", lambda m: m["ready_cpu_s"], ".1f"),
+            ("  RSS when ready MiB", lambda m: m["rss_ready_mib"], ".0f"),
+            ("  OTLP acks sent while backfilling", lambda m: m["probe_acks"], "d"),
+            ("    their ack p50 ms", lambda m: m["probe_ack_ms"]["p50"], ".1f"),
+            ("    their ack p99 ms", lambda m: m["probe_ack_ms"]["p99"], ".1f"),
+            ("    their ack max ms", lambda m: m["probe_ack_ms"]["max"], ".1f"),
+        ]
         for p in ("p50", "p90", "p99", "max"):
-            rows2.append((f"ack → Slack {p} ms", lambda m, p=p: m.get("latency_ms", {}).get("from_ack", {}).get(p),
-                          ".1f"))
+            rows2.append(
+                (f"ack → Slack {p} ms", lambda m, p=p: m.get("latency_ms", {}).get("from_ack", {}).get(p), ".1f")
+            )
         for p in ("p50", "p99", "max"):
-            rows2.append((f"send → Slack {p} ms", lambda m, p=p: m.get("latency_ms", {}).get("from_send", {}).get(p),
-                          ".1f"))
-        rows2 += [("OTLP ack p50 ms", lambda m: m.get("latency_ms", {}).get("ack", {}).get("p50"), ".1f"),
-                  ("crossings received / sent", lambda m: f"{m['received']}/{m['crossings']}" if "received" in m
-                   else "-", "s"),
-                  ("other Slack posts", lambda m: m.get("other_posts", "-"), ""),
-                  ("relay CPU % during crossings", lambda m: m.get("cpu_pct"), ".1f"),
-                  ("relay RSS peak MiB (crossings)", lambda m: m.get("rss_peak_mib"), ".0f")]
+            rows2.append(
+                (f"send → Slack {p} ms", lambda m, p=p: m.get("latency_ms", {}).get("from_send", {}).get(p), ".1f")
+            )
+        rows2 += [
+            ("OTLP ack p50 ms", lambda m: m.get("latency_ms", {}).get("ack", {}).get("p50"), ".1f"),
+            (
+                "crossings received / sent",
+                lambda m: f"{m['received']}/{m['crossings']}" if "received" in m else "-",
+                "s",
+            ),
+            ("other Slack posts", lambda m: m.get("other_posts", "-"), ""),
+            ("relay CPU % during crossings", lambda m: m.get("cpu_pct"), ".1f"),
+            ("relay RSS peak MiB (crossings)", lambda m: m.get("rss_peak_mib"), ".0f"),
+        ]
         for title, fn, spec in rows2:
-            print(f"  {title:<42}" + "".join(f"{(_fmt(fn(m), spec) if fn(m) is not None else '-'):>18}"
-                                           for m in lat.values()))
+            print(
+                f"  {title:<42}"
+                + "".join(f"{(_fmt(fn(m), spec) if fn(m) is not None else '-'):>18}" for m in lat.values())
+            )
         keys = list(lat)
         if len(keys) > 1 and "latency_ms" in lat[keys[0]] and "latency_ms" in lat[keys[1]]:
             x, y = lat[keys[0]]["latency_ms"]["from_ack"], lat[keys[1]]["latency_ms"]["from_ack"]
-            print(f"  ratio {keys[0]} / {keys[1]}: p50 {_ratio(x['p50'], y['p50'])}, p99 {_ratio(x['p99'], y['p99'])}, "
-                  f"rules ready {_ratio(lat[keys[0]]['ready_s'], lat[keys[1]]['ready_s'])}")
+            print(
+                f"  ratio {keys[0]} / {keys[1]}: p50 {_ratio(x['p50'], y['p50'])}, p99 {_ratio(x['p99'], y['p99'])}, "
+                f"rules ready {_ratio(lat[keys[0]]['ready_s'], lat[keys[1]]['ready_s'])}"
+            )
         for k, m in lat.items():
             if m.get("other_post_samples"):
                 print(f"  other posts ({k}): {m['other_post_samples']}")
     bd = res.get("breakdown")
     if bd and "breakdown" in bd:
-        cols = [("fresh session", bd)] + ([("same session, +50 ms", bd["same_session"])] if "same_session" in bd else [])
-        print(f"\nwhere the time goes: relay with {a.rules} rules, instrumented (send → Slack, ms)"
-              + "".join(f"{name:>27}" for name, _ in cols))
+        cols = [("fresh session", bd)] + (
+            [("same session, +50 ms", bd["same_session"])] if "same_session" in bd else []
+        )
+        print(
+            f"\nwhere the time goes: relay with {a.rules} rules, instrumented (send → Slack, ms)"
+            + "".join(f"{name:>27}" for name, _ in cols)
+        )
         print(f"  {'':<44}" + "".join(f"{'p50':>9}{'p90':>9}{'max':>9}" for _ in cols))
         for stage, _, _ in STAGES:
-            print(f"  {stage:<44}" + "".join(
-                "".join(f"{_fmt(m['breakdown']['stages_ms'][stage][q], '.2f'):>9}" for q in ("p50", "p90", "max"))
-                for _, m in cols))
-        print(f"  {'total send → Slack':<44}" + "".join(
-            "".join(f"{_fmt(m['latency_ms']['from_send'][q], '.2f'):>9}" for q in ("p50", "p90", "max")) for _, m in cols))
-        print(f"  {'total ack → Slack':<44}" + "".join(
-            "".join(f"{_fmt(m['latency_ms']['from_ack'][q], '.2f'):>9}" for q in ("p50", "p90", "max")) for _, m in cols))
-        print("  crossings with every stage found: " + ", ".join(
-            f"{name} {m['breakdown']['complete']}/{m['breakdown']['crossings']}" for name, m in cols))
+            print(
+                f"  {stage:<44}"
+                + "".join(
+                    "".join(f"{_fmt(m['breakdown']['stages_ms'][stage][q], '.2f'):>9}" for q in ("p50", "p90", "max"))
+                    for _, m in cols
+                )
+            )
+        print(
+            f"  {'total send → Slack':<44}"
+            + "".join(
+                "".join(f"{_fmt(m['latency_ms']['from_send'][q], '.2f'):>9}" for q in ("p50", "p90", "max"))
+                for _, m in cols
+            )
+        )
+        print(
+            f"  {'total ack → Slack':<44}"
+            + "".join(
+                "".join(f"{_fmt(m['latency_ms']['from_ack'][q], '.2f'):>9}" for q in ("p50", "p90", "max"))
+                for _, m in cols
+            )
+        )
+        print(
+            "  crossings with every stage found: "
+            + ", ".join(f"{name} {m['breakdown']['complete']}/{m['breakdown']['crossings']}" for name, m in cols)
+        )
         for name, m in cols:
             g = m["breakdown"]["gc2"]
             w = m["breakdown"]["early_wait_ms"]
-            print(f"  {name}: relay's gen-2 GC passes during the phase {g['during_phase']} (longest "
-                  f"{_fmt(g['phase_ms_max'])} ms); crossings with one under way {g['crossings_hit']} "
-                  f"({', '.join(f'{x:.0f}' for x in g['hit_ms'])} ms); decode → ledger write p50 "
-                  + "; ".join(f"{k}: {_fmt(v['p50'])} ms (n={v['n']})" for k, v in w.items()))
+            print(
+                f"  {name}: relay's gen-2 GC passes during the phase {g['during_phase']} (longest "
+                f"{_fmt(g['phase_ms_max'])} ms); crossings with one under way {g['crossings_hit']} "
+                f"({', '.join(f'{x:.0f}' for x in g['hit_ms'])} ms); decode → ledger write p50 "
+                + "; ".join(f"{k}: {_fmt(v['p50'])} ms (n={v['n']})" for k, v in w.items())
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1107,20 +1353,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feed-span", type=float, default=3600.0, help="simulated seconds the feed spans (default 1 h)")
     p.add_argument("--batch", type=int, default=100, help="records per ledger write / observe call (default 100)")
     p.add_argument("--idle-rounds", type=int, default=30, help="periodic evaluation rounds without records")
-    p.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
-                   help="skip the diagnostic engine run with gc.freeze() after the backfill")
+    p.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="skip the diagnostic engine run with gc.freeze() after the backfill",
+    )
     p.add_argument("--crossings", type=int, default=100, help="measured crossing records per rule set")
     p.add_argument("--baseline-crossings", type=int, default=None, help="crossings for the baseline (default same)")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured crossings first")
-    p.add_argument("--breakdown-crossings", type=int, default=50,
-                   help="crossings through an instrumented relay for the per-stage breakdown (0: skip)")
-    p.add_argument("--same-session-crossings", type=int, default=20,
-                   help="crossings 50 ms after an event of the same session (instrumented relay)")
+    p.add_argument(
+        "--breakdown-crossings",
+        type=int,
+        default=50,
+        help="crossings through an instrumented relay for the per-stage breakdown (0: skip)",
+    )
+    p.add_argument(
+        "--same-session-crossings",
+        type=int,
+        default=20,
+        help="crossings 50 ms after an event of the same session (instrumented relay)",
+    )
     p.add_argument("--gap", type=float, default=0.25, help="mean pause between crossings, s (uniform ±50 %%)")
     p.add_argument("--crossing-timeout", type=float, default=10.0, help="give up on one crossing after this, s")
     p.add_argument("--start-timeout", type=float, default=900.0, help="relay start-up limit, s")
-    p.add_argument("--probe-interval", type=float, default=0.05,
-                   help="while relay backfills, post a small event this often (s) and time its ack")
+    p.add_argument(
+        "--probe-interval",
+        type=float,
+        default=0.05,
+        help="while relay backfills, post a small event this often (s) and time its ack",
+    )
     p.add_argument("--phases", default="ledger,engine,latency", help="comma-separated: ledger, engine, latency")
     p.add_argument("--max-age", type=float, default=24.0, help="regenerate a cached ledger older than this, h")
     p.add_argument("--fresh", action="store_true", help="regenerate the cached ledger")
@@ -1130,12 +1392,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         import subprocess
-        head = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+
+        head = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         head = "?"
-    print(f"relay rules benchmark at {head}: {psutil.cpu_count()} CPUs; {a.records:,} records, {a.teams}×{a.users} users, "
-          f"{a.rules} rules (baseline {a.baseline_rules}); phases {sorted(phases)}", flush=True)
+    print(
+        f"relay rules benchmark at {head}: {psutil.cpu_count()} CPUs; {a.records:,} records, {a.teams}×{a.users} users, "
+        f"{a.rules} rules (baseline {a.baseline_rules}); phases {sorted(phases)}",
+        flush=True,
+    )
     pop = Population(a.teams, a.users)
     cache, meta = ensure_ledger(a, pop)
     res: dict = {"args": vars(a), "git": head, "ledger_generation": meta.get("generate")}
@@ -1146,29 +1416,46 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         run_db = work / "run" / "relay.db"
         if phases & {"engine", "ledger"}:
-            print(f"copying the ledger for the engine and insert phases: {copy_ledger(cache, run_db.parent):.1f} s",
-                  flush=True)
+            print(
+                f"copying the ledger for the engine and insert phases: {copy_ledger(cache, run_db.parent):.1f} s",
+                flush=True,
+            )
         if "engine" in phases:
             res["engine"] = {}
             own = max(1, math.ceil(a.baseline_rules / RULES_PER_TEAM))
-            runs = [(f"{a.rules} rules", a.rules, None, a.feed), (f"{a.baseline_rules} rules", a.baseline_rules, None,
-                                                                    a.feed),
-                    (f"{a.baseline_rules}r {own} teams", a.baseline_rules, own, max(1, a.feed * own // a.teams)),
-                    ("0 rules", 0, None, a.feed)]
+            runs = [
+                (f"{a.rules} rules", a.rules, None, a.feed),
+                (f"{a.baseline_rules} rules", a.baseline_rules, None, a.feed),
+                (f"{a.baseline_rules}r {own} teams", a.baseline_rules, own, max(1, a.feed * own // a.teams)),
+                ("0 rules", 0, None, a.feed),
+            ]
             if a.gc_freeze:
                 runs.insert(1, (f"{a.rules} gc.freeze", a.rules, None, a.feed))
             for label, n, feed_teams, feed in runs:
                 # the own-teams feed: same rate per team and same records per team per observe call
                 batch = a.batch if feed_teams is None else max(1, round(a.batch * feed_teams / a.teams))
-                job = {"teams": a.teams, "users": a.users, "files": rule_files(dirs[n]), "db": str(run_db), "t0": t0,
-                       "feed": feed, "feed_teams": feed_teams, "feed_span": a.feed_span, "batch": batch,
-                       "idle_rounds": a.idle_rounds, "gc_freeze": "gc.freeze" in label}
+                job = {
+                    "teams": a.teams,
+                    "users": a.users,
+                    "files": rule_files(dirs[n]),
+                    "db": str(run_db),
+                    "t0": t0,
+                    "feed": feed,
+                    "feed_teams": feed_teams,
+                    "feed_span": a.feed_span,
+                    "batch": batch,
+                    "idle_rounds": a.idle_rounds,
+                    "gc_freeze": "gc.freeze" in label,
+                }
                 m = run_engine(job)
                 res["engine"][label] = m
-                print(f"  engine, {label}: backfill {m['backfill_s']:.1f} s, RSS {m['rss_before_mib']:.0f} → "
-                      f"{m['rss_after_backfill_mib']:.0f} MiB; observe {m['feed']:,} records, "
-                      f"{m['cpu_us_per_record']:.2f} µs CPU/record; alerts {m['alerts_at_start']}/"
-                      f"{m['alerts_during_feed']} {m['alert_names']}", flush=True)
+                print(
+                    f"  engine, {label}: backfill {m['backfill_s']:.1f} s, RSS {m['rss_before_mib']:.0f} → "
+                    f"{m['rss_after_backfill_mib']:.0f} MiB; observe {m['feed']:,} records, "
+                    f"{m['cpu_us_per_record']:.2f} µs CPU/record; alerts {m['alerts_at_start']}/"
+                    f"{m['alerts_during_feed']} {m['alert_names']}",
+                    flush=True,
+                )
         if "ledger" in phases:
             res["ledger"] = ledger_phase(run_db, a, pop, t0)
         shutil.rmtree(run_db.parent, ignore_errors=True)
@@ -1176,15 +1463,25 @@ def main(argv: list[str] | None = None) -> int:
             res["latency"] = {}
             slack = TimedSlack.run_in_thread(bot_tokens=(TOKEN,), channels={CHANNEL: "alerts"})
             try:
-                for n, k in ((a.rules, a.crossings),
-                             (a.baseline_rules, a.crossings if a.baseline_crossings is None else a.baseline_crossings),
-                             (0, 0)):
-                    res["latency"][f"{n} rules"] = latency_phase(f"{n} rules", cache, dirs[n] if n else None,
-                                                                 slack, a, k)
+                for n, k in (
+                    (a.rules, a.crossings),
+                    (a.baseline_rules, a.crossings if a.baseline_crossings is None else a.baseline_crossings),
+                    (0, 0),
+                ):
+                    res["latency"][f"{n} rules"] = latency_phase(
+                        f"{n} rules", cache, dirs[n] if n else None, slack, a, k
+                    )
                 if a.breakdown_crossings > 0:
-                    res["breakdown"] = latency_phase(f"{a.rules} rules, instrumented", cache, dirs[a.rules], slack, a,
-                                                     a.breakdown_crossings, hooked=True,
-                                                     same_session=a.same_session_crossings)
+                    res["breakdown"] = latency_phase(
+                        f"{a.rules} rules, instrumented",
+                        cache,
+                        dirs[a.rules],
+                        slack,
+                        a,
+                        a.breakdown_crossings,
+                        hooked=True,
+                        same_session=a.same_session_crossings,
+                    )
             finally:
                 slack.stop()
     finally:

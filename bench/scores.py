@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from bench._common import PUBLIC_KEY, SECRET_KEY, FakeLangfuseProcess, RelayUnderTest, cpu_count, percentile  # noqa: E402
-from tests.support.cc_traffic import CCTraffic  # noqa: E402
+from bench._common import PUBLIC_KEY, SECRET_KEY, FakeLangfuseProcess, RelayUnderTest, cpu_count, percentile
+from tests.support.cc_traffic import CCTraffic
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{PUBLIC_KEY}:{SECRET_KEY}".encode()).decode()}
 
@@ -46,6 +46,7 @@ async def closed_loop(url: str, method: str, body_fn, concurrency: int, duration
     bad = 0
     end = time.monotonic() + duration
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
         async def worker() -> None:
             nonlocal bad
             while time.monotonic() < end:
@@ -57,6 +58,7 @@ async def closed_loop(url: str, method: str, body_fn, concurrency: int, duration
                         lat.append((time.perf_counter() - t0) * 1000)
                     else:
                         bad += 1
+
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return lat, bad
 
@@ -80,36 +82,55 @@ def wait_metric(relay: RelayUnderTest, name: str, target: float, timeout: float)
 
 
 def phase_post(fake: FakeLangfuseProcess, args) -> dict:
-    base = asyncio.run(closed_loop(fake.base_url + "/api/public/scores", "POST", score_body, args.concurrency,
-                                   args.duration))
+    base = asyncio.run(
+        closed_loop(fake.base_url + "/api/public/scores", "POST", score_body, args.concurrency, args.duration)
+    )
     relay = RelayUnderTest(fake.base_url, {"scores": {"check_interval": "200ms"}}).start()
     try:
         cpu0, t0 = relay.cpu_s(), time.monotonic()
-        lat, bad = asyncio.run(closed_loop(relay.http_url + "/api/public/scores", "POST", score_body,
-                                           args.concurrency, args.duration))
+        lat, bad = asyncio.run(
+            closed_loop(relay.http_url + "/api/public/scores", "POST", score_body, args.concurrency, args.duration)
+        )
         t1, cpu1 = time.monotonic(), relay.cpu_s()
         drain = wait_metric(relay, "relay_scores_sent_total", len(lat), args.drain_timeout)
         res = relay.window(t0, t1, cpu0, cpu1)
-        return {"baseline_direct": {"rate_per_s": round(len(base[0]) / args.duration, 1), **pcts(base[0])},
-                "relay": {"rate_per_s": round(len(lat) / args.duration, 1), "non_2xx": bad, **pcts(lat),
-                          "cpu_pct": round(res.cpu_pct, 1), "rss_peak_mib": round(res.rss_peak_mib, 1),
-                          "drain_s": None if drain is None else round(drain, 2), "acked": len(lat)}}
+        return {
+            "baseline_direct": {"rate_per_s": round(len(base[0]) / args.duration, 1), **pcts(base[0])},
+            "relay": {
+                "rate_per_s": round(len(lat) / args.duration, 1),
+                "non_2xx": bad,
+                **pcts(lat),
+                "cpu_pct": round(res.cpu_pct, 1),
+                "rss_peak_mib": round(res.rss_peak_mib, 1),
+                "drain_s": None if drain is None else round(drain, 2),
+                "acked": len(lat),
+            },
+        }
     finally:
         relay.stop()
 
 
 def phase_proxy(fake: FakeLangfuseProcess, args) -> dict:
-    base, _ = asyncio.run(closed_loop(fake.base_url + "/api/public/projects", "GET", None, args.concurrency,
-                                      args.duration))
+    base, _ = asyncio.run(
+        closed_loop(fake.base_url + "/api/public/projects", "GET", None, args.concurrency, args.duration)
+    )
     relay = RelayUnderTest(fake.base_url).start()
     try:
         cpu0, t0 = relay.cpu_s(), time.monotonic()
-        lat, bad = asyncio.run(closed_loop(relay.http_url + "/api/public/projects", "GET", None, args.concurrency,
-                                           args.duration))
+        lat, bad = asyncio.run(
+            closed_loop(relay.http_url + "/api/public/projects", "GET", None, args.concurrency, args.duration)
+        )
         res = relay.window(t0, time.monotonic(), cpu0, relay.cpu_s())
-        return {"baseline_direct": {"rate_per_s": round(len(base) / args.duration, 1), **pcts(base)},
-                "relay": {"rate_per_s": round(len(lat) / args.duration, 1), "non_2xx": bad, **pcts(lat),
-                          "cpu_pct": round(res.cpu_pct, 1), "rss_peak_mib": round(res.rss_peak_mib, 1)}}
+        return {
+            "baseline_direct": {"rate_per_s": round(len(base) / args.duration, 1), **pcts(base)},
+            "relay": {
+                "rate_per_s": round(len(lat) / args.duration, 1),
+                "non_2xx": bad,
+                **pcts(lat),
+                "cpu_pct": round(res.cpu_pct, 1),
+                "rss_peak_mib": round(res.rss_peak_mib, 1),
+            },
+        }
     finally:
         relay.stop()
 
@@ -120,10 +141,12 @@ async def _send_sessions(url: str, n: int) -> None:
             t = CCTraffic()
             for _i in range(3):
                 t.prompt = str(uuid.uuid4())
-                body = t.request(t.event("user_prompt", prompt_length="10"), t.api_request(0.01, ttft_ms=500),
-                                 t.api_request(0.02, ttft_ms=400))
-                async with s.post(url + "/v1/logs", data=body,
-                                  headers={"Content-Type": "application/x-protobuf"}) as r:
+                body = t.request(
+                    t.event("user_prompt", prompt_length="10"),
+                    t.api_request(0.01, ttft_ms=500),
+                    t.api_request(0.02, ttft_ms=400),
+                )
+                async with s.post(url + "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
                     assert r.status == 200, r.status
 
 
@@ -139,13 +162,16 @@ def phase_scoring(fake: FakeLangfuseProcess, args) -> dict:
         drain = wait_metric(relay, "relay_scores_sent_total", expected, args.drain_timeout)
         t1, cpu1 = time.monotonic(), relay.cpu_s()
         res = relay.window(t0, t1, cpu0, cpu1)
-        return {"sessions": args.sessions, "scores_expected": expected,
-                "send_s": round(t_sent - t0, 2),
-                "last_request_to_all_delivered_s": None if drain is None else round(drain, 2),
-                "note": "includes session_idle 1 s and the pipeline's idle_timeout 500 ms",
-                "relay_cpu_s": round(res.cpu_s, 2),
-                "cpu_ms_per_session": round(res.cpu_s * 1000 / args.sessions, 2),
-                "rss_peak_mib": round(res.rss_peak_mib, 1)}
+        return {
+            "sessions": args.sessions,
+            "scores_expected": expected,
+            "send_s": round(t_sent - t0, 2),
+            "last_request_to_all_delivered_s": None if drain is None else round(drain, 2),
+            "note": "includes session_idle 1 s and the pipeline's idle_timeout 500 ms",
+            "relay_cpu_s": round(res.cpu_s, 2),
+            "cpu_ms_per_session": round(res.cpu_s * 1000 / args.sessions, 2),
+            "rss_peak_mib": round(res.rss_peak_mib, 1),
+        }
     finally:
         relay.stop()
 

@@ -45,7 +45,7 @@ def _host_only(value: str) -> str:
     """The host part of a ``Host`` header value (``name:port``, ``[v6]:port``), lower-case."""
     v = value.strip().lower()
     if v.startswith("["):
-        return v[1:v.find("]")] if "]" in v else v
+        return v[1 : v.find("]")] if "]" in v else v
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
 
 
@@ -78,15 +78,19 @@ def admin_middleware(config: AdminConfig) -> Callable:
         if path in PUBLIC_PATHS:
             return await handler(request)
         if not host_ok(_host_only(request.headers.get("Host", ""))):
-            return web.json_response({"error": "this Host is not served; add it to service.admin.allowed_hosts"},
-                                     status=421)
+            return web.json_response(
+                {"error": "this Host is not served; add it to service.admin.allowed_hosts"}, status=421
+            )
         origin = request.headers.get("Origin")
         if origin is not None and not host_ok((urlsplit(origin).hostname or "").lower()):
             return web.json_response({"error": "cross-origin requests are refused"}, status=403)
         needs_token = path != "/metrics" or config.metrics_auth
         if needs_token and not request[AUTHENTICATED]:
-            return web.json_response({"error": "missing or invalid admin token: send 'Authorization: Bearer <token>'"},
-                                     status=401, headers={"WWW-Authenticate": 'Bearer realm="relay-admin"'})
+            return web.json_response(
+                {"error": "missing or invalid admin token: send 'Authorization: Bearer <token>'"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="relay-admin"'},
+            )
         if request.method in _MUTATING:
             ctype = request.headers.get("Content-Type")
             media = ctype.split(";", 1)[0].strip().lower() if ctype else None

@@ -34,8 +34,8 @@ from relay.config import AdminConfig
 from relay.config_load import RelayConfig
 from relay.exporters.langfuse import LangfuseExporter
 from relay.exporters.langfuse_links import LangfuseLinks
-from relay.langfuse_api.proxy import LangfuseApiProxy
 from relay.hooks.claude_code import ClaudeCodeHooks, SessionIdentities
+from relay.langfuse_api.proxy import LangfuseApiProxy
 from relay.logs import MASK, setup_logging
 from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
@@ -46,8 +46,8 @@ from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.ratelimit import TenantLimiter
 from relay.redaction import Redactor, load_catalogue
-from relay.runtime import RuntimeMonitor
 from relay.reports.alert_history import AlertHistory
+from relay.runtime import RuntimeMonitor
 from relay.scores.records import ScoredLedger
 from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
@@ -112,13 +112,22 @@ class Relay:
         ``RulesError`` when the rule files are invalid (components already started are shut down first)."""
         cfg = self.config
         MASK.add(_secrets(cfg))
-        self.spool = Spool.open(Path(cfg.storage.directory), fsync=cfg.storage.fsync,
-                                max_size=cfg.storage.max_spool_size, dedup_retention=cfg.storage.dedup_retention,
-                                min_free_space=cfg.storage.min_free_space, outcomes=self.telemetry.outcomes)
+        self.spool = Spool.open(
+            Path(cfg.storage.directory),
+            fsync=cfg.storage.fsync,
+            max_size=cfg.storage.max_spool_size,
+            dedup_retention=cfg.storage.dedup_retention,
+            min_free_space=cfg.storage.min_free_space,
+            outcomes=self.telemetry.outcomes,
+        )
         self.spool.tenant_limits = {t.name: t.max_spool_size for t in self.tenants if t.max_spool_size}
-        self.limiter = TenantLimiter({t.name: (t.rate_limit.spans_per_second,
-                                               t.rate_limit.burst or max(1.0, t.rate_limit.spans_per_second))
-                                      for t in self.tenants if t.rate_limit})
+        self.limiter = TenantLimiter(
+            {
+                t.name: (t.rate_limit.spans_per_second, t.rate_limit.burst or max(1.0, t.rate_limit.spans_per_second))
+                for t in self.tenants
+                if t.rate_limit
+            }
+        )
         self._spool_metrics(self.spool)
         self.components = self._build(self.spool)
         await start_all(self.components, cfg.service.shutdown_timeout)
@@ -134,32 +143,53 @@ class Relay:
         self._pricing = Pricing.load(cfg.ledger.pricing)  # one table for the ledger and the Langfuse cost_details
         self.ledger = SqliteLedgerStore(spool.db, self._pricing)
         self.alert_history = AlertHistory(spool.db)
-        self.alerting = AlertingService(spool.db, ScoredLedger(self.ledger, spool.db), cfg.rules, cfg.alerting,
-                                        links=self._alert_links,
-                                        registry=reg, sinks=[self.alert_history.record])
-        self.scores = ScoresRuntime(spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg,
-                                    observe=self.alerting.observe)
+        self.alerting = AlertingService(
+            spool.db,
+            ScoredLedger(self.ledger, spool.db),
+            cfg.rules,
+            cfg.alerting,
+            links=self._alert_links,
+            registry=reg,
+            sinks=[self.alert_history.record],
+        )
+        self.scores = ScoresRuntime(
+            spool.db, self.ledger, cfg.scores, cfg.exporters.langfuse, self.tenants, reg, observe=self.alerting.observe
+        )
         self.reports = self._report_scheduler()
         self.runtime = RuntimeMonitor(
-            reg, cfg.pipeline.memory_limit if self.owns_process else 0, tune_process=self.owns_process,
-            busy=lambda: spool.inbound_bytes > 0 or bool(self.pipeline is not None and self.pipeline.assembler.records))
+            reg,
+            cfg.pipeline.memory_limit if self.owns_process else 0,
+            tune_process=self.owns_process,
+            busy=lambda: spool.inbound_bytes > 0 or bool(self.pipeline is not None and self.pipeline.assembler.records),
+        )
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
-        self.pipeline = Pipeline(spool, settings, idle_timeout=cfg.pipeline.idle_timeout,
-                                 root_grace=cfg.pipeline.root_grace, metrics=PipelineMetrics(reg),
-                                 max_open_records=cfg.pipeline.max_open_records,
-                                 memory_pressure=lambda: self.runtime is not None and self.runtime.over_limit,
-                                 ledger=self.ledger, on_ledger_changes=self._on_ledger_changes,
-                                 on_traces_closed=self.scores.traces_closed)
+        self.pipeline = Pipeline(
+            spool,
+            settings,
+            idle_timeout=cfg.pipeline.idle_timeout,
+            root_grace=cfg.pipeline.root_grace,
+            metrics=PipelineMetrics(reg),
+            max_open_records=cfg.pipeline.max_open_records,
+            memory_pressure=lambda: self.runtime is not None and self.runtime.over_limit,
+            ledger=self.ledger,
+            on_ledger_changes=self._on_ledger_changes,
+            on_traces_closed=self.scores.traces_closed,
+        )
         resolver = TenantResolver(cfg)
         self.redactor = build_redactor(cfg, reg)
         proto = cfg.receivers.otlp.protocols
         grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
-            self.http = OtlpHttpReceiver(proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace,
-                                         redactor=self.redactor)
-            ClaudeCodeHooks(resolver, {t.name: self._mapping_context(t) for t in self.tenants},
-                            self.alerting.engine.runtimes, sessions=self.sessions,
-                            registry=reg).add_routes(self.http.app)
+            self.http = OtlpHttpReceiver(
+                proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace, redactor=self.redactor
+            )
+            ClaudeCodeHooks(
+                resolver,
+                {t.name: self._mapping_context(t) for t in self.tenants},
+                self.alerting.engine.runtimes,
+                sessions=self.sessions,
+                registry=reg,
+            ).add_routes(self.http.app)
             if proto.http.langfuse_compatible_path:
                 self.langfuse_api = self._langfuse_api(spool, self.scores)
                 self.langfuse_api.install(self.http.app)
@@ -169,8 +199,16 @@ class Relay:
             self.admin = AdminEndpoint(cfg.service.admin, self._admin_routes)
         flow: list[Component | None] = [
             self.runtime,  # first, so started last: it freezes the start-up heap (relay.runtime)
-            self.http, self.grpc, self.pipeline, self.exporter, self.links, self.scores, self.alerting, self.reports,
-            self.admin, Housekeeping(spool),
+            self.http,
+            self.grpc,
+            self.pipeline,
+            self.exporter,
+            self.links,
+            self.scores,
+            self.alerting,
+            self.reports,
+            self.admin,
+            Housekeeping(spool),
         ]
         return [c for c in flow if c is not None]
 
@@ -192,35 +230,57 @@ class Relay:
         if self._stopping or self.spool is None:
             raise IngestRefused("relay is shutting down; retry", 1.0)
         if self.runtime is not None and self.runtime.over_limit:
-            raise IngestRefused("relay is over its memory limit (pipeline.memory_limit); retry later",
-                                self.runtime.retry_after)
+            raise IngestRefused(
+                "relay is over its memory limit (pipeline.memory_limit); retry later", self.runtime.retry_after
+            )
         if self.limiter and (delay := self.limiter.take(req.tenant, req.items)):
             raise IngestThrottled(f"{req.items} items over tenants[].rate_limit; retry in {delay:.1f}s", delay)
         try:
-            return await self.spool.append(req.tenant, req.signal, req.payload, req.items, req.dedup_key,
-                                           invalid=req.rejected_by)
+            return await self.spool.append(
+                req.tenant, req.signal, req.payload, req.items, req.dedup_key, invalid=req.rejected_by
+            )
         except SpoolFull as e:
             raise IngestRefused(e.reason, e.retry_after) from None
 
     def _langfuse_api(self, spool: Spool, scores: ScoresRuntime) -> LangfuseApiProxy:
         """The Langfuse public API served on the OTLP/HTTP port (``relay.langfuse_api.proxy``)."""
-        return LangfuseApiProxy(self.tenants, self.config.auth.default_tenant, spool.db,
-                                on_queued=scores.sender.wake, on_changes=scores.score_changes,
-                                timeout=self.config.exporters.langfuse.timeout,
-                                registry=self.telemetry.registry, is_stopping=lambda: self._stopping)
+        return LangfuseApiProxy(
+            self.tenants,
+            self.config.auth.default_tenant,
+            spool.db,
+            on_queued=scores.sender.wake,
+            on_changes=scores.score_changes,
+            timeout=self.config.exporters.langfuse.timeout,
+            registry=self.telemetry.registry,
+            is_stopping=lambda: self._stopping,
+        )
 
     def _spool_metrics(self, spool: Spool) -> None:
         reg = self.telemetry.registry
-        spool_bytes = Gauge("relay_spool_bytes", "Bytes spooled on disk, by queue: inbound (not yet processed) and "
-                            "outbound (not yet exported).", ["queue"], registry=reg)
+        spool_bytes = Gauge(
+            "relay_spool_bytes",
+            "Bytes spooled on disk, by queue: inbound (not yet processed) and outbound (not yet exported).",
+            ["queue"],
+            registry=reg,
+        )
         spool_bytes.labels("inbound").set_function(lambda: spool.inbound_bytes)
         spool_bytes.labels("outbound").set_function(lambda: spool.outbound_bytes)
         Gauge("relay_spool_capacity_bytes", "storage.max_spool_size.", registry=reg).set(
-            self.config.storage.max_spool_size)
-        tenant_bytes = Gauge("relay_spool_tenant_bytes", "Bytes spooled per tenant (inbound + outbound); the tenant "
-                             "gets 503 when it reaches relay_spool_tenant_capacity_bytes.", ["tenant"], registry=reg)
-        tenant_cap = Gauge("relay_spool_tenant_capacity_bytes", "The tenant's share of the spool "
-                           "(tenants[].max_spool_size).", ["tenant"], registry=reg)
+            self.config.storage.max_spool_size
+        )
+        tenant_bytes = Gauge(
+            "relay_spool_tenant_bytes",
+            "Bytes spooled per tenant (inbound + outbound); the tenant "
+            "gets 503 when it reaches relay_spool_tenant_capacity_bytes.",
+            ["tenant"],
+            registry=reg,
+        )
+        tenant_cap = Gauge(
+            "relay_spool_tenant_capacity_bytes",
+            "The tenant's share of the spool (tenants[].max_spool_size).",
+            ["tenant"],
+            registry=reg,
+        )
         for name, cap in spool.tenant_limits.items():
             tenant_bytes.labels(name).set_function(partial(spool.tenant_bytes.__getitem__, name))
             tenant_cap.labels(name).set(cap)
@@ -245,9 +305,14 @@ class Relay:
         alerting, history, spool = self.alerting, self.alert_history, self.spool
         assert alerting is not None and history is not None and spool is not None
         scheduler, _ = build_scheduler(
-            cfg.reports, spool.db, cfg.alerting.receivers, [t.name for t in self.tenants],
-            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules), alerts=history.events,
-            session_url=self.links.session_url)
+            cfg.reports,
+            spool.db,
+            cfg.alerting.receivers,
+            [t.name for t in self.tenants],
+            budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules),
+            alerts=history.events,
+            session_url=self.links.session_url,
+        )
         return scheduler
 
     def _mapping_context(self, tenant) -> MappingContext:
@@ -307,24 +372,42 @@ class Relay:
         try:
             assert self.spool is not None
             await asyncio.wait_for(self.spool.db.run(_touch), 2.0)
-        except Exception as e:  # noqa: BLE001 — any failure means not ready
+        except Exception as e:
             problems.append(f"spool not writable: {type(e).__name__}")
             components.add("spool")
         if self.spool and (problem := self.spool.admission_problem()):
             problems.append(problem)
             components.add("spool")
         exporters = self.exporter.health() if self.exporter else {}
-        failing = [f"langfuse export for tenant {tenant} failing: {h.get('last_error')}"
-                   for tenant, h in exporters.items() if h.get("state") == "failing_permanently"]
+        failing = [
+            f"langfuse export for tenant {tenant} failing: {h.get('last_error')}"
+            for tenant, h in exporters.items()
+            if h.get("state") == "failing_permanently"
+        ]
         status = "ready" if not problems else "not ready"
-        warnings = ["receivers accept unauthenticated requests beyond loopback (auth.allow_unauthenticated)"] \
-            if self._unauthenticated_open() else []
+        warnings = (
+            ["receivers accept unauthenticated requests beyond loopback (auth.allow_unauthenticated)"]
+            if self._unauthenticated_open()
+            else []
+        )
         if not is_authenticated(req):
-            return web.json_response({"status": status, "components": sorted(components),
-                                      "degraded": ["exporter"] if failing else [], "warnings": warnings},
-                                     status=200 if not problems else 503)
-        body: dict[str, Any] = {"status": status, "problems": problems, "components": sorted(components),
-                                "upstreams_failing": failing, "warnings": warnings, "exporters": exporters}
+            return web.json_response(
+                {
+                    "status": status,
+                    "components": sorted(components),
+                    "degraded": ["exporter"] if failing else [],
+                    "warnings": warnings,
+                },
+                status=200 if not problems else 503,
+            )
+        body: dict[str, Any] = {
+            "status": status,
+            "problems": problems,
+            "components": sorted(components),
+            "upstreams_failing": failing,
+            "warnings": warnings,
+            "exporters": exporters,
+        }
         return web.json_response(body, status=200 if not problems else 503)
 
     def _unauthenticated_open(self) -> bool:
@@ -334,8 +417,10 @@ class Relay:
         cfg = self.config
         if any(t.tokens for t in cfg.tenants):
             return False
-        return any(r.enabled and not is_loopback_host(r.endpoint.rpartition(":")[0])
-                   for r in (cfg.receivers.otlp.protocols.http, cfg.receivers.otlp.protocols.grpc))
+        return any(
+            r.enabled and not is_loopback_host(r.endpoint.rpartition(":")[0])
+            for r in (cfg.receivers.otlp.protocols.http, cfg.receivers.otlp.protocols.grpc)
+        )
 
     # ------------------------------------------------------------------ misc
 
@@ -372,8 +457,15 @@ class Relay:
             em = self.exporter.metrics
             for tenant in self.exporter.tenants:
                 lb = {"exporter": "langfuse", "tenant": tenant}
-                for c in (em.sent_spans, em.send_failed_spans, em.in_flight, em.dead_letter_spans,
-                          em.ambiguous_retries, em.reconciled_spans, em.unverified_resent_spans):
+                for c in (
+                    em.sent_spans,
+                    em.send_failed_spans,
+                    em.in_flight,
+                    em.dead_letter_spans,
+                    em.ambiguous_retries,
+                    em.reconciled_spans,
+                    em.unverified_resent_spans,
+                ):
                     c.labels(**lb)
                 for kind in ("connect", "timeout", "disconnect"):
                     em.retries.labels(kind=kind, **lb)
@@ -403,23 +495,39 @@ class Relay:
             parts.append(f"OTLP/gRPC {self.grpc.host}:{self.grpc.port}")
         if self.admin:
             parts.append(f"admin {self.admin.host}:{self.admin.port}")
-        log.info("relay %s started: %s; data in %s", __version__, ", ".join(parts),
-                 Path(self.config.storage.directory).resolve())
+        log.info(
+            "relay %s started: %s; data in %s",
+            __version__,
+            ", ".join(parts),
+            Path(self.config.storage.directory).resolve(),
+        )
         if self._unauthenticated_open():
-            log.warning("receivers listen beyond loopback WITHOUT authentication (auth.allow_unauthenticated: true): "
-                        "anyone who can reach them can write data; give tenants[].tokens to close them")
+            log.warning(
+                "receivers listen beyond loopback WITHOUT authentication (auth.allow_unauthenticated: true): "
+                "anyone who can reach them can write data; give tenants[].tokens to close them"
+            )
         for t in self.tenants:
             if t.langfuse.enabled:
                 log.info("tenant %s: Langfuse export on → %s", t.name, t.langfuse.base_url)
             else:
                 missing = langfuse_missing(t.langfuse)
-                how = ("set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
-                       "(or the tenant's langfuse keys in the config)") if len(missing) == 3 else (
-                    f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing — set "
-                    f"{'it' if len(missing) == 1 else 'them'}")
+                how = (
+                    (
+                        "set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
+                        "(or the tenant's langfuse keys in the config)"
+                    )
+                    if len(missing) == 3
+                    else (
+                        f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing — set "
+                        f"{'it' if len(missing) == 1 else 'them'}"
+                    )
+                )
                 log.warning(
                     "tenant %s: Langfuse export is OFF — data is received, spooled and kept in the usage ledger only. "
-                    "To turn it on, %s and restart relay.", t.name, how)
+                    "To turn it on, %s and restart relay.",
+                    t.name,
+                    how,
+                )
 
 
 #: What the admin endpoints do, for ``GET /``.
@@ -454,8 +562,12 @@ def build_redactor(cfg: RelayConfig, registry: CollectorRegistry | None = None) 
     on_hit = None
     redactor = Redactor(rules, patterns, red.allowlist)
     if registry is not None:
-        counter = Counter("relay_redactions", "Secrets replaced by [REDACTED] before spooling, by rule id.", ["rule"],
-                          registry=registry)
+        counter = Counter(
+            "relay_redactions",
+            "Secrets replaced by [REDACTED] before spooling, by rule id.",
+            ["rule"],
+            registry=registry,
+        )
         for rule in redactor.rules:  # every rule's series exists from the start (0), as Prometheus recommends
             counter.labels(rule.id)
         on_hit = lambda rule, n: counter.labels(rule).inc(n)  # noqa: E731

@@ -65,9 +65,13 @@ class TenantResolver:
             (tok.get_secret_value().encode(), t.name) for t in config.tenants for tok in t.tokens
         ]
         self._keys: list[tuple[bytes, bytes, str]] = [
-            (t.langfuse.public_key.get_secret_value().encode(), t.langfuse.secret_key.get_secret_value().encode(),
-             t.name)
-            for t in tenants if t.langfuse.public_key and t.langfuse.secret_key
+            (
+                t.langfuse.public_key.get_secret_value().encode(),
+                t.langfuse.secret_key.get_secret_value().encode(),
+                t.name,
+            )
+            for t in tenants
+            if t.langfuse.public_key and t.langfuse.secret_key
         ]
 
     @property

@@ -26,7 +26,7 @@ from relay.config_security import (
     TLSServerConfig,
     parse_cidrs,
 )
-from relay.config_types import (  # noqa: F401  (re-exported)
+from relay.config_types import (
     Duration,
     OptionalSecret,
     OptionalStr,
@@ -39,7 +39,6 @@ from relay.config_types import (  # noqa: F401  (re-exported)
 __all__ = ["TenantConfig", "LangfuseConfig", "parse_duration", "parse_size"]
 
 
-
 _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|)$")
 
 
@@ -47,12 +46,13 @@ def check_endpoint(v: str) -> str:
     """A listen address ``host:port`` (``[v6]:port``; empty host or ``0.0.0.0`` = all interfaces; port 0..65535,
     0 = any free port). Raises ``ValueError`` naming what is wrong, so ``relay check`` catches what binding would."""
     if "://" in v:
-        raise ValueError(f"invalid endpoint {v!r}: a listen address is host:port, without a scheme "
-                         f"(e.g. {v.split('://', 1)[1].split('/')[0] or '0.0.0.0:4318'!r})")
+        raise ValueError(
+            f"invalid endpoint {v!r}: a listen address is host:port, without a scheme "
+            f"(e.g. {v.split('://', 1)[1].split('/')[0] or '0.0.0.0:4318'!r})"
+        )
     host, sep, port = v.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid endpoint {v!r}: expected host:port with a port from 0 to 65535 "
-                         "(e.g. 0.0.0.0:4318)")
+        raise ValueError(f"invalid endpoint {v!r}: expected host:port with a port from 0 to 65535 (e.g. 0.0.0.0:4318)")
     if not _HOST_RE.match(host):
         raise ValueError(f"invalid endpoint {v!r}: {host!r} is not a host name or IP address")
     return v
@@ -159,8 +159,10 @@ def _base_url(v: str | None) -> str | None:
     v = v.rstrip("/")
     for suffix in ("/api/public/otel/v1/traces", "/api/public/otel", "/v1/traces", "/api/public"):
         if v.endswith(suffix):  # the OTLP endpoint of Langfuse's docs: relay appends that path itself
-            raise ValueError(f"must be the Langfuse host without a path: use {v[: -len(suffix)] or v!r} (relay "
-                             f"appends /api/public/otel/v1/traces itself), not {v!r}")
+            raise ValueError(
+                f"must be the Langfuse host without a path: use {v[: -len(suffix)] or v!r} (relay "
+                f"appends /api/public/otel/v1/traces itself), not {v!r}"
+            )
     return v
 
 

@@ -84,8 +84,9 @@ class RelayConfig(_Model):
                     raise ValueError(f"tenants[{i}].tokens: a token is shared by tenants {seen[v]!r} and {t.name!r}")
                 seen[v] = t.name
         problems = self.security_problems()
-        problems += self.reports.problems([r.name for r in self.alerting.receivers],
-                                          [t.name for t in self.resolved_tenants()])
+        problems += self.reports.problems(
+            [r.name for r in self.alerting.receivers], [t.name for t in self.resolved_tenants()]
+        )
         problems += self._port_clashes()
         if problems:
             raise ValueError("; ".join(problems))
@@ -107,22 +108,30 @@ class RelayConfig(_Model):
                 out.append(
                     f"receivers.otlp.protocols.{name}.endpoint: {r.endpoint} listens beyond loopback but no tenant "
                     f"has tokens, so anyone who can reach it could write data; give tenants[].tokens "
-                    f"(e.g. ${{env:RELAY_TOKEN}}), bind to localhost:<port>, or set auth.allow_unauthenticated: true")
+                    f"(e.g. ${{env:RELAY_TOKEN}}), bind to localhost:<port>, or set auth.allow_unauthenticated: true"
+                )
         if self.auth.trust_tenant_header and not has_tokens and not self.auth.trusted_proxies:
-            out.append("auth.trust_tenant_header: without tenant tokens any client could pick any tenant; list the "
-                       "proxies that set the header in auth.trusted_proxies (CIDRs) or give tenants[].tokens")
+            out.append(
+                "auth.trust_tenant_header: without tenant tokens any client could pick any tenant; list the "
+                "proxies that set the header in auth.trusted_proxies (CIDRs) or give tenants[].tokens"
+            )
         admin = self.service.admin
         if admin.enabled and not is_loopback_host(admin.endpoint.rpartition(":")[0]) and admin.auth.token is None:
-            out.append(f"service.admin.endpoint: {admin.endpoint} listens beyond loopback without a token; set "
-                       f"service.admin.auth.token (e.g. ${{env:RELAY_ADMIN_TOKEN}}) or bind to 127.0.0.1:<port>")
+            out.append(
+                f"service.admin.endpoint: {admin.endpoint} listens beyond loopback without a token; set "
+                f"service.admin.auth.token (e.g. ${{env:RELAY_ADMIN_TOKEN}}) or bind to 127.0.0.1:<port>"
+            )
         return out
 
     def _port_clashes(self) -> list[str]:
         """Two enabled listeners on the same port and overlapping addresses (one of them all interfaces, or the
         same host): binding the second would fail at start-up."""
         p = self.receivers.otlp.protocols
-        listeners = [(f"receivers.otlp.protocols.{n}.endpoint", c.endpoint) for n, c in (("http", p.http),
-                     ("grpc", p.grpc)) if c.enabled]
+        listeners = [
+            (f"receivers.otlp.protocols.{n}.endpoint", c.endpoint)
+            for n, c in (("http", p.http), ("grpc", p.grpc))
+            if c.enabled
+        ]
         if self.service.admin.enabled:
             listeners.append(("service.admin.endpoint", self.service.admin.endpoint))
         out: list[str] = []
@@ -131,8 +140,11 @@ class RelayConfig(_Model):
             host, _, port = ep.rpartition(":")
             host = host.strip("[]")
             for other_key, other_host, other_port in seen:
-                overlap = (host == other_host or {host, other_host} & {"", "0.0.0.0", "::"}
-                           or ("localhost" in (host, other_host) and {host, other_host} <= _LOCALHOST))
+                overlap = (
+                    host == other_host
+                    or {host, other_host} & {"", "0.0.0.0", "::"}
+                    or ("localhost" in (host, other_host) and {host, other_host} <= _LOCALHOST)
+                )
                 if port == other_port and port != "0" and overlap:
                     out.append(f"{key}: port {port} is already used by {other_key}")
             seen.append((key, host, port))
@@ -177,9 +189,15 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None = None,
-           unset: list[tuple[tuple[Any, ...], str]] | None = None, _loc: tuple[Any, ...] = (), *,
-           missing_files_unset: bool = False) -> Any:
+def expand(
+    value: Any,
+    env: dict[str, str] | None = None,
+    base_dir: Path | None = None,
+    unset: list[tuple[tuple[Any, ...], str]] | None = None,
+    _loc: tuple[Any, ...] = (),
+    *,
+    missing_files_unset: bool = False,
+) -> Any:
     """Recursively expand ``${env:…}`` and ``${file:…}`` references in strings of a parsed YAML tree.
 
     ``unset``, when given, collects ``(key path, variable)`` for every ``${env:VAR}`` without a default whose
@@ -188,11 +206,15 @@ def expand(value: Any, env: dict[str, str] | None = None, base_dir: Path | None 
     """
     env = dict(os.environ) if env is None else env
     if isinstance(value, dict):
-        return {k: expand(v, env, base_dir, unset, _loc + (k,), missing_files_unset=missing_files_unset)
-                for k, v in value.items()}
+        return {
+            k: expand(v, env, base_dir, unset, _loc + (k,), missing_files_unset=missing_files_unset)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [expand(v, env, base_dir, unset, _loc + (i,), missing_files_unset=missing_files_unset)
-                for i, v in enumerate(value)]
+        return [
+            expand(v, env, base_dir, unset, _loc + (i,), missing_files_unset=missing_files_unset)
+            for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
@@ -250,8 +272,13 @@ def _env_defaults(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
-                notes: list[str] | None = None, need_receivers: bool = True) -> RelayConfig:
+def load_config(
+    path: str | Path | None,
+    env: dict[str, str] | None = None,
+    *,
+    notes: list[str] | None = None,
+    need_receivers: bool = True,
+) -> RelayConfig:
     """Load, expand and validate a config file; ``None`` gives the embedded defaults.
 
     Keys of ``exporters.langfuse`` the file does not set come from ``LANGFUSE_BASE_URL``, ``LANGFUSE_PUBLIC_KEY``,
@@ -284,8 +311,13 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
         raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from e
     dupes = duplicate_keys(root)
     if dupes:
-        raise ConfigError([f"{path}:{line}: {key}: repeated key (first at line {first}); YAML would silently keep "
-                           "only the last one" for line, key, first in dupes])
+        raise ConfigError(
+            [
+                f"{path}:{line}: {key}: repeated key (first at line {first}); YAML would silently keep "
+                "only the last one"
+                for line, key, first in dupes
+            ]
+        )
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections (receivers, exporters, …)"])
     unset: list[tuple[tuple[Any, ...], str]] = []
@@ -295,8 +327,9 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None, *,
         raise ConfigError([f"{path}: {e}"]) from e
     if notes is not None:
         for loc, var in unset:
-            notes.append(f"{path}:{yaml_line(root, loc)}: {_dotted(loc)}: ${{env:{var}}} is unset, so this key is "
-                         "not set")
+            notes.append(
+                f"{path}:{yaml_line(root, loc)}: {_dotted(loc)}: ${{env:{var}}} is unset, so this key is not set"
+            )
     data = _env_defaults(_relative_to(expanded, path.parent), env)
     try:
         return _validate(data, str(path), root, unset)
@@ -365,7 +398,9 @@ def _relative_to(raw: dict, base: Path) -> dict:
             storage["directory"] = os.path.normpath(str(base / d))
     rules = raw.get("rules")
     if isinstance(rules, dict) and isinstance(rules.get("files"), list):
-        rules["files"] = [f if not isinstance(f, str) or Path(f).is_absolute() else str(base / f) for f in rules["files"]]
+        rules["files"] = [
+            f if not isinstance(f, str) or Path(f).is_absolute() else str(base / f) for f in rules["files"]
+        ]
     pricing = (raw.get("ledger") or {}).get("pricing") if isinstance(raw.get("ledger"), dict) else None
     if isinstance(pricing, dict) and isinstance(pricing.get("file"), str) and not Path(pricing["file"]).is_absolute():
         pricing["file"] = str(base / pricing["file"])
@@ -373,8 +408,19 @@ def _relative_to(raw: dict, base: Path) -> dict:
 
 
 _PATH_IN_MESSAGE = re.compile(r"^([A-Za-z_][\w\-]*(?:\[\d+\])*(?:\.[A-Za-z_][\w\-]*(?:\[\d+\])*)+)[ :]")
-_SECTIONS = ("receivers", "exporters", "pipeline", "storage", "auth", "tenants", "service", "ledger", "rules",
-             "alerting", "reports")
+_SECTIONS = (
+    "receivers",
+    "exporters",
+    "pipeline",
+    "storage",
+    "auth",
+    "tenants",
+    "service",
+    "ledger",
+    "rules",
+    "alerting",
+    "reports",
+)
 
 
 def _message_loc(msg: str) -> tuple[Any, ...]:
@@ -391,8 +437,9 @@ def _message_loc(msg: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _validate(data: dict[str, Any], name: str, root: yaml.Node | None,
-              unset: list[tuple[tuple[Any, ...], str]] | None = None) -> RelayConfig:
+def _validate(
+    data: dict[str, Any], name: str, root: yaml.Node | None, unset: list[tuple[tuple[Any, ...], str]] | None = None
+) -> RelayConfig:
     try:
         return RelayConfig.model_validate(data)
     except ValidationError as e:
@@ -415,8 +462,11 @@ def _validate(data: dict[str, Any], name: str, root: yaml.Node | None,
                     text = f"{where}: {part}" if sub else f"{where}: (top level): {part}"
                 else:
                     text = f"{where}: {dotted}: {part}"
-                why = [f"{_dotted(u)} is ${{env:{var}}}, which is unset" for u, var in unset or []
-                       if loc and u[:len(loc)] == loc]
+                why = [
+                    f"{_dotted(u)} is ${{env:{var}}}, which is unset"
+                    for u, var in unset or []
+                    if loc and u[: len(loc)] == loc
+                ]
                 if why:
                     text += " (" + "; ".join(why) + ")"
                 problems.append(text)

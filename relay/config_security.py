@@ -16,8 +16,15 @@ from pydantic import Field, field_validator
 
 from relay.config_types import Duration, OptionalSecret, OptionalStr, _Model
 
-__all__ = ["TLSServerConfig", "TLSClientConfig", "AdminAuthConfig", "RateLimitConfig", "RedactionConfig",
-           "is_loopback_host", "parse_cidrs"]
+__all__ = [
+    "TLSServerConfig",
+    "TLSClientConfig",
+    "AdminAuthConfig",
+    "RateLimitConfig",
+    "RedactionConfig",
+    "is_loopback_host",
+    "parse_cidrs",
+]
 
 
 class TLSServerConfig(_Model):
@@ -101,4 +108,3 @@ def parse_cidrs(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv
         except ValueError:
             raise ValueError(f"invalid CIDR {v!r} in auth.trusted_proxies (e.g. 10.0.0.0/8)") from None
     return out
-

@@ -69,7 +69,9 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> SecretMask:
     Returns the process-wide ``SecretMask`` to register secrets with."""
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(JsonFormatter() if use_json else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if use_json else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
     handler.addFilter(MASK)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 __all__ = ["Matcher", "parse_matchers", "matches_all"]
 
 _OPS = ("=~", "!~", "!=", "=")
-_MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$', re.DOTALL)
+_MATCHER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Matcher:
         Raises ``ValueError`` with the reason."""
         m = _MATCHER_RE.match(text)
         if not m:
-            raise ValueError(f"bad matcher {text!r}: expected name=\"value\", name!=\"value\", name=~\"re\" or name!~\"re\"")
+            raise ValueError(f'bad matcher {text!r}: expected name="value", name!="value", name=~"re" or name!~"re"')
         name, op, raw = m.groups()
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':
             raw = re.sub(r'\\(["\\])', r"\1", raw[1:-1])

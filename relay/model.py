@@ -12,8 +12,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["usd_to_nanos", "NANOS_PER_USD", "Signal", "Outcome", "OUTCOME_REASONS", "ObservationType", "Level", "TraceInfo",
-           "Observation", "UsageRecord"]
+__all__ = [
+    "usd_to_nanos",
+    "NANOS_PER_USD",
+    "Signal",
+    "Outcome",
+    "OUTCOME_REASONS",
+    "ObservationType",
+    "Level",
+    "TraceInfo",
+    "Observation",
+    "UsageRecord",
+]
 
 
 #: nano-USD per USD: the ledger's integer money unit.
@@ -222,12 +232,22 @@ class UsageRecord:
         """
         out = {k: v for k, v in self.labels.items() if v is not None}
         builtin = {
-            "tenant": self.tenant, "kind": self.kind, "user": self.user, "session": self.session_id,
-            "trace": self.trace_id, "prompt": self.prompt_id, "agent": self.agent, "model": self.model,
-            "tool": self.tool_name, "success": "true" if self.success else "false",
+            "tenant": self.tenant,
+            "kind": self.kind,
+            "user": self.user,
+            "session": self.session_id,
+            "trace": self.trace_id,
+            "prompt": self.prompt_id,
+            "agent": self.agent,
+            "model": self.model,
+            "tool": self.tool_name,
+            "success": "true" if self.success else "false",
             "status_code": None if self.status_code is None else str(self.status_code),
-            "error_class": self.error_class, "decision": self.decision, "decision_source": self.decision_source,
-            "source": self.source, "cost_source": self.cost_source,
+            "error_class": self.error_class,
+            "decision": self.decision,
+            "decision_source": self.decision_source,
+            "source": self.source,
+            "cost_source": self.cost_source,
         }
         out.update({k: str(v) for k, v in builtin.items() if v not in (None, "")})
         return out

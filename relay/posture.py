@@ -36,21 +36,26 @@ def security_posture(cfg: RelayConfig) -> list[str]:
         if r.enabled:
             out.append(f"{name} {r.endpoint}: {_scope(r.endpoint)}, {_tls(r.tls)}, auth {auth}")
     if cfg.auth.trust_tenant_header:
-        out.append(f"tenant header {cfg.auth.tenant_header}: honoured"
-                   + (f" from {', '.join(cfg.auth.trusted_proxies)}" if cfg.auth.trusted_proxies else " with tokens"))
+        out.append(
+            f"tenant header {cfg.auth.tenant_header}: honoured"
+            + (f" from {', '.join(cfg.auth.trusted_proxies)}" if cfg.auth.trusted_proxies else " with tokens")
+        )
     admin = cfg.service.admin
     if admin.enabled:
         token = "token required" if admin.auth.token else "no token"
         metrics = "/metrics needs the token" if admin.metrics_auth and admin.auth.token else "/metrics open"
         hosts = ", ".join(["loopback", *admin.allowed_hosts])
-        out.append(f"admin {admin.endpoint}: {_scope(admin.endpoint)}, {_tls(admin.tls)}, {token}, {metrics}, "
-                   f"Host: {hosts}")
+        out.append(
+            f"admin {admin.endpoint}: {_scope(admin.endpoint)}, {_tls(admin.tls)}, {token}, {metrics}, Host: {hosts}"
+        )
     red = build_redactor(cfg)
     rules = len(red) if red else 0
-    out.append(f"redaction: {rules} rule(s) (catalogue {'on' if cfg.pipeline.redaction.catalogue else 'OFF'}, "
-               f"{len(cfg.pipeline.redaction.patterns) + len(cfg.pipeline.redact_patterns)} custom, "
-               f"{len(cfg.pipeline.redaction.allowlist)} allowlisted value(s))")
+    out.append(
+        f"redaction: {rules} rule(s) (catalogue {'on' if cfg.pipeline.redaction.catalogue else 'OFF'}, "
+        f"{len(cfg.pipeline.redaction.patterns) + len(cfg.pipeline.redact_patterns)} custom, "
+        f"{len(cfg.pipeline.redaction.allowlist)} allowlisted value(s))"
+    )
     for t in cfg.resolved_tenants():
-        limit = (f"{t.rate_limit.spans_per_second:g} items/s" if t.rate_limit else "no rate limit")
+        limit = f"{t.rate_limit.spans_per_second:g} items/s" if t.rate_limit else "no rate limit"
         out.append(f"tenant {t.name}: spool share {t.max_spool_size} bytes, {limit}")
     return out

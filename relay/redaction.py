@@ -67,16 +67,26 @@ def _rules_from_toml(text: str) -> list[Rule]:
             warnings.simplefilter("ignore", FutureWarning)
             rx = re.compile(r["regex"])
         group = r.get("secretGroup", 1 if rx.groups else 0)
-        out.append(Rule(r["id"], rx, tuple(k.lower() for k in r.get("keywords", ())), int(group),
-                        float(r.get("entropy", 0.0)), tuple(re.compile(a) for a in r.get("allow", ()))))
+        out.append(
+            Rule(
+                r["id"],
+                rx,
+                tuple(k.lower() for k in r.get("keywords", ())),
+                int(group),
+                float(r.get("entropy", 0.0)),
+                tuple(re.compile(a) for a in r.get("allow", ())),
+            )
+        )
     return out
 
 
 def load_catalogue() -> list[Rule]:
     """The built-in rules: gitleaks' subset then relay's own (``relay/secrets/*.toml``, package data)."""
     base = resources.files("relay") / "secrets"
-    return [*_rules_from_toml((base / "gitleaks.toml").read_text()),
-            *_rules_from_toml((base / "relay.toml").read_text())]
+    return [
+        *_rules_from_toml((base / "gitleaks.toml").read_text()),
+        *_rules_from_toml((base / "relay.toml").read_text()),
+    ]
 
 
 def _entropy(s: str) -> float:
@@ -119,8 +129,13 @@ class Redactor:
     ``relay_redactions_total{rule}``).
     """
 
-    def __init__(self, rules: Sequence[Rule], patterns: Sequence[str] = (), allowlist: Sequence[str] = (),
-                 on_hit: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        patterns: Sequence[str] = (),
+        allowlist: Sequence[str] = (),
+        on_hit: Callable[[str, int], None] | None = None,
+    ):
         self.rules = list(rules) + [Rule(f"custom-{i + 1}", re.compile(p), ()) for i, p in enumerate(patterns)]
         self._allow = frozenset(allowlist)
         self._on_hit = on_hit
@@ -132,7 +147,8 @@ class Redactor:
         # The trie finds the longest keyword at each position; a keyword found also stands for every keyword
         # inside it ("password" contains "passw" and "word"), so those rules run too.
         self._by_kw: dict[str, list[Rule]] = {
-            k: [r for k2, rs in direct.items() if k2 in k for r in rs] for k in direct}
+            k: [r for k2, rs in direct.items() if k2 in k for r in rs] for k in direct
+        }
         # A lookahead makes the matches overlapping: one keyword cannot hide another that starts inside it.
         self._kw = re.compile("(?=(" + _trie_regex(sorted(direct)) + "))") if direct else None
         self._clean: set[str] = set()

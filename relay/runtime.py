@@ -87,8 +87,14 @@ class RuntimeMonitor(Component):
 
     name = "runtime monitor"
 
-    def __init__(self, registry: CollectorRegistry, memory_limit: int = 0, *, tune_process: bool = True,
-                 busy: Callable[[], bool] | None = None):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        memory_limit: int = 0,
+        *,
+        tune_process: bool = True,
+        busy: Callable[[], bool] | None = None,
+    ):
         self.memory_limit = memory_limit
         self.busy = busy or (lambda: True)
         self.soft_limit = memory_limit - memory_limit // 5 if memory_limit else 0
@@ -100,19 +106,36 @@ class RuntimeMonitor(Component):
         self._gc_start = 0.0
         self._collected = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        self.lag = Histogram("relay_event_loop_lag_seconds", "How late the event loop ran a timer (every 10 ms): "
-                             "pauses that delay acknowledgements, seconds.", buckets=_LAG_BUCKETS, registry=registry)
-        Gauge("relay_event_loop_lag_max_seconds", "Longest event-loop lag since start, seconds.",
-              registry=registry).set_function(lambda: self.lag_max)
-        self.gc_pause = Histogram("relay_gc_pause_seconds", "Duration of garbage collections, seconds.",
-                                  ["generation"], buckets=_LAG_BUCKETS, registry=registry)
-        Gauge("relay_gc_pause_max_seconds", "Longest garbage collection since start, seconds.",
-              registry=registry).set_function(lambda: self.gc_pause_max)
-        Gauge("relay_process_resident_memory_bytes", "Resident set size, bytes (pipeline.memory_limit bounds it).",
-              registry=registry).set_function(rss_bytes)
+        self.lag = Histogram(
+            "relay_event_loop_lag_seconds",
+            "How late the event loop ran a timer (every 10 ms): pauses that delay acknowledgements, seconds.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        Gauge(
+            "relay_event_loop_lag_max_seconds", "Longest event-loop lag since start, seconds.", registry=registry
+        ).set_function(lambda: self.lag_max)
+        self.gc_pause = Histogram(
+            "relay_gc_pause_seconds",
+            "Duration of garbage collections, seconds.",
+            ["generation"],
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        Gauge(
+            "relay_gc_pause_max_seconds", "Longest garbage collection since start, seconds.", registry=registry
+        ).set_function(lambda: self.gc_pause_max)
+        Gauge(
+            "relay_process_resident_memory_bytes",
+            "Resident set size, bytes (pipeline.memory_limit bounds it).",
+            registry=registry,
+        ).set_function(rss_bytes)
         Gauge("relay_memory_limit_bytes", "pipeline.memory_limit (0: off).", registry=registry).set(memory_limit)
-        Gauge("relay_memory_limited", "1 while RSS is over the soft memory limit and new data is refused.",
-              registry=registry).set_function(lambda: 1 if self.over_limit else 0)
+        Gauge(
+            "relay_memory_limited",
+            "1 while RSS is over the soft memory limit and new data is refused.",
+            registry=registry,
+        ).set_function(lambda: 1 if self.over_limit else 0)
 
     async def start(self) -> None:
         """Freeze the start-up heap, raise the GC threshold, start the lag and RSS watchers."""
@@ -173,9 +196,14 @@ class RuntimeMonitor(Component):
         over = rss >= self.soft_limit and self.busy()
         if over != self.over_limit:
             self.over_limit = over
-            log.warning("memory limiter: RSS %.0f MiB %s the soft limit %.0f MiB (pipeline.memory_limit %.0f MiB)%s",
-                        rss / 2**20, "over" if over else "back under", self.soft_limit / 2**20,
-                        self.memory_limit / 2**20, "; refusing new data with 503 + Retry-After" if over else "")
+            log.warning(
+                "memory limiter: RSS %.0f MiB %s the soft limit %.0f MiB (pipeline.memory_limit %.0f MiB)%s",
+                rss / 2**20,
+                "over" if over else "back under",
+                self.soft_limit / 2**20,
+                self.memory_limit / 2**20,
+                "; refusing new data with 503 + Retry-After" if over else "",
+            )
         return over
 
     async def _watch_rss(self) -> None:

@@ -44,8 +44,17 @@ from relay.store.schema import SCHEMA, migrate
 from relay.store.sqlite import SqliteDB
 from relay.telemetry import OutcomeCounts
 
-__all__ = ["Spool", "SpoolFull", "InboundItem", "OutboundBatch", "DeadLetter", "TraceCommit", "SCHEMA",
-           "OutcomeRow", "is_storage_error"]
+__all__ = [
+    "Spool",
+    "SpoolFull",
+    "InboundItem",
+    "OutboundBatch",
+    "DeadLetter",
+    "TraceCommit",
+    "SCHEMA",
+    "OutcomeRow",
+    "is_storage_error",
+]
 
 #: ``(tenant, signal, outcome, reason, n)``: ``n`` items of ``signal`` of ``tenant`` reached ``outcome``
 #: (``relay.model.Outcome``) for ``reason``.
@@ -164,8 +173,15 @@ def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], dic
 class Spool:
     """The durable queues and the small tables that make the pipeline idempotent. Open with ``Spool.open``."""
 
-    def __init__(self, db: SqliteDB, max_size: int, dedup_retention: float, *, min_free_space: int = 0,
-                 outcomes: OutcomeCounts | None = None):
+    def __init__(
+        self,
+        db: SqliteDB,
+        max_size: int,
+        dedup_retention: float,
+        *,
+        min_free_space: int = 0,
+        outcomes: OutcomeCounts | None = None,
+    ):
         self.db = db
         self.max_size = max_size
         self.min_free_space = min_free_space
@@ -184,8 +200,16 @@ class Spool:
         self._outbound_events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     @classmethod
-    def open(cls, directory: Path, *, fsync: bool = False, max_size: int = 2**31, dedup_retention: float = 86400.0,
-             min_free_space: int = 0, outcomes: OutcomeCounts | None = None) -> Spool:
+    def open(
+        cls,
+        directory: Path,
+        *,
+        fsync: bool = False,
+        max_size: int = 2**31,
+        dedup_retention: float = 86400.0,
+        min_free_space: int = 0,
+        outcomes: OutcomeCounts | None = None,
+    ) -> Spool:
         """Open (creating if needed) ``<directory>/relay.db``. Blocking; call before the event loop serves.
         ``min_free_space`` (bytes) is the free space admission keeps on the file system; ``outcomes`` receives
         the durable outcome totals (loaded now, updated by every fate-deciding write)."""
@@ -226,16 +250,20 @@ class Spool:
         if limit is not None and tenant is not None:
             used = self.tenant_bytes[tenant] + self._reserved_by_tenant[tenant]
             if used + size > limit:
-                return (f"this tenant's share of the spool is full ({used} of {limit} bytes, its data is not being "
-                        "exported); retry later")
+                return (
+                    f"this tenant's share of the spool is full ({used} of {limit} bytes, its data is not being "
+                    "exported); retry later"
+                )
         if self.min_free_space:
             try:
                 free = self.free_space()
             except OSError as e:
                 return f"cannot check free disk space ({e.strerror}); retry later"
             if free - size < self.min_free_space:
-                return (f"disk almost full ({free} bytes free, storage.min_free_space is {self.min_free_space}); "
-                        "retry later")
+                return (
+                    f"disk almost full ({free} bytes free, storage.min_free_space is {self.min_free_space}); "
+                    "retry later"
+                )
         return None
 
     async def _write(self, fn):
@@ -269,8 +297,15 @@ class Spool:
 
     # ------------------------------------------------------------------ inbound
 
-    async def append(self, tenant: str, signal: Signal, payload: bytes, items: int, dedup_key: bytes | None,
-                     invalid: dict[str, int] | None = None) -> bool:
+    async def append(
+        self,
+        tenant: str,
+        signal: Signal,
+        payload: bytes,
+        items: int,
+        dedup_key: bytes | None,
+        invalid: dict[str, int] | None = None,
+    ) -> bool:
         """Durably store an accepted request. Returns False (and stores nothing) when ``dedup_key`` was seen
         within the retention; raises ``SpoolFull`` when the request would take the spool over ``max_size`` or the
         tenant's data over its share (``tenant_limits``), or the disk below ``min_free_space``
@@ -280,12 +315,15 @@ class Spool:
         if problem:
             raise SpoolFull(5.0, problem)
         now = time.time_ns()
-        rows: list[OutcomeRow] = [(tenant, signal.value, Outcome.INVALID, r, n)
-                                  for r, n in (invalid or {}).items() if n]
+        rows: list[OutcomeRow] = [
+            (tenant, signal.value, Outcome.INVALID, r, n) for r, n in (invalid or {}).items() if n
+        ]
 
         def write(conn: sqlite3.Connection) -> tuple[bool, list[OutcomeRow]]:
             if dedup_key is not None:
-                cur = conn.execute("INSERT OR IGNORE INTO request_keys(key, created_ns) VALUES (?, ?)", (dedup_key, now))
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO request_keys(key, created_ns) VALUES (?, ?)", (dedup_key, now)
+                )
                 if cur.rowcount == 0:
                     return False, []
             conn.execute(
@@ -338,8 +376,9 @@ class Spool:
         def delete(conn: sqlite3.Connection) -> tuple[dict[str, int], list[OutcomeRow]]:
             freed: dict[str, int] = defaultdict(int)
             for s in seqs:
-                row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
-                                   (s,)).fetchone()
+                row = conn.execute(
+                    "DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)
+                ).fetchone()
                 if row:
                     freed[row[0]] += row[1]
                 conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
@@ -365,8 +404,15 @@ class Spool:
         """Number of inbound requests not yet handled."""
         return await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
 
-    async def quarantine(self, seqs: Iterable[int], reason: str, *, outcomes: Iterable[OutcomeRow] = (),
-                         closed: Iterable[tuple[int, str]] = (), delete: bool = False) -> int:
+    async def quarantine(
+        self,
+        seqs: Iterable[int],
+        reason: str,
+        *,
+        outcomes: Iterable[OutcomeRow] = (),
+        closed: Iterable[tuple[int, str]] = (),
+        delete: bool = False,
+    ) -> int:
         """Copy inbound requests the pipeline failed on deterministically (a poison item: a bug, not bad input —
         receivers validate) to the quarantine table with the reason, so ``relay replay --quarantined`` can
         re-process them after a fix. In the same transaction: count ``outcomes`` (the ``quarantined`` items),
@@ -387,8 +433,9 @@ class Spool:
                     (now, reason, s),
                 ).rowcount
                 if delete:
-                    row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)",
-                                       (s,)).fetchone()
+                    row = conn.execute(
+                        "DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)
+                    ).fetchone()
                     if row:
                         freed[row[0]] += row[1]
                     conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
@@ -406,7 +453,9 @@ class Spool:
         """Move quarantined requests back to the inbound spool; returns how many moved."""
 
         def move(conn: sqlite3.Connection) -> int:
-            rows = conn.execute("SELECT id, tenant, signal, payload, items, received_ns FROM quarantine ORDER BY id").fetchall()
+            rows = conn.execute(
+                "SELECT id, tenant, signal, payload, items, received_ns FROM quarantine ORDER BY id"
+            ).fetchall()
             for qid, *row in rows:
                 conn.execute("INSERT INTO inbound(tenant, signal, payload, items, received_ns) VALUES (?,?,?,?,?)", row)
                 conn.execute("DELETE FROM quarantine WHERE id=?", (qid,))
@@ -425,8 +474,12 @@ class Spool:
         reused for late records) or None, and the observation ids already queued for export (export-once)."""
 
         def read(conn: sqlite3.Connection) -> tuple[dict | None, set[str]]:
-            row = conn.execute("SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchone()
-            ids = conn.execute("SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)).fetchall()
+            row = conn.execute(
+                "SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)
+            ).fetchone()
+            ids = conn.execute(
+                "SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)
+            ).fetchall()
             return (json.loads(row[0]) if row else None), {r[0] for r in ids}
 
         return await self.db.run(read)
@@ -442,18 +495,21 @@ class Spool:
         def read(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[dict | None, set[str]]]:
             out: dict[tuple[str, str], tuple[dict | None, set[str]]] = {}
             for tenant, trace_id in keys:
-                row = conn.execute("SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?",
-                                   (tenant, trace_id)).fetchone()
-                ids = conn.execute("SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?",
-                                   (tenant, trace_id)).fetchall()
+                row = conn.execute(
+                    "SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)
+                ).fetchone()
+                ids = conn.execute(
+                    "SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)
+                ).fetchall()
                 if row or ids:
                     out[(tenant, trace_id)] = ((json.loads(row[0]) if row else None), {r[0] for r in ids})
             return out
 
         return await self.db.run(read) if keys else {}
 
-    async def commit_traces(self, commits: list[TraceCommit], *, closed: Iterable[tuple[int, str]] = (),
-                            outcomes: Iterable[OutcomeRow] = ()) -> None:
+    async def commit_traces(
+        self, commits: list[TraceCommit], *, closed: Iterable[tuple[int, str]] = (), outcomes: Iterable[OutcomeRow] = ()
+    ) -> None:
         """Atomically write export batches, exported observation ids and trace metadata (usage records and metric
         points go to the usage ledger, ``relay.usage.store.LedgerStore``, not here), mark the ``closed``
         ``(inbound seq, group key)`` pairs whose records are now decided, and count ``outcomes`` (records not
@@ -507,10 +563,12 @@ class Spool:
             spans = size = 0
             for row in conn.execute(
                 "SELECT id, tenant, payload, spans, created_ns, items, sent_ns FROM outbound WHERE tenant=? "
-                "ORDER BY id LIMIT 1000", (tenant,)
+                "ORDER BY id LIMIT 1000",
+                (tenant,),
             ):
-                b = OutboundBatch(row[0], row[1], row[2], row[3], row[4], items=json.loads(row[5] or "{}"),
-                                  sent_ns=row[6])
+                b = OutboundBatch(
+                    row[0], row[1], row[2], row[3], row[4], items=json.loads(row[5] or "{}"), sent_ns=row[6]
+                )
                 if out and (spans + b.spans > max_spans or size + len(b.payload) > max_bytes):
                     break
                 out.append(b)
@@ -619,7 +677,10 @@ class Spool:
                 sql += " WHERE " + " AND ".join(cond)
             moved = []
             for did, ten, payload, spans in conn.execute(sql + " ORDER BY id", args).fetchall():
-                conn.execute("INSERT INTO outbound(tenant, payload, spans, created_ns) VALUES (?,?,?,?)", (ten, payload, spans, now))
+                conn.execute(
+                    "INSERT INTO outbound(tenant, payload, spans, created_ns) VALUES (?,?,?,?)",
+                    (ten, payload, spans, now),
+                )
                 conn.execute("DELETE FROM dead_letters WHERE id=?", (did,))
                 moved.append((ten, len(payload), spans))
             return moved
@@ -643,12 +704,20 @@ class Spool:
         key_cutoff = now - int(min(request_key_retention, self.dedup_retention) * 1e9)
         cutoff = now - int(self.dedup_retention * 1e9)
         statements = [
-            ("DELETE FROM request_keys WHERE key IN "
-             "(SELECT key FROM request_keys WHERE created_ns < ? LIMIT ?)", key_cutoff),
-            ("DELETE FROM exported WHERE (tenant, trace_id, obs_id) IN "
-             "(SELECT tenant, trace_id, obs_id FROM exported WHERE created_ns < ? LIMIT ?)", cutoff),
-            ("DELETE FROM trace_meta WHERE (tenant, trace_id) IN "
-             "(SELECT tenant, trace_id FROM trace_meta WHERE updated_ns < ? LIMIT ?)", cutoff),
+            (
+                "DELETE FROM request_keys WHERE key IN (SELECT key FROM request_keys WHERE created_ns < ? LIMIT ?)",
+                key_cutoff,
+            ),
+            (
+                "DELETE FROM exported WHERE (tenant, trace_id, obs_id) IN "
+                "(SELECT tenant, trace_id, obs_id FROM exported WHERE created_ns < ? LIMIT ?)",
+                cutoff,
+            ),
+            (
+                "DELETE FROM trace_meta WHERE (tenant, trace_id) IN "
+                "(SELECT tenant, trace_id FROM trace_meta WHERE updated_ns < ? LIMIT ?)",
+                cutoff,
+            ),
         ]
         total = 0
         for sql, limit_ns in statements:

@@ -86,13 +86,23 @@ class OutcomeCounts:
             self._n.clear()
         self.add(rows)
 
-    def total(self, signal: str | None = None, outcome: str | None = None, reason: str | None = None,
-              tenant: str | None = None) -> int:
+    def total(
+        self,
+        signal: str | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        tenant: str | None = None,
+    ) -> int:
         """Sum of the counts matching the given labels (None: any)."""
         with self._lock:
-            return sum(n for (t, s, o, r), n in self._n.items()
-                       if (signal is None or s == signal) and (outcome is None or o == outcome)
-                       and (reason is None or r == reason) and (tenant is None or t == tenant))
+            return sum(
+                n
+                for (t, s, o, r), n in self._n.items()
+                if (signal is None or s == signal)
+                and (outcome is None or o == outcome)
+                and (reason is None or r == reason)
+                and (tenant is None or t == tenant)
+            )
 
     def snapshot(self) -> dict[tuple[str, str, str, str], int]:
         """A copy of ``{(tenant, signal, outcome, reason): n}``."""
@@ -101,9 +111,12 @@ class OutcomeCounts:
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         """prometheus_client collector protocol."""
-        fam = CounterMetricFamily("relay_items", "Accepted items by their one final outcome (forwarded, filtered, "
-                                  "invalid, dead_lettered, quarantined) and reason.",
-                                  labels=["tenant", "signal", "outcome", "reason"])
+        fam = CounterMetricFamily(
+            "relay_items",
+            "Accepted items by their one final outcome (forwarded, filtered, "
+            "invalid, dead_lettered, quarantined) and reason.",
+            labels=["tenant", "signal", "outcome", "reason"],
+        )
         for (t, s, o, r), n in sorted(self.snapshot().items()):
             fam.add_metric([t, s, o, r], n)
         yield fam
@@ -142,17 +155,20 @@ class Telemetry:
 
         def per_signal(prefix: str, what: str) -> dict[Signal, Counter]:
             return {
-                s: Counter(f"{prefix}_{s.item_name}", f"{what} ({s.item_name.replace('_', ' ')})", _ITEM_LABELS,
-                           registry=r)
+                s: Counter(
+                    f"{prefix}_{s.item_name}", f"{what} ({s.item_name.replace('_', ' ')})", _ITEM_LABELS, registry=r
+                )
                 for s in Signal
             }
 
         #: Items accepted into the spool, per signal.
-        self.accepted = per_signal("otelcol_receiver_accepted",
-                                   "Items successfully received and durably queued by the receiver")
+        self.accepted = per_signal(
+            "otelcol_receiver_accepted", "Items successfully received and durably queued by the receiver"
+        )
         #: Items refused because the spool could not take them (client told to retry), per signal.
-        self.refused = per_signal("otelcol_receiver_refused",
-                                  "Items that could not be pushed into the pipeline (client told to retry)")
+        self.refused = per_signal(
+            "otelcol_receiver_refused", "Items that could not be pushed into the pipeline (client told to retry)"
+        )
         #: Items lost to internal errors of the sink, per signal.
         self.failed = per_signal("otelcol_receiver_failed", "Items that failed with an internal error")
         #: Items removed by validation and reported as partial success, per signal.
@@ -165,16 +181,26 @@ class Telemetry:
         self.receiver_refused_log_records = self.refused[Signal.LOGS]
         #: Requests by outcome.
         self.receiver_requests = Counter(
-            "otelcol_receiver_requests", "Export requests received, by response status",
-            ["receiver", "transport", "signal", "status"], registry=r)
+            "otelcol_receiver_requests",
+            "Export requests received, by response status",
+            ["receiver", "transport", "signal", "status"],
+            registry=r,
+        )
         #: Byte-identical resends answered with success and not stored again.
         self.receiver_duplicate_requests = Counter(
-            "relay_receiver_duplicate_requests", "Export requests recognised as duplicates of a stored request",
-            ["receiver", "transport", "tenant", "signal"], registry=r)
+            "relay_receiver_duplicate_requests",
+            "Export requests recognised as duplicates of a stored request",
+            ["receiver", "transport", "tenant", "signal"],
+            registry=r,
+        )
         #: Time to answer an export request, seconds.
         self.receiver_request_duration = Histogram(
-            "relay_receiver_request_duration_seconds", "Time from reading an export request to its answer",
-            ["transport", "signal"], buckets=_DURATION_BUCKETS, registry=r)
+            "relay_receiver_request_duration_seconds",
+            "Time from reading an export request to its answer",
+            ["transport", "signal"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (serve with :data:`CONTENT_TYPE_LATEST`)."""

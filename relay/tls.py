@@ -102,8 +102,9 @@ class ReloadingServerTLS:
                 log.info("TLS certificate reloaded from %s", self.config.cert_file)
             except (OSError, ssl.SSLError) as e:
                 self._stamp = ()  # retry at the next check (e.g. the key was replaced before the certificate)
-                log.error("TLS certificate reload from %s failed, keeping the previous one: %s",
-                          self.config.cert_file, e)
+                log.error(
+                    "TLS certificate reload from %s failed, keeping the previous one: %s", self.config.cert_file, e
+                )
         return self._context
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -135,14 +136,16 @@ class ReloadingServerTLS:
                 new = self._grpc_config()
             except (OSError, ssl.SSLError) as e:
                 self._stamp = ()  # retry at the next check
-                log.error("TLS certificate reload from %s failed, keeping the previous one: %s",
-                          self.config.cert_file, e)
+                log.error(
+                    "TLS certificate reload from %s failed, keeping the previous one: %s", self.config.cert_file, e
+                )
                 return None
             log.info("TLS certificate reloaded from %s (gRPC)", self.config.cert_file)
             return new
 
-        return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
-                                                   require_client_authentication=bool(self.config.client_ca_file))
+        return grpc.dynamic_ssl_server_credentials(
+            self._grpc_config(), fetch, require_client_authentication=bool(self.config.client_ca_file)
+        )
 
 
 def client_ssl_context(config: TLSClientConfig) -> ssl.SSLContext | bool:

@@ -60,8 +60,12 @@ def main() -> int:
             out.append(f"secretGroup = {r['secretGroup']}")
         if "entropy" in r:
             out.append(f"entropy = {r['entropy']}")
-        allow = [x for a in r.get("allowlists", []) if a.get("regexTarget", "secret") in ("secret", "match")
-                 and "paths" not in a for x in a.get("regexes", [])]
+        allow = [
+            x
+            for a in r.get("allowlists", [])
+            if a.get("regexTarget", "secret") in ("secret", "match") and "paths" not in a
+            for x in a.get("regexes", [])
+        ]
         allow = [x for x in allow if _compiles(x)]
         if allow:
             out.append("allow = [" + ", ".join(q(x) for x in allow) + "]")

@@ -63,48 +63,72 @@ def _build() -> list[Sample]:
     add("aws-access-key-id", '{{"AccessKeyId": "{secret}", "Expiration": "2026-12-06T18:00:00Z"}}', "ASIA" + _upper(16))
     add("aws-secret-access-key", "aws_secret_access_key = {secret}", _r(40, _B64))
     add("aws-secret-access-key", '{{"SecretAccessKey": "{secret}"}}', _r(40, _B64))
-    add("gcp-api-key", "curl 'https://maps.googleapis.com/maps/api/geocode/json?key={secret}'",
-        "AIza" + _r(35, _URLSAFE))
+    add(
+        "gcp-api-key",
+        "curl 'https://maps.googleapis.com/maps/api/geocode/json?key={secret}'",
+        "AIza" + _r(35, _URLSAFE),
+    )
     pem = _pem("")
-    add("gcp-service-account", '{{"type": "service_account", "private_key": "{secret}"}}',
-        pem.replace("\n", "\\n"))
+    add("gcp-service-account", '{{"type": "service_account", "private_key": "{secret}"}}', pem.replace("\n", "\\n"))
     add("gcp-service-account-key-id", '{{"type": "service_account", "private_key_id": "{secret}"}}', _hex(40))
-    add("azure-storage", "DefaultEndpointsProtocol=https;AccountName=acmelogs;AccountKey={secret};"
-        "EndpointSuffix=core.windows.net", _r(86, _B64) + "==")
-    add("azure-service-bus", "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;"
-        "SharedAccessKey={secret}", _r(43, _B64) + "=")
+    add(
+        "azure-storage",
+        "DefaultEndpointsProtocol=https;AccountName=acmelogs;AccountKey={secret};EndpointSuffix=core.windows.net",
+        _r(86, _B64) + "==",
+    )
+    add(
+        "azure-service-bus",
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;"
+        "SharedAccessKey={secret}",
+        _r(43, _B64) + "=",
+    )
     # LLM vendors
     add("openai-legacy", "OPENAI_API_KEY={secret}", "sk-" + _r(20) + "T3BlbkFJ" + _r(20))
-    add("openai-project", "client = OpenAI(api_key=\"{secret}\")", "sk-proj-" + _r(74, _URLSAFE) + "T3BlbkFJ" +
-        _r(74, _URLSAFE))
+    add(
+        "openai-project",
+        'client = OpenAI(api_key="{secret}")',
+        "sk-proj-" + _r(74, _URLSAFE) + "T3BlbkFJ" + _r(74, _URLSAFE),
+    )
     add("openai-project-short", "using {secret} for the eval run", "sk-proj-" + _r(48, _URLSAFE))
     add("anthropic", "ANTHROPIC_API_KEY={secret} claude -p 'fix it'", "sk-ant-api03-" + _r(93, _URLSAFE) + "AA")
     add("anthropic-admin", "x-api-key: {secret}", "sk-ant-admin01-" + _r(93, _URLSAFE) + "AA")
     add("langfuse-secret", "LANGFUSE_SECRET_KEY={secret}", "sk-lf-" + "-".join(_hex(n) for n in (8, 4, 4, 4, 12)))
-    add("langfuse-secret", "Langfuse(secret_key='{secret}', host='https://cloud.langfuse.com')",
-        "sk-lf-" + "-".join(_hex(n) for n in (8, 4, 4, 4, 12)))
+    add(
+        "langfuse-secret",
+        "Langfuse(secret_key='{secret}', host='https://cloud.langfuse.com')",
+        "sk-lf-" + "-".join(_hex(n) for n in (8, 4, 4, 4, 12)),
+    )
     # VCS and registries
     add("github-classic", "git clone https://x:{secret}@github.com/acme/infra.git", "ghp_" + _r(36))
     add("github-classic", "GITHUB_TOKEN={secret}", "ghp_" + _r(36))
     add("github-oauth", "gh auth status: token {secret}", "gho_" + _r(36))
     add("github-fine-grained", "token: {secret}", "github_pat_" + _r(22) + "_" + _r(59))
-    add("gitlab", "curl --header 'PRIVATE-TOKEN: {secret}' https://gitlab.example.com/api/v4/projects",
-        "glpat-" + _r(20, _URLSAFE))
+    add(
+        "gitlab",
+        "curl --header 'PRIVATE-TOKEN: {secret}' https://gitlab.example.com/api/v4/projects",
+        "glpat-" + _r(20, _URLSAFE),
+    )
     add("npm", "//registry.npmjs.org/:_authToken={secret}", "npm_" + _r(36))
     add("pypi", "[pypi]\n  username = __token__\n  password = {secret}", "pypi-AgEIcHlwaS5vcmc" + _r(70, _URLSAFE))
     # chat and payments
     add("slack-bot", "SLACK_BOT_TOKEN={secret}", f"xoxb-{_r(11, string.digits)}-{_r(12, string.digits)}-{_r(24)}")
-    add("slack-user", "slack.WebClient(token='{secret}')", f"xoxp-{_r(11, string.digits)}-{_r(11, string.digits)}-"
-        f"{_r(12, string.digits)}-{_hex(32)}")
-    add("slack-webhook", "POST {secret} with the alert", "https://hooks.slack.com/services/T" + _upper(8) + "/B" +
-        _upper(10) + "/" + _r(24))
-    add("stripe-live", "stripe.api_key = \"{secret}\"", "sk_live_" + _r(99))
+    add(
+        "slack-user",
+        "slack.WebClient(token='{secret}')",
+        f"xoxp-{_r(11, string.digits)}-{_r(11, string.digits)}-{_r(12, string.digits)}-{_hex(32)}",
+    )
+    add(
+        "slack-webhook",
+        "POST {secret} with the alert",
+        "https://hooks.slack.com/services/T" + _upper(8) + "/B" + _upper(10) + "/" + _r(24),
+    )
+    add("stripe-live", 'stripe.api_key = "{secret}"', "sk_live_" + _r(99))
     add("stripe-restricted", "STRIPE_KEY: {secret}", "rk_live_" + _r(24))
     # tokens in transit
     add("jwt", "cookie: session={secret}; Path=/", _jwt())
-    add("jwt", "{{\"id_token\": \"{secret}\"}}", _jwt())
+    add("jwt", '{{"id_token": "{secret}"}}', _jwt())
     add("bearer-header", "Authorization: Bearer {secret}", _r(40, _URLSAFE))
-    add("bearer-curl", "curl -H \"Authorization: Bearer {secret}\" https://api.internal/v1/me", _r(32, _URLSAFE) + "9")
+    add("bearer-curl", 'curl -H "Authorization: Bearer {secret}" https://api.internal/v1/me', _r(32, _URLSAFE) + "9")
     add("bearer-log", "request headers={{'Authorization': 'Bearer {secret}'}}", _r(48, _URLSAFE) + "1")
     add("basic-header", "Authorization: Basic {secret}", base64.b64encode(b"deploy:" + _r(16).encode()).decode())
     add("basic-inline", "sent Basic {secret} to the proxy", base64.b64encode(b"ci-bot:" + _r(20).encode()).decode())
@@ -120,7 +144,7 @@ def _build() -> list[Sample]:
     add("url-https", "pip install --index-url https://ci:{secret}@pypi.internal/simple pkg", _r(30))
     # assignments
     add("assign-kv", "password={secret}", "hunter2-" + _r(8))
-    add("assign-kv", "DB_PASSWORD=\"{secret}\" ./run.sh", _r(16))
+    add("assign-kv", 'DB_PASSWORD="{secret}" ./run.sh', _r(16))
     add("assign-colon", "api_key: {secret}", _r(32))
     add("assign-colon", "  client_secret: {secret}\n  client_id: acme-web", _r(40, _URLSAFE))
     add("assign-json", '{{"username": "svc", "password": "{secret}"}}', _r(14) + "#1")

@@ -16,9 +16,13 @@ from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import replay, running_relay, settle
 
 TOKEN = "admin-token-5f1c0b7e9a3d4c2b"
-SILENCE = {"matchers": [{"name": "alertname", "value": ".+", "isRegex": True, "isEqual": True}],
-           "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2027-01-01T00:00:00Z", "createdBy": "mallory",
-           "comment": "year-long"}
+SILENCE = {
+    "matchers": [{"name": "alertname", "value": ".+", "isRegex": True, "isEqual": True}],
+    "startsAt": "2026-01-01T00:00:00Z",
+    "endsAt": "2027-01-01T00:00:00Z",
+    "createdBy": "mallory",
+    "comment": "year-long",
+}
 
 
 def _admin(**extra) -> dict:
@@ -45,11 +49,21 @@ async def test_token_required_except_probes_and_metrics(tmp_path):
             status, _ = await _call(base + path, headers={"Authorization": "Bearer whatever"})
             assert status == 401
         assert (await _call(base + "/-/reload", "POST"))[0] == 401
-        assert (await _call(base + "/api/v2/silences", "POST", data=json.dumps(SILENCE),
-                            headers={"Content-Type": "application/json"}))[0] == 401
+        assert (
+            await _call(
+                base + "/api/v2/silences",
+                "POST",
+                data=json.dumps(SILENCE),
+                headers={"Content-Type": "application/json"},
+            )
+        )[0] == 401
         assert (await _call(base + "/api/v2/silences", headers=AUTH))[0] == 200
-        status, body = await _call(base + "/api/v2/silences", "POST", data=json.dumps(SILENCE),
-                                   headers={**AUTH, "Content-Type": "application/json"})
+        status, body = await _call(
+            base + "/api/v2/silences",
+            "POST",
+            data=json.dumps(SILENCE),
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
         assert status == 200 and json.loads(body)["silenceID"]
 
 
@@ -67,12 +81,20 @@ async def test_csrf_and_dns_rebinding_refused(tmp_path):
         # a CORS "simple request": text/plain body, no preflight — even with the token it is refused
         status, _ = await _call(post, "POST", data=json.dumps(SILENCE), headers={**AUTH, "Content-Type": "text/plain"})
         assert status == 415
-        status, _ = await _call(post, "POST", data=json.dumps(SILENCE),
-                                headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+        status, _ = await _call(
+            post,
+            "POST",
+            data=json.dumps(SILENCE),
+            headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert status == 415
         # a page on another origin (the browser adds Origin)
-        status, _ = await _call(post, "POST", data=json.dumps(SILENCE),
-                                headers={**AUTH, "Content-Type": "application/json", "Origin": "https://evil.example"})
+        status, _ = await _call(
+            post,
+            "POST",
+            data=json.dumps(SILENCE),
+            headers={**AUTH, "Content-Type": "application/json", "Origin": "https://evil.example"},
+        )
         assert status == 403
         # DNS rebinding: evil.example resolves to 127.0.0.1, the browser sends its own name as Host
         for host in ("evil.example", "evil.example:8888", "relay.internal.evil.example"):
@@ -81,8 +103,12 @@ async def test_csrf_and_dns_rebinding_refused(tmp_path):
         for host in ("localhost:1234", "127.0.0.1", "[::1]:8888", "relay.internal:8888", "10.1.2.3:8888"):
             status, _ = await _call(base + "/api/v2/silences", headers={**AUTH, "Host": host})
             assert status == 200, host
-        status, _ = await _call(post, "POST", data=json.dumps(SILENCE),
-                                headers={**AUTH, "Content-Type": "application/json", "Origin": "http://localhost:3000"})
+        status, _ = await _call(
+            post,
+            "POST",
+            data=json.dumps(SILENCE),
+            headers={**AUTH, "Content-Type": "application/json", "Origin": "http://localhost:3000"},
+        )
         assert status == 200
         # probes are served whatever the Host (Kubernetes sends the pod IP)
         assert (await _call(base + "/healthz", headers={"Host": "10.1.2.3:8888"}))[0] == 200

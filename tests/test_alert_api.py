@@ -7,36 +7,57 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from relay.alert import Alert, AlertState
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.dispatcher import Dispatcher
-from relay.matchers import Matcher
-from relay.alert import Alert, AlertState
-from relay.alerting.dispatch.silences import Silences
 from relay.alerting.dispatch.outbox import Outbox
+from relay.alerting.dispatch.silences import Silences
+from relay.matchers import Matcher
 from relay.store.sqlite import SqliteDB
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
-CONFIG = AlertingConfig.model_validate({
-    "route": {"receiver": "team", "group_by": ["alertname", "team"]},
-    "receivers": [{"name": "team"}],
-    "inhibit_rules": [{"source_matchers": ['alertname="BudgetExceeded"'],
-                       "target_matchers": ['alertname="BudgetWarning"'], "equal": ["team"]}],
-})
+CONFIG = AlertingConfig.model_validate(
+    {
+        "route": {"receiver": "team", "group_by": ["alertname", "team"]},
+        "receivers": [{"name": "team"}],
+        "inhibit_rules": [
+            {
+                "source_matchers": ['alertname="BudgetExceeded"'],
+                "target_matchers": ['alertname="BudgetWarning"'],
+                "equal": ["team"],
+            }
+        ],
+    }
+)
 
-WARNING_A = Alert(labels={"alertname": "BudgetWarning", "team": "a", "severity": "warning"},
-                  annotations={"summary": "Team a at 85 % of its monthly budget"}, state=AlertState.FIRING,
-                  active_at=T0, fired_at=T0 + 60, value=850.0, values={"spend": 850.0, "limit": 1000.0},
-                  links={"Langfuse": "https://lf.example/sessions/s1"}, rule="budgets.yaml:team-monthly",
-                  window="month (UTC)")
-EXCEEDED_A = Alert(labels={"alertname": "BudgetExceeded", "team": "a"}, state=AlertState.FIRING, active_at=T0,
-                   fired_at=T0)
-WARNING_B = Alert(labels={"alertname": "BudgetWarning", "team": "b"}, state=AlertState.FIRING, active_at=T0,
-                  fired_at=T0)
+WARNING_A = Alert(
+    labels={"alertname": "BudgetWarning", "team": "a", "severity": "warning"},
+    annotations={"summary": "Team a at 85 % of its monthly budget"},
+    state=AlertState.FIRING,
+    active_at=T0,
+    fired_at=T0 + 60,
+    value=850.0,
+    values={"spend": 850.0, "limit": 1000.0},
+    links={"Langfuse": "https://lf.example/sessions/s1"},
+    rule="budgets.yaml:team-monthly",
+    window="month (UTC)",
+)
+EXCEEDED_A = Alert(
+    labels={"alertname": "BudgetExceeded", "team": "a"}, state=AlertState.FIRING, active_at=T0, fired_at=T0
+)
+WARNING_B = Alert(
+    labels={"alertname": "BudgetWarning", "team": "b"}, state=AlertState.FIRING, active_at=T0, fired_at=T0
+)
 PENDING_C = Alert(labels={"alertname": "ToolFailures", "team": "c"}, state=AlertState.PENDING, active_at=T0 + 30)
-RESOLVED_D = Alert(labels={"alertname": "ToolFailures", "team": "d"}, state=AlertState.RESOLVED, active_at=T0,
-                   fired_at=T0, ends_at=T0 + 90)
+RESOLVED_D = Alert(
+    labels={"alertname": "ToolFailures", "team": "d"},
+    state=AlertState.RESOLVED,
+    active_at=T0,
+    fired_at=T0,
+    ends_at=T0 + 90,
+)
 
 
 class Api:
@@ -82,10 +103,18 @@ async def test_alerts_lists_active_alerts_with_state_and_mute_status(api):
     assert alerts["BudgetWarning/a"] == {
         "labels": {"alertname": "BudgetWarning", "team": "a", "severity": "warning"},
         "annotations": {"summary": "Team a at 85 % of its monthly budget"},
-        "state": "firing", "activeAt": "2026-05-28T20:26:40.000Z", "firedAt": "2026-05-28T20:27:40.000Z",
-        "value": 850.0, "values": {"spend": 850.0, "limit": 1000.0}, "fingerprint": WARNING_A.fingerprint,
-        "silencedBy": [], "inhibitedBy": [EXCEEDED_A.fingerprint], "rule": "budgets.yaml:team-monthly",
-        "window": "month (UTC)", "links": {"Langfuse": "https://lf.example/sessions/s1"}, "generatorURL": "",
+        "state": "firing",
+        "activeAt": "2026-05-28T20:26:40.000Z",
+        "firedAt": "2026-05-28T20:27:40.000Z",
+        "value": 850.0,
+        "values": {"spend": 850.0, "limit": 1000.0},
+        "fingerprint": WARNING_A.fingerprint,
+        "silencedBy": [],
+        "inhibitedBy": [EXCEEDED_A.fingerprint],
+        "rule": "budgets.yaml:team-monthly",
+        "window": "month (UTC)",
+        "links": {"Langfuse": "https://lf.example/sessions/s1"},
+        "generatorURL": "",
     }
     assert alerts["BudgetWarning/b"]["silencedBy"] == [sid] and alerts["BudgetWarning/b"]["inhibitedBy"] == []
     assert alerts["ToolFailures/c"]["state"] == "pending" and alerts["ToolFailures/c"]["firedAt"] is None
@@ -106,8 +135,12 @@ async def test_alert_groups_show_receivers_and_suppression(api):
     status, groups = await api.get("/api/v2/alerts/groups")
     assert status == 200
     by_labels = {(g["labels"]["alertname"], g["labels"]["team"]): g for g in groups}
-    assert set(by_labels) == {("BudgetWarning", "a"), ("BudgetExceeded", "a"), ("BudgetWarning", "b"),
-                              ("ToolFailures", "d")}
+    assert set(by_labels) == {
+        ("BudgetWarning", "a"),
+        ("BudgetExceeded", "a"),
+        ("BudgetWarning", "b"),
+        ("ToolFailures", "d"),
+    }
     g = by_labels[("BudgetWarning", "a")]
     assert g["receiver"] == {"name": "team"} and g["groupKey"] == '{}:{alertname="BudgetWarning", team="a"}'
     (a,) = g["alerts"]
@@ -134,8 +167,15 @@ async def relay_cli(*argv: str) -> tuple[int, str, str]:
     import sys
     from pathlib import Path
 
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", *argv, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        *argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
 
@@ -165,8 +205,9 @@ async def test_silence_query_with_matchers_and_json(api):
     import json
 
     s1 = await api.silences.create([Matcher("team", "=", "b")], T0, T0 + 3600, "ann", "team b")
-    s2 = await api.silences.create([Matcher("alertname", "=~", "Budget.*"), Matcher("team", "=", "c")], T0,
-                                   T0 + 3600, "bob", "budgets of c")
+    s2 = await api.silences.create(
+        [Matcher("alertname", "=~", "Budget.*"), Matcher("team", "=", "c")], T0, T0 + 3600, "bob", "budgets of c"
+    )
     code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-q", 'team="b"')
     assert code == 0 and out.split() == [s1]
     code, out, _ = await relay_cli("silence", "--url", api.url, "query", "-q", "BudgetWarning")  # alertname=…
@@ -204,9 +245,14 @@ alerting:
 """)
 
     def routes(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "relay", "routes", "test", "--config", str(cfg), *argv],
-                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=60,
-                              env={"PATH": "/usr/bin:/bin"})  # no SLACK_BOT_TOKEN: routing needs no secret
+        return subprocess.run(
+            [sys.executable, "-m", "relay", "routes", "test", "--config", str(cfg), *argv],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
+        )  # no SLACK_BOT_TOKEN: routing needs no secret
 
     r = routes("alertname=TeamBudget", "team.id=platform")
     assert r.returncode == 0 and r.stdout.strip() == "team-slack", r.stderr

@@ -7,15 +7,37 @@ from relay.pipeline.records import LogView, SpanView
 
 
 def log(seq=1, trace=None, prompt="p1"):
-    return LogView(resource={}, scope_name="com.anthropic.claude_code.events", scope_version="", time_ns=1,
-                   trace_id=trace, span_id=None, body=None, attrs={"prompt.id": prompt} if prompt else {},
-                   event_name="api_request", seq=seq)
+    return LogView(
+        resource={},
+        scope_name="com.anthropic.claude_code.events",
+        scope_version="",
+        time_ns=1,
+        trace_id=trace,
+        span_id=None,
+        body=None,
+        attrs={"prompt.id": prompt} if prompt else {},
+        event_name="api_request",
+        seq=seq,
+    )
 
 
 def span(seq=1, trace="a" * 32, name="claude_code.llm_request", parent="b" * 16):
-    return SpanView(resource={}, scope_name="com.anthropic.claude_code.tracing", scope_version="", trace_id=trace,
-                    span_id="c" * 16, parent_id=parent, name=name, kind=1, start_ns=1, end_ns=2, attrs={},
-                    status_code=0, status_message="", seq=seq)
+    return SpanView(
+        resource={},
+        scope_name="com.anthropic.claude_code.tracing",
+        scope_version="",
+        trace_id=trace,
+        span_id="c" * 16,
+        parent_id=parent,
+        name=name,
+        kind=1,
+        start_ns=1,
+        end_ns=2,
+        attrs={},
+        status_code=0,
+        status_message="",
+        seq=seq,
+    )
 
 
 def test_group_key_prefers_trace_id_then_prompt_id():

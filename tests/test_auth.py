@@ -16,16 +16,31 @@ def _basic(user: str, password: str) -> str:
 
 
 def _config(**auth) -> RelayConfig:
-    return RelayConfig.model_validate({
-        "auth": auth,
-        "tenants": [
-            {"name": "acme", "tokens": ["acme-token-1", "acme-token-2"],
-             "langfuse": {"base_url": "https://lf.example", "public_key": "pk-lf-acme", "secret_key": "sk-lf-acme"}},
-            {"name": "beta", "tokens": ["beta-token"]},
-            {"name": "lf-only",
-             "langfuse": {"base_url": "https://lf.example", "public_key": "pk-lf-only", "secret_key": "sk-lf-only"}},
-        ],
-    })
+    return RelayConfig.model_validate(
+        {
+            "auth": auth,
+            "tenants": [
+                {
+                    "name": "acme",
+                    "tokens": ["acme-token-1", "acme-token-2"],
+                    "langfuse": {
+                        "base_url": "https://lf.example",
+                        "public_key": "pk-lf-acme",
+                        "secret_key": "sk-lf-acme",
+                    },
+                },
+                {"name": "beta", "tokens": ["beta-token"]},
+                {
+                    "name": "lf-only",
+                    "langfuse": {
+                        "base_url": "https://lf.example",
+                        "public_key": "pk-lf-only",
+                        "secret_key": "sk-lf-only",
+                    },
+                },
+            ],
+        }
+    )
 
 
 def test_no_tokens_means_default_tenant():
@@ -39,15 +54,22 @@ def test_no_tokens_means_default_tenant():
 
 def test_trusted_tenant_header_without_tokens_needs_trusted_proxies():
     with pytest.raises(ValueError, match="auth.trusted_proxies"):
-        RelayConfig.model_validate({
-            "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
+        RelayConfig.model_validate(
+            {
+                "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
+                "tenants": [{"name": "default"}, {"name": "acme"}],
+            }
+        )
+    cfg = RelayConfig.model_validate(
+        {
+            "auth": {
+                "tenant_header": "X-Relay-Tenant",
+                "trust_tenant_header": True,
+                "trusted_proxies": ["10.1.0.0/16", "::1"],
+            },
             "tenants": [{"name": "default"}, {"name": "acme"}],
-        })
-    cfg = RelayConfig.model_validate({
-        "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True,
-                 "trusted_proxies": ["10.1.0.0/16", "::1"]},
-        "tenants": [{"name": "default"}, {"name": "acme"}],
-    })
+        }
+    )
     r = TenantResolver(cfg)
     assert r.resolve({"X-Relay-Tenant": "acme"}, "10.1.2.3") == "acme"
     assert r.resolve({"x-relay-tenant": "acme"}, "::1") == "acme"  # gRPC metadata is lower-case
@@ -72,18 +94,21 @@ def test_bearer_tokens_select_the_tenant():
     assert r.resolve({"AUTHORIZATION": "Bearer   beta-token "}) == "beta"
 
 
-@pytest.mark.parametrize("headers,match", [
-    ({}, "missing credentials"),
-    ({"Authorization": ""}, "missing credentials"),
-    ({"Authorization": "Bearer nope"}, "invalid credentials"),
-    ({"Authorization": "Bearer acme-token"}, "invalid credentials"),  # prefix of a real token
-    ({"Authorization": "Bearer"}, "unsupported"),
-    ({"Authorization": "Token acme-token-1"}, "unsupported"),
-    ({"Authorization": "Basic !!!"}, "malformed"),
-    ({"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, "malformed"),
-    ({"Authorization": _basic("pk-lf-acme", "wrong")}, "invalid credentials"),
-    ({"Authorization": _basic("pk-lf-acme", "sk-lf-only")}, "invalid credentials"),
-])
+@pytest.mark.parametrize(
+    "headers,match",
+    [
+        ({}, "missing credentials"),
+        ({"Authorization": ""}, "missing credentials"),
+        ({"Authorization": "Bearer nope"}, "invalid credentials"),
+        ({"Authorization": "Bearer acme-token"}, "invalid credentials"),  # prefix of a real token
+        ({"Authorization": "Bearer"}, "unsupported"),
+        ({"Authorization": "Token acme-token-1"}, "unsupported"),
+        ({"Authorization": "Basic !!!"}, "malformed"),
+        ({"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, "malformed"),
+        ({"Authorization": _basic("pk-lf-acme", "wrong")}, "invalid credentials"),
+        ({"Authorization": _basic("pk-lf-acme", "sk-lf-only")}, "invalid credentials"),
+    ],
+)
 def test_rejections(headers, match):
     r = TenantResolver(_config())
     with pytest.raises(Unauthorized, match=match) as e:

@@ -31,8 +31,11 @@ from tests.support.inproc import grpc_capture, post_capture, running_relay, sett
 from tests.support.report import report_json
 
 ALL = [*SCENARIOS, *SCENARIOS_2_1_332]
-MESSAGES = {"logs": ExportLogsServiceRequest, "metrics": ExportMetricsServiceRequest,
-            "traces": ExportTraceServiceRequest}
+MESSAGES = {
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "traces": ExportTraceServiceRequest,
+}
 TENANT_HEADERS = {"X-Relay-Tenant": "default"}
 
 
@@ -47,13 +50,21 @@ def without_session_ids(req: CapturedRequest) -> CapturedRequest:
     resource, metric points, log records or spans. Re-encoded as OTLP/HTTP protobuf (or JSON for JSON captures)."""
     body = gzip.decompress(req.body) if req.content_encoding == "gzip" else req.body
     if req.content_type == "application/json":
+
         def walk(x):
             if isinstance(x, dict):
-                return {k: ([a for a in walk(v) if not (isinstance(a, dict) and a.get("key") == "session.id")]
-                            if k == "attributes" else walk(v)) for k, v in x.items()}
+                return {
+                    k: (
+                        [a for a in walk(v) if not (isinstance(a, dict) and a.get("key") == "session.id")]
+                        if k == "attributes"
+                        else walk(v)
+                    )
+                    for k, v in x.items()
+                }
             if isinstance(x, list):
                 return [walk(v) for v in x]
             return x
+
         return replace(req, body=json.dumps(walk(json.loads(body))).encode(), content_encoding=None)
     msg: Message = MESSAGES[req.signal].FromString(body)
     for rs in getattr(msg, f"resource_{'spans' if req.signal == 'traces' else req.signal}"):
@@ -93,8 +104,10 @@ async def test_ledger_report_and_langfuse_equal_the_capture_to_the_nano_dollar(t
     requests = {e.attrs["request_id"]: e.attrs for e in by_name(evs, "api_request")}
     errors = by_name(evs, "api_error")
     truth_usd = math.fsum(float(a["cost_usd"]) for a in requests.values())
-    tokens = {k: sum(int(a[k]) for a in requests.values())
-              for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")}
+    tokens = {
+        k: sum(int(a[k]) for a in requests.values())
+        for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+    }
     data = tmp_path / "data"
     async with FakeLangfuse() as lf:
         async with running_relay(data, lf.base_url) as relay:
@@ -111,8 +124,9 @@ async def test_ledger_report_and_langfuse_equal_the_capture_to_the_nano_dollar(t
     for r in ok:  # per call, to 1e-9 USD
         assert abs(r.cost_nanos - float(requests[r.key.removeprefix("llm:")]["cost_usd"]) * 1e9) <= 1.0
         assert r.cost_source == "reported"
-    assert len([r for r in llm if not r.success]) == len({(a.attrs.get("request_id"), a.attrs.get("event.sequence"))
-                                                           for a in errors})
+    assert len([r for r in llm if not r.success]) == len(
+        {(a.attrs.get("request_id"), a.attrs.get("event.sequence")) for a in errors}
+    )
     # per session (a capture is one session; without ids the records carry the conversation id or none)
     per_session: dict = {}
     for r in ok:
@@ -129,10 +143,17 @@ async def test_ledger_report_and_langfuse_equal_the_capture_to_the_nano_dollar(t
         a = requests[g.metadata["request_id"]]
         assert abs(g.total_cost - float(a["cost_usd"])) <= 1e-9 and not g.cost_inferred
         u = g.usage_details
-        assert (u["input"], u["output"], u["cache_read_input_tokens"],
-                u["input_cache_creation_5m"] + u["input_cache_creation_1h"]) == (
-            int(a["input_tokens"]), int(a["output_tokens"]), int(a["cache_read_tokens"]),
-            int(a["cache_creation_tokens"]))
+        assert (
+            u["input"],
+            u["output"],
+            u["cache_read_input_tokens"],
+            u["input_cache_creation_5m"] + u["input_cache_creation_1h"],
+        ) == (
+            int(a["input_tokens"]),
+            int(a["output_tokens"]),
+            int(a["cache_read_tokens"]),
+            int(a["cache_creation_tokens"]),
+        )
 
     # relay report daily --format json over the same ledger
     days = {datetime.fromtimestamp(r.time_ns / 1e9, UTC).date().isoformat() for r in llm}

@@ -8,12 +8,11 @@ Every scenario is decoded into record views, grouped the way the pipeline groups
 
 from __future__ import annotations
 
-import math
-
 import base64
 import copy
 import gzip
 import json
+import math
 import random
 from dataclasses import asdict, replace
 
@@ -30,16 +29,30 @@ from tests.support.fixtures import load_scenario
 
 USAGE_KEYS = {"input", "output", "cache_read_input_tokens", "input_cache_creation_5m", "input_cache_creation_1h"}
 TOOL_SCENARIOS = ["protobuf-tools", "json-tools", "grpc-tools"]
-ALL_SCENARIOS = ["protobuf-text", "protobuf-text-nobeta", *TOOL_SCENARIOS, "protobuf-gzip", "protobuf-err529",
-                 "protobuf-subagent", "protobuf-receiver-503"]
+ALL_SCENARIOS = [
+    "protobuf-text",
+    "protobuf-text-nobeta",
+    *TOOL_SCENARIOS,
+    "protobuf-gzip",
+    "protobuf-err529",
+    "protobuf-subagent",
+    "protobuf-receiver-503",
+]
 
 
 # --- decoding and grouping (what the receiver and the assembler do) -----------------------------------------------
 
+
 def _hex_ids_to_b64(node):
     if isinstance(node, dict):
-        return {k: (base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId", "parentSpanId")
-                    and isinstance(v, str) else _hex_ids_to_b64(v)) for k, v in node.items()}
+        return {
+            k: (
+                base64.b64encode(bytes.fromhex(v)).decode()
+                if k in ("traceId", "spanId", "parentSpanId") and isinstance(v, str)
+                else _hex_ids_to_b64(v)
+            )
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_hex_ids_to_b64(x) for x in node]
     return node
@@ -87,7 +100,7 @@ def strip_beta(logs: list[LogView]) -> list[LogView]:
 def map_all(logs, spans, ctx: MappingContext | None = None) -> list[MappedTrace]:
     """Map every interaction of a record set, ordered by trace start."""
     ctx = ctx or MappingContext()
-    results = [map_interaction(l, s, ctx) for l, s in group(logs, spans).values()]
+    results = [map_interaction(lg, sp, ctx) for lg, sp in group(logs, spans).values()]
     results = [r for r in results if r.trace is not None]
     return sorted(results, key=lambda r: r.observations[0].start_ns)
 
@@ -119,23 +132,57 @@ def picture(results: list[MappedTrace]) -> list[tuple]:
         by_id = {o.id: o for o in r.observations}
         for o in r.observations:
             parent = by_id.get(o.parent_id)
-            out.append((r.trace.name, o.type.value, o.name, o.level.value, o.status_message, o.model,
-                        json.dumps(o.usage_details, sort_keys=True), json.dumps(o.cost_details),
-                        o.metadata.get("request_id"), o.metadata.get("tool_use_id"),
-                        (parent.type.value, parent.name) if parent else None, str(o.input),
-                        None if o.type == ObservationType.TOOL else str(o.output)))
+            out.append(
+                (
+                    r.trace.name,
+                    o.type.value,
+                    o.name,
+                    o.level.value,
+                    o.status_message,
+                    o.model,
+                    json.dumps(o.usage_details, sort_keys=True),
+                    json.dumps(o.cost_details),
+                    o.metadata.get("request_id"),
+                    o.metadata.get("tool_use_id"),
+                    (parent.type.value, parent.name) if parent else None,
+                    str(o.input),
+                    None if o.type == ObservationType.TOOL else str(o.output),
+                )
+            )
     return sorted(out)
 
 
 def ledger(results: list[MappedTrace]) -> list[tuple]:
-    return sorted((u.key, u.kind, u.model, u.tool_name, u.input_tokens, u.output_tokens, u.cache_read_tokens,
-                   u.cache_creation_tokens, u.cache_creation_5m_tokens, u.cache_creation_1h_tokens, u.cost_nanos,
-                   u.cost_source, u.success, u.error_class, u.decision, u.decision_source, u.agent, u.user,
-                   u.session_id, u.prompt_id)
-                  for r in results for u in r.usage)
+    return sorted(
+        (
+            u.key,
+            u.kind,
+            u.model,
+            u.tool_name,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_creation_tokens,
+            u.cache_creation_5m_tokens,
+            u.cache_creation_1h_tokens,
+            u.cost_nanos,
+            u.cost_source,
+            u.success,
+            u.error_class,
+            u.decision,
+            u.decision_source,
+            u.agent,
+            u.user,
+            u.session_id,
+            u.prompt_id,
+        )
+        for r in results
+        for u in r.usage
+    )
 
 
 # --- every scenario ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scenario", ALL_SCENARIOS)
 def test_every_scenario_maps_generations_tools_and_usage_from_events(scenario):
@@ -162,23 +209,31 @@ def test_every_scenario_maps_generations_tools_and_usage_from_events(scenario):
         assert g.name == GENERATION_NAME and g.model == a["model"]
         assert set(g.usage_details) == USAGE_KEYS
         assert g.usage_details == {
-            "input": a["input_tokens"], "output": a["output_tokens"], "cache_read_input_tokens": a["cache_read_tokens"],
+            "input": a["input_tokens"],
+            "output": a["output_tokens"],
+            "cache_read_input_tokens": a["cache_read_tokens"],
             "input_cache_creation_5m": a["cache_creation_5m_tokens"],
-            "input_cache_creation_1h": a["cache_creation_1h_tokens"]}
-        assert g.cost_details["total"] == pytest.approx(float(a["cost_usd"]), abs=1e-9)  # the double, not rounded micros
+            "input_cache_creation_1h": a["cache_creation_1h_tokens"],
+        }
+        assert g.cost_details["total"] == pytest.approx(
+            float(a["cost_usd"]), abs=1e-9
+        )  # the double, not rounded micros
         assert g.completion_start_ns is not None and g.start_ns <= g.completion_start_ns <= g.end_ns
     tools = obs_of(results, ObservationType.TOOL)
     assert [t.name for t in sorted(tools, key=lambda t: t.start_ns)] == [v.attrs["tool_name"] for v in results_ev]
     usage = [u for r in results for u in r.usage]
     assert sorted(u.key for u in usage if u.kind == "llm" and u.success) == sorted(
-        "llm:" + v.attrs["request_id"] for v in requests)
+        "llm:" + v.attrs["request_id"] for v in requests
+    )
     # nano-USD from the doubles Claude Code sent (its cost_usd_micros are rounded to whole micro-dollars)
     for u in usage:
         if u.kind == "llm" and u.success:
             v = next(v for v in requests if v.attrs.get("request_id") == u.key.removeprefix("llm:"))
             assert abs(u.cost_nanos - float(v.attrs["cost_usd"]) * 1e9) <= 0.5
     assert abs(sum(u.cost_nanos for u in usage) - math.fsum(float(v.attrs["cost_usd"]) for v in requests) * 1e9) <= 1
-    assert sorted(u.key for u in usage if u.kind == "tool") == sorted("tool:" + v.attrs["tool_use_id"] for v in results_ev)
+    assert sorted(u.key for u in usage if u.kind == "tool") == sorted(
+        "tool:" + v.attrs["tool_use_id"] for v in results_ev
+    )
     grouped = [v for lg, sp in group(logs, spans).values() for v in (*lg, *sp)]
     assert all(v.outcome in ("forwarded", "filtered") for v in grouped)
     assert all(v.outcome == "filtered" for v in grouped if getattr(v, "event_name", None) == "retention_sweep")
@@ -186,8 +241,18 @@ def test_every_scenario_maps_generations_tools_and_usage_from_events(scenario):
     assert forwarded_spans == {s.span_id for s in spans}  # each span once (the 503 scenario holds them twice)
 
 
-@pytest.mark.parametrize("scenario", ["protobuf-text", "protobuf-tools", "json-tools", "grpc-tools",
-                                      "protobuf-err529", "protobuf-subagent", "protobuf-gzip"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "protobuf-text",
+        "protobuf-tools",
+        "json-tools",
+        "grpc-tools",
+        "protobuf-err529",
+        "protobuf-subagent",
+        "protobuf-gzip",
+    ],
+)
 def test_beta_and_nobeta_give_the_same_picture(scenario):
     logs, spans = scenario_records(scenario)
     beta, nobeta = map_all(logs, spans), map_all(strip_beta(logs), [])
@@ -195,7 +260,8 @@ def test_beta_and_nobeta_give_the_same_picture(scenario):
     assert ledger(beta) == ledger(nobeta)
     assert [r.trace.name for r in beta] == [r.trace.name for r in nobeta]
     assert [(r.trace.session_id, r.trace.user_id, r.trace.tags) for r in beta] == [
-        (r.trace.session_id, r.trace.user_id, r.trace.tags) for r in nobeta]
+        (r.trace.session_id, r.trace.user_id, r.trace.tags) for r in nobeta
+    ]
 
 
 def test_ids_derive_from_claude_code_ids_so_event_and_span_of_a_call_share_one():
@@ -206,9 +272,12 @@ def test_ids_derive_from_claude_code_ids_so_event_and_span_of_a_call_share_one()
     assert beta.trace.trace_id == interaction.trace_id
     assert beta.observations[0].id == interaction.span_id
     assert len(nobeta.trace.trace_id) == 32 and nobeta.trace.trace_id != beta.trace.trace_id
+
     # generations and tools: ids come from request_id / tool_use_id, identical with and without spans, so an
     # api_request event and its llm_request span mapped in different calls still give one observation
-    calls = lambda r: {o.id for o in r.observations[1:]}
+    def calls(r):
+        return {o.id for o in r.observations[1:]}
+
     assert calls(beta) == calls(nobeta)
     [spans_only] = map_all([], spans)
     assert {o.id for o in spans_only.observations if o.type.value in ("generation", "tool")} <= calls(beta)
@@ -222,14 +291,20 @@ def test_ids_derive_from_claude_code_ids_so_event_and_span_of_a_call_share_one()
 
 # --- the named scenarios ----------------------------------------------------------------------------------------
 
+
 def test_text_nobeta_one_trace_one_generation():
     logs, spans = scenario_records("protobuf-text-nobeta")
     assert spans == []
     [r] = map_all(logs, spans)
     [g] = generations([r])
     assert g.model == "claude-opus-5-5"
-    assert g.usage_details == {"input": 12, "output": 18, "cache_read_input_tokens": 0,
-                               "input_cache_creation_5m": 12151, "input_cache_creation_1h": 0}
+    assert g.usage_details == {
+        "input": 12,
+        "output": 18,
+        "cache_read_input_tokens": 0,
+        "input_cache_creation_5m": 12151,
+        "input_cache_creation_1h": 0,
+    }
     assert g.cost_details["total"] == pytest.approx(0.061163, abs=1e-9)
     [ev] = events(logs, "api_request")
     assert g.end_ns == ev.time_ns and g.end_ns - g.start_ns == ev.attrs["duration_ms"] * 1_000_000
@@ -310,6 +385,7 @@ def test_subagent_nested_under_agent_tool_in_both_modes():
 
 # --- order, duplicates, late records ----------------------------------------------------------------------------
 
+
 def _dump(results: list[MappedTrace]) -> list:
     return [(asdict(r.trace), [asdict(o) for o in r.observations], [asdict(u) for u in r.usage]) for r in results]
 
@@ -365,6 +441,7 @@ def test_late_records_reuse_ids_and_known_trace_info():
 
 
 # --- partial data and edge cases --------------------------------------------------------------------------------
+
 
 def test_span_only_calls_still_give_one_generation_without_cost():
     logs, spans = scenario_records("protobuf-tools")
@@ -442,6 +519,7 @@ def test_only_startup_events_map_to_nothing():
 
 # --- context: content and identity ------------------------------------------------------------------------------
 
+
 def test_content_is_not_forwarded_when_disabled():
     logs, spans = scenario_records("protobuf-tools")
     results = map_all(logs, spans, MappingContext(forward_content=False))
@@ -457,7 +535,11 @@ def test_identity_from_resource_attributes():
     logs, spans = scenario_records("protobuf-tools")
     [r] = map_all(logs, spans)
     assert r.trace.tags == ["team.id:platform", "department:engineering"]
-    assert {"team.id": "platform", "department": "engineering", "cost_center": "eng-123"}.items() <= r.trace.metadata.items()
+    assert {
+        "team.id": "platform",
+        "department": "engineering",
+        "cost_center": "eng-123",
+    }.items() <= r.trace.metadata.items()
     assert all(u.labels.get("team.id") == "platform" for u in r.usage)
     with_user = [replace(v, resource={**v.resource, "enduser.id": "alice@example.com"}) for v in logs]
     span_user = [replace(s, resource={**s.resource, "enduser.id": "alice@example.com"}) for s in spans]
@@ -476,23 +558,59 @@ _RESOURCE = {"service.name": "claude-code", "service.version": "2.1.329"}
 
 def _event(name: str, t_ms: int, seq: int, **attrs) -> LogView:
     """A nobeta Claude Code event at ``_T0 + t_ms`` (ms), as Claude Code shapes it (observed)."""
-    base = {"event.name": name, "event.sequence": seq, "session.id": "s-1", "user.id": "u" * 64,
-            "prompt.id": "p-1", "terminal.type": "dumb"}
-    return LogView(resource=dict(_RESOURCE), scope_name="com.anthropic.claude_code.events", scope_version="2.1.329",
-                   time_ns=_T0 + t_ms * 1_000_000, trace_id=None, span_id=None, body=f"claude_code.{name}",
-                   attrs={**base, **attrs}, event_name=name)
+    base = {
+        "event.name": name,
+        "event.sequence": seq,
+        "session.id": "s-1",
+        "user.id": "u" * 64,
+        "prompt.id": "p-1",
+        "terminal.type": "dumb",
+    }
+    return LogView(
+        resource=dict(_RESOURCE),
+        scope_name="com.anthropic.claude_code.events",
+        scope_version="2.1.329",
+        time_ns=_T0 + t_ms * 1_000_000,
+        trace_id=None,
+        span_id=None,
+        body=f"claude_code.{name}",
+        attrs={**base, **attrs},
+        event_name=name,
+    )
 
 
 def _api_request(t_ms: int, seq: int, rid: str, **attrs) -> LogView:
-    return _event("api_request", t_ms, seq, **{
-        "model": "claude-opus-5-5", "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 0,
-        "cache_creation_tokens": 0, "cost_usd_micros": 10, "duration_ms": 50, "ttft_ms": 10, "request_id": rid,
-        "query_source": "sdk", **attrs})
+    return _event(
+        "api_request",
+        t_ms,
+        seq,
+        **{
+            "model": "claude-opus-5-5",
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "cache_read_tokens": 0,
+            "cache_creation_tokens": 0,
+            "cost_usd_micros": 10,
+            "duration_ms": 50,
+            "ttft_ms": 10,
+            "request_id": rid,
+            "query_source": "sdk",
+            **attrs,
+        },
+    )
 
 
 def _agent_result(t_ms: int, seq: int, tuid: str) -> LogView:
-    return _event("tool_result", t_ms, seq, tool_name="Agent", tool_use_id=tuid, success="true", duration_ms="5",
-                  request_id="req-main")
+    return _event(
+        "tool_result",
+        t_ms,
+        seq,
+        tool_name="Agent",
+        tool_use_id=tuid,
+        success="true",
+        duration_ms="5",
+        request_id="req-main",
+    )
 
 
 def test_nobeta_subagents_matched_to_agent_calls_by_time_order():
@@ -505,43 +623,75 @@ def test_nobeta_subagents_matched_to_agent_calls_by_time_order():
         _api_request(300, 5, "req-x", agent_id="agent-x", **sub),
         _api_request(350, 6, "req-y", agent_id="agent-y", **sub),
         _api_request(400, 7, "req-x2", agent_id="agent-x", **sub),
-        _event("subagent_completed", 500, 8, agent_id="agent-y", agent_type="general-purpose", total_tokens="9",
-               total_tool_uses="0"),
+        _event(
+            "subagent_completed",
+            500,
+            8,
+            agent_id="agent-y",
+            agent_type="general-purpose",
+            total_tokens="9",
+            total_tool_uses="0",
+        ),
         _api_request(600, 9, "req-orphan", agent_id="agent-z", **sub),
     ]
     [r] = map_all(logs, [])
     tools = {o.metadata["tool_use_id"]: o for o in obs_of([r], ObservationType.TOOL)}
     parent = {g.metadata["request_id"]: g.parent_id for g in generations([r])}
     root = r.observations[0].id
-    assert parent == {"req-main": root, "req-x": tools["toolu-A"].id, "req-x2": tools["toolu-A"].id,
-                      "req-y": tools["toolu-B"].id, "req-orphan": root}
+    assert parent == {
+        "req-main": root,
+        "req-x": tools["toolu-A"].id,
+        "req-x2": tools["toolu-A"].id,
+        "req-y": tools["toolu-B"].id,
+        "req-orphan": root,
+    }
     assert tools["toolu-B"].metadata["total_tokens"] == 9 and "total_tokens" not in tools["toolu-A"].metadata
     assert {v.outcome for v in logs} == {"forwarded"}
 
 
 def test_nobeta_mcp_tool_named_from_tool_parameters():
     params = json.dumps({"mcp_server_name": "github", "mcp_tool_name": "create_issue"})
-    logs = [_event("user_prompt", 0, 1, prompt="go"),
-            _event("tool_result", 100, 2, tool_name="mcp_tool", tool_use_id="toolu-M", success="false",
-                   duration_ms="7", error_type="McpToolCallError", tool_parameters=params)]
+    logs = [
+        _event("user_prompt", 0, 1, prompt="go"),
+        _event(
+            "tool_result",
+            100,
+            2,
+            tool_name="mcp_tool",
+            tool_use_id="toolu-M",
+            success="false",
+            duration_ms="7",
+            error_type="McpToolCallError",
+            tool_parameters=params,
+        ),
+    ]
     [r] = map_all(logs, [])
     [tool] = obs_of([r], ObservationType.TOOL)
     assert (tool.name, tool.level, tool.status_message) == ("create_issue", Level.ERROR, "McpToolCallError")
     assert tool.end_ns - tool.start_ns == 7_000_000
 
 
-@pytest.mark.parametrize("status,text,expected", [
-    (429, "rate limited", "rate_limit"), (500, "boom 529", "server_error"), (400, "bad", "client_error"),
-    (None, "Repeated 529 Overloaded errors", "overloaded"), (None, "Request timed out", "timeout")])
+@pytest.mark.parametrize(
+    "status,text,expected",
+    [
+        (429, "rate limited", "rate_limit"),
+        (500, "boom 529", "server_error"),
+        (400, "bad", "client_error"),
+        (None, "Repeated 529 Overloaded errors", "overloaded"),
+        (None, "Request timed out", "timeout"),
+    ],
+)
 def test_api_error_classes_and_keys(status, text, expected):
     extra = {"status_code": status, "request_id": "req-e"} if status else {}
-    logs = [_event("user_prompt", 0, 1, prompt="go"),
-            _event("api_error", 100, 2, model="claude-opus-5-5", error=text, duration_ms=20, attempt=1, **extra)]
+    logs = [
+        _event("user_prompt", 0, 1, prompt="go"),
+        _event("api_error", 100, 2, model="claude-opus-5-5", error=text, duration_ms=20, attempt=1, **extra),
+    ]
     [r] = map_all(logs, [])
     [gen] = obs_of([r], ObservationType.GENERATION)
     assert (gen.level, gen.status_message, gen.metadata["error_class"]) == (Level.ERROR, text, expected)
     [u] = r.usage
     assert (u.success, u.error_class, u.status_code, u.cost_nanos) == (False, expected, status, 0)
-    assert u.key == ("llm-error:req-e" if status else "llm-error:s-1:2:%d" % logs[1].time_ns)
+    assert u.key == ("llm-error:req-e" if status else f"llm-error:s-1:2:{logs[1].time_ns}")
     assert all(isinstance(v, str) for v in r.trace.metadata.values())
     json.dumps([o.metadata for o in r.observations])

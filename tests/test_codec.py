@@ -45,18 +45,21 @@ PAYLOAD = b"hello otlp " * 1000
 # ------------------------------------------------------------------------------------------ decompression
 
 
-@pytest.mark.parametrize("encoding,body", [
-    (None, PAYLOAD),
-    ("", PAYLOAD),
-    ("identity", PAYLOAD),
-    ("gzip", gzip.compress(PAYLOAD)),
-    ("GZip", gzip.compress(PAYLOAD)),
-    ("x-gzip", gzip.compress(PAYLOAD)),
-    ("gzip", gzip.compress(PAYLOAD[:5000]) + gzip.compress(PAYLOAD[5000:])),  # two members
-    ("deflate", zlib.compress(PAYLOAD)),  # zlib-wrapped (RFC 9110)
-    ("zstd", zstandard.ZstdCompressor().compress(PAYLOAD)),
-    ("gzip, zstd", zstandard.ZstdCompressor().compress(gzip.compress(PAYLOAD))),
-])
+@pytest.mark.parametrize(
+    "encoding,body",
+    [
+        (None, PAYLOAD),
+        ("", PAYLOAD),
+        ("identity", PAYLOAD),
+        ("gzip", gzip.compress(PAYLOAD)),
+        ("GZip", gzip.compress(PAYLOAD)),
+        ("x-gzip", gzip.compress(PAYLOAD)),
+        ("gzip", gzip.compress(PAYLOAD[:5000]) + gzip.compress(PAYLOAD[5000:])),  # two members
+        ("deflate", zlib.compress(PAYLOAD)),  # zlib-wrapped (RFC 9110)
+        ("zstd", zstandard.ZstdCompressor().compress(PAYLOAD)),
+        ("gzip, zstd", zstandard.ZstdCompressor().compress(gzip.compress(PAYLOAD))),
+    ],
+)
 def test_decompress_supported(encoding, body):
     assert decompress(body, encoding, len(PAYLOAD)) == PAYLOAD
 
@@ -73,13 +76,16 @@ def test_unknown_encoding(encoding):
         decompress(b"abc", encoding, 100)
 
 
-@pytest.mark.parametrize("encoding,body,match", [
-    ("gzip", b"not gzip at all", "invalid gzip"),
-    ("gzip", gzip.compress(PAYLOAD)[:-12], "truncated"),
-    ("deflate", zlib.compress(PAYLOAD) + b"junk", "trailing"),
-    ("zstd", b"\x00\x01garbage", "invalid zstd"),
-    ("zstd", zstandard.ZstdCompressor().compress(PAYLOAD)[:-6], "truncated"),
-])
+@pytest.mark.parametrize(
+    "encoding,body,match",
+    [
+        ("gzip", b"not gzip at all", "invalid gzip"),
+        ("gzip", gzip.compress(PAYLOAD)[:-12], "truncated"),
+        ("deflate", zlib.compress(PAYLOAD) + b"junk", "trailing"),
+        ("zstd", b"\x00\x01garbage", "invalid zstd"),
+        ("zstd", zstandard.ZstdCompressor().compress(PAYLOAD)[:-6], "truncated"),
+    ],
+)
 def test_corrupt_bodies(encoding, body, match):
     with pytest.raises(CorruptBody, match=match):
         decompress(body, encoding, 10**6)
@@ -120,16 +126,19 @@ def test_bomb_is_stopped_without_materialising(kind):
 # ------------------------------------------------------------------------------------------ content types
 
 
-@pytest.mark.parametrize("value,fmt", [
-    ("application/x-protobuf", Format.PROTOBUF),
-    ("application/protobuf", Format.PROTOBUF),
-    ("Application/JSON; charset=utf-8", Format.JSON),
-    ("application/json", Format.JSON),
-    ("text/plain", None),
-    ("application/grpc", None),
-    (None, None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "value,fmt",
+    [
+        ("application/x-protobuf", Format.PROTOBUF),
+        ("application/protobuf", Format.PROTOBUF),
+        ("Application/JSON; charset=utf-8", Format.JSON),
+        ("application/json", Format.JSON),
+        ("text/plain", None),
+        ("application/grpc", None),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_parse_content_type(value, fmt):
     assert parse_content_type(value) is fmt
 
@@ -166,27 +175,47 @@ def test_fixture_json_decodes_with_hex_ids_and_counts():
             assert int(span.start_time_unix_nano) == int(first["startTimeUnixNano"])
             assert span.kind == first["kind"]
         # the payload is the protobuf form of the same request
-        cls = {"traces": ExportTraceServiceRequest, "logs": ExportLogsServiceRequest,
-               "metrics": ExportMetricsServiceRequest}[r.signal]
+        cls = {
+            "traces": ExportTraceServiceRequest,
+            "logs": ExportLogsServiceRequest,
+            "metrics": ExportMetricsServiceRequest,
+        }[r.signal]
         assert cls.FromString(v.payload) == v.message
     assert totals == {"logs": 32, "metrics": 23, "traces": 26}  # fixtures README
 
 
 def test_json_variants_are_accepted():
     body = {
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "n", "value": {"intValue": "9007199254740993"}}],
-                         "futureField": {"x": 1}},
-            "scopeSpans": [{"spans": [
-                {"traceId": TID.hex().upper(), "spanId": SID.hex().upper(), "parentSpanId": "00F067AA0BA902B7",
-                 "name": "s", "kind": 2, "startTimeUnixNano": 1700000000000000000,
-                 "endTimeUnixNano": "1700000000000000001",
-                 "attributes": [{"key": "i", "value": {"intValue": 42}},
-                                {"key": "b", "value": {"bytesValue": base64.b64encode(b"raw").decode()}}],
-                 "links": [{"traceId": "AB" * 16, "spanId": "CD" * 8}],
-                 "status": {"code": 2}, "somethingNew": [1, 2, 3]},
-            ]}],
-        }],
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "n", "value": {"intValue": "9007199254740993"}}],
+                    "futureField": {"x": 1},
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TID.hex().upper(),
+                                "spanId": SID.hex().upper(),
+                                "parentSpanId": "00F067AA0BA902B7",
+                                "name": "s",
+                                "kind": 2,
+                                "startTimeUnixNano": 1700000000000000000,
+                                "endTimeUnixNano": "1700000000000000001",
+                                "attributes": [
+                                    {"key": "i", "value": {"intValue": 42}},
+                                    {"key": "b", "value": {"bytesValue": base64.b64encode(b"raw").decode()}},
+                                ],
+                                "links": [{"traceId": "AB" * 16, "spanId": "CD" * 8}],
+                                "status": {"code": 2},
+                                "somethingNew": [1, 2, 3],
+                            },
+                        ]
+                    }
+                ],
+            }
+        ],
         "unknownTopLevel": True,
     }
     v = parse_export(Signal.TRACES, json.dumps(body).encode(), Format.JSON)
@@ -203,30 +232,70 @@ def test_json_variants_are_accepted():
 
 
 def test_json_log_and_exemplar_ids_are_hex():
-    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"traceId": TID.hex(), "spanId": SID.hex(), "body": {"stringValue": "x"}, "severityNumber": 9}]}]}]}
+    logs = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "traceId": TID.hex(),
+                                "spanId": SID.hex(),
+                                "body": {"stringValue": "x"},
+                                "severityNumber": 9,
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     v = parse_export(Signal.LOGS, json.dumps(logs).encode(), Format.JSON)
     rec = v.message.resource_logs[0].scope_logs[0].log_records[0]
     assert (rec.trace_id, rec.span_id, rec.severity_number) == (TID, SID, 9)
-    metrics = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {
-        "aggregationTemporality": 1, "isMonotonic": True,
-        "dataPoints": [{"asInt": "5", "exemplars": [{"traceId": TID.hex(), "spanId": SID.hex(), "asDouble": 1}]}],
-    }}]}]}]}
+    metrics = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "m",
+                                "sum": {
+                                    "aggregationTemporality": 1,
+                                    "isMonotonic": True,
+                                    "dataPoints": [
+                                        {
+                                            "asInt": "5",
+                                            "exemplars": [{"traceId": TID.hex(), "spanId": SID.hex(), "asDouble": 1}],
+                                        }
+                                    ],
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     v = parse_export(Signal.METRICS, json.dumps(metrics).encode(), Format.JSON)
     ex = v.message.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points[0].exemplars[0]
     assert (ex.trace_id, ex.span_id) == (TID, SID) and v.items == 1
 
 
-@pytest.mark.parametrize("body,match", [
-    (b"{not json", "line 1 column 2"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz"}]}]}]}', "spans\\[0\\].traceId"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}', "hex string"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}', "name"),
-    (b'{"resourceSpans": "oops"}', "resourceSpans"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "startTimeUnixNano"),
-    (b"\xff\xfe\xfa", "JSON"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        (b"{not json", "line 1 column 2"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz"}]}]}]}', "spans\\[0\\].traceId"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc"}]}]}]}', "hex string"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}', "name"),
+        (b'{"resourceSpans": "oops"}', "resourceSpans"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "startTimeUnixNano"),
+        (b"\xff\xfe\xfa", "JSON"),
+    ],
+)
 def test_bad_json_has_readable_message(body, match):
     with pytest.raises(BadMessage, match=match):
         parse_export(Signal.TRACES, body, Format.JSON)
@@ -254,13 +323,21 @@ def test_protobuf_payload_is_the_original_bytes_when_valid():
 
 
 def test_invalid_spans_are_rejected_and_removed():
-    req = _traces(_span("ok"), _span("short-span", span_id=b"\1" * 4), _span("zero-trace", trace_id=bytes(16)),
-                  _span("ok2", parent=SID), _span("bad-parent", parent=b"\1\2\3"), _span("zero-span", span_id=bytes(8)))
+    req = _traces(
+        _span("ok"),
+        _span("short-span", span_id=b"\1" * 4),
+        _span("zero-trace", trace_id=bytes(16)),
+        _span("ok2", parent=SID),
+        _span("bad-parent", parent=b"\1\2\3"),
+        _span("zero-span", span_id=bytes(8)),
+    )
     v = parse_export(Signal.TRACES, req.SerializeToString(), Format.PROTOBUF)
     assert (v.items, v.rejected) == (2, 4)
     assert [s.name for s in v.message.resource_spans[0].scope_spans[0].spans] == ["ok", "ok2"]
-    assert [s.name for s in ExportTraceServiceRequest.FromString(v.payload).resource_spans[0].scope_spans[0].spans] \
-        == ["ok", "ok2"]
+    assert [s.name for s in ExportTraceServiceRequest.FromString(v.payload).resource_spans[0].scope_spans[0].spans] == [
+        "ok",
+        "ok2",
+    ]
     assert v.error_message.startswith("rejected 4 of 6 spans")
     assert "spanId must be 8 bytes" in v.error_message and "traceId must be 16 bytes" in v.error_message
     assert "parentSpanId" in v.error_message and "resourceSpans[0].scopeSpans[0].spans[1]" in v.error_message

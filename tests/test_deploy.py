@@ -52,9 +52,11 @@ def interpolate(value: str, env: dict[str, str] | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------------------- compose
 
+
 def test_compose_file_is_valid_against_the_compose_spec():
-    schema = json.loads((importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
-                         / "compose-spec.json").read_text())
+    schema = json.loads(
+        (importlib.resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json").read_text()
+    )
     validator = jsonschema.validators.validator_for(schema)(schema)
     doc = compose()
     assert [e.message for e in validator.iter_errors(doc)] == []
@@ -70,11 +72,18 @@ def test_compose_runs_relay_against_the_langfuse_project_it_provisions(tmp_path)
     web, relay_svc = services["langfuse-web"]["environment"], services["relay"]["environment"]
     # relay's keys are the project keys LANGFUSE_INIT_* creates (defaults and overrides alike)
     for env in ({}, {"LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-lf-x", "LANGFUSE_INIT_PROJECT_SECRET_KEY": "sk-lf-y"}):
-        assert interpolate(relay_svc["LANGFUSE_PUBLIC_KEY"], env) == interpolate(web["LANGFUSE_INIT_PROJECT_PUBLIC_KEY"], env)
-        assert interpolate(relay_svc["LANGFUSE_SECRET_KEY"], env) == interpolate(web["LANGFUSE_INIT_PROJECT_SECRET_KEY"], env)
+        assert interpolate(relay_svc["LANGFUSE_PUBLIC_KEY"], env) == interpolate(
+            web["LANGFUSE_INIT_PROJECT_PUBLIC_KEY"], env
+        )
+        assert interpolate(relay_svc["LANGFUSE_SECRET_KEY"], env) == interpolate(
+            web["LANGFUSE_INIT_PROJECT_SECRET_KEY"], env
+        )
     for key in ("ORG_ID", "PROJECT_ID", "USER_EMAIL", "USER_PASSWORD"):
         assert interpolate(web[f"LANGFUSE_INIT_{key}"]), key
-    assert relay_svc["LANGFUSE_BASE_URL"] == "http://langfuse-web:3000" and "3000:3000" in services["langfuse-web"]["ports"]
+    assert (
+        relay_svc["LANGFUSE_BASE_URL"] == "http://langfuse-web:3000"
+        and "3000:3000" in services["langfuse-web"]["ports"]
+    )
     # Langfuse web and worker share one environment: the same database, ClickHouse, Redis and S3 settings
     worker = services["langfuse-worker"]["environment"]
     assert all(web[k] == v for k, v in worker.items())
@@ -85,11 +94,16 @@ def test_compose_runs_relay_against_the_langfuse_project_it_provisions(tmp_path)
     for name, svc in services.items():
         for port in svc.get("ports", []):
             if not port.startswith("127.0.0.1:"):
-                assert (name, port) in {("relay", "4318:4318"), ("relay", "4317:4317"), ("langfuse-web", "3000:3000"),
-                                        ("minio", "9090:9000")}, (name, port)
+                assert (name, port) in {
+                    ("relay", "4318:4318"),
+                    ("relay", "4317:4317"),
+                    ("langfuse-web", "3000:3000"),
+                    ("minio", "9090:9000"),
+                }, (name, port)
     assert services["relay"]["image"] == f"relay:{relay.__version__}"
-    assert all(not s.get("image", "x:1").endswith(":latest") and ":" in s.get("image", "x:1")
-               for s in services.values())
+    assert all(
+        not s.get("image", "x:1").endswith(":latest") and ":" in s.get("image", "x:1") for s in services.values()
+    )
     # relay's receivers listen beyond loopback, so its tenant needs a token: a compose secret, not an env var
     assert doc["secrets"]["relay_tenant_token"] == {"environment": "RELAY_TENANT_TOKEN"}
     assert "relay_tenant_token" in services["relay"]["secrets"]
@@ -103,9 +117,15 @@ def test_compose_runs_relay_against_the_langfuse_project_it_provisions(tmp_path)
     (tmp_path / "token").write_text("compose-tenant-token\n")
     text = (conf / "relay.yaml").read_text().replace("/run/secrets/relay_tenant_token", str(tmp_path / "token"))
     (conf / "relay.yaml").write_text(text.replace("directory: /data", f"directory: {tmp_path / 'data'}"))
-    cfg = _load(conf / "relay.yaml", {"LANGFUSE_BASE_URL": relay_svc["LANGFUSE_BASE_URL"],
-                                      "LANGFUSE_PUBLIC_KEY": "pk-lf-relay-dev", "LANGFUSE_SECRET_KEY": "sk-lf-relay-dev",
-                                      "RELAY_ADMIN_TOKEN": "compose-admin-token"})
+    cfg = _load(
+        conf / "relay.yaml",
+        {
+            "LANGFUSE_BASE_URL": relay_svc["LANGFUSE_BASE_URL"],
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-relay-dev",
+            "LANGFUSE_SECRET_KEY": "sk-lf-relay-dev",
+            "RELAY_ADMIN_TOKEN": "compose-admin-token",
+        },
+    )
     assert cfg.service.admin.auth.token.get_secret_value() == "compose-admin-token"  # required beyond loopback
     [tenant] = cfg.resolved_tenants()
     assert [t.get_secret_value() for t in tenant.tokens] == ["compose-tenant-token"]
@@ -130,6 +150,7 @@ def _load(path: Path, env: dict[str, str]):
 
 
 # ---------------------------------------------------------------------------------------------------- kubernetes
+
 
 def test_kubernetes_manifests_are_valid_kubernetes_objects():
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -156,7 +177,10 @@ def test_kubernetes_probes_image_secrets_and_network_policy(tmp_path):
     # liveness is more patient than readiness: a busy relay is taken out of rotation long before it is killed
     live, ready = c["livenessProbe"], c["readinessProbe"]
     assert live["periodSeconds"] * live["failureThreshold"] > ready["periodSeconds"] * ready["failureThreshold"]
-    assert docs[("Service", "relay-headless")]["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == "relay-headless"
+    assert (
+        docs[("Service", "relay-headless")]["spec"]["clusterIP"] == "None"
+        and sts["spec"]["serviceName"] == "relay-headless"
+    )
     assert sts["spec"]["replicas"] == 1  # SQLite on a ReadWriteOnce volume: one writer
     assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
 
@@ -174,7 +198,7 @@ def test_kubernetes_probes_image_secrets_and_network_policy(tmp_path):
     assert referenced == set(files)
     for tenant in config["tenants"]:
         assert f"relay-tenant-{tenant['name']}" in secrets
-    for path, (secret, key) in files.items():
+    for _path, (secret, key) in files.items():
         assert key in secrets[secret]["stringData"], (secret, key)
     admin_ref = next(e for e in c["env"] if e["name"] == "RELAY_ADMIN_TOKEN")["valueFrom"]["secretKeyRef"]
     assert admin_ref["key"] in secrets[admin_ref["name"]]["stringData"]
@@ -190,7 +214,9 @@ def test_kubernetes_probes_image_secrets_and_network_policy(tmp_path):
     cfg = load_config(str(tmp_path / "relay.yaml"), env={"RELAY_ADMIN_TOKEN": admin_token})
     assert cfg.service.admin.auth.token.get_secret_value() == admin_token  # required beyond loopback
     assert {t.name: bool(t.tokens) and t.langfuse.enabled for t in cfg.resolved_tenants()} == {
-        "acme": True, "globex": True}
+        "acme": True,
+        "globex": True,
+    }
 
     # NetworkPolicy: OTLP from anywhere (tokens), the admin port only from the monitoring namespace
     np = docs[("NetworkPolicy", "relay")]["spec"]
@@ -198,10 +224,13 @@ def test_kubernetes_probes_image_secrets_and_network_policy(tmp_path):
     assert set(np["policyTypes"]) == {"Ingress", "Egress"}
     by_port = {p["port"]: rule for rule in np["ingress"] for p in rule["ports"]}
     assert "from" not in by_port[4318] and "from" not in by_port[4317]
-    assert by_port[8888]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert by_port[8888]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------- systemd
+
 
 def test_systemd_unit_runs_the_binary_the_readme_installs():
     unit = (DEPLOY / "systemd" / "relay.service").read_text()
@@ -220,16 +249,22 @@ def test_systemd_unit_runs_the_binary_the_readme_installs():
     creds = {c.split(":")[0] for c in keys["LoadCredential"]}
     assert {"tenant-token", "langfuse-secret-key"} <= creds
     if shutil.which("systemd-analyze"):
-        out = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "systemd" / "relay.service")],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["systemd-analyze", "verify", str(DEPLOY / "systemd" / "relay.service")], capture_output=True, text=True
+        )
         assert "Unknown key" not in out.stderr and "Invalid" not in out.stderr, out.stderr
 
 
 # ------------------------------------------------------------------------------- Prometheus rules and dashboard
 
 METRIC = re.compile(r"\b(?:relay|otelcol|alertmanager)_[a-z0-9_]+\b")
-_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-             "gauge": ("",), "summary": ("_count", "_sum", "_created"), "untyped": ("",)}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+    "summary": ("_count", "_sum", "_created"),
+    "untyped": ("",),
+}
 
 
 @pytest.fixture(scope="module")
@@ -241,14 +276,19 @@ def exposed(tmp_path_factory) -> set[str]:
     tmp = tmp_path_factory.mktemp("metrics")
     rules = tmp / "rules.yaml"
     rules.write_text("groups: []\n")
-    overrides = {"rules": {"files": [str(rules)], "watch": False},
-                 "alerting": {"route": {"receiver": "hook"}, "receivers": [
-                     {"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/alerts"}]}]}}
+    overrides = {
+        "rules": {"files": [str(rules)], "watch": False},
+        "alerting": {
+            "route": {"receiver": "hook"},
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/alerts"}]}],
+        },
+    }
 
     async def scrape() -> str:
         async with running_relay(tmp / "data", overrides=overrides) as r:
             return await asyncio.to_thread(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{r.admin_port}/metrics", timeout=5).read().decode())
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{r.admin_port}/metrics", timeout=5).read().decode()
+            )
 
     text = asyncio.run(scrape())
     names = set()
@@ -267,7 +307,9 @@ def unknown_metrics(exprs: list[str], exposed: set[str]) -> set[str]:
 
 def test_metric_check_catches_a_wrong_name(exposed):
     assert "relay_spool_bytes" in exposed and "relay_hook_decisions_total" in exposed
-    assert unknown_metrics(["rate(relay_spool_byte[5m])", "relay_hook_decisions_total"], exposed) == {"relay_spool_byte"}
+    assert unknown_metrics(["rate(relay_spool_byte[5m])", "relay_hook_decisions_total"], exposed) == {
+        "relay_spool_byte"
+    }
 
 
 def rule_file() -> dict:
@@ -285,10 +327,13 @@ def test_prometheus_rules_query_metrics_relay_exposes(exposed):
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 def test_promtool_checks_and_unit_tests_the_rules():
     base = DEPLOY / "prometheus"
-    check = subprocess.run(["promtool", "check", "rules", str(base / "relay-alerts.yaml")], capture_output=True, text=True)
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(base / "relay-alerts.yaml")], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run(["promtool", "test", "rules", "tests/relay-alerts_test.yaml"], cwd=base, capture_output=True,
-                          text=True)
+    test = subprocess.run(
+        ["promtool", "test", "rules", "tests/relay-alerts_test.yaml"], cwd=base, capture_output=True, text=True
+    )
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
 
 
@@ -315,5 +360,11 @@ def test_grafana_dashboard_is_well_formed_and_queries_metrics_relay_exposes(expo
     assert unknown_metrics(exprs, exposed) == set()
     queried = {m for e in exprs for m in METRIC.findall(e)}
     # relay's own health and the usage it records are both on the dashboard
-    assert {"relay_spool_bytes", "otelcol_exporter_sent_spans_total", "relay_dead_letter_spans",
-            "relay_usage_cost_usd_total", "relay_usage_tokens_total", "relay_hook_decisions_total"} <= queried
+    assert {
+        "relay_spool_bytes",
+        "otelcol_exporter_sent_spans_total",
+        "relay_dead_letter_spans",
+        "relay_usage_cost_usd_total",
+        "relay_usage_tokens_total",
+        "relay_hook_decisions_total",
+    } <= queried

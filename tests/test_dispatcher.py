@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from relay.component import deadline_in
+from relay.alert import Alert, AlertState
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.dispatcher import Dispatcher
-from relay.matchers import Matcher
-from relay.alert import Alert, AlertState
-from relay.alerting.dispatch.silences import Silences
-from relay.notify.base import Notifier
 from relay.alerting.dispatch.outbox import Outbox
+from relay.alerting.dispatch.silences import Silences
+from relay.component import deadline_in
+from relay.matchers import Matcher
+from relay.notify.base import Notifier
 from relay.store.sqlite import SqliteDB
 from tests.support.clock import Clock
 
@@ -24,29 +24,43 @@ T0 = 1_780_000_000.0
 HOOK = "http://127.0.0.1:9/hook"
 
 
-
 def config(**route) -> AlertingConfig:
     """Receiver ``team`` has a webhook (send_resolved) and a Slack webhook with send_resolved off."""
-    return AlertingConfig.model_validate({
-        "external_url": "http://relay:8888",
-        "route": {"receiver": "team", "group_by": ["alertname", "team"], **route},
-        "receivers": [
-            {"name": "team", "webhook_configs": [{"url": HOOK}],
-             "slack_configs": [{"webhook_url": "http://127.0.0.1:9/slack", "send_resolved": False}]},
-            {"name": "oncall", "webhook_configs": [{"url": HOOK}]},
-        ],
-        "inhibit_rules": [{"source_matchers": ['alertname="BudgetExceeded"'],
-                           "target_matchers": ['alertname="BudgetWarning"'], "equal": ["team"]}],
-    })
+    return AlertingConfig.model_validate(
+        {
+            "external_url": "http://relay:8888",
+            "route": {"receiver": "team", "group_by": ["alertname", "team"], **route},
+            "receivers": [
+                {
+                    "name": "team",
+                    "webhook_configs": [{"url": HOOK}],
+                    "slack_configs": [{"webhook_url": "http://127.0.0.1:9/slack", "send_resolved": False}],
+                },
+                {"name": "oncall", "webhook_configs": [{"url": HOOK}]},
+            ],
+            "inhibit_rules": [
+                {
+                    "source_matchers": ['alertname="BudgetExceeded"'],
+                    "target_matchers": ['alertname="BudgetWarning"'],
+                    "equal": ["team"],
+                }
+            ],
+        }
+    )
 
 
 HOOK_ID, SLACK_ID, ONCALL_ID = "team/webhook/0", "team/slack/0", "oncall/webhook/0"
 
 
 def alert(name: str = "BudgetWarning", state: AlertState = AlertState.FIRING, at: float = T0, **labels: str) -> Alert:
-    return Alert(labels={"alertname": name, **labels}, state=state, active_at=at,
-                 fired_at=None if state is AlertState.PENDING else at,
-                 ends_at=at if state is AlertState.RESOLVED else None, value=0.8)
+    return Alert(
+        labels={"alertname": name, **labels},
+        state=state,
+        active_at=at,
+        fired_at=None if state is AlertState.PENDING else at,
+        ends_at=at if state is AlertState.RESOLVED else None,
+        value=0.8,
+    )
 
 
 def resolved(a: Alert, at: float) -> Alert:
@@ -175,7 +189,8 @@ async def test_budget_exceeded_inhibits_the_warning_of_the_same_team_only(env):
     sent = {(n.group_labels["alertname"], n.group_labels["team"]) for n in await env.sent()}
     assert sent == {("BudgetWarning", "b"), ("BudgetExceeded", "a")}
     assert env.d.inhibited_by({"alertname": "BudgetWarning", "team": "a"}) == [
-        alert("BudgetExceeded", team="a").fingerprint]
+        alert("BudgetExceeded", team="a").fingerprint
+    ]
     assert env.d.inhibited_by({"alertname": "BudgetWarning", "team": "b"}) == []
     # the 100 % alert resolves: the 80 % one is no longer muted and is notified at its next interval
     env.d.put([resolved(alert("BudgetExceeded", team="a"), T0 + 100)])
@@ -256,9 +271,16 @@ async def test_outbox_item_and_nflog_entry_commit_together(env):
 
 
 async def test_continue_routes_to_several_receivers_with_their_own_groups(tmp_path):
-    e = Env(tmp_path / "r.db", Clock(), config(routes=[
-        {"matchers": ['severity="critical"'], "receiver": "oncall", "continue": True, "group_wait": "0s"},
-        {"matchers": ['team="a"'], "receiver": "team"}]))
+    e = Env(
+        tmp_path / "r.db",
+        Clock(),
+        config(
+            routes=[
+                {"matchers": ['severity="critical"'], "receiver": "oncall", "continue": True, "group_wait": "0s"},
+                {"matchers": ['team="a"'], "receiver": "team"},
+            ]
+        ),
+    )
     try:
         e.d.put([alert(team="a", severity="critical")])
         await e.d.flush_due()

@@ -31,21 +31,52 @@ def fixture_spend(scenario: str) -> float:
 
 
 def write_rules(path: Path, limit_usd: float) -> None:
-    path.write_text(yaml.safe_dump({"groups": [
-        {"name": "budgets", "rules": [{
-            "alert": "PlatformBudget", "kind": "budget", "matchers": ['team.id="platform"'], "group_by": ["team.id"],
-            "limit_usd": limit_usd, "window": "3650d",
-            "thresholds": [{"percent": 50, "severity": "warning"}, {"percent": 100, "severity": "critical"}],
-            "annotations": {"summary": "Team {{ labels['team.id'] }} spent {{ values.spend | usd }} of "
-                                       "{{ values.limit | usd }}"},
-        }]},
-        {"name": "failures", "rules": [{
-            "alert": "ApiErrorRate", "kind": "error_rate", "errors": {"kind": "llm"}, "group_by": ["team.id"],
-            "matchers": ['team.id=~"e2e-.*"'], "window": "4s", "ratio": 0.3, "min_count": 4,
-            "labels": {"severity": "warning"},
-            "annotations": {"summary": "{{ values.ratio | ratio }} of API calls failed"},
-        }]},
-    ]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "budgets",
+                        "rules": [
+                            {
+                                "alert": "PlatformBudget",
+                                "kind": "budget",
+                                "matchers": ['team.id="platform"'],
+                                "group_by": ["team.id"],
+                                "limit_usd": limit_usd,
+                                "window": "3650d",
+                                "thresholds": [
+                                    {"percent": 50, "severity": "warning"},
+                                    {"percent": 100, "severity": "critical"},
+                                ],
+                                "annotations": {
+                                    "summary": "Team {{ labels['team.id'] }} spent {{ values.spend | usd }} of "
+                                    "{{ values.limit | usd }}"
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "name": "failures",
+                        "rules": [
+                            {
+                                "alert": "ApiErrorRate",
+                                "kind": "error_rate",
+                                "errors": {"kind": "llm"},
+                                "group_by": ["team.id"],
+                                "matchers": ['team.id=~"e2e-.*"'],
+                                "window": "4s",
+                                "ratio": 0.3,
+                                "min_count": 4,
+                                "labels": {"severity": "warning"},
+                                "annotations": {"summary": "{{ values.ratio | ratio }} of API calls failed"},
+                            }
+                        ],
+                    },
+                ]
+            }
+        )
+    )
 
 
 def overrides(rules: Path, slack: FakeSlack) -> dict:
@@ -54,12 +85,23 @@ def overrides(rules: Path, slack: FakeSlack) -> dict:
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
         "alerting": {
-            "route": {"receiver": "slack", "group_by": ["alertname", "team.id", "threshold"], "group_wait": "0s",
-                      "group_interval": "200ms", "repeat_interval": "1h"},
-            "receivers": [{"name": "slack", "slack_configs": [
-                {"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}],
-            "inhibit_rules": [{"source_matchers": ['threshold="100"'], "target_matchers": ['threshold="50"'],
-                               "equal": ["alertname", "team.id", "tenant"]}],
+            "route": {
+                "receiver": "slack",
+                "group_by": ["alertname", "team.id", "threshold"],
+                "group_wait": "0s",
+                "group_interval": "200ms",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {"name": "slack", "slack_configs": [{"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}
+            ],
+            "inhibit_rules": [
+                {
+                    "source_matchers": ['threshold="100"'],
+                    "target_matchers": ['threshold="50"'],
+                    "equal": ["alertname", "team.id", "tenant"],
+                }
+            ],
         },
     }
 
@@ -67,8 +109,9 @@ def overrides(rules: Path, slack: FakeSlack) -> dict:
 async def post_logs(relay, body: bytes) -> float:
     """POST an OTLP/HTTP protobuf logs request; returns the monotonic time the acknowledgement arrived."""
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                          headers={"Content-Type": "application/x-protobuf"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        ) as r:
             assert r.status == 200, await r.text()
     return time.monotonic()
 
@@ -129,20 +172,36 @@ async def test_budget_and_error_rate_alerts_reach_slack(tmp_path):
             assert "PlatformBudget" in text_of(m100) and "critical" in text_of(m100).lower()
             status, body = await api(relay, "GET", "/api/v1/alerts")
             assert status == 200
-            budget = {a["labels"]["threshold"]: a for a in body["data"]["alerts"] if a["labels"]["alertname"] == "PlatformBudget"}
+            budget = {
+                a["labels"]["threshold"]: a
+                for a in body["data"]["alerts"]
+                if a["labels"]["alertname"] == "PlatformBudget"
+            }
             assert budget["50"]["state"] == budget["100"]["state"] == "firing"
             assert budget["50"]["inhibitedBy"] and not budget["100"]["inhibitedBy"]
-            assert budget["100"]["values"]["spend"] == pytest.approx(spend + 0.65 * limit, abs=5e-6)  # ledger keeps micro-USD
+            assert budget["100"]["values"]["spend"] == pytest.approx(
+                spend + 0.65 * limit, abs=5e-6
+            )  # ledger keeps micro-USD
 
             # a silence mutes the errors of team e2e-muted; team e2e-loud pages
-            status, sil = await api(relay, "POST", "/api/v2/silences", {
-                "matchers": [{"name": "team.id", "value": "e2e-muted", "isRegex": False, "isEqual": True}],
-                "startsAt": _rfc3339(time.time() - 1), "endsAt": _rfc3339(time.time() + 3600),
-                "createdBy": "test", "comment": "known outage"})
+            status, sil = await api(
+                relay,
+                "POST",
+                "/api/v2/silences",
+                {
+                    "matchers": [{"name": "team.id", "value": "e2e-muted", "isRegex": False, "isEqual": True}],
+                    "startsAt": _rfc3339(time.time() - 1),
+                    "endsAt": _rfc3339(time.time() + 3600),
+                    "createdBy": "test",
+                    "comment": "known outage",
+                },
+            )
             assert status == 200 and sil["silenceID"]
             for team in ("e2e-muted", "e2e-loud"):
                 t = CCTraffic(resource={"team.id": team})
-                await post_logs(relay, t.request(t.api_request(0.001), t.api_request(0.001), *(t.api_error(500) for _ in range(3))))
+                await post_logs(
+                    relay, t.request(t.api_request(0.001), t.api_request(0.001), *(t.api_error(500) for _ in range(3)))
+                )
             await wait_messages(slack, 3)
             assert await quiet(slack, 0.5) == []
             [loud] = [m for m in slack.messages(CHANNEL) if "ApiErrorRate" in text_of(m)]
@@ -153,8 +212,11 @@ async def test_budget_and_error_rate_alerts_reach_slack(tmp_path):
         async with running_relay(data, lf.base_url, ov) as relay:
             assert await quiet(slack, 1.0) == []
             status, body = await api(relay, "GET", "/api/v1/alerts")
-            firing = {(a["labels"]["alertname"], a["labels"].get("team.id")) for a in body["data"]["alerts"]
-                      if a["state"] == "firing"}
+            firing = {
+                (a["labels"]["alertname"], a["labels"].get("team.id"))
+                for a in body["data"]["alerts"]
+                if a["state"] == "firing"
+            }
             assert ("ApiErrorRate", "e2e-loud") in firing
 
             # the errors leave the 4 s window: resolved — the parent is edited and a note lands in its thread
@@ -198,8 +260,9 @@ def test_kill_9_after_notifying_neither_forgets_nor_renotifies(tmp_path):
         platform = CCTraffic(resource={"team.id": "platform"})
 
         def post(body: bytes) -> None:
-            req = urllib.request.Request(relay.http_url + "/v1/logs", data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
+            req = urllib.request.Request(
+                relay.http_url + "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+            )
             assert urllib.request.urlopen(req, timeout=5).status == 200
 
         def wait(n: int) -> None:
@@ -211,8 +274,13 @@ def test_kill_9_after_notifying_neither_forgets_nor_renotifies(tmp_path):
         post(platform.request(platform.api_request(0.6)))  # 60 %: the 50 % alert
         wait(1)
         relay.kill9()
-        relay2 = RelayProcess(tmp_path / "data", overrides=ov, http_port=relay.http_port,
-                              grpc_port=relay.grpc_port, admin_port=relay.admin_port).start()
+        relay2 = RelayProcess(
+            tmp_path / "data",
+            overrides=ov,
+            http_port=relay.http_port,
+            grpc_port=relay.grpc_port,
+            admin_port=relay.admin_port,
+        ).start()
         try:
             time.sleep(1.5)
             assert len(slack.messages(CHANNEL)) == 1 and not slack.thread(CHANNEL, slack.messages(CHANNEL)[0].ts)

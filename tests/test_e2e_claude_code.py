@@ -11,14 +11,22 @@ import time
 import pytest
 
 from relay.model import usd_to_nanos
-
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.expected import by_name, events
 from tests.support.fixtures import load_scenario
 from tests.support.inproc import replay, running_relay, settle
 
-ALL_SCENARIOS = ["protobuf-text", "protobuf-text-nobeta", "protobuf-tools", "json-tools", "grpc-tools",
-                 "protobuf-gzip", "protobuf-err529", "protobuf-subagent", "protobuf-receiver-503"]
+ALL_SCENARIOS = [
+    "protobuf-text",
+    "protobuf-text-nobeta",
+    "protobuf-tools",
+    "json-tools",
+    "grpc-tools",
+    "protobuf-gzip",
+    "protobuf-err529",
+    "protobuf-subagent",
+    "protobuf-receiver-503",
+]
 
 
 async def run_scenario(tmp_path, scenario: str, *, overrides=None, headers=None, projects=None):
@@ -57,7 +65,8 @@ async def test_every_capture_gives_the_langfuse_picture(tmp_path, scenario):
         a = requests[g.metadata["request_id"]]
         assert g.model == a["model"]
         expected = {
-            "input": int(a["input_tokens"]), "output": int(a["output_tokens"]),
+            "input": int(a["input_tokens"]),
+            "output": int(a["output_tokens"]),
             "cache_read_input_tokens": int(a["cache_read_tokens"]),
             "input_cache_creation_5m": int(a["cache_creation_5m_tokens"]),
             "input_cache_creation_1h": int(a["cache_creation_1h_tokens"]),
@@ -98,7 +107,8 @@ async def test_beta_and_nobeta_give_the_same_picture(tmp_path):
 
     def shape(view):
         return (
-            len(view.sessions), len(view.traces),
+            len(view.sessions),
+            len(view.traces),
             sorted((o.type, o.name, o.level, o.model or "", tuple(sorted(o.usage_details))) for o in view.observations),
             sorted(t.name for t in view.traces.values()),
         )
@@ -119,8 +129,9 @@ async def test_subagent_calls_nest_under_their_agent_tool(tmp_path):
 
 
 async def test_identity_and_team_attributes_from_resource(tmp_path):
-    view, _ = await run_scenario(tmp_path, "protobuf-tools", overrides={
-        "pipeline": {"identity": {"user_attributes": ["team.id", "user.id"]}}})
+    view, _ = await run_scenario(
+        tmp_path, "protobuf-tools", overrides={"pipeline": {"identity": {"user_attributes": ["team.id", "user.id"]}}}
+    )
     [trace] = view.traces.values()
     assert trace.user_id == "platform"
     assert {"team.id:platform", "department:engineering"} <= set(trace.tags)
@@ -129,10 +140,20 @@ async def test_identity_and_team_attributes_from_resource(tmp_path):
 
 async def test_tenant_token_routes_to_its_own_langfuse_project_only(tmp_path):
     projects = {"pk-lf-acme": ("sk-lf-acme", "project-acme"), "pk-lf-other": ("sk-lf-other", "project-other")}
-    overrides = {"tenants": [
-        {"name": "acme", "tokens": ["capture-token"], "langfuse": {"public_key": "pk-lf-acme", "secret_key": "sk-lf-acme"}},
-        {"name": "other", "tokens": ["other-token"], "langfuse": {"public_key": "pk-lf-other", "secret_key": "sk-lf-other"}},
-    ]}
+    overrides = {
+        "tenants": [
+            {
+                "name": "acme",
+                "tokens": ["capture-token"],
+                "langfuse": {"public_key": "pk-lf-acme", "secret_key": "sk-lf-acme"},
+            },
+            {
+                "name": "other",
+                "tokens": ["other-token"],
+                "langfuse": {"public_key": "pk-lf-other", "secret_key": "sk-lf-other"},
+            },
+        ]
+    }
     # protobuf-tools was captured with OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer capture-token
     view, lf = await run_scenario(tmp_path, "protobuf-tools", overrides=overrides, projects=projects)
     assert lf.spans("project-acme") and not lf.spans("project-other")
@@ -153,12 +174,17 @@ async def test_export_off_still_keeps_the_ledger(tmp_path):
         await replay(relay, "protobuf-tools")
         await settle(relay)
         rows = await relay.spool.db.run(
-            lambda c: c.execute("SELECT kind, COUNT(*), SUM(cost_nanos) FROM usage_records GROUP BY kind ORDER BY kind").fetchall())
+            lambda c: c.execute(
+                "SELECT kind, COUNT(*), SUM(cost_nanos) FROM usage_records GROUP BY kind ORDER BY kind"
+            ).fetchall()
+        )
         metrics = await relay.spool.db.run(lambda c: c.execute("SELECT COUNT(*) FROM metric_points").fetchone()[0])
     evs = events("protobuf-tools")
     requests = by_name(evs, "api_request")
-    assert rows == [("llm", len(requests), sum(usd_to_nanos(float(e.attrs["cost_usd"])) for e in requests)),
-                    ("tool", len(by_name(evs, "tool_result")), 0)]
+    assert rows == [
+        ("llm", len(requests), sum(usd_to_nanos(float(e.attrs["cost_usd"])) for e in requests)),
+        ("tool", len(by_name(evs, "tool_result")), 0),
+    ]
     assert metrics > 0
 
 
@@ -180,8 +206,10 @@ async def test_every_accepted_item_ends_in_exactly_one_outcome(tmp_path, scenari
             t = relay.telemetry
             for signal, item in (("traces", "spans"), ("logs", "log_records"), ("metrics", "metric_points")):
                 accepted = t.sample(f"otelcol_receiver_accepted_{item}_total")
-                outcomes = {o: t.sample("relay_items_total", {"signal": signal, "outcome": o})
-                            for o in ("forwarded", "filtered", "invalid", "dead_lettered", "quarantined")}
+                outcomes = {
+                    o: t.sample("relay_items_total", {"signal": signal, "outcome": o})
+                    for o in ("forwarded", "filtered", "invalid", "dead_lettered", "quarantined")
+                }
                 assert accepted == sum(outcomes.values()), (signal, accepted, outcomes)
                 assert outcomes["filtered"] + outcomes["forwarded"] == accepted
             assert t.sample("relay_items_total", {"signal": "traces", "outcome": "forwarded"}) > 0

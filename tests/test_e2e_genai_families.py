@@ -20,11 +20,17 @@ from tests.support.report import report_json
 FIXTURES = Path(__file__).parent / "fixtures" / "genai"
 FAMILIES = sorted(p.name for p in FIXTURES.iterdir() if (p / "truth.json").exists())
 #: USD per 1M tokens in relay/usage/prices.yaml (in, out, cache read, cache write 5m), written out by hand
-PRICES = {"gpt-4o-mini-2024-07-18": (0.15, 0.60, 0.075, 0.15), "claude-sonnet-4-5-20250929": (3, 15, 0.30, 3.75),
-          "gemini-2.5-flash": (0.30, 2.50, 0.03, 0.30)}
+PRICES = {
+    "gpt-4o-mini-2024-07-18": (0.15, 0.60, 0.075, 0.15),
+    "claude-sonnet-4-5-20250929": (3, 15, 0.30, 3.75),
+    "gemini-2.5-flash": (0.30, 2.50, 0.03, 0.30),
+}
 #: Per family, the user and session its own convention carries (record.py)
-IDENTITY = {"openinference": ("alice", "sess-oi"), "langfuse": ("alice", "sess-langfuse"),
-            "vercel": ("alice", "sess-vercel")}
+IDENTITY = {
+    "openinference": ("alice", "sess-oi"),
+    "langfuse": ("alice", "sess-langfuse"),
+    "vercel": ("alice", "sess-vercel"),
+}
 #: Library limitations (not relay's): OpenTelemetry's openai-v2 2.4b0 exports no cached-token count, so its OpenAI
 #: calls can only be seen as all-uncached input; without an instrumentor only the Anthropic SDK makes spans (the
 #: OpenAI SDK has none), so the ``sdk-native`` family's OpenAI calls are invisible. OpenLIT 1.45.0 reports no cache
@@ -47,11 +53,17 @@ def truth(family: str, calls: list[dict] | None = None) -> list[dict]:
     if family in NO_OPENAI_SPANS:
         calls = [c for c in calls if c["provider"] != "openai"]
     if family in UNCACHED_OPENAI:
-        calls = [{**c, "input": c["input"] + c["cache_read"], "cache_read": 0} if c["provider"] == "openai" else c
-                 for c in calls]
+        calls = [
+            {**c, "input": c["input"] + c["cache_read"], "cache_read": 0} if c["provider"] == "openai" else c
+            for c in calls
+        ]
     if family in UNCACHED_ANTHROPIC_STREAM:
-        calls = [{**c, "cache_read": 0, "cache_creation": 0}
-                 if (c["provider"], c["scenario"]) == ("anthropic", "stream") else c for c in calls]
+        calls = [
+            {**c, "cache_read": 0, "cache_creation": 0}
+            if (c["provider"], c["scenario"]) == ("anthropic", "stream")
+            else c
+            for c in calls
+        ]
     return calls
 
 
@@ -66,8 +78,11 @@ async def run_family(tmp_path, family: str):
         async with running_relay(tmp_path / "data", lf.base_url, {"auth": {"default_tenant": "default"}}) as relay:
             async with aiohttp.ClientSession() as http:
                 for body in sorted((FIXTURES / family).glob("*-traces.bin")):
-                    async with http.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=body.read_bytes(),
-                                         headers={"Content-Type": "application/x-protobuf"}) as resp:
+                    async with http.post(
+                        f"http://127.0.0.1:{relay.http.port}/v1/traces",
+                        data=body.read_bytes(),
+                        headers={"Content-Type": "application/x-protobuf"},
+                    ) as resp:
                         assert resp.status == 200
             await settle(relay)
             records = [r async for b in relay.ledger.scan(0, 2**63 - 1, "default") for r in b]
@@ -91,18 +106,36 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
         m = model or ""
         return "anthropic" if m.startswith("claude") else "google" if m.startswith("gemini") else "openai"
 
-    want = sorted((c["provider"], c["model"], c["input"], c["output"], c["cache_read"], c["cache_creation"],
-                   c["success"]) for c in calls)
-    got = sorted((provider(r.model), r.model, r.input_tokens, r.output_tokens, r.cache_read_tokens,
-                  r.cache_creation_tokens, r.success) for r in llm)
+    want = sorted(
+        (c["provider"], c["model"], c["input"], c["output"], c["cache_read"], c["cache_creation"], c["success"])
+        for c in calls
+    )
+    got = sorted(
+        (
+            provider(r.model),
+            r.model,
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_creation_tokens,
+            r.success,
+        )
+        for r in llm
+    )
     assert got == want
     for r in llm:  # a known cost for every successful call (its tokens are the truth's, above)
         if r.success:
             assert r.cost_source in ("reported", "computed")
             if r.cost_source == "computed":
-                assert r.cost_nanos == by_hand({"model": r.model, "input": r.input_tokens, "output": r.output_tokens,
-                                                "cache_read": r.cache_read_tokens,
-                                                "cache_creation": r.cache_creation_tokens})
+                assert r.cost_nanos == by_hand(
+                    {
+                        "model": r.model,
+                        "input": r.input_tokens,
+                        "output": r.output_tokens,
+                        "cache_read": r.cache_read_tokens,
+                        "cache_creation": r.cache_creation_tokens,
+                    }
+                )
     usage_of = {(g.model, g.level == "ERROR"): g for g in gens}
     assert len(usage_of) == 2 * len({c["model"] for c in calls})  # per model: ok and error calls
     gen_usage = []
@@ -111,11 +144,19 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
         if g.level == "ERROR":
             assert g.total_cost == 0 and not {k: v for k, v in u.items() if k != "total" and v}
             continue
-        gen_usage.append((g.model, u.get("input", 0), u.get("output", 0), u.get("cache_read_input_tokens", 0),
-                          u.get("input_cache_creation_5m", 0)))
+        gen_usage.append(
+            (
+                g.model,
+                u.get("input", 0),
+                u.get("output", 0),
+                u.get("cache_read_input_tokens", 0),
+                u.get("input_cache_creation_5m", 0),
+            )
+        )
         assert not g.cost_inferred and g.total_cost > 0
-    assert sorted(gen_usage) == sorted((c["model"], c["input"], c["output"], c["cache_read"], c["cache_creation"])
-                                       for c in calls if c["success"])
+    assert sorted(gen_usage) == sorted(
+        (c["model"], c["input"], c["output"], c["cache_read"], c["cache_creation"]) for c in calls if c["success"]
+    )
     ledger_cost = sum(r.cost_nanos for r in llm)
     assert abs(view.total_cost() - ledger_cost / 1e9) <= 1e-9 * len(llm)
     # the original instrumentation scope stays visible; a native span next to an instrumentor's is a plain SPAN
@@ -136,8 +177,12 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
     [day] = {datetime.fromtimestamp(r.time_ns / 1e9, UTC).date().isoformat() for r in llm}
     rep = report_json(data_dir, day)["current"]
     assert (rep["api_calls"], rep["api_errors"]) == (len(calls), sum(not c["success"] for c in calls))
-    for field, key in (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_tokens", "cache_read"),
-                       ("cache_creation_tokens", "cache_creation")):
+    for field, key in (
+        ("input_tokens", "input"),
+        ("output_tokens", "output"),
+        ("cache_read_tokens", "cache_read"),
+        ("cache_creation_tokens", "cache_creation"),
+    ):
         assert rep[field] == sum(c[key] for c in calls)
     assert rep["cost_nanos"] == ledger_cost and rep["calls_without_cost"] == 0
     assert rep["cost_computed_nanos"] == sum(r.cost_nanos for r in llm if r.cost_source == "computed")
@@ -149,9 +194,15 @@ def check(data_dir: Path, family: str, calls: list[dict], records, view, lf) -> 
 
 def test_the_recorder_script_states_exact_versions():
     text = (FIXTURES / "record.py").read_text()
-    for pin in ("openai==3.63.0", "anthropic==2.17.0", "openinference-instrumentation-anthropic==3.1.0",
-                "opentelemetry-instrumentation-anthropic==0.62.4", "langfuse==5.2.0",
-                "openlit==1.45.0", "anthropic==0.125.0"):
+    for pin in (
+        "openai==3.63.0",
+        "anthropic==2.17.0",
+        "openinference-instrumentation-anthropic==3.1.0",
+        "opentelemetry-instrumentation-anthropic==0.62.4",
+        "langfuse==5.2.0",
+        "openlit==1.45.0",
+        "anthropic==0.125.0",
+    ):
         assert pin in text
     for family in FAMILIES:
         versions = json.loads((FIXTURES / family / "truth.json").read_text())["versions"]

@@ -22,10 +22,18 @@ from tests.test_e2e_genai_families import check, truth
 pytestmark = pytest.mark.slow
 
 NEEDS = {
-    "openinference": ("openai", "anthropic", "openinference.instrumentation.openai",
-                      "openinference.instrumentation.anthropic"),
-    "openllmetry": ("openai", "anthropic", "opentelemetry.instrumentation.openai",
-                    "opentelemetry.instrumentation.anthropic"),
+    "openinference": (
+        "openai",
+        "anthropic",
+        "openinference.instrumentation.openai",
+        "openinference.instrumentation.anthropic",
+    ),
+    "openllmetry": (
+        "openai",
+        "anthropic",
+        "opentelemetry.instrumentation.openai",
+        "opentelemetry.instrumentation.anthropic",
+    ),
     "langfuse": ("openai", "anthropic", "langfuse.openai"),
     "sdk-native": ("openai", "anthropic"),
 }
@@ -50,8 +58,11 @@ async def test_real_library_through_relay(tmp_path, family):
     async with FakeLLMProvider() as provider, FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url) as relay:
             proc = await asyncio.create_subprocess_exec(
-                *child_command(family, provider.base_url, f"http://127.0.0.1:{relay.http.port}"), env=child_env(),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                *child_command(family, provider.base_url, f"http://127.0.0.1:{relay.http.port}"),
+                env=child_env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             out, err = await asyncio.wait_for(proc.communicate(), 90)
             assert proc.returncode == 0, err.decode()[-3000:]
             await settle(relay)

@@ -31,8 +31,12 @@ TOKEN = "tenant-token-e2e"
 LIMIT_USD = 1.0
 #: Usage the stand-in reports per call: 400k input tokens cost Claude Code's own estimate well over $1 on any
 #: current Claude model, so one call crosses the budget.
-USAGE = {"input_tokens": 400_000, "output_tokens": 2_000, "cache_read_input_tokens": 0,
-         "cache_creation_input_tokens": 0}
+USAGE = {
+    "input_tokens": 400_000,
+    "output_tokens": 2_000,
+    "cache_read_input_tokens": 0,
+    "cache_creation_input_tokens": 0,
+}
 #: A few cents per call.
 CHEAP = {"input_tokens": 1_000, "output_tokens": 50, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
@@ -44,13 +48,33 @@ def claude() -> str:
 
 def relay_overrides(tmp_path: Path) -> dict:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "budgets", "rules": [
-        {"alert": "UserDailyBudget", "kind": "budget", "matchers": ['user!=""'], "group_by": ["user"],
-         "limit_usd": LIMIT_USD, "window": {"calendar": "day", "timezone": "UTC"}, "enforce": "block"},
-    ]}]}))
-    return {"rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
-            "pipeline": {"idle_timeout": "1s", "root_grace": "500ms"},
-            "tenants": [{"name": "e2e", "tokens": [TOKEN]}]}
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "budgets",
+                        "rules": [
+                            {
+                                "alert": "UserDailyBudget",
+                                "kind": "budget",
+                                "matchers": ['user!=""'],
+                                "group_by": ["user"],
+                                "limit_usd": LIMIT_USD,
+                                "window": {"calendar": "day", "timezone": "UTC"},
+                                "enforce": "block",
+                            },
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    return {
+        "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
+        "pipeline": {"idle_timeout": "1s", "root_grace": "500ms"},
+        "tenants": [{"name": "e2e", "tokens": [TOKEN]}],
+    }
 
 
 def command_hooks(*events: str) -> dict:
@@ -59,10 +83,16 @@ def command_hooks(*events: str) -> dict:
 
 
 def http_hooks(relay_url: str, *events: str) -> dict:
-    hook = {"type": "http", "url": f"{relay_url}/hooks/claude-code", "timeout": 5,
-            "headers": {"Authorization": "Bearer $RELAY_HOOK_TOKEN",
-                        "X-Relay-Resource-Attributes": "$RELAY_HOOK_RESOURCE_ATTRIBUTES"},
-            "allowedEnvVars": ["RELAY_HOOK_TOKEN", "RELAY_HOOK_RESOURCE_ATTRIBUTES"]}
+    hook = {
+        "type": "http",
+        "url": f"{relay_url}/hooks/claude-code",
+        "timeout": 5,
+        "headers": {
+            "Authorization": "Bearer $RELAY_HOOK_TOKEN",
+            "X-Relay-Resource-Attributes": "$RELAY_HOOK_RESOURCE_ATTRIBUTES",
+        },
+        "allowedEnvVars": ["RELAY_HOOK_TOKEN", "RELAY_HOOK_RESOURCE_ATTRIBUTES"],
+    }
     return {"hooks": {e: [{"hooks": [hook]}] for e in events}}
 
 
@@ -76,20 +106,38 @@ class Run:
         self.home.mkdir(exist_ok=True)
         self.work.mkdir(exist_ok=True)
         self.env = claude_env(
-            self.home, anthropic_url, PYTHONPATH=str(ROOT),
-            CLAUDE_CODE_ENABLE_TELEMETRY="1", OTEL_LOGS_EXPORTER="otlp", OTEL_METRICS_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=relay_url,
-            OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer {TOKEN}", OTEL_LOGS_EXPORT_INTERVAL="500",
-            OTEL_METRIC_EXPORT_INTERVAL="1000", OTEL_RESOURCE_ATTRIBUTES=f"enduser.id={user},team.id=platform",
+            self.home,
+            anthropic_url,
+            PYTHONPATH=str(ROOT),
+            CLAUDE_CODE_ENABLE_TELEMETRY="1",
+            OTEL_LOGS_EXPORTER="otlp",
+            OTEL_METRICS_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_ENDPOINT=relay_url,
+            OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer {TOKEN}",
+            OTEL_LOGS_EXPORT_INTERVAL="500",
+            OTEL_METRIC_EXPORT_INTERVAL="1000",
+            OTEL_RESOURCE_ATTRIBUTES=f"enduser.id={user},team.id=platform",
             # Claude Code gives its hooks no OTEL_* variable: the hook's own (settings.json "env" in the README)
-            RELAY_HOOK_URL=f"{relay_url}/hooks/claude-code", RELAY_HOOK_TOKEN=TOKEN,
-            RELAY_HOOK_RESOURCE_ATTRIBUTES=f"enduser.id={user},team.id=platform")
+            RELAY_HOOK_URL=f"{relay_url}/hooks/claude-code",
+            RELAY_HOOK_TOKEN=TOKEN,
+            RELAY_HOOK_RESOURCE_ATTRIBUTES=f"enduser.id={user},team.id=platform",
+        )
 
     async def __call__(self, prompt: str, settings: dict, *args: str, **env: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            self.claude, "-p", "--settings", json.dumps(settings), *args, prompt, cwd=str(self.work),
-            env={**self.env, **env}, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            self.claude,
+            "-p",
+            "--settings",
+            json.dumps(settings),
+            *args,
+            prompt,
+            cwd=str(self.work),
+            env={**self.env, **env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         return proc.returncode, out.decode(), err.decode()
 
@@ -113,8 +161,10 @@ async def blocked_for(relay_url: str, user: str | None, timeout: float = 30.0, s
 
 
 async def test_over_budget_the_prompt_is_blocked_before_any_api_call(claude, tmp_path):
-    async with AnthropicFake(usage=USAGE) as api, \
-            running_relay(tmp_path / "data", overrides=relay_overrides(tmp_path)) as relay:
+    async with (
+        AnthropicFake(usage=USAGE) as api,
+        running_relay(tmp_path / "data", overrides=relay_overrides(tmp_path)) as relay,
+    ):
         relay_url = f"http://127.0.0.1:{relay.http.port}"
         jdoe = Run(claude, tmp_path, relay_url, api.base_url, "jdoe")
         settings = command_hooks("UserPromptSubmit", "PreToolUse")
@@ -129,8 +179,13 @@ async def test_over_budget_the_prompt_is_blocked_before_any_api_call(claude, tmp
         assert "UserDailyBudget (user=jdoe)" in reason and "of $1.00" in reason
 
         def blocks() -> float:
-            return parse_metric(relay.telemetry.render().decode(), "relay_hook_decisions_total",
-                                event="UserPromptSubmit", decision="block")
+            return parse_metric(
+                relay.telemetry.render().decode(),
+                "relay_hook_decisions_total",
+                event="UserPromptSubmit",
+                decision="block",
+            )
+
         before = blocks()
 
         # over budget, command hook: blocked, the user sees why, no API call
@@ -166,6 +221,7 @@ async def test_over_budget_the_prompt_is_blocked_before_any_api_call(claude, tmp
 
 def tool_script(marker: Path):
     """First answer: run ``touch <marker>`` with Bash; after the tool result: a text answer."""
+
     def script(body: dict) -> list[dict]:
         last = body["messages"][-1]
         content = last.get("content")
@@ -173,8 +229,15 @@ def tool_script(marker: Path):
             return [{"type": "text", "text": "Done."}]
         if not body.get("tools"):
             return [{"type": "text", "text": "Title"}]
-        return [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": "Bash",
-                 "input": {"command": f"touch {marker}", "description": "Create the marker file"}}]
+        return [
+            {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:20]}",
+                "name": "Bash",
+                "input": {"command": f"touch {marker}", "description": "Create the marker file"},
+            }
+        ]
+
     return script
 
 
@@ -191,8 +254,10 @@ def tool_results(requests: list[dict]) -> list[str]:
 
 
 async def test_over_budget_the_tool_does_not_run_and_relay_down_fails_open(claude, tmp_path):
-    async with AnthropicFake(usage=CHEAP) as api, \
-            running_relay(tmp_path / "data", overrides=relay_overrides(tmp_path)) as relay:
+    async with (
+        AnthropicFake(usage=CHEAP) as api,
+        running_relay(tmp_path / "data", overrides=relay_overrides(tmp_path)) as relay,
+    ):
         relay_url = f"http://127.0.0.1:{relay.http.port}"
         jdoe = Run(claude, tmp_path, relay_url, api.base_url, "jdoe")
         only_tools = command_hooks("PreToolUse")
@@ -217,14 +282,16 @@ async def test_over_budget_the_tool_does_not_run_and_relay_down_fails_open(claud
         seen = len(api.requests)
         code, out, err = await jdoe("Create the marker", only_tools, "--allowedTools=Bash")
         assert not second.exists(), "the tool ran although the budget is spent"
-        assert any("UserDailyBudget (user=jdoe)" in r for r in tool_results(api.requests[seen:])), \
-            tool_results(api.requests[seen:])
+        assert any("UserDailyBudget (user=jdoe)" in r for r in tool_results(api.requests[seen:])), tool_results(
+            api.requests[seen:]
+        )
 
         # relay unreachable: the hook fails open (the prompt goes through), visibly, and is counted later
         api.script = lambda body: [{"type": "text", "text": "Hello from the stand-in."}]
         seen = len(api.requests)
-        code, out, err = await jdoe("Say hello", command_hooks("UserPromptSubmit"),
-                                    RELAY_HOOK_URL="http://127.0.0.1:9/hooks/claude-code")
+        code, out, err = await jdoe(
+            "Say hello", command_hooks("UserPromptSubmit"), RELAY_HOOK_URL="http://127.0.0.1:9/hooks/claude-code"
+        )
         assert code == 0 and "Hello from the stand-in." in out, err
         assert len(api.requests) > seen
         failures = jdoe.home / ".local" / "state" / "relay" / "hook-failures"

@@ -50,14 +50,41 @@ def fixture_session() -> str:
 def write_rules(path: Path, window: str = "3s") -> None:
     """Two retries-exhausted rules: one over the capture's session (ten-year window: the capture is from
     2026-11-21), one over team ``e2e-jira`` with a short window so it resolves within seconds."""
-    common = {"kind": "error_rate", "errors": {"retries_exhausted": True}, "count": 1, "min_count": 1,
-              "annotations": {"summary": "{{ values.failed | int }} requests gave up after all retries"}}
-    path.write_text(yaml.safe_dump({"groups": [{"name": "failures", "rules": [
-        {**common, "alert": "CaptureRetriesExhausted", "matchers": [f'session="{fixture_session()}"'],
-         "window": "3650d", "labels": {"severity": "warning"}},
-        {**common, "alert": "ApiRetriesExhausted", "matchers": [f'team.id="{TEAM}"'], "group_by": ["team.id"],
-         "window": window, "labels": {"severity": "critical"}},
-    ]}]}))
+    common = {
+        "kind": "error_rate",
+        "errors": {"retries_exhausted": True},
+        "count": 1,
+        "min_count": 1,
+        "annotations": {"summary": "{{ values.failed | int }} requests gave up after all retries"},
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "failures",
+                        "rules": [
+                            {
+                                **common,
+                                "alert": "CaptureRetriesExhausted",
+                                "matchers": [f'session="{fixture_session()}"'],
+                                "window": "3650d",
+                                "labels": {"severity": "warning"},
+                            },
+                            {
+                                **common,
+                                "alert": "ApiRetriesExhausted",
+                                "matchers": [f'team.id="{TEAM}"'],
+                                "group_by": ["team.id"],
+                                "window": window,
+                                "labels": {"severity": "critical"},
+                            },
+                        ],
+                    }
+                ]
+            }
+        )
+    )
 
 
 def connection(jira: FakeJira) -> dict:
@@ -72,12 +99,31 @@ def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
         "alerting": {
-            "route": {"receiver": "jira", "group_by": ["alertname", "team.id"], "group_wait": "0s",
-                      "group_interval": "200ms", "repeat_interval": "1s"},
-            "receivers": [{"name": "jira", "jira_configs": [{
-                **connection(jira), "project": "OPS", "issue_type": "Bug", "components": ["ai-usage"],
-                "reopen_transition": "Reopen", "reopen_duration": reopen_duration, "resolve_transition": "Done",
-                "search_lag": search_lag, "timeout": "5s"}]}],
+            "route": {
+                "receiver": "jira",
+                "group_by": ["alertname", "team.id"],
+                "group_wait": "0s",
+                "group_interval": "200ms",
+                "repeat_interval": "1s",
+            },
+            "receivers": [
+                {
+                    "name": "jira",
+                    "jira_configs": [
+                        {
+                            **connection(jira),
+                            "project": "OPS",
+                            "issue_type": "Bug",
+                            "components": ["ai-usage"],
+                            "reopen_transition": "Reopen",
+                            "reopen_duration": reopen_duration,
+                            "resolve_transition": "Done",
+                            "search_lag": search_lag,
+                            "timeout": "5s",
+                        }
+                    ],
+                }
+            ],
         },
     }
 
@@ -85,8 +131,9 @@ def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_
 async def post_logs(relay, body: bytes) -> None:
     """POST an OTLP/HTTP protobuf logs request to relay (200 expected)."""
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                          headers={"Content-Type": "application/x-protobuf"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        ) as r:
             assert r.status == 200, await r.text()
 
 
@@ -143,10 +190,16 @@ def creates(jira: FakeJira) -> int:
 
 async def jira_state(relay, group_team: str | None) -> dict:
     """The Jira notifier's persisted state of the team's group (``receiver_state``; read through relay's DB)."""
+
     def read(conn):
-        return [json.loads(r[0]) for r in conn.execute(
-            "SELECT state FROM receiver_state WHERE integration = ? AND group_key LIKE ?",
-            (INTEGRATION, f"%{group_team}%"))]
+        return [
+            json.loads(r[0])
+            for r in conn.execute(
+                "SELECT state FROM receiver_state WHERE integration = ? AND group_key LIKE ?",
+                (INTEGRATION, f"%{group_team}%"),
+            )
+        ]
+
     rows = await relay.spool.db.run(read)
     assert len(rows) == 1, rows
     return rows[0]
@@ -155,9 +208,11 @@ async def jira_state(relay, group_team: str | None) -> dict:
 async def state_is(relay, **expected) -> None:
     """Wait until the team group's persisted Jira state has the ``expected`` items (the outbox commits the state
     just after the notifier's last HTTP call, so the fake may already show the effect)."""
+
     async def check() -> bool:
         state = await jira_state(relay, TEAM)
         return all(state.get(k) == v for k, v in expected.items())
+
     await until_async(check, f"Jira state {expected}", 5)
 
 
@@ -181,8 +236,10 @@ async def until_async(cond, what: str, timeout: float = 8.0) -> None:
 
 async def delivered(relay, at_least: float) -> bool:
     """At least ``at_least`` Jira notifications attempted and none left in the outbox (``/metrics``)."""
-    return (await metric(relay, "alertmanager_notifications_total", integration="jira") >= at_least
-            and await metric(relay, "relay_outbox_queue_size") == 0)
+    return (
+        await metric(relay, "alertmanager_notifications_total", integration="jira") >= at_least
+        and await metric(relay, "relay_outbox_queue_size") == 0
+    )
 
 
 async def team_group_gone(relay) -> bool:
@@ -211,8 +268,7 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path, flavor):
     data = tmp_path / "data"
     keeper = Keeper()
     search = r"^search/jql$" if flavor == "cloud" else r"^search$"
-    async with FakeLangfuse() as lf, \
-            FakeJira(flavor, user=USER, api_token=TOKEN, pat=PAT, search_lag=30.0) as jira:
+    async with FakeLangfuse() as lf, FakeJira(flavor, user=USER, api_token=TOKEN, pat=PAT, search_lag=30.0) as jira:
         ov = overrides(rules, jira)
         async with running_relay(data, lf.base_url, ov) as relay:
             # the capture replayed twice (an exporter retry): its one retries_exhausted event → one issue
@@ -229,8 +285,9 @@ async def test_one_issue_comments_restart_resolve_reopen(tmp_path, flavor):
             [team] = await until(lambda: issue_of(jira, "ApiRetriesExhausted"), "the team's issue")
             assert team.priority == "Highest" and f"team.id={TEAM}" in team.summary
             # repeat reminders (repeat_interval 1s) become comments, never a second issue
-            await until(lambda: len(jira.comments(capture.key)) >= 2 and len(jira.comments(team.key)) >= 1,
-                        "repeat comments")
+            await until(
+                lambda: len(jira.comments(capture.key)) >= 2 and len(jira.comments(team.key)) >= 1, "repeat comments"
+            )
             assert creates(jira) == 2 and len(jira.issues()) == 2
             assert all("still firing" in c.text.lower() for c in jira.comments(capture.key))
             # a search only before each group's first issue (nothing known yet); afterwards relay's own state
@@ -277,8 +334,10 @@ async def test_refire_outside_reopen_window_and_wont_fix(tmp_path):
     skew = [-3600.0]  # Jira's clock: the first issue lives (and is resolved) an hour in the past
     jira_clock = lambda: time.time() + skew[0]  # noqa: E731
     keeper = Keeper()
-    async with FakeLangfuse() as lf, \
-            FakeJira("cloud", user=USER, api_token=TOKEN, search_lag=30.0, clock=jira_clock) as jira:
+    async with (
+        FakeLangfuse() as lf,
+        FakeJira("cloud", user=USER, api_token=TOKEN, search_lag=30.0, clock=jira_clock) as jira,
+    ):
         async with running_relay(tmp_path / "data", lf.base_url, overrides(rules, jira)) as relay:
             keeper.start(relay)
             [first] = await until(lambda: issue_of(jira, "ApiRetriesExhausted"), "the first issue")
@@ -290,8 +349,11 @@ async def test_refire_outside_reopen_window_and_wont_fix(tmp_path):
 
             # refire outside the reopen window → a new issue; the old one stays closed
             await post_logs(relay, burst(keeper.traffic))
-            second = (await until(lambda: [i for i in issue_of(jira, "ApiRetriesExhausted") if i.key != first.key],
-                                  "a second issue"))[0]
+            second = (
+                await until(
+                    lambda: [i for i in issue_of(jira, "ApiRetriesExhausted") if i.key != first.key], "a second issue"
+                )
+            )[0]
             assert jira.issue(first.key).status == "Done"
             assert [t.name for t in jira.transitions_applied(first.key)] == ["Done"]
             assert second.labels == first.labels  # same group, same dedup key

@@ -28,8 +28,9 @@ TEAM = "e2e-crash"
 
 def post(relay: RelayProcess, body: bytes) -> None:
     """POST an OTLP/HTTP protobuf logs request (200 expected)."""
-    req = urllib.request.Request(relay.http_url + "/v1/logs", data=body,
-                                 headers={"Content-Type": "application/x-protobuf"})
+    req = urllib.request.Request(
+        relay.http_url + "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+    )
     assert urllib.request.urlopen(req, timeout=5).status == 200
 
 
@@ -44,8 +45,9 @@ def wait(cond, what: str, relay: RelayProcess | None = None, timeout: float = 15
 
 
 def restarted(relay: RelayProcess, ov: dict) -> RelayProcess:
-    return RelayProcess(relay.data_dir, overrides=ov, http_port=relay.http_port, grpc_port=relay.grpc_port,
-                        admin_port=relay.admin_port).start()
+    return RelayProcess(
+        relay.data_dir, overrides=ov, http_port=relay.http_port, grpc_port=relay.grpc_port, admin_port=relay.admin_port
+    ).start()
 
 
 def drained(relay: RelayProcess) -> bool:
@@ -58,10 +60,16 @@ def slack_overrides(rules, slack) -> dict:
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
         "alerting": {
-            "route": {"receiver": "slack", "group_by": ["alertname", "team.id"], "group_wait": "0s",
-                      "group_interval": "200ms", "repeat_interval": "1h"},
-            "receivers": [{"name": "slack", "slack_configs": [
-                {"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}],
+            "route": {
+                "receiver": "slack",
+                "group_by": ["alertname", "team.id"],
+                "group_wait": "0s",
+                "group_interval": "200ms",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {"name": "slack", "slack_configs": [{"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}
+            ],
         },
     }
 
@@ -70,9 +78,28 @@ def slack_overrides(rules, slack) -> dict:
 @pytest.mark.timeout(90)
 def test_kill_9_during_a_slack_post_gives_one_message(tmp_path):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "budgets", "rules": [{
-        "alert": "TeamBudget", "kind": "budget", "matchers": [f'team.id="{TEAM}"'], "group_by": ["team.id"],
-        "limit_usd": 1.0, "window": "3650d", "thresholds": [{"percent": 50, "severity": "warning"}]}]}]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "budgets",
+                        "rules": [
+                            {
+                                "alert": "TeamBudget",
+                                "kind": "budget",
+                                "matchers": [f'team.id="{TEAM}"'],
+                                "group_by": ["team.id"],
+                                "limit_usd": 1.0,
+                                "window": "3650d",
+                                "thresholds": [{"percent": 50, "severity": "warning"}],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     with FakeSlack.run_in_thread(bot_tokens=(TOKEN,), channels={CHANNEL: "alerts"}) as slack:
         ov = slack_overrides(rules, slack)
         relay = RelayProcess(tmp_path / "data", overrides=ov).start()
@@ -104,12 +131,31 @@ def jira_overrides(rules, jira) -> dict:
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
         "alerting": {
-            "route": {"receiver": "jira", "group_by": ["alertname", "team.id"], "group_wait": "0s",
-                      "group_interval": "200ms", "repeat_interval": "1s"},
-            "receivers": [{"name": "jira", "jira_configs": [{
-                "flavor": "cloud", "api_url": jira.base_url, "user": USER, "api_token": API_TOKEN,
-                "project": "OPS", "issue_type": "Bug", "components": ["ai-usage"],
-                "search_lag": "4s", "timeout": "2s"}]}],
+            "route": {
+                "receiver": "jira",
+                "group_by": ["alertname", "team.id"],
+                "group_wait": "0s",
+                "group_interval": "200ms",
+                "repeat_interval": "1s",
+            },
+            "receivers": [
+                {
+                    "name": "jira",
+                    "jira_configs": [
+                        {
+                            "flavor": "cloud",
+                            "api_url": jira.base_url,
+                            "user": USER,
+                            "api_token": API_TOKEN,
+                            "project": "OPS",
+                            "issue_type": "Bug",
+                            "components": ["ai-usage"],
+                            "search_lag": "4s",
+                            "timeout": "2s",
+                        }
+                    ],
+                }
+            ],
         },
         "service": {"shutdown_timeout": "1s"},
     }
@@ -120,10 +166,30 @@ def jira_overrides(rules, jira) -> dict:
 @pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
 def test_stop_during_a_jira_cloud_create_with_search_lag_gives_one_issue(tmp_path, stop):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "failures", "rules": [{
-        "alert": "ApiRetriesExhausted", "kind": "error_rate", "errors": {"retries_exhausted": True}, "count": 1,
-        "min_count": 1, "matchers": [f'team.id="{TEAM}"'], "group_by": ["team.id"], "window": "60s",
-        "labels": {"severity": "critical"}}]}]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "failures",
+                        "rules": [
+                            {
+                                "alert": "ApiRetriesExhausted",
+                                "kind": "error_rate",
+                                "errors": {"retries_exhausted": True},
+                                "count": 1,
+                                "min_count": 1,
+                                "matchers": [f'team.id="{TEAM}"'],
+                                "group_by": ["team.id"],
+                                "window": "60s",
+                                "labels": {"severity": "critical"},
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     with FakeJira.run_in_thread("cloud", user=USER, api_token=API_TOKEN, search_lag=3.0) as jira:
         ov = jira_overrides(rules, jira)
         relay = RelayProcess(tmp_path / "data", overrides=ov).start()

@@ -23,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 
 from relay.model import usd_to_nanos
-
 from tests.fakes.langfuse import FakeLangfuse
 from tests.fakes.slack import FakeSlack
 from tests.support.cc_traffic import CCTraffic
@@ -43,15 +42,28 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def overrides(slack: FakeSlack, cron: str | None) -> dict:
     """The Slack receiver; with ``cron``, the daily report schedule posting to it (late after 1 s)."""
-    ov: dict = {"alerting": {
-        "route": {"receiver": "usage"},
-        "receivers": [{"name": "usage", "slack_configs": [
-            {"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}],
-    }}
+    ov: dict = {
+        "alerting": {
+            "route": {"receiver": "usage"},
+            "receivers": [
+                {"name": "usage", "slack_configs": [{"bot_token": TOKEN, "channel": CHANNEL, "api_url": slack.api_url}]}
+            ],
+        }
+    }
     if cron is not None:
-        ov["reports"] = {"schedules": [{
-            "name": "daily-usage", "period": "daily", "cron": cron, "timezone": "UTC", "receiver": "usage",
-            "group_by": "team.id", "late_after": "1s"}]}
+        ov["reports"] = {
+            "schedules": [
+                {
+                    "name": "daily-usage",
+                    "period": "daily",
+                    "cron": cron,
+                    "timezone": "UTC",
+                    "receiver": "usage",
+                    "group_by": "team.id",
+                    "late_after": "1s",
+                }
+            ]
+        }
     return ov
 
 
@@ -61,8 +73,9 @@ def ns(dt: datetime) -> int:
 
 async def post_logs(relay, body: bytes) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                          headers={"Content-Type": "application/x-protobuf"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        ) as r:
             assert r.status == 200, await r.text()
 
 
@@ -89,7 +102,7 @@ def capture_calls(start: datetime, end: datetime) -> list[int]:
     """Costs (micro-USD) of the capture's API calls whose event time falls in [start, end), decoded independently."""
     out = []
     for e in by_name(events("protobuf-tools"), "api_request"):
-        when = datetime.strptime(e.attrs["event.timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(e.attrs["event.timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         if start <= when < end:
             out.append(micros(float(e.attrs["cost_usd"])))
     return out
@@ -98,11 +111,11 @@ def capture_calls(start: datetime, end: datetime) -> list[int]:
 @pytest.mark.timeout(90)
 async def test_missed_daily_report_posted_once_late_with_exact_figures(tmp_path):
     data = tmp_path / "data"
-    now = datetime.now(timezone.utc)
-    to_midnight = (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc) - now)
+    now = datetime.now(UTC)
+    to_midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC) - now
     if to_midnight < timedelta(seconds=40):  # keep the whole test inside one UTC day (deterministic periods)
         await asyncio.sleep(to_midnight.total_seconds() + 1)
-    today_start = datetime.combine(datetime.now(timezone.utc).date(), datetime.min.time(), timezone.utc)
+    today_start = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
     day_start, day_end = today_start - timedelta(days=1), today_start  # the day the report covers: yesterday
     label = day_start.date().isoformat()
 
@@ -129,7 +142,7 @@ async def test_missed_daily_report_posted_once_late_with_exact_figures(tmp_path)
         # 2. relay starts with a daily schedule firing in ~3 s (cron with croniter's seconds field) and stops
         #    before it: the schedule is now known, yesterday's 09:00-style firing before that is never posted
         fire_at = math.ceil(time.time()) + 3
-        fire = datetime.fromtimestamp(fire_at, timezone.utc)
+        fire = datetime.fromtimestamp(fire_at, UTC)
         assert fire.date() == today_start.date()
         ov = overrides(slack, f"{fire.minute} {fire.hour} * * * {fire.second}")
         async with running_relay(data, lf.base_url, ov) as relay:

@@ -21,14 +21,25 @@ def agent_run(exporter) -> None:
     tp = TracerProvider(resource=Resource.create({"service.name": "my-agent", "team.id": "search"}))
     tp.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = tp.get_tracer("my-agent")
-    with tracer.start_as_current_span("invoke_agent researcher", attributes={
-        "gen_ai.operation.name": "invoke_agent", "user.id": "alice", "session.id": "sess-42"}):
-        with tracer.start_as_current_span("chat gpt-5", attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5", "gen_ai.usage.input_tokens": 1200,
-            "gen_ai.usage.output_tokens": 300, "gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.cost": 0.0125}):
+    with tracer.start_as_current_span(
+        "invoke_agent researcher",
+        attributes={"gen_ai.operation.name": "invoke_agent", "user.id": "alice", "session.id": "sess-42"},
+    ):
+        with tracer.start_as_current_span(
+            "chat gpt-5",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-5",
+                "gen_ai.usage.input_tokens": 1200,
+                "gen_ai.usage.output_tokens": 300,
+                "gen_ai.usage.cache_read.input_tokens": 1000,
+                "gen_ai.usage.cost": 0.0125,
+            },
+        ):
             pass
-        with tracer.start_as_current_span("execute_tool grep", attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "grep"}) as tool:
+        with tracer.start_as_current_span(
+            "execute_tool grep", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "grep"}
+        ) as tool:
             tool.set_status(Status(StatusCode.ERROR, "no such file"))
     tp.shutdown()
 
@@ -56,13 +67,20 @@ async def test_otel_sdk_exporters_as_clients(tmp_path, transport):
             if transport.startswith("http"):
                 from opentelemetry.exporter.otlp.proto.http import Compression
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-                exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces",
-                                            compression=Compression.Gzip if "gzip" in transport else Compression.NoCompression)
+
+                exporter = OTLPSpanExporter(
+                    endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces",
+                    compression=Compression.Gzip if "gzip" in transport else Compression.NoCompression,
+                )
             else:
                 from grpc import Compression
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-                exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{relay.grpc.port}", insecure=True,
-                                            compression=Compression.Gzip if "gzip" in transport else None)
+
+                exporter = OTLPSpanExporter(
+                    endpoint=f"127.0.0.1:{relay.grpc.port}",
+                    insecure=True,
+                    compression=Compression.Gzip if "gzip" in transport else None,
+                )
             await asyncio.to_thread(agent_run, exporter)
             await settle(relay)
         await check_picture(lf)
@@ -75,9 +93,12 @@ async def test_otel_sdk_metrics_are_kept_for_the_ledger_not_sent_to_langfuse(tmp
 
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url) as relay:
+
             def emit():
                 reader = PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/metrics"), export_interval_millis=60_000)
+                    OTLPMetricExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/metrics"),
+                    export_interval_millis=60_000,
+                )
                 mp = MeterProvider(metric_readers=[reader])
                 mp.get_meter("agent").create_counter("tokens").add(7, {"type": "input"})
                 mp.shutdown()
@@ -94,12 +115,21 @@ async def test_langfuse_sdk_can_use_relay_as_its_base_url(tmp_path):
 
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url) as relay:
+
             def use_sdk():
-                client = Langfuse(public_key="pk-lf-app", secret_key="sk-lf-app",
-                                  base_url=f"http://127.0.0.1:{relay.http.port}", flush_interval=0.1)
-                with client.start_as_current_observation(name="answer", as_type="generation", model="claude-sonnet-5",
-                                                         usage_details={"input": 10, "output": 5},
-                                                         cost_details={"total": 0.001}):
+                client = Langfuse(
+                    public_key="pk-lf-app",
+                    secret_key="sk-lf-app",
+                    base_url=f"http://127.0.0.1:{relay.http.port}",
+                    flush_interval=0.1,
+                )
+                with client.start_as_current_observation(
+                    name="answer",
+                    as_type="generation",
+                    model="claude-sonnet-5",
+                    usage_details={"input": 10, "output": 5},
+                    cost_details={"total": 0.001},
+                ):
                     client.update_current_span(output="done")
                 client.flush()
                 client.shutdown()

@@ -29,11 +29,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.notify.webhook.notifier import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME
-from tests.support.webhook_signature import consumer_verifies
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.cc_traffic import CCTraffic
 from tests.support.expected import by_name, events
 from tests.support.inproc import replay, running_relay
+from tests.support.webhook_signature import consumer_verifies
 
 SECRET = "whsec-e2e-0123456789abcdef"
 TEAM = "e2e-hook"
@@ -61,7 +61,8 @@ class Consumer:
         body = await request.read()
         headers = dict(request.headers)
         if request.query.get("token") != "s3cr3t" or not consumer_verifies(
-                SECRET, headers.get(TIMESTAMP_HEADER), body, headers.get(SIGNATURE_HEADER)):
+            SECRET, headers.get(TIMESTAMP_HEADER), body, headers.get(SIGNATURE_HEADER)
+        ):
             self.received.append((headers, body, 401))
             return web.Response(status=401, text="bad signature")
         key = headers[IDEMPOTENCY_HEADER]
@@ -76,7 +77,7 @@ class Consumer:
         self.received.append((headers, body, 200))
         return web.Response(status=200, text="ok")
 
-    async def start(self) -> "Consumer":
+    async def start(self) -> Consumer:
         app = web.Application()
         app.router.add_post("/hooks/relay", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
@@ -94,15 +95,40 @@ class Consumer:
 
 def write_rules(path: Path) -> None:
     [ev] = by_name(events("protobuf-err529"), "api_retries_exhausted")  # decoded without relay's code
-    common = {"kind": "error_rate", "errors": {"retries_exhausted": True}, "count": 1, "min_count": 1,
-              "labels": {"severity": "warning"},
-              "annotations": {"summary": "{{ values.failed | int }} requests gave up after all retries"}}
-    path.write_text(yaml.safe_dump({"groups": [{"name": "failures", "rules": [
-        {**common, "alert": "CaptureRetriesExhausted", "matchers": [f'session="{ev.attrs["session.id"]}"'],
-         "window": "3650d"},
-        {**common, "alert": "ApiRetriesExhausted", "matchers": [f'team.id="{TEAM}"'], "group_by": ["team.id"],
-         "window": "2s"},
-    ]}]}))
+    common = {
+        "kind": "error_rate",
+        "errors": {"retries_exhausted": True},
+        "count": 1,
+        "min_count": 1,
+        "labels": {"severity": "warning"},
+        "annotations": {"summary": "{{ values.failed | int }} requests gave up after all retries"},
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "failures",
+                        "rules": [
+                            {
+                                **common,
+                                "alert": "CaptureRetriesExhausted",
+                                "matchers": [f'session="{ev.attrs["session.id"]}"'],
+                                "window": "3650d",
+                            },
+                            {
+                                **common,
+                                "alert": "ApiRetriesExhausted",
+                                "matchers": [f'team.id="{TEAM}"'],
+                                "group_by": ["team.id"],
+                                "window": "2s",
+                            },
+                        ],
+                    }
+                ]
+            }
+        )
+    )
 
 
 def overrides(rules: Path, consumer: Consumer) -> dict:
@@ -111,18 +137,25 @@ def overrides(rules: Path, consumer: Consumer) -> dict:
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
         "alerting": {
             "external_url": "http://relay.example:8888",
-            "route": {"receiver": "hook", "group_by": ["alertname", "team.id"], "group_wait": "0s",
-                      "group_interval": "200ms", "repeat_interval": "1h"},
-            "receivers": [{"name": "hook", "webhook_configs": [
-                {"url": consumer.url, "hmac_secret": SECRET, "timeout": "3s"}]}],
+            "route": {
+                "receiver": "hook",
+                "group_by": ["alertname", "team.id"],
+                "group_wait": "0s",
+                "group_interval": "200ms",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {"name": "hook", "webhook_configs": [{"url": consumer.url, "hmac_secret": SECRET, "timeout": "3s"}]}
+            ],
         },
     }
 
 
 async def post_logs(relay, body: bytes) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                          headers={"Content-Type": "application/x-protobuf"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        ) as r:
             assert r.status == 200, await r.text()
 
 
@@ -131,8 +164,12 @@ async def metric(relay, name: str, **labels: str) -> float:
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{relay.admin_port}/metrics") as r:
             text = await r.text()
-    return sum(smp.value for fam in text_string_to_metric_families(text) for smp in fam.samples
-               if smp.name == name and all(smp.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        smp.value
+        for fam in text_string_to_metric_families(text)
+        for smp in fam.samples
+        if smp.name == name and all(smp.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 async def until(cond, what: str, timeout: float = 8.0) -> None:
@@ -166,8 +203,10 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 # the capture (replayed twice: an exporter retry) fires while the consumer is down
                 assert set(await replay(relay, "protobuf-err529")) == {200}
                 assert set(await replay(relay, "protobuf-err529")) == {200}
-                await until(lambda: metric(relay, "relay_notifications_retried_total", integration="webhook"),
-                            "a failed delivery attempt during the outage")
+                await until(
+                    lambda: metric(relay, "relay_notifications_retried_total", integration="webhook"),
+                    "a failed delivery attempt during the outage",
+                )
                 assert consumer.received == []
                 await consumer.start()  # back on the same port: the outbox's next retry delivers
                 await until(lambda: consumer.accepted, "the notification after the outage", 10)
@@ -180,8 +219,9 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 assert re.fullmatch(r"sha256=[0-9a-f]{64}", headers[SIGNATURE_HEADER])
                 assert consumer_verifies(SECRET, ts, body, headers[SIGNATURE_HEADER])
                 assert not consumer_verifies("another-secret", ts, body, headers[SIGNATURE_HEADER])
-                assert not consumer_verifies(SECRET, ts, body.replace(b'"firing"', b'"resolved"', 1),
-                                            headers[SIGNATURE_HEADER])
+                assert not consumer_verifies(
+                    SECRET, ts, body.replace(b'"firing"', b'"resolved"', 1), headers[SIGNATURE_HEADER]
+                )
                 assert not consumer_verifies(SECRET, str(int(ts) - 3600), body, headers[SIGNATURE_HEADER])
 
                 # the payload: Alertmanager v4, plus relay's figures
@@ -211,8 +251,10 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 assert h1[IDEMPOTENCY_HEADER] == h2[IDEMPOTENCY_HEADER] and b1 == b2
                 assert h1[IDEMPOTENCY_HEADER].endswith(":1")
                 [fired] = by_alert(consumer, "ApiRetriesExhausted")
-                assert fired["status"] == "firing" and fired["groupLabels"] == {"alertname": "ApiRetriesExhausted",
-                                                                                "team.id": TEAM}
+                assert fired["status"] == "firing" and fired["groupLabels"] == {
+                    "alertname": "ApiRetriesExhausted",
+                    "team.id": TEAM,
+                }
 
                 # no more failures: the alert leaves its 2 s window → a signed resolved notification (seq 2)
                 await until(lambda: len(consumer.received) == 4, "the resolved notification", 10)
@@ -228,8 +270,10 @@ async def test_signed_webhooks_survive_outage_restart_and_lost_responses(tmp_pat
                 seen = [(p["groupKey"], p["relay"]["seq"], p["status"]) for p in consumer.accepted]
                 assert len(seen) == len(set(seen)) == 3 and len(consumer.received) == 4
                 assert sorted((p["commonLabels"]["alertname"], p["status"]) for p in consumer.accepted) == [
-                    ("ApiRetriesExhausted", "firing"), ("ApiRetriesExhausted", "resolved"),
-                    ("CaptureRetriesExhausted", "firing")]
+                    ("ApiRetriesExhausted", "firing"),
+                    ("ApiRetriesExhausted", "resolved"),
+                    ("CaptureRetriesExhausted", "firing"),
+                ]
                 assert await metric(relay, "alertmanager_notifications_failed_total", integration="webhook") == 0
     finally:
         await consumer.stop()

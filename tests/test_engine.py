@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from relay.alerting.evaluation.engine import RuleEngine
 from relay.alert import AlertState
-from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.engine import RuleEngine
 from relay.alerting.evaluation.windows import CalendarWindow, RollingWindow, WindowAgg, bucket_size, quantile
+from relay.alerting.rules.load import RuleSet
 from relay.usage.store import LedgerChange
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, Sink, by, new, rec, upgrade, write_rules
@@ -26,8 +26,9 @@ async def engine_for(tmp_path, text: str, clock: Clock, sink: Sink, **kw) -> Rul
 
 
 def active(e: RuleEngine, name: str | None = None, **labels: str):
-    return by([a for a in e.alerts() if a.state is not AlertState.RESOLVED and (name is None or a.name == name)],
-              **labels)
+    return by(
+        [a for a in e.alerts() if a.state is not AlertState.RESOLVED and (name is None or a.name == name)], **labels
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- windows
@@ -47,16 +48,16 @@ def test_rolling_window_buckets_and_edges():
 
 def test_calendar_windows_align_in_their_timezone():
     month = CalendarWindow("month", "Europe/Berlin")
-    t = dt.datetime(2026, 11, 30, 22, 59, 59, tzinfo=dt.timezone.utc).timestamp()  # 23:59:59 in Berlin
+    t = dt.datetime(2026, 11, 30, 22, 59, 59, tzinfo=dt.UTC).timestamp()  # 23:59:59 in Berlin
     start, end = month.bounds(t)
-    assert dt.datetime.fromtimestamp(start, dt.timezone.utc) == dt.datetime(2026, 10, 31, 23, tzinfo=dt.timezone.utc)
+    assert dt.datetime.fromtimestamp(start, dt.UTC) == dt.datetime(2026, 10, 31, 23, tzinfo=dt.UTC)
     assert end == t + 1 and month.key(t + 1) == month.key(t) + 1 and month.next_boundary(t) == end
     week = CalendarWindow("week", "America/New_York")
-    wed = dt.datetime(2026, 11, 4, 12, tzinfo=dt.timezone.utc).timestamp()
+    wed = dt.datetime(2026, 11, 4, 12, tzinfo=dt.UTC).timestamp()
     ws, we = week.bounds(wed)
     assert dt.datetime.fromtimestamp(ws, week.zone).strftime("%a %H:%M") == "Mon 00:00" and we - ws == 7 * 86400
     day = CalendarWindow("day", "Europe/Berlin")  # 2026-03-29: clocks go forward, a 23-hour day
-    ds, de = day.bounds(dt.datetime(2026, 3, 29, 12, tzinfo=dt.timezone.utc).timestamp())
+    ds, de = day.bounds(dt.datetime(2026, 3, 29, 12, tzinfo=dt.UTC).timestamp())
     assert de - ds == 23 * 3600
 
 
@@ -104,8 +105,13 @@ async def test_budget_thresholds_are_separate_alerts_with_values(tmp_path):
     e.observe(new(rec("b", clock.advance(60), cost=1.0, labels=team)))
     (a,) = sink.take()
     assert a.state is AlertState.FIRING and a.fired_at == clock.t == a.active_at
-    assert a.labels == {"alertname": "TeamBudget", "tenant": "default", "team.id": "platform", "severity": "info",
-                        "threshold": "50"}
+    assert a.labels == {
+        "alertname": "TeamBudget",
+        "tenant": "default",
+        "team.id": "platform",
+        "severity": "info",
+        "threshold": "50",
+    }
     assert a.value == 50.0 and a.rule.endswith("rules.yaml:TeamBudget") and a.window == "month (Europe/Berlin)"
     assert a.values["spend"] == 50.0 and a.values["limit"] == 100.0 and a.values["threshold"] == 50.0
     assert a.values["threshold_percent"] == 50.0 and a.values["percent"] == 50.0
@@ -117,13 +123,17 @@ async def test_budget_thresholds_are_separate_alerts_with_values(tmp_path):
     assert sorted(x.labels["threshold"] for x in sent) == ["100", "50", "80"]  # 50 re-sent: value moved > 5 %
     assert by(sent, threshold="100")[0].labels["severity"] == "critical"
     # other kinds and other teams do not count
-    e.observe(new(rec("d", clock.advance(1), kind="tool", cost=500.0, labels=team),
-                  rec("e", clock.t, cost=70.0, labels={"team.id": "data"})))
+    e.observe(
+        new(
+            rec("d", clock.advance(1), kind="tool", cost=500.0, labels=team),
+            rec("e", clock.t, cost=70.0, labels={"team.id": "data"}),
+        )
+    )
     assert [x.labels["threshold"] for x in sink.take()] == ["50"]
 
 
 async def test_budget_resets_at_the_calendar_boundary_in_its_timezone(tmp_path):
-    berlin_midnight = dt.datetime(2026, 11, 30, 23, tzinfo=dt.timezone.utc).timestamp()
+    berlin_midnight = dt.datetime(2026, 11, 30, 23, tzinfo=dt.UTC).timestamp()
     clock, sink = Clock(berlin_midnight - 3600), Sink()
     e = await engine_for(tmp_path, BUDGET, clock, sink)
     e.observe(new(rec("a", clock.t, cost=90.0, labels={"team.id": "p"})))
@@ -146,8 +156,10 @@ async def test_budget_resets_at_the_calendar_boundary_in_its_timezone(tmp_path):
     assert sorted((a.labels["threshold"], a.state.value) for a in e.alerts()) == [("50", "firing"), ("80", "resolved")]
     assert len(sink.take()) == 1
     e.observe([LedgerChange(rec("again", clock.t, cost=60.0, labels={"team.id": "p"}), None)])
-    assert sorted((a.labels["threshold"], a.state.value) for a in e.alerts()) == [("50", "resolved"),
-                                                                                  ("80", "resolved")]
+    assert sorted((a.labels["threshold"], a.state.value) for a in e.alerts()) == [
+        ("50", "resolved"),
+        ("80", "resolved"),
+    ]
     assert len(sink.take()) == 1
     # a record of the old month arriving late does not count in the new one
     e.observe(new(rec("late", berlin_midnight - 10, cost=50.0, labels={"team.id": "p"})))
@@ -160,7 +172,7 @@ async def test_budget_resets_at_the_calendar_boundary_in_its_timezone(tmp_path):
 async def test_forecast_fires_after_min_elapsed_when_the_projection_exceeds_the_limit(tmp_path):
     forecast = "        forecast: {enabled: true, min_elapsed: 2d, severity: warning}\n"
     text = BUDGET.replace("        annotations:", forecast + "        annotations:")
-    start = dt.datetime(2026, 10, 31, 23, tzinfo=dt.timezone.utc).timestamp()  # 2026-11-01 00:00 Berlin
+    start = dt.datetime(2026, 10, 31, 23, tzinfo=dt.UTC).timestamp()  # 2026-11-01 00:00 Berlin
     clock, sink = Clock(start + 86400), Sink()  # day 1 of 30
     e = await engine_for(tmp_path, text, clock, sink)
     e.observe(new(rec("a", clock.t, cost=10.0, labels={"team.id": "p"})))  # pace: $300 a month
@@ -222,8 +234,12 @@ async def test_upgrades_and_retractions_are_counted_once(tmp_path):
 async def test_tenants_never_mix(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, BUDGET, clock, sink)
-    e.observe(new(rec("a", clock.t, cost=30.0, tenant="acme", labels={"team.id": "p"}),
-                  rec("a", clock.t, cost=30.0, tenant="globex", labels={"team.id": "p"})))
+    e.observe(
+        new(
+            rec("a", clock.t, cost=30.0, tenant="acme", labels={"team.id": "p"}),
+            rec("a", clock.t, cost=30.0, tenant="globex", labels={"team.id": "p"}),
+        )
+    )
     assert sink.take() == []
     e.observe(new(rec("b", clock.t, cost=30.0, tenant="acme", labels={"team.id": "p"})))
     (a,) = sink.take()
@@ -245,8 +261,12 @@ async def test_matchers_route_records_index_and_regex(tmp_path):
         """
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, text, clock, sink)
-    e.observe(new(rec("1", clock.t, model="claude-x", labels={"team.id": "a"}),
-                  rec("2", clock.t, model="gpt-4", labels={"team.id": "a"})))
+    e.observe(
+        new(
+            rec("1", clock.t, model="claude-x", labels={"team.id": "a"}),
+            rec("2", clock.t, model="gpt-4", labels={"team.id": "a"}),
+        )
+    )
     assert sorted(a.name for a in sink.take()) == ["Eq"]
     e.observe(new(rec("3", clock.t, model="claude-x", labels={"team.id": "b"}), rec("4", clock.t, model="claude-x")))
     assert sorted(a.name for a in sink.take()) == ["All", "Missing", "NotEq"]
@@ -299,8 +319,14 @@ async def test_error_rate_needs_min_count_and_ratio(tmp_path):
     assert by(sink.take(), alertname="Errors") == []  # 1 of 2 failed: below min_count
     e.observe(new(rec("3", clock.t, **m), rec("4", clock.t, **m)))
     (a,) = by(sink.take(), alertname="Errors")
-    assert a.value == 0.25 and a.values == {"ratio": 0.25, "failed": 1.0, "total": 4.0, "min_count": 4.0,
-                                            "threshold": 0.2, "count_threshold": 0.0}
+    assert a.value == 0.25 and a.values == {
+        "ratio": 0.25,
+        "failed": 1.0,
+        "total": 4.0,
+        "min_count": 4.0,
+        "threshold": 0.2,
+        "count_threshold": 0.0,
+    }
     assert a.labels == {"alertname": "Errors", "tenant": "default", "model": "claude-x", "severity": "warning"}
     e.observe(new(rec("5", clock.t, **m)))  # 1 of 5 = 0.2: not above
     (r,) = by(sink.take(), alertname="Errors")
@@ -310,8 +336,12 @@ async def test_error_rate_needs_min_count_and_ratio(tmp_path):
 async def test_529_without_status_code_counts_as_overload(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, ERRORS, clock, sink)
-    e.observe(new(rec("1", clock.t, success=False, status_code=500, error_class="server_error"),
-                  rec("2", clock.t, success=True)))
+    e.observe(
+        new(
+            rec("1", clock.t, success=False, status_code=500, error_class="server_error"),
+            rec("2", clock.t, success=True),
+        )
+    )
     assert by(sink.take(), alertname="Overloaded") == []
     e.observe(new(rec("3", clock.t, success=False, error_class="overloaded", error="Repeated 529 Overloaded errors")))
     (a,) = by(sink.take(), alertname="Overloaded")
@@ -328,11 +358,19 @@ async def test_retries_exhausted_counts_and_links_point_at_a_failure(tmp_path):
 
     e = await engine_for(tmp_path, ERRORS, clock, sink, links=links)
     u = {"user": "jdoe"}
-    e.observe(new(rec("r1", clock.t, kind="retries_exhausted", success=False, session_id="s-fail", **u),
-                  rec("c1", clock.t, success=False, session_id="s-fail", **u)))
+    e.observe(
+        new(
+            rec("r1", clock.t, kind="retries_exhausted", success=False, session_id="s-fail", **u),
+            rec("c1", clock.t, success=False, session_id="s-fail", **u),
+        )
+    )
     assert by(sink.take(), alertname="Exhausted") == []
-    e.observe(new(rec("r2", clock.t, kind="retries_exhausted", success=False, session_id="s-fail", **u),
-                  rec("c2", clock.t, success=True, session_id="s-ok", **u)))
+    e.observe(
+        new(
+            rec("r2", clock.t, kind="retries_exhausted", success=False, session_id="s-fail", **u),
+            rec("c2", clock.t, success=True, session_id="s-ok", **u),
+        )
+    )
     (a,) = by(sink.take(), alertname="Exhausted")
     assert a.values["failed"] == 2.0 and a.values["total"] == 2.0 and a.value == 2.0
     assert a.annotations["summary"] == "2 exhausted, 50"
@@ -352,10 +390,14 @@ async def test_tool_failure_rate_excludes_rejections_and_filters_classes(tmp_pat
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, ERRORS, clock, sink)
     t = {"kind": "tool", "tool_name": "Bash"}
-    e.observe(new(rec("1", clock.t, success=True, **t),
-                  rec("2", clock.t, success=False, error_class="rejected", **t),
-                  rec("3", clock.t, success=False, error_class="rejected", **t),
-                  rec("4", clock.t, success=False, error_class="McpToolCallError", **t)))
+    e.observe(
+        new(
+            rec("1", clock.t, success=True, **t),
+            rec("2", clock.t, success=False, error_class="rejected", **t),
+            rec("3", clock.t, success=False, error_class="rejected", **t),
+            rec("4", clock.t, success=False, error_class="McpToolCallError", **t),
+        )
+    )
     assert by(sink.take(), alertname="ToolFailures") == []  # McpToolCallError is not in error_classes
     e.observe(new(rec("5", clock.t, success=False, error_class="ShellError", **t)))
     (a,) = by(sink.take(), alertname="ToolFailures")
@@ -386,15 +428,21 @@ async def test_error_rate_counts_only_calls_of_its_kind(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, KINDS, clock, sink)
     tool = {"kind": "tool", "tool_name": "Bash"}
-    e.observe(new(*(rec(f"t{i}", clock.t, success=False, error_class="ShellError", **tool) for i in range(3)),
-                  rec("l1", clock.t, success=True), rec("l2", clock.t, success=True)))
+    e.observe(
+        new(
+            *(rec(f"t{i}", clock.t, success=False, error_class="ShellError", **tool) for i in range(3)),
+            rec("l1", clock.t, success=True),
+            rec("l2", clock.t, success=True),
+        )
+    )
     fired = sink.take()
     (t,) = by(fired, alertname="ToolErrors")
     assert t.values["failed"] == 3.0 and t.values["total"] == 3.0  # the two llm calls are not tool calls
     assert by(fired, alertname="LlmErrors") == []  # 0 of 2 llm calls failed: tool failures do not count
     # llm failures: 3 of 5 llm calls (2 of 4 would be exactly 0.5, not above) — the 3 tool calls stay out
-    e.observe(new(rec("l3", clock.t, success=False, status_code=500),
-                  rec("l4", clock.t, success=False, status_code=500)))
+    e.observe(
+        new(rec("l3", clock.t, success=False, status_code=500), rec("l4", clock.t, success=False, status_code=500))
+    )
     assert by(sink.take(), alertname="LlmErrors") == []
     e.observe(new(rec("l5", clock.t, success=False, status_code=500)))
     (llm,) = by(sink.take(), alertname="LlmErrors")
@@ -457,8 +505,9 @@ async def test_session_cost_in_the_last_hour(tmp_path):
     clock.advance(1800)
     e.observe(new(rec("3", clock.t, cost=6, session_id="s1")))
     (a,) = by(sink.take(), alertname="SessionCost")
-    assert a.labels["session"] == "s1" and a.value == 12.0 and a.values == {"value": 12.0, "threshold": 10.0,
-                                                                            "count": 2.0}
+    assert (
+        a.labels["session"] == "s1" and a.value == 12.0 and a.values == {"value": 12.0, "threshold": 10.0, "count": 2.0}
+    )
     clock.advance(1800 + 30)
     e.evaluate()
     (r,) = by(sink.take(), alertname="SessionCost")
@@ -469,8 +518,9 @@ async def test_p95_ttft_with_min_count_and_for(tmp_path):
     clock, sink = Clock(T0), Sink()
     e = await engine_for(tmp_path, THRESHOLDS, clock, sink)
     m = {"model": "opus"}
-    e.observe(new(*(rec(f"f{i}", clock.t, ttft_ms=1000.0, **m) for i in range(3)),
-                  rec("s1", clock.t, ttft_ms=9000.0, **m)))
+    e.observe(
+        new(*(rec(f"f{i}", clock.t, ttft_ms=1000.0, **m) for i in range(3)), rec("s1", clock.t, ttft_ms=9000.0, **m))
+    )
     assert active(e, "SlowTTFT") == []  # 4 calls < min_count 5
     e.observe(new(rec("s2", clock.t, ttft_ms=9000.0, **m), rec("tool", clock.t, kind="tool", ttft_ms=99999.0)))
     (p,) = active(e, "SlowTTFT")
@@ -554,8 +604,14 @@ async def test_spike_ratio_and_zscore(tmp_path):
         for a in sink.take():
             fired.setdefault(a.name, (i, a))
     n, z = fired["Z"]
-    assert n == 13 and z.values == {"current": 13.0, "baseline": 6.0, "stddev": 2.0, "ratio": 13 / 6, "zscore": 3.5,
-                                    "threshold": 3.0}
+    assert n == 13 and z.values == {
+        "current": 13.0,
+        "baseline": 6.0,
+        "stddev": 2.0,
+        "ratio": 13 / 6,
+        "zscore": 3.5,
+        "threshold": 3.0,
+    }
     assert z.value == 3.5
     n, r = fired["Ratio"]
     assert n == 13 and r.value == pytest.approx(3.25) and r.values["baseline"] == pytest.approx(2.0)
@@ -716,8 +772,13 @@ async def test_expired_groups_are_forgotten(tmp_path):
 
 async def test_run_loop_evaluates_periodically(tmp_path):
     clock, sink = Clock(T0), Sink()
-    e = await engine_for(tmp_path, BUDGET.replace("calendar: month, timezone: Europe/Berlin", "rolling: 1m"),
-                         clock, sink, evaluation_interval=0.01)
+    e = await engine_for(
+        tmp_path,
+        BUDGET.replace("calendar: month, timezone: Europe/Berlin", "rolling: 1m"),
+        clock,
+        sink,
+        evaluation_interval=0.01,
+    )
     e.observe(new(rec("a", clock.t, cost=60.0, labels={"team.id": "p"})))
     assert len(sink.take()) == 1
     task = asyncio.create_task(e.run())

@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from relay.alerting.evaluation.engine import RuleEngine
 from relay.alert import AlertState
-from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.engine import RuleEngine
 from relay.alerting.evaluation.state import AlertStateStore
 from relay.alerting.evaluation.windows import CalendarWindow
+from relay.alerting.rules.load import RuleSet
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
 
@@ -53,9 +53,13 @@ def team(name: str) -> dict[str, str]:
 async def test_backfill_scans_once_from_the_oldest_window_start_and_fires(tmp_path):
     clock, sink, ledger = Clock(T0), Sink(), MemoryLedger()
     month_start = CalendarWindow("month", "Europe/Berlin").bounds(T0)[0]
-    await ledger.write([rec("old", month_start - 10, cost=500.0, labels=team("p")),
-                        rec("a", month_start + 10, cost=30.0, labels=team("p")),
-                        rec("b", T0 - 60, cost=30.0, labels=team("p"))])
+    await ledger.write(
+        [
+            rec("old", month_start - 10, cost=500.0, labels=team("p")),
+            rec("a", month_start + 10, cost=30.0, labels=team("p")),
+            rec("b", T0 - 60, cost=30.0, labels=team("p")),
+        ]
+    )
     await start(tmp_path, clock, sink, ledger)
     assert len(ledger.scans) == 1 and ledger.scans[0][0] == round(month_start * 1e9)  # the month is the longest
     (a,) = sink.take()
@@ -172,7 +176,7 @@ async def test_alerts_of_a_rule_removed_while_down_resolve(tmp_path, db):
     e1.observe(await ledger.write([rec("a", T0, cost=60.0, labels=team("p"))]))
     assert len(sink.take()) == 1
     await e1.drain()
-    only_hourly = RULES[RULES.index("      - alert: HourlySpend"):]
+    only_hourly = RULES[RULES.index("      - alert: HourlySpend") :]
     sink2 = Sink()
     e2 = await start(tmp_path, clock, sink2, ledger, db=db, text="groups:\n  - name: g\n    rules:\n" + only_hourly)
     (r,) = sink2.take()

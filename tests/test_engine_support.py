@@ -48,16 +48,23 @@ class MemoryLedger(LedgerStore):
     async def write_metric_points(self, rows: Sequence[tuple]) -> list[LedgerChange]:
         return []
 
-    async def scan(self, start_ns: int, end_ns: int, tenant: str | None = None,
-                   batch: int = 10_000) -> AsyncIterator[list[UsageRecord]]:
+    async def scan(
+        self, start_ns: int, end_ns: int, tenant: str | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[UsageRecord]]:
         self.scans.append((start_ns, end_ns))
         cursor: tuple[int, str] | None = None
         n = 0
         while True:
-            rows = sorted((r for r in self.records.values()
-                           if start_ns <= r.time_ns < end_ns and (tenant is None or r.tenant == tenant)
-                           and (cursor is None or (r.time_ns, r.key) > cursor)),
-                          key=lambda r: (r.time_ns, r.key))[:batch]
+            rows = sorted(
+                (
+                    r
+                    for r in self.records.values()
+                    if start_ns <= r.time_ns < end_ns
+                    and (tenant is None or r.tenant == tenant)
+                    and (cursor is None or (r.time_ns, r.key) > cursor)
+                ),
+                key=lambda r: (r.time_ns, r.key),
+            )[:batch]
             if not rows:
                 return
             cursor = (rows[-1].time_ns, rows[-1].key)
@@ -67,12 +74,27 @@ class MemoryLedger(LedgerStore):
                 await self.on_batch(n)
 
 
-def rec(key: str, t: float, *, kind: str = "llm", tenant: str = "default", cost: float = 0.0,
-        labels: dict[str, str] | None = None, **kw: object) -> UsageRecord:
+def rec(
+    key: str,
+    t: float,
+    *,
+    kind: str = "llm",
+    tenant: str = "default",
+    cost: float = 0.0,
+    labels: dict[str, str] | None = None,
+    **kw: object,
+) -> UsageRecord:
     """A usage record at unix seconds ``t`` costing ``cost`` USD."""
     kw.setdefault("cost_source", "reported" if cost else "none")
-    return UsageRecord(key=key, kind=kind, time_ns=round(t * 1e9), tenant=tenant, cost_nanos=round(cost * 1e9),
-                       labels=dict(labels or {}), **kw)
+    return UsageRecord(
+        key=key,
+        kind=kind,
+        time_ns=round(t * 1e9),
+        tenant=tenant,
+        cost_nanos=round(cost * 1e9),
+        labels=dict(labels or {}),
+        **kw,
+    )
 
 
 def new(*records: UsageRecord) -> list[LedgerChange]:
@@ -89,7 +111,6 @@ def write_rules(path: Path, text: str) -> str:
     """Write a rule file (dedented) and return its path as a string."""
     path.write_text(textwrap.dedent(text))
     return str(path)
-
 
 
 class Sink:

@@ -63,10 +63,13 @@ def export(*spans: dict, resource: dict | None = None, scope: str = "test-scope"
     ss = rs.scope_spans.add()
     ss.scope.name = scope
     for i, s in enumerate(spans):
-        sp = ss.spans.add(name=s.get("name", f"span-{i}"),
-                          trace_id=s.get("raw_trace_id", bytes.fromhex(s.get("trace", TRACE))),
-                          span_id=s.get("raw_span_id", bytes.fromhex(s.get("span_id", f"{i + 1:016x}"))),
-                          start_time_unix_nano=s.get("start", T0 + i), end_time_unix_nano=s.get("end", T0 + i + 10))
+        sp = ss.spans.add(
+            name=s.get("name", f"span-{i}"),
+            trace_id=s.get("raw_trace_id", bytes.fromhex(s.get("trace", TRACE))),
+            span_id=s.get("raw_span_id", bytes.fromhex(s.get("span_id", f"{i + 1:016x}"))),
+            start_time_unix_nano=s.get("start", T0 + i),
+            end_time_unix_nano=s.get("end", T0 + i + 10),
+        )
         if s.get("parent"):
             sp.parent_span_id = bytes.fromhex(s["parent"])
         if "status" in s:
@@ -107,11 +110,17 @@ async def post(http, lf, body, *, ctype=PB, auth=None, path=TRACES_PATH, **heade
 
 # ------------------------------------------------------------------------------------------------- ingestion wire
 async def test_protobuf_export_is_recorded_with_request_metadata(lf, http):
-    req = export({"span_id": "00000000000000a1", "name": "root", "attrs": {"k": "v", "n": 3, "f": 1.5, "b": True,
-                                                                             "arr": ["x", "y"]},
-                  "status": (Status.STATUS_CODE_ERROR, "boom"), "events": [("exception", {"exception.type": "E"})]},
-                 {"span_id": "00000000000000a2", "parent": "00000000000000a1", "name": "child"},
-                 resource={"service.name": "relay"})
+    req = export(
+        {
+            "span_id": "00000000000000a1",
+            "name": "root",
+            "attrs": {"k": "v", "n": 3, "f": 1.5, "b": True, "arr": ["x", "y"]},
+            "status": (Status.STATUS_CODE_ERROR, "boom"),
+            "events": [("exception", {"exception.type": "E"})],
+        },
+        {"span_id": "00000000000000a2", "parent": "00000000000000a1", "name": "child"},
+        resource={"service.name": "relay"},
+    )
     status, body, _ = await post(http, lf, req, **{"x-langfuse-ingestion-version": "4"})
     assert status == 200 and isinstance(body, dict) and "partialSuccess" not in body
     root, child = lf.spans("project-a")
@@ -127,15 +136,38 @@ async def test_protobuf_export_is_recorded_with_request_metadata(lf, http):
 
 
 async def test_otlp_json_export_decodes_hex_ids_and_list_attributes(lf, http):
-    doc = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
-                              "scopeSpans": [{"scope": {"name": "sc"}, "spans": [{
-                                  "traceId": TRACE.upper(), "spanId": "00000000000000b1", "name": "j",
-                                  "startTimeUnixNano": str(T0), "endTimeUnixNano": T0 + 5,
-                                  "attributes": [{"key": "i", "value": {"intValue": "42"}},
-                                                 {"key": "raw", "value": {"bytesValue": "AAE="}},
-                                                 {"key": "a", "value": {"arrayValue": {"values": [
-                                                     {"stringValue": "t1"}, {"boolValue": False}]}}}],
-                                  "status": {"code": 2}}]}]}]}
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "sc"},
+                        "spans": [
+                            {
+                                "traceId": TRACE.upper(),
+                                "spanId": "00000000000000b1",
+                                "name": "j",
+                                "startTimeUnixNano": str(T0),
+                                "endTimeUnixNano": T0 + 5,
+                                "attributes": [
+                                    {"key": "i", "value": {"intValue": "42"}},
+                                    {"key": "raw", "value": {"bytesValue": "AAE="}},
+                                    {
+                                        "key": "a",
+                                        "value": {
+                                            "arrayValue": {"values": [{"stringValue": "t1"}, {"boolValue": False}]}
+                                        },
+                                    },
+                                ],
+                                "status": {"code": 2},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     status, _, _ = await post(http, lf, json.dumps(doc), ctype="application/json; charset=utf-8")
     assert status == 200
     [span] = lf.spans()
@@ -162,11 +194,17 @@ async def test_content_type_must_contain_protobuf_or_json(lf, http, ctype):
 
 async def test_undecodable_bodies_are_400(lf, http):
     assert (await post(http, lf, b"\xff\xff\xff"))[:2] == (400, {"error": "Failed to parse OTel Protobuf Trace"})
-    assert (await post(http, lf, b"{", ctype="application/json"))[:2] == (400, {"error": "Failed to parse OTel JSON Trace"})
+    assert (await post(http, lf, b"{", ctype="application/json"))[:2] == (
+        400,
+        {"error": "Failed to parse OTel JSON Trace"},
+    )
 
 
-@pytest.mark.parametrize("bad", [{"raw_trace_id": b"\x01" * 8}, {"raw_span_id": b""}, {"raw_trace_id": b"\x00" * 16}],
-                         ids=["short-trace-id", "missing-span-id", "zero-trace-id"])
+@pytest.mark.parametrize(
+    "bad",
+    [{"raw_trace_id": b"\x01" * 8}, {"raw_span_id": b""}, {"raw_trace_id": b"\x00" * 16}],
+    ids=["short-trace-id", "missing-span-id", "zero-trace-id"],
+)
 async def test_one_bad_span_rejects_the_whole_request(lf, http, bad):
     status, body, _ = await post(http, lf, export({"name": "good"}, {"name": "bad", **bad}))
     assert status == 400 and "1 of 2 span(s) cannot be processed" in body["error"]
@@ -178,8 +216,11 @@ async def test_logs_sent_to_traces_endpoint_and_object_attributes_are_rejected(l
     logs.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=T0, severity_text="INFO")
     status, body, _ = await post(http, lf, logs.SerializeToString())
     assert status == 400 and "traceId:absent" in body["error"] and "logs" in body["error"]
-    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": "00000000000000c1",
-                                                          "attributes": {"k": "v"}}]}]}]}
+    doc = {
+        "resourceSpans": [
+            {"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": "00000000000000c1", "attributes": {"k": "v"}}]}]}
+        ]
+    }
     status, body, _ = await post(http, lf, json.dumps(doc), ctype="application/json")
     assert status == 400 and "attributes:not_an_array" in body["error"] and lf.spans() == []
 
@@ -192,8 +233,9 @@ async def test_ingestion_version_header(lf, http, version, ok):
         assert body == {"error": f'Unsupported x-langfuse-ingestion-version: "{version}". Maximum supported: "4".'}
 
 
-@pytest.mark.parametrize(("body", "ctype"), [(b"", PB), (b"{}", "application/json"),
-                                             (b'{"resourceSpans": []}', "application/json")])
+@pytest.mark.parametrize(
+    ("body", "ctype"), [(b"", PB), (b"{}", "application/json"), (b'{"resourceSpans": []}', "application/json")]
+)
 async def test_empty_request_is_200_empty_object(lf, http, body, ctype):
     assert (await post(http, lf, body, ctype=ctype))[:2] == (200, {})
 
@@ -239,8 +281,14 @@ async def test_scores_single_object_and_validation(lf, http):
     ok = {"name": "quality", "value": 1, "dataType": "BOOLEAN", "traceId": TRACE}
     status, body, _ = await post(http, lf, json.dumps(ok), ctype="application/json", path="/api/public/scores")
     assert status == 200 and body["id"] and lf.scores("project-a")[0]["name"] == "quality"
-    for bad in ({**ok, "name": ""}, {**ok, "value": 2}, [ok], {**ok, "dataType": "TEXT", "value": ""},
-                {**ok, "dataType": "CATEGORICAL"}, {"name": "n", "value": 1}):
+    for bad in (
+        {**ok, "name": ""},
+        {**ok, "value": 2},
+        [ok],
+        {**ok, "dataType": "TEXT", "value": ""},
+        {**ok, "dataType": "CATEGORICAL"},
+        {"name": "n", "value": 1},
+    ):
         status, body, _ = await post(http, lf, json.dumps(bad), ctype="application/json", path="/api/public/scores")
         assert status == 400 and "message" in body, bad
     assert len(lf.scores()) == 1
@@ -249,7 +297,9 @@ async def test_scores_single_object_and_validation(lf, http):
 async def test_legacy_ingestion_rejects_non_score_items_with_207(lf, http):
     batch = {"batch": [{"id": "1", "type": "trace-create", "body": {}}, {"id": "2", "type": "score-create"}]}
     status, body, _ = await post(http, lf, json.dumps(batch), ctype="application/json", path="/api/public/ingestion")
-    assert status == 207 and [e["id"] for e in body["errors"]] == ["1"] and [s["id"] for s in body["successes"]] == ["2"]
+    assert (
+        status == 207 and [e["id"] for e in body["errors"]] == ["1"] and [s["id"] for s in body["successes"]] == ["2"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------- faults
@@ -308,9 +358,12 @@ async def test_slow_answer_after_storing(lf, http):
     lf.slow(1.0)
     started = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
-        async with http.post(lf.traces_url, data=export({"name": "slow"}).SerializeToString(),
-                             headers={"Content-Type": PB, "Authorization": basic()},
-                             timeout=aiohttp.ClientTimeout(total=0.2)) as r:
+        async with http.post(
+            lf.traces_url,
+            data=export({"name": "slow"}).SerializeToString(),
+            headers={"Content-Type": PB, "Authorization": basic()},
+            timeout=aiohttp.ClientTimeout(total=0.2),
+        ) as r:
             await r.read()
     assert time.monotonic() - started < 0.9 and [s.name for s in lf.spans()] == ["slow"]
 
@@ -337,8 +390,11 @@ def test_threaded_fake_with_otel_sdk_exporter():
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     with FakeLangfuse.run_in_thread(projects=PROJECTS) as lf:
-        exporter = OTLPSpanExporter(endpoint=lf.base_url + TRACES_PATH, timeout=5,
-                                    headers={"Authorization": basic(), "x-langfuse-ingestion-version": "4"})
+        exporter = OTLPSpanExporter(
+            endpoint=lf.base_url + TRACES_PATH,
+            timeout=5,
+            headers={"Authorization": basic(), "x-langfuse-ingestion-version": "4"},
+        )
         provider = TracerProvider(resource=Resource.create({"service.name": "t"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         with provider.get_tracer("t").start_as_current_span("outer", attributes={"langfuse.trace.name": "T"}):
@@ -362,9 +418,17 @@ def test_threaded_fake_with_otel_sdk_exporter():
 
 # ------------------------------------------------------------------------------------------------- oracle
 def test_usage_details_json_wins_over_gen_ai_usage():
-    [obs] = view_of({"attrs": {"langfuse.observation.usage_details": json.dumps({"input": 10, "output": 5,
-                                                                                  "cache_read_input_tokens": 100}),
-                               "gen_ai.usage.input_tokens": 999, "gen_ai.request.model": "m"}}).observations
+    [obs] = view_of(
+        {
+            "attrs": {
+                "langfuse.observation.usage_details": json.dumps(
+                    {"input": 10, "output": 5, "cache_read_input_tokens": 100}
+                ),
+                "gen_ai.usage.input_tokens": 999,
+                "gen_ai.request.model": "m",
+            }
+        }
+    ).observations
     assert obs.usage_details == {"input": 10, "output": 5, "cache_read_input_tokens": 100, "total": 115}
     assert obs.type == "GENERATION"
 
@@ -375,8 +439,12 @@ def test_non_string_usage_details_yields_empty_usage():
 
 
 def test_generic_usage_subtracts_cache_from_input():
-    semconv = {"gen_ai.usage.input_tokens": 48183, "gen_ai.usage.output_tokens": 714,
-               "gen_ai.usage.cache_read.input_tokens": 47105, "gen_ai.usage.cache_creation.input_tokens": 1076}
+    semconv = {
+        "gen_ai.usage.input_tokens": 48183,
+        "gen_ai.usage.output_tokens": 714,
+        "gen_ai.usage.cache_read.input_tokens": 47105,
+        "gen_ai.usage.cache_creation.input_tokens": 1076,
+    }
     [obs] = view_of({"attrs": semconv}).observations
     assert obs.usage_details["input"] == 2 and obs.usage_details["input_cached_tokens"] == 47105
     # Anthropic numbers (input excludes cache) sent as gen_ai.usage.* collapse to 0 (Langfuse pitfall)
@@ -384,35 +452,59 @@ def test_generic_usage_subtracts_cache_from_input():
     assert view_of({"attrs": anthropic}).observations[0].usage_details["input"] == 0
 
 
-@pytest.mark.parametrize(("attrs", "expected"), [
-    ({"langfuse.observation.type": "tool", "gen_ai.operation.name": "chat"}, "TOOL"),
-    ({"langfuse.observation.type": "bogus", "gen_ai.operation.name": "chat"}, "GENERATION"),
-    ({"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "m"}, "AGENT"),
-    ({"gen_ai.operation.name": "execute_tool"}, "TOOL"),
-    ({"gen_ai.operation.name": "embeddings"}, "EMBEDDING"),
-    ({"gen_ai.tool.name": "Bash"}, "TOOL"),
-    ({"gen_ai.response.model": "claude-opus-5"}, "GENERATION"),
-    ({"input_tokens": 5}, "SPAN"),
-])
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"langfuse.observation.type": "tool", "gen_ai.operation.name": "chat"}, "TOOL"),
+        ({"langfuse.observation.type": "bogus", "gen_ai.operation.name": "chat"}, "GENERATION"),
+        ({"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "m"}, "AGENT"),
+        ({"gen_ai.operation.name": "execute_tool"}, "TOOL"),
+        ({"gen_ai.operation.name": "embeddings"}, "EMBEDDING"),
+        ({"gen_ai.tool.name": "Bash"}, "TOOL"),
+        ({"gen_ai.response.model": "claude-opus-5"}, "GENERATION"),
+        ({"input_tokens": 5}, "SPAN"),
+    ],
+)
 def test_observation_type_inference(attrs, expected):
     assert view_of({"attrs": attrs}).observations[0].type == expected
 
 
 def test_trace_fields_come_from_span_attributes_not_resource():
-    resource = {"user.id": "res-user", "session.id": "res-session", "langfuse.trace.name": "res-name",
-                "deployment.environment.name": "Langfuse-Staging", "langfuse.release": "r-res",
-                "service.version": "1.2.3"}
+    resource = {
+        "user.id": "res-user",
+        "session.id": "res-session",
+        "langfuse.trace.name": "res-name",
+        "deployment.environment.name": "Langfuse-Staging",
+        "langfuse.release": "r-res",
+        "service.version": "1.2.3",
+    }
     v = view_of({"name": "claude_code.interaction", "attrs": {"gen_ai.tool.name": "x"}}, resource=resource)
     trace = v.traces[TRACE]
     assert (trace.name, trace.user_id, trace.session_id) == (None, None, None)  # no span name fallback on v4
     assert (trace.environment, trace.release, trace.version) == ("staging", "r-res", "1.2.3")
     assert v.sessions == {}
-    v = view_of({"attrs": {"langfuse.user.id": "lu", "user.id": "u", "session.id": "s", "gen_ai.conversation.id": "c",
-                           "langfuse.trace.name": "T", "langfuse.environment": "bad env!", "langfuse.release": "r"}},
-                resource=resource)
+    v = view_of(
+        {
+            "attrs": {
+                "langfuse.user.id": "lu",
+                "user.id": "u",
+                "session.id": "s",
+                "gen_ai.conversation.id": "c",
+                "langfuse.trace.name": "T",
+                "langfuse.environment": "bad env!",
+                "langfuse.release": "r",
+            }
+        },
+        resource=resource,
+    )
     trace = v.traces[TRACE]
     assert (trace.name, trace.user_id, trace.session_id, trace.environment, trace.release) == (
-        "T", "lu", "s", "default", "r")
+        "T",
+        "lu",
+        "s",
+        "default",
+        "r",
+    )
     assert v.sessions == {"s": {TRACE}}
 
 
@@ -422,43 +514,89 @@ def test_tag_formats(tags):
 
 
 def test_trace_io_metadata_and_per_span_copies():
-    v = view_of({"span_id": "00000000000000e1", "attrs": {
-                    "langfuse.observation.input": '{"q":1}', "langfuse.observation.output": "done",
-                    "langfuse.trace.metadata": '{"team": "x"}', "langfuse.trace.metadata.repo": "r",
-                    "langfuse.session.id": "s1"}},
-                {"span_id": "00000000000000e2", "parent": "00000000000000e1",
-                 "attrs": {"langfuse.observation.input": "child-in"}})
+    v = view_of(
+        {
+            "span_id": "00000000000000e1",
+            "attrs": {
+                "langfuse.observation.input": '{"q":1}',
+                "langfuse.observation.output": "done",
+                "langfuse.trace.metadata": '{"team": "x"}',
+                "langfuse.trace.metadata.repo": "r",
+                "langfuse.session.id": "s1",
+            },
+        },
+        {
+            "span_id": "00000000000000e2",
+            "parent": "00000000000000e1",
+            "attrs": {"langfuse.observation.input": "child-in"},
+        },
+    )
     trace = v.traces[TRACE]
     assert (trace.input, trace.output, trace.metadata) == ('{"q":1}', "done", {"team": "x", "repo": "r"})
     assert [o.session_id for o in v.observations] == ["s1", None]  # the child lacks it: v4 violation is visible
 
 
 def test_level_status_name_and_completion_start():
-    [obs] = view_of({"name": "claude_code.tool", "status": (Status.STATUS_CODE_ERROR, "exit 1"),
-                     "attrs": {"gen_ai.tool.name": "Bash",
-                               "langfuse.observation.completion_start_time": "2026-01-01T00:00:00.5Z"}}).observations
+    [obs] = view_of(
+        {
+            "name": "claude_code.tool",
+            "status": (Status.STATUS_CODE_ERROR, "exit 1"),
+            "attrs": {
+                "gen_ai.tool.name": "Bash",
+                "langfuse.observation.completion_start_time": "2026-01-01T00:00:00.5Z",
+            },
+        }
+    ).observations
     assert (obs.name, obs.level, obs.status_message) == ("Bash", "ERROR", "exit 1")
     assert obs.completion_start_time == "2026-01-01T00:00:00.5Z"
-    [obs] = view_of({"status": (Status.STATUS_CODE_ERROR, "x"), "attrs": {
-        "langfuse.observation.level": "WARNING", "langfuse.observation.status_message": "explicit"}}).observations
+    [obs] = view_of(
+        {
+            "status": (Status.STATUS_CODE_ERROR, "x"),
+            "attrs": {"langfuse.observation.level": "WARNING", "langfuse.observation.status_message": "explicit"},
+        }
+    ).observations
     assert (obs.level, obs.status_message) == ("WARNING", "explicit")
 
 
 def test_cost_given_inferred_and_unmatched_models():
-    usage = json.dumps({"input": 1000, "output": 100, "cache_read_input_tokens": 10_000,
-                        "input_cache_creation_5m": 200, "input_cache_creation_1h": 50})
-    given = view_of({"attrs": {"gen_ai.request.model": "claude-opus-5", "langfuse.observation.usage_details": usage,
-                               "langfuse.observation.cost_details": '{"input": 0.01, "output": 0.02}'}})
+    usage = json.dumps(
+        {
+            "input": 1000,
+            "output": 100,
+            "cache_read_input_tokens": 10_000,
+            "input_cache_creation_5m": 200,
+            "input_cache_creation_1h": 50,
+        }
+    )
+    given = view_of(
+        {
+            "attrs": {
+                "gen_ai.request.model": "claude-opus-5",
+                "langfuse.observation.usage_details": usage,
+                "langfuse.observation.cost_details": '{"input": 0.01, "output": 0.02}',
+            }
+        }
+    )
     assert given.observations[0].cost_details == {"input": 0.01, "output": 0.02, "total": pytest.approx(0.03)}
     assert not given.observations[0].cost_inferred
-    inferred = view_of({"attrs": {"gen_ai.request.model": "claude-opus-5", "langfuse.observation.usage_details": usage}})
+    inferred = view_of(
+        {"attrs": {"gen_ai.request.model": "claude-opus-5", "langfuse.observation.usage_details": usage}}
+    )
     expected = 1000 * 5e-6 + 100 * 2.5e-5 + 10_000 * 5e-7 + 200 * 6.25e-6 + 50 * 1e-5
     assert inferred.total_cost() == pytest.approx(expected) and inferred.observations[0].cost_inferred
-    unmatched = view_of({"attrs": {"gen_ai.request.model": "claude-opus-5-5", "langfuse.observation.usage_details": usage}})
+    unmatched = view_of(
+        {"attrs": {"gen_ai.request.model": "claude-opus-5-5", "langfuse.observation.usage_details": usage}}
+    )
     assert unmatched.total_cost() == 0.0 and unmatched.generations()[0].usage_details["input"] == 1000
     # Claude 4.x entries price aliases of one bucket: sending both double-counts
-    aliased = view_of({"attrs": {"gen_ai.request.model": "claude-sonnet-4-5",
-                                 "langfuse.observation.usage_details": '{"input": 100, "input_tokens": 100}'}})
+    aliased = view_of(
+        {
+            "attrs": {
+                "gen_ai.request.model": "claude-sonnet-4-5",
+                "langfuse.observation.usage_details": '{"input": 100, "input_tokens": 100}',
+            }
+        }
+    )
     assert aliased.total_cost() == pytest.approx(2 * 100 * 3e-6)
 
 

@@ -19,15 +19,21 @@ async def test_score_configs_scores_prompts_and_datasets_through_the_sdk_client(
         api = AsyncLangfuseAPI(base_url=lf.base_url, username="pk-lf-test", password="sk-lf-test")
         from langfuse.api import ConfigCategory
 
-        cfg = await api.score_configs.create(name="tone", data_type="CATEGORICAL", categories=[
-            ConfigCategory(label="ok", value=1), ConfigCategory(label="rude", value=0)])
+        cfg = await api.score_configs.create(
+            name="tone",
+            data_type="CATEGORICAL",
+            categories=[ConfigCategory(label="ok", value=1), ConfigCategory(label="rude", value=0)],
+        )
         listed = await api.score_configs.get(page=1, limit=50)
         assert [c.id for c in listed.data] == [cfg.id] and listed.meta.total_items == 1
         ok = await api.scores.create(request=[{"name": "tone", "value": "ok", "traceId": "t1", "configId": cfg.id}])
         assert getattr(ok, "message", None) == "Accepted"
-        mixed = await api.scores.create(request=[
-            {"name": "tone", "value": "polite", "traceId": "t1", "configId": cfg.id},  # not a category
-            {"name": "x", "value": 1, "traceId": "t1"}])
+        mixed = await api.scores.create(
+            request=[
+                {"name": "tone", "value": "polite", "traceId": "t1", "configId": cfg.id},  # not a category
+                {"name": "x", "value": 1, "traceId": "t1"},
+            ]
+        )
         assert mixed.accepted == 1 and mixed.rejected == 1 and "category" in mixed.errors[0].message
         assert [s["name"] for s in lf.scores()] == ["tone", "x"]
         prompt = await api.prompts.get("greeting")

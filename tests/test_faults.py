@@ -44,14 +44,16 @@ def assert_outcomes_sum_to_accepted(relay) -> None:
 def expected_observations(scenario: str) -> int:
     """Root per interaction + one per api_request, tool_result, api_error and api_retries_exhausted."""
     evs = events(scenario)
-    return (len({e.attrs["prompt.id"] for e in by_name(evs, "user_prompt")})
-            + sum(len(by_name(evs, n)) for n in ("api_request", "tool_result", "api_error", "api_retries_exhausted")))
+    return len({e.attrs["prompt.id"] for e in by_name(evs, "user_prompt")}) + sum(
+        len(by_name(evs, n)) for n in ("api_request", "tool_result", "api_error", "api_retries_exhausted")
+    )
 
 
 def replay_sync(base_url: str, scenario: str) -> list[int]:
     async def go():
         async with aiohttp.ClientSession() as s:
             return [await post_capture(s, base_url, r) for r in load_scenario(scenario)]
+
     return asyncio.run(go())
 
 
@@ -72,8 +74,13 @@ def test_kill_9_right_after_acknowledgement_loses_nothing(tmp_path):
         assert set(statuses) == {200}
         relay.kill9()
         lf.restore()
-        relay2 = RelayProcess(tmp_path / "data", env=env, http_port=relay.http_port, grpc_port=relay.grpc_port,
-                              admin_port=relay.admin_port).start()
+        relay2 = RelayProcess(
+            tmp_path / "data",
+            env=env,
+            http_port=relay.http_port,
+            grpc_port=relay.grpc_port,
+            admin_port=relay.admin_port,
+        ).start()
         try:
             want = expected_observations("protobuf-tools")
             wait_spans(lf, want)
@@ -81,8 +88,9 @@ def test_kill_9_right_after_acknowledgement_loses_nothing(tmp_path):
             assert lf.duplicate_span_ids() == {}
             assert len(lf.view().generations()) == len(by_name(events("protobuf-tools"), "api_request"))
             # durable outcome totals: every item acknowledged by the killed relay has exactly one outcome
-            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == \
-                sum(expected_items("protobuf-tools"))
+            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == sum(
+                expected_items("protobuf-tools")
+            )
         finally:
             assert relay2.terminate() == 0
 
@@ -96,8 +104,13 @@ def test_kill_9_while_exporting_does_not_duplicate(tmp_path):
             assert set(replay_sync(relay.http_url, scenario)) == {200}
         time.sleep(0.3)
         relay.kill9()
-        relay2 = RelayProcess(tmp_path / "data", env=env, http_port=relay.http_port, grpc_port=relay.grpc_port,
-                              admin_port=relay.admin_port).start()
+        relay2 = RelayProcess(
+            tmp_path / "data",
+            env=env,
+            http_port=relay.http_port,
+            grpc_port=relay.grpc_port,
+            admin_port=relay.admin_port,
+        ).start()
         try:
             want = sum(expected_observations(s) for s in ("protobuf-text", "protobuf-tools", "protobuf-subagent"))
             wait_spans(lf, want)
@@ -126,8 +139,9 @@ def test_sigterm_drains_and_open_traces_resume_after_restart(tmp_path):
             want = expected_observations("protobuf-text-nobeta")
             wait_spans(lf, want)
             assert len(lf.spans()) == want and lf.duplicate_span_ids() == {}
-            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == \
-                sum(expected_items("protobuf-text-nobeta"))
+            assert sum(relay2.metric("relay_items_total", outcome=o) for o in OUTCOMES) == sum(
+                expected_items("protobuf-text-nobeta")
+            )
         finally:
             relay2.terminate()
 
@@ -195,8 +209,14 @@ async def test_full_spool_answers_503_with_retry_after_instead_of_dropping(tmp_p
 async def test_langfuse_outage_resumes_within_a_second_of_recovery(tmp_path):
     """During an outage relay backs off (here 20 s ± 50 %, far longer than the outage) but probes Langfuse's health
     endpoint; the export resumes right after the recovery instead of at the end of the backoff."""
-    overrides = {"exporters": {"langfuse": {"retry_on_failure": {"initial_interval": "20s", "max_interval": "30s"},
-                                            "health_probe_interval": "100ms"}}}
+    overrides = {
+        "exporters": {
+            "langfuse": {
+                "retry_on_failure": {"initial_interval": "20s", "max_interval": "30s"},
+                "health_probe_interval": "100ms",
+            }
+        }
+    }
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, overrides) as relay:
             await lf.outage()

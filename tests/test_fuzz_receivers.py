@@ -23,13 +23,19 @@ from hypothesis import strategies as st
 from tests.support.fixtures import load_scenario
 from tests.support.inproc import running_relay, settle
 
-FUZZ = settings(max_examples=120, deadline=None, database=None, derandomize=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 OUTCOMES = ("forwarded", "filtered", "invalid", "dead_lettered", "quarantined")
-GRPC_METHODS = {"traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"}
+GRPC_METHODS = {
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+}
 
 
 @cache
@@ -98,11 +104,11 @@ def byte_mutation(draw, base: bytes) -> bytes:
         if op == "flip" and data:
             data[pos] ^= draw(st.integers(1, 255))
         elif op == "cut":
-            del data[pos: pos + draw(st.integers(1, 64))]
+            del data[pos : pos + draw(st.integers(1, 64))]
         elif op == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
         elif op == "dup" and data:
-            data[pos:pos] = data[pos: pos + draw(st.integers(1, 64))]
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 64))]
         elif op == "varint":  # a huge length or value: 10-byte varint
             data[pos:pos] = b"\xff" * 9 + b"\x01"
     return bytes(data)
@@ -110,14 +116,33 @@ def byte_mutation(draw, base: bytes) -> bytes:
 
 def _json_leaf():
     big = st.integers(min_value=-(2**70), max_value=2**70)
-    return st.one_of(st.none(), st.booleans(), big, st.floats(allow_nan=True, allow_infinity=True),
-                     st.text(max_size=8), st.sampled_from(["\ud800", "\udfff", "a\udc00b", "0" * 40, "NaN"]))
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        big,
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+        st.sampled_from(["\ud800", "\udfff", "a\udc00b", "0" * 40, "NaN"]),
+    )
 
 
-JSON_VALUES = st.recursive(_json_leaf(), lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=6), st.sampled_from(
-        ["\ud800", "timeUnixNano", "traceId", "spanId", "intValue", "kvlistValue", "arrayValue", "values"])),
-        inner, max_size=3)), max_leaves=12)
+JSON_VALUES = st.recursive(
+    _json_leaf(),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(
+                st.text(max_size=6),
+                st.sampled_from(
+                    ["\ud800", "timeUnixNano", "traceId", "spanId", "intValue", "kvlistValue", "arrayValue", "values"]
+                ),
+            ),
+            inner,
+            max_size=3,
+        ),
+    ),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -201,8 +226,10 @@ def test_fuzz_grpc_never_internal(tmp_path, caplog):
     pb = corpus("protobuf")
     with relay_in_thread(tmp_path) as (relay, loop):
         channel = grpc.insecure_channel(f"127.0.0.1:{relay.grpc.port}")
-        calls = {s: channel.unary_unary(m, request_serializer=None, response_deserializer=None)
-                 for s, m in GRPC_METHODS.items()}
+        calls = {
+            s: channel.unary_unary(m, request_serializer=None, response_deserializer=None)
+            for s, m in GRPC_METHODS.items()
+        }
         codes: dict[str, int] = {}
 
         @FUZZ
@@ -216,8 +243,12 @@ def test_fuzz_grpc_never_internal(tmp_path, caplog):
             except grpc.RpcError as e:
                 code = e.code()
             codes[code.name] = codes.get(code.name, 0) + 1
-            assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE,
-                            grpc.StatusCode.RESOURCE_EXHAUSTED), code
+            assert code in (
+                grpc.StatusCode.OK,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ), code
 
         run()
         signal, base = pb[0]
@@ -227,15 +258,20 @@ def test_fuzz_grpc_never_internal(tmp_path, caplog):
     assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
 
 
-@pytest.mark.parametrize("body", [
-    b'{"resourceSpans":' + b"[" * 1000 + b"]" * 1000 + b"}",
-    b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":'
-    + b'{"kvlistValue":{"values":[{"key":"k","value":' * 200 + b'{"intValue":"1"}' + b"}]}}" * 200
-    + b"}]}]}]}]}",
-    b'{"resourceSpans":[], "\\ud800": 1}',
-    b'{"\\udfff\\u0041": {"x": 1}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceSpans":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":'
+        + b'{"kvlistValue":{"values":[{"key":"k","value":' * 200
+        + b'{"intValue":"1"}'
+        + b"}]}}" * 200
+        + b"}]}]}]}]}",
+        b'{"resourceSpans":[], "\\ud800": 1}',
+        b'{"\\udfff\\u0041": {"x": 1}}',
+    ],
+)
 async def test_hostile_json_is_400_with_reason_and_one_log_line(tmp_path, caplog, body):
     import aiohttp
 
@@ -243,8 +279,9 @@ async def test_hostile_json_is_400_with_reason_and_one_log_line(tmp_path, caplog
     async with running_relay(tmp_path / "data", None) as relay:
         caplog.clear()
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=body,
-                              headers={"Content-Type": "application/json"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{relay.http.port}/v1/traces", data=body, headers={"Content-Type": "application/json"}
+            ) as r:
                 assert r.status == 400
                 reason = (await r.json())["message"]
         assert "nested deeper" in reason or "surrogate" in reason

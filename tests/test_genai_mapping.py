@@ -32,43 +32,55 @@ MESSAGES = json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"
 def _agent_run() -> ExportTraceServiceRequest:
     """invoke_agent → chat (tokens incl. cache) → execute_tool ok + execute_tool failed; user/session on root only."""
     exporter = InMemorySpanExporter()
-    resource = Resource.create({"service.name": "acme-agent", "deployment.environment.name": "Staging",
-                                "team.id": "core"})
+    resource = Resource.create(
+        {"service.name": "acme-agent", "deployment.environment.name": "Staging", "team.id": "core"}
+    )
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("acme.agent", "0.3.0")
     with tracer.start_as_current_span("invoke_agent coder", kind=SpanKind.INTERNAL) as root:
-        root.set_attributes({
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": "coder",
-            "user.id": "alice",
-            "session.id": "conv-42",
-            "gen_ai.request.model": "claude-sonnet-4-5",
-            "input.value": "deploy the service",
-        })
-        with tracer.start_as_current_span("chat claude-sonnet-4-5", kind=SpanKind.CLIENT) as chat:
-            chat.set_attributes({
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "anthropic",
+        root.set_attributes(
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "coder",
+                "user.id": "alice",
+                "session.id": "conv-42",
                 "gen_ai.request.model": "claude-sonnet-4-5",
-                "gen_ai.response.model": "claude-sonnet-4-5-20250929",
-                "gen_ai.request.temperature": 0.2,
-                "gen_ai.usage.input_tokens": 10_000,  # OTel: includes the cache tokens below
-                "gen_ai.usage.output_tokens": 250,
-                "gen_ai.usage.cache_read.input_tokens": 9_000,
-                "gen_ai.usage.cache_creation.input_tokens": 800,
-                "gen_ai.usage.cost": 0.0421,
-                "gen_ai.input.messages": MESSAGES,
-                "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text",
-                                                                                       "content": "ok"}]}]),
-            })
+                "input.value": "deploy the service",
+            }
+        )
+        with tracer.start_as_current_span("chat claude-sonnet-4-5", kind=SpanKind.CLIENT) as chat:
+            chat.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4-5",
+                    "gen_ai.response.model": "claude-sonnet-4-5-20250929",
+                    "gen_ai.request.temperature": 0.2,
+                    "gen_ai.usage.input_tokens": 10_000,  # OTel: includes the cache tokens below
+                    "gen_ai.usage.output_tokens": 250,
+                    "gen_ai.usage.cache_read.input_tokens": 9_000,
+                    "gen_ai.usage.cache_creation.input_tokens": 800,
+                    "gen_ai.usage.cost": 0.0421,
+                    "gen_ai.input.messages": MESSAGES,
+                    "gen_ai.output.messages": json.dumps(
+                        [{"role": "assistant", "parts": [{"type": "text", "content": "ok"}]}]
+                    ),
+                }
+            )
             chat.add_event("gen_ai.content.prompt", {"gen_ai.prompt": f"use {SECRET}", "index": 0})
         with tracer.start_as_current_span("execute_tool read_file") as tool:
-            tool.set_attributes({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "read_file",
-                                 "gen_ai.tool.call.arguments": '{"path": "README.md"}'})
+            tool.set_attributes(
+                {
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": "read_file",
+                    "gen_ai.tool.call.arguments": '{"path": "README.md"}',
+                }
+            )
         with tracer.start_as_current_span("execute_tool bash") as bad:
-            bad.set_attributes({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "bash",
-                                "error.type": "ExitCode"})
+            bad.set_attributes(
+                {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "bash", "error.type": "ExitCode"}
+            )
             bad.set_status(Status(StatusCode.ERROR, "exit code 2"))
     provider.shutdown()
     return sdk_to_otlp(exporter.get_finished_spans())
@@ -92,8 +104,12 @@ def test_types_model_usage_cost():
     assert by["execute_tool read_file"].type == ObservationType.TOOL
     chat = by["chat claude-sonnet-4-5"]
     assert chat.model == "claude-sonnet-4-5-20250929"  # response model over request model
-    assert chat.usage_details == {"input": 200, "output": 250, "cache_read_input_tokens": 9_000,
-                                  "input_cache_creation_5m": 800}
+    assert chat.usage_details == {
+        "input": 200,
+        "output": 250,
+        "cache_read_input_tokens": 9_000,
+        "input_cache_creation_5m": 800,
+    }
     assert chat.cost_details == {"total": 0.0421}
     assert chat.model_parameters == {"temperature": 0.2}
     assert all(v.outcome == "forwarded" for v in views)
@@ -126,7 +142,7 @@ def test_content_redaction_and_promotion():
     assert SECRET not in chat.input and "[REDACTED]" in chat.input
     assert json.loads(chat.input)[0]["role"] == "user"
     assert "gen_ai.input.messages" not in chat.attributes  # promoted, not sent twice
-    (name, _, ev_attrs), = chat.events
+    ((name, _, ev_attrs),) = chat.events
     assert name == "gen_ai.content.prompt" and ev_attrs == {"gen_ai.prompt": "use [REDACTED]", "index": 0}
     assert by["invoke_agent coder"].input == "deploy the service"
     assert by["execute_tool read_file"].input == '{"path": "README.md"}'
@@ -199,18 +215,19 @@ def test_explicit_langfuse_attributes_win_and_known_fills_gaps():
     parent = exporter.get_finished_spans()[0]
     late_ctx = set_span_in_context(NonRecordingSpan(parent.context))
     with tracer.start_as_current_span("late child", context=late_ctx) as s:
-        s.set_attributes({
-            "langfuse.observation.type": "retriever",
-            "langfuse.observation.usage_details": '{"input": 3, "output": 4}',
-            "gen_ai.usage.input_tokens": 99,
-            "langfuse.user.id": "bob",
-            "user.id": "ignored",
-            "langfuse.trace.tags": '["a", "b"]',
-        })
+        s.set_attributes(
+            {
+                "langfuse.observation.type": "retriever",
+                "langfuse.observation.usage_details": '{"input": 3, "output": 4}',
+                "gen_ai.usage.input_tokens": 99,
+                "langfuse.user.id": "bob",
+                "user.id": "ignored",
+                "langfuse.trace.tags": '["a", "b"]',
+            }
+        )
     provider.shutdown()
     child = exporter.get_finished_spans()[1:]
-    known = TraceInfo(trace_id=format(parent.context.trace_id, "032x"), name="original", session_id="s-1",
-                      tags=["k"])
+    known = TraceInfo(trace_id=format(parent.context.trace_id, "032x"), name="original", session_id="s-1", tags=["k"])
     _, mapped, by = _map(req=sdk_to_otlp(child), known=known)
     obs = by["late child"]
     assert obs.type == ObservationType.RETRIEVER
@@ -238,12 +255,12 @@ def test_observation_type(attrs, expected):
 
 def test_legacy_usage_names_and_anthropic_meaning():
     assert usage_details_of({"gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3}) == {
-        "input": 7, "output": 3}
+        "input": 7,
+        "output": 3,
+    }
     # input smaller than the cache alone can only be Anthropic's meaning (cache excluded): nothing is subtracted
-    assert usage_details_of({"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cache_read.input_tokens": 9})[
-        "input"] == 5
-    assert usage_details_of({"gen_ai.usage.input_tokens": 15, "gen_ai.usage.cache_read.input_tokens": 9})[
-        "input"] == 6
+    assert usage_details_of({"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cache_read.input_tokens": 9})["input"] == 5
+    assert usage_details_of({"gen_ai.usage.input_tokens": 15, "gen_ai.usage.cache_read.input_tokens": 9})["input"] == 6
     assert usage_details_of({"gen_ai.request.model": "m"}) is None
     # a malformed explicit value passes through untouched (None = do not re-encode)
     assert usage_details_of({"langfuse.observation.usage_details": '{"input": "3"}'}) is None
@@ -267,20 +284,42 @@ def _one_trace(*specs: tuple[str, dict]) -> ExportTraceServiceRequest:
 def test_trace_name_metadata_and_conversation_id_from_any_span():
     req = _one_trace(
         ("root", {"enduser.id": "carol", "langfuse.trace.metadata.ticket": "OPS-1"}),
-        ("chat", {"gen_ai.conversation.id": "conv-9", "langfuse.trace.name": "triage",
-                  "langfuse.trace.metadata": '{"ticket": "OPS-2", "repo": "relay"}', "langfuse.version": "2"}),
+        (
+            "chat",
+            {
+                "gen_ai.conversation.id": "conv-9",
+                "langfuse.trace.name": "triage",
+                "langfuse.trace.metadata": '{"ticket": "OPS-2", "repo": "relay"}',
+                "langfuse.version": "2",
+            },
+        ),
     )
     _, mapped, _ = _map(req=req, ctx=MappingContext(release="r1", environment="prod"))
     t = mapped.trace
     assert (t.name, t.user_id, t.session_id, t.release, t.environment, t.version) == (
-        "triage", "carol", "conv-9", "r1", "prod", "2")
+        "triage",
+        "carol",
+        "conv-9",
+        "r1",
+        "prod",
+        "2",
+    )
     assert t.metadata == {"ticket": "OPS-1", "repo": "relay"}  # root's value wins
 
 
 def test_existing_langfuse_content_and_cost_kept():
-    req = _one_trace(("gen", {"langfuse.observation.input": "q", "langfuse.observation.output": "a",
-                              "langfuse.observation.cost_details": '{"input": 0.25, "output": 0.5}',
-                              "gen_ai.request.model": "gpt-5", "gen_ai.usage.cost": 9.0}))
+    req = _one_trace(
+        (
+            "gen",
+            {
+                "langfuse.observation.input": "q",
+                "langfuse.observation.output": "a",
+                "langfuse.observation.cost_details": '{"input": 0.25, "output": 0.5}',
+                "gen_ai.request.model": "gpt-5",
+                "gen_ai.usage.cost": 9.0,
+            },
+        )
+    )
     _, mapped, by = _map(req=req)
     gen = by["gen"]
     assert (gen.type, gen.input, gen.output, gen.model) == (ObservationType.GENERATION, "q", "a", "gpt-5")
@@ -302,15 +341,28 @@ def _pair(*, native_parent: bool, response_id: bool, fail: bool = False) -> Expo
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     outer_t = provider.get_tracer("openinference.instrumentation.anthropic", "3.1.0")
     sdk_t = provider.get_tracer("com.anthropic.sdk.python", "2.17.0")
-    native = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
-              "gen_ai.request.model": "claude-sonnet-4-5-20250929", "gen_ai.usage.input_tokens": 1212,
-              "gen_ai.usage.output_tokens": 30, "gen_ai.usage.cache_read.input_tokens": 1000,
-              "gen_ai.usage.cache_write.input_tokens": 200, "http.response.status_code": 500 if fail else 200}
+    native = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5-20250929",
+        "gen_ai.usage.input_tokens": 1212,
+        "gen_ai.usage.output_tokens": 30,
+        "gen_ai.usage.cache_read.input_tokens": 1000,
+        "gen_ai.usage.cache_write.input_tokens": 200,
+        "http.response.status_code": 500 if fail else 200,
+    }
     if response_id:
         native["gen_ai.response.id"] = "msg_01"
-    instr = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "user.id": "alice", "session.id": "s-1",
-             "llm.model_name": "claude-sonnet-4-5-20250929", "llm.token_count.prompt": 1212,
-             "llm.token_count.completion": 31, "llm.token_count.prompt_details.cache_read": 1000}
+    instr = {
+        "openinference.span.kind": "LLM",
+        "llm.provider": "anthropic",
+        "user.id": "alice",
+        "session.id": "s-1",
+        "llm.model_name": "claude-sonnet-4-5-20250929",
+        "llm.token_count.prompt": 1212,
+        "llm.token_count.completion": 31,
+        "llm.token_count.prompt_details.cache_read": 1000,
+    }
     with provider.get_tracer("app").start_as_current_span("agent") as agent:
         with outer_t.start_as_current_span("messages.create", attributes={} if fail else instr) as outer:
             if fail:
@@ -331,8 +383,12 @@ def test_sdk_native_span_and_instrumentor_span_count_once(native_parent, respons
     gen, sdk = by["messages.create"], by["anthropic.messages.create"]
     assert gen.type == ObservationType.GENERATION and sdk.type == ObservationType.SPAN
     # the SDK's counts win (it reads the response body; the instrumentor said 31 output and missed the cache write)
-    assert gen.usage_details == {"input": 12, "output": 30, "cache_read_input_tokens": 1000,
-                                 "input_cache_creation_5m": 200}
+    assert gen.usage_details == {
+        "input": 12,
+        "output": 30,
+        "cache_read_input_tokens": 1000,
+        "input_cache_creation_5m": 200,
+    }
     tokens = (rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_creation_tokens)
     assert tokens == (12, 30, 1000, 200)
     assert sdk.usage_details is None and sdk.cost_details is None and sdk.metadata["relay.counted_in"] == gen.id
@@ -392,9 +448,18 @@ def test_an_errored_span_without_any_attribute_is_a_call_when_its_scope_names_a_
 def test_zero_cost_with_tokens_is_priced_by_relay_and_langfuse_gets_the_same_figure():
     from relay.usage.pricing import Pricing
 
-    req = _one_trace(("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
-                                           "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100,
-                                           "gen_ai.usage.cost": 0}))
+    req = _one_trace(
+        (
+            "chat gpt-4o-mini",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.output_tokens": 100,
+                "gen_ai.usage.cost": 0,
+            },
+        )
+    )
     _, mapped, by = _map(req=req, ctx=MappingContext(tenant="acme", pricing=Pricing.load()))
     [rec] = mapped.usage
     # gpt-4o-mini by hand: 1000 × $0.15 + 100 × $0.60 per 1M tokens = 210 µ$

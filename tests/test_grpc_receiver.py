@@ -18,8 +18,8 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from relay.component import deadline_in
 from relay.auth import TenantResolver
+from relay.component import deadline_in
 from relay.config import GrpcReceiverConfig
 from relay.config_load import RelayConfig
 from relay.model import Signal
@@ -51,8 +51,12 @@ async def start_grpc() -> AsyncIterator:
 
     async def start(config: RelayConfig | None = None, **grpc_cfg) -> Running:
         sink, telemetry = MemorySink(), Telemetry()
-        recv = OtlpGrpcReceiver(GrpcReceiverConfig(endpoint="127.0.0.1:0", **grpc_cfg),
-                                TenantResolver(config or RelayConfig()), sink, telemetry)
+        recv = OtlpGrpcReceiver(
+            GrpcReceiverConfig(endpoint="127.0.0.1:0", **grpc_cfg),
+            TenantResolver(config or RelayConfig()),
+            sink,
+            telemetry,
+        )
         await recv.start()
         target = f"127.0.0.1:{recv.port}"
         channel = grpc.aio.insecure_channel(target)
@@ -90,8 +94,12 @@ def sdk_grpc_export(target: str, gzip: bool) -> tuple:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     spans, logs, metrics = sdk_telemetry()
-    kw = {"endpoint": target, "insecure": True, "timeout": 5,
-          "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression}
+    kw = {
+        "endpoint": target,
+        "insecure": True,
+        "timeout": 5,
+        "compression": grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
+    }
     return (
         OTLPSpanExporter(**kw).export(spans).name,
         OTLPLogExporter(**kw).export(logs).name,

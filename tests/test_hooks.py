@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -26,33 +26,74 @@ from tests.support.inproc import running_relay
 from tests.support.relay_proc import ROOT, parse_metric
 
 TOKEN = "tenant-token-acme"
-RULES = {"groups": [{"name": "budgets", "rules": [
-    {"alert": "UserDailyBudget", "kind": "budget", "matchers": ['user!=""'], "group_by": ["user"],
-     "limit_usd": 1.0, "window": {"calendar": "day", "timezone": "UTC"}, "enforce": "block"},
-    {"alert": "TeamWarnBudget", "kind": "budget", "matchers": ['team.id!=""'], "group_by": ["team.id"],
-     "limit_usd": 0.5, "window": {"calendar": "month"}, "enforce": "warn"},
-    {"alert": "SessionHourBudget", "kind": "budget", "group_by": ["session"], "limit_usd": 2.0, "window": "1h",
-     "enforce": "block"},
-    # matchers on what only a finished call has (model) cannot be decided before it: ignored by the hook
-    {"alert": "ProjectOpusBudget", "kind": "budget", "matchers": ['model=~"claude-opus.*"', 'project="web"'],
-     "limit_usd": 3.0, "window": "7d", "enforce": "block"},
-    # not enforced: alerts only, never blocks
-    {"alert": "AlertOnlyBudget", "kind": "budget", "limit_usd": 0.01, "window": "7d"},
-]}]}
+RULES = {
+    "groups": [
+        {
+            "name": "budgets",
+            "rules": [
+                {
+                    "alert": "UserDailyBudget",
+                    "kind": "budget",
+                    "matchers": ['user!=""'],
+                    "group_by": ["user"],
+                    "limit_usd": 1.0,
+                    "window": {"calendar": "day", "timezone": "UTC"},
+                    "enforce": "block",
+                },
+                {
+                    "alert": "TeamWarnBudget",
+                    "kind": "budget",
+                    "matchers": ['team.id!=""'],
+                    "group_by": ["team.id"],
+                    "limit_usd": 0.5,
+                    "window": {"calendar": "month"},
+                    "enforce": "warn",
+                },
+                {
+                    "alert": "SessionHourBudget",
+                    "kind": "budget",
+                    "group_by": ["session"],
+                    "limit_usd": 2.0,
+                    "window": "1h",
+                    "enforce": "block",
+                },
+                # matchers on what only a finished call has (model) cannot be decided before it: ignored by the hook
+                {
+                    "alert": "ProjectOpusBudget",
+                    "kind": "budget",
+                    "matchers": ['model=~"claude-opus.*"', 'project="web"'],
+                    "limit_usd": 3.0,
+                    "window": "7d",
+                    "enforce": "block",
+                },
+                # not enforced: alerts only, never blocks
+                {"alert": "AlertOnlyBudget", "kind": "budget", "limit_usd": 0.01, "window": "7d"},
+            ],
+        }
+    ]
+}
 
 
 def overrides(tmp_path: Path) -> dict:
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(RULES))
-    return {"rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
-            "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
-            "tenants": [{"name": "acme", "tokens": [TOKEN], "labels": {"project": "web"}}]}
+    return {
+        "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
+        "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
+        "tenants": [{"name": "acme", "tokens": [TOKEN], "labels": {"project": "web"}}],
+    }
 
 
 def hook_input(event: str = "UserPromptSubmit", session: str | None = None, **extra) -> dict:
     """A hook input as Claude Code sends it (fields of a real 2.1 capture)."""
-    body = {"session_id": session or str(uuid.uuid4()), "transcript_path": "/tmp/t.jsonl", "cwd": "/tmp",
-            "prompt_id": str(uuid.uuid4()), "permission_mode": "default", "hook_event_name": event}
+    body = {
+        "session_id": session or str(uuid.uuid4()),
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": "/tmp",
+        "prompt_id": str(uuid.uuid4()),
+        "permission_mode": "default",
+        "hook_event_name": event,
+    }
     if event == "UserPromptSubmit":
         body["prompt"] = "Say hello"
     elif event == "PreToolUse":
@@ -61,8 +102,14 @@ def hook_input(event: str = "UserPromptSubmit", session: str | None = None, **ex
     return body
 
 
-async def ask(relay, body, *, attributes: str | None = "enduser.id=jdoe,team.id=platform", token: str | None = TOKEN,
-              headers: dict | None = None) -> tuple[int, dict]:
+async def ask(
+    relay,
+    body,
+    *,
+    attributes: str | None = "enduser.id=jdoe,team.id=platform",
+    token: str | None = TOKEN,
+    headers: dict | None = None,
+) -> tuple[int, dict]:
     h = dict(headers or {})
     if token:
         h["Authorization"] = f"Bearer {token}"
@@ -75,9 +122,11 @@ async def ask(relay, body, *, attributes: str | None = "enduser.id=jdoe,team.id=
 
 async def spend(relay, traffic: CCTraffic, usd: float) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs",
-                          data=traffic.request(traffic.api_request(usd)),
-                          headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}) as r:
+        async with s.post(
+            f"http://127.0.0.1:{relay.http.port}/v1/logs",
+            data=traffic.request(traffic.api_request(usd)),
+            headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"},
+        ) as r:
             assert r.status == 200, await r.text()
 
 
@@ -98,7 +147,10 @@ def metrics(relay) -> str:
 
 def test_resource_attributes_are_parsed_like_the_sdks():
     assert parse_resource_attributes("enduser.id=jdoe, team.id=plat%2Cform,bad,=x,department=eng%20ops") == {
-        "enduser.id": "jdoe", "team.id": "plat,form", "department": "eng ops"}
+        "enduser.id": "jdoe",
+        "team.id": "plat,form",
+        "department": "eng ops",
+    }
     assert parse_resource_attributes(None) == {} == parse_resource_attributes("")
 
 
@@ -119,7 +171,7 @@ async def test_budgets_allow_warn_and_block_over_the_wire(tmp_path):
         out = await until(relay, hook_input(session=session), lambda o: "decision" in o)
         assert out["decision"] == "block"
         reason = out["reason"]
-        tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d 00:00 UTC")
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d 00:00 UTC")
         assert f"UserDailyBudget (user=jdoe): $1.10 spent of $1.00 (day (UTC)); resets {tomorrow}" in reason
         assert "SessionHourBudget" not in reason and "AlertOnlyBudget" not in reason
 
@@ -144,12 +196,17 @@ async def test_budgets_allow_warn_and_block_over_the_wire(tmp_path):
         # the usage behind the decisions is on /metrics too (dashboards): $0.60 + $0.50, counted once
         assert parse_metric(text, "relay_usage_cost_usd_total", tenant="acme") == pytest.approx(1.1)
         assert parse_metric(text, "relay_usage_tokens_total", tenant="acme", type="output") > 0
-        assert parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit",
-                            decision="block") == 1
-        assert parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit",
-                            decision="warn") >= 2
-        assert parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="PreToolUse",
-                            decision="block") == 1
+        assert (
+            parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit", decision="block")
+            == 1
+        )
+        assert (
+            parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="UserPromptSubmit", decision="warn")
+            >= 2
+        )
+        assert (
+            parse_metric(text, "relay_hook_decisions_total", tenant="acme", event="PreToolUse", decision="block") == 1
+        )
         assert parse_metric(text, "relay_hook_decisions_total", event="other", decision="warn") == 1
 
 
@@ -157,13 +214,15 @@ async def test_budgets_allow_warn_and_block_over_the_wire(tmp_path):
 async def test_session_and_rolling_budgets_name_when_they_reset(tmp_path):
     async with running_relay(tmp_path / "data", overrides=overrides(tmp_path)) as relay:
         session = str(uuid.uuid4())
-        await spend(relay, CCTraffic(session=session, resource={"enduser.id": "u1"}), 2.5)  # one session, $2.50 in the last hour: over SessionHourBudget
+        await spend(
+            relay, CCTraffic(session=session, resource={"enduser.id": "u1"}), 2.5
+        )  # one session, $2.50 in the last hour: over SessionHourBudget
         out = await until(relay, hook_input(session=session), lambda o: "decision" in o, attributes="enduser.id=bob")
         reason = out["reason"]
         assert f"SessionHourBudget (session={session}): $2.50 spent of $2.00 (last 1h)" in reason
         # the spend leaves the rolling hour within its 30 s bucket: the reset is ~1h from now
-        at = datetime.strptime(reason.split("resets ")[1][:20], "%Y-%m-%d %H:%M UTC").replace(tzinfo=timezone.utc)
-        assert timedelta(minutes=58) < at - datetime.now(timezone.utc) <= timedelta(hours=1, minutes=1)
+        at = datetime.strptime(reason.split("resets ")[1][:20], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+        assert timedelta(minutes=58) < at - datetime.now(UTC) <= timedelta(hours=1, minutes=1)
         # a fresh session of the same user is not stopped by the session budget
         status, out = await ask(relay, hook_input(), attributes="enduser.id=bob")
         assert out == {}
@@ -194,29 +253,47 @@ async def test_bad_requests_get_a_clear_4xx_and_failures_are_counted(tmp_path):
         assert (status, out) == (200, {})
         assert parse_metric(metrics(relay), "relay_hook_fail_open_total", tenant="acme") == 3
         async with aiohttp.ClientSession() as s:  # not valid JSON at all
-            async with s.post(f"http://127.0.0.1:{relay.http.port}/hooks/claude-code", data=b"{",
-                              headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{relay.http.port}/hooks/claude-code",
+                data=b"{",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as r:
                 assert r.status == 400
 
 
 # ---------------------------------------------------------------------------------------------- the command form
 
+
 async def run_command(stdin: bytes, env: dict, *args: str, timeout: float = 20.0) -> tuple[int, str, str, float]:
     """``relay hook claude-code`` as Claude Code runs it: a subprocess with the hook input on stdin."""
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **env}
     t0 = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", "hook", "claude-code", *args,
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=full)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        "hook",
+        "claude-code",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=full,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     return proc.returncode, out.decode(), err.decode(), time.monotonic() - t0
 
 
 def command_env(relay_url: str, home: Path, **extra: str) -> dict:
     """What Claude Code's environment has when it exports to relay: the OTLP endpoint and headers."""
-    return {"HOME": str(home), "OTEL_EXPORTER_OTLP_ENDPOINT": relay_url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{TOKEN}",
-            "OTEL_RESOURCE_ATTRIBUTES": "enduser.id=jdoe,team.id=platform", **extra}
+    return {
+        "HOME": str(home),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": relay_url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{TOKEN}",
+        "OTEL_RESOURCE_ATTRIBUTES": "enduser.id=jdoe,team.id=platform",
+        **extra,
+    }
 
 
 @pytest.mark.slow
@@ -265,6 +342,7 @@ async def test_command_exit_codes_block_allow_and_fail_open(tmp_path):
         async def slow(_request):
             await asyncio.sleep(5)
             return web.json_response({})
+
         app = web.Application()
         app.router.add_post("/hooks/claude-code", slow)
         runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -273,8 +351,9 @@ async def test_command_exit_codes_block_allow_and_fail_open(tmp_path):
         await site.start()
         slow_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         try:
-            code, out, err, took = await run_command(body, dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=slow_url),
-                                                     "--timeout", "0.3")
+            code, out, err, took = await run_command(
+                body, dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=slow_url), "--timeout", "0.3"
+            )
         finally:
             await runner.cleanup()
         assert code == 1 and "timed out" in err and took < 4
@@ -293,7 +372,7 @@ async def test_command_exit_codes_block_allow_and_fail_open(tmp_path):
 
 
 def test_enforce_accepts_block_or_warn_only(tmp_path):
-    from relay.alerting.rules.load import RuleSet, RulesError
+    from relay.alerting.rules.load import RulesError, RuleSet
 
     f = tmp_path / "r.yaml"
     rule = {"alert": "B", "kind": "budget", "limit_usd": 1, "window": "1d", "enforce": "stop"}
@@ -332,8 +411,18 @@ def test_session_identities_keep_the_most_recent_sessions():
     ids = SessionIdentities(capacity=2)
 
     def seen(session: str, user: str) -> LedgerChange:
-        return LedgerChange(None, UsageRecord(key=session + user, kind="llm", tenant="t", time_ns=1, user=user,
-                                              session_id=session, labels={"team.id": "x"}))
+        return LedgerChange(
+            None,
+            UsageRecord(
+                key=session + user,
+                kind="llm",
+                tenant="t",
+                time_ns=1,
+                user=user,
+                session_id=session,
+                labels={"team.id": "x"},
+            ),
+        )
 
     ids.observe([seen("s1", "a"), seen("s2", "b")])
     ids.observe([seen("s1", "a2"), seen("s3", "c")])  # s1 seen again (newest user wins), s2 is the oldest

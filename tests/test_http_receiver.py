@@ -26,13 +26,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from relay.component import deadline_in
 from relay.auth import TenantResolver
+from relay.component import deadline_in
 from relay.config import HttpReceiverConfig
 from relay.config_load import RelayConfig
 from relay.model import Signal
-from relay.otlp.ingest import IngestRefused, dedup_key
 from relay.otlp.http import OtlpHttpReceiver
+from relay.otlp.ingest import IngestRefused, dedup_key
 from relay.telemetry import Telemetry
 from tests.support.fixtures import SCENARIOS, CapturedRequest, load_scenario
 from tests.support.otlp_helpers import (
@@ -143,10 +143,12 @@ async def test_replay_counts_match_fixture_readme(start_http, session):
 
 
 async def test_replay_with_auth_and_tenant_header(start_http, session):
-    cfg = RelayConfig.model_validate({
-        "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
-        "tenants": [{"name": "acme", "tokens": ["capture-token"]}, {"name": "other", "tokens": ["other-token"]}],
-    })
+    cfg = RelayConfig.model_validate(
+        {
+            "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True},
+            "tenants": [{"name": "acme", "tokens": ["capture-token"]}, {"name": "other", "tokens": ["other-token"]}],
+        }
+    )
     srv = await start_http(cfg)
     reqs = load_scenario("protobuf-tools")
     for r in reqs:
@@ -154,15 +156,22 @@ async def test_replay_with_auth_and_tenant_header(start_http, session):
     assert {s.tenant for s in srv.sink.stored} == {"acme"} and len(srv.sink.stored) == len(reqs)
     # without the captured Authorization header: 401, nothing stored
     r = reqs[0]
-    status, headers, body = await post(session, srv.url + r.path, r.body + b"", r.content_type,
-                                       **{"X-Relay-Tenant": "acme"})
+    status, headers, body = await post(
+        session, srv.url + r.path, r.body + b"", r.content_type, **{"X-Relay-Tenant": "acme"}
+    )
     assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
     assert "missing credentials" in status_pb2.Status.FromString(body).message
     status, _, _ = await post(session, srv.url + r.path, r.body, r.content_type, Authorization="Bearer wrong")
     assert status == 401
     # a valid token of another tenant contradicting the trusted header: 401
-    status, _, _ = await post(session, srv.url + r.path, r.body, r.content_type,
-                              Authorization="Bearer other-token", **{"X-Relay-Tenant": "acme"})
+    status, _, _ = await post(
+        session,
+        srv.url + r.path,
+        r.body,
+        r.content_type,
+        Authorization="Bearer other-token",
+        **{"X-Relay-Tenant": "acme"},
+    )
     assert status == 401
     assert len(srv.sink.stored) == len(reqs) and srv.sink.calls == len(reqs)
     status, _, _ = await post(session, srv.url + "/v1/traces", GOOD, Authorization="Bearer other-token")
@@ -170,8 +179,17 @@ async def test_replay_with_auth_and_tenant_header(start_http, session):
 
 
 async def test_auth_json_401_and_langfuse_path(start_http, session):
-    cfg = RelayConfig.model_validate({"tenants": [{"name": "acme", "tokens": ["t0k"], "langfuse": {
-        "base_url": "https://lf.example", "public_key": "pk-lf-1", "secret_key": "sk-lf-1"}}]})
+    cfg = RelayConfig.model_validate(
+        {
+            "tenants": [
+                {
+                    "name": "acme",
+                    "tokens": ["t0k"],
+                    "langfuse": {"base_url": "https://lf.example", "public_key": "pk-lf-1", "secret_key": "sk-lf-1"},
+                }
+            ]
+        }
+    )
     srv = await start_http(cfg)
     status, headers, body = await post(session, srv.url + "/v1/logs", b"{}", "application/json")
     assert status == 401 and headers["Content-Type"] == "application/json"
@@ -215,22 +233,50 @@ async def test_sdk_http_exporters(start_http, compression):
 
 async def test_json_variants_over_the_wire(start_http, session):
     srv = await start_http()
-    body = {"resourceLogs": [{"resource": {"attributes": [], "newField": 1}, "scopeLogs": [{"logRecords": [
-        {"timeUnixNano": "1795238704611000000", "observedTimeUnixNano": 1795238704611000001,
-         "severityNumber": 9, "traceId": TID.hex().upper(), "spanId": "ABCDEF0123456789",
-         "body": {"stringValue": "x"}, "attributes": [{"key": "n", "value": {"intValue": 7}},
-                                                      {"key": "s", "value": {"intValue": "8"}}],
-         "flags": 1, "eventName": "e", "mysteryField": {"a": [1]}}]}]}]}
-    status, headers, resp = await post(session, srv.url + "/v1/logs", json.dumps(body).encode(),
-                                       "application/json; charset=utf-8")
+    body = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [], "newField": 1},
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "timeUnixNano": "1795238704611000000",
+                                "observedTimeUnixNano": 1795238704611000001,
+                                "severityNumber": 9,
+                                "traceId": TID.hex().upper(),
+                                "spanId": "ABCDEF0123456789",
+                                "body": {"stringValue": "x"},
+                                "attributes": [
+                                    {"key": "n", "value": {"intValue": 7}},
+                                    {"key": "s", "value": {"intValue": "8"}},
+                                ],
+                                "flags": 1,
+                                "eventName": "e",
+                                "mysteryField": {"a": [1]},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    status, headers, resp = await post(
+        session, srv.url + "/v1/logs", json.dumps(body).encode(), "application/json; charset=utf-8"
+    )
     assert status == 200 and headers["Content-Type"] == "application/json" and json.loads(resp) == {}
     rec = ExportLogsServiceRequest.FromString(srv.sink.stored[0].payload).resource_logs[0].scope_logs[0].log_records[0]
     assert rec.trace_id == TID and rec.span_id == bytes.fromhex("abcdef0123456789")
     assert rec.time_unix_nano == 1795238704611000000 and rec.observed_time_unix_nano == 1795238704611000001
     assert [a.value.int_value for a in rec.attributes] == [7, 8]
     # gzip-compressed JSON: same decompressed bytes, so a duplicate of the first request
-    status, _, _ = await post(session, srv.url + "/v1/logs", gzip.compress(json.dumps(body).encode()),
-                              "application/json", **{"Content-Encoding": "gzip"})
+    status, _, _ = await post(
+        session,
+        srv.url + "/v1/logs",
+        gzip.compress(json.dumps(body).encode()),
+        "application/json",
+        **{"Content-Encoding": "gzip"},
+    )
     assert status == 200 and srv.sink.calls == 2 and len(srv.sink.stored) == 1
 
 
@@ -250,16 +296,43 @@ async def _chunks(total: int) -> AsyncIterator[bytes]:
 
 BAD_REQUESTS = [
     # (id, method, path, headers, body, status, message substring)
-    ("bad-protobuf", "POST", "/v1/traces", {"Content-Type": PB}, b"\xff\xff\xff\xffgarbage", 400,
-     "ExportTraceServiceRequest"),
-    ("bad-json", "POST", "/v1/logs", {"Content-Type": "application/json"}, b'{"resourceLogs": [', 400,
-     "invalid JSON"),
-    ("json-bad-hex", "POST", "/v1/traces", {"Content-Type": "application/json"},
-     b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}', 400, "traceId"),
-    ("bad-gzip", "POST", "/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip"}, b"definitely not gzip",
-     400, "gzip"),
-    ("unknown-encoding", "POST", "/v1/traces", {"Content-Type": PB, "Content-Encoding": "br"}, GOOD, 400,
-     "Content-Encoding"),
+    (
+        "bad-protobuf",
+        "POST",
+        "/v1/traces",
+        {"Content-Type": PB},
+        b"\xff\xff\xff\xffgarbage",
+        400,
+        "ExportTraceServiceRequest",
+    ),
+    ("bad-json", "POST", "/v1/logs", {"Content-Type": "application/json"}, b'{"resourceLogs": [', 400, "invalid JSON"),
+    (
+        "json-bad-hex",
+        "POST",
+        "/v1/traces",
+        {"Content-Type": "application/json"},
+        b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
+        400,
+        "traceId",
+    ),
+    (
+        "bad-gzip",
+        "POST",
+        "/v1/traces",
+        {"Content-Type": PB, "Content-Encoding": "gzip"},
+        b"definitely not gzip",
+        400,
+        "gzip",
+    ),
+    (
+        "unknown-encoding",
+        "POST",
+        "/v1/traces",
+        {"Content-Type": PB, "Content-Encoding": "br"},
+        GOOD,
+        400,
+        "Content-Encoding",
+    ),
     ("unsupported-type", "POST", "/v1/traces", {"Content-Type": "text/plain"}, GOOD, 415, "unsupported media type"),
     ("no-type", "POST", "/v1/traces", {}, GOOD, 415, None),
     ("get", "GET", "/v1/traces", {}, None, 405, None),
@@ -339,8 +412,11 @@ async def test_all_rejected_or_empty_does_not_call_the_sink(start_http, session)
     srv = await start_http()
     status, _, body = await post(session, srv.url + "/v1/traces", spans_request(bytes(8)).SerializeToString())
     assert status == 200 and ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans == 1
-    for path, ct, body in [("/v1/traces", PB, b""), ("/v1/logs", "application/json", b"{}"),
-                           ("/v1/metrics", "application/json", b'{"resourceMetrics": []}')]:
+    for path, ct, body in [
+        ("/v1/traces", PB, b""),
+        ("/v1/logs", "application/json", b"{}"),
+        ("/v1/metrics", "application/json", b'{"resourceMetrics": []}'),
+    ]:
         status, _, resp = await post(session, srv.url + path, body, ct)
         assert status == 200 and resp in (b"", b"{}")
     assert srv.sink.calls == 0
@@ -445,8 +521,10 @@ async def test_truncated_body_is_not_stored(start_http, session):
     srv = await start_http()
     port = int(srv.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                 b"Content-Length: 1000\r\n\r\n" + GOOD)
+    writer.write(
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: 1000\r\n\r\n" + GOOD
+    )
     await writer.drain()
     await asyncio.sleep(0.05)
     writer.close()

@@ -20,8 +20,8 @@ import yaml
 
 from relay.alert import AlertState
 from relay.notify.base import NotifyError
-from relay.notify.jira.notifier import JiraNotifier
 from relay.notify.jira.client import JiraClient
+from relay.notify.jira.notifier import JiraNotifier
 from tests.fakes.jira import GONE_MESSAGE, FakeJira, FakeProject
 from tests.fakes.jira_support import Clock, jira_config, make_alert, make_notification
 
@@ -38,8 +38,10 @@ def clock():
 
 @pytest.fixture
 async def jira(flavor, clock):
-    projects = [FakeProject("OPS", "Operations", components=("ai-usage",)),
-                FakeProject("STRICT", "Strict", issue_types=("Incident",), required_fields=("customfield_10010",))]
+    projects = [
+        FakeProject("OPS", "Operations", components=("ai-usage",)),
+        FakeProject("STRICT", "Strict", issue_types=("Incident",), required_fields=("customfield_10010",)),
+    ]
     async with FakeJira(flavor, clock=clock, projects=projects) as fake:
         yield fake
 
@@ -127,9 +129,12 @@ async def test_missing_required_field_is_permanent_with_jiras_message(jira, make
     with pytest.raises(NotifyError) as err:
         await notifier.notify(make_notification(), {})
     assert not err.value.retryable and "customfield_10010: Team is required." in str(err.value)
-    fixed = make(jira, project="STRICT", issue_type="Incident",
-                 custom_fields={"customfield_10010": {"value": "{{ group_labels.team }}"},
-                                "customfield_10020": 42.5})
+    fixed = make(
+        jira,
+        project="STRICT",
+        issue_type="Incident",
+        custom_fields={"customfield_10010": {"value": "{{ group_labels.team }}"}, "customfield_10020": 42.5},
+    )
     state = await fixed.notify(make_notification(), {})
     issue = jira.issue(state["issue"])
     assert issue.custom == {"customfield_10010": {"value": "payments"}, "customfield_10020": 42.5}
@@ -202,8 +207,14 @@ async def test_search_pages_through_every_result(jira, clock):
     client = JiraClient(jira_config(jira))
     try:
         for i in range(120):
-            await client.create_issue({"project": {"key": "OPS"}, "issuetype": {"name": "Task"},
-                                       "summary": f"issue {i}", "labels": ["bulk"] if i % 2 == 0 else ["other"]})
+            await client.create_issue(
+                {
+                    "project": {"key": "OPS"},
+                    "issuetype": {"name": "Task"},
+                    "summary": f"issue {i}",
+                    "labels": ["bulk"] if i % 2 == 0 else ["other"],
+                }
+            )
         issues = await client.search('project = OPS AND labels = "bulk" ORDER BY created DESC', ["labels"])
     finally:
         await client.close()
@@ -219,8 +230,14 @@ async def test_search_pages_through_every_result(jira, clock):
 
 
 async def test_check_passes_for_a_good_config(jira, make, clock):
-    notifier = make(jira, components=["ai-usage"], resolve_transition="Done", reopen_transition="Reopen",
-                    reopen_duration="7d", dedup_field="customfield_10050")
+    notifier = make(
+        jira,
+        components=["ai-usage"],
+        resolve_transition="Done",
+        reopen_transition="Reopen",
+        reopen_duration="7d",
+        dedup_field="customfield_10050",
+    )
     state = await notifier.notify(make_notification(), {})  # sample issues for the transition check
     await make(jira).notify(make_notification(group_key="other"), {})
     jira.set_status(state["issue"], "Done")
@@ -239,8 +256,14 @@ async def test_check_reports_bad_auth(jira, make):
 
 
 async def test_check_reports_each_bad_setting(jira, make, clock):
-    notifier = make(jira, issue_type="Epic", components=["nope"], priority_map={"critical": "P1"},
-                    custom_fields={"customfield_999": "x"}, resolve_transition="Close Issue")
+    notifier = make(
+        jira,
+        issue_type="Epic",
+        components=["nope"],
+        priority_map={"critical": "P1"},
+        custom_fields={"customfield_999": "x"},
+        resolve_transition="Close Issue",
+    )
     await make(jira, issue_type="Bug").notify(make_notification(), {})  # an open sample issue... of type Bug
     problems = "\n".join(await notifier.check())
     for expected in ("issue_type 'Epic'", "component 'nope'", "priority 'P1'", "field 'customfield_999'"):
@@ -296,19 +319,44 @@ def test_relay_check_probe_reports_a_resolution_the_transition_refuses(tmp_path)
     root = Path(__file__).resolve().parents[1]
     with FakeJira.run_in_thread("cloud", transition_fields={}) as fake:
         auth = "Basic " + base64.b64encode(f"{fake.user}:{fake.api_token}".encode()).decode()
-        req = urllib.request.Request(f"{fake.base_url}/rest/api/3/issue", method="POST", headers={
-            "Authorization": auth, "Content-Type": "application/json"}, data=json.dumps({"fields": {
-                "project": {"key": "OPS"}, "issuetype": {"name": "Bug"}, "summary": "an open sample issue"}}).encode())
+        req = urllib.request.Request(
+            f"{fake.base_url}/rest/api/3/issue",
+            method="POST",
+            headers={"Authorization": auth, "Content-Type": "application/json"},
+            data=json.dumps(
+                {"fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Bug"}, "summary": "an open sample issue"}}
+            ).encode(),
+        )
         assert urllib.request.urlopen(req, timeout=5).status == 201
-        jira = {"flavor": "cloud", "api_url": fake.base_url, "user": fake.user, "api_token": fake.api_token,
-                "project": "OPS", "resolve_transition": "Done"}
+        jira = {
+            "flavor": "cloud",
+            "api_url": fake.base_url,
+            "user": fake.user,
+            "api_token": fake.api_token,
+            "project": "OPS",
+            "resolve_transition": "Done",
+        }
         cfg = tmp_path / "relay.yaml"
         for resolution, code in ((None, 0), ("Done", 1)):
             extra = {"resolve_resolution": resolution} if resolution else {}
-            cfg.write_text(yaml.safe_dump({"storage": {"directory": str(tmp_path / "data")}, "alerting": {
-                "route": {"receiver": "jira"}, "receivers": [{"name": "jira", "jira_configs": [{**jira, **extra}]}]}}))
-            r = subprocess.run([sys.executable, "-m", "relay", "check", "--probe", "--config", str(cfg)],
-                               capture_output=True, text=True, cwd=root, timeout=60)
+            cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "storage": {"directory": str(tmp_path / "data")},
+                        "alerting": {
+                            "route": {"receiver": "jira"},
+                            "receivers": [{"name": "jira", "jira_configs": [{**jira, **extra}]}],
+                        },
+                    }
+                )
+            )
+            r = subprocess.run(
+                [sys.executable, "-m", "relay", "check", "--probe", "--config", str(cfg)],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                timeout=60,
+            )
             assert r.returncode == code, r.stdout + r.stderr
             if code:
                 assert "resolve_transition 'Done' has no resolution field on its screen" in r.stderr

@@ -27,15 +27,19 @@ def clock():
 
 @pytest.fixture
 async def cloud(clock):
-    async with FakeJira("cloud", clock=clock, search_lag=10) as fake, aiohttp.ClientSession(
-            headers=basic(fake.user, fake.api_token)) as http:
+    async with (
+        FakeJira("cloud", clock=clock, search_lag=10) as fake,
+        aiohttp.ClientSession(headers=basic(fake.user, fake.api_token)) as http,
+    ):
         yield fake, http
 
 
 @pytest.fixture
 async def dc(clock):
-    async with FakeJira("datacenter", clock=clock) as fake, aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {fake.pat}"}) as http:
+    async with (
+        FakeJira("datacenter", clock=clock) as fake,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {fake.pat}"}) as http,
+    ):
         yield fake, http
 
 
@@ -81,16 +85,21 @@ async def test_create_validates_like_jira(cloud, dc):
     fake, http = cloud
     status, body = await call(http, fake, "POST", "issue", fields(description="plain text"))
     assert status == 400 and "Atlassian Document" in body["errors"]["description"]
-    bad_adf = {"type": "doc", "version": 1,
-               "content": [{"type": "paragraph", "content": [{"type": "text", "text": ""}]}]}
+    bad_adf = {
+        "type": "doc",
+        "version": 1,
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": ""}]}],
+    }
     assert (await call(http, fake, "POST", "issue", fields(description=bad_adf)))[0] == 400
     status, body = await call(http, fake, "POST", "issue", fields(labels=["has space"], priority={"name": "P9"}))
     assert status == 400 and set(body["errors"]) == {"labels", "priority"}
-    status, body = await call(http, fake, "POST", "issue", {"fields": {"project": {"key": "NOPE"},
-                                                                       "issuetype": {"name": "Bug"}}})
-    assert status == 400 and body == {"errorMessages": [],
-                                      "errors": {"project": "valid project is required",
-                                                 "summary": "You must specify a summary of the issue."}}
+    status, body = await call(
+        http, fake, "POST", "issue", {"fields": {"project": {"key": "NOPE"}, "issuetype": {"name": "Bug"}}}
+    )
+    assert status == 400 and body == {
+        "errorMessages": [],
+        "errors": {"project": "valid project is required", "summary": "You must specify a summary of the issue."},
+    }
     assert (await call(http, fake, "POST", "issue", fields("x" * 256)))[0] == 400
     assert (await call(http, fake, "POST", "issue", fields(customfield_1="x")))[0] == 400
     status, body = await call(http, fake, "POST", "issue", fields(description=ADF, labels=["a"]))
@@ -117,8 +126,9 @@ async def test_search_lag_fields_and_paging_on_cloud(cloud, clock):
     clock.advance(10)
     keys, token = [], None
     while True:
-        _, page = await call(http, fake, "POST", "search/jql", {**jql, "maxResults": 2,
-                                                                 **({"nextPageToken": token} if token else {})})
+        _, page = await call(
+            http, fake, "POST", "search/jql", {**jql, "maxResults": 2, **({"nextPageToken": token} if token else {})}
+        )
         keys += [i["key"] for i in page["issues"]]
         token = page.get("nextPageToken")
         if page["isLast"]:
@@ -138,15 +148,19 @@ async def test_jql_subset(dc, clock):
         assert status == 200, body
         return [i["key"] for i in body["issues"]]
 
-    assert await keys('project = OPS AND statusCategory != Done') == ["OPS-3"]
-    assert await keys('project = OPS AND (resolution is EMPTY OR resolutiondate >= -1440m) ORDER BY created DESC') \
-        == ["OPS-3", "OPS-2"]
+    assert await keys("project = OPS AND statusCategory != Done") == ["OPS-3"]
+    assert await keys("project = OPS AND (resolution is EMPTY OR resolutiondate >= -1440m) ORDER BY created DESC") == [
+        "OPS-3",
+        "OPS-2",
+    ]
     assert await keys('project = OPS AND resolution != "Won\'t Fix"') == ["OPS-1"]  # != never matches empty
     assert await keys('project = OPS AND cf[10050] ~ "\\"relay-2\\""') == ["OPS-3"]
     assert await keys('project = OPS AND status in ("Done") ORDER BY resolutiondate DESC') == ["OPS-2", "OPS-1"]
-    for bad, message in (('project = NOPE', "does not exist for the field 'project'"),
-                         ('nosuchfield = 1', "Field 'nosuchfield' does not exist"),
-                         ('project = OPS AND created >= "yesterday"', "Date value 'yesterday'")):
+    for bad, message in (
+        ("project = NOPE", "does not exist for the field 'project'"),
+        ("nosuchfield = 1", "Field 'nosuchfield' does not exist"),
+        ('project = OPS AND created >= "yesterday"', "Date value 'yesterday'"),
+    ):
         status, body = await call(http, fake, "POST", "search", {"jql": bad})
         assert status == 400 and message in body["errorMessages"][0]
 
@@ -156,10 +170,19 @@ async def test_transitions_and_comments(cloud, clock):
     await call(http, fake, "POST", "issue", fields())
     _, body = await call(http, fake, "GET", "issue/OPS-1/transitions")
     assert [(t["id"], t["name"], t["to"]["name"]) for t in body["transitions"]] == [
-        ("11", "Start Progress", "In Progress"), ("31", "Done", "Done")]
+        ("11", "Start Progress", "In Progress"),
+        ("31", "Done", "Done"),
+    ]
     assert (await call(http, fake, "POST", "issue/OPS-1/transitions", {"transition": {"id": "41"}}))[0] == 400
-    assert (await call(http, fake, "POST", "issue/OPS-1/transitions",
-                       {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Won't Fix"}}}))[0] == 204
+    assert (
+        await call(
+            http,
+            fake,
+            "POST",
+            "issue/OPS-1/transitions",
+            {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Won't Fix"}}},
+        )
+    )[0] == 204
     _, issue = await call(http, fake, "GET", "issue/OPS-1", params={"fields": "status,resolution,resolutiondate"})
     assert issue["fields"]["status"]["statusCategory"]["key"] == "done"
     assert issue["fields"]["resolution"]["name"] == "Won't Fix" and issue["fields"]["resolutiondate"]
@@ -209,22 +232,42 @@ async def test_a_transition_sets_only_fields_on_its_screen(cloud):
     assert {v["name"] for v in screens["Done"]["resolution"]["allowedValues"]} >= {"Done", "Won't Fix"}
     _, plain = await call(http, fake, "GET", f"issue/{key}/transitions")
     assert all("fields" not in t for t in plain["transitions"])  # only with the expand
-    status, body = await call(http, fake, "POST", f"issue/{key}/transitions",
-                              {"transition": {"id": "11"}, "fields": {"resolution": {"name": "Done"}}})
-    assert status == 400 and "resolution" in body["errors"] and "not on the appropriate screen" in body["errors"][
-        "resolution"]
+    status, body = await call(
+        http,
+        fake,
+        "POST",
+        f"issue/{key}/transitions",
+        {"transition": {"id": "11"}, "fields": {"resolution": {"name": "Done"}}},
+    )
+    assert (
+        status == 400
+        and "resolution" in body["errors"]
+        and "not on the appropriate screen" in body["errors"]["resolution"]
+    )
     assert fake.issue(key).status == "To Do" and not fake.transitions_applied(key)
-    status, _ = await call(http, fake, "POST", f"issue/{key}/transitions",
-                           {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Won't Fix"}}})
+    status, _ = await call(
+        http,
+        fake,
+        "POST",
+        f"issue/{key}/transitions",
+        {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Won't Fix"}}},
+    )
     assert status == 204 and fake.issue(key).resolution == "Won't Fix"
 
 
 async def test_a_done_transition_without_a_screen_rejects_a_resolution(clock):
-    async with FakeJira("datacenter", clock=clock, transition_fields={}) as fake, aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {fake.pat}"}) as http:
+    async with (
+        FakeJira("datacenter", clock=clock, transition_fields={}) as fake,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {fake.pat}"}) as http,
+    ):
         _, created = await call(http, fake, "POST", "issue", fields())
-        status, body = await call(http, fake, "POST", f"issue/{created['key']}/transitions",
-                                  {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Done"}}})
+        status, body = await call(
+            http,
+            fake,
+            "POST",
+            f"issue/{created['key']}/transitions",
+            {"transition": {"id": "31"}, "fields": {"resolution": {"name": "Done"}}},
+        )
         assert status == 400 and "resolution" in body["errors"]
         status, _ = await call(http, fake, "POST", f"issue/{created['key']}/transitions", {"transition": {"id": "31"}})
         assert status == 204 and fake.issue(created["key"]).resolution == "Done"  # Jira's own default

@@ -14,7 +14,13 @@ from relay.notify.base import NotifyError
 from relay.notify.jira.notifier import JiraNotifier, dedup_key
 from tests.fakes.jira import FakeJira
 from tests.fakes.jira_support import (
-    GROUP_KEY, RUNBOOK, SESSION_URL, Clock, jira_config, make_alert, make_notification,
+    GROUP_KEY,
+    RUNBOOK,
+    SESSION_URL,
+    Clock,
+    jira_config,
+    make_alert,
+    make_notification,
 )
 
 DAY = 86400.0
@@ -68,8 +74,14 @@ async def test_first_firing_creates_exactly_one_issue_with_figures_and_links(jir
     issues = jira.issues()
     assert len(issues) == 1
     issue = issues[0]
-    assert state == {"issue": issue.key, "issue_id": issue.id, "created_at": clock(),
-                     "dedup_key": dedup_key(GROUP_KEY), "firing": [make_alert().fingerprint], "action": "created"}
+    assert state == {
+        "issue": issue.key,
+        "issue_id": issue.id,
+        "created_at": clock(),
+        "dedup_key": dedup_key(GROUP_KEY),
+        "firing": [make_alert().fingerprint],
+        "action": "created",
+    }
     assert issue.issue_type == "Bug" and issue.priority == "Highest" and issue.components == ["ai-usage"]
     assert issue.summary == "BudgetExceeded (team=payments)"
     assert sorted(issue.labels) == sorted(["relay", "team_payments", dedup_key(GROUP_KEY)])
@@ -117,8 +129,7 @@ async def test_comment_only_when_something_changed_or_on_repeat(jira, clock, not
     same = await notifier.notify(make_notification(make_alert(121.0), seq=2, created_at=clock()), state)
     assert same["action"] == "unchanged" and jira.comments(key) == []
     clock.advance(300)
-    joined = make_notification(make_alert(121.0), make_alert(130.0, user="bob@example.com"), seq=3,
-                               created_at=clock())
+    joined = make_notification(make_alert(121.0), make_alert(130.0, user="bob@example.com"), seq=3, created_at=clock())
     changed = await notifier.notify(joined, same)
     assert changed["action"] == "commented" and len(changed["firing"]) == 2
     assert "bob@example.com" in jira.comments(key)[0].text and len(jira.issues()) == 1
@@ -142,8 +153,7 @@ async def test_restart_inside_search_lag_uses_relays_own_log(jira, clock, notifi
     lagging = await restarted.client.search(restarted._jql(dedup_key(GROUP_KEY), firing=True), ["labels"])
     assert lagging == []  # the search cannot see the issue yet
     searches_before = len(jira.requests("POST", "search"))
-    state2 = await restarted.notify(make_notification(make_alert(150.0), seq=2, repeat=True, created_at=clock()),
-                                    state)
+    state2 = await restarted.notify(make_notification(make_alert(150.0), seq=2, repeat=True, created_at=clock()), state)
     assert state2["issue"] == state["issue"] and state2["action"] == "commented"
     assert len(jira.issues()) == 1 and len(jira.comments(state["issue"])) == 1
     assert len(jira.requests("POST", "search")) == searches_before  # found by key, not by search
@@ -231,8 +241,9 @@ async def test_refire_within_reopen_window_reopens_the_same_issue(jira, clock, n
     notifier = notifiers(jira, clock, resolve_transition="Done", reopen_transition="Reopen", reopen_duration="7d")
     state = await notifier.notify(make_notification(), {})
     clock.advance(600)
-    state = await notifier.notify(make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()),
-                                                    seq=2, created_at=clock()), state)
+    state = await notifier.notify(
+        make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2, created_at=clock()), state
+    )
     clock.advance(2 * DAY)
     state3 = await notifier.notify(make_notification(make_alert(200.0), seq=3, created_at=clock()), state)
     issue = jira.issue(state["issue"])
@@ -257,8 +268,9 @@ async def test_refire_within_window_with_empty_state_reopens_found_issue(jira, c
 async def test_refire_outside_reopen_window_opens_a_new_issue(jira, clock, notifiers):
     notifier = notifiers(jira, clock, resolve_transition="Done", reopen_transition="Reopen", reopen_duration="7d")
     state = await notifier.notify(make_notification(), {})
-    state = await notifier.notify(make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2),
-                                  state)
+    state = await notifier.notify(
+        make_notification(make_alert(state=AlertState.RESOLVED, ends_at=clock()), seq=2), state
+    )
     clock.advance(8 * DAY)
     state3 = await notifier.notify(make_notification(seq=3, created_at=clock()), state)
     assert state3["action"] == "created" and state3["issue"] != state["issue"]
@@ -312,7 +324,8 @@ async def test_dedup_key_in_a_custom_field_instead_of_a_label(jira, clock, notif
     assert issue.labels == ["relay"] and issue.custom["customfield_10050"] == dedup_key(GROUP_KEY)
     clock.advance(31)
     state2 = await notifiers(jira, clock, dedup_field="customfield_10050").notify(
-        make_notification(seq=2, repeat=True, created_at=clock()), {})
+        make_notification(seq=2, repeat=True, created_at=clock()), {}
+    )
     assert state2["issue"] == issue.key and len(jira.issues()) == 1
     path = "search/jql" if jira.flavor == "cloud" else "^search$"
     assert "cf[10050] ~" in jira.requests("POST", path)[-1].body["jql"]
@@ -323,7 +336,8 @@ async def test_an_unrelated_issue_with_similar_text_is_not_taken(jira, clock, no
     notifier = notifiers(jira, clock, dedup_field="customfield_10050")
     other = dedup_key("another group")
     await notifiers(jira, clock, dedup_field="customfield_10050").notify(
-        make_notification(group_key="another group"), {})
+        make_notification(group_key="another group"), {}
+    )
     jira.issues()[0].custom["customfield_10050"] = f"{other} {dedup_key(GROUP_KEY)}x"
     clock.advance(31)
     state = await notifier.notify(make_notification(), {})

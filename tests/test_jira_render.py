@@ -5,18 +5,26 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from relay.notify.jira.notifier import dedup_key
 from relay.notify.jira.adf import adf_to_text, markup_to_adf, markup_to_wiki, truncate
 from relay.notify.jira.config import JiraConfig
+from relay.notify.jira.notifier import dedup_key
 from relay.notify.jira.templates import DEFAULT_DESCRIPTION, render, severity_of, template_context
 from tests.fakes.jira_model import adf_problem
 from tests.fakes.jira_support import SESSION_URL, make_alert, make_notification
 
-CLOUD = {"flavor": "cloud", "api_url": "https://example.atlassian.net", "user": "a@example.com",
-         "api_token": "sekrit-cloud-token", "project": "OPS"}
-DC = {"flavor": "datacenter", "api_url": "https://jira.example.com/rest/api/2/",
-      "personal_access_token": "sekrit-dc-pat",
-      "project": "OPS"}
+CLOUD = {
+    "flavor": "cloud",
+    "api_url": "https://example.atlassian.net",
+    "user": "a@example.com",
+    "api_token": "sekrit-cloud-token",
+    "project": "OPS",
+}
+DC = {
+    "flavor": "datacenter",
+    "api_url": "https://jira.example.com/rest/api/2/",
+    "personal_access_token": "sekrit-dc-pat",
+    "project": "OPS",
+}
 
 
 def test_config_defaults_and_flavours():
@@ -30,21 +38,24 @@ def test_config_defaults_and_flavours():
     assert "sekrit" not in repr(dc) + repr(cloud)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"api_token": None}, "flavor cloud needs user"),
-    ({"user": ""}, "flavor cloud needs user"),
-    ({"personal_access_token": "x"}, "personal_access_token is for flavor datacenter"),
-    ({"flavor": "datacenter"}, "flavor datacenter needs personal_access_token"),
-    ({"api_url": "example.atlassian.net"}, "api_url must be an http(s) URL"),
-    ({"reopen_duration": "1d"}, "reopen_duration needs reopen_transition"),
-    ({"dedup_field": "labels"}, "dedup_field must be a custom field id"),
-    ({"custom_fields": {"summary": "x"}}, "'summary' is set by relay"),
-    ({"custom_fields": {"customfield_1": "{{ oops"}}, "custom_fields.customfield_1: invalid template"),
-    ({"summary": "{% if %}"}, "summary: invalid template"),
-    ({"labels": ["{{ a }"]}, "labels[0]: invalid template"),
-    ({"project": ""}, "project"),
-    ({"unknown_key": 1}, "unknown_key"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"api_token": None}, "flavor cloud needs user"),
+        ({"user": ""}, "flavor cloud needs user"),
+        ({"personal_access_token": "x"}, "personal_access_token is for flavor datacenter"),
+        ({"flavor": "datacenter"}, "flavor datacenter needs personal_access_token"),
+        ({"api_url": "example.atlassian.net"}, "api_url must be an http(s) URL"),
+        ({"reopen_duration": "1d"}, "reopen_duration needs reopen_transition"),
+        ({"dedup_field": "labels"}, "dedup_field must be a custom field id"),
+        ({"custom_fields": {"summary": "x"}}, "'summary' is set by relay"),
+        ({"custom_fields": {"customfield_1": "{{ oops"}}, "custom_fields.customfield_1: invalid template"),
+        ({"summary": "{% if %}"}, "summary: invalid template"),
+        ({"labels": ["{{ a }"]}, "labels[0]: invalid template"),
+        ({"project": ""}, "project"),
+        ({"unknown_key": 1}, "unknown_key"),
+    ],
+)
 def test_config_rejects(overrides, message):
     with pytest.raises(ValidationError) as err:
         JiraConfig(**{**CLOUD, **overrides})
@@ -59,8 +70,10 @@ def test_dedup_key_is_stable_label_safe_and_environment_qualified():
 
 
 def test_markup_to_adf_builds_a_valid_document():
-    doc = markup_to_adf("## Title **x**\n\nline one\nline `two`\n\n- item [Langfuse](https://l.example/s/1)\n"
-                        "* bare https://r.example/run.\n\ntrailing")
+    doc = markup_to_adf(
+        "## Title **x**\n\nline one\nline `two`\n\n- item [Langfuse](https://l.example/s/1)\n"
+        "* bare https://r.example/run.\n\ntrailing"
+    )
     assert adf_problem(doc) is None
     assert [n["type"] for n in doc["content"]] == ["heading", "paragraph", "bulletList", "paragraph"]
     assert doc["content"][0]["attrs"] == {"level": 2}
@@ -69,8 +82,11 @@ def test_markup_to_adf_builds_a_valid_document():
     assert {"type": "hardBreak"} in para and {"type": "text", "text": "two", "marks": [{"type": "code"}]} in para
     items = doc["content"][2]["content"]
     link = items[0]["content"][0]["content"][1]
-    assert link == {"type": "text", "text": "Langfuse",
-                    "marks": [{"type": "link", "attrs": {"href": "https://l.example/s/1"}}]}
+    assert link == {
+        "type": "text",
+        "text": "Langfuse",
+        "marks": [{"type": "link", "attrs": {"href": "https://l.example/s/1"}}],
+    }
     bare = items[1]["content"][0]["content"][1]
     assert bare["marks"][0]["attrs"]["href"] == "https://r.example/run"  # the full stop is not part of the URL
     assert adf_to_text(doc).splitlines()[:3] == ["Title x", "line one", "line two"]
@@ -91,8 +107,14 @@ def test_default_description_has_figures_labels_links_and_runbook():
     ctx = template_context(n, environment_name="prod", dedup_key="relay-x")
     assert ctx["severity"] == "critical" and ctx["alertname"] == "BudgetExceeded" and ctx["scope"] == "team=payments"
     text = render(DEFAULT_DESCRIPTION, ctx)
-    for expected in ("1,234.57", "**spend:** 99", "bob@example.com", f"[Langfuse session]({SESSION_URL})",
-                     "**Runbook:** https://runbooks.example.com/budget", "month (UTC)"):
+    for expected in (
+        "1,234.57",
+        "**spend:** 99",
+        "bob@example.com",
+        f"[Langfuse session]({SESSION_URL})",
+        "**Runbook:** https://runbooks.example.com/budget",
+        "month (UTC)",
+    ):
         assert expected in text
     assert adf_problem(markup_to_adf(text)) is None
 
@@ -104,6 +126,8 @@ def test_template_alerts_expose_values_as_attribute():
 
 def test_severity_prefers_firing_alerts():
     from relay.alert import AlertState
-    n = make_notification(make_alert(severity="info"),
-                          make_alert(severity="critical", state=AlertState.RESOLVED, ends_at=1.0, user="b"))
+
+    n = make_notification(
+        make_alert(severity="info"), make_alert(severity="critical", state=AlertState.RESOLVED, ends_at=1.0, user="b")
+    )
     assert severity_of(n) == "info"

@@ -48,13 +48,18 @@ async def test_the_langfuse_sdk_works_against_relay(tmp_path):
             def use_sdk():
                 client = Langfuse(public_key=PK, secret_key=SK, base_url=base, flush_interval=0.1)
                 assert client.auth_check() is True
-                client.create_score(name="thumbs", value=0, trace_id=trace_id, data_type="BOOLEAN",
-                                    comment="user clicked thumbs-down")
+                client.create_score(
+                    name="thumbs", value=0, trace_id=trace_id, data_type="BOOLEAN", comment="user clicked thumbs-down"
+                )
                 client.create_score(name="helpfulness", value=0.75, trace_id=trace_id)
                 prompt = client.get_prompt("greeting", cache_ttl_seconds=0)
                 dataset = client.api.datasets.get("golden")
-                with client.start_as_current_observation(name="answer", as_type="generation", model="claude-sonnet-5",
-                                                         usage_details={"input": 10, "output": 5}):
+                with client.start_as_current_observation(
+                    name="answer",
+                    as_type="generation",
+                    model="claude-sonnet-5",
+                    usage_details={"input": 10, "output": 5},
+                ):
                     pass
                 client.flush()
                 client.shutdown()
@@ -76,8 +81,11 @@ async def test_the_langfuse_sdk_works_against_relay(tmp_path):
             scores = await wait_for(lambda: len(app_scores()) >= 2 and app_scores())
             await asyncio.sleep(0.3)
             scores = app_scores()
-            ledger = await relay.spool.db.run(lambda c: c.execute(
-                "SELECT name, value, source, trace_id FROM ledger_scores WHERE source='api' ORDER BY name").fetchall())
+            ledger = await relay.spool.db.run(
+                lambda c: c.execute(
+                    "SELECT name, value, source, trace_id FROM ledger_scores WHERE source='api' ORDER BY name"
+                ).fetchall()
+            )
         by_name = {s["name"]: s for s in scores}
         assert len(scores) == 2  # each once
         assert by_name["thumbs"]["value"] == 0 and by_name["thumbs"]["dataType"] == "BOOLEAN"
@@ -99,15 +107,22 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
             trace = uuid.uuid4().hex
             async with aiohttp.ClientSession() as s:
                 # no or wrong credentials: 401, nothing reaches Langfuse
-                for headers in ({}, basic(PK, "nope"), basic("pk-other", "relay-token-acme"),
-                                {"Authorization": "Bearer nope"}):
+                for headers in (
+                    {},
+                    basic(PK, "nope"),
+                    basic("pk-other", "relay-token-acme"),
+                    {"Authorization": "Bearer nope"},
+                ):
                     async with s.get(base + "/projects", headers=headers) as r:
                         assert r.status == 401 and (await r.json())["error"] == "UnauthorizedError"
                 before = len([r for r in lf.requests if r.path == "/api/public/projects"])  # relay's own link lookup
                 assert all(r.status == 200 for r in lf.requests)  # nothing with bad credentials was forwarded
                 # the tenant's Langfuse keys, pk + relay token, or a bearer relay token
-                for headers in (basic(PK, SK), basic(PK, "relay-token-acme"),
-                                {"Authorization": "Bearer relay-token-acme"}):
+                for headers in (
+                    basic(PK, SK),
+                    basic(PK, "relay-token-acme"),
+                    {"Authorization": "Bearer relay-token-acme"},
+                ):
                     async with s.get(base + "/projects", headers=headers) as r:
                         assert r.status == 200 and (await r.json())["data"][0]["id"] == "project-test"
                 assert len([r for r in lf.requests if r.path == "/api/public/projects"]) == before + 3
@@ -115,33 +130,57 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 async with s.get(base + "/health") as r:
                     assert r.status == 200 and (await r.json())["version"] == lf.version
                 # single object → 200 {"id"}; the given id is kept
-                async with s.post(base + "/scores", headers=basic(PK, SK),
-                                  json={"id": "score-1", "name": "correct", "value": 1, "traceId": trace}) as r:
+                async with s.post(
+                    base + "/scores",
+                    headers=basic(PK, SK),
+                    json={"id": "score-1", "name": "correct", "value": 1, "traceId": trace},
+                ) as r:
                     assert r.status == 200 and await r.json() == {"id": "score-1"}
                 # array → 202, or 207 with the invalid item refused; gzip bodies too
-                body = gzip.compress(json.dumps([{"name": "tone", "value": "friendly", "dataType": "CATEGORICAL",
-                                                  "traceId": trace},
-                                                 {"name": "bad", "value": 2, "dataType": "BOOLEAN", "traceId": trace},
-                                                 ]).encode())
-                async with s.post(base + "/scores", data=body, headers={**basic(PK, SK), "Content-Encoding": "gzip",
-                                                                         "Content-Type": "application/json"}) as r:
+                body = gzip.compress(
+                    json.dumps(
+                        [
+                            {"name": "tone", "value": "friendly", "dataType": "CATEGORICAL", "traceId": trace},
+                            {"name": "bad", "value": 2, "dataType": "BOOLEAN", "traceId": trace},
+                        ]
+                    ).encode()
+                )
+                async with s.post(
+                    base + "/scores",
+                    data=body,
+                    headers={**basic(PK, SK), "Content-Encoding": "gzip", "Content-Type": "application/json"},
+                ) as r:
                     assert r.status == 207
                     doc = await r.json()
                     assert doc["accepted"] == 1 and doc["rejected"] == 1 and "BOOLEAN" in doc["errors"][0]["message"]
-                async with s.post(base + "/scores", headers=basic(PK, SK),
-                                  json=[{"name": "latency_ok", "value": 1, "sessionId": "s-1"}]) as r:
+                async with s.post(
+                    base + "/scores",
+                    headers=basic(PK, SK),
+                    json=[{"name": "latency_ok", "value": 1, "sessionId": "s-1"}],
+                ) as r:
                     assert r.status == 202 and await r.json() == {"message": "Accepted"}
                 # invalid → 400 with a message, never a 500
                 for bad in (b"{not json", b'{"name": "x"}', b'{"name": "x", "value": 1}'):
                     async with s.post(base + "/scores", data=bad, headers=basic(PK, SK)) as r:
                         assert r.status == 400 and "Invalid request data" in (await r.json())["message"]
                 # legacy ingestion: score-create stored, sdk-log taken, trace items refused per item
-                batch = {"batch": [
-                    {"id": "ev-1", "type": "score-create", "timestamp": "2026-12-06T10:00:00Z",
-                     "body": {"name": "legacy", "value": 0.5, "traceId": trace}},
-                    {"id": "ev-2", "type": "sdk-log", "timestamp": "2026-12-06T10:00:00Z", "body": {"log": "x"}},
-                    {"id": "ev-3", "type": "trace-create", "timestamp": "2026-12-06T10:00:00Z", "body": {"id": trace}},
-                ]}
+                batch = {
+                    "batch": [
+                        {
+                            "id": "ev-1",
+                            "type": "score-create",
+                            "timestamp": "2026-12-06T10:00:00Z",
+                            "body": {"name": "legacy", "value": 0.5, "traceId": trace},
+                        },
+                        {"id": "ev-2", "type": "sdk-log", "timestamp": "2026-12-06T10:00:00Z", "body": {"log": "x"}},
+                        {
+                            "id": "ev-3",
+                            "type": "trace-create",
+                            "timestamp": "2026-12-06T10:00:00Z",
+                            "body": {"id": trace},
+                        },
+                    ]
+                }
                 async with s.post(base + "/ingestion", headers=basic(PK, SK), json=batch) as r:
                     assert r.status == 207
                     doc = await r.json()
@@ -151,8 +190,11 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                 async with s.post(base + "/otel/v1/logs", headers=basic(PK, SK), data=b"") as r:
                     assert r.status == 404
                 # a proxied write with a body (score configs), and a large response streamed back unchanged
-                async with s.post(base + "/score-configs", headers=basic(PK, SK),
-                                  json={"name": "thumbs", "dataType": "BOOLEAN", "description": "x" * 300_000}) as r:
+                async with s.post(
+                    base + "/score-configs",
+                    headers=basic(PK, SK),
+                    json={"name": "thumbs", "dataType": "BOOLEAN", "description": "x" * 300_000},
+                ) as r:
                     assert r.status == 200 and (await r.json())["name"] == "thumbs"
                 assert [c["name"] for c in lf.rest.configs_of("project-test")].count("thumbs") == 1
                 big = "lorem ipsum " * 250_000
@@ -162,8 +204,9 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                     assert r.status == 200 and (await r.json())["prompt"] == big
                 # percent-encoded path segments stay encoded (a prompt in a folder), query strings pass through
                 lf.rest.add_prompt("project-test", "team/greeting", "Hi {{name}}", version=2)
-                async with s.get(base + "/v2/prompts/team%2Fgreeting?label=production&x=a%26b",
-                                 headers=basic(PK, SK)) as r:
+                async with s.get(
+                    base + "/v2/prompts/team%2Fgreeting?label=production&x=a%26b", headers=basic(PK, SK)
+                ) as r:
                     assert r.status == 200 and (await r.json())["version"] == 2
                 [seen] = [q for q in lf.requests if q.path.startswith("/api/public/v2/prompts/team")]
                 assert seen.path == "/api/public/v2/prompts/team/greeting"  # decoded by the fake's router only
@@ -172,15 +215,22 @@ async def test_scores_both_shapes_auth_and_legacy_ingestion_on_the_wire(tmp_path
                     assert r.status == 404 and (await r.json())["error"] == "LangfuseNotFoundError"
             await wait_for(lambda: len(lf.scores()) >= 4)
             await asyncio.sleep(0.3)
-            ledger = await relay.spool.db.run(lambda c: c.execute(
-                "SELECT name, value, string_value FROM ledger_scores WHERE source='api' ORDER BY name").fetchall())
+            ledger = await relay.spool.db.run(
+                lambda c: c.execute(
+                    "SELECT name, value, string_value FROM ledger_scores WHERE source='api' ORDER BY name"
+                ).fetchall()
+            )
         stored = lf.stored_scores()
         assert {s["name"] for s in stored.values()} == {"correct", "tone", "latency_ok", "legacy"}
         assert len(lf.scores()) == 4
         assert stored["score-1"]["value"] == 1
         assert stored["ev-1"]["name"] == "legacy"  # the event id keeps SDK retries idempotent
-        assert ledger == [("correct", 1.0, None), ("latency_ok", 1.0, None), ("legacy", 0.5, None),
-                          (("tone", None, "friendly"))]
+        assert ledger == [
+            ("correct", 1.0, None),
+            ("latency_ok", 1.0, None),
+            ("legacy", 0.5, None),
+            (("tone", None, "friendly")),
+        ]
 
 
 @pytest.mark.slow
@@ -193,8 +243,11 @@ def test_a_score_acknowledged_before_kill9_is_delivered_once_after_restart(tmp_p
         overrides = {"exporters": {"langfuse": {"base_url": fake.base_url, "public_key": PK, "secret_key": SK}}}
         relay = RelayProcess(tmp_path / "data", overrides).start()
         try:
-            r = httpx.post(relay.http_url + "/api/public/scores", auth=(PK, SK),
-                           json={"name": "thumbs", "value": 1, "dataType": "BOOLEAN", "traceId": "t" * 32})
+            r = httpx.post(
+                relay.http_url + "/api/public/scores",
+                auth=(PK, SK),
+                json={"name": "thumbs", "value": 1, "dataType": "BOOLEAN", "traceId": "t" * 32},
+            )
             assert r.status_code == 200
             score_id = r.json()["id"]
             relay.kill9()
@@ -202,8 +255,13 @@ def test_a_score_acknowledged_before_kill9_is_delivered_once_after_restart(tmp_p
             if relay.proc and relay.proc.poll() is None:
                 relay.kill9()
         fake.clear_faults()
-        relay = RelayProcess(tmp_path / "data", overrides, http_port=relay.http_port, grpc_port=relay.grpc_port,
-                             admin_port=relay.admin_port).start()
+        relay = RelayProcess(
+            tmp_path / "data",
+            overrides,
+            http_port=relay.http_port,
+            grpc_port=relay.grpc_port,
+            admin_port=relay.admin_port,
+        ).start()
         try:
             deadline = time.monotonic() + 20
             while not fake.scores() and time.monotonic() < deadline:
@@ -221,13 +279,23 @@ from hypothesis import strategies as st  # noqa: E402
 
 from relay.langfuse_api.proxy import score_problem  # noqa: E402
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                                  max_size=5), max_leaves=12)
-_scoreish = st.fixed_dictionaries({}, optional={
-    "name": st.text(max_size=10) | st.integers(), "value": _json, "dataType": st.sampled_from(
-        ["NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION", "OTHER"]) | _json,
-    "traceId": st.text(max_size=8), "sessionId": _json, "id": _json, "source": st.sampled_from(["API", "EVAL"])})
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=12,
+)
+_scoreish = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=10) | st.integers(),
+        "value": _json,
+        "dataType": st.sampled_from(["NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION", "OTHER"]) | _json,
+        "traceId": st.text(max_size=8),
+        "sessionId": _json,
+        "id": _json,
+        "source": st.sampled_from(["API", "EVAL"]),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -237,6 +305,7 @@ def test_score_validation_never_raises_and_accepts_only_valid_scores(body):
     assert problem is None or isinstance(problem, str)
     if problem is None:  # what relay accepts, the v4.16 server would accept too (the fake enforces its rules)
         from tests.fakes.langfuse import _score_problem
+
         assert _score_problem(body) is None
         assert isinstance(body["name"], str) and body["name"]
 
@@ -245,9 +314,18 @@ async def test_garbage_bodies_get_a_4xx_never_a_500(tmp_path):
     import random
 
     rnd = random.Random(7)
-    samples = [b"", b"\x00\xff", b"[]", b"[1, 2]", b"null", b'{"batch": 5}', b'{"batch": [1, "x", null]}',
-               b'[{"name": "a", "value": {"x": 1}, "traceId": "t"}]', b'{"name": "", "value": 1, "traceId": "t"}',
-               bytes(rnd.getrandbits(8) for _ in range(200))]
+    samples = [
+        b"",
+        b"\x00\xff",
+        b"[]",
+        b"[1, 2]",
+        b"null",
+        b'{"batch": 5}',
+        b'{"batch": [1, "x", null]}',
+        b'[{"name": "a", "value": {"x": 1}, "traceId": "t"}]',
+        b'{"name": "", "value": 1, "traceId": "t"}',
+        bytes(rnd.getrandbits(8) for _ in range(200)),
+    ]
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url) as relay:
             base = f"http://127.0.0.1:{relay.http.port}/api/public"

@@ -46,25 +46,53 @@ def _trace(**kw) -> TraceInfo:
 
 def _observations() -> list[Observation]:
     return [
-        Observation(id=ROOT, trace_id=TRACE, name="invoke_agent coder", type=ObservationType.AGENT,
-                    start_ns=T0, end_ns=T0 + 5_000_000_000, input="fix the build", output={"answer": "done"},
-                    attributes={"user.id": "install-hash", "session.id": "sess-1", "custom": 7}),
-        Observation(id=GEN, trace_id=TRACE, parent_id=ROOT, name="chat claude-sonnet-4-5",
-                    type=ObservationType.GENERATION, start_ns=T0 + 1_000_000_000, end_ns=T0 + 3_000_000_000,
-                    model="claude-sonnet-4-5-20250929",
-                    model_parameters={"temperature": 0.2, "max_tokens": 1024},
-                    usage_details={"input": 12, "output": 340, "cache_read_input_tokens": 9000,
-                                   "input_cache_creation_5m": 512},
-                    cost_details={"total": 0.0123},
-                    completion_start_ns=T0 + 1_250_000_000,
-                    metadata={"request_id": "req_1", "attempt": 2},
-                    attributes={"gen_ai.usage.input_tokens": 9524, "gen_ai.usage.output_tokens": 340,
-                                "gen_ai.usage.cost": 0.5, "gen_ai.request.model": "claude-sonnet-4-5",
-                                "langfuse.observation.type": "span", "langfuse.user.id": "spoofed"},
-                    events=[("gen_ai.choice", T0 + 2_000_000_000, {"index": 0})]),
-        Observation(id=TOOL, trace_id=TRACE, parent_id=ROOT, name="execute_tool Bash", type=ObservationType.TOOL,
-                    start_ns=T0 + 3_000_000_000, end_ns=T0 + 4_000_000_000, level=Level.ERROR,
-                    status_message="exit code 1", attributes={"gen_ai.tool.name": "Bash"}),
+        Observation(
+            id=ROOT,
+            trace_id=TRACE,
+            name="invoke_agent coder",
+            type=ObservationType.AGENT,
+            start_ns=T0,
+            end_ns=T0 + 5_000_000_000,
+            input="fix the build",
+            output={"answer": "done"},
+            attributes={"user.id": "install-hash", "session.id": "sess-1", "custom": 7},
+        ),
+        Observation(
+            id=GEN,
+            trace_id=TRACE,
+            parent_id=ROOT,
+            name="chat claude-sonnet-4-5",
+            type=ObservationType.GENERATION,
+            start_ns=T0 + 1_000_000_000,
+            end_ns=T0 + 3_000_000_000,
+            model="claude-sonnet-4-5-20250929",
+            model_parameters={"temperature": 0.2, "max_tokens": 1024},
+            usage_details={"input": 12, "output": 340, "cache_read_input_tokens": 9000, "input_cache_creation_5m": 512},
+            cost_details={"total": 0.0123},
+            completion_start_ns=T0 + 1_250_000_000,
+            metadata={"request_id": "req_1", "attempt": 2},
+            attributes={
+                "gen_ai.usage.input_tokens": 9524,
+                "gen_ai.usage.output_tokens": 340,
+                "gen_ai.usage.cost": 0.5,
+                "gen_ai.request.model": "claude-sonnet-4-5",
+                "langfuse.observation.type": "span",
+                "langfuse.user.id": "spoofed",
+            },
+            events=[("gen_ai.choice", T0 + 2_000_000_000, {"index": 0})],
+        ),
+        Observation(
+            id=TOOL,
+            trace_id=TRACE,
+            parent_id=ROOT,
+            name="execute_tool Bash",
+            type=ObservationType.TOOL,
+            start_ns=T0 + 3_000_000_000,
+            end_ns=T0 + 4_000_000_000,
+            level=Level.ERROR,
+            status_message="exit code 1",
+            attributes={"gen_ai.tool.name": "Bash"},
+        ),
     ]
 
 
@@ -109,9 +137,20 @@ def test_trace_level_fields_on_every_span():
 
 def test_unset_trace_fields_are_omitted():
     trace = TraceInfo(trace_id=TRACE)
-    (_, a), = _spans(encode_spans(trace, _observations()[2:]))
-    assert not any(k.startswith(("langfuse.trace.", "langfuse.user", "langfuse.session", "langfuse.environment",
-                                 "langfuse.release", "langfuse.version")) for k in a)
+    ((_, a),) = _spans(encode_spans(trace, _observations()[2:]))
+    assert not any(
+        k.startswith(
+            (
+                "langfuse.trace.",
+                "langfuse.user",
+                "langfuse.session",
+                "langfuse.environment",
+                "langfuse.release",
+                "langfuse.version",
+            )
+        )
+        for k in a
+    )
     assert a["langfuse.observation.type"] == "tool"
 
 
@@ -126,8 +165,12 @@ def test_generation_attributes():
     assert json.loads(a["langfuse.observation.model.parameters"]) == {"temperature": 0.2, "max_tokens": 1024}
     usage = a["langfuse.observation.usage_details"]
     assert isinstance(usage, str)
-    assert json.loads(usage) == {"input": 12, "output": 340, "cache_read_input_tokens": 9000,
-                                 "input_cache_creation_5m": 512}
+    assert json.loads(usage) == {
+        "input": 12,
+        "output": 340,
+        "cache_read_input_tokens": 9000,
+        "input_cache_creation_5m": 512,
+    }
     assert all(isinstance(v, int) for v in json.loads(usage).values())
     cost = a["langfuse.observation.cost_details"]
     assert isinstance(cost, str) and json.loads(cost) == {"total": 0.0123}
@@ -139,9 +182,16 @@ def test_generation_attributes():
 
 
 def test_usage_attributes_kept_without_usage_details():
-    obs = Observation(id=GEN, trace_id=TRACE, name="chat", type=ObservationType.GENERATION, start_ns=T0, end_ns=T0,
-                      attributes={"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cost": 0.1})
-    (_, a), = _spans(encode_spans(_trace(), [obs]))
+    obs = Observation(
+        id=GEN,
+        trace_id=TRACE,
+        name="chat",
+        type=ObservationType.GENERATION,
+        start_ns=T0,
+        end_ns=T0,
+        attributes={"gen_ai.usage.input_tokens": 5, "gen_ai.usage.cost": 0.1},
+    )
+    ((_, a),) = _spans(encode_spans(_trace(), [obs]))
     assert a["gen_ai.usage.input_tokens"] == 5 and a["gen_ai.usage.cost"] == 0.1
     assert "langfuse.observation.usage_details" not in a and "langfuse.observation.cost_details" not in a
 
@@ -161,9 +211,10 @@ def test_error_status():
     assert a["langfuse.observation.level"] == "ERROR"
     assert a["langfuse.observation.status_message"] == "exit code 1"
     assert spans[0][0].status.code == Status.StatusCode.STATUS_CODE_UNSET
-    flagged = Observation(id=TOOL, trace_id=TRACE, name="t", type=ObservationType.TOOL, start_ns=T0, end_ns=T0,
-                          status_error=True)
-    (s, _), = _spans(encode_spans(_trace(), [flagged]))
+    flagged = Observation(
+        id=TOOL, trace_id=TRACE, name="t", type=ObservationType.TOOL, start_ns=T0, end_ns=T0, status_error=True
+    )
+    ((s, _),) = _spans(encode_spans(_trace(), [flagged]))
     assert s.status.code == Status.StatusCode.STATUS_CODE_ERROR
 
 
@@ -190,11 +241,11 @@ def test_normalize_environment(raw, expected):
 
 def test_environment_and_session_rules_applied():
     trace = _trace(environment="Langfuse-Prod", session_id="s" * 200)
-    (_, a), = _spans(encode_spans(trace, _observations()[2:]))
+    ((_, a),) = _spans(encode_spans(trace, _observations()[2:]))
     assert a["langfuse.environment"] == "prod"
     assert "langfuse.session.id" not in a
     trace = _trace(environment="langfuse", session_id="sé")
-    (_, a), = _spans(encode_spans(trace, _observations()[2:]))
+    ((_, a),) = _spans(encode_spans(trace, _observations()[2:]))
     assert "langfuse.environment" not in a and "langfuse.session.id" not in a
     assert valid_session_id("s" * 199) == "s" * 199
 

@@ -49,13 +49,20 @@ async def lf():
         yield fake
 
 
-def config(*, max_spans: int = 512, timeout: float = 2.0, max_500_retries: int = 2,
-           reconcile_delay: float = 0.05) -> LangfuseExporterConfig:
+def config(
+    *, max_spans: int = 512, timeout: float = 2.0, max_500_retries: int = 2, reconcile_delay: float = 0.05
+) -> LangfuseExporterConfig:
     """Fast backoff: 50 ms doubling up to 300 ms, ±10 % jitter; interrupted sends checked 50 ms after the send."""
     return LangfuseExporterConfig(
-        timeout=timeout, reconcile_delay=reconcile_delay,
-        retry_on_failure=RetryConfig(initial_interval=0.05, max_interval=0.3, multiplier=2.0,
-                                     randomization_factor=0.1, max_500_retries=max_500_retries),
+        timeout=timeout,
+        reconcile_delay=reconcile_delay,
+        retry_on_failure=RetryConfig(
+            initial_interval=0.05,
+            max_interval=0.3,
+            multiplier=2.0,
+            randomization_factor=0.1,
+            max_500_retries=max_500_retries,
+        ),
         batch=BatchConfig(max_spans=max_spans, flush_interval=0.01),
     )
 
@@ -469,8 +476,11 @@ async def test_interrupted_send_found_partly_in_langfuse_sends_only_the_rest(spo
 
     auth = "Basic " + base64.b64encode(b"pk-lf-aaa:sk-lf-aaa-secret").decode()
     async with aiohttp.ClientSession() as s:  # Langfuse got the first two spans by another way
-        async with s.post(lf.traces_url, data=first_half.SerializeToString(),
-                          headers={"Content-Type": "application/x-protobuf", "Authorization": auth}) as r:
+        async with s.post(
+            lf.traces_url,
+            data=first_half.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf", "Authorization": auth},
+        ) as r:
             assert r.status == 200
     await spool.commit_traces([TraceCommit("a", "0" * 29 + "abc", body, 4, span_ids, {}, [], items={"traces": 4})])
     await spool.mark_sending(await spool.read_outbound("a", 10, 10**6))

@@ -13,11 +13,10 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-
-from relay.model import usd_to_nanos
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from relay.model import usd_to_nanos
 from tests.support.expected import by_name, events
 from tests.support.fixtures import load_scenario
 from tests.support.inproc import post_capture, replay, running_relay, settle
@@ -78,8 +77,12 @@ def llm_spans(scenario: str) -> list[dict]:
                 for ss in rs.scope_spans:
                     for s in ss.spans:
                         if s.name == "claude_code.llm_request":
-                            out.append({kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
-                                        for kv in s.attributes})
+                            out.append(
+                                {
+                                    kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
+                                    for kv in s.attributes
+                                }
+                            )
     return out
 
 
@@ -99,8 +102,18 @@ async def post(relay, scenario: str, signals: set[str]) -> None:
                 assert await post_capture(s, f"http://127.0.0.1:{relay.http.port}", req) == 200
 
 
-@pytest.mark.parametrize("scenario", ["protobuf-tools", "json-tools", "grpc-tools", "protobuf-subagent",
-                                      "protobuf-text-nobeta", "protobuf-err529", "protobuf-receiver-503"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "protobuf-tools",
+        "json-tools",
+        "grpc-tools",
+        "protobuf-subagent",
+        "protobuf-text-nobeta",
+        "protobuf-err529",
+        "protobuf-receiver-503",
+    ],
+)
 async def test_each_call_is_counted_once_with_events_spans_metrics_and_replays(tmp_path, scenario):
     evs = events(scenario)
     requests = {e.attrs["request_id"]: e.attrs for e in by_name(evs, "api_request")}
@@ -126,10 +139,21 @@ async def test_each_call_is_counted_once_with_events_spans_metrics_and_replays(t
     for r in ok:
         a = requests[r.key.removeprefix("llm:")]
         assert (r.cost_nanos, r.cost_source, r.source) == (usd_to_nanos(a["cost_usd"]), "reported", "claude_code.event")
-        assert (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_5m_tokens,
-                r.cache_creation_1h_tokens, r.model) == (a["input_tokens"], a["output_tokens"], a["cache_read_tokens"],
-                                                         a["cache_creation_5m_tokens"], a["cache_creation_1h_tokens"],
-                                                         a["model"])
+        assert (
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_creation_5m_tokens,
+            r.cache_creation_1h_tokens,
+            r.model,
+        ) == (
+            a["input_tokens"],
+            a["output_tokens"],
+            a["cache_read_tokens"],
+            a["cache_creation_5m_tokens"],
+            a["cache_creation_1h_tokens"],
+            a["model"],
+        )
         assert (r.duration_ms, r.ttft_ms, r.session_id) == (a["duration_ms"], a["ttft_ms"], a["session.id"])
     assert abs(sum(r.cost_nanos for r in first) - math.fsum(a["cost_usd"] for a in requests.values()) * 1e9) <= 1
     assert len(failed) == len(by_name(evs, "api_error")) and all(r.cost_nanos == 0 for r in failed)
@@ -165,17 +189,23 @@ async def test_metrics_only_sender_is_counted_from_metrics_until_its_events_arri
         final = await rows(relay)
 
     # metrics only: one record per export, tokens and cost equal to the metric points' sums
-    assert estimated and {(r.source, r.cost_source, r.kind) for r in estimated} == {("claude_code.metric", "reported", "llm")}
+    assert estimated and {(r.source, r.cost_source, r.kind) for r in estimated} == {
+        ("claude_code.metric", "reported", "llm")
+    }
     tok = points["claude_code.token.usage"]
     assert sum(r.input_tokens for r in estimated) == tok["input"] == sum(a["input_tokens"] for a in requests)
     assert sum(r.output_tokens for r in estimated) == tok["output"]
     assert sum(r.cache_read_tokens for r in estimated) == tok["cacheRead"]
     assert sum(r.cache_creation_tokens for r in estimated) == tok["cacheCreation"]
     reported = math.fsum(float(a["cost_usd"]) for a in requests) * 1e9
-    assert sum(r.cost_nanos for r in estimated) == pytest.approx(points["claude_code.cost.usage"][None] * 1e9, abs=len(estimated))
+    assert sum(r.cost_nanos for r in estimated) == pytest.approx(
+        points["claude_code.cost.usage"][None] * 1e9, abs=len(estimated)
+    )
     assert sum(r.cost_nanos for r in estimated) == pytest.approx(reported, abs=len(estimated))  # metrics ≙ events
     assert {r.session_id for r in estimated} == {requests[0]["session.id"]}
-    assert {s.group["type"]: s.value for s in lines} == {t: v for t, v in points["claude_code.lines_of_code.count"].items()}
+    assert {s.group["type"]: s.value for s in lines} == {
+        t: v for t, v in points["claude_code.lines_of_code.count"].items()
+    }
     assert {s.group["team.id"] for s in lines} == {"platform"}
     assert [s.value for s in commits] == [points["claude_code.commit.count"][None]] == [1.0]
 
@@ -204,13 +234,23 @@ async def test_spans_first_are_priced_then_upgraded_by_their_events(tmp_path):
     assert set(priced) == {f"llm:{rid}" for rid in spans}
     for rid, a in spans.items():
         r = priced[f"llm:{rid}"]
-        by_hand = round((a["input_tokens"] * p_in + a["output_tokens"] * p_out + a["cache_read_tokens"] * p_read
-                         + a["cache_creation_tokens"] * p_write) * 1000)
+        by_hand = round(
+            (
+                a["input_tokens"] * p_in
+                + a["output_tokens"] * p_out
+                + a["cache_read_tokens"] * p_read
+                + a["cache_creation_tokens"] * p_write
+            )
+            * 1000
+        )
         assert (r.source, r.cost_source, r.cost_nanos) == ("claude_code.span", "computed", by_hand)
         assert abs(by_hand - requests[rid]["cost_usd"] * 1e9) <= 1  # relay's table agrees with Claude Code's
     assert set(final) == set(priced)  # the same calls, now with the reported cost
     for key, r in final.items():
-        assert (r.cost_source, r.cost_nanos) == ("reported", usd_to_nanos(requests[key.removeprefix("llm:")]["cost_usd"]))
+        assert (r.cost_source, r.cost_nanos) == (
+            "reported",
+            usd_to_nanos(requests[key.removeprefix("llm:")]["cost_usd"]),
+        )
     upgrades = [c for c in feed.changes if c.old is not None and c.new is not None and c.new.kind == "llm"]
     assert sorted(c.new.key for c in upgrades) == sorted(final)
     assert all(c.old == priced[c.old.key] for c in upgrades)
@@ -230,19 +270,29 @@ async def test_other_agents_genai_spans_get_identity_and_tenant_labels_and_a_com
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     def run(port: int) -> None:
-        tp = TracerProvider(resource=Resource.create({"service.name": "my-agent", "team.id": "search",
-                                                      "department": "research"}))
+        tp = TracerProvider(
+            resource=Resource.create({"service.name": "my-agent", "team.id": "search", "department": "research"})
+        )
         tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")))
         tracer = tp.get_tracer("my-agent")
-        with tracer.start_as_current_span("invoke_agent", attributes={"gen_ai.operation.name": "invoke_agent",
-                                                                      "user.id": "alice", "session.id": "sess-7"}):
-            with tracer.start_as_current_span("chat", attributes={
-                    "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-2024-08-06",
-                    "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 300,
-                    "gen_ai.usage.cache_read.input_tokens": 1000}):
+        with tracer.start_as_current_span(
+            "invoke_agent",
+            attributes={"gen_ai.operation.name": "invoke_agent", "user.id": "alice", "session.id": "sess-7"},
+        ):
+            with tracer.start_as_current_span(
+                "chat",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-2024-08-06",
+                    "gen_ai.usage.input_tokens": 1200,
+                    "gen_ai.usage.output_tokens": 300,
+                    "gen_ai.usage.cache_read.input_tokens": 1000,
+                },
+            ):
                 pass
-            with tracer.start_as_current_span("execute_tool", attributes={"gen_ai.operation.name": "execute_tool",
-                                                                           "gen_ai.tool.name": "grep"}):
+            with tracer.start_as_current_span(
+                "execute_tool", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "grep"}
+            ):
                 pass
         tp.shutdown()
 
@@ -258,7 +308,10 @@ async def test_other_agents_genai_spans_get_identity_and_tenant_labels_and_a_com
     assert (tool.tool_name, tool.cost_source) == ("grep", "none")
     for r in (llm, tool):
         assert (r.user, r.session_id) == ("alice", "sess-7")
-        assert {k: r.labels.get(k) for k in ("team.id", "department", "project")} == \
-            {"team.id": "search", "department": "finance", "project": "web"}  # the tenant's department wins
+        assert {k: r.labels.get(k) for k in ("team.id", "department", "project")} == {
+            "team.id": "search",
+            "department": "finance",
+            "project": "web",
+        }  # the tenant's department wins
         assert not [k for k in r.labels if k.startswith("relay.")]  # Langfuse metadata copies are not ledger labels
     assert len(feed.changes) == 2

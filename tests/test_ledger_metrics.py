@@ -20,16 +20,30 @@ from relay.usage.sqlite_store import SqliteLedgerStore
 
 S = 1_000_000_000  # ns per second
 COST, TOKENS, LINES = "claude_code.cost.usage", "claude_code.token.usage", "claude_code.lines_of_code.count"
-RESOURCE = {"service.name": "claude-code", "enduser.id": "alice@example.com", "team.id": "platform",
-            "department": "engineering"}
-CTX = MappingContext(tenant="acme", user_attributes=["enduser.id", "user.id"],
-                     metadata_attributes=["team.id", "department"], labels={"project": "web", "department": "finance"})
+RESOURCE = {
+    "service.name": "claude-code",
+    "enduser.id": "alice@example.com",
+    "team.id": "platform",
+    "department": "engineering",
+}
+CTX = MappingContext(
+    tenant="acme",
+    user_attributes=["enduser.id", "user.id"],
+    metadata_attributes=["team.id", "department"],
+    labels={"project": "web", "department": "finance"},
+)
 
 
 def session_attrs(session="s1", **extra):
     """A cost group's point attributes; ``session=None`` as with ``OTEL_METRICS_INCLUDE_SESSION_ID=false``."""
-    a = {"session.id": session, "user.id": "f" * 64, "model": "claude-sonnet-4-5", "query_source": "main",
-         "effort": "medium", **extra}
+    a = {
+        "session.id": session,
+        "user.id": "f" * 64,
+        "model": "claude-sonnet-4-5",
+        "query_source": "main",
+        "effort": "medium",
+        **extra,
+    }
     return {k: v for k, v in a.items() if v is not None}
 
 
@@ -86,10 +100,20 @@ async def test_delta_exports_become_one_record_per_cost_group_and_export(store):
     assert [c.old for c in changes] == [None, None]
     main, agent = sorted((c.new for c in changes), key=lambda r: r.cost_nanos, reverse=True)
     assert (main.cost_nanos, main.cost_source, main.source, main.kind) == (50_000_000, "reported", SOURCE_METRIC, "llm")
-    assert (main.input_tokens, main.output_tokens, main.cache_read_tokens, main.cache_creation_tokens,
-            main.cache_creation_5m_tokens) == (100, 50, 1000, 200, 200)
-    assert (main.session_id, main.model, main.time_ns, main.tenant, main.agent) == \
-        ("s1", "claude-sonnet-4-5", 10 * S, "acme", None)
+    assert (
+        main.input_tokens,
+        main.output_tokens,
+        main.cache_read_tokens,
+        main.cache_creation_tokens,
+        main.cache_creation_5m_tokens,
+    ) == (100, 50, 1000, 200, 200)
+    assert (main.session_id, main.model, main.time_ns, main.tenant, main.agent) == (
+        "s1",
+        "claude-sonnet-4-5",
+        10 * S,
+        "acme",
+        None,
+    )
     assert (agent.cost_nanos, agent.input_tokens, agent.agent) == (20_000_000, 7, "general-purpose")
     # identity like per-call records: user from enduser.id; the tenant's department wins over the sender's
     assert main.user == "alice@example.com"
@@ -102,7 +126,9 @@ async def test_delta_exports_become_one_record_per_cost_group_and_export(store):
 
 
 CUMULATIVE_EXPORTS = [  # (start, time, cost USD, input tokens): one cost group, fixed start, then a restart
-    (5, 10, 0.05, 100), (5, 20, 0.08, 160), (5, 30, 0.08, 160),  # unchanged at 30: no record
+    (5, 10, 0.05, 100),
+    (5, 20, 0.08, 160),
+    (5, 30, 0.08, 160),  # unchanged at 30: no record
     (35, 40, 0.01, 5),  # new start time: counts from zero
     (35, 50, 0.004, 2),  # below the previous value with the same start: a reset, counts in full
 ]
@@ -133,7 +159,10 @@ async def test_late_point_reports_the_upgrade_of_the_next_record(store):
     [c20] = await send(store, usage(20, 0.08, start=5), temporality=2)
     assert c20.new.cost_nanos == 80_000_000
     changes = await send(store, usage(10, 0.05, start=5), temporality=2)
-    assert [(c.old and c.old.cost_nanos, c.new.cost_nanos) for c in changes] == [(None, 50_000_000), (80_000_000, 30_000_000)]
+    assert [(c.old and c.old.cost_nanos, c.new.cost_nanos) for c in changes] == [
+        (None, 50_000_000),
+        (80_000_000, 30_000_000),
+    ]
 
 
 async def test_tokens_before_cost_are_priced_then_replaced_by_the_reported_cost(store):
@@ -142,13 +171,26 @@ async def test_tokens_before_cost_are_priced_then_replaced_by_the_reported_cost(
     # Sonnet 4.5 by hand: 100×3 + 50×15 + 1000×0.30 + 200×3.75 = 300 + 750 + 300 + 750
     assert (c1.new.cost_source, c1.new.cost_nanos) == ("computed", 2_100_000)
     [c2] = await send(store, usage(10, 0.0021))
-    assert c2.old == c1.new and (c2.new.cost_source, c2.new.cost_nanos, c2.new.input_tokens) == ("reported", 2_100_000, 100)
+    assert c2.old == c1.new and (c2.new.cost_source, c2.new.cost_nanos, c2.new.input_tokens) == (
+        "reported",
+        2_100_000,
+        100,
+    )
 
 
 async def test_per_call_records_supersede_metric_estimates_of_their_session(store):
     await send(store, usage(10, 0.05, session="s1") + usage(10, 0.03, session="s2"))
-    call = UsageRecord(key="llm:req_1", kind="llm", time_ns=9 * S, tenant="acme", session_id="s1", cost_nanos=50_000,
-                       cost_source="reported", model="claude-sonnet-4-5", source="claude_code.event")
+    call = UsageRecord(
+        key="llm:req_1",
+        kind="llm",
+        time_ns=9 * S,
+        tenant="acme",
+        session_id="s1",
+        cost_nanos=50_000,
+        cost_source="reported",
+        model="claude-sonnet-4-5",
+        source="claude_code.event",
+    )
     changes = await store.write([call])
     assert changes[0].old is None and changes[0].new == call
     [retract] = changes[1:]
@@ -158,25 +200,56 @@ async def test_per_call_records_supersede_metric_estimates_of_their_session(stor
     [c] = await send(store, usage(20, 0.02, start=10, session="s2"))
     assert c.new.session_id == "s2"
     # a session whose per-call records came first never gets metric records
-    await store.write([UsageRecord(key="tool:x", kind="tool", time_ns=S, tenant="acme", session_id="s3",
-                                   tool_name="Bash", source="claude_code.span")])
+    await store.write(
+        [
+            UsageRecord(
+                key="tool:x",
+                kind="tool",
+                time_ns=S,
+                tenant="acme",
+                session_id="s3",
+                tool_name="Bash",
+                source="claude_code.span",
+            )
+        ]
+    )
     assert await send(store, usage(30, 0.5, session="s3")) == []
     # the second per-call record of s1 retracts nothing more
-    assert await store.write([UsageRecord(key="llm:req_2", kind="llm", time_ns=S, tenant="acme", session_id="s1",
-                                          source="claude_code.event")]) != []
+    assert (
+        await store.write(
+            [
+                UsageRecord(
+                    key="llm:req_2", kind="llm", time_ns=S, tenant="acme", session_id="s1", source="claude_code.event"
+                )
+            ]
+        )
+        != []
+    )
     by_session = {}
     for r in await ledger(store):
         by_session.setdefault(r.session_id, []).append(r.source)
-    assert by_session == {"s1": ["claude_code.event", "claude_code.event"], "s2": [SOURCE_METRIC, SOURCE_METRIC],
-                          "s3": ["claude_code.span"]}
+    assert by_session == {
+        "s1": ["claude_code.event", "claude_code.event"],
+        "s2": [SOURCE_METRIC, SOURCE_METRIC],
+        "s3": ["claude_code.span"],
+    }
     # the deltas stay for cross-checks and reports
     assert len(await store.sum_metric(COST, 0, 100 * S, by=("session",))) == 3
 
 
 def call_record(key, t_s, *, model="claude-sonnet-4-5", user="alice@example.com", cost=0.04):
     """A per-call record as the pipeline writes it for an ``api_request`` without ``session.id``."""
-    return UsageRecord(key=key, kind="llm", time_ns=int(t_s * S), tenant="acme", user=user, model=model,
-                       cost_nanos=round(cost * 1e9), cost_source="reported", source="claude_code.event")
+    return UsageRecord(
+        key=key,
+        kind="llm",
+        time_ns=int(t_s * S),
+        tenant="acme",
+        user=user,
+        model=model,
+        cost_nanos=round(cost * 1e9),
+        cost_source="reported",
+        source="claude_code.event",
+    )
 
 
 async def test_without_session_ids_calls_supersede_metric_estimates_by_user_model_and_window(store):
@@ -194,21 +267,39 @@ async def test_without_session_ids_calls_supersede_metric_estimates_by_user_mode
     assert {other_model.new.model, later.new.model} == {"claude-opus-5-5", "claude-sonnet-4-5"}
     rows = await ledger(store)
     assert sorted((r.key.split(":")[0], r.model) for r in rows) == [
-        ("llm", "claude-sonnet-4-5"), ("llm", "claude-sonnet-4-5"), ("metric", "claude-opus-5-5"),
-        ("metric", "claude-sonnet-4-5")]
+        ("llm", "claude-sonnet-4-5"),
+        ("llm", "claude-sonnet-4-5"),
+        ("metric", "claude-opus-5-5"),
+        ("metric", "claude-sonnet-4-5"),
+    ]
     assert sum(r.cost_nanos for r in rows) == 40_000_000 * 2 + 500_000_000 + 10_000_000  # nothing twice
 
 
 async def test_lines_commits_and_prs_are_summed_by_any_attribute(store):
     alice = {"session.id": "s1", "model": "claude-opus-5-5"}
     bob_resource = {**RESOURCE, "enduser.id": "bob@example.com", "team.id": "data"}
-    await send(store, [(LINES, {**alice, "type": "added"}, 9, 10, 7.0), (LINES, {**alice, "type": "removed"}, 9, 10, 2.0),
-                       ("claude_code.commit.count", {"session.id": "s1"}, 9, 10, 1.0),
-                       ("claude_code.pull_request.count", {"session.id": "s1"}, 9, 10, 1.0)])
+    await send(
+        store,
+        [
+            (LINES, {**alice, "type": "added"}, 9, 10, 7.0),
+            (LINES, {**alice, "type": "removed"}, 9, 10, 2.0),
+            ("claude_code.commit.count", {"session.id": "s1"}, 9, 10, 1.0),
+            ("claude_code.pull_request.count", {"session.id": "s1"}, 9, 10, 1.0),
+        ],
+    )
     await send(store, [(LINES, {**alice, "type": "added"}, 10, 20, 4.0)])
-    rows, _ = metric_rows("acme", request([(LINES, {"session.id": "s2", "type": "added"}, 0, 15, 30.0),
-                                           (LINES, {"session.id": "s2", "type": "added"}, 0, 25, 33.0)],
-                                          temporality=2, resource=bob_resource), CTX)
+    rows, _ = metric_rows(
+        "acme",
+        request(
+            [
+                (LINES, {"session.id": "s2", "type": "added"}, 0, 15, 30.0),
+                (LINES, {"session.id": "s2", "type": "added"}, 0, 25, 33.0),
+            ],
+            temporality=2,
+            resource=bob_resource,
+        ),
+        CTX,
+    )
     await store.write_metric_points(rows)
     await store.write_metric_points(rows)  # replay
 
@@ -216,10 +307,15 @@ async def test_lines_commits_and_prs_are_summed_by_any_attribute(store):
         return {tuple(s.group.values()): s.value for s in sums}
 
     assert flat(await store.sum_metric(LINES, 0, 100 * S, by=("user", "type"))) == {
-        ("alice@example.com", "added"): 11.0, ("alice@example.com", "removed"): 2.0, ("bob@example.com", "added"): 33.0}
+        ("alice@example.com", "added"): 11.0,
+        ("alice@example.com", "removed"): 2.0,
+        ("bob@example.com", "added"): 33.0,
+    }
     assert flat(await store.sum_metric(LINES, 0, 100 * S, by=("team.id",))) == {("platform",): 13.0, ("data",): 33.0}
     assert flat(await store.sum_metric(LINES, 0, 100 * S, by=("project", "model"))) == {
-        ("web", "claude-opus-5-5"): 13.0, ("web", None): 33.0}  # a tenant label and a point attribute
+        ("web", "claude-opus-5-5"): 13.0,
+        ("web", None): 33.0,
+    }  # a tenant label and a point attribute
     assert flat(await store.sum_metric(LINES, 12 * S, 22 * S, by=("type",))) == {("added",): 34.0}  # 4 + (33 − 30)
     assert flat(await store.sum_metric("claude_code.commit.count", 0, 100 * S)) == {(): 1.0}
     assert flat(await store.sum_metric("claude_code.pull_request.count", 0, 100 * S, tenant="other")) == {}

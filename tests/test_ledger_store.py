@@ -26,10 +26,26 @@ def store(db):
 
 
 def call(key="llm:r1", *, t=1_000, tenant="acme", session="s1", source="claude_code.event", **kw) -> UsageRecord:
-    base = dict(key=key, kind="llm", time_ns=t, tenant=tenant, session_id=session, trace_id="t" * 32, prompt_id="p1",
-                user="alice", labels={"team.id": "platform", "project": "web"}, agent=None, model=SONNET,
-                input_tokens=1000, output_tokens=100, cache_read_tokens=0, cache_creation_tokens=0,
-                duration_ms=1234.5, ttft_ms=300.0, source=source)
+    base = dict(
+        key=key,
+        kind="llm",
+        time_ns=t,
+        tenant=tenant,
+        session_id=session,
+        trace_id="t" * 32,
+        prompt_id="p1",
+        user="alice",
+        labels={"team.id": "platform", "project": "web"},
+        agent=None,
+        model=SONNET,
+        input_tokens=1000,
+        output_tokens=100,
+        cache_read_tokens=0,
+        cache_creation_tokens=0,
+        duration_ms=1234.5,
+        ttft_ms=300.0,
+        source=source,
+    )
     base.update(kw)
     return UsageRecord(**base)
 
@@ -39,10 +55,22 @@ async def all_rows(store, tenant=None):
 
 
 async def test_new_records_round_trip_and_rewrites_change_nothing(store):
-    tool = UsageRecord(key="tool:tu1", kind="tool", time_ns=2_000, tenant="acme", session_id="s1", tool_name="Bash",
-                       success=False, error_class="ShellError", error="exit 1", decision="accept",
-                       decision_source="config", duration_ms=12.0, labels={"team.id": "platform"},
-                       source="claude_code.event")
+    tool = UsageRecord(
+        key="tool:tu1",
+        kind="tool",
+        time_ns=2_000,
+        tenant="acme",
+        session_id="s1",
+        tool_name="Bash",
+        success=False,
+        error_class="ShellError",
+        error="exit 1",
+        decision="accept",
+        decision_source="config",
+        duration_ms=12.0,
+        labels={"team.id": "platform"},
+        source="claude_code.event",
+    )
     reported = call(cost_nanos=4567, cost_source="reported", status_code=None)
     changes = await store.write([reported, tool])
     assert changes == [LedgerChange(None, reported), LedgerChange(None, tool)]
@@ -97,11 +125,12 @@ async def test_concurrent_writers_of_the_same_calls_see_each_change_once(store):
 
 async def test_scan_is_in_time_order_within_bounds_in_batches(store):
     rng = random.Random(7)
-    records = [call(f"llm:{i}", t=rng.choice([100, 200, 200, 200, 300, 400, 500]), tenant=rng.choice("ab"))
-               for i in range(60)]
+    records = [
+        call(f"llm:{i}", t=rng.choice([100, 200, 200, 200, 300, 400, 500]), tenant=rng.choice("ab")) for i in range(60)
+    ]
     rng.shuffle(records)
     for i in range(0, len(records), 7):
-        await store.write(records[i:i + 7])
+        await store.write(records[i : i + 7])
     batches = [b async for b in store.scan(200, 500, batch=4)]
     assert all(len(b) == 4 for b in batches[:-1]) and 0 < len(batches[-1]) <= 4
     got = [r for b in batches for r in b]
@@ -121,11 +150,18 @@ async def test_scanned_records_have_their_own_label_dicts(store):
 
 
 async def test_labels_and_dimensions_are_plain_columns_for_reports(store, db):
-    await store.write([call("llm:1", cost_nanos=10, cost_source="reported"),
-                       call("llm:2", user="bob", labels={"team.id": "data"}, cost_nanos=5, cost_source="reported")])
-    rows = await db.run(lambda c: c.execute(
-        "SELECT json_extract(labels, '$.\"team.id\"'), user_id, SUM(cost_nanos), SUM(input_tokens) FROM usage_records "
-        "WHERE tenant='acme' GROUP BY 1, 2 ORDER BY 1").fetchall())
+    await store.write(
+        [
+            call("llm:1", cost_nanos=10, cost_source="reported"),
+            call("llm:2", user="bob", labels={"team.id": "data"}, cost_nanos=5, cost_source="reported"),
+        ]
+    )
+    rows = await db.run(
+        lambda c: c.execute(
+            "SELECT json_extract(labels, '$.\"team.id\"'), user_id, SUM(cost_nanos), SUM(input_tokens) FROM usage_records "
+            "WHERE tenant='acme' GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+    )
     assert rows == [("data", "bob", 5, 1000), ("platform", "alice", 10, 1000)]
 
 
@@ -145,8 +181,10 @@ def test_upgrade_from_the_issue_2_layout(tmp_path):
     # issue 2 stored the record (cost in whole micro-USD) before the tenant was set
     blob = json.dumps({**legacy, "cost_micros": 77, "tenant": ""})
     rec = replace(rec, cost_nanos=77_000)
-    old.execute("INSERT INTO usage_records VALUES ('acme','llm:r1','llm',1000,'s1',NULL,'alice',?,NULL,77,'reported',1,?)",
-                (SONNET, blob))
+    old.execute(
+        "INSERT INTO usage_records VALUES ('acme','llm:r1','llm',1000,'s1',NULL,'alice',?,NULL,77,'reported',1,?)",
+        (SONNET, blob),
+    )
     old.commit()
     old.close()
 
@@ -154,8 +192,9 @@ def test_upgrade_from_the_issue_2_layout(tmp_path):
     db.open()
     try:
         store = SqliteLedgerStore(db, Pricing.load())
-        assert db.run_sync(lambda c: c.execute("SELECT tenant, key, cost_nanos, input_tokens FROM usage_records")
-                           .fetchall()) == [("acme", "llm:r1", 77_000, 1000)]
+        assert db.run_sync(
+            lambda c: c.execute("SELECT tenant, key, cost_nanos, input_tokens FROM usage_records").fetchall()
+        ) == [("acme", "llm:r1", 77_000, 1000)]
         got = db.run_sync(lambda c: c.execute("SELECT session_id FROM ledger_call_sessions").fetchall())
         assert got == [("s1",)]
         assert asyncio.run(store.write([rec])) == []  # already there

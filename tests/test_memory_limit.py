@@ -50,15 +50,26 @@ def _body(rnd: random.Random) -> bytes:
     for t in range(SPANS // 8):
         trace_id, root = rnd.randbytes(16), rnd.randbytes(8)
         for k in range(8):
-            sp = ss.spans.add(trace_id=trace_id, span_id=root if k == 0 else rnd.randbytes(8),
-                              parent_span_id=b"" if k == 0 else root, name=f"chat {k}",
-                              start_time_unix_nano=now + k, end_time_unix_nano=now + k + 1_000_000)
-            sp.attributes.extend([
-                _kv("gen_ai.operation.name", "chat"), _kv("gen_ai.request.model", "claude-sonnet-4-5"),
-                _kv("gen_ai.usage.input_tokens", 1000 + k), _kv("gen_ai.usage.output_tokens", 20 + k),
-                _kv("session.id", f"s-{t}"), _kv("gen_ai.input.messages", "x" * 200 + str(rnd.random())),
-                _kv("gen_ai.output.messages", "y" * 200), _kv("server.address", "api.anthropic.com"),
-            ])
+            sp = ss.spans.add(
+                trace_id=trace_id,
+                span_id=root if k == 0 else rnd.randbytes(8),
+                parent_span_id=b"" if k == 0 else root,
+                name=f"chat {k}",
+                start_time_unix_nano=now + k,
+                end_time_unix_nano=now + k + 1_000_000,
+            )
+            sp.attributes.extend(
+                [
+                    _kv("gen_ai.operation.name", "chat"),
+                    _kv("gen_ai.request.model", "claude-sonnet-4-5"),
+                    _kv("gen_ai.usage.input_tokens", 1000 + k),
+                    _kv("gen_ai.usage.output_tokens", 20 + k),
+                    _kv("session.id", f"s-{t}"),
+                    _kv("gen_ai.input.messages", "x" * 200 + str(rnd.random())),
+                    _kv("gen_ai.output.messages", "y" * 200),
+                    _kv("server.address", "api.anthropic.com"),
+                ]
+            )
     return req.SerializeToString()
 
 
@@ -98,8 +109,9 @@ async def _burst(url: str, bodies: list[bytes], retry: bool) -> tuple[dict[int, 
         while queue:
             body = queue.pop()
             while True:
-                async with session.post(url + "/v1/traces", data=body,
-                                        headers={"Content-Type": "application/x-protobuf"}) as r:
+                async with session.post(
+                    url + "/v1/traces", data=body, headers={"Content-Type": "application/x-protobuf"}
+                ) as r:
                     await r.read()
                     statuses[r.status] = statuses.get(r.status, 0) + 1
                     if r.status == 200:
@@ -119,9 +131,14 @@ async def _burst(url: str, bodies: list[bytes], retry: bool) -> tuple[dict[int, 
 def _run(tmp_path, name: str, lf: FakeLangfuse, bodies: list[bytes], limit: int, retry: bool):
     env = {**LF_ENV, "LANGFUSE_BASE_URL": lf.base_url}
     before = len(lf.spans())
-    relay = RelayProcess(tmp_path / name, env=env, overrides={
-        "pipeline": {"memory_limit": limit, "idle_timeout": "3s", "root_grace": "3s"},  # traces held open
-        "service": {"log": {"level": "warning"}}}).start()
+    relay = RelayProcess(
+        tmp_path / name,
+        env=env,
+        overrides={
+            "pipeline": {"memory_limit": limit, "idle_timeout": "3s", "root_grace": "3s"},  # traces held open
+            "service": {"log": {"level": "warning"}},
+        },
+    ).start()
     try:
         time.sleep(0.3)
         idle = psutil.Process(relay.proc.pid).memory_info().rss
@@ -131,8 +148,10 @@ def _run(tmp_path, name: str, lf: FakeLangfuse, bodies: list[bytes], limit: int,
         while time.monotonic() < deadline and len(lf.spans()) < before + acked * SPANS:
             time.sleep(0.1)
         peak = sampler.stop()
-        print(f"{name}: idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, limit {limit / MiB:.0f} MiB, "
-              f"statuses {statuses}")
+        print(
+            f"{name}: idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, limit {limit / MiB:.0f} MiB, "
+            f"statuses {statuses}"
+        )
         return idle, peak, statuses, acked
     finally:
         assert relay.terminate() == 0
@@ -154,8 +173,10 @@ def test_memory_limit_holds_under_a_burst_and_loses_nothing(tmp_path):
         rnd2 = random.Random(8)
         bodies2 = [_body(rnd2) for _ in range(REQUESTS)]
         _, peak_on, statuses_on, acked_on = _run(tmp_path, "on", lf, bodies2, limit, retry=True)
-        assert peak_on <= limit, (f"RSS peak {peak_on / MiB:.0f} MiB over memory_limit {limit / MiB:.0f} MiB "
-                                  f"(without the limiter: {peak_off / MiB:.0f} MiB)")
+        assert peak_on <= limit, (
+            f"RSS peak {peak_on / MiB:.0f} MiB over memory_limit {limit / MiB:.0f} MiB "
+            f"(without the limiter: {peak_off / MiB:.0f} MiB)"
+        )
         assert statuses_on.get(503, 0) > 0, statuses_on  # the limiter refused data (clients retried)
         assert acked_on == REQUESTS  # every request eventually got in
         assert len(lf.spans()) - before == REQUESTS * SPANS  # nothing acknowledged is lost

@@ -67,13 +67,13 @@ async def drained(box: Outbox, timeout: float = 8.0) -> None:
 
 
 def alice():
-    return budget_alert(labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform",
-                                "user": "alice"})
+    return budget_alert(
+        labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform", "user": "alice"}
+    )
 
 
 def bob():
-    return budget_alert(labels={"alertname": "TeamBudget", "severity": "warning", "team.id": "platform",
-                                "user": "bob"})
+    return budget_alert(labels={"alertname": "TeamBudget", "severity": "warning", "team.id": "platform", "user": "bob"})
 
 
 def parents(fake: FakeSlack) -> list:
@@ -152,8 +152,9 @@ async def test_slack_lookup_refused_falls_back_to_posting(db, slack):
 
 
 # ------------------------------------------------------------------------------------------------------ Jira
-async def jira_box(db, fake: FakeJira, clock: Clock, attempt_timeout: float = 300.0, **config
-                   ) -> tuple[Outbox, JiraNotifier]:
+async def jira_box(
+    db, fake: FakeJira, clock: Clock, attempt_timeout: float = 300.0, **config
+) -> tuple[Outbox, JiraNotifier]:
     notifier = JiraNotifier("ops", 0, jira_config(fake, **config), clock=clock)
     box = outbox(db, {JIRA_KEY: notifier}, now=clock, attempt_timeout=attempt_timeout)
     await box.start()

@@ -9,8 +9,8 @@ import aiohttp
 
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import replay, running_relay, settle
-from tests.test_faults import expected_observations, replay_sync, wait_spans
 from tests.support.relay_proc import RelayProcess
+from tests.test_faults import expected_observations, replay_sync, wait_spans
 
 
 async def test_replaying_a_capture_produces_the_same_langfuse_objects(tmp_path):
@@ -50,7 +50,11 @@ async def test_revoked_keys_are_reported_by_readyz_relay_stays_ready_and_replay_
 
 def test_logs_contain_neither_secrets_nor_prompt_text(tmp_path):
     with FakeLangfuse.run_in_thread() as lf:
-        env = {"LANGFUSE_BASE_URL": lf.base_url, "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test"}
+        env = {
+            "LANGFUSE_BASE_URL": lf.base_url,
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+            "LANGFUSE_SECRET_KEY": "sk-lf-test",
+        }
         lf.fail(401, times=1)  # an error path that logs the server's answer
         relay = RelayProcess(tmp_path / "data", env=env, overrides={"service": {"log": {"level": "debug"}}}).start()
         try:

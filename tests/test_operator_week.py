@@ -49,8 +49,12 @@ async def test_the_silence_hint_of_a_firing_message_works_when_pasted(tmp_path):
     async with running_relay(tmp_path / "data") as relay:
         env = {**os.environ, "RELAY_ADMIN_ENDPOINT": f"127.0.0.1:{relay.admin_port}"}
         proc = await asyncio.create_subprocess_shell(  # pasted as is into a POSIX shell
-            hint.replace("relay ", f"{shlex.quote(sys.executable)} -m relay ", 1), cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            hint.replace("relay ", f"{shlex.quote(sys.executable)} -m relay ", 1),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         sid = out.decode().strip()
@@ -73,8 +77,8 @@ def readme_metric_names() -> list[str]:
     """Every metric name in README's /metrics table, braces expanded (``a_{x,y}_total`` → a_x_total, a_y_total;
     ``*`` → the three item kinds)."""
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("| metric | meaning |"):]
-    table = table[:table.index("\n\n")]
+    table = text[text.index("| metric | meaning |") :]
+    table = table[: table.index("\n\n")]
     names = []
     for row in table.splitlines()[2:]:
         if "from the first call" in row:  # labelled by model: there is no series before a model is seen
@@ -84,15 +88,19 @@ def readme_metric_names() -> list[str]:
             code = code.replace("*", "{spans,log_records,metric_points}")
             m = re.search(r"\{([a-z_,]+)\}", code)
             parts = m.group(1).split(",") if m else [""]
-            names += [code[:m.start()] + p + code[m.end():] if m else code for p in parts]
+            names += [code[: m.start()] + p + code[m.end() :] if m else code for p in parts]
     return names
 
 
 async def test_an_idle_relay_exposes_every_metric_the_readme_lists_and_an_index(tmp_path):
     names = readme_metric_names()
     assert "otelcol_receiver_accepted_spans_total" in names and "relay_ledger_records_total" in names
-    receivers = {"alerting": {"receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/x"}]}],
-                              "route": {"receiver": "hook"}}}
+    receivers = {
+        "alerting": {
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/x"}]}],
+            "route": {"receiver": "hook"},
+        }
+    }
     async with running_relay(tmp_path / "data", "http://127.0.0.1:9", receivers) as relay:
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{relay.admin_port}"

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.component import deadline_in
 from relay.alert import Alert, AlertState, Notification
-from relay.notify.base import Notifier, NotifyError
 from relay.alerting.dispatch.outbox import Outbox
+from relay.component import deadline_in
+from relay.notify.base import Notifier, NotifyError
 from relay.store.sqlite import SqliteDB
 
 KEY = "team/webhook/0"
@@ -74,8 +74,9 @@ class HttpNotifier(Notifier):
             async with aiohttp.ClientSession() as http:
                 async with http.post(self.url, json=body) as r:
                     if r.status == 429:
-                        raise NotifyError("rate limited", retryable=True, status=429,
-                                          retry_after=float(r.headers["Retry-After"]))
+                        raise NotifyError(
+                            "rate limited", retryable=True, status=429, retry_after=float(r.headers["Retry-After"])
+                        )
                     if r.status >= 500:
                         raise NotifyError(f"HTTP {r.status}", retryable=True, status=r.status)
                     if r.status >= 400:
@@ -87,9 +88,14 @@ class HttpNotifier(Notifier):
 
 
 def notification(seq: int, group: str = "g1") -> Notification:
-    return Notification(receiver="team", group_key=group, group_labels={"team": "a"}, status="firing",
-                        alerts=[Alert(labels={"alertname": "BudgetWarning", "team": "a"}, state=AlertState.FIRING)],
-                        seq=seq)
+    return Notification(
+        receiver="team",
+        group_key=group,
+        group_labels={"team": "a"},
+        status="firing",
+        alerts=[Alert(labels={"alertname": "BudgetWarning", "team": "a"}, state=AlertState.FIRING)],
+        seq=seq,
+    )
 
 
 async def until(cond, timeout: float = 5.0) -> None:
@@ -233,8 +239,14 @@ async def test_kill_9_after_enqueue_then_restart_delivers_exactly_once(tmp_path,
         print("queued", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout.strip() == "queued" and proc.returncode == -9, proc.stderr
     for _ in range(2):  # the restart delivers it; a second restart does not deliver it again
         db = SqliteDB(path)
@@ -319,8 +331,7 @@ class Checkpointing(Notifier):
 
 async def test_a_checkpoint_reaches_the_retry_after_the_attempt_timeout(db):
     n = Checkpointing()
-    outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, max_backoff=0.2, jitter=0.0,
-                    attempt_timeout=0.2)
+    outbox = Outbox(db, {"team/webhook/0": n}, initial_backoff=0.02, max_backoff=0.2, jitter=0.0, attempt_timeout=0.2)
     await outbox.start()
     try:
         await outbox.enqueue("team/webhook/0", notification(1))

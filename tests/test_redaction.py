@@ -47,8 +47,9 @@ def _trace_request(text: str, placement: str) -> ExportTraceServiceRequest:
     rs = req.resource_spans.add()
     rs.resource.attributes.append(_kv("service.name", _s("claude-code")))
     ss = rs.scope_spans.add()
-    sp = ss.spans.add(trace_id=TRACE_ID, span_id=SPAN_ID, name="execute_tool Bash", start_time_unix_nano=1,
-                      end_time_unix_nano=2)
+    sp = ss.spans.add(
+        trace_id=TRACE_ID, span_id=SPAN_ID, name="execute_tool Bash", start_time_unix_nano=1, end_time_unix_nano=2
+    )
     sp.attributes.append(_kv("gen_ai.request.model", _s("claude-sonnet-4-5-20250929")))
     if placement == "resource":
         rs.resource.attributes.append(_kv("process.command_args", _s(text)))
@@ -144,39 +145,78 @@ def test_corpus_redacted_in_every_placement(catalogue):
 
 def test_redaction_keeps_the_text_around_the_secret(catalogue):
     red = Redactor(catalogue)
-    assert red.redact("DATABASE_URL=postgres://app:s3cr3t-Pa55@db:5432/app") == \
-        "DATABASE_URL=postgres://app:[REDACTED]@db:5432/app"
+    assert (
+        red.redact("DATABASE_URL=postgres://app:s3cr3t-Pa55@db:5432/app")
+        == "DATABASE_URL=postgres://app:[REDACTED]@db:5432/app"
+    )
     text = '{"username": "svc", "password": "pa55-w0rd!x", "max_tokens": 8192, "token_count": 12}'
     out = red.redact(text)
     assert json.loads(out) == {"username": "svc", "password": REDACTED, "max_tokens": 8192, "token_count": 12}
-    for clean in ("claude-sonnet-4-5-20250929", "a" * 64, "password: ${env:DB_PASSWORD}", "max_tokens: 8192",
-                  "the token: null", "Basic understanding of the code", "session 3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f"):
+    for clean in (
+        "claude-sonnet-4-5-20250929",
+        "a" * 64,
+        "password: ${env:DB_PASSWORD}",
+        "max_tokens: 8192",
+        "the token: null",
+        "Basic understanding of the code",
+        "session 3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f",
+    ):
         assert red.redact(clean) == clean
 
 
-@pytest.mark.parametrize("value", [
-    "msg_01XFDUDYJgAACzvnptvVoYEL", "toolu_01A09q90qw90lq917835lq9", "req_011CSHoEeqs5C35K2UUqkQ8a",
-    "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", "3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f",
-    "claude-opus-4-1-20250805", "claude-3-5-haiku-20241022", "us.anthropic.claude-sonnet-4-20250514-v1:0",
-    "sha256:a1fce4363854ff888cff4b8e7875d600c2682390412a8cf79b37d0b11148b0fa", "8f14e45fceea167a5a36dedd4bea2543",
-    "ZGVhZGJlZWZkZWFkYmVlZg==", "claude_code.token.usage", "input_tokens=1234 output_tokens=56",
-    '{"file_path": "/home/u/src/auth/token_store.py", "limit": 200}', "git commit -m 'fix token refresh'",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "toolu_01A09q90qw90lq917835lq9",
+        "req_011CSHoEeqs5C35K2UUqkQ8a",
+        "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+        "3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f",
+        "claude-opus-4-1-20250805",
+        "claude-3-5-haiku-20241022",
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        "sha256:a1fce4363854ff888cff4b8e7875d600c2682390412a8cf79b37d0b11148b0fa",
+        "8f14e45fceea167a5a36dedd4bea2543",
+        "ZGVhZGJlZWZkZWFkYmVlZg==",
+        "claude_code.token.usage",
+        "input_tokens=1234 output_tokens=56",
+        '{"file_path": "/home/u/src/auth/token_store.py", "limit": 200}',
+        "git commit -m 'fix token refresh'",
+    ],
+)
 def test_ids_model_names_and_hashes_are_not_secrets(catalogue, value):
     assert Redactor(catalogue).redact(value) == value
 
 
-_JSON_KEYS = st.sampled_from(["command", "password", "token", "api_key", "secret", "url", "path", "note",
-                              "Authorization", "headers", "env", "content", "max_tokens"])
+_JSON_KEYS = st.sampled_from(
+    [
+        "command",
+        "password",
+        "token",
+        "api_key",
+        "secret",
+        "url",
+        "path",
+        "note",
+        "Authorization",
+        "headers",
+        "env",
+        "content",
+        "max_tokens",
+    ]
+)
 _LEAVES = st.one_of(
     st.sampled_from([s.text for s in CORPUS]),
     st.text(max_size=40),
-    st.integers(-10**6, 10**6),
+    st.integers(-(10**6), 10**6),
     st.booleans(),
     st.none(),
 )
-_JSON = st.recursive(_LEAVES, lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                     st.dictionaries(_JSON_KEYS, kids, max_size=4)), max_leaves=12)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(_JSON_KEYS, kids, max_size=4)),
+    max_leaves=12,
+)
 _REDACTOR: list[Redactor] = []
 
 
@@ -208,8 +248,12 @@ def test_redaction_never_breaks_json(doc, indent):
 
 def test_user_patterns_and_allowlist(catalogue):
     hits = []
-    red = Redactor(catalogue, patterns=[r"ACME-\d{6}"], allowlist=["ghp_" + "0" * 36],
-                   on_hit=lambda rule, n: hits.append((rule, n)))
+    red = Redactor(
+        catalogue,
+        patterns=[r"ACME-\d{6}"],
+        allowlist=["ghp_" + "0" * 36],
+        on_hit=lambda rule, n: hits.append((rule, n)),
+    )
     assert red.redact("ticket ACME-123456 opened") == f"ticket {REDACTED} opened"
     allowed = "ghp_" + "0" * 36
     assert red.redact(f"example token {allowed}") == f"example token {allowed}"
@@ -246,15 +290,30 @@ async def test_secrets_never_reach_the_spool_or_langfuse(tmp_path):
     rs = traces.resource_spans.add()
     rs.resource.attributes.append(_kv("service.name", _s("my-agent")))
     ss = rs.scope_spans.add()
-    root = ss.spans.add(trace_id=TRACE_ID, span_id=SPAN_ID, name="invoke_agent coder", start_time_unix_nano=10**18,
-                        end_time_unix_nano=10**18 + 10**9)
+    root = ss.spans.add(
+        trace_id=TRACE_ID,
+        span_id=SPAN_ID,
+        name="invoke_agent coder",
+        start_time_unix_nano=10**18,
+        end_time_unix_nano=10**18 + 10**9,
+    )
     root.attributes.append(_kv("gen_ai.operation.name", _s("invoke_agent")))
     for i, sample in enumerate(samples):
-        sp = ss.spans.add(trace_id=TRACE_ID, span_id=bytes([9, 9, 9, 9, 9, 9, 9, i + 1]), parent_span_id=SPAN_ID,
-                          name="execute_tool Bash", start_time_unix_nano=10**18 + i,
-                          end_time_unix_nano=10**18 + i + 1000)
-        sp.attributes.extend([_kv("gen_ai.operation.name", _s("execute_tool")), _kv("gen_ai.tool.name", _s("Bash")),
-                              _kv("gen_ai.tool.call.arguments", _s(json.dumps({"command": sample.text})))])
+        sp = ss.spans.add(
+            trace_id=TRACE_ID,
+            span_id=bytes([9, 9, 9, 9, 9, 9, 9, i + 1]),
+            parent_span_id=SPAN_ID,
+            name="execute_tool Bash",
+            start_time_unix_nano=10**18 + i,
+            end_time_unix_nano=10**18 + i + 1000,
+        )
+        sp.attributes.extend(
+            [
+                _kv("gen_ai.operation.name", _s("execute_tool")),
+                _kv("gen_ai.tool.name", _s("Bash")),
+                _kv("gen_ai.tool.call.arguments", _s(json.dumps({"command": sample.text}))),
+            ]
+        )
         sp.status.code = 2
         sp.status.message = sample.text
     logs = _log_request(samples[0].text, "log-body")
@@ -264,8 +323,9 @@ async def test_secrets_never_reach_the_spool_or_langfuse(tmp_path):
             url = f"http://127.0.0.1:{relay.http.port}"
             async with aiohttp.ClientSession() as s:
                 for path, msg in (("/v1/traces", traces), ("/v1/logs", logs)):
-                    async with s.post(url + path, data=msg.SerializeToString(),
-                                      headers={"Content-Type": "application/x-protobuf"}) as r:
+                    async with s.post(
+                        url + path, data=msg.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
+                    ) as r:
                         assert r.status == 200
             await lf.wait_for_spans(len(samples) + 1, timeout=15)
             await settle(relay)

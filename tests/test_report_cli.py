@@ -78,8 +78,24 @@ def test_tidy_csv_of_a_day_and_chart_beside_its_report(setup, capsys, tmp_path):
     led, _, single = setup
     day = datetime(2026, 11, 18, tzinfo=BERLIN)
     records = [r for r in in_range(led.records, day, datetime(2026, 11, 19, tzinfo=BERLIN)) if r.kind == "llm"]
-    assert relay_report(["daily", "--day", "2026-11-18", "--format", "csv", "--breakdown", "model", "-c", str(single),
-                         "--tz", "Europe/Berlin"]) == 0
+    assert (
+        relay_report(
+            [
+                "daily",
+                "--day",
+                "2026-11-18",
+                "--format",
+                "csv",
+                "--breakdown",
+                "model",
+                "-c",
+                str(single),
+                "--tz",
+                "Europe/Berlin",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(text)))
     assert "n/a" not in text
@@ -90,8 +106,12 @@ def test_tidy_csv_of_a_day_and_chart_beside_its_report(setup, capsys, tmp_path):
             int(r[col])
     assert round(sum(float(r["cost_usd"]) for r in rows), 6) == round(sum(x.cost_nanos for x in records) / 1e9, 6)
     chart = tmp_path / "day.png"
-    assert relay_report(["daily", "--day", "2026-11-18", "--chart", str(chart), "-c", str(single),
-                         "--tz", "Europe/Berlin"]) == 0
+    assert (
+        relay_report(
+            ["daily", "--day", "2026-11-18", "--chart", str(chart), "-c", str(single), "--tz", "Europe/Berlin"]
+        )
+        == 0
+    )
     data = chart.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 600)
 
@@ -103,8 +123,10 @@ def test_monthly_and_output_file(setup, tmp_path, capsys):
     assert relay_report(argv) == 0
     assert capsys.readouterr().out == ""
     text = out.read_text()
-    total = sum(r.cost_nanos for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN),
-                                                  datetime(2026, 12, 1, tzinfo=BERLIN)))
+    total = sum(
+        r.cost_nanos
+        for r in in_range(led.records, datetime(2026, 11, 1, tzinfo=BERLIN), datetime(2026, 12, 1, tzinfo=BERLIN))
+    )
     assert "monthly report — acme — 2026-11" in text and f"| Cost | ${total / 1e9:,.2f} |" in text
 
 
@@ -117,13 +139,16 @@ def test_empty_week_prints_a_short_message_and_no_chart(setup, capsys, tmp_path)
     assert not chart.exists() and "no chart" in cap.err
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["weekly", "--day", "2026-11-16"], 2, "--day is for daily reports"),
-    (["weekly", "--week", "2026-47"], 2, "invalid weekly period"),
-    (["weekly", "--tz", "Mars/Olympus"], 2, "unknown time zone"),
-    (["weekly", "--scope", "team.id~platform"], 2, "bad matcher"),
-    (["weekly", "--group-by", "team id"], 2, "invalid label name"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["weekly", "--day", "2026-11-16"], 2, "--day is for daily reports"),
+        (["weekly", "--week", "2026-47"], 2, "invalid weekly period"),
+        (["weekly", "--tz", "Mars/Olympus"], 2, "unknown time zone"),
+        (["weekly", "--scope", "team.id~platform"], 2, "bad matcher"),
+        (["weekly", "--group-by", "team id"], 2, "invalid label name"),
+    ],
+)
 def test_usage_errors_exit_2(setup, capsys, argv, code, message):
     _, _, single = setup
     assert relay_report([*argv, "-c", str(single)]) == code
@@ -149,8 +174,9 @@ def test_budgets_come_from_the_configured_rule_files(setup, capsys, tmp_path):
     from relay.cli.report import _rule_budgets
 
     root = Path(__file__).resolve().parents[1]
-    provider = _rule_budgets(SimpleNamespace(rules=SimpleNamespace(files=["rules/budgets.yaml"])),
-                             str(root / "config.yaml"))
+    provider = _rule_budgets(
+        SimpleNamespace(rules=SimpleNamespace(files=["rules/budgets.yaml"])), str(root / "config.yaml")
+    )
     names = [b.name for b in provider("acme")]
     assert names[:3] == ["TeamMonthlyBudget", "UserDailyBudget", "TenantRollingWeekBudget"]
     assert _rule_budgets(SimpleNamespace(), None) is None
@@ -179,35 +205,80 @@ def test_daily_table_over_a_range_marks_the_running_day_so_far(setup, capsys):
     assert relay_report(["daily", "--since", "-3d", "-c", str(single), "--tz", "Europe/Berlin"], now) == 0
     md = capsys.readouterr().out
     lines = [ln for ln in md.splitlines() if ln.startswith("| 2026-")]
-    assert [ln.split(" | ")[0] for ln in lines] == ["| 2026-11-17", "| 2026-11-18", "| 2026-11-19",
-                                                     "| 2026-11-20 (so far)"]
-    for ln, d in zip(lines, (17, 18, 19)):
-        want = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, d, tzinfo=BERLIN),
-                                                 datetime(2026, 11, d + 1, tzinfo=BERLIN)))
+    assert [ln.split(" | ")[0] for ln in lines] == [
+        "| 2026-11-17",
+        "| 2026-11-18",
+        "| 2026-11-19",
+        "| 2026-11-20 (so far)",
+    ]
+    for ln, d in zip(lines, (17, 18, 19), strict=False):
+        want = sum(
+            r.cost_nanos
+            for r in llm_in(led, datetime(2026, 11, d, tzinfo=BERLIN), datetime(2026, 11, d + 1, tzinfo=BERLIN))
+        )
         assert ln.endswith(f"| ${want / 1e9:,.2f} |")
     so_far = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, 20, tzinfo=BERLIN), now))
     assert lines[-1].endswith(f"| ${so_far / 1e9:,.2f} |")  # only up to now
     # the same as ccusage-shaped JSON
-    assert relay_report(["daily", "--since", "2026-11-17", "--until", "20261119", "--json", "-c", str(single),
-                         "--tz", "Europe/Berlin", "--breakdown", "model"], now) == 0
+    assert (
+        relay_report(
+            [
+                "daily",
+                "--since",
+                "2026-11-17",
+                "--until",
+                "20261119",
+                "--json",
+                "-c",
+                str(single),
+                "--tz",
+                "Europe/Berlin",
+                "--breakdown",
+                "model",
+            ],
+            now,
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     assert [e["date"] for e in d["daily"]] == ["2026-11-17", "2026-11-18", "2026-11-19"]
     first = d["daily"][0]
-    assert first["totalTokens"] == first["inputTokens"] + first["outputTokens"] + first["cacheCreationTokens"] \
-        + first["cacheReadTokens"]
+    assert (
+        first["totalTokens"]
+        == first["inputTokens"] + first["outputTokens"] + first["cacheCreationTokens"] + first["cacheReadTokens"]
+    )
     assert round(sum(m["cost"] for m in first["modelBreakdowns"]), 6) == round(first["totalCost"], 6)
-    assert first["partial"] is False and sorted(first["modelsUsed"]) == sorted(m["modelName"] for m in
-                                                                              first["modelBreakdowns"])
-    total = sum(r.cost_nanos for r in llm_in(led, datetime(2026, 11, 17, tzinfo=BERLIN),
-                                             datetime(2026, 11, 20, tzinfo=BERLIN)))
+    assert first["partial"] is False and sorted(first["modelsUsed"]) == sorted(
+        m["modelName"] for m in first["modelBreakdowns"]
+    )
+    total = sum(
+        r.cost_nanos for r in llm_in(led, datetime(2026, 11, 17, tzinfo=BERLIN), datetime(2026, 11, 20, tzinfo=BERLIN))
+    )
     assert round(d["totals"]["totalCost"], 6) == round(total / 1e9, 6)
 
 
 def test_weekly_table_by_team_and_user_view(setup, capsys):
     led, _, single = setup
     now = datetime(2026, 11, 30, 12, tzinfo=BERLIN)
-    assert relay_report(["weekly", "--since", "2026-11-09", "--breakdown", "team", "--format", "csv", "-c",
-                         str(single), "--tz", "Europe/Berlin"], now) == 0
+    assert (
+        relay_report(
+            [
+                "weekly",
+                "--since",
+                "2026-11-09",
+                "--breakdown",
+                "team",
+                "--format",
+                "csv",
+                "-c",
+                str(single),
+                "--tz",
+                "Europe/Berlin",
+            ],
+            now,
+        )
+        == 0
+    )
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {r["key"] for r in rows} == {"2026-W46", "2026-W47"} and {r["breakdown"] for r in rows} == {"team.id"}
     w47 = llm_in(led, week_start(2026, 47), week_start(2026, 48))
@@ -217,8 +288,24 @@ def test_weekly_table_by_team_and_user_view(setup, capsys):
         teams[k] = teams.get(k, 0) + r.cost_nanos
     got = {r["group"]: round(float(r["cost_usd"]), 6) for r in rows if r["key"] == "2026-W47"}
     assert got == {k: round(v / 1e9, 6) for k, v in teams.items()}
-    assert relay_report(["user", "--since", "2026-11-16", "--until", "2026-11-22", "-c", str(single), "--tz",
-                         "Europe/Berlin", "--json"], now) == 0
+    assert (
+        relay_report(
+            [
+                "user",
+                "--since",
+                "2026-11-16",
+                "--until",
+                "2026-11-22",
+                "-c",
+                str(single),
+                "--tz",
+                "Europe/Berlin",
+                "--json",
+            ],
+            now,
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     users = {}
     for r in w47:
@@ -233,14 +320,23 @@ def test_session_view_and_period_report_link_to_langfuse(setup, capsys, tmp_path
     data = Path(str(setup[2])).parent / "data"
     with FakeLangfuse.run_in_thread({"pk-lf-1": ("sk-lf-1", "proj-7", "Claude usage")}) as lf:
         cfg = tmp_path / "c.yaml"
-        cfg.write_text(f"storage: {{directory: {data}}}\nauth: {{default_tenant: acme}}\nexporters:\n  langfuse:\n"
-                       f"    base_url: {lf.base_url}\n    public_key: pk-lf-1\n    secret_key: sk-lf-1\n")
+        cfg.write_text(
+            f"storage: {{directory: {data}}}\nauth: {{default_tenant: acme}}\nexporters:\n  langfuse:\n"
+            f"    base_url: {lf.base_url}\n    public_key: pk-lf-1\n    secret_key: sk-lf-1\n"
+        )
         now = datetime(2026, 11, 30, 12, tzinfo=BERLIN)
-        assert relay_report(["session", "--since", "2026-11-18", "--until", "2026-11-18", "-c", str(cfg), "--tz",
-                             "Europe/Berlin"], now) == 0
+        assert (
+            relay_report(
+                ["session", "--since", "2026-11-18", "--until", "2026-11-18", "-c", str(cfg), "--tz", "Europe/Berlin"],
+                now,
+            )
+            == 0
+        )
         md = capsys.readouterr().out
-        sessions = {r.session_id for r in llm_in(led, datetime(2026, 11, 18, tzinfo=BERLIN),
-                                                 datetime(2026, 11, 19, tzinfo=BERLIN))}
+        sessions = {
+            r.session_id
+            for r in llm_in(led, datetime(2026, 11, 18, tzinfo=BERLIN), datetime(2026, 11, 19, tzinfo=BERLIN))
+        }
         for sid in sessions:
             assert f"[{sid}]({lf.base_url}/project/proj-7/sessions/{sid})" in md
         assert relay_report(["weekly", "--week", "2026-W47", "-c", str(cfg), "--tz", "Europe/Berlin"], now) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,11 +17,20 @@ from relay.reports.render_md import render_markdown
 from relay.reports.sql import SqliteReportSource, open_readonly
 from relay.usage.metrics import MetricPoint
 from tests.test_report_support import (
-    BERLIN, MODELS, Ledger, cost_by, expected_figures, expected_metrics, generate_week, in_range, ns, week_start,
+    BERLIN,
+    MODELS,
+    Ledger,
+    cost_by,
+    expected_figures,
+    expected_metrics,
+    generate_week,
+    in_range,
+    ns,
+    week_start,
     write_ledger,
 )
 
-AFTER = datetime(2026, 12, 15, tzinfo=timezone.utc)  # "now" for reports of November: every period is complete
+AFTER = datetime(2026, 12, 15, tzinfo=UTC)  # "now" for reports of November: every period is complete
 
 
 def _build(path) -> Ledger:
@@ -35,11 +44,37 @@ def _build(path) -> Ledger:
     attrs = {"session.id": "g-1", "model": "claude-sonnet-4-5", "user.id": "gina"}
     for i, (cost, inp) in enumerate(((0.25, 1000), (0.5, 3000))):
         t = t0 + i * 60_000_000_000
-        led.points.append(MetricPoint("gamma", "claude_code.cost.usage", "c", t - 60_000_000_000, t, cost, 1, "USD",
-                                      json.dumps(attrs, sort_keys=True), "gina", {}))
+        led.points.append(
+            MetricPoint(
+                "gamma",
+                "claude_code.cost.usage",
+                "c",
+                t - 60_000_000_000,
+                t,
+                cost,
+                1,
+                "USD",
+                json.dumps(attrs, sort_keys=True),
+                "gina",
+                {},
+            )
+        )
         a = dict(attrs, type="input")
-        led.points.append(MetricPoint("gamma", "claude_code.token.usage", "t", t - 60_000_000_000, t, float(inp), 1,
-                                      "tokens", json.dumps(a, sort_keys=True), "gina", {}))
+        led.points.append(
+            MetricPoint(
+                "gamma",
+                "claude_code.token.usage",
+                "t",
+                t - 60_000_000_000,
+                t,
+                float(inp),
+                1,
+                "tokens",
+                json.dumps(a, sort_keys=True),
+                "gina",
+                {},
+            )
+        )
     write_ledger(path, led)
     return led
 
@@ -76,10 +111,15 @@ def test_weekly_headlines_equal_independent_sums(ledger):
             assert getattr(figs, name) == pytest.approx(value), (week, name)
         m = expected_metrics(led.points, lo, hi)
         assert (figs.lines_added, figs.lines_removed, figs.commits, figs.pull_requests) == (
-            m["lines_added"], m["lines_removed"], m["commits"], m["pull_requests"])
+            m["lines_added"],
+            m["lines_removed"],
+            m["commits"],
+            m["pull_requests"],
+        )
     c = r.current
     assert c.cache_hit_ratio == pytest.approx(
-        c.cache_read_tokens / (c.input_tokens + c.cache_read_tokens + c.cache_creation_tokens))
+        c.cache_read_tokens / (c.input_tokens + c.cache_read_tokens + c.cache_creation_tokens)
+    )
     assert c.cost_per_pr_nanos == pytest.approx(c.cost_nanos / c.pull_requests)
     assert c.calls_without_cost == 0 and c.metric_estimates == 0
     assert not r.empty and r.period == "2026-W47"
@@ -176,17 +216,22 @@ def test_scope_matchers_narrow_every_figure(ledger):
     assert r.current.commits == expected_metrics(pts, lo, hi)["commits"]
 
     rx = _report(source, scope=('user=~"a.*|c.*"', 'model!="claude-haiku-4-5"'))
-    want = [x for x in in_range(led.records, lo, hi)
-            if (x.user or "")[:1] in ("a", "c") and (x.model or "") != "claude-haiku-4-5"]
+    want = [
+        x
+        for x in in_range(led.records, lo, hi)
+        if (x.user or "")[:1] in ("a", "c") and (x.model or "") != "claude-haiku-4-5"
+    ]
     assert rx.current.cost_nanos == sum(x.cost_nanos for x in want)
     assert rx.current.records == len(want)
 
 
 def test_budget_spend_burn_rate_and_forecast(ledger):
     led, source = ledger
-    budgets = [BudgetSpec("platform-monthly", 50.0, "month", ('team.id="platform"',), "Europe/Berlin"),
-               BudgetSpec("tenant-weekly", 1.0, "week", (), "Europe/Berlin"),
-               BudgetSpec("other-tenant", 1.0, "month", (), tenant="other")]
+    budgets = [
+        BudgetSpec("platform-monthly", 50.0, "month", ('team.id="platform"',), "Europe/Berlin"),
+        BudgetSpec("tenant-weekly", 1.0, "week", (), "Europe/Berlin"),
+        BudgetSpec("other-tenant", 1.0, "month", (), tenant="other"),
+    ]
     r = _report(source, budgets=budgets)
     assert [b.name for b in r.budgets] == ["platform-monthly", "tenant-weekly"]
     month_start = datetime(2026, 11, 1, tzinfo=BERLIN)
@@ -211,8 +256,17 @@ def test_alerts_of_the_week(ledger):
     lo, hi = (t.timestamp() for t in _week(47))
     day = 86400
     events = [
-        AlertEvent("BudgetWarning", "a1", lo + day, {"tenant": "acme"}, "warning", lo + 2 * day, "OPS-1", lo + day,
-                   lo + 3 * day),
+        AlertEvent(
+            "BudgetWarning",
+            "a1",
+            lo + day,
+            {"tenant": "acme"},
+            "warning",
+            lo + 2 * day,
+            "OPS-1",
+            lo + day,
+            lo + 3 * day,
+        ),
         AlertEvent("ErrorRate", "a2", lo + 4 * day, {"tenant": "acme"}, "critical", None, "OPS-2", lo + 4 * day),
         AlertEvent("OldOpen", "a3", lo - 5 * day, {"tenant": "acme"}, "warning", hi + day, "OPS-0", lo - 5 * day),
         AlertEvent("NextWeek", "a4", hi + 1, {"tenant": "acme"}),
@@ -267,9 +321,9 @@ def test_periods_follow_local_calendar_and_dst():
     assert last_complete("weekly", datetime(2026, 11, 23, 9, tzinfo=BERLIN), BERLIN).label == "2026-W47"
     assert last_complete("daily", datetime(2026, 11, 23, 0, 30, tzinfo=BERLIN), BERLIN).label == "2026-11-22"
     # 23:30 UTC on Sunday is already Monday in Berlin.
-    assert last_complete("weekly", datetime(2026, 11, 22, 23, 30, tzinfo=timezone.utc), BERLIN).label == "2026-W47"
+    assert last_complete("weekly", datetime(2026, 11, 22, 23, 30, tzinfo=UTC), BERLIN).label == "2026-W47"
     utc_week = parse_period("weekly", "2026-W47", ZoneInfo("UTC"))
-    assert utc_week.start_ns == ns(datetime(2026, 11, 16, tzinfo=timezone.utc))
+    assert utc_week.start_ns == ns(datetime(2026, 11, 16, tzinfo=UTC))
     for kind, bad in (("weekly", "2026-47"), ("daily", "2026-13-01"), ("monthly", "Nov")):
         with pytest.raises(ValueError, match="invalid"):
             parse_period(kind, bad, BERLIN)
@@ -286,8 +340,12 @@ def test_budget_rules_from_rule_files_grouped_and_rolling(ledger):
     led, source = ledger
     specs = budget_specs(RuleSet.load(["rules/budgets.yaml"]).rules)
     team, user, rolling = specs[:3]
-    assert (team.name, team.group_by, team.window, team.timezone) == ("TeamMonthlyBudget", ("team.id",), "month",
-                                                                      "Europe/Berlin")
+    assert (team.name, team.group_by, team.window, team.timezone) == (
+        "TeamMonthlyBudget",
+        ("team.id",),
+        "month",
+        "Europe/Berlin",
+    )
     assert user.group_by == ("user",) and user.window == "day"
     assert rolling.rolling_s == 7 * 86400 and rolling.group_by == ()
     r = _report(source, budgets=specs)

@@ -48,21 +48,26 @@ def test_the_documented_example_parses_with_defaults():
     assert ReportsConfig().schedules == []  # no section: no schedules
     assert cfg.problems(["team-slack"], ["acme"]) == [
         "reports.schedules[2].receiver (monthly): 'finance-hook' is not defined in alerting.receivers "
-        "(defined: team-slack)"]
+        "(defined: team-slack)"
+    ]
     assert cfg.problems(["team-slack", "finance-hook"], ["other"]) == [
-        "reports.schedules[0].tenant (weekly-platform): unknown tenant 'acme'"]
+        "reports.schedules[0].tenant (weekly-platform): unknown tenant 'acme'"
+    ]
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"cron": "61 9 * * 1"}, "invalid cron expression"),
-    ({"timezone": "Europe/Atlantis"}, "unknown time zone"),
-    ({"period": "hourly"}, "Input should be 'daily', 'weekly' or 'monthly'"),
-    ({"matchers": ["team.id=~\"(\""]}, "invalid regex"),
-    ({"group_by": "team id"}, "invalid label name"),
-    ({"top_n": 0}, "greater than or equal to 1"),
-    ({"receiver": ""}, "at least 1 character"),
-    ({"colour": "red"}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"cron": "61 9 * * 1"}, "invalid cron expression"),
+        ({"timezone": "Europe/Atlantis"}, "unknown time zone"),
+        ({"period": "hourly"}, "Input should be 'daily', 'weekly' or 'monthly'"),
+        ({"matchers": ['team.id=~"("']}, "invalid regex"),
+        ({"group_by": "team id"}, "invalid label name"),
+        ({"top_n": 0}, "greater than or equal to 1"),
+        ({"receiver": ""}, "at least 1 character"),
+        ({"colour": "red"}, "Extra inputs are not permitted"),
+    ],
+)
 def test_invalid_schedules_are_rejected_with_the_reason(override, message):
     with pytest.raises(ValidationError, match=message):
         ScheduleConfig.model_validate({"name": "w", "receiver": "r", **override})
@@ -73,14 +78,17 @@ def test_schedule_names_are_unique():
         ReportsConfig.model_validate({"schedules": [{"name": "w", "receiver": "r"}, {"name": "w", "receiver": "s"}]})
 
 
-@pytest.mark.parametrize("period, cron, now, fire, label", [
-    ("weekly", "0 9 * * 1", datetime(2026, 11, 23, 9, 0), datetime(2026, 11, 23, 9, 0), "2026-W47"),
-    ("weekly", "0 9 * * 1", datetime(2026, 11, 23, 8, 59), datetime(2026, 11, 16, 9, 0), "2026-W46"),
-    ("weekly", "0 9 * * 1", datetime(2026, 11, 26, 15, 0), datetime(2026, 11, 23, 9, 0), "2026-W47"),
-    ("daily", "30 6 * * *", datetime(2026, 10, 26, 7, 0), datetime(2026, 10, 26, 6, 30), "2026-10-25"),  # after DST
-    ("monthly", "0 9 1 * *", datetime(2027, 1, 5, 0, 0), datetime(2027, 1, 1, 9, 0), "2026-12"),
-    ("monthly", "0 9 2 * *", datetime(2026, 3, 2, 9, 0), datetime(2026, 3, 2, 9, 0), "2026-02"),
-])
+@pytest.mark.parametrize(
+    "period, cron, now, fire, label",
+    [
+        ("weekly", "0 9 * * 1", datetime(2026, 11, 23, 9, 0), datetime(2026, 11, 23, 9, 0), "2026-W47"),
+        ("weekly", "0 9 * * 1", datetime(2026, 11, 23, 8, 59), datetime(2026, 11, 16, 9, 0), "2026-W46"),
+        ("weekly", "0 9 * * 1", datetime(2026, 11, 26, 15, 0), datetime(2026, 11, 23, 9, 0), "2026-W47"),
+        ("daily", "30 6 * * *", datetime(2026, 10, 26, 7, 0), datetime(2026, 10, 26, 6, 30), "2026-10-25"),  # after DST
+        ("monthly", "0 9 1 * *", datetime(2027, 1, 5, 0, 0), datetime(2027, 1, 1, 9, 0), "2026-12"),
+        ("monthly", "0 9 2 * *", datetime(2026, 3, 2, 9, 0), datetime(2026, 3, 2, 9, 0), "2026-02"),
+    ],
+)
 def test_each_firing_posts_the_last_complete_period(period, cron, now, fire, label):
     s = ScheduleConfig(name="s", period=period, cron=cron, timezone="Europe/Berlin", receiver="r")
     got_fire, got_period = ReportScheduler.due(s, now.replace(tzinfo=BERLIN).timestamp())

@@ -3,11 +3,10 @@ into a running relay): its figures equal sums decoded from the captures without 
 
 from __future__ import annotations
 
-import math
-
 import asyncio
 import gzip
-from datetime import date, datetime, timezone
+import math
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -68,7 +67,7 @@ def report(tmp_path_factory):
     conn = open_readonly(data / "relay.db")
     try:
         req = ReportRequest("default", Period("weekly", date(2026, 11, 16), ZoneInfo("UTC")))
-        yield compute_report(SqliteReportSource(conn), req, now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+        yield compute_report(SqliteReportSource(conn), req, now=datetime(2026, 12, 1, tzinfo=UTC))
     finally:
         conn.close()
 
@@ -102,12 +101,15 @@ def test_figures_equal_the_captures(report):
 def test_breakdowns_of_the_captures(report):
     tools = by_name(events("protobuf-tools"), "api_request")
     team = {g.key: g.cost_nanos for g in report.by_group}
-    assert abs(team["platform"] - math.fsum(float(e.attrs["cost_usd"]) for e in tools) * 1e9) <= 1  # OTEL_RESOURCE_ATTRIBUTES
+    assert (
+        abs(team["platform"] - math.fsum(float(e.attrs["cost_usd"]) for e in tools) * 1e9) <= 1
+    )  # OTEL_RESOURCE_ATTRIBUTES
     assert [b.key for b in report.by_model] == ["claude-opus-5-5"]
     [err] = report.errors
     assert err.status_code is None and err.count == len(by_name(events("protobuf-err529"), "api_error"))
-    assert {t.tool for t in report.tools} == {e.attrs["tool_name"] for sc in SCENARIOS
-                                              for e in by_name(events(sc), "tool_result")}
+    assert {t.tool for t in report.tools} == {
+        e.attrs["tool_name"] for sc in SCENARIOS for e in by_name(events(sc), "tool_result")
+    }
     subagent = by_name(events("protobuf-subagent"), "api_request")
     assert report.top_sessions[0].session_id == subagent[0].attrs["session.id"]
 

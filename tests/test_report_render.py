@@ -6,14 +6,22 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
 from relay.reports.chart import CHART_HEIGHT, CHART_WIDTH, render_chart
 from relay.reports.compute import ReportRequest, compute_report
 from relay.reports.model import (
-    AlertSummary, Breakdown, BudgetStatus, Figures, GroupRow, Report, Series, SessionRow, ToolRow,
+    AlertSummary,
+    Breakdown,
+    BudgetStatus,
+    Figures,
+    GroupRow,
+    Report,
+    Series,
+    SessionRow,
+    ToolRow,
 )
 from relay.reports.periods import Period
 from relay.reports.render_csv import render_json
@@ -34,8 +42,9 @@ def report(tmp_path_factory) -> Report:
     conn = open_readonly(path)
     try:
         req = ReportRequest("acme", Period("weekly", date(2026, 11, 16), BERLIN))
-        return compute_report(SqliteReportSource(conn), req, budgets=[], alerts=[],
-                              now=datetime(2026, 12, 1, tzinfo=timezone.utc))
+        return compute_report(
+            SqliteReportSource(conn), req, budgets=[], alerts=[], now=datetime(2026, 12, 1, tzinfo=UTC)
+        )
     finally:
         conn.close()
 
@@ -43,20 +52,47 @@ def report(tmp_path_factory) -> Report:
 def _huge() -> Report:
     """A report at every limit: long names, many users/teams/tools/errors, all sections."""
     long = "x" * 400
-    f = Figures(records=10**7, cost_nanos=123_456_789_012, input_tokens=10**9, api_calls=10**6, api_errors=5,
-                tool_records=9, tool_calls=9, lines_added=10, lines_removed=1, commits=0, pull_requests=0)
+    f = Figures(
+        records=10**7,
+        cost_nanos=123_456_789_012,
+        input_tokens=10**9,
+        api_calls=10**6,
+        api_errors=5,
+        tool_records=9,
+        tool_calls=9,
+        lines_added=10,
+        lines_removed=1,
+        commits=0,
+        pull_requests=0,
+    )
     rows = [Breakdown(f"{long}-{i}", 10**6 * (50 - i), 10**6, 10, 100, 3) for i in range(20)]
-    r = Report("t" * 200, "weekly", "2026-W47", "2026-11-16T00:00:00+01:00", "2026-11-23T00:00:00+01:00",
-               "Europe/Berlin", "2026-11-23T09:00:00+01:00", f, f, scope=[f'team.id="{long}"'], late=True, top_n=20,
-               by_model=rows, by_user=rows, group_label="team.id",
-               by_group=[GroupRow(f"{long}<&>{i}", 10**6, 0, 1, 0, 1, 1, long) for i in range(20)],
-               top_sessions=[SessionRow(long, long, 10**6, 1, 1, 60.0, "https://lf.example/" + long)] * 20,
-               tools=[ToolRow(long, 3, 1, 3, 1) for _ in range(20)],
-               series=Series("model", ["Mon"] * 7, {f"m{i}": [10**6] * 7 for i in range(20)}, [10**6] * 7),
-               budgets=[BudgetStatus(long, long, "month (UTC)", "", "", "", 10**6, 2 * 10**6, 1.0, 3 * 10**6, "over")
-                        for _ in range(30)],
-               alerts=AlertSummary(3, 1, [(long, "critical", "2026-11-20T00:00:00+00:00")] * 30, 1, 1, [long] * 30),
-               notes=[long] * 10)
+    r = Report(
+        "t" * 200,
+        "weekly",
+        "2026-W47",
+        "2026-11-16T00:00:00+01:00",
+        "2026-11-23T00:00:00+01:00",
+        "Europe/Berlin",
+        "2026-11-23T09:00:00+01:00",
+        f,
+        f,
+        scope=[f'team.id="{long}"'],
+        late=True,
+        top_n=20,
+        by_model=rows,
+        by_user=rows,
+        group_label="team.id",
+        by_group=[GroupRow(f"{long}<&>{i}", 10**6, 0, 1, 0, 1, 1, long) for i in range(20)],
+        top_sessions=[SessionRow(long, long, 10**6, 1, 1, 60.0, "https://lf.example/" + long)] * 20,
+        tools=[ToolRow(long, 3, 1, 3, 1) for _ in range(20)],
+        series=Series("model", ["Mon"] * 7, {f"m{i}": [10**6] * 7 for i in range(20)}, [10**6] * 7),
+        budgets=[
+            BudgetStatus(long, long, "month (UTC)", "", "", "", 10**6, 2 * 10**6, 1.0, 3 * 10**6, "over")
+            for _ in range(30)
+        ],
+        alerts=AlertSummary(3, 1, [(long, "critical", "2026-11-20T00:00:00+00:00")] * 30, 1, 1, [long] * 30),
+        notes=[long] * 10,
+    )
     return r
 
 
@@ -68,8 +104,15 @@ def test_slack_message_is_valid_block_kit(report):
     content = json.dumps(msg["blocks"])
     cost = f"${report.current.cost_nanos / 1e9:,.2f}"
     assert cost in msg["text"] and cost in content
-    for section in ("Cost by model", "Cost by user", "Cost by team.id", "Top 5 sessions by cost", "Tools", "Budgets",
-                    "Alerts"):
+    for section in (
+        "Cost by model",
+        "Cost by user",
+        "Cost by team.id",
+        "Top 5 sessions by cost",
+        "Tools",
+        "Budgets",
+        "Alerts",
+    ):
         assert section in content, section
 
 
@@ -84,9 +127,18 @@ def test_slack_message_at_the_limits_is_still_valid():
 
 def test_empty_report_renders_short_everywhere():
     f = Figures()
-    r = Report("acme", "weekly", "2026-W30", "2026-07-20T00:00:00+02:00", "2026-07-27T00:00:00+02:00",
-               "Europe/Berlin", "2026-07-27T09:00:00+02:00", f, None,
-               notes=["No Claude Code usage was recorded for acme in 2026-W30."])
+    r = Report(
+        "acme",
+        "weekly",
+        "2026-W30",
+        "2026-07-20T00:00:00+02:00",
+        "2026-07-27T00:00:00+02:00",
+        "Europe/Berlin",
+        "2026-07-27T09:00:00+02:00",
+        f,
+        None,
+        notes=["No Claude Code usage was recorded for acme in 2026-W30."],
+    )
     msg = render_slack(r)
     check_message({"text": msg["text"], "blocks": msg["blocks"]})
     assert len(msg["blocks"]) == 3 and "no usage recorded" in msg["text"]
@@ -104,11 +156,19 @@ def test_json_carries_the_report_figures(report):
     assert d["period"] == "2026-W47" and d["timezone"] == "Europe/Berlin" and d["empty"] is False
 
 
-
 def test_markdown_has_every_section(report):
     md = render_markdown(report)
-    for heading in ("## Summary", "## Cost by model", "## Cost by user", "## Cost by team.id", "## Top 5 sessions",
-                    "## API errors", "## Tools", "## Budgets", "## Alerts"):
+    for heading in (
+        "## Summary",
+        "## Cost by model",
+        "## Cost by user",
+        "## Cost by team.id",
+        "## Top 5 sessions",
+        "## API errors",
+        "## Tools",
+        "## Budgets",
+        "## Alerts",
+    ):
         assert heading in md, heading
     assert f"| Cost | ${report.current.cost_nanos / 1e9:,.2f} | ${report.previous.cost_nanos / 1e9:,.2f} |" in md
 
@@ -118,8 +178,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     length, ctype = struct.unpack(">I4s", data[8:16])
     assert ctype == b"IHDR" and length == 13
-    body = data[16:16 + length]
-    (crc,) = struct.unpack(">I", data[16 + length:20 + length])
+    body = data[16 : 16 + length]
+    (crc,) = struct.unpack(">I", data[16 + length : 20 + length])
     assert zlib.crc32(ctype + body) == crc
     assert data.endswith(b"IEND\xaeB`\x82")
     return struct.unpack(">II", body[:8])

@@ -70,8 +70,15 @@ def db_path(ledger_path, tmp_path):
 
 
 def reports_cfg(**kw) -> ReportsConfig:
-    sched = {"name": "weekly", "period": "weekly", "cron": "0 9 * * 1", "timezone": "Europe/Berlin",
-             "receiver": "team", "tenant": "acme", **kw}
+    sched = {
+        "name": "weekly",
+        "period": "weekly",
+        "cron": "0 9 * * 1",
+        "timezone": "Europe/Berlin",
+        "receiver": "team",
+        "tenant": "acme",
+        **kw,
+    }
     return ReportsConfig.model_validate({"schedules": [sched], "claim_timeout": "10m", "retry_initial": "1m"})
 
 
@@ -130,8 +137,10 @@ async def test_one_message_and_one_png_per_period(slack, db_path, replicas):
     [res] = await r.scheduler.tick()
     assert res.period == "2026-W48"
     msgs = posts(slack)
-    assert [m.header for m in msgs] == ["Claude Code weekly report — acme — 2026-W47",
-                                        "Claude Code weekly report — acme — 2026-W48"]
+    assert [m.header for m in msgs] == [
+        "Claude Code weekly report — acme — 2026-W47",
+        "Claude Code weekly report — acme — 2026-W48",
+    ]
     assert all("posted late" not in m.content() for m in msgs)
     files = list(slack.files().values())
     assert len(files) == 2 and all(f.completed and f.shared == [msgs[0].channel] for f in files)
@@ -139,7 +148,9 @@ async def test_one_message_and_one_png_per_period(slack, db_path, replicas):
     assert all(png_size(f.data) == (1200, 600) for f in files)
     runs = await r.scheduler.runs()
     assert [(x["period"], x["status"], x["destination"]) for x in runs] == [
-        ("2026-W47", "posted", "team/slack/0"), ("2026-W48", "posted", "team/slack/0")]
+        ("2026-W47", "posted", "team/slack/0"),
+        ("2026-W48", "posted", "team/slack/0"),
+    ]
     assert json.loads(runs[0]["state"])["ts"] == msgs[0].ts
 
 
@@ -278,8 +289,13 @@ async def test_every_tenant_and_destination_gets_one_post(slack, db_path, replic
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
-        if not consumer_verifies(secret, request.headers.get("X-Relay-Timestamp"), body,
-                                 request.headers.get("X-Relay-Signature"), now=clock()):
+        if not consumer_verifies(
+            secret,
+            request.headers.get("X-Relay-Timestamp"),
+            body,
+            request.headers.get("X-Relay-Signature"),
+            now=clock(),
+        ):
             return web.Response(status=401, text="bad signature")
         hits.append((dict(request.headers), body))
         return web.Response(text="ok")
@@ -301,8 +317,11 @@ async def test_every_tenant_and_destination_gets_one_post(slack, db_path, replic
         clock.set(at(23, 9, 0))
         results = await r.scheduler.tick()
         assert sorted((x.tenant, x.destination, x.status) for x in results) == [
-            ("acme", "team/slack/0", "posted"), ("acme", "team/webhook/0", "posted"),
-            ("other", "team/slack/0", "posted"), ("other", "team/webhook/0", "posted")]
+            ("acme", "team/slack/0", "posted"),
+            ("acme", "team/webhook/0", "posted"),
+            ("other", "team/slack/0", "posted"),
+            ("other", "team/webhook/0", "posted"),
+        ]
         assert posts(slack) == [] and len(slack.messages("#alerts")) == 4  # 2 reports + 2 file shares
         assert sorted(json.loads(b)["tenant"] for _, b in hits) == ["acme", "other"]
         payload = json.loads(hits[0][1])

@@ -45,15 +45,24 @@ class Ledger:
     points: list[MetricPoint] = field(default_factory=list)
 
 
-def generate_week(ledger: Ledger, start: datetime, *, tenant: str = "acme", seed: int = 1, sessions_per_user: int = 3,
-                  tools: bool = True, metrics: bool = True, prefix: str = "") -> None:
+def generate_week(
+    ledger: Ledger,
+    start: datetime,
+    *,
+    tenant: str = "acme",
+    seed: int = 1,
+    sessions_per_user: int = 3,
+    tools: bool = True,
+    metrics: bool = True,
+    prefix: str = "",
+) -> None:
     """Append one local week (from ``start``) of Claude Code usage: every user of :data:`USERS` runs sessions of
     a few prompts, each with LLM calls (some failing) and tool calls (some rejected or failing); plus a few
     records without user. Metric points (lines of code, commits, PRs) as DELTA points when ``metrics``."""
     rnd = random.Random(seed)
     tag = prefix or start.strftime("%Y%m%d")
     users = list(USERS) + [None]
-    for ui, user in enumerate(users):
+    for user in users:
         team = USERS.get(user) if user else None
         labels = {"team.id": team} if team else {}
         for s in range(sessions_per_user if user else 1):
@@ -67,48 +76,105 @@ def generate_week(ledger: Ledger, start: datetime, *, tenant: str = "acme", seed
                     key = f"{sid}-{p}-{c}"
                     if rnd.random() < 0.15:
                         eclass, status = rnd.choice(ERRORS)
-                        ledger.records.append(UsageRecord(
-                            key=f"llm-error:{key}", kind="llm", time_ns=ns(t), tenant=tenant, session_id=sid,
-                            prompt_id=pid, user=user, labels=dict(labels), model=model, success=False,
-                            status_code=status, error_class=eclass, source="claude_code.event"))
+                        ledger.records.append(
+                            UsageRecord(
+                                key=f"llm-error:{key}",
+                                kind="llm",
+                                time_ns=ns(t),
+                                tenant=tenant,
+                                session_id=sid,
+                                prompt_id=pid,
+                                user=user,
+                                labels=dict(labels),
+                                model=model,
+                                success=False,
+                                status_code=status,
+                                error_class=eclass,
+                                source="claude_code.event",
+                            )
+                        )
                         continue
                     inp, out = rnd.randint(10, 5000), rnd.randint(10, 3000)
                     cr, cc = rnd.randint(0, 50_000), rnd.randint(0, 8000)
-                    ledger.records.append(UsageRecord(
-                        key=f"llm:{key}", kind="llm", time_ns=ns(t), tenant=tenant, session_id=sid, prompt_id=pid,
-                        user=user, labels=dict(labels), model=model, input_tokens=inp, output_tokens=out,
-                        cache_read_tokens=cr, cache_creation_tokens=cc, cache_creation_5m_tokens=cc,
-                        cost_nanos=rnd.randint(1_000, 900_000) * 1000, cost_source="reported",
-                        source="claude_code.event"))
+                    ledger.records.append(
+                        UsageRecord(
+                            key=f"llm:{key}",
+                            kind="llm",
+                            time_ns=ns(t),
+                            tenant=tenant,
+                            session_id=sid,
+                            prompt_id=pid,
+                            user=user,
+                            labels=dict(labels),
+                            model=model,
+                            input_tokens=inp,
+                            output_tokens=out,
+                            cache_read_tokens=cr,
+                            cache_creation_tokens=cc,
+                            cache_creation_5m_tokens=cc,
+                            cost_nanos=rnd.randint(1_000, 900_000) * 1000,
+                            cost_source="reported",
+                            source="claude_code.event",
+                        )
+                    )
                     if tools and rnd.random() < 0.7:
                         t += timedelta(seconds=rnd.randint(1, 20))
                         reject = rnd.random() < 0.1
                         ok = (not reject) and rnd.random() < 0.85
-                        ledger.records.append(UsageRecord(
-                            key=f"tool:{key}", kind="tool", time_ns=ns(t), tenant=tenant, session_id=sid,
-                            prompt_id=pid, user=user, labels=dict(labels), tool_name=rnd.choice(TOOLS), success=ok,
-                            error_class="rejected" if reject else (None if ok else "ShellError"),
-                            decision="reject" if reject else "accept", source="claude_code.event"))
+                        ledger.records.append(
+                            UsageRecord(
+                                key=f"tool:{key}",
+                                kind="tool",
+                                time_ns=ns(t),
+                                tenant=tenant,
+                                session_id=sid,
+                                prompt_id=pid,
+                                user=user,
+                                labels=dict(labels),
+                                tool_name=rnd.choice(TOOLS),
+                                success=ok,
+                                error_class="rejected" if reject else (None if ok else "ShellError"),
+                                decision="reject" if reject else "accept",
+                                source="claude_code.event",
+                            )
+                        )
             if metrics and user:
                 attrs = {"session.id": sid, "user.id": user, **labels}
-                for name, typ, value in (("claude_code.lines_of_code.count", "added", rnd.randint(0, 400)),
-                                         ("claude_code.lines_of_code.count", "removed", rnd.randint(0, 100)),
-                                         ("claude_code.commit.count", None, rnd.randint(0, 3)),
-                                         ("claude_code.pull_request.count", None, rnd.randint(0, 1))):
+                for name, typ, value in (
+                    ("claude_code.lines_of_code.count", "added", rnd.randint(0, 400)),
+                    ("claude_code.lines_of_code.count", "removed", rnd.randint(0, 100)),
+                    ("claude_code.commit.count", None, rnd.randint(0, 3)),
+                    ("claude_code.pull_request.count", None, rnd.randint(0, 1)),
+                ):
                     a = dict(attrs, **({"type": typ} if typ else {}))
                     blob = json.dumps(a, sort_keys=True)
-                    ledger.points.append(MetricPoint(
-                        tenant, name, f"{sid}:{name}:{typ}", ns(t) - 60_000_000_000, ns(t), float(value), 1, "",
-                        blob, user, labels))
-    del ui
+                    ledger.points.append(
+                        MetricPoint(
+                            tenant,
+                            name,
+                            f"{sid}:{name}:{typ}",
+                            ns(t) - 60_000_000_000,
+                            ns(t),
+                            float(value),
+                            1,
+                            "",
+                            blob,
+                            user,
+                            labels,
+                        )
+                    )
 
 
-def in_range(records: list[UsageRecord], start: datetime, end: datetime, tenant: str = "acme",
-             team: str | None = None) -> list[UsageRecord]:
+def in_range(
+    records: list[UsageRecord], start: datetime, end: datetime, tenant: str = "acme", team: str | None = None
+) -> list[UsageRecord]:
     """Records of ``tenant`` with ``start <= time < end`` (and, with ``team``, that team label)."""
     lo, hi = ns(start), ns(end)
-    return [r for r in records if r.tenant == tenant and lo <= r.time_ns < hi
-            and (team is None or r.labels.get("team.id") == team)]
+    return [
+        r
+        for r in records
+        if r.tenant == tenant and lo <= r.time_ns < hi and (team is None or r.labels.get("team.id") == team)
+    ]
 
 
 def expected_figures(records: list[UsageRecord]) -> dict:
@@ -138,8 +204,9 @@ def expected_figures(records: list[UsageRecord]) -> dict:
         "tool_failures": sum(1 for r in executed if not r.success),
         "decisions_accept": sum(1 for r in tools if r.decision == "accept"),
         "decisions_reject": sum(1 for r in tools if r.decision == "reject"),
-        "session_seconds": sum((max(x.time_ns for x in rs) - min(x.time_ns for x in rs)) / 1e9
-                               for rs in by_session.values()),
+        "session_seconds": sum(
+            (max(x.time_ns for x in rs) - min(x.time_ns for x in rs)) / 1e9 for rs in by_session.values()
+        ),
     }
 
 
@@ -151,8 +218,11 @@ def expected_metrics(points: list[MetricPoint], start: datetime, end: datetime, 
         if p.tenant != tenant or not lo <= p.time_ns < hi:
             continue
         typ = json.loads(p.attributes).get("type")
-        key = {"claude_code.lines_of_code.count": f"lines_{typ}", "claude_code.commit.count": "commits",
-               "claude_code.pull_request.count": "pull_requests"}[p.name]
+        key = {
+            "claude_code.lines_of_code.count": f"lines_{typ}",
+            "claude_code.commit.count": "commits",
+            "claude_code.pull_request.count": "pull_requests",
+        }[p.name]
         out[key] += int(p.value)
     return dict(out)
 

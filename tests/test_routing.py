@@ -69,7 +69,9 @@ def test_continue_lets_later_siblings_match_too(tree):
 def test_children_inherit_unset_settings(tree):
     oncall, platform, web = tree.routes
     finance = platform.routes[0]
-    assert tree.opts.group_wait == 10.0 and tree.opts.group_interval == 300.0 and tree.opts.repeat_interval == 4 * 3600.0
+    assert (
+        tree.opts.group_wait == 10.0 and tree.opts.group_interval == 300.0 and tree.opts.repeat_interval == 4 * 3600.0
+    )
     assert oncall.opts.repeat_interval == 3600.0 and oncall.opts.group_wait == 10.0
     assert oncall.opts.group_by == ("alertname", "team.id") and not oncall.opts.group_by_all
     assert platform.opts.group_by_all
@@ -103,9 +105,12 @@ def test_group_keys_are_route_path_plus_group_labels_and_stable(tree):
 
 
 def test_route_ids_are_unique_even_for_siblings_with_equal_matchers():
-    cfg = AlertingConfig.model_validate({
-        "route": {"receiver": "a", "routes": [{"receiver": "a", "continue": True}, {"receiver": "b"}]},
-        "receivers": [{"name": "a"}, {"name": "b"}]})
+    cfg = AlertingConfig.model_validate(
+        {
+            "route": {"receiver": "a", "routes": [{"receiver": "a", "continue": True}, {"receiver": "b"}]},
+            "receivers": [{"name": "a"}, {"name": "b"}],
+        }
+    )
     first, second = Route(cfg.route).match({"alertname": "x"})
     assert (first.receiver, second.receiver) == ("a", "b")
     assert first.key == second.key == "{}/{}" and first.id != second.id
@@ -115,20 +120,31 @@ def test_format_labels_escapes_like_prometheus():
     assert format_labels({"b": 'say "hi"', "a": "x\\y"}) == '{a="x\\\\y", b="say \\"hi\\""}'
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({"route": {"receiver": "nope"}, "receivers": [{"name": "a"}]}, "route.receiver: unknown receiver 'nope'"),
-    ({"route": {"receiver": "a", "routes": [{"receiver": "b"}]}, "receivers": [{"name": "a"}]},
-     "route.routes[0].receiver: unknown receiver 'b'"),
-    ({"route": {"receiver": "a"}, "receivers": [{"name": "a"}, {"name": "a"}]}, "receiver names must be unique"),
-    ({"route": {}, "receivers": [{"name": "a"}]}, "root route must have a receiver"),
-    ({"route": {"receiver": "a", "matchers": ['x="1"']}, "receivers": [{"name": "a"}]}, "must not have any matchers"),
-    ({"route": {"receiver": "a", "routes": [{"matchers": ["x=~("]}]}, "receivers": [{"name": "a"}]}, "invalid regex"),
-    ({"route": {"receiver": "a", "group_by": ["...", "x"]}, "receivers": [{"name": "a"}]}, "wildcard group_by"),
-    ({"route": {"receiver": "a", "group_interval": "0s"}, "receivers": [{"name": "a"}]}, "greater than zero"),
-    ({"route": {"receiver": "a", "group_wait": "soon"}, "receivers": [{"name": "a"}]}, "invalid duration"),
-    ({"route": {"receiver": "a", "mute_time_intervals": ["x"]}, "receivers": [{"name": "a"}]}, "Extra inputs"),
-    ({"inhibit_rules": [{"source_matchers": ['a="1"'], "target_matchers": []}]}, "target_matchers"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"route": {"receiver": "nope"}, "receivers": [{"name": "a"}]}, "route.receiver: unknown receiver 'nope'"),
+        (
+            {"route": {"receiver": "a", "routes": [{"receiver": "b"}]}, "receivers": [{"name": "a"}]},
+            "route.routes[0].receiver: unknown receiver 'b'",
+        ),
+        ({"route": {"receiver": "a"}, "receivers": [{"name": "a"}, {"name": "a"}]}, "receiver names must be unique"),
+        ({"route": {}, "receivers": [{"name": "a"}]}, "root route must have a receiver"),
+        (
+            {"route": {"receiver": "a", "matchers": ['x="1"']}, "receivers": [{"name": "a"}]},
+            "must not have any matchers",
+        ),
+        (
+            {"route": {"receiver": "a", "routes": [{"matchers": ["x=~("]}]}, "receivers": [{"name": "a"}]},
+            "invalid regex",
+        ),
+        ({"route": {"receiver": "a", "group_by": ["...", "x"]}, "receivers": [{"name": "a"}]}, "wildcard group_by"),
+        ({"route": {"receiver": "a", "group_interval": "0s"}, "receivers": [{"name": "a"}]}, "greater than zero"),
+        ({"route": {"receiver": "a", "group_wait": "soon"}, "receivers": [{"name": "a"}]}, "invalid duration"),
+        ({"route": {"receiver": "a", "mute_time_intervals": ["x"]}, "receivers": [{"name": "a"}]}, "Extra inputs"),
+        ({"inhibit_rules": [{"source_matchers": ['a="1"'], "target_matchers": []}]}, "target_matchers"),
+    ],
+)
 def test_invalid_configs_are_rejected_with_the_reason(cfg, message):
     with pytest.raises(ValidationError) as e:
         AlertingConfig.model_validate(cfg)

@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from relay.cli.rules import rules_check
-from relay.alerting.rules.load import RuleSet, RulesError, expand_paths
+from relay.alerting.rules.load import RulesError, RuleSet, expand_paths
 from relay.alerting.rules.schema import RulesConfig, format_duration, parse_rule_duration
 from relay.alerting.rules.templates import FILTERS
+from relay.cli.rules import rules_check
 from tests.test_engine_support import write_rules
 
 GOOD = """\
@@ -54,13 +54,15 @@ def test_agg_key_ignores_thresholds_labels_and_annotations_but_not_matchers(tmp_
     a = RuleSet.load([write_rules(tmp_path / "a.yaml", GOOD)]).rules[0]
     changed = GOOD.replace("percent: 80", "percent: 70").replace("limit_usd: 100", "limit_usd: 200")
     b = RuleSet.load([write_rules(tmp_path / "b.yaml", changed.replace("for: 1m30s", "for: 5m"))]).rules[0]
-    c = RuleSet.load([write_rules(tmp_path / "c.yaml", GOOD.replace('p.*', 'q.*'))]).rules[0]
+    c = RuleSet.load([write_rules(tmp_path / "c.yaml", GOOD.replace("p.*", "q.*"))]).rules[0]
     assert a.agg_key() == b.agg_key() != c.agg_key()
     assert a.definition_key() != b.definition_key()
 
 
 def test_errors_name_file_line_group_rule_and_field(tmp_path):
-    problems = load_problems(tmp_path, """\
+    problems = load_problems(
+        tmp_path,
+        """\
         groups:
           - name: budgets
             rules:
@@ -80,7 +82,8 @@ def test_errors_name_file_line_group_rule_and_field(tmp_path):
                 value: 8000
               - alert: Odd
                 kind: forecast
-        """)
+        """,
+    )
     assert problems == [
         'r.yaml:7: group "budgets", rule "TeamBudget": window.timezone: unknown timezone \'Mars/Olympus\' '
         "(use an IANA name such as Europe/Berlin or UTC)",
@@ -98,7 +101,9 @@ def test_errors_name_file_line_group_rule_and_field(tmp_path):
 
 
 def test_matchers_templates_and_cross_field_rules_are_checked(tmp_path):
-    problems = load_problems(tmp_path, """\
+    problems = load_problems(
+        tmp_path,
+        """\
         groups:
           - name: g
             rules:
@@ -137,27 +142,31 @@ def test_matchers_templates_and_cross_field_rules_are_checked(tmp_path):
                 field: records
                 window: 1h
                 value: 1
-        """)
+        """,
+    )
     assert problems[0].startswith('r.yaml:6: group "g", rule "BadMatcher": matchers.0: invalid regex')
     assert problems[1].startswith('r.yaml:6: group "g", rule "BadMatcher": matchers.1: bad matcher')
     assert problems[2].startswith('r.yaml:14: group "g", rule "BadTemplate": annotations.summary: template error:')
     assert problems[3].startswith(
         'r.yaml:15: group "g", rule "BadTemplate": annotations.description: template error: '
-        "no label or value named 'team'")
+        "no label or value named 'team'"
+    )
     assert problems[4:] == [
         'r.yaml:20: group "g", rule "RollingForecast": forecast: needs a calendar window '
         "(a rolling window has no end to project to)",
         'r.yaml:23: group "g", rule "CalendarSpike": window: a spike rule needs a rolling window (e.g. 1h)',
         'r.yaml:27: group "g", rule "KindInErrorRate": matchers.0: do not match on \'kind\' in an error_rate rule; '
         "errors.kind selects the calls",
-        'r.yaml:30: group "g", rule "NoCondition": (rule): set \'ratio\' (failed/total above it) and/or \'count\' '
+        "r.yaml:30: group \"g\", rule \"NoCondition\": (rule): set 'ratio' (failed/total above it) and/or 'count' "
         "(at least this many failures)",
         'r.yaml:35: group "g", rule "Reserved": group_by: \'tenant\' is set by the engine and cannot be grouped by',
     ]
 
 
 def test_undefined_template_variables_are_caught_at_check_time(tmp_path):
-    problems = load_problems(tmp_path, """\
+    problems = load_problems(
+        tmp_path,
+        """\
         groups:
           - name: g
             rules:
@@ -171,17 +180,19 @@ def test_undefined_template_variables_are_caught_at_check_time(tmp_path):
                        {{ rule.window }}"
                   summary: "{{ labels.team }}"
                   description: "{{ values.ratio }}"
-        """)
+        """,
+    )
     assert [p.split(" — ")[0] for p in problems] == [  # in plain words, not Jinja's
-        "r.yaml:12: group \"g\", rule \"A\": annotations.summary: template error: no label or value named 'team'",
-        "r.yaml:13: group \"g\", rule \"A\": annotations.description: template error: "
-        "no label or value named 'ratio'",
+        'r.yaml:12: group "g", rule "A": annotations.summary: template error: no label or value named \'team\'',
+        'r.yaml:13: group "g", rule "A": annotations.description: template error: no label or value named \'ratio\'',
     ]
     assert "labels here: alertname, severity, tenant, threshold, user" in problems[0]
 
 
 def test_duplicates_and_yaml_errors(tmp_path):
-    problems = load_problems(tmp_path, """\
+    problems = load_problems(
+        tmp_path,
+        """\
         groups:
           - name: g
             rules:
@@ -190,7 +201,8 @@ def test_duplicates_and_yaml_errors(tmp_path):
           - name: g
             rules: []
             rules: []
-        """)
+        """,
+    )
     assert problems == [
         "r.yaml:8: duplicate key 'rules'",
         'r.yaml:5: group "g", rule "A": alert: duplicate alert name in this file (first at line 4)',
@@ -198,7 +210,8 @@ def test_duplicates_and_yaml_errors(tmp_path):
     ]
     assert load_problems(tmp_path, "groups: [\n  {name: x\n", "y.yaml")[0].startswith("y.yaml:3: invalid YAML")
     assert load_problems(tmp_path, "- a\n- b\n", "z.yaml") == [
-        "z.yaml:1: the top level must be a mapping with 'groups'"]
+        "z.yaml:1: the top level must be a mapping with 'groups'"
+    ]
     assert load_problems(tmp_path, "group: []\n", "w.yaml") == ["w.yaml:1: group: unknown key"]
 
 
@@ -252,10 +265,14 @@ def test_rules_check_cli(tmp_path):
     good = write_rules(tmp_path / "good.yaml", GOOD)
     out, err = io.StringIO(), io.StringIO()
     assert rules_check([good], out, err) == 0
-    assert out.getvalue() == textwrap.dedent(f"""\
+    assert (
+        out.getvalue()
+        == textwrap.dedent(f"""\
         {good}: OK (1 rule in 1 group)
           budgets/TeamBudget: budget over month (Europe/Berlin), for 1m30s
-        """) and err.getvalue() == ""
+        """)
+        and err.getvalue() == ""
+    )
     bad = write_rules(tmp_path / "bad.yaml", GOOD.replace("limit_usd: 100", "limit_usd: -1"))
     out, err = io.StringIO(), io.StringIO()
     assert rules_check([good, bad], out, err) == 1

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from relay.alerting.evaluation.engine import RuleEngine
 from relay.alert import AlertState
-from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.engine import RuleEngine
 from relay.alerting.evaluation.manager import RulesManager
 from relay.alerting.evaluation.windows import RollingWindow
+from relay.alerting.rules.load import RuleSet
 from relay.component import deadline_in
 from tests.support.clock import Clock
 from tests.test_engine_support import T0, MemoryLedger, Sink, by, rec, write_rules
@@ -58,8 +58,10 @@ async def test_a_broken_file_keeps_the_old_rules_and_says_why(tmp_path, caplog):
     write_rules(tmp_path / "rules.yaml", RULES.replace("limit_usd: 100", "limit_usd: nope"))
     with caplog.at_level(logging.ERROR, logger="relay.alerting"):
         ok, error = await manager.reload()
-    assert not ok and error == (f'{path}:7: group "g", rule "Budget": limit_usd: Input should be a valid number, '
-                                "unable to parse string as a number")
+    assert not ok and error == (
+        f'{path}:7: group "g", rule "Budget": limit_usd: Input should be a valid number, '
+        "unable to parse string as a number"
+    )
     assert "keeping the previous rules" in caplog.text and error in caplog.text
     status = manager.last_reload
     assert status.ok is False and status.error == error and status.rules == 2 and status.files == [path]
@@ -105,7 +107,7 @@ async def test_a_changed_aggregation_is_backfilled_and_its_alerts_continue(tmp_p
 async def test_a_removed_rule_resolves_its_alerts(tmp_path):
     path, clock, sink, ledger, engine, manager = await setup(tmp_path)
     await fire_both(engine, ledger, sink)
-    write_rules(tmp_path / "rules.yaml", RULES[:RULES.index("      - alert: Hourly")])
+    write_rules(tmp_path / "rules.yaml", RULES[: RULES.index("      - alert: Hourly")])
     assert await manager.reload() == (True, None)
     (r,) = sink.take()
     assert r.name == "Hourly" and r.state is AlertState.RESOLVED
@@ -117,7 +119,7 @@ async def test_file_changes_and_sighup_requests_reload(tmp_path):
     await manager.start()
     try:
         write_rules(tmp_path / "extra.yaml", "groups: []\n")  # not matched by the configured path: ignored
-        write_rules(tmp_path / "rules.yaml", RULES[:RULES.index("      - alert: Hourly")])
+        write_rules(tmp_path / "rules.yaml", RULES[: RULES.index("      - alert: Hourly")])
         for _ in range(250):
             await asyncio.sleep(0.02)
             if len(engine.rule_ids()) == 1:

@@ -46,7 +46,9 @@ def test_example_rules_pass_check_and_their_own_unit_tests():
 
 def test_passing_test_with_pending_firing_upgrade_and_retraction(tmp_path):
     write_rules(tmp_path / "r.yaml", RULES)
-    t = write_rules(tmp_path / "t.yaml", """\
+    t = write_rules(
+        tmp_path / "t.yaml",
+        """\
         rule_files: [r.yaml]
         evaluation_interval: 30s
         tests:
@@ -71,7 +73,8 @@ def test_passing_test_with_pending_firing_upgrade_and_retraction(tmp_path):
               - at: 7m
                 alertname: SessionCost
                 expected: [{labels: {session: s2, severity: warning}}]
-        """)
+        """,
+    )
     code, out = run(t)
     assert code == 0, out
     assert out == f"Unit Testing:  {t}\n  SUCCESS\n\n"  # promtool's words
@@ -79,7 +82,9 @@ def test_passing_test_with_pending_firing_upgrade_and_retraction(tmp_path):
 
 def test_failing_test_prints_expected_and_got(tmp_path):
     write_rules(tmp_path / "r.yaml", RULES)
-    t = write_rules(tmp_path / "t.yaml", """\
+    t = write_rules(
+        tmp_path / "t.yaml",
+        """\
         rule_files: [r.yaml]
         tests:
           - name: wrong expectation
@@ -94,31 +99,39 @@ def test_failing_test_prints_expected_and_got(tmp_path):
               - {at: 0m, record: {session_id: s1, cost_usd: 20}}
             alert_eval:
               - {at: 4m, alertname: SessionCost, expected: []}
-        """)
+        """,
+    )
     code, out = run(t)
     assert code == 1
     # promtool test rules' layout: FAILED once, each failure as alertname/time then exp:/got: label sets
-    assert "\n".join([
-        "  FAILED:",
-        "    name: wrong expectation,",
-        "    alertname: SessionCost, time: 10m, ",
-        "        exp:[",
-        "            0:",
-        '              Labels:{alertname="SessionCost", session="s9", severity="warning", tenant="default"}',
-        "            ], ",
-        "        got:[",
-        "            0:",
-        '              Labels:{alertname="SessionCost", session="s1", severity="warning", tenant="default"}',
-        '              Annotations:{summary="s1 $20.00"}',
-        "            ]",
-        "",
-        "  1 of 2 tests failed",
-    ]) in out
+    assert (
+        "\n".join(
+            [
+                "  FAILED:",
+                "    name: wrong expectation,",
+                "    alertname: SessionCost, time: 10m, ",
+                "        exp:[",
+                "            0:",
+                '              Labels:{alertname="SessionCost", session="s9", severity="warning", tenant="default"}',
+                "            ], ",
+                "        got:[",
+                "            0:",
+                '              Labels:{alertname="SessionCost", session="s1", severity="warning", tenant="default"}',
+                '              Annotations:{summary="s1 $20.00"}',
+                "            ]",
+                "",
+                "  1 of 2 tests failed",
+            ]
+        )
+        in out
+    )
 
 
 def test_wrong_values_or_annotations_fail(tmp_path):
     write_rules(tmp_path / "r.yaml", RULES)
-    t = write_rules(tmp_path / "t.yaml", """\
+    t = write_rules(
+        tmp_path / "t.yaml",
+        """\
         rule_files: [r.yaml]
         tests:
           - name: values
@@ -133,7 +146,8 @@ def test_wrong_values_or_annotations_fail(tmp_path):
               - at: 10m
                 alertname: SessionCost
                 expected: [{labels: {session: s1, severity: warning}, annotations: {summary: "s1 $21.00"}}]
-        """)
+        """,
+    )
     code, out = run(t)
     assert code == 1 and "2 of 2 tests failed" in out
 
@@ -143,18 +157,24 @@ def test_invalid_test_files_and_rule_files_are_reported(tmp_path):
     code, out = run(t)
     assert code == 1 and f"FAILED: rule files are invalid:\n    {tmp_path}/nope.yaml: no such rule file" in out
     write_rules(tmp_path / "r.yaml", RULES)
-    t = write_rules(tmp_path / "t2.yaml", """\
+    t = write_rules(
+        tmp_path / "t2.yaml",
+        """\
         rule_files: [r.yaml]
         tests:
           - input_records: [{at: 0m, record: {session_id: s1, price: 3}}]
             alert_eval: [{at: 1m, alertname: SessionCost, expected: [{state: resolved}]}]
-        """)
+        """,
+    )
     code, out = run(t)
     assert code == 1 and "tests.0.alert_eval.0.expected.0.state: Value error, must be firing or pending" in out
-    t = write_rules(tmp_path / "t3.yaml", """\
+    t = write_rules(
+        tmp_path / "t3.yaml",
+        """\
         rule_files: [r.yaml]
         tests:
           - input_records: [{at: 0m, record: {session_id: s1, price: 3}}]
-        """)
+        """,
+    )
     code, out = run(t)
     assert code == 1 and "invalid test: unknown record field(s): price" in out

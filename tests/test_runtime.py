@@ -53,8 +53,9 @@ def test_span_attributes_are_decoded_lazily_and_once():
 
     req = ExportTraceServiceRequest()
     span = req.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
-    span.attributes.extend([KeyValue(key="a", value=AnyValue(int_value=1)),
-                            KeyValue(key="b", value=AnyValue(string_value="x"))])
+    span.attributes.extend(
+        [KeyValue(key="a", value=AnyValue(int_value=1)), KeyValue(key="b", value=AnyValue(string_value="x"))]
+    )
     (view,) = iter_spans(req)
     assert "attrs" not in view.__dict__  # an open trace holds the protobuf, not a dict
     assert view.attrs == attrs_to_dict(span.attributes) == {"a": 1, "b": "x"}

@@ -41,10 +41,12 @@ async def test_a_refused_score_is_dead_lettered_with_its_reason(tmp_path):
             await replay(relay, "protobuf-text")
             await settle(relay)
             await scores_settled(relay)
-            dead = await relay.spool.db.run(lambda c: c.execute(
-                "SELECT tenant, status, reason, body FROM score_dead_letters").fetchall())
-            queued = await relay.spool.db.run(lambda c: c.execute(
-                "SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0])
+            dead = await relay.spool.db.run(
+                lambda c: c.execute("SELECT tenant, status, reason, body FROM score_dead_letters").fetchall()
+            )
+            queued = await relay.spool.db.run(
+                lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
+            )
         assert len(dead) == 1 and dead[0][1] == 400 and "Invalid request data" in dead[0][2]
         assert len(lf.stored_scores()) == queued - 1
 
@@ -63,24 +65,33 @@ async def test_restart_and_replay_update_scores_in_place(tmp_path):
         again = lf.stored_scores()
     assert set(again) == set(first)
     assert {k: v["value"] for k, v in again.items()} == {k: v["value"] for k, v in first.items()}
-    (sid, truth), = session_truth("protobuf-subagent").items()
+    ((sid, truth),) = session_truth("protobuf-subagent").items()
     stored = {s["name"]: s["value"] for s in again.values() if s.get("sessionId") == sid}
     assert stored["interactions"] == truth["interactions"]
 
 
 async def test_custom_scores_and_a_tenant_without_langfuse_keeps_scores_in_the_ledger(tmp_path):
-    custom = {"scores": {**FAST["scores"], "custom": [
-        {"name": "expensive_session", "figure": "cost_usd", "threshold": {"op": ">", "value": 0.05}},
-        {"name": "calls_per_tool", "ratio": ["api_calls", "tool_uses"]},
-        {"name": "slow_interaction", "level": "interaction", "figure": "duration_s",
-         "threshold": {"op": ">=", "value": 3600}},
-    ]}}
+    custom = {
+        "scores": {
+            **FAST["scores"],
+            "custom": [
+                {"name": "expensive_session", "figure": "cost_usd", "threshold": {"op": ">", "value": 0.05}},
+                {"name": "calls_per_tool", "ratio": ["api_calls", "tool_uses"]},
+                {
+                    "name": "slow_interaction",
+                    "level": "interaction",
+                    "figure": "duration_s",
+                    "threshold": {"op": ">=", "value": 3600},
+                },
+            ],
+        }
+    }
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, custom) as relay:
             await replay(relay, "protobuf-tools")
             await settle(relay)
             await scores_settled(relay)
-        (sid, truth), = session_truth("protobuf-tools").items()
+        ((sid, truth),) = session_truth("protobuf-tools").items()
         stored = {s["name"]: s for s in lf.stored_scores().values() if s.get("sessionId") == sid}
         assert stored["expensive_session"]["value"] == (1.0 if truth["cost_usd"] > 0.05 else 0.0)
         assert stored["expensive_session"]["dataType"] == "BOOLEAN"
@@ -94,8 +105,11 @@ async def test_custom_scores_and_a_tenant_without_langfuse_keeps_scores_in_the_l
         await replay(relay, "protobuf-tools")
         await settle(relay)
         await scores_settled(relay)
-        rows = await relay.spool.db.run(lambda c: c.execute(
-            "SELECT name, value, string_value FROM ledger_scores WHERE session_id IS NOT NULL").fetchall())
+        rows = await relay.spool.db.run(
+            lambda c: c.execute(
+                "SELECT name, value, string_value FROM ledger_scores WHERE session_id IS NOT NULL"
+            ).fetchall()
+        )
     got = {n: (v if s is None else s) for n, v, s in rows}
     assert got["outcome"] == "clean" and got["interactions"] == 1
 
@@ -119,8 +133,9 @@ async def test_traces_closed_but_never_marked_are_scored_at_the_next_start(tmp_p
             await replay(relay, "protobuf-tools")
             await settle(relay)
             await scores_settled(relay)
-            await relay.spool.db.run(lambda c: (c.execute("DELETE FROM score_subjects"),
-                                                c.execute("DELETE FROM ledger_scores")))
+            await relay.spool.db.run(
+                lambda c: (c.execute("DELETE FROM score_subjects"), c.execute("DELETE FROM ledger_scores"))
+            )
         expected = lf.stored_scores()
         lf.clear()
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
@@ -141,16 +156,23 @@ async def test_each_tenants_scores_go_to_its_own_project(tmp_path):
 
     projects = {"pk-lf-a": ("sk-lf-a", "project-a"), "pk-lf-b": ("sk-lf-b", "project-b")}
     async with FakeLangfuse(projects) as lf:
-        ov = {**FAST, "tenants": [
-            {"name": "a", "tokens": ["tok-a"], "langfuse": {"public_key": "pk-lf-a", "secret_key": "sk-lf-a"}},
-            {"name": "b", "tokens": ["tok-b"], "langfuse": {"public_key": "pk-lf-b", "secret_key": "sk-lf-b"}}]}
+        ov = {
+            **FAST,
+            "tenants": [
+                {"name": "a", "tokens": ["tok-a"], "langfuse": {"public_key": "pk-lf-a", "secret_key": "sk-lf-a"}},
+                {"name": "b", "tokens": ["tok-b"], "langfuse": {"public_key": "pk-lf-b", "secret_key": "sk-lf-b"}},
+            ],
+        }
         ta, tb = CCTraffic(), CCTraffic()
         async with running_relay(tmp_path / "data", lf.base_url, ov) as relay:
             async with aiohttp.ClientSession() as s:
                 for token, t, cost in (("tok-a", ta, 0.5), ("tok-b", tb, 0.25)):
                     body = t.request(t.event("user_prompt", prompt_length="3"), t.api_request(cost))
-                    async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={
-                            "Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}) as r:
+                    async with s.post(
+                        f"http://127.0.0.1:{relay.http.port}/v1/logs",
+                        data=body,
+                        headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"},
+                    ) as r:
                         assert r.status == 200
             await settle(relay)
             await scores_settled(relay)
@@ -167,14 +189,22 @@ async def test_a_refused_score_config_does_not_hold_scores_back(tmp_path):
     async with FakeLangfuse() as lf:
         lf.rest.refuse_configs.add("duration_s")
         lf.rest.configs.setdefault("project-test", []).append(  # a same-named config of another type exists
-            {"id": "cfg-x", "name": "interactions", "dataType": "CATEGORICAL", "isArchived": False,
-             "categories": [{"label": "many", "value": 1}], "projectId": "project-test"})
+            {
+                "id": "cfg-x",
+                "name": "interactions",
+                "dataType": "CATEGORICAL",
+                "isArchived": False,
+                "categories": [{"label": "many", "value": 1}],
+                "projectId": "project-test",
+            }
+        )
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             await replay(relay, "protobuf-text")
             await settle(relay)
             await scores_settled(relay)
-            count = await relay.spool.db.run(lambda c: c.execute(
-                "SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0])
+            count = await relay.spool.db.run(
+                lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
+            )
     stored = lf.stored_scores().values()
     assert len(stored) == count  # all delivered
     untyped = [s["name"] for s in stored if "configId" not in s]

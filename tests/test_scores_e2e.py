@@ -26,8 +26,16 @@ from tests.support.scores_truth import (
 )
 
 FAST = {"scores": {"session_idle": "600ms", "check_interval": "50ms"}}
-SCENARIOS = ["protobuf-text", "protobuf-text-nobeta", "protobuf-tools", "json-tools", "grpc-tools", "protobuf-err529",
-             "protobuf-subagent", "protobuf-tools-2.1.332"]
+SCENARIOS = [
+    "protobuf-text",
+    "protobuf-text-nobeta",
+    "protobuf-tools",
+    "json-tools",
+    "grpc-tools",
+    "protobuf-err529",
+    "protobuf-subagent",
+    "protobuf-tools-2.1.332",
+]
 
 
 def by_subject(lf: FakeLangfuse, key: str) -> dict[str, dict[str, object]]:
@@ -101,8 +109,9 @@ async def ledger_costs(relay) -> dict:
 async def _post(session: aiohttp.ClientSession, relay, body: bytes, sent: list[bytes] | None = None) -> None:
     if sent is not None:
         sent.append(body)
-    async with session.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                            headers={"Content-Type": "application/x-protobuf"}) as r:
+    async with session.post(
+        f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+    ) as r:
         assert r.status == 200
 
 
@@ -111,8 +120,16 @@ def _tool(t: CCTraffic, decision: str, success: bool | None, source: str = "user
     out = [t.event("tool_decision", tool_use_id=tuid, decision=decision, source=source, tool_name="Bash")]
     if success is not None:
         extra = {} if success else {"error_type": "ShellError", "error": "exit 1"}
-        out.append(t.event("tool_result", tool_use_id=tuid, success="true" if success else "false",
-                           tool_name="Bash", duration_ms="12", **extra))
+        out.append(
+            t.event(
+                "tool_result",
+                tool_use_id=tuid,
+                success="true" if success else "false",
+                tool_name="Bash",
+                duration_ms="12",
+                **extra,
+            )
+        )
     return out
 
 
@@ -137,28 +154,57 @@ async def test_generated_sessions_rejects_failures_errors_and_a_resume(tmp_path)
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             async with aiohttp.ClientSession() as s:
                 # recovered: an API error, a failed tool, then success
-                await _post(s, relay, interaction(recovered, recovered.api_error(529, "Overloaded"),
-                                                  recovered.api_request(0.0123, ttft_ms=800),
-                                                  _tool(recovered, "accept", False),
-                                                  recovered.api_request(0.0457, ttft_ms=400)))
-                await _post(s, relay, interaction(recovered, recovered.api_request(0.001, ttft_ms=300),
-                                                  _tool(recovered, "accept", True),
-                                                  recovered.api_request(0.002, ttft_ms=200)))
+                await _post(
+                    s,
+                    relay,
+                    interaction(
+                        recovered,
+                        recovered.api_error(529, "Overloaded"),
+                        recovered.api_request(0.0123, ttft_ms=800),
+                        _tool(recovered, "accept", False),
+                        recovered.api_request(0.0457, ttft_ms=400),
+                    ),
+                )
+                await _post(
+                    s,
+                    relay,
+                    interaction(
+                        recovered,
+                        recovered.api_request(0.001, ttft_ms=300),
+                        _tool(recovered, "accept", True),
+                        recovered.api_request(0.002, ttft_ms=200),
+                    ),
+                )
                 # abandoned: two rejected tool uses, the user stops
-                await _post(s, relay, interaction(rejected, rejected.api_request(0.5, ttft_ms=1000),
-                                                  _tool(rejected, "accept", True), _tool(rejected, "reject", None),
-                                                  rejected.api_request(0.25, ttft_ms=900),
-                                                  _tool(rejected, "reject", None, "user_reject")))
+                await _post(
+                    s,
+                    relay,
+                    interaction(
+                        rejected,
+                        rejected.api_request(0.5, ttft_ms=1000),
+                        _tool(rejected, "accept", True),
+                        _tool(rejected, "reject", None),
+                        rejected.api_request(0.25, ttft_ms=900),
+                        _tool(rejected, "reject", None, "user_reject"),
+                    ),
+                )
                 # clean, scored, then resumed with a failing end
                 await _post(s, relay, interaction(resumed, resumed.api_request(0.1, ttft_ms=100)))
                 await settle(relay)
                 await scores_settled(relay)
                 first = by_subject(lf, "sessionId")[resumed.session]
                 assert first["outcome"] == "clean" and first["interactions"] == 1
-                await _post(s, relay, interaction(resumed, resumed.api_request(0.2, ttft_ms=100),
-                                                  resumed.api_error(500), resumed.api_error(500),
-                                                  resumed.event("api_retries_exhausted", status_code=500,
-                                                                error="Internal server error")))
+                await _post(
+                    s,
+                    relay,
+                    interaction(
+                        resumed,
+                        resumed.api_request(0.2, ttft_ms=100),
+                        resumed.api_error(500),
+                        resumed.api_error(500),
+                        resumed.event("api_retries_exhausted", status_code=500, error="Internal server error"),
+                    ),
+                )
                 await settle(relay)
                 await scores_settled(relay)
     # ground truth from the request bodies, decoded independently
@@ -195,22 +241,33 @@ async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
 
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+
             def agent():
                 memory = InMemorySpanExporter()
                 tp = TracerProvider(resource=Resource.create({"service.name": "my-agent"}))
                 tp.add_span_processor(SimpleSpanProcessor(memory))
-                tp.add_span_processor(SimpleSpanProcessor(
-                    OTLPSpanExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces")))
+                tp.add_span_processor(
+                    SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces"))
+                )
                 tracer = tp.get_tracer("my-agent")
-                with tracer.start_as_current_span("invoke_agent researcher", attributes={
-                        "gen_ai.operation.name": "invoke_agent", "session.id": "sess-genai"}):
-                    with tracer.start_as_current_span("chat gpt-5", attributes={
-                            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5",
-                            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
-                            "gen_ai.usage.cost": 0.0125}):
+                with tracer.start_as_current_span(
+                    "invoke_agent researcher",
+                    attributes={"gen_ai.operation.name": "invoke_agent", "session.id": "sess-genai"},
+                ):
+                    with tracer.start_as_current_span(
+                        "chat gpt-5",
+                        attributes={
+                            "gen_ai.operation.name": "chat",
+                            "gen_ai.request.model": "gpt-5",
+                            "gen_ai.usage.input_tokens": 100,
+                            "gen_ai.usage.output_tokens": 10,
+                            "gen_ai.usage.cost": 0.0125,
+                        },
+                    ):
                         pass
-                    with tracer.start_as_current_span("chat gpt-5", attributes={
-                            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5"}) as failed:
+                    with tracer.start_as_current_span(
+                        "chat gpt-5", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5"}
+                    ) as failed:
                         failed.set_status(Status(StatusCode.ERROR, "rate limited"))
                 tp.shutdown()
                 return memory.get_finished_spans()

@@ -31,20 +31,33 @@ async def test_weekly_report_has_a_quality_section(tmp_path, capsys):
     costs = {clean.session: 0.25, failed.session: 0.5, abandoned.session: 0.125}
     reqs = [
         clean.request(clean.event("user_prompt", prompt_length="3"), clean.api_request(0.25)),
-        failed.request(failed.event("user_prompt", prompt_length="3"), failed.api_request(0.5), failed.api_error(529),
-                       failed.event("api_retries_exhausted", status_code=529, error="Overloaded")),
+        failed.request(
+            failed.event("user_prompt", prompt_length="3"),
+            failed.api_request(0.5),
+            failed.api_error(529),
+            failed.event("api_retries_exhausted", status_code=529, error="Overloaded"),
+        ),
     ]
     tuid = f"toolu_{uuid.uuid4().hex[:20]}"
-    reqs.append(abandoned.request(abandoned.event("user_prompt", prompt_length="3"), abandoned.api_request(0.125),
-                                  abandoned.event("tool_decision", tool_use_id=tuid, decision="reject",
-                                                  source="user_reject", tool_name="Bash")))
+    reqs.append(
+        abandoned.request(
+            abandoned.event("user_prompt", prompt_length="3"),
+            abandoned.api_request(0.125),
+            abandoned.event(
+                "tool_decision", tool_use_id=tuid, decision="reject", source="user_reject", tool_name="Bash"
+            ),
+        )
+    )
     ov = {"scores": {"session_idle": "300ms", "check_interval": "50ms"}, "auth": {"default_tenant": "acme"}}
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, ov) as relay:
             async with aiohttp.ClientSession() as s:
                 for body in reqs:
-                    async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/logs", data=body,
-                                      headers={"Content-Type": "application/x-protobuf"}) as r:
+                    async with s.post(
+                        f"http://127.0.0.1:{relay.http.port}/v1/logs",
+                        data=body,
+                        headers={"Content-Type": "application/x-protobuf"},
+                    ) as r:
                         assert r.status == 200
             await settle(relay)
             await scores_settled(relay)
@@ -55,8 +68,10 @@ async def test_weekly_report_has_a_quality_section(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     q = doc["quality"]
     assert q["outcomes"] == {"clean": 1, "failed": 1, "abandoned": 1}
-    assert [(w["session_id"], w["outcome"]) for w in q["worst"]] == [(failed.session, "failed"),
-                                                                       (abandoned.session, "abandoned")]
+    assert [(w["session_id"], w["outcome"]) for w in q["worst"]] == [
+        (failed.session, "failed"),
+        (abandoned.session, "abandoned"),
+    ]
     assert q["worst"][0]["cost_usd"] == pytest.approx(0.5)
     stats = {(s["name"], s["level"]): s for s in q["scores"]}
     session_cost = stats[("cost_usd", "session")]
@@ -74,9 +89,9 @@ async def test_weekly_report_has_a_quality_section(tmp_path, capsys):
     from relay.reports.service import ReportService
 
     svc = ReportService(tmp_path / "data" / "relay.db", session_url=lambda t, s: f"https://lf.example/sessions/{s}")
-    rep = svc.compute_sync(ReportRequest("acme", period_containing("daily", datetime.now(UTC),
-                                                                    ZoneInfo("UTC"))))
+    rep = svc.compute_sync(ReportRequest("acme", period_containing("daily", datetime.now(UTC), ZoneInfo("UTC"))))
     text = json.dumps(render_slack(rep)["blocks"])
     assert "*Quality*" in text and "failed 1" in text and "abandoned 1" in text
     assert text.index(f"https://lf.example/sessions/{failed.session}") < text.index(
-        f"https://lf.example/sessions/{abandoned.session}")
+        f"https://lf.example/sessions/{abandoned.session}"
+    )

@@ -18,14 +18,47 @@ from tests.support.cc_traffic import CCTraffic
 from tests.support.inproc import running_relay, settle
 from tests.support.scores_truth import scores_settled
 
-RULES = {"groups": [{"name": "quality", "rules": [
-    {"alert": "LowToolAcceptRate", "kind": "score", "score": "tool_accept_rate", "aggregate": "avg",
-     "matchers": ['score_subject="session"'], "op": "<", "value": 0.6, "window": "1d", "group_by": ["team.id"]},
-    {"alert": "ThumbsDownRate", "kind": "score", "score": "thumbs", "aggregate": "rate", "match": {"equals": 0},
-     "op": ">", "value": 0.2, "window": "7d", "min_count": 5},
-    {"alert": "FailedSessions", "kind": "score", "score": "outcome", "aggregate": "rate",
-     "match": {"equals": "failed"}, "op": ">=", "value": 0.5, "window": "1d"},
-]}]}
+RULES = {
+    "groups": [
+        {
+            "name": "quality",
+            "rules": [
+                {
+                    "alert": "LowToolAcceptRate",
+                    "kind": "score",
+                    "score": "tool_accept_rate",
+                    "aggregate": "avg",
+                    "matchers": ['score_subject="session"'],
+                    "op": "<",
+                    "value": 0.6,
+                    "window": "1d",
+                    "group_by": ["team.id"],
+                },
+                {
+                    "alert": "ThumbsDownRate",
+                    "kind": "score",
+                    "score": "thumbs",
+                    "aggregate": "rate",
+                    "match": {"equals": 0},
+                    "op": ">",
+                    "value": 0.2,
+                    "window": "7d",
+                    "min_count": 5,
+                },
+                {
+                    "alert": "FailedSessions",
+                    "kind": "score",
+                    "score": "outcome",
+                    "aggregate": "rate",
+                    "match": {"equals": "failed"},
+                    "op": ">=",
+                    "value": 0.5,
+                    "window": "1d",
+                },
+            ],
+        }
+    ]
+}
 
 
 def _tool(t: CCTraffic, decision: str):
@@ -51,8 +84,10 @@ async def _alerts(relay, timeout: float = 10.0, want: set[str] | None = None) ->
 async def test_score_rules_fire_on_relay_and_app_scores_and_survive_a_restart(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(RULES))
-    ov = {"scores": {"session_idle": "300ms", "check_interval": "50ms"},
-          "rules": {"files": [str(rules)], "evaluation_interval": "100ms", "watch": False}}
+    ov = {
+        "scores": {"session_idle": "300ms", "check_interval": "50ms"},
+        "rules": {"files": [str(rules)], "evaluation_interval": "100ms", "watch": False},
+    }
     platform = CCTraffic(resource={"team.id": "platform"})
     search = CCTraffic(resource={"team.id": "search"})
     auth = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-test:sk-lf-test").decode()}
@@ -66,13 +101,17 @@ async def test_score_rules_fire_on_relay_and_app_scores_and_survive_a_restart(tm
                     for d in decisions:
                         evs += _tool(t, d)
                     evs.append(t.api_request(0.01))
-                    async with s.post(url + "/v1/logs", data=t.request(*evs),
-                                      headers={"Content-Type": "application/x-protobuf"}) as r:
+                    async with s.post(
+                        url + "/v1/logs", data=t.request(*evs), headers={"Content-Type": "application/x-protobuf"}
+                    ) as r:
                         assert r.status == 200
                 # app feedback: 2 thumbs-down of 5 (40 % > 20 %)
                 for v in (0, 1, 0, 1, 1):
-                    async with s.post(url + "/api/public/scores", headers=auth,
-                                      json={"name": "thumbs", "value": v, "traceId": uuid.uuid4().hex}) as r:
+                    async with s.post(
+                        url + "/api/public/scores",
+                        headers=auth,
+                        json={"name": "thumbs", "value": v, "traceId": uuid.uuid4().hex},
+                    ) as r:
                         assert r.status == 200
             await settle(relay)
             await scores_settled(relay)
@@ -93,9 +132,28 @@ async def test_score_rules_fire_on_relay_and_app_scores_and_survive_a_restart(tm
 
 def test_score_rule_schema(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
-        {"alert": "X", "kind": "score", "score": "thumbs", "aggregate": "rate", "op": ">", "value": 0.2,
-         "window": "1d"}]}]}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "g",
+                        "rules": [
+                            {
+                                "alert": "X",
+                                "kind": "score",
+                                "score": "thumbs",
+                                "aggregate": "rate",
+                                "op": ">",
+                                "value": 0.2,
+                                "window": "1d",
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(RulesError, match="match"):
         RuleSet.load([str(bad)])
     good = tmp_path / "good.yaml"

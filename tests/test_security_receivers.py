@@ -65,18 +65,34 @@ def test_open_receiver_without_tokens_is_a_config_error(tmp_path, endpoint):
     assert f"{path}:5: receivers.otlp.protocols.http.endpoint: " in text  # file, line and key
     assert "tenants[].tokens" in text and "allow_unauthenticated" in text
     # the fixes named in the message work
-    RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
-                                "auth": {"allow_unauthenticated": True}})
-    RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
-                                "tenants": [{"name": "a", "tokens": ["t-0123456789"]}]})
+    RelayConfig.model_validate(
+        {
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
+            "auth": {"allow_unauthenticated": True},
+        }
+    )
+    RelayConfig.model_validate(
+        {
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
+            "tenants": [{"name": "a", "tokens": ["t-0123456789"]}],
+        }
+    )
 
 
 def test_relay_run_refuses_to_start_open_and_says_how_to_fix_it(tmp_path):
     path = tmp_path / "relay.yaml"
-    path.write_text("receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:0\n"
-                    f"storage:\n  directory: {tmp_path / 'data'}\n")
-    r = subprocess.run([sys.executable, "-m", "relay", "run", "--config", str(path)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    path.write_text(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:0\n"
+        f"storage:\n  directory: {tmp_path / 'data'}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "relay", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode != 0
     assert "receivers.otlp.protocols.grpc.endpoint" in r.stderr and "tenants[].tokens" in r.stderr
     assert not (tmp_path / "data").exists()  # refused before opening anything
@@ -92,10 +108,15 @@ def _deploy_configs() -> dict[str, str]:
     """relay's configurations in deploy/: compose's file and the Kubernetes ConfigMap's ``relay.yaml``."""
     import yaml
 
-    kube = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text())
-                if d and d.get("kind") == "ConfigMap" and "relay.yaml" in d.get("data", {}))
-    return {"compose": (ROOT / "deploy" / "compose" / "relay.yaml").read_text(),
-            "kubernetes": kube["data"]["relay.yaml"]}
+    kube = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "relay.yaml").read_text())
+        if d and d.get("kind") == "ConfigMap" and "relay.yaml" in d.get("data", {})
+    )
+    return {
+        "compose": (ROOT / "deploy" / "compose" / "relay.yaml").read_text(),
+        "kubernetes": kube["data"]["relay.yaml"],
+    }
 
 
 @pytest.mark.parametrize("name", ["compose", "kubernetes"])
@@ -133,10 +154,14 @@ async def test_unauthenticated_and_forged_requests_are_refused_on_every_path(tmp
     async with FakeLangfuse(projects=PROJECTS) as lf:
         async with running_relay(tmp_path / "data", overrides={"tenants": _tenants(lf.base_url)}) as relay:
             base = f"http://127.0.0.1:{relay.http.port}"
-            forged = [{}, {"Authorization": "Bearer whatever"}, {"Authorization": "Bearer "},
-                      {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:whatever").decode()},
-                      {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:sk-lf-beta").decode()},
-                      {"Authorization": "Token " + TOKENS["acme"]}]
+            forged = [
+                {},
+                {"Authorization": "Bearer whatever"},
+                {"Authorization": "Bearer "},
+                {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:whatever").decode()},
+                {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:sk-lf-beta").decode()},
+                {"Authorization": "Token " + TOKENS["acme"]},
+            ]
             async with aiohttp.ClientSession() as s:
                 for path in ("/v1/traces", "/api/public/otel/v1/traces"):
                     for headers in forged:
@@ -159,8 +184,9 @@ async def test_unauthenticated_and_forged_requests_are_refused_on_every_path(tmp
                 async with s.post(base + "/v1/traces", data=_body(1, 1), headers={**PROTOBUF, **good}) as r:
                     assert r.status == 200
                 basic = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-acme:sk-lf-acme").decode()}
-                async with s.post(base + "/api/public/otel/v1/traces", data=_body(1, 2),
-                                  headers={**PROTOBUF, **basic}) as r:
+                async with s.post(
+                    base + "/api/public/otel/v1/traces", data=_body(1, 2), headers={**PROTOBUF, **basic}
+                ) as r:
                     assert r.status == 200
             await settle(relay)
         assert len(lf.spans("pk-lf-acme")) == 2 and len(lf.spans("pk-lf-beta")) == 1
@@ -168,12 +194,17 @@ async def test_unauthenticated_and_forged_requests_are_refused_on_every_path(tmp
 
 @pytest.mark.parametrize("proxies,status", [(["10.0.0.0/8"], 401), (["127.0.0.0/8"], 200)])
 async def test_tenant_header_only_from_trusted_proxies(tmp_path, proxies, status):
-    overrides = {"auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True, "trusted_proxies": proxies},
-                 "tenants": [{"name": "default"}, {"name": "acme"}]}
+    overrides = {
+        "auth": {"tenant_header": "X-Relay-Tenant", "trust_tenant_header": True, "trusted_proxies": proxies},
+        "tenants": [{"name": "default"}, {"name": "acme"}],
+    }
     async with running_relay(tmp_path / "data", overrides=overrides) as relay:
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=_body(),
-                              headers={**PROTOBUF, "X-Relay-Tenant": "acme"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{relay.http.port}/v1/traces",
+                data=_body(),
+                headers={**PROTOBUF, "X-Relay-Tenant": "acme"},
+            ) as r:
                 assert r.status == status
         async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.grpc.port}") as ch:
             call = ch.unary_unary(TRACE_METHOD)
@@ -211,7 +242,8 @@ async def test_rate_limit_answers_429_and_resource_exhausted_with_retry_info(tmp
         async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.grpc.port}") as ch:
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await ch.unary_unary(TRACE_METHOD)(
-                    _body(10, 3), metadata=(("authorization", f"Bearer {TOKENS['acme']}"),), timeout=5)
+                    _body(10, 3), metadata=(("authorization", f"Bearer {TOKENS['acme']}"),), timeout=5
+                )
             assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             details = dict(e.value.trailing_metadata())["grpc-status-details-bin"]
             info = error_details_pb2.RetryInfo()
@@ -262,15 +294,16 @@ async def test_noisy_neighbour_fills_only_its_own_share(tmp_path):
 async def test_allow_unauthenticated_warns_at_start_and_in_readyz(tmp_path, caplog):
     """Explicitly opened: the receiver listens on all interfaces without tokens (the test only talks over loopback);
     relay logs a warning at start and /readyz carries it, for anonymous callers too."""
-    overrides = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "0.0.0.0:0"}}}},
-                 "auth": {"allow_unauthenticated": True}}
+    overrides = {
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": "0.0.0.0:0"}}}},
+        "auth": {"allow_unauthenticated": True},
+    }
     with caplog.at_level("WARNING", logger="relay"):
         async with running_relay(tmp_path / "data", overrides=overrides) as relay:
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"http://127.0.0.1:{relay.admin_port}/readyz") as r:
                     body = await r.json()
-                async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=_body(),
-                                  headers=PROTOBUF) as r:
+                async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=_body(), headers=PROTOBUF) as r:
                     assert r.status == 200
     assert body["status"] == "ready"
     assert any("allow_unauthenticated" in w for w in body["warnings"])

@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.cli import silence as silence_cli
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.dispatcher import Dispatcher
-from relay.matchers import Matcher
-from relay.alerting.dispatch.silences import SilenceError, Silences, SilenceState
 from relay.alerting.dispatch.outbox import Outbox
+from relay.alerting.dispatch.silences import SilenceError, Silences, SilenceState
+from relay.cli import silence as silence_cli
+from relay.matchers import Matcher
 from relay.store.sqlite import SqliteDB
 
 T0 = 1_780_000_000.0
@@ -78,12 +78,15 @@ async def test_expire_active_and_pending_silences(silences, clock):
     assert silences.list([SilenceState.ACTIVE, SilenceState.PENDING]) == []
 
 
-@pytest.mark.parametrize("matchers, start, end, message", [
-    ([], T0, T0 + 60, "at least one matcher"),
-    ([Matcher("team", "=~", ".*")], T0, T0 + 60, "must not match the empty string"),
-    (TEAM_A, T0 + 60, T0 + 60, "start time must be before end time"),
-    (TEAM_A, T0 - 600, T0 - 60, "end time can't be in the past"),
-])
+@pytest.mark.parametrize(
+    "matchers, start, end, message",
+    [
+        ([], T0, T0 + 60, "at least one matcher"),
+        ([Matcher("team", "=~", ".*")], T0, T0 + 60, "must not match the empty string"),
+        (TEAM_A, T0 + 60, T0 + 60, "start time must be before end time"),
+        (TEAM_A, T0 - 600, T0 - 60, "end time can't be in the past"),
+    ],
+)
 async def test_invalid_silences_are_refused(silences, matchers, start, end, message):
     with pytest.raises(SilenceError, match=message):
         await silences.create(matchers, start, end, "ann", "x")
@@ -145,21 +148,35 @@ async def admin(aiohttp_server, db, clock, silences):
 async def test_silence_api_round_trip(admin, aiohttp_client, clock):
     import aiohttp
 
-    body = {"matchers": [{"name": "team", "value": "a", "isRegex": False, "isEqual": True},
-                         {"name": "alertname", "value": "Budget.*", "isRegex": True}],
-            "startsAt": "2026-05-28T20:26:40Z", "endsAt": "2026-05-28T22:26:40.000Z",
-            "createdBy": "ann", "comment": "deploy"}
+    body = {
+        "matchers": [
+            {"name": "team", "value": "a", "isRegex": False, "isEqual": True},
+            {"name": "alertname", "value": "Budget.*", "isRegex": True},
+        ],
+        "startsAt": "2026-05-28T20:26:40Z",
+        "endsAt": "2026-05-28T22:26:40.000Z",
+        "createdBy": "ann",
+        "comment": "deploy",
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{admin}/api/v2/silences", json=body) as r:
             assert r.status == 200
             sid = (await r.json())["silenceID"]
         async with http.get(f"{admin}/api/v2/silence/{sid}") as r:
             got = await r.json()
-        assert got == {"id": sid, "status": {"state": "active"}, "updatedAt": "2026-05-28T20:26:40.000Z",
-                       "matchers": [{"name": "team", "value": "a", "isRegex": False, "isEqual": True},
-                                    {"name": "alertname", "value": "Budget.*", "isRegex": True, "isEqual": True}],
-                       "startsAt": "2026-05-28T20:26:40.000Z", "endsAt": "2026-05-28T22:26:40.000Z",
-                       "createdBy": "ann", "comment": "deploy"}
+        assert got == {
+            "id": sid,
+            "status": {"state": "active"},
+            "updatedAt": "2026-05-28T20:26:40.000Z",
+            "matchers": [
+                {"name": "team", "value": "a", "isRegex": False, "isEqual": True},
+                {"name": "alertname", "value": "Budget.*", "isRegex": True, "isEqual": True},
+            ],
+            "startsAt": "2026-05-28T20:26:40.000Z",
+            "endsAt": "2026-05-28T22:26:40.000Z",
+            "createdBy": "ann",
+            "comment": "deploy",
+        }
         async with http.get(f"{admin}/api/v2/silences") as r:
             assert [s["id"] for s in await r.json()] == [sid]
         async with http.delete(f"{admin}/api/v2/silence/{sid}") as r:
@@ -174,22 +191,31 @@ async def test_silence_api_round_trip(admin, aiohttp_client, clock):
             assert r.status == 404
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"matchers": []}, "at least one matcher"),
-    ({"matchers": [{"name": "1bad", "value": "x", "isRegex": False}]}, "invalid matcher name"),
-    ({"matchers": [{"name": "a", "value": "(", "isRegex": True}]}, "invalid regex"),
-    ({"matchers": [{"name": "a", "value": "", "isRegex": False}]}, "must not match the empty string"),
-    ({"endsAt": "tomorrow"}, "endsAt"),
-    ({"endsAt": "2026-05-28T22:26:40"}, "no time zone"),
-    ({"endsAt": "2020-01-01T00:00:00Z", "startsAt": "2019-01-01T00:00:00Z"}, "in the past"),
-    ({"createdBy": None}, "createdBy and comment"),
-    ({"id": "unknown"}, "not found"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"matchers": []}, "at least one matcher"),
+        ({"matchers": [{"name": "1bad", "value": "x", "isRegex": False}]}, "invalid matcher name"),
+        ({"matchers": [{"name": "a", "value": "(", "isRegex": True}]}, "invalid regex"),
+        ({"matchers": [{"name": "a", "value": "", "isRegex": False}]}, "must not match the empty string"),
+        ({"endsAt": "tomorrow"}, "endsAt"),
+        ({"endsAt": "2026-05-28T22:26:40"}, "no time zone"),
+        ({"endsAt": "2020-01-01T00:00:00Z", "startsAt": "2019-01-01T00:00:00Z"}, "in the past"),
+        ({"createdBy": None}, "createdBy and comment"),
+        ({"id": "unknown"}, "not found"),
+    ],
+)
 async def test_silence_api_rejects_bad_input_readably(admin, patch, message):
     import aiohttp
 
-    body = {"matchers": [{"name": "team", "value": "a", "isRegex": False}], "startsAt": "2026-05-28T20:26:40Z",
-            "endsAt": "2026-05-28T22:26:40Z", "createdBy": "ann", "comment": "x", **patch}
+    body = {
+        "matchers": [{"name": "team", "value": "a", "isRegex": False}],
+        "startsAt": "2026-05-28T20:26:40Z",
+        "endsAt": "2026-05-28T22:26:40Z",
+        "createdBy": "ann",
+        "comment": "x",
+        **patch,
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{admin}/api/v2/silences", json=body) as r:
             assert r.status in (400, 404)
@@ -212,8 +238,24 @@ async def cli(argv: list[str], url: str | None) -> int:
 
 async def test_cli_add_list_expire_against_a_running_api(admin, silences, capsys, clock):
     clock.t = None  # the CLI computes times from the real clock
-    assert await cli(["silence", "add", "BudgetWarning", 'team="a"', "--duration", "2h", "--author", "ann",
-                      "--comment", "deploy"], admin) == 0
+    assert (
+        await cli(
+            [
+                "silence",
+                "add",
+                "BudgetWarning",
+                'team="a"',
+                "--duration",
+                "2h",
+                "--author",
+                "ann",
+                "--comment",
+                "deploy",
+            ],
+            admin,
+        )
+        == 0
+    )
     sid = capsys.readouterr().out.strip()
     s = silences.get(sid)
     assert {str(m) for m in s.matchers} == {'alertname="BudgetWarning"', 'team="a"'}

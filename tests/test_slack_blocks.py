@@ -12,11 +12,22 @@ from slack_sdk.models.blocks import Block
 from relay.alert import Alert, AlertState
 from relay.notify.slack import format as fmt
 from relay.notify.slack.blocks import (
-    MAX_BLOCKS, group_message, normalize_mention, resolved_note, silence_command, ping_message, thread_update,
+    MAX_BLOCKS,
+    group_message,
+    normalize_mention,
+    ping_message,
+    resolved_note,
+    silence_command,
+    thread_update,
 )
 from tests.fakes.slack_payload import check_message
 from tests.fakes.slack_samples import (
-    budget_alert, error_rate_alert, notification, resolved, spike_alert, threshold_alert,
+    budget_alert,
+    error_rate_alert,
+    notification,
+    resolved,
+    spike_alert,
+    threshold_alert,
 )
 
 
@@ -50,6 +61,7 @@ def content(msg: dict) -> str:
         elif isinstance(node, list):
             for v in node:
                 walk(v)
+
     walk(blocks_of(msg))
     return "\n".join(parts)
 
@@ -66,11 +78,15 @@ def test_budget_alert_message():
     assert att["color"] == "#D92D20"
     assert header(msg) == ":red_circle: [FIRING:1] TeamBudget · team.id=platform"
     text = content(msg)
-    assert "*$812.40* of *$1,000.00* (81.2%) · threshold 80% · forecast *$1,240.00* (limit reached <!date^1750518400^" \
+    assert (
+        "*$812.40* of *$1,000.00* (81.2%) · threshold 80% · forecast *$1,240.00* (limit reached <!date^1750518400^"
         in text
+    )
     assert "*Input tokens*\n1,234,567" in text
-    assert "*Window*\nmonth (Europe/Berlin) since <!date^1748790400^{date_short_pretty} {time}|2025-06-01 15:06 UTC>" \
+    assert (
+        "*Window*\nmonth (Europe/Berlin) since <!date^1748790400^{date_short_pretty} {time}|2025-06-01 15:06 UTC>"
         in text
+    )
     for hidden in ("Window start", "Window end", "Projected", "Threshold percent", "Percent"):
         assert f"*{hidden}*" not in text
     assert "Team platform spent 81% of its monthly budget" in text
@@ -78,8 +94,10 @@ def test_budget_alert_message():
     assert "<https://langfuse.example.com/project/p/sessions/s-1|Langfuse session>" in text
     assert "<https://runbooks.example.com/budget|Runbook>" in text
     assert f"fingerprint `{a.fingerprint}`" in text
-    assert ("relay silence add 'alertname=\"TeamBudget\"' 'team.id=\"platform\"' --duration 2h "
-            "--comment 'acknowledged in Slack'") in text
+    assert (
+        "relay silence add 'alertname=\"TeamBudget\"' 'team.id=\"platform\"' --duration 2h "
+        "--comment 'acknowledged in Slack'"
+    ) in text
     assert msg["text"].startswith("<!subteam^S0ONCALL> [FIRING:1] TeamBudget")
 
 
@@ -135,11 +153,17 @@ def test_resolved_look_is_green_without_silence_hint():
 
 
 def test_group_of_many_alerts_is_cut_to_slack_limits():
-    alerts = [budget_alert(team="platform", severity="warning", labels={
-        "alertname": "TeamBudget", "severity": "warning", "team.id": "platform", "user": f"u{i:03d}"})
-        for i in range(120)]
-    alerts[7] = budget_alert(labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform",
-                                     "user": "boss"})
+    alerts = [
+        budget_alert(
+            team="platform",
+            severity="warning",
+            labels={"alertname": "TeamBudget", "severity": "warning", "team.id": "platform", "user": f"u{i:03d}"},
+        )
+        for i in range(120)
+    ]
+    alerts[7] = budget_alert(
+        labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform", "user": "boss"}
+    )
     msg = valid(group_message(notification(alerts, group_labels={"team.id": "platform"}, truncated_alerts=30)))
     blocks = blocks_of(msg)
     assert len(blocks) <= MAX_BLOCKS
@@ -153,8 +177,10 @@ def test_group_of_many_alerts_is_cut_to_slack_limits():
 
 
 def test_long_texts_are_truncated_and_escaped():
-    a = budget_alert(labels={"alertname": "X" * 300, "severity": "warning", "team.id": "<b>&co</b>"},
-                     annotations={"summary": "s" * 5000, "description": "d" * 10_000})
+    a = budget_alert(
+        labels={"alertname": "X" * 300, "severity": "warning", "team.id": "<b>&co</b>"},
+        annotations={"summary": "s" * 5000, "description": "d" * 10_000},
+    )
     msg = valid(group_message(notification([a])))
     assert len(header(msg)) <= 150
     for b in blocks_of(msg):
@@ -179,8 +205,15 @@ def test_thread_update_describes_the_change():
 
 def test_thread_update_repeat_shows_current_figures():
     a = budget_alert()
-    msg = valid(thread_update(notification([a], seq=5, repeat=True, created_at=a.fired_at + 4 * 3600),
-                              new=[], resolved=[], repeat=True, mention="<!here>"))
+    msg = valid(
+        thread_update(
+            notification([a], seq=5, repeat=True, created_at=a.fired_at + 4 * 3600),
+            new=[],
+            resolved=[],
+            repeat=True,
+            mention="<!here>",
+        )
+    )
     text = content(msg)
     assert ":repeat: *Still firing* (reminder), for 4h" in text
     assert "*$812.40* of *$1,000.00* (81.2%)" in text
@@ -201,35 +234,77 @@ def test_ping_message_is_valid():
 
 def test_silence_command_quotes_values():
     cmd = silence_command({"team.id": 'a"b', "alertname": "X"}, "30m")
-    assert cmd == """relay silence add 'alertname="X"' 'team.id="a\\"b"' --duration 30m --comment 'acknowledged in Slack'"""
+    assert (
+        cmd
+        == """relay silence add 'alertname="X"' 'team.id="a\\"b"' --duration 30m --comment 'acknowledged in Slack'"""
+    )
     assert shlex.split(cmd)[3:5] == ['alertname="X"', 'team.id="a\\"b"']
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("@here", "<!here>"), ("@channel", "<!channel>"), ("<!subteam^S1>", "<!subteam^S1>"), ("<@U1>", "<@U1>"),
-    ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("@here", "<!here>"),
+        ("@channel", "<!channel>"),
+        ("<!subteam^S1>", "<!subteam^S1>"),
+        ("<@U1>", "<@U1>"),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_normalize_mention(raw, expected):
     assert normalize_mention(raw) == expected
 
 
-@pytest.mark.parametrize("v, unit, expected", [
-    (1234.5, "usd", "$1,234.50"), (-3, "usd", "-$3.00"), (81.24, "percent", "81.2%"), (100, "percent", "100%"),
-    (0.125, "ratio", "12.5%"), (0.0025, "ratio", "0.25%"), (1234567, "tokens", "1,234,567"),
-    (0.85, "seconds", "850ms"), (45, "seconds", "45s"), (725, "seconds", "12m 5s"), (4320, "seconds", "1h 12m"),
-    (273600, "seconds", "3d 4h"), (850, "ms", "850ms"), (3.25, "multiplier", "×3.25"), (4.14, "zscore", "z 4.1"),
-    (1_750_000_000, "time", "2025-06-15 15:06 UTC"), (1234.5, "number", "1,234.5"), (0.01234, "number", "0.0123"),
-])
+@pytest.mark.parametrize(
+    "v, unit, expected",
+    [
+        (1234.5, "usd", "$1,234.50"),
+        (-3, "usd", "-$3.00"),
+        (81.24, "percent", "81.2%"),
+        (100, "percent", "100%"),
+        (0.125, "ratio", "12.5%"),
+        (0.0025, "ratio", "0.25%"),
+        (1234567, "tokens", "1,234,567"),
+        (0.85, "seconds", "850ms"),
+        (45, "seconds", "45s"),
+        (725, "seconds", "12m 5s"),
+        (4320, "seconds", "1h 12m"),
+        (273600, "seconds", "3d 4h"),
+        (850, "ms", "850ms"),
+        (3.25, "multiplier", "×3.25"),
+        (4.14, "zscore", "z 4.1"),
+        (1_750_000_000, "time", "2025-06-15 15:06 UTC"),
+        (1234.5, "number", "1,234.5"),
+        (0.01234, "number", "0.0123"),
+    ],
+)
 def test_format_value(v, unit, expected):
     assert fmt.format_value(v, unit) == expected
 
 
-@pytest.mark.parametrize("name, unit", [
-    ("spend", "usd"), ("cost_usd", "usd"), ("percent", "percent"), ("error_rate", "ratio"), ("ratio", "ratio"),
-    ("input_tokens", "tokens"), ("latency_ms", "ms"), ("duration_seconds", "seconds"), ("exceeds_at", "time"),
-    ("window_start", "time"), ("count", "count"), ("failed", "count"), ("tool_calls", "count"),
-    ("count_threshold", "count"), ("zscore", "zscore"), ("threshold_percent", "percent"), ("foo", "number"),
-])
+@pytest.mark.parametrize(
+    "name, unit",
+    [
+        ("spend", "usd"),
+        ("cost_usd", "usd"),
+        ("percent", "percent"),
+        ("error_rate", "ratio"),
+        ("ratio", "ratio"),
+        ("input_tokens", "tokens"),
+        ("latency_ms", "ms"),
+        ("duration_seconds", "seconds"),
+        ("exceeds_at", "time"),
+        ("window_start", "time"),
+        ("count", "count"),
+        ("failed", "count"),
+        ("tool_calls", "count"),
+        ("count_threshold", "count"),
+        ("zscore", "zscore"),
+        ("threshold_percent", "percent"),
+        ("foo", "number"),
+    ],
+)
 def test_unit_of(name, unit):
     assert fmt.unit_of(name) == unit
 

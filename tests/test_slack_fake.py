@@ -20,7 +20,6 @@ from tests.support.clock import Clock
 TOKEN = "xoxb-test-token"
 
 
-
 @pytest.fixture
 async def slack():
     async with FakeSlack((TOKEN,)) as fake:
@@ -50,8 +49,10 @@ async def test_auth(slack):
 async def test_form_encoded_post_with_token_in_body(slack):
     blocks = json.dumps([{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}])
     async with aiohttp.ClientSession() as s:
-        async with s.post(slack.api_url + "chat.postMessage",
-                          data={"token": TOKEN, "channel": "#alerts", "text": "hi", "blocks": blocks}) as r:
+        async with s.post(
+            slack.api_url + "chat.postMessage",
+            data={"token": TOKEN, "channel": "#alerts", "text": "hi", "blocks": blocks},
+        ) as r:
             body = await r.json()
     assert body["ok"] and body["channel"] == "C0ALERTS"
     [msg] = slack.messages("alerts")
@@ -59,19 +60,25 @@ async def test_form_encoded_post_with_token_in_body(slack):
     assert "token" not in slack.calls("chat.postMessage")[0].args
 
 
-@pytest.mark.parametrize("blocks, fragment", [
-    ([{"type": "bogus"}], "unknown block type"),
-    ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "150"),
-    ([{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}], "3000"),
-    ([{"type": "section", "text": {"type": "mrkdwn", "text": ""}}], "non-empty"),
-    ([{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}], "2000"),
-    ([{"type": "divider"}] * 51, "at most 50 blocks"),
-])
+@pytest.mark.parametrize(
+    "blocks, fragment",
+    [
+        ([{"type": "bogus"}], "unknown block type"),
+        ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "150"),
+        ([{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}], "3000"),
+        ([{"type": "section", "text": {"type": "mrkdwn", "text": ""}}], "non-empty"),
+        ([{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}], "2000"),
+        ([{"type": "divider"}] * 51, "at most 50 blocks"),
+    ],
+)
 async def test_invalid_blocks(slack, blocks, fragment):
     e = await api_error(client(slack).chat_postMessage(channel="C0ALERTS", text="t", blocks=blocks))
     assert e["error"] == "invalid_blocks" and fragment in " ".join(e["response_metadata"]["messages"])
-    e = await api_error(client(slack).chat_postMessage(channel="C0ALERTS", text="t",
-                                                      attachments=[{"color": "#000000", "blocks": blocks}]))
+    e = await api_error(
+        client(slack).chat_postMessage(
+            channel="C0ALERTS", text="t", attachments=[{"color": "#000000", "blocks": blocks}]
+        )
+    )
     assert e["error"] == "invalid_blocks" and "/attachments/0/blocks" in e["response_metadata"]["messages"][0]
     assert slack.messages("C0ALERTS") == []
 
@@ -83,8 +90,9 @@ async def test_message_content_rules(slack):
     assert (await api_error(c.chat_postMessage(channel="C0ALERTS", text="x" * 40_001)))["error"] == "msg_too_long"
     assert (await api_error(c.chat_postMessage(channel="C0NOPE", text="x")))["error"] == "channel_not_found"
     meta = {"event_type": "x"}
-    assert (await api_error(c.chat_postMessage(channel="C0ALERTS", text="x", metadata=meta)))["error"] \
-        == "invalid_metadata_format"
+    assert (await api_error(c.chat_postMessage(channel="C0ALERTS", text="x", metadata=meta)))[
+        "error"
+    ] == "invalid_metadata_format"
 
 
 async def test_threads_and_updates(slack):
@@ -96,10 +104,12 @@ async def test_threads_and_updates(slack):
     e = await api_error(c.chat_postMessage(channel="C0ALERTS", text="x", thread_ts="1.000001"))
     assert e["error"] == "thread_not_found"
 
-    assert (await api_error(c.chat_update(channel="#alerts", ts=parent["ts"], text="new")))["error"] \
-        == "channel_not_found"  # chat.update wants the channel ID
-    assert (await api_error(c.chat_update(channel="C0ALERTS", ts="1.000001", text="new")))["error"] \
-        == "message_not_found"
+    assert (await api_error(c.chat_update(channel="#alerts", ts=parent["ts"], text="new")))[
+        "error"
+    ] == "channel_not_found"  # chat.update wants the channel ID
+    assert (await api_error(c.chat_update(channel="C0ALERTS", ts="1.000001", text="new")))[
+        "error"
+    ] == "message_not_found"
     upd = await c.chat_update(channel="C0ALERTS", ts=parent["ts"], text="edited")
     assert upd["ts"] == parent["ts"]
     msg = slack.message("C0ALERTS", parent["ts"])
@@ -152,12 +162,16 @@ async def test_complete_upload_needs_the_bytes(slack):
 async def test_webhook_contract(slack):
     url = slack.webhook_url("alerts")
     async with aiohttp.ClientSession() as s:
+
         async def post(u, data, ctype="application/json"):
             async with s.post(u, data=data, headers={"Content-Type": ctype}) as r:
                 return r.status, await r.text()
+
         assert await post(url, json.dumps({"text": "hello"})) == (200, "ok")
-        assert await post(url, "payload=" + json.dumps({"text": "form"}), "application/x-www-form-urlencoded") \
-            == (200, "ok")
+        assert await post(url, "payload=" + json.dumps({"text": "form"}), "application/x-www-form-urlencoded") == (
+            200,
+            "ok",
+        )
         assert await post(url, "{not json") == (400, "invalid_payload")
         assert await post(url, json.dumps({"unfurl_links": False})) == (400, "no_text")
         assert await post(url, json.dumps({"text": "x", "blocks": [{"type": "nope"}]})) == (400, "invalid_blocks")
@@ -168,8 +182,9 @@ async def test_webhook_contract(slack):
 def test_run_in_thread():
     with FakeSlack.run_in_thread((TOKEN,)) as slack:
         url = slack.webhook_url("C0ALERTS")
-        req = urllib.request.Request(url, data=b'{"text": "from a thread"}',
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=b'{"text": "from a thread"}', headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.read() == b"ok"
         assert [m.text for m in slack.messages("C0ALERTS")] == ["from a thread"]
@@ -189,15 +204,20 @@ async def test_history_replies_and_list_read_messages_back(slack):
     meta = {"event_type": "relay_alert_group", "event_payload": {"ref": "r1"}}
     first = await c.chat_postMessage(channel="#alerts", text="one", metadata=meta)
     second = await c.chat_postMessage(channel="C0ALERTS", text="two")
-    reply = await c.chat_postMessage(channel="C0ALERTS", text="re", thread_ts=first["ts"],
-                                     metadata={"event_type": "relay_alert_update", "event_payload": {"ref": "r2"}})
+    reply = await c.chat_postMessage(
+        channel="C0ALERTS",
+        text="re",
+        thread_ts=first["ts"],
+        metadata={"event_type": "relay_alert_update", "event_payload": {"ref": "r2"}},
+    )
     page = await c.conversations_history(channel="C0ALERTS")
     assert [m["text"] for m in page["messages"]] == ["two", "one"]  # no replies, newest first
     assert all("metadata" not in m for m in page["messages"])
     page = await c.conversations_history(channel="C0ALERTS", include_all_metadata=True, limit=1)
     assert page["messages"][0]["ts"] == second["ts"] and page["has_more"]
-    page = await c.conversations_history(channel="C0ALERTS", include_all_metadata=True, limit=1,
-                                         cursor=page["response_metadata"]["next_cursor"])
+    page = await c.conversations_history(
+        channel="C0ALERTS", include_all_metadata=True, limit=1, cursor=page["response_metadata"]["next_cursor"]
+    )
     assert page["messages"][0]["metadata"] == meta and not page["has_more"]
     page = await c.conversations_history(channel="C0ALERTS", oldest=first["ts"])
     assert [m["text"] for m in page["messages"]] == ["two"]  # oldest is exclusive unless inclusive

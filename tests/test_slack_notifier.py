@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from relay.notify.base import NotifyError
-from relay.notify.slack.notifier import METADATA_EVENT_TYPE, REPLY_EVENT_TYPE, SlackNotifier, SlackNotifyError
 from relay.notify.slack.config import SlackConfig
+from relay.notify.slack.notifier import METADATA_EVENT_TYPE, REPLY_EVENT_TYPE, SlackNotifier, SlackNotifyError
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_samples import T0, budget_alert, error_rate_alert, notification, resolved
 
@@ -18,15 +18,20 @@ TOKEN = "xoxb-test-token"
 
 @pytest.fixture
 async def slack():
-    async with FakeSlack((TOKEN,), channels={"C0ALERTS": "alerts", "C0OTHER": "other"},
-                         not_member={"C0OTHER"}) as fake:
+    async with FakeSlack((TOKEN,), channels={"C0ALERTS": "alerts", "C0OTHER": "other"}, not_member={"C0OTHER"}) as fake:
         yield fake
 
 
 def bot(fake: FakeSlack, **kw) -> SlackNotifier:
     """A bot-mode notifier posting to #alerts of ``fake`` (``kw`` overrides config keys)."""
-    cfg = {"bot_token": TOKEN, "channel": "#alerts", "api_url": fake.api_url, "mention_critical": "@here",
-           "timeout": 5, **kw}
+    cfg = {
+        "bot_token": TOKEN,
+        "channel": "#alerts",
+        "api_url": fake.api_url,
+        "mention_critical": "@here",
+        "timeout": 5,
+        **kw,
+    }
     return SlackNotifier("oncall", 0, SlackConfig(**cfg))
 
 
@@ -39,14 +44,14 @@ async def notifier(slack):
 
 def alice():
     """A critical budget alert for user alice of team platform."""
-    return budget_alert(labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform",
-                                "user": "alice"})
+    return budget_alert(
+        labels={"alertname": "TeamBudget", "severity": "critical", "team.id": "platform", "user": "alice"}
+    )
 
 
 def bob(severity="warning"):
     """A budget alert for user bob of team platform."""
-    return budget_alert(labels={"alertname": "TeamBudget", "severity": severity, "team.id": "platform",
-                                "user": "bob"})
+    return budget_alert(labels={"alertname": "TeamBudget", "severity": severity, "team.id": "platform", "user": "bob"})
 
 
 GROUP = {"team.id": "platform"}
@@ -83,7 +88,8 @@ async def test_updates_go_to_the_thread_and_edit_the_parent(slack, notifier):
 
     # a repeat reminder: same firing set
     state3 = await notifier.notify(
-        notification([alice(), bob("critical")], group_labels=GROUP, seq=3, repeat=True), state2)
+        notification([alice(), bob("critical")], group_labels=GROUP, seq=3, repeat=True), state2
+    )
     assert state3 == state2
     replies = slack.thread("C0ALERTS", state["ts"])
     assert len(replies) == 2 and "Still firing" in replies[1].content()
@@ -91,7 +97,8 @@ async def test_updates_go_to_the_thread_and_edit_the_parent(slack, notifier):
 
     # bob resolves, alice still fires
     state4 = await notifier.notify(
-        notification([alice(), resolved(bob("critical"))], group_labels=GROUP, seq=4), state3)
+        notification([alice(), resolved(bob("critical"))], group_labels=GROUP, seq=4), state3
+    )
     assert state4["firing"] == [alice().fingerprint]
     replies = slack.thread("C0ALERTS", state["ts"])
     assert len(replies) == 3 and "1 resolved" in replies[2].content() and "`user=bob`" in replies[2].content()
@@ -176,10 +183,18 @@ async def test_ratelimited_error_code_is_retryable(slack, notifier):
     assert err.value.retryable and err.value.error == "ratelimited"
 
 
-@pytest.mark.parametrize("code, retryable", [
-    ("internal_error", True), ("fatal_error", True), ("service_unavailable", True), ("request_timeout", True),
-    ("is_archived", False), ("missing_scope", False), ("msg_too_long", False),
-])
+@pytest.mark.parametrize(
+    "code, retryable",
+    [
+        ("internal_error", True),
+        ("fatal_error", True),
+        ("service_unavailable", True),
+        ("request_timeout", True),
+        ("is_archived", False),
+        ("missing_scope", False),
+        ("msg_too_long", False),
+    ],
+)
 async def test_error_codes_map_to_retryable_or_permanent(slack, notifier, code, retryable):
     slack.error(code)
     with pytest.raises(SlackNotifyError) as err:
@@ -271,8 +286,9 @@ async def test_lost_reply_is_found_in_the_thread(slack, notifier):
     assert reply.metadata["event_type"] == REPLY_EVENT_TYPE
     assert len(slack.calls("conversations.replies")) == 1
     # the next notification has another ref: it is posted, not mistaken for the earlier one
-    state = await notifier.deliver(notification([alice()], group_labels=GROUP, seq=3, repeat=True), state,
-                                   kept.checkpoint)
+    state = await notifier.deliver(
+        notification([alice()], group_labels=GROUP, seq=3, repeat=True), state, kept.checkpoint
+    )
     assert len(slack.thread("C0ALERTS", state["ts"])) == 2
 
 
@@ -358,8 +374,10 @@ async def test_webhook_permanent_errors(slack):
         await n.close()
 
 
-REPORT_BLOCKS = [{"type": "header", "text": {"type": "plain_text", "text": "Weekly Claude Code usage"}},
-                 {"type": "section", "text": {"type": "mrkdwn", "text": "*$1,234.56* across 12 users"}}]
+REPORT_BLOCKS = [
+    {"type": "header", "text": {"type": "plain_text", "text": "Weekly Claude Code usage"}},
+    {"type": "section", "text": {"type": "mrkdwn", "text": "*$1,234.56* across 12 users"}},
+]
 
 
 async def test_report_with_file_upload_v2(slack, notifier):
@@ -372,19 +390,21 @@ async def test_report_with_file_upload_v2(slack, notifier):
     assert f.shared == ["C0ALERTS"] and f.initial_comment == "Spend by day"
     assert share.files == [state["file_id"]] and share.via == "file_share"
     assert [r.method for r in slack.requests] == [
-        "chat.postMessage", "files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
 
 
 async def test_report_retry_skips_the_posted_message(slack, notifier):
     state: dict = {}
     slack.fail(503, method="upload")
     with pytest.raises(SlackNotifyError) as err:
-        await notifier.post_report(REPORT_BLOCKS, "Weekly usage", b"csv,data\n1,2\n", "usage.csv", "Usage",
-                                   state=state)
+        await notifier.post_report(REPORT_BLOCKS, "Weekly usage", b"csv,data\n1,2\n", "usage.csv", "Usage", state=state)
     assert err.value.retryable and err.value.status == 503
     assert set(state) == {"channel", "ts"}
-    await notifier.post_report(REPORT_BLOCKS, "Weekly usage", b"csv,data\n1,2\n", "usage.csv", "Usage",
-                               state=state)
+    await notifier.post_report(REPORT_BLOCKS, "Weekly usage", b"csv,data\n1,2\n", "usage.csv", "Usage", state=state)
     assert len([m for m in slack.messages("C0ALERTS") if m.via == "api"]) == 1
     assert slack.files()[state["file_id"]].data == b"csv,data\n1,2\n"
 
@@ -424,8 +444,9 @@ async def test_error_rate_group_for_a_second_receiver(slack):
         assert await b.notify(n, {}) == {}
         assert len(slack.messages("C0ALERTS")) == 2 and sa["ts"] == slack.messages("C0ALERTS")[0].ts
         await a.close()
-        sa2 = await a.notify(notification([error_rate_alert()], group_labels={"model": "claude-sonnet-4"},
-                                          seq=2, repeat=True), sa)  # reopens its session after close()
+        sa2 = await a.notify(
+            notification([error_rate_alert()], group_labels={"model": "claude-sonnet-4"}, seq=2, repeat=True), sa
+        )  # reopens its session after close()
         assert sa2 == sa
     finally:
         await a.close()

@@ -21,7 +21,9 @@ def spool(tmp_path):
 
 
 async def test_appends_are_group_committed_and_read_in_order(spool):
-    results = await asyncio.gather(*[spool.append("t", Signal.LOGS, bytes([i]) * 10, 1, bytes([i])) for i in range(100)])
+    results = await asyncio.gather(
+        *[spool.append("t", Signal.LOGS, bytes([i]) * 10, 1, bytes([i])) for i in range(100)]
+    )
     assert all(results)
     assert spool.db.commits < 100  # concurrent appends share commits
     items = await spool.read_inbound(0, 1000)
@@ -51,11 +53,17 @@ async def test_full_spool_refuses_with_retry_after(tmp_path):
 
 
 async def test_outbound_is_per_tenant_in_order_with_dead_letters_and_requeue(spool):
-    await spool.commit_traces([
-        TraceCommit("a", "t1", b"a1", 2, ["o1", "o2"], {"trace_id": "t1"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]),
-        TraceCommit("b", "t2", b"b1", 1, ["o3"], {"trace_id": "t2"}, []),
-        TraceCommit("a", "t3", b"a2", 1, ["o4"], {"trace_id": "t3"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]),
-    ])
+    await spool.commit_traces(
+        [
+            TraceCommit(
+                "a", "t1", b"a1", 2, ["o1", "o2"], {"trace_id": "t1"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]
+            ),
+            TraceCommit("b", "t2", b"b1", 1, ["o3"], {"trace_id": "t2"}, []),
+            TraceCommit(
+                "a", "t3", b"a2", 1, ["o4"], {"trace_id": "t3"}, [UsageRecord(key="llm:1", kind="llm", time_ns=1)]
+            ),
+        ]
+    )
     a = await spool.read_outbound("a", max_spans=10, max_bytes=10_000)
     assert [b.payload for b in a] == [b"a1", b"a2"]
     assert [b.payload for b in await spool.read_outbound("b", 10, 10_000)] == [b"b1"]
@@ -69,8 +77,10 @@ async def test_outbound_is_per_tenant_in_order_with_dead_letters_and_requeue(spo
     assert [b.payload for b in await spool.read_outbound("a", 10, 10_000)] == [b"a1"]
     assert await spool.trace_state("a", "t1") == ({"trace_id": "t1"}, {"o1", "o2"})
     # usage records ride along in TraceCommit for the ledger; the spool itself stores none (tests/test_ledger_store.py)
-    assert await spool.db.run(
-        lambda c: c.execute("SELECT name FROM sqlite_master WHERE name='usage_records'").fetchall()) == []
+    assert (
+        await spool.db.run(lambda c: c.execute("SELECT name FROM sqlite_master WHERE name='usage_records'").fetchall())
+        == []
+    )
 
 
 def test_acknowledged_appends_survive_kill_9(tmp_path):
@@ -132,14 +142,18 @@ async def test_resync_sees_what_another_process_requeued(tmp_path):
 
 async def test_trace_states_reads_a_batch_like_trace_state_one_by_one(spool):
     """The pipeline reads the state of a whole close batch in one job; it must agree with ``trace_state``."""
-    await spool.commit_traces([
-        TraceCommit("a", "t1", b"x", 2, ["o1", "o2"], {"trace_id": "t1", "name": "n"}, []),
-        TraceCommit("b", "t1", None, 0, ["o9"], {"trace_id": "t1"}, []),
-    ])
+    await spool.commit_traces(
+        [
+            TraceCommit("a", "t1", b"x", 2, ["o1", "o2"], {"trace_id": "t1", "name": "n"}, []),
+            TraceCommit("b", "t1", None, 0, ["o9"], {"trace_id": "t1"}, []),
+        ]
+    )
     keys = [("a", "t1"), ("b", "t1"), ("a", "unknown"), ("a", "t1")]
     states = await spool.trace_states(keys)
-    assert states == {("a", "t1"): ({"trace_id": "t1", "name": "n"}, {"o1", "o2"}),
-                      ("b", "t1"): ({"trace_id": "t1"}, {"o9"})}
+    assert states == {
+        ("a", "t1"): ({"trace_id": "t1", "name": "n"}, {"o1", "o2"}),
+        ("b", "t1"): ({"trace_id": "t1"}, {"o9"}),
+    }
     for k in set(keys):
         assert states.get(k, (None, set())) == await spool.trace_state(*k)
     assert await spool.trace_states([]) == {}

@@ -178,8 +178,9 @@ async def test_failed_writes_are_retried_in_place_and_poison_items_quarantined(t
             bad_body, bad_ids = trace_request(3)
             from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-            poison.add(ExportTraceServiceRequest.FromString(bad_body).resource_spans[0].scope_spans[0].spans[0]
-                       .trace_id.hex())
+            poison.add(
+                ExportTraceServiceRequest.FromString(bad_body).resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+            )
             async with aiohttp.ClientSession() as s:
                 statuses = await post_traces(s, url, [b for b, _ in good] + [bad_body])
             assert {st for st, _ in statuses} == {200}
@@ -223,8 +224,14 @@ async def test_quarantine_write_failure_is_not_logged_as_quarantined(tmp_path, m
         assert outcome_sum(relay) == accepted(relay) == len(ids)
     messages = [r.getMessage() for r in caplog.records if r.name == "relay.pipeline.worker"]
     assert sum("could not be quarantined" in m for m in messages) == 2
-    assert sum(m.endswith("quarantined (relay replay --quarantined): mapping: ValueError: bug") or
-               "; quarantined (relay replay" in m for m in messages) == 1
+    assert (
+        sum(
+            m.endswith("quarantined (relay replay --quarantined): mapping: ValueError: bug")
+            or "; quarantined (relay replay" in m
+            for m in messages
+        )
+        == 1
+    )
 
 
 async def test_metric_point_beyond_2_63_ns_is_rejected_not_jammed(tmp_path):
@@ -243,8 +250,11 @@ async def test_metric_point_beyond_2_63_ns_is_rejected_not_jammed(tmp_path):
     m.sum.data_points.add(time_unix_nano=1_700_000_000_000_000_000, as_double=5.0)
     async with running_relay(tmp_path / "data", None) as relay:
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/metrics", data=req.SerializeToString(),
-                              headers={"Content-Type": "application/x-protobuf"}) as r:
+            async with s.post(
+                f"http://127.0.0.1:{relay.http.port}/v1/metrics",
+                data=req.SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as r:
                 assert r.status == 200
                 resp = ExportMetricsServiceResponse.FromString(await r.read())
         assert resp.partial_success.rejected_data_points == 2
@@ -261,6 +271,7 @@ async def test_spool_limit_is_exact_under_concurrent_appends(tmp_path):
     """Concurrent appends reserve their bytes before the write: the spool never goes over max_size."""
     s = Spool.open(tmp_path, max_size=10_000)
     try:
+
         async def one(i: int):
             try:
                 return await s.append("t", Signal.LOGS, bytes([i % 256]) * 700, 1, os.urandom(8))

@@ -18,9 +18,14 @@ from tests.support.certs import CA
 from tests.support.inproc import running_relay
 from tests.support.otlp_helpers import sdk_telemetry
 
-GRPC_ENV = ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+GRPC_ENV = (
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -51,9 +56,13 @@ def http_export(port: int, ca_file, client=None) -> str:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     spans, _, _ = sdk_telemetry()
-    exporter = OTLPSpanExporter(endpoint=f"https://localhost:{port}/v1/traces", certificate_file=str(ca_file),
-                                client_certificate_file=str(client.cert_file) if client else None,
-                                client_key_file=str(client.key_file) if client else None, timeout=2)
+    exporter = OTLPSpanExporter(
+        endpoint=f"https://localhost:{port}/v1/traces",
+        certificate_file=str(ca_file),
+        client_certificate_file=str(client.cert_file) if client else None,
+        client_key_file=str(client.key_file) if client else None,
+        timeout=2,
+    )
     return exporter.export(spans).name
 
 
@@ -67,8 +76,12 @@ def grpc_export(port: int, ca_file, client=None) -> str:
         os.environ["OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE"] = str(client.cert_file)
     spans, _, _ = sdk_telemetry()
     # a local subchannel pool: gRPC would otherwise reuse an earlier exporter's TLS connection to the same address
-    exporter = OTLPSpanExporter(endpoint=f"https://localhost:{port}", insecure=False, timeout=2,
-                                channel_options=(("grpc.use_local_subchannel_pool", 1),))
+    exporter = OTLPSpanExporter(
+        endpoint=f"https://localhost:{port}",
+        insecure=False,
+        timeout=2,
+        channel_options=(("grpc.use_local_subchannel_pool", 1),),
+    )
     try:
         return exporter.export(spans).name
     finally:
@@ -94,8 +107,11 @@ async def test_tls_with_sdk_exporters_and_a_ca_file(tmp_path):
         # plaintext is not served on a TLS port
         async with aiohttp.ClientSession() as s:
             with pytest.raises(aiohttp.ClientError):
-                async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=b"",
-                                  headers={"Content-Type": "application/x-protobuf"}) as r:
+                async with s.post(
+                    f"http://127.0.0.1:{relay.http.port}/v1/traces",
+                    data=b"",
+                    headers={"Content-Type": "application/x-protobuf"},
+                ) as r:
                     await r.read()
             # the admin endpoint over TLS
             ctx = ssl.create_default_context(cafile=str(ca.ca_file))
@@ -175,14 +191,39 @@ def plain_http_export(port: int) -> str:
 def test_tls_config_keys_are_the_collectors():
     from relay.config_load import RelayConfig
 
-    cfg = RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"tls": {
-        "cert_file": "a.crt", "key_file": "a.key", "client_ca_file": "ca.pem", "min_version": "1.3",
-        "reload_interval": "5m"}}}}}, "exporters": {"langfuse": {"tls": {"ca_file": "ca.pem",
-                                                                          "insecure_skip_verify": False}}}})
+    cfg = RelayConfig.model_validate(
+        {
+            "receivers": {
+                "otlp": {
+                    "protocols": {
+                        "http": {
+                            "tls": {
+                                "cert_file": "a.crt",
+                                "key_file": "a.key",
+                                "client_ca_file": "ca.pem",
+                                "min_version": "1.3",
+                                "reload_interval": "5m",
+                            }
+                        }
+                    }
+                }
+            },
+            "exporters": {"langfuse": {"tls": {"ca_file": "ca.pem", "insecure_skip_verify": False}}},
+        }
+    )
     assert cfg.receivers.otlp.protocols.http.tls.reload_interval == 300.0
     with pytest.raises(ValueError):
-        RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {"http": {"tls": {
-            "cert_file": "a.crt", "key_file": "a.key", "min_version": "1.0"}}}}}})
+        RelayConfig.model_validate(
+            {
+                "receivers": {
+                    "otlp": {
+                        "protocols": {
+                            "http": {"tls": {"cert_file": "a.crt", "key_file": "a.key", "min_version": "1.0"}}
+                        }
+                    }
+                }
+            }
+        )
 
 
 @pytest.mark.parametrize("trusted", [True, False])

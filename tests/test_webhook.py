@@ -17,17 +17,33 @@ from aiohttp import web
 
 from relay.alert import AlertState
 from relay.notify.base import NotifyError
+from relay.notify.webhook.config import WebhookConfig
 from relay.notify.webhook.notifier import (
-    IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, ZERO_TIME, WebhookNotifier, build_payload, sign,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ZERO_TIME,
+    WebhookNotifier,
+    build_payload,
+    sign,
     verify_signature,
 )
-from relay.notify.webhook.config import WebhookConfig
 from tests.fakes.jira_support import GROUP_KEY, SESSION_URL, T0, Clock, make_alert, make_notification
 from tests.support.webhook_signature import consumer_verifies
 
 SECRET = "whsec-test-0123456789"
-AM_KEYS = {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels",
-           "commonAnnotations", "externalURL", "alerts"}
+AM_KEYS = {
+    "version",
+    "groupKey",
+    "truncatedAlerts",
+    "status",
+    "receiver",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "externalURL",
+    "alerts",
+}
 AM_ALERT_KEYS = {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
 
 
@@ -57,8 +73,9 @@ class Consumer:
         if self.replies:
             status, retry_after = self.replies.pop(0)
             return web.Response(status=status, text="nope", headers={"Retry-After": retry_after} if retry_after else {})
-        if not consumer_verifies(SECRET, request.headers.get(TIMESTAMP_HEADER), body,
-                                 request.headers.get(SIGNATURE_HEADER), now=self.clock()):
+        if not consumer_verifies(
+            SECRET, request.headers.get(TIMESTAMP_HEADER), body, request.headers.get(SIGNATURE_HEADER), now=self.clock()
+        ):
             return web.Response(status=401, text="bad signature")
         key = request.headers[IDEMPOTENCY_HEADER]
         if key not in self.seen_keys:
@@ -66,7 +83,7 @@ class Consumer:
             self.accepted.append(json.loads(body))
         return web.Response(status=200, text="ok")
 
-    async def __aenter__(self) -> "Consumer":
+    async def __aenter__(self) -> Consumer:
         app = web.Application()
         app.router.add_post("/hooks/alerts", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
@@ -110,8 +127,9 @@ async def make(clock):
 async def test_delivers_a_signed_alertmanager_v4_payload(consumer, make):
     notifier = make(consumer.url)
     assert notifier.integration == "webhook/1" and notifier.send_resolved
-    n = make_notification(make_alert(150.0), make_alert(90.0, user="bob@example.com", state=AlertState.RESOLVED,
-                                                        ends_at=T0 - 5))
+    n = make_notification(
+        make_alert(150.0), make_alert(90.0, user="bob@example.com", state=AlertState.RESOLVED, ends_at=T0 - 5)
+    )
     assert await notifier.notify(n, {}) == {"delivered": 1}
     assert len(consumer.accepted) == 1
     headers, body = consumer.received[0]
@@ -192,8 +210,10 @@ async def test_503_is_retryable_then_the_retry_is_delivered_once(consumer, make)
     assert len(consumer.accepted) == 2  # the next notification of the group has its own key
 
 
-@pytest.mark.parametrize("status, retryable", [(429, True), (500, True), (502, True), (408, True), (400, False),
-                                               (404, False), (410, False), (301, False)])
+@pytest.mark.parametrize(
+    "status, retryable",
+    [(429, True), (500, True), (502, True), (408, True), (400, False), (404, False), (410, False), (301, False)],
+)
 async def test_status_classification(consumer, make, status, retryable):
     consumer.replies = [(status, None)]
     with pytest.raises(NotifyError) as err:

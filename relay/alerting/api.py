@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from relay.alerting.dispatch.dispatcher import Dispatcher
-from relay.matchers import Matcher, matches_all, parse_matchers
 from relay.alert import Alert, AlertState
+from relay.alerting.dispatch.dispatcher import Dispatcher
 from relay.alerting.dispatch.silences import Silence, SilenceError, Silences
+from relay.matchers import Matcher, matches_all, parse_matchers
 
-__all__ = ["alerting_routes", "format_time", "parse_time", "silence_to_json", "matcher_from_json",
-           "matcher_to_json"]
+__all__ = ["alerting_routes", "format_time", "parse_time", "silence_to_json", "matcher_from_json", "matcher_to_json"]
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -43,7 +42,7 @@ def format_time(t: float | None) -> str | None:
     """Unix seconds → RFC 3339 UTC with milliseconds (``2026-05-01T12:00:00.000Z``); None stays None."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_time(value: Any, field: str) -> float:
@@ -84,19 +83,31 @@ def matcher_to_json(m: Matcher) -> dict[str, Any]:
 
 def silence_to_json(s: Silence, now: float) -> dict[str, Any]:
     """A silence as Alertmanager's ``gettableSilence``."""
-    return {"id": s.id, "status": {"state": s.state(now).value}, "updatedAt": format_time(s.updated_at),
-            "matchers": [matcher_to_json(m) for m in s.matchers], "startsAt": format_time(s.starts_at),
-            "endsAt": format_time(s.ends_at), "createdBy": s.created_by, "comment": s.comment}
+    return {
+        "id": s.id,
+        "status": {"state": s.state(now).value},
+        "updatedAt": format_time(s.updated_at),
+        "matchers": [matcher_to_json(m) for m in s.matchers],
+        "startsAt": format_time(s.starts_at),
+        "endsAt": format_time(s.ends_at),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+    }
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response(message, status=status)
 
 
-def alerting_routes(app: web.Application, *, alerts: Callable[[], list[Alert]], dispatcher: Dispatcher,
-                    silences: Silences,
-                    reload: Callable[[], Awaitable[tuple[bool, str | None]]] | None = None,
-                    now: Callable[[], float] | None = None) -> None:
+def alerting_routes(
+    app: web.Application,
+    *,
+    alerts: Callable[[], list[Alert]],
+    dispatcher: Dispatcher,
+    silences: Silences,
+    reload: Callable[[], Awaitable[tuple[bool, str | None]]] | None = None,
+    now: Callable[[], float] | None = None,
+) -> None:
     """Add the alert, silence and reload routes to ``app``. ``alerts()`` returns the rules engine's current
     alerts; ``reload()`` reloads relay's configuration and returns ``(ok, error text)`` (no ``/-/reload`` route
     when None); ``now`` (unix seconds) defaults to the silences' clock."""
@@ -120,12 +131,24 @@ def alerting_routes(app: web.Application, *, alerts: Callable[[], list[Alert]], 
             if not matches_all(filters, a.labels):
                 continue
             silenced, inhibited = status_of(a.labels)
-            out.append({
-                "labels": a.labels, "annotations": a.annotations, "state": a.state.value,
-                "activeAt": format_time(a.active_at), "firedAt": format_time(a.fired_at), "value": a.value,
-                "values": a.values, "fingerprint": a.fingerprint, "silencedBy": silenced, "inhibitedBy": inhibited,
-                "rule": a.rule, "window": a.window, "links": a.links, "generatorURL": a.generator_url,
-            })
+            out.append(
+                {
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "state": a.state.value,
+                    "activeAt": format_time(a.active_at),
+                    "firedAt": format_time(a.fired_at),
+                    "value": a.value,
+                    "values": a.values,
+                    "fingerprint": a.fingerprint,
+                    "silencedBy": silenced,
+                    "inhibitedBy": inhibited,
+                    "rule": a.rule,
+                    "window": a.window,
+                    "links": a.links,
+                    "generatorURL": a.generator_url,
+                }
+            )
         return web.json_response({"status": "success", "data": {"alerts": out}})
 
     async def get_groups(_request: web.Request) -> web.Response:
@@ -135,17 +158,27 @@ def alerting_routes(app: web.Application, *, alerts: Callable[[], list[Alert]], 
             for a in g.alerts:
                 silenced, inhibited = status_of(a.labels)
                 suppressed = bool(silenced or inhibited) and a.state is AlertState.FIRING
-                items.append({
-                    "labels": a.labels, "annotations": a.annotations,
-                    "startsAt": format_time(a.fired_at if a.fired_at is not None else a.active_at),
-                    "endsAt": format_time(a.ends_at), "generatorURL": a.generator_url,
-                    "fingerprint": a.fingerprint, "receivers": [{"name": g.receiver}],
-                    "status": {"state": "suppressed" if suppressed else
-                               ("active" if a.state is AlertState.FIRING else "unprocessed"),
-                               "silencedBy": silenced, "inhibitedBy": inhibited},
-                })
-            out.append({"labels": g.group_labels, "receiver": {"name": g.receiver}, "groupKey": g.group_key,
-                        "alerts": items})
+                items.append(
+                    {
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                        "startsAt": format_time(a.fired_at if a.fired_at is not None else a.active_at),
+                        "endsAt": format_time(a.ends_at),
+                        "generatorURL": a.generator_url,
+                        "fingerprint": a.fingerprint,
+                        "receivers": [{"name": g.receiver}],
+                        "status": {
+                            "state": "suppressed"
+                            if suppressed
+                            else ("active" if a.state is AlertState.FIRING else "unprocessed"),
+                            "silencedBy": silenced,
+                            "inhibitedBy": inhibited,
+                        },
+                    }
+                )
+            out.append(
+                {"labels": g.group_labels, "receiver": {"name": g.receiver}, "groupKey": g.group_key, "alerts": items}
+            )
         return web.json_response(out)
 
     async def list_silences(_request: web.Request) -> web.Response:
@@ -199,7 +232,7 @@ def alerting_routes(app: web.Application, *, alerts: Callable[[], list[Alert]], 
         assert reload is not None
         try:
             ok, err = await reload()
-        except Exception as e:  # noqa: BLE001 — report any failure like Alertmanager
+        except Exception as e:
             ok, err = False, f"{type(e).__name__}: {e}"
         if ok:
             return web.Response(status=200)

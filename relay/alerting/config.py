@@ -36,12 +36,19 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from relay.matchers import parse_matchers
 from relay.config_types import Duration, _Model, parse_duration
+from relay.matchers import parse_matchers
 from relay.notify.config import ReceiverConfig
 
-__all__ = ["RouteConfig", "InhibitRuleConfig", "AlertingConfig", "GROUP_BY_ALL",
-           "DEFAULT_GROUP_WAIT", "DEFAULT_GROUP_INTERVAL", "DEFAULT_REPEAT_INTERVAL"]
+__all__ = [
+    "RouteConfig",
+    "InhibitRuleConfig",
+    "AlertingConfig",
+    "GROUP_BY_ALL",
+    "DEFAULT_GROUP_WAIT",
+    "DEFAULT_GROUP_INTERVAL",
+    "DEFAULT_REPEAT_INTERVAL",
+]
 
 #: ``group_by: ['...']``: group by every label, i.e. one group per alert.
 GROUP_BY_ALL = "..."

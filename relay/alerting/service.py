@@ -17,20 +17,20 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from relay.component import Component, shutdown_all
+from relay.alert import Alert
 from relay.alerting.api import alerting_routes
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.dispatcher import Dispatcher
-from relay.alerting.evaluation.engine import RuleEngine
-from relay.alerting.evaluation.runtime import Links
-from relay.alert import Alert
-from relay.alerting.rules.load import RuleSet
-from relay.alerting.evaluation.manager import RulesManager
-from relay.alerting.rules.schema import RulesConfig
-from relay.alerting.dispatch.silences import Silences
-from relay.alerting.evaluation.state import AlertStateStore
-from relay.notify.factory import build_notifiers
 from relay.alerting.dispatch.outbox import Outbox
+from relay.alerting.dispatch.silences import Silences
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alerting.evaluation.manager import RulesManager
+from relay.alerting.evaluation.runtime import Links
+from relay.alerting.evaluation.state import AlertStateStore
+from relay.alerting.rules.load import RuleSet
+from relay.alerting.rules.schema import RulesConfig
+from relay.component import Component, shutdown_all
+from relay.notify.factory import build_notifiers
 from relay.store.sqlite import SqliteDB
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -50,9 +50,17 @@ class AlertingService(Component):
 
     name = "alerting"
 
-    def __init__(self, db: SqliteDB, ledger: LedgerStore, rules: RulesConfig, alerting: AlertingConfig, *,
-                 links: Links | None = None, registry: CollectorRegistry | None = None,
-                 sinks: Sequence[Callable[[Sequence[Alert]], None]] = ()):
+    def __init__(
+        self,
+        db: SqliteDB,
+        ledger: LedgerStore,
+        rules: RulesConfig,
+        alerting: AlertingConfig,
+        *,
+        links: Links | None = None,
+        registry: CollectorRegistry | None = None,
+        sinks: Sequence[Callable[[Sequence[Alert]], None]] = (),
+    ):
         self.ledger = ledger
         self.rules_config = rules
         ruleset = RuleSet.load(rules.files)
@@ -61,17 +69,24 @@ class AlertingService(Component):
         self.dispatcher = Dispatcher(alerting, db=db, outbox=self.outbox, silences=self.silences, registry=registry)
         self._sinks = list(sinks)
         self._starting: asyncio.Task[None] | None = None
-        self.engine = RuleEngine(ruleset, on_alerts=self._on_alerts, links=links,
-                                 state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
-                                 evaluation_interval=rules.evaluation_interval, resend_interval=rules.resend_interval,
-                                 resolved_retention=rules.resolved_retention)
-        self.manager = RulesManager(rules.files, self.engine, ledger, watch_interval=rules.watch_interval,
-                                    watch=rules.watch)
+        self.engine = RuleEngine(
+            ruleset,
+            on_alerts=self._on_alerts,
+            links=links,
+            state=AlertStateStore(db, resolved_retention=rules.resolved_retention),
+            evaluation_interval=rules.evaluation_interval,
+            resend_interval=rules.resend_interval,
+            resolved_retention=rules.resolved_retention,
+        )
+        self.manager = RulesManager(
+            rules.files, self.engine, ledger, watch_interval=rules.watch_interval, watch=rules.watch
+        )
         if registry is not None:
             g = Gauge("relay_rules_loaded", "Alerting rules loaded.", registry=registry)
             g.set_function(lambda: len(self.engine.rule_ids()))
-            Gauge("relay_rules_records_observed", "Ledger records the rules engine has evaluated.",
-                  registry=registry).set_function(lambda: self.engine.records_observed)
+            Gauge(
+                "relay_rules_records_observed", "Ledger records the rules engine has evaluated.", registry=registry
+            ).set_function(lambda: self.engine.records_observed)
 
     def _on_alerts(self, alerts: Sequence[Alert]) -> None:
         self.dispatcher.put(alerts)
@@ -98,9 +113,13 @@ class AlertingService(Component):
             log.exception("the rules engine could not start; alerts are not evaluated")
             return
         await self.manager.start()
-        log.info("alerting: %d rules from %d files, windows backfilled in %.1fs; %d receivers",
-                 len(self.engine.rule_ids()), len(self.engine.ruleset.files), time.monotonic() - t0,
-                 len(self.dispatcher.config.receivers))
+        log.info(
+            "alerting: %d rules from %d files, windows backfilled in %.1fs; %d receivers",
+            len(self.engine.rule_ids()),
+            len(self.engine.ruleset.files),
+            time.monotonic() - t0,
+            len(self.dispatcher.config.receivers),
+        )
 
     async def started(self) -> None:
         """Wait until the engine has restored its alerts and backfilled its windows (tests, benchmarks)."""
@@ -125,5 +144,6 @@ class AlertingService(Component):
 
     def add_routes(self, app: web.Application) -> None:
         """``GET /api/v1/alerts``, the silences API (``/api/v2/silences``…) and ``POST /-/reload``."""
-        alerting_routes(app, alerts=self.engine.alerts, dispatcher=self.dispatcher, silences=self.silences,
-                        reload=self.reload)
+        alerting_routes(
+            app, alerts=self.engine.alerts, dispatcher=self.dispatcher, silences=self.silences, reload=self.reload
+        )

@@ -36,10 +36,9 @@ File format::
 
 from __future__ import annotations
 
-import json
-
 import asyncio
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +47,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from relay.alerting.evaluation.engine import RuleEngine
 from relay.alert import Alert, AlertState
-from relay.alerting.rules.load import RuleSet, RulesError
+from relay.alerting.evaluation.engine import RuleEngine
+from relay.alerting.rules.load import RulesError, RuleSet
 from relay.alerting.rules.schema import RuleDuration, format_duration, parse_rule_duration
 from relay.model import UsageRecord
 from relay.usage.store import LedgerChange
 
 __all__ = ["run_test_file", "TestFileResult", "parse_time"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -117,7 +117,7 @@ def parse_time(value: str | float | dt.datetime, start: float) -> float:
     """Unix seconds of ``value``: an offset from ``start`` (duration) or an absolute RFC 3339 time (a timezone-less
     time is UTC). Raises ``ValueError``."""
     if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(value, str) and ("T" in value or value.count("-") >= 2):
         return parse_time(dt.datetime.fromisoformat(value.replace("Z", "+00:00")), start)
     return start + parse_rule_duration(value)
@@ -205,8 +205,9 @@ def _run_test(test: _Test, rules: RuleSet, interval: float) -> list[str]:
     try:
         start = parse_time(test.start, 0.0) if test.start else 0.0
         events = _events(test, start)
-        evals = sorted(((parse_time(e.at, start), i, e) for i, e in enumerate(test.alert_eval)),
-                       key=lambda x: (x[0], x[1]))
+        evals = sorted(
+            ((parse_time(e.at, start), i, e) for i, e in enumerate(test.alert_eval)), key=lambda x: (x[0], x[1])
+        )
     except ValueError as e:
         return [f"invalid test: {e}"]
     clock = [start]
@@ -285,11 +286,11 @@ def _compare(ev: _AlertEval, alerts: list[Alert], offset: float, tenant: str) ->
         if not items:
             return "[]"
         out = ["["]
-        for i, (labels, annotations, state, values) in enumerate(items):
+        for i, (labels, alert_annotations, state, values) in enumerate(items):
             out.append(f"        {i}:")
             out.append(f"          Labels:{_prom_map(labels)}")
-            if annotations is not None:
-                out.append(f"          Annotations:{_prom_map(annotations)}")
+            if alert_annotations is not None:
+                out.append(f"          Annotations:{_prom_map(alert_annotations)}")
             if want_pending:
                 out.append(f"          State:{state}")
             if values is not None:
@@ -300,8 +301,17 @@ def _compare(ev: _AlertEval, alerts: list[Alert], offset: float, tenant: str) ->
         return "\n".join(out)
 
     exp = entries([(labels, e.annotations, e.state, e.values) for e, labels in expected])
-    got_s = entries([(a.labels, a.annotations, a.state.value,
-                      {k: round(v, 6) for k, v in a.values.items()} if show_values else None) for a in got])
+    got_s = entries(
+        [
+            (
+                a.labels,
+                a.annotations,
+                a.state.value,
+                {k: round(v, 6) for k, v in a.values.items()} if show_values else None,
+            )
+            for a in got
+        ]
+    )
     text = f"alertname: {ev.alertname}, time: {_fmt_offset(offset)}, \n    exp:{exp}, \n    got:{got_s}"
     return text.split("\n")
 

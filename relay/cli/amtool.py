@@ -27,16 +27,28 @@ __all__ = ["add_subparsers"]
 def add_subparsers(sub: argparse._SubParsersAction) -> None:
     """Add ``alert`` (``query``) and ``routes`` (``test``) to relay's sub-commands."""
     a = sub.add_parser("alert", help="query the alerts of a running relay (like amtool alert query)")
-    a.add_argument("--url", default=None, help="relay's admin URL (default: $RELAY_ADMIN_ENDPOINT, the config's "
-                                               "service.admin.endpoint, http://127.0.0.1:8888)")
+    a.add_argument(
+        "--url",
+        default=None,
+        help="relay's admin URL (default: $RELAY_ADMIN_ENDPOINT, the config's "
+        "service.admin.endpoint, http://127.0.0.1:8888)",
+    )
     a.add_argument("--config", "-c", default=None, help="config file (for service.admin.endpoint)")
     asub = a.add_subparsers(dest="alert_command", required=True)
-    q = asub.add_parser("query", help="list alerts matching all MATCHERs",
-                        description='Matchers: name="value", name!="value", name=~"regex", name!~"regex"; a bare '
-                                    "first word means alertname=<word>.")
+    q = asub.add_parser(
+        "query",
+        help="list alerts matching all MATCHERs",
+        description='Matchers: name="value", name!="value", name=~"regex", name!~"regex"; a bare '
+        "first word means alertname=<word>.",
+    )
     q.add_argument("matchers", nargs="*", metavar="MATCHER")
-    q.add_argument("--output", "-o", choices=["table", "simple", "json"], default="table",
-                   help="table (default; 'simple' is the same) or json")
+    q.add_argument(
+        "--output",
+        "-o",
+        choices=["table", "simple", "json"],
+        default="table",
+        help="table (default; 'simple' is the same) or json",
+    )
     q.add_argument("--silenced", "-s", action="store_true", help="also show silenced alerts")
     q.add_argument("--inhibited", "-i", action="store_true", help="also show inhibited alerts")
     a.set_defaults(fn=_alert_query)
@@ -46,8 +58,12 @@ def add_subparsers(sub: argparse._SubParsersAction) -> None:
     t = rsub.add_parser("test", help="print the receivers of an alert with LABELs")
     t.add_argument("labels", nargs="+", metavar="LABEL=VALUE")
     t.add_argument("--config", "-c", default=None, help="config file (its alerting.route and receivers)")
-    t.add_argument("--verify-receivers", default=None, metavar="R1,R2",
-                   help="exit 1 unless the alert goes to exactly these receivers")
+    t.add_argument(
+        "--verify-receivers",
+        default=None,
+        metavar="R1,R2",
+        help="exit 1 unless the alert goes to exactly these receivers",
+    )
     t.add_argument("--tree", action="store_true", help="also print the path of each matching route")
     r.set_defaults(fn=_routes_test)
 
@@ -66,8 +82,11 @@ def _alert_query(args: argparse.Namespace) -> int:
     except s._Failed as e:
         print(f"relay alert: {e}", file=sys.stderr)
         return 1
-    alerts = [a for a in got["data"]["alerts"]
-              if (args.silenced or not a.get("silencedBy")) and (args.inhibited or not a.get("inhibitedBy"))]
+    alerts = [
+        a
+        for a in got["data"]["alerts"]
+        if (args.silenced or not a.get("silencedBy")) and (args.inhibited or not a.get("inhibitedBy"))
+    ]
     if args.output == "json":
         print(json.dumps(alerts, indent=2))
         return 0
@@ -78,8 +97,14 @@ def _alert_query(args: argparse.Namespace) -> int:
             state += " (silenced)"
         elif a.get("inhibitedBy"):
             state += " (inhibited)"
-        table.append((a["labels"].get("alertname", ""), a.get("firedAt") or a.get("activeAt") or "",
-                      (a.get("annotations") or {}).get("summary", ""), state))
+        table.append(
+            (
+                a["labels"].get("alertname", ""),
+                a.get("firedAt") or a.get("activeAt") or "",
+                (a.get("annotations") or {}).get("summary", ""),
+                state,
+            )
+        )
     _print_table(table)
     return 0
 
@@ -108,8 +133,7 @@ def _routes_test(args: argparse.Namespace) -> int:
         labels[m.name] = m.value
     cfg = load_or_exit(args.config, need_receivers=False)
     if not cfg.alerting.receivers:
-        print("relay routes: no receivers are configured (alerting.receivers): alerts go nowhere",
-              file=sys.stderr)
+        print("relay routes: no receivers are configured (alerting.receivers): alerts go nowhere", file=sys.stderr)
         return 1
     tree = Route(cfg.alerting.route)
     routes = tree.match(labels)

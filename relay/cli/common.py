@@ -24,8 +24,9 @@ def load_or_exit(path: str | None, *, need_receivers: bool = True) -> RelayConfi
 
 def report_problems(problems: list[str]) -> int:
     """Print config ``problems`` to stderr, one per line; returns exit code 2."""
-    print(f"relay: invalid configuration ({len(problems)} problem{'s' if len(problems) != 1 else ''}):",
-          file=sys.stderr)
+    print(
+        f"relay: invalid configuration ({len(problems)} problem{'s' if len(problems) != 1 else ''}):", file=sys.stderr
+    )
     for p in problems:
         print(f"  {p}", file=sys.stderr)
     return 2

@@ -40,8 +40,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-__all__ = ["main", "add_subparser", "resolve_url", "resolve_authorization", "EXIT_ALLOW", "EXIT_BLOCK",
-           "EXIT_FAIL_OPEN"]
+__all__ = [
+    "main",
+    "add_subparser",
+    "resolve_url",
+    "resolve_authorization",
+    "EXIT_ALLOW",
+    "EXIT_BLOCK",
+    "EXIT_FAIL_OPEN",
+]
 
 EXIT_ALLOW = 0
 EXIT_FAIL_OPEN = 1
@@ -108,14 +115,24 @@ def run_hook(agent: str, stdin: bytes, env: dict[str, str], *, url: str | None, 
     """One hook call: returns ``(exit code, stdout, stderr)`` (see the module docstring). Never raises."""
     endpoint = resolve_url(url, env)
     if endpoint is None:
-        return EXIT_FAIL_OPEN, "", ("relay hook: no relay to ask (set RELAY_HOOK_URL or OTEL_EXPORTER_OTLP_ENDPOINT "
-                                    "to relay's OTLP/HTTP endpoint); letting this through\n")
+        return (
+            EXIT_FAIL_OPEN,
+            "",
+            (
+                "relay hook: no relay to ask (set RELAY_HOOK_URL or OTEL_EXPORTER_OTLP_ENDPOINT "
+                "to relay's OTLP/HTTP endpoint); letting this through\n"
+            ),
+        )
     try:
         hook_input = json.loads(stdin)
         if not isinstance(hook_input, dict):
             raise ValueError
     except ValueError:
-        return EXIT_FAIL_OPEN, "", f"relay hook: the {agent} hook input on stdin is not a JSON object; letting this through\n"
+        return (
+            EXIT_FAIL_OPEN,
+            "",
+            f"relay hook: the {agent} hook input on stdin is not a JSON object; letting this through\n",
+        )
     state = _state_dir(env) / _FAILURES_FILE
     claimed, failures = _claim_failures(state)
     headers = {"Content-Type": "application/json", "User-Agent": "relay-hook"}
@@ -148,8 +165,11 @@ def run_hook(agent: str, stdin: bytes, env: dict[str, str], *, url: str | None, 
             pass
     if problem is not None:
         _add_failures(state, failures + 1)
-        return EXIT_FAIL_OPEN, "", (f"relay hook: budget check failed open — relay at {endpoint} {problem}; "
-                                    "letting this through\n")
+        return (
+            EXIT_FAIL_OPEN,
+            "",
+            (f"relay hook: budget check failed open — relay at {endpoint} {problem}; letting this through\n"),
+        )
     reason = _block_reason(answer)
     if reason is not None:
         return EXIT_BLOCK, "", reason + "\n"
@@ -178,11 +198,18 @@ def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``relay hook claude-code [--url URL] [--timeout S]`` (for ``relay --help``; :func:`main` runs it)."""
     p = sub.add_parser("hook", help="agent hook: ask relay whether a budget stops this prompt or tool call")
     p.add_argument("agent", choices=["claude-code"], help="the agent whose hook contract to speak")
-    p.add_argument("--url", default=None, help="relay's hook endpoint (default: RELAY_HOOK_URL, else "
-                   "OTEL_EXPORTER_OTLP_ENDPOINT + /hooks/claude-code)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help=f"seconds to wait for relay before letting the call through (default: RELAY_HOOK_TIMEOUT or "
-                        f"{DEFAULT_TIMEOUT})")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="relay's hook endpoint (default: RELAY_HOOK_URL, else OTEL_EXPORTER_OTLP_ENDPOINT + /hooks/claude-code)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait for relay before letting the call through (default: RELAY_HOOK_TIMEOUT or "
+        f"{DEFAULT_TIMEOUT})",
+    )
     p.set_defaults(fn=lambda args: _run(args))
     return p
 

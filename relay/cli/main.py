@@ -49,8 +49,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     http = cfg.receivers.otlp.protocols.http
     grpc = cfg.receivers.otlp.protocols.grpc
     print(f"{args.config or '<defaults>'}: OK")
-    print(f"  receivers: http {http.endpoint if http.enabled else 'off'}, grpc {grpc.endpoint if grpc.enabled else 'off'}")
-    print(f"  storage:   {Path(cfg.storage.directory).resolve()} (max spool {cfg.storage.max_spool_size} bytes, fsync {cfg.storage.fsync})")
+    print(
+        f"  receivers: http {http.endpoint if http.enabled else 'off'}, grpc {grpc.endpoint if grpc.enabled else 'off'}"
+    )
+    print(
+        f"  storage:   {Path(cfg.storage.directory).resolve()} (max spool {cfg.storage.max_spool_size} bytes, fsync {cfg.storage.fsync})"
+    )
     for t in cfg.resolved_tenants():
         lf = t.langfuse
         missing = langfuse_missing(lf)
@@ -68,14 +72,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"    {line}")
     print(f"  rules:     {len(rules.rules)} from {len(rules.files)} file(s)")
     receivers = cfg.alerting.receivers
-    print(f"  alerting:  {len(receivers)} receiver(s): " + (", ".join(
-        f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
-        for r in receivers) or "none (alerts are listed on /api/v1/alerts, nothing is sent)"))
+    print(
+        f"  alerting:  {len(receivers)} receiver(s): "
+        + (
+            ", ".join(
+                f"{r.name} ({len(r.slack_configs)} slack, {len(r.jira_configs)} jira, {len(r.webhook_configs)} webhook)"
+                for r in receivers
+            )
+            or "none (alerts are listed on /api/v1/alerts, nothing is sent)"
+        )
+    )
     print(f"  reports:   {len(cfg.reports.schedules)} schedule(s)")
     sc = cfg.scores
-    print(f"  scores:    {'on' if sc.enabled else 'off'}, sessions scored after {sc.session_idle:g}s idle, "
-          f"{len(sc.custom)} custom; Langfuse public API on the OTLP/HTTP port: "
-          f"{'on' if cfg.receivers.otlp.protocols.http.langfuse_compatible_path else 'off'}")
+    print(
+        f"  scores:    {'on' if sc.enabled else 'off'}, sessions scored after {sc.session_idle:g}s idle, "
+        f"{len(sc.custom)} custom; Langfuse public API on the OTLP/HTTP port: "
+        f"{'on' if cfg.receivers.otlp.protocols.http.langfuse_compatible_path else 'off'}"
+    )
     for n in notes:  # unset ${env:…} references, except the optional Langfuse environment and release
         if not re.search(r"\.(environment|release): ", n):
             print(f"  note: {n}")
@@ -96,10 +109,13 @@ def _rules(cfg: RelayConfig) -> tuple[Any, list[str]]:
     invalid files, and globs matching nothing (which would silently load no rules)."""
     import glob as _glob
 
-    from relay.alerting.rules.load import RuleSet, RulesError
+    from relay.alerting.rules.load import RulesError, RuleSet
 
-    problems = [f"rules.files: {f!r} matches no file" for f in cfg.rules.files
-                if _glob.has_magic(f) and not any(Path(x).is_file() for x in _glob.glob(f, recursive=True))]
+    problems = [
+        f"rules.files: {f!r} matches no file"
+        for f in cfg.rules.files
+        if _glob.has_magic(f) and not any(Path(x).is_file() for x in _glob.glob(f, recursive=True))
+    ]
     try:
         return RuleSet.load(cfg.rules.files), problems
     except RulesError as e:
@@ -144,8 +160,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             from relay.usage.sqlite_scores import score_dead_letters
 
             scores = asyncio.run(spool.db.run(lambda c: score_dead_letters(c, args.tenant)))
-            print("\n".join(f"{i}\t{t}\tscore {n}\tstatus {st}\t{r}" for i, t, n, st, r, _ in scores)
-                  or "no dead-lettered scores")
+            print(
+                "\n".join(f"{i}\t{t}\tscore {n}\tstatus {st}\t{r}" for i, t, n, st, r, _ in scores)
+                or "no dead-lettered scores"
+            )
             return 0
         rows = asyncio.run(spool.dead_letters(args.tenant))
     finally:
@@ -176,16 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="start the daemon")).set_defaults(fn=cmd_run)
     chk = with_config(sub.add_parser("check", help="validate a config file (and its rule files)"))
-    chk.add_argument("--probe", action="store_true",
-                     help="also ask each Langfuse project (health, keys, project), Slack integration (auth.test, "
-                          "channel access) and Jira receiver (credentials, project, issue type, fields) whether "
-                          "the settings work")
+    chk.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask each Langfuse project (health, keys, project), Slack integration (auth.test, "
+        "channel access) and Jira receiver (credentials, project, issue type, fields) whether "
+        "the settings work",
+    )
     chk.set_defaults(fn=cmd_check)
     r = with_config(sub.add_parser("replay", help="re-send dead-lettered batches"))
     r.add_argument("--tenant", default=None)
     r.add_argument("--id", type=int, action="append", help="only this dead letter id (repeatable)")
-    r.add_argument("--quarantined", action="store_true",
-                   help="instead, re-process requests the pipeline quarantined after an internal error")
+    r.add_argument(
+        "--quarantined",
+        action="store_true",
+        help="instead, re-process requests the pipeline quarantined after an internal error",
+    )
     r.add_argument("--scores", action="store_true", help="instead, re-send dead-lettered Langfuse scores")
     r.set_defaults(fn=cmd_replay)
     d = with_config(sub.add_parser("dead-letters", help="list dead-lettered batches"))
@@ -194,14 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_dead_letters)
     rules = sub.add_parser("rules", help="validate rule files or run their unit tests (like promtool)")
     rsub = rules.add_subparsers(dest="rules_command", required=True)
-    rsub.add_parser("check", help="validate rule files (paths or globs)").add_argument("files", nargs="+", metavar="FILE")
-    rsub.add_parser("test", help="run rule unit-test files (paths or globs)").add_argument("files", nargs="+", metavar="FILE")
+    rsub.add_parser("check", help="validate rule files (paths or globs)").add_argument(
+        "files", nargs="+", metavar="FILE"
+    )
+    rsub.add_parser("test", help="run rule unit-test files (paths or globs)").add_argument(
+        "files", nargs="+", metavar="FILE"
+    )
     rules.set_defaults(fn=cmd_rules)
-    from relay.cli import silence as silence_cli
-    from relay.cli import report as report_cli
-    from relay.cli import hook as hook_cli
-
     from relay.cli import amtool as amtool_cli
+    from relay.cli import hook as hook_cli
+    from relay.cli import report as report_cli
+    from relay.cli import silence as silence_cli
 
     with_config(silence_cli.add_subparsers(sub))
     report_cli.add_subparser(sub)

@@ -34,23 +34,32 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
     where = f"tenant {tenant.name}: Langfuse"
     health_url = f"{lf.base_url}/api/public/health"
     projects_url = f"{lf.base_url}/api/public/projects"
-    auth = {"Authorization": "Basic " + base64.b64encode(
-            f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()}
+    auth = {
+        "Authorization": "Basic "
+        + base64.b64encode(f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()
+    }
     async with aiohttp.ClientSession(timeout=_TIMEOUT) as http:
         try:
             async with http.get(health_url, allow_redirects=False) as r:
                 body = await _json(r)
                 if r.status != 200:
-                    return [], [f"{where}: GET {health_url} answered HTTP {r.status}"
-                                + (" (not found: is base_url the Langfuse host, e.g. https://cloud.langfuse.com?)"
-                                   if r.status == 404 else "")]
+                    return [], [
+                        f"{where}: GET {health_url} answered HTTP {r.status}"
+                        + (
+                            " (not found: is base_url the Langfuse host, e.g. https://cloud.langfuse.com?)"
+                            if r.status == 404
+                            else ""
+                        )
+                    ]
                 version = body.get("version") if isinstance(body, dict) else None
             async with http.get(projects_url, headers=auth, allow_redirects=False) as r:
                 body = await _json(r)
                 if r.status in (401, 403):
-                    return [], [f"{where}: the keys were refused (HTTP {r.status} from GET {projects_url}): check "
-                                "the public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY) — they must "
-                                "be a project's API keys from the same Langfuse region/host"]
+                    return [], [
+                        f"{where}: the keys were refused (HTTP {r.status} from GET {projects_url}): check "
+                        "the public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY) — they must "
+                        "be a project's API keys from the same Langfuse region/host"
+                    ]
                 if r.status != 200:
                     return [], [f"{where}: GET {projects_url} answered HTTP {r.status}"]
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -59,8 +68,10 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
     if not data:
         return [], [f"{where}: the keys are valid but reach no project (organisation keys?); use a project's keys"]
     p = data[0]
-    return [f"{where}: OK — project {p.get('name')!r} ({p.get('id')}) at {lf.base_url}"
-            + (f", Langfuse {version}" if version else "")], []
+    return [
+        f"{where}: OK — project {p.get('name')!r} ({p.get('id')}) at {lf.base_url}"
+        + (f", Langfuse {version}" if version else "")
+    ], []
 
 
 async def probe_slack(receiver: str, index: int, sc: Any) -> tuple[list[str], list[str]]:
@@ -80,20 +91,26 @@ async def probe_slack(receiver: str, index: int, sc: Any) -> tuple[list[str], li
         team, user = who.get("team"), who.get("user")
         channel = sc.channel or ""
         if not re.fullmatch(r"[CGD][A-Z0-9]{6,}", channel):
-            return [f"{where}: OK — bot {user!r} in workspace {team!r}; channel {channel!r} is a name, so access is "
-                    "not checked (give the channel ID, e.g. C0123ABCD, to have it checked)"], []
+            return [
+                f"{where}: OK — bot {user!r} in workspace {team!r}; channel {channel!r} is a name, so access is "
+                "not checked (give the channel ID, e.g. C0123ABCD, to have it checked)"
+            ], []
         try:
             info = await web.conversations_info(channel=channel)
         except SlackApiError as e:
             err = e.response.get("error")
             if err == "missing_scope":
-                return [f"{where}: OK — bot {user!r} in workspace {team!r}; channel access not checked (the token "
-                        "lacks channels:read)"], []
+                return [
+                    f"{where}: OK — bot {user!r} in workspace {team!r}; channel access not checked (the token "
+                    "lacks channels:read)"
+                ], []
             return [], [f"{where}: channel {channel}: {err} — the bot cannot post there"]
         ch = info.get("channel") or {}
         if ch.get("is_member") is False:
-            return [], [f"{where}: the bot is not a member of #{ch.get('name', channel)} ({channel}): invite it "
-                        "(/invite @bot) or add the chat:write.public scope"]
+            return [], [
+                f"{where}: the bot is not a member of #{ch.get('name', channel)} ({channel}): invite it "
+                "(/invite @bot) or add the chat:write.public scope"
+            ]
         return [f"{where}: OK — bot {user!r} in workspace {team!r}, member of #{ch.get('name', channel)}"], []
     except Exception as e:
         return [], [f"{where}: cannot reach {sc.api_url} ({type(e).__name__}: {e})"]

@@ -25,13 +25,12 @@ id). Exit codes as ``relay.cli.main``: 0 success, 1 runtime failure (no ledger),
 
 from __future__ import annotations
 
-import base64
-
 import argparse
+import base64
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,31 +44,47 @@ _PERIOD_FLAG = {"weekly": "week", "daily": "day", "monthly": "month"}
 
 def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``report`` to relay's sub-commands; returns its parser (``fn`` defaults to :func:`run`)."""
-    p = sub.add_parser("report", help="usage from the ledger: a period report or daily/weekly/monthly/session/user "
-                                      "tables (like ccusage)",
-                       description="Print Claude Code usage from relay's ledger: the full report of a period (the "
-                                   "current one so far by default) or ccusage-like tables over --since/--until.")
-    p.add_argument("period", metavar="VIEW", choices=["daily", "weekly", "monthly", "session", "user"],
-                   help="daily | weekly | monthly (a period report, or a table with --since/--until/--breakdown) "
-                        "| session | user (tables)")
+    p = sub.add_parser(
+        "report",
+        help="usage from the ledger: a period report or daily/weekly/monthly/session/user tables (like ccusage)",
+        description="Print Claude Code usage from relay's ledger: the full report of a period (the "
+        "current one so far by default) or ccusage-like tables over --since/--until.",
+    )
+    p.add_argument(
+        "period",
+        metavar="VIEW",
+        choices=["daily", "weekly", "monthly", "session", "user"],
+        help="daily | weekly | monthly (a period report, or a table with --since/--until/--breakdown) "
+        "| session | user (tables)",
+    )
     p.add_argument("--config", "-c", default=None, help="config file (default: embedded defaults)")
     p.add_argument("--week", help="ISO week, e.g. 2026-W47, this or last (weekly; default: this week so far)")
     p.add_argument("--day", help="date, e.g. 2026-11-16, today or yesterday (daily; default: today so far)")
     p.add_argument("--month", help="month, e.g. 2026-11, this or last (monthly; default: this month so far)")
     p.add_argument("--since", help="first day of a table: YYYY-MM-DD, YYYYMMDD, today, yesterday or -7d")
     p.add_argument("--until", help="last day of a table (inclusive; default today)")
-    p.add_argument("--breakdown", "-b", metavar="BY",
-                   help="table rows per model, user or team (or any ledger label, e.g. department)")
+    p.add_argument(
+        "--breakdown",
+        "-b",
+        metavar="BY",
+        help="table rows per model, user or team (or any ledger label, e.g. department)",
+    )
     p.add_argument("--format", "-f", choices=["md", "json", "csv"], default="md", help="output format (default md)")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="shorthand for --format json")
     p.add_argument("--chart", metavar="PNG", help="also write the chart (PNG) to this file (period reports)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--tenant", help="tenant (required when several are configured)")
     p.add_argument("--timezone", "--tz", help="IANA time zone of the period boundaries (e.g. Europe/Berlin)")
-    p.add_argument("--scope", action="append", default=[], metavar="MATCHER",
-                   help='narrow to a label scope, e.g. \'team.id="platform"\' (repeatable)')
-    p.add_argument("--group-by", default="team.id", help="breakdown label of a period report (default team.id; "
-                                                         "'none' to omit)")
+    p.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="MATCHER",
+        help="narrow to a label scope, e.g. 'team.id=\"platform\"' (repeatable)",
+    )
+    p.add_argument(
+        "--group-by", default="team.id", help="breakdown label of a period report (default team.id; 'none' to omit)"
+    )
     p.add_argument("--chart-by", default="model", help="stack the chart by model (default) or a label")
     p.add_argument("--top", type=int, default=5, help="rows per breakdown of a period report (default 5)")
     p.set_defaults(fn=run)
@@ -100,7 +115,7 @@ def _rule_budgets(cfg: object, config_path: str | None) -> Callable[[str], Seque
     files = list(getattr(getattr(cfg, "rules", None), "files", []) or [])
     if not files:
         return None
-    from relay.alerting.rules.load import RuleSet, RulesError
+    from relay.alerting.rules.load import RulesError, RuleSet
     from relay.reports.budgets import budget_specs
 
     try:
@@ -129,9 +144,9 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
     """Langfuse session links for ``tenant``: asks its project (``GET /api/public/projects`` with its keys) for
     the project id. None (and a line on stderr) when export is off or Langfuse cannot be asked."""
     import asyncio
+    from urllib.parse import quote
 
     import aiohttp
-    from urllib.parse import quote
 
     t = next((x for x in cfg.resolved_tenants() if x.name == tenant), None)  # type: ignore[attr-defined]
     if t is None or not t.langfuse.enabled:
@@ -139,8 +154,12 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
     lf = t.langfuse
 
     async def ask() -> str | None:
-        auth = {"Authorization": "Basic " + base64.b64encode(
-            f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()}
+        auth = {
+            "Authorization": "Basic "
+            + base64.b64encode(
+                f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()
+            ).decode()
+        }
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             async with http.get(f"{lf.base_url}/api/public/projects", headers=auth) as r:
                 if r.status != 200:
@@ -150,7 +169,7 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
 
     try:
         pid = asyncio.run(ask())
-    except Exception as e:  # noqa: BLE001 — links are a convenience
+    except Exception as e:
         print(f"relay report: Langfuse links left out ({type(e).__name__}: {e})", file=sys.stderr)
         return None
     if pid is None:
@@ -158,9 +177,13 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
     return lambda _tenant, sid: f"{lf.base_url}/project/{quote(pid, safe='')}/sessions/{quote(sid, safe='')}"
 
 
-def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpec]] | None = None,
-        alerts: Callable[[str, float, float], Sequence[AlertEvent]] | None = None,
-        now: Callable[[], float] | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    budgets: Callable[[str], Sequence[BudgetSpec]] | None = None,
+    alerts: Callable[[str, float, float], Sequence[AlertEvent]] | None = None,
+    now: Callable[[], float] | None = None,
+) -> int:
     """Run ``relay report`` with parsed ``args``; returns the exit code. ``budgets``/``alerts``: optional
     providers (as ``relay.reports.service``; ``alerts`` synchronous here) for the budget and alert sections;
     ``budgets`` defaults to the budget rules of the configured rule files (``rules.files``). ``now``: unix
@@ -182,8 +205,7 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
             if kind in _PERIOD_FLAG:
                 return _fail(f"--{flag} is for {k} reports; use --{_PERIOD_FLAG[kind]} with {kind}")
             return _fail(f"--{flag} is for {k} reports; use --since/--until with {kind}")
-    table = (kind in ("session", "user") or bool(args.since or args.until or args.breakdown)
-             or args.format == "csv")
+    table = kind in ("session", "user") or bool(args.since or args.until or args.breakdown) or args.format == "csv"
     if table and args.chart:
         return _fail("--chart is for period reports (without --since/--until/--breakdown, md or json)")
     if table and kind in _PERIOD_FLAG and getattr(args, _PERIOD_FLAG[kind]) and (args.since or args.until):
@@ -194,8 +216,8 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         return _fail(f"unknown time zone {tz_name!r}")
-    clock = now or (lambda: datetime.now(timezone.utc).timestamp())
-    now_dt = datetime.fromtimestamp(clock(), timezone.utc)
+    clock = now or (lambda: datetime.now(UTC).timestamp())
+    now_dt = datetime.fromtimestamp(clock(), UTC)
     tenants = [t.name for t in cfg.resolved_tenants()]
     tenant = args.tenant
     if tenant is None:
@@ -218,8 +240,7 @@ def run(args: argparse.Namespace, *, budgets: Callable[[str], Sequence[BudgetSpe
     if budgets is None:
         budgets = _rule_budgets(cfg, args.config)
     req = ReportRequest(tenant, period, tuple(args.scope), group_by, args.chart_by, args.top)
-    service = ReportService(db_path, budgets=budgets, clock=clock,
-                            session_url=_langfuse_session_url(cfg, tenant))
+    service = ReportService(db_path, budgets=budgets, clock=clock, session_url=_langfuse_session_url(cfg, tenant))
     try:
         events = alerts(tenant, period.start_ns / 1e9, period.end_ns / 1e9) if alerts else None
         report = service.compute_sync(req, events)
@@ -246,13 +267,17 @@ def _write(args: argparse.Namespace, out: str) -> None:
         sys.stdout.write(out)
 
 
-def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo, now: datetime,
-               db_path: Path) -> int:
+def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo, now: datetime, db_path: Path) -> int:
     """A ccusage-like table (``relay.reports.usage_table``) over ``--since``..``--until``."""
     from relay.matchers import parse_matchers
     from relay.reports.sql import SqliteReportSource, open_readonly
     from relay.reports.usage_table import (
-        BREAKDOWN_ALIASES, compute_table, parse_day, render_table_csv, render_table_json, render_table_md,
+        BREAKDOWN_ALIASES,
+        compute_table,
+        parse_day,
+        render_table_csv,
+        render_table_json,
+        render_table_md,
     )
 
     kind = args.period
@@ -276,8 +301,9 @@ def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo,
     conn = open_readonly(db_path)
     try:
         SqliteReportSource(conn)  # registers relay_re for regex scopes
-        t = compute_table(conn, kind, tenant, tz, since, until, now, breakdown=breakdown, scope=scope,
-                          session_url=session_url)
+        t = compute_table(
+            conn, kind, tenant, tz, since, until, now, breakdown=breakdown, scope=scope, session_url=session_url
+        )
     except ValueError as e:
         return _fail(str(e))
     except sqlite3.Error as e:

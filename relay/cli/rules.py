@@ -35,8 +35,11 @@ def rules_check(paths: Sequence[str], out: TextIO | None = None, err: TextIO | N
                 print(f"  {e}", file=err)
             continue
         groups = {r.group for r in rules}
-        print(f"{f}: OK ({len(rules)} rule{'s' if len(rules) != 1 else ''} in {len(groups)} "
-              f"group{'s' if len(groups) != 1 else ''})", file=out)
+        print(
+            f"{f}: OK ({len(rules)} rule{'s' if len(rules) != 1 else ''} in {len(groups)} "
+            f"group{'s' if len(groups) != 1 else ''})",
+            file=out,
+        )
         for r in rules:
             extra = f", for {format_duration(r.for_s)}" if r.for_s else ""
             print(f"  {r.group}/{r.name}: {r.kind} over {r.window.describe()}{extra}", file=out)

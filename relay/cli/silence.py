@@ -26,8 +26,8 @@ import urllib.request
 from typing import Any
 
 from relay.alerting.api import matcher_to_json, parse_time
-from relay.matchers import Matcher
 from relay.config_types import parse_duration
+from relay.matchers import Matcher
 
 __all__ = ["add_subparsers", "run", "resolve_url", "DEFAULT_URL", "ENV_URL"]
 
@@ -49,27 +49,42 @@ def add_subparsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``silence`` command (``add``, ``list``/``query``, ``expire``) to ``sub``; returns its parser.
     The parsed namespace has ``fn=run``."""
     p = sub.add_parser("silence", help="add, list or expire silences of a running relay (like amtool)")
-    p.add_argument("--url", default=None,
-                   help=f"relay's admin URL (default: ${ENV_URL}, the config's service.admin.endpoint, {DEFAULT_URL})")
+    p.add_argument(
+        "--url",
+        default=None,
+        help=f"relay's admin URL (default: ${ENV_URL}, the config's service.admin.endpoint, {DEFAULT_URL})",
+    )
     ssub = p.add_subparsers(dest="silence_command", required=True)
-    a = ssub.add_parser("add", help="silence alerts matching all MATCHERs",
-                        description='Matchers: name="value", name!="value", name=~"regex", name!~"regex" '
-                                    '(quotes optional); a bare first word means alertname=<word>.')
+    a = ssub.add_parser(
+        "add",
+        help="silence alerts matching all MATCHERs",
+        description='Matchers: name="value", name!="value", name=~"regex", name!~"regex" '
+        "(quotes optional); a bare first word means alertname=<word>.",
+    )
     a.add_argument("matchers", nargs="+", metavar="MATCHER")
     a.add_argument("--duration", "-d", default="1h", help="how long from the start (default 1h; e.g. 30m, 2h, 1d)")
     a.add_argument("--start", default=None, help="start time, RFC 3339 (default: now)")
     a.add_argument("--end", default=None, help="end time, RFC 3339 (overrides --duration)")
     a.add_argument("--author", default=None, help="who creates the silence (default: $USER)")
     a.add_argument("--comment", required=True, help="why (required)")
-    q = ssub.add_parser("list", aliases=["query"], help="list active and pending silences (matching MATCHERs)",
-                        description="A silence is listed when, for every MATCHER, it has that same matcher or an "
-                                    "equality MATCHER's label value is matched by its matcher of that name (like "
-                                    "amtool silence query). A bare first word means alertname=<word>.")
+    q = ssub.add_parser(
+        "list",
+        aliases=["query"],
+        help="list active and pending silences (matching MATCHERs)",
+        description="A silence is listed when, for every MATCHER, it has that same matcher or an "
+        "equality MATCHER's label value is matched by its matcher of that name (like "
+        "amtool silence query). A bare first word means alertname=<word>.",
+    )
     q.add_argument("matchers", nargs="*", metavar="MATCHER")
     q.add_argument("--expired", action="store_true", help="list expired silences instead")
     q.add_argument("--quiet", "-q", action="store_true", help="print only the ids")
-    q.add_argument("--output", "-o", choices=["table", "simple", "json"], default="table",
-                   help="table (default; 'simple' is the same) or json (the API's silence objects)")
+    q.add_argument(
+        "--output",
+        "-o",
+        choices=["table", "simple", "json"],
+        default="table",
+        help="table (default; 'simple' is the same) or json (the API's silence objects)",
+    )
     e = ssub.add_parser("expire", help="expire silences now")
     e.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(fn=run)
@@ -131,8 +146,13 @@ def _add(url: str, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _Usage(str(e)) from None
     author = args.author or os.environ.get("USER") or getpass.getuser()
-    body = {"matchers": [matcher_to_json(m) for m in matchers], "startsAt": _rfc3339(start),
-            "endsAt": _rfc3339(end), "createdBy": author, "comment": args.comment}
+    body = {
+        "matchers": [matcher_to_json(m) for m in matchers],
+        "startsAt": _rfc3339(start),
+        "endsAt": _rfc3339(end),
+        "createdBy": author,
+        "comment": args.comment,
+    }
     got = _request("POST", f"{url}/api/v2/silences", body)
     print(got["silenceID"])
     return 0
@@ -142,8 +162,11 @@ def _list(url: str, args: argparse.Namespace) -> int:
     silences = _request("GET", f"{url}/api/v2/silences")
     wanted = {"expired"} if args.expired else {"active", "pending"}
     query = [_matcher(t, i == 0) for i, t in enumerate(getattr(args, "matchers", None) or [])]
-    rows = [s for s in silences if s["status"]["state"] in wanted
-            and _silence_matches(query, [_from_json(m) for m in s["matchers"]])]
+    rows = [
+        s
+        for s in silences
+        if s["status"]["state"] in wanted and _silence_matches(query, [_from_json(m) for m in s["matchers"]])
+    ]
     if getattr(args, "output", "table") == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -157,7 +180,7 @@ def _list(url: str, args: argparse.Namespace) -> int:
         table.append((s["id"], ms, s["startsAt"], s["endsAt"], s["status"]["state"], s["createdBy"], s["comment"]))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     return 0
 
 

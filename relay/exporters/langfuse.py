@@ -120,34 +120,60 @@ class ExporterMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         lb = ("exporter", "tenant")
-        self.sent_spans = Counter("otelcol_exporter_sent_spans", "Spans acknowledged (2xx) by the destination.",
-                                  lb, registry=registry)
-        self.send_failed_spans = Counter("otelcol_exporter_send_failed_spans",
-                                         "Spans refused permanently (moved to the dead-letter store).",
-                                         lb, registry=registry)
-        self.queue_size = Gauge("otelcol_exporter_queue_size", "Spans waiting in the outbound spool.",
-                                lb, registry=registry)
-        self.in_flight = Gauge("otelcol_exporter_in_flight_requests", "Export requests in flight.",
-                               lb, registry=registry)
-        self.dead_letter_spans = Gauge("relay_dead_letter_spans",
-                                       "Spans in the dead-letter store, waiting for `relay replay`.",
-                                       lb, registry=registry)
-        self.retries = Counter("relay_exporter_retries",
-                               "Failed export attempts that will be retried, by kind (HTTP status, connect, "
-                               "timeout, disconnect).", lb + ("kind",), registry=registry)
-        self.ambiguous_retries = Counter("relay_exporter_ambiguous_retries",
-                                         "Retries of requests whose body was sent without a response "
-                                         "(the destination may have stored them: possible duplicates).",
-                                         lb, registry=registry)
-        self.reconciled_spans = Counter("relay_exporter_reconciled_spans",
-                                        "Spans of interrupted sends found already stored in Langfuse after a "
-                                        "restart (acknowledged without sending them again).", lb, registry=registry)
-        self.unverified_resent_spans = Counter("relay_exporter_unverified_resent_spans",
-                                               "Spans of interrupted sends re-sent without a successful check "
-                                               "against Langfuse (possible duplicates).", lb, registry=registry)
-        self.request_duration = Histogram("relay_exporter_request_duration_seconds",
-                                          "Duration of one export attempt, in seconds.", lb, registry=registry,
-                                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.sent_spans = Counter(
+            "otelcol_exporter_sent_spans", "Spans acknowledged (2xx) by the destination.", lb, registry=registry
+        )
+        self.send_failed_spans = Counter(
+            "otelcol_exporter_send_failed_spans",
+            "Spans refused permanently (moved to the dead-letter store).",
+            lb,
+            registry=registry,
+        )
+        self.queue_size = Gauge(
+            "otelcol_exporter_queue_size", "Spans waiting in the outbound spool.", lb, registry=registry
+        )
+        self.in_flight = Gauge(
+            "otelcol_exporter_in_flight_requests", "Export requests in flight.", lb, registry=registry
+        )
+        self.dead_letter_spans = Gauge(
+            "relay_dead_letter_spans",
+            "Spans in the dead-letter store, waiting for `relay replay`.",
+            lb,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "relay_exporter_retries",
+            "Failed export attempts that will be retried, by kind (HTTP status, connect, timeout, disconnect).",
+            lb + ("kind",),
+            registry=registry,
+        )
+        self.ambiguous_retries = Counter(
+            "relay_exporter_ambiguous_retries",
+            "Retries of requests whose body was sent without a response "
+            "(the destination may have stored them: possible duplicates).",
+            lb,
+            registry=registry,
+        )
+        self.reconciled_spans = Counter(
+            "relay_exporter_reconciled_spans",
+            "Spans of interrupted sends found already stored in Langfuse after a "
+            "restart (acknowledged without sending them again).",
+            lb,
+            registry=registry,
+        )
+        self.unverified_resent_spans = Counter(
+            "relay_exporter_unverified_resent_spans",
+            "Spans of interrupted sends re-sent without a successful check against Langfuse (possible duplicates).",
+            lb,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "relay_exporter_request_duration_seconds",
+            "Duration of one export attempt, in seconds.",
+            lb,
+            registry=registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
 
 
 class _Stopped(Exception):
@@ -255,16 +281,23 @@ class _TenantLoop:
                     if batches[0].id <= self._solo_until:
                         batches = batches[:1]
                     await self._export(batches)
-                elif (await self._wait(event, o.poll_interval) and batch.flush_interval
-                      and o.spool.outbound_spans.get(self.tenant, 0) < batch.max_spans):
+                elif (
+                    await self._wait(event, o.poll_interval)
+                    and batch.flush_interval
+                    and o.spool.outbound_spans.get(self.tenant, 0) < batch.max_spans
+                ):
                     await self._sleep(batch.flush_interval)  # linger so close commits share a request
             except _Stopped:
                 return
             except Exception as e:
                 storage = is_storage_error(e)
                 if storage:
-                    log.warning("langfuse exporter for tenant %s: spool error (%s: %s); retrying", self.tenant,
-                                type(e).__name__, e)
+                    log.warning(
+                        "langfuse exporter for tenant %s: spool error (%s: %s); retrying",
+                        self.tenant,
+                        type(e).__name__,
+                        e,
+                    )
                 else:
                     log.exception("langfuse exporter for tenant %s: unexpected error; retrying later", self.tenant)
                 try:
@@ -286,8 +319,9 @@ class _TenantLoop:
         await self._retry_write(lambda: o.spool.mark_sending(batches))
         self._last_failure = None
         try:
-            async for attempt in exporter_retrying(o.config.retry_on_failure, sleep=self._backoff,
-                                                   before_sleep=self._before_sleep):
+            async for attempt in exporter_retrying(
+                o.config.retry_on_failure, sleep=self._backoff, before_sleep=self._before_sleep
+            ):
                 with attempt:
                     try:
                         await self._post(body)
@@ -299,8 +333,12 @@ class _TenantLoop:
             o.metrics.retries.labels(kind=u.cause.kind, **self.labels).inc()
             o.metrics.ambiguous_retries.labels(**self.labels).inc()
             self._set_state("retrying", str(u.cause), u.cause.status)
-            log.warning("langfuse exporter for tenant %s: %s; Langfuse may have stored it: checking which spans it "
-                        "has before sending them again", self.tenant, u.cause)
+            log.warning(
+                "langfuse exporter for tenant %s: %s; Langfuse may have stored it: checking which spans it "
+                "has before sending them again",
+                self.tenant,
+                u.cause,
+            )
             return  # the next read finds the batches in the "sent" state and reconciles them
         except _Stopped:
             last = self._last_failure
@@ -314,8 +352,13 @@ class _TenantLoop:
             raise
         except PermanentError as e:
             if len(batches) > 1 and e.status in _SPLIT_STATUSES:
-                log.warning("langfuse exporter for tenant %s: %s refused a request of %d batches; re-sending "
-                            "them one by one to isolate the bad one", self.tenant, e.status, len(batches))
+                log.warning(
+                    "langfuse exporter for tenant %s: %s refused a request of %d batches; re-sending "
+                    "them one by one to isolate the bad one",
+                    self.tenant,
+                    e.status,
+                    len(batches),
+                )
                 self._solo_until = batches[-1].id
                 await self._retry_write(lambda: o.spool.replace_outbound_state(batches))  # refused: not stored
                 return
@@ -327,9 +370,14 @@ class _TenantLoop:
             o.metrics.send_failed_spans.labels(**self.labels).inc(spans)
             self.dead_letter_spans += spans
             o.metrics.dead_letter_spans.labels(**self.labels).set(self.dead_letter_spans)
-            log.error("langfuse exporter for tenant %s: %d spans (%d batches) dead-lettered: %s%s", self.tenant,
-                      spans, len(batches), e.message,
-                      "; check the tenant's Langfuse URL and keys" if failing else "")
+            log.error(
+                "langfuse exporter for tenant %s: %d spans (%d batches) dead-lettered: %s%s",
+                self.tenant,
+                spans,
+                len(batches),
+                e.message,
+                "; check the tenant's Langfuse URL and keys" if failing else "",
+            )
             if failing:  # every later batch would fail the same way: do not hammer the server
                 await self._sleep(o.config.retry_on_failure.max_interval)
             return
@@ -347,8 +395,9 @@ class _TenantLoop:
         o.metrics.in_flight.labels(**self.labels).inc()
         started = time.monotonic()
         try:
-            async with o.session.post(self.url, data=body, headers=self._headers, allow_redirects=False,
-                                      trace_request_ctx=ctx) as resp:
+            async with o.session.post(
+                self.url, data=body, headers=self._headers, allow_redirects=False, trace_request_ctx=ctx
+            ) as resp:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
                 location = resp.headers.get("Location") if 300 <= status < 400 else None
                 text = await resp.content.read(64 * 1024)
@@ -357,8 +406,9 @@ class _TenantLoop:
             if not ctx.body_sent:
                 raise TransientError("connect", f"cannot reach {self._host()} ({what})") from None
             kind = "timeout" if isinstance(e, asyncio.TimeoutError) else "disconnect"
-            raise TransientError(kind, f"no response from {self._host()} after sending the body ({what})",
-                                 ambiguous=True) from None
+            raise TransientError(
+                kind, f"no response from {self._host()} after sending the body ({what})", ambiguous=True
+            ) from None
         finally:
             o.metrics.in_flight.labels(**self.labels).dec()
             o.metrics.request_duration.labels(**self.labels).observe(time.monotonic() - started)
@@ -367,8 +417,13 @@ class _TenantLoop:
         message = self._message(f"redirected to {location}; fix base_url".encode() if location else text)
         if status == 404:  # a wrong base_url: show where relay posted
             message = f"{message} (POST {self.url}: not found; base_url must be the Langfuse host)"
-        check_status(status, retry_after, message, failures_500=self._failures_500,
-                     max_500_retries=o.config.retry_on_failure.max_500_retries)
+        check_status(
+            status,
+            retry_after,
+            message,
+            failures_500=self._failures_500,
+            max_500_retries=o.config.retry_on_failure.max_500_retries,
+        )
 
     def _before_sleep(self, rs: RetryCallState) -> None:
         """tenacity hook before each backoff wait: metrics, health, logs."""
@@ -380,14 +435,29 @@ class _TenantLoop:
         self._set_state("retrying", str(exc), exc.status)
         if exc.ambiguous:
             self.owner.metrics.ambiguous_retries.labels(**self.labels).inc()
-            log.warning("langfuse exporter for tenant %s: %s; Langfuse may have stored it, the retry in %.2fs "
-                        "may create duplicates", self.tenant, exc, delay)
+            log.warning(
+                "langfuse exporter for tenant %s: %s; Langfuse may have stored it, the retry in %.2fs "
+                "may create duplicates",
+                self.tenant,
+                exc,
+                delay,
+            )
         elif rs.attempt_number == 1 or rs.attempt_number % 10 == 0:
-            log.warning("langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
-                        self.tenant, rs.attempt_number, exc, delay)
+            log.warning(
+                "langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
+                self.tenant,
+                rs.attempt_number,
+                exc,
+                delay,
+            )
         else:
-            log.info("langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
-                     self.tenant, rs.attempt_number, exc, delay)
+            log.info(
+                "langfuse exporter for tenant %s: attempt %d failed: %s; retrying in %.2fs",
+                self.tenant,
+                rs.attempt_number,
+                exc,
+                delay,
+            )
 
     # ------------------------------------------------------------------ outage probe, reconciliation
 
@@ -414,8 +484,9 @@ class _TenantLoop:
         session = self.owner.session
         assert session is not None
         try:
-            async with session.get(self.base_url + HEALTH_PATH, timeout=aiohttp.ClientTimeout(total=timeout),
-                                   allow_redirects=False) as resp:
+            async with session.get(
+                self.base_url + HEALTH_PATH, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+            ) as resp:
                 if resp.status != 200:
                     return False
                 try:
@@ -443,8 +514,13 @@ class _TenantLoop:
             return batches
         wait = max(b.sent_ns or 0 for b in uncertain) / 1e9 + o.config.reconcile_delay - time.time()
         if wait > 0:
-            log.info("langfuse exporter for tenant %s: %d batch(es) were being sent when relay stopped; checking "
-                     "Langfuse for them in %.1fs", self.tenant, len(uncertain), wait)
+            log.info(
+                "langfuse exporter for tenant %s: %d batch(es) were being sent when relay stopped; checking "
+                "Langfuse for them in %.1fs",
+                self.tenant,
+                len(uncertain),
+                wait,
+            )
             await self._sleep(wait)
         for b in uncertain:
             req = ExportTraceServiceRequest.FromString(b.payload)
@@ -453,12 +529,20 @@ class _TenantLoop:
                 stored = await self._stored_ids(req, b.sent_ns or time.time_ns())
             except _QueryFailed as e:
                 if e.transient:  # Langfuse is unreachable or busy: ask again later, send nothing meanwhile
-                    log.info("langfuse exporter for tenant %s: cannot check interrupted sends yet (%s); retrying",
-                             self.tenant, e)
+                    log.info(
+                        "langfuse exporter for tenant %s: cannot check interrupted sends yet (%s); retrying",
+                        self.tenant,
+                        e,
+                    )
                     await self._backoff_for(e)
                     return batches
-                log.warning("langfuse exporter for tenant %s: cannot check which of %d interrupted spans Langfuse "
-                            "stored (%s); sending them again (possible duplicates)", self.tenant, b.spans, e)
+                log.warning(
+                    "langfuse exporter for tenant %s: cannot check which of %d interrupted spans Langfuse "
+                    "stored (%s); sending them again (possible duplicates)",
+                    self.tenant,
+                    b.spans,
+                    e,
+                )
                 o.metrics.unverified_resent_spans.labels(**self.labels).inc(b.spans)
                 await self._retry_write(functools.partial(o.spool.replace_outbound_state, [b]))
                 continue
@@ -468,13 +552,23 @@ class _TenantLoop:
             if found == sent:
                 await self._retry_write(functools.partial(o.spool.ack_outbound, [b]))
                 o.metrics.sent_spans.labels(**self.labels).inc(b.spans)
-                log.info("langfuse exporter for tenant %s: all %d spans of an interrupted send are in Langfuse; "
-                         "not sending them again", self.tenant, len(sent))
+                log.info(
+                    "langfuse exporter for tenant %s: all %d spans of an interrupted send are in Langfuse; "
+                    "not sending them again",
+                    self.tenant,
+                    len(sent),
+                )
                 continue
             payload, left = _without_spans(req, found)
             await self._retry_write(functools.partial(o.spool.replace_outbound, b, payload, left))
-            log.info("langfuse exporter for tenant %s: %d of %d spans of an interrupted send are in Langfuse; "
-                     "sending the other %d", self.tenant, len(found), len(sent), left)
+            log.info(
+                "langfuse exporter for tenant %s: %d of %d spans of an interrupted send are in Langfuse; "
+                "sending the other %d",
+                self.tenant,
+                len(found),
+                len(sent),
+                left,
+            )
         return batches
 
     async def _backoff_for(self, e: _QueryFailed) -> None:
@@ -500,20 +594,28 @@ class _TenantLoop:
                     start = s.start_time_unix_nano or s.end_time_unix_nano or sent_ns
                     by_trace.setdefault(s.trace_id.hex(), []).append(start)
         for trace_id, starts in by_trace.items():
-            params = {"traceId": trace_id, "fields": "core", "limit": "1000",
-                      "fromStartTime": _iso(min(starts) - 10**9),
-                      "toStartTime": _iso(max(*starts, sent_ns) + 60 * 10**9)}
+            params = {
+                "traceId": trace_id,
+                "fields": "core",
+                "limit": "1000",
+                "fromStartTime": _iso(min(starts) - 10**9),
+                "toStartTime": _iso(max(*starts, sent_ns) + 60 * 10**9),
+            }
             cursor = None
             for _page in range(100):
                 if cursor:
                     params["cursor"] = cursor
                 try:
-                    async with session.get(self.base_url + OBSERVATIONS_PATH, params=params,
-                                           headers={"Authorization": self._headers["Authorization"]},
-                                           allow_redirects=False) as resp:
+                    async with session.get(
+                        self.base_url + OBSERVATIONS_PATH,
+                        params=params,
+                        headers={"Authorization": self._headers["Authorization"]},
+                        allow_redirects=False,
+                    ) as resp:
                         if resp.status != 200:
-                            raise _QueryFailed(f"HTTP {resp.status} from {OBSERVATIONS_PATH}",
-                                               resp.status == 429 or resp.status >= 500)
+                            raise _QueryFailed(
+                                f"HTTP {resp.status} from {OBSERVATIONS_PATH}", resp.status == 429 or resp.status >= 500
+                            )
                         body = await resp.json(content_type=None)
                 except (TimeoutError, aiohttp.ClientError) as e:
                     raise _QueryFailed(f"{type(e).__name__} from {OBSERVATIONS_PATH}", True) from None
@@ -543,8 +645,13 @@ class _TenantLoop:
                 if not is_storage_error(e):
                     raise
                 if not warned:
-                    log.warning("langfuse exporter for tenant %s: spool write failed (%s: %s); retrying until it "
-                                "succeeds (the batches are not sent again)", self.tenant, type(e).__name__, e)
+                    log.warning(
+                        "langfuse exporter for tenant %s: spool write failed (%s: %s); retrying until it "
+                        "succeeds (the batches are not sent again)",
+                        self.tenant,
+                        type(e).__name__,
+                        e,
+                    )
                     warned = True
             await self._sleep(delay)
             delay = min(delay * 2, _WRITE_RETRY_MAX)
@@ -610,9 +717,14 @@ class _TenantLoop:
         return text or "(empty response body)"
 
     def health(self) -> dict[str, Any]:
-        return {"state": self.state, "last_error": self.last_error, "last_status": self.last_status,
-                "since": self.since, "pending_spans": self.owner.spool.outbound_spans.get(self.tenant, 0),
-                "dead_letter_spans": self.dead_letter_spans}
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "last_status": self.last_status,
+            "since": self.since,
+            "pending_spans": self.owner.spool.outbound_spans.get(self.tenant, 0),
+            "dead_letter_spans": self.dead_letter_spans,
+        }
 
 
 class LangfuseExporter(Component):
@@ -627,8 +739,15 @@ class LangfuseExporter(Component):
 
     name = "Langfuse exporter"
 
-    def __init__(self, spool: Spool, config: LangfuseExporterConfig, tenants: Iterable[TenantConfig], *,
-                 registry: CollectorRegistry | None = None, poll_interval: float = 5.0):
+    def __init__(
+        self,
+        spool: Spool,
+        config: LangfuseExporterConfig,
+        tenants: Iterable[TenantConfig],
+        *,
+        registry: CollectorRegistry | None = None,
+        poll_interval: float = 5.0,
+    ):
         self.spool = spool
         self.config = config
         self.poll_interval = poll_interval
@@ -640,8 +759,7 @@ class LangfuseExporter(Component):
         self._tasks: list[asyncio.Task[None]] = []
         self._loops = {t.name: _TenantLoop(self, t) for t in tenants if t.langfuse.enabled}
         for name in self._loops:
-            self.metrics.queue_size.labels(exporter=EXPORTER, tenant=name).set_function(
-                _pending_spans(spool, name))
+            self.metrics.queue_size.labels(exporter=EXPORTER, tenant=name).set_function(_pending_spans(spool, name))
 
     @property
     def tenants(self) -> list[str]:
@@ -660,9 +778,12 @@ class LangfuseExporter(Component):
 
         trace.on_request_chunk_sent.append(on_chunk_sent)
         self.stopping.clear()
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                                             headers={"User-Agent": USER_AGENT}, trace_configs=[trace],
-                                             connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            headers={"User-Agent": USER_AGENT},
+            trace_configs=[trace],
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
+        )
         self._tasks = [asyncio.create_task(lp.run(), name=f"langfuse-exporter:{n}") for n, lp in self._loops.items()]
         if self._loops:  # with export off for every tenant, the startup warning per tenant says so
             log.info("langfuse exporter started for %d tenant(s): %s", len(self._loops), ", ".join(self._loops))

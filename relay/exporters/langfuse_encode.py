@@ -225,8 +225,9 @@ def _id(hex_value: str, size: int, what: str) -> bytes:
     return raw
 
 
-def encode_span(trace: TraceInfo, obs: Observation, out: Span | None = None,
-                trace_attrs: dict[str, Any] | None = None) -> Span:
+def encode_span(
+    trace: TraceInfo, obs: Observation, out: Span | None = None, trace_attrs: dict[str, Any] | None = None
+) -> Span:
     """One observation as an OTLP ``Span`` (kind INTERNAL). Ids come from lowercase hex (``trace_id`` 32, ``id`` and
     ``parent_id`` 16 characters; ``ValueError`` when invalid); ``start_ns``/``end_ns`` are Unix ns (a missing end
     takes the start); status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else UNSET;
@@ -286,4 +287,3 @@ def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTr
         if observations:
             req.resource_spans.append(encode_spans(trace, observations))
     return req
-

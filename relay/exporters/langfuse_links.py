@@ -92,9 +92,13 @@ class LangfuseLinks(Component):
 
         lf = tenant.langfuse
         assert lf.public_key is not None and lf.secret_key is not None and lf.base_url is not None
-        api = AsyncLangfuseAPI(base_url=lf.base_url, username=lf.public_key.get_secret_value(),
-                               password=lf.secret_key.get_secret_value(), timeout=10)
-        for attempt in (range(attempts) if attempts is not None else itertools.count()):
+        api = AsyncLangfuseAPI(
+            base_url=lf.base_url,
+            username=lf.public_key.get_secret_value(),
+            password=lf.secret_key.get_secret_value(),
+            timeout=10,
+        )
+        for attempt in range(attempts) if attempts is not None else itertools.count():
             try:
                 projects = await api.projects.get()
             except asyncio.CancelledError:
@@ -103,17 +107,29 @@ class LangfuseLinks(Component):
                 status = getattr(e, "status_code", None)
                 url = f"{lf.base_url}/api/public/projects"
                 if status in (401, 403):  # known now, seconds after start: say it loudly, not at info
-                    log.error("tenant %s: Langfuse refused the project keys (HTTP %s from GET %s): check the "
-                              "tenant's public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY); exports "
-                              "will be dead-lettered until they are fixed", tenant.name, status, url)
+                    log.error(
+                        "tenant %s: Langfuse refused the project keys (HTTP %s from GET %s): check the "
+                        "tenant's public and secret key (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY); exports "
+                        "will be dead-lettered until they are fixed",
+                        tenant.name,
+                        status,
+                        url,
+                    )
                     return
                 if status == 404:
-                    log.error("tenant %s: HTTP 404 from GET %s: base_url must be the Langfuse host (e.g. "
-                              "https://cloud.langfuse.com), without an /api/... path", tenant.name, url)
+                    log.error(
+                        "tenant %s: HTTP 404 from GET %s: base_url must be the Langfuse host (e.g. "
+                        "https://cloud.langfuse.com), without an /api/... path",
+                        tenant.name,
+                        url,
+                    )
                     return
                 (log.warning if attempt % 10 == 0 else log.info)(
                     "Langfuse project of tenant %s not resolved yet (%s%s); links are left out until it is",
-                    tenant.name, type(e).__name__, f" HTTP {status}" if status else "")
+                    tenant.name,
+                    type(e).__name__,
+                    f" HTTP {status}" if status else "",
+                )
                 await asyncio.sleep(min(300.0, 2.0 * 2 ** min(attempt, 8)))
                 continue
             if projects.data:

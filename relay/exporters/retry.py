@@ -55,8 +55,15 @@ class TransientError(Exception):
     destination may already have stored it (a retry may duplicate: Langfuse v4 does not deduplicate re-sent spans).
     """
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, ambiguous: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+    ):
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -96,7 +103,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def check_status(status: int, retry_after: str | None, message: str, *, failures_500: int, max_500_retries: int) -> None:
+def check_status(
+    status: int, retry_after: str | None, message: str, *, failures_500: int, max_500_retries: int
+) -> None:
     """Classify an HTTP response status: return for 2xx, raise ``TransientError`` for a retryable one (429, 502,
     503, 504, and 500 while ``failures_500`` — the 500s seen for this request so far, including this one — is at
     most ``max_500_retries``), raise ``PermanentError`` otherwise. ``message`` is the (already cleaned) body text."""
@@ -120,8 +129,9 @@ class WaitBackoffOrRetryAfter(wait_base):
     """
 
     def __init__(self, policy: RetryConfig, rand: Callable[[], float] = random.random):
-        self._exp = wait_exponential(multiplier=policy.initial_interval, exp_base=policy.multiplier,
-                                     max=policy.max_interval)
+        self._exp = wait_exponential(
+            multiplier=policy.initial_interval, exp_base=policy.multiplier, max=policy.max_interval
+        )
         self._rf = policy.randomization_factor
         self._rand = rand
 

@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -51,8 +51,17 @@ from relay.pipeline.context import MappingContext
 from relay.usage.labels import ledger_labels
 from relay.usage.store import LedgerChange
 
-__all__ = ["HOOK_PATH", "ClaudeCodeHooks", "SessionIdentities", "HookDecision", "decide", "hook_output", "parse_resource_attributes",
-           "RESOURCE_ATTRIBUTES_HEADER", "FAILURES_HEADER"]
+__all__ = [
+    "HOOK_PATH",
+    "ClaudeCodeHooks",
+    "SessionIdentities",
+    "HookDecision",
+    "decide",
+    "hook_output",
+    "parse_resource_attributes",
+    "RESOURCE_ATTRIBUTES_HEADER",
+    "FAILURES_HEADER",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +138,7 @@ def _describe(s: BudgetStanding, now: float) -> str:
     scope = ", ".join(f"{k}={v}" for k, v in s.group.items() if k != "tenant") or f"tenant={s.group['tenant']}"
     text = f"budget {s.rule} ({scope}): {_money(s.spend)} spent of {_money(s.limit)} ({s.window})"
     if s.resets_at is not None:
-        at = datetime.fromtimestamp(s.resets_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        at = datetime.fromtimestamp(s.resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         text += f"; resets {at} (in {format_duration(max(s.resets_at - now, 0))})"
     return text
 
@@ -159,8 +168,13 @@ def hook_output(event: str, decision: HookDecision) -> dict[str, Any]:
     if decision.action == "block" and event == "UserPromptSubmit":
         return {"decision": "block", "reason": decision.message}
     if decision.action == "block" and event == "PreToolUse":
-        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
-                                       "permissionDecisionReason": decision.message}}
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": decision.message,
+            }
+        }
     return {"systemMessage": decision.message}
 
 
@@ -177,21 +191,40 @@ class ClaudeCodeHooks:
     successful call), ``relay_hook_decision_duration_seconds`` (request read to answer).
     """
 
-    def __init__(self, resolver: TenantResolver, contexts: Mapping[str, MappingContext],
-                 runtimes: Callable[[], list[RuleRuntime]], *, sessions: SessionIdentities | None = None,
-                 registry: CollectorRegistry | None = None, now: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        resolver: TenantResolver,
+        contexts: Mapping[str, MappingContext],
+        runtimes: Callable[[], list[RuleRuntime]],
+        *,
+        sessions: SessionIdentities | None = None,
+        registry: CollectorRegistry | None = None,
+        now: Callable[[], float] = time.time,
+    ):
         self._resolver = resolver
         self._sessions = sessions
         self._contexts = dict(contexts)
         self._runtimes = runtimes
         self._now = now
-        self.decisions = Counter("relay_hook_decisions", "Agent hook calls answered, by event and decision",
-                                 ["tenant", "event", "decision"], registry=registry)
-        self.fail_open = Counter("relay_hook_fail_open", "Agent hook calls that let the call through because "
-                                 "relay was unreachable or slow (reported by the hook on its next call)",
-                                 ["tenant"], registry=registry)
-        self.duration = Histogram("relay_hook_decision_duration_seconds", "Time to answer an agent hook call",
-                                  buckets=_BUCKETS, registry=registry)
+        self.decisions = Counter(
+            "relay_hook_decisions",
+            "Agent hook calls answered, by event and decision",
+            ["tenant", "event", "decision"],
+            registry=registry,
+        )
+        self.fail_open = Counter(
+            "relay_hook_fail_open",
+            "Agent hook calls that let the call through because "
+            "relay was unreachable or slow (reported by the hook on its next call)",
+            ["tenant"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "relay_hook_decision_duration_seconds",
+            "Time to answer an agent hook call",
+            buckets=_BUCKETS,
+            registry=registry,
+        )
         for tenant in self._contexts:  # every series exists from the start (dashboards, alerts on rates)
             self.fail_open.labels(tenant)
             for event in BLOCKING_EVENTS:
@@ -202,8 +235,9 @@ class ClaudeCodeHooks:
         """Add ``POST /hooks/claude-code`` to ``app`` (before it starts)."""
         app.router.add_post(HOOK_PATH, self.handle)
 
-    def caller_labels(self, tenant: str, attributes: Mapping[str, str], body: Mapping[str, Any]
-                      ) -> tuple[dict[str, str], set[str]]:
+    def caller_labels(
+        self, tenant: str, attributes: Mapping[str, str], body: Mapping[str, Any]
+    ) -> tuple[dict[str, str], set[str]]:
         """``(labels, known)``: the ledger labels a call by this caller will carry, as far as they are known before
         the call — identity labels and the tenant's labels (``relay.usage.labels.ledger_labels``), ``user`` (the
         first of ``pipeline.identity.user_attributes`` present), ``session`` and ``prompt`` from the hook input —
@@ -257,16 +291,26 @@ class ClaudeCodeHooks:
                 return _error(400, f"{FAILURES_HEADER}: must be a count between 0 and {_MAX_REPORTED_FAILURES}")
             if n:
                 self.fail_open.labels(tenant).inc(n)
-                log.warning("hooks: %d Claude Code hook call(s) of tenant %s failed open (relay unreachable or "
-                            "slow) before this one", n, tenant)
+                log.warning(
+                    "hooks: %d Claude Code hook call(s) of tenant %s failed open (relay unreachable or "
+                    "slow) before this one",
+                    n,
+                    tenant,
+                )
         attributes = parse_resource_attributes(request.headers.get(RESOURCE_ATTRIBUTES_HEADER))
         decision = self.evaluate(tenant, attributes, body)
         blocking = event in BLOCKING_EVENTS
         action = decision.action if blocking or decision.action != "block" else "warn"  # what was answered
         self.decisions.labels(tenant, event if blocking else "other", action).inc()
         if action != "allow":
-            log.info("hooks: %s %s for tenant %s session %s: %s", event[:64], action, tenant,
-                     str(body.get("session_id"))[:64], decision.message)
+            log.info(
+                "hooks: %s %s for tenant %s session %s: %s",
+                event[:64],
+                action,
+                tenant,
+                str(body.get("session_id"))[:64],
+                decision.message,
+            )
         out = web.json_response(hook_output(event, decision))
         self.duration.observe(time.perf_counter() - started)
         return out

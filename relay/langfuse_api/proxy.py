@@ -53,13 +53,27 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/public"
 #: Bodies relay stores itself (scores, legacy ingestion): Langfuse's own limit is ~4.5 MB for ingestion.
 MAX_DURABLE_BODY = 5 * 1024 * 1024
-_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                  "transfer-encoding", "upgrade", "host", "authorization", "content-length"})
+_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+        "content-length",
+    }
+)
 _DATA_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION")
 
 
-def _error(status: int, message: str, error: str = "InvalidRequestError",
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str, error: str = "InvalidRequestError", headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response({"message": message, "error": error}, status=status, headers=headers)
 
 
@@ -114,23 +128,36 @@ class LangfuseApiProxy:
     ``on_changes`` gets the changed score rows (the rules engine's feed).
     :meth:`install` adds the routes to the OTLP/HTTP receiver's application (after its own routes)."""
 
-    def __init__(self, tenants: list, default_tenant: str, db: SqliteDB, *,
-                 on_queued: Callable[[set[str]], None] | None = None, timeout: float = 60.0,
-                 registry: CollectorRegistry | None = None, is_stopping: Callable[[], bool] = lambda: False,
-                 on_changes: Callable[[list], None] | None = None):
-        self.tenants = [_Tenant(t.name, t.langfuse, [tok.get_secret_value().encode() for tok in t.tokens])
-                        for t in tenants]
+    def __init__(
+        self,
+        tenants: list,
+        default_tenant: str,
+        db: SqliteDB,
+        *,
+        on_queued: Callable[[set[str]], None] | None = None,
+        timeout: float = 60.0,
+        registry: CollectorRegistry | None = None,
+        is_stopping: Callable[[], bool] = lambda: False,
+        on_changes: Callable[[list], None] | None = None,
+    ):
+        self.tenants = [
+            _Tenant(t.name, t.langfuse, [tok.get_secret_value().encode() for tok in t.tokens]) for t in tenants
+        ]
         self.default = next((t for t in self.tenants if t.name == default_tenant), None) or next(
-            (t for t in self.tenants if t.base_url), None)
+            (t for t in self.tenants if t.base_url), None
+        )
         self.db = db
         self.on_queued = on_queued
         self.on_changes = on_changes
         self.timeout = timeout
         self.is_stopping = is_stopping
         self._http: aiohttp.ClientSession | None = None
-        self.requests = Counter("relay_langfuse_api_requests", "Langfuse public API requests served by relay, by "
-                                "handling (proxied, stored, refused) and status.", ["handling", "status"],
-                                registry=registry)
+        self.requests = Counter(
+            "relay_langfuse_api_requests",
+            "Langfuse public API requests served by relay, by handling (proxied, stored, refused) and status.",
+            ["handling", "status"],
+            registry=registry,
+        )
 
     def install(self, app: web.Application) -> None:
         """Add the catch-all ``/api/public/{path}`` route (any method) and the HTTP client's lifecycle to ``app``."""
@@ -143,8 +170,10 @@ class LangfuseApiProxy:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=10, sock_read=self.timeout))
+            self._http = aiohttp.ClientSession(
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout),
+            )
         return self._http
 
     # ------------------------------------------------------------------ auth
@@ -172,10 +201,14 @@ class LangfuseApiProxy:
         if not sep:
             return None
         for t in self.tenants:
-            keys = t.pk is not None and t.sk is not None and bool(
-                hmac.compare_digest(t.pk, user) & hmac.compare_digest(t.sk, password))
+            keys = (
+                t.pk is not None
+                and t.sk is not None
+                and bool(hmac.compare_digest(t.pk, user) & hmac.compare_digest(t.sk, password))
+            )
             by_token = any([hmac.compare_digest(tok, password) for tok in t.tokens]) and (
-                t.pk is None or hmac.compare_digest(t.pk, user))
+                t.pk is None or hmac.compare_digest(t.pk, user)
+            )
             if (keys or by_token) and found is None:
                 found = t
         return found
@@ -186,8 +219,12 @@ class LangfuseApiProxy:
         """Serve one ``/api/public/*`` request (see the module docstring for the table)."""
         path = request.match_info["path"].strip("/")
         if path.startswith("otel/") or path == "otel":
-            return self._count("refused", _error(404, "Langfuse stores traces only: send OTLP traces to "
-                                                 "/api/public/otel/v1/traces", "NotFoundError"))
+            return self._count(
+                "refused",
+                _error(
+                    404, "Langfuse stores traces only: send OTLP traces to /api/public/otel/v1/traces", "NotFoundError"
+                ),
+            )
         tenant = self.authenticate(request.headers.get("Authorization"))
         if path in ("health", "ready") and request.method == "GET":
             target = tenant or self.default
@@ -195,16 +232,26 @@ class LangfuseApiProxy:
                 return self._count("local", web.json_response({"status": "OK", "version": __version__}))
             return await self._proxy(request, target, authorize=False)
         if tenant is None:
-            return self._count("refused", _error(
-                401, "Invalid credentials: use the tenant's Langfuse public and secret key (Basic auth), or its "
-                "public key and a relay token", "UnauthorizedError"))
+            return self._count(
+                "refused",
+                _error(
+                    401,
+                    "Invalid credentials: use the tenant's Langfuse public and secret key (Basic auth), or its "
+                    "public key and a relay token",
+                    "UnauthorizedError",
+                ),
+            )
         if request.method == "POST" and path == "scores":
             return await self._scores(request, tenant)
         if request.method == "POST" and path == "ingestion":
             return await self._ingestion(request, tenant)
         if tenant.base_url is None:
-            return self._count("refused", _error(
-                503, f"tenant {tenant.name!r} has no Langfuse project configured in relay", "ServiceUnavailable"))
+            return self._count(
+                "refused",
+                _error(
+                    503, f"tenant {tenant.name!r} has no Langfuse project configured in relay", "ServiceUnavailable"
+                ),
+            )
         return await self._proxy(request, tenant)
 
     def _count(self, handling: str, resp: _R) -> _R:
@@ -225,9 +272,9 @@ class LangfuseApiProxy:
         # the raw (still percent-encoded) path: a prompt named ``team/greeting`` travels as ``team%2Fgreeting``
         url = URL(tenant.base_url + request.rel_url.raw_path_qs, encoded=True)
         try:
-            async with self._client().request(request.method, url, headers=headers,
-                                              data=request.content if has_body else None,
-                                              allow_redirects=False) as up:
+            async with self._client().request(
+                request.method, url, headers=headers, data=request.content if has_body else None, allow_redirects=False
+            ) as up:
                 resp = web.StreamResponse(status=up.status, reason=up.reason)
                 for k, v in up.headers.items():
                     if k.lower() not in _HOP or k.lower() == "content-length":
@@ -239,10 +286,16 @@ class LangfuseApiProxy:
                 self.requests.labels("proxied", str(up.status)).inc()
                 return resp
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            log.warning("Langfuse API proxy for tenant %s: %s %s failed: %s", tenant.name, request.method,
-                        request.rel_url.path, type(e).__name__)
-            return self._count("refused", _error(502, f"Langfuse is unreachable from relay: {type(e).__name__}",
-                                                 "BadGateway"))
+            log.warning(
+                "Langfuse API proxy for tenant %s: %s %s failed: %s",
+                tenant.name,
+                request.method,
+                request.rel_url.path,
+                type(e).__name__,
+            )
+            return self._count(
+                "refused", _error(502, f"Langfuse is unreachable from relay: {type(e).__name__}", "BadGateway")
+            )
 
     # ------------------------------------------------------------------ durable writes
 
@@ -271,16 +324,19 @@ class LangfuseApiProxy:
     async def _store(self, tenant: _Tenant, bodies: list[dict[str, Any]]) -> web.Response | None:
         """Durably store app scores; None when stored, else the 503 to answer."""
         if self.is_stopping():
-            return self._count("refused", _error(503, "relay is shutting down; retry", "ServiceUnavailable",
-                                                 {"Retry-After": "1"}))
+            return self._count(
+                "refused", _error(503, "relay is shutting down; retry", "ServiceUnavailable", {"Retry-After": "1"})
+            )
         now = time.time_ns()
         scores = [LedgerScore(tenant.name, b, "api", now, deliver=tenant.base_url is not None) for b in bodies]
         try:
             _queued, changes = await self.db.run(lambda c: put_scores(c, scores))
         except Exception as e:
             log.error("storing %d app scores for tenant %s failed: %s", len(scores), tenant.name, e)
-            return self._count("refused", _error(503, "relay cannot store scores now; retry", "ServiceUnavailable",
-                                                 {"Retry-After": "1"}))
+            return self._count(
+                "refused",
+                _error(503, "relay cannot store scores now; retry", "ServiceUnavailable", {"Retry-After": "1"}),
+            )
         if self.on_queued and tenant.base_url is not None:
             self.on_queued({tenant.name})
         if changes and self.on_changes is not None:
@@ -306,10 +362,17 @@ class LangfuseApiProxy:
             if good and (err := await self._store(tenant, good)) is not None:
                 return err
             if errors:
-                log.info("tenant %s: %d of %d posted scores refused (%s)", tenant.name, len(errors), len(body),
-                         errors[0]["message"])
-                return self._count("stored", web.json_response(
-                    {"accepted": len(good), "rejected": len(errors), "errors": errors}, status=207))
+                log.info(
+                    "tenant %s: %d of %d posted scores refused (%s)",
+                    tenant.name,
+                    len(errors),
+                    len(body),
+                    errors[0]["message"],
+                )
+                return self._count(
+                    "stored",
+                    web.json_response({"accepted": len(good), "rejected": len(errors), "errors": errors}, status=207),
+                )
             return self._count("stored", web.json_response({"message": "Accepted"}, status=202))
         problem = score_problem(body)
         if problem:
@@ -327,7 +390,7 @@ class LangfuseApiProxy:
             return err
         batch = doc.get("batch") if isinstance(doc, dict) else None
         if not isinstance(batch, list):
-            return self._count("refused", _error(400, "Invalid request data: expected {\"batch\": [...]}"))
+            return self._count("refused", _error(400, 'Invalid request data: expected {"batch": [...]}'))
         successes: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         scores: list[dict[str, Any]] = []
@@ -338,20 +401,37 @@ class LangfuseApiProxy:
                 body = ev.get("body")
                 problem = score_problem(body)
                 if problem:
-                    errors.append({"id": eid, "status": 400, "message": f"Invalid request data: {problem}",
-                                   "error": "InvalidRequestError"})
+                    errors.append(
+                        {
+                            "id": eid,
+                            "status": 400,
+                            "message": f"Invalid request data: {problem}",
+                            "error": "InvalidRequestError",
+                        }
+                    )
                     continue
                 scores.append({**body, "id": body.get("id") or eid or str(uuid.uuid4())})
                 successes.append({"id": eid, "status": 201})
             elif kind == "sdk-log":
                 successes.append({"id": eid, "status": 201})
             else:
-                errors.append({"id": eid, "status": 400, "error": "InvalidRequestError",
-                               "message": f"relay does not take {kind!r} events on the legacy ingestion API; send "
-                                          "traces by OTLP to /api/public/otel/v1/traces"})
+                errors.append(
+                    {
+                        "id": eid,
+                        "status": 400,
+                        "error": "InvalidRequestError",
+                        "message": f"relay does not take {kind!r} events on the legacy ingestion API; send "
+                        "traces by OTLP to /api/public/otel/v1/traces",
+                    }
+                )
         if scores and (err := await self._store(tenant, scores)) is not None:
             return err
         if errors:
-            log.info("tenant %s: %d of %d legacy ingestion events refused (%s)", tenant.name, len(errors), len(batch),
-                     errors[0]["message"][:120])
+            log.info(
+                "tenant %s: %d of %d legacy ingestion events refused (%s)",
+                tenant.name,
+                len(errors),
+                len(batch),
+                errors[0]["message"][:120],
+            )
         return self._count("stored", web.json_response({"successes": successes, "errors": errors}, status=207))

@@ -39,8 +39,15 @@ class NotifyError(Exception):
     state dict the outbox must keep although the delivery failed (e.g. "a create was sent but its answer lost"),
     passed to the retry — None keeps the previous state."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, status: int | None = None,
-                 state: dict | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        state: dict | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
@@ -62,11 +69,12 @@ class Notifier(abc.ABC):
         """Deliver ``notification``. ``state`` is what this method returned for the previous notification of
         the same group (``{}`` for the first). Returns the state to keep. Raises :class:`NotifyError`."""
 
-    async def deliver(self, notification: Notification, state: dict[str, Any],
-                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    async def deliver(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
         """What the outbox calls: :meth:`notify` with a ``checkpoint`` to record "about to send" durably before
         a non-idempotent call. The default ignores ``checkpoint``; notifiers with such calls override it."""
         return await self.notify(notification, state)
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional hook: most notifiers hold connections)
         """Release connections (default: nothing)."""

@@ -16,6 +16,7 @@ from relay.notify.config import KINDS, ReceiverConfig, integration_id
 
 __all__ = ["build_notifiers"]
 
+
 def build_notifiers(receivers: Iterable[ReceiverConfig]) -> dict[str, Notifier]:
     """One notifier per integration of every receiver, keyed by integration id. Raises ``ImportError`` when an
     integration kind's module is missing and whatever a notifier's constructor raises (``ValueError`` for a bad

@@ -31,9 +31,21 @@ from relay.otlp.compression import CodecError, CorruptBody, TooLarge, Unsupporte
 from relay.otlp.jsonids import hex_ids_to_base64
 
 __all__ = [
-    "CodecError", "CorruptBody", "TooLarge", "UnsupportedEncoding", "BadMessage", "decompress",
-    "Format", "parse_content_type", "ValidatedRequest", "parse_export", "count_items",
-    "export_response", "status_message", "REQUEST_TYPES", "RESPONSE_TYPES",
+    "CodecError",
+    "CorruptBody",
+    "TooLarge",
+    "UnsupportedEncoding",
+    "BadMessage",
+    "decompress",
+    "Format",
+    "parse_content_type",
+    "ValidatedRequest",
+    "parse_export",
+    "count_items",
+    "export_response",
+    "status_message",
+    "REQUEST_TYPES",
+    "RESPONSE_TYPES",
 ]
 
 #: Request message class per signal.
@@ -48,8 +60,11 @@ RESPONSE_TYPES: dict[Signal, type[Message]] = {
     Signal.METRICS: metrics_svc.ExportMetricsServiceResponse,
     Signal.LOGS: logs_svc.ExportLogsServiceResponse,
 }
-_REJECTED_FIELD = {Signal.TRACES: "rejected_spans", Signal.METRICS: "rejected_data_points",
-                   Signal.LOGS: "rejected_log_records"}
+_REJECTED_FIELD = {
+    Signal.TRACES: "rejected_spans",
+    Signal.METRICS: "rejected_data_points",
+    Signal.LOGS: "rejected_log_records",
+}
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 #: Upper bound on the partial-success / Status message (responses SHOULD stay small, OTLP spec "OTLP/HTTP Response").
 _MAX_MESSAGE = 4096
@@ -126,8 +141,9 @@ def parse_export(signal: Signal, data: bytes, fmt: Format) -> ValidatedRequest:
         try:
             msg.ParseFromString(data)
         except DecodeError as e:
-            raise BadMessage(f"cannot decode the body as an OTLP protobuf {cls.__name__} "
-                             f"({len(data)} bytes): {e}") from None
+            raise BadMessage(
+                f"cannot decode the body as an OTLP protobuf {cls.__name__} ({len(data)} bytes): {e}"
+            ) from None
     else:
         _parse_json(data, msg, signal)
     if signal is Signal.TRACES:
@@ -185,8 +201,10 @@ def _check_json_tree(tree: Any) -> None:
                     try:
                         k.encode("utf-8")
                     except UnicodeEncodeError:
-                        raise BadMessage(f"JSON object key {k.encode('utf-8', 'backslashreplace').decode()[:40]!r} "
-                                         "contains a lone UTF-16 surrogate") from None
+                        raise BadMessage(
+                            f"JSON object key {k.encode('utf-8', 'backslashreplace').decode()[:40]!r} "
+                            "contains a lone UTF-16 surrogate"
+                        ) from None
                 if isinstance(v, (dict, list)):
                     stack.append((v, depth + 1))
         else:
@@ -264,8 +282,9 @@ def _validate_logs(req: logs_svc.ExportLogsServiceRequest) -> tuple[int, Counter
     rejected, reasons = 0, Counter[tuple[str, str]]()
     for ri, rl in enumerate(req.resource_logs):
         for si, sl in enumerate(rl.scope_logs):
-            rejected += _drop_invalid(sl.log_records, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords", _log_problem,
-                                      reasons)
+            rejected += _drop_invalid(
+                sl.log_records, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords", _log_problem, reasons
+            )
     return rejected, reasons
 
 
@@ -323,8 +342,9 @@ def export_response(signal: Signal, fmt: Format, rejected: int = 0, error_messag
     return _encode(resp, fmt)
 
 
-def status_message(fmt: Format, code: int, message: str, *, field: str | None = None,
-                   details: Iterable[Message] = ()) -> bytes:
+def status_message(
+    fmt: Format, code: int, message: str, *, field: str | None = None, details: Iterable[Message] = ()
+) -> bytes:
     """Serialize a ``google.rpc.Status`` (``code`` is a ``google.rpc.Code`` number, ``message`` English) in
     ``fmt``. When ``field`` is given a ``google.rpc.BadRequest`` field violation is attached (spec: 400
     responses SHOULD carry one); ``details`` are further messages packed as ``Any``."""

@@ -58,8 +58,15 @@ class OtlpGrpcReceiver(Component):
 
     name = "OTLP/gRPC receiver"
 
-    def __init__(self, config: GrpcReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, redactor: Redactor | None = None):
+    def __init__(
+        self,
+        config: GrpcReceiverConfig,
+        resolver: TenantResolver,
+        ingest: Ingest,
+        telemetry: Telemetry,
+        *,
+        redactor: Redactor | None = None,
+    ):
         self.config = config
         self._resolver = resolver
         self._gate = IngestGate(ingest, telemetry, "grpc", redactor)
@@ -72,13 +79,16 @@ class OtlpGrpcReceiver(Component):
         Raises ``RuntimeError`` when the endpoint cannot be bound.
         """
         cap = self.config.max_recv_msg_size
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", cap),
-            ("grpc.max_send_message_length", 4 * 2**20),
-        ])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", cap),
+                ("grpc.max_send_message_length", 4 * 2**20),
+            ]
+        )
         handlers = [
             grpc.method_handlers_generic_handler(
-                service, {"Export": grpc.unary_unary_rpc_method_handler(self._method(signal))})
+                service, {"Export": grpc.unary_unary_rpc_method_handler(self._method(signal))}
+            )
             for signal, service in SERVICES.items()
         ]
         server.add_generic_rpc_handlers(handlers)
@@ -118,8 +128,9 @@ class OtlpGrpcReceiver(Component):
         try:
             req = parse_export(signal, request, Format.PROTOBUF)
         except CodecError as e:  # bad input: one log line, no traceback, the reason in the status
-            log.info("OTLP/gRPC %s request of tenant %s refused with INVALID_ARGUMENT: %s", signal.value, tenant,
-                     e.message)
+            log.info(
+                "OTLP/gRPC %s request of tenant %s refused with INVALID_ARGUMENT: %s", signal.value, tenant, e.message
+            )
             details: tuple[Message, ...] = ()
             if e.field:
                 bad = error_details_pb2.BadRequest()
@@ -131,20 +142,30 @@ class OtlpGrpcReceiver(Component):
             result = await self._gate.submit(tenant, request, req)
             if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED, SubmitStatus.THROTTLED):
                 delay = max(result.retry_after, 0.001)
-                info = error_details_pb2.RetryInfo(retry_delay=Duration(
-                    seconds=int(delay), nanos=int((delay - int(delay)) * 1e9)))
+                info = error_details_pb2.RetryInfo(
+                    retry_delay=Duration(seconds=int(delay), nanos=int((delay - int(delay)) * 1e9))
+                )
                 if result.status is SubmitStatus.THROTTLED:
                     code, text = grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit of this tenant exceeded"
                 else:
                     code, text = grpc.StatusCode.UNAVAILABLE, "relay cannot take data now"
-                await self._abort(context, signal, started, code, f"{text}: {result.reason}", (info,),
-                                  pushback_ms=int(delay * 1000))
+                await self._abort(
+                    context, signal, started, code, f"{text}: {result.reason}", (info,), pushback_ms=int(delay * 1000)
+                )
         self._gate.finish(signal, grpc.StatusCode.OK.name, started)
         return export_response(signal, Format.PROTOBUF, req.rejected, req.error_message)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, signal: Signal, started: float,
-                     code: grpc.StatusCode, message: str, details: tuple[Message, ...] = (), *,
-                     pushback_ms: int | None = None) -> None:
+    async def _abort(
+        self,
+        context: grpc.aio.ServicerContext,
+        signal: Signal,
+        started: float,
+        code: grpc.StatusCode,
+        message: str,
+        details: tuple[Message, ...] = (),
+        *,
+        pushback_ms: int | None = None,
+    ) -> None:
         """Count the request and end the call with ``code``; raises (``context.abort`` never returns)."""
         self._gate.finish(signal, code.name, started)
         trailing: list[tuple[str, str | bytes]] = []

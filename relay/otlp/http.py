@@ -81,8 +81,15 @@ class _Handler:
         try:
             tenant = self._resolver.resolve(request.headers, request.remote)
         except Unauthorized as e:
-            return self._error(signal, fmt, started, 401, code_pb2.UNAUTHENTICATED, e.message,
-                               headers={"WWW-Authenticate": 'Bearer realm="relay"'})
+            return self._error(
+                signal,
+                fmt,
+                started,
+                401,
+                code_pb2.UNAUTHENTICATED,
+                e.message,
+                headers={"WWW-Authenticate": 'Bearer realm="relay"'},
+            )
         try:
             body = await self._read_body(request)
             raw = decompress(body, request.headers.get("Content-Encoding"), self._cap)
@@ -98,26 +105,42 @@ class _Handler:
             # The client vanished or broke the framing before the body was complete: nothing to keep. The
             # answer is usually undeliverable; returning (not raising) keeps aiohttp from logging a traceback.
             log.debug("OTLP/HTTP body read aborted: %s", e)
-            return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT,
-                               f"incomplete request body: {e}")
+            return self._error(signal, fmt, started, 400, code_pb2.INVALID_ARGUMENT, f"incomplete request body: {e}")
         await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
             if result.status is SubmitStatus.THROTTLED:
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
-                return self._error(signal, fmt, started, 429, code_pb2.RESOURCE_EXHAUSTED,
-                                   f"rate limit of this tenant exceeded: {result.reason}",
-                                   headers={"Retry-After": str(seconds)}, details=(info,))
+                return self._error(
+                    signal,
+                    fmt,
+                    started,
+                    429,
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"rate limit of this tenant exceeded: {result.reason}",
+                    headers={"Retry-After": str(seconds)},
+                    details=(info,),
+                )
             if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
-                return self._error(signal, fmt, started, 503, code_pb2.UNAVAILABLE,
-                                   f"relay cannot take data now: {result.reason}",
-                                   headers={"Retry-After": str(seconds)}, details=(info,))
+                return self._error(
+                    signal,
+                    fmt,
+                    started,
+                    503,
+                    code_pb2.UNAVAILABLE,
+                    f"relay cannot take data now: {result.reason}",
+                    headers={"Retry-After": str(seconds)},
+                    details=(info,),
+                )
         self._gate.finish(signal, "200", started)
-        return web.Response(status=200, body=export_response(signal, fmt, req.rejected, req.error_message),
-                            headers={"Content-Type": fmt.value})
+        return web.Response(
+            status=200,
+            body=export_response(signal, fmt, req.rejected, req.error_message),
+            headers={"Content-Type": fmt.value},
+        )
 
     async def _read_body(self, request: web.Request) -> bytes:
         length = request.content_length
@@ -130,16 +153,31 @@ class _Handler:
             buf += chunk
         return bytes(buf)
 
-    def _error(self, signal: Signal, fmt: Format, started: float, status: int, code: int, message: str, *,
-               field: str | None = None, headers: dict[str, str] | None = None,
-               details: tuple = ()) -> web.Response:
+    def _error(
+        self,
+        signal: Signal,
+        fmt: Format,
+        started: float,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: tuple = (),
+    ) -> web.Response:
         self._gate.finish(signal, str(status), started)
         body = status_message(fmt, code, message, field=field, details=details)
         return web.Response(status=status, body=body, headers={"Content-Type": fmt.value, **(headers or {})})
 
 
-def build_http_app(config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                   telemetry: Telemetry, redactor: Redactor | None = None) -> web.Application:
+def build_http_app(
+    config: HttpReceiverConfig,
+    resolver: TenantResolver,
+    ingest: Ingest,
+    telemetry: Telemetry,
+    redactor: Redactor | None = None,
+) -> web.Application:
     """The aiohttp application serving the OTLP/HTTP routes.
 
     **Run it with ``auto_decompress=False``** (``web.AppRunner(app, auto_decompress=False)``): relay decompresses
@@ -167,9 +205,17 @@ class OtlpHttpReceiver(Component):
 
     name = "OTLP/HTTP receiver"
 
-    def __init__(self, config: HttpReceiverConfig, resolver: TenantResolver, ingest: Ingest,
-                 telemetry: Telemetry, *, access_log: logging.Logger | None = None, shutdown_timeout: float = 5.0,
-                 redactor: Redactor | None = None):
+    def __init__(
+        self,
+        config: HttpReceiverConfig,
+        resolver: TenantResolver,
+        ingest: Ingest,
+        telemetry: Telemetry,
+        *,
+        access_log: logging.Logger | None = None,
+        shutdown_timeout: float = 5.0,
+        redactor: Redactor | None = None,
+    ):
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self.app = build_http_app(config, resolver, ingest, telemetry, redactor)
@@ -180,8 +226,13 @@ class OtlpHttpReceiver(Component):
     async def start(self) -> None:
         """Bind and start serving (TLS/mTLS with ``config.tls``). Raises ``OSError`` when the address is in use or
         not available, or the TLS files cannot be read (``ssl.SSLError`` is an ``OSError``)."""
-        runner = web.AppRunner(self.app, auto_decompress=False, access_log=self._access_log,
-                               handle_signals=False, shutdown_timeout=self.shutdown_timeout)
+        runner = web.AppRunner(
+            self.app,
+            auto_decompress=False,
+            access_log=self._access_log,
+            handle_signals=False,
+            shutdown_timeout=self.shutdown_timeout,
+        )
         await runner.setup()
         try:
             ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None

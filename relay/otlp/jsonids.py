@@ -21,8 +21,7 @@ __all__ = ["hex_ids_to_base64"]
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
-_METRIC_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary",
-                 "exponential_histogram")
+_METRIC_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary", "exponential_histogram")
 
 
 def hex_ids_to_base64(signal: Signal, tree: dict[str, Any]) -> None:
@@ -80,6 +79,8 @@ def _rewrite(obj: dict[str, Any], path: str) -> None:
         if value is None:
             continue
         if not isinstance(value, str) or not _HEX.fullmatch(value):
-            raise CodecError(f"{path}.{key} must be a hex string (OTLP/JSON ids are hex, not base64), "
-                             f"got {str(value)[:40]!r}", field=f"{path}.{key}")
+            raise CodecError(
+                f"{path}.{key} must be a hex string (OTLP/JSON ids are hex, not base64), got {str(value)[:40]!r}",
+                field=f"{path}.{key}",
+            )
         obj[key] = base64.b64encode(bytes.fromhex(value)).decode()

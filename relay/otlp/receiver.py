@@ -70,8 +70,14 @@ class IngestGate:
         payload = req.payload
         if self._redactor is not None and self._redactor.redact_message(req.signal, req.message):
             payload = req.message.SerializeToString()
-        item = IngestRequest(tenant=tenant, signal=req.signal, payload=payload, items=req.items,
-                             dedup_key=dedup_key(tenant, req.signal, body), rejected_by=dict(req.rejected_by))
+        item = IngestRequest(
+            tenant=tenant,
+            signal=req.signal,
+            payload=payload,
+            items=req.items,
+            dedup_key=dedup_key(tenant, req.signal, body),
+            rejected_by=dict(req.rejected_by),
+        )
         task = asyncio.get_running_loop().create_task(self._run(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -103,7 +109,8 @@ class IngestGate:
             self._t.rejected[req.signal].labels(RECEIVER, self.transport, tenant).inc(req.rejected)
             if not req.items:
                 await self._t.outcomes.record(
-                    [(tenant, req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()])
+                    [(tenant, req.signal.value, Outcome.INVALID, r, n) for r, n in req.rejected_by.items()]
+                )
 
     def finish(self, signal: Signal, status: str, started: float) -> None:
         """Count one answered request with ``status`` and observe its duration since ``started``

@@ -27,9 +27,32 @@ from typing import Any
 from relay.model import Level, Observation, ObservationType, Outcome, TraceInfo
 from relay.otlp.values import as_bool, as_int, as_str
 from relay.pipeline.claude_code_events import (
-    AGENT_TOOLS, SPAN_BLOCKED, SPAN_EXECUTION, SPAN_INTERACTION, SPAN_LLM, SPAN_TOOL, Collected, agent_key, clean,
-    collect, cost_nanos, cost_usd, derive_span_id, flat_usage, derive_trace_id, error_class, error_span_compatible, extra_attributes,
-    is_subagent, model_of, model_parameters, ms_to_ns, span_failed, span_request_id, tool_error, tool_name,
+    AGENT_TOOLS,
+    SPAN_BLOCKED,
+    SPAN_EXECUTION,
+    SPAN_INTERACTION,
+    SPAN_LLM,
+    SPAN_TOOL,
+    Collected,
+    agent_key,
+    clean,
+    collect,
+    cost_nanos,
+    cost_usd,
+    derive_span_id,
+    derive_trace_id,
+    error_class,
+    error_span_compatible,
+    extra_attributes,
+    flat_usage,
+    is_subagent,
+    model_of,
+    model_parameters,
+    ms_to_ns,
+    span_failed,
+    span_request_id,
+    tool_error,
+    tool_name,
     usage_details,
 )
 from relay.pipeline.claude_code_usage import Ledger
@@ -46,8 +69,9 @@ RETRIES_NAME = "claude_code.api_retries_exhausted"
 _ToolRow = tuple[Observation, SpanView | None, str | None]  # (TOOL observation, its span, proposing request_id)
 
 
-def map_interaction(logs: list[LogView], spans: list[SpanView], ctx: MappingContext,
-                    known: TraceInfo | None = None) -> MappedTrace:
+def map_interaction(
+    logs: list[LogView], spans: list[SpanView], ctx: MappingContext, known: TraceInfo | None = None
+) -> MappedTrace:
     """Map one Claude Code interaction to a Langfuse trace, its observations and usage records.
 
     ``logs``/``spans``: the interaction's Claude Code records in any order, duplicates allowed. ``known``: the
@@ -85,8 +109,11 @@ class _Mapper:
         self.prompt_id = pids[0] if pids else kmeta.get("claude_code.prompt_id")
         tids = ([c.interaction.trace_id] if c.interaction else []) + [s.trace_id for s in c.by_id.values()]
         tids += [v.trace_id for v in c.logs if v.trace_id]
-        self.trace_id = (tids[0] if tids else None) or (known.trace_id if known else None) or (
-            derive_trace_id(self.prompt_id) if self.prompt_id else None)
+        self.trace_id = (
+            (tids[0] if tids else None)
+            or (known.trace_id if known else None)
+            or (derive_trace_id(self.prompt_id) if self.prompt_id else None)
+        )
         self.span_root = self._span_root_id() or kmeta.get("claude_code.interaction_span_id")
         self.root_id = self.span_root or derive_span_id("root", self.prompt_id or self.trace_id)
         self.exec_tool = {h.span_id: h.parent_id for h in c.helpers.values() if h.name == SPAN_EXECUTION}
@@ -94,8 +121,7 @@ class _Mapper:
         self.request_agent = {rid: k for rid, v in {**c.responses, **c.requests}.items() if (k := agent_key(v.attrs))}
         rec = self.first or c.interaction or next(iter(c.by_id.values()))
         self.attrs, self.resource = rec.attrs, rec.resource
-        self.ledger = Ledger(ctx.identity(self.attrs, self.resource), self.trace_id, self.prompt_id,
-                             self._session_id())
+        self.ledger = Ledger(ctx.identity(self.attrs, self.resource), self.trace_id, self.prompt_id, self._session_id())
 
     # --- ids and parents ------------------------------------------------------------------------------------------
     def _span_root_id(self) -> str | None:
@@ -180,7 +206,10 @@ class _Mapper:
         blk = next((h for h in kids if h.name == SPAN_BLOCKED), None)
         exe = next((h for h in kids if h.name == SPAN_EXECUTION), None)
         da, ba = (dec.attrs if dec else {}), (blk.attrs if blk else {})
-        decision, source = as_str(da.get("decision") or ba.get("decision")), as_str(da.get("source") or ba.get("source"))
+        decision, source = (
+            as_str(da.get("decision") or ba.get("decision")),
+            as_str(da.get("source") or ba.get("source")),
+        )
         rejected = res is None and exe is None and decision == "reject"
         if res is None and sp is None and not rejected:
             return None
@@ -201,27 +230,52 @@ class _Mapper:
         out_ev = next((e[2] for e in (sp.events if sp else []) if e[0] == "tool.output"), {})
         output = next((x for k in ("output", "content", "diff") if (x := ctx.content(out_ev.get(k))) is not None), None)
         rid = as_str(ea.get("request_id"))
-        meta = clean({
-            "tool_use_id": tuid, "tool_name": as_str(ea.get("tool_name")), "success": ok, "decision": decision,
-            "decision_source": source, "tool_source": as_str(da.get("tool_source")),
-            "permission_mode": as_str(da.get("permission_mode")), "request_id": rid,
-            "error_type": as_str(ea.get("error_type")), "duration_ms": as_int(ea.get("duration_ms")) if res else None,
-            "tool_input_size_bytes": as_int(ea.get("tool_input_size_bytes")),
-            "tool_result_size_bytes": as_int(ea.get("tool_result_size_bytes")),
-            "mcp_server_scope": as_str(ea.get("mcp_server_scope")),
-            "blocked_on_user_ms": as_int(ba.get("duration_ms")),
-            "execution_ms": as_int(exe.attrs.get("duration_ms")) if exe else None,
-            **{k: as_str(v) for k, v in ea.items() if k.startswith("vcs.")},
-        })
+        meta = clean(
+            {
+                "tool_use_id": tuid,
+                "tool_name": as_str(ea.get("tool_name")),
+                "success": ok,
+                "decision": decision,
+                "decision_source": source,
+                "tool_source": as_str(da.get("tool_source")),
+                "permission_mode": as_str(da.get("permission_mode")),
+                "request_id": rid,
+                "error_type": as_str(ea.get("error_type")),
+                "duration_ms": as_int(ea.get("duration_ms")) if res else None,
+                "tool_input_size_bytes": as_int(ea.get("tool_input_size_bytes")),
+                "tool_result_size_bytes": as_int(ea.get("tool_result_size_bytes")),
+                "mcp_server_scope": as_str(ea.get("mcp_server_scope")),
+                "blocked_on_user_ms": as_int(ba.get("duration_ms")),
+                "execution_ms": as_int(exe.attrs.get("duration_ms")) if exe else None,
+                **{k: as_str(v) for k, v in ea.items() if k.startswith("vcs.")},
+            }
+        )
         name = tool_name(sp, ea)
-        o = self._add(id=derive_span_id("tool", tuid), name=name, type=ObservationType.TOOL,
-                      start_ns=start, end_ns=max(end, start), level=level, status_message=status,
-                      status_error=level == Level.ERROR, output=output, metadata=meta,
-                      input=ctx.content(ea.get("tool_input") or ea.get("tool_parameters") or da.get("tool_parameters")),
-                      attributes=extra_attributes(sp, ctx) if sp else {})
+        o = self._add(
+            id=derive_span_id("tool", tuid),
+            name=name,
+            type=ObservationType.TOOL,
+            start_ns=start,
+            end_ns=max(end, start),
+            level=level,
+            status_message=status,
+            status_error=level == Level.ERROR,
+            output=output,
+            metadata=meta,
+            input=ctx.content(ea.get("tool_input") or ea.get("tool_parameters") or da.get("tool_parameters")),
+            attributes=extra_attributes(sp, ctx) if sp else {},
+        )
         c.use(res, dec, sp, blk, exe)
-        self.ledger.tool(tuid, name, o.end_ns, ok is not False and not rejected, meta, from_span=res is None and dec is None,
-                         rejected=rejected, agent=self.request_agent.get(rid or ""))
+        self.ledger.tool(
+            tuid,
+            name,
+            o.end_ns,
+            ok is not False and not rejected,
+            meta,
+            from_span=res is None and dec is None,
+            rejected=rejected,
+            agent=self.request_agent.get(rid or ""),
+        )
         return o, sp, rid
 
     def _bind_agents(self, tools: list[_ToolRow]) -> None:
@@ -240,10 +294,13 @@ class _Mapper:
             if tool_id and key not in self.agent_tool:
                 self.agent_tool[key] = tool_id
         bound = set(self.agent_tool.values())
-        free = [o for o, _, _ in sorted(tools, key=lambda t: (t[0].start_ns, t[0].id))
-                if o.name in AGENT_TOOLS and o.id not in bound and o.level != Level.WARNING]
+        free = [
+            o
+            for o, _, _ in sorted(tools, key=lambda t: (t[0].start_ns, t[0].id))
+            if o.name in AGENT_TOOLS and o.id not in bound and o.level != Level.WARNING
+        ]
         pending = sorted((t, k) for k, t in first_seen.items() if k not in self.agent_tool)
-        for (_, key), o in zip(pending, free):
+        for (_, key), o in zip(pending, free, strict=False):
             self.agent_tool[key] = o.id
 
     def _generations(self) -> None:
@@ -260,20 +317,32 @@ class _Mapper:
             self._add(
                 # Derived from request_id in both modes: the event and the span of one call get one id even when
                 # they are mapped in different calls (export-once then drops the second).
-                id=sp.span_id if rid.startswith("span:") else derive_span_id("llm", rid), name=GENERATION_NAME,
-                type=ObservationType.GENERATION, start_ns=start, end_ns=end, parent_id=self.agent_parent(key, sp),
-                model=model_of(a, sa), model_parameters=model_parameters(a, sa), usage_details=usage_details(a),
+                id=sp.span_id if rid.startswith("span:") else derive_span_id("llm", rid),
+                name=GENERATION_NAME,
+                type=ObservationType.GENERATION,
+                start_ns=start,
+                end_ns=end,
+                parent_id=self.agent_parent(key, sp),
+                model=model_of(a, sa),
+                model_parameters=model_parameters(a, sa),
+                usage_details=usage_details(a),
                 cost_details={"total": usd} if (usd := cost_usd(ev.attrs) if ev else None) is not None else None,
                 completion_start_ns=start + ms_to_ns(ttft) if as_int(ttft) is not None else None,
                 output=ctx.content(resp.attrs.get("response")) if resp else None,
-                metadata=clean({
-                    "request_id": None if rid.startswith(("seq:", "span:")) else rid,
-                    "query_source": as_str(a.get("query_source") or sa.get("query_source_safe")),
-                    "agent_id": as_str(a.get("agent_id") or sa.get("agent_id")), "agent_name": as_str(a.get("agent.name")),
-                    "attempt": as_int(sa.get("attempt")), "stop_reason": as_str(sa.get("stop_reason")),
-                    "mcp_server.name": as_str(a.get("mcp_server.name")), "mcp_tool.name": as_str(a.get("mcp_tool.name")),
-                }),
-                attributes=extra_attributes(sp, ctx) if sp else {})
+                metadata=clean(
+                    {
+                        "request_id": None if rid.startswith(("seq:", "span:")) else rid,
+                        "query_source": as_str(a.get("query_source") or sa.get("query_source_safe")),
+                        "agent_id": as_str(a.get("agent_id") or sa.get("agent_id")),
+                        "agent_name": as_str(a.get("agent.name")),
+                        "attempt": as_int(sa.get("attempt")),
+                        "stop_reason": as_str(sa.get("stop_reason")),
+                        "mcp_server.name": as_str(a.get("mcp_server.name")),
+                        "mcp_tool.name": as_str(a.get("mcp_tool.name")),
+                    }
+                ),
+                attributes=extra_attributes(sp, ctx) if sp else {},
+            )
             c.use(ev, sp, resp)
             self.ledger.llm(rid, a, end, key, nanos, from_span=ev is None)
 
@@ -309,27 +378,55 @@ class _Mapper:
             eclass = error_class(status, text, as_str(sa.get("error_class")))
             start, end = (sp.start_ns, sp.end_ns) if sp else (ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns)
             agent = agent_key(a or sa)
-            self._add(id=sp.span_id if sp else derive_span_id("llm-error", key), name=GENERATION_NAME,
-                      type=ObservationType.GENERATION, start_ns=start, end_ns=end, parent_id=self.agent_parent(agent, sp),
-                      level=Level.ERROR, status_message=text, status_error=True, model=model_of(a, sa),
-                      model_parameters=model_parameters(a, sa),
-                      metadata=clean({"request_id": rid, "status_code": status, "error_class": eclass,
-                                      "attempt": as_int(a.get("attempt") or sa.get("attempt")),
-                                      "query_source": as_str(a.get("query_source") or sa.get("query_source_safe")),
-                                      "agent_id": as_str(a.get("agent_id") or sa.get("agent_id"))}),
-                      attributes=extra_attributes(sp, self.ctx) if sp else {})
+            self._add(
+                id=sp.span_id if sp else derive_span_id("llm-error", key),
+                name=GENERATION_NAME,
+                type=ObservationType.GENERATION,
+                start_ns=start,
+                end_ns=end,
+                parent_id=self.agent_parent(agent, sp),
+                level=Level.ERROR,
+                status_message=text,
+                status_error=True,
+                model=model_of(a, sa),
+                model_parameters=model_parameters(a, sa),
+                metadata=clean(
+                    {
+                        "request_id": rid,
+                        "status_code": status,
+                        "error_class": eclass,
+                        "attempt": as_int(a.get("attempt") or sa.get("attempt")),
+                        "query_source": as_str(a.get("query_source") or sa.get("query_source_safe")),
+                        "agent_id": as_str(a.get("agent_id") or sa.get("agent_id")),
+                    }
+                ),
+                attributes=extra_attributes(sp, self.ctx) if sp else {},
+            )
             self.c.use(ev, sp)
             self.ledger.error(key, a or sa, end, agent, status, eclass, text, from_span=ev is None)
         for ev in self.c.exhausted:
             a, status, text = ev.attrs, as_int(ev.attrs.get("status_code")), as_str(ev.attrs.get("error"))
-            self._add(id=derive_span_id("retries", as_str(a.get("session.id")), as_int(a.get("event.sequence")), ev.time_ns),
-                      name=RETRIES_NAME, type=ObservationType.EVENT, start_ns=ev.time_ns, end_ns=ev.time_ns,
-                      parent_id=self.agent_parent(agent_key(a)), level=Level.ERROR, status_message=text,
-                      status_error=True, model=as_str(a.get("model")),
-                      metadata=clean({"status_code": status, "error_class": error_class(status, text),
-                                      "total_attempts": as_int(a.get("total_attempts")),
-                                      "total_retry_duration_ms": as_int(a.get("total_retry_duration_ms")),
-                                      "query_source": as_str(a.get("query_source"))}))
+            self._add(
+                id=derive_span_id("retries", as_str(a.get("session.id")), as_int(a.get("event.sequence")), ev.time_ns),
+                name=RETRIES_NAME,
+                type=ObservationType.EVENT,
+                start_ns=ev.time_ns,
+                end_ns=ev.time_ns,
+                parent_id=self.agent_parent(agent_key(a)),
+                level=Level.ERROR,
+                status_message=text,
+                status_error=True,
+                model=as_str(a.get("model")),
+                metadata=clean(
+                    {
+                        "status_code": status,
+                        "error_class": error_class(status, text),
+                        "total_attempts": as_int(a.get("total_attempts")),
+                        "total_retry_duration_ms": as_int(a.get("total_retry_duration_ms")),
+                        "query_source": as_str(a.get("query_source")),
+                    }
+                ),
+            )
             self.c.use(ev)
             self.ledger.retries_exhausted(a, ev.time_ns, agent_key(a), status, error_class(status, text), text)
 
@@ -341,12 +438,19 @@ class _Mapper:
             if tool is None:
                 continue
             a = ev.attrs
-            tool.metadata.update(clean({
-                "agent_id": agent_id, "agent_type": as_str(a.get("agent_type")),
-                "total_tokens": as_int(a.get("total_tokens")), "total_tool_uses": as_int(a.get("total_tool_uses")),
-                "subagent_duration_ms": as_int(a.get("duration_ms")), "is_async": as_bool(a.get("is_async")),
-                "final_model": as_str(a.get("final_model")),
-            }))
+            tool.metadata.update(
+                clean(
+                    {
+                        "agent_id": agent_id,
+                        "agent_type": as_str(a.get("agent_type")),
+                        "total_tokens": as_int(a.get("total_tokens")),
+                        "total_tool_uses": as_int(a.get("total_tool_uses")),
+                        "subagent_duration_ms": as_int(a.get("duration_ms")),
+                        "is_async": as_bool(a.get("is_async")),
+                        "final_model": as_str(a.get("final_model")),
+                    }
+                )
+            )
             self.c.use(ev)
 
     def _root(self) -> Observation:
@@ -362,17 +466,41 @@ class _Mapper:
         times = [t for o in self.obs for t in (o.start_ns, o.end_ns)] + [v.time_ns for v in c.logs if id(v) in c.used]
         times += [p.time_ns for p in c.prompts]
         start, end = (sp.start_ns, sp.end_ns) if sp else (min(times, default=0), max(times, default=0))
-        events = [("user_prompt", p.time_ns, clean({"delivery.mode": as_str(p.attrs.get("delivery.mode")),
-                                                    "prompt": ctx.content(p.attrs.get("prompt"))}))
-                  for p in c.prompts if p is not prompt]
+        events = [
+            (
+                "user_prompt",
+                p.time_ns,
+                clean(
+                    {
+                        "delivery.mode": as_str(p.attrs.get("delivery.mode")),
+                        "prompt": ctx.content(p.attrs.get("prompt")),
+                    }
+                ),
+            )
+            for p in c.prompts
+            if p is not prompt
+        ]
         c.use(sp, *c.prompts, last)
         length = prompt.attrs.get("prompt_length") if prompt else (sp.attrs.get("user_prompt_length") if sp else None)
-        return self._add(id=self.root_id, name=ROOT_NAME, type=ObservationType.AGENT, start_ns=start, end_ns=end,
-                         input=ctx.content(text), output=ctx.content(last.attrs.get("response")) if last else None,
-                         metadata=clean({"prompt_id": self.prompt_id, "prompt_length": as_int(length),
-                                         "interaction_sequence": as_int(sp.attrs.get("interaction.sequence")) if sp else None,
-                                         "mid_turn_prompts": len(events) or None}),
-                         attributes=extra_attributes(sp, ctx) if sp else {}, events=events)
+        return self._add(
+            id=self.root_id,
+            name=ROOT_NAME,
+            type=ObservationType.AGENT,
+            start_ns=start,
+            end_ns=end,
+            input=ctx.content(text),
+            output=ctx.content(last.attrs.get("response")) if last else None,
+            metadata=clean(
+                {
+                    "prompt_id": self.prompt_id,
+                    "prompt_length": as_int(length),
+                    "interaction_sequence": as_int(sp.attrs.get("interaction.sequence")) if sp else None,
+                    "mid_turn_prompts": len(events) or None,
+                }
+            ),
+            attributes=extra_attributes(sp, ctx) if sp else {},
+            events=events,
+        )
 
     def _trace_info(self) -> TraceInfo:
         """Trace-level fields (Langfuse v4 reads them per span: the encoder copies them onto every span); gaps
@@ -380,13 +508,29 @@ class _Mapper:
         k = self.known or TraceInfo(trace_id=self.trace_id)
         ident, a, res = self.ledger.identity, self.attrs, self.resource
         meta = {**k.metadata, **ident.metadata}
-        meta.update({key: v for key, v in {
-            "claude_code.prompt_id": self.prompt_id, "claude_code.interaction_span_id": self.span_root,
-            "terminal.type": as_str(a.get("terminal.type")), "service.version": as_str(res.get("service.version")),
-            "app.entrypoint": as_str(a.get("app.entrypoint")), "os.type": as_str(res.get("os.type")),
-        }.items() if v})
+        meta.update(
+            {
+                key: v
+                for key, v in {
+                    "claude_code.prompt_id": self.prompt_id,
+                    "claude_code.interaction_span_id": self.span_root,
+                    "terminal.type": as_str(a.get("terminal.type")),
+                    "service.version": as_str(res.get("service.version")),
+                    "app.entrypoint": as_str(a.get("app.entrypoint")),
+                    "os.type": as_str(res.get("os.type")),
+                }.items()
+                if v
+            }
+        )
         return TraceInfo(
-            trace_id=self.trace_id, name=TRACE_NAME, user_id=ident.user_id or k.user_id,
-            session_id=self.ledger.session_id or k.session_id, tags=list(ident.tags or k.tags), metadata=meta,
-            environment=self.ctx.environment_of(a, res) or k.environment, release=self.ctx.release or k.release,
-            version=as_str(res.get("service.version")) or k.version, resource=dict(res) or dict(k.resource))
+            trace_id=self.trace_id,
+            name=TRACE_NAME,
+            user_id=ident.user_id or k.user_id,
+            session_id=self.ledger.session_id or k.session_id,
+            tags=list(ident.tags or k.tags),
+            metadata=meta,
+            environment=self.ctx.environment_of(a, res) or k.environment,
+            release=self.ctx.release or k.release,
+            version=as_str(res.get("service.version")) or k.version,
+            resource=dict(res) or dict(k.resource),
+        )

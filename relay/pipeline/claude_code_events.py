@@ -25,10 +25,31 @@ from relay.otlp.values import as_bool, as_float, as_int, as_str
 from relay.pipeline.records import LogView, SpanView
 
 __all__ = [
-    "SPAN_INTERACTION", "SPAN_LLM", "SPAN_TOOL", "SPAN_BLOCKED", "SPAN_EXECUTION",
-    "Collected", "collect", "derive_span_id", "derive_trace_id", "ms_to_ns", "usage_details", "cost_nanos",
-    "error_class", "is_subagent", "span_request_id", "span_failed", "extra_attributes", "clean", "agent_key",
-    "tool_name", "tool_error", "model_of", "model_parameters", "error_span_compatible", "AGENT_TOOLS",
+    "SPAN_INTERACTION",
+    "SPAN_LLM",
+    "SPAN_TOOL",
+    "SPAN_BLOCKED",
+    "SPAN_EXECUTION",
+    "Collected",
+    "collect",
+    "derive_span_id",
+    "derive_trace_id",
+    "ms_to_ns",
+    "usage_details",
+    "cost_nanos",
+    "error_class",
+    "is_subagent",
+    "span_request_id",
+    "span_failed",
+    "extra_attributes",
+    "clean",
+    "agent_key",
+    "tool_name",
+    "tool_error",
+    "model_of",
+    "model_parameters",
+    "error_span_compatible",
+    "AGENT_TOOLS",
 ]
 
 SPAN_INTERACTION = "claude_code.interaction"
@@ -44,37 +65,90 @@ ERROR_MATCH_NS = 30_000_000_000
 
 #: Standard attributes copied onto every record (Claude Code docs "Standard attributes"; observed): trace-level
 #: facts, never observation attributes (Langfuse's attribute mapping would read ``user.id`` / ``session.id``).
-STANDARD_KEYS = frozenset({
-    "user.id", "session.id", "terminal.type", "anthropic.provider", "anthropic.custom_base_url", "app.version",
-    "app.entrypoint", "organization.id", "user.account_uuid", "user.account_id", "user.email", "prompt.id",
-    "gen_ai.conversation.id", "gen_ai.provider.name", "span.type", "event.name", "event.timestamp", "event.sequence",
-})
+STANDARD_KEYS = frozenset(
+    {
+        "user.id",
+        "session.id",
+        "terminal.type",
+        "anthropic.provider",
+        "anthropic.custom_base_url",
+        "app.version",
+        "app.entrypoint",
+        "organization.id",
+        "user.account_uuid",
+        "user.account_id",
+        "user.email",
+        "prompt.id",
+        "gen_ai.conversation.id",
+        "gen_ai.provider.name",
+        "span.type",
+        "event.name",
+        "event.timestamp",
+        "event.sequence",
+    }
+)
 #: Span attributes the mapper turns into Observation fields, per span name.
 MAPPED_KEYS = {
     SPAN_INTERACTION: frozenset({"user_prompt", "user_prompt_length", "gen_ai.operation.name"}),
-    SPAN_LLM: frozenset({
-        # 2.1.332 adds gen_ai.operation.name and gen_ai.usage.* (input INCLUDING cache, cache_write): mapped into
-        # usage_details, so not forwarded again (Langfuse would count the cache twice)
-        "gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
-        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_write.input_tokens",
-        "gen_ai.usage.cache_creation.input_tokens",
-        "model", "gen_ai.request.model", "gen_ai.response.model", "input_tokens", "output_tokens",
-        "cache_read_tokens", "cache_creation_tokens", "speed", "effort", "duration_ms", "ttft_ms", "request_id",
-        "gen_ai.response.id", "success", "error", "status_code", "error_class", "attempt", "query_source_safe",
-        "agent_id",
-    }),
-    SPAN_TOOL: frozenset({
-        "tool_name", "gen_ai.tool.name", "gen_ai.operation.name", "tool_use_id", "gen_ai.tool.call.id", "duration_ms",
-    }),
+    SPAN_LLM: frozenset(
+        {
+            # 2.1.332 adds gen_ai.operation.name and gen_ai.usage.* (input INCLUDING cache, cache_write): mapped into
+            # usage_details, so not forwarded again (Langfuse would count the cache twice)
+            "gen_ai.operation.name",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.cache_read.input_tokens",
+            "gen_ai.usage.cache_write.input_tokens",
+            "gen_ai.usage.cache_creation.input_tokens",
+            "model",
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "speed",
+            "effort",
+            "duration_ms",
+            "ttft_ms",
+            "request_id",
+            "gen_ai.response.id",
+            "success",
+            "error",
+            "status_code",
+            "error_class",
+            "attempt",
+            "query_source_safe",
+            "agent_id",
+        }
+    ),
+    SPAN_TOOL: frozenset(
+        {
+            "tool_name",
+            "gen_ai.tool.name",
+            "gen_ai.operation.name",
+            "tool_use_id",
+            "gen_ai.tool.call.id",
+            "duration_ms",
+        }
+    ),
 }
 #: Span attributes that carry user content (commands, paths): forwarded only through ``MappingContext.content``.
 CONTENT_KEYS = frozenset({"full_command", "file_path", "bash_command", "output", "content", "diff"})
 
 #: Events that become or feed observations; every other event (startup, hooks, retention…) is filtered.
-MAPPED_EVENTS = frozenset({
-    "user_prompt", "assistant_response", "api_request", "api_error", "api_retries_exhausted", "tool_decision",
-    "tool_result", "subagent_completed",
-})
+MAPPED_EVENTS = frozenset(
+    {
+        "user_prompt",
+        "assistant_response",
+        "api_request",
+        "api_error",
+        "api_retries_exhausted",
+        "tool_decision",
+        "tool_result",
+        "subagent_completed",
+    }
+)
 
 
 def derive_span_id(kind: str, *parts: Any) -> str:
@@ -117,9 +191,19 @@ def flat_usage(attrs: dict[str, Any]) -> dict[str, Any]:
     from relay.pipeline.genai_usage import normalise
 
     u = normalise(attrs, provider="anthropic")
-    return {**attrs, **{k: v for k, v in (("input_tokens", u.input), ("output_tokens", u.output),
-                                           ("cache_read_tokens", u.cache_read),
-                                           ("cache_creation_tokens", u.cache_creation)) if v is not None}}
+    return {
+        **attrs,
+        **{
+            k: v
+            for k, v in (
+                ("input_tokens", u.input),
+                ("output_tokens", u.output),
+                ("cache_read_tokens", u.cache_read),
+                ("cache_creation_tokens", u.cache_creation),
+            )
+            if v is not None
+        },
+    }
 
 
 def usage_details(attrs: dict[str, Any]) -> dict[str, int]:
@@ -174,9 +258,14 @@ def error_class(status_code: int | None, text: str | None, span_class: str | Non
         if 400 <= status_code < 500:
             return "client_error"
     low = f"{text or ''} {span_class or ''}".lower()
-    for needles, cls in ((("529", "overloaded"), "overloaded"), (("rate_limit", "rate limit", "429"), "rate_limit"),
-                         (("timeout", "timed out"), "timeout"), (("connection", "econn"), "connection_error"),
-                         (("server_error",), "server_error"), (("client_error",), "client_error")):
+    for needles, cls in (
+        (("529", "overloaded"), "overloaded"),
+        (("rate_limit", "rate limit", "429"), "rate_limit"),
+        (("timeout", "timed out"), "timeout"),
+        (("connection", "econn"), "connection_error"),
+        (("server_error",), "server_error"),
+        (("client_error",), "client_error"),
+    ):
         if any(n in low for n in needles):
             return cls
     return "unknown"
@@ -244,20 +333,30 @@ def tool_error(attrs: dict[str, Any], exe: SpanView | None) -> str:
     if etype or err:
         return etype or err or ""
     if exe is not None:
-        return exe.status_message or as_str(exe.attrs.get("error")) or as_str(exe.attrs.get("error_class")) or "tool_error"
+        return (
+            exe.status_message or as_str(exe.attrs.get("error")) or as_str(exe.attrs.get("error_class")) or "tool_error"
+        )
     return "tool_error"
 
 
 def model_of(a: dict[str, Any], sa: dict[str, Any]) -> str | None:
     """Model id from event attributes ``a``, else from the span's (``model`` > response > request model)."""
-    return (as_str(a.get("model")) or as_str(sa.get("model")) or as_str(sa.get("gen_ai.response.model"))
-            or as_str(sa.get("gen_ai.request.model")))
+    return (
+        as_str(a.get("model"))
+        or as_str(sa.get("model"))
+        or as_str(sa.get("gen_ai.response.model"))
+        or as_str(sa.get("gen_ai.request.model"))
+    )
 
 
 def model_parameters(a: dict[str, Any], sa: dict[str, Any]) -> dict[str, Any] | None:
     """Langfuse model parameters (``speed`` selects price tiers, ``effort``) from event or span attributes."""
-    return clean({"speed": as_str(a.get("speed") or sa.get("speed")),
-                  "effort": as_str(a.get("effort") or sa.get("effort"))}) or None
+    return (
+        clean(
+            {"speed": as_str(a.get("speed") or sa.get("speed")), "effort": as_str(a.get("effort") or sa.get("effort"))}
+        )
+        or None
+    )
 
 
 def error_span_compatible(ev: LogView, span: SpanView) -> bool:
@@ -320,8 +419,17 @@ class Collected:
     @property
     def empty(self) -> bool:
         """True when nothing here can become an observation."""
-        return not (self.prompts or self.requests or self.errors or self.exhausted or self.results or self.decisions
-                    or self.interaction or self.llm or self.tools)
+        return not (
+            self.prompts
+            or self.requests
+            or self.errors
+            or self.exhausted
+            or self.results
+            or self.decisions
+            or self.interaction
+            or self.llm
+            or self.tools
+        )
 
 
 def _first(bucket: dict[str, Any], key: str, view: Any) -> None:

@@ -61,40 +61,88 @@ SOURCE = "otel.genai"
 _STATUS_ERROR = 2  # OTLP Status.code
 _G, _E, _A, _T = ObservationType.GENERATION, ObservationType.EMBEDDING, ObservationType.AGENT, ObservationType.TOOL
 #: ``gen_ai.operation.name`` → type (Langfuse's attribute mapping, observation type).
-_OPERATION_TYPES = {"chat": _G, "text_completion": _G, "generate_content": _G, "completion": _G, "embeddings": _E,
-                    "invoke_agent": _A, "create_agent": _A, "execute_tool": _T}
+_OPERATION_TYPES = {
+    "chat": _G,
+    "text_completion": _G,
+    "generate_content": _G,
+    "completion": _G,
+    "embeddings": _E,
+    "invoke_agent": _A,
+    "create_agent": _A,
+    "execute_tool": _T,
+}
 #: ``openinference.span.kind`` → type (ranks above ``gen_ai.operation.name`` in Langfuse).
-_OPENINFERENCE_TYPES = {"LLM": _G, "EMBEDDING": _E, "TOOL": _T, "AGENT": _A, "CHAIN": ObservationType.CHAIN,
-                        "RETRIEVER": ObservationType.RETRIEVER, "GUARDRAIL": ObservationType.GUARDRAIL,
-                        "EVALUATOR": ObservationType.EVALUATOR}
+_OPENINFERENCE_TYPES = {
+    "LLM": _G,
+    "EMBEDDING": _E,
+    "TOOL": _T,
+    "AGENT": _A,
+    "CHAIN": ObservationType.CHAIN,
+    "RETRIEVER": ObservationType.RETRIEVER,
+    "GUARDRAIL": ObservationType.GUARDRAIL,
+    "EVALUATOR": ObservationType.EVALUATOR,
+}
 #: Model attributes in Langfuse's precedence (Langfuse's attribute mapping, model).
-_MODEL_KEYS = ("langfuse.observation.model.name", "gen_ai.response.model", "ai.model.id", "gen_ai.request.model",
-               "llm.response.model", "llm.model_name", "model")
+_MODEL_KEYS = (
+    "langfuse.observation.model.name",
+    "gen_ai.response.model",
+    "ai.model.id",
+    "gen_ai.request.model",
+    "llm.response.model",
+    "llm.model_name",
+    "model",
+)
 _LLM_TYPES = (_G, _E)
 #: Content sources, first hit wins; the promoted key is removed from the pass-through attributes.
-_INPUT_KEYS = ("langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value",
-               "gen_ai.tool.call.arguments")
-_OUTPUT_KEYS = ("langfuse.observation.output", "gen_ai.output.messages", "gen_ai.completion", "output.value",
-                "gen_ai.tool.call.result")
+_INPUT_KEYS = (
+    "langfuse.observation.input",
+    "gen_ai.input.messages",
+    "gen_ai.prompt",
+    "input.value",
+    "gen_ai.tool.call.arguments",
+)
+_OUTPUT_KEYS = (
+    "langfuse.observation.output",
+    "gen_ai.output.messages",
+    "gen_ai.completion",
+    "output.value",
+    "gen_ai.tool.call.result",
+)
 _CONTENT_KEYS = frozenset(
     _INPUT_KEYS + _OUTPUT_KEYS + ("gen_ai.system_instructions", "langfuse.trace.input", "langfuse.trace.output")
 )
-_CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages", "llm.output_messages",
-                     "llm.prompts")
+_CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages", "llm.output_messages", "llm.prompts")
 #: Span events whose attributes are all content (older GenAI semconv put prompts/completions in events).
-_CONTENT_EVENT_PREFIXES = ("gen_ai.content.", "gen_ai.choice", "gen_ai.user.", "gen_ai.assistant.",
-                           "gen_ai.system.", "gen_ai.tool.message", "gen_ai.client.inference.operation.details")
+_CONTENT_EVENT_PREFIXES = (
+    "gen_ai.content.",
+    "gen_ai.choice",
+    "gen_ai.user.",
+    "gen_ai.assistant.",
+    "gen_ai.system.",
+    "gen_ai.tool.message",
+    "gen_ai.client.inference.operation.details",
+)
 
 
 #: User id conventions, first hit wins (Langfuse's order, https://langfuse.com/integrations/native/opentelemetry):
 #: Langfuse SDK, OTel ``user.id`` (also what
 #: OpenInference's ``using_attributes(user_id=…)`` sets), ``enduser.id``, Vercel AI SDK telemetry metadata.
-USER_KEYS = ("langfuse.user.id", "user.id", "enduser.id", "langfuse.observation.metadata.langfuse_user_id",
-             "ai.telemetry.metadata.userId")
+USER_KEYS = (
+    "langfuse.user.id",
+    "user.id",
+    "enduser.id",
+    "langfuse.observation.metadata.langfuse_user_id",
+    "ai.telemetry.metadata.userId",
+)
 #: Session id conventions: Langfuse SDK, ``session.id`` (OpenInference ``using_attributes(session_id=…)``), OTel
 #: GenAI ``gen_ai.conversation.id``, Vercel AI SDK telemetry metadata.
-SESSION_KEYS = ("langfuse.session.id", "session.id", "gen_ai.conversation.id",
-                "langfuse.observation.metadata.langfuse_session_id", "ai.telemetry.metadata.sessionId")
+SESSION_KEYS = (
+    "langfuse.session.id",
+    "session.id",
+    "gen_ai.conversation.id",
+    "langfuse.observation.metadata.langfuse_session_id",
+    "ai.telemetry.metadata.sessionId",
+)
 
 
 def _first(maps: Iterable[Mapping[str, Any]], *keys: str) -> str | None:
@@ -242,7 +290,7 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
         blob = _json_object(m.get("langfuse.trace.metadata")) or {}
         metadata.update({kk: s for kk, v in blob.items() if (s := as_str(v))})
         prefix = "langfuse.trace.metadata."
-        metadata.update({kk[len(prefix):]: s for kk, v in m.items() if kk.startswith(prefix) and (s := as_str(v))})
+        metadata.update({kk[len(prefix) :]: s for kk, v in m.items() if kk.startswith(prefix) and (s := as_str(v))})
 
     return TraceInfo(
         trace_id=root.trace_id,
@@ -280,8 +328,12 @@ def _type_of(view: SpanView) -> ObservationType:
     (OpenLIT 1.45's Anthropic instrumentation on an HTTP error) is a GENERATION when it is named ``"{operation}
     {model}"`` (:func:`_model_of`) by a scope that names a provider (``openlit.instrumentation.anthropic``)."""
     otype = observation_type(view.attrs)
-    if (otype == ObservationType.SPAN and view.status_code == _STATUS_ERROR
-            and provider_of(view.attrs, view.scope_name) and _model_of(view)):
+    if (
+        otype == ObservationType.SPAN
+        and view.status_code == _STATUS_ERROR
+        and provider_of(view.attrs, view.scope_name)
+        and _model_of(view)
+    ):
         return _OPERATION_TYPES.get(view.name.partition(" ")[0].lower(), _G)
     return otype
 
@@ -313,7 +365,7 @@ def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observati
     params = _json_object(a.get("langfuse.observation.model.parameters"))
     if params is None and otype in _LLM_TYPES:
         prefix = "gen_ai.request."
-        params = {k[len(prefix):]: v for k, v in a.items() if k.startswith(prefix) and k != "gen_ai.request.model"}
+        params = {k[len(prefix) :]: v for k, v in a.items() if k.startswith(prefix) and k != "gen_ai.request.model"}
 
     events = [
         (name, time_ns, _content_attrs(ctx, ev_attrs, all_content=name.startswith(_CONTENT_EVENT_PREFIXES)))
@@ -344,7 +396,12 @@ def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observati
 
 
 def _usage_record(
-    view: SpanView, obs: Observation, trace: TraceInfo, ctx: MappingContext, root: SpanView, usage: Usage,
+    view: SpanView,
+    obs: Observation,
+    trace: TraceInfo,
+    ctx: MappingContext,
+    root: SpanView,
+    usage: Usage,
     key: str | None = None,
 ) -> UsageRecord | None:
     """The ledger record of a generation/embedding (``llm``) or tool (``tool``) span, else None. ``usage`` is the
@@ -437,10 +494,15 @@ def _calls(llm: list[SpanView], models: dict[str, str | None]) -> list[list[Span
         g = group_of[v.span_id]
         if not _is_native(v) or any(not _is_native(o) for o in g):
             continue
-        cands = [o for o in llm if not _is_native(o) and _overlap(o, v) > 0
-                 and providers[o.span_id] in (None, providers[v.span_id])
-                 and _same_model(models[o.span_id], models[v.span_id])
-                 and not any(_is_native(x) for x in group_of[o.span_id])]
+        cands = [
+            o
+            for o in llm
+            if not _is_native(o)
+            and _overlap(o, v) > 0
+            and providers[o.span_id] in (None, providers[v.span_id])
+            and _same_model(models[o.span_id], models[v.span_id])
+            and not any(_is_native(x) for x in group_of[o.span_id])
+        ]
         if not cands:
             continue
         parent = next((o for o in cands if o.span_id == v.parent_id), None)
@@ -546,8 +608,11 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
         rid = next((r for v in call if (r := as_str(v.attrs.get("gen_ai.response.id")))), None)
         if rid:
             key = f"llm:{provider_of(keeper.attrs, keeper.scope_name) or 'unknown'}:{rid}"
-        view = keeper if keeper.status_code == _STATUS_ERROR or not any(v.status_code == _STATUS_ERROR for v in call) \
+        view = (
+            keeper
+            if keeper.status_code == _STATUS_ERROR or not any(v.status_code == _STATUS_ERROR for v in call)
             else next(v for v in call if v.status_code == _STATUS_ERROR)
+        )
         record = _usage_record(keeper, obs, trace, ctx, root, call_usage, key)
         if record is not None:
             if view is not keeper:  # the failure is on the other span of the call
@@ -555,8 +620,9 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
                 record.status_code = record.status_code or as_int(view.attrs.get("http.response.status_code"))
                 record.error_class = record.error_class or as_str(view.attrs.get("error.type"))
             if record.status_code is None:
-                record.status_code = next((c for v in call if (c := as_int(v.attrs.get("http.response.status_code")))
-                                           is not None), None)
+                record.status_code = next(
+                    (c for v in call if (c := as_int(v.attrs.get("http.response.status_code"))) is not None), None
+                )
             if record.key not in counted:
                 counted.add(record.key)
                 mapped.usage.append(record)

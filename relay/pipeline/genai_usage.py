@@ -75,46 +75,61 @@ from typing import Any
 
 from relay.otlp.values import as_int, as_str
 
-__all__ = ["Usage", "normalise", "provider_of", "TOKEN_KEYS", "COST_KEYS", "EXCLUDES_CACHE", "is_aggregate",
-           "USAGE_ATTRIBUTE_PREFIXES", "is_usage_attribute"]
+__all__ = [
+    "Usage",
+    "normalise",
+    "provider_of",
+    "TOKEN_KEYS",
+    "COST_KEYS",
+    "EXCLUDES_CACHE",
+    "is_aggregate",
+    "USAGE_ATTRIBUTE_PREFIXES",
+    "is_usage_attribute",
+]
 
 #: bucket → attribute keys in precedence order (first present wins). Sources in the module docstring.
 TOKEN_KEYS: dict[str, tuple[str, ...]] = {
     "input": (
-        "gen_ai.usage.input_tokens",            # OTel GenAI semconv; Anthropic SDK; OpenLLMetry; OpenLIT; Pydantic AI
-        "gen_ai.usage.prompt_tokens",           # OTel semconv (deprecated); OpenLLMetry (older)
-        "llm.token_count.prompt",               # OpenInference
-        "ai.usage.inputTokens",                 # Vercel AI SDK v5
-        "ai.usage.promptTokens",                # Vercel AI SDK v4
+        "gen_ai.usage.input_tokens",  # OTel GenAI semconv; Anthropic SDK; OpenLLMetry; OpenLIT; Pydantic AI
+        "gen_ai.usage.prompt_tokens",  # OTel semconv (deprecated); OpenLLMetry (older)
+        "llm.token_count.prompt",  # OpenInference
+        "ai.usage.inputTokens",  # Vercel AI SDK v5
+        "ai.usage.promptTokens",  # Vercel AI SDK v4
     ),
     "output": (
-        "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion",
-        "ai.usage.outputTokens", "ai.usage.completionTokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "ai.usage.outputTokens",
+        "ai.usage.completionTokens",
     ),
     "cache_read": (
-        "gen_ai.usage.cache_read.input_tokens",      # OTel GenAI semconv (latest experimental); Anthropic SDK
-        "gen_ai.usage.cache_read_input_tokens",      # OpenLLMetry
+        "gen_ai.usage.cache_read.input_tokens",  # OTel GenAI semconv (latest experimental); Anthropic SDK
+        "gen_ai.usage.cache_read_input_tokens",  # OpenLLMetry
         "llm.token_count.prompt_details.cache_read",  # OpenInference
-        "gen_ai.usage.details.cache_read_tokens",    # Pydantic AI
+        "gen_ai.usage.details.cache_read_tokens",  # Pydantic AI
         "ai.usage.inputTokenDetails.cacheReadTokens",  # Vercel AI SDK v6
-        "ai.usage.cachedInputTokens",                # Vercel AI SDK v5
-        "gen_ai.usage.input_tokens.cached",          # Sentry
+        "ai.usage.cachedInputTokens",  # Vercel AI SDK v5
+        "gen_ai.usage.input_tokens.cached",  # Sentry
     ),
     "cache_creation": (
         "gen_ai.usage.cache_creation.input_tokens",  # OTel GenAI semconv (latest experimental)
-        "gen_ai.usage.cache_write.input_tokens",     # Anthropic SDK, Claude Code ≥ 2.1.332
+        "gen_ai.usage.cache_write.input_tokens",  # Anthropic SDK, Claude Code ≥ 2.1.332
         "gen_ai.usage.cache_creation_input_tokens",  # OpenLLMetry
         "llm.token_count.prompt_details.cache_write",  # OpenInference
-        "gen_ai.usage.details.cache_write_tokens",   # Pydantic AI
+        "gen_ai.usage.details.cache_write_tokens",  # Pydantic AI
         "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6
-        "gen_ai.usage.input_tokens.cache_write",     # Sentry
+        "gen_ai.usage.input_tokens.cache_write",  # Sentry
     ),
     "cache_creation_5m": ("anthropic.usage.cache_creation.ephemeral_5m_input_tokens",),  # Anthropic SDK
     "cache_creation_1h": ("anthropic.usage.cache_creation.ephemeral_1h_input_tokens",),  # Anthropic SDK
     "reasoning": (
-        "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
-        "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
-        "ai.usage.reasoningTokens", "ai.usage.outputTokenDetails.reasoningTokens",
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "gen_ai.usage.details.reasoning_tokens",
+        "ai.usage.reasoningTokens",
+        "ai.usage.outputTokenDetails.reasoningTokens",
         "gen_ai.usage.output_tokens.reasoning",
     ),
 }
@@ -127,8 +142,14 @@ COST_KEYS = ("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
 EXCLUDES_CACHE: tuple[tuple[str, str | None], ...] = (("openlit", "anthropic"),)
 
 #: Attribute prefixes that carry usage or cost (dropped from spans that must not count, see ``genai``).
-USAGE_ATTRIBUTE_PREFIXES = ("gen_ai.usage.", "llm.token_count.", "llm.usage.", "llm.cost.", "ai.usage.",
-                            "anthropic.usage.")
+USAGE_ATTRIBUTE_PREFIXES = (
+    "gen_ai.usage.",
+    "llm.token_count.",
+    "llm.usage.",
+    "llm.cost.",
+    "ai.usage.",
+    "anthropic.usage.",
+)
 _USAGE_EXACT = frozenset({"operation.cost", "langfuse.observation.usage_details", "langfuse.observation.cost_details"})
 
 _VERCEL_AGGREGATES = frozenset({"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject"})
@@ -178,33 +199,53 @@ class Usage:
     @property
     def empty(self) -> bool:
         """True when nothing at all was reported (no bucket, no cost)."""
-        return self.cost_usd is None and all(v is None for v in (
-            self.input, self.output, self.cache_read, self.cache_creation_5m, self.cache_creation_1h))
+        return self.cost_usd is None and all(
+            v is None
+            for v in (self.input, self.output, self.cache_read, self.cache_creation_5m, self.cache_creation_1h)
+        )
 
     def usage_details(self) -> dict[str, int] | None:
         """Langfuse ``usage_details``: each bucket under exactly one key (``input``, ``output``,
         ``cache_read_input_tokens``, ``input_cache_creation_5m``, ``input_cache_creation_1h``; Langfuse
         prices aliases of one bucket separately, so never two keys for one bucket). None when empty."""
-        out = {"input": self.input, "output": self.output, "cache_read_input_tokens": self.cache_read,
-               "input_cache_creation_5m": self.cache_creation_5m, "input_cache_creation_1h": self.cache_creation_1h}
+        out = {
+            "input": self.input,
+            "output": self.output,
+            "cache_read_input_tokens": self.cache_read,
+            "input_cache_creation_5m": self.cache_creation_5m,
+            "input_cache_creation_1h": self.cache_creation_1h,
+        }
         clean = {k: v for k, v in out.items() if v is not None}
         return clean or None
 
     def ledger_tokens(self) -> dict[str, int]:
         """``UsageRecord`` token fields (absent buckets are 0)."""
         c5, c1 = self.cache_creation_5m or 0, self.cache_creation_1h or 0
-        return {"input_tokens": self.input or 0, "output_tokens": self.output or 0,
-                "cache_read_tokens": self.cache_read or 0, "cache_creation_tokens": c5 + c1,
-                "cache_creation_5m_tokens": c5, "cache_creation_1h_tokens": c1}
+        return {
+            "input_tokens": self.input or 0,
+            "output_tokens": self.output or 0,
+            "cache_read_tokens": self.cache_read or 0,
+            "cache_creation_tokens": c5 + c1,
+            "cache_creation_5m_tokens": c5,
+            "cache_creation_1h_tokens": c1,
+        }
 
     def merged(self, other: Usage) -> Usage:
         """``self`` with its missing buckets (and cost) taken from ``other`` (another span of the same call)."""
+
         def pick(a, b):
             return a if a is not None else b
-        return Usage(pick(self.input, other.input), pick(self.output, other.output),
-                     pick(self.cache_read, other.cache_read), pick(self.cache_creation_5m, other.cache_creation_5m),
-                     pick(self.cache_creation_1h, other.cache_creation_1h), pick(self.reasoning, other.reasoning),
-                     pick(self.cost_usd, other.cost_usd), self.source or other.source)
+
+        return Usage(
+            pick(self.input, other.input),
+            pick(self.output, other.output),
+            pick(self.cache_read, other.cache_read),
+            pick(self.cache_creation_5m, other.cache_creation_5m),
+            pick(self.cache_creation_1h, other.cache_creation_1h),
+            pick(self.reasoning, other.reasoning),
+            pick(self.cost_usd, other.cost_usd),
+            self.source or other.source,
+        )
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:
@@ -257,9 +298,18 @@ def _split(total_creation: int | None, m5: int | None, h1: int | None) -> tuple[
     return (m5 or 0) + rest, h1
 
 
-def _finish(inp: int | None, out: int | None, read: int | None, creation: int | None, m5: int | None,
-            h1: int | None, reasoning: int | None, cost: Decimal | None, includes_cache: bool | None,
-            source: str) -> Usage:
+def _finish(
+    inp: int | None,
+    out: int | None,
+    read: int | None,
+    creation: int | None,
+    m5: int | None,
+    h1: int | None,
+    reasoning: int | None,
+    cost: Decimal | None,
+    includes_cache: bool | None,
+    source: str,
+) -> Usage:
     """Apply the input meaning and the honest-cost rule (module docstring)."""
     c5, c1 = _split(creation, m5, h1)
     cached = (read or 0) + (c5 or 0) + (c1 or 0)
@@ -286,21 +336,59 @@ def _from_usage_details(blob: Mapping[str, Any], cost: Decimal | None) -> Usage 
         return next((v for k in keys if (v := n(k)) is not None), None)
 
     if "prompt_tokens" in blob or "completion_tokens" in blob:  # OpenAI Chat Completions schema
-        return _finish(n("prompt_tokens"), n("completion_tokens"), n("prompt_tokens_details", "cached_tokens"), None,
-                       None, None, n("completion_tokens_details", "reasoning_tokens"), cost, True, "langfuse:openai")
+        return _finish(
+            n("prompt_tokens"),
+            n("completion_tokens"),
+            n("prompt_tokens_details", "cached_tokens"),
+            None,
+            None,
+            None,
+            n("completion_tokens_details", "reasoning_tokens"),
+            cost,
+            True,
+            "langfuse:openai",
+        )
     if "input_tokens_details" in blob or "output_tokens_details" in blob:  # OpenAI Responses schema
-        return _finish(n("input_tokens"), n("output_tokens"), n("input_tokens_details", "cached_tokens"), None, None,
-                       None, n("output_tokens_details", "reasoning_tokens"), cost, True, "langfuse:openai")
+        return _finish(
+            n("input_tokens"),
+            n("output_tokens"),
+            n("input_tokens_details", "cached_tokens"),
+            None,
+            None,
+            None,
+            n("output_tokens_details", "reasoning_tokens"),
+            cost,
+            True,
+            "langfuse:openai",
+        )
     if "input_tokens" in blob and "input" not in blob:  # Anthropic Messages schema
-        return _finish(n("input_tokens"), n("output_tokens"), n("cache_read_input_tokens"),
-                       n("cache_creation_input_tokens"), n("cache_creation", "ephemeral_5m_input_tokens"),
-                       n("cache_creation", "ephemeral_1h_input_tokens"), None, cost, False, "langfuse:anthropic")
+        return _finish(
+            n("input_tokens"),
+            n("output_tokens"),
+            n("cache_read_input_tokens"),
+            n("cache_creation_input_tokens"),
+            n("cache_creation", "ephemeral_5m_input_tokens"),
+            n("cache_creation", "ephemeral_1h_input_tokens"),
+            None,
+            cost,
+            False,
+            "langfuse:anthropic",
+        )
     # Langfuse's own keys: ``input`` already excludes cache (each bucket is priced under its own key)
     creation = first("input_cache_creation", "cache_creation_input_tokens")
     m5, h1 = n("input_cache_creation_5m"), n("input_cache_creation_1h")
-    usage = _finish(first("input", "input_tokens"), first("output", "output_tokens"),
-                    first("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
-                    creation, m5, h1, first("output_reasoning_tokens", "reasoning_tokens"), cost, False, "langfuse")
+    usage = _finish(
+        first("input", "input_tokens"),
+        first("output", "output_tokens"),
+        first("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
+        creation,
+        m5,
+        h1,
+        first("output_reasoning_tokens", "reasoning_tokens"),
+        cost,
+        False,
+        "langfuse",
+    )
     return None if usage.empty else usage
 
 
@@ -356,10 +444,21 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
     h1, _ = first("cache_creation_1h")
     reasoning, _ = first("reasoning")
     key = inp_key or out_key or ""
-    source = ("openinference" if key.startswith("llm.") else "vercel" if key.startswith("ai.") else
-              "semconv" if key else None)
-    return _finish(inp, out, read, creation, m5, h1, reasoning, cost, _includes_cache(scope_name, provider),
-                   source or ("cost" if cost is not None else ""))
+    source = (
+        "openinference" if key.startswith("llm.") else "vercel" if key.startswith("ai.") else "semconv" if key else None
+    )
+    return _finish(
+        inp,
+        out,
+        read,
+        creation,
+        m5,
+        h1,
+        reasoning,
+        cost,
+        _includes_cache(scope_name, provider),
+        source or ("cost" if cost is not None else ""),
+    )
 
 
 def provider_of(attrs: Mapping[str, Any], scope_name: str = "") -> str | None:

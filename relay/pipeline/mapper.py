@@ -25,7 +25,9 @@ def merge_info(primary: TraceInfo | None, secondary: TraceInfo | None) -> TraceI
     return primary
 
 
-def map_group(logs: list[LogView], spans: list[SpanView], ctx: MappingContext, known: TraceInfo | None = None) -> MappedTrace:
+def map_group(
+    logs: list[LogView], spans: list[SpanView], ctx: MappingContext, known: TraceInfo | None = None
+) -> MappedTrace:
     """Map a group's records; sets ``outcome`` on every record. Non-Claude-Code log records are filtered
     (Langfuse has no logs endpoint: https://langfuse.com/integrations/native/opentelemetry)."""
     cc_logs = [v for v in logs if v.is_claude_code]

@@ -26,8 +26,9 @@ from relay.usage.metrics import MetricPoint
 __all__ = ["metric_rows"]
 
 
-def metric_rows(tenant: str, req: ExportMetricsServiceRequest,
-                ctx: MappingContext | None = None) -> tuple[list[MetricPoint], int]:
+def metric_rows(
+    tenant: str, req: ExportMetricsServiceRequest, ctx: MappingContext | None = None
+) -> tuple[list[MetricPoint], int]:
     """A ``MetricPoint`` (tenant, name, series, start_ns, time_ns, value, temporality, unit, attributes_json, user,
     labels, monotonic) for every Sum and Gauge data point, and the number of other data points skipped. Temporality
     is the OTLP enum (1 delta, 2 cumulative; 0 for gauges). ``ctx`` gives the identity rules and tenant labels;
@@ -58,8 +59,22 @@ def metric_rows(tenant: str, req: ExportMetricsServiceRequest,
                     if ctx is not None:
                         ident = ctx.identity(point_attrs, resource)
                         user, labels = ident.user_id, ledger_labels(ident.metadata, ctx.labels)
-                    rows.append(MetricPoint(tenant, m.name, series, p.start_time_unix_nano, p.time_unix_nano, value,
-                                            temporality, m.unit, blob, user, labels, monotonic))
+                    rows.append(
+                        MetricPoint(
+                            tenant,
+                            m.name,
+                            series,
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                            value,
+                            temporality,
+                            m.unit,
+                            blob,
+                            user,
+                            labels,
+                            monotonic,
+                        )
+                    )
     return rows, skipped
 
 

@@ -105,7 +105,6 @@ class _LazyAttrs:
 SpanView.attrs = _LazyAttrs()  # type: ignore[assignment]
 
 
-
 def iter_logs(req: ExportLogsServiceRequest, seq: int = 0) -> Iterator[LogView]:
     """Every log record of a request as a ``LogView``."""
     for rl in req.resource_logs:
@@ -157,7 +156,8 @@ def iter_spans(req: ExportTraceServiceRequest, seq: int = 0) -> Iterator[SpanVie
                     attrs=None,  # type: ignore[arg-type]
                     status_code=s.status.code,
                     status_message=s.status.message,
-                    events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events] if s.events
+                    events=[(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in s.events]
+                    if s.events
                     else [],
                     pb=s,
                     seq=seq,

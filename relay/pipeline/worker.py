@@ -68,38 +68,66 @@ class PipelineMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.traces = Counter(
-            "relay_pipeline_traces", "Traces (groups) mapped and committed.", ["tenant"], registry=registry,
+            "relay_pipeline_traces",
+            "Traces (groups) mapped and committed.",
+            ["tenant"],
+            registry=registry,
         )
         self.spans_out = Counter(
-            "relay_pipeline_spans_queued", "Langfuse spans queued for export.", ["tenant"], registry=registry,
+            "relay_pipeline_spans_queued",
+            "Langfuse spans queued for export.",
+            ["tenant"],
+            registry=registry,
         )
         self.skipped = Counter(
-            "relay_pipeline_duplicate_observations", "Observations not queued because their id was already exported.",
-            ["tenant"], registry=registry,
+            "relay_pipeline_duplicate_observations",
+            "Observations not queued because their id was already exported.",
+            ["tenant"],
+            registry=registry,
         )
         self.errors = Counter(
-            "relay_pipeline_errors", "Failed attempts on a request or trace other than storage errors; after "
+            "relay_pipeline_errors",
+            "Failed attempts on a request or trace other than storage errors; after "
             "max_attempts its requests are quarantined (relay replay --quarantined).",
-            ["tenant"], registry=registry,
+            ["tenant"],
+            registry=registry,
         )
         self.storage_errors = Counter(
-            "relay_pipeline_storage_errors", "Pipeline steps that failed on a storage error (disk full, I/O) and "
-            "were retried with backoff.", registry=registry,
+            "relay_pipeline_storage_errors",
+            "Pipeline steps that failed on a storage error (disk full, I/O) and were retried with backoff.",
+            registry=registry,
         )
         self.open_groups = Gauge("relay_pipeline_open_traces", "Traces waiting to be complete.", registry=registry)
-        self.usage = Counter("relay_ledger_records", "New usage records in the ledger (upgrades and retractions "
-                             "not counted).", ["tenant", "kind"], registry=registry)
-        self.cost = Counter("relay_usage_cost_usd", "Cost of LLM calls entering the ledger, USD, by model (an upgrade "
-                            "adds its increase; decreases and retractions are not subtracted).",
-                            ["tenant", "model"], registry=registry)
-        self.tokens = Counter("relay_usage_tokens", "Tokens of LLM calls entering the ledger, by model and type "
-                              "(input without cache, output, cache_read, cache_creation), same counting as "
-                              "relay_usage_cost_usd.", ["tenant", "model", "type"], registry=registry)
+        self.usage = Counter(
+            "relay_ledger_records",
+            "New usage records in the ledger (upgrades and retractions not counted).",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "relay_usage_cost_usd",
+            "Cost of LLM calls entering the ledger, USD, by model (an upgrade "
+            "adds its increase; decreases and retractions are not subtracted).",
+            ["tenant", "model"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "relay_usage_tokens",
+            "Tokens of LLM calls entering the ledger, by model and type "
+            "(input without cache, output, cache_read, cache_creation), same counting as "
+            "relay_usage_cost_usd.",
+            ["tenant", "model", "type"],
+            registry=registry,
+        )
 
 
 #: ``relay_usage_tokens_total{type}`` → ``UsageRecord`` field.
-_TOKEN_TYPES = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
-                ("cache_creation", "cache_creation_tokens"))
+_TOKEN_TYPES = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_read", "cache_read_tokens"),
+    ("cache_creation", "cache_creation_tokens"),
+)
 
 
 class _Prefetched:
@@ -241,8 +269,12 @@ class Pipeline(Component):
                 if is_storage_error(e):
                     self.metrics.storage_errors.inc()
                     if failures == 0 or failures % 50 == 0:
-                        log.warning("pipeline: storage error (%s: %s); the data stays in the inbound spool and "
-                                    "the write is retried", type(e).__name__, e)
+                        log.warning(
+                            "pipeline: storage error (%s: %s); the data stays in the inbound spool and "
+                            "the write is retried",
+                            type(e).__name__,
+                            e,
+                        )
                 else:
                     log.exception("pipeline step failed; retrying")
             failures += 1
@@ -259,24 +291,44 @@ class Pipeline(Component):
         self.metrics.errors.labels(tenant).inc()
         n = self._attempts[key] = self._attempts.get(key, 0) + 1
         if n < self.max_attempts:
-            log.warning("pipeline: %s of tenant %s failed (attempt %d of %d): %s: %s", what, tenant, n,
-                        self.max_attempts, type(e).__name__, e)
+            log.warning(
+                "pipeline: %s of tenant %s failed (attempt %d of %d): %s: %s",
+                what,
+                tenant,
+                n,
+                self.max_attempts,
+                type(e).__name__,
+                e,
+            )
             return False
         return True
 
-    async def _quarantine(self, seqs, reason: str, e: Exception, tenant: str, what: str, *, outcomes, closed=(),
-                          delete: bool = False) -> None:
+    async def _quarantine(
+        self, seqs, reason: str, e: Exception, tenant: str, what: str, *, outcomes, closed=(), delete: bool = False
+    ) -> None:
         """Quarantine a poison item; logs "quarantined" only once the quarantine write committed."""
         why = f"{reason}: {type(e).__name__}: {e}"[:1000]
         try:
             await self.spool.quarantine(seqs, why, outcomes=outcomes, closed=closed, delete=delete)
         except Exception as qe:
-            log.error("pipeline: %s of tenant %s failed %d times (%s) but could not be quarantined (%s: %s); "
-                      "it stays in the inbound spool and is retried", what, tenant, self.max_attempts, why,
-                      type(qe).__name__, qe)
+            log.error(
+                "pipeline: %s of tenant %s failed %d times (%s) but could not be quarantined (%s: %s); "
+                "it stays in the inbound spool and is retried",
+                what,
+                tenant,
+                self.max_attempts,
+                why,
+                type(qe).__name__,
+                qe,
+            )
             raise _Retry() from None
-        log.error("pipeline: %s of tenant %s failed %d times; quarantined (relay replay --quarantined): %s",
-                  what, tenant, self.max_attempts, why)
+        log.error(
+            "pipeline: %s of tenant %s failed %d times; quarantined (relay replay --quarantined): %s",
+            what,
+            tenant,
+            self.max_attempts,
+            why,
+        )
 
     async def _step(self) -> None:
         """Finish pending writes, read a slice of the inbound spool (unless too many records are held), route it,
@@ -295,10 +347,15 @@ class Pipeline(Component):
             except Exception as e:
                 if not self._failed(("seq", item.seq), item.tenant, f"decoding a {item.signal} request", e):
                     raise _Retry() from None
-                await self._quarantine([item.seq], "decode", e, item.tenant, f"decoding a {item.signal} request",
-                                       outcomes=[(item.tenant, item.signal.value, Outcome.QUARANTINED, "decode",
-                                                  item.items)],
-                                       delete=True)
+                await self._quarantine(
+                    [item.seq],
+                    "decode",
+                    e,
+                    item.tenant,
+                    f"decoding a {item.signal} request",
+                    outcomes=[(item.tenant, item.signal.value, Outcome.QUARANTINED, "decode", item.items)],
+                    delete=True,
+                )
                 self._attempts.pop(("seq", item.seq), None)
                 self.cursor = item.seq
                 continue
@@ -385,9 +442,15 @@ class Pipeline(Component):
                 what = "storing the metric points of a request"
                 if not self._failed(("ledger", f.item.seq), f.item.tenant, what, e):
                     raise _Retry() from None
-                await self._quarantine([f.item.seq], "ledger", e, f.item.tenant, what, delete=True,
-                                       outcomes=[(f.item.tenant, f.item.signal.value, Outcome.QUARANTINED, "ledger",
-                                                  f.item.items)])
+                await self._quarantine(
+                    [f.item.seq],
+                    "ledger",
+                    e,
+                    f.item.tenant,
+                    what,
+                    delete=True,
+                    outcomes=[(f.item.tenant, f.item.signal.value, Outcome.QUARANTINED, "ledger", f.item.items)],
+                )
                 self._attempts.pop(("ledger", f.item.seq), None)
                 del self._fed[0]
                 continue
@@ -423,9 +486,15 @@ class Pipeline(Component):
                 what = f"mapping a trace ({g.size} records)"
                 if not self._failed(("group", g.tenant, g.key), g.tenant, what, e):
                     raise _Retry() from None
-                await self._quarantine(g.seqs, "mapping", e, g.tenant, what,
-                                       outcomes=self._group_rows(g, Outcome.QUARANTINED, "mapping"),
-                                       closed=[(s, g.key) for s in g.seqs])
+                await self._quarantine(
+                    g.seqs,
+                    "mapping",
+                    e,
+                    g.tenant,
+                    what,
+                    outcomes=self._group_rows(g, Outcome.QUARANTINED, "mapping"),
+                    closed=[(s, g.key) for s in g.seqs],
+                )
                 self._attempts.pop(("group", g.tenant, g.key), None)
                 self._released([g])
                 del self._closing[0]
@@ -445,8 +514,9 @@ class Pipeline(Component):
 
     @staticmethod
     def _group_rows(g: Group, outcome: Outcome, reason: str) -> list[OutcomeRow]:
-        return [(g.tenant, sig, outcome, reason, n)
-                for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n]
+        return [
+            (g.tenant, sig, outcome, reason, n) for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n
+        ]
 
     async def _close(self, groups: list[Group]) -> None:
         """Map, dedupe, encode and commit closed groups in one transaction with their records' outcomes. Raises
@@ -463,8 +533,7 @@ class Pipeline(Component):
         usage = [u for c in commits for u in c.usage]
         if usage and self.ledger is not None:
             self._emit(await self.ledger.write(usage))
-        await self.spool.commit_traces(commits, closed=[(s, g.key) for g in groups for s in g.seqs],
-                                       outcomes=outcomes)
+        await self.spool.commit_traces(commits, closed=[(s, g.key) for g in groups for s in g.seqs], outcomes=outcomes)
         for c in commits:
             self.metrics.traces.labels(c.tenant).inc()
             if c.payload:
@@ -532,7 +601,8 @@ class Pipeline(Component):
             info=asdict(trace),
             usage=result.usage,
             bounds=(min(o.start_ns for o in result.observations), max(o.end_ns for o in result.observations))
-            if result.observations else None,
+            if result.observations
+            else None,
         )
 
     async def _early_ledger(self) -> None:
@@ -556,8 +626,11 @@ class Pipeline(Component):
             except Exception as e:  # an optimisation only: the close writes these records again (and handles errors)
                 if is_storage_error(e):
                     raise
-                log.warning("pipeline: early ledger write failed (%s: %s); the records are written when their "
-                            "traces close", type(e).__name__, e)
+                log.warning(
+                    "pipeline: early ledger write failed (%s: %s); the records are written when their traces close",
+                    type(e).__name__,
+                    e,
+                )
 
     def _emit(self, changes: Sequence[LedgerChange]) -> None:
         """Count new ledger records and hand the changes to ``on_ledger_changes``."""

@@ -54,8 +54,16 @@ class AlertHistory:
                     "INSERT INTO alert_history(fingerprint, fired_at, tenant, alertname, severity, labels, resolved_at) "
                     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(fingerprint, fired_at) DO UPDATE SET "
                     "resolved_at=excluded.resolved_at, labels=excluded.labels",
-                    (a.fingerprint, a.fired_at, a.labels.get("tenant", ""), a.name, a.severity,
-                     json.dumps(a.labels, sort_keys=True), a.ends_at if a.state is AlertState.RESOLVED else None))
+                    (
+                        a.fingerprint,
+                        a.fired_at,
+                        a.labels.get("tenant", ""),
+                        a.name,
+                        a.severity,
+                        json.dumps(a.labels, sort_keys=True),
+                        a.ends_at if a.state is AlertState.RESOLVED else None,
+                    ),
+                )
 
         fut = asyncio.ensure_future(self.db.run(write))
         self._pending.add(fut)
@@ -78,16 +86,25 @@ class AlertHistory:
             rows = conn.execute(
                 "SELECT fingerprint, fired_at, alertname, severity, labels, resolved_at FROM alert_history "
                 "WHERE tenant=? AND fired_at < ? AND (resolved_at IS NULL OR resolved_at >= ?) ORDER BY fired_at",
-                (tenant, end_s, start_s)).fetchall()
+                (tenant, end_s, start_s),
+            ).fetchall()
             jira = _jira_issues(conn)
             out = []
             for fp, fired, name, sev, labels, resolved in rows:
                 issue = jira.get(fp)
-                out.append(AlertEvent(alertname=name, fingerprint=fp, fired_at=fired, labels=json.loads(labels),
-                                      severity=sev, resolved_at=resolved,
-                                      jira_key=issue[0] if issue else None,
-                                      jira_opened_at=issue[1] if issue else None,
-                                      jira_resolved_at=issue[2] if issue else None))
+                out.append(
+                    AlertEvent(
+                        alertname=name,
+                        fingerprint=fp,
+                        fired_at=fired,
+                        labels=json.loads(labels),
+                        severity=sev,
+                        resolved_at=resolved,
+                        jira_key=issue[0] if issue else None,
+                        jira_opened_at=issue[1] if issue else None,
+                        jira_resolved_at=issue[2] if issue else None,
+                    )
+                )
             return out
 
         return await self.db.run(read)
@@ -97,7 +114,9 @@ def _jira_issues(conn: sqlite3.Connection) -> dict[str, tuple[str, float | None,
     """fingerprint → (issue key, created_at, resolved_at) from Jira integrations' saved state, when the outbox
     table exists (the Jira notifier keeps ``issue``, ``created_at``, ``firing`` fingerprints and ``action``)."""
     try:
-        rows = conn.execute("SELECT integration, state FROM receiver_state WHERE integration LIKE '%/jira/%'").fetchall()
+        rows = conn.execute(
+            "SELECT integration, state FROM receiver_state WHERE integration LIKE '%/jira/%'"
+        ).fetchall()
     except sqlite3.OperationalError:
         return {}
     out: dict[str, tuple[str, float | None, float | None]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,9 +36,17 @@ def budget_specs(rules: Iterable[Any]) -> list[BudgetSpec]:
             continue
         m = r.model
         w = m.window
-        out.append(BudgetSpec(
-            name=m.alert, limit_usd=float(m.limit_usd), window=w.calendar or "month", matchers=tuple(m.matchers),
-            timezone=w.timezone, rolling_s=w.rolling, group_by=tuple(g for g in m.group_by if g != "tenant")))
+        out.append(
+            BudgetSpec(
+                name=m.alert,
+                limit_usd=float(m.limit_usd),
+                window=w.calendar or "month",
+                matchers=tuple(m.matchers),
+                timezone=w.timezone,
+                rolling_s=w.rolling,
+                group_by=tuple(g for g in m.group_by if g != "tenant"),
+            )
+        )
     return out
 
 
@@ -49,8 +57,9 @@ def _status(spend: int, limit: int, start_ns: int, upto: int, end_ns: int, rolli
     return burn, forecast, "over" if spend > limit else "forecast_over" if forecast > limit else "ok"
 
 
-def budget_status(source: ReportSource, tenant: str, specs: Sequence[BudgetSpec], as_of_ns: int,
-                  scope: Sequence[str] = ()) -> list[BudgetStatus]:
+def budget_status(
+    source: ReportSource, tenant: str, specs: Sequence[BudgetSpec], as_of_ns: int, scope: Sequence[str] = ()
+) -> list[BudgetStatus]:
     """Each budget's spend in its window up to ``as_of_ns`` (unix ns), burn rate and forecast, in ``specs`` order.
 
     Calendar windows are the day/week/month containing ``as_of`` in the budget's time zone; a rolling window is
@@ -69,7 +78,7 @@ def budget_status(source: ReportSource, tenant: str, specs: Sequence[BudgetSpec]
         extra = [m for m in scope_ms if m not in own]
         if all(m.op == "=" and m.name in b.group_by for m in extra):
             wanted.append(replace(b, matchers=b.matchers + tuple(str(m) for m in extra)) if extra else b)
-    as_of = datetime.fromtimestamp(as_of_ns / 1e9, timezone.utc)
+    as_of = datetime.fromtimestamp(as_of_ns / 1e9, UTC)
     windows: list[tuple[int, int, ZoneInfo, str]] = []
     for b in wanted:
         tz = ZoneInfo(b.timezone)
@@ -84,9 +93,10 @@ def budget_status(source: ReportSource, tenant: str, specs: Sequence[BudgetSpec]
             plain[windows[i][:2]].append(i)
     spends: dict[int, int] = {}
     for (start_ns, end_ns), idx in plain.items():
-        got = source.spend(tenant, start_ns, min(as_of_ns, end_ns),
-                           [parse_matchers(list(wanted[i].matchers)) for i in idx])
-        spends.update(zip(idx, got))
+        got = source.spend(
+            tenant, start_ns, min(as_of_ns, end_ns), [parse_matchers(list(wanted[i].matchers)) for i in idx]
+        )
+        spends.update(zip(idx, got, strict=False))
     out = []
     for i, b in enumerate(wanted):
         start_ns, end_ns, tz, desc = windows[i]
@@ -106,9 +116,25 @@ def budget_status(source: ReportSource, tenant: str, specs: Sequence[BudgetSpec]
         if b.group_by:
             scope_text += f" per {', '.join(b.group_by)}"
 
-        def iso(ns: int) -> str:
+        def iso(ns: int, tz: ZoneInfo = tz) -> str:
             return datetime.fromtimestamp(ns / 1e9, tz).isoformat(timespec="seconds")
 
-        out.append(BudgetStatus(b.name, scope_text, desc, iso(start_ns), iso(end_ns), iso(upto), limit, spend, burn,
-                                forecast, status, group, groups, groups_over))
+        out.append(
+            BudgetStatus(
+                b.name,
+                scope_text,
+                desc,
+                iso(start_ns),
+                iso(end_ns),
+                iso(upto),
+                limit,
+                spend,
+                burn,
+                forecast,
+                status,
+                group,
+                groups,
+                groups_over,
+            )
+        )
     return out

@@ -40,11 +40,18 @@ def render_chart(r: Report, width: int = CHART_WIDTH, height: int = CHART_HEIGHT
         usd = [v / 1e9 for v in values]
         colour = _OTHERS if key == "others" else _COLOURS[i % len(_COLOURS)]
         ax.bar(x, usd, bottom=bottom, label=key, color=colour, width=0.8, edgecolor="white", linewidth=0.5)
-        bottom = [b + u for b, u in zip(bottom, usd)]
+        bottom = [b + u for b, u in zip(bottom, usd, strict=False)]
     if s.previous is not None:
         prev = [v / 1e9 for v in s.previous[: len(x)]]
-        ax.plot(x[: len(prev)], prev, color="#333333", linestyle="--", marker="o", markersize=4,
-                label=f"previous {r.noun} (total ${sum(s.previous) / 1e9:,.2f})")
+        ax.plot(
+            x[: len(prev)],
+            prev,
+            color="#333333",
+            linestyle="--",
+            marker="o",
+            markersize=4,
+            label=f"previous {r.noun} (total ${sum(s.previous) / 1e9:,.2f})",
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(s.buckets, fontsize=8 if len(x) > 14 else 10)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"))

@@ -10,17 +10,26 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from relay.matchers import Matcher, matches_all, parse_matchers
 from relay.reports import fmt
 from relay.reports.budgets import budget_status
-from relay.reports.quality import quality_section
 from relay.reports.model import (
-    AlertEvent, AlertSummary, Breakdown, BudgetSpec, ErrorRow, Figures, GroupRow, Report, Series,
-    SessionRow, ToolRow,
+    AlertEvent,
+    AlertSummary,
+    Breakdown,
+    BudgetSpec,
+    ErrorRow,
+    Figures,
+    GroupRow,
+    Report,
+    Series,
+    SessionRow,
+    ToolRow,
 )
 from relay.reports.periods import Period
+from relay.reports.quality import quality_section
 from relay.reports.source import CubeRow, ErrorCell, MetricTotals, Query, ReportSource, SessionStats, ToolCell
 
 __all__ = ["ReportRequest", "compute_report", "figures", "alert_summary", "NONE_KEY", "OTHERS_KEY"]
@@ -49,12 +58,20 @@ class ReportRequest:
 
 
 def _query(req: ReportRequest, period: Period, matchers: tuple[Matcher, ...]) -> Query:
-    return Query(req.tenant, period.start_ns, period.end_ns, matchers, req.group_by, req.chart_by,
-                 tuple(b[1] for b in period.buckets()))
+    return Query(
+        req.tenant,
+        period.start_ns,
+        period.end_ns,
+        matchers,
+        req.group_by,
+        req.chart_by,
+        tuple(b[1] for b in period.buckets()),
+    )
 
 
-def figures(cube: Iterable[CubeRow], tools: Iterable[ToolCell], sessions: SessionStats,
-            metrics: MetricTotals) -> Figures:
+def figures(
+    cube: Iterable[CubeRow], tools: Iterable[ToolCell], sessions: SessionStats, metrics: MetricTotals
+) -> Figures:
     """Headline figures from the grouped rows of one period (see :class:`Figures` for the definitions)."""
     f = Figures()
     for r in cube:
@@ -106,10 +123,14 @@ def _top(rows: dict[str, Breakdown], prev: dict[str, int] | None, n: int) -> lis
     if len(ordered) <= n:
         return ordered
     rest = ordered[n:]
-    others = Breakdown(OTHERS_KEY, sum(b.cost_nanos for b in rest),
-                       None if prev is None else sum(b.prev_cost_nanos or 0 for b in rest),
-                       sum(b.api_calls for b in rest), sum(b.tokens for b in rest),
-                       None if any(b.sessions is None for b in rest) else sum(b.sessions or 0 for b in rest))
+    others = Breakdown(
+        OTHERS_KEY,
+        sum(b.cost_nanos for b in rest),
+        None if prev is None else sum(b.prev_cost_nanos or 0 for b in rest),
+        sum(b.api_calls for b in rest),
+        sum(b.tokens for b in rest),
+        None if any(b.sessions is None for b in rest) else sum(b.sessions or 0 for b in rest),
+    )
     return ordered[:n] + [others]
 
 
@@ -158,10 +179,15 @@ def _groups(cube: list[CubeRow], prev_cube: list[CubeRow] | None, sessions: Sess
     if len(ordered) <= n:
         return ordered
     rest = ordered[n:]
-    others = GroupRow(OTHERS_KEY, sum(g.cost_nanos for g in rest),
-                      None if prev is None else sum(g.prev_cost_nanos or 0 for g in rest),
-                      sum(g.api_calls for g in rest), sum(g.api_errors for g in rest), sum(g.sessions for g in rest),
-                      len(set().union(*(users[g.key] for g in rest))))
+    others = GroupRow(
+        OTHERS_KEY,
+        sum(g.cost_nanos for g in rest),
+        None if prev is None else sum(g.prev_cost_nanos or 0 for g in rest),
+        sum(g.api_calls for g in rest),
+        sum(g.api_errors for g in rest),
+        sum(g.sessions for g in rest),
+        len(set().union(*(users[g.key] for g in rest))),
+    )
     return ordered[:n] + [others]
 
 
@@ -175,7 +201,7 @@ def _series(req: ReportRequest, cube: list[CubeRow], prev_cube: list[CubeRow] | 
         stacks.setdefault(key, [0] * len(labels))[r.bucket] += r.cost_nanos
     order = sorted(stacks, key=lambda k: (-sum(stacks[k]), k))
     if len(order) > req.top_n:
-        keep, rest = order[: req.top_n], order[req.top_n:]
+        keep, rest = order[: req.top_n], order[req.top_n :]
         others = [sum(stacks[k][i] for k in rest) for i in range(len(labels))]
         stacks = {k: stacks[k] for k in keep}
         stacks[OTHERS_KEY] = others
@@ -210,8 +236,9 @@ def _tools(cells: Iterable[ToolCell]) -> list[ToolRow]:
     return sorted(rows.values(), key=lambda t: (-(t.calls + t.rejects), t.tool))
 
 
-def alert_summary(events: Iterable[AlertEvent], tenant: str, start_s: float, end_s: float,
-                  scope: Sequence[Matcher] = ()) -> AlertSummary:
+def alert_summary(
+    events: Iterable[AlertEvent], tenant: str, start_s: float, end_s: float, scope: Sequence[Matcher] = ()
+) -> AlertSummary:
     """Alerts of ``[start_s, end_s)`` (unix seconds) for ``tenant`` (an alert with a ``tenant`` label of another
     tenant is skipped) within ``scope`` (matchers on the alert's labels)."""
     s = AlertSummary()
@@ -223,7 +250,7 @@ def alert_summary(events: Iterable[AlertEvent], tenant: str, start_s: float, end
         if e.resolved_at is not None and start_s <= e.resolved_at < end_s:
             s.resolved += 1
         if e.fired_at < end_s and (e.resolved_at is None or e.resolved_at >= end_s):
-            when = datetime.fromtimestamp(e.fired_at, timezone.utc).isoformat(timespec="seconds")
+            when = datetime.fromtimestamp(e.fired_at, UTC).isoformat(timespec="seconds")
             s.still_firing.append((e.alertname, e.severity, when))
         if e.jira_key and e.jira_opened_at is not None:
             if start_s <= e.jira_opened_at < end_s:
@@ -243,30 +270,45 @@ def _notes(req: ReportRequest, cur: Figures, prev: Figures | None, groups: list[
     if prev is None:
         notes.append(f"No usage recorded in the previous {noun}: changes are n/a.")
     if not cur.has_metrics:
-        notes.append("Claude Code metrics were not exported (OTEL_METRICS_EXPORTER): lines of code, commits and "
-                     "pull requests are not reported.")
+        notes.append(
+            "Claude Code metrics were not exported (OTEL_METRICS_EXPORTER): lines of code, commits and "
+            "pull requests are not reported."
+        )
     if cur.tool_records == 0:
         notes.append(f"No tool events recorded this {noun}: tool figures are not available.")
     if cur.calls_without_cost:
-        notes.append(f"{cur.calls_without_cost:,} LLM calls have no known cost (no reported cost and a model "
-                     "missing from relay's price table); their cost is not included.")
+        notes.append(
+            f"{cur.calls_without_cost:,} LLM calls have no known cost (no reported cost and a model "
+            "missing from relay's price table); their cost is not included."
+        )
     if cur.calls_cost_computed:
-        notes.append(f"{cur.calls_cost_computed:,} LLM calls had no reported cost and were priced from relay's price "
-                     f"table: {fmt.usd(cur.cost_computed_nanos)} of {fmt.usd(cur.cost_nanos)} (cost source computed).")
+        notes.append(
+            f"{cur.calls_cost_computed:,} LLM calls had no reported cost and were priced from relay's price "
+            f"table: {fmt.usd(cur.cost_computed_nanos)} of {fmt.usd(cur.cost_nanos)} (cost source computed)."
+        )
     if cur.metric_estimates:
-        notes.append(f"{cur.metric_estimates:,} usage entries were derived from Claude Code's cost metrics "
-                     "(sessions without per-call events): included in cost and tokens, not in call counts.")
+        notes.append(
+            f"{cur.metric_estimates:,} usage entries were derived from Claude Code's cost metrics "
+            "(sessions without per-call events): included in cost and tokens, not in call counts."
+        )
     if cur.records_without_user:
-        notes.append(f"{cur.records_without_user:,} records carry no user identity (set enduser.id in "
-                     "OTEL_RESOURCE_ATTRIBUTES).")
+        notes.append(
+            f"{cur.records_without_user:,} records carry no user identity (set enduser.id in OTEL_RESOURCE_ATTRIBUTES)."
+        )
     if req.group_by and groups and all(g.key == NONE_KEY for g in groups):
         notes.append(f"No record carries the {req.group_by} label: no per-{req.group_by} breakdown.")
     return notes
 
 
-def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequence[BudgetSpec] | None = None,
-                   alerts: Sequence[AlertEvent] | None = None, session_url: SessionUrl | None = None,
-                   now: datetime | None = None) -> Report:
+def compute_report(
+    source: ReportSource,
+    req: ReportRequest,
+    *,
+    budgets: Sequence[BudgetSpec] | None = None,
+    alerts: Sequence[AlertEvent] | None = None,
+    session_url: SessionUrl | None = None,
+    now: datetime | None = None,
+) -> Report:
     """The report of ``req`` (synchronous; run it in a worker thread).
 
     ``budgets`` None: no budget section (no rules wired); ``alerts`` None: no alert section. ``session_url``
@@ -275,7 +317,7 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     (``Report.partial``) the previous period is cut at the same elapsed time, so changes compare like for like. Raises ``ValueError`` on bad
     scope matchers.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     matchers = tuple(parse_matchers(list(req.scope)))
     period, prev_period = req.period, req.period.previous()
     q, pq = _query(req, period, matchers), _query(req, prev_period, matchers)
@@ -287,16 +329,28 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     cube, tools, sessions = source.usage_cube(q), source.tool_cube(q), source.session_stats(q, req.top_n)
     cur = figures(cube, tools, sessions, source.metric_totals(q))
     prev_cube = source.usage_cube(pq)
-    prev: Figures | None = figures(prev_cube, source.tool_cube(pq), source.session_stats(pq, 0),
-                                   source.metric_totals(pq))
+    prev: Figures | None = figures(
+        prev_cube, source.tool_cube(pq), source.session_stats(pq, 0), source.metric_totals(pq)
+    )
     if prev.records == 0 and not prev.has_metrics:  # type: ignore[union-attr]
         prev, prev_cube = None, None  # type: ignore[assignment]
     tz = period.tz
     report = Report(
-        tenant=req.tenant, kind=period.kind, period=period.label, start=period.start.isoformat(),
-        end=period.end.isoformat(), timezone=str(tz), generated_at=now.astimezone(tz).isoformat(timespec="seconds"),
-        current=cur, previous=prev, scope=list(req.scope), late=req.late, top_n=req.top_n, group_label=req.group_by,
-        partial=partial)
+        tenant=req.tenant,
+        kind=period.kind,
+        period=period.label,
+        start=period.start.isoformat(),
+        end=period.end.isoformat(),
+        timezone=str(tz),
+        generated_at=now.astimezone(tz).isoformat(timespec="seconds"),
+        current=cur,
+        previous=prev,
+        scope=list(req.scope),
+        late=req.late,
+        top_n=req.top_n,
+        group_label=req.group_by,
+        partial=partial,
+    )
     if report.empty:
         report.notes = [f"No Claude Code usage was recorded for {req.tenant} in {period.label}."]
         if budgets is not None:
@@ -315,9 +369,17 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     if req.group_by:
         report.by_group = _groups(cube, prev_cube, sessions, req.top_n)
     report.top_sessions = [
-        SessionRow(s.session_id, s.user, s.cost_nanos, s.interactions, s.api_calls, s.seconds,
-                   session_url(req.tenant, s.session_id) if session_url else None)
-        for s in sessions.top]
+        SessionRow(
+            s.session_id,
+            s.user,
+            s.cost_nanos,
+            s.interactions,
+            s.api_calls,
+            s.seconds,
+            session_url(req.tenant, s.session_id) if session_url else None,
+        )
+        for s in sessions.top
+    ]
     report.errors = _errors(source.error_cube(q)) if cur.api_errors else []
     report.tools = _tools(tools)
     report.series = _series(req, cube, prev_cube)
@@ -328,8 +390,9 @@ def compute_report(source: ReportSource, req: ReportRequest, *, budgets: Sequenc
     report.notes = _notes(req, cur, prev, report.by_group)
     conn = getattr(source, "conn", None)
     if conn is not None:  # the SQLite source: the ledger's score table is in the same database
-        report.quality = quality_section(conn, req.tenant, period.start_ns, period.end_ns, prev_period.start_ns,
-                                         matchers, req.top_n, session_url)
+        report.quality = quality_section(
+            conn, req.tenant, period.start_ns, period.end_ns, prev_period.start_ns, matchers, req.top_n, session_url
+        )
     return report
 
 

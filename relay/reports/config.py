@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
-from relay.matchers import parse_matchers
 from relay.config_types import Duration, _Model
+from relay.matchers import parse_matchers
 
 __all__ = ["ScheduleConfig", "ReportsConfig", "DEFAULT_CRON"]
 
@@ -128,8 +128,10 @@ class ReportsConfig(_Model):
         out = []
         for i, s in enumerate(self.schedules):
             if s.receiver not in receivers:
-                out.append(f"reports.schedules[{i}].receiver ({s.name}): {s.receiver!r} is not defined in "
-                           f"alerting.receivers (defined: {', '.join(receivers) or 'none'})")
+                out.append(
+                    f"reports.schedules[{i}].receiver ({s.name}): {s.receiver!r} is not defined in "
+                    f"alerting.receivers (defined: {', '.join(receivers) or 'none'})"
+                )
             if s.tenant is not None and s.tenant not in tenants:
                 out.append(f"reports.schedules[{i}].tenant ({s.name}): unknown tenant {s.tenant!r}")
         return out

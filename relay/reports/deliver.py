@@ -26,8 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from relay.notify.config import ReceiverConfig
-from relay.notify.config import integration_id
+from relay.notify.config import ReceiverConfig, integration_id
 from relay.notify.webhook.notifier import post_signed
 from relay.reports.chart import render_chart
 from relay.reports.config import ScheduleConfig
@@ -40,9 +39,16 @@ __all__ = ["ReceiverDeliverer", "webhook_payload"]
 
 def webhook_payload(schedule: ScheduleConfig, report: Report) -> dict[str, Any]:
     """The JSON body a webhook destination receives (see the module doc)."""
-    return {"version": "1", "kind": "relay.usage_report", "schedule": schedule.name, "tenant": report.tenant,
-            "period": report.period, "late": report.late, "report": report.to_dict(),
-            "markdown": render_markdown(report)}
+    return {
+        "version": "1",
+        "kind": "relay.usage_report",
+        "schedule": schedule.name,
+        "tenant": report.tenant,
+        "period": report.period,
+        "late": report.late,
+        "report": report.to_dict(),
+        "markdown": render_markdown(report),
+    }
 
 
 class ReceiverDeliverer:
@@ -61,11 +67,13 @@ class ReceiverDeliverer:
         r = self.receivers.get(schedule.receiver)
         if r is None:
             raise KeyError(f"receiver {schedule.receiver!r} is not configured (alerting.receivers)")
-        return ([integration_id(r.name, "slack", i) for i in range(len(r.slack_configs))]
-                + [integration_id(r.name, "webhook", i) for i in range(len(r.webhook_configs))])
+        return [integration_id(r.name, "slack", i) for i in range(len(r.slack_configs))] + [
+            integration_id(r.name, "webhook", i) for i in range(len(r.webhook_configs))
+        ]
 
-    async def deliver(self, schedule: ScheduleConfig, destination: str, report: Report,
-                      state: dict[str, Any]) -> dict[str, Any]:
+    async def deliver(
+        self, schedule: ScheduleConfig, destination: str, report: Report, state: dict[str, Any]
+    ) -> dict[str, Any]:
         """Send ``report``; ``state`` holds the steps an earlier attempt completed (Slack ``ts``, ``file_id``).
         Raises ``NotifyError``, ``KeyError`` for an unknown destination."""
         receiver, kind, index = destination.rsplit("/", 2)
@@ -76,8 +84,9 @@ class ReceiverDeliverer:
             return await self._webhook_post(schedule, r, int(index), destination, report)
         raise KeyError(f"not a report destination: {destination}")
 
-    async def _slack_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, report: Report,
-                          state: dict[str, Any]) -> dict[str, Any]:
+    async def _slack_post(
+        self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, report: Report, state: dict[str, Any]
+    ) -> dict[str, Any]:
         from relay.notify.slack.notifier import SlackNotifier  # slack-sdk is heavy: import on first use
 
         cfg = r.slack_configs[index]
@@ -89,19 +98,31 @@ class ReceiverDeliverer:
         msg = render_slack(report)
         png = await asyncio.to_thread(render_chart, report)
         return await notifier.post_report(
-            msg["blocks"], msg["text"], png, f"claude-code-{report.kind}-{report.tenant}-{report.period}.png",
-            f"{report.title}: cost per {'hour' if report.kind == 'daily' else 'day'}", state=state)
+            msg["blocks"],
+            msg["text"],
+            png,
+            f"claude-code-{report.kind}-{report.tenant}-{report.period}.png",
+            f"{report.title}: cost per {'hour' if report.kind == 'daily' else 'day'}",
+            state=state,
+        )
 
-    async def _webhook_post(self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, destination: str,
-                            report: Report) -> dict[str, Any]:
+    async def _webhook_post(
+        self, schedule: ScheduleConfig, r: ReceiverConfig, index: int, destination: str, report: Report
+    ) -> dict[str, Any]:
         cfg = r.webhook_configs[index]
         body = json.dumps(webhook_payload(schedule, report), separators=(",", ":"), ensure_ascii=False).encode()
         ident = f"{schedule.name}/{report.tenant}/{destination}/{report.period}"
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
-        status = await post_signed(self._session, cfg, body, where=f"report webhook {destination}",
-                                   user_agent="relay-report", now=self.clock,
-                                   idempotency_key=hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report")
+        status = await post_signed(
+            self._session,
+            cfg,
+            body,
+            where=f"report webhook {destination}",
+            user_agent="relay-report",
+            now=self.clock,
+            idempotency_key=hashlib.sha256(ident.encode()).hexdigest()[:32] + ":report",
+        )
         return {"delivered": True, "status": status}
 
     async def close(self) -> None:

@@ -30,7 +30,11 @@ class Headline:
     def show(self, value: float | None) -> str:
         """``value`` formatted for people in this headline's unit (``n/a`` for None)."""
         f: Callable[[float | None], str] = {
-            "usd": fmt.usd, "tokens": fmt.tokens, "count": fmt.count, "ratio": fmt.percent, "seconds": fmt.seconds,
+            "usd": fmt.usd,
+            "tokens": fmt.tokens,
+            "count": fmt.count,
+            "ratio": fmt.percent,
+            "seconds": fmt.seconds,
         }[self.unit]
         return f(value)
 
@@ -72,5 +76,7 @@ _SPEC: list[tuple[str, str, str, str, Callable[[Figures], float | None]]] = [
 def headlines(report: Report) -> list[Headline]:
     """The headline figures of ``report`` (current and previous period) in display order."""
     prev = report.previous
-    return [Headline(key, name, get(report.current), None if prev is None else get(prev), unit, section)
-            for key, name, unit, section, get in _SPEC]
+    return [
+        Headline(key, name, get(report.current), None if prev is None else get(prev), unit, section)
+        for key, name, unit, section, get in _SPEC
+    ]

@@ -16,8 +16,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = [
-    "Figures", "Breakdown", "GroupRow", "SessionRow", "ErrorRow", "ToolRow", "Series", "BudgetSpec",
-    "BudgetStatus", "AlertEvent", "AlertSummary", "Report", "ratio", "pct_change",
+    "Figures",
+    "Breakdown",
+    "GroupRow",
+    "SessionRow",
+    "ErrorRow",
+    "ToolRow",
+    "Series",
+    "BudgetSpec",
+    "BudgetStatus",
+    "AlertEvent",
+    "AlertSummary",
+    "Report",
+    "ratio",
+    "pct_change",
 ]
 
 
@@ -130,11 +142,16 @@ class Figures:
     def to_dict(self) -> dict[str, Any]:
         """Fields plus derived ratios (``None`` when undefined) and ``cost_usd``."""
         d = asdict(self)
-        d.update(cost_usd=round(self.cost_nanos / 1e9, 9), total_tokens=self.total_tokens,
-                 cache_hit_ratio=self.cache_hit_ratio, error_rate=self.error_rate,
-                 tool_success_rate=self.tool_success_rate, accept_rate=self.accept_rate,
-                 cost_per_pr_usd=None if self.cost_per_pr_nanos is None else round(self.cost_per_pr_nanos / 1e9, 9),
-                 avg_session_seconds=self.avg_session_seconds)
+        d.update(
+            cost_usd=round(self.cost_nanos / 1e9, 9),
+            total_tokens=self.total_tokens,
+            cache_hit_ratio=self.cache_hit_ratio,
+            error_rate=self.error_rate,
+            tool_success_rate=self.tool_success_rate,
+            accept_rate=self.accept_rate,
+            cost_per_pr_usd=None if self.cost_per_pr_nanos is None else round(self.cost_per_pr_nanos / 1e9, 9),
+            avg_session_seconds=self.avg_session_seconds,
+        )
         return d
 
 
@@ -361,7 +378,8 @@ class Report:
         period is still running)."""
         scope = f" ({', '.join(self.scope)})" if self.scope else ""
         return f"Claude Code {self.kind} report — {self.tenant}{scope} — {self.period}" + (
-            " (so far)" if self.partial else "")
+            " (so far)" if self.partial else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: every field, derived ratios, and ``usd`` next to nano-USD figures of headlines."""
@@ -370,9 +388,9 @@ class Report:
         d["previous"] = None if self.previous is None else self.previous.to_dict()
         d["empty"] = self.empty
         d["title"] = self.title
-        for t, row in zip(d["tools"], self.tools):
+        for t, row in zip(d["tools"], self.tools, strict=False):
             t["success_rate"] = row.success_rate
         if self.budgets is not None:
-            for b, st in zip(d["budgets"], self.budgets):
+            for b, st in zip(d["budgets"], self.budgets, strict=False):
                 b["used"] = st.used
         return d

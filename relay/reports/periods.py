@@ -156,6 +156,9 @@ def parse_period(kind: PeriodKind, text: str, tz: ZoneInfo) -> Period:
             raise ValueError
         return Period(kind, date(int(m.group(1)), int(m.group(2)), 1), tz)
     except ValueError:
-        fmt = {"weekly": "YYYY-Www (e.g. 2026-W47)", "daily": "YYYY-MM-DD (e.g. 2026-11-16)",
-               "monthly": "YYYY-MM (e.g. 2026-11)"}[kind]
+        fmt = {
+            "weekly": "YYYY-Www (e.g. 2026-W47)",
+            "daily": "YYYY-MM-DD (e.g. 2026-11-16)",
+            "monthly": "YYYY-MM (e.g. 2026-11)",
+        }[kind]
         raise ValueError(f"invalid {kind} period {text!r}: use {fmt}") from None

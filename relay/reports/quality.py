@@ -63,8 +63,9 @@ class Quality:
     worst: list[WorstSession] = field(default_factory=list)
 
 
-def _rows(conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns: int,
-          matchers: Sequence[Matcher]) -> list[ScoreRow]:
+def _rows(
+    conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher]
+) -> list[ScoreRow]:
     try:
         rows = read_scores(conn, start_ns, end_ns, tenant)
     except sqlite3.OperationalError:  # no score table yet (scores never ran)
@@ -73,8 +74,13 @@ def _rows(conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns: int,
         return rows
     out = []
     for r in rows:
-        labels = {**r.labels, "tenant": r.tenant, "user": r.user_id or "", "session": r.session_id or "",
-                  "score": r.name}
+        labels = {
+            **r.labels,
+            "tenant": r.tenant,
+            "user": r.user_id or "",
+            "session": r.session_id or "",
+            "score": r.name,
+        }
         if all(m.matches(labels) for m in matchers):
             out.append(r)
     return out
@@ -84,9 +90,16 @@ def _level(r: ScoreRow) -> str:
     return "trace" if r.trace_id else "session"
 
 
-def quality_section(conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns: int, prev_start_ns: int,
-                    matchers: Sequence[Matcher] = (), top_n: int = 5,
-                    session_url: Callable[[str, str], str | None] | None = None) -> Quality | None:
+def quality_section(
+    conn: sqlite3.Connection,
+    tenant: str,
+    start_ns: int,
+    end_ns: int,
+    prev_start_ns: int,
+    matchers: Sequence[Matcher] = (),
+    top_n: int = 5,
+    session_url: Callable[[str, str], str | None] | None = None,
+) -> Quality | None:
     """The quality section of ``[start_ns, end_ns)`` (previous period ``[prev_start_ns, start_ns)``), or None when
     the period has no score."""
     cur = _rows(conn, tenant, start_ns, end_ns, matchers)
@@ -104,13 +117,33 @@ def quality_section(conn: sqlite3.Connection, tenant: str, start_ns: int, end_ns
                 outcomes[r.string_value] = outcomes.get(r.string_value, 0) + 1
     for (name, level), vals in sorted(values.items()):
         pv = prev_values.get((name, level))
-        q.scores.append(ScoreStat(name, level, len(vals), statistics.fmean(vals), float(statistics.median(vals)),
-                                  min(vals), max(vals), len(pv or ()), statistics.fmean(pv) if pv else None))
-    cost: dict[str, float | None] = {r.session_id: r.value for r in cur
-                                     if r.name == "cost_usd" and not r.trace_id and r.session_id}
+        q.scores.append(
+            ScoreStat(
+                name,
+                level,
+                len(vals),
+                statistics.fmean(vals),
+                float(statistics.median(vals)),
+                min(vals),
+                max(vals),
+                len(pv or ()),
+                statistics.fmean(pv) if pv else None,
+            )
+        )
+    cost: dict[str, float | None] = {
+        r.session_id: r.value for r in cur if r.name == "cost_usd" and not r.trace_id and r.session_id
+    }
     bad = [r for r in cur if r.name == "outcome" and r.session_id and r.string_value in ("failed", "abandoned")]
     rank = {label: i for i, label in enumerate(OUTCOMES)}
     bad.sort(key=lambda r: (-rank.get(r.string_value or "", 0), -(cost.get(r.session_id or "") or 0.0)))
-    q.worst = [WorstSession(r.session_id or "", r.string_value or "", r.user_id, cost.get(r.session_id or ""),
-                            session_url(tenant, r.session_id or "") if session_url else None) for r in bad[:top_n]]
+    q.worst = [
+        WorstSession(
+            r.session_id or "",
+            r.string_value or "",
+            r.user_id,
+            cost.get(r.session_id or ""),
+            session_url(tenant, r.session_id or "") if session_url else None,
+        )
+        for r in bad[:top_n]
+    ]
     return q

@@ -51,8 +51,7 @@ def _breakdown(title: str, rows: list[Breakdown], noun: str) -> dict[str, Any] |
         ch = fmt.change(b.cost_nanos, b.prev_cost_nanos)
         extra = f", {fmt.count(b.sessions)} sessions" if b.sessions is not None else ""
         vs = "" if ch == fmt.NA else f" ({ch} vs last {noun})"
-        lines.append(f"• `{_esc(b.key)}` {fmt.usd(b.cost_nanos)}{vs}"
-                     + f" — {fmt.count(b.api_calls)} calls{extra}")
+        lines.append(f"• `{_esc(b.key)}` {fmt.usd(b.cost_nanos)}{vs}" + f" — {fmt.count(b.api_calls)} calls{extra}")
     return _section("\n".join(lines))
 
 
@@ -66,17 +65,23 @@ def _budget_alert_blocks(r: Report) -> list[dict[str, Any]]:
             lines = ["*Budgets*"]
             for b in r.budgets:
                 top = f"; top {_esc(b.group)}, {b.groups_over} of {b.groups} over" if b.group else ""
-                lines.append(f"{icon.get(b.status, '')} *{_esc(b.name)}* ({_esc(b.scope)}, {_esc(b.window)}{top}): "
-                             f"{fmt.usd(b.spend_nanos)} of {fmt.usd(b.limit_nanos)} ({fmt.percent(b.used, 0)}), "
-                             f"burn {fmt.usd(b.burn_rate_nanos_per_day)}/day, forecast {fmt.usd(b.forecast_nanos)}")
+                lines.append(
+                    f"{icon.get(b.status, '')} *{_esc(b.name)}* ({_esc(b.scope)}, {_esc(b.window)}{top}): "
+                    f"{fmt.usd(b.spend_nanos)} of {fmt.usd(b.limit_nanos)} ({fmt.percent(b.used, 0)}), "
+                    f"burn {fmt.usd(b.burn_rate_nanos_per_day)}/day, forecast {fmt.usd(b.forecast_nanos)}"
+                )
             out.append(_section("\n".join(lines)))
     if r.alerts is not None:
         a = r.alerts
-        lines = [f"*Alerts*\n{a.fired} fired, {a.resolved} resolved, {len(a.still_firing)} still firing; "
-                 f"Jira: {a.jira_opened} opened, {a.jira_resolved} resolved, {len(a.jira_open)} open"
-                 + (f" ({_esc(', '.join(a.jira_open[:10]))})" if a.jira_open else "")]
-        lines += [f"• :rotating_light: {_esc(name)} ({_esc(sev)}) since {_esc(since)}"
-                  for name, sev, since in a.still_firing[:10]]
+        lines = [
+            f"*Alerts*\n{a.fired} fired, {a.resolved} resolved, {len(a.still_firing)} still firing; "
+            f"Jira: {a.jira_opened} opened, {a.jira_resolved} resolved, {len(a.jira_open)} open"
+            + (f" ({_esc(', '.join(a.jira_open[:10]))})" if a.jira_open else "")
+        ]
+        lines += [
+            f"• :rotating_light: {_esc(name)} ({_esc(sev)}) since {_esc(since)}"
+            for name, sev, since in a.still_firing[:10]
+        ]
         out.append(_section("\n".join(lines)))
     return out
 
@@ -84,7 +89,8 @@ def _budget_alert_blocks(r: Report) -> list[dict[str, Any]]:
 def render_slack(r: Report) -> dict[str, Any]:
     """``{"text": fallback, "blocks": [...]}`` for ``chat.postMessage`` / an incoming webhook."""
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(r.title, MAX_HEADER_TEXT), "emoji": True}}]
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(r.title, MAX_HEADER_TEXT), "emoji": True}}
+    ]
     when = f"{r.start[:10]} → {r.end[:10]} ({_esc(r.timezone)})"
     if r.late:
         when += " · :hourglass: *posted late* (relay could not post at the scheduled time)"
@@ -97,16 +103,22 @@ def render_slack(r: Report) -> dict[str, Any]:
         return {"text": f"{r.title}: no usage recorded", "blocks": blocks[:MAX_BLOCKS]}
 
     c = r.current
-    tok = (f"{fmt.tokens(c.total_tokens)} (in {fmt.tokens(c.input_tokens)}, out {fmt.tokens(c.output_tokens)}, "
-           f"cache read {fmt.tokens(c.cache_read_tokens)}, cache write {fmt.tokens(c.cache_creation_tokens)})")
+    tok = (
+        f"{fmt.tokens(c.total_tokens)} (in {fmt.tokens(c.input_tokens)}, out {fmt.tokens(c.output_tokens)}, "
+        f"cache read {fmt.tokens(c.cache_read_tokens)}, cache write {fmt.tokens(c.cache_creation_tokens)})"
+    )
     if c.has_metrics:
-        code = (f"+{fmt.count(c.lines_added)} / −{fmt.count(c.lines_removed)} lines, {fmt.count(c.commits)} commits, "
-                f"{fmt.count(c.pull_requests)} PRs; {fmt.usd(c.cost_per_pr_nanos)} per PR")
+        code = (
+            f"+{fmt.count(c.lines_added)} / −{fmt.count(c.lines_removed)} lines, {fmt.count(c.commits)} commits, "
+            f"{fmt.count(c.pull_requests)} PRs; {fmt.usd(c.cost_per_pr_nanos)} per PR"
+        )
     else:
         code = "not reported (no Claude Code metrics exported)"
     if c.tool_records:
-        tools = (f"{_with_change(heads['tool_calls'])}; success {fmt.percent(c.tool_success_rate)}, "
-                 f"accepted {fmt.percent(c.accept_rate)}")
+        tools = (
+            f"{_with_change(heads['tool_calls'])}; success {fmt.percent(c.tool_success_rate)}, "
+            f"accepted {fmt.percent(c.accept_rate)}"
+        )
     else:
         tools = "no tool events recorded"
     fields = [
@@ -128,34 +140,49 @@ def render_slack(r: Report) -> dict[str, Any]:
         lines = [f"*Cost by {_esc(r.group_label)}*"]
         for g in r.by_group:
             ch = fmt.change(g.cost_nanos, g.prev_cost_nanos)
-            lines.append(f"• `{_esc(g.key)}` {fmt.usd(g.cost_nanos)}" + ("" if ch == fmt.NA else f" ({ch})")
-                         + f" — {fmt.count(g.sessions)} sessions, {fmt.count(g.active_users)} users"
-                         + (f", mostly {_esc(g.top_model)}" if g.top_model else ""))
+            lines.append(
+                f"• `{_esc(g.key)}` {fmt.usd(g.cost_nanos)}"
+                + ("" if ch == fmt.NA else f" ({ch})")
+                + f" — {fmt.count(g.sessions)} sessions, {fmt.count(g.active_users)} users"
+                + (f", mostly {_esc(g.top_model)}" if g.top_model else "")
+            )
         blocks.append(_section("\n".join(lines)))
     if r.top_sessions:
         lines = [f"*Top {len(r.top_sessions)} sessions by cost*"]
         for s in r.top_sessions:
             name = f"<{s.url}|{_esc(s.session_id[:13])}>" if s.url else f"`{_esc(s.session_id[:13])}`"
-            lines.append(f"• {name} {fmt.usd(s.cost_nanos)} — {_esc(s.user or 'unknown user')}, "
-                         f"{fmt.count(s.interactions)} interactions, {fmt.seconds(s.duration_s)}")
+            lines.append(
+                f"• {name} {fmt.usd(s.cost_nanos)} — {_esc(s.user or 'unknown user')}, "
+                f"{fmt.count(s.interactions)} interactions, {fmt.seconds(s.duration_s)}"
+            )
         blocks.append(_section("\n".join(lines)))
     if r.errors:
         lines = ["*Top API errors*"] + [
-            f"• {_esc(e.error_class)}" + (f" (HTTP {e.status_code})" if e.status_code is not None else "")
-            + f": {fmt.count(e.count)}" for e in r.errors[:5]]
+            f"• {_esc(e.error_class)}"
+            + (f" (HTTP {e.status_code})" if e.status_code is not None else "")
+            + f": {fmt.count(e.count)}"
+            for e in r.errors[:5]
+        ]
         blocks.append(_section("\n".join(lines)))
     if r.tools:
         lines = ["*Tools*"] + [
             f"• `{_esc(t.tool)}` {fmt.count(t.calls)} calls, {fmt.percent(t.success_rate)} ok"
-            + (f", {fmt.count(t.rejects)} rejected" if t.rejects else "") for t in r.tools[:8]]
+            + (f", {fmt.count(t.rejects)} rejected" if t.rejects else "")
+            for t in r.tools[:8]
+        ]
         blocks.append(_section("\n".join(lines)))
     if r.quality is not None:
         q = r.quality
         lines = ["*Quality*"]
         if q.outcomes:
-            lines.append("• outcomes: " + ", ".join(
-                f"{k} {fmt.count(q.outcomes[k])}" for k in ("clean", "recovered", "abandoned", "failed")
-                if k in q.outcomes))
+            lines.append(
+                "• outcomes: "
+                + ", ".join(
+                    f"{k} {fmt.count(q.outcomes[k])}"
+                    for k in ("clean", "recovered", "abandoned", "failed")
+                    if k in q.outcomes
+                )
+            )
         for st in [x for x in q.scores if x.level == "session"][:6]:
             ch = "" if st.change is None else f" ({st.change:+.3g} vs previous {r.noun})"
             lines.append(f"• `{_esc(st.name)}` mean {st.mean:.3g} over {fmt.count(st.count)} sessions{ch}")

@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from croniter import croniter
@@ -81,8 +81,9 @@ class Deliverer(Protocol):
         unknown receiver."""
         ...
 
-    async def deliver(self, schedule: ScheduleConfig, destination: str, report: Report,
-                      state: dict[str, Any]) -> dict[str, Any]:
+    async def deliver(
+        self, schedule: ScheduleConfig, destination: str, report: Report, state: dict[str, Any]
+    ) -> dict[str, Any]:
         """Send ``report`` to ``destination``; ``state`` is the partial state of an earlier failed attempt
         (updated in place as steps complete). Returns the final state. Raises ``NotifyError``."""
         ...
@@ -118,9 +119,17 @@ class ReportScheduler(Component):
 
     name = "report scheduler"
 
-    def __init__(self, config: ReportsConfig, db: SqliteDB, compute: ComputeFn, deliver: Deliverer,
-                 now: Callable[[], float] = time.time, *, tenants: Sequence[str] = ("default",),
-                 owner: str | None = None):
+    def __init__(
+        self,
+        config: ReportsConfig,
+        db: SqliteDB,
+        compute: ComputeFn,
+        deliver: Deliverer,
+        now: Callable[[], float] = time.time,
+        *,
+        tenants: Sequence[str] = ("default",),
+        owner: str | None = None,
+    ):
         self.config = config
         self.db = db
         self.compute = compute
@@ -182,7 +191,7 @@ class ReportScheduler(Component):
         """The most recent firing of ``schedule`` at or before ``now`` (unix seconds) and the period it posts."""
         tz = schedule.tz
         # croniter's get_prev is strictly before its start: start just after now so a firing at now counts.
-        start = datetime.fromtimestamp(now, timezone.utc).astimezone(tz) + timedelta(microseconds=1)
+        start = datetime.fromtimestamp(now, UTC).astimezone(tz) + timedelta(microseconds=1)
         fire: datetime = croniter(schedule.cron_expr, start).get_prev(datetime)
         return fire.timestamp(), last_complete(schedule.period, fire, tz)
 
@@ -220,16 +229,30 @@ class ReportScheduler(Component):
                         wait = e.retry_after if isinstance(e, NotifyError) and e.retry_after else None
                         backoff = min(self.config.retry_max, self.config.retry_initial * 2 ** (claim.attempts - 1))
                         status, err = ("retry" if retryable else "failed"), (str(e) or type(e).__name__)[:500]
-                        log.warning("report %s for %s to %s (%s) %s: %s", sched.name, tenant, dest, period.label,
-                                    "will be retried" if retryable else "failed", err)
+                        log.warning(
+                            "report %s for %s to %s (%s) %s: %s",
+                            sched.name,
+                            tenant,
+                            dest,
+                            period.label,
+                            "will be retried" if retryable else "failed",
+                            err,
+                        )
                         nxt = now + max(backoff, wait or 0)
                         await self.db.run(_job(self._finish, sched.name, tenant, dest, period, status, state, err, nxt))
                         results.append(RunResult(sched.name, tenant, dest, period.label, status, late, err))
                         continue
-                    await self.db.run(_job(self._finish, sched.name, tenant, dest, period, "posted", state, None, None,
-                                           late=late))
-                    log.info("report %s for %s posted to %s (%s%s)", sched.name, tenant, dest, period.label,
-                             ", late" if late else "")
+                    await self.db.run(
+                        _job(self._finish, sched.name, tenant, dest, period, "posted", state, None, None, late=late)
+                    )
+                    log.info(
+                        "report %s for %s posted to %s (%s%s)",
+                        sched.name,
+                        tenant,
+                        dest,
+                        period.label,
+                        ", late" if late else "",
+                    )
                     results.append(RunResult(sched.name, tenant, dest, period.label, "posted", late))
         return results
 
@@ -239,15 +262,21 @@ class ReportScheduler(Component):
         conn.execute("INSERT OR IGNORE INTO report_schedules(schedule, first_seen) VALUES (?, ?)", (schedule, now))
         return conn.execute("SELECT first_seen FROM report_schedules WHERE schedule = ?", (schedule,)).fetchone()[0]
 
-    def _claim(self, conn: sqlite3.Connection, sched: ScheduleConfig, tenant: str, dest: str, period: Period,
-               now: float) -> _Claim | None:
+    def _claim(
+        self, conn: sqlite3.Connection, sched: ScheduleConfig, tenant: str, dest: str, period: Period, now: float
+    ) -> _Claim | None:
         key = (sched.name, tenant, dest, period.start_ns)
-        row = conn.execute("SELECT status, claimed_at, next_at, attempts, state FROM report_runs WHERE schedule = ? "
-                           "AND tenant = ? AND destination = ? AND period_start_ns = ?", key).fetchone()
+        row = conn.execute(
+            "SELECT status, claimed_at, next_at, attempts, state FROM report_runs WHERE schedule = ? "
+            "AND tenant = ? AND destination = ? AND period_start_ns = ?",
+            key,
+        ).fetchone()
         if row is None:
-            conn.execute("INSERT INTO report_runs(schedule, tenant, destination, period_start_ns, period, status, "
-                         "owner, attempts, claimed_at) VALUES (?, ?, ?, ?, ?, 'claimed', ?, 1, ?)",
-                         (*key, period.label, self.owner, now))
+            conn.execute(
+                "INSERT INTO report_runs(schedule, tenant, destination, period_start_ns, period, status, "
+                "owner, attempts, claimed_at) VALUES (?, ?, ?, ?, ?, 'claimed', ?, 1, ?)",
+                (*key, period.label, self.owner, now),
+            )
             return _Claim(1, {})
         status, claimed_at, next_at, attempts, state = row
         if status in ("posted", "failed"):
@@ -256,25 +285,51 @@ class ReportScheduler(Component):
             return None
         if status == "retry" and now < (next_at or 0):
             return None
-        conn.execute("UPDATE report_runs SET status = 'claimed', owner = ?, attempts = ?, claimed_at = ? "
-                     "WHERE schedule = ? AND tenant = ? AND destination = ? AND period_start_ns = ?",
-                     (self.owner, attempts + 1, now, *key))
+        conn.execute(
+            "UPDATE report_runs SET status = 'claimed', owner = ?, attempts = ?, claimed_at = ? "
+            "WHERE schedule = ? AND tenant = ? AND destination = ? AND period_start_ns = ?",
+            (self.owner, attempts + 1, now, *key),
+        )
         return _Claim(attempts + 1, json.loads(state or "{}"))
 
-    def _finish(self, conn: sqlite3.Connection, schedule: str, tenant: str, dest: str, period: Period, status: str,
-                state: dict[str, Any], error: str | None, next_at: float | None, late: bool = False) -> None:
-        conn.execute("UPDATE report_runs SET status = ?, state = ?, error = ?, next_at = ?, posted_at = ?, late = ? "
-                     "WHERE schedule = ? AND tenant = ? AND destination = ? AND period_start_ns = ? AND owner = ?",
-                     (status, json.dumps(state, sort_keys=True, default=str), error, next_at,
-                      self.now() if status == "posted" else None, int(late), schedule, tenant, dest, period.start_ns,
-                      self.owner))
+    def _finish(
+        self,
+        conn: sqlite3.Connection,
+        schedule: str,
+        tenant: str,
+        dest: str,
+        period: Period,
+        status: str,
+        state: dict[str, Any],
+        error: str | None,
+        next_at: float | None,
+        late: bool = False,
+    ) -> None:
+        conn.execute(
+            "UPDATE report_runs SET status = ?, state = ?, error = ?, next_at = ?, posted_at = ?, late = ? "
+            "WHERE schedule = ? AND tenant = ? AND destination = ? AND period_start_ns = ? AND owner = ?",
+            (
+                status,
+                json.dumps(state, sort_keys=True, default=str),
+                error,
+                next_at,
+                self.now() if status == "posted" else None,
+                int(late),
+                schedule,
+                tenant,
+                dest,
+                period.start_ns,
+                self.owner,
+            ),
+        )
 
     async def runs(self) -> list[dict[str, Any]]:
         """Every ``report_runs`` row as a dict (for the CLI, the admin API and tests), oldest period first."""
+
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = conn.execute("SELECT * FROM report_runs ORDER BY period_start_ns, schedule, tenant, destination")
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=False)) for row in cur.fetchall()]
 
         self.open()
         return await self.db.run(read)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.notify.config import ReceiverConfig
@@ -44,8 +44,15 @@ class ReportService:
     ``clock``: unix seconds (stamps ``generated_at``; bounds budgets of a period still running).
     """
 
-    def __init__(self, db_path: str | Path, *, budgets: BudgetsFn | None = None, alerts: AlertsFn | None = None,
-                 session_url: SessionUrlFn | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        budgets: BudgetsFn | None = None,
+        alerts: AlertsFn | None = None,
+        session_url: SessionUrlFn | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.db_path = Path(db_path)
         self.budgets = budgets
         self.alerts = alerts
@@ -58,26 +65,39 @@ class ReportService:
         conn = open_readonly(self.db_path)
         try:
             budgets = self.budgets(req.tenant) if self.budgets is not None else None
-            return compute_report(SqliteReportSource(conn), req, budgets=budgets, alerts=alerts,
-                                  session_url=self.session_url,
-                                  now=datetime.fromtimestamp(self.clock(), timezone.utc))
+            return compute_report(
+                SqliteReportSource(conn),
+                req,
+                budgets=budgets,
+                alerts=alerts,
+                session_url=self.session_url,
+                now=datetime.fromtimestamp(self.clock(), UTC),
+            )
         finally:
             conn.close()
 
     async def compute(self, schedule: ScheduleConfig, tenant: str, period: Period, late: bool) -> Report:
         """The scheduler's ``compute``: the report of ``schedule`` for ``tenant`` and ``period``, in a thread."""
-        req = ReportRequest(tenant, period, tuple(schedule.matchers), schedule.group_by, schedule.chart_by,
-                            schedule.top_n, late)
+        req = ReportRequest(
+            tenant, period, tuple(schedule.matchers), schedule.group_by, schedule.chart_by, schedule.top_n, late
+        )
         alerts = None
         if self.alerts is not None:
             alerts = await self.alerts(tenant, period.start_ns / 1e9, period.end_ns / 1e9)
         return await asyncio.to_thread(self.compute_sync, req, alerts)
 
 
-def build_scheduler(config: ReportsConfig, db: SqliteDB, receivers: Sequence[ReceiverConfig], tenants: Sequence[str],
-                    *, budgets: BudgetsFn | None = None, alerts: AlertsFn | None = None,
-                    session_url: SessionUrlFn | None = None, now: Callable[[], float] = time.time
-                    ) -> tuple[ReportScheduler, ReceiverDeliverer]:
+def build_scheduler(
+    config: ReportsConfig,
+    db: SqliteDB,
+    receivers: Sequence[ReceiverConfig],
+    tenants: Sequence[str],
+    *,
+    budgets: BudgetsFn | None = None,
+    alerts: AlertsFn | None = None,
+    session_url: SessionUrlFn | None = None,
+    now: Callable[[], float] = time.time,
+) -> tuple[ReportScheduler, ReceiverDeliverer]:
     """The daemon's report scheduler over ``db`` (relay's shared database) delivering to ``receivers``
     (``alerting.receivers``). ``await scheduler.start()`` / ``await scheduler.shutdown(deadline)``; the scheduler
     closes the deliverer at shutdown."""

@@ -8,14 +8,23 @@ grouped rows, never individual records. Money is nano-USD, tokens are counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from collections.abc import Sequence
 
 from relay.matchers import Matcher
 
-__all__ = ["Query", "CubeRow", "ToolCell", "ErrorCell", "SessionGroup", "TopSession", "SessionStats", "MetricTotals",
-           "ReportSource"]
+__all__ = [
+    "Query",
+    "CubeRow",
+    "ToolCell",
+    "ErrorCell",
+    "SessionGroup",
+    "TopSession",
+    "SessionStats",
+    "MetricTotals",
+    "ReportSource",
+]
 
 
 @dataclass(frozen=True)
@@ -160,14 +169,14 @@ class ReportSource(Protocol):
         """Lines of code, commits and PRs of ``q`` (scope matchers applied to the metric points' labels)."""
         ...
 
-    def spend(self, tenant: str, start_ns: int, end_ns: int,
-              scopes: Sequence[Sequence[Matcher]]) -> list[int]:
+    def spend(self, tenant: str, start_ns: int, end_ns: int, scopes: Sequence[Sequence[Matcher]]) -> list[int]:
         """Cost in nano-USD of ``tenant``'s records in ``[start_ns, end_ns)`` matching each matcher set of
         ``scopes`` (one figure per set, in order; an empty set matches everything), for budgets."""
         ...
 
-    def spend_groups(self, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher],
-                     labels: Sequence[str]) -> list[tuple[dict[str, str], int]]:
+    def spend_groups(
+        self, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher], labels: Sequence[str]
+    ) -> list[tuple[dict[str, str], int]]:
         """Cost in nano-USD of ``tenant``'s records in range matching ``matchers``, grouped by the values of
         ``labels`` (absent labels left out of the dict), highest spend first."""
         ...

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from relay.matchers import Matcher
 from relay.reports.source import (
-    CubeRow, ErrorCell, MetricTotals, Query, SessionGroup, SessionStats, ToolCell, TopSession,
+    CubeRow,
+    ErrorCell,
+    MetricTotals,
+    Query,
+    SessionGroup,
+    SessionStats,
+    ToolCell,
+    TopSession,
 )
 
 __all__ = ["SqliteReportSource", "open_readonly", "label_expr", "scope_sql", "LABEL_NAME_RE", "METRIC_SOURCE"]
@@ -35,11 +42,22 @@ LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 METRIC_SOURCE = "claude_code.metric"
 
 _BUILTIN = {
-    "tenant": "tenant", "kind": "kind", "user": "user_id", "session": "session_id", "trace": "trace_id",
-    "prompt": "prompt_id", "agent": "agent", "model": "model", "tool": "tool_name",
-    "success": "CASE WHEN success THEN 'true' ELSE 'false' END", "status_code": "CAST(status_code AS TEXT)",
-    "error_class": "error_class", "decision": "decision", "decision_source": "decision_source",
-    "source": "source", "cost_source": "cost_source",
+    "tenant": "tenant",
+    "kind": "kind",
+    "user": "user_id",
+    "session": "session_id",
+    "trace": "trace_id",
+    "prompt": "prompt_id",
+    "agent": "agent",
+    "model": "model",
+    "tool": "tool_name",
+    "success": "CASE WHEN success THEN 'true' ELSE 'false' END",
+    "status_code": "CAST(status_code AS TEXT)",
+    "error_class": "error_class",
+    "decision": "decision",
+    "decision_source": "decision_source",
+    "source": "source",
+    "cost_source": "cost_source",
 }
 #: Built-in labels that exist on ``metric_deltas`` (the others are absent there, i.e. ``''``).
 _METRIC_BUILTIN = {"tenant": "tenant", "user": "user_id", "session": "session_id", "model": "model"}
@@ -107,7 +125,7 @@ def _bucket_expr(edges: tuple[int, ...], end_ns: int) -> str:
     if len(edges) <= 1:
         return "0"
     bounds = [*edges, end_ns]
-    lengths = {b - a for a, b in zip(bounds, bounds[1:])}
+    lengths = {b - a for a, b in zip(bounds, bounds[1:], strict=False)}
     if len(lengths) == 1:
         return f"((time_ns - {int(edges[0])}) / {lengths.pop()})"
     whens = " ".join(f"WHEN time_ns < {int(e)} THEN {i}" for i, e in enumerate(edges[1:]))
@@ -147,13 +165,50 @@ class SqliteReportSource:
             FROM usage_records WHERE {where} AND kind = 'llm'
             GROUP BY 1, 2, 3, 4{chart_key}"""
         out = []
-        for (user, model, bucket, group, chart_v, n, errors, no_cost, no_user, derived, cost, inp, outp, cr,
-             cc, rep, comp, n_comp) in self.conn.execute(sql, params):
+        for (
+            user,
+            model,
+            bucket,
+            group,
+            chart_v,
+            n,
+            errors,
+            no_cost,
+            no_user,
+            derived,
+            cost,
+            inp,
+            outp,
+            cr,
+            cc,
+            rep,
+            comp,
+            n_comp,
+        ) in self.conn.execute(sql, params):
             group = None if group is None else str(group)
             chart = model if q.chart_label == "model" else group if q.chart_label == q.group_label else chart_v
-            out.append(CubeRow(bucket, model, user, group, None if chart is None else str(chart), n, errors or 0,
-                               no_cost or 0, no_user or 0, derived or 0, cost or 0, inp or 0, outp or 0, cr or 0,
-                               cc or 0, rep or 0, comp or 0, n_comp or 0))
+            out.append(
+                CubeRow(
+                    bucket,
+                    model,
+                    user,
+                    group,
+                    None if chart is None else str(chart),
+                    n,
+                    errors or 0,
+                    no_cost or 0,
+                    no_user or 0,
+                    derived or 0,
+                    cost or 0,
+                    inp or 0,
+                    outp or 0,
+                    cr or 0,
+                    cc or 0,
+                    rep or 0,
+                    comp or 0,
+                    n_comp or 0,
+                )
+            )
         return out
 
     def tool_cube(self, q: Query) -> list[ToolCell]:
@@ -161,8 +216,10 @@ class SqliteReportSource:
         where, params = self._where(q)
         sql = f"""SELECT tool_name, success, decision, error_class, COUNT(*), SUM(user_id IS NULL)
                   FROM usage_records WHERE {where} AND kind = 'tool' GROUP BY 1, 2, 3, 4"""
-        return [ToolCell(tool, bool(ok), decision, eclass, n, no_user or 0)
-                for tool, ok, decision, eclass, n, no_user in self.conn.execute(sql, params)]
+        return [
+            ToolCell(tool, bool(ok), decision, eclass, n, no_user or 0)
+            for tool, ok, decision, eclass, n, no_user in self.conn.execute(sql, params)
+        ]
 
     def error_cube(self, q: Query) -> list[ErrorCell]:
         """See :meth:`ReportSource.error_cube`."""
@@ -219,11 +276,11 @@ class SqliteReportSource:
         def total(name: str, typ: str | None = None) -> int:
             return int(round(sum(v for (n, t), v in sums.items() if n == name and (typ is None or t == typ))))
 
-        return MetricTotals(total(LOC_METRIC, "added"), total(LOC_METRIC, "removed"), total(COMMIT_METRIC),
-                            total(PR_METRIC))
+        return MetricTotals(
+            total(LOC_METRIC, "added"), total(LOC_METRIC, "removed"), total(COMMIT_METRIC), total(PR_METRIC)
+        )
 
-    def spend(self, tenant: str, start_ns: int, end_ns: int,
-              scopes: Sequence[Sequence[Matcher]]) -> list[int]:
+    def spend(self, tenant: str, start_ns: int, end_ns: int, scopes: Sequence[Sequence[Matcher]]) -> list[int]:
         """See :meth:`ReportSource.spend`: one range scan, one conditional sum per matcher set (no sort)."""
         if not scopes:
             return []
@@ -236,16 +293,19 @@ class SqliteReportSource:
         row = self.conn.execute(sql, [*params, tenant, start_ns, end_ns]).fetchone()
         return [v or 0 for v in row]
 
-    def spend_groups(self, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher],
-                     labels: Sequence[str]) -> list[tuple[dict[str, str], int]]:
+    def spend_groups(
+        self, tenant: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher], labels: Sequence[str]
+    ) -> list[tuple[dict[str, str], int]]:
         """See :meth:`ReportSource.spend_groups`: one range scan, one sort by the label values."""
         cond, params = scope_sql(list(matchers))
         exprs = [label_expr(n) for n in labels]
         keys = ", ".join(str(i + 1) for i in range(len(exprs)))
-        sql = (f"SELECT {', '.join(exprs)}, SUM(cost_nanos) AS c FROM usage_records "
-               f"WHERE tenant = ? AND time_ns >= ? AND time_ns < ?{cond} GROUP BY {keys} ORDER BY c DESC")
+        sql = (
+            f"SELECT {', '.join(exprs)}, SUM(cost_nanos) AS c FROM usage_records "
+            f"WHERE tenant = ? AND time_ns >= ? AND time_ns < ?{cond} GROUP BY {keys} ORDER BY c DESC"
+        )
         out = []
         for row in self.conn.execute(sql, [tenant, start_ns, end_ns, *params]):
-            vals = {n: str(v) for n, v in zip(labels, row[:-1]) if v is not None and v != ""}
+            vals = {n: str(v) for n, v in zip(labels, row[:-1], strict=False) if v is not None and v != ""}
             out.append((vals, row[-1] or 0))
         return out

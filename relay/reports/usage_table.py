@@ -31,8 +31,17 @@ from relay.matchers import Matcher
 from relay.reports.periods import Period, period_containing
 from relay.reports.sql import METRIC_SOURCE, label_expr, scope_sql
 
-__all__ = ["TableRow", "UsageTable", "parse_day", "compute_table", "render_table_md", "render_table_json",
-           "render_table_csv", "BREAKDOWN_ALIASES", "VIEWS"]
+__all__ = [
+    "TableRow",
+    "UsageTable",
+    "parse_day",
+    "compute_table",
+    "render_table_md",
+    "render_table_json",
+    "render_table_csv",
+    "BREAKDOWN_ALIASES",
+    "VIEWS",
+]
 
 VIEWS = ("daily", "weekly", "monthly", "session", "user")
 #: ``--breakdown`` shorthands → ledger label.
@@ -103,14 +112,24 @@ class UsageTable:
     scope: list[str] = field(default_factory=list)
 
 
-_SUMS = ("SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens), "
-         f"SUM(cost_nanos), SUM(source != '{METRIC_SOURCE}'), COUNT(DISTINCT session_id), COUNT(DISTINCT user_id), "
-         "GROUP_CONCAT(DISTINCT model)")
+_SUMS = (
+    "SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), SUM(cache_read_tokens), "
+    f"SUM(cost_nanos), SUM(source != '{METRIC_SOURCE}'), COUNT(DISTINCT session_id), COUNT(DISTINCT user_id), "
+    "GROUP_CONCAT(DISTINCT model)"
+)
 
 
 def _fill(row: TableRow, vals: Sequence[Any]) -> TableRow:
-    (row.input_tokens, row.output_tokens, row.cache_creation_tokens, row.cache_read_tokens, row.cost_nanos,
-     row.api_calls, row.sessions, row.users) = (int(v or 0) for v in vals[:8])
+    (
+        row.input_tokens,
+        row.output_tokens,
+        row.cache_creation_tokens,
+        row.cache_read_tokens,
+        row.cost_nanos,
+        row.api_calls,
+        row.sessions,
+        row.users,
+    ) = (int(v or 0) for v in vals[:8])
     row.models = sorted(set((vals[8] or "").split(","))) if vals[8] else []
     return row
 
@@ -119,9 +138,19 @@ def _ns(dt: datetime) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
-def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo, since: date, until: date,
-                  now: datetime, *, breakdown: str | None = None, scope: Sequence[Matcher] = (),
-                  session_url: Callable[[str, str], str | None] | None = None) -> UsageTable:
+def compute_table(
+    conn: sqlite3.Connection,
+    view: str,
+    tenant: str,
+    tz: ZoneInfo,
+    since: date,
+    until: date,
+    now: datetime,
+    *,
+    breakdown: str | None = None,
+    scope: Sequence[Matcher] = (),
+    session_url: Callable[[str, str], str | None] | None = None,
+) -> UsageTable:
     """The ``view`` table of ``tenant`` for local days ``since``..``until`` (inclusive) in ``tz``, up to ``now``
     (aware). ``breakdown`` a ledger label (``model``, ``user``, ``team.id``…). ``conn``: a ledger connection with
     ``relay_re`` registered (``SqliteReportSource``). Raises ``ValueError`` for an invalid label name or a range
@@ -144,21 +173,38 @@ def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo
             if head.cost_nanos or head.total_tokens or head.api_calls:
                 rows.append(head)
                 if grp:
-                    for g, *vals in conn.execute(f"SELECT {grp} AS g, {_SUMS} {base} GROUP BY g ORDER BY "
-                                                 "SUM(cost_nanos) DESC, g", params):
-                        rows.append(_fill(TableRow(p.label, g if g is not None else "(none)", head.start, head.end,
-                                                   partial=head.partial), vals))
+                    for g, *vals in conn.execute(
+                        f"SELECT {grp} AS g, {_SUMS} {base} GROUP BY g ORDER BY SUM(cost_nanos) DESC, g", params
+                    ):
+                        rows.append(
+                            _fill(
+                                TableRow(
+                                    p.label,
+                                    g if g is not None else "(none)",
+                                    head.start,
+                                    head.end,
+                                    partial=head.partial,
+                                ),
+                                vals,
+                            )
+                        )
             p = p.next()
     else:
         key = "session_id" if view == "session" else "user_id"
         params = [tenant, _ns(lo), _ns(hi), *sparams]
         order = "SUM(cost_nanos) DESC, k"
-        got = conn.execute(f"SELECT COALESCE({key}, '(none)') AS k, MIN(time_ns), MAX(time_ns), MIN(user_id), "
-                           f"{_SUMS} {base} GROUP BY k ORDER BY {order}", params).fetchall()
+        got = conn.execute(
+            f"SELECT COALESCE({key}, '(none)') AS k, MIN(time_ns), MAX(time_ns), MIN(user_id), "
+            f"{_SUMS} {base} GROUP BY k ORDER BY {order}",
+            params,
+        ).fetchall()
         by_group: dict[str, list[TableRow]] = {}
         if grp:
-            for k, g, *vals in conn.execute(f"SELECT COALESCE({key}, '(none)') AS k, {grp} AS g, {_SUMS} {base} "
-                                            "GROUP BY k, g ORDER BY SUM(cost_nanos) DESC, g", params):
+            for k, g, *vals in conn.execute(
+                f"SELECT COALESCE({key}, '(none)') AS k, {grp} AS g, {_SUMS} {base} "
+                "GROUP BY k, g ORDER BY SUM(cost_nanos) DESC, g",
+                params,
+            ):
                 by_group.setdefault(k, []).append(_fill(TableRow(k, g if g is not None else "(none)", "", ""), vals))
         for k, first, last, user, *vals in got:
             s = datetime.fromtimestamp(first / 1e9, tz).isoformat(timespec="seconds")
@@ -172,8 +218,17 @@ def compute_table(conn: sqlite3.Connection, view: str, tenant: str, tz: ZoneInfo
                 rows.append(sub)
     totals = TableRow("Total", None, lo.isoformat(), hi.isoformat())
     _fill(totals, conn.execute(f"SELECT {_SUMS} {base}", [tenant, _ns(lo), _ns(hi), *sparams]).fetchone())
-    return UsageTable(view, tenant, str(tz.key), since.isoformat(), until.isoformat(), breakdown, rows, totals,
-                      [str(m) for m in scope])
+    return UsageTable(
+        view,
+        tenant,
+        str(tz.key),
+        since.isoformat(),
+        until.isoformat(),
+        breakdown,
+        rows,
+        totals,
+        [str(m) for m in scope],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ renderers
@@ -193,8 +248,12 @@ def render_table_md(t: UsageTable) -> str:
     type, cost; breakdown rows indented under their period; a total row. Sessions link to Langfuse when known."""
     scope = f" ({', '.join(t.scope)})" if t.scope else ""
     title = {"session": "by session", "user": "by user"}.get(t.view, t.view)
-    out = [f"# Claude Code usage {title} — {t.tenant}{scope}", "",
-           f"{t.since} → {t.until} ({t.timezone})" + (f"; breakdown by {t.breakdown}" if t.breakdown else ""), ""]
+    out = [
+        f"# Claude Code usage {title} — {t.tenant}{scope}",
+        "",
+        f"{t.since} → {t.until} ({t.timezone})" + (f"; breakdown by {t.breakdown}" if t.breakdown else ""),
+        "",
+    ]
     if not t.rows:
         out.append(f"No usage recorded for {t.tenant} from {t.since} to {t.until}.")
         return "\n".join(out) + "\n"
@@ -204,8 +263,14 @@ def render_table_md(t: UsageTable) -> str:
     if t.view in ("session", "user") or t.view in ("daily", "weekly", "monthly"):
         head += ["Models"]
     head += ["Input", "Output", "Cache create", "Cache read", "Total tokens", "API calls", "Cost (USD)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i > 0 and h not in ("User", "Models",
-             "Last activity") else "---" for i, h in enumerate(head)) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|"
+        + "|".join(
+            "---:" if i > 0 and h not in ("User", "Models", "Last activity") else "---" for i, h in enumerate(head)
+        )
+        + "|",
+    ]
 
     def cell(s: str) -> str:
         return s.replace("|", "\\|")
@@ -221,13 +286,27 @@ def render_table_md(t: UsageTable) -> str:
         if t.view == "session":
             cells += ["" if r.group else cell(r.user or ""), "" if r.group else r.end[:16].replace("T", " ")]
         cells.append(cell(", ".join(r.models)) if r.group is None or t.breakdown != "model" else "")
-        cells += [_n(r.input_tokens), _n(r.output_tokens), _n(r.cache_creation_tokens), _n(r.cache_read_tokens),
-                  _n(r.total_tokens), _n(r.api_calls), _usd(r.cost_nanos)]
+        cells += [
+            _n(r.input_tokens),
+            _n(r.output_tokens),
+            _n(r.cache_creation_tokens),
+            _n(r.cache_read_tokens),
+            _n(r.total_tokens),
+            _n(r.api_calls),
+            _usd(r.cost_nanos),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     tot = t.totals
     cells = ["**Total**"] + ([""] * (2 if t.view == "session" else 0)) + [""]
-    cells += [_n(tot.input_tokens), _n(tot.output_tokens), _n(tot.cache_creation_tokens), _n(tot.cache_read_tokens),
-              _n(tot.total_tokens), _n(tot.api_calls), f"**{_usd(tot.cost_nanos)}**"]
+    cells += [
+        _n(tot.input_tokens),
+        _n(tot.output_tokens),
+        _n(tot.cache_creation_tokens),
+        _n(tot.cache_read_tokens),
+        _n(tot.total_tokens),
+        _n(tot.api_calls),
+        f"**{_usd(tot.cost_nanos)}**",
+    ]
     lines.append("| " + " | ".join(cells) + " |")
     out += lines
     if any(r.partial for r in t.rows):
@@ -236,13 +315,24 @@ def render_table_md(t: UsageTable) -> str:
 
 
 def _camel(r: TableRow) -> dict[str, Any]:
-    return {"inputTokens": r.input_tokens, "outputTokens": r.output_tokens,
-            "cacheCreationTokens": r.cache_creation_tokens, "cacheReadTokens": r.cache_read_tokens,
-            "totalTokens": r.total_tokens, "totalCost": round(r.cost_nanos / 1e9, 9), "apiCalls": r.api_calls}
+    return {
+        "inputTokens": r.input_tokens,
+        "outputTokens": r.output_tokens,
+        "cacheCreationTokens": r.cache_creation_tokens,
+        "cacheReadTokens": r.cache_read_tokens,
+        "totalTokens": r.total_tokens,
+        "totalCost": round(r.cost_nanos / 1e9, 9),
+        "apiCalls": r.api_calls,
+    }
 
 
-_JSON_KEY = {"daily": ("daily", "date"), "weekly": ("weekly", "week"), "monthly": ("monthly", "month"),
-             "session": ("sessions", "sessionId"), "user": ("users", "user")}
+_JSON_KEY = {
+    "daily": ("daily", "date"),
+    "weekly": ("weekly", "week"),
+    "monthly": ("monthly", "month"),
+    "session": ("sessions", "sessionId"),
+    "user": ("users", "user"),
+}
 
 
 def render_table_json(t: UsageTable) -> str:
@@ -254,8 +344,15 @@ def render_table_json(t: UsageTable) -> str:
     entries: list[dict[str, Any]] = []
     for r in t.rows:
         if r.group is None:
-            e = {key: r.key, **_camel(r), "modelsUsed": r.models, "sessions": r.sessions, "partial": r.partial,
-                 "start": r.start, "end": r.end}
+            e = {
+                key: r.key,
+                **_camel(r),
+                "modelsUsed": r.models,
+                "sessions": r.sessions,
+                "partial": r.partial,
+                "start": r.start,
+                "end": r.end,
+            }
             if t.view == "session":
                 e["user"] = r.user
                 e["lastActivity"] = r.end
@@ -270,18 +367,47 @@ def render_table_json(t: UsageTable) -> str:
             entries[-1]["breakdown"].append(sub)
             if t.breakdown == "model":
                 entries[-1]["modelBreakdowns"].append(
-                    {"modelName": r.group, "inputTokens": r.input_tokens, "outputTokens": r.output_tokens,
-                     "cacheCreationTokens": r.cache_creation_tokens, "cacheReadTokens": r.cache_read_tokens,
-                     "cost": round(r.cost_nanos / 1e9, 9)})
-    out = {plural: entries, "totals": _camel(t.totals), "tenant": t.tenant, "timezone": t.timezone,
-           "since": t.since, "until": t.until, "breakdownBy": t.breakdown, "scope": t.scope}
+                    {
+                        "modelName": r.group,
+                        "inputTokens": r.input_tokens,
+                        "outputTokens": r.output_tokens,
+                        "cacheCreationTokens": r.cache_creation_tokens,
+                        "cacheReadTokens": r.cache_read_tokens,
+                        "cost": round(r.cost_nanos / 1e9, 9),
+                    }
+                )
+    out = {
+        plural: entries,
+        "totals": _camel(t.totals),
+        "tenant": t.tenant,
+        "timezone": t.timezone,
+        "since": t.since,
+        "until": t.until,
+        "breakdownBy": t.breakdown,
+        "scope": t.scope,
+    }
     return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
 
 
 #: Columns of the tidy CSV.
-TABLE_CSV_HEADER = ["view", "key", "start", "end", "partial", "breakdown", "group", "input_tokens", "output_tokens",
-                    "cache_creation_tokens", "cache_read_tokens", "total_tokens", "cost_usd", "api_calls",
-                    "sessions", "users"]
+TABLE_CSV_HEADER = [
+    "view",
+    "key",
+    "start",
+    "end",
+    "partial",
+    "breakdown",
+    "group",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "total_tokens",
+    "cost_usd",
+    "api_calls",
+    "sessions",
+    "users",
+]
 
 
 def render_table_csv(t: UsageTable) -> str:
@@ -294,7 +420,24 @@ def render_table_csv(t: UsageTable) -> str:
     for r in t.rows:
         if t.breakdown and r.group is None:
             continue
-        w.writerow([t.view, r.key, r.start, r.end, int(r.partial), t.breakdown or "", r.group or "",
-                    r.input_tokens, r.output_tokens, r.cache_creation_tokens, r.cache_read_tokens, r.total_tokens,
-                    f"{r.cost_nanos / 1e9:.9f}", r.api_calls, r.sessions, r.users])
+        w.writerow(
+            [
+                t.view,
+                r.key,
+                r.start,
+                r.end,
+                int(r.partial),
+                t.breakdown or "",
+                r.group or "",
+                r.input_tokens,
+                r.output_tokens,
+                r.cache_creation_tokens,
+                r.cache_read_tokens,
+                r.total_tokens,
+                f"{r.cost_nanos / 1e9:.9f}",
+                r.api_calls,
+                r.sessions,
+                r.users,
+            ]
+        )
     return buf.getvalue()

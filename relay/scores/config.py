@@ -27,8 +27,7 @@ from relay.scores.figures import FIGURE_NAMES, Figures
 
 __all__ = ["ScoresConfig", "CustomScore", "Threshold"]
 
-_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
-        "!=": operator.ne}
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
 
 
 class Threshold(_Model):
@@ -54,8 +53,9 @@ class CustomScore(_Model):
             raise ValueError(f"score {self.name!r}: give exactly one of 'figure' or 'ratio'")
         unknown = sorted({*(self.ratio or ()), *([self.figure] if self.figure else [])} - FIGURE_NAMES)
         if unknown:
-            raise ValueError(f"score {self.name!r}: unknown figure(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(FIGURE_NAMES))}")
+            raise ValueError(
+                f"score {self.name!r}: unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(FIGURE_NAMES))}"
+            )
         return self
 
     @property

@@ -37,12 +37,37 @@ from relay.model import UsageRecord
 __all__ = ["Figures", "figures_of", "outcome_of", "OUTCOMES", "record_cost_usd", "FIGURE_NAMES"]
 
 #: Every figure name a custom score may use.
-FIGURE_NAMES = frozenset({
-    "api_calls", "api_errors", "api_error_rate", "tool_uses", "tool_failures", "tool_success_rate", "tool_decisions",
-    "tool_accepts", "tool_rejects", "tool_accept_rate", "cost_usd", "duration_s", "ttft_ms_p50", "retries_exhausted",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "interactions", "lines_added",
-    "lines_removed", "lines_changed", "commits", "pull_requests", "llm_errors", "error_rate", "latency_s",
-})
+FIGURE_NAMES = frozenset(
+    {
+        "api_calls",
+        "api_errors",
+        "api_error_rate",
+        "tool_uses",
+        "tool_failures",
+        "tool_success_rate",
+        "tool_decisions",
+        "tool_accepts",
+        "tool_rejects",
+        "tool_accept_rate",
+        "cost_usd",
+        "duration_s",
+        "ttft_ms_p50",
+        "retries_exhausted",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "interactions",
+        "lines_added",
+        "lines_removed",
+        "lines_changed",
+        "commits",
+        "pull_requests",
+        "llm_errors",
+        "error_rate",
+        "latency_s",
+    }
+)
 
 #: The categorical ``outcome`` values, best first; the category value Langfuse stores is the index (0 = clean).
 OUTCOMES = ("clean", "recovered", "abandoned", "failed")
@@ -86,9 +111,18 @@ def figures_of(records: Iterable[UsageRecord]) -> Figures:
             failures += not r.success
         elif r.kind == "retries_exhausted":
             exhausted += 1
-    f: Figures = {"api_calls": calls, "api_errors": errors, "tool_uses": uses, "tool_failures": failures,
-                  "tool_decisions": decisions, "tool_accepts": accepts, "tool_rejects": rejects,
-                  "retries_exhausted": exhausted, "cost_usd": float(cost), **tokens}
+    f: Figures = {
+        "api_calls": calls,
+        "api_errors": errors,
+        "tool_uses": uses,
+        "tool_failures": failures,
+        "tool_decisions": decisions,
+        "tool_accepts": accepts,
+        "tool_rejects": rejects,
+        "retries_exhausted": exhausted,
+        "cost_usd": float(cost),
+        **tokens,
+    }
     f["llm_errors"] = errors
     if calls:
         f["api_error_rate"] = f["error_rate"] = errors / calls
@@ -125,6 +159,10 @@ def outcome_of(records: Sequence[UsageRecord], last_trace: str | None) -> str:
         return "failed"
     if not any(r.success for r in calls) or (last and _is_rejected(last[-1])):
         return "abandoned"
-    troubled = any((r.kind == "llm" and not r.success) or r.kind == "retries_exhausted"
-                   or (r.kind == "tool" and not r.success and not _is_rejected(r)) for r in records)
+    troubled = any(
+        (r.kind == "llm" and not r.success)
+        or r.kind == "retries_exhausted"
+        or (r.kind == "tool" and not r.success and not _is_rejected(r))
+        for r in records
+    )
     return "recovered" if troubled else "clean"

@@ -55,8 +55,9 @@ def _definitions(config: ScoresConfig) -> list[ScoreDef]:
 
 async def _check(resp: aiohttp.ClientResponse, failures_500: int, max_500: int) -> Any:
     text = await resp.text(errors="replace")
-    check_status(resp.status, resp.headers.get("Retry-After"), text[:300], failures_500=failures_500,
-                 max_500_retries=max_500)
+    check_status(
+        resp.status, resp.headers.get("Retry-After"), text[:300], failures_500=failures_500, max_500_retries=max_500
+    )
     try:
         return json.loads(text) if text else None
     except ValueError:
@@ -97,23 +98,36 @@ class ScoreConfigs:
                     async with http.post(base + _CONFIGS, json=config_body(d), headers=auth) as r:
                         have = await _check(r, 0, 3) or {}
                 except PermanentError as e:  # e.g. a name Langfuse does not accept: send that score untyped
-                    log.warning("Langfuse refused score config %r: %s; its scores are sent without configId",
-                                d.name, e.message)
+                    log.warning(
+                        "Langfuse refused score config %r: %s; its scores are sent without configId", d.name, e.message
+                    )
                     continue
                 log.info("declared Langfuse score config %s (%s)", d.name, d.data_type)
             if have.get("dataType") == d.data_type and have.get("id"):
                 self.ids[d.name] = have["id"]
             else:
-                log.warning("Langfuse score config %r exists with data type %s (relay's: %s); scores are sent "
-                            "without configId", d.name, have.get("dataType"), d.data_type)
+                log.warning(
+                    "Langfuse score config %r exists with data type %s (relay's: %s); scores are sent without configId",
+                    d.name,
+                    have.get("dataType"),
+                    d.data_type,
+                )
         self.ready = True
 
 
 class ScoreSender:
     """Delivers the score outbox, one task per tenant in ``tenants`` (name → ``LangfuseConfig``, export on)."""
 
-    def __init__(self, db: SqliteDB, tenants: dict[str, LangfuseConfig], config: ScoresConfig, retry: RetryConfig,
-                 *, timeout: float = 30.0, registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        db: SqliteDB,
+        tenants: dict[str, LangfuseConfig],
+        config: ScoresConfig,
+        retry: RetryConfig,
+        *,
+        timeout: float = 30.0,
+        registry: CollectorRegistry | None = None,
+    ):
         self.db = db
         self.tenants = tenants
         self.retry = retry
@@ -123,12 +137,16 @@ class ScoreSender:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
-        self.sent = Counter("relay_scores_sent", "Scores delivered to Langfuse or dead-lettered, by outcome.",
-                            ["tenant", "outcome"], registry=registry)
+        self.sent = Counter(
+            "relay_scores_sent",
+            "Scores delivered to Langfuse or dead-lettered, by outcome.",
+            ["tenant", "outcome"],
+            registry=registry,
+        )
 
     def wake(self, tenants: set[str] | None = None) -> None:
         """New scores were queued for ``tenants`` (all when None)."""
-        for t in (tenants or self._events.keys()):
+        for t in tenants or self._events.keys():
             if t in self._events:
                 self._events[t].set()
 
@@ -201,8 +219,11 @@ class ScoreSender:
         now = time.time_ns()
 
         def due(c: sqlite3.Connection) -> list[tuple]:
-            return c.execute("SELECT id, body, version, attempts, failures_500 FROM score_outbox WHERE tenant=? AND "
-                             "next_ns<=? ORDER BY id LIMIT 100", (tenant, now)).fetchall()
+            return c.execute(
+                "SELECT id, body, version, attempts, failures_500 FROM score_outbox WHERE tenant=? AND "
+                "next_ns<=? ORDER BY id LIMIT 100",
+                (tenant, now),
+            ).fetchall()
 
         def next_due(c: sqlite3.Connection) -> int | None:
             return c.execute("SELECT MIN(next_ns) FROM score_outbox WHERE tenant=?", (tenant,)).fetchone()[0]
@@ -224,9 +245,13 @@ class ScoreSender:
                     await _check(r, f500, self.retry.max_500_retries)
             except TransientError as e:
                 delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
-                await self.db.run(functools.partial(
-                    _execute, "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
-                    (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id)))
+                await self.db.run(
+                    functools.partial(
+                        _execute,
+                        "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
+                        (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id),
+                    )
+                )
                 if e.retry_after:
                     return e.retry_after  # the server asked the whole tenant to wait
                 continue
@@ -235,8 +260,9 @@ class ScoreSender:
                 self.sent.labels(tenant, "dead_lettered").inc()
                 log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
                 continue
-            await self.db.run(functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?",
-                                                (row_id, version)))
+            await self.db.run(
+                functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?", (row_id, version))
+            )
             self.sent.labels(tenant, "delivered").inc()
         return 0.0
 
@@ -249,6 +275,8 @@ def _dead_letter(conn: sqlite3.Connection, *, row_id: int, status: int | None, r
     row = conn.execute("SELECT tenant, score_id, body FROM score_outbox WHERE id=?", (row_id,)).fetchone()
     if row is None:
         return
-    conn.execute("INSERT INTO score_dead_letters(tenant, score_id, body, status, reason, failed_ns) "
-                 "VALUES (?,?,?,?,?,?)", (*row, status, reason, time.time_ns()))
+    conn.execute(
+        "INSERT INTO score_dead_letters(tenant, score_id, body, status, reason, failed_ns) VALUES (?,?,?,?,?,?)",
+        (*row, status, reason, time.time_ns()),
+    )
     conn.execute("DELETE FROM score_outbox WHERE id=?", (row_id,))

@@ -23,9 +23,20 @@ __all__ = ["ScoreRecord", "score_record", "score_changes", "ScoredLedger"]
 
 def score_record(row: ScoreRow) -> ScoreRecord:
     """The engine record of a ``ledger_scores`` row (key ``score:<id>``)."""
-    return ScoreRecord(key=f"score:{row.id}", kind=SCORE_KIND, time_ns=row.time_ns, tenant=row.tenant,
-                       session_id=row.session_id, trace_id=row.trace_id, user=row.user_id, labels=dict(row.labels),
-                       value=row.value, string_value=row.string_value, score=row.name, score_source=row.source)
+    return ScoreRecord(
+        key=f"score:{row.id}",
+        kind=SCORE_KIND,
+        time_ns=row.time_ns,
+        tenant=row.tenant,
+        session_id=row.session_id,
+        trace_id=row.trace_id,
+        user=row.user_id,
+        labels=dict(row.labels),
+        value=row.value,
+        string_value=row.string_value,
+        score=row.name,
+        score_source=row.source,
+    )
 
 
 def score_changes(changes: Sequence[tuple[ScoreRow | None, ScoreRow]]) -> list[LedgerChange]:
@@ -53,16 +64,18 @@ class ScoredLedger(LedgerStore):
         """The ledger's ``write_metric_points``."""
         return await self._ledger.write_metric_points(rows)
 
-    async def sum_metric(self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None,
-                         by: Sequence[str] = ()) -> list[MetricSum]:
+    async def sum_metric(
+        self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None, by: Sequence[str] = ()
+    ) -> list[MetricSum]:
         """The ledger's ``sum_metric``."""
         return await self._ledger.sum_metric(name, start_ns, end_ns, tenant=tenant, by=by)
 
-    async def scan(self, start_ns: int, end_ns: int, tenant: str | None = None,
-                   batch: int = 10_000) -> AsyncIterator[list[UsageRecord]]:
+    async def scan(
+        self, start_ns: int, end_ns: int, tenant: str | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[UsageRecord]]:
         """Usage records of ``[start_ns, end_ns)``, then that range's score records (one batch per ``batch``)."""
         async for records in self._ledger.scan(start_ns, end_ns, tenant, batch):
             yield records
         rows = await self._db.run(lambda c: read_scores(c, start_ns, end_ns, tenant))
         for i in range(0, len(rows), batch):
-            yield [score_record(r) for r in rows[i:i + batch]]
+            yield [score_record(r) for r in rows[i : i + batch]]

@@ -30,15 +30,29 @@ class ScoresRuntime(Component):
     pipeline (``Pipeline(on_traces_closed=…)``).
     """
 
-    def __init__(self, db: SqliteDB, ledger: LedgerStore, config: ScoresConfig, exporter: LangfuseExporterConfig,
-                 tenants: list, registry: CollectorRegistry | None = None,
-                 observe: Callable[[list[LedgerChange]], None] | None = None):
+    def __init__(
+        self,
+        db: SqliteDB,
+        ledger: LedgerStore,
+        config: ScoresConfig,
+        exporter: LangfuseExporterConfig,
+        tenants: list,
+        registry: CollectorRegistry | None = None,
+        observe: Callable[[list[LedgerChange]], None] | None = None,
+    ):
         exporting = {t.name: t.langfuse for t in tenants if t.langfuse.enabled}
-        self.sender = ScoreSender(db, exporting, config, exporter.retry_on_failure, timeout=exporter.timeout,
-                                  registry=registry)
-        self.scorer = Scorer(db, ledger, config, environments={t.name: t.langfuse.environment for t in tenants},
-                             deliver=lambda tenant: tenant in exporting, on_queued=self.sender.wake,
-                             on_changes=self.score_changes)
+        self.sender = ScoreSender(
+            db, exporting, config, exporter.retry_on_failure, timeout=exporter.timeout, registry=registry
+        )
+        self.scorer = Scorer(
+            db,
+            ledger,
+            config,
+            environments={t.name: t.langfuse.environment for t in tenants},
+            deliver=lambda tenant: tenant in exporting,
+            on_queued=self.sender.wake,
+            on_changes=self.score_changes,
+        )
         self.observe = observe
         self.enabled = config.enabled
 

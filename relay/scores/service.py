@@ -64,10 +64,18 @@ class Scorer:
     ``on_queued`` is called after scores were queued (wakes the sender); ``on_changes`` with the ``(old, new)``
     ``ledger_scores`` rows that changed (``relay.usage.sqlite_scores.put_scores``; the rules engine's feed)."""
 
-    def __init__(self, db: SqliteDB, ledger: LedgerStore, config: ScoresConfig, *,
-                 environments: dict[str, str | None], deliver: Callable[[str], bool],
-                 on_queued: Callable[[set[str]], None] | None = None, clock: Callable[[], int] = time.time_ns,
-                 on_changes: Callable[[list], None] | None = None):
+    def __init__(
+        self,
+        db: SqliteDB,
+        ledger: LedgerStore,
+        config: ScoresConfig,
+        *,
+        environments: dict[str, str | None],
+        deliver: Callable[[str], bool],
+        on_queued: Callable[[set[str]], None] | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        on_changes: Callable[[list], None] | None = None,
+    ):
         self.db = db
         self.ledger = ledger
         self.config = config
@@ -123,7 +131,9 @@ class Scorer:
                 "SELECT tenant, trace_id, MAX(session_id), MIN(time_ns - CAST(COALESCE(duration_ms, 0) * 1000000 AS "
                 "INTEGER)), MAX(time_ns), MAX(source LIKE 'claude_code%') FROM usage_records r WHERE time_ns >= ? "
                 "AND trace_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM score_subjects s WHERE s.tenant = r.tenant "
-                "AND s.kind = 'trace' AND s.subject_id = r.trace_id) GROUP BY tenant, trace_id", (since,)).fetchall()
+                "AND s.kind = 'trace' AND s.subject_id = r.trace_id) GROUP BY tenant, trace_id",
+                (since,),
+            ).fetchall()
             found = [ClosedTrace(t, tr, sess, start, end, bool(cc)) for t, tr, sess, start, end, cc in rows]
             _mark(conn, found, now, idle)
             return found
@@ -160,11 +170,16 @@ class Scorer:
         if now - self._pruned >= _HOUR_NS:
             self._pruned = now
             cut = now - SUBJECT_RETENTION
-            await self.db.run(lambda c: c.execute(
-                "DELETE FROM score_subjects WHERE due_ns = 0 AND last_ns < ?", (cut,)))
-        due = await self.db.run(lambda c: c.execute(
-            "SELECT tenant, kind, subject_id, session_id, start_ns, end_ns, due_ns FROM score_subjects "
-            "WHERE due_ns > 0 AND due_ns <= ? ORDER BY due_ns LIMIT 200", (now,)).fetchall())
+            await self.db.run(
+                lambda c: c.execute("DELETE FROM score_subjects WHERE due_ns = 0 AND last_ns < ?", (cut,))
+            )
+        due = await self.db.run(
+            lambda c: c.execute(
+                "SELECT tenant, kind, subject_id, session_id, start_ns, end_ns, due_ns FROM score_subjects "
+                "WHERE due_ns > 0 AND due_ns <= ? ORDER BY due_ns LIMIT 200",
+                (now,),
+            ).fetchall()
+        )
         tenants: set[str] = set()
         # the ledger records of every due trace in ONE database job, and every result committed in one more: a
         # round trip to the writer thread per trace was a bottleneck at thousands of traces per second
@@ -200,8 +215,10 @@ class Scorer:
         total, changes = 0, []
         for scores, (tenant, kind, subject, due_ns) in items:
             n, ch = put_scores(conn, scores)
-            conn.execute("UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
-                         (tenant, kind, subject, due_ns))
+            conn.execute(
+                "UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
+                (tenant, kind, subject, due_ns),
+            )
             total += n
             changes.extend(ch)
         return total, changes
@@ -216,8 +233,9 @@ class Scorer:
     # ------------------------------------------------------------------ computing
 
     async def _records(self, tenant: str, column: str, value: str) -> list[UsageRecord]:
-        rows = await self.db.run(lambda c: c.execute(
-            SELECT + f" WHERE tenant=? AND {column}=?", (tenant, value)).fetchall())
+        rows = await self.db.run(
+            lambda c: c.execute(SELECT + f" WHERE tenant=? AND {column}=?", (tenant, value)).fetchall()
+        )
         return sorted((record_of(r) for r in rows), key=lambda r: (r.time_ns, r.key))
 
     async def _records_of_traces(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[UsageRecord]]:
@@ -231,8 +249,9 @@ class Scorer:
         rows = await self.db.run(read)
         return {k: sorted((record_of(r) for r in rs), key=lambda r: (r.time_ns, r.key)) for k, rs in rows.items()}
 
-    def _trace_scores_of(self, tenant: str, trace_id: str, start: int | None, end: int | None,
-                         records: list[UsageRecord]) -> list[LedgerScore]:
+    def _trace_scores_of(
+        self, tenant: str, trace_id: str, start: int | None, end: int | None, records: list[UsageRecord]
+    ) -> list[LedgerScore]:
         if not records:
             return []
         figures = figures_of(records)
@@ -241,16 +260,20 @@ class Scorer:
         claude = all(r.source.startswith("claude_code") for r in records)
         names = INTERACTION_SCORES if claude else GENAI_SCORES
         out = [self._score(tenant, "trace", trace_id, n, figure_value(n, figures)) for n in names]
-        out += [self._custom(tenant, "trace", trace_id, c, figures) for c in self.config.custom
-                if c.level == "interaction"]
+        out += [
+            self._custom(tenant, "trace", trace_id, c, figures) for c in self.config.custom if c.level == "interaction"
+        ]
         return [s for s in out if s is not None]
 
     async def session_figures(self, tenant: str, session: str) -> tuple[Figures, str | None, list[UsageRecord]]:
         """(figures, outcome, records) of a Claude Code session from the ledger (None outcome: no records)."""
         records = await self._records(tenant, "session_id", session)
-        traces = await self.db.run(lambda c: c.execute(
-            "SELECT subject_id, start_ns, end_ns FROM score_subjects WHERE tenant=? AND kind='trace' AND session_id=?",
-            (tenant, session)).fetchall())
+        traces = await self.db.run(
+            lambda c: c.execute(
+                "SELECT subject_id, start_ns, end_ns FROM score_subjects WHERE tenant=? AND kind='trace' AND session_id=?",
+                (tenant, session),
+            ).fetchall()
+        )
         figures = figures_of(records)
         trace_ids = {t for t, _, _ in traces} | {r.trace_id for r in records if r.trace_id}
         figures["interactions"] = len(trace_ids)
@@ -263,8 +286,7 @@ class Scorer:
         outcome = outcome_of(records, last_trace) if records else None
         times = [r.time_ns for r in records] + [s for _, s, _ in traces if s is not None]
         if times:
-            figures.update(await self._metric_figures(tenant, session, min(times) - _HOUR_NS,
-                                                      self.clock() + _HOUR_NS))
+            figures.update(await self._metric_figures(tenant, session, min(times) - _HOUR_NS, self.clock() + _HOUR_NS))
         return figures, outcome, records
 
     async def _metric_figures(self, tenant: str, session: str, start: int, end: int) -> Figures:
@@ -274,8 +296,11 @@ class Scorer:
                 sums = await self.ledger.sum_metric(metric, start, end, tenant=tenant, by=("session", "type"))
             except NotImplementedError:
                 return {}
-            vals = [s.value for s in sums if s.group.get("session") == session
-                    and (typ is None or s.group.get("type") == typ)]
+            vals = [
+                s.value
+                for s in sums
+                if s.group.get("session") == session and (typ is None or s.group.get("type") == typ)
+            ]
             if vals:
                 out[fig] = float(sum(vals))
         if "lines_added" in out or "lines_removed" in out:
@@ -289,21 +314,26 @@ class Scorer:
         out = [self._score(tenant, "session", session, n, figure_value(n, figures)) for n in SESSION_SCORES]
         if outcome is not None:
             out.append(self._score(tenant, "session", session, "outcome", outcome))
-        out += [self._custom(tenant, "session", session, c, figures) for c in self.config.custom
-                if c.level == "session"]
+        out += [
+            self._custom(tenant, "session", session, c, figures) for c in self.config.custom if c.level == "session"
+        ]
         return [s for s in out if s is not None]
 
     def _custom(self, tenant: str, kind: str, subject: str, c: Any, figures: Figures) -> LedgerScore | None:
         v = c.value(figures)
         return None if v is None else self._score(tenant, kind, subject, c.name, v, c.data_type)
 
-    def _score(self, tenant: str, kind: str, subject: str, name: str, value: float | str | None,
-               data_type: str | None = None) -> LedgerScore | None:
+    def _score(
+        self, tenant: str, kind: str, subject: str, name: str, value: float | str | None, data_type: str | None = None
+    ) -> LedgerScore | None:
         if value is None:
             return None
         body: dict[str, Any] = {
-            "id": score_id(tenant, kind, subject, name), "name": name, "value": value,
-            "dataType": data_type or BUILTINS[name].data_type, "source": "API",
+            "id": score_id(tenant, kind, subject, name),
+            "name": name,
+            "value": value,
+            "dataType": data_type or BUILTINS[name].data_type,
+            "source": "API",
             ("traceId" if kind == "trace" else "sessionId"): subject,
             "metadata": {"producer": "relay", "level": "interaction" if kind == "trace" else "session"},
         }
@@ -323,10 +353,12 @@ def _mark(conn: sqlite3.Connection, closed: Sequence[ClosedTrace], now: int, idl
             "start_ns=MIN(COALESCE(start_ns, excluded.start_ns), COALESCE(excluded.start_ns, start_ns)), "
             "end_ns=MAX(COALESCE(end_ns, excluded.end_ns), COALESCE(excluded.end_ns, end_ns)), "
             "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
-            (t.tenant, t.trace_id, t.session_id, t.start_ns, t.end_ns, now, now))
+            (t.tenant, t.trace_id, t.session_id, t.start_ns, t.end_ns, now, now),
+        )
         if t.session_id and t.claude_code:
             conn.execute(
                 "INSERT INTO score_subjects(tenant, kind, subject_id, session_id, last_ns, due_ns) "
                 "VALUES (?, 'session', ?, ?, ?, ?) ON CONFLICT(tenant, kind, subject_id) DO UPDATE SET "
                 "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
-                (t.tenant, t.session_id, t.session_id, now, now + idle_ns))
+                (t.tenant, t.session_id, t.session_id, now, now + idle_ns),
+            )

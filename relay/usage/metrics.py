@@ -31,8 +31,17 @@ from typing import Any, NamedTuple
 from relay.model import UsageRecord, usd_to_nanos
 
 __all__ = [
-    "MetricPoint", "MetricSum", "COST_METRIC", "TOKEN_METRIC", "SOURCE_METRIC", "DELTA", "CUMULATIVE",
-    "TOKEN_TYPES", "cost_group", "derived_key", "derive_record",
+    "MetricPoint",
+    "MetricSum",
+    "COST_METRIC",
+    "TOKEN_METRIC",
+    "SOURCE_METRIC",
+    "DELTA",
+    "CUMULATIVE",
+    "TOKEN_TYPES",
+    "cost_group",
+    "derived_key",
+    "derive_record",
 ]
 
 #: Claude Code's cost counter (USD) and token counter (tokens, attribute ``type``).
@@ -43,8 +52,12 @@ SOURCE_METRIC = "claude_code.metric"
 #: OTLP ``AggregationTemporality`` values.
 DELTA, CUMULATIVE = 1, 2
 #: ``token.usage`` ``type`` → ``UsageRecord`` token field.
-TOKEN_TYPES = {"input": "input_tokens", "output": "output_tokens", "cacheRead": "cache_read_tokens",
-               "cacheCreation": "cache_creation_tokens"}
+TOKEN_TYPES = {
+    "input": "input_tokens",
+    "output": "output_tokens",
+    "cacheRead": "cache_read_tokens",
+    "cacheCreation": "cache_creation_tokens",
+}
 _MAIN_SOURCES = {"main", "sdk", "repl_main_thread"}
 
 
@@ -90,8 +103,9 @@ def derived_key(group: str, time_ns: int) -> str:
     return f"metric:{group}:{time_ns}"
 
 
-def derive_record(tenant: str, group: str, time_ns: int,
-                  deltas: Iterable[tuple[str, str | None, float, str | None, str, str]]) -> UsageRecord | None:
+def derive_record(
+    tenant: str, group: str, time_ns: int, deltas: Iterable[tuple[str, str | None, float, str | None, str, str]]
+) -> UsageRecord | None:
     """The usage record of one cost group at ``time_ns`` from its delta rows ``(name, type, delta, user,
     labels_json, attributes_json)``; None when every delta is zero. The cost is ``reported`` when a ``cost.usage``
     point is present, else ``none`` (the store prices it then)."""
@@ -112,11 +126,19 @@ def derive_record(tenant: str, group: str, time_ns: int,
     ints: dict[str, Any] = {k: max(0, round(v)) for k, v in tokens.items()}
     qs = _s(a.get("query_source"))
     return UsageRecord(
-        key=derived_key(group, time_ns), kind="llm", time_ns=time_ns, tenant=tenant,
-        session_id=_s(a.get("session.id")), user=user, labels=json.loads(labels or "{}"),
-        agent=_s(a.get("agent.name")) or (qs if qs and qs not in _MAIN_SOURCES else None), model=_s(a.get("model")),
-        **ints, cache_creation_5m_tokens=ints["cache_creation_tokens"],
-        cost_nanos=usd_to_nanos(cost or 0.0), cost_source="reported" if cost is not None else "none",
+        key=derived_key(group, time_ns),
+        kind="llm",
+        time_ns=time_ns,
+        tenant=tenant,
+        session_id=_s(a.get("session.id")),
+        user=user,
+        labels=json.loads(labels or "{}"),
+        agent=_s(a.get("agent.name")) or (qs if qs and qs not in _MAIN_SOURCES else None),
+        model=_s(a.get("model")),
+        **ints,
+        cache_creation_5m_tokens=ints["cache_creation_tokens"],
+        cost_nanos=usd_to_nanos(cost or 0.0),
+        cost_source="reported" if cost is not None else "none",
         source=SOURCE_METRIC,
     )
 

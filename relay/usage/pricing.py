@@ -127,7 +127,7 @@ class Pricing:
                 return candidate, self.table[candidate]
         name = normalize_model(model)
         for key in self._prefixes:
-            if name.startswith(key + "-") and not _VERSION_REST.match(name[len(key) + 1:]):
+            if name.startswith(key + "-") and not _VERSION_REST.match(name[len(key) + 1 :]):
                 return key, self.table[key]
         return None
 

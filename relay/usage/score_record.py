@@ -28,8 +28,11 @@ class ScoreRecord(UsageRecord):
         """The usage labels of the scored trace/session plus ``score``, ``score_source``, ``score_subject``
         (``trace``, ``session``, ``other``) and, for categorical scores, ``score_value``."""
         out = super().label_set()
-        out.update(score=self.score, score_source=self.score_source,
-                   score_subject="trace" if self.trace_id else "session" if self.session_id else "other")
+        out.update(
+            score=self.score,
+            score_source=self.score_source,
+            score_subject="trace" if self.trace_id else "session" if self.session_id else "other",
+        )
         if self.string_value is not None:
             out["score_value"] = self.string_value
         return out

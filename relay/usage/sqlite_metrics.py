@@ -25,7 +25,6 @@ from relay.usage.sqlite_records import put_record, select_record
 from relay.usage.store import LedgerChange
 
 
-
 class LedgerCallbacks(Protocol):
     """What metric ingestion needs from the ledger store (``SqliteLedgerStore`` implements it): whether per-call
     records already count a metric-derived record, and pricing a record without a cost."""
@@ -35,6 +34,7 @@ class LedgerCallbacks(Protocol):
 
     def price(self, r: UsageRecord) -> UsageRecord:
         """``r`` with a computed cost when it has none and its model is priced."""
+
 
 __all__ = ["LedgerCallbacks", "ingest_points", "backfill_deltas", "sum_metric", "GROUP_COLUMNS"]
 
@@ -56,15 +56,17 @@ def _neighbour(conn: sqlite3.Connection, p: MetricPoint, later: bool) -> tuple[i
     op, order = (">", "ASC") if later else ("<", "DESC")
     return conn.execute(
         f"SELECT time_ns, value FROM metric_points WHERE {_STREAM} AND time_ns {op} ? ORDER BY time_ns {order} LIMIT 1",
-        (p.tenant, p.name, p.series, p.start_ns, p.time_ns)).fetchone()
+        (p.tenant, p.name, p.series, p.start_ns, p.time_ns),
+    ).fetchone()
 
 
 def _str(v: Any) -> str | None:
     return None if v is None or v == "" else str(v)
 
 
-def ingest_points(conn: sqlite3.Connection, store: LedgerCallbacks, points: Sequence[MetricPoint],
-                  store_raw: bool) -> list[LedgerChange]:
+def ingest_points(
+    conn: sqlite3.Connection, store: LedgerCallbacks, points: Sequence[MetricPoint], store_raw: bool
+) -> list[LedgerChange]:
     """Store ``points`` (skipping ones already stored when ``store_raw``; all of them are taken as new otherwise,
     for a backfill), keep Sums as deltas, and re-derive the usage records of every cost group and export time they
     touch. Returns the resulting ledger changes in time order."""
@@ -84,16 +86,32 @@ def ingest_points(conn: sqlite3.Connection, store: LedgerCallbacks, points: Sequ
             delta = _diff(prev[1] if prev else None, p.value, p.monotonic)
             nxt = _neighbour(conn, p, later=True)
             if nxt is not None:  # a late point: the next one of its stream now counts from it
-                conn.execute(f"UPDATE metric_deltas SET delta=? WHERE {_STREAM} AND time_ns=?",
-                             (_diff(p.value, nxt[1], p.monotonic), p.tenant, p.name, p.series, p.start_ns, nxt[0]))
+                conn.execute(
+                    f"UPDATE metric_deltas SET delta=? WHERE {_STREAM} AND time_ns=?",
+                    (_diff(p.value, nxt[1], p.monotonic), p.tenant, p.name, p.series, p.start_ns, nxt[0]),
+                )
                 if grp:
                     touched.add((p.tenant, grp, nxt[0]))
         conn.execute(
             "INSERT OR REPLACE INTO metric_deltas(tenant, name, series, start_ns, time_ns, delta, unit, grp, session_id,"
             " user_id, model, type, labels, attributes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (p.tenant, p.name, p.series, p.start_ns, p.time_ns, delta, p.unit, grp, _str(attrs.get("session.id")),
-             p.user, _str(attrs.get("model")), _str(attrs.get("type")),
-             json.dumps(dict(p.labels or {}), sort_keys=True, separators=(",", ":")), p.attributes))
+            (
+                p.tenant,
+                p.name,
+                p.series,
+                p.start_ns,
+                p.time_ns,
+                delta,
+                p.unit,
+                grp,
+                _str(attrs.get("session.id")),
+                p.user,
+                _str(attrs.get("model")),
+                _str(attrs.get("type")),
+                json.dumps(dict(p.labels or {}), sort_keys=True, separators=(",", ":")),
+                p.attributes,
+            ),
+        )
         if grp:
             touched.add((p.tenant, grp, p.time_ns))
     changes = []
@@ -104,16 +122,21 @@ def ingest_points(conn: sqlite3.Connection, store: LedgerCallbacks, points: Sequ
     return changes
 
 
-def _rederive(conn: sqlite3.Connection, store: LedgerCallbacks, tenant: str, grp: str,
-              time_ns: int) -> LedgerChange | None:
+def _rederive(
+    conn: sqlite3.Connection, store: LedgerCallbacks, tenant: str, grp: str, time_ns: int
+) -> LedgerChange | None:
     """Bring the derived record of one cost group at one export time in line with its stored deltas."""
     old = select_record(conn, tenant, derived_key(grp, time_ns))
-    rows = conn.execute("SELECT name, type, delta, user_id, labels, attributes FROM metric_deltas "
-                        "WHERE tenant=? AND grp=? AND time_ns=?", (tenant, grp, time_ns)).fetchall()
+    rows = conn.execute(
+        "SELECT name, type, delta, user_id, labels, attributes FROM metric_deltas "
+        "WHERE tenant=? AND grp=? AND time_ns=?",
+        (tenant, grp, time_ns),
+    ).fetchall()
     new = derive_record(tenant, grp, time_ns, rows)
     if new is not None:
-        start = conn.execute("SELECT MIN(start_ns) FROM metric_deltas WHERE tenant=? AND grp=? AND time_ns=?",
-                             (tenant, grp, time_ns)).fetchone()[0]
+        start = conn.execute(
+            "SELECT MIN(start_ns) FROM metric_deltas WHERE tenant=? AND grp=? AND time_ns=?", (tenant, grp, time_ns)
+        ).fetchone()[0]
         if store.covered_by_calls(conn, new, time_ns if start is None else start):
             new = None  # counted from its per-call records
     if new is not None:
@@ -135,8 +158,9 @@ def backfill_deltas(conn: sqlite3.Connection, store: LedgerCallbacks) -> list[Le
     return ingest_points(conn, store, [MetricPoint(*r) for r in rows], store_raw=False)
 
 
-def sum_metric(conn: sqlite3.Connection, name: str, start_ns: int, end_ns: int, tenant: str | None,
-               by: Sequence[str]) -> list[MetricSum]:
+def sum_metric(
+    conn: sqlite3.Connection, name: str, start_ns: int, end_ns: int, tenant: str | None, by: Sequence[str]
+) -> list[MetricSum]:
     """See ``SqliteLedgerStore.sum_metric``."""
     exprs: list[str] = []
     params: list[Any] = []
@@ -153,11 +177,15 @@ def sum_metric(conn: sqlite3.Connection, name: str, start_ns: int, end_ns: int, 
         sql += " AND tenant=?"
         params.append(tenant)
     if by:
-        sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(by))) + " ORDER BY " + ", ".join(
-            str(i + 1) for i in range(len(by)))
+        sql += (
+            " GROUP BY "
+            + ", ".join(str(i + 1) for i in range(len(by)))
+            + " ORDER BY "
+            + ", ".join(str(i + 1) for i in range(len(by)))
+        )
     out = []
     for row in conn.execute(sql, params):
         if row[-1] is None:
             continue
-        out.append(MetricSum({k: _str(v) for k, v in zip(by, row)}, float(row[-1])))
+        out.append(MetricSum({k: _str(v) for k, v in zip(by, row, strict=False)}, float(row[-1])))
     return out

@@ -16,8 +16,7 @@ __all__ = ["record_of", "select_record", "put_record", "SELECT"]
 _COLS = ", ".join(RECORD_COLUMNS)
 SELECT = f"SELECT {_COLS} FROM usage_records"
 _INSERT = f"INSERT INTO usage_records ({_COLS}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
-_UPDATE = ("UPDATE usage_records SET " + ", ".join(f"{c}=?" for c in RECORD_COLUMNS)
-           + " WHERE tenant=? AND key=?")
+_UPDATE = "UPDATE usage_records SET " + ", ".join(f"{c}=?" for c in RECORD_COLUMNS) + " WHERE tenant=? AND key=?"
 _LABELS = RECORD_COLUMNS.index("labels")
 _SUCCESS = RECORD_COLUMNS.index("success")
 
@@ -41,7 +40,13 @@ def record_of(row: Sequence, labels_cache: dict[str, dict[str, str]] | None = No
         if parsed is None:
             parsed = labels_cache[raw] = json.loads(raw)
         labels = dict(parsed)
-    fields: tuple[Any, ...] = (*row[:_LABELS], labels, *row[_LABELS + 1:_SUCCESS], bool(row[_SUCCESS]), *row[_SUCCESS + 1:])
+    fields: tuple[Any, ...] = (
+        *row[:_LABELS],
+        labels,
+        *row[_LABELS + 1 : _SUCCESS],
+        bool(row[_SUCCESS]),
+        *row[_SUCCESS + 1 :],
+    )
     return UsageRecord(*fields)
 
 

@@ -28,8 +28,16 @@ from typing import Any
 
 from relay.store.sqlite import SqliteDB
 
-__all__ = ["SCORE_SCHEMA", "LedgerScore", "apply_score_schema", "put_scores", "read_scores", "ScoreRow",
-           "score_dead_letters", "requeue_score_dead_letters"]
+__all__ = [
+    "SCORE_SCHEMA",
+    "LedgerScore",
+    "apply_score_schema",
+    "put_scores",
+    "read_scores",
+    "ScoreRow",
+    "score_dead_letters",
+    "requeue_score_dead_letters",
+]
 
 SCORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_scores (
@@ -104,29 +112,46 @@ def apply_score_schema(db: SqliteDB) -> None:
     db.apply_schema(SCORE_SCHEMA)
 
 
-def _identity(conn: sqlite3.Connection, tenant: str, trace_id: str | None,
-              session_id: str | None) -> tuple[str | None, str]:
+def _identity(
+    conn: sqlite3.Connection, tenant: str, trace_id: str | None, session_id: str | None
+) -> tuple[str | None, str]:
     """(user, labels JSON) of a ledger record of the scored trace (else session), for grouping scores by label."""
     for col, val in (("trace_id", trace_id), ("session_id", session_id)):
         if val:
-            row = conn.execute(f"SELECT user_id, labels FROM usage_records WHERE tenant=? AND {col}=? LIMIT 1",
-                               (tenant, val)).fetchone()
+            row = conn.execute(
+                f"SELECT user_id, labels FROM usage_records WHERE tenant=? AND {col}=? LIMIT 1", (tenant, val)
+            ).fetchone()
             if row:
                 return row[0], row[1] or "{}"
     return None, "{}"
 
 
-_ROW = ("SELECT tenant, id, name, data_type, value, string_value, trace_id, session_id, user_id, labels, source, "
-        "time_ns FROM ledger_scores")
+_ROW = (
+    "SELECT tenant, id, name, data_type, value, string_value, trace_id, session_id, user_id, labels, source, "
+    "time_ns FROM ledger_scores"
+)
 
 
 def _row(r: Sequence[Any]) -> ScoreRow:
-    return ScoreRow(tenant=r[0], id=r[1], name=r[2], data_type=r[3], value=r[4], string_value=r[5], trace_id=r[6],
-                    session_id=r[7], user_id=r[8], labels=json.loads(r[9] or "{}"), source=r[10], time_ns=r[11])
+    return ScoreRow(
+        tenant=r[0],
+        id=r[1],
+        name=r[2],
+        data_type=r[3],
+        value=r[4],
+        string_value=r[5],
+        trace_id=r[6],
+        session_id=r[7],
+        user_id=r[8],
+        labels=json.loads(r[9] or "{}"),
+        source=r[10],
+        time_ns=r[11],
+    )
 
 
-def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
-               ) -> tuple[int, list[tuple[ScoreRow | None, ScoreRow]]]:
+def put_scores(
+    conn: sqlite3.Connection, scores: list[LedgerScore]
+) -> tuple[int, list[tuple[ScoreRow | None, ScoreRow]]]:
     """Upsert ``scores`` into ``ledger_scores`` and (``deliver``) into ``score_outbox``, in the caller's
     transaction. Returns the number of outbox rows written and the ``(old, new)`` rows that changed (old None: a
     new score) — the rules engine's feed. A pending outbox row of the same id gets the new body."""
@@ -146,11 +171,23 @@ def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
             "value=excluded.value, string_value=excluded.string_value, trace_id=excluded.trace_id, "
             "session_id=excluded.session_id, observation_id=excluded.observation_id, user_id=excluded.user_id, "
             "labels=excluded.labels, source=excluded.source, comment=excluded.comment, time_ns=excluded.time_ns",
-            (s.tenant, s.id, str(b.get("name")), str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
-             float(value) if numeric and value is not None else None,
-             None if numeric or value is None else str(value),
-             b.get("traceId"), b.get("sessionId"), b.get("observationId"), user, labels, s.source, b.get("comment"),
-             s.time_ns if before is None else before[11]))
+            (
+                s.tenant,
+                s.id,
+                str(b.get("name")),
+                str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
+                float(value) if numeric and value is not None else None,
+                None if numeric or value is None else str(value),
+                b.get("traceId"),
+                b.get("sessionId"),
+                b.get("observationId"),
+                user,
+                labels,
+                s.source,
+                b.get("comment"),
+                s.time_ns if before is None else before[11],
+            ),
+        )
         after = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()
         if before is None or tuple(before) != tuple(after):
             changes.append((None if before is None else _row(before), _row(after)))
@@ -160,13 +197,15 @@ def put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]
                 "INSERT INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?) "
                 "ON CONFLICT(tenant, score_id) DO UPDATE SET body=excluded.body, version=version+1, attempts=0, "
                 "failures_500=0, next_ns=0, last_error=NULL WHERE body != excluded.body OR next_ns > 0",
-                (s.tenant, s.id, body, now))
+                (s.tenant, s.id, body, now),
+            )
             queued += 1
     return queued, changes
 
 
-def read_scores(conn: sqlite3.Connection, start_ns: int, end_ns: int, tenant: str | None = None,
-                name: str | None = None) -> list[ScoreRow]:
+def read_scores(
+    conn: sqlite3.Connection, start_ns: int, end_ns: int, tenant: str | None = None, name: str | None = None
+) -> list[ScoreRow]:
     """``ledger_scores`` rows with ``start_ns <= time_ns < end_ns`` (optionally one tenant / score name), in time
     order."""
     sql = _ROW + " WHERE time_ns >= ? AND time_ns < ?"
@@ -194,16 +233,20 @@ def score_dead_letters(conn: sqlite3.Connection, tenant: str | None = None) -> l
     return [(i, t, json.loads(b).get("name"), st, r, f) for i, t, b, st, r, f in rows]
 
 
-def requeue_score_dead_letters(conn: sqlite3.Connection, tenant: str | None = None,
-                               ids: Sequence[int] | None = None) -> int:
+def requeue_score_dead_letters(
+    conn: sqlite3.Connection, tenant: str | None = None, ids: Sequence[int] | None = None
+) -> int:
     """Move dead-lettered scores (optionally one tenant / these ids) back to the score outbox; returns how many. A
     score of the same id already queued keeps its (newer) body."""
     rows = [r for r in score_dead_letters(conn, tenant) if not ids or r[0] in ids]
     now = time.time_ns()
     for row_id, *_ in rows:
-        t, sid, body = conn.execute("SELECT tenant, score_id, body FROM score_dead_letters WHERE id=?",
-                                    (row_id,)).fetchone()
-        conn.execute("INSERT OR IGNORE INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?)",
-                     (t, sid, body, now))
+        t, sid, body = conn.execute(
+            "SELECT tenant, score_id, body FROM score_dead_letters WHERE id=?", (row_id,)
+        ).fetchone()
+        conn.execute(
+            "INSERT OR IGNORE INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?)",
+            (t, sid, body, now),
+        )
         conn.execute("DELETE FROM score_dead_letters WHERE id=?", (row_id,))
     return len(rows)

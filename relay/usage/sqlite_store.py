@@ -30,12 +30,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 from relay.model import UsageRecord
-from relay.store.sqlite import SqliteDB
+from relay.store.sqlite import SqliteDB, execute_script
 from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum, derived_key
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
 from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
-from relay.store.sqlite import execute_script
 from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, migrate_nanos, migrate_v1
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -60,8 +59,9 @@ FILL_FIELDS = ("session_id", "trace_id", "prompt_id", "user", "agent", "model")
 def _fill_gaps(old: UsageRecord, new: UsageRecord) -> UsageRecord:
     """``old`` with its empty ``FILL_FIELDS`` taken from ``new`` (same key, same cost rank); ``old`` itself when
     nothing changes, so writing the same record again stays a no-op."""
-    fill = {f: getattr(new, f) for f in FILL_FIELDS
-            if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")}
+    fill = {
+        f: getattr(new, f) for f in FILL_FIELDS if getattr(old, f) in (None, "") and getattr(new, f) not in (None, "")
+    }
     return replace(old, **fill) if fill else old
 
 
@@ -88,8 +88,9 @@ class SqliteLedgerStore(LedgerStore):
 
     def price(self, r: UsageRecord) -> UsageRecord:
         """``r`` with a computed cost when it has none, has tokens and its model is in the price table."""
-        if r.cost_source != "none" or not (r.input_tokens or r.output_tokens or r.cache_read_tokens
-                                           or r.cache_creation_tokens):
+        if r.cost_source != "none" or not (
+            r.input_tokens or r.output_tokens or r.cache_read_tokens or r.cache_creation_tokens
+        ):
             return r
         nanos = self.pricing.cost_nanos(r)
         return r if nanos is None else replace(r, cost_nanos=nanos, cost_source="computed")
@@ -151,24 +152,37 @@ class SqliteLedgerStore(LedgerStore):
         same tenant, user and model inside the window widened by ``UNSESSIONED_SLACK_NS``."""
         if record.session_id:
             return self.has_call_records(conn, record.tenant, record.session_id)
-        return conn.execute(
-            "SELECT 1 FROM usage_records WHERE tenant=? AND time_ns >= ? AND time_ns <= ? AND kind='llm'"
-            " AND source != ?"
-            " AND user_id IS ? AND model IS ? LIMIT 1",
-            (record.tenant, start_ns - UNSESSIONED_SLACK_NS, record.time_ns + UNSESSIONED_SLACK_NS, SOURCE_METRIC,
-             record.user, record.model)).fetchone() is not None
+        return (
+            conn.execute(
+                "SELECT 1 FROM usage_records WHERE tenant=? AND time_ns >= ? AND time_ns <= ? AND kind='llm'"
+                " AND source != ?"
+                " AND user_id IS ? AND model IS ? LIMIT 1",
+                (
+                    record.tenant,
+                    start_ns - UNSESSIONED_SLACK_NS,
+                    record.time_ns + UNSESSIONED_SLACK_NS,
+                    SOURCE_METRIC,
+                    record.user,
+                    record.model,
+                ),
+            ).fetchone()
+            is not None
+        )
 
     def _supersede(self, conn: sqlite3.Connection, sessions: Sequence[tuple[str, str]]) -> list[LedgerChange]:
         """Register sessions with per-call records; retract the metric-derived records of newly registered ones."""
         out: list[LedgerChange] = []
         now = time.time_ns()
         for tenant, session in sessions:
-            cur = conn.execute("INSERT OR IGNORE INTO ledger_call_sessions(tenant, session_id, first_ns) VALUES (?,?,?)",
-                               (tenant, session, now))
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO ledger_call_sessions(tenant, session_id, first_ns) VALUES (?,?,?)",
+                (tenant, session, now),
+            )
             if cur.rowcount == 0:
                 continue
-            rows = conn.execute(SELECT + " WHERE tenant=? AND session_id=? AND source=?",
-                                (tenant, session, SOURCE_METRIC)).fetchall()  # no ORDER BY: keeps the session index
+            rows = conn.execute(
+                SELECT + " WHERE tenant=? AND session_id=? AND source=?", (tenant, session, SOURCE_METRIC)
+            ).fetchall()  # no ORDER BY: keeps the session index
             for old in sorted(map(record_of, rows), key=lambda r: (r.time_ns, r.key)):
                 put_record(conn, old, None)
                 out.append(LedgerChange(old, None))
@@ -178,15 +192,20 @@ class SqliteLedgerStore(LedgerStore):
         """True when ``session`` of ``tenant`` has per-call records (its metrics then derive nothing)."""
         if not session:
             return False
-        return conn.execute("SELECT 1 FROM ledger_call_sessions WHERE tenant=? AND session_id=?",
-                            (tenant, session)).fetchone() is not None
+        return (
+            conn.execute(
+                "SELECT 1 FROM ledger_call_sessions WHERE tenant=? AND session_id=?", (tenant, session)
+            ).fetchone()
+            is not None
+        )
 
     async def get(self, tenant: str, key: str) -> UsageRecord | None:
         """The stored record ``(tenant, key)``, or None."""
         return await self.db.run(lambda conn: select_record(conn, tenant, key))
 
-    async def scan(self, start_ns: int, end_ns: int, tenant: str | None = None,
-                   batch: int = 10_000) -> AsyncIterator[list[UsageRecord]]:
+    async def scan(
+        self, start_ns: int, end_ns: int, tenant: str | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[UsageRecord]]:
         """Records with ``start_ns <= time_ns < end_ns`` (all tenants when None) in ``(time_ns, insertion)`` order,
         ``batch`` at a time, read by keyset pagination on the time index (each batch one short read job, so
         writes are not held up). Label JSON is parsed once per distinct label set."""
@@ -220,8 +239,9 @@ class SqliteLedgerStore(LedgerStore):
         points = [r if isinstance(r, MetricPoint) else MetricPoint(*r) for r in rows]
         return await self.db.run(lambda conn: ingest_points(conn, self, points, store_raw=True))
 
-    async def sum_metric(self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None,
-                         by: Sequence[str] = ()) -> list[MetricSum]:
+    async def sum_metric(
+        self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None, by: Sequence[str] = ()
+    ) -> list[MetricSum]:
         """Sum of the deltas of metric ``name`` with ``start_ns <= time_ns < end_ns`` (optionally one tenant),
         grouped by ``by`` keys: ``tenant``, ``user``, ``session``, ``model``, ``type`` (columns), or any other key,
         looked up in the point's ledger labels then its attributes (e.g. ``team.id``, ``query_source``). E.g. lines

@@ -47,12 +47,14 @@ class LedgerStore(abc.ABC):
         ``token.usage`` for sessions that sent no per-call events; returns the ledger changes."""
 
     @abc.abstractmethod
-    def scan(self, start_ns: int, end_ns: int, tenant: str | None = None,
-             batch: int = 10_000) -> AsyncIterator[list[UsageRecord]]:
+    def scan(
+        self, start_ns: int, end_ns: int, tenant: str | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[UsageRecord]]:
         """Records with ``start_ns <= time_ns < end_ns`` (all tenants when None), in time order, in batches."""
 
-    async def sum_metric(self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None,
-                         by: Sequence[str] = ()) -> list[MetricSum]:
+    async def sum_metric(
+        self, name: str, start_ns: int, end_ns: int, *, tenant: str | None = None, by: Sequence[str] = ()
+    ) -> list[MetricSum]:
         """Sum of the deltas of metric ``name`` with ``start_ns <= time_ns < end_ns`` grouped by ``by`` (``tenant``,
         ``user``, ``session``, ``model``, ``type``, or any label / point attribute); groups without points are absent.
         Not abstract so that test doubles need not implement it; the default raises ``NotImplementedError``."""

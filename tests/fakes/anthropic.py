@@ -41,8 +41,12 @@ class AnthropicFake(LoopbackServer):
 
     def __init__(self, script: Script | None = None, *, usage: dict[str, int] | None = None):
         self.script: Script = script or text_reply()
-        self.usage = usage or {"input_tokens": 1000, "output_tokens": 50,
-                               "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+        self.usage = usage or {
+            "input_tokens": 1000,
+            "output_tokens": 50,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
 
@@ -89,35 +93,84 @@ class AnthropicFake(LoopbackServer):
         msg_id = f"msg_{uuid.uuid4().hex[:24]}"
         model = body["model"]
         if not body.get("stream"):
-            return web.json_response({"id": msg_id, "type": "message", "role": "assistant", "model": model,
-                                      "content": blocks, "stop_reason": stop, "stop_sequence": None,
-                                      "usage": self.usage}, headers={"request-id": f"req_{msg_id[4:]}"})
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "request-id": f"req_{msg_id[4:]}"})
+            return web.json_response(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": blocks,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": self.usage,
+                },
+                headers={"request-id": f"req_{msg_id[4:]}"},
+            )
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "request-id": f"req_{msg_id[4:]}",
+            }
+        )
         await resp.prepare(request)
 
         async def send(event: str, data: dict[str, Any]) -> None:
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
         start_usage = dict(self.usage, output_tokens=1)
-        await send("message_start", {"type": "message_start", "message": {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": start_usage}})
+        await send(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+        )
         for i, block in enumerate(blocks):
             if block["type"] == "text":
-                await send("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {"type": "text", "text": ""}})
-                await send("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                   "delta": {"type": "text_delta", "text": block["text"]}})
+                await send(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                )
+                await send(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": block["text"]}},
+                )
             else:
-                await send("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
-                    "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})
-                await send("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
-                    "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+                await send(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    },
+                )
+                await send(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    },
+                )
             await send("content_block_stop", {"type": "content_block_stop", "index": i})
-        await send("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": stop, "stop_sequence": None},
-                                     "usage": {"output_tokens": self.usage["output_tokens"]}})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": self.usage["output_tokens"]},
+            },
+        )
         await send("message_stop", {"type": "message_stop"})
         await resp.write_eof()
         return resp

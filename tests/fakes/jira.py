@@ -39,17 +39,33 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.jira_model import (
-    DEFAULT_CUSTOM_FIELDS, DEFAULT_TRANSITION_FIELDS, DEFAULT_WORKFLOW, AppliedTransition, FakeComment, FakeIssue,
+    DEFAULT_CUSTOM_FIELDS,
+    DEFAULT_TRANSITION_FIELDS,
+    DEFAULT_WORKFLOW,
+    AppliedTransition,
+    FakeComment,
+    FakeIssue,
     FakeProject,
 )
 from tests.fakes.jira_routes import _JiraRoutes, err_body
 from tests.fakes.loopback import LoopbackServer, ThreadedServer, hold_answer
 
-__all__ = ["FakeJira", "ThreadedFakeJira", "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition",
-           "JiraRequest", "JiraFault", "GONE_MESSAGE"]
+__all__ = [
+    "FakeJira",
+    "ThreadedFakeJira",
+    "FakeProject",
+    "FakeIssue",
+    "FakeComment",
+    "AppliedTransition",
+    "JiraRequest",
+    "JiraFault",
+    "GONE_MESSAGE",
+]
 
-GONE_MESSAGE = ("The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full "
-                "migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046")
+GONE_MESSAGE = (
+    "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full "
+    "migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"
+)
 
 
 @dataclass
@@ -92,19 +108,29 @@ _err = err_body
 class FakeJira(LoopbackServer, _JiraRoutes):
     """Loopback fake Jira server (aiohttp, 127.0.0.1, random port).
 
-    ``flavor`` ``cloud`` (``user`` + ``api_token``, basic auth, v3) or ``datacenter`` (``pat``, bearer, v2);
-    ``projects`` (default: ``OPS`` with Bug/Task and component ``ai-usage``); ``custom_fields`` id → (name, type);
-    ``search_lag`` seconds of post-create search invisibility; ``transition_fields`` transition id → the fields on
-its screen (default: only ``Done`` (31) has ``resolution``; setting any other field through a transition is a 400,
-as on real Jira); ``clock`` unix seconds. Use ``async with
-    FakeJira(...) as jira`` or :meth:`run_in_thread`. Inspection and fault methods are thread-safe.
+        ``flavor`` ``cloud`` (``user`` + ``api_token``, basic auth, v3) or ``datacenter`` (``pat``, bearer, v2);
+        ``projects`` (default: ``OPS`` with Bug/Task and component ``ai-usage``); ``custom_fields`` id → (name, type);
+        ``search_lag`` seconds of post-create search invisibility; ``transition_fields`` transition id → the fields on
+    its screen (default: only ``Done`` (31) has ``resolution``; setting any other field through a transition is a 400,
+    as on real Jira); ``clock`` unix seconds. Use ``async with
+        FakeJira(...) as jira`` or :meth:`run_in_thread`. Inspection and fault methods are thread-safe.
     """
 
-    def __init__(self, flavor: str = "cloud", *, user: str = "relay@example.com", api_token: str = "cloud-token",
-                 pat: str = "dc-pat", projects: list[FakeProject] | None = None,
-                 custom_fields: dict[str, tuple[str, str]] | None = None, search_lag: float = 0.0,
-                 transition_fields: dict[str, tuple[str, ...]] | None = None,
-                 clock: Callable[[], float] = time.time, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        flavor: str = "cloud",
+        *,
+        user: str = "relay@example.com",
+        api_token: str = "cloud-token",
+        pat: str = "dc-pat",
+        projects: list[FakeProject] | None = None,
+        custom_fields: dict[str, tuple[str, str]] | None = None,
+        search_lag: float = 0.0,
+        transition_fields: dict[str, tuple[str, ...]] | None = None,
+        clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         if flavor not in ("cloud", "datacenter"):
             raise ValueError("flavor must be cloud or datacenter")
         self.flavor, self.user, self.api_token, self.pat = flavor, user, api_token, pat
@@ -142,7 +168,7 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
         await self.stop()
 
     @classmethod
-    def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeJira":
+    def run_in_thread(cls, *args: Any, **kwargs: Any) -> ThreadedFakeJira:
         """Start a fake on its own event loop in a daemon thread (for code under test that blocks)."""
         return ThreadedFakeJira(cls(*args, **kwargs))
 
@@ -170,8 +196,11 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
     def requests(self, method: str | None = None, path: str | None = None) -> list[JiraRequest]:
         """Requests received, optionally filtered by method and a regex searched in the path."""
         with self._lock:
-            return [r for r in self._requests if (method is None or r.method == method)
-                    and (path is None or re.search(path, r.path))]
+            return [
+                r
+                for r in self._requests
+                if (method is None or r.method == method) and (path is None or re.search(path, r.path))
+            ]
 
     def set_status(self, key: str, status: str, *, resolution: str | None = None, at: float | None = None) -> None:
         """Move ``key`` to ``status`` as a person would (any status; Done gets ``resolution`` or ``Done``), at
@@ -196,29 +225,41 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
             self._faults.append(fault)
         return fault
 
-    def fail(self, status: int = 503, times: int | None = 1, *, method: str | None = None, path: str | None = None,
-             retry_after: float | str | None = None, body: Any = None) -> JiraFault:
+    def fail(
+        self,
+        status: int = 503,
+        times: int | None = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        retry_after: float | str | None = None,
+        body: Any = None,
+    ) -> JiraFault:
         """Answer ``status`` (with ``Retry-After`` when given) to the next ``times`` matching requests."""
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         return self.add_fault(JiraFault("status", status, headers, body, times, method, path))
 
-    def rate_limit(self, retry_after: float | str = 2, times: int | None = 1, *, method: str | None = None,
-                   path: str | None = None) -> JiraFault:
+    def rate_limit(
+        self, retry_after: float | str = 2, times: int | None = 1, *, method: str | None = None, path: str | None = None
+    ) -> JiraFault:
         """429 with ``Retry-After`` (seconds) for the next ``times`` matching requests (Jira's rate limiting)."""
-        return self.fail(429, times, method=method, path=path, retry_after=retry_after,
-                         body=_err(["Rate limit exceeded."]))
+        return self.fail(
+            429, times, method=method, path=path, retry_after=retry_after, body=_err(["Rate limit exceeded."])
+        )
 
     def drop_response(self, times: int | None = 1, *, method: str | None = None, path: str | None = None) -> JiraFault:
         """Process the next ``times`` matching requests, then close the connection without answering."""
         return self.add_fault(JiraFault("drop", 0, {}, None, times, method, path))
 
-    def slow(self, delay: float, times: int | None = 1, *, method: str | None = None,
-             path: str | None = None) -> JiraFault:
+    def slow(
+        self, delay: float, times: int | None = 1, *, method: str | None = None, path: str | None = None
+    ) -> JiraFault:
         """Wait ``delay`` seconds (real time) before handling the next ``times`` matching requests."""
         return self.add_fault(JiraFault("slow", 0, {}, None, times, method, path, delay=delay))
 
-    def hold_response(self, delay: float, times: int | None = 1, *, method: str | None = None,
-                      path: str | None = None) -> JiraFault:
+    def hold_response(
+        self, delay: float, times: int | None = 1, *, method: str | None = None, path: str | None = None
+    ) -> JiraFault:
         """Process the next ``times`` matching requests at once, then wait ``delay`` seconds (real time) before
         answering."""
         return self.add_fault(JiraFault("hold", 0, {}, None, times, method, path, delay=delay))
@@ -246,11 +287,13 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
         if self.flavor == "cloud":
             expected = "Basic " + base64.b64encode(f"{self.user}:{self.api_token}".encode()).decode()
             if header != expected:
-                return web.Response(status=401, text="Client must be authenticated to access this resource.",
-                                    content_type="text/plain")
+                return web.Response(
+                    status=401, text="Client must be authenticated to access this resource.", content_type="text/plain"
+                )
         elif header != f"Bearer {self.pat}":
-            return web.json_response(_err(["You are not authenticated. Authentication required to perform this "
-                                           "operation."]), status=401)
+            return web.json_response(
+                _err(["You are not authenticated. Authentication required to perform this operation."]), status=401
+            )
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -267,8 +310,9 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
         if response is None and path == "search" and self.flavor == "cloud":
             response = web.json_response(_err([GONE_MESSAGE]), status=410)
         if response is None and version != self.version:
-            response = web.json_response(_err([f"This fake {self.flavor} Jira serves REST v{self.version} only"]),
-                                         status=404)
+            response = web.json_response(
+                _err([f"This fake {self.flavor} Jira serves REST v{self.version} only"]), status=404
+            )
         fault = None
         if response is None:
             fault = self._take_fault(request.method, path)
@@ -277,8 +321,11 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
                 await asyncio.sleep(fault.delay)
             if fault is not None and fault.kind == "status":
                 rec.fault = str(fault.status)
-                response = web.json_response(fault.body if fault.body is not None else _err([f"HTTP {fault.status}"]),
-                                             status=fault.status, headers=fault.headers)
+                response = web.json_response(
+                    fault.body if fault.body is not None else _err([f"HTTP {fault.status}"]),
+                    status=fault.status,
+                    headers=fault.headers,
+                )
         if response is None and body is ValueError:
             response = web.json_response(_err(["Unexpected character: the request body is not valid JSON"]), status=400)
         if response is None:
@@ -295,6 +342,7 @@ as on real Jira); ``clock`` unix seconds. Use ``async with
             raise asyncio.CancelledError
         rec.status = response.status
         return response
+
 
 class ThreadedFakeJira(ThreadedServer):
     """A :class:`FakeJira` on its own event loop in a daemon thread (see ``ThreadedServer``)."""

@@ -19,13 +19,16 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["JqlError", "Query", "parse_jql"]
 
-_TOKEN = re.compile(r'''\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<op>!=|!~|>=|<=|=|~|>|<)'''
-                    r'''|(?P<punct>[(),])|(?P<word>[^\s()=!~<>,"']+))''')
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<op>!=|!~|>=|<=|=|~|>|<)"""
+    r"""|(?P<punct>[(),])|(?P<word>[^\s()=!~<>,"']+))"""
+)
 _REL = re.compile(r"^([+-]?\d+)([mhdw])$")
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _KEYWORDS = {"and", "or", "not", "is", "in", "empty", "null", "order", "by", "asc", "desc"}
@@ -54,8 +57,10 @@ def _tokens(jql: str) -> list[_Tok]:
     while pos < len(jql):
         m = _TOKEN.match(jql, pos)
         if not m or m.end() == pos:
-            raise JqlError(f"Error in the JQL Query: The character '{jql[pos]}' is a reserved JQL character. "
-                           f"(line 1, character {pos + 1})")
+            raise JqlError(
+                f"Error in the JQL Query: The character '{jql[pos]}' is a reserved JQL character. "
+                f"(line 1, character {pos + 1})"
+            )
         pos = m.end()
         kind = m.lastgroup or "word"
         value = m.group(kind)
@@ -160,8 +165,20 @@ class _Parser:
         if m:
             name = f"customfield_{m.group(1)}"
         name = _ALIASES.get(name, name)
-        known = {"project", "key", "issuetype", "summary", "labels", "status", "statuscategory", "resolution",
-                 "resolutiondate", "created", "updated", "priority"}
+        known = {
+            "project",
+            "key",
+            "issuetype",
+            "summary",
+            "labels",
+            "status",
+            "statuscategory",
+            "resolution",
+            "resolutiondate",
+            "created",
+            "updated",
+            "priority",
+        }
         if name not in known and not name.startswith("customfield_"):
             raise JqlError(f"Field '{tok.value}' does not exist or you do not have permission to view it.")
         self.fields.add(name)
@@ -224,9 +241,11 @@ class _Parser:
                     return float(calendar.timegm(time.strptime(raw, fmt)))
                 except ValueError:
                     continue
-            raise JqlError(f"Date value '{raw}' for field '{name}' is invalid. Valid formats include: "
-                           f"'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period "
-                           f"format e.g. '-5d', '4w 2d'.")
+            raise JqlError(
+                f"Date value '{raw}' for field '{name}' is invalid. Valid formats include: "
+                f"'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period "
+                f"format e.g. '-5d', '4w 2d'."
+            )
         if name == "project" and raw.upper() not in self.projects:
             raise JqlError(f"The value '{raw}' does not exist for the field 'project'.")
         return raw

@@ -13,9 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "FakeProject", "FakeIssue", "FakeComment", "AppliedTransition", "STATUSES", "DEFAULT_WORKFLOW",
-    "DEFAULT_TRANSITION_FIELDS", "RESOLUTIONS",
-    "PRIORITIES", "DEFAULT_CUSTOM_FIELDS", "jira_time", "adf_problem", "adf_text", "rich_text_problem",
+    "FakeProject",
+    "FakeIssue",
+    "FakeComment",
+    "AppliedTransition",
+    "STATUSES",
+    "DEFAULT_WORKFLOW",
+    "DEFAULT_TRANSITION_FIELDS",
+    "RESOLUTIONS",
+    "PRIORITIES",
+    "DEFAULT_CUSTOM_FIELDS",
+    "jira_time",
+    "adf_problem",
+    "adf_text",
+    "rich_text_problem",
     "validate_create",
 ]
 
@@ -129,22 +140,36 @@ class FakeIssue:
     def view(self) -> dict[str, Any]:
         """The JQL evaluation view (see ``jira_jql``)."""
         st = STATUSES[self.status]
-        return {"project": (self.project,), "key": self.key, "issuetype": self.issue_type, "summary": self.summary,
-                "labels": list(self.labels), "status": self.status, "statuscategory": (st[2], st[1]),
-                "resolution": self.resolution, "resolutiondate": self.resolutiondate, "created": self.created,
-                "updated": self.updated, "priority": self.priority, **self.custom}
+        return {
+            "project": (self.project,),
+            "key": self.key,
+            "issuetype": self.issue_type,
+            "summary": self.summary,
+            "labels": list(self.labels),
+            "status": self.status,
+            "statuscategory": (st[2], st[1]),
+            "resolution": self.resolution,
+            "resolutiondate": self.resolutiondate,
+            "created": self.created,
+            "updated": self.updated,
+            "priority": self.priority,
+            **self.custom,
+        }
 
     def fields_json(self, wanted: set[str] | None, project: FakeProject) -> dict[str, Any]:
         """``fields`` of the REST issue representation; ``wanted`` None means all."""
         st = STATUSES[self.status]
         all_fields: dict[str, Any] = {
-            "summary": self.summary, "description": self.description,
-            "status": {"id": st[0], "name": self.status,
-                       "statusCategory": {"id": st[3], "key": st[1], "name": st[2]}},
-            "resolution": ({"id": RESOLUTIONS.get(self.resolution, "0"), "name": self.resolution}
-                           if self.resolution else None),
-            "resolutiondate": jira_time(self.resolutiondate), "created": jira_time(self.created),
-            "updated": jira_time(self.updated), "labels": list(self.labels),
+            "summary": self.summary,
+            "description": self.description,
+            "status": {"id": st[0], "name": self.status, "statusCategory": {"id": st[3], "key": st[1], "name": st[2]}},
+            "resolution": (
+                {"id": RESOLUTIONS.get(self.resolution, "0"), "name": self.resolution} if self.resolution else None
+            ),
+            "resolutiondate": jira_time(self.resolutiondate),
+            "created": jira_time(self.created),
+            "updated": jira_time(self.updated),
+            "labels": list(self.labels),
             "priority": {"id": PRIORITIES.get(self.priority, "0"), "name": self.priority} if self.priority else None,
             "issuetype": {"id": str(10000 + project.issue_types.index(self.issue_type)), "name": self.issue_type},
             "project": {"id": project.id, "key": project.key, "name": project.name},
@@ -246,17 +271,22 @@ def _custom_problem(fid: str, kind: str, value: Any) -> str | None:
         ok = isinstance(value, dict) and isinstance(value.get("value") or value.get("id"), str)
         return None if ok else "Could not find valid 'id' or 'value' in the Parent Option object."
     if kind == "multiselect":
-        ok = isinstance(value, list) and all(isinstance(v, dict) and isinstance(v.get("value") or v.get("id"), str)
-                                             for v in value)
+        ok = isinstance(value, list) and all(
+            isinstance(v, dict) and isinstance(v.get("value") or v.get("id"), str) for v in value
+        )
         return None if ok else "data was not an array"
     if kind == "number":
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else \
-            "Operation value must be a number"
+        return (
+            None
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else "Operation value must be a number"
+        )
     return None
 
 
-def validate_create(fields: Any, *, version: str, projects: dict[str, FakeProject],
-                    custom_fields: dict[str, tuple[str, str]]) -> tuple[dict[str, str], FakeProject | None]:
+def validate_create(
+    fields: Any, *, version: str, projects: dict[str, FakeProject], custom_fields: dict[str, tuple[str, str]]
+) -> tuple[dict[str, str], FakeProject | None]:
     """Jira's create validation: returns (``errors`` field → message, the project); empty errors when valid."""
     errors: dict[str, str] = {}
     if not isinstance(fields, dict):

@@ -11,8 +11,17 @@ from typing import Any
 
 from tests.fakes.jira_jql import JqlError, parse_jql
 from tests.fakes.jira_model import (
-    PRIORITIES, RESOLUTIONS, STATUSES, AppliedTransition, FakeComment, FakeIssue, FakeProject, adf_text, jira_time,
-    rich_text_problem, validate_create,
+    PRIORITIES,
+    RESOLUTIONS,
+    STATUSES,
+    AppliedTransition,
+    FakeComment,
+    FakeIssue,
+    FakeProject,
+    adf_text,
+    jira_time,
+    rich_text_problem,
+    validate_create,
 )
 
 __all__ = ["err_body"]
@@ -50,34 +59,46 @@ class _JiraRoutes:
         parts = path.split("/")
         if path == "myself" and method == "GET":
             if self.flavor == "cloud":
-                return 200, {"accountId": "5b10ac8d82e05b22cc7d4ef5", "emailAddress": self.user,
-                             "displayName": "Relay", "active": True}
+                return 200, {
+                    "accountId": "5b10ac8d82e05b22cc7d4ef5",
+                    "emailAddress": self.user,
+                    "displayName": "Relay",
+                    "active": True,
+                }
             return 200, {"name": "relay", "key": "relay", "displayName": "Relay", "active": True}
         if parts[0] == "project" and len(parts) in (2, 3) and method == "GET":
             project = self._project(parts[1])
             if project is None:
                 return 404, _err([f"No project could be found with key '{parts[1]}'."])
             if len(parts) == 2:
-                return 200, {"id": project.id, "key": project.key, "name": project.name,
-                             "issueTypes": [{"id": str(10000 + i), "name": n}
-                                            for i, n in enumerate(project.issue_types)],
-                             "components": [{"id": str(20000 + i), "name": n}
-                                            for i, n in enumerate(project.components)]}
+                return 200, {
+                    "id": project.id,
+                    "key": project.key,
+                    "name": project.name,
+                    "issueTypes": [{"id": str(10000 + i), "name": n} for i, n in enumerate(project.issue_types)],
+                    "components": [{"id": str(20000 + i), "name": n} for i, n in enumerate(project.components)],
+                }
             if parts[2] == "statuses":
-                statuses = [{"id": v[0], "name": k, "statusCategory": {"id": v[3], "key": v[1], "name": v[2]}}
-                            for k, v in STATUSES.items()]
-                return 200, [{"id": str(10000 + i), "name": n, "statuses": statuses}
-                             for i, n in enumerate(project.issue_types)]
+                statuses = [
+                    {"id": v[0], "name": k, "statusCategory": {"id": v[3], "key": v[1], "name": v[2]}}
+                    for k, v in STATUSES.items()
+                ]
+                return 200, [
+                    {"id": str(10000 + i), "name": n, "statuses": statuses} for i, n in enumerate(project.issue_types)
+                ]
         if path == "priority" and method == "GET":
             return 200, [{"id": i, "name": n} for n, i in PRIORITIES.items()]
         if path == "priority/search" and method == "GET" and self.flavor == "cloud":
             values = [{"id": i, "name": n} for n, i in PRIORITIES.items()]
             return 200, {"startAt": 0, "maxResults": 50, "total": len(values), "isLast": True, "values": values}
         if path == "field" and method == "GET":
-            system = [{"id": f, "name": f.title(), "custom": False} for f in
-                      ("summary", "description", "labels", "priority", "components", "status", "resolution")]
-            return 200, system + [{"id": k, "name": v[0], "custom": True, "schema": {"type": v[1]}}
-                                  for k, v in self.custom_fields.items()]
+            system = [
+                {"id": f, "name": f.title(), "custom": False}
+                for f in ("summary", "description", "labels", "priority", "components", "status", "resolution")
+            ]
+            return 200, system + [
+                {"id": k, "name": v[0], "custom": True, "schema": {"type": v[1]}} for k, v in self.custom_fields.items()
+            ]
         if path in ("search/jql", "search"):
             if method == "POST":
                 return self._search(body if isinstance(body, dict) else {})
@@ -93,7 +114,8 @@ class _JiraRoutes:
             return self._create(body)
         if parts[0] == "issue" and len(parts) >= 2:
             issue = self._issues.get(parts[1].upper()) or next(
-                (i for i in self._issues.values() if i.id == parts[1]), None)
+                (i for i in self._issues.values() if i.id == parts[1]), None
+            )
             if issue is None:
                 return 404, _err(["Issue does not exist or you do not have permission to see it."])
             if len(parts) == 2 and method == "GET":
@@ -113,8 +135,12 @@ class _JiraRoutes:
         return next((p for p in self.projects.values() if ref.upper() in (p.key.upper(), p.id)), None)
 
     def _issue_json(self, issue: FakeIssue, fields: set[str] | None) -> dict[str, Any]:
-        return {"id": issue.id, "key": issue.key, "self": f"{self.base_url}/rest/api/{self.version}/issue/{issue.id}",
-                "fields": issue.fields_json(fields, self.projects[issue.project])}
+        return {
+            "id": issue.id,
+            "key": issue.key,
+            "self": f"{self.base_url}/rest/api/{self.version}/issue/{issue.id}",
+            "fields": issue.fields_json(fields, self.projects[issue.project]),
+        }
 
     def _search(self, body: dict[str, Any]) -> tuple[int, Any]:
         jql = body.get("jql")
@@ -125,11 +151,15 @@ class _JiraRoutes:
         except JqlError as exc:
             return 400, _err([str(exc)])
         if self.flavor == "cloud" and query.where is None:
-            return 400, _err(["Unbounded JQL queries are not allowed here. Please add a search restriction to "
-                              "your query."])
+            return 400, _err(
+                ["Unbounded JQL queries are not allowed here. Please add a search restriction to your query."]
+            )
         now = self.clock()
-        hits = [i for i in self._issues.values() if now >= i.created + self.search_lag
-                and (query.where is None or query.where(i.view()))]
+        hits = [
+            i
+            for i in self._issues.values()
+            if now >= i.created + self.search_lag and (query.where is None or query.where(i.view()))
+        ]
         for name, asc in reversed(query.order):
             present = [i for i in hits if i.view().get(name) is not None]
             absent = [i for i in hits if i.view().get(name) is None]
@@ -146,7 +176,7 @@ class _JiraRoutes:
                     start = int(base64.b64decode(token).decode().split(":", 1)[0])
                 except (ValueError, UnicodeDecodeError):
                     return 400, _err(["Invalid nextPageToken."])
-            page = hits[start:start + max_results]
+            page = hits[start : start + max_results]
             out: dict[str, Any] = {"issues": [self._issue_json(i, None if "*all" in wanted else wanted) for i in page]}
             if start + max_results < len(hits):
                 out["nextPageToken"] = base64.b64encode(f"{start + max_results}:{len(jql)}".encode()).decode()
@@ -156,14 +186,19 @@ class _JiraRoutes:
             return 200, out
         start = int(body.get("startAt", 0))
         wanted_dc = None if not raw_fields or "*all" in raw_fields or "*navigable" in raw_fields else set(raw_fields)
-        page = hits[start:start + max_results]
-        return 200, {"startAt": start, "maxResults": max_results, "total": len(hits),
-                     "issues": [self._issue_json(i, wanted_dc) for i in page]}
+        page = hits[start : start + max_results]
+        return 200, {
+            "startAt": start,
+            "maxResults": max_results,
+            "total": len(hits),
+            "issues": [self._issue_json(i, wanted_dc) for i in page],
+        }
 
     def _create(self, body: Any) -> tuple[int, Any]:
         fields = body.get("fields") if isinstance(body, dict) else None
-        errors, project = validate_create(fields, version=self.version, projects=self.projects,
-                                          custom_fields=self.custom_fields)
+        errors, project = validate_create(
+            fields, version=self.version, projects=self.projects, custom_fields=self.custom_fields
+        )
         if errors or project is None:
             return 400, _err([], errors)
         assert isinstance(fields, dict)
@@ -173,10 +208,19 @@ class _JiraRoutes:
         key = f"{project.key}-{self._seq[project.key]}"
         custom = {k: v for k, v in fields.items() if k.startswith("customfield_")}
         issue = FakeIssue(
-            id=str(self._next_id), key=key, project=project.key, issue_type=fields["issuetype"]["name"],
-            summary=fields["summary"], description=fields.get("description"), created=now, updated=now,
-            labels=list(fields.get("labels") or []), priority=(fields.get("priority") or {}).get("name"),
-            components=[c["name"] for c in fields.get("components") or []], custom=custom)
+            id=str(self._next_id),
+            key=key,
+            project=project.key,
+            issue_type=fields["issuetype"]["name"],
+            summary=fields["summary"],
+            description=fields.get("description"),
+            created=now,
+            updated=now,
+            labels=list(fields.get("labels") or []),
+            priority=(fields.get("priority") or {}).get("name"),
+            components=[c["name"] for c in fields.get("components") or []],
+            custom=custom,
+        )
         self._issues[key] = issue
         return 201, {"id": issue.id, "key": key, "self": f"{self.base_url}/rest/api/{self.version}/issue/{issue.id}"}
 
@@ -233,37 +277,62 @@ class _JiraRoutes:
             if order.startswith("-"):
                 comments.reverse()
             start, limit = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
-            page = comments[start:start + limit]
-            return 200, {"startAt": start, "maxResults": limit, "total": len(comments),
-                         "comments": [self._comment_json(c) for c in page]}
+            page = comments[start : start + limit]
+            return 200, {
+                "startAt": start,
+                "maxResults": limit,
+                "total": len(comments),
+                "comments": [self._comment_json(c) for c in page],
+            }
         return 405, _err(["Method not allowed"])
 
     def _comment_json(self, c: FakeComment) -> dict[str, Any]:
-        return {"id": c.id, "body": c.body, "created": _jt(c.created), "updated": _jt(c.created),
-                "author": {"displayName": c.author}}
+        return {
+            "id": c.id,
+            "body": c.body,
+            "created": _jt(c.created),
+            "updated": _jt(c.created),
+            "author": {"displayName": c.author},
+        }
 
     def _screen(self, tid: str, expand: bool) -> dict[str, Any]:
         """``fields`` of transition ``tid``'s screen as ``expand=transitions.fields`` shows them."""
         out: dict[str, Any] = {}
         for fid in self.transition_fields.get(tid, ()):
             if fid == "resolution":
-                out[fid] = {"required": False, "name": "Resolution", "key": "resolution", "operations": ["set"],
-                            "schema": {"type": "resolution", "system": "resolution"},
-                            "allowedValues": [{"id": i, "name": n} for n, i in RESOLUTIONS.items()]}
+                out[fid] = {
+                    "required": False,
+                    "name": "Resolution",
+                    "key": "resolution",
+                    "operations": ["set"],
+                    "schema": {"type": "resolution", "system": "resolution"},
+                    "allowedValues": [{"id": i, "name": n} for n, i in RESOLUTIONS.items()],
+                }
             else:
                 out[fid] = {"required": False, "name": fid, "key": fid, "operations": ["set"]}
         return out
 
-    def _transitions(self, issue: FakeIssue, method: str, body: Any,
-                     query: dict[str, str] | None = None) -> tuple[int, Any]:
+    def _transitions(
+        self, issue: FakeIssue, method: str, body: Any, query: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         available = self.workflow.get(issue.status, [])
         if method == "GET":
             expand = "transitions.fields" in (query or {}).get("expand", "")
             out = []
             for tid, name, to in available:
-                t = {"id": tid, "name": name, "hasScreen": bool(self.transition_fields.get(tid)), "isGlobal": False,
-                     "isInitial": False, "isConditional": False, "to": {"id": STATUSES[to][0], "name": to,
-                     "statusCategory": {"id": STATUSES[to][3], "key": STATUSES[to][1], "name": STATUSES[to][2]}}}
+                t = {
+                    "id": tid,
+                    "name": name,
+                    "hasScreen": bool(self.transition_fields.get(tid)),
+                    "isGlobal": False,
+                    "isInitial": False,
+                    "isConditional": False,
+                    "to": {
+                        "id": STATUSES[to][0],
+                        "name": to,
+                        "statusCategory": {"id": STATUSES[to][3], "key": STATUSES[to][1], "name": STATUSES[to][2]},
+                    },
+                }
                 if expand:
                     t["fields"] = self._screen(tid, True)
                 out.append(t)
@@ -278,8 +347,11 @@ class _JiraRoutes:
         if not isinstance(fields, dict):
             return 400, _err(["Can not deserialize instance of fields"])
         # real Jira: a field that is not on the transition's screen cannot be set (400), whatever its value
-        off_screen = {fid: f"Field '{fid}' cannot be set. It is not on the appropriate screen, or unknown."
-                      for fid in fields if fid not in self.transition_fields.get(match[0], ())}
+        off_screen = {
+            fid: f"Field '{fid}' cannot be set. It is not on the appropriate screen, or unknown."
+            for fid in fields
+            if fid not in self.transition_fields.get(match[0], ())
+        }
         if off_screen:
             return 400, _err([], off_screen)
         resolution = (fields.get("resolution") or {}).get("name")

@@ -31,16 +31,34 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.fakes.langfuse_oracle import (
-    LangfuseView, ReceivedSpan, SpanEvent, _build_spans, _json_shape, _proto_as_json_shape, _Reject, _validate,
-    langfuse_view, spans_from_json, spans_from_proto,
-)
 from tests.fakes import langfuse_rest
+from tests.fakes.langfuse_oracle import (
+    LangfuseView,
+    ReceivedSpan,
+    SpanEvent,
+    _build_spans,
+    _json_shape,
+    _proto_as_json_shape,
+    _Reject,
+    _validate,
+    langfuse_view,
+    spans_from_json,
+    spans_from_proto,
+)
 from tests.fakes.loopback import LoopbackServer, ThreadedServer
 
 __all__ = [
-    "FakeLangfuse", "ThreadedFakeLangfuse", "Fault", "ReceivedSpan", "SpanEvent", "ReceivedRequest",
-    "spans_from_proto", "spans_from_json", "langfuse_view", "LangfuseView", "TRACES_PATH",
+    "FakeLangfuse",
+    "ThreadedFakeLangfuse",
+    "Fault",
+    "ReceivedSpan",
+    "SpanEvent",
+    "ReceivedRequest",
+    "spans_from_proto",
+    "spans_from_json",
+    "langfuse_view",
+    "LangfuseView",
+    "TRACES_PATH",
 ]
 
 TRACES_PATH = "/api/public/otel/v1/traces"
@@ -134,9 +152,13 @@ def _default_fault_body(status: int) -> Any:
     if status in (502, 504):  # usually produced by a reverse proxy: HTML, not JSON
         text = {502: "502 Bad Gateway", 504: "504 Gateway Time-out"}[status]
         return f"<html><head><title>{text}</title></head><body><h1>{text}</h1></body></html>"
-    messages = {401: ("Invalid credentials. Confirm that you've configured the correct host.", "UnauthorizedError"),
-                403: (SUSPENDED_MESSAGE, "ForbiddenError"), 429: ("Rate limit exceeded", "TooManyRequests"),
-                500: ("Internal Server Error", "InternalServerError"), 503: ("Service Unavailable", "ServiceUnavailable")}
+    messages = {
+        401: ("Invalid credentials. Confirm that you've configured the correct host.", "UnauthorizedError"),
+        403: (SUSPENDED_MESSAGE, "ForbiddenError"),
+        429: ("Rate limit exceeded", "TooManyRequests"),
+        500: ("Internal Server Error", "InternalServerError"),
+        503: ("Service Unavailable", "ServiceUnavailable"),
+    }
     msg, err = messages.get(status, (f"HTTP {status}", "Error"))
     return {"message": msg, "error": err}
 
@@ -152,8 +174,15 @@ class FakeLangfuse(LoopbackServer):
     methods are thread-safe.
     """
 
-    def __init__(self, projects: dict[str, tuple[str, ...]] | None = None, *, org_keys: dict[str, str] | None = None,
-                 version: str = "4.16.0", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        projects: dict[str, tuple[str, ...]] | None = None,
+        *,
+        org_keys: dict[str, str] | None = None,
+        version: str = "4.16.0",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         projects = projects or {"pk-lf-test": ("sk-lf-test", "project-test")}
         self._projects = {pk: _Project(pk, v[0], v[1], v[2] if len(v) > 2 else v[1]) for pk, v in projects.items()}
         self._org_keys = dict(org_keys or {})
@@ -197,7 +226,7 @@ class FakeLangfuse(LoopbackServer):
             asyncio.get_running_loop().call_later(duration, lambda: asyncio.ensure_future(self.restore()))
 
     @classmethod
-    def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeLangfuse":
+    def run_in_thread(cls, *args: Any, **kwargs: Any) -> ThreadedFakeLangfuse:
         """Start a fake on its own event loop in a daemon thread (for subprocess / OTel SDK tests)."""
         return ThreadedFakeLangfuse(cls(*args, **kwargs))
 
@@ -272,40 +301,80 @@ class FakeLangfuse(LoopbackServer):
             self._faults.append(fault)
         return fault
 
-    def fail(self, status: int, times: int | None = 1, *, duration: float | None = None, project: str | None = None,
-             path: str | None = TRACES_PATH, body: Any = None, headers: dict[str, str] | None = None) -> Fault:
+    def fail(
+        self,
+        status: int,
+        times: int | None = 1,
+        *,
+        duration: float | None = None,
+        project: str | None = None,
+        path: str | None = TRACES_PATH,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
         """Answer the next ``times`` matching requests (None: until cleared/expired) with ``status``.
 
         Default bodies: JSON ``{message, error}``; 502/504 get an HTML page like a reverse proxy would send.
         """
-        return self.add_fault(Fault("status", status=status, body=body, headers=dict(headers or {}), times=times,
-                                    project=project, path=path), duration)
+        return self.add_fault(
+            Fault(
+                "status", status=status, body=body, headers=dict(headers or {}), times=times, project=project, path=path
+            ),
+            duration,
+        )
 
-    def rate_limit(self, retry_after: int = 1, times: int | None = 1, *, limit: int = 1000,
-                   duration: float | None = None, project: str | None = None) -> Fault:
+    def rate_limit(
+        self,
+        retry_after: int = 1,
+        times: int | None = 1,
+        *,
+        limit: int = 1000,
+        duration: float | None = None,
+        project: str | None = None,
+    ) -> Fault:
         """429 like Langfuse Cloud: ``Retry-After`` (integer s), ``X-RateLimit-Limit/Remaining`` and
         ``X-RateLimit-Reset`` as a JavaScript ``Date.toString()`` (upstream ``RateLimitService.ts``)."""
-        headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
-                   "X-RateLimit-Reset": _js_date_string(time.time() + retry_after)}
+        headers = {
+            "Retry-After": str(retry_after),
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": _js_date_string(time.time() + retry_after),
+        }
         return self.fail(429, times, duration=duration, project=project, headers=headers)
 
-    def suspend_ingestion(self, times: int | None = None, *, duration: float | None = None,
-                          project: str | None = None) -> Fault:
+    def suspend_ingestion(
+        self, times: int | None = None, *, duration: float | None = None, project: str | None = None
+    ) -> Fault:
         """403 ``Ingestion suspended: Usage threshold exceeded…`` (default: until cleared)."""
         return self.fail(403, times, duration=duration, project=project)
 
-    def slow(self, delay: float, times: int | None = 1, *, before: bool = False, duration: float | None = None,
-             project: str | None = None, path: str | None = TRACES_PATH) -> Fault:
+    def slow(
+        self,
+        delay: float,
+        times: int | None = 1,
+        *,
+        before: bool = False,
+        duration: float | None = None,
+        project: str | None = None,
+        path: str | None = TRACES_PATH,
+    ) -> Fault:
         """Delay the answer by ``delay`` s. By default the spans are recorded *first* (a client timeout then
         leaves them stored, as on v4); with ``before=True`` the delay precedes reading the body."""
-        return self.add_fault(Fault("delay", delay=delay, before=before, times=times, project=project, path=path),
-                              duration)
+        return self.add_fault(
+            Fault("delay", delay=delay, before=before, times=times, project=project, path=path), duration
+        )
 
-    def reset_connection(self, times: int | None = 1, *, after_read: bool = True, duration: float | None = None,
-                         project: str | None = None, path: str | None = TRACES_PATH) -> Fault:
+    def reset_connection(
+        self,
+        times: int | None = 1,
+        *,
+        after_read: bool = True,
+        duration: float | None = None,
+        project: str | None = None,
+        path: str | None = TRACES_PATH,
+    ) -> Fault:
         """Close the connection without answering; with ``after_read`` (default) the spans are recorded first."""
-        return self.add_fault(Fault("reset", after_read=after_read, times=times, project=project, path=path),
-                              duration)
+        return self.add_fault(Fault("reset", after_read=after_read, times=times, project=project, path=path), duration)
 
     def clear_faults(self) -> None:
         """Remove every installed fault."""
@@ -328,8 +397,9 @@ class FakeLangfuse(LoopbackServer):
         return None
 
     # -- helpers
-    def _record(self, rec: ReceivedRequest, status: int | None, response: Any,
-                spans: list[ReceivedSpan] | None = None) -> None:
+    def _record(
+        self, rec: ReceivedRequest, status: int | None, response: Any, spans: list[ReceivedSpan] | None = None
+    ) -> None:
         rec.status, rec.response = status, response
         with self._lock:
             rec.index = len(self._requests)
@@ -339,8 +409,14 @@ class FakeLangfuse(LoopbackServer):
             self._requests.append(rec)
             self._lock.notify_all()
 
-    def _reply(self, rec: ReceivedRequest, status: int, body: Any, headers: dict[str, str] | None = None,
-               spans: list[ReceivedSpan] | None = None) -> web.Response:
+    def _reply(
+        self,
+        rec: ReceivedRequest,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        spans: list[ReceivedSpan] | None = None,
+    ) -> web.Response:
         self._record(rec, status, body, spans)
         if isinstance(body, str):
             return web.Response(status=status, text=body, content_type="text/html", headers=headers)
@@ -366,18 +442,29 @@ class FakeLangfuse(LoopbackServer):
         if pk in self._org_keys and sk == self._org_keys[pk]:
             prefix = "Invalid API key." if route == "projects" else "Missing projectId in scope."
             return None, (403, {"message": f"{prefix} Are you using an organization key?", "error": "ForbiddenError"})
-        return None, (401, {"message": "Invalid credentials. Confirm that you've configured the correct host.",
-                            "error": "UnauthorizedError"})
+        return None, (
+            401,
+            {
+                "message": "Invalid credentials. Confirm that you've configured the correct host.",
+                "error": "UnauthorizedError",
+            },
+        )
 
     def _new_rec(self, request: web.Request) -> ReceivedRequest:
         h = {k.lower(): v for k, v in request.headers.items()}
-        return ReceivedRequest(index=-1, method=request.method, path=request.path, headers=h,
-                               content_type=h.get("content-type"), content_encoding=h.get("content-encoding"),
-                               ingestion_version=h.get("x-langfuse-ingestion-version",
-                                                       h.get("x_langfuse_ingestion_version")))
+        return ReceivedRequest(
+            index=-1,
+            method=request.method,
+            path=request.path,
+            headers=h,
+            content_type=h.get("content-type"),
+            content_encoding=h.get("content-encoding"),
+            ingestion_version=h.get("x-langfuse-ingestion-version", h.get("x_langfuse_ingestion_version")),
+        )
 
-    async def _guard(self, request: web.Request, rec: ReceivedRequest, route: str = "",
-                     auth: bool = True) -> tuple[_Project | None, Fault | None, web.StreamResponse | None]:
+    async def _guard(
+        self, request: web.Request, rec: ReceivedRequest, route: str = "", auth: bool = True
+    ) -> tuple[_Project | None, Fault | None, web.StreamResponse | None]:
         """Auth + fault pre-phase shared by every route: returns (project, fault, early response or None)."""
         project = None
         if auth:
@@ -398,15 +485,23 @@ class FakeLangfuse(LoopbackServer):
             return project, fault, self._abort(request, rec)
         return project, fault, None
 
-    def _abort(self, request: web.Request, rec: ReceivedRequest, spans: list[ReceivedSpan] | None = None
-               ) -> web.StreamResponse:
+    def _abort(
+        self, request: web.Request, rec: ReceivedRequest, spans: list[ReceivedSpan] | None = None
+    ) -> web.StreamResponse:
         self._record(rec, None, None, spans)
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError  # aiohttp drops the handler quietly; nothing is written
 
-    async def _finish(self, request: web.Request, rec: ReceivedRequest, fault: Fault | None, status: int, body: Any,
-                      spans: list[ReceivedSpan] | None = None) -> web.StreamResponse:
+    async def _finish(
+        self,
+        request: web.Request,
+        rec: ReceivedRequest,
+        fault: Fault | None,
+        status: int,
+        body: Any,
+        spans: list[ReceivedSpan] | None = None,
+    ) -> web.StreamResponse:
         if fault is not None and fault.kind == "reset":
             return self._abort(request, rec, spans)
         if fault is not None and fault.kind == "delay" and not fault.before:
@@ -486,8 +581,14 @@ class FakeLangfuse(LoopbackServer):
         project, fault, early = await self._guard(request, rec, route="projects")
         if early is not None:
             return early
-        data = [{"id": project.id, "name": project.name, "organization": {"id": "org-fake", "name": "Fake Org"},
-                 "metadata": {}}]
+        data = [
+            {
+                "id": project.id,
+                "name": project.name,
+                "organization": {"id": "org-fake", "name": "Fake Org"},
+                "metadata": {},
+            }
+        ]
         return await self._finish(request, rec, fault, 200, {"data": data})
 
     async def _observations_route(self, request: web.Request) -> web.StreamResponse:
@@ -509,13 +610,27 @@ class FakeLangfuse(LoopbackServer):
         except ValueError as e:
             return self._reply(rec, 400, {"message": f"Invalid request data: {e}", "error": "InvalidRequestError"})
         if not 1 <= limit <= 1000:
-            return self._reply(rec, 400, {"message": "limit must be between 1 and 1000", "error": "InvalidRequestError"})
-        rows = [sp for sp in self.spans(project.id)
-                if (not q.get("traceId") or sp.trace_id == q["traceId"])
-                and (lo is None or (sp.start_ns or 0) >= lo) and (hi is None or (sp.start_ns or 0) < hi)]
-        page = rows[offset: offset + limit]
-        data = [{"id": sp.span_id, "traceId": sp.trace_id, "parentObservationId": sp.parent_span_id,
-                 "name": sp.name, "projectId": project.id} for sp in page]
+            return self._reply(
+                rec, 400, {"message": "limit must be between 1 and 1000", "error": "InvalidRequestError"}
+            )
+        rows = [
+            sp
+            for sp in self.spans(project.id)
+            if (not q.get("traceId") or sp.trace_id == q["traceId"])
+            and (lo is None or (sp.start_ns or 0) >= lo)
+            and (hi is None or (sp.start_ns or 0) < hi)
+        ]
+        page = rows[offset : offset + limit]
+        data = [
+            {
+                "id": sp.span_id,
+                "traceId": sp.trace_id,
+                "parentObservationId": sp.parent_span_id,
+                "name": sp.name,
+                "projectId": project.id,
+            }
+            for sp in page
+        ]
         cursor = str(offset + limit) if offset + limit < len(rows) else None
         return await self._finish(request, rec, fault, 200, {"data": data, "meta": {"cursor": cursor}})
 
@@ -530,20 +645,40 @@ class FakeLangfuse(LoopbackServer):
         except ValueError:
             return self._reply(rec, 400, {"message": "Invalid JSON body", "error": "InvalidRequestError"})
         if isinstance(body, list) and self.score_batches:
-            errors = [p for b in body if (p := _score_problem(b) or langfuse_rest.config_problem(self.rest, project.id, b))]
+            errors = [
+                p for b in body if (p := _score_problem(b) or langfuse_rest.config_problem(self.rest, project.id, b))
+            ]
             ok = [b for b in body if not (_score_problem(b) or langfuse_rest.config_problem(self.rest, project.id, b))]
             with self._lock:
-                self._scores.extend({**b, "id": b.get("id") or str(uuid.uuid4()), "projectId": project.id,
-                                     "_publicKey": project.public_key} for b in ok)
+                self._scores.extend(
+                    {
+                        **b,
+                        "id": b.get("id") or str(uuid.uuid4()),
+                        "projectId": project.id,
+                        "_publicKey": project.public_key,
+                    }
+                    for b in ok
+                )
             if errors:
-                return await self._finish(request, rec, fault, 207, {"accepted": len(ok), "rejected": len(errors),
-                                                                      "errors": [{"message": m} for m in errors]})
+                return await self._finish(
+                    request,
+                    rec,
+                    fault,
+                    207,
+                    {"accepted": len(ok), "rejected": len(errors), "errors": [{"message": m} for m in errors]},
+                )
             return await self._finish(request, rec, fault, 202, {"message": "Accepted"})
         problem = _score_problem(body) or langfuse_rest.config_problem(self.rest, project.id, body)
         if problem:
-            return self._reply(rec, 400, {"message": f"Invalid request data: {problem}", "error": "InvalidRequestError"})
-        score = {**body, "id": body.get("id") or str(uuid.uuid4()), "projectId": project.id,
-                 "_publicKey": project.public_key}
+            return self._reply(
+                rec, 400, {"message": f"Invalid request data: {problem}", "error": "InvalidRequestError"}
+            )
+        score = {
+            **body,
+            "id": body.get("id") or str(uuid.uuid4()),
+            "projectId": project.id,
+            "_publicKey": project.public_key,
+        }
         with self._lock:
             self._scores.append(score)
         return await self._finish(request, rec, fault, 200, {"id": score["id"]})
@@ -559,8 +694,11 @@ class FakeLangfuse(LoopbackServer):
         except (ValueError, AttributeError):
             return self._reply(rec, 400, {"message": "Invalid request data", "error": "InvalidRequestError"})
         ok = [{"id": e.get("id"), "status": 201} for e in batch if e.get("type") in ("score-create", "sdk-log")]
-        bad = [{"id": e.get("id"), "status": 400, "message": "Legacy ingestion is not supported in events_only mode"}
-               for e in batch if e.get("type") not in ("score-create", "sdk-log")]
+        bad = [
+            {"id": e.get("id"), "status": 400, "message": "Legacy ingestion is not supported in events_only mode"}
+            for e in batch
+            if e.get("type") not in ("score-create", "sdk-log")
+        ]
         return await self._finish(request, rec, fault, 207, {"successes": ok, "errors": bad})
 
 

@@ -17,48 +17,108 @@ same attributes works). Times are unix **nanoseconds**; costs are **USD**; usage
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["LangfuseView", "TraceView", "ObservationView", "langfuse_view", "PRICES", "normalise_environment",
-           "ReceivedSpan", "SpanEvent", "spans_from_proto", "spans_from_json"]
+__all__ = [
+    "LangfuseView",
+    "TraceView",
+    "ObservationView",
+    "langfuse_view",
+    "PRICES",
+    "normalise_environment",
+    "ReceivedSpan",
+    "SpanEvent",
+    "spans_from_proto",
+    "spans_from_json",
+]
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 _TYPES = {"span", "generation", "event", "embedding", "agent", "tool", "chain", "retriever", "guardrail", "evaluator"}
-_OPENINFERENCE = {"CHAIN": "CHAIN", "RETRIEVER": "RETRIEVER", "LLM": "GENERATION", "EMBEDDING": "EMBEDDING",
-                  "AGENT": "AGENT", "TOOL": "TOOL", "GUARDRAIL": "GUARDRAIL", "EVALUATOR": "EVALUATOR"}
-_GENAI_OPERATION = {"chat": "GENERATION", "completion": "GENERATION", "text_completion": "GENERATION",
-                    "generate_content": "GENERATION", "generate": "GENERATION", "embeddings": "EMBEDDING",
-                    "invoke_agent": "AGENT", "create_agent": "AGENT", "execute_tool": "TOOL"}
-_MODEL_KEYS = ["langfuse.observation.model.name", "gen_ai.response.model", "ai.model.id", "gen_ai.request.model",
-               "llm.response.model", "llm.model_name", "model"]
-_TYPE_MODEL_KEYS = ["langfuse.observation.model.name", "gen_ai.request.model", "gen_ai.response.model",
-                    "llm.model_name", "model"]
-_IO_KEYS = [("langfuse.observation.input", "langfuse.observation.output"), ("input.value", "output.value"),
-            ("input", "output"), ("gen_ai.input.messages", "gen_ai.output.messages"),
-            ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result")]
-_USAGE_KEY_MAP = {"prompt_tokens": "input", "completion_tokens": "output", "total_tokens": "total",
-                  "input_tokens": "input", "output_tokens": "output", "prompt": "input", "completion": "output",
-                  "cache_read.input_tokens": "input_cached_tokens", "cache_read_input_tokens": "input_cached_tokens",
-                  "cache_creation.input_tokens": "input_cache_creation",
-                  "cache_creation_input_tokens": "input_cache_creation"}
+_OPENINFERENCE = {
+    "CHAIN": "CHAIN",
+    "RETRIEVER": "RETRIEVER",
+    "LLM": "GENERATION",
+    "EMBEDDING": "EMBEDDING",
+    "AGENT": "AGENT",
+    "TOOL": "TOOL",
+    "GUARDRAIL": "GUARDRAIL",
+    "EVALUATOR": "EVALUATOR",
+}
+_GENAI_OPERATION = {
+    "chat": "GENERATION",
+    "completion": "GENERATION",
+    "text_completion": "GENERATION",
+    "generate_content": "GENERATION",
+    "generate": "GENERATION",
+    "embeddings": "EMBEDDING",
+    "invoke_agent": "AGENT",
+    "create_agent": "AGENT",
+    "execute_tool": "TOOL",
+}
+_MODEL_KEYS = [
+    "langfuse.observation.model.name",
+    "gen_ai.response.model",
+    "ai.model.id",
+    "gen_ai.request.model",
+    "llm.response.model",
+    "llm.model_name",
+    "model",
+]
+_TYPE_MODEL_KEYS = [
+    "langfuse.observation.model.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "llm.model_name",
+    "model",
+]
+_IO_KEYS = [
+    ("langfuse.observation.input", "langfuse.observation.output"),
+    ("input.value", "output.value"),
+    ("input", "output"),
+    ("gen_ai.input.messages", "gen_ai.output.messages"),
+    ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result"),
+]
+_USAGE_KEY_MAP = {
+    "prompt_tokens": "input",
+    "completion_tokens": "output",
+    "total_tokens": "total",
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "prompt": "input",
+    "completion": "output",
+    "cache_read.input_tokens": "input_cached_tokens",
+    "cache_read_input_tokens": "input_cached_tokens",
+    "cache_creation.input_tokens": "input_cache_creation",
+    "cache_creation_input_tokens": "input_cache_creation",
+}
 
 # A few entries of Langfuse's default price table (langfuse/langfuse
 # ``worker/src/constants/default-model-prices.json``; USD per token). Patterns are anchored and
 # case-insensitive like upstream's ``matchPattern``: a suffixed or unknown id (``claude-opus-5-5``) gets no cost.
-_P4 = {"input": ("input", "input_tokens"), "output": ("output", "output_tokens"),
-       "read": ("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
-       "w5m": ("cache_creation_input_tokens", "input_cache_creation", "input_cache_creation_5m"),
-       "w1h": ("input_cache_creation_1h",)}
-_P5 = {"input": ("input",), "output": ("output",), "read": ("cache_read_input_tokens",),
-       "w5m": ("input_cache_creation_5m",), "w1h": ("input_cache_creation_1h",)}
+_P4 = {
+    "input": ("input", "input_tokens"),
+    "output": ("output", "output_tokens"),
+    "read": ("cache_read_input_tokens", "input_cached_tokens", "input_cache_read"),
+    "w5m": ("cache_creation_input_tokens", "input_cache_creation", "input_cache_creation_5m"),
+    "w1h": ("input_cache_creation_1h",),
+}
+_P5 = {
+    "input": ("input",),
+    "output": ("output",),
+    "read": ("cache_read_input_tokens",),
+    "w5m": ("input_cache_creation_5m",),
+    "w1h": ("input_cache_creation_1h",),
+}
 
 
 def _prices(aliases: dict[str, tuple[str, ...]], **usd: float) -> dict[str, float]:
@@ -66,14 +126,26 @@ def _prices(aliases: dict[str, tuple[str, ...]], **usd: float) -> dict[str, floa
 
 
 PRICES: list[tuple[str, re.Pattern[str], dict[str, float]]] = [
-    ("claude-sonnet-4-5", re.compile(r"^(anthropic/)?claude-sonnet-4-5(-20250929)?$", re.I),
-     _prices(_P4, input=3e-6, output=1.5e-5, read=3e-7, w5m=3.75e-6, w1h=6e-6)),
-    ("claude-haiku-4-5", re.compile(r"^(anthropic/)?claude-haiku-4-5(-20251001)?$", re.I),
-     _prices(_P4, input=1e-6, output=5e-6, read=1e-7, w5m=1.25e-6, w1h=2e-6)),
-    ("claude-opus-5", re.compile(r"^(anthropic/)?claude-opus-5$", re.I),
-     _prices(_P5, input=5e-6, output=2.5e-5, read=5e-7, w5m=6.25e-6, w1h=1e-5)),
-    ("claude-sonnet-5", re.compile(r"^(anthropic/)?claude-sonnet-5$", re.I),
-     _prices(_P5, input=2e-6, output=1e-5, read=2e-7, w5m=2.5e-6, w1h=4e-6)),
+    (
+        "claude-sonnet-4-5",
+        re.compile(r"^(anthropic/)?claude-sonnet-4-5(-20250929)?$", re.I),
+        _prices(_P4, input=3e-6, output=1.5e-5, read=3e-7, w5m=3.75e-6, w1h=6e-6),
+    ),
+    (
+        "claude-haiku-4-5",
+        re.compile(r"^(anthropic/)?claude-haiku-4-5(-20251001)?$", re.I),
+        _prices(_P4, input=1e-6, output=5e-6, read=1e-7, w5m=1.25e-6, w1h=2e-6),
+    ),
+    (
+        "claude-opus-5",
+        re.compile(r"^(anthropic/)?claude-opus-5$", re.I),
+        _prices(_P5, input=5e-6, output=2.5e-5, read=5e-7, w5m=6.25e-6, w1h=1e-5),
+    ),
+    (
+        "claude-sonnet-5",
+        re.compile(r"^(anthropic/)?claude-sonnet-5$", re.I),
+        _prices(_P5, input=2e-6, output=1e-5, read=2e-7, w5m=2.5e-6, w1h=4e-6),
+    ),
 ]
 """``(name, anchored pattern, {usage_key: USD per token})`` — a subset of upstream's default table."""
 
@@ -233,17 +305,31 @@ def _proto_as_json_shape(req: ExportTraceServiceRequest) -> list[tuple[Any, Any,
     for rs in req.resource_spans:
         res = {"attributes": {kv.key: _any_to_py(kv.value) for kv in rs.resource.attributes}}
         for ss in rs.scope_spans:
-            scope = {"name": ss.scope.name, "version": ss.scope.version,
-                     "attributes": {kv.key: _any_to_py(kv.value) for kv in ss.scope.attributes}}
-            spans = [{
-                "traceId": sp.trace_id or None, "spanId": sp.span_id or None, "parentSpanId": sp.parent_span_id or None,
-                "name": sp.name, "kind": sp.kind, "startTimeUnixNano": sp.start_time_unix_nano or None,
-                "endTimeUnixNano": sp.end_time_unix_nano or None,
-                "attributes": {kv.key: _any_to_py(kv.value) for kv in sp.attributes},
-                "events": [SpanEvent(e.name, e.time_unix_nano or None, {kv.key: _any_to_py(kv.value)
-                                                                         for kv in e.attributes}) for e in sp.events],
-                "status": {"code": sp.status.code, "message": sp.status.message},
-            } for sp in ss.spans]
+            scope = {
+                "name": ss.scope.name,
+                "version": ss.scope.version,
+                "attributes": {kv.key: _any_to_py(kv.value) for kv in ss.scope.attributes},
+            }
+            spans = [
+                {
+                    "traceId": sp.trace_id or None,
+                    "spanId": sp.span_id or None,
+                    "parentSpanId": sp.parent_span_id or None,
+                    "name": sp.name,
+                    "kind": sp.kind,
+                    "startTimeUnixNano": sp.start_time_unix_nano or None,
+                    "endTimeUnixNano": sp.end_time_unix_nano or None,
+                    "attributes": {kv.key: _any_to_py(kv.value) for kv in sp.attributes},
+                    "events": [
+                        SpanEvent(
+                            e.name, e.time_unix_nano or None, {kv.key: _any_to_py(kv.value) for kv in e.attributes}
+                        )
+                        for e in sp.events
+                    ],
+                    "status": {"code": sp.status.code, "message": sp.status.message},
+                }
+                for sp in ss.spans
+            ]
             out.append((res, scope, spans))
     return out
 
@@ -294,19 +380,31 @@ def _build_spans(shape: list[tuple[Any, Any, list | None]], from_json: bool, **e
         for sp in spans or []:
             events = sp.get("events") or []
             if from_json:
-                events = [SpanEvent(e.get("name", ""), _to_int(e.get("timeUnixNano")), _json_attrs(e.get("attributes")))
-                          for e in events]
+                events = [
+                    SpanEvent(e.get("name", ""), _to_int(e.get("timeUnixNano")), _json_attrs(e.get("attributes")))
+                    for e in events
+                ]
             status = sp.get("status") or {}
-            out.append(ReceivedSpan(
-                trace_id=_id_str(sp["traceId"]), span_id=_id_str(sp["spanId"]),
-                parent_span_id=_id_str(sp["parentSpanId"]) if sp.get("parentSpanId") else None,
-                name=sp.get("name") or "", kind=_enum_int(sp.get("kind")),
-                start_ns=_to_int(sp.get("startTimeUnixNano")), end_ns=_to_int(sp.get("endTimeUnixNano")),
-                attributes=_json_attrs(sp.get("attributes")) if from_json else sp["attributes"],
-                resource_attributes=res_attrs, scope_name=scope.get("name") or "",
-                scope_version=scope.get("version") or "", scope_attributes=scope_attrs,
-                status_code=_enum_int(status.get("code")), status_message=status.get("message") or "",
-                events=tuple(events), **extra))
+            out.append(
+                ReceivedSpan(
+                    trace_id=_id_str(sp["traceId"]),
+                    span_id=_id_str(sp["spanId"]),
+                    parent_span_id=_id_str(sp["parentSpanId"]) if sp.get("parentSpanId") else None,
+                    name=sp.get("name") or "",
+                    kind=_enum_int(sp.get("kind")),
+                    start_ns=_to_int(sp.get("startTimeUnixNano")),
+                    end_ns=_to_int(sp.get("endTimeUnixNano")),
+                    attributes=_json_attrs(sp.get("attributes")) if from_json else sp["attributes"],
+                    resource_attributes=res_attrs,
+                    scope_name=scope.get("name") or "",
+                    scope_version=scope.get("version") or "",
+                    scope_attributes=scope_attrs,
+                    status_code=_enum_int(status.get("code")),
+                    status_message=status.get("message") or "",
+                    events=tuple(events),
+                    **extra,
+                )
+            )
     return out
 
 
@@ -538,8 +636,11 @@ def _usage(attrs: dict[str, Any]) -> dict[str, float]:
 def _cost(attrs: dict[str, Any], model: str | None, usage: dict[str, float]) -> tuple[dict[str, float], bool]:
     """Cost: ``langfuse.observation.cost_details`` JSON > ``gen_ai.usage.cost`` > ``llm.cost.total``; if
     any is given Langfuse prices nothing. Otherwise Σ usage[key] × price[key] for a model matching :data:`PRICES`."""
-    given = _json_obj(attrs.get("langfuse.observation.cost_details")) if _truthy(
-        attrs.get("langfuse.observation.cost_details")) else None
+    given = (
+        _json_obj(attrs.get("langfuse.observation.cost_details"))
+        if _truthy(attrs.get("langfuse.observation.cost_details"))
+        else None
+    )
     if given is None:
         for key in ("gen_ai.usage.cost", "llm.cost.total"):
             if _truthy(attrs.get(key)):
@@ -569,8 +670,14 @@ def _is_number(v: Any) -> bool:
 
 def _tags(attrs: dict[str, Any]) -> list[str]:
     value = None
-    for key in ("langfuse.trace.tags", "langfuse.tags", "langfuse.observation.metadata.langfuse_tags",
-                "langfuse.trace.metadata.langfuse_tags", "ai.telemetry.metadata.tags", "tag.tags"):
+    for key in (
+        "langfuse.trace.tags",
+        "langfuse.tags",
+        "langfuse.observation.metadata.langfuse_tags",
+        "langfuse.trace.metadata.langfuse_tags",
+        "ai.telemetry.metadata.tags",
+        "tag.tags",
+    ):
         if _truthy(attrs.get(key)) or isinstance(attrs.get(key), list):
             value = attrs[key]
             break
@@ -597,14 +704,22 @@ def _metadata(attrs: dict[str, Any], domain: str) -> dict[str, Any]:
     for key, value in attrs.items():
         for p in (prefix, "langfuse.metadata"):
             if key.startswith(p + "."):
-                out[key[len(p) + 1:]] = value
+                out[key[len(p) + 1 :]] = value
     return out
 
 
 def _session_id(attrs: dict[str, Any]) -> str | None:
-    sid = _first(attrs, ["langfuse.session.id", "session.id", "gen_ai.conversation.id",
-                         "langfuse.observation.metadata.langfuse_session_id",
-                         "langfuse.trace.metadata.langfuse_session_id", "ai.telemetry.metadata.sessionId"])
+    sid = _first(
+        attrs,
+        [
+            "langfuse.session.id",
+            "session.id",
+            "gen_ai.conversation.id",
+            "langfuse.observation.metadata.langfuse_session_id",
+            "langfuse.trace.metadata.langfuse_session_id",
+            "ai.telemetry.metadata.sessionId",
+        ],
+    )
     return sid if sid is not None and len(sid) < 200 and sid.isascii() else None
 
 
@@ -625,34 +740,64 @@ def _observation(span: Any) -> ObservationView:
     io_keys = {k for pair in _IO_KEYS for k in pair}
     params = _json_obj(attrs.get("langfuse.observation.model.parameters"))
     if params is None:
-        params = {k.removeprefix("gen_ai.request."): v for k, v in attrs.items()
-                  if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"}
+        params = {
+            k.removeprefix("gen_ai.request."): v
+            for k, v in attrs.items()
+            if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"
+        }
     cst = attrs.get("langfuse.observation.completion_start_time")
     if isinstance(cst, str) and cst.startswith('"'):
         cst = json.loads(cst)
     level = attrs.get("langfuse.observation.level")
     return ObservationView(
-        id=span.span_id, trace_id=span.trace_id, parent_id=span.parent_span_id, name=_js_str(name),
+        id=span.span_id,
+        trace_id=span.trace_id,
+        parent_id=span.parent_span_id,
+        name=_js_str(name),
         type=_observation_type(attrs),
         level=str(level).upper() if _truthy(level) else ("ERROR" if span.status_code == 2 else "DEFAULT"),
         status_message=_first(attrs, ["langfuse.observation.status_message"]) or span.status_message or None,
-        start_ns=start, end_ns=end, model=model, model_parameters=params, usage_details=usage, cost_details=cost,
-        cost_inferred=inferred, completion_start_time=cst if isinstance(cst, str) else None,
-        input=io_input, output=io_output,
-        metadata={**_metadata(attrs, "observation"),
-                  "attributes": {k: _js_str(v) for k, v in attrs.items() if k not in io_keys},
-                  "resourceAttributes": res,
-                  "scope": {"name": span.scope_name, "version": span.scope_version,
-                            "attributes": dict(span.scope_attributes)}},
+        start_ns=start,
+        end_ns=end,
+        model=model,
+        model_parameters=params,
+        usage_details=usage,
+        cost_details=cost,
+        cost_inferred=inferred,
+        completion_start_time=cst if isinstance(cst, str) else None,
+        input=io_input,
+        output=io_output,
+        metadata={
+            **_metadata(attrs, "observation"),
+            "attributes": {k: _js_str(v) for k, v in attrs.items() if k not in io_keys},
+            "resourceAttributes": res,
+            "scope": {
+                "name": span.scope_name,
+                "version": span.scope_version,
+                "attributes": dict(span.scope_attributes),
+            },
+        },
         is_root=not span.parent_span_id or str(attrs.get("langfuse.internal.as_root")).lower() == "true",
         environment=_environment(attrs, res),
         release=_first(attrs, ["langfuse.release"]) or _first(res, ["langfuse.release"]),
         version=_first(attrs, ["langfuse.version"]) or _first(res, ["service.version"]),
         trace_name=_first(attrs, ["langfuse.trace.name"]),
-        user_id=_first(attrs, ["langfuse.user.id", "user.id", "langfuse.observation.metadata.langfuse_user_id",
-                               "langfuse.trace.metadata.langfuse_user_id", "ai.telemetry.metadata.userId"]),
-        session_id=_session_id(attrs), tags=_tags(attrs), trace_metadata=_metadata(attrs, "trace"),
-        span_name=span.name, project=getattr(span, "project", None))
+        user_id=_first(
+            attrs,
+            [
+                "langfuse.user.id",
+                "user.id",
+                "langfuse.observation.metadata.langfuse_user_id",
+                "langfuse.trace.metadata.langfuse_user_id",
+                "ai.telemetry.metadata.userId",
+            ],
+        ),
+        session_id=_session_id(attrs),
+        tags=_tags(attrs),
+        trace_metadata=_metadata(attrs, "trace"),
+        span_name=span.name,
+        project=getattr(span, "project", None),
+    )
 
 
 def langfuse_view(spans: Iterable[Any]) -> LangfuseView:
@@ -671,7 +816,7 @@ def langfuse_view(spans: Iterable[Any]) -> LangfuseView:
     for tid, obs in by_trace.items():
         ordered = sorted(obs, key=lambda o: (not o.is_root, o.start_ns))
         root = next((o for o in ordered if o.is_root), None)
-        pick = lambda attr: next((getattr(o, attr) for o in ordered if getattr(o, attr)), None)  # noqa: E731
+        pick = functools.partial(_first_set, ordered)
         tags: list[str] = []
         metadata: dict[str, Any] = {}
         for o in ordered:
@@ -680,11 +825,26 @@ def langfuse_view(spans: Iterable[Any]) -> LangfuseView:
                 metadata.setdefault(k, v)
         session = pick("session_id")
         traces[tid] = TraceView(
-            id=tid, name=pick("trace_name"), user_id=pick("user_id"), session_id=session, tags=tags,
-            metadata=metadata, environment=(root or ordered[0]).environment, release=pick("release"),
-            version=pick("version"), input=root.input if root else None, output=root.output if root else None,
-            observation_ids=[o.id for o in ordered], timestamp_ns=min(o.start_ns for o in obs))
+            id=tid,
+            name=pick("trace_name"),
+            user_id=pick("user_id"),
+            session_id=session,
+            tags=tags,
+            metadata=metadata,
+            environment=(root or ordered[0]).environment,
+            release=pick("release"),
+            version=pick("version"),
+            input=root.input if root else None,
+            output=root.output if root else None,
+            observation_ids=[o.id for o in ordered],
+            timestamp_ns=min(o.start_ns for o in obs),
+        )
         for o in obs:
             if o.session_id:
                 sessions.setdefault(o.session_id, set()).add(tid)
     return LangfuseView(observations=observations, traces=traces, sessions=sessions)
+
+
+def _first_set(observations: list[Any], attr: str) -> Any:
+    """The first truthy ``attr`` of ``observations`` (None when none has it)."""
+    return next((getattr(o, attr) for o in observations if getattr(o, attr)), None)

@@ -40,11 +40,20 @@ class RestState:
     #: config names ``POST /score-configs`` refuses with 400 (to test clients' handling)
     refuse_configs: set[str] = field(default_factory=set)
 
-    def add_prompt(self, project: str, name: str, prompt: str, version: int = 1,
-                   labels: tuple[str, ...] = ("production",)) -> dict[str, Any]:
+    def add_prompt(
+        self, project: str, name: str, prompt: str, version: int = 1, labels: tuple[str, ...] = ("production",)
+    ) -> dict[str, Any]:
         """A text prompt of ``project`` (id) as ``GET /v2/prompts/{name}`` returns it."""
-        p = {"type": "text", "name": name, "version": version, "prompt": prompt, "config": {}, "labels": list(labels),
-             "tags": [], "commitMessage": None}
+        p = {
+            "type": "text",
+            "name": name,
+            "version": version,
+            "prompt": prompt,
+            "config": {},
+            "labels": list(labels),
+            "tags": [],
+            "commitMessage": None,
+        }
         with self.lock:
             self.prompts[(project, name)] = p
         return p
@@ -52,8 +61,15 @@ class RestState:
     def add_dataset(self, project: str, name: str, description: str = "") -> dict[str, Any]:
         """A dataset of ``project`` (id) as ``GET /v2/datasets/{name}`` returns it."""
         now = time.strftime(_ISO, time.gmtime())
-        d = {"id": str(uuid.uuid4()), "name": name, "description": description, "metadata": None,
-             "projectId": project, "createdAt": now, "updatedAt": now}
+        d = {
+            "id": str(uuid.uuid4()),
+            "name": name,
+            "description": description,
+            "metadata": None,
+            "projectId": project,
+            "createdAt": now,
+            "updatedAt": now,
+        }
         with self.lock:
             self.datasets[(project, name)] = d
         return d
@@ -104,9 +120,8 @@ def install(fake: Any, app: web.Application) -> None:
         except ValueError:
             return fake._reply(rec, 400, {"message": "Invalid request data", "error": "InvalidRequestError"})
         items = fake.rest.configs_of(project.id)
-        data = items[(page - 1) * limit: page * limit]
-        meta = {"page": page, "limit": limit, "totalItems": len(items),
-                "totalPages": max(1, -(-len(items) // limit))}
+        data = items[(page - 1) * limit : page * limit]
+        meta = {"page": page, "limit": limit, "totalItems": len(items), "totalPages": max(1, -(-len(items) // limit))}
         return await fake._finish(request, rec, fault, 200, {"data": data, "meta": meta})
 
     async def create_config(request: web.Request) -> web.StreamResponse:
@@ -118,18 +133,30 @@ def install(fake: Any, app: web.Application) -> None:
             body = json.loads(await request.read())
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not body.get("name") or body.get("dataType") not in (
-                "NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT"):
+        if (
+            not isinstance(body, dict)
+            or not body.get("name")
+            or body.get("dataType") not in ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT")
+        ):
             return fake._reply(rec, 400, {"message": "Invalid request data", "error": "InvalidRequestError"})
         if body["name"] in fake.rest.refuse_configs:
             return fake._reply(rec, 400, {"message": f"Invalid name {body['name']!r}", "error": "InvalidRequestError"})
         if body["dataType"] == "CATEGORICAL" and not body.get("categories"):
             return fake._reply(rec, 400, {"message": "categories required", "error": "InvalidRequestError"})
         now = time.strftime(_ISO, time.gmtime())
-        cfg = {"id": str(uuid.uuid4()), "name": body["name"], "dataType": body["dataType"], "isArchived": False,
-               "minValue": body.get("minValue"), "maxValue": body.get("maxValue"),
-               "categories": body.get("categories"), "description": body.get("description"),
-               "projectId": project.id, "createdAt": now, "updatedAt": now}
+        cfg = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "dataType": body["dataType"],
+            "isArchived": False,
+            "minValue": body.get("minValue"),
+            "maxValue": body.get("maxValue"),
+            "categories": body.get("categories"),
+            "description": body.get("description"),
+            "projectId": project.id,
+            "createdAt": now,
+            "updatedAt": now,
+        }
         with fake.rest.lock:
             fake.rest.configs.setdefault(project.id, []).append(cfg)
             fake.rest.config_posts += 1
@@ -143,8 +170,9 @@ def install(fake: Any, app: web.Application) -> None:
         with fake.rest.lock:
             item = getattr(fake.rest, table).get((project.id, request.match_info["name"]))
         if item is None:
-            return fake._reply(rec, 404, {"message": f"{table[:-1].capitalize()} not found",
-                                          "error": "LangfuseNotFoundError"})
+            return fake._reply(
+                rec, 404, {"message": f"{table[:-1].capitalize()} not found", "error": "LangfuseNotFoundError"}
+            )
         return await fake._finish(request, rec, fault, 200, item)
 
     async def prompt(request: web.Request) -> web.StreamResponse:

@@ -30,7 +30,8 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -50,10 +51,18 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
     or ``start()``/``stop()``, or :meth:`run_in_thread`. Recording and fault methods are thread-safe.
     """
 
-    def __init__(self, bot_tokens: tuple[str, ...] | list[str] = ("xoxb-test-token",), *,
-                 channels: dict[str, str] | None = None, not_member: set[str] | None = None,
-                 channel_rate: tuple[int, float] | None = None, clock: Callable[[], float] = time.time,
-                 team_id: str = "T0FAKE", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        bot_tokens: tuple[str, ...] | list[str] = ("xoxb-test-token",),
+        *,
+        channels: dict[str, str] | None = None,
+        not_member: set[str] | None = None,
+        channel_rate: tuple[int, float] | None = None,
+        clock: Callable[[], float] = time.time,
+        team_id: str = "T0FAKE",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(bot_tokens, channels, not_member, channel_rate, clock, team_id)
         self.host, self.port = host, port
         self._webhooks: dict[str, str] = {}  # path → channel id
@@ -89,7 +98,7 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
         await super().restore()
 
     @classmethod
-    def run_in_thread(cls, *args: Any, **kwargs: Any) -> "ThreadedFakeSlack":
+    def run_in_thread(cls, *args: Any, **kwargs: Any) -> ThreadedFakeSlack:
         """Start a fake on its own event loop in a daemon thread (for subprocess tests)."""
         return ThreadedFakeSlack(cls(*args, **kwargs))
 
@@ -127,21 +136,28 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
     def rate_limit(self, retry_after: int = 1, times: int | None = 1, method: str | None = None) -> SlackFault:
         """HTTP 429, ``Retry-After: <retry_after>``, ``{"ok": false, "error": "ratelimited"}`` (webhooks: plain
         ``rate_limited``)."""
-        return self.add_fault(SlackFault("status", method, 429, error="ratelimited",
-                                         headers={"Retry-After": str(retry_after)}, times=times))
+        return self.add_fault(
+            SlackFault(
+                "status", method, 429, error="ratelimited", headers={"Retry-After": str(retry_after)}, times=times
+            )
+        )
 
-    def fail(self, status: int = 503, times: int | None = 1, method: str | None = None, body: Any = None,
-             headers: dict[str, str] | None = None) -> SlackFault:
+    def fail(
+        self,
+        status: int = 503,
+        times: int | None = 1,
+        method: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> SlackFault:
         """Answer with HTTP ``status`` (default body: an HTML error page)."""
-        return self.add_fault(SlackFault("status", method, status, body=body, headers=dict(headers or {}),
-                                         times=times))
+        return self.add_fault(SlackFault("status", method, status, body=body, headers=dict(headers or {}), times=times))
 
     def error(self, code: str, times: int | None = 1, method: str | None = None) -> SlackFault:
         """Answer HTTP 200 ``{"ok": false, "error": code}`` (e.g. ``internal_error``, ``fatal_error``)."""
         return self.add_fault(SlackFault("error", method, 200, error=code, times=times))
 
-    def reset_connection(self, times: int | None = 1, method: str | None = None, *, after: bool = False
-                         ) -> SlackFault:
+    def reset_connection(self, times: int | None = 1, method: str | None = None, *, after: bool = False) -> SlackFault:
         """Close the connection without an answer; with ``after`` the call is applied first (the answer is lost)."""
         return self.add_fault(SlackFault("reset", method, after=after, times=times))
 
@@ -177,13 +193,20 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             rec.index = len(self._requests)
             self._requests.append(rec)
 
-    def _json(self, rec: SlackRequest, body: dict[str, Any], status: int = 200,
-              headers: dict[str, str] | None = None) -> web.Response:
+    def _json(
+        self, rec: SlackRequest, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
         self._record(rec, status, body)
         return web.json_response(body, status=status, headers=headers)
 
-    def _text(self, rec: SlackRequest, text: str, status: int = 200, headers: dict[str, str] | None = None,
-              content_type: str = "text/plain") -> web.Response:
+    def _text(
+        self,
+        rec: SlackRequest,
+        text: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        content_type: str = "text/plain",
+    ) -> web.Response:
         self._record(rec, status, text)
         return web.Response(status=status, text=text, content_type=content_type, headers=headers)
 
@@ -193,13 +216,18 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             request.transport.abort()
         raise asyncio.CancelledError  # aiohttp drops the handler quietly; nothing is written
 
-    async def _pre(self, request: web.Request, rec: SlackRequest, plain: bool) -> tuple[SlackFault | None,
-                                                                                       web.Response | None]:
+    async def _pre(
+        self, request: web.Request, rec: SlackRequest, plain: bool
+    ) -> tuple[SlackFault | None, web.Response | None]:
         """Outage and fault pre-phase; returns (fault to apply after the call, early response)."""
         if self._outage_status is not None:
             rec.fault = f"outage {self._outage_status}"
-            return None, self._text(rec, f"<html><body><h1>{self._outage_status} Service Unavailable</h1></body>"
-                                         "</html>", self._outage_status, content_type="text/html")
+            return None, self._text(
+                rec,
+                f"<html><body><h1>{self._outage_status} Service Unavailable</h1></body></html>",
+                self._outage_status,
+                content_type="text/html",
+            )
         fault = self._take_fault(rec.method)
         if fault is None:
             return None, None
@@ -221,8 +249,13 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             if plain:
                 return None, self._text(rec, "rate_limited", 429, fault.headers)
             return None, self._json(rec, {"ok": False, "error": "ratelimited"}, 429, fault.headers)
-        return None, self._text(rec, f"<html><body><h1>{fault.status}</h1></body></html>", fault.status,
-                                fault.headers, content_type="text/html")
+        return None, self._text(
+            rec,
+            f"<html><body><h1>{fault.status}</h1></body></html>",
+            fault.status,
+            fault.headers,
+            content_type="text/html",
+        )
 
     # ------------------------------------------------------------------------------------------------ routes
     async def _api(self, request: web.Request) -> web.StreamResponse:
@@ -251,12 +284,17 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
             return self._json(rec, {"ok": False, "error": "not_authed"})
         if token not in self.bot_tokens:
             return self._json(rec, {"ok": False, "error": "invalid_auth"})
-        handler = {"auth.test": self._auth_test, "conversations.info": self._conversations_info,
-                   "chat.postMessage": self._post_message,
-                   "chat.update": self._update, "files.getUploadURLExternal": self._get_upload_url,
-                   "conversations.history": self._history, "conversations.replies": self._replies,
-                   "conversations.list": self._list,
-                   "files.completeUploadExternal": self._complete_upload}.get(method)
+        handler = {
+            "auth.test": self._auth_test,
+            "conversations.info": self._conversations_info,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
+            "conversations.list": self._list,
+            "files.completeUploadExternal": self._complete_upload,
+        }.get(method)
         if handler is None:
             return self._json(rec, {"ok": False, "error": "unknown_method"}, 404)
         try:
@@ -276,8 +314,9 @@ class FakeSlack(LoopbackServer, SlackWorkspace):
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         upload_id = request.match_info["upload_id"]
-        rec = SlackRequest(-1, "upload", request.path, {k.lower(): v for k, v in request.headers.items()},
-                           {"upload_id": upload_id})
+        rec = SlackRequest(
+            -1, "upload", request.path, {k.lower(): v for k, v in request.headers.items()}, {"upload_id": upload_id}
+        )
         after, early = await self._pre(request, rec, plain=True)
         if early is not None:
             return early

@@ -123,8 +123,11 @@ def check_message(args: dict[str, Any], *, require_content: bool = True) -> dict
                 if errors:
                     raise PayloadError("invalid_blocks", errors)
     if metadata is not None:
-        if (not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str)
-                or not isinstance(metadata.get("event_payload"), dict)):
+        if (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
             raise PayloadError("invalid_metadata_format")
     if require_content and not text and not blocks and not attachments:
         raise PayloadError("no_text")

@@ -15,8 +15,9 @@ import base64
 import itertools
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tests.fakes.slack_payload import check_message, decode_json_arg
 
@@ -42,7 +43,7 @@ class SlackMessage:
     thread_ts: str | None = None
     via: str = "api"
     files: list[str] = field(default_factory=list)
-    replies: list["SlackMessage"] = field(default_factory=list)
+    replies: list[SlackMessage] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -81,6 +82,7 @@ class SlackMessage:
             elif isinstance(node, list):
                 for v in node:
                     walk(v)
+
         walk(self.all_blocks())
         return "\n".join(parts)
 
@@ -136,6 +138,7 @@ class SlackFault:
     times: int | None = 1
     hits: int = 0
 
+
 class SlackWorkspace:
     """One fake workspace: ``bot_tokens`` accepted, ``channels`` (ID → name), ``not_member`` (IDs the bot is not in),
     optional per-channel post limit ``channel_rate = (messages, per_seconds)``, ``clock`` (unix seconds) and
@@ -143,9 +146,15 @@ class SlackWorkspace:
 
     base_url: str
 
-    def __init__(self, bot_tokens: tuple[str, ...] | list[str], channels: dict[str, str] | None,
-                 not_member: set[str] | None, channel_rate: tuple[int, float] | None, clock: Callable[[], float],
-                 team_id: str) -> None:
+    def __init__(
+        self,
+        bot_tokens: tuple[str, ...] | list[str],
+        channels: dict[str, str] | None,
+        not_member: set[str] | None,
+        channel_rate: tuple[int, float] | None,
+        clock: Callable[[], float],
+        team_id: str,
+    ) -> None:
         self.bot_tokens = set(bot_tokens)
         self.channels = dict(channels or {"C0ALERTS": "alerts", "C0REPORTS": "reports"})
         self.not_member = set(not_member or ())
@@ -221,11 +230,26 @@ class SlackWorkspace:
             self._posts[cid] = recent + [now]
         return False
 
-    def _store(self, cid: str, fields: dict[str, Any], thread_ts: str | None = None, via: str = "api",
-               files: list[str] | None = None) -> SlackMessage:
+    def _store(
+        self,
+        cid: str,
+        fields: dict[str, Any],
+        thread_ts: str | None = None,
+        via: str = "api",
+        files: list[str] | None = None,
+    ) -> SlackMessage:
         with self._lock:
-            msg = SlackMessage(cid, self._next_ts(), fields.get("text"), fields.get("blocks"),
-                               fields.get("attachments"), fields.get("metadata"), thread_ts, via, files or [])
+            msg = SlackMessage(
+                cid,
+                self._next_ts(),
+                fields.get("text"),
+                fields.get("blocks"),
+                fields.get("attachments"),
+                fields.get("metadata"),
+                thread_ts,
+                via,
+                files or [],
+            )
             self._by_ts[(cid, msg.ts)] = msg
             if thread_ts is None:
                 self._messages.setdefault(cid, []).append(msg)
@@ -246,8 +270,9 @@ class SlackWorkspace:
             out["metadata"] = msg.metadata
         return out
 
-    def _page(self, args: dict[str, Any], messages: list[SlackMessage], default_limit: int, key: str = "messages"
-              ) -> Result:
+    def _page(
+        self, args: dict[str, Any], messages: list[SlackMessage], default_limit: int, key: str = "messages"
+    ) -> Result:
         """One page of ``messages`` (already ordered) filtered by ``oldest``/``latest``/``inclusive``, with
         ``limit`` and an opaque ``cursor`` (``response_metadata.next_cursor``)."""
         try:
@@ -261,19 +286,43 @@ class SlackWorkspace:
             limit = default_limit
         inclusive = _truthy(args.get("inclusive"))
         with_meta = _truthy(args.get("include_all_metadata"))
-        picked = [m for m in messages if (oldest <= float(m.ts) if inclusive else oldest < float(m.ts))
-                  and (float(m.ts) <= latest if inclusive else float(m.ts) < latest)]
-        page = picked[start:start + limit]
+        picked = [
+            m
+            for m in messages
+            if (oldest <= float(m.ts) if inclusive else oldest < float(m.ts))
+            and (float(m.ts) <= latest if inclusive else float(m.ts) < latest)
+        ]
+        page = picked[start : start + limit]
         more = start + limit < len(picked)
         cursor = base64.b64encode(str(start + limit).encode()).decode() if more else ""
-        return 200, {"ok": True, key: [self._wire(m, with_meta) for m in page], "has_more": more,
-                     "pin_count": 0, "response_metadata": {"next_cursor": cursor}}, None
+        return (
+            200,
+            {
+                "ok": True,
+                key: [self._wire(m, with_meta) for m in page],
+                "has_more": more,
+                "pin_count": 0,
+                "response_metadata": {"next_cursor": cursor},
+            },
+            None,
+        )
 
     # ------------------------------------------------------------------------------------------------ methods
     def _auth_test(self, args: dict[str, Any]) -> Result:
-        return 200, {"ok": True, "url": "https://fake-workspace.slack.com/", "team": "Fake Workspace",
-                     "user": "relay", "team_id": self.team_id, "user_id": BOT_USER, "bot_id": BOT_ID,
-                     "is_enterprise_install": False}, None
+        return (
+            200,
+            {
+                "ok": True,
+                "url": "https://fake-workspace.slack.com/",
+                "team": "Fake Workspace",
+                "user": "relay",
+                "team_id": self.team_id,
+                "user_id": BOT_USER,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": False,
+            },
+            None,
+        )
 
     def _conversations_info(self, args: dict[str, Any]) -> Result:
         """``conversations.info``: a channel by ID (names are not accepted: ``channel_not_found``), with
@@ -281,8 +330,19 @@ class SlackWorkspace:
         cid = args.get("channel")
         if cid not in self.channels:
             return 200, {"ok": False, "error": "channel_not_found"}, None
-        return 200, {"ok": True, "channel": {"id": cid, "name": self.channels[cid], "is_channel": True,
-                                             "is_member": cid not in self.not_member}}, None
+        return (
+            200,
+            {
+                "ok": True,
+                "channel": {
+                    "id": cid,
+                    "name": self.channels[cid],
+                    "is_channel": True,
+                    "is_member": cid not in self.not_member,
+                },
+            },
+            None,
+        )
 
     def _post_message(self, args: dict[str, Any]) -> Result:
         cid = self._channel_id(args.get("channel"))
@@ -331,13 +391,29 @@ class SlackWorkspace:
             return 200, {"ok": False, "error": "invalid_cursor"}, None
         limit = limit if 1 <= limit <= 1000 else 100
         items = sorted(self.channels.items())
-        page = items[start:start + limit]
+        page = items[start : start + limit]
         more = start + limit < len(items)
-        return 200, {"ok": True, "channels": [
-            {"id": cid, "name": name, "is_channel": True, "is_private": False, "is_archived": False,
-             "is_member": cid not in self.not_member} for cid, name in page],
-            "response_metadata": {"next_cursor": base64.b64encode(str(start + limit).encode()).decode() if more
-                                  else ""}}, None
+        return (
+            200,
+            {
+                "ok": True,
+                "channels": [
+                    {
+                        "id": cid,
+                        "name": name,
+                        "is_channel": True,
+                        "is_private": False,
+                        "is_archived": False,
+                        "is_member": cid not in self.not_member,
+                    }
+                    for cid, name in page
+                ],
+                "response_metadata": {
+                    "next_cursor": base64.b64encode(str(start + limit).encode()).decode() if more else ""
+                },
+            },
+            None,
+        )
 
     def _history(self, args: dict[str, Any]) -> Result:
         """``conversations.history`` (https://docs.slack.dev/reference/methods/conversations.history): the
@@ -401,7 +477,7 @@ class SlackWorkspace:
             if any(f is None or f.data is None for f in found):
                 return 200, {"ok": False, "error": "file_not_found"}, None
             out = []
-            for spec, f in zip(files, found):
+            for spec, f in zip(files, found, strict=False):
                 f.completed, f.title = True, spec.get("title") or f.filename
                 if cid:
                     f.shared.append(cid)
@@ -411,8 +487,13 @@ class SlackWorkspace:
             thread_ts = args.get("thread_ts") or None
             if thread_ts and self.message(cid, thread_ts) is None:
                 return 200, {"ok": False, "error": "thread_not_found"}, None
-            self._store(cid, {"text": args.get("initial_comment") or ""}, thread_ts, via="file_share",
-                        files=[f["id"] for f in out])
+            self._store(
+                cid,
+                {"text": args.get("initial_comment") or ""},
+                thread_ts,
+                via="file_share",
+                files=[f["id"] for f in out],
+            )
         return 200, {"ok": True, "files": out}, None
 
 

@@ -9,7 +9,7 @@ import gzip
 import itertools
 import time
 import uuid
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -23,7 +23,7 @@ __all__ = ["CCTraffic"]
 _SEQ = itertools.count(1000)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _templates() -> dict[str, tuple[bytes, str, bytes]]:
     """event name → (resource bytes, scope name, log record bytes) of the first captured record of that name."""
     out: dict[str, tuple[bytes, str, bytes]] = {}
@@ -55,15 +55,24 @@ class CCTraffic:
         """One event: its name, attribute overrides and time (now, unix ns)."""
         return name, attrs, time.time_ns()
 
-    def api_request(self, cost_usd: float, model: str = "claude-opus-5-5", **attrs: Any) -> tuple[str, dict[str, Any], int]:
+    def api_request(
+        self, cost_usd: float, model: str = "claude-opus-5-5", **attrs: Any
+    ) -> tuple[str, dict[str, Any], int]:
         """A successful API call costing ``cost_usd`` (USD), with a fresh ``request_id``."""
-        return self.event("api_request", cost_usd=cost_usd, cost_usd_micros=round(cost_usd * 1e6), model=model,
-                          request_id=f"req_{uuid.uuid4().hex[:24]}", **attrs)
+        return self.event(
+            "api_request",
+            cost_usd=cost_usd,
+            cost_usd_micros=round(cost_usd * 1e6),
+            model=model,
+            request_id=f"req_{uuid.uuid4().hex[:24]}",
+            **attrs,
+        )
 
     def api_error(self, status_code: int = 500, error: str = "Internal server error", **attrs: Any):
         """A failed API call with ``status_code`` and a fresh ``request_id``."""
-        return self.event("api_error", status_code=status_code, error=error,
-                          request_id=f"req_{uuid.uuid4().hex[:24]}", **attrs)
+        return self.event(
+            "api_error", status_code=status_code, error=error, request_id=f"req_{uuid.uuid4().hex[:24]}", **attrs
+        )
 
     def request(self, *events: tuple[str, dict[str, Any], int]) -> bytes:
         """An ``ExportLogsServiceRequest`` (serialized protobuf) carrying ``events`` in order."""
@@ -85,8 +94,14 @@ class CCTraffic:
                 sl.scope.name = scope
             lr = LogRecord.FromString(record)
             a = attrs_to_dict(lr.attributes)
-            a.update({"session.id": self.session, "prompt.id": overrides.pop("prompt.id", self.prompt),
-                      "event.sequence": next(_SEQ), "event.timestamp": _iso(t)})
+            a.update(
+                {
+                    "session.id": self.session,
+                    "prompt.id": overrides.pop("prompt.id", self.prompt),
+                    "event.sequence": next(_SEQ),
+                    "event.timestamp": _iso(t),
+                }
+            )
             a.update(self.resource)
             a.update(overrides)
             del lr.attributes[:]
@@ -100,4 +115,3 @@ class CCTraffic:
 
 def _iso(t_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_ns / 1e9)) + f".{(t_ns // 1_000_000) % 1000:03d}Z"
-

@@ -29,8 +29,12 @@ def claude_binary() -> str:
             pytest.skip("the real Claude Code CLI is needed: npm is not installed (or set RELAY_TEST_CLAUDE)")
         CACHE.mkdir(parents=True, exist_ok=True)
         try:
-            done = subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--silent",
-                                   PACKAGE], capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--silent", PACKAGE],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         except subprocess.TimeoutExpired:
             pytest.skip(f"npm install {PACKAGE} took over 10 minutes")
         if done.returncode != 0 or not path.exists():
@@ -47,7 +51,14 @@ def claude_binary() -> str:
 def claude_env(home: Path, anthropic_url: str, **extra: str) -> dict[str, str]:
     """A clean environment for ``claude -p``: a private HOME (no login, no settings), the Anthropic stand-in as the
     API (a dummy key), no auto-update or error reporting, plus ``extra``."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "dumb",
-            "ANTHROPIC_BASE_URL": anthropic_url, "ANTHROPIC_API_KEY": "sk-ant-dummy",
-            "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", **extra}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TERM": "dumb",
+        "ANTHROPIC_BASE_URL": anthropic_url,
+        "ANTHROPIC_API_KEY": "sk-ant-dummy",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        **extra,
+    }

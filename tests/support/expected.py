@@ -43,13 +43,17 @@ def events(scenario: str) -> list[Event]:
             tree = json.loads(body)
             records = [
                 {a["key"]: _json_value(a["value"]) for a in r.get("attributes", [])}
-                for rl in tree["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]
+                for rl in tree["resourceLogs"]
+                for sl in rl["scopeLogs"]
+                for r in sl["logRecords"]
             ]
         else:
             msg = ExportLogsServiceRequest.FromString(body)
             records = [
                 {a.key: _pb_value(a.value) for a in r.attributes}
-                for rl in msg.resource_logs for sl in rl.scope_logs for r in sl.log_records
+                for rl in msg.resource_logs
+                for sl in rl.scope_logs
+                for r in sl.log_records
             ]
         for a in records:
             key = (a.get("session.id"), a.get("event.sequence"))

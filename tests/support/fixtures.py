@@ -64,7 +64,9 @@ def load_scenario(scenario: str) -> list[CapturedRequest]:
                 transport=meta.get("transport", "http"),
                 content_type=meta.get("content_type") or "application/x-protobuf",
                 content_encoding=meta.get("content_encoding"),
-                headers={k: ",".join(v) if isinstance(v, list) else str(v) for k, v in (meta.get("headers") or {}).items()},
+                headers={
+                    k: ",".join(v) if isinstance(v, list) else str(v) for k, v in (meta.get("headers") or {}).items()
+                },
                 body=candidates[0].read_bytes(),
             )
         )

@@ -15,18 +15,31 @@ from relay.config_load import RelayConfig
 from tests.support.fixtures import CapturedRequest, load_scenario
 from tests.support.relay_proc import deep_merge
 
-SKIP_HEADERS = {"host", "content-length", "connection", "user-agent", "accept-encoding", "content-type", "content-encoding"}
+SKIP_HEADERS = {
+    "host",
+    "content-length",
+    "connection",
+    "user-agent",
+    "accept-encoding",
+    "content-type",
+    "content-encoding",
+}
 
 
 def relay_config(data_dir: Path, langfuse_url: str | None = None, overrides: dict | None = None) -> RelayConfig:
     """A config for tests: loopback port 0 everywhere, fast pipeline and exporter timers."""
     base: dict = {
-        "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}, "grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "receivers": {
+            "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}, "grpc": {"endpoint": "127.0.0.1:0"}}}
+        },
         "pipeline": {"idle_timeout": "300ms", "root_grace": "200ms"},
-        "exporters": {"langfuse": {
-            "batch": {"flush_interval": "20ms"}, "reconcile_delay": "200ms",
-            "retry_on_failure": {"initial_interval": "50ms", "max_interval": "300ms"},
-        }},
+        "exporters": {
+            "langfuse": {
+                "batch": {"flush_interval": "20ms"},
+                "reconcile_delay": "200ms",
+                "retry_on_failure": {"initial_interval": "50ms", "max_interval": "300ms"},
+            }
+        },
         "storage": {"directory": str(data_dir)},
         "service": {"admin": {"endpoint": "127.0.0.1:0"}, "shutdown_timeout": "3s"},
     }
@@ -57,10 +70,14 @@ async def settle(relay: Relay, timeout: float = 15.0) -> None:
         if pending == 0 and queued == 0 and not relay.pipeline.assembler.groups:
             return
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"relay did not settle: inbound {pending}, outbound {queued}, open {len(relay.pipeline.assembler.groups)}")
+    raise TimeoutError(
+        f"relay did not settle: inbound {pending}, outbound {queued}, open {len(relay.pipeline.assembler.groups)}"
+    )
 
 
-async def post_capture(session: aiohttp.ClientSession, base_url: str, req: CapturedRequest, extra_headers: dict | None = None) -> int:
+async def post_capture(
+    session: aiohttp.ClientSession, base_url: str, req: CapturedRequest, extra_headers: dict | None = None
+) -> int:
     """POST one captured HTTP request byte for byte; returns the status."""
     headers = {k: v for k, v in req.headers.items() if k.lower() not in SKIP_HEADERS}
     headers["Content-Type"] = req.content_type

@@ -35,8 +35,13 @@ def trace_request(spans: int) -> tuple[bytes, list[str]]:
     now = time.time_ns()
     ids = []
     for i in range(spans):
-        s = ss.spans.add(trace_id=trace_id, span_id=root if i == 0 else os.urandom(8), name=f"step-{i}",
-                         start_time_unix_nano=now + i * 1000, end_time_unix_nano=now + i * 1000 + 500)
+        s = ss.spans.add(
+            trace_id=trace_id,
+            span_id=root if i == 0 else os.urandom(8),
+            name=f"step-{i}",
+            start_time_unix_nano=now + i * 1000,
+            end_time_unix_nano=now + i * 1000 + 500,
+        )
         if i:
             s.parent_span_id = root
         ids.append(s.span_id.hex())
@@ -77,9 +82,18 @@ class TrialsResult:
         return set(self.acked) - set(self.received)
 
 
-def run_kill_trials(workdir: Path, lf, trials: int, *, requests: int = 4, spans: int = 5, max_pause: float = 0.15,
-                    rng: random.Random | None = None, overrides: dict | None = None,
-                    drain_timeout: float = 30.0) -> TrialsResult:
+def run_kill_trials(
+    workdir: Path,
+    lf,
+    trials: int,
+    *,
+    requests: int = 4,
+    spans: int = 5,
+    max_pause: float = 0.15,
+    rng: random.Random | None = None,
+    overrides: dict | None = None,
+    drain_timeout: float = 30.0,
+) -> TrialsResult:
     """Run ``trials`` kill -9 trials against the threaded fake Langfuse ``lf`` and a final draining run; returns
     what happened (the caller asserts). ``max_pause`` bounds the random wait (seconds) between the first export of
     a trial reaching Langfuse and the kill."""

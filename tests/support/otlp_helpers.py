@@ -18,10 +18,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from relay.otlp.ingest import IngestRefused, IngestRequest
 
-REQUEST_TYPES = {"traces": ExportTraceServiceRequest, "logs": ExportLogsServiceRequest,
-                 "metrics": ExportMetricsServiceRequest}
-RESPONSE_TYPES = {"traces": ExportTraceServiceResponse, "logs": ExportLogsServiceResponse,
-                  "metrics": ExportMetricsServiceResponse}
+REQUEST_TYPES = {
+    "traces": ExportTraceServiceRequest,
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+}
+RESPONSE_TYPES = {
+    "traces": ExportTraceServiceResponse,
+    "logs": ExportLogsServiceResponse,
+    "metrics": ExportMetricsServiceResponse,
+}
 TID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 
 
@@ -58,21 +64,34 @@ def count_items(signal: str, body: bytes, json_body: bool) -> int:
     if json_body:
         tree = json.loads(body)
         if signal == "traces":
-            return sum(len(ss.get("spans", [])) for rs in tree.get("resourceSpans", [])
-                       for ss in rs.get("scopeSpans", []))
+            return sum(
+                len(ss.get("spans", [])) for rs in tree.get("resourceSpans", []) for ss in rs.get("scopeSpans", [])
+            )
         if signal == "logs":
-            return sum(len(sl.get("logRecords", [])) for rl in tree.get("resourceLogs", [])
-                       for sl in rl.get("scopeLogs", []))
+            return sum(
+                len(sl.get("logRecords", [])) for rl in tree.get("resourceLogs", []) for sl in rl.get("scopeLogs", [])
+            )
         kinds = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
-        return sum(len(m[k].get("dataPoints", [])) for rm in tree.get("resourceMetrics", [])
-                   for sm in rm.get("scopeMetrics", []) for m in sm.get("metrics", []) for k in kinds if k in m)
+        return sum(
+            len(m[k].get("dataPoints", []))
+            for rm in tree.get("resourceMetrics", [])
+            for sm in rm.get("scopeMetrics", [])
+            for m in sm.get("metrics", [])
+            for k in kinds
+            if k in m
+        )
     msg = REQUEST_TYPES[signal].FromString(body)
     if signal == "traces":
         return sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans)
     if signal == "logs":
         return sum(len(sl.log_records) for rl in msg.resource_logs for sl in rl.scope_logs)
-    return sum(len(getattr(m, m.WhichOneof("data")).data_points) for rm in msg.resource_metrics
-               for sm in rm.scope_metrics for m in sm.metrics if m.WhichOneof("data"))
+    return sum(
+        len(getattr(m, m.WhichOneof("data")).data_points)
+        for rm in msg.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.WhichOneof("data")
+    )
 
 
 def spans_request(*span_ids: bytes, trace_id: bytes = TID) -> ExportTraceServiceRequest:

@@ -69,18 +69,28 @@ class RelayProcess:
     def config(self) -> dict:
         """The config written for the subprocess: fast pipeline timers, loopback ports, the test's data dir."""
         base = {
-            "receivers": {"otlp": {"protocols": {
-                "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
-                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
-            }}},
+            "receivers": {
+                "otlp": {
+                    "protocols": {
+                        "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
+                        "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
+                    }
+                }
+            },
             "pipeline": {"idle_timeout": "500ms", "root_grace": "300ms"},
-            "exporters": {"langfuse": {
-                "batch": {"flush_interval": "50ms"}, "reconcile_delay": "200ms",
-                "retry_on_failure": {"initial_interval": "50ms", "max_interval": "500ms"},
-            }},
+            "exporters": {
+                "langfuse": {
+                    "batch": {"flush_interval": "50ms"},
+                    "reconcile_delay": "200ms",
+                    "retry_on_failure": {"initial_interval": "50ms", "max_interval": "500ms"},
+                }
+            },
             "storage": {"directory": str(self.data_dir)},
-            "service": {"admin": {"endpoint": f"127.0.0.1:{self.admin_port}"}, "log": {"level": "info", "format": "json"},
-                        "shutdown_timeout": "5s"},
+            "service": {
+                "admin": {"endpoint": f"127.0.0.1:{self.admin_port}"},
+                "log": {"level": "info", "format": "json"},
+                "shutdown_timeout": "5s",
+            },
         }
         return deep_merge(base, self.overrides)
 
@@ -97,8 +107,7 @@ class RelayProcess:
         root = self.root or ROOT
         env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=str(root), env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), cwd=str(root), env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

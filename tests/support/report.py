@@ -17,8 +17,20 @@ def report_json(data_dir: Path, day: str, tenant: str | None = None) -> dict:
     config.write_text(f"storage:\n  directory: {data_dir}\n")
     p = argparse.ArgumentParser(prog="relay")
     report_cli.add_subparser(p.add_subparsers(dest="command", required=True))
-    argv = ["report", "daily", "--day", day, "--format", "json", "--config", str(config), "--timezone", "UTC",
-            "--group-by", "none"]
+    argv = [
+        "report",
+        "daily",
+        "--day",
+        day,
+        "--format",
+        "json",
+        "--config",
+        str(config),
+        "--timezone",
+        "UTC",
+        "--group-by",
+        "none",
+    ]
     if tenant:
         argv += ["--tenant", tenant]
     args = p.parse_args(report_cli.normalize_argv(argv))

@@ -13,8 +13,15 @@ import time
 __all__ = ["consumer_verifies"]
 
 
-def consumer_verifies(secret: str, timestamp: str | None, body: bytes, signature: str | None, *,
-                      now: float | None = None, tolerance: float = 300.0) -> bool:
+def consumer_verifies(
+    secret: str,
+    timestamp: str | None,
+    body: bytes,
+    signature: str | None,
+    *,
+    now: float | None = None,
+    tolerance: float = 300.0,
+) -> bool:
     """What a consumer does with the standard library: recompute the HMAC over ``<timestamp>.<body>``, compare in
     constant time, and refuse timestamps more than ``tolerance`` seconds from ``now`` (replays)."""
     if not timestamp or not signature or not timestamp.isdigit():

@@ -39,15 +39,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from relay.component import Component
+from relay.alert import Alert, AlertState, Notification
 from relay.alerting.config import AlertingConfig
 from relay.alerting.dispatch.inhibit import Inhibitor
-from relay.alert import Alert, AlertState, Notification
 from relay.alerting.dispatch.nflog import NflogEntry, NotificationLog, needs_update
+from relay.alerting.dispatch.outbox import Outbox
 from relay.alerting.dispatch.routing import Route
 from relay.alerting.dispatch.silences import Silences
+from relay.component import Component
 from relay.notify.config import integrations
-from relay.alerting.dispatch.outbox import Outbox
 from relay.store.sqlite import SqliteDB
 
 __all__ = ["Dispatcher", "GroupInfo", "MAINTENANCE_INTERVAL"]
@@ -98,8 +98,16 @@ class Dispatcher(Component):
 
     name = "alert dispatcher"
 
-    def __init__(self, config: AlertingConfig, *, db: SqliteDB, outbox: Outbox, silences: Silences,
-                 now: Callable[[], float] = time.time, registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        config: AlertingConfig,
+        *,
+        db: SqliteDB,
+        outbox: Outbox,
+        silences: Silences,
+        now: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+    ):
         self.db = db
         self.outbox = outbox
         self.silences = silences
@@ -112,8 +120,9 @@ class Dispatcher(Component):
         self._task: asyncio.Task[None] | None = None
         self._apply(config)
         if registry is not None:
-            Gauge("alertmanager_dispatcher_aggregation_groups", "Number of active aggregation groups",
-                  registry=registry).set_function(lambda: len(self._groups))
+            Gauge(
+                "alertmanager_dispatcher_aggregation_groups", "Number of active aggregation groups", registry=registry
+            ).set_function(lambda: len(self._groups))
 
     def _apply(self, config: AlertingConfig) -> None:
         self.config = config
@@ -164,8 +173,10 @@ class Dispatcher(Component):
 
     def groups(self) -> list[GroupInfo]:
         """Snapshots of the current aggregation groups, by receiver and group key."""
-        out = [GroupInfo(g.route.receiver or "", g.route.id, g.key, dict(g.labels), list(g.alerts.values()),
-                         g.next_flush) for g in self._groups.values()]
+        out = [
+            GroupInfo(g.route.receiver or "", g.route.id, g.key, dict(g.labels), list(g.alerts.values()), g.next_flush)
+            for g in self._groups.values()
+        ]
         return sorted(out, key=lambda i: (i.receiver, i.group_key))
 
     def silenced_by(self, labels: dict[str, str]) -> list[str]:
@@ -208,7 +219,7 @@ class Dispatcher(Component):
             timeout = MAINTENANCE_INTERVAL if nxt is None else min(max(nxt - self._now(), 0.0), MAINTENANCE_INTERVAL)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def maintenance(self) -> None:
@@ -231,6 +242,7 @@ class Dispatcher(Component):
             plans = [(g, dict(g.alerts), self._plan(g, now)) for g in due]
             writes = [w for _, _, ws in plans for w in ws]
             if writes:
+
                 def job(conn: sqlite3.Connection) -> None:
                     for w in writes:
                         if w.notification is not None:
@@ -245,9 +257,16 @@ class Dispatcher(Component):
                 for w in sent:
                     n = w.notification
                     assert n is not None
-                    log.info("alert group %s: notification seq %d (%s, %d firing, %d resolved%s) queued for %s",
-                             n.group_key, n.seq, n.status, len(n.firing), len(n.resolved),
-                             ", repeat" if n.repeat else "", w.integration)
+                    log.info(
+                        "alert group %s: notification seq %d (%s, %d firing, %d resolved%s) queued for %s",
+                        n.group_key,
+                        n.seq,
+                        n.status,
+                        len(n.firing),
+                        len(n.resolved),
+                        ", repeat" if n.repeat else "",
+                        w.integration,
+                    )
             for g, snapshot, _ in plans:
                 for fp, a in snapshot.items():
                     if a.state is AlertState.RESOLVED and g.alerts.get(fp) is a:
@@ -261,8 +280,11 @@ class Dispatcher(Component):
         opts = g.route.opts
         g.next_flush = now + opts.group_interval
         g.has_flushed = True
-        kept = [a for a in g.alerts.values()
-                if not self.silences.is_silenced(a.labels) and not self.inhibitor.inhibited_by(a.labels)]
+        kept = [
+            a
+            for a in g.alerts.values()
+            if not self.silences.is_silenced(a.labels) and not self.inhibitor.inhibited_by(a.labels)
+        ]
         kept.sort(key=lambda a: sorted(a.labels.items()))
         firing = [a for a in kept if a.state is AlertState.FIRING]
         resolved = [a for a in kept if a.state is AlertState.RESOLVED]
@@ -275,8 +297,9 @@ class Dispatcher(Component):
             announced = (entry.firing | entry.resolved) if entry is not None else frozenset()
             res = [a for a in resolved if a.fingerprint in announced]
             rfp = {a.fingerprint for a in res}
-            if not needs_update(entry, ffp, rfp, send_resolved=send_resolved, repeat_interval=opts.repeat_interval,
-                                now=now):
+            if not needs_update(
+                entry, ffp, rfp, send_resolved=send_resolved, repeat_interval=opts.repeat_interval, now=now
+            ):
                 continue
             alerts = firing + (res if send_resolved else [])
             new_episode = entry is None or not entry.firing
@@ -284,12 +307,26 @@ class Dispatcher(Component):
             seq = entry.seq if entry is not None else 0
             if alerts:
                 seq = 1 if new_episode else seq + 1
-                repeat = (entry is not None and not new_episode and ffp == entry.firing
-                          and (not send_resolved or rfp <= entry.resolved))
+                repeat = (
+                    entry is not None
+                    and not new_episode
+                    and ffp == entry.firing
+                    and (not send_resolved or rfp <= entry.resolved)
+                )
                 notification = Notification(
-                    receiver=receiver, group_key=g.key, group_labels=dict(g.labels),
-                    status="firing" if firing else "resolved", alerts=alerts, seq=seq, repeat=repeat,
-                    created_at=now, external_url=self.config.external_url)
-            out.append(_Write(integration, notification,
-                              self.nflog.entry(integration, g.key, ffp, rfp, seq, opts.repeat_interval)))
+                    receiver=receiver,
+                    group_key=g.key,
+                    group_labels=dict(g.labels),
+                    status="firing" if firing else "resolved",
+                    alerts=alerts,
+                    seq=seq,
+                    repeat=repeat,
+                    created_at=now,
+                    external_url=self.config.external_url,
+                )
+            out.append(
+                _Write(
+                    integration, notification, self.nflog.entry(integration, g.key, ffp, rfp, seq, opts.repeat_interval)
+                )
+            )
         return out

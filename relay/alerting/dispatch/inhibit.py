@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from relay.alert import Alert, AlertState
 from relay.alerting.config import InhibitRuleConfig
 from relay.matchers import Matcher, matches_all, parse_matchers
-from relay.alert import Alert, AlertState
 
 __all__ = ["InhibitRule", "Inhibitor"]
 

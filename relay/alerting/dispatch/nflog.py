@@ -45,8 +45,15 @@ class NflogEntry:
     expires_at: float
 
 
-def needs_update(entry: NflogEntry | None, firing: Set[str], resolved: Set[str], *, send_resolved: bool,
-                 repeat_interval: float, now: float) -> bool:
+def needs_update(
+    entry: NflogEntry | None,
+    firing: Set[str],
+    resolved: Set[str],
+    *,
+    send_resolved: bool,
+    repeat_interval: float,
+    now: float,
+) -> bool:
     """Whether a group with these ``firing`` and ``resolved`` fingerprints must be notified again.
 
     Alertmanager's rules: never notified → only if something fires; a firing alert not in the last
@@ -76,7 +83,8 @@ class NotificationLog:
         db.apply_schema(SCHEMA)
         cutoff = now()
         self._entries: dict[tuple[str, str], NflogEntry] = {
-            (e.integration, e.group_key): e for e in db.run_sync(_load) if e.expires_at > cutoff}
+            (e.integration, e.group_key): e for e in db.run_sync(_load) if e.expires_at > cutoff
+        }
 
     def get(self, integration: str, group_key: str) -> NflogEntry | None:
         """The unexpired entry of this (integration, group key), or None."""
@@ -85,12 +93,20 @@ class NotificationLog:
             return None
         return e
 
-    def entry(self, integration: str, group_key: str, firing: Set[str], resolved: Set[str], seq: int,
-              repeat_interval: float) -> NflogEntry:
+    def entry(
+        self, integration: str, group_key: str, firing: Set[str], resolved: Set[str], seq: int, repeat_interval: float
+    ) -> NflogEntry:
         """A new entry sent now; it expires after ``max(retention, 2 × repeat_interval)``."""
         now = self._now()
-        return NflogEntry(integration, group_key, frozenset(firing), frozenset(resolved), now, seq,
-                          now + max(self.retention, 2 * repeat_interval))
+        return NflogEntry(
+            integration,
+            group_key,
+            frozenset(firing),
+            frozenset(resolved),
+            now,
+            seq,
+            now + max(self.retention, 2 * repeat_interval),
+        )
 
     @staticmethod
     def write(conn: sqlite3.Connection, entry: NflogEntry) -> None:
@@ -99,8 +115,16 @@ class NotificationLog:
         conn.execute(
             "INSERT OR REPLACE INTO nflog (integration, group_key, firing, resolved, sent_at, seq, expires_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry.integration, entry.group_key, json.dumps(sorted(entry.firing)),
-             json.dumps(sorted(entry.resolved)), entry.sent_at, entry.seq, entry.expires_at))
+            (
+                entry.integration,
+                entry.group_key,
+                json.dumps(sorted(entry.firing)),
+                json.dumps(sorted(entry.resolved)),
+                entry.sent_at,
+                entry.seq,
+                entry.expires_at,
+            ),
+        )
 
     def committed(self, entry: NflogEntry) -> None:
         """Make a written entry visible to :meth:`get`."""
@@ -121,6 +145,8 @@ class NotificationLog:
 
 def _load(conn: sqlite3.Connection) -> list[NflogEntry]:
     rows = conn.execute(
-        "SELECT integration, group_key, firing, resolved, sent_at, seq, expires_at FROM nflog").fetchall()
-    return [NflogEntry(r[0], r[1], frozenset(json.loads(r[2])), frozenset(json.loads(r[3])), r[4], r[5], r[6])
-            for r in rows]
+        "SELECT integration, group_key, firing, resolved, sent_at, seq, expires_at FROM nflog"
+    ).fetchall()
+    return [
+        NflogEntry(r[0], r[1], frozenset(json.loads(r[2])), frozenset(json.loads(r[3])), r[4], r[5], r[6]) for r in rows
+    ]

@@ -49,8 +49,8 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from relay.component import Component, remaining
 from relay.alert import Notification
+from relay.component import Component, remaining
 from relay.notify.base import Notifier, NotifyError
 from relay.store.sqlite import SqliteDB
 
@@ -111,11 +111,21 @@ class Outbox(Component):
 
     name = "notification outbox"
 
-    def __init__(self, db: SqliteDB, notifiers: Mapping[str, Notifier], now: Callable[[], float] = time.time, *,
-                 registry: CollectorRegistry | None = None, initial_backoff: float = 1.0,
-                 max_backoff: float = 300.0, jitter: float = 0.5, failed_retention: float = 7 * 86400.0,
-                 state_retention: float = 90 * 86400.0, attempt_timeout: float = 300.0,
-                 rand: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        db: SqliteDB,
+        notifiers: Mapping[str, Notifier],
+        now: Callable[[], float] = time.time,
+        *,
+        registry: CollectorRegistry | None = None,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: float = 0.5,
+        failed_retention: float = 7 * 86400.0,
+        state_retention: float = 90 * 86400.0,
+        attempt_timeout: float = 300.0,
+        rand: Callable[[], float] = random.random,
+    ):
         self.db = db
         self._notifiers: dict[str, Notifier] = dict(notifiers)
         self._now = now
@@ -135,25 +145,44 @@ class Outbox(Component):
         self._warned: set[str] = set()
         db.apply_schema(SCHEMA)
         self._queued: int = db.run_sync(
-            lambda c: c.execute("SELECT COUNT(*) FROM outbox WHERE status = 'queued'").fetchone()[0])
+            lambda c: c.execute("SELECT COUNT(*) FROM outbox WHERE status = 'queued'").fetchone()[0]
+        )
         reg = registry if registry is not None else CollectorRegistry()
         labels = ["integration", "receiver"]
         #: Notifications attempted (counted at the first attempt of each item).
-        self.notifications_total = Counter("alertmanager_notifications", "The total number of attempted "
-                                           "notifications.", labels, registry=reg)
+        self.notifications_total = Counter(
+            "alertmanager_notifications", "The total number of attempted notifications.", labels, registry=reg
+        )
         #: Notifications given up after a permanent error.
-        self.notifications_failed = Counter("alertmanager_notifications_failed", "The total number of failed "
-                                            "notifications.", labels + ["reason"], registry=reg)
+        self.notifications_failed = Counter(
+            "alertmanager_notifications_failed",
+            "The total number of failed notifications.",
+            labels + ["reason"],
+            registry=reg,
+        )
         #: Every delivery attempt, and every failed attempt.
-        self.requests_total = Counter("alertmanager_notification_requests", "The total number of attempted "
-                                      "notification requests.", labels, registry=reg)
-        self.requests_failed = Counter("alertmanager_notification_requests_failed", "The total number of failed "
-                                       "notification requests.", labels, registry=reg)
+        self.requests_total = Counter(
+            "alertmanager_notification_requests",
+            "The total number of attempted notification requests.",
+            labels,
+            registry=reg,
+        )
+        self.requests_failed = Counter(
+            "alertmanager_notification_requests_failed",
+            "The total number of failed notification requests.",
+            labels,
+            registry=reg,
+        )
         #: Retryable failures (the item stays queued).
-        self.retried = Counter("relay_notifications_retried", "Notification attempts that failed with a "
-                               "retryable error and will be retried.", labels, registry=reg)
-        Gauge("relay_outbox_queue_size", "Notifications queued in the outbox, not yet delivered.",
-              registry=reg).set_function(lambda: self._queued)
+        self.retried = Counter(
+            "relay_notifications_retried",
+            "Notification attempts that failed with a retryable error and will be retried.",
+            labels,
+            registry=reg,
+        )
+        Gauge(
+            "relay_outbox_queue_size", "Notifications queued in the outbox, not yet delivered.", registry=reg
+        ).set_function(lambda: self._queued)
 
     # ------------------------------------------------------------------ enqueue
 
@@ -164,7 +193,8 @@ class Outbox(Component):
         commit."""
         cur = conn.execute(
             "INSERT INTO outbox (integration, group_key, payload, created, next_attempt) VALUES (?, ?, ?, ?, ?)",
-            (integration, notification.group_key, json.dumps(notification.to_dict()), now, now))
+            (integration, notification.group_key, json.dumps(notification.to_dict()), now, now),
+        )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -197,8 +227,9 @@ class Outbox(Component):
         self._started = True
         for key in self._notifiers:
             self._spawn(key)
-        orphans = self.db.run_sync(lambda c: [r[0] for r in c.execute(
-            "SELECT DISTINCT integration FROM outbox WHERE status = 'queued'")])
+        orphans = self.db.run_sync(
+            lambda c: [r[0] for r in c.execute("SELECT DISTINCT integration FROM outbox WHERE status = 'queued'")]
+        )
         for key in orphans:
             if key not in self._notifiers:
                 self._warn_orphan(key)
@@ -280,8 +311,11 @@ class Outbox(Component):
     def _warn_orphan(self, key: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning("outbox: notifications queued for integration %s, which is not configured (any more); they "
-                        "stay queued until it is", key)
+            log.warning(
+                "outbox: notifications queued for integration %s, which is not configured (any more); they "
+                "stay queued until it is",
+                key,
+            )
 
     async def _deliver_loop(self, key: str) -> None:
         ev = self._wake[key]
@@ -297,9 +331,11 @@ class Outbox(Component):
 
     async def _deliver_next(self, key: str, ev: asyncio.Event) -> None:
         """Deliver the oldest queued item of ``key`` when it is due; otherwise wait until it is or until woken."""
-        row = await self.db.run(lambda c: c.execute(
-            f"SELECT {_COLS} FROM outbox WHERE status = 'queued' AND integration = ? ORDER BY id LIMIT 1",
-            (key,)).fetchone())
+        row = await self.db.run(
+            lambda c: c.execute(
+                f"SELECT {_COLS} FROM outbox WHERE status = 'queued' AND integration = ? ORDER BY id LIMIT 1", (key,)
+            ).fetchone()
+        )
         if row is None:
             await ev.wait()
             return
@@ -336,8 +372,9 @@ class Outbox(Component):
             await self.db.run(lambda c: _save_state(c, key, item.group_key, state_json, now))
 
         try:
-            new_state = await asyncio.wait_for(notifier.deliver(item.notification, state, checkpoint),
-                                               self.attempt_timeout)
+            new_state = await asyncio.wait_for(
+                notifier.deliver(item.notification, state, checkpoint), self.attempt_timeout
+            )
         except NotifyError as e:
             self.requests_failed.labels(kind, receiver).inc()
             if e.retryable:
@@ -363,11 +400,17 @@ class Outbox(Component):
 
         await self.db.run(done)
         self._queued -= 1
-        log.info("outbox: delivered notification %d (%s, seq %d) to %s", item.id, item.notification.status,
-                 item.notification.seq, key)
+        log.info(
+            "outbox: delivered notification %d (%s, seq %d) to %s",
+            item.id,
+            item.notification.status,
+            item.notification.seq,
+            key,
+        )
 
-    async def _retry(self, key: str, item: OutboxItem, error: str, retry_after: float | None,
-                     state: dict | None = None) -> None:
+    async def _retry(
+        self, key: str, item: OutboxItem, error: str, retry_after: float | None, state: dict | None = None
+    ) -> None:
         """Schedule the item's next attempt (backoff with jitter, at least ``retry_after``); keep ``state`` (the
         notifier's state after a partial failure) for the retry when given — in the same transaction."""
         attempts = item.attempts + 1
@@ -378,25 +421,37 @@ class Outbox(Component):
         next_attempt = now + delay
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
-                         (attempts, next_attempt, error[:1000], item.id))
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
+                (attempts, next_attempt, error[:1000], item.id),
+            )
             if state is not None:
                 _save_state(conn, key, item.group_key, json.dumps(state), now)
 
         await self.db.run(job)
         receiver, kind = split_integration(key)
         self.retried.labels(kind, receiver).inc()
-        log.warning("outbox: delivery of notification %d to %s failed (attempt %d), retrying in %.1fs: %s",
-                    item.id, key, attempts, delay, error)
+        log.warning(
+            "outbox: delivery of notification %d to %s failed (attempt %d), retrying in %.1fs: %s",
+            item.id,
+            key,
+            attempts,
+            delay,
+            error,
+        )
 
-    async def _fail(self, key: str, item_id: int, group_key: str, error: str, reason: str,
-                    state: dict | None = None) -> None:
+    async def _fail(
+        self, key: str, item_id: int, group_key: str, error: str, reason: str, state: dict | None = None
+    ) -> None:
         now = self._now()
         cutoff = now - self.failed_retention
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, "
-                         "failed_at = ? WHERE id = ?", (error[:1000], now, item_id))
+            conn.execute(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?, "
+                "failed_at = ? WHERE id = ?",
+                (error[:1000], now, item_id),
+            )
             if state is not None:
                 _save_state(conn, key, group_key, json.dumps(state), now)
             conn.execute("DELETE FROM outbox WHERE status = 'failed' AND failed_at < ?", (cutoff,))
@@ -427,7 +482,7 @@ def _reason(status: int | None) -> str:
 async def _wait(ev: asyncio.Event, timeout: float) -> None:
     try:
         await asyncio.wait_for(ev.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 
@@ -439,14 +494,17 @@ async def _close(n: Notifier) -> None:
 
 
 def _load_state(conn: sqlite3.Connection, integration: str, group_key: str) -> dict[str, Any]:
-    row = conn.execute("SELECT state FROM receiver_state WHERE integration = ? AND group_key = ?",
-                       (integration, group_key)).fetchone()
+    row = conn.execute(
+        "SELECT state FROM receiver_state WHERE integration = ? AND group_key = ?", (integration, group_key)
+    ).fetchone()
     return json.loads(row[0]) if row else {}
 
 
 def _save_state(conn: sqlite3.Connection, integration: str, group_key: str, state_json: str, now: float) -> None:
-    conn.execute("INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) VALUES (?, ?, ?, ?)",
-                 (integration, group_key, state_json, now))
+    conn.execute(
+        "INSERT OR REPLACE INTO receiver_state (integration, group_key, state, updated) VALUES (?, ?, ?, ?)",
+        (integration, group_key, state_json, now),
+    )
 
 
 def _item(r: tuple) -> OutboxItem:

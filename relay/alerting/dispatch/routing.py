@@ -65,8 +65,11 @@ class Route:
         self.matchers: list[Matcher] = sorted(parse_matchers(config.matchers), key=lambda m: (m.name, m.op, m.value))
         self.continue_ = config.continue_
         p = parent.opts if parent is not None else None
-        group_by = config.group_by if config.group_by is not None else (
-            None if p is None else ([GROUP_BY_ALL] if p.group_by_all else list(p.group_by)))
+        group_by = (
+            config.group_by
+            if config.group_by is not None
+            else (None if p is None else ([GROUP_BY_ALL] if p.group_by_all else list(p.group_by)))
+        )
         group_by = group_by or []
         self.opts = RouteOpts(
             receiver=config.receiver if config.receiver is not None else (p.receiver if p else None),

@@ -84,8 +84,14 @@ class Silences:
     ``alertmanager_silences{state}`` counts silences by state (Alertmanager's metric).
     """
 
-    def __init__(self, db: SqliteDB, now: Callable[[], float] = time.time, *, retention: float = 120 * 3600.0,
-                 registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        db: SqliteDB,
+        now: Callable[[], float] = time.time,
+        *,
+        retention: float = 120 * 3600.0,
+        registry: CollectorRegistry | None = None,
+    ):
         self.db = db
         self._now = now
         self.retention = retention
@@ -118,8 +124,9 @@ class Silences:
 
         def key(s: Silence) -> tuple[int, float]:
             st = s.state(now)
-            return order[st], (s.ends_at if st is SilenceState.ACTIVE else
-                               s.starts_at if st is SilenceState.PENDING else -s.ends_at)
+            return order[st], (
+                s.ends_at if st is SilenceState.ACTIVE else s.starts_at if st is SilenceState.PENDING else -s.ends_at
+            )
 
         return sorted((s for s in self._by_id.values() if s.state(now) in wanted), key=key)
 
@@ -130,8 +137,16 @@ class Silences:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(self, matchers: Iterable[Matcher], starts_at: float, ends_at: float, created_by: str,
-                     comment: str, *, silence_id: str | None = None) -> str:
+    async def create(
+        self,
+        matchers: Iterable[Matcher],
+        starts_at: float,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+        *,
+        silence_id: str | None = None,
+    ) -> str:
         """Create a silence, or change the one with ``silence_id``; returns the id of the stored silence (a new
         one when the change could not be made in place). A start in the past becomes now.
 
@@ -144,8 +159,9 @@ class Silences:
         if not ms:
             raise SilenceError("a silence needs at least one matcher")
         if all(m.matches({}) for m in ms):
-            raise SilenceError("at least one matcher must not match the empty string (the silence would mute "
-                               "every alert)")
+            raise SilenceError(
+                "at least one matcher must not match the empty string (the silence would mute every alert)"
+            )
         if ends_at <= starts_at:
             raise SilenceError("start time must be before end time")
         if ends_at <= now:
@@ -156,8 +172,9 @@ class Silences:
             if old is None:
                 raise KeyError(silence_id)
         if old is not None and _can_update(old, ms, starts_at, ends_at, now):
-            new = replace(old, starts_at=starts_at, ends_at=ends_at, created_by=created_by, comment=comment,
-                          updated_at=now)
+            new = replace(
+                old, starts_at=starts_at, ends_at=ends_at, created_by=created_by, comment=comment, updated_at=now
+            )
             await self.db.run(lambda c: _save(c, new))
             self._by_id[new.id] = new
             return new.id
@@ -230,11 +247,20 @@ def _save(conn: sqlite3.Connection, s: Silence) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO silences (id, matchers, starts_at, ends_at, created_by, comment, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (s.id, json.dumps([[m.name, m.op, m.value] for m in s.matchers]), s.starts_at, s.ends_at, s.created_by,
-         s.comment, s.updated_at))
+        (
+            s.id,
+            json.dumps([[m.name, m.op, m.value] for m in s.matchers]),
+            s.starts_at,
+            s.ends_at,
+            s.created_by,
+            s.comment,
+            s.updated_at,
+        ),
+    )
 
 
 def _load(conn: sqlite3.Connection) -> list[Silence]:
     rows = conn.execute(
-        "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences").fetchall()
+        "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences"
+    ).fetchall()
     return [Silence(r[0], tuple(Matcher(*m) for m in json.loads(r[1])), r[2], r[3], r[4], r[5], r[6]) for r in rows]

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from relay.alerting.evaluation.runtime import Links, copy_alert, render_alert
 from relay.alert import Alert, AlertState
+from relay.alerting.evaluation.runtime import Links, copy_alert, render_alert
 from relay.alerting.evaluation.state import AlertStateStore
 
 __all__ = ["Emitter", "AlertSink"]
@@ -29,8 +29,7 @@ class Emitter:
     """Sends and persists the engine's alert changes. ``state``: an ``AlertStateStore`` or None; ``links`` builds
     ``Alert.links``; ``resolved_retention``: seconds resolved alerts stay in :attr:`resolved`."""
 
-    def __init__(self, sink: AlertSink, state: AlertStateStore | None, links: Links | None,
-                 resolved_retention: float):
+    def __init__(self, sink: AlertSink, state: AlertStateStore | None, links: Links | None, resolved_retention: float):
         self.sink = sink
         self.state = state
         self.links = links
@@ -77,8 +76,7 @@ class Emitter:
         self.resolved.append(alert)
         self.send([copy_alert(alert)], [(alert, now)], [], now)
 
-    def send(self, send: list[Alert], save: list[tuple[Alert, float | None]], delete: list[Alert],
-             now: float) -> None:
+    def send(self, send: list[Alert], save: list[tuple[Alert, float | None]], delete: list[Alert], now: float) -> None:
         """Persist ``save`` (``(alert, sent_at)``) and ``delete``, then hand ``send`` to the sink (errors are logged,
         never raised; an awaitable result is scheduled as a task)."""
         if self.state is not None and (save or delete):
@@ -88,7 +86,7 @@ class Emitter:
         self.sent += len(send)
         try:
             res = self.sink(send)
-        except Exception:  # noqa: BLE001 - a failing sink must not break evaluation
+        except Exception:
             log.exception("alert sink failed")
             return
         if inspect.isawaitable(res):

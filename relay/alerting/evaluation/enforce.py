@@ -48,8 +48,9 @@ class BudgetStanding:
     partial: bool = False
 
 
-def budget_standings(runtimes: Iterable[RuleRuntime], tenant: str, labels: Mapping[str, str],
-                     known: Collection[str], now: float) -> list[BudgetStanding]:
+def budget_standings(
+    runtimes: Iterable[RuleRuntime], tenant: str, labels: Mapping[str, str], known: Collection[str], now: float
+) -> list[BudgetStanding]:
     """The enforced budgets (``enforce`` set) that apply to a caller with ``labels`` in ``tenant``, with its
     spend in each. ``known`` names the labels the caller can know before a call (matchers on other labels are
     ignored; see the module docstring); ``labels`` holds the known ones that are set. ``now``: unix seconds."""
@@ -74,15 +75,27 @@ def budget_standings(runtimes: Iterable[RuleRuntime], tenant: str, labels: Mappi
         if over and g is not None:
             resets_at = _resets_at(agg_rt.agg.window, g.agg.buckets, g.agg.lo, spend, m.limit_usd, now)
         group = {"tenant": tenant}
-        group.update({n: v for n, v in zip(m.group_by, gkey[1:]) if v})
-        out.append(BudgetStanding(rule=m.alert, rule_id=rule_rt.rule.id, enforce=m.enforce, group=group, spend=spend,
-                                  limit=m.limit_usd, window=rule_rt.window_desc, over=over, resets_at=resets_at,
-                                  partial=agg_rt.loading))
+        group.update({n: v for n, v in zip(m.group_by, gkey[1:], strict=False) if v})
+        out.append(
+            BudgetStanding(
+                rule=m.alert,
+                rule_id=rule_rt.rule.id,
+                enforce=m.enforce,
+                group=group,
+                spend=spend,
+                limit=m.limit_usd,
+                window=rule_rt.window_desc,
+                over=over,
+                resets_at=resets_at,
+                partial=agg_rt.loading,
+            )
+        )
     return out
 
 
-def _resets_at(window: object, buckets: Mapping[int, list], lo: int | None, spend: float, limit: float,
-               now: float) -> float | None:
+def _resets_at(
+    window: object, buckets: Mapping[int, list], lo: int | None, spend: float, limit: float, now: float
+) -> float | None:
     """When the window's spend falls below ``limit`` without new spend: a calendar window's end; for a rolling
     window the time the oldest buckets leave it (bucket ``k`` covers ``[k·b, (k+1)·b)`` and stays in the window
     while ``now < (k+1)·b + length``) until what is left is under the limit."""

@@ -30,15 +30,22 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from relay.alerting.evaluation.backfill import BackfillTracker
-from relay.alerting.evaluation.kinds import make_aggregation
-from relay.alerting.evaluation.emit import AlertSink, Emitter
-from relay.alerting.evaluation.runtime import (
-    AggRuntime, Group, Links, RuleRuntime, copy_alert, index_label, render_alert, step,
-)
 from relay.alert import Alert, AlertState
-from relay.alerting.rules.load import RuleSet
+from relay.alerting.evaluation.backfill import BackfillTracker
+from relay.alerting.evaluation.emit import AlertSink, Emitter
+from relay.alerting.evaluation.kinds import make_aggregation
+from relay.alerting.evaluation.runtime import (
+    AggRuntime,
+    Group,
+    Links,
+    RuleRuntime,
+    copy_alert,
+    index_label,
+    render_alert,
+    step,
+)
 from relay.alerting.evaluation.state import AlertStateStore
+from relay.alerting.rules.load import RuleSet
 from relay.model import UsageRecord
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -61,9 +68,18 @@ class RuleEngine:
     ``resend_interval`` re-sends firing alerts; ``resolved_retention`` keeps resolved alerts listed (seconds).
     """
 
-    def __init__(self, rules: RuleSet, *, on_alerts: AlertSink, now: Callable[[], float] = time.time,
-                 links: Links | None = None, state: AlertStateStore | None = None, evaluation_interval: float = 10.0,
-                 resend_interval: float = 60.0, resolved_retention: float = 3600.0):
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        on_alerts: AlertSink,
+        now: Callable[[], float] = time.time,
+        links: Links | None = None,
+        state: AlertStateStore | None = None,
+        evaluation_interval: float = 10.0,
+        resend_interval: float = 60.0,
+        resolved_retention: float = 3600.0,
+    ):
         self._now = now
         self._links = links
         self._state = state
@@ -88,7 +104,7 @@ class RuleEngine:
         """Restore persisted alerts (when a state store is set), backfill every rule from ``ledger`` (None: start
         empty) and run a first evaluation. Call once, before feeding :meth:`observe`."""
         if self._state is not None:
-            for alert, sent_at in await self._state.load():
+            for alert, _sent_at in await self._state.load():
                 if alert.state is AlertState.RESOLVED:
                     self._emit.resolved.append(alert)
                     continue
@@ -141,8 +157,13 @@ class RuleEngine:
         now = self._now() if now is None else now
         best = now + self.evaluation_interval
         for r in self._rules.values():
-            best = min(best, r.next_eval, r.deadline, r.event_at,
-                       r.agg_runtime.boundary if r.agg_runtime.boundary is not None else math.inf)
+            best = min(
+                best,
+                r.next_eval,
+                r.deadline,
+                r.event_at,
+                r.agg_runtime.boundary if r.agg_runtime.boundary is not None else math.inf,
+            )
         return best
 
     async def run(self) -> None:
@@ -150,7 +171,7 @@ class RuleEngine:
         while True:
             try:
                 self.evaluate(due_only=True)
-            except Exception:  # noqa: BLE001 - the loop must survive a bad rule
+            except Exception:
                 log.exception("rule evaluation failed")
             delay = min(max(self.next_wakeup() - self._now(), 0.01), self.evaluation_interval)
             await asyncio.sleep(delay)
@@ -263,17 +284,25 @@ class RuleEngine:
                 continue
             values = agg_rt.agg.index[name]
             # the index lookup already guarantees this equality matcher
-            agg_rt.check = tuple(m for m in agg_rt.agg.matchers
-                              if not (m.op == "=" and m.name == name and values == frozenset([m.value])))
+            agg_rt.check = tuple(
+                m
+                for m in agg_rt.agg.matchers
+                if not (m.op == "=" and m.name == name and values == frozenset([m.value]))
+            )
             table = self._index.setdefault(name, {})
             for v in values:
                 table.setdefault(v, []).append(agg_rt)
 
     # ------------------------------------------------------------------ records
 
-    def _apply(self, rec: UsageRecord, sign: int, now: float,
-               touched: dict[tuple[int, tuple], tuple[AggRuntime, Group]] | None,
-               only: set[int] | None) -> None:
+    def _apply(
+        self,
+        rec: UsageRecord,
+        sign: int,
+        now: float,
+        touched: dict[tuple[int, tuple], tuple[AggRuntime, Group]] | None,
+        only: set[int] | None,
+    ) -> None:
         """Add (``sign=1``) or subtract a record in every aggregation it matches: ``only`` restricts to those ids
         (backfill); otherwise loading aggregations are skipped (their changes are buffered)."""
         labels = rec.label_set()
@@ -341,8 +370,9 @@ class RuleEngine:
             self._tracker = BackfillTracker(BACKFILL_RECENT)
             try:
                 start = min(a.agg.window.oldest_needed(now) for a in agg_runtimes)
-                count = await self._tracker.fill(ledger, int(start * 1e9), now,
-                                                 lambda rec, sign: self._apply(rec, sign, now, None, only))
+                count = await self._tracker.fill(
+                    ledger, int(start * 1e9), now, lambda rec, sign: self._apply(rec, sign, now, None, only)
+                )
                 log.info("rules: backfilled %d rule aggregation(s) from %d ledger record(s)", len(agg_runtimes), count)
             finally:
                 self._tracker = None
@@ -373,8 +403,9 @@ class RuleEngine:
         b = r.agg_runtime.boundary
         return r.next_eval <= now or r.deadline <= now or r.event_at <= now or (b is not None and b <= now)
 
-    def _evaluate_art(self, agg_rt: AggRuntime, rules: list[RuleRuntime], now: float, out: list, *,
-                      full: bool = False) -> None:
+    def _evaluate_art(
+        self, agg_rt: AggRuntime, rules: list[RuleRuntime], now: float, out: list, *, full: bool = False
+    ) -> None:
         """Periodic evaluation of ``rules`` of one aggregation: every group for time-sensitive rules (and rules
         with carried alerts, or all with ``full``), only groups with active alerts for the others; then forget
         expired groups."""

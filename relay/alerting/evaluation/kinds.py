@@ -19,12 +19,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.matchers import Matcher
+from relay.alerting.evaluation.windows import CalendarWindow, Window, WindowAgg, make_window, quantile
 from relay.alerting.rules.load import Rule
 from relay.alerting.rules.schema import (
-    RETRIES_EXHAUSTED_KIND, SCORE_KIND, BudgetRule, ErrorRateRule, ScoreRule, SpikeRule, ThresholdRule,
+    RETRIES_EXHAUSTED_KIND,
+    SCORE_KIND,
+    BudgetRule,
+    ErrorRateRule,
+    ScoreRule,
+    SpikeRule,
+    ThresholdRule,
 )
-from relay.alerting.evaluation.windows import CalendarWindow, Window, WindowAgg, make_window, quantile
+from relay.matchers import Matcher
 from relay.model import UsageRecord
 
 __all__ = ["Aggregation", "Condition", "Evaluator", "make_aggregation", "make_evaluator", "field_getter"]
@@ -44,8 +50,14 @@ def field_getter(name: str) -> tuple[Callable[[UsageRecord], float | int | None]
         return (lambda r: r.cost_nanos), 1e9
     if name == "total_tokens":
         return (lambda r: r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_creation_tokens), 1.0
-    if name in ("duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens",
-                "cache_creation_tokens"):
+    if name in (
+        "duration_ms",
+        "ttft_ms",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+    ):
         return (lambda r: getattr(r, name)), 1.0
     raise ValueError(f"unknown field {name!r}")
 
@@ -112,13 +124,24 @@ def make_aggregation(rule: Rule) -> Aggregation:
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             x = get(r)
             return ((x,), None) if x else None
+
     if not isinstance(m, ScoreRule):  # score records (relay.scores.records) feed score rules only
         usage = contribute
 
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             return None if r.kind == SCORE_KIND else usage(r, labels)
-    return Aggregation(rule.agg_key(), window, rule.matchers, tuple(m.group_by), n, keep, contribute, index,
-                       sample_failed=isinstance(m, ErrorRateRule))
+
+    return Aggregation(
+        rule.agg_key(),
+        window,
+        rule.matchers,
+        tuple(m.group_by),
+        n,
+        keep,
+        contribute,
+        index,
+        sample_failed=isinstance(m, ErrorRateRule),
+    )
 
 
 def _error_contribution(rule: Rule) -> Callable[[UsageRecord, dict[str, str]], Contribution]:
@@ -133,13 +156,17 @@ def _error_contribution(rule: Rule) -> Callable[[UsageRecord, dict[str, str]], C
 
     def selected(r: UsageRecord, labels: dict[str, str]) -> bool:
         if codes or classes:
-            hit = (r.status_code in codes or (r.error_class in classes) or
-                   (overloaded and r.status_code is None and r.error_class == "overloaded"))
+            hit = (
+                r.status_code in codes
+                or (r.error_class in classes)
+                or (overloaded and r.status_code is None and r.error_class == "overloaded")
+            )
             if not hit:
                 return False
         return all(x.matches(labels) for x in extra)
 
     if spec.retries_exhausted:
+
         def contribute(r: UsageRecord, labels: dict[str, str]) -> Contribution:
             if r.kind == "llm":
                 return ONE
@@ -153,6 +180,7 @@ def _error_contribution(rule: Rule) -> Callable[[UsageRecord, dict[str, str]], C
             if r.kind != kind:
                 return None
             return FAIL if not r.success and selected(r, labels) else ONE
+
     return contribute
 
 
@@ -169,6 +197,7 @@ def _score_match(m: ScoreRule) -> Callable[[UsageRecord], float | None] | None:
             if isinstance(want, str):
                 return float(label == want or (value is not None and label is None and str(value) == want))
             return float(value is not None and value == want)
+
         return hit
     assert spec.op is not None and spec.value is not None  # ScoreMatch: equals, or op with value
     op, cut = _OPS[spec.op], spec.value
@@ -176,6 +205,7 @@ def _score_match(m: ScoreRule) -> Callable[[UsageRecord], float | None] | None:
     def hit_op(r: UsageRecord) -> float | None:
         value = getattr(r, "value", None)
         return None if value is None else float(op(value, cut))
+
     return hit_op
 
 
@@ -269,8 +299,9 @@ class BudgetEvaluator(Evaluator):
         rate = spend / elapsed
         projected = spend + rate * max(end - now, 0.0)
         crossing = start + self.limit / rate
-        min_elapsed = self.forecast.min_elapsed if self.forecast and self.forecast.min_elapsed is not None \
-            else (end - start) / 10
+        min_elapsed = (
+            self.forecast.min_elapsed if self.forecast and self.forecast.min_elapsed is not None else (end - start) / 10
+        )
         return projected, crossing, now - start >= min_elapsed
 
     def check(self, g: WindowAgg, now: float) -> list[tuple[bool, float]]:
@@ -289,10 +320,17 @@ class BudgetEvaluator(Evaluator):
         start, end = self.window.bounds(now)
         projected, crossing, _ = self._forecast(spend, now)
         pct = self.levels[index] if index < len(self.levels) else 100.0
-        return {"spend": spend, "limit": self.limit, "percent": spend / self.limit * 100.0,
-                "threshold": self.limit * pct / 100.0, "threshold_percent": pct, "forecast": projected,
-                "projected_exceeded_at": crossing if projected > self.limit > spend else 0.0,
-                "window_start": start, "window_end": end}
+        return {
+            "spend": spend,
+            "limit": self.limit,
+            "percent": spend / self.limit * 100.0,
+            "threshold": self.limit * pct / 100.0,
+            "threshold_percent": pct,
+            "forecast": projected,
+            "projected_exceeded_at": crossing if projected > self.limit > spend else 0.0,
+            "window_start": start,
+            "window_end": end,
+        }
 
 
 class ErrorRateEvaluator(Evaluator):
@@ -317,13 +355,21 @@ class ErrorRateEvaluator(Evaluator):
 
     def values(self, g: WindowAgg, now: float, index: int) -> dict[str, float]:
         total, failed = g.run[0], g.run[1]
-        return {"ratio": failed / total if total > 0 else 0.0, "failed": float(failed), "total": float(total),
-                "min_count": float(self.min_count), "threshold": float(self.ratio or 0.0),
-                "count_threshold": float(self.count or 0)}
+        return {
+            "ratio": failed / total if total > 0 else 0.0,
+            "failed": float(failed),
+            "total": float(total),
+            "min_count": float(self.min_count),
+            "threshold": float(self.ratio or 0.0),
+            "count_threshold": float(self.count or 0),
+        }
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
 }
 
 
@@ -411,8 +457,14 @@ class SpikeEvaluator(Evaluator):
         current = g.run[0] / self.scale
         floor = self.m.baseline.min_stddev if self.m.baseline.min_stddev is not None else max(abs(mean) * 0.1, 1e-12)
         std_eff = max(std, floor)
-        return {"current": current, "baseline": mean, "stddev": std, "ratio": current / mean if mean > 0 else 0.0,
-                "zscore": (current - mean) / std_eff if mean > 0 else 0.0, "threshold": self.m.threshold}
+        return {
+            "current": current,
+            "baseline": mean,
+            "stddev": std,
+            "ratio": current / mean if mean > 0 else 0.0,
+            "zscore": (current - mean) / std_eff if mean > 0 else 0.0,
+            "threshold": self.m.threshold,
+        }
 
     def check(self, g: WindowAgg, now: float) -> list[tuple[bool, float]]:
         s = self.stats(g, now)
@@ -427,6 +479,11 @@ class SpikeEvaluator(Evaluator):
 
 def make_evaluator(rule: Rule, agg: Aggregation) -> Evaluator:
     """The evaluator of ``rule`` over ``agg``."""
-    cls = {"budget": BudgetEvaluator, "error_rate": ErrorRateEvaluator, "threshold": ThresholdEvaluator,
-           "spike": SpikeEvaluator, "score": ScoreEvaluator}[rule.kind]
+    cls = {
+        "budget": BudgetEvaluator,
+        "error_rate": ErrorRateEvaluator,
+        "threshold": ThresholdEvaluator,
+        "spike": SpikeEvaluator,
+        "score": ScoreEvaluator,
+    }[rule.kind]
     return cls(rule, agg)

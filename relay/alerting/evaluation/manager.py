@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.alerting.evaluation.engine import RuleEngine
+from relay.alerting.rules.load import RulesError, RuleSet, expand_paths
 from relay.component import Component
-from relay.alerting.rules.load import RuleSet, RulesError, expand_paths
 from relay.usage.store import LedgerStore
 
 __all__ = ["RulesManager", "ReloadStatus"]
@@ -44,8 +44,16 @@ class RulesManager(Component):
 
     name = "rules manager"
 
-    def __init__(self, files: Sequence[str], engine: RuleEngine, ledger: LedgerStore | None, *,
-                 base_dir: str | Path | None = None, watch_interval: float = 1.0, watch: bool = True):
+    def __init__(
+        self,
+        files: Sequence[str],
+        engine: RuleEngine,
+        ledger: LedgerStore | None,
+        *,
+        base_dir: str | Path | None = None,
+        watch_interval: float = 1.0,
+        watch: bool = True,
+    ):
         self.files = list(files)
         self.watch_files = watch
         self.engine = engine
@@ -55,8 +63,9 @@ class RulesManager(Component):
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._signature = self.signature()
-        self.last_reload = ReloadStatus(True, at=time.time(), rules=len(engine.rule_ids()),
-                                        files=list(engine.ruleset.files))
+        self.last_reload = ReloadStatus(
+            True, at=time.time(), rules=len(engine.rule_ids()), files=list(engine.ruleset.files)
+        )
 
     def signature(self) -> tuple[tuple[str, str], ...]:
         """``(path, content hash)`` of every file the patterns match now (missing files hash as ``-``)."""
@@ -78,17 +87,24 @@ class RulesManager(Component):
                 rules = await asyncio.to_thread(RuleSet.load, self.files, self.base_dir)  # off the event loop
             except RulesError as e:
                 error = "\n".join(e.problems)
-                log.error("rules: reload failed, keeping the previous rules (%d problem(s)):\n%s",
-                          len(e.problems), error)
-                self.last_reload = ReloadStatus(False, error, time.time(), len(self.engine.rule_ids()),
-                                                list(self.engine.ruleset.files))
+                log.error(
+                    "rules: reload failed, keeping the previous rules (%d problem(s)):\n%s", len(e.problems), error
+                )
+                self.last_reload = ReloadStatus(
+                    False, error, time.time(), len(self.engine.rule_ids()), list(self.engine.ruleset.files)
+                )
                 return False, error
             try:
                 await self.engine.replace_rules(rules, self.ledger)
-            except Exception as e:  # noqa: BLE001 - e.g. the ledger failed during backfill
+            except Exception as e:
                 log.exception("rules: reload failed while switching rules")
-                self.last_reload = ReloadStatus(False, f"switching rules failed: {e}", time.time(),
-                                                len(self.engine.rule_ids()), list(self.engine.ruleset.files))
+                self.last_reload = ReloadStatus(
+                    False,
+                    f"switching rules failed: {e}",
+                    time.time(),
+                    len(self.engine.rule_ids()),
+                    list(self.engine.ruleset.files),
+                )
                 return False, self.last_reload.error
             log.info("rules: loaded %d rule(s) from %d file(s)", len(rules.rules), len(rules.files))
             self.last_reload = ReloadStatus(True, None, time.time(), len(rules.rules), list(rules.files))
@@ -105,7 +121,7 @@ class RulesManager(Component):
             await asyncio.sleep(self.watch_interval)
             try:
                 sig = await asyncio.to_thread(self.signature)
-            except Exception:  # noqa: BLE001 - keep watching
+            except Exception:
                 log.exception("rules: cannot check rule files")
                 continue
             if sig != self._signature:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from relay.alerting.evaluation.kinds import Aggregation, Evaluator, make_evaluator
 from relay.alert import ALERTNAME, Alert, AlertState, fingerprint
+from relay.alerting.evaluation.kinds import Aggregation, Evaluator, make_evaluator
+from relay.alerting.evaluation.windows import WindowAgg
 from relay.alerting.rules.load import Rule, rule_context
 from relay.alerting.rules.templates import render
-from relay.alerting.evaluation.windows import WindowAgg
 from relay.model import UsageRecord
 
 __all__ = ["Group", "AggRuntime", "RuleRuntime", "Slot", "Links", "copy_alert", "step", "render_alert", "index_label"]
@@ -77,7 +77,7 @@ class AggRuntime:
         if g is None:
             names = self.agg.group_by
             glabels = {"tenant": key[0]}
-            for name, v in zip(names, key[1:]):
+            for name, v in zip(names, key[1:], strict=False):
                 if v:
                     glabels[name] = v
             g = self.groups[key] = Group(key, glabels, WindowAgg(self.agg.n, self.agg.keep_values))
@@ -161,12 +161,14 @@ class RuleRuntime:
 
 def copy_alert(a: Alert) -> Alert:
     """A copy with its own dicts (what leaves the engine)."""
-    return replace(a, labels=dict(a.labels), annotations=dict(a.annotations), values=dict(a.values),
-                   links=dict(a.links))
+    return replace(
+        a, labels=dict(a.labels), annotations=dict(a.annotations), values=dict(a.values), links=dict(a.links)
+    )
 
 
-def step(rrt: RuleRuntime, slot: Slot, active: bool, value: float, now: float,
-         resend_interval: float) -> tuple[bool, bool]:
+def step(
+    rrt: RuleRuntime, slot: Slot, active: bool, value: float, now: float, resend_interval: float
+) -> tuple[bool, bool]:
     """Advance one alert's state machine; returns ``(emit, persist)``: emit when it became firing, resolved, or
     (firing) its value moved by more than :data:`MATERIAL_CHANGE` or ``resend_interval`` passed since it was last
     sent; persist on every state change and emission. When the condition no longer holds, ``slot.alert`` is
@@ -175,8 +177,9 @@ def step(rrt: RuleRuntime, slot: Slot, active: bool, value: float, now: float,
     if active:
         changed = False
         if a is None:
-            a = slot.alert = Alert(labels=slot.labels, state=AlertState.PENDING, active_at=now, rule=rrt.rule.id,
-                                   window=rrt.window_desc)
+            a = slot.alert = Alert(
+                labels=slot.labels, state=AlertState.PENDING, active_at=now, rule=rrt.rule.id, window=rrt.window_desc
+            )
             slot.sent_at = slot.sent_value = None
             changed = True
         if a.state is AlertState.PENDING:
@@ -208,8 +211,9 @@ def step(rrt: RuleRuntime, slot: Slot, active: bool, value: float, now: float,
     return True, True
 
 
-def render_alert(rrt: RuleRuntime, a: Alert, values: dict[str, float] | None, sample: UsageRecord | None,
-                 links: Links | None) -> None:
+def render_alert(
+    rrt: RuleRuntime, a: Alert, values: dict[str, float] | None, sample: UsageRecord | None, links: Links | None
+) -> None:
     """Fill ``a.values`` (when given), ``a.annotations`` (templates; a failing template yields its error text and a
     warning) and ``a.links`` in place."""
     if values is not None:
@@ -219,7 +223,7 @@ def render_alert(rrt: RuleRuntime, a: Alert, values: dict[str, float] | None, sa
     for key, tpl in rrt.rule.templates.items():
         try:
             out[key] = render(tpl, ctx)
-        except Exception as e:  # noqa: BLE001 - a template must never stop evaluation
+        except Exception as e:
             from relay.alerting.rules.templates import explain
 
             why = explain(e, ctx)
@@ -229,7 +233,7 @@ def render_alert(rrt: RuleRuntime, a: Alert, values: dict[str, float] | None, sa
     if links is not None:
         try:
             a.links = dict(links(dict(a.labels), sample))
-        except Exception as e:  # noqa: BLE001 - links are optional decoration
+        except Exception as e:
             log.warning("rule %s: links failed: %s", rrt.rule.id, e)
 
 

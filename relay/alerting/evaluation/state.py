@@ -72,12 +72,16 @@ class AlertStateStore:
 
         def write(conn: sqlite3.Connection) -> None:
             if rows:
-                conn.executemany("INSERT OR REPLACE INTO alert_state (rule, fingerprint, state, alert, sent_at, "
-                                 "updated_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO alert_state (rule, fingerprint, state, alert, sent_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             if deletes:
                 conn.executemany("DELETE FROM alert_state WHERE rule = ? AND fingerprint = ?", deletes)
-            conn.execute("DELETE FROM alert_state WHERE state = ? AND updated_at < ?",
-                         (AlertState.RESOLVED.value, cutoff))
+            conn.execute(
+                "DELETE FROM alert_state WHERE state = ? AND updated_at < ?", (AlertState.RESOLVED.value, cutoff)
+            )
 
         try:
             asyncio.get_running_loop()

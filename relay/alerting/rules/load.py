@@ -22,12 +22,21 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from relay.matchers import Matcher
 from relay.alerting.rules.schema import (
-    RULE_KINDS, VALUE_NAMES, BudgetRule, ErrorRateRule, RuleFileModel, RuleGroupModel, RuleModel, ScoreRule,
-    SpikeRule, ThresholdRule, WindowSpec,
+    RULE_KINDS,
+    VALUE_NAMES,
+    BudgetRule,
+    ErrorRateRule,
+    RuleFileModel,
+    RuleGroupModel,
+    RuleModel,
+    ScoreRule,
+    SpikeRule,
+    ThresholdRule,
+    WindowSpec,
 )
 from relay.alerting.rules.templates import TemplateError, compile_template, explain, render
+from relay.matchers import Matcher
 from relay.yaml_lines import yaml_line
 
 #: libyaml's safe loader when PyYAML was built with it (much faster over 1,000 rules), else the pure-Python one.
@@ -92,8 +101,12 @@ class Rule:
         with the same key can share window data, so a reload that only changes thresholds, ``for``, labels or
         annotations keeps the data and the alerts."""
         m = self.model
-        spec: dict[str, Any] = {"kind": m.kind, "matchers": sorted(str(x) for x in self.matchers),
-                                "group_by": list(m.group_by), "window": m.window.model_dump()}
+        spec: dict[str, Any] = {
+            "kind": m.kind,
+            "matchers": sorted(str(x) for x in self.matchers),
+            "group_by": list(m.group_by),
+            "window": m.window.model_dump(),
+        }
         if isinstance(m, ErrorRateRule):
             spec["errors"] = m.errors.model_dump()
             spec["error_matchers"] = sorted(str(x) for x in self.error_matchers)
@@ -206,8 +219,10 @@ def load_rule_file(path: str) -> tuple[list[Rule], list[str]]:
             if rule is None:
                 continue
             if rule.name in seen_alerts:
-                problems.append(f'{_where(path, root, rloc + ("alert",))}: group "{group.name}", rule "{rule.name}": '
-                                f"alert: duplicate alert name in this file (first at line {seen_alerts[rule.name]})")
+                problems.append(
+                    f'{_where(path, root, rloc + ("alert",))}: group "{group.name}", rule "{rule.name}": '
+                    f"alert: duplicate alert name in this file (first at line {seen_alerts[rule.name]})"
+                )
                 continue
             seen_alerts[rule.name] = rule.line
             rules.append(rule)
@@ -217,8 +232,9 @@ def load_rule_file(path: str) -> tuple[list[Rule], list[str]]:
 # ---------------------------------------------------------------------------------------------------- internals
 
 
-def _load_rule(path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGroupModel, data: Any,
-               index: int) -> tuple[Rule | None, list[str]]:
+def _load_rule(
+    path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGroupModel, data: Any, index: int
+) -> tuple[Rule | None, list[str]]:
     if not isinstance(data, dict):
         return None, [f'{_where(path, root, loc)}: group "{group.name}": rules.{index}: must be a mapping']
     name = data.get("alert")
@@ -227,8 +243,9 @@ def _load_rule(path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGrou
     cls = RULE_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         what = "missing" if kind is None else f"unknown kind {kind!r}"
-        return None, [f"{_where(path, root, loc + ('kind',))}: {prefix}kind: {what}; use one of "
-                      f"{', '.join(RULE_KINDS)}"]
+        return None, [
+            f"{_where(path, root, loc + ('kind',))}: {prefix}kind: {what}; use one of {', '.join(RULE_KINDS)}"
+        ]
     model = _validate(cls, data, path, root, loc, prefix)
     if isinstance(model, list):
         return None, model
@@ -236,29 +253,44 @@ def _load_rule(path: str, root: yaml.Node, loc: tuple[Any, ...], group: RuleGrou
     matchers = _matchers(model.matchers, path, root, loc + ("matchers",), prefix, "matchers", problems)
     error_matchers: list[Matcher] = []
     if isinstance(model, ErrorRateRule):
-        error_matchers = _matchers(model.errors.matchers, path, root, loc + ("errors", "matchers"), prefix,
-                                   "errors.matchers", problems)
+        error_matchers = _matchers(
+            model.errors.matchers, path, root, loc + ("errors", "matchers"), prefix, "errors.matchers", problems
+        )
         for i, m in enumerate(matchers):
             if m.name == "kind":
-                problems.append(f"{_where(path, root, loc + ('matchers', i))}: {prefix}matchers.{i}: do not match on "
-                                "'kind' in an error_rate rule; errors.kind selects the calls")
+                problems.append(
+                    f"{_where(path, root, loc + ('matchers', i))}: {prefix}matchers.{i}: do not match on "
+                    "'kind' in an error_rate rule; errors.kind selects the calls"
+                )
     templates: dict[str, jinja2.Template] = {}
     for key, text in model.annotations.items():
         try:
             templates[key] = compile_template(text)
         except TemplateError as e:
-            problems.append(f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
-                            f"template error: {explain(e)}")
-    rule = Rule(id=f"{path}:{model.alert}", file=path, group=group.name, interval=group.interval, model=model,
-                matchers=tuple(matchers), error_matchers=tuple(error_matchers), templates=templates,
-                line=yaml_line(root, loc))
+            problems.append(
+                f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
+                f"template error: {explain(e)}"
+            )
+    rule = Rule(
+        id=f"{path}:{model.alert}",
+        file=path,
+        group=group.name,
+        interval=group.interval,
+        model=model,
+        matchers=tuple(matchers),
+        error_matchers=tuple(error_matchers),
+        templates=templates,
+        line=yaml_line(root, loc),
+    )
     for key, tpl in templates.items():
         ctx = sample_context(rule)
         try:
             render(tpl, ctx)
-        except Exception as e:  # noqa: BLE001 - any failure of a sample render is a schema error
-            problems.append(f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
-                            f"template error: {explain(e, ctx)}")
+        except Exception as e:
+            problems.append(
+                f"{_where(path, root, loc + ('annotations', key))}: {prefix}annotations.{key}: "
+                f"template error: {explain(e, ctx)}"
+            )
     return (None if problems else rule), problems
 
 
@@ -275,12 +307,26 @@ def sample_context(rule: Rule) -> dict[str, Any]:
 
 def rule_context(rule: Rule) -> dict[str, Any]:
     """The ``rule`` object of a template context."""
-    return {"name": rule.name, "kind": rule.kind, "group": rule.group, "file": rule.file, "id": rule.id,
-            "window": rule.window.describe(), "for": rule.for_s}
+    return {
+        "name": rule.name,
+        "kind": rule.kind,
+        "group": rule.group,
+        "file": rule.file,
+        "id": rule.id,
+        "window": rule.window.describe(),
+        "for": rule.for_s,
+    }
 
 
-def _matchers(items: Sequence[str], path: str, root: yaml.Node, loc: tuple[Any, ...], prefix: str, field_: str,
-              problems: list[str]) -> list[Matcher]:
+def _matchers(
+    items: Sequence[str],
+    path: str,
+    root: yaml.Node,
+    loc: tuple[Any, ...],
+    prefix: str,
+    field_: str,
+    problems: list[str],
+) -> list[Matcher]:
     out = []
     for i, text in enumerate(items):
         try:
@@ -290,8 +336,7 @@ def _matchers(items: Sequence[str], path: str, root: yaml.Node, loc: tuple[Any, 
     return out
 
 
-def _validate(cls: type[BaseModel], data: Any, path: str, root: yaml.Node, base: tuple[Any, ...],
-              prefix: str) -> Any:
+def _validate(cls: type[BaseModel], data: Any, path: str, root: yaml.Node, base: tuple[Any, ...], prefix: str) -> Any:
     """``cls.model_validate(data)`` or a list of problems with file:line, prefix and dotted field path."""
     try:
         return cls.model_validate(data)
@@ -303,14 +348,15 @@ def _validate(cls: type[BaseModel], data: Any, path: str, root: yaml.Node, base:
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             elif msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             m = _FIELD_MSG.match(msg)
             if m and isinstance(data, dict):  # a model-level check naming its field: point at that field
                 field_loc = tuple(int(p) if p.isdigit() else p for p in m.group(1).split("."))
                 if yaml_line(root, base + loc + field_loc[:1]) != yaml_line(root, base + loc):
                     loc, msg = loc + field_loc, m.group(2)
-            dotted = ".".join(str(p) for p in loc) or ("(rule)" if "rule" in prefix else
-                                                         "(group)" if prefix else "(top level)")
+            dotted = ".".join(str(p) for p in loc) or (
+                "(rule)" if "rule" in prefix else "(group)" if prefix else "(top level)"
+            )
             out.append(f"{_where(path, root, base + loc)}: {prefix}{dotted}: {msg}")
         return out
 

@@ -36,11 +36,31 @@ from relay.config_types import _Model, parse_duration
 from relay.usage.score_record import SCORE_KIND  # the kind of score records (re-exported)
 
 __all__ = [
-    "RulesConfig", "RuleFileModel", "RuleGroupModel", "RuleModel", "BudgetRule", "ErrorRateRule", "ThresholdRule",
-    "SpikeRule", "ScoreRule", "ScoreMatch", "SCORE_KIND",
-    "WindowSpec", "BudgetThreshold", "ForecastSpec", "ErrorSpec", "BaselineSpec", "RULE_KINDS",
-    "SEVERITIES", "FIELDS", "AGGREGATES", "RESERVED_LABELS", "RETRIES_EXHAUSTED_KIND", "parse_rule_duration",
-    "format_duration", "VALUE_NAMES",
+    "RulesConfig",
+    "RuleFileModel",
+    "RuleGroupModel",
+    "RuleModel",
+    "BudgetRule",
+    "ErrorRateRule",
+    "ThresholdRule",
+    "SpikeRule",
+    "ScoreRule",
+    "ScoreMatch",
+    "SCORE_KIND",
+    "WindowSpec",
+    "BudgetThreshold",
+    "ForecastSpec",
+    "ErrorSpec",
+    "BaselineSpec",
+    "RULE_KINDS",
+    "SEVERITIES",
+    "FIELDS",
+    "AGGREGATES",
+    "RESERVED_LABELS",
+    "RETRIES_EXHAUSTED_KIND",
+    "parse_rule_duration",
+    "format_duration",
+    "VALUE_NAMES",
 ]
 
 #: Severities an alert may carry (``severity`` label); they select the colour of a Slack message.
@@ -52,8 +72,17 @@ RESERVED_LABELS = ("alertname", "tenant", "threshold")
 #: It carries no cost and no tokens.
 RETRIES_EXHAUSTED_KIND = "retries_exhausted"
 #: Ledger fields a threshold or spike rule can aggregate (``records`` counts records).
-FIELDS = ("records", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-          "total_tokens", "duration_ms", "ttft_ms")
+FIELDS = (
+    "records",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "total_tokens",
+    "duration_ms",
+    "ttft_ms",
+)
 #: Aggregates of a threshold rule; ``pNN`` are quantiles (nearest rank).
 AGGREGATES = ("count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99")
 
@@ -81,7 +110,6 @@ def format_duration(seconds: float) -> str:
 
 
 RuleDuration = Annotated[float, BeforeValidator(parse_rule_duration)]
-
 
 
 class RulesConfig(_Model):
@@ -200,8 +228,10 @@ class _RuleBase(_Model):
     @classmethod
     def _stringify(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: (str(x).lower() if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
-                    for k, x in v.items()}
+            return {
+                k: (str(x).lower() if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
+                for k, x in v.items()
+            }
         return v
 
 
@@ -239,7 +269,8 @@ class BudgetRule(_RuleBase):
     limit_usd: float = Field(gt=0)
     window: WindowSpec
     thresholds: list[BudgetThreshold] = Field(
-        default_factory=lambda: [BudgetThreshold(percent=100, severity="critical")])
+        default_factory=lambda: [BudgetThreshold(percent=100, severity="critical")]
+    )
     forecast: ForecastSpec | None = None
     enforce: Literal["block", "warn"] | None = None
 
@@ -313,8 +344,17 @@ class ThresholdRule(_RuleBase):
     Values: ``value``, ``threshold``, ``count``."""
 
     kind: Literal["threshold"]
-    field: Literal["records", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens",
-                   "cache_creation_tokens", "total_tokens", "duration_ms", "ttft_ms"]
+    field: Literal[
+        "records",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "total_tokens",
+        "duration_ms",
+        "ttft_ms",
+    ]
     aggregate: Literal["count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"] = "sum"
     window: WindowSpec
     op: Literal[">", ">=", "<", "<="] = ">"
@@ -346,8 +386,17 @@ class SpikeRule(_RuleBase):
     ``baseline`` (mean), ``stddev``, ``ratio``, ``zscore``, ``threshold``."""
 
     kind: Literal["spike"]
-    field: Literal["records", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens",
-                   "cache_creation_tokens", "total_tokens", "duration_ms", "ttft_ms"] = "cost_usd"
+    field: Literal[
+        "records",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "total_tokens",
+        "duration_ms",
+        "ttft_ms",
+    ] = "cost_usd"
     window: WindowSpec
     baseline: BaselineSpec = BaselineSpec()
     method: Literal["ratio", "zscore"] = "ratio"
@@ -404,12 +453,14 @@ class ScoreRule(_RuleBase):
         return self
 
 
-
 #: One rule of any kind.
 RuleModel = BudgetRule | ErrorRateRule | ThresholdRule | SpikeRule | ScoreRule
 #: ``kind`` → model class.
 RULE_KINDS: dict[str, type[_RuleBase]] = {
-    "budget": BudgetRule, "error_rate": ErrorRateRule, "threshold": ThresholdRule, "spike": SpikeRule,
+    "budget": BudgetRule,
+    "error_rate": ErrorRateRule,
+    "threshold": ThresholdRule,
+    "spike": SpikeRule,
     "score": ScoreRule,
 }
 
@@ -439,8 +490,17 @@ class RuleFileModel(_Model):
 #: The names in ``Alert.values`` per rule kind (what templates and messages can show). Times are unix seconds,
 #: money USD, ``percent`` in percent, ratios 0..1.
 VALUE_NAMES: dict[str, tuple[str, ...]] = {
-    "budget": ("spend", "limit", "percent", "threshold", "threshold_percent", "forecast", "projected_exceeded_at",
-               "window_start", "window_end"),
+    "budget": (
+        "spend",
+        "limit",
+        "percent",
+        "threshold",
+        "threshold_percent",
+        "forecast",
+        "projected_exceeded_at",
+        "window_start",
+        "window_end",
+    ),
     "error_rate": ("ratio", "failed", "total", "min_count", "threshold", "count_threshold"),
     "threshold": ("value", "threshold", "count"),
     "spike": ("current", "baseline", "stddev", "ratio", "zscore", "threshold"),

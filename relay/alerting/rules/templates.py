@@ -69,8 +69,14 @@ def humanize(x: Any) -> str:
 
 
 #: The helpers, as filters and globals.
-FILTERS = {"usd": usd, "percent": percent, "ratio": ratio, "duration": duration, "datetime": datetime_,
-           "humanize": humanize}
+FILTERS = {
+    "usd": usd,
+    "percent": percent,
+    "ratio": ratio,
+    "duration": duration,
+    "datetime": datetime_,
+    "humanize": humanize,
+}
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 _ENV.filters.update(FILTERS)
@@ -104,13 +110,17 @@ def explain(exc: BaseException, context: dict[str, Any] | None = None) -> str:
     m = _NO_ATTR.match(msg) or _NO_KEY.match(msg)
     if m:
         name = m.group(1).strip("'\"")
-        return (f"no label or value named {name!r} — labels here: {', '.join(labels) or 'none'}; values: "
-                f"{', '.join(values) or 'none'}. Add it to the rule's group_by or labels, or write "
-                f"{{{{ labels.get('{name}', 'unknown') }}}}")
+        return (
+            f"no label or value named {name!r} — labels here: {', '.join(labels) or 'none'}; values: "
+            f"{', '.join(values) or 'none'}. Add it to the rule's group_by or labels, or write "
+            f"{{{{ labels.get('{name}', 'unknown') }}}}"
+        )
     m = _UNDEFINED.match(msg)
     if m:
-        return (f"unknown name {m.group(1)!r}: a template can use labels, values, value and rule, and the filters "
-                f"{', '.join(sorted(FILTERS))}")
+        return (
+            f"unknown name {m.group(1)!r}: a template can use labels, values, value and rule, and the filters "
+            f"{', '.join(sorted(FILTERS))}"
+        )
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"syntax error on line {exc.lineno} of the template: {msg}"
     if isinstance(exc, TypeError | ValueError | ZeroDivisionError):

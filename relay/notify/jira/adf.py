@@ -82,7 +82,7 @@ def _inline(text: str) -> list[tuple[str, str, str | None]]:
     pos = 0
     for m in _INLINE.finditer(text):
         if m.start() > pos:
-            runs.append(("text", text[pos:m.start()], None))
+            runs.append(("text", text[pos : m.start()], None))
         if m.group("bold") is not None:
             runs.append(("bold", m.group("bold"), None))
         elif m.group("code") is not None:
@@ -120,9 +120,15 @@ def markup_to_adf(text: str) -> dict[str, Any]:
             level, t = value
             content.append({"type": "heading", "attrs": {"level": level}, "content": _adf_inline(t)})
         elif kind == "list":
-            content.append({"type": "bulletList", "content": [
-                {"type": "listItem", "content": [{"type": "paragraph", "content": _adf_inline(item)}]}
-                for item in value]})
+            content.append(
+                {
+                    "type": "bulletList",
+                    "content": [
+                        {"type": "listItem", "content": [{"type": "paragraph", "content": _adf_inline(item)}]}
+                        for item in value
+                    ],
+                }
+            )
         else:
             inline: list[dict[str, Any]] = []
             for i, line in enumerate(value):

@@ -21,13 +21,16 @@ __all__ = ["check_jira"]
 
 async def _sample(client: JiraClient, config: JiraConfig, done: bool) -> str | None:
     """The key of the newest issue of the project and issue type that is (not) done, or None."""
-    jql = (f'project = "{config.project}" AND issuetype = "{config.issue_type}" AND statusCategory '
-           f'{"=" if done else "!="} Done ORDER BY updated DESC')
+    jql = (
+        f'project = "{config.project}" AND issuetype = "{config.issue_type}" AND statusCategory '
+        f"{'=' if done else '!='} Done ORDER BY updated DESC"
+    )
     if config.flavor == "cloud":
         page = await client.request("POST", "search/jql", json_body={"jql": jql, "fields": ["status"], "maxResults": 1})
     else:
-        page = await client.request("POST", "search", json_body={"jql": jql, "fields": ["status"], "maxResults": 1,
-                                                                  "startAt": 0})
+        page = await client.request(
+            "POST", "search", json_body={"jql": jql, "fields": ["status"], "maxResults": 1, "startAt": 0}
+        )
     issues = (page or {}).get("issues") or []
     return str(issues[0]["key"]) if issues else None
 
@@ -59,14 +62,18 @@ def _resolution_problems(where: str, config: JiraConfig, transition: dict) -> li
     name, resolution = transition.get("name"), config.resolve_resolution
     field = fields.get("resolution")
     if resolution and not isinstance(field, dict):
-        return [f"{where}: resolve_transition {name!r} has no resolution field on its screen, so Jira rejects "
-                f"resolve_resolution {resolution!r} (relay then resolves without it): remove resolve_resolution "
-                f"or add the Resolution field to the transition's screen"]
+        return [
+            f"{where}: resolve_transition {name!r} has no resolution field on its screen, so Jira rejects "
+            f"resolve_resolution {resolution!r} (relay then resolves without it): remove resolve_resolution "
+            f"or add the Resolution field to the transition's screen"
+        ]
     if resolution and isinstance(field, dict):
         allowed = [str(v.get("name")) for v in field.get("allowedValues") or [] if isinstance(v, dict)]
         if allowed and resolution.casefold() not in {a.casefold() for a in allowed}:
-            return [f"{where}: resolve_resolution {resolution!r} is not a resolution of resolve_transition "
-                    f"{name!r} (available: {', '.join(allowed)})"]
+            return [
+                f"{where}: resolve_resolution {resolution!r} is not a resolution of resolve_transition "
+                f"{name!r} (available: {', '.join(allowed)})"
+            ]
     if not resolution and isinstance(field, dict) and field.get("required"):
         return [f"{where}: resolve_transition {name!r} requires a resolution: set resolve_resolution"]
     return []
@@ -90,8 +97,10 @@ async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
             return [f"{where}: project {config.project!r} not found (or no permission to see it)"]
         types = [str(t.get("name")) for t in project.get("issueTypes") or []]
         if types and config.issue_type not in types:
-            problems.append(f"{where}: issue_type {config.issue_type!r} does not exist in the project "
-                            f"(available: {', '.join(types)})")
+            problems.append(
+                f"{where}: issue_type {config.issue_type!r} does not exist in the project "
+                f"(available: {', '.join(types)})"
+            )
         components = {str(c.get("name")) for c in project.get("components") or []}
         for c in config.components:
             if c not in components:
@@ -99,14 +108,18 @@ async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
         priorities = await _priorities(client, config)
         for severity, name in config.priority_map.items():
             if priorities and name not in priorities:
-                problems.append(f"{where}: priority_map.{severity}: priority {name!r} does not exist "
-                                f"(available: {', '.join(sorted(priorities))})")
+                problems.append(
+                    f"{where}: priority_map.{severity}: priority {name!r} does not exist "
+                    f"(available: {', '.join(sorted(priorities))})"
+                )
         field_ids = {str(f.get("id")) for f in await client.request("GET", "field") or []}
         for fid in [*config.custom_fields, *([config.dedup_field] if config.dedup_field else [])]:
             if field_ids and fid not in field_ids:
                 problems.append(f"{where}: field {fid!r} does not exist")
-        for option, transition, done in (("resolve_transition", config.resolve_transition, False),
-                                         ("reopen_transition", config.reopen_transition, True)):
+        for option, transition, done in (
+            ("resolve_transition", config.resolve_transition, False),
+            ("reopen_transition", config.reopen_transition, True),
+        ):
             if not transition:
                 continue
             key = await _sample(client, config, done)
@@ -115,10 +128,13 @@ async def check_jira(client: JiraClient, config: JiraConfig) -> list[str]:
             transitions = await client.transitions(key)
             wanted = transition.casefold()
             match = next((t for t in transitions if str(t.get("name", "")).casefold() == wanted), None) or next(
-                (t for t in transitions if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None)
+                (t for t in transitions if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None
+            )
             if match is None:
-                problems.append(f"{where}: {option} {transition!r} is not offered on {key} (a "
-                                f"{'done' if done else 'open'} {config.issue_type})")
+                problems.append(
+                    f"{where}: {option} {transition!r} is not offered on {key} (a "
+                    f"{'done' if done else 'open'} {config.issue_type})"
+                )
             elif option == "resolve_transition":
                 problems += _resolution_problems(where, config, match)
     except JiraError as exc:

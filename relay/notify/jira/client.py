@@ -45,8 +45,16 @@ class JiraError(NotifyError):
     """A failed Jira call: :class:`NotifyError` plus ``ambiguous`` (the request may have taken effect) and
     ``jira_messages`` (Jira's ``errorMessages`` and ``errors`` flattened to ``"field: message"`` strings)."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None, ambiguous: bool = False, jira_messages: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        ambiguous: bool = False,
+        jira_messages: list[str] | None = None,
+    ):
         super().__init__(message, retryable=retryable, retry_after=retry_after, status=status)
         self.ambiguous = ambiguous
         self.jira_messages = jira_messages or []
@@ -88,8 +96,13 @@ class JiraClient:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
-                headers={"Authorization": self._auth, "Accept": "application/json",
-                         "Accept-Language": "en", "User-Agent": "relay-jira"})
+                headers={
+                    "Authorization": self._auth,
+                    "Accept": "application/json",
+                    "Accept-Language": "en",
+                    "User-Agent": "relay-jira",
+                },
+            )
         return self._session
 
     async def close(self) -> None:
@@ -98,20 +111,29 @@ class JiraClient:
             await self._session.close()
             self._session = None
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, str] | None = None,
-                      ok: tuple[int, ...] = (200, 201, 204), missing_ok: bool = False) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        missing_ok: bool = False,
+    ) -> Any:
         """One call; returns the parsed JSON body (None for an empty body, or for 404 with ``missing_ok``).
         Raises :class:`JiraError` (retryable or permanent, see the module docstring)."""
         what = f"{method} {path.split('?')[0]}"
         try:
-            async with self._client().request(method, self.base + path, json=json_body, params=params,
-                                              allow_redirects=False) as resp:
+            async with self._client().request(
+                method, self.base + path, json=json_body, params=params, allow_redirects=False
+            ) as resp:
                 text = await resp.text()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             raise JiraError(f"Jira {what}: cannot connect: {exc.os_error or exc}", retryable=True) from None
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"failed: {type(exc).__name__} {exc}"
             raise JiraError(f"Jira {what} {kind}", retryable=True, ambiguous=True) from None
         try:
@@ -126,8 +148,14 @@ class JiraClient:
         detail = "; ".join(messages) or resp.reason or ""
         message = f"Jira {what}: HTTP {status}: {detail}"
         if status in (408, 429) or status >= 500:
-            raise JiraError(message, retryable=True, retry_after=retry_after, status=status,
-                            ambiguous=status in (500, 502, 504), jira_messages=messages)
+            raise JiraError(
+                message,
+                retryable=True,
+                retry_after=retry_after,
+                status=status,
+                ambiguous=status in (500, 502, 504),
+                jira_messages=messages,
+            )
         raise JiraError(message, retryable=False, status=status, jira_messages=messages)
 
     # -- issues
@@ -176,8 +204,9 @@ class JiraClient:
 
     async def recent_comments(self, key: str, n: int = 10) -> list[dict[str, Any]]:
         """The ``n`` newest comments of ``key`` (newest first)."""
-        page = await self.request("GET", f"issue/{key}/comment",
-                                  params={"orderBy": "-created", "maxResults": str(n), "startAt": "0"})
+        page = await self.request(
+            "GET", f"issue/{key}/comment", params={"orderBy": "-created", "maxResults": str(n), "startAt": "0"}
+        )
         return list((page or {}).get("comments") or [])
 
     async def transitions(self, key: str) -> list[dict[str, Any]]:

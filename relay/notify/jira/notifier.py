@@ -138,13 +138,15 @@ class JiraNotifier(Notifier):
         await self.client.close()
 
     # ------------------------------------------------------------------------------------------------ notify
-    async def deliver(self, notification: Notification, state: dict[str, Any],
-                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    async def deliver(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
         """:meth:`notify` with the outbox's durable ``checkpoint`` (records a pending create before sending it)."""
         return await self.notify(notification, state, checkpoint)
 
-    async def notify(self, notification: Notification, state: dict[str, Any],
-                     checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    async def notify(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
         """Create, comment on, reopen or resolve the group's issue (see the module docstring). ``state`` is the
         dict returned for the previous notification of the group (``{}`` at first); ``checkpoint`` (optional)
         stores a state durably before the create is sent. Raises :class:`NotifyError`."""
@@ -157,21 +159,33 @@ class JiraNotifier(Notifier):
             return await self._resolve(notification, state, dedup)
         except NotifyError as exc:
             if not exc.retryable:
-                log.warning("jira notification failed permanently: %s", exc,
-                            extra={"integration": self.integration, "receiver": self.receiver,
-                                   "project": self.config.project, "status": exc.status})
+                log.warning(
+                    "jira notification failed permanently: %s",
+                    exc,
+                    extra={
+                        "integration": self.integration,
+                        "receiver": self.receiver,
+                        "project": self.config.project,
+                        "status": exc.status,
+                    },
+                )
             raise
 
-    async def _fire(self, n: Notification, state: dict[str, Any], dedup: str,
-                    checkpoint: Checkpoint | None) -> dict[str, Any]:
+    async def _fire(
+        self, n: Notification, state: dict[str, Any], dedup: str, checkpoint: Checkpoint | None
+    ) -> dict[str, Any]:
         issue = await self._find(state, dedup, firing=True)
         kind = self._classify(issue) if issue else "stale"
         if issue is not None and kind != "stale":
             key = issue["key"]
             out = self._state(state, issue, dedup, n)
             if kind == "wont_fix":
-                log.info("jira issue %s was resolved as %r; not reopening", key, self.config.wont_fix_resolution,
-                         extra={"integration": self.integration})
+                log.info(
+                    "jira issue %s was resolved as %r; not reopening",
+                    key,
+                    self.config.wont_fix_resolution,
+                    extra={"integration": self.integration},
+                )
                 return {**out, "action": "wont_fix"}
             ctx = self._context(n, dedup, key)
             if kind == "reopen":
@@ -254,24 +268,33 @@ class JiraNotifier(Notifier):
             issue = await self.client.get_issue(key, self._fields())
             if issue is not None and (not firing or self._classify(issue) != "stale"):
                 return issue  # resolved notifications take the known issue whatever its status
-        found = [i for i in await self.client.search(self._jql(dedup, firing), self._fields())
-                 if self._has_dedup(i, dedup)]
+        found = [
+            i for i in await self.client.search(self._jql(dedup, firing), self._fields()) if self._has_dedup(i, dedup)
+        ]
         if found:
-            found.sort(key=lambda i: (not self._is_done(i),
-                                      _jira_time(i["fields"].get("resolutiondate")) or 0.0,
-                                      _jira_time(i["fields"].get("created")) or 0.0), reverse=True)
+            found.sort(
+                key=lambda i: (
+                    not self._is_done(i),
+                    _jira_time(i["fields"].get("resolutiondate")) or 0.0,
+                    _jira_time(i["fields"].get("created")) or 0.0,
+                ),
+                reverse=True,
+            )
             return found[0]
         if maybe_at is not None and now - maybe_at < self.config.search_lag:
             wait = self.config.search_lag - (now - maybe_at)
-            raise JiraError(f"an earlier create of the Jira issue for {dedup} may have succeeded; waiting "
-                            f"{wait:.0f}s for Jira's search to show it before creating", retryable=True,
-                            retry_after=max(wait, 0.0))
+            raise JiraError(
+                f"an earlier create of the Jira issue for {dedup} may have succeeded; waiting "
+                f"{wait:.0f}s for Jira's search to show it before creating",
+                retryable=True,
+                retry_after=max(wait, 0.0),
+            )
         return None
 
     @staticmethod
     def _is_done(issue: dict[str, Any]) -> bool:
         status = (issue.get("fields") or {}).get("status") or {}
-        return ((status.get("statusCategory") or {}).get("key") == "done")
+        return (status.get("statusCategory") or {}).get("key") == "done"
 
     def _is_wont_fix(self, issue: dict[str, Any]) -> bool:
         resolution = ((issue.get("fields") or {}).get("resolution") or {}).get("name") or ""
@@ -290,9 +313,13 @@ class JiraNotifier(Notifier):
 
     def _state(self, state: dict[str, Any], issue: dict[str, Any], dedup: str, n: Notification) -> dict[str, Any]:
         same = state.get("issue") == issue["key"]
-        return {"issue": issue["key"], "issue_id": str(issue.get("id", "")),
-                "created_at": state.get("created_at") if same else None, "dedup_key": dedup,
-                "firing": _firing(n)}
+        return {
+            "issue": issue["key"],
+            "issue_id": str(issue.get("id", "")),
+            "created_at": state.get("created_at") if same else None,
+            "dedup_key": dedup,
+            "firing": _firing(n),
+        }
 
     # ------------------------------------------------------------------------------------------------ rendering
     def _context(self, n: Notification, dedup: str, issue_key: str = "") -> dict[str, Any]:
@@ -343,14 +370,16 @@ class JiraNotifier(Notifier):
         return fields
 
     # ------------------------------------------------------------------------------------------------ actions
-    async def _create(self, n: Notification, dedup: str, state: dict[str, Any],
-                      checkpoint: Checkpoint | None) -> dict[str, Any]:
+    async def _create(
+        self, n: Notification, dedup: str, state: dict[str, Any], checkpoint: Checkpoint | None
+    ) -> dict[str, Any]:
         fields = self._issue_fields(n, dedup)
         now = self._clock()
         before = {k: v for k, v in state.items() if k != "pending_create"}
         if checkpoint is not None:  # durable before the request leaves: a kill or cancel below is a possible create
-            await checkpoint({**before, "pending_create": {"dedup_key": dedup, "at": now,
-                                                           "by": now + self.config.timeout}})
+            await checkpoint(
+                {**before, "pending_create": {"dedup_key": dedup, "at": now, "by": now + self.config.timeout}}
+            )
         try:
             created = await self.client.create_issue(fields)
         except JiraError as exc:
@@ -366,8 +395,14 @@ class JiraNotifier(Notifier):
         key = str(created["key"])
         self._recent[dedup] = (key, now)
         log.info("jira issue %s created", key, extra={"integration": self.integration, "dedup_key": dedup})
-        return {"issue": key, "issue_id": str(created.get("id", "")), "created_at": now, "dedup_key": dedup,
-                "firing": _firing(n), "action": "created"}
+        return {
+            "issue": key,
+            "issue_id": str(created.get("id", "")),
+            "created_at": now,
+            "dedup_key": dedup,
+            "firing": _firing(n),
+            "action": "created",
+        }
 
     async def _update_fields(self, issue: dict[str, Any], ctx: dict[str, Any]) -> None:
         current = issue.get("fields") or {}
@@ -404,18 +439,24 @@ class JiraNotifier(Notifier):
         wanted = name.casefold()
         match = next((t for t in available if str(t.get("name", "")).casefold() == wanted), None)
         if match is None:
-            match = next((t for t in available
-                          if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None)
+            match = next((t for t in available if str((t.get("to") or {}).get("name", "")).casefold() == wanted), None)
         if match is None:
             status = ((issue.get("fields") or {}).get("status") or {}).get("name", "?")
             names = ", ".join(repr(t.get("name")) for t in available) or "none"
-            raise JiraError(f"Jira transition {name!r} is not available for {key} in status {status!r} "
-                            f"(available: {names})", retryable=False)
+            raise JiraError(
+                f"Jira transition {name!r} is not available for {key} in status {status!r} (available: {names})",
+                retryable=False,
+            )
         if resolution and "fields" in match and "resolution" not in (match.get("fields") or {}):
             # not on the transition's screen: Jira would refuse the whole transition (400)
-            log.warning("jira transition %r of %s has no resolution field on its screen; applying it without "
-                        "resolve_resolution %r (relay check --probe reports this)", name, key, resolution,
-                        extra={"integration": self.integration})
+            log.warning(
+                "jira transition %r of %s has no resolution field on its screen; applying it without "
+                "resolve_resolution %r (relay check --probe reports this)",
+                name,
+                key,
+                resolution,
+                extra={"integration": self.integration},
+            )
             resolution = None
         await self.client.transition(key, str(match["id"]), resolution)
 

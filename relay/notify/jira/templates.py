@@ -41,8 +41,18 @@ from jinja2.sandbox import SandboxedEnvironment
 from relay.alert import Alert, AlertState, Notification
 
 __all__ = [
-    "DEFAULT_SUMMARY", "DEFAULT_DESCRIPTION", "DEFAULT_COMMENT", "TemplateError", "AlertView",
-    "environment", "compile_template", "render", "render_value", "template_context", "rfc3339", "severity_of",
+    "DEFAULT_SUMMARY",
+    "DEFAULT_DESCRIPTION",
+    "DEFAULT_COMMENT",
+    "TemplateError",
+    "AlertView",
+    "environment",
+    "compile_template",
+    "render",
+    "render_value",
+    "template_context",
+    "rfc3339",
+    "severity_of",
 ]
 
 _SEVERITY_ORDER = {"critical": 3, "error": 3, "warning": 2, "info": 1, "none": 0}
@@ -121,8 +131,9 @@ def _num(value: Any) -> str:
 
 def environment() -> SandboxedEnvironment:
     """A new sandboxed Jinja2 environment with relay's filters (``num``)."""
-    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
-                               undefined=Undefined, autoescape=False)
+    env = SandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, undefined=Undefined, autoescape=False
+    )
     env.filters["num"] = _num
     return env
 
@@ -184,19 +195,30 @@ class AlertView(dict):
 
 
 def _alert(a: Alert) -> AlertView:
-    return AlertView({
-        "status": "firing" if a.state is AlertState.FIRING else a.state.value,
-        "name": a.name, "severity": a.severity,
-        "labels": dict(a.labels), "annotations": dict(a.annotations),
-        "value": a.value, "values": dict(a.values), "links": dict(a.links),
-        "rule": a.rule, "window": a.window, "fingerprint": a.fingerprint,
-        "starts_at": rfc3339(a.fired_at or a.active_at), "ends_at": rfc3339(a.ends_at),
-        "generator_url": a.generator_url, "scope": _scope(a.labels, ("alertname", "severity")),
-    })
+    return AlertView(
+        {
+            "status": "firing" if a.state is AlertState.FIRING else a.state.value,
+            "name": a.name,
+            "severity": a.severity,
+            "labels": dict(a.labels),
+            "annotations": dict(a.annotations),
+            "value": a.value,
+            "values": dict(a.values),
+            "links": dict(a.links),
+            "rule": a.rule,
+            "window": a.window,
+            "fingerprint": a.fingerprint,
+            "starts_at": rfc3339(a.fired_at or a.active_at),
+            "ends_at": rfc3339(a.ends_at),
+            "generator_url": a.generator_url,
+            "scope": _scope(a.labels, ("alertname", "severity")),
+        }
+    )
 
 
-def template_context(notification: Notification, *, environment_name: str = "", dedup_key: str = "",
-                     issue_key: str = "") -> dict[str, Any]:
+def template_context(
+    notification: Notification, *, environment_name: str = "", dedup_key: str = "", issue_key: str = ""
+) -> dict[str, Any]:
     """The template context of ``notification`` (see the module docstring for the variables)."""
     alerts = [_alert(a) for a in notification.alerts]
     links: dict[str, str] = {}
@@ -209,15 +231,25 @@ def template_context(notification: Notification, *, environment_name: str = "", 
     group_labels = dict(notification.group_labels)
     alertname = group_labels.get("alertname") or (notification.alerts[0].name if notification.alerts else "")
     return {
-        "status": notification.status, "receiver": notification.receiver,
-        "group_key": notification.group_key, "dedup_key": dedup_key,
-        "group_labels": group_labels, "scope": _scope(group_labels, ("alertname",)),
-        "common_labels": notification.common_labels, "common_annotations": notification.common_annotations,
-        "alertname": alertname, "severity": severity_of(notification),
-        "alerts": alerts, "firing": [a for a in alerts if a["status"] == "firing"],
+        "status": notification.status,
+        "receiver": notification.receiver,
+        "group_key": notification.group_key,
+        "dedup_key": dedup_key,
+        "group_labels": group_labels,
+        "scope": _scope(group_labels, ("alertname",)),
+        "common_labels": notification.common_labels,
+        "common_annotations": notification.common_annotations,
+        "alertname": alertname,
+        "severity": severity_of(notification),
+        "alerts": alerts,
+        "firing": [a for a in alerts if a["status"] == "firing"],
         "resolved": [a for a in alerts if a["status"] == "resolved"],
-        "links": links, "runbook_url": runbook,
-        "seq": notification.seq, "repeat": notification.repeat,
-        "notified_at": rfc3339(notification.created_at), "external_url": notification.external_url,
-        "environment": environment_name, "issue_key": issue_key,
+        "links": links,
+        "runbook_url": runbook,
+        "seq": notification.seq,
+        "repeat": notification.repeat,
+        "notified_at": rfc3339(notification.created_at),
+        "external_url": notification.external_url,
+        "environment": environment_name,
+        "issue_key": issue_key,
     }

@@ -20,18 +20,38 @@ Slack flags every click with a warning.
 from __future__ import annotations
 
 import shlex
-
 from typing import Any
 
 from relay.alert import ALERTNAME, Alert, AlertState, Notification
 from relay.notify.slack.format import (
-    duration, escape, extra_figures, figures_line, headline, link, slack_date, truncate,
+    duration,
+    escape,
+    extra_figures,
+    figures_line,
+    headline,
+    link,
+    slack_date,
+    truncate,
 )
 
 __all__ = [
-    "SEVERITY_COLORS", "RESOLVED_COLOR", "MAX_BLOCKS", "HEADER_MAX", "SECTION_TEXT_MAX", "FIELD_TEXT_MAX",
-    "MAX_FIELDS", "TEXT_MAX", "group_severity", "group_title", "silence_command", "alert_links",
-    "group_message", "thread_update", "resolved_note", "ping_message", "normalize_mention",
+    "SEVERITY_COLORS",
+    "RESOLVED_COLOR",
+    "MAX_BLOCKS",
+    "HEADER_MAX",
+    "SECTION_TEXT_MAX",
+    "FIELD_TEXT_MAX",
+    "MAX_FIELDS",
+    "TEXT_MAX",
+    "group_severity",
+    "group_title",
+    "silence_command",
+    "alert_links",
+    "group_message",
+    "thread_update",
+    "resolved_note",
+    "ping_message",
+    "normalize_mention",
 ]
 
 SEVERITY_COLORS = {"critical": "#D92D20", "warning": "#F79009", "info": "#2E90FA"}
@@ -97,8 +117,7 @@ def _quote(v: str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def silence_command(labels: dict[str, str], duration_: str = "2h",
-                    comment: str = "acknowledged in Slack") -> str:
+def silence_command(labels: dict[str, str], duration_: str = "2h", comment: str = "acknowledged in Slack") -> str:
     """A ``relay silence add`` command muting ``labels`` (``alertname`` first), ready to paste into a POSIX shell:
     every matcher and the required ``--comment`` are shell-quoted, e.g. ``relay silence add
     'alertname="BudgetExceeded"' 'team.id="platform"' --duration 2h --comment 'acknowledged in Slack'``."""
@@ -202,9 +221,9 @@ def _single_alert_blocks(n: Notification, alert: Alert, silence: str | None) -> 
     fields += [_field(label, value) for label, value in extra_figures(alert, used)]
     label_items = [(k, v) for k, v in sorted(alert.labels.items()) if k not in _HIDDEN_LABELS]
     room = MAX_FIELDS - len(fields)
-    fields += [_field(k, escape(v)) for k, v in label_items[:max(room, 0)]]
+    fields += [_field(k, escape(v)) for k, v in label_items[: max(room, 0)]]
     blocks.append({"type": "section", "fields": fields[:MAX_FIELDS]})
-    overflow = label_items[max(room, 0):]
+    overflow = label_items[max(room, 0) :]
     description = alert.annotations.get("description", "")
     if description and description != summary:
         blocks.append(_section(escape(description)))
@@ -229,8 +248,7 @@ def _compact_alert_text(alert: Alert, common: dict[str, str], now: float) -> str
     if alert.annotations.get("summary"):
         lines.append(escape(alert.annotations["summary"]))
     lines.append(figures_line(alert))
-    facts = [_window_text(alert), _timing(alert, now), _links_text(alert),
-             f"`{alert.fingerprint}`"]
+    facts = [_window_text(alert), _timing(alert, now), _links_text(alert), f"`{alert.fingerprint}`"]
     lines.append(" · ".join(f for f in facts if f))
     return "\n".join(lines)
 
@@ -244,8 +262,10 @@ def _multi_alert_blocks(n: Notification, silence: str | None) -> list[dict[str, 
     fields.append(_field("Alerts", f"{len(n.firing)} firing, {len(n.resolved)} resolved"))
     blocks: list[dict[str, Any]] = [{"type": "section", "fields": fields[:MAX_FIELDS]}]
     # firing first (most severe first), then resolved
-    ordered = sorted(n.alerts, key=lambda a: (a.state is AlertState.RESOLVED,
-                                              -_SEVERITY_RANK.get(a.severity, 1), a.name, a.fingerprint))
+    ordered = sorted(
+        n.alerts,
+        key=lambda a: (a.state is AlertState.RESOLVED, -_SEVERITY_RANK.get(a.severity, 1), a.name, a.fingerprint),
+    )
     room = MAX_BLOCKS - _FIXED_BLOCKS
     shown = ordered[:room]
     blocks += [_section(_compact_alert_text(a, common, n.created_at)) for a in shown]
@@ -257,8 +277,7 @@ def _multi_alert_blocks(n: Notification, silence: str | None) -> list[dict[str, 
     return blocks
 
 
-def group_message(n: Notification, *, mention: str | None = None, silence_duration: str = "2h"
-                  ) -> dict[str, Any]:
+def group_message(n: Notification, *, mention: str | None = None, silence_duration: str = "2h") -> dict[str, Any]:
     """The message of an alert group: ``{"text": …, "attachments": [{"color", "fallback", "blocks"}]}``.
 
     The look follows ``n.status``: firing (severity colour, silence hint) or resolved (green, no hint).
@@ -283,8 +302,10 @@ def group_message(n: Notification, *, mention: str | None = None, silence_durati
     text = escape(title)
     if mention and not resolved and any(a.severity == "critical" for a in n.firing):
         text = f"{mention} {text}"
-    return {"text": truncate(text, TEXT_MAX),
-            "attachments": [{"color": color, "fallback": truncate(escape(title), 300), "blocks": blocks[:MAX_BLOCKS]}]}
+    return {
+        "text": truncate(text, TEXT_MAX),
+        "attachments": [{"color": color, "fallback": truncate(escape(title), 300), "blocks": blocks[:MAX_BLOCKS]}],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ thread replies
@@ -303,8 +324,9 @@ def _plural(k: int, word: str) -> str:
     return f"{k} {word}{'' if k == 1 else 's'}"
 
 
-def thread_update(n: Notification, *, new: list[Alert], resolved: list[Alert], repeat: bool,
-                  mention: str | None = None) -> dict[str, Any]:
+def thread_update(
+    n: Notification, *, new: list[Alert], resolved: list[Alert], repeat: bool, mention: str | None = None
+) -> dict[str, Any]:
     """A thread reply describing what changed in a still-firing group: ``new`` alerts firing, alerts
     ``resolved`` since the last notification, and — for a ``repeat`` reminder or any other update — the current
     figures of every firing alert. Returns ``{"text", "blocks"}``; ``mention`` prefixes ``text`` when a new
@@ -352,10 +374,13 @@ def ping_message(receiver: str, integration: str, now: float) -> dict[str, Any]:
     text = f"relay test notification for receiver {receiver} ({integration})"
     blocks = [
         _header(":bell: relay test notification"),
-        _section(f"This is a test from receiver *{escape(receiver)}*, integration `{escape(integration)}`. "
-                 "If you can read this, relay can post alerts here."),
+        _section(
+            f"This is a test from receiver *{escape(receiver)}*, integration `{escape(integration)}`. "
+            "If you can read this, relay can post alerts here."
+        ),
         _context(f"Sent {slack_date(now)}"),
     ]
-    return {"text": escape(text), "attachments": [{"color": SEVERITY_COLORS["info"], "fallback": escape(text),
-                                                   "blocks": blocks}]}
-
+    return {
+        "text": escape(text),
+        "attachments": [{"color": SEVERITY_COLORS["info"], "fallback": escape(text), "blocks": blocks}],
+    }

@@ -39,20 +39,50 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from relay.alert import Alert
 
 __all__ = [
-    "escape", "truncate", "link", "usd", "percent", "count", "duration", "timestamp", "slack_date", "format_value",
-    "unit_of", "value_unit", "field_unit", "alert_kind", "headline", "extra_figures", "figures_line", "value_label",
+    "escape",
+    "truncate",
+    "link",
+    "usd",
+    "percent",
+    "count",
+    "duration",
+    "timestamp",
+    "slack_date",
+    "format_value",
+    "unit_of",
+    "value_unit",
+    "field_unit",
+    "alert_kind",
+    "headline",
+    "extra_figures",
+    "figures_line",
+    "value_label",
 ]
 
 UNITS = ("usd", "percent", "ratio", "multiplier", "tokens", "count", "seconds", "ms", "time", "zscore", "number")
 
 _USD_NAMES = {"spend", "limit", "cost", "forecast", "budget", "remaining", "amount", "spent"}
-_COUNT_NAMES = {"count", "errors", "failed", "requests", "calls", "total", "samples", "failures", "sessions",
-                "events", "attempts", "retries", "records", "count_threshold"}
+_COUNT_NAMES = {
+    "count",
+    "errors",
+    "failed",
+    "requests",
+    "calls",
+    "total",
+    "samples",
+    "failures",
+    "sessions",
+    "events",
+    "attempts",
+    "retries",
+    "records",
+    "count_threshold",
+}
 #: Values in the unit of the rule's ledger field (see :func:`field_unit`).
 _FIELD_VALUES = {"value", "current", "baseline", "stddev"}
 #: Values shown elsewhere (the window line) or that are rule settings rather than figures.
@@ -231,8 +261,11 @@ def value_unit(alert: Alert) -> str:
 def _spike_method(alert: Alert) -> str:
     vals = alert.values
     z = vals.get("zscore", vals.get("z_score"))
-    if z is not None and math.isclose(alert.value, z, rel_tol=1e-9, abs_tol=1e-12) and \
-            not math.isclose(alert.value, vals.get("ratio", math.nan), rel_tol=1e-9):
+    if (
+        z is not None
+        and math.isclose(alert.value, z, rel_tol=1e-9, abs_tol=1e-12)
+        and not math.isclose(alert.value, vals.get("ratio", math.nan), rel_tol=1e-9)
+    ):
         return "zscore"
     return "ratio"
 
@@ -268,8 +301,17 @@ def headline(alert: Alert) -> tuple[str, set[str]]:
     if kind == "budget":
         spend = vals.get("spend", vals.get("spent", alert.value))
         limit_name = _first(vals, ("limit", "budget"))
-        used |= {"spend", "spent", "limit", "budget", "percent", "threshold", "threshold_percent", "forecast",
-                 "projected_exceeded_at"}
+        used |= {
+            "spend",
+            "spent",
+            "limit",
+            "budget",
+            "percent",
+            "threshold",
+            "threshold_percent",
+            "forecast",
+            "projected_exceeded_at",
+        }
         text = f"*{usd(spend)}*"
         if limit_name:
             text += f" of *{usd(vals[limit_name])}*"

@@ -64,7 +64,8 @@ import hashlib
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
@@ -117,8 +118,16 @@ class SlackNotifyError(NotifyError):
     ``invalid_payload``…) or None for transport errors; ``method`` the Web API method (``webhook`` for incoming
     webhooks)."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None, error: str | None = None, method: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        error: str | None = None,
+        method: str = "",
+    ):
         super().__init__(message, retryable=retryable, retry_after=retry_after, status=status)
         self.error = error
         self.method = method
@@ -133,8 +142,9 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _classify(method: str, status: int | None, error: str | None, retry_after: float | None,
-              detail: str = "") -> SlackNotifyError:
+def _classify(
+    method: str, status: int | None, error: str | None, retry_after: float | None, detail: str = ""
+) -> SlackNotifyError:
     """The :class:`SlackNotifyError` for an HTTP status and/or Slack error code."""
     if status == 429 or error == "ratelimited":
         retryable = True
@@ -146,8 +156,9 @@ def _classify(method: str, status: int | None, error: str | None, retry_after: f
     if status is not None and status != 200 and error:
         what += f" (HTTP {status})"
     message = f"slack {method}: {what}" + (f" — {detail}" if detail else "")
-    return SlackNotifyError(message, retryable=retryable, retry_after=retry_after, status=status, error=error,
-                            method=method)
+    return SlackNotifyError(
+        message, retryable=retryable, retry_after=retry_after, status=status, error=error, method=method
+    )
 
 
 def _from_api_error(method: str, e: SlackApiError) -> SlackNotifyError:
@@ -173,8 +184,9 @@ class SlackNotifier(Notifier):
     dates the test message. Connections are opened lazily on first use and released by :meth:`close`.
     """
 
-    def __init__(self, receiver_name: str, index: int, config: SlackConfig, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, receiver_name: str, index: int, config: SlackConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.receiver = receiver_name
         self.integration = f"slack/{index}"
         self.send_resolved = config.send_resolved
@@ -193,16 +205,29 @@ class SlackNotifier(Notifier):
     def _open(self) -> None:
         if self._session is not None and not self._session.closed:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                                              connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
+        )
         timeout = max(1, int(round(self.config.timeout)))
         if self.config.bot_token is not None:
-            self._web = AsyncWebClient(token=self.config.bot_token.get_secret_value(), base_url=self.config.api_url,
-                                       timeout=timeout, session=self._session, retry_handlers=[], logger=_SDK_LOG)
+            self._web = AsyncWebClient(
+                token=self.config.bot_token.get_secret_value(),
+                base_url=self.config.api_url,
+                timeout=timeout,
+                session=self._session,
+                retry_handlers=[],
+                logger=_SDK_LOG,
+            )
         else:
             assert self.config.webhook_url is not None
-            self._hook = AsyncWebhookClient(url=self.config.webhook_url.get_secret_value(), timeout=timeout,
-                                            session=self._session, retry_handlers=[], logger=_SDK_LOG)
+            self._hook = AsyncWebhookClient(
+                url=self.config.webhook_url.get_secret_value(),
+                timeout=timeout,
+                session=self._session,
+                retry_handlers=[],
+                logger=_SDK_LOG,
+            )
 
     def _scrub(self, text: str) -> str:
         for secret in (self.config.webhook_url, self.config.bot_token):
@@ -223,11 +248,13 @@ class SlackNotifier(Notifier):
             status = int(m.group(1)) if m else None
             raise _classify(method, status, None, None, self._scrub(str(e))[:300]) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise SlackNotifyError(f"slack {method}: {type(e).__name__}: {self._scrub(str(e))[:300]}",
-                                   retryable=True, method=method) from None
+            raise SlackNotifyError(
+                f"slack {method}: {type(e).__name__}: {self._scrub(str(e))[:300]}", retryable=True, method=method
+            ) from None
         except SlackClientError as e:
-            raise SlackNotifyError(f"slack {method}: {self._scrub(str(e))[:300]}", retryable=False,
-                                   method=method) from None
+            raise SlackNotifyError(
+                f"slack {method}: {self._scrub(str(e))[:300]}", retryable=False, method=method
+            ) from None
 
     async def _webhook_send(self, body: dict[str, Any]) -> None:
         """POST ``body`` to the incoming webhook; raises :class:`SlackNotifyError` unless Slack answered ``ok``."""
@@ -236,8 +263,9 @@ class SlackNotifier(Notifier):
         try:
             resp = await self._hook.send_dict(body)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise SlackNotifyError(f"slack webhook: {type(e).__name__}: {self._scrub(str(e))[:300]}",
-                                   retryable=True, method="webhook") from None
+            raise SlackNotifyError(
+                f"slack webhook: {type(e).__name__}: {self._scrub(str(e))[:300]}", retryable=True, method="webhook"
+            ) from None
         if resp.status_code == 200:
             return
         text = (resp.body or "").strip()
@@ -258,29 +286,61 @@ class SlackNotifier(Notifier):
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _metadata(self, n: Notification, event_type: str = METADATA_EVENT_TYPE) -> dict[str, Any]:
-        return {"event_type": event_type,
-                "event_payload": {"receiver": self.receiver, "integration": self.integration,
-                                  "group_key": n.group_key, "status": n.status, "ref": self._ref(n)}}
+        return {
+            "event_type": event_type,
+            "event_payload": {
+                "receiver": self.receiver,
+                "integration": self.integration,
+                "group_key": n.group_key,
+                "status": n.status,
+                "ref": self._ref(n),
+            },
+        }
 
     def _group_message(self, n: Notification) -> dict[str, Any]:
         return group_message(n, mention=self._mention, silence_duration=self.config.silence_duration)
 
-    async def _post_parent(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None
-                           ) -> dict[str, Any]:
+    async def _post_parent(
+        self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None
+    ) -> dict[str, Any]:
         msg = self._group_message(n)
         channel = self.config.channel or ""
         known = channel if _CHANNEL_ID.match(channel) else state.get("channel")
-        posted = await self._post_once(n, state, checkpoint, channel, None, known or self._channel_ids.get(channel),
-                                       {"metadata": self._metadata(n), **msg})
+        posted = await self._post_once(
+            n,
+            state,
+            checkpoint,
+            channel,
+            None,
+            known or self._channel_ids.get(channel),
+            {"metadata": self._metadata(n), **msg},
+        )
         self._channel_ids[channel] = posted["channel"]
-        log.info("slack %s/%s: posted group %s to %s (ts %s)", self.receiver, self.integration, n.group_key,
-                 posted["channel"], posted["ts"])
-        return {"channel": posted["channel"], "ts": posted["ts"],
-                "firing": sorted(a.fingerprint for a in n.firing), "resolved": not n.firing}
+        log.info(
+            "slack %s/%s: posted group %s to %s (ts %s)",
+            self.receiver,
+            self.integration,
+            n.group_key,
+            posted["channel"],
+            posted["ts"],
+        )
+        return {
+            "channel": posted["channel"],
+            "ts": posted["ts"],
+            "firing": sorted(a.fingerprint for a in n.firing),
+            "resolved": not n.firing,
+        }
 
-    async def _post_once(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None, channel: str,
-                         thread_ts: str | None, lookup_channel: str | None, fields: dict[str, Any]
-                         ) -> dict[str, str]:
+    async def _post_once(
+        self,
+        n: Notification,
+        state: dict[str, Any],
+        checkpoint: Checkpoint | None,
+        channel: str,
+        thread_ts: str | None,
+        lookup_channel: str | None,
+        fields: dict[str, Any],
+    ) -> dict[str, str]:
         """``chat.postMessage`` of ``fields`` to ``channel`` (in the thread of ``thread_ts`` when set) at most once
         per notification: when ``state`` records this very post as pending (an earlier attempt died or lost its
         answer), look for it first (in ``lookup_channel``, a channel ID). Records the post as pending through
@@ -290,14 +350,32 @@ class SlackNotifier(Notifier):
         if isinstance(pending, dict) and pending.get("ref") == ref and pending.get("thread_ts") == thread_ts:
             found = await self._find_posted(pending, ref)
             if found is not None:
-                log.info("slack %s/%s: message of notification %s (group %s) was already posted (ts %s); not "
-                         "posting it again", self.receiver, self.integration, ref, n.group_key, found["ts"])
+                log.info(
+                    "slack %s/%s: message of notification %s (group %s) was already posted (ts %s); not "
+                    "posting it again",
+                    self.receiver,
+                    self.integration,
+                    ref,
+                    n.group_key,
+                    found["ts"],
+                )
                 return found
         if checkpoint is not None:
-            await checkpoint({**state, "pending_post": {"ref": ref, "channel": lookup_channel, "thread_ts": thread_ts,
-                                                        "at": self._clock()}})
-        resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, unfurl_links=False, **fields))
+            await checkpoint(
+                {
+                    **state,
+                    "pending_post": {
+                        "ref": ref,
+                        "channel": lookup_channel,
+                        "thread_ts": thread_ts,
+                        "at": self._clock(),
+                    },
+                }
+            )
+        resp = await self._call(
+            "chat.postMessage",
+            lambda c: c.chat_postMessage(channel=channel, thread_ts=thread_ts, unfurl_links=False, **fields),
+        )
         return {"channel": resp["channel"], "ts": resp["ts"]}
 
     async def _find_posted(self, pending: dict[str, Any], ref: str) -> dict[str, str] | None:
@@ -314,9 +392,13 @@ class SlackNotifier(Notifier):
             if not isinstance(channel, str) or not channel:
                 channel = await self._channel_id(self.config.channel or "")
             if channel is None:
-                log.warning("slack %s/%s: a post may have happened without its answer, but channel %s was not "
-                            "found by conversations.list; posting again", self.receiver, self.integration,
-                            self.config.channel)
+                log.warning(
+                    "slack %s/%s: a post may have happened without its answer, but channel %s was not "
+                    "found by conversations.list; posting again",
+                    self.receiver,
+                    self.integration,
+                    self.config.channel,
+                )
                 return None
             ts = await self._search_posted(channel, thread_ts, oldest, ref)
         except SlackNotifyError as e:
@@ -324,8 +406,12 @@ class SlackNotifier(Notifier):
                 raise
             if e.error in _PARENT_GONE:
                 return None
-            log.warning("slack %s/%s: cannot look up a post whose answer was lost (%s); posting again",
-                        self.receiver, self.integration, e)
+            log.warning(
+                "slack %s/%s: cannot look up a post whose answer was lost (%s); posting again",
+                self.receiver,
+                self.integration,
+                e,
+            )
             return None
         return {"channel": channel, "ts": ts} if ts is not None else None
 
@@ -337,20 +423,25 @@ class SlackNotifier(Notifier):
 
         def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
             if thread_ts:
-                return lambda c: c.conversations_replies(channel=channel, ts=thread_ts, oldest=oldest,
-                                                         include_all_metadata=True, limit=200, cursor=cursor)
-            return lambda c: c.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True,
-                                                     limit=200, cursor=cursor)
+                return lambda c: c.conversations_replies(
+                    channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor
+                )
+            return lambda c: c.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor
+            )
 
         cursor: str | None = None
         for _ in range(_LOOKUP_PAGES):
-            page = await self._call("conversations.replies" if thread_ts else "conversations.history",
-                                    page_of(cursor))
+            page = await self._call("conversations.replies" if thread_ts else "conversations.history", page_of(cursor))
             for m in page.get("messages") or []:
                 meta = m.get("metadata") or {}
                 payload = meta.get("event_payload") or {}
-                if (meta.get("event_type") == kind and payload.get("ref") == ref
-                        and payload.get("integration") == self.integration and m.get("ts") != thread_ts):
+                if (
+                    meta.get("event_type") == kind
+                    and payload.get("ref") == ref
+                    and payload.get("integration") == self.integration
+                    and m.get("ts") != thread_ts
+                ):
                     return str(m["ts"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not page.get("has_more") or not cursor:
@@ -370,8 +461,9 @@ class SlackNotifier(Notifier):
         cursor: str | None = None
 
         def page_of(cursor: str | None) -> Callable[[AsyncWebClient], Awaitable[Any]]:
-            return lambda c: c.conversations_list(types="public_channel,private_channel", exclude_archived=True,
-                                                  limit=200, cursor=cursor)
+            return lambda c: c.conversations_list(
+                types="public_channel,private_channel", exclude_archived=True, limit=200, cursor=cursor
+            )
 
         for _ in range(_LIST_PAGES):
             page = await self._call("conversations.list", page_of(cursor))
@@ -388,28 +480,42 @@ class SlackNotifier(Notifier):
         """``chat.update`` the parent to ``n``'s current look. False when the parent is gone (post a new one)."""
         msg = self._group_message(n)
         try:
-            await self._call("chat.update", lambda c: c.chat_update(
-                channel=channel, ts=ts, metadata=self._metadata(n), **msg))
+            await self._call(
+                "chat.update", lambda c: c.chat_update(channel=channel, ts=ts, metadata=self._metadata(n), **msg)
+            )
         except SlackNotifyError as e:
             if e.error in _PARENT_GONE:
-                log.warning("slack %s/%s: parent %s of group %s is gone (%s); posting a new one", self.receiver,
-                            self.integration, ts, n.group_key, e.error)
+                log.warning(
+                    "slack %s/%s: parent %s of group %s is gone (%s); posting a new one",
+                    self.receiver,
+                    self.integration,
+                    ts,
+                    n.group_key,
+                    e.error,
+                )
                 return False
             if e.error in _NOT_EDITABLE:
-                log.warning("slack %s/%s: parent %s cannot be edited (%s); replying in the thread only",
-                            self.receiver, self.integration, ts, e.error)
+                log.warning(
+                    "slack %s/%s: parent %s cannot be edited (%s); replying in the thread only",
+                    self.receiver,
+                    self.integration,
+                    ts,
+                    e.error,
+                )
                 return True
             raise
         return True
 
     # ----------------------------------------------------------------------------------------------- Notifier
-    async def deliver(self, notification: Notification, state: dict[str, Any],
-                      checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    async def deliver(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
         """:meth:`notify` with the outbox's durable ``checkpoint`` (records each post as pending before sending)."""
         return await self.notify(notification, state, checkpoint)
 
-    async def notify(self, notification: Notification, state: dict[str, Any],
-                     checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    async def notify(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
         """Deliver ``notification`` (see the module doc for the calls made and the state shape); ``checkpoint``
         (optional) stores a state durably before each post. Returns the new state; raises
         :class:`SlackNotifyError` (retryable or not)."""
@@ -433,13 +539,15 @@ class SlackNotifier(Notifier):
             return await self._post_parent(n, state, checkpoint)
         return {"channel": channel, "ts": ts, "firing": sorted(a.fingerprint for a in n.firing), "resolved": False}
 
-    async def _reply_or_repost(self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None,
-                               msg: dict[str, Any]) -> bool:
+    async def _reply_or_repost(
+        self, n: Notification, state: dict[str, Any], checkpoint: Checkpoint | None, msg: dict[str, Any]
+    ) -> bool:
         """Post ``msg`` in the thread of the group's parent (``state``); False when the thread vanished meanwhile."""
         channel, ts = state["channel"], state["ts"]
         try:
-            await self._post_once(n, state, checkpoint, channel, ts, channel,
-                                  {"metadata": self._metadata(n, REPLY_EVENT_TYPE), **msg})
+            await self._post_once(
+                n, state, checkpoint, channel, ts, channel, {"metadata": self._metadata(n, REPLY_EVENT_TYPE), **msg}
+            )
         except SlackNotifyError as e:
             if e.error in _PARENT_GONE:
                 return False
@@ -460,10 +568,17 @@ class SlackNotifier(Notifier):
         resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(channel=channel, **msg))
         return {"channel": resp["channel"], "ts": resp["ts"], "team": auth.get("team")}
 
-    async def post_report(self, blocks: list[dict[str, Any]], text: str, file: bytes | None = None,
-                          filename: str = "report.png", title: str = "Report", *,
-                          initial_comment: str | None = None, state: dict[str, Any] | None = None
-                          ) -> dict[str, Any]:
+    async def post_report(
+        self,
+        blocks: list[dict[str, Any]],
+        text: str,
+        file: bytes | None = None,
+        filename: str = "report.png",
+        title: str = "Report",
+        *,
+        initial_comment: str | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Post a report (the weekly usage summary): ``blocks`` with fallback ``text``, then ``file`` (bytes, e.g.
         a PNG chart or a CSV) shared into the same channel with ``initial_comment`` (default ``title``).
 
@@ -480,21 +595,41 @@ class SlackNotifier(Notifier):
         if self.mode == "webhook":
             body_blocks = list(blocks)
             if file is not None:
-                body_blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-                    f":paperclip: `{filename}` is not attached: Slack incoming webhooks cannot upload files "
-                    "(configure a bot token with files:write to get it).")}]})
+                body_blocks.append(
+                    {
+                        "type": "context",
+                        "elements": [
+                            {
+                                "type": "mrkdwn",
+                                "text": (
+                                    f":paperclip: `{filename}` is not attached: Slack incoming webhooks cannot upload files "
+                                    "(configure a bot token with files:write to get it)."
+                                ),
+                            }
+                        ],
+                    }
+                )
             await self._webhook_send({"text": text, "blocks": body_blocks, "unfurl_links": False})
             state["sent"] = True
             return state
         if "ts" not in state:
             channel = self.config.channel
             assert channel is not None  # bot mode has a channel (config validation)
-            resp = await self._call("chat.postMessage", lambda c: c.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, unfurl_links=False))
+            resp = await self._call(
+                "chat.postMessage",
+                lambda c: c.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False),
+            )
             state.update(channel=resp["channel"], ts=resp["ts"])
         if file is not None and "file_id" not in state:
-            resp = await self._call("files.upload_v2", lambda c: c.files_upload_v2(
-                content=file, filename=filename, title=title, channel=state["channel"],
-                initial_comment=initial_comment if initial_comment is not None else title))
+            resp = await self._call(
+                "files.upload_v2",
+                lambda c: c.files_upload_v2(
+                    content=file,
+                    filename=filename,
+                    title=title,
+                    channel=state["channel"],
+                    initial_comment=initial_comment if initial_comment is not None else title,
+                ),
+            )
             state["file_id"] = resp["file"]["id"]
         return state

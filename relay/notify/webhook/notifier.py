@@ -34,7 +34,6 @@ permanent. The outbox retries with backoff.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -51,8 +50,15 @@ from relay.notify.webhook.config import WebhookConfig
 from relay.tls import client_ssl_context
 
 __all__ = [
-    "WebhookNotifier", "build_payload", "sign", "verify_signature", "idempotency_key",
-    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "IDEMPOTENCY_HEADER", "ZERO_TIME",
+    "WebhookNotifier",
+    "build_payload",
+    "sign",
+    "verify_signature",
+    "idempotency_key",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "IDEMPOTENCY_HEADER",
+    "ZERO_TIME",
 ]
 
 SIGNATURE_HEADER = "X-Relay-Signature"
@@ -73,10 +79,12 @@ def _alert(a: Alert) -> dict[str, Any]:
     firing = a.state is AlertState.FIRING
     return {
         "status": "firing" if firing else "resolved",
-        "labels": dict(a.labels), "annotations": dict(a.annotations),
+        "labels": dict(a.labels),
+        "annotations": dict(a.annotations),
         "startsAt": _rfc3339(a.fired_at or a.active_at),
         "endsAt": ZERO_TIME if firing else _rfc3339(a.ends_at),
-        "generatorURL": a.generator_url, "fingerprint": a.fingerprint,
+        "generatorURL": a.generator_url,
+        "fingerprint": a.fingerprint,
     }
 
 
@@ -101,9 +109,19 @@ def build_payload(notification: Notification, max_alerts: int = 0) -> dict[str, 
         "externalURL": notification.external_url,
         "alerts": [_alert(a) for a in alerts],
         "relay": {
-            "seq": notification.seq, "repeat": notification.repeat, "createdAt": _rfc3339(notification.created_at),
-            "alerts": {a.fingerprint: {"value": a.value, "values": dict(a.values), "links": dict(a.links),
-                                       "rule": a.rule, "window": a.window} for a in alerts},
+            "seq": notification.seq,
+            "repeat": notification.repeat,
+            "createdAt": _rfc3339(notification.created_at),
+            "alerts": {
+                a.fingerprint: {
+                    "value": a.value,
+                    "values": dict(a.values),
+                    "links": dict(a.links),
+                    "rule": a.rule,
+                    "window": a.window,
+                }
+                for a in alerts
+            },
         },
     }
 
@@ -116,8 +134,15 @@ def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify_signature(secret: str | bytes, timestamp: int | str | None, body: bytes, signature: str | None, *,
-                     tolerance: float = 300, now: float | None = None) -> bool:
+def verify_signature(
+    secret: str | bytes,
+    timestamp: int | str | None,
+    body: bytes,
+    signature: str | None,
+    *,
+    tolerance: float = 300,
+    now: float | None = None,
+) -> bool:
     """True when ``signature`` (the ``X-Relay-Signature`` header) is valid for ``body`` (the raw request bytes)
     and ``timestamp`` (the ``X-Relay-Timestamp`` header, unix seconds) is within ``tolerance`` seconds of ``now``
     (default: the current time). Constant-time comparison; never raises on malformed input."""
@@ -151,8 +176,10 @@ class WebhookNotifier(Notifier):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                                                  connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
+            )
         return self._session
 
     async def close(self) -> None:
@@ -166,16 +193,31 @@ class WebhookNotifier(Notifier):
         timeouts; permanent for other non-2xx answers). The URL (a secret) never appears in error messages."""
         if notification.status != "firing" and not self.send_resolved:
             return dict(state)
-        body = json.dumps(build_payload(notification, self.config.max_alerts), separators=(",", ":"),
-                          ensure_ascii=False).encode()
-        await post_signed(self._client(), self.config, body, where=f"webhook {self.integration} of receiver "
-                          f"{self.receiver!r}", user_agent="relay-webhook",
-                          idempotency_key=idempotency_key(notification), now=self._clock)
+        body = json.dumps(
+            build_payload(notification, self.config.max_alerts), separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        await post_signed(
+            self._client(),
+            self.config,
+            body,
+            where=f"webhook {self.integration} of receiver {self.receiver!r}",
+            user_agent="relay-webhook",
+            idempotency_key=idempotency_key(notification),
+            now=self._clock,
+        )
         return {"delivered": notification.seq}
 
 
-async def post_signed(session: aiohttp.ClientSession, config: WebhookConfig, body: bytes, *, where: str,
-                      user_agent: str, idempotency_key: str, now: Callable[[], float] = time.time) -> int:
+async def post_signed(
+    session: aiohttp.ClientSession,
+    config: WebhookConfig,
+    body: bytes,
+    *,
+    where: str,
+    user_agent: str,
+    idempotency_key: str,
+    now: Callable[[], float] = time.time,
+) -> int:
     """POST the JSON ``body`` to ``config.url`` once, signed when ``config.hmac_secret`` is set (headers above),
     within ``config.timeout`` seconds, without following redirects. Returns the 2xx status.
 
@@ -188,12 +230,17 @@ async def post_signed(session: aiohttp.ClientSession, config: WebhookConfig, bod
         headers[TIMESTAMP_HEADER] = str(ts)
         headers[SIGNATURE_HEADER] = sign(config.hmac_secret.get_secret_value(), ts, body)
     try:
-        async with session.post(config.url.get_secret_value(), data=body, headers=headers, allow_redirects=False,
-                                timeout=aiohttp.ClientTimeout(total=config.timeout)) as resp:
+        async with session.post(
+            config.url.get_secret_value(),
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=config.timeout),
+        ) as resp:
             status = resp.status
             text = (await resp.text(errors="replace"))[:300].strip()
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise NotifyError(f"{where}: no answer within {config.timeout:g}s", retryable=True) from None
     except aiohttp.ClientConnectorError as exc:
         reason = getattr(exc.os_error, "strerror", None) or type(exc).__name__
