@@ -80,16 +80,21 @@ def map_interaction(
     when nothing maps (e.g. only startup events). Times in the result are Unix ns; costs are USD in
     ``cost_details`` and nano-USD in usage records.
     """
-    for v in (*logs, *spans):
-        v.outcome = Outcome.FILTERED.value
+    for lv in logs:
+        lv.outcome = Outcome.FILTERED.value
+    for sv in spans:
+        sv.outcome = Outcome.FILTERED.value
     c = collect(logs, spans)
     if c.empty:
         return MappedTrace()
     result = _Mapper(c, ctx, known).run()
     if result.trace is not None:
-        for v in (*logs, *spans):
-            if id(v) in c.used:
-                v.outcome = Outcome.FORWARDED.value
+        for lv in logs:
+            if id(lv) in c.used:
+                lv.outcome = Outcome.FORWARDED.value
+        for sv in spans:
+            if id(sv) in c.used:
+                sv.outcome = Outcome.FORWARDED.value
     return result
 
 
@@ -172,9 +177,15 @@ class _Mapper:
         return derive_span_id("tool", tuid) if tuid else sp.span_id
 
     def _add(self, **kw: Any) -> Observation:
-        o = Observation(trace_id=self.trace_id, **kw)
+        o = Observation(trace_id=self._tid, **kw)
         self.obs.append(o)
         return o
+
+    @property
+    def _tid(self) -> str:
+        """The trace id (always set once :meth:`run` is past its first check)."""
+        assert self.trace_id is not None
+        return self.trace_id
 
     # --- assembly -------------------------------------------------------------------------------------------------
     def run(self) -> MappedTrace:
@@ -217,7 +228,9 @@ class _Mapper:
         if sp:
             start, end = sp.start_ns, sp.end_ns
         else:
-            end = (res or dec).time_ns
+            src = res or dec
+            assert src is not None  # without a span there is a result or a rejected decision
+            end = src.time_ns
             start = end - ms_to_ns(ea.get("duration_ms") if res else 0)
         ok = as_bool(ea.get("success")) if res else None
         if exe is not None:
@@ -281,9 +294,16 @@ class _Mapper:
     def _bind_agents(self, tools: list[_ToolRow]) -> None:
         """Map each subagent to its Agent TOOL: by the beta span tree when present (records point at the Agent's
         ``tool.execution`` span), else the i-th subagent (by first activity) to the i-th Agent call (by start)."""
-        c, first_seen = self.c, {}
+        c = self.c
+        first_seen: dict[str, int] = {}
         by_span = {sp.span_id: o.id for o, sp, _ in tools if sp}
-        records = [*c.requests.values(), *c.responses.values(), *c.errors, *c.subagents.values(), *c.llm]
+        records: list[LogView | SpanView] = [
+            *c.requests.values(),
+            *c.responses.values(),
+            *c.errors,
+            *c.subagents.values(),
+            *c.llm,
+        ]
         for r in sorted(records, key=_start):
             key = agent_key(r.attrs)
             if not key:
@@ -309,15 +329,21 @@ class _Mapper:
         spans = {span_request_id(s) or "span:" + s.span_id: s for s in reversed(c.llm) if not span_failed(s)}
         for rid in sorted(set(c.requests) | set(spans)):
             ev, sp = c.requests.get(rid), spans.get(rid)
-            a, sa = (ev.attrs if ev else flat_usage(sp.attrs)), (sp.attrs if sp else {})
-            start, end = (sp.start_ns, sp.end_ns) if sp else (ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns)
+            sa = sp.attrs if sp else {}
+            if sp is not None:
+                a = ev.attrs if ev else flat_usage(sp.attrs)
+                start, end = sp.start_ns, sp.end_ns
+            else:
+                assert ev is not None  # rid comes from the events or the spans
+                a = ev.attrs
+                start, end = ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns
             ttft = a.get("ttft_ms") if a.get("ttft_ms") is not None else sa.get("ttft_ms")
             nanos = cost_nanos(ev.attrs) if ev else None
             resp, key = c.responses.get(rid), agent_key(a)
             self._add(
                 # Derived from request_id in both modes: the event and the span of one call get one id even when
                 # they are mapped in different calls (export-once then drops the second).
-                id=sp.span_id if rid.startswith("span:") else derive_span_id("llm", rid),
+                id=sp.span_id if sp is not None and rid.startswith("span:") else derive_span_id("llm", rid),
                 name=GENERATION_NAME,
                 type=ObservationType.GENERATION,
                 start_ns=start,
@@ -372,11 +398,16 @@ class _Mapper:
             elif ev is not None:
                 key = f"llm-error:{as_str(a.get('session.id'))}:{as_int(a.get('event.sequence'))}:{ev.time_ns}"
             else:
+                assert sp is not None  # a pair has an event or a span
                 key = f"llm-error:span:{sp.span_id}"
             text = as_str(a.get("error")) or ((sp.status_message or as_str(sa.get("error"))) if sp else None)
             status = as_int(a.get("status_code")) if a.get("status_code") is not None else as_int(sa.get("status_code"))
             eclass = error_class(status, text, as_str(sa.get("error_class")))
-            start, end = (sp.start_ns, sp.end_ns) if sp else (ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns)
+            if sp is not None:
+                start, end = sp.start_ns, sp.end_ns
+            else:
+                assert ev is not None
+                start, end = ev.time_ns - ms_to_ns(a.get("duration_ms")), ev.time_ns
             agent = agent_key(a or sa)
             self._add(
                 id=sp.span_id if sp else derive_span_id("llm-error", key),
@@ -505,7 +536,7 @@ class _Mapper:
     def _trace_info(self) -> TraceInfo:
         """Trace-level fields (Langfuse v4 reads them per span: the encoder copies them onto every span); gaps
         filled from ``known``."""
-        k = self.known or TraceInfo(trace_id=self.trace_id)
+        k = self.known or TraceInfo(trace_id=self._tid)
         ident, a, res = self.ledger.identity, self.attrs, self.resource
         meta = {**k.metadata, **ident.metadata}
         meta.update(
@@ -523,7 +554,7 @@ class _Mapper:
             }
         )
         return TraceInfo(
-            trace_id=self.trace_id,
+            trace_id=self._tid,
             name=TRACE_NAME,
             user_id=ident.user_id or k.user_id,
             session_id=self.ledger.session_id or k.session_id,

@@ -458,9 +458,9 @@ def collect(logs: list[LogView], spans: list[SpanView]) -> Collected:
             rid = as_str(a.get("request_id")) or "seq:" + "/".join(str(x) for x in key[1:5])
             _first(c.requests, rid, v)
         elif ev == "assistant_response":
-            rid = as_str(a.get("request_id"))
-            if rid:
-                _first(c.responses, rid, v)
+            response_rid = as_str(a.get("request_id"))
+            if response_rid:
+                _first(c.responses, response_rid, v)
             if not is_subagent(a) and (not rid or c.responses[rid] is v):
                 c.main_responses.append(v)
         elif ev == "api_error":

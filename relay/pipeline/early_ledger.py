@@ -82,6 +82,8 @@ def stable_usage(group: Group, ctx: MappingContext) -> list[UsageRecord]:
     try:
         result = map_group(group.logs, group.spans, ctx)
     finally:
-        for v in (*group.logs, *group.spans):
-            v.outcome = None
+        for lv in group.logs:
+            lv.outcome = None
+        for sv in group.spans:
+            sv.outcome = None
     return [u for u in result.usage if u.source == SOURCE_EVENT]

@@ -288,9 +288,11 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
     metadata.update(identity.metadata)
     for m in reversed(attr_maps):  # root's values win
         blob = _json_object(m.get("langfuse.trace.metadata")) or {}
-        metadata.update({kk: s for kk, v in blob.items() if (s := as_str(v))})
+        metadata.update({kk: text for kk, v in blob.items() if (text := as_str(v))})
         prefix = "langfuse.trace.metadata."
-        metadata.update({kk[len(prefix) :]: s for kk, v in m.items() if kk.startswith(prefix) and (s := as_str(v))})
+        metadata.update(
+            {kk[len(prefix) :]: text for kk, v in m.items() if kk.startswith(prefix) and (text := as_str(v))}
+        )
 
     return TraceInfo(
         trace_id=root.trace_id,

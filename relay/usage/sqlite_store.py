@@ -24,10 +24,12 @@ Units: times unix ns, money nano-USD, durations ms.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 from relay.model import UsageRecord
 from relay.store.sqlite import SqliteDB, execute_script
@@ -219,7 +221,7 @@ class SqliteLedgerStore(LedgerStore):
         last_time, last_id = start_ns, -1
         while True:
             args = (last_time, end_ns, last_time, last_id, *tail)
-            rows = await self.db.run(lambda conn, args=args: conn.execute(sql, args).fetchall())
+            rows = await self.db.run(functools.partial(_fetch_all, sql, args))
             if not rows:
                 return
             yield [record_of(r[:-1], cache) for r in rows]
@@ -247,3 +249,8 @@ class SqliteLedgerStore(LedgerStore):
         looked up in the point's ledger labels then its attributes (e.g. ``team.id``, ``query_source``). E.g. lines
         added per user: ``sum_metric("claude_code.lines_of_code.count", s, e, by=("user", "type"))``."""
         return await self.db.run(lambda conn: sum_metric(conn, name, start_ns, end_ns, tenant, by))
+
+
+def _fetch_all(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
+    """``sql`` with ``args`` on ``conn`` (a writer-thread job), every row."""
+    return conn.execute(sql, args).fetchall()
