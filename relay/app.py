@@ -52,7 +52,7 @@ from relay.scores.records import ScoredLedger
 from relay.scores.runtime import ScoresRuntime
 from relay.spool import Spool, SpoolFull
 from relay.telemetry import CONTENT_TYPE_LATEST, Telemetry
-from relay.tls import ReloadingServerTLS
+from relay.tls import serve
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_store import SqliteLedgerStore
 
@@ -593,15 +593,8 @@ class AdminEndpoint(Component):
         app = web.Application(middlewares=[admin_middleware(self.config)])
         self._add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
-            await web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self.port = await serve(runner, self.host, self.port, self.config.tls)
         self._runner = runner
-        self.port = runner.addresses[0][1]
 
     async def shutdown(self, deadline: float) -> None:
         """Stop serving (safe when never started)."""

@@ -32,6 +32,7 @@ from relay.config_types import (
     OptionalStr,
     Size,
     _Model,
+    compiled_patterns,
     parse_duration,
     parse_size,
 )
@@ -264,12 +265,7 @@ class PipelineConfig(_Model):
     @field_validator("redact_patterns")
     @classmethod
     def _compile(cls, v: list[str]) -> list[str]:
-        for p in v:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"invalid regex {p!r}: {e}") from e
-        return v
+        return compiled_patterns(v)
 
 
 class StorageConfig(_Model):

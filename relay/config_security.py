@@ -9,12 +9,11 @@ per-tenant rate limits, redaction, and the loopback test used by the "closed by 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from relay.config_types import Duration, OptionalSecret, OptionalStr, _Model
+from relay.config_types import Duration, OptionalSecret, OptionalStr, _Model, compiled_patterns
 
 __all__ = [
     "TLSServerConfig",
@@ -79,12 +78,7 @@ class RedactionConfig(_Model):
     @field_validator("patterns")
     @classmethod
     def _compile(cls, v: list[str]) -> list[str]:
-        for p in v:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"invalid regex {p!r}: {e}") from e
-        return v
+        return compiled_patterns(v)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
 
-__all__ = ["parse_duration", "parse_size", "Duration", "Size", "OptionalSecret", "OptionalStr", "_Model"]
+__all__ = [
+    "parse_duration",
+    "parse_size",
+    "compiled_patterns",
+    "Duration",
+    "Size",
+    "OptionalSecret",
+    "OptionalStr",
+    "_Model",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -89,3 +98,14 @@ OptionalStr = Annotated[str | None, BeforeValidator(_secret_or_none)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def compiled_patterns(patterns: list[str]) -> list[str]:
+    """Validate that every entry of ``patterns`` is a Python regular expression; returns them unchanged. Raises
+    ``ValueError`` naming the first invalid one (pydantic turns it into a config error at its key)."""
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"invalid regex {p!r}: {e}") from e
+    return patterns

@@ -24,10 +24,11 @@ import threading
 import time
 
 import grpc
+from aiohttp import web
 
 from relay.config_security import TLSClientConfig, TLSServerConfig
 
-__all__ = ["ReloadingServerTLS", "client_ssl_context"]
+__all__ = ["ReloadingServerTLS", "client_ssl_context", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +161,17 @@ def client_ssl_context(config: TLSClientConfig) -> ssl.SSLContext | bool:
     if config.cert_file and config.key_file:
         ctx.load_cert_chain(config.cert_file, config.key_file)
     return ctx
+
+
+async def serve(runner: web.AppRunner, host: str, port: int, tls: TLSServerConfig | None) -> int:
+    """Set up ``runner`` and serve it on ``host:port`` (TLS with re-read certificates when ``tls`` is set); returns
+    the bound port (``port`` 0 picks a free one). On failure the runner is cleaned up and the error raised
+    (``OSError`` for an address in use)."""
+    await runner.setup()
+    try:
+        ssl_context = ReloadingServerTLS(tls).ssl_context() if tls else None
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return int(runner.addresses[0][1])

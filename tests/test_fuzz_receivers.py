@@ -11,6 +11,7 @@ import gzip
 import http.client
 import json
 import logging
+import re
 import threading
 from contextlib import contextmanager
 from functools import cache
@@ -162,16 +163,16 @@ def json_mutation(draw, tree):
         if choice == "value":
             parent[key] = draw(JSON_VALUES)
         elif choice == "deep":
-            depth = draw(st.sampled_from([50, 127, 129, 999, 1000, 5000]))
-            v = "x"
-            for _ in range(depth):
-                v = [v]
-            parent[key] = v
+            # a placeholder spliced in as text below: json.dumps itself cannot nest this deep (RecursionError)
+            parent[key] = f"__deep_{draw(st.sampled_from([50, 127, 129, 999, 1000, 5000]))}__"
         elif choice == "surrogate_key" and isinstance(parent, dict):
             parent["\ud800" + str(key)] = parent.pop(key)
         elif choice == "huge_time" and isinstance(parent, dict):
             parent["timeUnixNano"] = str(draw(st.sampled_from([2**63, 2**64 - 1, 2**64, -1])))
-    return json.dumps(tree, allow_nan=True).encode("utf-8", "surrogatepass")
+    text = re.sub(
+        r'"__deep_(\d+)__"', lambda m: "[" * int(m[1]) + '"x"' + "]" * int(m[1]), json.dumps(tree, allow_nan=True)
+    )
+    return text.encode("utf-8", "surrogatepass")
 
 
 def check_relay_after(relay, loop, caplog) -> None:

@@ -48,7 +48,7 @@ from relay.otlp.ingest import Ingest
 from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
 from relay.redaction import Redactor
 from relay.telemetry import Telemetry
-from relay.tls import ReloadingServerTLS
+from relay.tls import serve
 
 __all__ = ["OtlpHttpReceiver", "build_http_app", "LANGFUSE_TRACES_PATH"]
 
@@ -233,15 +233,8 @@ class OtlpHttpReceiver(Component):
             handle_signals=False,
             shutdown_timeout=self.shutdown_timeout,
         )
-        await runner.setup()
-        try:
-            ssl_context = ReloadingServerTLS(self.config.tls).ssl_context() if self.config.tls else None
-            await web.TCPSite(runner, self.host, self.port, ssl_context=ssl_context).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self.port = await serve(runner, self.host, self.port, self.config.tls)
         self._runner = runner
-        self.port = runner.addresses[0][1]
         log.info("OTLP/HTTP receiver listening on %s:%d%s", self.host, self.port, " (TLS)" if self.config.tls else "")
 
     async def shutdown(self, deadline: float) -> None:

@@ -46,7 +46,7 @@ from relay.model import (
 )
 from relay.otlp.values import as_float, as_int, as_str
 from relay.pipeline.context import MappedTrace, MappingContext
-from relay.pipeline.genai_usage import Usage, is_aggregate, is_usage_attribute, normalise, provider_of
+from relay.pipeline.genai_usage import Usage, is_aggregate, is_usage_attribute, json_object, normalise, provider_of
 from relay.pipeline.records import SpanView
 
 __all__ = ["map_spans", "observation_type", "usage_details_of", "cost_details_of", "SOURCE", "NATIVE_SCOPE_PREFIXES"]
@@ -172,18 +172,6 @@ def observation_type(attrs: Mapping[str, Any]) -> ObservationType:
     return ObservationType.SPAN
 
 
-def _json_object(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return None
-        return parsed if isinstance(parsed, dict) else None
-    return None
-
-
 def usage_details_of(attrs: Mapping[str, Any], scope_name: str = "") -> dict[str, int] | None:
     """Langfuse ``usage_details`` (token counts) of a span from the one normaliser
     (``relay.pipeline.genai_usage.normalise``), or None when it reports no tokens. Keys: ``input`` (excl. cache),
@@ -200,7 +188,7 @@ def cost_details_of(attrs: Mapping[str, Any], usage: Usage | None = None) -> dic
     if usage.cost_usd is None:
         return None
     if "langfuse.observation.cost_details" in attrs:
-        parsed = _json_object(attrs["langfuse.observation.cost_details"])
+        parsed = json_object(attrs["langfuse.observation.cost_details"])
         if parsed:
             out = {k: as_float(v) for k, v in parsed.items()}
             if all(v is not None for v in out.values()):
@@ -287,7 +275,7 @@ def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, know
     metadata: dict[str, str] = dict(k.metadata)
     metadata.update(identity.metadata)
     for m in reversed(attr_maps):  # root's values win
-        blob = _json_object(m.get("langfuse.trace.metadata")) or {}
+        blob = json_object(m.get("langfuse.trace.metadata")) or {}
         metadata.update({kk: text for kk, v in blob.items() if (text := as_str(v))})
         prefix = "langfuse.trace.metadata."
         metadata.update(
@@ -315,7 +303,7 @@ def _model_of(view: SpanView) -> str | None:
     a = view.attrs
     if model := _first([a], *_MODEL_KEYS, "llm.request.model_name"):
         return model
-    params = _json_object(a.get("llm.invocation_parameters"))
+    params = json_object(a.get("llm.invocation_parameters"))
     if params and (model := as_str(params.get("model"))):
         return model
     op, _, rest = view.name.partition(" ")
@@ -364,7 +352,7 @@ def _observation(view: SpanView, ctx: MappingContext, usage: Usage) -> Observati
     else:
         level = Level.ERROR if view.status_code == _STATUS_ERROR else Level.DEFAULT
 
-    params = _json_object(a.get("langfuse.observation.model.parameters"))
+    params = json_object(a.get("langfuse.observation.model.parameters"))
     if params is None and otype in _LLM_TYPES:
         prefix = "gen_ai.request."
         params = {k[len(prefix) :]: v for k, v in a.items() if k.startswith(prefix) and k != "gen_ai.request.model"}

@@ -77,6 +77,7 @@ from relay.otlp.values import as_int, as_str
 
 __all__ = [
     "Usage",
+    "json_object",
     "normalise",
     "provider_of",
     "TOKEN_KEYS",
@@ -248,7 +249,8 @@ class Usage:
         )
 
 
-def _json_object(value: Any) -> dict[str, Any] | None:
+def json_object(value: Any) -> dict[str, Any] | None:
+    """``value`` as a dict: a mapping as is, a string holding a JSON object parsed; None otherwise."""
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, str):
@@ -393,7 +395,7 @@ def _from_usage_details(blob: Mapping[str, Any], cost: Decimal | None) -> Usage 
 
 
 def _cost(attrs: Mapping[str, Any]) -> Decimal | None:
-    details = _json_object(attrs.get("langfuse.observation.cost_details"))
+    details = json_object(attrs.get("langfuse.observation.cost_details"))
     if details:
         total = _usd(details.get("total"))
         if total is None:
@@ -423,7 +425,7 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
     ``provider`` select the family's input meaning (:data:`EXCLUDES_CACHE`). Never raises on bad values (they are
     ignored). An empty ``Usage`` when nothing is reported."""
     cost = _cost(attrs)
-    details = _json_object(attrs.get("langfuse.observation.usage_details"))
+    details = json_object(attrs.get("langfuse.observation.usage_details"))
     if details:
         from_details = _from_usage_details(details, cost)
         if from_details is not None:
