@@ -461,7 +461,7 @@ def collect(logs: list[LogView], spans: list[SpanView]) -> Collected:
             response_rid = as_str(a.get("request_id"))
             if response_rid:
                 _first(c.responses, response_rid, v)
-            if not is_subagent(a) and (not rid or c.responses[rid] is v):
+            if not is_subagent(a) and (not response_rid or c.responses[response_rid] is v):
                 c.main_responses.append(v)
         elif ev == "api_error":
             c.errors.append(v)
