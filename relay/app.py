@@ -80,7 +80,7 @@ class Relay:
         self.owns_process = owns_process
         self.tenants = config.resolved_tenants()
         self.telemetry = Telemetry()
-        self.links = LangfuseLinks(self.tenants)
+        self.links = LangfuseLinks(self.tenants, tls=config.exporters.langfuse.tls)
         self.spool: Spool | None = None
         self.ledger: SqliteLedgerStore | None = None
         self.pipeline: Pipeline | None = None

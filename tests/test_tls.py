@@ -176,9 +176,15 @@ async def test_langfuse_exporter_with_a_private_ca(tmp_path, trusted):
             assert await asyncio.to_thread(plain_http_export, relay.http.port) == "SUCCESS"
             if trusted:
                 await lf.wait_for_spans(2, timeout=10)
+                for _ in range(100):  # the project lookup for Langfuse links uses the same TLS settings
+                    if relay.links.session_url("default", "s1"):
+                        break
+                    await asyncio.sleep(0.05)
+                assert relay.links.session_url("default", "s1")
             else:
                 await asyncio.sleep(1.0)
                 assert lf.spans() == [] and sum(relay.spool.outbound_spans.values()) == 2
+                assert relay.links.session_url("default", "s1") is None
 
 
 def plain_http_export(port: int) -> str:

@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 from relay.component import Component
 from relay.config import TenantConfig
+from relay.config_security import TLSClientConfig
+from relay.tls import client_ssl_context
 
 __all__ = ["LangfuseLinks"]
 
@@ -27,13 +29,15 @@ class LangfuseLinks(Component):
 
     ``links(labels)`` is synchronous and cheap (the rules engine calls it when an alert changes): it reads the
     ``tenant``, ``session`` and ``trace`` labels/values and returns ``{"Langfuse session": url, "Langfuse trace":
-    url}`` for what is known.
+    url}`` for what is known. ``tls`` is the exporter's outbound TLS (``exporters.langfuse.tls``: a private CA, a
+    client certificate), used for the project lookup too.
     """
 
     name = "Langfuse links"
 
-    def __init__(self, tenants: list[TenantConfig]):
+    def __init__(self, tenants: list[TenantConfig], tls: TLSClientConfig | None = None):
         self._tenants = {t.name: t for t in tenants}
+        self._tls = tls or TLSClientConfig()
         self._projects: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -88,6 +92,7 @@ class LangfuseLinks(Component):
         """Ask ``tenant``'s project id until Langfuse answers (``attempts`` None: no limit — Langfuse may start
         after relay, e.g. in one compose file; backoff up to 5 minutes). Refused keys and a 404 are logged as
         errors once and end the attempts: they need a config fix and a restart."""
+        import httpx
         from langfuse.api import AsyncLangfuseAPI  # the SDK's REST client; imported lazily (heavy)
 
         lf = tenant.langfuse
@@ -97,6 +102,7 @@ class LangfuseLinks(Component):
             username=lf.public_key.get_secret_value(),
             password=lf.secret_key.get_secret_value(),
             timeout=10,
+            httpx_client=httpx.AsyncClient(verify=client_ssl_context(self._tls), timeout=10),
         )
         for attempt in range(attempts) if attempts is not None else itertools.count():
             try:
