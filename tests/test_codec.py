@@ -409,3 +409,19 @@ def test_dedup_key_is_stable_and_distinct():
     assert k != dedup_key("acme", Signal.LOGS, b"body")
     assert k != dedup_key("acm", Signal.TRACES, b"ebody")
     assert k != dedup_key("acme", Signal.TRACES, b"body2")
+
+
+def test_status_message_with_a_lone_surrogate_from_the_request_is_valid_utf8():
+    """A parser's error may quote a lone surrogate of the request; the 400 body must still encode (found by the
+    receivers' fuzzer: it used to be a 500)."""
+    import json as _json
+
+    from google.rpc import status_pb2
+
+    from relay.otlp.codec import Format, status_message
+
+    message = "repeated field resourceLogs must be in [] which is \ud800"
+    body = status_message(Format.JSON, 3, message, field="resourceLogs\ud800")
+    assert "\\ud800" in _json.loads(body)["message"]
+    st = status_pb2.Status.FromString(status_message(Format.PROTOBUF, 3, message))
+    assert st.code == 3 and st.message.endswith("\\ud800")

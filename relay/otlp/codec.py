@@ -351,7 +351,7 @@ def status_message(
     st = status_pb2.Status(code=code, message=_clip(message))
     if field:
         bad = error_details_pb2.BadRequest()
-        bad.field_violations.add(field=field, description=_clip(message))
+        bad.field_violations.add(field=_clip(field), description=_clip(message))
         st.details.add().Pack(bad)
     for d in details:
         st.details.add().Pack(d)
@@ -366,4 +366,7 @@ def _encode(msg: Message, fmt: Format) -> bytes:
 
 
 def _clip(text: str) -> str:
+    """``text`` cut to ``_MAX_MESSAGE`` characters and made valid UTF-8: a parser's message may quote a lone
+    surrogate of the request, which protobuf and JSON encoders refuse (it is shown as ``\\udXXX``)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
