@@ -94,7 +94,9 @@ def connection(jira: FakeJira) -> dict:
     return {"flavor": "datacenter", "api_url": jira.base_url, "personal_access_token": PAT}
 
 
-def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_lag: str = "30s") -> dict:
+def overrides(
+    rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_lag: str = "30s", timeout: str = "5s"
+) -> dict:
     return {
         "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
         "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
@@ -119,7 +121,7 @@ def overrides(rules: Path, jira: FakeJira, reopen_duration: str = "10m", search_
                             "reopen_duration": reopen_duration,
                             "resolve_transition": "Done",
                             "search_lag": search_lag,
-                            "timeout": "5s",
+                            "timeout": timeout,
                         }
                     ],
                 }

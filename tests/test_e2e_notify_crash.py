@@ -20,6 +20,7 @@ from tests.fakes.jira import FakeJira
 from tests.fakes.slack import FakeSlack
 from tests.support.cc_traffic import CCTraffic
 from tests.support.relay_proc import RelayProcess
+from tests.test_e2e_jira import overrides
 
 CHANNEL, TOKEN = "C0ALERTS", "xoxb-test-token"
 USER, API_TOKEN = "relay@example.com", "cloud-token"
@@ -127,38 +128,8 @@ def test_kill_9_during_a_slack_post_gives_one_message(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ Jira
 def jira_overrides(rules, jira) -> dict:
-    return {
-        "pipeline": {"idle_timeout": "30s", "root_grace": "30s"},
-        "rules": {"files": [str(rules)], "evaluation_interval": "200ms", "watch": False},
-        "alerting": {
-            "route": {
-                "receiver": "jira",
-                "group_by": ["alertname", "team.id"],
-                "group_wait": "0s",
-                "group_interval": "200ms",
-                "repeat_interval": "1s",
-            },
-            "receivers": [
-                {
-                    "name": "jira",
-                    "jira_configs": [
-                        {
-                            "flavor": "cloud",
-                            "api_url": jira.base_url,
-                            "user": USER,
-                            "api_token": API_TOKEN,
-                            "project": "OPS",
-                            "issue_type": "Bug",
-                            "components": ["ai-usage"],
-                            "search_lag": "4s",
-                            "timeout": "2s",
-                        }
-                    ],
-                }
-            ],
-        },
-        "service": {"shutdown_timeout": "1s"},
-    }
+    """test_e2e_jira's Cloud setup with a 4 s search lag, a 2 s Jira timeout and a 1 s shutdown grace."""
+    return {**overrides(rules, jira, search_lag="4s", timeout="2s"), "service": {"shutdown_timeout": "1s"}}
 
 
 @pytest.mark.slow

@@ -111,6 +111,19 @@ def format_duration(seconds: float) -> str:
 
 RuleDuration = Annotated[float, BeforeValidator(parse_rule_duration)]
 
+#: Ledger figures a threshold or spike rule aggregates (``records`` counts them; ``total_tokens`` sums every type).
+LedgerField = Literal[
+    "records",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "total_tokens",
+    "duration_ms",
+    "ttft_ms",
+]
+
 
 class RulesConfig(_Model):
     """``rules:`` in ``config.yaml``: which rule files to load and how often to evaluate them.
@@ -344,17 +357,7 @@ class ThresholdRule(_RuleBase):
     Values: ``value``, ``threshold``, ``count``."""
 
     kind: Literal["threshold"]
-    field: Literal[
-        "records",
-        "cost_usd",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_creation_tokens",
-        "total_tokens",
-        "duration_ms",
-        "ttft_ms",
-    ]
+    field: LedgerField
     aggregate: Literal["count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"] = "sum"
     window: WindowSpec
     op: Literal[">", ">=", "<", "<="] = ">"
@@ -386,17 +389,7 @@ class SpikeRule(_RuleBase):
     ``baseline`` (mean), ``stddev``, ``ratio``, ``zscore``, ``threshold``."""
 
     kind: Literal["spike"]
-    field: Literal[
-        "records",
-        "cost_usd",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_creation_tokens",
-        "total_tokens",
-        "duration_ms",
-        "ttft_ms",
-    ] = "cost_usd"
+    field: LedgerField = "cost_usd"
     window: WindowSpec
     baseline: BaselineSpec = BaselineSpec()
     method: Literal["ratio", "zscore"] = "ratio"
