@@ -26,9 +26,25 @@ def any_to_py(v: AnyValue) -> Any:
     return getattr(v, kind)
 
 
+#: ``AnyValue`` fields whose Python value is the field itself (``attrs_to_dict``'s fast path).
+_SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
+
+
 def attrs_to_dict(attrs: Iterable[KeyValue]) -> dict[str, Any]:
-    """A repeated ``KeyValue`` field as a dict (later keys win)."""
-    return {kv.key: any_to_py(kv.value) for kv in attrs}
+    """A repeated ``KeyValue`` field as a dict (later keys win); values as ``any_to_py``.
+
+    The hot path of every span the pipeline reads: a non-empty string (most attributes) is read without asking
+    which field of the ``oneof`` is set, and scalars without the recursive call."""
+    out: dict[str, Any] = {}
+    for kv in attrs:
+        v = kv.value
+        s = v.string_value
+        if s:
+            out[kv.key] = s
+            continue
+        kind = v.WhichOneof("value")
+        out[kv.key] = getattr(v, kind) if kind in _SCALAR_KINDS else any_to_py(v)
+    return out
 
 
 def py_to_any(value: Any, out: AnyValue | None = None) -> AnyValue:

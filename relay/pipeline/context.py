@@ -56,14 +56,16 @@ class MappingContext:
 
     def __post_init__(self) -> None:
         self._redact = [re.compile(p) for p in self.redact_patterns]
+        #: Every attribute key ``identity`` reads: a map with none of them cannot change an identity.
+        self.identity_keys = frozenset([*self.user_attributes, *self.metadata_attributes, *self.tag_attributes])
 
     def identity(self, *attr_maps: Mapping[str, Any]) -> Identity:
         """Identity from attribute maps in precedence order (e.g. record attributes, then resource attributes)."""
 
         def first(key: str) -> str | None:
             for m in attr_maps:
-                v = as_str(m.get(key))
-                if v:
+                v = m.get(key)
+                if v is not None and (v := as_str(v)):
                     return v
             return None
 

@@ -233,16 +233,16 @@ def _redact(ctx: MappingContext, value: Any) -> Any:
     return walk(value)
 
 
-def _is_content_key(key: str) -> bool:
-    return key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES)
-
-
 def _content_attrs(ctx: MappingContext, attrs: Mapping[str, Any], all_content: bool = False) -> dict[str, Any]:
     """Attributes with every content value redacted through ``ctx.content`` (dropped when it yields None);
     ``all_content``: every text/structured value counts as content (numbers and booleans are kept)."""
     out: dict[str, Any] = {}
     for k, v in attrs.items():
-        if _is_content_key(k) or (all_content and isinstance(v, (str, list, tuple, Mapping))):
+        if (
+            k in _CONTENT_KEYS
+            or k.startswith(_CONTENT_PREFIXES)
+            or (all_content and isinstance(v, (str, list, tuple, Mapping)))
+        ):
             v = _redact(ctx, v)
             if v is None:
                 continue
@@ -393,11 +393,13 @@ def _usage_record(
     root: SpanView,
     usage: Usage,
     key: str | None = None,
+    labels_cache: dict[int, dict[str, str]] | None = None,
 ) -> UsageRecord | None:
     """The ledger record of a generation/embedding (``llm``) or tool (``tool``) span, else None. ``usage`` is the
     call's normalised usage; ``key`` overrides the ledger key (the response id of a call described by two spans).
     A call without a reported cost is priced from ``ctx.pricing`` when its model is known (``computed``), and the
-    observation's ``cost_details`` get the same figure so Langfuse and the ledger agree."""
+    observation's ``cost_details`` get the same figure so Langfuse and the ledger agree. ``labels_cache`` is
+    ``_labels``' per-trace cache (shared by the records of one ``map_spans`` call)."""
     a = view.attrs
     if obs.type in _LLM_TYPES:
         kind = "llm"
@@ -416,7 +418,7 @@ def _usage_record(
         user=trace.user_id,
         # identity labels (team.id, department…) of this span, else the root's, else the resource's; the pipeline
         # merges the tenant's labels over them (relay.usage.labels)
-        labels=dict(ctx.identity(a, root.attrs, view.resource).metadata),
+        labels=_labels(ctx, a, root, view, labels_cache if labels_cache is not None else {}),
         agent=_first([a, root.attrs, view.resource], "gen_ai.agent.name", "service.name"),
         duration_ms=(view.end_ns - view.start_ns) / 1e6 if view.end_ns and view.start_ns else None,
         success=not failed,
@@ -442,6 +444,21 @@ def _usage_record(
     if record.cost_source != "none":
         obs.metadata.setdefault("relay.cost_source", record.cost_source)
     return record
+
+
+def _labels(
+    ctx: MappingContext, attrs: Mapping[str, Any], root: SpanView, view: SpanView, cache: dict[int, dict[str, str]]
+) -> dict[str, str]:
+    """The identity metadata of a span's ledger record: its attributes, then the root's, then the resource's
+    (``MappingContext.identity``). Most spans carry no identity attribute of their own: their identity is the
+    root's and resource's, computed once per resource of the trace (``cache``, by ``id`` of the resource dict,
+    which lives as long as the trace's views)."""
+    if not attrs.keys().isdisjoint(ctx.identity_keys):
+        return dict(ctx.identity(attrs, root.attrs, view.resource).metadata)
+    hit = cache.get(id(view.resource))
+    if hit is None:
+        hit = cache[id(view.resource)] = ctx.identity(root.attrs, view.resource).metadata
+    return dict(hit)
 
 
 def _root_of(spans: list[SpanView]) -> SpanView:
@@ -577,6 +594,7 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     llm = list({v.span_id: v for v in spans if obs_of[v.span_id].type in _LLM_TYPES}.values())
     models = {v.span_id: obs_of[v.span_id].model for v in llm}
     counted: set[str] = set()
+    labels_cache: dict[int, dict[str, str]] = {}
     for call in _calls(llm, models):
         keeper = _keeper(call)
         obs = obs_of[keeper.span_id]
@@ -603,7 +621,7 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
             if keeper.status_code == _STATUS_ERROR or not any(v.status_code == _STATUS_ERROR for v in call)
             else next(v for v in call if v.status_code == _STATUS_ERROR)
         )
-        record = _usage_record(keeper, obs, trace, ctx, root, call_usage, key)
+        record = _usage_record(keeper, obs, trace, ctx, root, call_usage, key, labels_cache)
         if record is not None:
             if view is not keeper:  # the failure is on the other span of the call
                 record.success, record.error = False, obs.status_message
@@ -623,6 +641,6 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
         if view.span_id in counted or obs.type != ObservationType.TOOL:
             continue
         counted.add(view.span_id)
-        if (record := _usage_record(view, obs, trace, ctx, root, usage[view.span_id])) is not None:
+        if (record := _usage_record(view, obs, trace, ctx, root, usage[view.span_id], None, labels_cache)) is not None:
             mapped.usage.append(record)
     return mapped

@@ -424,6 +424,8 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
     when it parses, else the first present key of each bucket in :data:`TOKEN_KEYS`. ``scope_name`` and
     ``provider`` select the family's input meaning (:data:`EXCLUDES_CACHE`). Never raises on bad values (they are
     ignored). An empty ``Usage`` when nothing is reported."""
+    if attrs.keys().isdisjoint(_USAGE_KEYS):  # most spans (tools, agents, plain spans) report nothing
+        return Usage(source="")
     cost = _cost(attrs)
     details = json_object(attrs.get("langfuse.observation.usage_details"))
     if details:
@@ -461,6 +463,19 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
         _includes_cache(scope_name, provider),
         source or ("cost" if cost is not None else ""),
     )
+
+
+#: Every attribute ``normalise`` reads: a span with none of them reports no usage.
+_USAGE_KEYS = frozenset(
+    {k for keys in TOKEN_KEYS.values() for k in keys}
+    | set(COST_KEYS)
+    | {
+        "llm.cost.prompt",
+        "llm.cost.completion",
+        "langfuse.observation.usage_details",
+        "langfuse.observation.cost_details",
+    }
+)
 
 
 def provider_of(attrs: Mapping[str, Any], scope_name: str = "") -> str | None:
