@@ -120,6 +120,10 @@ def _trie_regex(words: list[str]) -> str:
     return build(trie)
 
 
+#: ``AnyValue`` kinds that hold other values (walked by ``Redactor._value``).
+_CONTAINERS = frozenset({"array_value", "kvlist_value"})
+
+
 class Redactor:
     """Redacts secrets in strings and in OTLP export requests.
 
@@ -282,7 +286,7 @@ class Redactor:
                     if new is not s:
                         v.string_value = new
                         n += 1
-            elif v.HasField("array_value") or v.HasField("kvlist_value"):
+            elif v.WhichOneof("value") in _CONTAINERS:
                 n += self._value(v)
         return n
 

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -598,7 +598,7 @@ class Pipeline(Component):
             payload=payload,
             spans=len(new) if payload else 0,
             obs_ids=[o.id for o in new],
-            info=asdict(trace),
+            info=dict(trace.__dict__),  # shallow (asdict deep-copies): stored as JSON, the trace is not changed again
             usage=result.usage,
             bounds=(min(o.start_ns for o in result.observations), max(o.end_ns for o in result.observations))
             if result.observations

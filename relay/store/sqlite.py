@@ -69,15 +69,17 @@ class SqliteDB:
         self._thread = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on the database thread inside the next group commit; return its result."""
-        fut: Future[T] = Future()
-        self._queue.put((fn, fut))
-        return await asyncio.wrap_future(fut)
+        """Run ``fn(conn)`` on the database thread inside the next group commit; return its result. Cancelling the
+        caller before the job started skips the job; once it started, it commits (the result is then dropped)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, fut, loop))
+        return await fut
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking form of ``run`` for CLI commands and start-up code outside the event loop."""
         fut: Future[T] = Future()
-        self._queue.put((fn, fut))
+        self._queue.put((fn, fut, None))
         return fut.result()
 
     def apply_schema(self, script: str) -> None:
@@ -123,13 +125,19 @@ class SqliteDB:
             self._run_group(conn, jobs)
         conn.close()
 
-    def _run_group(self, conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], Future[Any]]]) -> None:
-        results: list[tuple[Future[Any], bool, Any]] = []
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], Any, Any]]) -> None:
+        """Run ``jobs`` (``(fn, future, loop)``; ``loop`` is None for ``run_sync``'s blocking futures) in one
+        transaction, then resolve their futures: one ``call_soon_threadsafe`` per event loop and group (waking the
+        loop once, not once per job)."""
+        results: list[tuple[Any, Any, bool, Any]] = []  # (future, loop, ok, value or exception)
         try:
             conn.execute("BEGIN IMMEDIATE")
             changes = conn.total_changes
-            for fn, fut in jobs:
-                if not fut.set_running_or_notify_cancel():
+            for fn, fut, loop in jobs:
+                if loop is None:
+                    if not fut.set_running_or_notify_cancel():
+                        continue
+                elif fut.cancelled():  # the caller gave up before the job started: skip it
                     continue
                 conn.execute("SAVEPOINT job")
                 try:
@@ -137,10 +145,10 @@ class SqliteDB:
                 except BaseException as e:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    results.append((fut, False, e))
+                    results.append((fut, loop, False, e))
                 else:
                     conn.execute("RELEASE job")
-                    results.append((fut, True, value))
+                    results.append((fut, loop, True, value))
             if self.fault is not None and conn.total_changes != changes and (err := self.fault()) is not None:
                 raise err
             conn.execute("COMMIT")
@@ -151,17 +159,34 @@ class SqliteDB:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for fut, _, _ in results:
-                fut.set_exception(e)
-            for _, fut in jobs:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
-        for fut, ok, value in results:
-            if ok:
-                fut.set_result(value)
+            results = [(fut, loop, False, e) for _, fut, loop in jobs]
+        by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
+        for fut, loop, ok, value in results:
+            if loop is None:
+                if fut.done():  # a job that was skipped as cancelled
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
             else:
-                fut.set_exception(value)
+                by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, done in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, done)
+            except RuntimeError:  # the loop was closed meanwhile: nobody waits for these results
+                pass
+
+
+def _resolve(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the event loop: set the results of finished jobs (futures cancelled meanwhile are left alone)."""
+    for fut, ok, value in done:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 def execute_script(conn: sqlite3.Connection, script: str) -> None:
