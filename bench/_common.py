@@ -313,6 +313,7 @@ class RelayUnderTest:
         self._thread.start()
         self._pyspy = None
         prof_dir = os.environ.get("RELAY_BENCH_PYSPY")  # profiling aid: py-spy record every relay to this dir
+        # (samples/s: RELAY_BENCH_PYSPY_RATE, default 100; only samples holding the GIL: RELAY_BENCH_PYSPY_GIL=1)
         if prof_dir:
             out = Path(prof_dir) / f"relay-{self.pid}.txt"
             mode = "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else "--nonblocking"
@@ -322,6 +323,8 @@ class RelayUnderTest:
                     "record",
                     "--pid",
                     str(self.pid),
+                    "--rate",
+                    os.environ.get("RELAY_BENCH_PYSPY_RATE", "100"),
                     "--format",
                     "raw",
                     "--threads",
