@@ -150,7 +150,8 @@ def _first(maps: Iterable[Mapping[str, Any]], *keys: str) -> str | None:
     maps = list(maps)
     for key in keys:
         for m in maps:
-            if v := as_str(m.get(key)):
+            v = m.get(key)
+            if v is not None and (v := as_str(v)):
                 return v
     return None
 
@@ -237,17 +238,26 @@ def _content_attrs(ctx: MappingContext, attrs: Mapping[str, Any], all_content: b
     """Attributes with every content value redacted through ``ctx.content`` (dropped when it yields None);
     ``all_content``: every text/structured value counts as content (numbers and booleans are kept)."""
     out: dict[str, Any] = {}
+    known = _CONTENT_KEY_CACHE
     for k, v in attrs.items():
-        if (
-            k in _CONTENT_KEYS
-            or k.startswith(_CONTENT_PREFIXES)
-            or (all_content and isinstance(v, (str, list, tuple, Mapping)))
-        ):
+        content = known.get(k)
+        if content is None:
+            content = k in _CONTENT_KEYS or k.startswith(_CONTENT_PREFIXES)
+            if len(known) >= _CONTENT_KEY_CACHE_MAX:
+                known.clear()
+            known[k] = content
+        if content or (all_content and isinstance(v, (str, list, tuple, Mapping))):
             v = _redact(ctx, v)
             if v is None:
                 continue
         out[k] = v
     return out
+
+
+#: attribute key → whether it is a content key (``_content_attrs``' memo: attribute names repeat across spans; the
+#: cache is cleared when it reaches ``_CONTENT_KEY_CACHE_MAX`` keys, so arbitrary names cannot grow it).
+_CONTENT_KEY_CACHE: dict[str, bool] = {}
+_CONTENT_KEY_CACHE_MAX = 4096
 
 
 def _trace_info(spans: list[SpanView], root: SpanView, ctx: MappingContext, known: TraceInfo | None) -> TraceInfo:
