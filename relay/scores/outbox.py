@@ -234,6 +234,26 @@ class ScoreSender:
             return 5.0 if nxt is None else min(5.0, max(0.0, (nxt - time.time_ns()) / 1e9))
         configs = self.configs[tenant]
         await configs.ensure(http, base, auth)
+        delivered: list[
+            tuple[int, int]
+        ] = []  # (id, version): deleted in one job (a re-send after a crash is an upsert)
+        try:
+            return await self._post_rows(tenant, base, auth, rows, delivered)
+        finally:
+            if delivered:
+                await self.db.run(
+                    lambda c: c.executemany("DELETE FROM score_outbox WHERE id=? AND version=?", delivered)
+                )
+                self.sent.labels(tenant, "delivered").inc(len(delivered))
+
+    async def _post_rows(
+        self, tenant: str, base: str, auth: dict[str, str], rows: list[tuple], delivered: list[tuple[int, int]]
+    ) -> float:
+        """Post each row's score (a single object per request); rows Langfuse accepted are appended to ``delivered``.
+        Returns how long to wait before looking again (s): a ``Retry-After`` pauses the tenant."""
+        http = self._http
+        assert http is not None
+        configs = self.configs[tenant]
         for row_id, body_json, version, attempts, f500 in rows:
             body = json.loads(body_json)
             cid = configs.ids.get(body.get("name"))
@@ -260,10 +280,7 @@ class ScoreSender:
                 self.sent.labels(tenant, "dead_lettered").inc()
                 log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
                 continue
-            await self.db.run(
-                functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?", (row_id, version))
-            )
-            self.sent.labels(tenant, "delivered").inc()
+            delivered.append((row_id, version))
         return 0.0
 
 
