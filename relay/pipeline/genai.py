@@ -46,7 +46,15 @@ from relay.model import (
 )
 from relay.otlp.values import as_float, as_int, as_str
 from relay.pipeline.context import MappedTrace, MappingContext
-from relay.pipeline.genai_usage import Usage, is_aggregate, is_usage_attribute, json_object, normalise, provider_of
+from relay.pipeline.genai_usage import (
+    Usage,
+    is_aggregate,
+    is_usage_attribute,
+    json_object,
+    normalise,
+    provider_of,
+    reports_usage,
+)
 from relay.pipeline.records import SpanView
 
 __all__ = ["map_spans", "observation_type", "usage_details_of", "cost_details_of", "SOURCE", "NATIVE_SCOPE_PREFIXES"]
@@ -584,7 +592,12 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     root = _root_of(spans)
     trace = _trace_info(spans, root, ctx, known)
     mapped = MappedTrace(trace=trace)
-    usage = {v.span_id: normalise(v.attrs, v.scope_name, provider_of(v.attrs, v.scope_name)) for v in spans}
+    usage = {
+        v.span_id: normalise(v.attrs, v.scope_name, provider_of(v.attrs, v.scope_name))
+        if reports_usage(v.attrs)
+        else Usage(source="")
+        for v in spans
+    }
     obs_of: dict[str, Observation] = {}
     for view in spans:
         obs = _observation(view, ctx, usage[view.span_id])

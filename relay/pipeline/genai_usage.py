@@ -86,6 +86,7 @@ __all__ = [
     "is_aggregate",
     "USAGE_ATTRIBUTE_PREFIXES",
     "is_usage_attribute",
+    "reports_usage",
 ]
 
 #: bucket → attribute keys in precedence order (first present wins). Sources in the module docstring.
@@ -424,7 +425,7 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
     when it parses, else the first present key of each bucket in :data:`TOKEN_KEYS`. ``scope_name`` and
     ``provider`` select the family's input meaning (:data:`EXCLUDES_CACHE`). Never raises on bad values (they are
     ignored). An empty ``Usage`` when nothing is reported."""
-    if attrs.keys().isdisjoint(_USAGE_KEYS):  # most spans (tools, agents, plain spans) report nothing
+    if not reports_usage(attrs):  # most spans (tools, agents, plain spans) report nothing
         return Usage(source="")
     cost = _cost(attrs)
     details = json_object(attrs.get("langfuse.observation.usage_details"))
@@ -476,6 +477,12 @@ _USAGE_KEYS = frozenset(
         "langfuse.observation.cost_details",
     }
 )
+
+
+def reports_usage(attrs: Mapping[str, Any]) -> bool:
+    """False when ``attrs`` has none of the attributes :func:`normalise` reads (its result is then empty): a
+    cheap test that spares the normaliser, and the provider lookup it needs, for spans without usage."""
+    return not attrs.keys().isdisjoint(_USAGE_KEYS)
 
 
 def provider_of(attrs: Mapping[str, Any], scope_name: str = "") -> str | None:
