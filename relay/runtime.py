@@ -5,6 +5,11 @@
   and the generation-0 threshold is raised (``GEN0_THRESHOLD``; young collections stay a few ms: a collection
   walks its generations, so much higher thresholds make each pause longer): the hot path allocates many short-lived
   containers (decoded attributes, observations) and collecting them every 700 allocations costs CPU for nothing.
+  Full (generation-2) collections walk every live object — under load, the pipeline's open traces and backlog —
+  and took 50–100 ms at 3k–10k spans/s, pausing acknowledgements; relay's data is freed by reference counting, so
+  they are not left to the allocation counters: relay runs them itself when it holds no data (``busy`` false, at most
+  every ``FULL_GC_INTERVAL``), when it is over its memory limit, and at the latest every ``FULL_GC_MAX_INTERVAL``
+  (so cyclic garbage stays bounded however busy relay is).
   Every collection is timed (``gc.callbacks``): ``relay_gc_pause_seconds`` / ``relay_gc_pause_max_seconds``.
 - **Event-loop lag**: a task asks to wake up every ``LAG_INTERVAL`` s and records how late it woke up
   (``relay_event_loop_lag_seconds`` / ``relay_event_loop_lag_max_seconds``): every pause of the loop (a GC, a long
@@ -34,12 +39,24 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from relay.component import Component
 
-__all__ = ["RuntimeMonitor", "rss_bytes", "GEN0_THRESHOLD"]
+__all__ = [
+    "RuntimeMonitor",
+    "rss_bytes",
+    "GEN0_THRESHOLD",
+    "GEN2_THRESHOLD_OFF",
+    "FULL_GC_INTERVAL",
+    "FULL_GC_MAX_INTERVAL",
+]
 
 log = logging.getLogger(__name__)
 
 #: ``gc.set_threshold`` generation-0 threshold (CPython's default is 700).
 GEN0_THRESHOLD = 10_000
+#: Generation-2 threshold while relay schedules full collections itself (never reached: 10^9 young collections).
+GEN2_THRESHOLD_OFF = 1_000_000_000
+#: Seconds between two full collections while relay is idle; and the longest wait for one when it never is.
+FULL_GC_INTERVAL = 60.0
+FULL_GC_MAX_INTERVAL = 600.0
 LAG_INTERVAL = 0.01  # s
 #: ``sys.setswitchinterval`` (s): how long a thread may hold the GIL while another waits for it.
 SWITCH_INTERVAL = 0.001
@@ -105,6 +122,7 @@ class RuntimeMonitor(Component):
         self.gc_pause_max = 0.0
         self._gc_start = 0.0
         self._collected = 0.0
+        self._full_gc_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self.lag = Histogram(
             "relay_event_loop_lag_seconds",
@@ -142,25 +160,48 @@ class RuntimeMonitor(Component):
         if self.tune_process:
             gc.collect()
             gc.freeze()
-            g0, g1, g2 = gc.get_threshold()
-            gc.set_threshold(max(GEN0_THRESHOLD, g0), g1, g2)
+            g0, g1, _ = gc.get_threshold()
+            gc.set_threshold(max(GEN0_THRESHOLD, g0), g1, GEN2_THRESHOLD_OFF)  # full collections: see _watch_full_gc
             # the writer thread (acknowledgements) must not wait 5 ms (CPython's default) for the GIL each time the
             # event loop is busy mapping: hand it over every ms
             sys.setswitchinterval(SWITCH_INTERVAL)
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
         self._tasks = [asyncio.create_task(self._watch_lag(), name="relay-loop-lag")]
+        if self.tune_process:
+            self._full_gc_at = time.monotonic()
+            self._tasks.append(asyncio.create_task(self._watch_full_gc(), name="relay-full-gc"))
         if self.memory_limit:
             self._tasks.append(asyncio.create_task(self._watch_rss(), name="relay-memory-limiter"))
 
+    def full_collection_due(self, now: float) -> bool:
+        """Whether relay should run a full collection at monotonic time ``now``: idle (``busy`` false) and the last
+        one at least ``FULL_GC_INTERVAL`` ago, or the last one ``FULL_GC_MAX_INTERVAL`` ago whatever the load."""
+        since = now - self._full_gc_at
+        return since >= FULL_GC_MAX_INTERVAL or (since >= FULL_GC_INTERVAL and not self.busy())
+
+    def full_collection(self) -> int:
+        """Run a full collection now (timed like every collection); returns the unreachable objects it found."""
+        self._full_gc_at = time.monotonic()
+        return gc.collect(2)
+
+    async def _watch_full_gc(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.full_collection_due(time.monotonic()):
+                self.full_collection()
+
     async def shutdown(self, deadline: float) -> None:
-        """Stop the watchers and the GC timing."""
+        """Stop the watchers and the GC timing (the default GC thresholds are restored when relay changed them)."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        if self.tune_process and gc.get_threshold()[2] == GEN2_THRESHOLD_OFF:
+            g0, g1, _ = gc.get_threshold()
+            gc.set_threshold(g0, g1, 10)  # CPython's default: automatic full collections again
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -188,9 +229,13 @@ class RuntimeMonitor(Component):
         now = time.monotonic()
         if rss >= self.soft_limit and now - self._collected >= 1.0:  # at most once a second
             self._collected = now
-            gc.collect(1)  # the young generations only: a full collection would pause the loop for 0.1 s+
+            gc.collect(1)  # the young generations first: a full collection pauses the loop for 0.1 s+
             _trim()
             rss = rss_bytes()
+            if rss >= self.soft_limit and time.monotonic() - self._full_gc_at >= 10.0:
+                self.full_collection()  # cyclic garbage only a full collection finds (at most every 10 s)
+                _trim()
+                rss = rss_bytes()
         # Python rarely gives freed heap back to the OS: once relay holds no data any more (nothing accepted but
         # unprocessed, no open trace), a high RSS is retained heap that new data reuses, so accept again
         over = rss >= self.soft_limit and self.busy()

@@ -1,9 +1,11 @@
-"""``relay.runtime``: the event-loop lag and GC pause measurements, and the memory limiter's decision."""
+"""``relay.runtime``: the event-loop lag and GC pause measurements, the full-collection schedule, and the memory
+limiter's decision."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 
 from prometheus_client import CollectorRegistry
@@ -11,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from relay.component import deadline_in
 from relay.otlp.values import attrs_to_dict
 from relay.pipeline.records import iter_spans
-from relay.runtime import RuntimeMonitor, rss_bytes
+from relay.runtime import FULL_GC_INTERVAL, FULL_GC_MAX_INTERVAL, GEN2_THRESHOLD_OFF, RuntimeMonitor, rss_bytes
 
 
 async def test_a_blocked_loop_and_a_collection_are_measured():
@@ -61,3 +63,35 @@ def test_span_attributes_are_decoded_lazily_and_once():
     assert view.attrs == attrs_to_dict(span.attributes) == {"a": 1, "b": "x"}
     view.attrs["c"] = 2  # mappers may edit the dict: it is the same one on every read
     assert view.attrs == {"a": 1, "b": "x", "c": 2}
+
+
+async def test_full_collections_run_when_relay_is_idle_or_overdue_not_on_allocation_counts():
+    saved, switch = gc.get_threshold(), sys.getswitchinterval()
+    busy = [True]
+    mon = RuntimeMonitor(CollectorRegistry(), tune_process=True, busy=lambda: busy[0])
+    await mon.start()
+    try:
+        assert gc.get_threshold()[2] == GEN2_THRESHOLD_OFF  # allocations never trigger a full collection
+        t0 = mon._full_gc_at
+        assert not mon.full_collection_due(t0 + FULL_GC_INTERVAL)  # busy: it waits…
+        assert mon.full_collection_due(t0 + FULL_GC_MAX_INTERVAL)  # …but not for ever
+        busy[0] = False
+        assert not mon.full_collection_due(t0 + FULL_GC_INTERVAL - 1)
+        assert mon.full_collection_due(t0 + FULL_GC_INTERVAL)
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: only a full (or young) collection frees it
+        del a, b
+        before = gc.get_stats()[2]["collections"]
+        assert mon.full_collection() >= 2
+        assert gc.get_stats()[2]["collections"] == before + 1
+        assert not mon.full_collection_due(time.monotonic())
+    finally:
+        await mon.shutdown(deadline_in(1))
+        assert gc.get_threshold()[2] == 10  # automatic full collections again after relay stopped
+        gc.unfreeze()
+        gc.set_threshold(*saved)
+        sys.setswitchinterval(switch)
