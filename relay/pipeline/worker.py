@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 #: Backoff of the worker after a failed step, seconds (doubles per consecutive failure up to ``RETRY_MAX``).
 RETRY_INITIAL = 0.05
 RETRY_MAX = 2.0
+#: Seconds after which the worker reads the inbound spool even without a new append (rows moved there by another
+#: process, e.g. ``relay replay --quarantined``).
+REREAD_INTERVAL = 1.0
 
 
 class PipelineMetrics:
@@ -213,6 +216,8 @@ class Pipeline(Component):
         self.early = EarlyLedger()
         self.max_attempts = max_attempts
         self.cursor = 0
+        self._drained = False  # the last read returned everything that was in the inbound spool
+        self._read_at = 0.0  # monotonic time of the last read
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -333,13 +338,22 @@ class Pipeline(Component):
     async def _step(self) -> None:
         """Finish pending writes, read a slice of the inbound spool (unless too many records are held), route it,
         close due traces. Raises (the caller backs off and calls again) when a write fails; pending work stays."""
+        appended = self.spool.inbound_event.is_set()
         self.spool.inbound_event.clear()
         await self._flush()
         await self._close_pending()
         items: list[InboundItem] = []
         pressure = self.memory_pressure()
-        if self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
+        # the last read took everything there was and nothing was appended since: skip the read (one database round
+        # trip per request less); rows another process adds (relay replay) are found within REREAD_INTERVAL
+        unread = appended or not self._drained or time.monotonic() - self._read_at >= REREAD_INTERVAL
+        if unread and self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
+            self._read_at = time.monotonic()
+            self._drained = False  # until every item read is fed (a failed step reads them again)
             items = await self.spool.read_inbound(self.cursor, self.read_batch, self.read_bytes)
+            took_all = len(items) < self.read_batch and sum(len(i.payload) for i in items) < self.read_bytes
+        else:
+            took_all = self._drained
         closed = await self.spool.closed_groups(i.seq for i in items) if items else set()
         for item in items:
             try:
@@ -363,6 +377,7 @@ class Pipeline(Component):
             self._fed.append(fed)
             self.cursor = item.seq
             await asyncio.sleep(0)  # keep the ack path responsive between large requests
+        self._drained = took_all
         await self._flush()
         if self.ledger is not None and self.early.pending:
             await self._early_ledger()
