@@ -211,6 +211,9 @@ def _check_json_tree(tree: Any) -> None:
             stack.extend((x, depth + 1) for x in node if isinstance(x, (dict, list)))
 
 
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
+
+
 def _bad_id(value: bytes, size: int) -> bool:
     return len(value) != size or not any(value)
 
@@ -230,6 +233,18 @@ def _time_problem(**times: int) -> str | None:
 def _span_problem(span) -> str | None:
     """Why a span is invalid (OTLP trace.proto: 16-byte trace id, 8-byte span id, none all zero; timestamps
     below 2^63 ns, see ``MAX_TIME_NS``), or None."""
+    tid, sid = span.trace_id, span.span_id
+    if (  # the common case, valid and without events, in one expression
+        len(tid) == 16
+        and len(sid) == 8
+        and tid != _ZERO_TRACE_ID
+        and sid != _ZERO_SPAN_ID
+        and len(span.parent_span_id) in (0, 8)
+        and span.start_time_unix_nano <= MAX_TIME_NS
+        and span.end_time_unix_nano <= MAX_TIME_NS
+        and not span.events
+    ):
+        return None
     if _bad_id(span.trace_id, 16):
         return f"traceId must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
     if _bad_id(span.span_id, 8):
