@@ -425,3 +425,11 @@ def test_status_message_with_a_lone_surrogate_from_the_request_is_valid_utf8():
     assert "\\ud800" in _json.loads(body)["message"]
     st = status_pb2.Status.FromString(status_message(Format.PROTOBUF, 3, message))
     assert st.code == 3 and st.message.endswith("\\ud800")
+
+
+@pytest.mark.parametrize("body", [b'{"resourceLogs": ["\\ud800"]}', b'{"resourceLogs": [{"scopeLogs": ["a\\udc00"]}]}'])
+def test_a_lone_surrogate_where_a_message_belongs_is_a_400(body):
+    """``{"resourceLogs": ["\\ud800"]}`` made upb raise ``SystemError`` inside ``json_format.ParseDict``: a 500 the
+    receivers' fuzzer found. It is a bad request with the reason."""
+    with pytest.raises(BadMessage, match="invalid OTLP/JSON ExportLogsServiceRequest"):
+        parse_export(Signal.LOGS, body, Format.JSON)

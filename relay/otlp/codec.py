@@ -183,6 +183,9 @@ def _parse_json(data: bytes, msg: Message, signal: Signal) -> None:
         json_format.ParseDict(tree, msg, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as e:
         raise BadMessage(f"invalid OTLP/JSON {name}: {e}") from None
+    except SystemError as e:  # upb fails this way on a lone surrogate where a message was expected (a string)
+        cause = e.__cause__ or e.__context__ or e
+        raise BadMessage(f"invalid OTLP/JSON {name}: {type(cause).__name__}: {cause}") from None
 
 
 def _check_json_tree(tree: Any) -> None:
