@@ -266,9 +266,10 @@ class Spool:
                 )
         return None
 
-    async def _write(self, fn):
-        """Run ``fn(conn)`` and, after the commit, add the outcome rows it returned (``(value, rows)``)."""
-        value, rows = await self.db.run(fn)
+    async def _write(self, fn, *, urgent: bool = False):
+        """Run ``fn(conn)`` and, after the commit, add the outcome rows it returned (``(value, rows)``);
+        ``urgent``: see ``SqliteDB.run``."""
+        value, rows = await self.db.run(fn, urgent=urgent)
         if rows:
             self.outcomes.add(rows)
         return value
@@ -336,7 +337,7 @@ class Spool:
         self._reserved += len(payload)
         self._reserved_by_tenant[tenant] += len(payload)
         try:
-            stored = await self._write(write)
+            stored = await self._write(write, urgent=True)  # a client waits for this commit
         finally:
             self._reserved -= len(payload)
             self._reserved_by_tenant[tenant] -= len(payload)

@@ -166,3 +166,42 @@ async def test_read_inbound_stops_at_max_bytes_but_returns_at_least_one(spool):
     assert len(await spool.read_inbound(0, 64, max_bytes=1)) == 1
     assert len(await spool.read_inbound(0, 64)) == 5
     assert len(await spool.read_inbound(0, 2, max_bytes=10_000)) == 2
+
+
+async def test_an_urgent_job_commits_before_the_jobs_queued_with_it(tmp_path):
+    """``SqliteDB.run(urgent=True)`` (the spool append an acknowledgement waits for) is committed in its own group,
+    ahead of the other jobs waiting at the same time."""
+    import threading
+
+    from relay.store.sqlite import SqliteDB
+
+    db = SqliteDB(tmp_path / "u.db", schema="CREATE TABLE IF NOT EXISTS t(name TEXT);")
+    db.open()
+    try:
+        gate = threading.Event()
+        order: list[str] = []
+
+        def blocker(conn):
+            gate.wait(5)  # holds the writer thread while the next jobs queue up
+
+        def job(name):
+            def fn(conn):
+                order.append(name)
+                conn.execute("INSERT INTO t VALUES (?)", (name,))
+                return db.commits
+
+            return fn
+
+        first = asyncio.ensure_future(db.run(blocker))
+        await asyncio.sleep(0.05)
+        normal = [asyncio.ensure_future(db.run(job(f"normal-{i}"))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        urgent = asyncio.ensure_future(db.run(job("urgent"), urgent=True))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        commits_at = {n: await f for n, f in [*(("normal", f) for f in normal), ("urgent", urgent)]}
+        assert order == ["urgent", "normal-0", "normal-1", "normal-2"]
+        assert commits_at["urgent"] < commits_at["normal"]  # a group (and commit) of its own, before the others
+    finally:
+        db.close()

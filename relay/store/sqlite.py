@@ -16,6 +16,7 @@ https://www.sqlite.org/pragma.html#pragma_synchronous.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import sqlite3
@@ -30,6 +31,7 @@ __all__ = ["SqliteDB", "execute_script"]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _STOP = object()
+_WAKE = object()  # an urgent job is waiting in SqliteDB._urgent
 
 
 class SqliteDB:
@@ -45,6 +47,7 @@ class SqliteDB:
         self._fsync = fsync
         self._max_group = max_group
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent: collections.deque[Any] = collections.deque()  # urgent jobs (a _WAKE in _queue for each)
         self._thread: threading.Thread | None = None
         self._ready: Future[None] = Future()
         self.commits = 0  # number of group commits (for benchmarks and metrics)
@@ -68,12 +71,20 @@ class SqliteDB:
         self._thread.join()
         self._thread = None
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
         """Run ``fn(conn)`` on the database thread inside the next group commit; return its result. Cancelling the
-        caller before the job started skips the job; once it started, it commits (the result is then dropped)."""
+        caller before the job started skips the job; once it started, it commits (the result is then dropped).
+
+        ``urgent`` jobs (small writes a client waits for, e.g. the spool append behind an acknowledgement) are
+        committed in a group of their own, before the other jobs waiting with them (e.g. a pipeline commit of
+        hundreds of traces)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, fut, loop))
+        if urgent:
+            self._urgent.append((fn, fut, loop))
+            self._queue.put(_WAKE)
+        else:
+            self._queue.put((fn, fut, loop))
         return await fut
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -112,7 +123,7 @@ class SqliteDB:
             first = self._queue.get()
             if first is _STOP:
                 break
-            jobs = [first]
+            jobs = [] if first is _WAKE else [first]
             while len(jobs) < self._max_group:
                 try:
                     nxt = self._queue.get_nowait()
@@ -121,9 +132,21 @@ class SqliteDB:
                 if nxt is _STOP:
                     stopping = True
                     break
-                jobs.append(nxt)
-            self._run_group(conn, jobs)
+                if nxt is not _WAKE:
+                    jobs.append(nxt)
+            urgent = self._take_urgent()
+            if urgent:
+                self._run_group(conn, urgent)
+            while jobs:
+                self._run_group(conn, jobs)
+                jobs = self._take_urgent()  # those that came while the group ran go next
         conn.close()
+
+    def _take_urgent(self) -> list[Any]:
+        out: list[Any] = []
+        while self._urgent and len(out) < self._max_group:
+            out.append(self._urgent.popleft())
+        return out
 
     def _run_group(self, conn: sqlite3.Connection, jobs: list[tuple[Callable[..., Any], Any, Any]]) -> None:
         """Run ``jobs`` (``(fn, future, loop)``; ``loop`` is None for ``run_sync``'s blocking futures) in one
