@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from relay.scores.config import ScoresConfig
+from relay.scores.outbox import POSTS_IN_FLIGHT
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import replay, running_relay, settle
 from tests.support.scores_truth import scores_settled, session_truth
@@ -27,11 +28,30 @@ async def test_retry_after_is_honoured_then_every_score_is_delivered_once(tmp_pa
         assert fault.hits == 2
         answered = [r for r in lf.requests if r.path == SCORES]
         refused = [r for r in answered if r.status == 503]
-        later = [r for r in answered if r.status == 200 and r.received_at >= refused[-1].received_at]
+        # posts go out POSTS_IN_FLIGHT at a time: those sent with the refused one were already on their way; the
+        # next ones wait for Retry-After
+        later = [r for r in answered if r.status == 200 and r.received_at > refused[-1].received_at + 0.3]
         assert later and later[0].received_at - refused[-1].received_at >= 0.9  # waited for Retry-After
         ids = [s["id"] for s in lf.scores()]
         assert len(ids) == len(set(ids))  # nothing delivered twice
         assert {s["name"] for s in lf.scores() if "sessionId" in s} >= {"cost_usd", "outcome", "lines_changed"}
+
+
+async def test_scores_are_posted_several_at_a_time_but_no_more_than_the_bound(tmp_path):
+    """Langfuse takes one score per request: posting them one after the other delivered one score per round trip
+    (with a real server's latency, a few per second). relay keeps up to ``POSTS_IN_FLIGHT`` posts in flight."""
+    async with FakeLangfuse() as lf:
+        lf.slow(0.2, times=None, path=SCORES, before=True)
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-tools")
+            await settle(relay)
+            await scores_settled(relay, timeout=60)
+        posts = [r for r in lf.requests if r.path == SCORES and r.answered_at is not None]
+    assert len(posts) >= 2 * POSTS_IN_FLIGHT
+    in_flight = max(sum(1 for o in posts if o.received_at <= p.received_at < o.answered_at) for p in posts)
+    assert 2 <= in_flight <= POSTS_IN_FLIGHT
+    ids = [s["id"] for s in lf.scores()]
+    assert len(ids) == len(set(ids)) == len(posts)  # each delivered once
 
 
 async def test_a_refused_score_is_dead_lettered_with_its_reason(tmp_path):

@@ -34,10 +34,12 @@ from relay.scores.catalog import BUILTINS, ScoreDef, config_body
 from relay.scores.config import ScoresConfig
 from relay.store.sqlite import SqliteDB
 
-__all__ = ["ScoreSender", "ScoreConfigs"]
+__all__ = ["ScoreSender", "ScoreConfigs", "POSTS_IN_FLIGHT"]
 
 log = logging.getLogger(__name__)
 _SCORES = "/api/public/scores"
+#: Score posts one tenant keeps in flight (Langfuse takes one score per request on every server version).
+POSTS_IN_FLIGHT = 4
 _CONFIGS = "/api/public/score-configs"
 
 
@@ -134,6 +136,7 @@ class ScoreSender:
         self.timeout = timeout
         self.configs = {t: ScoreConfigs(_definitions(config)) for t in tenants}
         self._events = {t: asyncio.Event() for t in tenants}
+        self._hold: dict[str, float] = {}  # tenant → monotonic time before which Langfuse asked us not to post
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
@@ -173,6 +176,12 @@ class ScoreSender:
         return (await self.db.run(lambda c: c.execute(sql, args).fetchone()))[0]
 
     async def _sleep(self, tenant: str, seconds: float) -> None:
+        """Wait ``seconds`` or until new scores are queued (``wake``) — except while Langfuse asked the tenant to
+        wait (``Retry-After``): that wait is not cut short."""
+        hold = self._hold.pop(tenant, 0.0) - time.monotonic()
+        if hold > 0:
+            await asyncio.sleep(hold)
+            seconds -= hold
         ev = self._events[tenant]
         ev.clear()
         try:
@@ -234,9 +243,8 @@ class ScoreSender:
             return 5.0 if nxt is None else min(5.0, max(0.0, (nxt - time.time_ns()) / 1e9))
         configs = self.configs[tenant]
         await configs.ensure(http, base, auth)
-        delivered: list[
-            tuple[int, int]
-        ] = []  # (id, version): deleted in one job (a re-send after a crash is an upsert)
+        # (id, version) of delivered rows: deleted in one job (a re-send after a crash is only an upsert)
+        delivered: list[tuple[int, int]] = []
         try:
             return await self._post_rows(tenant, base, auth, rows, delivered)
         finally:
@@ -249,39 +257,54 @@ class ScoreSender:
     async def _post_rows(
         self, tenant: str, base: str, auth: dict[str, str], rows: list[tuple], delivered: list[tuple[int, int]]
     ) -> float:
-        """Post each row's score (a single object per request); rows Langfuse accepted are appended to ``delivered``.
-        Returns how long to wait before looking again (s): a ``Retry-After`` pauses the tenant."""
+        """Post the rows' scores, ``POSTS_IN_FLIGHT`` at a time (one single-object request each: posting them one
+        after the other capped delivery at one score per round trip); rows Langfuse accepted are appended to
+        ``delivered``. Returns how long to wait before looking again (s): a ``Retry-After`` pauses the tenant."""
+        for i in range(0, len(rows), POSTS_IN_FLIGHT):
+            chunk = rows[i : i + POSTS_IN_FLIGHT]
+            results = await asyncio.gather(*(self._post_one(tenant, base, auth, row) for row in chunk))
+            pause = 0.0
+            for row, result in zip(chunk, results, strict=True):
+                if result is True:
+                    delivered.append((row[0], row[2]))
+                elif result:
+                    pause = max(pause, result)
+            if pause:  # the server asked the whole tenant to wait
+                self._hold[tenant] = time.monotonic() + pause
+                return pause
+        return 0.0
+
+    async def _post_one(self, tenant: str, base: str, auth: dict[str, str], row: tuple) -> bool | float:
+        """Post one outbox row: True when Langfuse accepted it; otherwise the row is rescheduled (transient
+        failure) or dead-lettered (permanent refusal) and the result is the ``Retry-After`` asked for (s, 0 when
+        none). Connection errors propagate (the tenant backs off)."""
         http = self._http
         assert http is not None
-        configs = self.configs[tenant]
-        for row_id, body_json, version, attempts, f500 in rows:
-            body = json.loads(body_json)
-            cid = configs.ids.get(body.get("name"))
-            if cid and body.get("metadata", {}).get("producer") == "relay":
-                body["configId"] = cid
-            try:
-                async with http.post(base + _SCORES, json=body, headers=auth) as r:
-                    f500 = f500 + (r.status == 500)
-                    await _check(r, f500, self.retry.max_500_retries)
-            except TransientError as e:
-                delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
-                await self.db.run(
-                    functools.partial(
-                        _execute,
-                        "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
-                        (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id),
-                    )
+        row_id, body_json, _version, attempts, f500 = row
+        body = json.loads(body_json)
+        cid = self.configs[tenant].ids.get(body.get("name"))
+        if cid and body.get("metadata", {}).get("producer") == "relay":
+            body["configId"] = cid
+        try:
+            async with http.post(base + _SCORES, json=body, headers=auth) as r:
+                f500 = f500 + (r.status == 500)
+                await _check(r, f500, self.retry.max_500_retries)
+        except TransientError as e:
+            delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
+            await self.db.run(
+                functools.partial(
+                    _execute,
+                    "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
+                    (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id),
                 )
-                if e.retry_after:
-                    return e.retry_after  # the server asked the whole tenant to wait
-                continue
-            except PermanentError as e:
-                await self.db.run(functools.partial(_dead_letter, row_id=row_id, status=e.status, reason=e.message))
-                self.sent.labels(tenant, "dead_lettered").inc()
-                log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
-                continue
-            delivered.append((row_id, version))
-        return 0.0
+            )
+            return e.retry_after or 0.0
+        except PermanentError as e:
+            await self.db.run(functools.partial(_dead_letter, row_id=row_id, status=e.status, reason=e.message))
+            self.sent.labels(tenant, "dead_lettered").inc()
+            log.error("score %s for tenant %s refused by Langfuse: %s", body.get("name"), tenant, e.message)
+            return 0.0
+        return True
 
 
 def _execute(sql: str, args: tuple, conn: sqlite3.Connection) -> None:

@@ -94,6 +94,9 @@ class ReceivedRequest:
     accepted: bool = False
     fault: str | None = None
     received_at: float = field(default_factory=time.time)
+    #: unix seconds when the answer was decided (None until then): ``received_at``…``answered_at`` is the time the
+    #: request was in flight at the server (tests measure clients' concurrency with it)
+    answered_at: float | None = None
 
 
 @dataclass
@@ -400,7 +403,7 @@ class FakeLangfuse(LoopbackServer):
     def _record(
         self, rec: ReceivedRequest, status: int | None, response: Any, spans: list[ReceivedSpan] | None = None
     ) -> None:
-        rec.status, rec.response = status, response
+        rec.status, rec.response, rec.answered_at = status, response, time.time()
         with self._lock:
             rec.index = len(self._requests)
             if spans is not None:
