@@ -229,9 +229,9 @@ async def test_generated_sessions_rejects_failures_errors_and_a_resume(tmp_path)
     assert sessions[resumed.session]["interactions"] == 2
 
 
-async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
-    """Another agent (OpenTelemetry GenAI semantic conventions, the OTel SDK's own OTLP exporter): one trace with two
-    chat calls, one failed; scores per trace from the spans as the SDK recorded them."""
+def _genai_trace(port: int) -> list:
+    """Another agent (OpenTelemetry GenAI semantic conventions, the OTel SDK's own OTLP exporter): one trace with
+    two chat calls, one failed; returns the spans as the SDK recorded them."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -239,40 +239,62 @@ async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import Status, StatusCode
 
+    memory = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource.create({"service.name": "my-agent"}))
+    tp.add_span_processor(SimpleSpanProcessor(memory))
+    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")))
+    tracer = tp.get_tracer("my-agent")
+    with tracer.start_as_current_span(
+        "invoke_agent researcher",
+        attributes={"gen_ai.operation.name": "invoke_agent", "session.id": "sess-genai"},
+    ):
+        with tracer.start_as_current_span(
+            "chat gpt-5",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-5",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+                "gen_ai.usage.cost": 0.0125,
+            },
+        ):
+            pass
+        with tracer.start_as_current_span(
+            "chat gpt-5", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5"}
+        ) as failed:
+            failed.set_status(Status(StatusCode.ERROR, "rate limited"))
+    tp.shutdown()
+    return memory.get_finished_spans()
+
+
+async def test_genai_trace_scores_can_be_turned_off_claude_code_scores_stay(tmp_path):
+    """``scores.genai_traces: false``: three requests per GenAI trace saved; Claude Code is still scored, and a
+    restart does not pick the unscored GenAI traces up as missed ones."""
+    off = {"scores": {**FAST["scores"], "genai_traces": False}}
+    async with FakeLangfuse() as lf:
+        for _ in range(2):  # the second start runs the scorer's catch-up over the same ledger
+            async with running_relay(tmp_path / "data", lf.base_url, off) as relay:
+                if not lf.scores():
+                    spans = await asyncio.to_thread(_genai_trace, relay.http.port)
+                    await replay(relay, "protobuf-tools")
+                await settle(relay)
+                await scores_settled(relay)
+                genai_records = await relay.spool.db.run(
+                    lambda c: c.execute("SELECT COUNT(*) FROM usage_records WHERE source='otel.genai'").fetchone()[0]
+                )
+                assert genai_records == 2  # the GenAI calls are in the ledger all the same
+    genai_trace = format(spans[0].context.trace_id, "032x")
+    assert genai_trace not in by_subject(lf, "traceId")
+    assert by_subject(lf, "traceId") and by_subject(lf, "sessionId")  # Claude Code's interaction and session
+
+
+async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
+    """Another agent's GenAI trace (``_genai_trace``): scores per trace from the spans as the SDK recorded them."""
+    from opentelemetry.trace import StatusCode
+
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
-
-            def agent():
-                memory = InMemorySpanExporter()
-                tp = TracerProvider(resource=Resource.create({"service.name": "my-agent"}))
-                tp.add_span_processor(SimpleSpanProcessor(memory))
-                tp.add_span_processor(
-                    SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{relay.http.port}/v1/traces"))
-                )
-                tracer = tp.get_tracer("my-agent")
-                with tracer.start_as_current_span(
-                    "invoke_agent researcher",
-                    attributes={"gen_ai.operation.name": "invoke_agent", "session.id": "sess-genai"},
-                ):
-                    with tracer.start_as_current_span(
-                        "chat gpt-5",
-                        attributes={
-                            "gen_ai.operation.name": "chat",
-                            "gen_ai.request.model": "gpt-5",
-                            "gen_ai.usage.input_tokens": 100,
-                            "gen_ai.usage.output_tokens": 10,
-                            "gen_ai.usage.cost": 0.0125,
-                        },
-                    ):
-                        pass
-                    with tracer.start_as_current_span(
-                        "chat gpt-5", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5"}
-                    ) as failed:
-                        failed.set_status(Status(StatusCode.ERROR, "rate limited"))
-                tp.shutdown()
-                return memory.get_finished_spans()
-
-            spans = await asyncio.to_thread(agent)
+            spans = await asyncio.to_thread(_genai_trace, relay.http.port)
             await settle(relay)
             await scores_settled(relay)
     trace_id = format(spans[0].context.trace_id, "032x")

@@ -55,6 +55,7 @@ class ScoresRuntime(Component):
         )
         self.observe = observe
         self.enabled = config.enabled
+        self.genai_traces = config.genai_traces
 
     def score_changes(self, changes: list) -> None:
         """Changed ``ledger_scores`` rows → the rules engine (``observe``), as score records."""
@@ -69,6 +70,8 @@ class ScoresRuntime(Component):
             start, end = c.bounds if c.bounds else (None, None)
             name = str(c.info.get("name") or "")
             claude = name.startswith("claude_code") or any(u.source.startswith("claude_code") for u in c.usage)
+            if not claude and not self.genai_traces:
+                continue  # scores.genai_traces off: other agents' traces are not scored
             self.scorer.trace_closed(ClosedTrace(c.tenant, c.trace_id, c.info.get("session_id"), start, end, claude))
 
     name = "scores"

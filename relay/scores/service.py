@@ -116,8 +116,8 @@ class Scorer:
     async def catch_up(self) -> int:
         """Mark traces that have ledger records but were never recorded as closed (relay was killed between the
         pipeline's commit and the scorer's write) — records from an hour plus ``session_idle`` before the latest
-        mark; with no mark at all, the ledger's last week. Their bounds come from the records (call start = end −
-        duration). Returns the traces marked."""
+        mark; with no mark at all, the ledger's last week (Claude Code's traces only when ``scores.genai_traces``
+        is off). Their bounds come from the records (call start = end − duration). Returns the traces marked."""
         now, idle = self.clock(), round(self.config.session_idle * 1e9)
 
         def find(conn: sqlite3.Connection) -> list[ClosedTrace]:
@@ -131,7 +131,8 @@ class Scorer:
                 "SELECT tenant, trace_id, MAX(session_id), MIN(time_ns - CAST(COALESCE(duration_ms, 0) * 1000000 AS "
                 "INTEGER)), MAX(time_ns), MAX(source LIKE 'claude_code%') FROM usage_records r WHERE time_ns >= ? "
                 "AND trace_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM score_subjects s WHERE s.tenant = r.tenant "
-                "AND s.kind = 'trace' AND s.subject_id = r.trace_id) GROUP BY tenant, trace_id",
+                "AND s.kind = 'trace' AND s.subject_id = r.trace_id) GROUP BY tenant, trace_id"
+                + ("" if self.config.genai_traces else " HAVING MAX(source LIKE 'claude_code%')"),
                 (since,),
             ).fetchall()
             found = [ClosedTrace(t, tr, sess, start, end, bool(cc)) for t, tr, sess, start, end, cc in rows]
