@@ -401,6 +401,13 @@ class Spool:
         sql = f"SELECT seq, gkey FROM inbound_closed WHERE seq IN ({','.join('?' * len(seqs))})"
         return {(r[0], r[1]) for r in await self.db.run(lambda c: c.execute(sql, seqs).fetchall())}
 
+    async def closed_upto(self) -> int:
+        """The highest inbound sequence number with ``(seq, group key)`` pairs already closed (0 when none). Read
+        at start: requests after it cannot have pairs an earlier process decided, so ``closed_groups`` need not be
+        asked about them."""
+        row = await self.db.run(lambda c: c.execute("SELECT MAX(seq) FROM inbound_closed").fetchone())
+        return row[0] or 0
+
     async def pending_inbound(self) -> int:
         """Number of inbound requests not yet handled."""
         return await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])

@@ -217,6 +217,7 @@ class Pipeline(Component):
         self.max_attempts = max_attempts
         self.cursor = 0
         self._drained = False  # the last read returned everything that was in the inbound spool
+        self._closed_upto: int | None = None  # Spool.closed_upto() at the first step
         self._read_at = 0.0  # monotonic time of the last read
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -234,6 +235,7 @@ class Pipeline(Component):
         """Start the worker task."""
         if self._task is None:
             self._stopping = False
+            self._closed_upto = None
             self._wake.clear()
             self._task = asyncio.create_task(self._run(), name="relay-pipeline")
 
@@ -354,7 +356,11 @@ class Pipeline(Component):
             took_all = len(items) < self.read_batch and sum(len(i.payload) for i in items) < self.read_bytes
         else:
             took_all = self._drained
-        closed = await self.spool.closed_groups(i.seq for i in items) if items else set()
+        if self._closed_upto is None:
+            self._closed_upto = await self.spool.closed_upto()
+        # only requests an earlier process left half-decided can have closed pairs (this one moves past what it fed)
+        leftovers = [i.seq for i in items if i.seq <= self._closed_upto]
+        closed = await self.spool.closed_groups(leftovers) if leftovers else set()
         for item in items:
             try:
                 fed = self._feed(item, closed)

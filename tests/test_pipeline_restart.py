@@ -1,0 +1,61 @@
+"""A request whose traces were only partly decided when relay stopped: after the restart its decided trace is
+skipped (not exported or counted again) and its open trace is finished — the pipeline asks which ``(request,
+trace)`` pairs an earlier process decided only for the requests that process left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import aiohttp
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.fakes.langfuse import FakeLangfuse
+from tests.support.inproc import running_relay, settle
+
+OUTCOMES = ("forwarded", "filtered", "invalid", "dead_lettered", "quarantined")
+
+
+def _request() -> tuple[bytes, list[str]]:
+    """One request with two traces: A complete (a root and a child), B without its root (stays open until
+    ``idle_timeout``)."""
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    now = time.time_ns()
+    a, b = os.urandom(16), os.urandom(16)
+    root = os.urandom(8)
+    ids = []
+    for trace, span_id, parent in ((a, root, b""), (a, os.urandom(8), root), (b, os.urandom(8), os.urandom(8))):
+        spans.add(
+            trace_id=trace,
+            span_id=span_id,
+            parent_span_id=parent,
+            name="work",
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1_000_000,
+        )
+        ids.append(span_id.hex())
+    return req.SerializeToString(), ids
+
+
+def _decided(relay) -> float:
+    return sum(relay.telemetry.sample("relay_items_total", {"outcome": o, "signal": "traces"}) for o in OUTCOMES)
+
+
+async def test_a_half_decided_request_is_finished_once_after_a_restart(tmp_path):
+    body, ids = _request()
+    slow = {"pipeline": {"idle_timeout": "60s", "root_grace": "100ms"}}
+    fast = {"pipeline": {"idle_timeout": "200ms", "root_grace": "100ms"}}
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url, slow) as relay:
+            async with aiohttp.ClientSession() as s:
+                url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+                async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
+                    assert r.status == 200
+            await lf.wait_for_spans(2)  # trace A went out; B waits for its root
+            assert relay.pipeline.assembler.groups  # B is still open: the request stays in the inbound spool
+        async with running_relay(tmp_path / "data", lf.base_url, fast) as relay:
+            await settle(relay)
+            assert _decided(relay) == 3  # each span one outcome, A's not counted a second time
+            assert await relay.spool.pending_inbound() == 0
+    assert sorted(sp.span_id for sp in lf.spans()) == sorted(ids)  # every span exported exactly once
