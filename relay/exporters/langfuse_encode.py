@@ -13,25 +13,21 @@ Output is deterministic (sorted metadata keys, stable attribute order) so tests 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
-
 from relay.model import Level, Observation, TraceInfo
-from relay.otlp.values import dict_to_attrs
+from relay.otlp.wire import attribute, attributes, field, fixed64, tag, varint
 
 __all__ = [
     "SCOPE_NAME",
     "DEFAULT_SERVICE_NAME",
     "encode_spans",
     "encode_request",
-    "encode_span",
-    "span_attributes",
     "trace_attributes",
     "observation_attributes",
     "normalize_environment",
@@ -55,9 +51,10 @@ _TOKEN_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
 _COST_KEYS = frozenset({"gen_ai.usage.cost", "llm.cost.total"})
 
 
+@functools.cache
 def relay_version() -> str:
     """relay's version for the instrumentation scope: ``relay.__version__``, else the installed distribution's
-    version, else ``0+unknown`` (running from a source tree that is not installed)."""
+    version, else ``0+unknown`` (running from a source tree that is not installed); looked up once."""
     import relay
 
     v = getattr(relay, "__version__", None)
@@ -104,8 +101,14 @@ def iso_time(ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# ``json.dumps(value, ensure_ascii=False, sort_keys=…, separators=(",", ":"), default=str)``, without building an
+# encoder per call (``json.dumps`` does exactly ``JSONEncoder(**its arguments).encode(value)``).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_JSON_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True).encode
+
+
 def _json(value: Any, *, sort: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
+    return _JSON_SORTED(value) if sort else _JSON(value)
 
 
 def _content(value: Any) -> str:
@@ -183,37 +186,6 @@ def observation_attributes(obs: Observation) -> dict[str, Any]:
     return out
 
 
-def span_attributes(trace: TraceInfo, obs: Observation, trace_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """All attributes of the span for ``obs``: its extra ``attributes`` first (minus those Langfuse would use to
-    re-derive usage/cost the explicit JSON already states), then the Langfuse attributes, which win.
-
-    - ``usage_details`` set → token attributes ``gen_ai.usage.*`` / ``llm.token_count.*`` are dropped (except the
-      cost key ``gen_ai.usage.cost``, which is usage-independent and dropped only when ``cost_details`` is set);
-    - ``cost_details`` set → ``gen_ai.usage.cost`` / ``llm.cost.total`` are dropped;
-    - a model also fills ``gen_ai.request.model`` / ``gen_ai.response.model`` when the span has none (existing
-      values are the agent's own and are kept);
-    - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
-      ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
-
-    ``trace_attrs`` is ``trace_attributes(trace)`` when the caller already has it (computed once per trace).
-    """
-    extra: dict[str, Any] = {}
-    for k, v in obs.attributes.items():
-        if v is None:
-            continue
-        if obs.usage_details is not None and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
-            continue
-        if obs.cost_details is not None and (k in _COST_KEYS or k.startswith("llm.cost.")):
-            continue
-        extra[k] = v
-    if obs.model:
-        extra.setdefault("gen_ai.request.model", obs.model)
-        extra.setdefault("gen_ai.response.model", obs.model)
-    extra.update(trace_attributes(trace) if trace_attrs is None else trace_attrs)
-    extra.update(observation_attributes(obs))
-    return extra
-
-
 def _id(hex_value: str, size: int, what: str) -> bytes:
     try:
         raw = bytes.fromhex(hex_value)
@@ -225,65 +197,150 @@ def _id(hex_value: str, size: int, what: str) -> bytes:
     return raw
 
 
-def encode_span(
-    trace: TraceInfo, obs: Observation, out: Span | None = None, trace_attrs: dict[str, Any] | None = None
-) -> Span:
-    """One observation as an OTLP ``Span`` (kind INTERNAL). Ids come from lowercase hex (``trace_id`` 32, ``id`` and
-    ``parent_id`` 16 characters; ``ValueError`` when invalid); ``start_ns``/``end_ns`` are Unix ns (a missing end
-    takes the start); status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else UNSET;
-    events are ``(name, time_ns, attributes)``. ``trace_attrs``: see ``span_attributes``."""
-    span = Span() if out is None else out
-    trace_hex = obs.trace_id or trace.trace_id
-    if trace.trace_id and trace_hex != trace.trace_id:
-        raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {trace.trace_id}")
-    span.trace_id = _id(trace_hex, 16, "trace id")
-    span.span_id = _id(obs.id, 8, "span id")
+# Field keys (opentelemetry-proto: collector/trace/v1/trace_service.proto, trace/v1/trace.proto,
+# resource/v1/resource.proto, common/v1/common.proto).
+_REQUEST_RESOURCE_SPANS = tag(1, 2)  # ExportTraceServiceRequest.resource_spans
+_RS_RESOURCE, _RS_SCOPE_SPANS = tag(1, 2), tag(2, 2)  # ResourceSpans.resource, .scope_spans
+_RESOURCE_ATTRIBUTES = tag(1, 2)  # Resource.attributes
+_SS_SCOPE, _SS_SPANS = tag(1, 2), tag(2, 2)  # ScopeSpans.scope, .spans
+_SCOPE_NAME, _SCOPE_VERSION = tag(1, 2), tag(2, 2)  # InstrumentationScope.name, .version
+_SPAN_TRACE_ID, _SPAN_SPAN_ID, _SPAN_PARENT_SPAN_ID, _SPAN_NAME = tag(1, 2), tag(2, 2), tag(4, 2), tag(5, 2)
+_SPAN_KIND_INTERNAL = tag(6, 0) + varint(1)  # Span.kind = SPAN_KIND_INTERNAL
+_SPAN_START, _SPAN_END = tag(7, 1), tag(8, 1)  # fixed64 Unix ns
+_SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_STATUS = tag(9, 2), tag(11, 2), tag(15, 2)
+_EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES = tag(1, 1), tag(2, 2), tag(3, 2)  # Span.Event
+_STATUS_MESSAGE, _STATUS_CODE_ERROR = tag(2, 2), tag(3, 0) + varint(2)  # Status.message, code = ERROR
+
+
+class _TraceParts:
+    """What every span of one trace shares, encoded once: the trace id field and the trace-level attributes."""
+
+    __slots__ = ("trace_hex", "trace_id", "entries", "blob")
+
+    def __init__(self, trace: TraceInfo) -> None:
+        self.trace_hex = trace.trace_id
+        self.trace_id: bytes | None = None  # the encoded ``Span.trace_id`` field, on first use
+        #: ``trace_attributes(trace)`` as encoded ``Span.attributes`` elements, by key.
+        self.entries = {k: attribute(_SPAN_ATTRIBUTES, k, v) for k, v in trace_attributes(trace).items()}
+        self.blob = b"".join(self.entries.values())
+
+
+def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> None:
+    """Append the encoded attributes of the span for ``obs`` to ``out``: its extra ``attributes`` first (minus
+    those Langfuse would use to re-derive usage/cost the explicit JSON already states), then the trace-level and
+    the observation-level Langfuse attributes, which win (a key the extra attributes already have keeps its place
+    and takes the Langfuse value, as ``dict.update`` would).
+
+    - ``usage_details`` set → token attributes ``gen_ai.usage.*`` / ``llm.token_count.*`` are dropped (except the
+      cost key ``gen_ai.usage.cost``, which is usage-independent and dropped only when ``cost_details`` is set);
+    - ``cost_details`` set → ``gen_ai.usage.cost`` / ``llm.cost.total`` / ``llm.cost.*`` are dropped;
+    - a model also fills ``gen_ai.request.model`` / ``gen_ai.response.model`` when the span has none (existing
+      values are the agent's own and are kept);
+    - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
+      ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
+    """
+    usage = obs.usage_details is not None
+    cost = obs.cost_details is not None
+    own = observation_attributes(obs)
+    trace_entries = tp.entries
+    placed: set[str] | None = None  # trace-level keys already placed among the extra attributes
+    for k, v in obs.attributes.items():
+        if v is None:
+            continue
+        if usage and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
+            continue
+        if cost and (k in _COST_KEYS or k.startswith("llm.cost.")):
+            continue
+        if k in trace_entries:
+            out.append(trace_entries[k])
+            placed = {k} if placed is None else placed | {k}
+        elif k in own:
+            out.append(attribute(_SPAN_ATTRIBUTES, k, own.pop(k)))
+        else:
+            out.append(attribute(_SPAN_ATTRIBUTES, k, v))
+    if obs.model:
+        if obs.attributes.get("gen_ai.request.model") is None:
+            out.append(attribute(_SPAN_ATTRIBUTES, "gen_ai.request.model", obs.model))
+        if obs.attributes.get("gen_ai.response.model") is None:
+            out.append(attribute(_SPAN_ATTRIBUTES, "gen_ai.response.model", obs.model))
+    if placed is None:
+        out.append(tp.blob)
+    else:
+        out.extend(e for k, e in trace_entries.items() if k not in placed)
+    out.extend(attribute(_SPAN_ATTRIBUTES, k, v) for k, v in own.items())
+
+
+def _span(obs: Observation, tp: _TraceParts) -> bytes:
+    """One observation as an encoded OTLP ``Span`` (see ``encode_spans``)."""
+    trace_hex = obs.trace_id or tp.trace_hex
+    if tp.trace_hex and trace_hex != tp.trace_hex:
+        raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {tp.trace_hex}")
+    if trace_hex != tp.trace_hex:  # the trace has no id: each observation brings its own
+        trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
+    elif (trace_id := tp.trace_id) is None:
+        trace_id = tp.trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
+    parts = [trace_id, field(_SPAN_SPAN_ID, _id(obs.id, 8, "span id"))]
     if obs.parent_id:
-        span.parent_span_id = _id(obs.parent_id, 8, "parent span id")
-    span.name = obs.name or str(obs.type)
-    span.kind = Span.SpanKind.SPAN_KIND_INTERNAL
-    span.start_time_unix_nano = obs.start_ns or obs.end_ns or 0
-    span.end_time_unix_nano = obs.end_ns or obs.start_ns or 0
-    dict_to_attrs(span_attributes(trace, obs, trace_attrs), span.attributes)
-    for name, time_ns, attrs in obs.events:
-        ev = span.events.add(name=name, time_unix_nano=time_ns)
-        dict_to_attrs(attrs, ev.attributes)
+        parts.append(field(_SPAN_PARENT_SPAN_ID, _id(obs.parent_id, 8, "parent span id")))
+    if name := obs.name or str(obs.type):
+        parts.append(field(_SPAN_NAME, name.encode()))
+    parts.append(_SPAN_KIND_INTERNAL)
+    if start := obs.start_ns or obs.end_ns:
+        parts.append(_SPAN_START + fixed64(start))
+    if end := obs.end_ns or obs.start_ns:
+        parts.append(_SPAN_END + fixed64(end))
+    _attribute_entries(obs, tp, parts)
+    for ev_name, time_ns, attrs in obs.events:
+        ev = _EVENT_TIME + fixed64(time_ns) if time_ns else b""
+        if ev_name:
+            ev += field(_EVENT_NAME, ev_name.encode())
+        parts.append(field(_SPAN_EVENTS, ev + attributes(attrs, _EVENT_ATTRIBUTES)))
     if obs.status_error or obs.level == Level.ERROR:
-        span.status.code = Status.StatusCode.STATUS_CODE_ERROR
-        if obs.status_message:
-            span.status.message = obs.status_message
-    return span
+        message = field(_STATUS_MESSAGE, obs.status_message.encode()) if obs.status_message else b""
+        parts.append(field(_SPAN_STATUS, message + _STATUS_CODE_ERROR))
+    return b"".join(parts)
 
 
-def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceSpans:
-    """One trace as one OTLP ``ResourceSpans``: resource attributes from ``trace.resource`` (plus ``service.name``
-    = ``unknown_service`` when missing); one ``ScopeSpans`` per instrumentation scope — the observation's original
-    ``scope`` (name, version), which Langfuse shows as ``metadata.scope``, or ``relay`` at relay's version for
-    observations relay made —; one span per observation, in the given order within its scope (see ``encode_span``,
-    ``span_attributes``)."""
-    rs = ResourceSpans()
+def encode_spans(trace: TraceInfo, observations: list[Observation]) -> bytes:
+    """One trace as an encoded OTLP ``ResourceSpans`` (protobuf bytes; parse with ``ResourceSpans.FromString``).
+
+    - resource attributes from ``trace.resource`` (plus ``service.name`` = ``unknown_service`` when missing);
+    - one ``ScopeSpans`` per instrumentation scope, in order of first use: the observation's original ``scope``
+      (name, version), which Langfuse shows as ``metadata.scope``, or ``relay`` at relay's version for
+      observations relay made;
+    - one ``Span`` (kind INTERNAL) per observation, in the given order within its scope. Ids come from lowercase
+      hex (``trace_id`` 32, ``id`` and ``parent_id`` 16 characters; ``ValueError`` when invalid or when an
+      observation names another trace); ``start_ns``/``end_ns`` are Unix ns (a missing end takes the start);
+      status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else unset; events are
+      ``(name, time_ns, attributes)``;
+    - span attributes: the observation's own ``attributes``, then ``trace_attributes`` (encoded once per trace),
+      then ``observation_attributes`` — see ``_attribute_entries`` for which own attributes are dropped and which
+      win.
+
+    The bytes equal upb's serialisation of the same message built field by field (``relay.otlp.wire``).
+    """
     resource: dict[str, Any] = dict(trace.resource)
     if not resource.get("service.name"):
         resource["service.name"] = DEFAULT_SERVICE_NAME
-    dict_to_attrs(resource, rs.resource.attributes)
-    scopes: dict[tuple[str, str], Any] = {}
-    trace_attrs = trace_attributes(trace)  # the same on every span of the trace
+    tp = _TraceParts(trace)
+    scopes: dict[tuple[str, str], list[bytes]] = {}
     for obs in observations:
         key = obs.scope or (SCOPE_NAME, relay_version())
-        ss = scopes.get(key)
-        if ss is None:
-            ss = scopes[key] = rs.scope_spans.add()
-            ss.scope.name, ss.scope.version = key
-        encode_span(trace, obs, ss.spans.add(), trace_attrs)
-    return rs
+        spans = scopes.get(key)
+        if spans is None:
+            spans = scopes[key] = []
+        spans.append(field(_SS_SPANS, _span(obs, tp)))
+    parts = [field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))]
+    for (name, version), spans in scopes.items():
+        scope = (field(_SCOPE_NAME, name.encode()) if name else b"") + (
+            field(_SCOPE_VERSION, version.encode()) if version else b""
+        )
+        parts.append(field(_RS_SCOPE_SPANS, field(_SS_SCOPE, scope) + b"".join(spans)))
+    return b"".join(parts)
 
 
-def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTraceServiceRequest:
-    """An ``ExportTraceServiceRequest`` (the body of ``POST /api/public/otel/v1/traces``) with one
-    ``ResourceSpans`` per ``(trace, observations)`` item; items without observations are skipped (OTLP spec:
-    senders should not create empty envelopes)."""
-    req = ExportTraceServiceRequest()
-    for trace, observations in items:
-        if observations:
-            req.resource_spans.append(encode_spans(trace, observations))
-    return req
+def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> bytes:
+    """A serialised ``ExportTraceServiceRequest`` (the protobuf body of ``POST /api/public/otel/v1/traces``) with
+    one ``ResourceSpans`` per ``(trace, observations)`` item (see ``encode_spans``); items without observations
+    are skipped (OTLP spec: senders should not create empty envelopes)."""
+    return b"".join([field(_REQUEST_RESOURCE_SPANS, encode_spans(t, obs)) for t, obs in items if obs])
