@@ -18,10 +18,20 @@ import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from relay.model import Level, Observation, TraceInfo
-from relay.otlp.wire import attribute, attributes, field, fixed64, tag, varint
+from relay.otlp.wire import (
+    attribute,
+    attribute_entries,
+    attributes,
+    field,
+    fixed64,
+    string_attribute,
+    tag,
+    varint,
+)
 
 __all__ = [
     "SCOPE_NAME",
@@ -76,8 +86,11 @@ def normalize_environment(value: Any) -> str | None:
     prefixes, replaces each run of other characters by ``-``, trims ``-`` at the ends and truncates to 40; a value that
     is empty or still starts with ``langfuse`` afterwards is dropped. ``"Prod EU"`` → ``"prod-eu"``.
     """
-    if not isinstance(value, str):
-        return None
+    return _normalize_environment(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=256)  # a handful of environments, one lookup per trace
+def _normalize_environment(value: str) -> str | None:
     env = value.strip().lower()
     while env.startswith(("langfuse-", "langfuse_")):
         env = env[len("langfuse-") :]
@@ -101,14 +114,20 @@ def iso_time(ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# ``json.dumps(value, ensure_ascii=False, sort_keys=…, separators=(",", ":"), default=str)``, without building an
-# encoder per call (``json.dumps`` does exactly ``JSONEncoder(**its arguments).encode(value)``).
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-_JSON_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True).encode
+# ``json.dumps(value, ensure_ascii=False, sort_keys=…, separators=(",", ":"), default=str)`` — the same C encoder
+# ``json.dumps`` builds on every call (``JSONEncoder.iterencode``), built once; without the circular-reference check
+# (values come from decoded OTLP/JSON, never circular; a cycle raises RecursionError instead of ValueError).
+if c_make_encoder is not None:
+    _JSON_C = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
+    _JSON_SORTED_C = c_make_encoder(None, str, encode_basestring, None, ":", ",", True, False, True)
 
+    def _json(value: Any, *, sort: bool = False) -> str:
+        return "".join((_JSON_SORTED_C if sort else _JSON_C)(value, 0))
 
-def _json(value: Any, *, sort: bool = False) -> str:
-    return _JSON_SORTED(value) if sort else _JSON(value)
+else:  # pragma: no cover - CPython always has the C accelerator
+
+    def _json(value: Any, *, sort: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
 
 
 def _content(value: Any) -> str:
@@ -191,7 +210,7 @@ def _id(hex_value: str, size: int, what: str) -> bytes:
         raw = bytes.fromhex(hex_value)
     except (TypeError, ValueError):
         raw = b""
-    if len(raw) != size or not any(raw):
+    if len(raw) != size or raw == bytes(size):
         # Langfuse rejects the whole request for one bad id (upstream otel/v1/traces handler): fail before sending.
         raise ValueError(f"invalid {what} {hex_value!r}: need {size * 2} hex characters, not all zero")
     return raw
@@ -204,7 +223,8 @@ _RS_RESOURCE, _RS_SCOPE_SPANS = tag(1, 2), tag(2, 2)  # ResourceSpans.resource, 
 _RESOURCE_ATTRIBUTES = tag(1, 2)  # Resource.attributes
 _SS_SCOPE, _SS_SPANS = tag(1, 2), tag(2, 2)  # ScopeSpans.scope, .spans
 _SCOPE_NAME, _SCOPE_VERSION = tag(1, 2), tag(2, 2)  # InstrumentationScope.name, .version
-_SPAN_TRACE_ID, _SPAN_SPAN_ID, _SPAN_PARENT_SPAN_ID, _SPAN_NAME = tag(1, 2), tag(2, 2), tag(4, 2), tag(5, 2)
+_SPAN_TRACE_ID, _SPAN_NAME = tag(1, 2), tag(5, 2)
+_SPAN_SPAN_ID, _SPAN_PARENT_SPAN_ID = tag(2, 2) + varint(8), tag(4, 2) + varint(8)  # with the length of 8-byte ids
 _SPAN_KIND_INTERNAL = tag(6, 0) + varint(1)  # Span.kind = SPAN_KIND_INTERNAL
 _SPAN_START, _SPAN_END = tag(7, 1), tag(8, 1)  # fixed64 Unix ns
 _SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_STATUS = tag(9, 2), tag(11, 2), tag(15, 2)
@@ -212,17 +232,47 @@ _EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES = tag(1, 1), tag(2, 2), tag(3, 2)  #
 _STATUS_MESSAGE, _STATUS_CODE_ERROR = tag(2, 2), tag(3, 0) + varint(2)  # Status.message, code = ERROR
 
 
+#: Encoded ``Span.name`` and ``Span.kind`` fields by span name (names repeat: operation and model or tool).
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 8192
+
+
 class _TraceParts:
     """What every span of one trace shares, encoded once: the trace id field and the trace-level attributes."""
 
-    __slots__ = ("trace_hex", "trace_id", "entries", "blob")
+    __slots__ = ("trace_hex", "trace_id", "attrs", "entries", "blob")
 
     def __init__(self, trace: TraceInfo) -> None:
         self.trace_hex = trace.trace_id
         self.trace_id: bytes | None = None  # the encoded ``Span.trace_id`` field, on first use
         #: ``trace_attributes(trace)`` as encoded ``Span.attributes`` elements, by key.
-        self.entries = {k: attribute(_SPAN_ATTRIBUTES, k, v) for k, v in trace_attributes(trace).items()}
+        self.attrs = trace_attributes(trace)
+        self.entries = dict(zip(self.attrs, attribute_entries(self.attrs, _SPAN_ATTRIBUTES), strict=True))
         self.blob = b"".join(self.entries.values())
+
+
+#: Attribute keys seen on spans with usage or cost details, and those of them dropped when the observation has
+#: ``usage_details`` (token counts), ``cost_details`` (costs), or both — set lookups instead of prefix tests per key.
+_KEYS_SEEN: set[str] = set()
+_DROP_WITH_USAGE: set[str] = set()
+_DROP_WITH_COST: set[str] = set()
+_DROP_WITH_BOTH: set[str] = set()
+_KEYS_SEEN_MAX = 16384
+_MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
+
+
+def _classify(keys: Iterable[str]) -> None:
+    if len(_KEYS_SEEN) > _KEYS_SEEN_MAX:
+        for s in (_KEYS_SEEN, _DROP_WITH_USAGE, _DROP_WITH_COST, _DROP_WITH_BOTH):
+            s.clear()
+    for k in keys:
+        if k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
+            _DROP_WITH_USAGE.add(k)
+            _DROP_WITH_BOTH.add(k)
+        if k in _COST_KEYS or k.startswith("llm.cost."):
+            _DROP_WITH_COST.add(k)
+            _DROP_WITH_BOTH.add(k)
+        _KEYS_SEEN.add(k)
 
 
 def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> None:
@@ -239,39 +289,39 @@ def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> N
     - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
       ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
     """
+    extra: dict[str, Any] = obs.attributes  # None values are skipped by ``attributes``
     usage = obs.usage_details is not None
     cost = obs.cost_details is not None
+    if usage or cost:
+        if not _KEYS_SEEN.issuperset(extra):
+            _classify(extra)
+        drop = _DROP_WITH_BOTH if usage and cost else _DROP_WITH_USAGE if usage else _DROP_WITH_COST
+        if not drop.isdisjoint(extra):
+            extra = {k: v for k, v in extra.items() if k not in drop}
     own = observation_attributes(obs)
-    trace_entries = tp.entries
-    placed: set[str] | None = None  # trace-level keys already placed among the extra attributes
-    for k, v in obs.attributes.items():
-        if v is None:
-            continue
-        if usage and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
-            continue
-        if cost and (k in _COST_KEYS or k.startswith("llm.cost.")):
-            continue
-        if k in trace_entries:
-            out.append(trace_entries[k])
-            placed = {k} if placed is None else placed | {k}
-        elif k in own:
-            out.append(attribute(_SPAN_ATTRIBUTES, k, own.pop(k)))
-        else:
-            out.append(attribute(_SPAN_ATTRIBUTES, k, v))
-    if obs.model:
-        if obs.attributes.get("gen_ai.request.model") is None:
-            out.append(attribute(_SPAN_ATTRIBUTES, "gen_ai.request.model", obs.model))
-        if obs.attributes.get("gen_ai.response.model") is None:
-            out.append(attribute(_SPAN_ATTRIBUTES, "gen_ai.response.model", obs.model))
-    if placed is None:
+    if tp.entries.keys().isdisjoint(extra) and own.keys().isdisjoint(extra):
+        merged = dict(extra)  # None values are encoded as b""
+        if obs.model:
+            for k in _MODEL_KEYS:
+                if merged.get(k) is None:
+                    merged.pop(k, None)  # a None value does not count: the model goes last
+                    merged[k] = obs.model
+        out += attribute_entries(merged, _SPAN_ATTRIBUTES)
         out.append(tp.blob)
-    else:
-        out.extend(e for k, e in trace_entries.items() if k not in placed)
-    out.extend(attribute(_SPAN_ATTRIBUTES, k, v) for k, v in own.items())
+        out += [string_attribute(_SPAN_ATTRIBUTES, k, v) for k, v in own.items()]  # all strings
+        return
+    # the span sets Langfuse keys itself: they keep their place and take relay's value (dict order)
+    merged = {k: v for k, v in extra.items() if v is not None}
+    if obs.model:
+        for k in _MODEL_KEYS:
+            merged.setdefault(k, obs.model)
+    merged.update(tp.attrs)
+    merged.update(own)
+    out += attribute_entries(merged, _SPAN_ATTRIBUTES)
 
 
 def _span(obs: Observation, tp: _TraceParts) -> bytes:
-    """One observation as an encoded OTLP ``Span`` (see ``encode_spans``)."""
+    """One observation as an encoded OTLP ``Span``, as an element of ``ScopeSpans.spans`` (see ``encode_spans``)."""
     trace_hex = obs.trace_id or tp.trace_hex
     if tp.trace_hex and trace_hex != tp.trace_hex:
         raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {tp.trace_hex}")
@@ -279,12 +329,15 @@ def _span(obs: Observation, tp: _TraceParts) -> bytes:
         trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
     elif (trace_id := tp.trace_id) is None:
         trace_id = tp.trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
-    parts = [trace_id, field(_SPAN_SPAN_ID, _id(obs.id, 8, "span id"))]
+    parts = [trace_id, _SPAN_SPAN_ID + _id(obs.id, 8, "span id")]
     if obs.parent_id:
-        parts.append(field(_SPAN_PARENT_SPAN_ID, _id(obs.parent_id, 8, "parent span id")))
-    if name := obs.name or str(obs.type):
-        parts.append(field(_SPAN_NAME, name.encode()))
-    parts.append(_SPAN_KIND_INTERNAL)
+        parts.append(_SPAN_PARENT_SPAN_ID + _id(obs.parent_id, 8, "parent span id"))
+    name = obs.name or str(obs.type)
+    if (e := _NAMES.get(name)) is None:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        e = _NAMES[name] = (field(_SPAN_NAME, name.encode()) if name else b"") + _SPAN_KIND_INTERNAL
+    parts.append(e)
     if start := obs.start_ns or obs.end_ns:
         parts.append(_SPAN_START + fixed64(start))
     if end := obs.end_ns or obs.start_ns:
@@ -298,6 +351,7 @@ def _span(obs: Observation, tp: _TraceParts) -> bytes:
     if obs.status_error or obs.level == Level.ERROR:
         message = field(_STATUS_MESSAGE, obs.status_message.encode()) if obs.status_message else b""
         parts.append(field(_SPAN_STATUS, message + _STATUS_CODE_ERROR))
+    parts[0] = _SS_SPANS + varint(sum(map(len, parts))) + parts[0]
     return b"".join(parts)
 
 
@@ -319,6 +373,14 @@ def encode_spans(trace: TraceInfo, observations: list[Observation]) -> bytes:
 
     The bytes equal upb's serialisation of the same message built field by field (``relay.otlp.wire``).
     """
+    parts = _resource_spans(trace, observations)
+    del parts[0]  # the ExportTraceServiceRequest.resource_spans key and length
+    return b"".join(parts)
+
+
+def _resource_spans(trace: TraceInfo, observations: list[Observation]) -> list[bytes]:
+    """The parts of one ``ExportTraceServiceRequest.resource_spans`` element (key and length first), to be joined
+    once: each level's length is the sum of its parts' lengths, so no level is copied into the next."""
     resource: dict[str, Any] = dict(trace.resource)
     if not resource.get("service.name"):
         resource["service.name"] = DEFAULT_SERVICE_NAME
@@ -329,18 +391,27 @@ def encode_spans(trace: TraceInfo, observations: list[Observation]) -> bytes:
         spans = scopes.get(key)
         if spans is None:
             spans = scopes[key] = []
-        spans.append(field(_SS_SPANS, _span(obs, tp)))
-    parts = [field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))]
+        spans.append(_span(obs, tp))
+    parts = [b"", field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))]
     for (name, version), spans in scopes.items():
-        scope = (field(_SCOPE_NAME, name.encode()) if name else b"") + (
-            field(_SCOPE_VERSION, version.encode()) if version else b""
+        scope = field(
+            _SS_SCOPE,
+            (field(_SCOPE_NAME, name.encode()) if name else b"")
+            + (field(_SCOPE_VERSION, version.encode()) if version else b""),
         )
-        parts.append(field(_RS_SCOPE_SPANS, field(_SS_SCOPE, scope) + b"".join(spans)))
-    return b"".join(parts)
+        parts.append(_RS_SCOPE_SPANS + varint(len(scope) + sum(map(len, spans))))
+        parts.append(scope)
+        parts += spans
+    parts[0] = _REQUEST_RESOURCE_SPANS + varint(sum(map(len, parts)))
+    return parts
 
 
 def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> bytes:
     """A serialised ``ExportTraceServiceRequest`` (the protobuf body of ``POST /api/public/otel/v1/traces``) with
     one ``ResourceSpans`` per ``(trace, observations)`` item (see ``encode_spans``); items without observations
     are skipped (OTLP spec: senders should not create empty envelopes)."""
-    return b"".join([field(_REQUEST_RESOURCE_SPANS, encode_spans(t, obs)) for t, obs in items if obs])
+    parts: list[bytes] = []
+    for trace, observations in items:
+        if observations:
+            parts += _resource_spans(trace, observations)
+    return b"".join(parts)

@@ -15,7 +15,18 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["varint", "field", "fixed64", "tag", "any_value", "key_value", "attribute", "attributes"]
+__all__ = [
+    "varint",
+    "field",
+    "fixed64",
+    "tag",
+    "any_value",
+    "key_value",
+    "attribute",
+    "string_attribute",
+    "attribute_entries",
+    "attributes",
+]
 
 _INT64_MIN, _INT64_END = -(2**63), 2**63
 _U64 = 2**64 - 1
@@ -26,8 +37,10 @@ _FIXED64 = struct.Struct("<Q").pack
 #: ``KeyValue`` key field (1, length-delimited) with its length, per key: attribute keys repeat on every span.
 _KEYS: dict[str, bytes] = {}
 _KEYS_MAX = 8192
-#: Encoded attributes with short string values, by ``(field key, key, value)``; cleared when full.
-_ENTRIES: dict[tuple[bytes, str, str], bytes] = {}
+#: Encoded ``KeyValue`` elements, per field key by ``(key, value, type(value))`` (see ``_miss``); each cleared
+#: when full.
+_ENTRIES: dict[bytes, dict[tuple[str, Any, type], bytes]] = {}
+_UNCACHED = object()
 _ENTRIES_MAX = 16384
 _ENTRY_STR_MAX = 64
 
@@ -36,6 +49,7 @@ _ENTRY_STR_MAX = 64
 # KeyValue.key = 1, KeyValue.value = 2.
 _STRING, _TRUE, _FALSE, _INT, _DOUBLE_TAG = b"\x0a", b"\x10\x01", b"\x10\x00", b"\x18", b"\x21"
 _ARRAY, _KVLIST, _BYTES, _VALUES, _VALUE = b"\x2a", b"\x32", b"\x3a", b"\x0a", b"\x12"
+_DOUBLE_VALUE = _VALUE + b"\x09" + _DOUBLE_TAG  # KeyValue.value = AnyValue{double_value}, 9 bytes
 
 
 def varint(n: int) -> bytes:
@@ -43,6 +57,10 @@ def varint(n: int) -> bytes:
     which is how protobuf writes them: ten bytes)."""
     if n < 128:
         return _V1[n]
+    if n < 16384:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 2097152:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
     out = bytearray()
     while n > 127:
         out.append((n & 0x7F) | 0x80)
@@ -115,24 +133,118 @@ def key_value(key: str, value: Any) -> bytes:
     return _key(key) + field(_VALUE, any_value(value))
 
 
-def attribute(key_tag: bytes, key: str, value: Any) -> bytes:
-    """One ``KeyValue`` as an element of the repeated field ``key_tag`` (e.g. ``tag(9, 2)`` for ``Span.attributes``);
-    short strings are cached (the same key and value recur on many spans: operation, provider, model, session),
-    everything else goes through ``any_value``. ``value`` must not be None (attribute dicts skip None)."""
-    if type(value) is str:
-        if len(value) <= _ENTRY_STR_MAX:
-            ck = (key_tag, key, value)
-            e = _ENTRIES.get(ck)
-            if e is None:
-                if len(_ENTRIES) >= _ENTRIES_MAX:
-                    _ENTRIES.clear()
-                e = _ENTRIES[ck] = field(key_tag, _key(key) + field(_VALUE, field(_STRING, value.encode())))
-            return e
-        return field(key_tag, _key(key) + field(_VALUE, field(_STRING, value.encode())))
+def _length(n: int) -> bytes:
+    return _V1[n] if n < 128 else varint(n)
+
+
+def _string_entry(key_tag: bytes, key: str, b: bytes) -> bytes:
+    """``KeyValue{key, AnyValue{string_value: b}}`` as an element of ``key_tag`` (``b``: the UTF-8 value)."""
+    k = _key(key)
+    vn = _length(len(b))
+    any_len = 1 + len(vn) + len(b)
+    an = _length(any_len)
+    return b"".join((key_tag, _length(len(k) + 1 + len(an) + any_len), k, _VALUE, an, _STRING, vn, b))
+
+
+def _entry(key_tag: bytes, key: str, value: Any) -> bytes:
+    t = type(value)
+    if t is str:
+        return _string_entry(key_tag, key, value.encode())
+    if t is float:
+        k = _key(key)
+        return key_tag + _V1[len(k) + 11] + k + _DOUBLE_VALUE + _DOUBLE(value) if len(k) < 117 else field(
+            key_tag, k + _DOUBLE_VALUE + _DOUBLE(value)
+        )
     return field(key_tag, _key(key) + field(_VALUE, any_value(value)))
+
+
+def string_attribute(key_tag: bytes, key: str, value: str) -> bytes:
+    """``attribute(key_tag, key, value)`` for a ``str`` value (short values are cached with the others)."""
+    if len(value) > _ENTRY_STR_MAX:
+        return _string_entry(key_tag, key, value.encode())
+    cache = _ENTRIES.get(key_tag)
+    if cache is None:
+        cache = _ENTRIES[key_tag] = {}
+    e = cache.get((key, value, str))
+    return _miss(cache, key_tag, key, value) if e is None else e
+
+
+def attribute(key_tag: bytes, key: str, value: Any) -> bytes:
+    """One ``KeyValue`` as an element of the repeated field ``key_tag`` (e.g. ``tag(9, 2)`` for ``Span.attributes``),
+    see ``any_value``; None → ``b""`` (nothing)."""
+    return attributes({key: value}, key_tag)
+
+
+def _miss(cache: dict[tuple[str, Any, type], bytes], key_tag: bytes, key: str, value: Any) -> bytes:
+    """Encode one attribute and cache it when ``(key, value, type)`` determines the encoding: short exact strings
+    and bytes, ints, bools, floats other than ±0.0 and NaN (equal to a float of other bits), lists of exact strings
+    (looked up as tuples)."""
+    if value is None:
+        return b""
+    e = _entry(key_tag, key, value)
+    t = type(value)
+    if (
+        ((t is str or t is bytes) and len(value) <= _ENTRY_STR_MAX)
+        or t is int
+        or t is bool
+        or (t is float and value and value == value)
+    ):
+        ck = (key, value, t)
+    elif t is list and len(value) <= 8 and all(type(x) is str and len(x) <= _ENTRY_STR_MAX for x in value):
+        ck = (key, tuple(value), list)
+    else:
+        return e
+    if len(cache) >= _ENTRIES_MAX:
+        cache.clear()
+    cache[ck] = e
+    return e
+
+
+def attribute_entries(d: Mapping[str, Any], key_tag: bytes) -> list[bytes]:
+    """``d``'s items as elements of the repeated ``KeyValue`` field ``key_tag``, one per item in ``d``'s order
+    (``b""`` for a None value, which is skipped) — joined, the encoding of ``dict_to_attrs(d, msg.<field>)``.
+
+    Entries are cached per field key by ``(key, value, type)`` (see ``_miss``): the same key and value recur on many
+    spans (operation, provider, model, port, session), and cached entries are found without a Python-level loop."""
+    cache = _ENTRIES.get(key_tag)
+    if cache is None:
+        cache = _ENTRIES[key_tag] = {}
+    values: list[Any] = list(d.values())
+    types = list(map(type, values))
+    if list in types:  # lists of strings are cached as tuples
+        i = -1
+        try:
+            while True:
+                i = types.index(list, i + 1)
+                values[i] = tuple(values[i])
+        except ValueError:
+            pass
+    if dict in types:  # kvlists are never cached
+        i = -1
+        try:
+            while True:
+                i = types.index(dict, i + 1)
+                values[i] = _UNCACHED
+        except ValueError:
+            pass
+    entries: list[bytes | None]
+    try:
+        entries = list(map(cache.get, zip(d, values, types, strict=True)))
+    except TypeError:  # an unhashable value (set, list of lists…): encode every item
+        entries = [None] * len(types)
+    if None in entries:
+        items = list(d.items())
+        i = -1
+        try:
+            while True:
+                i = entries.index(None, i + 1)
+                entries[i] = _miss(cache, key_tag, *items[i])
+        except ValueError:  # no None left
+            pass
+    return entries  # type: ignore[return-value]  # no None left
 
 
 def attributes(d: Mapping[str, Any], key_tag: bytes) -> bytes:
     """``d``'s items as the repeated ``KeyValue`` field ``key_tag`` in ``d``'s order, None values skipped — the
-    encoding of ``dict_to_attrs(d, msg.<field>)``."""
-    return b"".join([attribute(key_tag, k, v) for k, v in d.items() if v is not None])
+    encoding of ``dict_to_attrs(d, msg.<field>)`` (see ``attribute_entries``)."""
+    return b"".join(attribute_entries(d, key_tag))
