@@ -213,34 +213,25 @@ def attribute_entries(d: Mapping[str, Any], key_tag: bytes) -> list[bytes]:
     types = list(map(type, values))
     if list in types:  # lists of strings are cached as tuples
         i = -1
-        try:
-            while True:
-                i = types.index(list, i + 1)
-                values[i] = tuple(values[i])
-        except ValueError:
-            pass
+        for _ in range(types.count(list)):
+            i = types.index(list, i + 1)
+            values[i] = tuple(values[i])
     if dict in types:  # kvlists are never cached
         i = -1
-        try:
-            while True:
-                i = types.index(dict, i + 1)
-                values[i] = _UNCACHED
-        except ValueError:
-            pass
+        for _ in range(types.count(dict)):
+            i = types.index(dict, i + 1)
+            values[i] = _UNCACHED
     entries: list[bytes | None]
     try:
         entries = list(map(cache.get, zip(d, values, types, strict=True)))
     except TypeError:  # an unhashable value (set, list of lists…): encode every item
         entries = [None] * len(types)
-    if None in entries:
+    if None in entries:  # visit the misses only (list.index runs in C)
         items = list(d.items())
         i = -1
-        try:
-            while True:
-                i = entries.index(None, i + 1)
-                entries[i] = _miss(cache, key_tag, *items[i])
-        except ValueError:  # no None left
-            pass
+        for _ in range(entries.count(None)):
+            i = entries.index(None, i + 1)
+            entries[i] = _miss(cache, key_tag, *items[i])
     return entries  # type: ignore[return-value]  # no None left
 
 
