@@ -23,12 +23,11 @@ from typing import Any
 
 from relay.model import Level, Observation, TraceInfo
 from relay.otlp.wire import (
-    attribute,
     attribute_entries,
     attributes,
     field,
     fixed64,
-    string_attribute,
+    string_attributes,
     tag,
     varint,
 )
@@ -130,6 +129,26 @@ else:  # pragma: no cover - CPython always has the C accelerator
         return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
 
 
+#: Model parameters' JSON by (keys, key types, values, value types): agents send the same few settings.
+_PARAMETERS: dict[tuple[tuple[Any, ...], ...], str] = {}
+_PARAMETERS_MAX = 1024
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _parameters_json(params: dict[str, Any]) -> str:
+    vals = tuple(params.values())
+    types = tuple(map(type, vals))
+    # only scalars (1 == 1.0 == True inside a nested value would share an entry), and no ±0.0 (equal, printed apart)
+    if not _SCALARS.issuperset(types) or 0.0 in vals:
+        return _json(params, sort=True)
+    key = (tuple(params), tuple(map(type, params)), vals, types)
+    if (j := _PARAMETERS.get(key)) is None:
+        if len(_PARAMETERS) >= _PARAMETERS_MAX:
+            _PARAMETERS.clear()
+        j = _PARAMETERS[key] = _json(params, sort=True)
+    return j
+
+
 def _content(value: Any) -> str:
     """Input/output/metadata values: strings as-is, anything else as JSON."""
     return value if isinstance(value, str) else _json(value)
@@ -176,16 +195,13 @@ def observation_attributes(obs: Observation) -> dict[str, Any]:
     status message, model (also as ``gen_ai.request.model``/``gen_ai.response.model``), model parameters (JSON),
     ``usage_details`` (JSON object string of ints), ``cost_details`` (JSON object string of USD floats), completion
     start (ISO), input/output and ``langfuse.observation.metadata.<k>`` (sorted)."""
-    out: dict[str, Any] = {
-        "langfuse.observation.type": str(obs.type),
-        "langfuse.observation.level": str(obs.level),
-    }
+    out: dict[str, Any] = {_TYPE_KEY: str(obs.type), _LEVEL_KEY: str(obs.level)}  # first: see _attribute_entries
     if obs.status_message:
         out["langfuse.observation.status_message"] = obs.status_message
     if obs.model:
         out["langfuse.observation.model.name"] = obs.model
     if obs.model_parameters:
-        out["langfuse.observation.model.parameters"] = _json(obs.model_parameters, sort=True)
+        out["langfuse.observation.model.parameters"] = _parameters_json(obs.model_parameters)
     if obs.usage_details is not None:
         usage = {k: int(v) for k, v in obs.usage_details.items() if v is not None}
         out["langfuse.observation.usage_details"] = _json(usage, sort=True)
@@ -234,6 +250,10 @@ _STATUS_MESSAGE, _STATUS_CODE_ERROR = tag(2, 2), tag(3, 0) + varint(2)  # Status
 
 #: Encoded ``Span.name`` and ``Span.kind`` fields by span name (names repeat: operation and model or tool).
 _NAMES: dict[str, bytes] = {}
+#: Encoded ``langfuse.observation.type`` and ``.level`` attributes by (type, level).
+_HEADS: dict[tuple[str, str], bytes] = {}
+#: Encoded ``gen_ai.request.model`` / ``gen_ai.response.model`` fill-ins by (model, its type, which are missing).
+_MODELS: dict[tuple[Any, type, tuple[bool, bool]], bytes] = {}
 _NAMES_MAX = 8192
 
 
@@ -259,6 +279,7 @@ _DROP_WITH_COST: set[str] = set()
 _DROP_WITH_BOTH: set[str] = set()
 _KEYS_SEEN_MAX = 16384
 _MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
+_TYPE_KEY, _LEVEL_KEY = "langfuse.observation.type", "langfuse.observation.level"
 
 
 def _classify(keys: Iterable[str]) -> None:
@@ -300,15 +321,26 @@ def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> N
             extra = {k: v for k, v in extra.items() if k not in drop}
     own = observation_attributes(obs)
     if tp.entries.keys().isdisjoint(extra) and own.keys().isdisjoint(extra):
-        merged = dict(extra)  # None values are encoded as b""
-        if obs.model:
-            for k in _MODEL_KEYS:
-                if merged.get(k) is None:
-                    merged.pop(k, None)  # a None value does not count: the model goes last
-                    merged[k] = obs.model
-        out += attribute_entries(merged, _SPAN_ATTRIBUTES)
+        out += attribute_entries(extra, _SPAN_ATTRIBUTES)  # None values are encoded as b""
+        if (model := obs.model) and (
+            need := (extra.get(_MODEL_KEYS[0]) is None, extra.get(_MODEL_KEYS[1]) is None)
+        ) != (False, False):
+            if (e := _MODELS.get((model, type(model), need))) is None:
+                if len(_MODELS) >= _NAMES_MAX:
+                    _MODELS.clear()
+                e = _MODELS[model, type(model), need] = attributes(
+                    {k: model for k, n in zip(_MODEL_KEYS, need, strict=True) if n}, _SPAN_ATTRIBUTES
+                )
+            out.append(e)
         out.append(tp.blob)
-        out += [string_attribute(_SPAN_ATTRIBUTES, k, v) for k, v in own.items()]  # all strings
+        items = iter(own.items())  # type and level first, then strings only
+        (_, obs_type), (_, level) = next(items), next(items)
+        if (head := _HEADS.get((obs_type, level))) is None:
+            if len(_HEADS) >= _NAMES_MAX:
+                _HEADS.clear()
+            head = _HEADS[obs_type, level] = attributes({_TYPE_KEY: obs_type, _LEVEL_KEY: level}, _SPAN_ATTRIBUTES)
+        out.append(head)
+        out += string_attributes(items, _SPAN_ATTRIBUTES)
         return
     # the span sets Langfuse keys itself: they keep their place and take relay's value (dict order)
     merged = {k: v for k, v in extra.items() if v is not None}
@@ -325,10 +357,12 @@ def _span(obs: Observation, tp: _TraceParts) -> bytes:
     trace_hex = obs.trace_id or tp.trace_hex
     if tp.trace_hex and trace_hex != tp.trace_hex:
         raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {tp.trace_hex}")
-    if trace_hex != tp.trace_hex:  # the trace has no id: each observation brings its own
+    trace_id = tp.trace_id if trace_hex == tp.trace_hex else None
+    if trace_id is None:
         trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
-    elif (trace_id := tp.trace_id) is None:
-        trace_id = tp.trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
+        if trace_hex == tp.trace_hex:
+            tp.trace_id = trace_id
+        # else the trace has no id: each observation brings its own
     parts = [trace_id, _SPAN_SPAN_ID + _id(obs.id, 8, "span id")]
     if obs.parent_id:
         parts.append(_SPAN_PARENT_SPAN_ID + _id(obs.parent_id, 8, "parent span id"))

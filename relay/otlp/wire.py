@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -22,8 +22,7 @@ __all__ = [
     "tag",
     "any_value",
     "key_value",
-    "attribute",
-    "string_attribute",
+    "string_attributes",
     "attribute_entries",
     "attributes",
 ]
@@ -133,17 +132,15 @@ def key_value(key: str, value: Any) -> bytes:
     return _key(key) + field(_VALUE, any_value(value))
 
 
-def _length(n: int) -> bytes:
-    return _V1[n] if n < 128 else varint(n)
-
-
 def _string_entry(key_tag: bytes, key: str, b: bytes) -> bytes:
     """``KeyValue{key, AnyValue{string_value: b}}`` as an element of ``key_tag`` (``b``: the UTF-8 value)."""
-    k = _key(key)
-    vn = _length(len(b))
-    any_len = 1 + len(vn) + len(b)
-    an = _length(any_len)
-    return b"".join((key_tag, _length(len(k) + 1 + len(an) + any_len), k, _VALUE, an, _STRING, vn, b))
+    k = _KEYS.get(key) or _key(key)
+    n = len(b)
+    vn = _V1[n] if n < 128 else varint(n)
+    n += 1 + len(vn)  # the AnyValue
+    an = _V1[n] if n < 128 else varint(n)
+    n += len(k) + 1 + len(an)  # the KeyValue
+    return b"".join((key_tag, _V1[n] if n < 128 else varint(n), k, _VALUE, an, _STRING, vn, b))
 
 
 def _entry(key_tag: bytes, key: str, value: Any) -> bytes:
@@ -152,27 +149,29 @@ def _entry(key_tag: bytes, key: str, value: Any) -> bytes:
         return _string_entry(key_tag, key, value.encode())
     if t is float:
         k = _key(key)
-        return key_tag + _V1[len(k) + 11] + k + _DOUBLE_VALUE + _DOUBLE(value) if len(k) < 117 else field(
-            key_tag, k + _DOUBLE_VALUE + _DOUBLE(value)
+        return (
+            key_tag + _V1[len(k) + 11] + k + _DOUBLE_VALUE + _DOUBLE(value)
+            if len(k) < 117
+            else field(key_tag, k + _DOUBLE_VALUE + _DOUBLE(value))
         )
     return field(key_tag, _key(key) + field(_VALUE, any_value(value)))
 
 
-def string_attribute(key_tag: bytes, key: str, value: str) -> bytes:
-    """``attribute(key_tag, key, value)`` for a ``str`` value (short values are cached with the others)."""
-    if len(value) > _ENTRY_STR_MAX:
-        return _string_entry(key_tag, key, value.encode())
+def string_attributes(items: Iterable[tuple[str, str]], key_tag: bytes) -> list[bytes]:
+    """``attribute_entries`` for ``(key, value)`` pairs whose values are all ``str`` (short values are cached with
+    the others; long ones, such as message contents, are encoded without hashing them)."""
     cache = _ENTRIES.get(key_tag)
     if cache is None:
         cache = _ENTRIES[key_tag] = {}
-    e = cache.get((key, value, str))
-    return _miss(cache, key_tag, key, value) if e is None else e
-
-
-def attribute(key_tag: bytes, key: str, value: Any) -> bytes:
-    """One ``KeyValue`` as an element of the repeated field ``key_tag`` (e.g. ``tag(9, 2)`` for ``Span.attributes``),
-    see ``any_value``; None → ``b""`` (nothing)."""
-    return attributes({key: value}, key_tag)
+    out = []
+    for k, v in items:
+        if len(v) > _ENTRY_STR_MAX:
+            out.append(_string_entry(key_tag, k, v.encode()))
+        elif (e := cache.get((k, v, str))) is not None:
+            out.append(e)
+        else:
+            out.append(_miss(cache, key_tag, k, v))
+    return out
 
 
 def _miss(cache: dict[tuple[str, Any, type], bytes], key_tag: bytes, key: str, value: Any) -> bytes:

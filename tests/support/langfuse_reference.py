@@ -26,6 +26,7 @@ from relay.otlp.values import dict_to_attrs
 _TOKEN_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
 _COST_KEYS = frozenset({"gen_ai.usage.cost", "llm.cost.total"})
 
+
 def _json(value: Any, *, sort: bool = False) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
 
