@@ -9,6 +9,12 @@ so Langfuse neither re-interprets nor double-counts tokens
 
 Units: times are Unix nanoseconds; ``cost_details`` values are USD; ``usage_details`` values are token counts.
 Output is deterministic (sorted metadata keys, stable attribute order) so tests can compare encodings.
+
+This is relay's hot path, so the request is written as protobuf bytes directly (``relay.otlp.wire``) rather than
+built as upb messages: byte for byte what upb's ``SerializeToString`` gives for the message built field by field
+(tests/test_langfuse_wire.py checks it against that encoder). The trace-level attributes are encoded once per trace;
+encoded attributes, span names and model-parameter JSON are cached by value in bounded module-level dicts (cleared
+when full; each lookup is one dict access, so concurrent callers see a value or recompute it).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
@@ -242,7 +249,8 @@ _SCOPE_NAME, _SCOPE_VERSION = tag(1, 2), tag(2, 2)  # InstrumentationScope.name,
 _SPAN_TRACE_ID, _SPAN_NAME = tag(1, 2), tag(5, 2)
 _SPAN_SPAN_ID, _SPAN_PARENT_SPAN_ID = tag(2, 2) + varint(8), tag(4, 2) + varint(8)  # with the length of 8-byte ids
 _SPAN_KIND_INTERNAL = tag(6, 0) + varint(1)  # Span.kind = SPAN_KIND_INTERNAL
-_SPAN_START, _SPAN_END = tag(7, 1), tag(8, 1)  # fixed64 Unix ns
+_SPAN_START, _SPAN_END = 7 << 3 | 1, 8 << 3 | 1  # fixed64 Unix ns: both keys are one byte
+_SPAN_TIMES = struct.Struct("<BQBQ").pack
 _SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_STATUS = tag(9, 2), tag(11, 2), tag(15, 2)
 _EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES = tag(1, 1), tag(2, 2), tag(3, 2)  # Span.Event
 _STATUS_MESSAGE, _STATUS_CODE_ERROR = tag(2, 2), tag(3, 0) + varint(2)  # Status.message, code = ERROR
@@ -272,28 +280,38 @@ class _TraceParts:
 
 
 #: Attribute keys seen on spans with usage or cost details, and those of them dropped when the observation has
-#: ``usage_details`` (token counts), ``cost_details`` (costs), or both — set lookups instead of prefix tests per key.
+#: ``usage_details`` (token counts), ``cost_details`` (costs), or both: set operations in C instead of prefix tests
+#: per key. They only grow (a key enters the drop sets before ``_KEYS_SEEN``), up to ``_KEYS_SEEN_MAX`` keys; keys
+#: beyond are tested one by one.
 _KEYS_SEEN: set[str] = set()
 _DROP_WITH_USAGE: set[str] = set()
 _DROP_WITH_COST: set[str] = set()
 _DROP_WITH_BOTH: set[str] = set()
 _KEYS_SEEN_MAX = 16384
-_MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
-_TYPE_KEY, _LEVEL_KEY = "langfuse.observation.type", "langfuse.observation.level"
+
+
+def _dropped(k: str, usage: bool, cost: bool) -> bool:
+    """Whether the attribute ``k`` is left out because the observation states usage / cost details."""
+    return (usage and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS) or (
+        cost and (k in _COST_KEYS or k.startswith("llm.cost."))
+    )
 
 
 def _classify(keys: Iterable[str]) -> None:
-    if len(_KEYS_SEEN) > _KEYS_SEEN_MAX:
-        for s in (_KEYS_SEEN, _DROP_WITH_USAGE, _DROP_WITH_COST, _DROP_WITH_BOTH):
-            s.clear()
     for k in keys:
-        if k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
+        if len(_KEYS_SEEN) >= _KEYS_SEEN_MAX:
+            return
+        if _dropped(k, True, False):
             _DROP_WITH_USAGE.add(k)
             _DROP_WITH_BOTH.add(k)
-        if k in _COST_KEYS or k.startswith("llm.cost."):
+        if _dropped(k, False, True):
             _DROP_WITH_COST.add(k)
             _DROP_WITH_BOTH.add(k)
         _KEYS_SEEN.add(k)
+
+
+_MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
+_TYPE_KEY, _LEVEL_KEY = "langfuse.observation.type", "langfuse.observation.level"
 
 
 def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> None:
@@ -316,9 +334,12 @@ def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> N
     if usage or cost:
         if not _KEYS_SEEN.issuperset(extra):
             _classify(extra)
-        drop = _DROP_WITH_BOTH if usage and cost else _DROP_WITH_USAGE if usage else _DROP_WITH_COST
-        if not drop.isdisjoint(extra):
-            extra = {k: v for k, v in extra.items() if k not in drop}
+        if _KEYS_SEEN.issuperset(extra):
+            drop = _DROP_WITH_BOTH if usage and cost else _DROP_WITH_USAGE if usage else _DROP_WITH_COST
+            if not drop.isdisjoint(extra):
+                extra = {k: v for k, v in extra.items() if k not in drop}
+        else:  # more distinct keys than _KEYS_SEEN holds
+            extra = {k: v for k, v in extra.items() if not _dropped(k, usage, cost)}
     own = observation_attributes(obs)
     if tp.entries.keys().isdisjoint(extra) and own.keys().isdisjoint(extra):
         out += attribute_entries(extra, _SPAN_ATTRIBUTES)  # None values are encoded as b""
@@ -372,10 +393,12 @@ def _span(obs: Observation, tp: _TraceParts) -> bytes:
             _NAMES.clear()
         e = _NAMES[name] = (field(_SPAN_NAME, name.encode()) if name else b"") + _SPAN_KIND_INTERNAL
     parts.append(e)
-    if start := obs.start_ns or obs.end_ns:
-        parts.append(_SPAN_START + fixed64(start))
-    if end := obs.end_ns or obs.start_ns:
-        parts.append(_SPAN_END + fixed64(end))
+    if start := obs.start_ns or obs.end_ns:  # then end is set too
+        end = obs.end_ns or start
+        try:
+            parts.append(_SPAN_TIMES(_SPAN_START, start, _SPAN_END, end))
+        except struct.error:
+            raise ValueError(f"span times out of range for fixed64: {start}, {end}") from None
     _attribute_entries(obs, tp, parts)
     for ev_name, time_ns, attrs in obs.events:
         ev = _EVENT_TIME + fixed64(time_ns) if time_ns else b""
