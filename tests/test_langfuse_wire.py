@@ -197,6 +197,7 @@ def test_encoder_matches_reference_with_tiny_caches(items):
         mp.setattr(langfuse_encode, "_NAMES_MAX", 2)
         mp.setattr(langfuse_encode, "_KEYS_SEEN_MAX", 2)
         mp.setattr(langfuse_encode, "_PARAMETERS_MAX", 2)
+        mp.setattr(langfuse_encode, "_RESOURCES_MAX", 1)
         _same_as_reference(items)
 
 

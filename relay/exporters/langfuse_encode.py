@@ -142,13 +142,19 @@ _PARAMETERS_MAX = 1024
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _parameters_json(params: dict[str, Any]) -> str:
-    vals = tuple(params.values())
+def _scalar_key(d: dict[Any, Any]) -> tuple[tuple[Any, ...], ...] | None:
+    """A cache key that determines ``d``'s encoding (keys, values and their types), or None when ``d`` holds a
+    non-scalar (1 == 1.0 == True inside it would share a key) or ±0.0 (equal, encoded apart)."""
+    vals = tuple(d.values())
     types = tuple(map(type, vals))
-    # only scalars (1 == 1.0 == True inside a nested value would share an entry), and no ±0.0 (equal, printed apart)
     if not _SCALARS.issuperset(types) or 0.0 in vals:
+        return None
+    return (tuple(d), tuple(map(type, d)), vals, types)
+
+
+def _parameters_json(params: dict[str, Any]) -> str:
+    if (key := _scalar_key(params)) is None:
         return _json(params, sort=True)
-    key = (tuple(params), tuple(map(type, params)), vals, types)
     if (j := _PARAMETERS.get(key)) is None:
         if len(_PARAMETERS) >= _PARAMETERS_MAX:
             _PARAMETERS.clear()
@@ -435,12 +441,30 @@ def encode_spans(trace: TraceInfo, observations: list[Observation]) -> bytes:
     return b"".join(parts)
 
 
+#: Encoded ``ResourceSpans.resource`` fields by ``_scalar_key`` of the resource: one per service and host.
+_RESOURCES: dict[tuple[tuple[Any, ...], ...], bytes] = {}
+_RESOURCES_MAX = 256
+
+
+def _resource(attrs: dict[str, Any]) -> bytes:
+    """The ``ResourceSpans.resource`` field: the trace's resource attributes, plus ``service.name`` =
+    ``unknown_service`` when missing."""
+    if (key := _scalar_key(attrs)) is not None and (e := _RESOURCES.get(key)) is not None:
+        return e
+    resource = dict(attrs)
+    if not resource.get("service.name"):
+        resource["service.name"] = DEFAULT_SERVICE_NAME
+    e = field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))
+    if key is not None:
+        if len(_RESOURCES) >= _RESOURCES_MAX:
+            _RESOURCES.clear()
+        _RESOURCES[key] = e
+    return e
+
+
 def _resource_spans(trace: TraceInfo, observations: list[Observation]) -> list[bytes]:
     """The parts of one ``ExportTraceServiceRequest.resource_spans`` element (key and length first), to be joined
     once: each level's length is the sum of its parts' lengths, so no level is copied into the next."""
-    resource: dict[str, Any] = dict(trace.resource)
-    if not resource.get("service.name"):
-        resource["service.name"] = DEFAULT_SERVICE_NAME
     tp = _TraceParts(trace)
     scopes: dict[tuple[str, str], list[bytes]] = {}
     for obs in observations:
@@ -449,7 +473,7 @@ def _resource_spans(trace: TraceInfo, observations: list[Observation]) -> list[b
         if spans is None:
             spans = scopes[key] = []
         spans.append(_span(obs, tp))
-    parts = [b"", field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))]
+    parts = [b"", _resource(trace.resource)]
     for (name, version), spans in scopes.items():
         scope = field(
             _SS_SCOPE,
