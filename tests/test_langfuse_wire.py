@@ -28,7 +28,7 @@ from relay.otlp.values import dict_to_attrs, py_to_any
 from tests.support import langfuse_reference
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     database=None,
     derandomize=bool(os.environ.get("CI")),  # CI replays one fixed sequence of examples, as tests/test_fuzz_*
@@ -188,7 +188,7 @@ def test_encoder_matches_upb_reference(items):
     _same_as_reference(items)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=60)
 @given(st.lists(traces(), min_size=1, max_size=2))
 def test_encoder_matches_reference_with_tiny_caches(items):
     """Caches cleared every few entries: no stale or evicted entry changes the output."""
@@ -201,7 +201,7 @@ def test_encoder_matches_reference_with_tiny_caches(items):
         _same_as_reference(items)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=50)
 @given(traces())
 def test_encode_spans_is_one_resource_spans(trace):
     """``encode_spans`` is the ``ResourceSpans`` of the old encoder, and ``encode_request``'s element for it."""
@@ -245,6 +245,30 @@ def test_float_cache_keeps_signed_zero_and_nan_apart():
         msg = AnyValue().kvlist_value
         dict_to_attrs({"k": v}, msg.values)
         assert wire.attributes({"k": v}, wire.tag(1, 2)) == msg.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"start_ns": 2**64},
+        {"start_ns": -5, "end_ns": 0},
+        {"end_ns": 2**64},
+        {"events": [("e", 2**64, {})]},
+        {"id": "00" * 8},
+        {"id": "xyz"},
+        {"parent_id": "12"},
+        {"trace_id": "3" * 32},
+    ],
+)
+def test_invalid_observations_fail_like_upb(change):
+    """Out-of-range fixed64 times and bad ids: ValueError from both encoders (nothing half-written is returned)."""
+    fields = {"id": "1" * 16, "trace_id": "2" * 32, "name": "n", "type": ObservationType.SPAN, "start_ns": 1}
+    obs = Observation(**{"end_ns": 2, **fields, **change})
+    trace = TraceInfo(trace_id="2" * 32)
+    with pytest.raises(ValueError):
+        langfuse_reference.encode_request([(trace, [obs])])
+    with pytest.raises(ValueError):
+        langfuse_encode.encode_request([(trace, [obs])])
 
 
 def test_lone_surrogate_fails_like_upb():
