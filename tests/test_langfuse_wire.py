@@ -107,7 +107,7 @@ def observations(draw: Any, trace_id: str) -> Observation:
         parent_id=draw(st.one_of(st.none(), st.just(""), hex_ids)),
         level=draw(st.sampled_from(list(Level))),
         status_message=draw(st.one_of(st.none(), st.text(max_size=10))),
-        model=draw(st.one_of(st.none(), st.just(""), st.sampled_from(["claude-sonnet-4-5", "gpt-4o"]))),
+        model=draw(st.one_of(st.none(), st.just(""), st.sampled_from(["claude-sonnet-4-5", "gpt-4o", 7]))),
         model_parameters=draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=6), json_values, max_size=3))),
         usage_details=draw(
             st.one_of(

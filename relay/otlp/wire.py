@@ -158,14 +158,16 @@ def _entry(key_tag: bytes, key: str, value: Any) -> bytes:
 
 
 def string_attributes(items: Iterable[tuple[str, str]], key_tag: bytes) -> list[bytes]:
-    """``attribute_entries`` for ``(key, value)`` pairs whose values are all ``str`` (short values are cached with
+    """``attribute_entries`` for ``(key, value)`` pairs whose values are mostly ``str`` (short values are cached with
     the others; long ones, such as message contents, are encoded without hashing them)."""
     cache = _ENTRIES.get(key_tag)
     if cache is None:
         cache = _ENTRIES[key_tag] = {}
     out = []
     for k, v in items:
-        if len(v) > _ENTRY_STR_MAX:
+        if type(v) is not str:
+            out += attribute_entries({k: v}, key_tag)
+        elif len(v) > _ENTRY_STR_MAX:
             out.append(_string_entry(key_tag, k, v.encode()))
         elif (e := cache.get((k, v, str))) is not None:
             out.append(e)
