@@ -8,8 +8,7 @@ Stages, per request body (the same pre-generated bodies ``bench/ingest.py`` send
 * ``views``  — ``relay.pipeline.records.iter_spans`` / ``iter_logs`` (flattened views);
 * ``attrs``  — attribute dicts of every span (``SpanView.attrs``, decoded lazily in the daemon);
 * ``map``    — ``relay.pipeline.mapper.map_group`` per trace (observations, trace info, usage records);
-* ``encode`` — ``relay.exporters.langfuse_encode.encode_request`` + ``SerializeToString`` per trace (the outbound
-  spool payload);
+* ``encode`` — ``relay.exporters.langfuse_encode.encode_request`` per trace (the serialised outbound spool payload);
 * ``ceiling`` — ``FromString`` + ``SerializeToString`` of the same body: the raw protobuf cost no Python relay beats.
 
 Workloads: ``genai-512`` / ``genai-100`` (GenAI-semconv spans, 8 per trace, with content), and ``claude-code``
@@ -101,7 +100,7 @@ def run(bodies: list[tuple[str, bytes]], ctx: MappingContext) -> tuple[dict[str,
         result = map_group(logs, spans, ctx)
         t1 = clock()
         if result.trace is not None and result.observations:
-            encode_request([(result.trace, result.observations)]).SerializeToString()
+            encode_request([(result.trace, result.observations)])
         t2 = clock()
         t["map"] += t1 - t0
         t["encode"] += t2 - t1

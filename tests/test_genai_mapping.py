@@ -173,7 +173,7 @@ def test_usage_records():
 def test_encoded_spans_follow_langfuse_rules():
     """encode → OTLP bytes → decode → apply Langfuse's attribute-mapping precedence by hand."""
     _, mapped, _ = _map()
-    body = encode_request([(mapped.trace, mapped.observations)]).SerializeToString()
+    body = encode_request([(mapped.trace, mapped.observations)])
     req = ExportTraceServiceRequest.FromString(body)
     spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert len(spans) == 4

@@ -8,13 +8,12 @@ import json
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from relay.exporters import langfuse_encode
 from relay.exporters.langfuse_encode import (
     DEFAULT_SERVICE_NAME,
     SCOPE_NAME,
-    encode_request,
-    encode_spans,
     iso_time,
     normalize_environment,
     valid_session_id,
@@ -94,6 +93,14 @@ def _observations() -> list[Observation]:
             attributes={"gen_ai.tool.name": "Bash"},
         ),
     ]
+
+
+def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceSpans:
+    return ResourceSpans.FromString(langfuse_encode.encode_spans(trace, observations))
+
+
+def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest.FromString(langfuse_encode.encode_request(items))
 
 
 def _spans(rs) -> list[tuple[Span, dict]]:

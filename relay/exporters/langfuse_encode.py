@@ -9,29 +9,41 @@ so Langfuse neither re-interprets nor double-counts tokens
 
 Units: times are Unix nanoseconds; ``cost_details`` values are USD; ``usage_details`` values are token counts.
 Output is deterministic (sorted metadata keys, stable attribute order) so tests can compare encodings.
+
+This is relay's hot path, so the request is written as protobuf bytes directly (``relay.otlp.wire``) rather than
+built as upb messages: byte for byte what upb's ``SerializeToString`` gives for the message built field by field
+(tests/test_langfuse_wire.py checks it against that encoder). The trace-level attributes are encoded once per trace;
+encoded attributes, span names and model-parameter JSON are cached by value in bounded module-level dicts (cleared
+when full; each lookup is one dict access, so concurrent callers see a value or recompute it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
-
 from relay.model import Level, Observation, TraceInfo
-from relay.otlp.values import dict_to_attrs
+from relay.otlp.wire import (
+    attribute_entries,
+    attributes,
+    field,
+    fixed64,
+    string_attributes,
+    tag,
+    varint,
+)
 
 __all__ = [
     "SCOPE_NAME",
     "DEFAULT_SERVICE_NAME",
     "encode_spans",
     "encode_request",
-    "encode_span",
-    "span_attributes",
     "trace_attributes",
     "observation_attributes",
     "normalize_environment",
@@ -55,9 +67,10 @@ _TOKEN_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
 _COST_KEYS = frozenset({"gen_ai.usage.cost", "llm.cost.total"})
 
 
+@functools.cache
 def relay_version() -> str:
     """relay's version for the instrumentation scope: ``relay.__version__``, else the installed distribution's
-    version, else ``0+unknown`` (running from a source tree that is not installed)."""
+    version, else ``0+unknown`` (running from a source tree that is not installed); looked up once."""
     import relay
 
     v = getattr(relay, "__version__", None)
@@ -79,8 +92,11 @@ def normalize_environment(value: Any) -> str | None:
     prefixes, replaces each run of other characters by ``-``, trims ``-`` at the ends and truncates to 40; a value that
     is empty or still starts with ``langfuse`` afterwards is dropped. ``"Prod EU"`` → ``"prod-eu"``.
     """
-    if not isinstance(value, str):
-        return None
+    return _normalize_environment(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=256)  # a handful of environments, one lookup per trace
+def _normalize_environment(value: str) -> str | None:
     env = value.strip().lower()
     while env.startswith(("langfuse-", "langfuse_")):
         env = env[len("langfuse-") :]
@@ -104,8 +120,46 @@ def iso_time(ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json(value: Any, *, sort: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
+# ``json.dumps(value, ensure_ascii=False, sort_keys=…, separators=(",", ":"), default=str)`` — the same C encoder
+# ``json.dumps`` builds on every call (``JSONEncoder.iterencode``), built once; without the circular-reference check
+# (values come from decoded OTLP/JSON, never circular; a cycle raises RecursionError instead of ValueError).
+if c_make_encoder is not None:
+    _JSON_C = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
+    _JSON_SORTED_C = c_make_encoder(None, str, encode_basestring, None, ":", ",", True, False, True)
+
+    def _json(value: Any, *, sort: bool = False) -> str:
+        return "".join((_JSON_SORTED_C if sort else _JSON_C)(value, 0))
+
+else:  # pragma: no cover - CPython always has the C accelerator
+
+    def _json(value: Any, *, sort: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=False, sort_keys=sort, separators=(",", ":"), default=str)
+
+
+#: Model parameters' JSON by (keys, key types, values, value types): agents send the same few settings.
+_PARAMETERS: dict[tuple[tuple[Any, ...], ...], str] = {}
+_PARAMETERS_MAX = 1024
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _scalar_key(d: dict[Any, Any]) -> tuple[tuple[Any, ...], ...] | None:
+    """A cache key that determines ``d``'s encoding (keys, values and their types), or None when ``d`` holds a
+    non-scalar (1 == 1.0 == True inside it would share a key) or ±0.0 (equal, encoded apart)."""
+    vals = tuple(d.values())
+    types = tuple(map(type, vals))
+    if not _SCALARS.issuperset(types) or 0.0 in vals:
+        return None
+    return (tuple(d), tuple(map(type, d)), vals, types)
+
+
+def _parameters_json(params: dict[str, Any]) -> str:
+    if (key := _scalar_key(params)) is None:
+        return _json(params, sort=True)
+    if (j := _PARAMETERS.get(key)) is None:
+        if len(_PARAMETERS) >= _PARAMETERS_MAX:
+            _PARAMETERS.clear()
+        j = _PARAMETERS[key] = _json(params, sort=True)
+    return j
 
 
 def _content(value: Any) -> str:
@@ -154,16 +208,13 @@ def observation_attributes(obs: Observation) -> dict[str, Any]:
     status message, model (also as ``gen_ai.request.model``/``gen_ai.response.model``), model parameters (JSON),
     ``usage_details`` (JSON object string of ints), ``cost_details`` (JSON object string of USD floats), completion
     start (ISO), input/output and ``langfuse.observation.metadata.<k>`` (sorted)."""
-    out: dict[str, Any] = {
-        "langfuse.observation.type": str(obs.type),
-        "langfuse.observation.level": str(obs.level),
-    }
+    out: dict[str, Any] = {_TYPE_KEY: str(obs.type), _LEVEL_KEY: str(obs.level)}  # first: see _attribute_entries
     if obs.status_message:
         out["langfuse.observation.status_message"] = obs.status_message
     if obs.model:
         out["langfuse.observation.model.name"] = obs.model
     if obs.model_parameters:
-        out["langfuse.observation.model.parameters"] = _json(obs.model_parameters, sort=True)
+        out["langfuse.observation.model.parameters"] = _parameters_json(obs.model_parameters)
     if obs.usage_details is not None:
         usage = {k: int(v) for k, v in obs.usage_details.items() if v is not None}
         out["langfuse.observation.usage_details"] = _json(usage, sort=True)
@@ -183,107 +234,265 @@ def observation_attributes(obs: Observation) -> dict[str, Any]:
     return out
 
 
-def span_attributes(trace: TraceInfo, obs: Observation, trace_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """All attributes of the span for ``obs``: its extra ``attributes`` first (minus those Langfuse would use to
-    re-derive usage/cost the explicit JSON already states), then the Langfuse attributes, which win.
-
-    - ``usage_details`` set → token attributes ``gen_ai.usage.*`` / ``llm.token_count.*`` are dropped (except the
-      cost key ``gen_ai.usage.cost``, which is usage-independent and dropped only when ``cost_details`` is set);
-    - ``cost_details`` set → ``gen_ai.usage.cost`` / ``llm.cost.total`` are dropped;
-    - a model also fills ``gen_ai.request.model`` / ``gen_ai.response.model`` when the span has none (existing
-      values are the agent's own and are kept);
-    - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
-      ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
-
-    ``trace_attrs`` is ``trace_attributes(trace)`` when the caller already has it (computed once per trace).
-    """
-    extra: dict[str, Any] = {}
-    for k, v in obs.attributes.items():
-        if v is None:
-            continue
-        if obs.usage_details is not None and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS:
-            continue
-        if obs.cost_details is not None and (k in _COST_KEYS or k.startswith("llm.cost.")):
-            continue
-        extra[k] = v
-    if obs.model:
-        extra.setdefault("gen_ai.request.model", obs.model)
-        extra.setdefault("gen_ai.response.model", obs.model)
-    extra.update(trace_attributes(trace) if trace_attrs is None else trace_attrs)
-    extra.update(observation_attributes(obs))
-    return extra
-
-
 def _id(hex_value: str, size: int, what: str) -> bytes:
     try:
         raw = bytes.fromhex(hex_value)
     except (TypeError, ValueError):
         raw = b""
-    if len(raw) != size or not any(raw):
+    if len(raw) != size or raw == bytes(size):
         # Langfuse rejects the whole request for one bad id (upstream otel/v1/traces handler): fail before sending.
         raise ValueError(f"invalid {what} {hex_value!r}: need {size * 2} hex characters, not all zero")
     return raw
 
 
-def encode_span(
-    trace: TraceInfo, obs: Observation, out: Span | None = None, trace_attrs: dict[str, Any] | None = None
-) -> Span:
-    """One observation as an OTLP ``Span`` (kind INTERNAL). Ids come from lowercase hex (``trace_id`` 32, ``id`` and
-    ``parent_id`` 16 characters; ``ValueError`` when invalid); ``start_ns``/``end_ns`` are Unix ns (a missing end
-    takes the start); status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else UNSET;
-    events are ``(name, time_ns, attributes)``. ``trace_attrs``: see ``span_attributes``."""
-    span = Span() if out is None else out
-    trace_hex = obs.trace_id or trace.trace_id
-    if trace.trace_id and trace_hex != trace.trace_id:
-        raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {trace.trace_id}")
-    span.trace_id = _id(trace_hex, 16, "trace id")
-    span.span_id = _id(obs.id, 8, "span id")
+# Field keys (opentelemetry-proto: collector/trace/v1/trace_service.proto, trace/v1/trace.proto,
+# resource/v1/resource.proto, common/v1/common.proto).
+_REQUEST_RESOURCE_SPANS = tag(1, 2)  # ExportTraceServiceRequest.resource_spans
+_RS_RESOURCE, _RS_SCOPE_SPANS = tag(1, 2), tag(2, 2)  # ResourceSpans.resource, .scope_spans
+_RESOURCE_ATTRIBUTES = tag(1, 2)  # Resource.attributes
+_SS_SCOPE, _SS_SPANS = tag(1, 2), tag(2, 2)  # ScopeSpans.scope, .spans
+_SCOPE_NAME, _SCOPE_VERSION = tag(1, 2), tag(2, 2)  # InstrumentationScope.name, .version
+_SPAN_TRACE_ID, _SPAN_NAME = tag(1, 2), tag(5, 2)
+_SPAN_SPAN_ID, _SPAN_PARENT_SPAN_ID = tag(2, 2) + varint(8), tag(4, 2) + varint(8)  # with the length of 8-byte ids
+_SPAN_KIND_INTERNAL = tag(6, 0) + varint(1)  # Span.kind = SPAN_KIND_INTERNAL
+_SPAN_START, _SPAN_END = 7 << 3 | 1, 8 << 3 | 1  # fixed64 Unix ns: both keys are one byte
+_SPAN_TIMES = struct.Struct("<BQBQ").pack
+_SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_STATUS = tag(9, 2), tag(11, 2), tag(15, 2)
+_EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES = tag(1, 1), tag(2, 2), tag(3, 2)  # Span.Event
+_STATUS_MESSAGE, _STATUS_CODE_ERROR = tag(2, 2), tag(3, 0) + varint(2)  # Status.message, code = ERROR
+
+
+#: Encoded ``Span.name`` and ``Span.kind`` fields by span name (names repeat: operation and model or tool).
+_NAMES: dict[str, bytes] = {}
+#: Encoded ``langfuse.observation.type`` and ``.level`` attributes by (type, level).
+_HEADS: dict[tuple[str, str], bytes] = {}
+#: Encoded ``gen_ai.request.model`` / ``gen_ai.response.model`` fill-ins by (model, its type, which are missing).
+_MODELS: dict[tuple[Any, type, tuple[bool, bool]], bytes] = {}
+_NAMES_MAX = 8192
+
+
+class _TraceParts:
+    """What every span of one trace shares, encoded once: the trace id field and the trace-level attributes."""
+
+    __slots__ = ("trace_hex", "trace_id", "attrs", "entries", "blob")
+
+    def __init__(self, trace: TraceInfo) -> None:
+        self.trace_hex = trace.trace_id
+        self.trace_id: bytes | None = None  # the encoded ``Span.trace_id`` field, on first use
+        #: ``trace_attributes(trace)`` as encoded ``Span.attributes`` elements, by key.
+        self.attrs = trace_attributes(trace)
+        self.entries = dict(zip(self.attrs, attribute_entries(self.attrs, _SPAN_ATTRIBUTES), strict=True))
+        self.blob = b"".join(self.entries.values())
+
+
+#: Attribute keys seen on spans with usage or cost details, and those of them dropped when the observation has
+#: ``usage_details`` (token counts), ``cost_details`` (costs), or both: set operations in C instead of prefix tests
+#: per key. They only grow (a key enters the drop sets before ``_KEYS_SEEN``), up to ``_KEYS_SEEN_MAX`` keys; keys
+#: beyond are tested one by one.
+_KEYS_SEEN: set[str] = set()
+_DROP_WITH_USAGE: set[str] = set()
+_DROP_WITH_COST: set[str] = set()
+_DROP_WITH_BOTH: set[str] = set()
+_KEYS_SEEN_MAX = 16384
+
+
+def _dropped(k: str, usage: bool, cost: bool) -> bool:
+    """Whether the attribute ``k`` is left out because the observation states usage / cost details."""
+    return (usage and k.startswith(_TOKEN_PREFIXES) and k not in _COST_KEYS) or (
+        cost and (k in _COST_KEYS or k.startswith("llm.cost."))
+    )
+
+
+def _classify(keys: Iterable[str]) -> None:
+    for k in keys:
+        if len(_KEYS_SEEN) >= _KEYS_SEEN_MAX:
+            return
+        if _dropped(k, True, False):
+            _DROP_WITH_USAGE.add(k)
+            _DROP_WITH_BOTH.add(k)
+        if _dropped(k, False, True):
+            _DROP_WITH_COST.add(k)
+            _DROP_WITH_BOTH.add(k)
+        _KEYS_SEEN.add(k)
+
+
+_MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
+_TYPE_KEY, _LEVEL_KEY = "langfuse.observation.type", "langfuse.observation.level"
+
+
+def _attribute_entries(obs: Observation, tp: _TraceParts, out: list[bytes]) -> None:
+    """Append the encoded attributes of the span for ``obs`` to ``out``: its extra ``attributes`` first (minus
+    those Langfuse would use to re-derive usage/cost the explicit JSON already states), then the trace-level and
+    the observation-level Langfuse attributes, which win (a key the extra attributes already have keeps its place
+    and takes the Langfuse value, as ``dict.update`` would).
+
+    - ``usage_details`` set → token attributes ``gen_ai.usage.*`` / ``llm.token_count.*`` are dropped (except the
+      cost key ``gen_ai.usage.cost``, which is usage-independent and dropped only when ``cost_details`` is set);
+    - ``cost_details`` set → ``gen_ai.usage.cost`` / ``llm.cost.total`` / ``llm.cost.*`` are dropped;
+    - a model also fills ``gen_ai.request.model`` / ``gen_ai.response.model`` when the span has none (existing
+      values are the agent's own and are kept);
+    - user/session: the explicit ``langfuse.user.id`` / ``langfuse.session.id`` outrank raw ``user.id`` /
+      ``session.id`` / ``gen_ai.conversation.id`` in Langfuse, so the raw keys are kept as context.
+    """
+    extra: dict[str, Any] = obs.attributes  # None values are skipped by ``attributes``
+    usage = obs.usage_details is not None
+    cost = obs.cost_details is not None
+    if usage or cost:
+        if not _KEYS_SEEN.issuperset(extra):
+            _classify(extra)
+        if _KEYS_SEEN.issuperset(extra):
+            drop = _DROP_WITH_BOTH if usage and cost else _DROP_WITH_USAGE if usage else _DROP_WITH_COST
+            if not drop.isdisjoint(extra):
+                extra = {k: v for k, v in extra.items() if k not in drop}
+        else:  # more distinct keys than _KEYS_SEEN holds
+            extra = {k: v for k, v in extra.items() if not _dropped(k, usage, cost)}
+    own = observation_attributes(obs)
+    if tp.entries.keys().isdisjoint(extra) and own.keys().isdisjoint(extra):
+        out += attribute_entries(extra, _SPAN_ATTRIBUTES)  # None values are encoded as b""
+        if (model := obs.model) and (
+            need := (extra.get(_MODEL_KEYS[0]) is None, extra.get(_MODEL_KEYS[1]) is None)
+        ) != (False, False):
+            if (e := _MODELS.get((model, type(model), need))) is None:
+                if len(_MODELS) >= _NAMES_MAX:
+                    _MODELS.clear()
+                e = _MODELS[model, type(model), need] = attributes(
+                    {k: model for k, n in zip(_MODEL_KEYS, need, strict=True) if n}, _SPAN_ATTRIBUTES
+                )
+            out.append(e)
+        out.append(tp.blob)
+        items = iter(own.items())  # type and level first, then strings only
+        (_, obs_type), (_, level) = next(items), next(items)
+        if (head := _HEADS.get((obs_type, level))) is None:
+            if len(_HEADS) >= _NAMES_MAX:
+                _HEADS.clear()
+            head = _HEADS[obs_type, level] = attributes({_TYPE_KEY: obs_type, _LEVEL_KEY: level}, _SPAN_ATTRIBUTES)
+        out.append(head)
+        out += string_attributes(items, _SPAN_ATTRIBUTES)
+        return
+    # the span sets Langfuse keys itself: they keep their place and take relay's value (dict order)
+    merged = {k: v for k, v in extra.items() if v is not None}
+    if obs.model:
+        for k in _MODEL_KEYS:
+            merged.setdefault(k, obs.model)
+    merged.update(tp.attrs)
+    merged.update(own)
+    out += attribute_entries(merged, _SPAN_ATTRIBUTES)
+
+
+def _span(obs: Observation, tp: _TraceParts) -> bytes:
+    """One observation as an encoded OTLP ``Span``, as an element of ``ScopeSpans.spans`` (see ``encode_spans``)."""
+    trace_hex = obs.trace_id or tp.trace_hex
+    if tp.trace_hex and trace_hex != tp.trace_hex:
+        raise ValueError(f"observation {obs.id} belongs to trace {trace_hex}, not {tp.trace_hex}")
+    trace_id = tp.trace_id if trace_hex == tp.trace_hex else None
+    if trace_id is None:
+        trace_id = field(_SPAN_TRACE_ID, _id(trace_hex, 16, "trace id"))
+        if trace_hex == tp.trace_hex:
+            tp.trace_id = trace_id
+        # else the trace has no id: each observation brings its own
+    parts = [trace_id, _SPAN_SPAN_ID + _id(obs.id, 8, "span id")]
     if obs.parent_id:
-        span.parent_span_id = _id(obs.parent_id, 8, "parent span id")
-    span.name = obs.name or str(obs.type)
-    span.kind = Span.SpanKind.SPAN_KIND_INTERNAL
-    span.start_time_unix_nano = obs.start_ns or obs.end_ns or 0
-    span.end_time_unix_nano = obs.end_ns or obs.start_ns or 0
-    dict_to_attrs(span_attributes(trace, obs, trace_attrs), span.attributes)
-    for name, time_ns, attrs in obs.events:
-        ev = span.events.add(name=name, time_unix_nano=time_ns)
-        dict_to_attrs(attrs, ev.attributes)
+        parts.append(_SPAN_PARENT_SPAN_ID + _id(obs.parent_id, 8, "parent span id"))
+    name = obs.name or str(obs.type)
+    if (e := _NAMES.get(name)) is None:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        e = _NAMES[name] = (field(_SPAN_NAME, name.encode()) if name else b"") + _SPAN_KIND_INTERNAL
+    parts.append(e)
+    if start := obs.start_ns or obs.end_ns:  # then end is set too
+        end = obs.end_ns or start
+        try:
+            parts.append(_SPAN_TIMES(_SPAN_START, start, _SPAN_END, end))
+        except struct.error:
+            raise ValueError(f"span times out of range for fixed64: {start}, {end}") from None
+    _attribute_entries(obs, tp, parts)
+    for ev_name, time_ns, attrs in obs.events:
+        ev = _EVENT_TIME + fixed64(time_ns) if time_ns else b""
+        if ev_name:
+            ev += field(_EVENT_NAME, ev_name.encode())
+        parts.append(field(_SPAN_EVENTS, ev + attributes(attrs, _EVENT_ATTRIBUTES)))
     if obs.status_error or obs.level == Level.ERROR:
-        span.status.code = Status.StatusCode.STATUS_CODE_ERROR
-        if obs.status_message:
-            span.status.message = obs.status_message
-    return span
+        message = field(_STATUS_MESSAGE, obs.status_message.encode()) if obs.status_message else b""
+        parts.append(field(_SPAN_STATUS, message + _STATUS_CODE_ERROR))
+    parts[0] = _SS_SPANS + varint(sum(map(len, parts))) + parts[0]
+    return b"".join(parts)
 
 
-def encode_spans(trace: TraceInfo, observations: list[Observation]) -> ResourceSpans:
-    """One trace as one OTLP ``ResourceSpans``: resource attributes from ``trace.resource`` (plus ``service.name``
-    = ``unknown_service`` when missing); one ``ScopeSpans`` per instrumentation scope — the observation's original
-    ``scope`` (name, version), which Langfuse shows as ``metadata.scope``, or ``relay`` at relay's version for
-    observations relay made —; one span per observation, in the given order within its scope (see ``encode_span``,
-    ``span_attributes``)."""
-    rs = ResourceSpans()
-    resource: dict[str, Any] = dict(trace.resource)
+def encode_spans(trace: TraceInfo, observations: list[Observation]) -> bytes:
+    """One trace as an encoded OTLP ``ResourceSpans`` (protobuf bytes; parse with ``ResourceSpans.FromString``).
+
+    - resource attributes from ``trace.resource`` (plus ``service.name`` = ``unknown_service`` when missing);
+    - one ``ScopeSpans`` per instrumentation scope, in order of first use: the observation's original ``scope``
+      (name, version), which Langfuse shows as ``metadata.scope``, or ``relay`` at relay's version for
+      observations relay made;
+    - one ``Span`` (kind INTERNAL) per observation, in the given order within its scope. Ids come from lowercase
+      hex (``trace_id`` 32, ``id`` and ``parent_id`` 16 characters; ``ValueError`` when invalid or when an
+      observation names another trace); ``start_ns``/``end_ns`` are Unix ns (a missing end takes the start);
+      status is ERROR with ``status_message`` when ``status_error`` or level ERROR, else unset; events are
+      ``(name, time_ns, attributes)``;
+    - span attributes: the observation's own ``attributes``, then ``trace_attributes`` (encoded once per trace),
+      then ``observation_attributes`` — see ``_attribute_entries`` for which own attributes are dropped and which
+      win.
+
+    The bytes equal upb's serialisation of the same message built field by field (``relay.otlp.wire``).
+    """
+    parts = _resource_spans(trace, observations)
+    del parts[0]  # the ExportTraceServiceRequest.resource_spans key and length
+    return b"".join(parts)
+
+
+#: Encoded ``ResourceSpans.resource`` fields by ``_scalar_key`` of the resource: one per service and host.
+_RESOURCES: dict[tuple[tuple[Any, ...], ...], bytes] = {}
+_RESOURCES_MAX = 256
+
+
+def _resource(attrs: dict[str, Any]) -> bytes:
+    """The ``ResourceSpans.resource`` field: the trace's resource attributes, plus ``service.name`` =
+    ``unknown_service`` when missing."""
+    if (key := _scalar_key(attrs)) is not None and (e := _RESOURCES.get(key)) is not None:
+        return e
+    resource = dict(attrs)
     if not resource.get("service.name"):
         resource["service.name"] = DEFAULT_SERVICE_NAME
-    dict_to_attrs(resource, rs.resource.attributes)
-    scopes: dict[tuple[str, str], Any] = {}
-    trace_attrs = trace_attributes(trace)  # the same on every span of the trace
+    e = field(_RS_RESOURCE, attributes(resource, _RESOURCE_ATTRIBUTES))
+    if key is not None:
+        if len(_RESOURCES) >= _RESOURCES_MAX:
+            _RESOURCES.clear()
+        _RESOURCES[key] = e
+    return e
+
+
+def _resource_spans(trace: TraceInfo, observations: list[Observation]) -> list[bytes]:
+    """The parts of one ``ExportTraceServiceRequest.resource_spans`` element (key and length first), to be joined
+    once: each level's length is the sum of its parts' lengths, so no level is copied into the next."""
+    tp = _TraceParts(trace)
+    scopes: dict[tuple[str, str], list[bytes]] = {}
     for obs in observations:
         key = obs.scope or (SCOPE_NAME, relay_version())
-        ss = scopes.get(key)
-        if ss is None:
-            ss = scopes[key] = rs.scope_spans.add()
-            ss.scope.name, ss.scope.version = key
-        encode_span(trace, obs, ss.spans.add(), trace_attrs)
-    return rs
+        spans = scopes.get(key)
+        if spans is None:
+            spans = scopes[key] = []
+        spans.append(_span(obs, tp))
+    parts = [b"", _resource(trace.resource)]
+    for (name, version), spans in scopes.items():
+        scope = field(
+            _SS_SCOPE,
+            (field(_SCOPE_NAME, name.encode()) if name else b"")
+            + (field(_SCOPE_VERSION, version.encode()) if version else b""),
+        )
+        parts.append(_RS_SCOPE_SPANS + varint(len(scope) + sum(map(len, spans))))
+        parts.append(scope)
+        parts += spans
+    parts[0] = _REQUEST_RESOURCE_SPANS + varint(sum(map(len, parts)))
+    return parts
 
 
-def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> ExportTraceServiceRequest:
-    """An ``ExportTraceServiceRequest`` (the body of ``POST /api/public/otel/v1/traces``) with one
-    ``ResourceSpans`` per ``(trace, observations)`` item; items without observations are skipped (OTLP spec:
-    senders should not create empty envelopes)."""
-    req = ExportTraceServiceRequest()
+def encode_request(items: list[tuple[TraceInfo, list[Observation]]]) -> bytes:
+    """A serialised ``ExportTraceServiceRequest`` (the protobuf body of ``POST /api/public/otel/v1/traces``) with
+    one ``ResourceSpans`` per ``(trace, observations)`` item (see ``encode_spans``); items without observations
+    are skipped (OTLP spec: senders should not create empty envelopes)."""
+    parts: list[bytes] = []
     for trace, observations in items:
         if observations:
-            req.resource_spans.append(encode_spans(trace, observations))
-    return req
+            parts += _resource_spans(trace, observations)
+    return b"".join(parts)

@@ -609,7 +609,7 @@ class Pipeline(Component):
             new.append(o)
         payload = None
         if new and st.export_enabled:
-            payload = encode_request([(trace, new)]).SerializeToString()
+            payload = encode_request([(trace, new)])
         for u in result.usage:
             u.tenant = g.tenant
             u.labels = ledger_labels(u.labels, st.ctx.labels)
