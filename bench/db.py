@@ -206,9 +206,7 @@ async def _run(requests, directory: Path, profile=None) -> dict[str, float]:
         # the score sender: one delete per delivered score (relay.scores.outbox.ScoreSender._deliver)
         for row_id, _body, version, *_ in rows:
             await spool.db.run(
-                functools.partial(
-                    _execute, "DELETE FROM score_outbox WHERE id=? AND version=?", (row_id, version)
-                )
+                functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?", (row_id, version))
             )
 
     t0 = time.perf_counter()
