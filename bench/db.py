@@ -10,7 +10,7 @@ CPU work (mapping happens before the timed part):
   ``done_inbound``;
 * ``scores``        — the scorer: closed traces marked, due subjects read, their ledger records read back, the
   scores upserted into the ledger's score table and the score outbox (``Scorer.step``); then the score sender's
-  reads and one delete per delivered score;
+  read and its delete of each pass's delivered scores (100 per pass);
 * ``export``        — the Langfuse exporter: ``read_outbound``, ``mark_sending``, ``ack_outbound``.
 
 The stages of consecutive requests overlap as in the daemon (request *i+1* is appended while request *i* is in the
@@ -203,10 +203,11 @@ async def _run(requests, directory: Path, profile=None) -> dict[str, float]:
                 ("default", now),
             ).fetchall()
         )
-        # the score sender: one delete per delivered score (relay.scores.outbox.ScoreSender._deliver)
-        for row_id, _body, version, *_ in rows:
+        # the score sender: one delete job per pass for the scores delivered (relay.scores.outbox.ScoreSender)
+        for i in range(0, len(rows), 100):
+            done = [(row_id, version) for row_id, _body, version, *_ in rows[i : i + 100]]
             await spool.db.run(
-                functools.partial(_execute, "DELETE FROM score_outbox WHERE id=? AND version=?", (row_id, version))
+                functools.partial(_execute_many, "DELETE FROM score_outbox WHERE id=? AND version=?", done)
             )
 
     t0 = time.perf_counter()
@@ -228,8 +229,8 @@ async def _run(requests, directory: Path, profile=None) -> dict[str, float]:
     return {**stats, "wall": wall, "db_bytes": size, "commits": spool.db.commits}
 
 
-def _execute(sql: str, args: tuple, conn) -> None:
-    conn.execute(sql, args)
+def _execute_many(sql: str, args: list[tuple], conn) -> None:
+    conn.executemany(sql, args)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -285,11 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions of the writer thread")
     p.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     if args.worker:
         sys.path.insert(0, args.worker)
+        import relay  # bound to ROOT now: bench/_common.py puts this tree's root first on sys.path later
+
+        assert Path(relay.__file__).resolve().is_relative_to(Path(args.worker).resolve()), relay.__file__
+        sys.path.insert(1, str(HERE))
         worker(args)
         return 0
+    sys.path.insert(0, str(HERE))
     from ingest import _commit, _export_revision
 
     variants: list[tuple[str, Path]] = []
