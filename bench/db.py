@@ -15,7 +15,9 @@ CPU work (mapping happens before the timed part):
 
 The stages of consecutive requests overlap as in the daemon (request *i+1* is appended while request *i* is in the
 pipeline and request *i−1* is exported and scored), so the writer thread groups jobs into commits as it does under
-load. Payloads are the bodies ``bench/ingest.py`` sends (``BatchFactory``), mapped by relay's own mapper and encoder.
+load. Payloads are the bodies ``bench/ingest.py`` sends (``BatchFactory``), mapped by relay's own mapper and encoder;
+LLM records keyed by the template's ``gen_ai.response.id`` (the same in every body) get a key per request, so the
+ledger inserts new records as with real traffic.
 
 Figures: CPU seconds of the writer thread (``time.thread_time()`` around each group commit, measured inside the
 thread) per span, and per commit; wall time per request; number of group commits; database size at the end. The
@@ -47,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -123,9 +126,14 @@ def _prepare(n_requests: int, spans: int):
         commits = []
         for key, views in groups.items():
             result = map_group([], views, ctx)
+            view_ids = {v.trace_id for v in views} | {v.span_id for v in views}
             assert result.trace is not None
             payload = encode_request([(result.trace, result.observations)]).SerializeToString()
             for u in result.usage:
+                # BatchFactory rewrites trace and span ids only: the template's gen_ai.response.id (an LLM record's
+                # ledger key) would repeat in every request, making every write after the first a no-op
+                if u.kind == "llm" and view_ids.isdisjoint(u.key.split(":")):
+                    u.key = f"{u.key}:{seq}"
                 u.tenant = "default"
                 u.labels = ledger_labels(u.labels, ctx.labels)
             obs = result.observations
@@ -145,7 +153,7 @@ def _prepare(n_requests: int, spans: int):
     return out
 
 
-async def _run(requests, directory: Path, profile=None) -> dict[str, float]:
+async def _run(requests, directory: Path, profile=None, pragmas: Sequence[str] = ()) -> dict[str, float]:
     """Drive the spool, ledger and scorer with ``requests``; the writer thread's figures."""
     from relay.model import Signal
     from relay.scores.config import ScoresConfig
@@ -155,6 +163,8 @@ async def _run(requests, directory: Path, profile=None) -> dict[str, float]:
     from relay.usage.sqlite_store import SqliteLedgerStore
 
     spool = Spool.open(directory)
+    for pragma in pragmas:  # e.g. wal_autocheckpoint=10000, to measure a setting against the default
+        spool.db.run_sync(lambda c, p=pragma: c.execute(f"PRAGMA {p}").fetchall())
     ledger = SqliteLedgerStore(spool.db, Pricing.load())
     scorer = Scorer(spool.db, ledger, ScoresConfig(), environments={}, deliver=lambda t: True)
     stats = {"cpu": 0.0, "groups": 0, "jobs": 0, **dict.fromkeys(STAGES, 0.0)}
@@ -240,7 +250,7 @@ def worker(args: argparse.Namespace) -> None:
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
-            runs.append(asyncio.run(_run(requests, Path(d))))
+            runs.append(asyncio.run(_run(requests, Path(d), pragmas=args.pragma)))
     if args.profile:
         prof = cProfile.Profile()
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
@@ -254,6 +264,8 @@ def _variant(root: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(HERE / "db.py"), "--worker", str(root)]
     cmd += ["--requests", str(args.requests), "--repeat", str(args.repeat), "--spans", str(args.spans)]
     cmd += ["--profile"] if args.profile else []
+    for pragma in args.pragma:
+        cmd += ["--pragma", pragma]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"bench worker for {root} failed:\n{out.stderr}")
@@ -283,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spans", type=int, default=512, help="spans per request (default 512)")
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; the best is printed (default 3)")
     p.add_argument("--baseline", default="main", help="git revision to compare with ('' for none; default main)")
+    p.add_argument(
+        "--pragma", action="append", default=[], help="a PRAGMA to run on the connection first (repeatable)"
+    )
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions of the writer thread")
     p.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

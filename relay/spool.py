@@ -569,8 +569,8 @@ class Spool:
             out: list[OutboundBatch] = []
             spans = size = 0
             for row in conn.execute(
-                "SELECT id, tenant, payload, spans, created_ns, items, sent_ns FROM outbound WHERE tenant=? "
-                "ORDER BY id LIMIT 1000",
+                "SELECT o.id, o.tenant, o.payload, o.spans, o.created_ns, o.items, s.sent_ns FROM outbound o "
+                "LEFT JOIN outbound_sent s ON s.id = o.id WHERE o.tenant=? ORDER BY o.id LIMIT 1000",
                 (tenant,),
             ):
                 b = OutboundBatch(
@@ -587,22 +587,26 @@ class Spool:
 
     async def mark_sending(self, batches: list[OutboundBatch]) -> None:
         """Record, before a send, that ``batches`` are about to be sent (``sent_ns``): if relay dies before the
-        answer, the next process knows they may already be in Langfuse and reconciles them first."""
+        answer, the next process knows they may already be in Langfuse and reconciles them first. The mark lives in
+        ``outbound_sent``, a small table: updating the batch's own row would rewrite its payload."""
         now = time.time_ns()
-        ids = [(now, b.id) for b in batches]
-        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=? WHERE id=?", ids))
+        ids = [(b.id, now) for b in batches]
+        await self.db.run(
+            lambda c: c.executemany("INSERT OR REPLACE INTO outbound_sent(id, sent_ns) VALUES (?,?)", ids)
+        )
 
     async def replace_outbound_state(self, batches: list[OutboundBatch]) -> None:
         """Clear the send state of ``batches`` (they will be sent again as they are)."""
         ids = [(b.id,) for b in batches]
-        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=NULL WHERE id=?", ids))
+        await self.db.run(lambda c: c.executemany("DELETE FROM outbound_sent WHERE id=?", ids))
 
     async def replace_outbound(self, batch: OutboundBatch, payload: bytes, spans: int) -> None:
         """Replace a batch's payload by the part not yet delivered (after a reconciliation found the rest in
         Langfuse); clears its send state. The batch keeps its items (their outcome comes with its export)."""
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbound SET payload=?, spans=?, sent_ns=NULL WHERE id=?", (payload, spans, batch.id))
+            conn.execute("UPDATE outbound SET payload=?, spans=? WHERE id=?", (payload, spans, batch.id))
+            conn.execute("DELETE FROM outbound_sent WHERE id=?", (batch.id,))
 
         await self.db.run(write)
         self.outbound_bytes += len(payload) - len(batch.payload)
@@ -617,6 +621,7 @@ class Spool:
 
         def delete(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
             conn.executemany("DELETE FROM outbound WHERE id=?", ids)
+            conn.executemany("DELETE FROM outbound_sent WHERE id=?", ids)
             _count(conn, rows)
             return None, rows
 
@@ -640,6 +645,7 @@ class Spool:
                     (b.tenant, b.payload, b.spans, b.created_ns, now, status, reason),
                 )
                 conn.execute("DELETE FROM outbound WHERE id=?", (b.id,))
+                conn.execute("DELETE FROM outbound_sent WHERE id=?", (b.id,))
             _count(conn, rows)
             return None, rows
 

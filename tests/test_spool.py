@@ -208,10 +208,11 @@ async def test_an_urgent_job_commits_before_the_jobs_queued_with_it(tmp_path):
         db.close()
 
 
-def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_their_ages(tmp_path):
-    """A database of a relay before issue 12 (``exported``: one row per observation id, hex text) is folded into
-    ``exported_ids`` at open: export-once still skips the ids, prune still forgets them by age, the old table is
-    gone. The old layout is written by plain sqlite3 with the former DDL."""
+def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_send_state(tmp_path):
+    """A database of a relay before issue 12 (``exported``: one row per observation id, hex text; send state in
+    ``outbound.sent_ns``) is upgraded at open: export-once still skips the ids, prune still forgets them by age,
+    the old table is gone, and a batch marked as sent is still read as possibly delivered (reconciled before a
+    re-send). The old layout is written by plain sqlite3 with the former DDL."""
     import sqlite3
 
     old = sqlite3.connect(tmp_path / "relay.db")
@@ -222,7 +223,13 @@ def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_their_a
         CREATE INDEX exported_age ON exported(created_ns);
         CREATE TABLE trace_meta (
             tenant TEXT NOT NULL, trace_id TEXT NOT NULL, info TEXT NOT NULL, updated_ns INTEGER NOT NULL,
-            PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;""")
+            PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
+        CREATE TABLE outbound (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+            items TEXT NOT NULL DEFAULT '{}', sent_ns INTEGER);
+        INSERT INTO outbound(tenant, payload, spans, created_ns, items, sent_ns)
+            VALUES ('a', x'0102', 2, 1, '{"traces": 2}', 123), ('a', x'03', 1, 2, '{}', NULL);""")
     span_ids = ["00f067aa0ba902b7", "b7ad6b7169203331"]
     now = 2**62  # far future: recent whatever the clock says
     old.executemany(
@@ -259,6 +266,19 @@ def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_their_a
                 lambda c: c.execute("SELECT name FROM sqlite_master WHERE name LIKE 'exported%'").fetchall()
             )
             assert sorted(t for (t,) in tables) == ["exported_ids", "exported_ids_age", "exported_ids_trace"]
+            first, second = await s.read_outbound("a", 10, 10_000)
+            assert (first.payload, first.sent_ns, first.items, second.sent_ns) == (
+                b"\x01\x02",
+                123,
+                {"traces": 2},
+                None,
+            )
+            await s.mark_sending([second])
+            await s.ack_outbound([first])
+            [left] = await s.read_outbound("a", 10, 10_000)
+            assert left.id == second.id and left.sent_ns is not None
+            await s.replace_outbound_state([left])
+            assert [b.sent_ns for b in await s.read_outbound("a", 10, 10_000)] == [None]
             assert await s.prune() == 2  # the two old commits (ages 5 and 7 ns) are forgotten, the rest kept
             assert await s.trace_state("a", "tr1") == ({"name": "n"}, set(span_ids))
             assert await s.trace_state("a", "tr2") == (None, set())

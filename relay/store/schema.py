@@ -9,6 +9,10 @@ Every statement is idempotent (``IF NOT EXISTS``); it runs at every open.
 every id is 16 hexadecimal digits — a span id — else the ids as text, one per line). It replaced ``exported`` (one
 row per observation id, hex text, under a composite key and an age index: ~10 index entries and ~250 bytes per
 span), which ``migrate`` folds into it in place (issue 12).
+
+``outbound_sent`` holds the send state of outbound batches (the Unix time in ns of the last attempt, by outbound
+id): it used to be ``outbound.sent_ns``, and marking a batch rewrote its whole row — the payload, several pages —
+before every send. ``migrate`` moves the marks of an older database there.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ CREATE INDEX IF NOT EXISTS request_keys_age ON request_keys(created_ns);
 CREATE TABLE IF NOT EXISTS outbound (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
-    items TEXT NOT NULL DEFAULT '{}', sent_ns INTEGER);
+    items TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS outbound_tenant ON outbound(tenant, id);
+CREATE TABLE IF NOT EXISTS outbound_sent (id INTEGER PRIMARY KEY, sent_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
@@ -58,7 +63,6 @@ CREATE TABLE IF NOT EXISTS inbound_closed (
 #: ones to databases created by an older relay.
 COLUMNS = [
     ("outbound", "items", "TEXT NOT NULL DEFAULT '{}'"),
-    ("outbound", "sent_ns", "INTEGER"),
 ]
 
 
@@ -97,11 +101,23 @@ def _migrate_exported(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE exported")  # its age index goes with it
 
 
+def _migrate_sent(conn: sqlite3.Connection) -> None:
+    """Move ``outbound.sent_ns`` marks of an older database to ``outbound_sent`` (the column stays, unused and NULL:
+    dropping it would rewrite every spooled payload)."""
+    if "sent_ns" not in {row[1] for row in conn.execute("PRAGMA table_info(outbound)")}:
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO outbound_sent(id, sent_ns) SELECT id, sent_ns FROM outbound WHERE sent_ns IS NOT NULL"
+    )
+    conn.execute("UPDATE outbound SET sent_ns = NULL WHERE sent_ns IS NOT NULL")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Upgrade a database of an older relay in place (idempotent): add the ``COLUMNS`` it lacks (``ALTER TABLE … ADD
-    COLUMN``) and fold ``exported`` into ``exported_ids``."""
+    COLUMN``), fold ``exported`` into ``exported_ids``, move ``outbound.sent_ns`` to ``outbound_sent``."""
     for table, column, decl in COLUMNS:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
     _migrate_exported(conn)
+    _migrate_sent(conn)

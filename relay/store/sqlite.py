@@ -106,6 +106,7 @@ class SqliteDB:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA secure_delete=FAST")  # see the module docstring
         conn.execute("PRAGMA foreign_keys=ON")
         if self._schema:
             conn.executescript(self._schema)
