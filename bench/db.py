@@ -261,7 +261,7 @@ def worker(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
             runs.append(asyncio.run(_run(requests, Path(d), pragmas=args.pragma)))
     if args.profile:
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.thread_time)  # CPU time of the writer thread, not wall time
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
             asyncio.run(_run(requests, Path(d), prof))
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from relay.model import UsageRecord
@@ -26,10 +28,24 @@ _LABELS = RECORD_COLUMNS.index("labels")
 _SUCCESS = RECORD_COLUMNS.index("success")
 
 
-def _values(r: UsageRecord) -> tuple:
-    """``usage_records`` column values of a record (labels as sorted-key JSON, success as 0/1)."""
-    v = [r.__dict__[f] for f in r.__dataclass_fields__]
-    v[_LABELS] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+_FIELDS = attrgetter(*(f.name for f in fields(UsageRecord)))
+
+
+def _values(r: UsageRecord, labels_json: dict[tuple, str] | None = None) -> tuple:
+    """``usage_records`` column values of a record (labels as sorted-key JSON, success as 0/1). ``labels_json``
+    memoises the JSON per label set (the records of a batch mostly share a few)."""
+    v = list(_FIELDS(r))
+    if labels_json is None:
+        v[_LABELS] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+    else:
+        key = tuple(r.labels.items())
+        try:
+            text = labels_json.get(key)
+        except TypeError:  # an unhashable label value: not memoised
+            text = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+        if text is None:
+            text = labels_json[key] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+        v[_LABELS] = text
     v[_SUCCESS] = int(r.success)
     return tuple(v)
 
@@ -102,14 +118,15 @@ def put_records(conn: sqlite3.Connection, changes: Iterable[tuple[UsageRecord | 
     """Apply many ``put_record`` changes of distinct keys with one ``executemany`` per statement (deletes, then
     updates, then inserts in the order given: the same rows and row ids as one ``put_record`` each)."""
     inserts, updates, deletes = [], [], []
+    labels_json: dict[tuple, str] = {}
     for old, new in changes:
         if new is None:
             if old is not None:
                 deletes.append((old.tenant, old.key))
         elif old is None:
-            inserts.append(_values(new))
+            inserts.append(_values(new, labels_json))
         else:
-            updates.append((*_values(new), old.tenant, old.key))
+            updates.append((*_values(new, labels_json), old.tenant, old.key))
     if deletes:
         conn.executemany("DELETE FROM usage_records WHERE tenant=? AND key=?", deletes)
     if updates:

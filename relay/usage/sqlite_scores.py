@@ -133,7 +133,15 @@ _ROW = (
 )
 
 
-def _row(r: Sequence[Any]) -> ScoreRow:
+def _row(r: Sequence[Any], labels_cache: dict[str, dict[str, str]] | None = None) -> ScoreRow:
+    raw = r[9] or "{}"
+    if labels_cache is None:
+        labels = json.loads(raw)
+    else:  # parsed once per label set; each row still gets its own dict
+        parsed = labels_cache.get(raw)
+        if parsed is None:
+            parsed = labels_cache[raw] = json.loads(raw)
+        labels = dict(parsed)
     return ScoreRow(
         tenant=r[0],
         id=r[1],
@@ -144,7 +152,7 @@ def _row(r: Sequence[Any]) -> ScoreRow:
         trace_id=r[6],
         session_id=r[7],
         user_id=r[8],
-        labels=json.loads(r[9] or "{}"),
+        labels=labels,
         source=r[10],
         time_ns=r[11],
     )
@@ -165,6 +173,8 @@ _OUTBOX = (
 )
 #: ``_UPSERT`` columns that ``_ROW`` reads back, by position in the upsert (observation_id and comment are not read).
 _READ_BACK = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13)
+#: Positions of the text columns given as they come (trace, session, observation, user, source, comment).
+_TEXT = (6, 7, 8, 9, 11, 12)
 _IN_CHUNK = 500  # values per IN (…) list (SQLite allows 32,766 host parameters since 3.32)
 
 
@@ -202,11 +212,10 @@ def _stored_as_given(v: tuple) -> bool:
     columns hold ``str``/None (a number given for a TEXT column would be stored as text), the value a finite
     float (NaN is stored as NULL), the time an ``int``."""
     value = v[4]
-    return (
-        all(x is None or isinstance(x, str) for x in (v[6], v[7], v[8], v[9], v[11], v[12]))
-        and (value is None or (isinstance(value, float) and math.isfinite(value)))
-        and type(v[13]) is int
-    )
+    for i in _TEXT:
+        if v[i] is not None and type(v[i]) is not str:
+            return False
+    return (value is None or (type(value) is float and math.isfinite(value))) and type(v[13]) is int
 
 
 def put_scores(
@@ -232,6 +241,7 @@ def put_scores(
             for row in conn.execute(sql, (tenant, *part)):
                 current[(row[0], row[1])] = tuple(row)
     identities: dict[tuple, tuple[str | None, str]] = {}
+    labels_cache: dict[str, dict[str, str]] = {}
     upserts: list[tuple] = []
     outbox: list[tuple] = []
     changes: list[tuple[ScoreRow | None, ScoreRow]] = []
@@ -249,7 +259,7 @@ def put_scores(
             after = tuple(conn.execute(_ROW + " WHERE tenant=? AND id=?", key).fetchone())
         current[key] = after
         if before is None or before != after:
-            changes.append((None if before is None else _row(before), _row(after)))
+            changes.append((None if before is None else _row(before, labels_cache), _row(after, labels_cache)))
         if s.deliver:
             outbox.append((s.tenant, s.id, json.dumps(s.body, sort_keys=True, separators=(",", ":")), now))
     conn.executemany(_UPSERT, upserts)
