@@ -17,7 +17,8 @@ The stages of consecutive requests overlap as in the daemon (request *i+1* is ap
 pipeline and request *i−1* is exported and scored), so the writer thread groups jobs into commits as it does under
 load. Payloads are the bodies ``bench/ingest.py`` sends (``BatchFactory``), mapped by relay's own mapper and encoder;
 LLM records keyed by the template's ``gen_ai.response.id`` (the same in every body) get a key per request, so the
-ledger inserts new records as with real traffic.
+ledger inserts new records as with real traffic (``--same-keys`` keeps them: every LLM record after the first
+request is then a rewrite of a stored one, as in ``bench/ingest.py``).
 
 Figures: CPU seconds of the writer thread (``time.thread_time()`` around each group commit, measured inside the
 thread, plus a final WAL checkpoint of what the run left in the WAL) per span, and per commit; wall time per request; number of group commits; database size at the end. The
@@ -100,7 +101,7 @@ def _timed_groups(db, stats: dict[str, float], profile=None) -> None:
     db._run_group = timed
 
 
-def _prepare(n_requests: int, spans: int):
+def _prepare(n_requests: int, spans: int, same_keys: bool = False):
     """Bodies and what the pipeline makes of them: per request ``(body, [(group key, TraceCommit)], outcomes)``."""
     from ingest import BatchFactory
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -134,7 +135,7 @@ def _prepare(n_requests: int, spans: int):
             for u in result.usage:
                 # BatchFactory rewrites trace and span ids only: the template's gen_ai.response.id (an LLM record's
                 # ledger key) would repeat in every request, making every write after the first a no-op
-                if u.kind == "llm" and view_ids.isdisjoint(u.key.split(":")):
+                if not same_keys and u.kind == "llm" and view_ids.isdisjoint(u.key.split(":")):
                     u.key = f"{u.key}:{seq}"
                 u.tenant = "default"
                 u.labels = ledger_labels(u.labels, ctx.labels)
@@ -254,7 +255,7 @@ def _execute_many(sql: str, args: list[tuple], conn) -> None:
 
 def worker(args: argparse.Namespace) -> None:
     """One variant (relay from ``sys.path``): prepare the requests, run ``--repeat`` times, print JSON."""
-    requests = _prepare(args.requests, args.spans)
+    requests = _prepare(args.requests, args.spans, args.same_keys)
     spans = sum(c.spans for _, commits in requests for _, c in commits)
     runs = []
     for _ in range(args.repeat):
@@ -273,6 +274,7 @@ def _variant(root: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(HERE / "db.py"), "--worker", str(root)]
     cmd += ["--requests", str(args.requests), "--repeat", str(args.repeat), "--spans", str(args.spans)]
     cmd += ["--profile"] if args.profile else []
+    cmd += ["--same-keys"] if args.same_keys else []
     for pragma in args.pragma:
         cmd += ["--pragma", pragma]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
@@ -305,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; the best is printed (default 3)")
     p.add_argument("--baseline", default="main", help="git revision to compare with ('' for none; default main)")
     p.add_argument("--pragma", action="append", default=[], help="a PRAGMA to run on the connection first (repeatable)")
+    p.add_argument(
+        "--same-keys",
+        action="store_true",
+        help="keep the template's response ids (LLM ledger keys repeat in every request, as in bench/ingest.py)",
+    )
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions of the writer thread")
     p.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -327,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((f"{args.baseline} ({_commit(args.baseline)})", Path(tmp.name)))
     variants.append((f"this tree ({_commit()}+)", ROOT))
     print(
-        f"{args.requests} requests × {args.spans} spans, best of {args.repeat}; machine: {os.cpu_count()} CPUs, "
+        f"{args.requests} requests × {args.spans} spans{' (same LLM keys)' if args.same_keys else ''}, "
+        f"best of {args.repeat}; machine: {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(
