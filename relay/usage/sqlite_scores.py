@@ -25,6 +25,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from relay.store.sqlite import SqliteDB
@@ -171,8 +172,8 @@ _OUTBOX = (
     "ON CONFLICT(tenant, score_id) DO UPDATE SET body=excluded.body, version=version+1, attempts=0, "
     "failures_500=0, next_ns=0, last_error=NULL WHERE body != excluded.body OR next_ns > 0"
 )
-#: ``_UPSERT`` columns that ``_ROW`` reads back, by position in the upsert (observation_id and comment are not read).
-_READ_BACK = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13)
+#: The ``_UPSERT`` values that ``_ROW`` reads back, by position in the upsert (observation_id and comment are not read).
+_read_back = itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13)
 #: Positions of the text columns given as they come (trace, session, observation, user, source, comment).
 _TEXT = (6, 7, 8, 9, 11, 12)
 _IN_CHUNK = 500  # values per IN (…) list (SQLite allows 32,766 host parameters since 3.32)
@@ -251,7 +252,7 @@ def put_scores(
         v = _values(conn, s, identities, before)
         if _stored_as_given(v):
             upserts.append(v)
-            after = tuple(v[i] for i in _READ_BACK)
+            after = _read_back(v)
         else:  # read back what SQLite made of it, after the upserts so far
             conn.executemany(_UPSERT, upserts)
             upserts = []
