@@ -252,7 +252,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_send_st
             }
             rows = await s.db.run(
                 lambda c: c.execute(
-                    "SELECT tenant, trace_id, created_ns, obs_ids FROM exported_ids ORDER BY id"
+                    "SELECT tenant, trace_id, created_ns, obs_ids FROM exported_ids ORDER BY created_ns, tenant"
                 ).fetchall()
             )
             # one row per (trace, commit time); span ids packed as 8 bytes each

@@ -18,7 +18,7 @@ before every send. ``migrate`` moves the marks of an older database there.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 
 SCHEMA = """
@@ -88,16 +88,22 @@ def unpack_ids(value: bytes | str) -> list[str]:
 def _migrate_exported(conn: sqlite3.Connection) -> None:
     """Fold the old ``exported`` table (one row per observation id) into ``exported_ids`` (one row per trace commit:
     the ids of a trace with the same ``created_ns``), then drop it — in the caller's transaction, so a crash leaves
-    one layout or the other."""
+    one layout or the other. Streams in the old table's key order (one trace in memory at a time)."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='exported'").fetchone():
         return
     rows: Iterable[tuple[str, str, int, str]] = conn.execute(
-        "SELECT tenant, trace_id, created_ns, obs_id FROM exported ORDER BY created_ns, tenant, trace_id"
+        "SELECT tenant, trace_id, created_ns, obs_id FROM exported"  # primary key order: (tenant, trace_id, obs_id)
     )
-    conn.executemany(
-        "INSERT INTO exported_ids(tenant, trace_id, created_ns, obs_ids) VALUES (?,?,?,?)",
-        [(*key, pack_ids([r[3] for r in group])) for key, group in groupby(rows, key=lambda r: r[:3])],
-    )
+
+    def commits() -> Iterator[tuple[str, str, int, bytes | str]]:
+        for (tenant, trace_id), trace_rows in groupby(rows, key=lambda r: (r[0], r[1])):
+            by_time: dict[int, list[str]] = {}
+            for _, _, created_ns, obs_id in trace_rows:
+                by_time.setdefault(created_ns, []).append(obs_id)
+            for created_ns, ids in sorted(by_time.items()):
+                yield tenant, trace_id, created_ns, pack_ids(ids)
+
+    conn.executemany("INSERT INTO exported_ids(tenant, trace_id, created_ns, obs_ids) VALUES (?,?,?,?)", commits())
     conn.execute("DROP TABLE exported")  # its age index goes with it
 
 
