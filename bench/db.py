@@ -71,7 +71,7 @@ def _timed_groups(db, stats: dict[str, float], profile=None) -> None:
     run_group = db._run_group
     run = db.run
 
-    def run_timed(fn):
+    def run_timed(fn, **kw):
         stage = STAGE.get()
 
         def job(conn):
@@ -81,7 +81,7 @@ def _timed_groups(db, stats: dict[str, float], profile=None) -> None:
             finally:
                 stats[stage] += time.thread_time() - t0
 
-        return run(job)
+        return run(job, **kw)
 
     db.run = run_timed
 
