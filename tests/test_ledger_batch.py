@@ -162,7 +162,7 @@ async def _play(directory: Path, plan) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("RELAY_FUZZ_EXAMPLES", 60)),
     deadline=None,
     database=None,
     derandomize=bool(os.environ.get("CI")),

@@ -24,6 +24,8 @@ from relay.usage.pricing import Pricing
 from relay.usage.sqlite_scores import _ROW, LedgerScore, _identity, _row, apply_score_schema, put_scores
 from relay.usage.sqlite_store import SqliteLedgerStore
 
+PRICING = Pricing.load()
+
 
 def reference_put_scores(conn: sqlite3.Connection, scores: list[LedgerScore]):
     """``put_scores`` before batching: a SELECT before and after each upsert."""
@@ -119,7 +121,7 @@ def _same(a, b) -> bool:
 
 
 @settings(
-    max_examples=80,
+    max_examples=int(os.environ.get("RELAY_FUZZ_EXAMPLES", 80)),
     deadline=None,
     database=None,
     derandomize=bool(os.environ.get("CI")),
@@ -135,6 +137,14 @@ def _same(a, b) -> bool:
         ]
     ]
 )
+@example(  # -0.0 is stored as 0 (found by this test)
+    batches=[
+        [
+            LedgerScore("acme", {"id": "s1", "name": "cost_usd", "value": 0.5}, "relay", 1, deliver=False),
+            LedgerScore("acme", {"id": "s1", "name": "cost_usd", "value": -0.0}, "relay", 1, deliver=False),
+        ]
+    ]
+)
 def test_batched_put_scores_matches_the_score_by_score_upsert(batches):
     with tempfile.TemporaryDirectory(prefix="relay-scores-batch-") as d:
         dbs = [SqliteDB(Path(d) / f"{n}.db") for n in ("batched", "reference")]
@@ -142,7 +152,7 @@ def test_batched_put_scores_matches_the_score_by_score_upsert(batches):
             db.open()
         try:
             for db in dbs:
-                ledger = SqliteLedgerStore(db, Pricing.load())
+                ledger = SqliteLedgerStore(db, PRICING)
                 db.run_sync(
                     lambda c, ledger=ledger: ledger._write(
                         c,

@@ -195,7 +195,7 @@ def _values(
         s.id,
         str(b.get("name")),
         str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
-        float(value) if numeric and value is not None else None,
+        float(value) + 0.0 if numeric and value is not None else None,  # + 0.0: SQLite stores -0.0 as 0
         None if numeric or value is None else str(value),
         b.get("traceId"),
         b.get("sessionId"),
