@@ -8,7 +8,7 @@ or moves them to the dead-letter store (``dead_letter``) on a permanent refusal.
 
 Guarantees: an ``append`` that returned is durable (see ``relay.store.sqlite``); a crash at any point
 re-delivers unfinished inbound requests to the pipeline, and observation ids already queued are skipped
-(``exported`` table), so nothing acknowledged is lost and nothing is queued for export twice. The export itself
+(``exported_ids`` table), so nothing acknowledged is lost and nothing is queued for export twice. The export itself
 records its state per batch before each send (``mark_sending``); batches found in that state after a restart are
 reconciled with Langfuse before anything is re-sent (``relay.exporters.langfuse``).
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.model import Outcome, Signal, UsageRecord
-from relay.store.schema import SCHEMA, migrate
+from relay.store.schema import SCHEMA, migrate, pack_ids, unpack_ids
 from relay.store.sqlite import SqliteDB
 from relay.telemetry import OutcomeCounts
 
@@ -55,6 +55,10 @@ __all__ = [
     "OutcomeRow",
     "is_storage_error",
 ]
+
+#: Values per ``IN (…)`` list (SQLite allows 32,766 host parameters since 3.32,
+#: https://www.sqlite.org/limits.html#max_variable_number).
+_IN_CHUNK = 500
 
 #: ``(tenant, signal, outcome, reason, n)``: ``n`` items of ``signal`` of ``tenant`` reached ``outcome``
 #: (``relay.model.Outcome``) for ``reason``.
@@ -159,14 +163,20 @@ class TraceCommit:
 
 
 def _read_sizes(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], dict[str, int]]:
-    """(inbound bytes, outbound bytes, outbound spans per tenant, spooled bytes per tenant) as stored."""
-    ib = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM inbound").fetchone()[0]
-    ob = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbound").fetchone()[0]
-    per = dict(conn.execute("SELECT tenant, SUM(spans) FROM outbound GROUP BY tenant").fetchall())
+    """(inbound bytes, outbound bytes, outbound spans per tenant, spooled bytes per tenant) as stored, in one pass
+    over each table (``LENGTH`` of a blob reads its size from the row header, not its pages)."""
     by_tenant: dict[str, int] = defaultdict(int)
-    for table in ("inbound", "outbound"):
-        for tenant, size in conn.execute(f"SELECT tenant, SUM(LENGTH(payload)) FROM {table} GROUP BY tenant"):
-            by_tenant[tenant] += size or 0
+    per: dict[str, int] = {}
+    ib = ob = 0
+    for tenant, size in conn.execute("SELECT tenant, SUM(LENGTH(payload)) FROM inbound GROUP BY tenant"):
+        ib += size or 0
+        by_tenant[tenant] += size or 0
+    for tenant, size, spans in conn.execute(
+        "SELECT tenant, SUM(LENGTH(payload)), SUM(spans) FROM outbound GROUP BY tenant"
+    ):
+        ob += size or 0
+        by_tenant[tenant] += size or 0
+        per[tenant] = spans
     return ib, ob, per, dict(by_tenant)
 
 
@@ -480,40 +490,40 @@ class Spool:
     async def trace_state(self, tenant: str, trace_id: str) -> tuple[dict | None, set[str]]:
         """What an earlier export of ``trace_id`` left, in one read: its trace info (a ``TraceInfo`` as a dict,
         reused for late records) or None, and the observation ids already queued for export (export-once)."""
-
-        def read(conn: sqlite3.Connection) -> tuple[dict | None, set[str]]:
-            row = conn.execute(
-                "SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)
-            ).fetchone()
-            ids = conn.execute(
-                "SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)
-            ).fetchall()
-            return (json.loads(row[0]) if row else None), {r[0] for r in ids}
-
-        return await self.db.run(read)
+        states = await self.trace_states([(tenant, trace_id)])
+        return states.get((tenant, trace_id), (None, set()))
 
     async def trace_states(
         self, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[dict | None, set[str]]]:
         """``trace_state`` of many ``(tenant, trace_id)`` pairs in ONE database job (the pipeline reads the state of
-        a whole batch of closing traces at once: one writer-thread round trip instead of one per trace). Pairs
-        with neither trace info nor exported ids are left out of the result."""
-        keys = sorted(set(keys))
+        a whole batch of closing traces at once: one writer-thread round trip instead of one per trace), with
+        ``trace_id IN (…)`` queries per tenant. Pairs with neither trace info nor exported ids are left out of the
+        result."""
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for tenant, trace_id in sorted(set(keys)):
+            by_tenant[tenant].append(trace_id)
 
         def read(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[dict | None, set[str]]]:
-            out: dict[tuple[str, str], tuple[dict | None, set[str]]] = {}
-            for tenant, trace_id in keys:
-                row = conn.execute(
-                    "SELECT info FROM trace_meta WHERE tenant=? AND trace_id=?", (tenant, trace_id)
-                ).fetchone()
-                ids = conn.execute(
-                    "SELECT obs_id FROM exported WHERE tenant=? AND trace_id=?", (tenant, trace_id)
-                ).fetchall()
-                if row or ids:
-                    out[(tenant, trace_id)] = ((json.loads(row[0]) if row else None), {r[0] for r in ids})
-            return out
+            infos: dict[tuple[str, str], dict] = {}
+            ids: dict[tuple[str, str], set[str]] = defaultdict(set)
+            for tenant, traces in by_tenant.items():
+                for i in range(0, len(traces), _IN_CHUNK):
+                    part = traces[i : i + _IN_CHUNK]
+                    marks = ",".join("?" * len(part))
+                    for trace_id, info in conn.execute(
+                        f"SELECT trace_id, info FROM trace_meta WHERE tenant=? AND trace_id IN ({marks})",
+                        (tenant, *part),
+                    ):
+                        infos[(tenant, trace_id)] = json.loads(info)
+                    for trace_id, packed in conn.execute(
+                        f"SELECT trace_id, obs_ids FROM exported_ids WHERE tenant=? AND trace_id IN ({marks})",
+                        (tenant, *part),
+                    ):
+                        ids[(tenant, trace_id)].update(unpack_ids(packed))
+            return {k: (infos.get(k), ids.get(k, set())) for k in sorted(infos.keys() | ids.keys())}
 
-        return await self.db.run(read) if keys else {}
+        return await self.db.run(read) if by_tenant else {}
 
     async def commit_traces(
         self, commits: list[TraceCommit], *, closed: Iterable[tuple[int, str]] = (), outcomes: Iterable[OutcomeRow] = ()
@@ -526,29 +536,31 @@ class Spool:
         rows = [r for r in outcomes if r[4]]
         closed = list(closed)
 
+        # encoded here, on the event loop: the writer thread only runs the statements (one executemany each)
+        batches = [
+            (c.tenant, c.payload, c.spans, now, json.dumps(c.items, sort_keys=True)) for c in commits if c.payload
+        ]
+        added = sum(len(b[1]) for b in batches)
+        exported = [(c.tenant, c.trace_id, now, pack_ids(c.obs_ids)) for c in commits if c.obs_ids]
+        metas = [(c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now) for c in commits]
+
         def write(conn: sqlite3.Connection) -> tuple[int, list[OutcomeRow]]:
-            added = 0
             conn.executemany("INSERT OR IGNORE INTO inbound_closed(seq, gkey) VALUES (?,?)", closed)
             _count(conn, rows)
-            for c in commits:
-                if c.payload:
-                    conn.execute(
-                        "INSERT INTO outbound(tenant, payload, spans, created_ns, items) VALUES (?,?,?,?,?)",
-                        (c.tenant, c.payload, c.spans, now, json.dumps(c.items, sort_keys=True)),
-                    )
-                    added += len(c.payload)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO exported(tenant, trace_id, obs_id, created_ns) VALUES (?,?,?,?)",
-                    [(c.tenant, c.trace_id, o, now) for o in c.obs_ids],
-                )
-                conn.execute(
-                    "INSERT INTO trace_meta(tenant, trace_id, info, updated_ns) VALUES (?,?,?,?) "
-                    "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
-                    (c.tenant, c.trace_id, json.dumps(c.info, sort_keys=True), now),
-                )
+            conn.executemany(
+                "INSERT INTO outbound(tenant, payload, spans, created_ns, items) VALUES (?,?,?,?,?)", batches
+            )
+            conn.executemany(
+                "INSERT INTO exported_ids(tenant, trace_id, created_ns, obs_ids) VALUES (?,?,?,?)", exported
+            )
+            conn.executemany(
+                "INSERT INTO trace_meta(tenant, trace_id, info, updated_ns) VALUES (?,?,?,?) "
+                "ON CONFLICT(tenant, trace_id) DO UPDATE SET info=excluded.info, updated_ns=excluded.updated_ns",
+                metas,
+            )
             return added, rows
 
-        added = await self._write(write)
+        await self._write(write)
         self.outbound_bytes += added
         for c in commits:
             if c.payload:
@@ -570,8 +582,8 @@ class Spool:
             out: list[OutboundBatch] = []
             spans = size = 0
             for row in conn.execute(
-                "SELECT id, tenant, payload, spans, created_ns, items, sent_ns FROM outbound WHERE tenant=? "
-                "ORDER BY id LIMIT 1000",
+                "SELECT o.id, o.tenant, o.payload, o.spans, o.created_ns, o.items, s.sent_ns FROM outbound o "
+                "LEFT JOIN outbound_sent s ON s.id = o.id WHERE o.tenant=? ORDER BY o.id LIMIT 1000",
                 (tenant,),
             ):
                 b = OutboundBatch(
@@ -588,22 +600,26 @@ class Spool:
 
     async def mark_sending(self, batches: list[OutboundBatch]) -> None:
         """Record, before a send, that ``batches`` are about to be sent (``sent_ns``): if relay dies before the
-        answer, the next process knows they may already be in Langfuse and reconciles them first."""
+        answer, the next process knows they may already be in Langfuse and reconciles them first. The mark lives in
+        ``outbound_sent``, a small table: updating the batch's own row would rewrite its payload."""
         now = time.time_ns()
-        ids = [(now, b.id) for b in batches]
-        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=? WHERE id=?", ids))
+        ids = [(b.id, now) for b in batches]
+        await self.db.run(
+            lambda c: c.executemany("INSERT OR REPLACE INTO outbound_sent(id, sent_ns) VALUES (?,?)", ids)
+        )
 
     async def replace_outbound_state(self, batches: list[OutboundBatch]) -> None:
         """Clear the send state of ``batches`` (they will be sent again as they are)."""
         ids = [(b.id,) for b in batches]
-        await self.db.run(lambda c: c.executemany("UPDATE outbound SET sent_ns=NULL WHERE id=?", ids))
+        await self.db.run(lambda c: c.executemany("DELETE FROM outbound_sent WHERE id=?", ids))
 
     async def replace_outbound(self, batch: OutboundBatch, payload: bytes, spans: int) -> None:
         """Replace a batch's payload by the part not yet delivered (after a reconciliation found the rest in
         Langfuse); clears its send state. The batch keeps its items (their outcome comes with its export)."""
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbound SET payload=?, spans=?, sent_ns=NULL WHERE id=?", (payload, spans, batch.id))
+            conn.execute("UPDATE outbound SET payload=?, spans=? WHERE id=?", (payload, spans, batch.id))
+            conn.execute("DELETE FROM outbound_sent WHERE id=?", (batch.id,))
 
         await self.db.run(write)
         self.outbound_bytes += len(payload) - len(batch.payload)
@@ -618,6 +634,7 @@ class Spool:
 
         def delete(conn: sqlite3.Connection) -> tuple[None, list[OutcomeRow]]:
             conn.executemany("DELETE FROM outbound WHERE id=?", ids)
+            conn.executemany("DELETE FROM outbound_sent WHERE id=?", ids)
             _count(conn, rows)
             return None, rows
 
@@ -641,6 +658,7 @@ class Spool:
                     (b.tenant, b.payload, b.spans, b.created_ns, now, status, reason),
                 )
                 conn.execute("DELETE FROM outbound WHERE id=?", (b.id,))
+                conn.execute("DELETE FROM outbound_sent WHERE id=?", (b.id,))
             _count(conn, rows)
             return None, rows
 
@@ -707,7 +725,7 @@ class Spool:
         """Forget request hashes older than ``request_key_retention`` seconds (client retries come within
         seconds) and exported ids / trace metadata older than ``dedup_retention``. Deletes in batches of ``batch``
         rows, each its own small transaction, so acknowledgements never wait behind a long delete. Returns the
-        number of rows deleted."""
+        number of rows deleted (request hashes, exported-id rows — one per trace commit —, trace metadata)."""
         now = time.time_ns()
         key_cutoff = now - int(min(request_key_retention, self.dedup_retention) * 1e9)
         cutoff = now - int(self.dedup_retention * 1e9)
@@ -716,11 +734,7 @@ class Spool:
                 "DELETE FROM request_keys WHERE key IN (SELECT key FROM request_keys WHERE created_ns < ? LIMIT ?)",
                 key_cutoff,
             ),
-            (
-                "DELETE FROM exported WHERE (tenant, trace_id, obs_id) IN "
-                "(SELECT tenant, trace_id, obs_id FROM exported WHERE created_ns < ? LIMIT ?)",
-                cutoff,
-            ),
+            ("DELETE FROM exported_ids WHERE id IN (SELECT id FROM exported_ids WHERE created_ns < ? LIMIT ?)", cutoff),
             (
                 "DELETE FROM trace_meta WHERE (tenant, trace_id) IN "
                 "(SELECT tenant, trace_id FROM trace_meta WHERE updated_ns < ? LIMIT ?)",

@@ -117,9 +117,10 @@ def test_acknowledged_appends_survive_kill_9(tmp_path):
 
 async def test_prune_forgets_old_keys_in_batches_and_keeps_recent_ones(spool):
     await spool.append("t", Signal.LOGS, b"a", 1, b"old")
-    await spool.commit_traces([TraceCommit("t", "tr", None, 0, [f"o{i}" for i in range(25)], {}, [])])
+    for i in range(25):  # one exported-ids row per trace commit
+        await spool.commit_traces([TraceCommit("t", "tr", None, 0, [f"o{i}"], {}, [])])
     await spool.db.run(lambda c: c.execute("UPDATE request_keys SET created_ns = 0"))
-    await spool.db.run(lambda c: c.execute("UPDATE exported SET created_ns = 0 WHERE obs_id != 'o0'"))
+    await spool.db.run(lambda c: c.execute("UPDATE exported_ids SET created_ns = 0 WHERE obs_ids != 'o0'"))
     await spool.append("t", Signal.LOGS, b"b", 1, b"new")
     assert await spool.prune(batch=10) == 1 + 24
     assert (await spool.trace_state("t", "tr"))[1] == {"o0"}
@@ -205,3 +206,97 @@ async def test_an_urgent_job_commits_before_the_jobs_queued_with_it(tmp_path):
         assert commits_at["urgent"] < commits_at["normal"]  # a group (and commit) of its own, before the others
     finally:
         db.close()
+
+
+def test_an_older_database_is_upgraded_in_place_keeping_exported_ids_and_send_state(tmp_path):
+    """A database of a relay before issue 12 (``exported``: one row per observation id, hex text; send state in
+    ``outbound.sent_ns``) is upgraded at open: export-once still skips the ids, prune still forgets them by age,
+    the old table is gone, and a batch marked as sent is still read as possibly delivered (reconciled before a
+    re-send). The old layout is written by plain sqlite3 with the former DDL."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "relay.db")
+    old.executescript("""
+        CREATE TABLE exported (
+            tenant TEXT NOT NULL, trace_id TEXT NOT NULL, obs_id TEXT NOT NULL, created_ns INTEGER NOT NULL,
+            PRIMARY KEY (tenant, trace_id, obs_id)) WITHOUT ROWID;
+        CREATE INDEX exported_age ON exported(created_ns);
+        CREATE TABLE trace_meta (
+            tenant TEXT NOT NULL, trace_id TEXT NOT NULL, info TEXT NOT NULL, updated_ns INTEGER NOT NULL,
+            PRIMARY KEY (tenant, trace_id)) WITHOUT ROWID;
+        CREATE TABLE outbound (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant TEXT NOT NULL, payload BLOB NOT NULL, spans INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+            items TEXT NOT NULL DEFAULT '{}', sent_ns INTEGER);
+        INSERT INTO outbound(tenant, payload, spans, created_ns, items, sent_ns)
+            VALUES ('a', x'0102', 2, 1, '{"traces": 2}', 123), ('a', x'03', 1, 2, '{}', NULL);""")
+    span_ids = ["00f067aa0ba902b7", "b7ad6b7169203331"]
+    now = 2**62  # far future: recent whatever the clock says
+    old.executemany(
+        "INSERT INTO exported VALUES (?,?,?,?)",
+        [("a", "tr1", span_ids[0], now), ("a", "tr1", span_ids[1], now), ("a", "tr1", "tool:x", 5)]
+        + [("b", "tr1", "o1", now), ("a", "tr2", "llm-1", 7)],
+    )
+    old.execute("INSERT INTO trace_meta VALUES ('a', 'tr1', '{\"name\": \"n\"}', ?)", (now,))
+    old.commit()
+    old.close()
+
+    async def check():
+        s = Spool.open(tmp_path, dedup_retention=3600)
+        try:
+            assert await s.trace_state("a", "tr1") == ({"name": "n"}, {*span_ids, "tool:x"})
+            assert await s.trace_states([("a", "tr1"), ("b", "tr1"), ("a", "tr2"), ("a", "none")]) == {
+                ("a", "tr1"): ({"name": "n"}, {*span_ids, "tool:x"}),
+                ("b", "tr1"): (None, {"o1"}),
+                ("a", "tr2"): (None, {"llm-1"}),
+            }
+            rows = await s.db.run(
+                lambda c: c.execute(
+                    "SELECT tenant, trace_id, created_ns, obs_ids FROM exported_ids ORDER BY created_ns, tenant"
+                ).fetchall()
+            )
+            # one row per (trace, commit time); span ids packed as 8 bytes each
+            assert rows == [
+                ("a", "tr1", 5, "tool:x"),
+                ("a", "tr2", 7, "llm-1"),
+                ("a", "tr1", now, bytes.fromhex("".join(span_ids))),
+                ("b", "tr1", now, "o1"),
+            ]
+            tables = await s.db.run(
+                lambda c: c.execute("SELECT name FROM sqlite_master WHERE name LIKE 'exported%'").fetchall()
+            )
+            assert sorted(t for (t,) in tables) == ["exported_ids", "exported_ids_age", "exported_ids_trace"]
+            first, second = await s.read_outbound("a", 10, 10_000)
+            assert (first.payload, first.sent_ns, first.items, second.sent_ns) == (
+                b"\x01\x02",
+                123,
+                {"traces": 2},
+                None,
+            )
+            await s.mark_sending([second])
+            await s.ack_outbound([first])
+            [left] = await s.read_outbound("a", 10, 10_000)
+            assert left.id == second.id and left.sent_ns is not None
+            await s.replace_outbound_state([left])
+            assert [b.sent_ns for b in await s.read_outbound("a", 10, 10_000)] == [None]
+            assert await s.prune() == 2  # the two old commits (ages 5 and 7 ns) are forgotten, the rest kept
+            assert await s.trace_state("a", "tr1") == ({"name": "n"}, set(span_ids))
+            assert await s.trace_state("a", "tr2") == (None, set())
+        finally:
+            s.close()
+
+    asyncio.run(check())
+    s = Spool.open(tmp_path)  # opening again changes nothing (the migration ran once)
+    try:
+        assert asyncio.run(s.trace_state("b", "tr1")) == (None, {"o1"})
+    finally:
+        s.close()
+
+
+def test_exported_ids_pack_span_ids_as_bytes_and_anything_else_as_text():
+    from relay.store.schema import pack_ids, unpack_ids
+
+    spans = ["00f067aa0ba902b7", "ffffffffffffffff"]
+    assert pack_ids(spans) == bytes.fromhex("00f067aa0ba902b7ffffffffffffffff")
+    for ids in (spans, ["00F067AA0BA902B7"], ["o1", "o2"], [*spans, "tool:1"], ["0" * 15], ["g" * 16], []):
+        assert unpack_ids(pack_ids(ids)) == ids

@@ -26,7 +26,8 @@ from relay.scores.catalog import BUILTINS, GENAI_SCORES, INTERACTION_SCORES, SES
 from relay.scores.config import ScoresConfig
 from relay.scores.figures import Figures, figures_of, outcome_of
 from relay.store.sqlite import SqliteDB
-from relay.usage.sqlite_records import SELECT, record_of
+from relay.usage.sqlite_records import SELECT, chunks, marks, record_of
+from relay.usage.sqlite_schema import RECORD_COLUMNS
 from relay.usage.sqlite_scores import LedgerScore, apply_score_schema, put_scores
 from relay.usage.store import LedgerStore
 
@@ -42,6 +43,7 @@ CLAUDE_CODE_METRICS = {
     "pull_requests": ("claude_code.pull_request.count", None),
 }
 _HOUR_NS = 3600 * 10**9
+_TRACE = RECORD_COLUMNS.index("trace_id")
 #: How long scored traces and sessions are remembered (ns).
 SUBJECT_RETENTION = 31 * 24 * _HOUR_NS
 
@@ -212,16 +214,13 @@ class Scorer:
 
     @staticmethod
     def _commit_all(conn: sqlite3.Connection, items: list[tuple[list[LedgerScore], tuple]]) -> tuple[int, list]:
-        """Store each subject's scores and mark it scored; (scores stored, ledger changes) of all of them."""
-        total, changes = 0, []
-        for scores, (tenant, kind, subject, due_ns) in items:
-            n, ch = put_scores(conn, scores)
-            conn.execute(
-                "UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
-                (tenant, kind, subject, due_ns),
-            )
-            total += n
-            changes.extend(ch)
+        """Store each subject's scores and mark it scored; (scores stored, ledger changes) of all of them — one
+        ``put_scores`` for all subjects and one executemany for the marks."""
+        total, changes = put_scores(conn, [score for scores, _ in items for score in scores])
+        conn.executemany(
+            "UPDATE score_subjects SET due_ns=0 WHERE tenant=? AND kind=? AND subject_id=? AND due_ns=?",
+            [subject for _, subject in items],
+        )
         return total, changes
 
     async def _flush_closed(self) -> None:
@@ -244,8 +243,18 @@ class Scorer:
         if not keys:
             return {}
 
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, trace_id in dict.fromkeys(keys):
+            by_tenant.setdefault(tenant, []).append(trace_id)
+
         def read(c: sqlite3.Connection) -> dict[tuple[str, str], list]:
-            return {k: c.execute(SELECT + " WHERE tenant=? AND trace_id=?", k).fetchall() for k in set(keys)}
+            out: dict[tuple[str, str], list] = {k: [] for k in keys}
+            for tenant, traces in by_tenant.items():
+                for part in chunks(traces):
+                    sql = SELECT + f" WHERE tenant=? AND trace_id IN ({marks(part)})"
+                    for row in c.execute(sql, (tenant, *part)):
+                        out[(tenant, row[_TRACE])].append(row)
+            return out
 
         rows = await self.db.run(read)
         return {k: sorted((record_of(r) for r in rs), key=lambda r: (r.time_ns, r.key)) for k, rs in rows.items()}
@@ -346,20 +355,18 @@ class Scorer:
 
 def _mark(conn: sqlite3.Connection, closed: Sequence[ClosedTrace], now: int, idle_ns: int) -> None:
     """Record closed traces (bounds merged) as due now, and their Claude Code sessions as due after ``idle_ns``."""
-    for t in closed:
-        conn.execute(
-            "INSERT INTO score_subjects(tenant, kind, subject_id, session_id, start_ns, end_ns, last_ns, due_ns) "
-            "VALUES (?, 'trace', ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant, kind, subject_id) DO UPDATE SET "
-            "session_id=COALESCE(excluded.session_id, session_id), "
-            "start_ns=MIN(COALESCE(start_ns, excluded.start_ns), COALESCE(excluded.start_ns, start_ns)), "
-            "end_ns=MAX(COALESCE(end_ns, excluded.end_ns), COALESCE(excluded.end_ns, end_ns)), "
-            "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
-            (t.tenant, t.trace_id, t.session_id, t.start_ns, t.end_ns, now, now),
-        )
-        if t.session_id and t.claude_code:
-            conn.execute(
-                "INSERT INTO score_subjects(tenant, kind, subject_id, session_id, last_ns, due_ns) "
-                "VALUES (?, 'session', ?, ?, ?, ?) ON CONFLICT(tenant, kind, subject_id) DO UPDATE SET "
-                "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
-                (t.tenant, t.session_id, t.session_id, now, now + idle_ns),
-            )
+    conn.executemany(
+        "INSERT INTO score_subjects(tenant, kind, subject_id, session_id, start_ns, end_ns, last_ns, due_ns) "
+        "VALUES (?, 'trace', ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant, kind, subject_id) DO UPDATE SET "
+        "session_id=COALESCE(excluded.session_id, session_id), "
+        "start_ns=MIN(COALESCE(start_ns, excluded.start_ns), COALESCE(excluded.start_ns, start_ns)), "
+        "end_ns=MAX(COALESCE(end_ns, excluded.end_ns), COALESCE(excluded.end_ns, end_ns)), "
+        "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
+        [(t.tenant, t.trace_id, t.session_id, t.start_ns, t.end_ns, now, now) for t in closed],
+    )
+    conn.executemany(
+        "INSERT INTO score_subjects(tenant, kind, subject_id, session_id, last_ns, due_ns) "
+        "VALUES (?, 'session', ?, ?, ?, ?) ON CONFLICT(tenant, kind, subject_id) DO UPDATE SET "
+        "last_ns=excluded.last_ns, due_ns=excluded.due_ns",
+        [(t.tenant, t.session_id, t.session_id, now, now + idle_ns) for t in closed if t.session_id and t.claude_code],
+    )

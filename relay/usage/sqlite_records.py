@@ -1,30 +1,51 @@
 """Row codec of ``usage_records``: ``UsageRecord`` ↔ columns (``relay.usage.sqlite_schema.RECORD_COLUMNS``), and the
-three statements every ledger write is made of (select one, insert/update/delete one)."""
+statements every ledger write is made of (select, insert, update, delete), one record at a time or batched."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from relay.model import UsageRecord
 from relay.usage.sqlite_schema import RECORD_COLUMNS
 
-__all__ = ["record_of", "select_record", "put_record", "SELECT"]
+__all__ = ["record_of", "select_record", "put_record", "read_records", "put_records", "chunks", "marks", "SELECT"]
+
+#: Values per ``IN (…)`` list: far below SQLite's bound on host parameters (32,766 since 3.32,
+#: https://www.sqlite.org/limits.html#max_variable_number).
+CHUNK = 500
 
 _COLS = ", ".join(RECORD_COLUMNS)
 SELECT = f"SELECT {_COLS} FROM usage_records"
 _INSERT = f"INSERT INTO usage_records ({_COLS}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
 _UPDATE = "UPDATE usage_records SET " + ", ".join(f"{c}=?" for c in RECORD_COLUMNS) + " WHERE tenant=? AND key=?"
+T = TypeVar("T")
 _LABELS = RECORD_COLUMNS.index("labels")
 _SUCCESS = RECORD_COLUMNS.index("success")
 
 
-def _values(r: UsageRecord) -> tuple:
-    """``usage_records`` column values of a record (labels as sorted-key JSON, success as 0/1)."""
-    v = [r.__dict__[f] for f in r.__dataclass_fields__]
-    v[_LABELS] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+_FIELDS = attrgetter(*(f.name for f in fields(UsageRecord)))
+
+
+def _values(r: UsageRecord, labels_json: dict[tuple, str] | None = None) -> tuple:
+    """``usage_records`` column values of a record (labels as sorted-key JSON, success as 0/1). ``labels_json``
+    memoises the JSON per label set (the records of a batch mostly share a few)."""
+    v = list(_FIELDS(r))
+    if labels_json is None:
+        v[_LABELS] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+    else:
+        key = tuple(r.labels.items())
+        try:
+            text = labels_json.get(key)
+        except TypeError:  # an unhashable label value: not memoised
+            text = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+        if text is None:
+            text = labels_json[key] = json.dumps(r.labels, sort_keys=True, separators=(",", ":"))
+        v[_LABELS] = text
     v[_SUCCESS] = int(r.success)
     return tuple(v)
 
@@ -65,3 +86,50 @@ def put_record(conn: sqlite3.Connection, old: UsageRecord | None, new: UsageReco
         conn.execute(_INSERT, _values(new))
     else:
         conn.execute(_UPDATE, (*_values(new), old.tenant, old.key))
+
+
+def chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``CHUNK`` (one ``IN (…)`` list each)."""
+    for i in range(0, len(values), CHUNK):
+        yield values[i : i + CHUNK]
+
+
+def marks(values: Sized) -> str:
+    """``?,?,…`` for an ``IN (…)`` list of ``values``."""
+    return ",".join("?" * len(values))
+
+
+def read_records(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], UsageRecord]:
+    """The stored records of ``(tenant, key)`` pairs (absent ones left out), read with ``key IN (…)`` queries on the
+    ``(tenant, key)`` index, per tenant, ``CHUNK`` keys at a time."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, key in keys:
+        by_tenant.setdefault(tenant, []).append(key)
+    out: dict[tuple[str, str], UsageRecord] = {}
+    for tenant, ks in by_tenant.items():
+        for part in chunks(ks):
+            for row in conn.execute(SELECT + f" WHERE tenant=? AND key IN ({marks(part)})", (tenant, *part)):
+                r = record_of(row)
+                out[(r.tenant, r.key)] = r
+    return out
+
+
+def put_records(conn: sqlite3.Connection, changes: Iterable[tuple[UsageRecord | None, UsageRecord | None]]) -> None:
+    """Apply many ``put_record`` changes of distinct keys with one ``executemany`` per statement (deletes, then
+    updates, then inserts in the order given: the same rows and row ids as one ``put_record`` each)."""
+    inserts, updates, deletes = [], [], []
+    labels_json: dict[tuple, str] = {}
+    for old, new in changes:
+        if new is None:
+            if old is not None:
+                deletes.append((old.tenant, old.key))
+        elif old is None:
+            inserts.append(_values(new, labels_json))
+        else:
+            updates.append((*_values(new, labels_json), old.tenant, old.key))
+    if deletes:
+        conn.executemany("DELETE FROM usage_records WHERE tenant=? AND key=?", deletes)
+    if updates:
+        conn.executemany(_UPDATE, updates)
+    if inserts:
+        conn.executemany(_INSERT, inserts)

@@ -20,10 +20,12 @@ Scores are upserted by id (Langfuse: https://langfuse.com/docs/scores/custom —
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from relay.store.sqlite import SqliteDB
@@ -132,7 +134,15 @@ _ROW = (
 )
 
 
-def _row(r: Sequence[Any]) -> ScoreRow:
+def _row(r: Sequence[Any], labels_cache: dict[str, dict[str, str]] | None = None) -> ScoreRow:
+    raw = r[9] or "{}"
+    if labels_cache is None:
+        labels = json.loads(raw)
+    else:  # parsed once per label set; each row still gets its own dict
+        parsed = labels_cache.get(raw)
+        if parsed is None:
+            parsed = labels_cache[raw] = json.loads(raw)
+        labels = dict(parsed)
     return ScoreRow(
         tenant=r[0],
         id=r[1],
@@ -143,10 +153,70 @@ def _row(r: Sequence[Any]) -> ScoreRow:
         trace_id=r[6],
         session_id=r[7],
         user_id=r[8],
-        labels=json.loads(r[9] or "{}"),
+        labels=labels,
         source=r[10],
         time_ns=r[11],
     )
+
+
+_UPSERT = (
+    "INSERT INTO ledger_scores(tenant, id, name, data_type, value, string_value, trace_id, session_id, "
+    "observation_id, user_id, labels, source, comment, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(tenant, id) DO UPDATE SET name=excluded.name, data_type=excluded.data_type, "
+    "value=excluded.value, string_value=excluded.string_value, trace_id=excluded.trace_id, "
+    "session_id=excluded.session_id, observation_id=excluded.observation_id, user_id=excluded.user_id, "
+    "labels=excluded.labels, source=excluded.source, comment=excluded.comment, time_ns=excluded.time_ns"
+)
+_OUTBOX = (
+    "INSERT INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?) "
+    "ON CONFLICT(tenant, score_id) DO UPDATE SET body=excluded.body, version=version+1, attempts=0, "
+    "failures_500=0, next_ns=0, last_error=NULL WHERE body != excluded.body OR next_ns > 0"
+)
+#: The ``_UPSERT`` values that ``_ROW`` reads back, by position in the upsert (observation_id and comment are not read).
+_read_back = itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13)
+#: Positions of the text columns given as they come (trace, session, observation, user, source, comment).
+_TEXT = (6, 7, 8, 9, 11, 12)
+_IN_CHUNK = 500  # values per IN (…) list (SQLite allows 32,766 host parameters since 3.32)
+
+
+def _values(
+    conn: sqlite3.Connection, s: LedgerScore, identities: dict[tuple, tuple[str | None, str]], before: Any
+) -> tuple:
+    """The ``_UPSERT`` parameters of score ``s`` (``before``: its stored ``_ROW`` or None, which keeps its time)."""
+    b = s.body
+    value = b.get("value")
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    who = (s.tenant, b.get("traceId"), b.get("sessionId"))
+    if who not in identities:  # one lookup per scored trace or session (the ledger does not change meanwhile)
+        identities[who] = _identity(conn, *who)
+    user, labels = identities[who]
+    return (
+        s.tenant,
+        s.id,
+        str(b.get("name")),
+        str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
+        float(value) + 0.0 if numeric and value is not None else None,  # + 0.0: SQLite stores -0.0 as 0
+        None if numeric or value is None else str(value),
+        b.get("traceId"),
+        b.get("sessionId"),
+        b.get("observationId"),
+        user,
+        labels,
+        s.source,
+        b.get("comment"),
+        s.time_ns if before is None else before[11],
+    )
+
+
+def _stored_as_given(v: tuple) -> bool:
+    """True when SQLite stores the upsert values ``v`` exactly as given, so the row read back equals them: text
+    columns hold ``str``/None (a number given for a TEXT column would be stored as text), the value a finite
+    float (NaN is stored as NULL), the time an ``int``."""
+    value = v[4]
+    for i in _TEXT:
+        if v[i] is not None and type(v[i]) is not str:
+            return False
+    return (value is None or (type(value) is float and math.isfinite(value))) and type(v[13]) is int
 
 
 def put_scores(
@@ -154,53 +224,48 @@ def put_scores(
 ) -> tuple[int, list[tuple[ScoreRow | None, ScoreRow]]]:
     """Upsert ``scores`` into ``ledger_scores`` and (``deliver``) into ``score_outbox``, in the caller's
     transaction. Returns the number of outbox rows written and the ``(old, new)`` rows that changed (old None: a
-    new score) — the rules engine's feed. A pending outbox row of the same id gets the new body."""
+    new score) — the rules engine's feed. A pending outbox row of the same id gets the new body.
+
+    Batched: the stored rows of all ids are read with ``id IN (…)`` queries, each scored trace's or session's
+    identity is looked up once, the rows after the upsert are known without reading them back (``_stored_as_given``;
+    otherwise they are read back), and each table gets one ``executemany``."""
     now = time.time_ns()
-    queued = 0
+    current: dict[tuple[str, str], Any] = {}
+    by_tenant: dict[str, list[str]] = {}
+    for s in scores:
+        by_tenant.setdefault(s.tenant, []).append(s.id)
+    for tenant, ids in by_tenant.items():
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), _IN_CHUNK):
+            part = ids[i : i + _IN_CHUNK]
+            sql = _ROW + f" WHERE tenant=? AND id IN ({','.join('?' * len(part))})"
+            for row in conn.execute(sql, (tenant, *part)):
+                current[(row[0], row[1])] = tuple(row)
+    identities: dict[tuple, tuple[str | None, str]] = {}
+    labels_cache: dict[str, dict[str, str]] = {}
+    upserts: list[tuple] = []
+    outbox: list[tuple] = []
     changes: list[tuple[ScoreRow | None, ScoreRow]] = []
     for s in scores:
-        before = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()
-        b = s.body
-        value = b.get("value")
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        user, labels = _identity(conn, s.tenant, b.get("traceId"), b.get("sessionId"))
-        conn.execute(
-            "INSERT INTO ledger_scores(tenant, id, name, data_type, value, string_value, trace_id, session_id, "
-            "observation_id, user_id, labels, source, comment, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(tenant, id) DO UPDATE SET name=excluded.name, data_type=excluded.data_type, "
-            "value=excluded.value, string_value=excluded.string_value, trace_id=excluded.trace_id, "
-            "session_id=excluded.session_id, observation_id=excluded.observation_id, user_id=excluded.user_id, "
-            "labels=excluded.labels, source=excluded.source, comment=excluded.comment, time_ns=excluded.time_ns",
-            (
-                s.tenant,
-                s.id,
-                str(b.get("name")),
-                str(b.get("dataType") or ("NUMERIC" if numeric else "CATEGORICAL")),
-                float(value) if numeric and value is not None else None,
-                None if numeric or value is None else str(value),
-                b.get("traceId"),
-                b.get("sessionId"),
-                b.get("observationId"),
-                user,
-                labels,
-                s.source,
-                b.get("comment"),
-                s.time_ns if before is None else before[11],
-            ),
-        )
-        after = conn.execute(_ROW + " WHERE tenant=? AND id=?", (s.tenant, s.id)).fetchone()
-        if before is None or tuple(before) != tuple(after):
-            changes.append((None if before is None else _row(before), _row(after)))
+        key = (s.tenant, s.id)
+        before = current.get(key)
+        v = _values(conn, s, identities, before)
+        if _stored_as_given(v):
+            upserts.append(v)
+            after = _read_back(v)
+        else:  # read back what SQLite made of it, after the upserts so far
+            conn.executemany(_UPSERT, upserts)
+            upserts = []
+            conn.execute(_UPSERT, v)
+            after = tuple(conn.execute(_ROW + " WHERE tenant=? AND id=?", key).fetchone())
+        current[key] = after
+        if before is None or before != after:
+            changes.append((None if before is None else _row(before, labels_cache), _row(after, labels_cache)))
         if s.deliver:
-            body = json.dumps(b, sort_keys=True, separators=(",", ":"))
-            conn.execute(
-                "INSERT INTO score_outbox(tenant, score_id, body, created_ns) VALUES (?,?,?,?) "
-                "ON CONFLICT(tenant, score_id) DO UPDATE SET body=excluded.body, version=version+1, attempts=0, "
-                "failures_500=0, next_ns=0, last_error=NULL WHERE body != excluded.body OR next_ns > 0",
-                (s.tenant, s.id, body, now),
-            )
-            queued += 1
-    return queued, changes
+            outbox.append((s.tenant, s.id, json.dumps(s.body, sort_keys=True, separators=(",", ":")), now))
+    conn.executemany(_UPSERT, upserts)
+    conn.executemany(_OUTBOX, outbox)
+    return len(outbox), changes
 
 
 def read_scores(

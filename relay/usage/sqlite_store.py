@@ -36,7 +36,16 @@ from relay.store.sqlite import SqliteDB, execute_script
 from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum, derived_key
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
-from relay.usage.sqlite_records import SELECT, put_record, record_of, select_record
+from relay.usage.sqlite_records import (
+    SELECT,
+    chunks,
+    marks,
+    put_record,
+    put_records,
+    read_records,
+    record_of,
+    select_record,
+)
 from relay.usage.sqlite_schema import RECORD_COLUMNS, SCHEMA, migrate_nanos, migrate_v1
 from relay.usage.store import LedgerChange, LedgerStore
 
@@ -106,17 +115,27 @@ class SqliteLedgerStore(LedgerStore):
         return await self.db.run(lambda conn: self._write(conn, priced))
 
     def _write(self, conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> list[LedgerChange]:
+        # The stored copies of the batch's keys are read with a few ``key IN (…)`` queries, the records are decided
+        # in order against that map (a key written twice in the batch sees its first write), and the results are
+        # stored with one executemany per kind of statement — the same changes and rows as one SELECT and one write
+        # per record, in a fraction of the statements (issue 12).
+        stored = read_records(conn, {(r.tenant, r.key) for r in records})
         changes: list[LedgerChange] = []
+        final: dict[tuple[str, str], UsageRecord] = {}  # key → its row after this write, in first-write order
         for r in records:
-            old = select_record(conn, r.tenant, r.key)
+            k = (r.tenant, r.key)
+            old = final.get(k)
+            if old is None:
+                old = stored.get(k)
             if old is None or COST_RANK.get(r.cost_source, 0) > COST_RANK.get(old.cost_source, 0):
-                put_record(conn, old, r)
+                final[k] = r
                 changes.append(LedgerChange(old, r))
             elif COST_RANK.get(r.cost_source, 0) == COST_RANK.get(old.cost_source, 0):
                 filled = _fill_gaps(old, r)
                 if filled != old:
-                    put_record(conn, old, filled)
+                    final[k] = filled
                     changes.append(LedgerChange(old, filled))
+        put_records(conn, [(stored.get(k), new) for k, new in final.items()])
         sessions = {(r.tenant, r.session_id) for r in records if r.session_id and r.source != SOURCE_METRIC}
         changes.extend(self._supersede(conn, sorted(sessions)))
         calls = [r for r in records if r.kind == "llm" and r.source != SOURCE_METRIC]
@@ -128,10 +147,23 @@ class SqliteLedgerStore(LedgerStore):
         """Retract metric-derived records WITHOUT a session id (Claude Code with
         ``OTEL_METRICS_INCLUDE_SESSION_ID=false``) that describe the same spend as per-call ``calls``: same tenant,
         user (the installation or configured identity) and model, and an export window ``(start, time]`` (widened
-        by ``UNSESSIONED_SLACK_NS``) that contains the call's time."""
+        by ``UNSESSIONED_SLACK_NS``) that contains the call's time. A tenant without any such metric delta (the
+        common case: one indexed probe) skips the per-call lookups."""
         out: list[LedgerChange] = []
         seen: set[str] = set()
+        unsessioned: dict[str, bool] = {}
         for r in calls:
+            has = unsessioned.get(r.tenant)
+            if has is None:
+                has = unsessioned[r.tenant] = (
+                    conn.execute(
+                        "SELECT 1 FROM metric_deltas WHERE tenant=? AND grp IS NOT NULL AND session_id IS NULL LIMIT 1",
+                        (r.tenant,),
+                    ).fetchone()
+                    is not None
+                )
+            if not has:
+                continue
             rows = conn.execute(
                 "SELECT DISTINCT grp, time_ns FROM metric_deltas WHERE tenant=? AND grp IS NOT NULL"
                 " AND session_id IS NULL AND user_id IS ? AND model IS ? AND time_ns >= ? AND start_ns <= ?",
@@ -172,22 +204,42 @@ class SqliteLedgerStore(LedgerStore):
         )
 
     def _supersede(self, conn: sqlite3.Connection, sessions: Sequence[tuple[str, str]]) -> list[LedgerChange]:
-        """Register sessions with per-call records; retract the metric-derived records of newly registered ones."""
-        out: list[LedgerChange] = []
+        """Register sessions with per-call records; retract the metric-derived records of newly registered ones
+        (session by session in ``sessions`` order, each session's records by time then key). Batched: the known
+        sessions and the new ones' metric-derived records are read with ``IN (…)`` queries."""
         now = time.time_ns()
+        by_tenant: dict[str, list[str]] = {}
         for tenant, session in sessions:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO ledger_call_sessions(tenant, session_id, first_ns) VALUES (?,?,?)",
-                (tenant, session, now),
-            )
-            if cur.rowcount == 0:
-                continue
-            rows = conn.execute(
-                SELECT + " WHERE tenant=? AND session_id=? AND source=?", (tenant, session, SOURCE_METRIC)
-            ).fetchall()  # no ORDER BY: keeps the session index
-            for old in sorted(map(record_of, rows), key=lambda r: (r.time_ns, r.key)):
-                put_record(conn, old, None)
+            by_tenant.setdefault(tenant, []).append(session)
+        known: set[tuple[str, str]] = set()
+        for tenant, ids in by_tenant.items():
+            for part in chunks(ids):
+                sql = f"SELECT session_id FROM ledger_call_sessions WHERE tenant=? AND session_id IN ({marks(part)})"
+                known.update((tenant, r[0]) for r in conn.execute(sql, (tenant, *part)))
+        new = [s for s in sessions if s not in known]
+        if not new:
+            return []
+        conn.executemany(
+            "INSERT OR IGNORE INTO ledger_call_sessions(tenant, session_id, first_ns) VALUES (?,?,?)",
+            [(tenant, session, now) for tenant, session in new],
+        )
+        derived: dict[tuple[str, str], list[UsageRecord]] = {}
+        new_by_tenant: dict[str, list[str]] = {}
+        for tenant, session in new:
+            new_by_tenant.setdefault(tenant, []).append(session)
+        for tenant, ids in new_by_tenant.items():
+            for part in chunks(ids):
+                rows = conn.execute(
+                    SELECT + f" WHERE tenant=? AND session_id IN ({marks(part)}) AND source=?",
+                    (tenant, *part, SOURCE_METRIC),
+                ).fetchall()  # no ORDER BY: keeps the session index
+                for rec in map(record_of, rows):
+                    derived.setdefault((tenant, rec.session_id or ""), []).append(rec)
+        out: list[LedgerChange] = []
+        for key in new:
+            for old in sorted(derived.get(key, ()), key=lambda r: (r.time_ns, r.key)):
                 out.append(LedgerChange(old, None))
+        put_records(conn, [(c.old, None) for c in out])
         return out
 
     def has_call_records(self, conn: sqlite3.Connection, tenant: str, session: str | None) -> bool:
