@@ -113,15 +113,17 @@ _MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
 _TOOLS = ("read_file", "bash", "edit_file", "grep", "write_file")
 
 
-def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[ExportTraceServiceRequest, list[bytes]]:
+def genai_request(
+    n_spans: int, content: bool = True, seed: int = 1
+) -> tuple[ExportTraceServiceRequest, list[bytes], list[bytes]]:
     """An ``ExportTraceServiceRequest`` of ``n_spans`` GenAI-semconv spans from one agent process.
 
     Traces of 8 spans (the last one shorter when ``n_spans`` is not a multiple of 8): an ``invoke_agent`` root
     (AGENT), then alternately ``chat`` (GENERATION: model, usage incl. cache tokens, cost, request parameters)
     and ``execute_tool`` (TOOL) children — 10–16 attributes per span. With ``content``, chat spans carry short
     ``gen_ai.input.messages`` / ``gen_ai.output.messages`` JSON and tool spans their arguments (relay redacts
-    them). Returns the message and every id placed in it (16-byte trace ids and 8-byte span ids, random), so
-    :class:`BatchFactory` can swap them per request.
+    them). Returns the message, every binary id placed in it (16-byte trace ids and 8-byte span ids, random) and
+    every ``gen_ai.response.id`` (ASCII; an LLM call's ledger key), so :class:`BatchFactory` can swap them per request.
     """
     rnd = random.Random(seed)
     now = time.time_ns()
@@ -143,6 +145,7 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
     ss = rs.scope_spans.add()
     ss.scope.name, ss.scope.version = "bench.agent", "0.9.0"
     ids: list[bytes] = []
+    response_ids: list[bytes] = []
     made = 0
     t_idx = 0
     while made < n_spans:
@@ -184,6 +187,8 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
             s0 = start + k * 1_000_000_000
             if k % 2 == 1:  # chat
                 model = _MODELS[(t_idx + k) % 3]
+                response_id = f"msg_{rnd.getrandbits(64):016x}"
+                response_ids.append(response_id.encode())
                 sp = ss.spans.add(
                     trace_id=trace_id,
                     span_id=sid,
@@ -201,7 +206,7 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
                         _kv("gen_ai.response.model", model + "-20250929"),
                         _kv("gen_ai.request.temperature", 0.2),
                         _kv("gen_ai.request.max_tokens", 8192),
-                        _kv("gen_ai.response.id", f"msg_{rnd.getrandbits(64):016x}"),
+                        _kv("gen_ai.response.id", response_id),
                         _kv("gen_ai.response.finish_reasons", ["tool_use"]),
                         _kv("gen_ai.usage.input_tokens", 12_000 + k * 311),
                         _kv("gen_ai.usage.output_tokens", 240 + k),
@@ -274,41 +279,46 @@ def genai_request(n_spans: int, content: bool = True, seed: int = 1) -> tuple[Ex
             sp.status.code = Status.STATUS_CODE_OK
         made += size
         t_idx += 1
-    return req, ids
+    return req, ids, response_ids
 
 
 class BatchFactory:
     """Makes serialized ``ExportTraceServiceRequest`` bodies of ``spans`` GenAI spans, each with fresh random
-    trace and span ids (so relay's request-hash and span-id deduplication never trigger).
+    trace and span ids (so relay's request-hash and span-id deduplication never trigger) and, unless
+    ``fresh_response_ids`` is False, fresh ``gen_ai.response.id`` values (an LLM call's ledger key: with the
+    template's, every request after the first would only re-write the same ledger records).
 
     The template is serialized once; the byte offsets of each id are located in it, and a new body is the template
     with those bytes overwritten (ids have fixed lengths, so the protobuf framing is unchanged) — about 1 µs per
     span, far below relay's cost.
     """
 
-    def __init__(self, spans: int, content: bool = True):
-        msg, ids = genai_request(spans, content)
+    def __init__(self, spans: int, content: bool = True, fresh_response_ids: bool = True):
+        msg, ids, response_ids = genai_request(spans, content)
         self.spans = spans
         self.template = msg.SerializeToString()
-        self._slots: list[tuple[int, list[int]]] = []  # (id length, offsets)
-        for ident in ids:
+        self._slots: list[tuple[int, list[int], bool]] = []  # (id length, offsets, ASCII hex)
+        for ident, text in [*((i, False) for i in ids), *((r, True) for r in response_ids if fresh_response_ids)]:
             offs, start = [], 0
             while (i := self.template.find(ident, start)) >= 0:
                 offs.append(i)
                 start = i + 1
             assert offs, "placeholder id not found"
-            self._slots.append((len(ident), offs))
-        self._random_bytes = sum(n for n, _ in self._slots)
+            self._slots.append((len(ident), offs, text))
+        self._random_bytes = sum(n for n, _, _ in self._slots)
         self.bytes = len(self.template)
 
     def make(self) -> bytes:
-        """A new body: the template with every id replaced by random bytes."""
+        """A new body: the template with every id replaced by random bytes (response ids: random hex after their
+        ``msg_`` prefix)."""
         body = bytearray(self.template)
         rnd = os.urandom(self._random_bytes)
         pos = 0
-        for n, offs in self._slots:
+        for n, offs, text in self._slots:
             new = rnd[pos : pos + n]
             pos += n
+            if text:
+                new = b"msg_" + new.hex().encode()[: n - 4]
             for o in offs:
                 body[o : o + n] = new
         return bytes(body)
@@ -322,6 +332,11 @@ class BatchFactory:
         assert not {s.span_id for s in spans_a} & {s.span_id for s in spans_b}
         ids = {s.span_id for s in spans_a}
         assert all(not s.parent_span_id or s.parent_span_id in ids for s in spans_a)
+        rids = [
+            {kv.value.string_value for s in sp for kv in s.attributes if kv.key == "gen_ai.response.id"}
+            for sp in (spans_a, spans_b)
+        ]
+        assert rids[0] and (rids[0].isdisjoint(rids[1]) or not any(text for *_, text in self._slots))
 
 
 @dataclass(frozen=True)
