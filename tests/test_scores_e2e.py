@@ -267,10 +267,10 @@ def _genai_trace(port: int) -> list:
     return memory.get_finished_spans()
 
 
-async def test_genai_trace_scores_can_be_turned_off_claude_code_scores_stay(tmp_path):
-    """``scores.genai_traces: false``: three requests per GenAI trace saved; Claude Code is still scored, and a
-    restart does not pick the unscored GenAI traces up as missed ones."""
-    off = {"scores": {**FAST["scores"], "genai_traces": False}}
+async def test_genai_trace_scores_are_off_by_default_claude_code_scores_stay(tmp_path):
+    """``scores.genai_traces`` off (the default): no three requests per GenAI trace; Claude Code is still scored, and
+    a restart does not pick the unscored GenAI traces up as missed ones."""
+    off = FAST
     async with FakeLangfuse() as lf:
         for _ in range(2):  # the second start runs the scorer's catch-up over the same ledger
             async with running_relay(tmp_path / "data", lf.base_url, off) as relay:
@@ -289,11 +289,13 @@ async def test_genai_trace_scores_can_be_turned_off_claude_code_scores_stay(tmp_
 
 
 async def test_genai_traces_get_error_rate_cost_and_latency(tmp_path):
-    """Another agent's GenAI trace (``_genai_trace``): scores per trace from the spans as the SDK recorded them."""
+    """Another agent's GenAI trace (``_genai_trace``), with ``scores.genai_traces`` on: scores per trace from the
+    spans as the SDK recorded them."""
     from opentelemetry.trace import StatusCode
 
+    on = {"scores": {**FAST["scores"], "genai_traces": True}}
     async with FakeLangfuse() as lf:
-        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+        async with running_relay(tmp_path / "data", lf.base_url, on) as relay:
             spans = await asyncio.to_thread(_genai_trace, relay.http.port)
             await settle(relay)
             await scores_settled(relay)
