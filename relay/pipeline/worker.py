@@ -491,22 +491,10 @@ class Pipeline(Component):
     async def _close_pending(self) -> None:
         """Commit the groups waiting in ``_closing`` in chunks of ``commit_batch`` (one at a time while isolating
         a failure); a chunk leaves the list only once committed."""
-        premapped: dict[int, MappedTrace] = {}
         while self._closing and not self._stopping:  # when stopping, the rest stay in the inbound spool
             chunk = self._closing[:1] if self._isolate_close else self._closing[: self.commit_batch]
-            task = asyncio.ensure_future(self._close(chunk, premapped))
-            premapped = {}
-            if not self._isolate_close:
-                # map the next chunk while this one's reads and writes run on the database thread (mapping reads no
-                # database state; the next chunk's export state is read after this commit)
-                try:
-                    premapped = await self._premap(self._closing[len(chunk) : len(chunk) + self.commit_batch])
-                except BaseException:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    raise
             try:
-                await task
+                await self._close(chunk)
             except (_Retry, asyncio.CancelledError):
                 raise
             except Exception as e:
@@ -551,12 +539,12 @@ class Pipeline(Component):
             (g.tenant, sig, outcome, reason, n) for sig, n in (("logs", len(g.logs)), ("traces", len(g.spans))) if n
         ]
 
-    async def _close(self, groups: list[Group], premapped: dict[int, MappedTrace] | None = None) -> None:
-        """Map, dedupe, encode and commit closed groups in one transaction with their records' outcomes
-        (``premapped``: see ``_prefetch``). Raises (nothing written) when mapping or a write fails."""
+    async def _close(self, groups: list[Group]) -> None:
+        """Map, dedupe, encode and commit closed groups in one transaction with their records' outcomes. Raises
+        (nothing written) when mapping or a write fails."""
         commits: list[TraceCommit] = []
         outcomes: list[OutcomeRow] = []
-        prefetched = await self._prefetch(groups, premapped)
+        prefetched = await self._prefetch(groups)
         for g in groups:
             commit = await self._map(g, prefetched)
             outcomes += self._count(g, commit)
@@ -577,32 +565,20 @@ class Pipeline(Component):
             except Exception:  # the scorer must not stop the pipeline
                 log.exception("on_traces_closed failed for %d traces", len(commits))
 
-    async def _premap(self, groups: list[Group]) -> dict[int, MappedTrace]:
-        """Map ``groups`` (results by ``id(group)``); a group whose mapping raises is left out (``_map`` maps it
-        again and handles the error)."""
-        out: dict[int, MappedTrace] = {}
+    async def _prefetch(self, groups: list[Group]) -> _Prefetched:
+        """Map every group once and read the earlier-export state of all their traces in ONE spool job (a round
+        trip to the database thread per trace was the pipeline's bottleneck). A group whose mapping raises is
+        left out: ``_map`` maps it again and handles the error."""
+        pre = _Prefetched()
         for g in groups:
             try:
-                out[id(g)] = map_group(g.logs, g.spans, self.settings(g.tenant).ctx)
+                result = map_group(g.logs, g.spans, self.settings(g.tenant).ctx)
             except Exception:  # _map raises it again, in its error path
-                pass
-            await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
-        return out
-
-    async def _prefetch(self, groups: list[Group], premapped: dict[int, MappedTrace] | None = None) -> _Prefetched:
-        """Map every group once (``premapped`` holds results mapped ahead, by ``id(group)``) and read the
-        earlier-export state of all their traces in ONE spool job (a round trip to the database thread per trace
-        was the pipeline's bottleneck). A group whose mapping raises is left out: ``_map`` maps it again and
-        handles the error."""
-        pre = _Prefetched()
-        premapped = premapped or {}
-        todo = [g for g in groups if id(g) not in premapped]
-        pre.results = {id(g): premapped[id(g)] for g in groups if id(g) in premapped}
-        pre.results.update(await self._premap(todo))
-        for g in groups:
-            result = pre.results.get(id(g))
-            if result is not None and result.trace is not None:
+                continue
+            pre.results[id(g)] = result
+            if result.trace is not None:
                 pre.keys.add((g.tenant, result.trace.trace_id))
+            await asyncio.sleep(0)  # mapping is CPU work: let acknowledgements through between traces
         pre.states = await self.spool.trace_states(pre.keys)
         return pre
 
