@@ -41,7 +41,7 @@ from pathlib import Path
 
 from relay.model import Outcome, Signal, UsageRecord
 from relay.store.schema import SCHEMA, migrate, pack_ids, unpack_ids
-from relay.store.sqlite import SqliteDB
+from relay.store.sqlite import SqliteDB, chunks, marks
 from relay.telemetry import OutcomeCounts
 
 __all__ = [
@@ -55,10 +55,6 @@ __all__ = [
     "OutcomeRow",
     "is_storage_error",
 ]
-
-#: Values per ``IN (…)`` list (SQLite allows 32,766 host parameters since 3.32,
-#: https://www.sqlite.org/limits.html#max_variable_number).
-_IN_CHUNK = 500
 
 #: ``(tenant, signal, outcome, reason, n)``: ``n`` items of ``signal`` of ``tenant`` reached ``outcome``
 #: (``relay.model.Outcome``) for ``reason``.
@@ -508,16 +504,14 @@ class Spool:
             infos: dict[tuple[str, str], dict] = {}
             ids: dict[tuple[str, str], set[str]] = defaultdict(set)
             for tenant, traces in by_tenant.items():
-                for i in range(0, len(traces), _IN_CHUNK):
-                    part = traces[i : i + _IN_CHUNK]
-                    marks = ",".join("?" * len(part))
+                for part in chunks(traces):
                     for trace_id, info in conn.execute(
-                        f"SELECT trace_id, info FROM trace_meta WHERE tenant=? AND trace_id IN ({marks})",
+                        f"SELECT trace_id, info FROM trace_meta WHERE tenant=? AND trace_id IN ({marks(part)})",
                         (tenant, *part),
                     ):
                         infos[(tenant, trace_id)] = json.loads(info)
                     for trace_id, packed in conn.execute(
-                        f"SELECT trace_id, obs_ids FROM exported_ids WHERE tenant=? AND trace_id IN ({marks})",
+                        f"SELECT trace_id, obs_ids FROM exported_ids WHERE tenant=? AND trace_id IN ({marks(part)})",
                         (tenant, *part),
                     ):
                         ids[(tenant, trace_id)].update(unpack_ids(packed))

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from relay.pipeline.claude_code_events import flat_usage
-from relay.pipeline.genai_usage import Usage, is_aggregate, normalise, provider_of
+from relay.pipeline.genai_usage import COST_KEYS, TOKEN_KEYS, Usage, is_aggregate, normalise, provider_of
 
 CASES = [
     # OTel GenAI semconv (latest experimental names): input includes cache
@@ -241,3 +241,20 @@ def test_claude_code_2_1_332_span_without_flat_tokens_uses_the_semconv_ones():
     )
     both = {**attrs, "input_tokens": 12}
     assert flat_usage(both) is both
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [{k: 5} for keys in TOKEN_KEYS.values() for k in keys]
+    + [{k: 0.25} for k in COST_KEYS]
+    + [
+        {"llm.cost.prompt": 0.25},
+        {"llm.cost.completion": 0.25},
+        {"langfuse.observation.usage_details": '{"input": 5}'},
+        {"langfuse.observation.cost_details": '{"total": 0.25}'},
+    ],
+    ids=lambda a: next(iter(a)),
+)
+def test_each_usage_attribute_alone_is_read(attrs):
+    """The normaliser's shortcut for spans without usage (most spans) never skips a span that has one."""
+    assert normalise(attrs) != Usage(source="")

@@ -196,7 +196,7 @@ def test_batched_write_makes_the_changes_of_the_one_by_one_write(plan):
 
 
 def test_a_batch_larger_than_one_in_list_reads_and_upgrades_every_record(tmp_path):
-    """More keys than one ``IN (…)`` list holds (``sqlite_records.CHUNK``): every stored copy is found."""
+    """More keys than one ``IN (…)`` list holds (``relay.store.sqlite.IN_CHUNK``): every stored copy is found."""
     calls = [
         UsageRecord(key=f"llm:{i}", kind="llm", time_ns=i, tenant="acme", model="claude-sonnet-4-5", input_tokens=10)
         for i in range(1_234)

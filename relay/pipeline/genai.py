@@ -53,7 +53,6 @@ from relay.pipeline.genai_usage import (
     json_object,
     normalise,
     provider_of,
-    reports_usage,
 )
 from relay.pipeline.records import SpanView
 
@@ -186,7 +185,7 @@ def usage_details_of(attrs: Mapping[str, Any], scope_name: str = "") -> dict[str
     (``relay.pipeline.genai_usage.normalise``), or None when it reports no tokens. Keys: ``input`` (excl. cache),
     ``output``, ``cache_read_input_tokens``, ``input_cache_creation_5m``, ``input_cache_creation_1h`` — each bucket
     under one key."""
-    return normalise(attrs, scope_name, provider_of(attrs, scope_name)).usage_details()
+    return normalise(attrs, scope_name).usage_details()
 
 
 def cost_details_of(attrs: Mapping[str, Any], usage: Usage | None = None) -> dict[str, float] | None:
@@ -592,12 +591,7 @@ def map_spans(spans: list[SpanView], ctx: MappingContext, known: TraceInfo | Non
     root = _root_of(spans)
     trace = _trace_info(spans, root, ctx, known)
     mapped = MappedTrace(trace=trace)
-    usage = {
-        v.span_id: normalise(v.attrs, v.scope_name, provider_of(v.attrs, v.scope_name))
-        if reports_usage(v.attrs)
-        else Usage(source="")
-        for v in spans
-    }
+    usage = {v.span_id: normalise(v.attrs, v.scope_name) for v in spans}
     obs_of: dict[str, Observation] = {}
     for view in spans:
         obs = _observation(view, ctx, usage[view.span_id])

@@ -86,7 +86,6 @@ __all__ = [
     "is_aggregate",
     "USAGE_ATTRIBUTE_PREFIXES",
     "is_usage_attribute",
-    "reports_usage",
 ]
 
 #: bucket → attribute keys in precedence order (first present wins). Sources in the module docstring.
@@ -423,9 +422,10 @@ def _includes_cache(scope_name: str, provider: str | None) -> bool | None:
 def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | None = None) -> Usage:
     """The normalised usage of one span's attributes (module docstring): ``langfuse.observation.usage_details``
     when it parses, else the first present key of each bucket in :data:`TOKEN_KEYS`. ``scope_name`` and
-    ``provider`` select the family's input meaning (:data:`EXCLUDES_CACHE`). Never raises on bad values (they are
-    ignored). An empty ``Usage`` when nothing is reported."""
-    if not reports_usage(attrs):  # most spans (tools, agents, plain spans) report nothing
+    ``provider`` (default: :func:`provider_of` the span, looked up only for spans that report usage) select the
+    family's input meaning (:data:`EXCLUDES_CACHE`). Never raises on bad values (they are ignored). An empty
+    ``Usage`` when nothing is reported."""
+    if attrs.keys().isdisjoint(_USAGE_KEYS):  # most spans (tools, agents, plain spans) report nothing
         return Usage(source="")
     cost = _cost(attrs)
     details = json_object(attrs.get("langfuse.observation.usage_details"))
@@ -461,7 +461,7 @@ def normalise(attrs: Mapping[str, Any], scope_name: str = "", provider: str | No
         h1,
         reasoning,
         cost,
-        _includes_cache(scope_name, provider),
+        _includes_cache(scope_name, provider if provider is not None else provider_of(attrs, scope_name)),
         source or ("cost" if cost is not None else ""),
     )
 
@@ -477,12 +477,6 @@ _USAGE_KEYS = frozenset(
         "langfuse.observation.cost_details",
     }
 )
-
-
-def reports_usage(attrs: Mapping[str, Any]) -> bool:
-    """False when ``attrs`` has none of the attributes :func:`normalise` reads (its result is then empty): a
-    cheap test that spares the normaliser, and the provider lookup it needs, for spans without usage."""
-    return not attrs.keys().isdisjoint(_USAGE_KEYS)
 
 
 def provider_of(attrs: Mapping[str, Any], scope_name: str = "") -> str | None:

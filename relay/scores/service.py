@@ -25,8 +25,8 @@ from relay.model import UsageRecord
 from relay.scores.catalog import BUILTINS, GENAI_SCORES, INTERACTION_SCORES, SESSION_SCORES, figure_value, score_id
 from relay.scores.config import ScoresConfig
 from relay.scores.figures import Figures, figures_of, outcome_of
-from relay.store.sqlite import SqliteDB
-from relay.usage.sqlite_records import SELECT, chunks, marks, record_of
+from relay.store.sqlite import SqliteDB, chunks, marks
+from relay.usage.sqlite_records import SELECT, record_of
 from relay.usage.sqlite_schema import RECORD_COLUMNS
 from relay.usage.sqlite_scores import LedgerScore, apply_score_schema, put_scores
 from relay.usage.store import LedgerStore

@@ -35,14 +35,17 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence, Sized
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SqliteDB", "execute_script"]
+__all__ = ["SqliteDB", "execute_script", "chunks", "marks", "IN_CHUNK"]
 
 T = TypeVar("T")
+#: Values per ``IN (…)`` list (SQLite allows 32,766 host parameters since 3.32,
+#: https://www.sqlite.org/limits.html#max_variable_number).
+IN_CHUNK = 500
 #: Pages (4 KiB) the WAL may hold before a commit checkpoints it into the database file (SQLite's default: 1000).
 WAL_AUTOCHECKPOINT = 4000
 log = logging.getLogger(__name__)
@@ -203,24 +206,20 @@ class SqliteDB:
             results = [(fut, loop, False, e) for _, fut, loop in jobs]
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for fut, loop, ok, value in results:
-            if loop is None:
-                if fut.done():  # a job that was skipped as cancelled
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-            else:
-                by_loop.setdefault(loop, []).append((fut, ok, value))
+            by_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, done in by_loop.items():
+            if loop is None:  # run_sync's thread-safe futures
+                _resolve(done)
+                continue
             try:
                 loop.call_soon_threadsafe(_resolve, done)
             except RuntimeError:  # the loop was closed meanwhile: nobody waits for these results
                 pass
 
 
-def _resolve(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    """On the event loop: set the results of finished jobs (futures cancelled meanwhile are left alone)."""
+def _resolve(done: list[tuple[Any, bool, Any]]) -> None:
+    """Set the results of finished jobs (on the event loop for asyncio futures); futures already done — cancelled
+    meanwhile, or skipped as cancelled — are left alone."""
     for fut, ok, value in done:
         if fut.done():
             continue
@@ -242,3 +241,14 @@ def execute_script(conn: sqlite3.Connection, script: str) -> None:
             stmt = ""
     if stmt.strip():
         raise sqlite3.ProgrammingError(f"incomplete SQL statement: {stmt.strip()[:80]}")
+
+
+def chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``IN_CHUNK`` (one ``IN (…)`` list each)."""
+    for i in range(0, len(values), IN_CHUNK):
+        yield values[i : i + IN_CHUNK]
+
+
+def marks(values: Sized) -> str:
+    """``?,?,…`` for an ``IN (…)`` list of ``values``."""
+    return ",".join("?" * len(values))

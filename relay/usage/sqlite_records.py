@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
 from relay.model import UsageRecord
+from relay.store.sqlite import chunks, marks
 from relay.usage.sqlite_schema import RECORD_COLUMNS
 
-__all__ = ["record_of", "select_record", "put_record", "read_records", "put_records", "chunks", "marks", "SELECT"]
-
-#: Values per ``IN (…)`` list: far below SQLite's bound on host parameters (32,766 since 3.32,
-#: https://www.sqlite.org/limits.html#max_variable_number).
-CHUNK = 500
+__all__ = ["record_of", "select_record", "put_record", "read_records", "put_records", "SELECT"]
 
 _COLS = ", ".join(RECORD_COLUMNS)
 SELECT = f"SELECT {_COLS} FROM usage_records"
 _INSERT = f"INSERT INTO usage_records ({_COLS}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
 _UPDATE = "UPDATE usage_records SET " + ", ".join(f"{c}=?" for c in RECORD_COLUMNS) + " WHERE tenant=? AND key=?"
-T = TypeVar("T")
 _LABELS = RECORD_COLUMNS.index("labels")
 _SUCCESS = RECORD_COLUMNS.index("success")
 
@@ -88,20 +84,9 @@ def put_record(conn: sqlite3.Connection, old: UsageRecord | None, new: UsageReco
         conn.execute(_UPDATE, (*_values(new), old.tenant, old.key))
 
 
-def chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``values`` in slices of at most ``CHUNK`` (one ``IN (…)`` list each)."""
-    for i in range(0, len(values), CHUNK):
-        yield values[i : i + CHUNK]
-
-
-def marks(values: Sized) -> str:
-    """``?,?,…`` for an ``IN (…)`` list of ``values``."""
-    return ",".join("?" * len(values))
-
-
 def read_records(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], UsageRecord]:
     """The stored records of ``(tenant, key)`` pairs (absent ones left out), read with ``key IN (…)`` queries on the
-    ``(tenant, key)`` index, per tenant, ``CHUNK`` keys at a time."""
+    ``(tenant, key)`` index, per tenant, ``IN_CHUNK`` keys at a time."""
     by_tenant: dict[str, list[str]] = {}
     for tenant, key in keys:
         by_tenant.setdefault(tenant, []).append(key)

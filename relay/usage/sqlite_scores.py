@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from relay.store.sqlite import SqliteDB
+from relay.store.sqlite import SqliteDB, chunks, marks
 
 __all__ = [
     "SCORE_SCHEMA",
@@ -176,7 +176,6 @@ _OUTBOX = (
 _read_back = itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13)
 #: Positions of the text columns given as they come (trace, session, observation, user, source, comment).
 _TEXT = (6, 7, 8, 9, 11, 12)
-_IN_CHUNK = 500  # values per IN (…) list (SQLite allows 32,766 host parameters since 3.32)
 
 
 def _values(
@@ -236,9 +235,8 @@ def put_scores(
         by_tenant.setdefault(s.tenant, []).append(s.id)
     for tenant, ids in by_tenant.items():
         ids = list(dict.fromkeys(ids))
-        for i in range(0, len(ids), _IN_CHUNK):
-            part = ids[i : i + _IN_CHUNK]
-            sql = _ROW + f" WHERE tenant=? AND id IN ({','.join('?' * len(part))})"
+        for part in chunks(ids):
+            sql = _ROW + f" WHERE tenant=? AND id IN ({marks(part)})"
             for row in conn.execute(sql, (tenant, *part)):
                 current[(row[0], row[1])] = tuple(row)
     identities: dict[tuple, tuple[str | None, str]] = {}

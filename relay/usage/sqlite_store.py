@@ -32,14 +32,12 @@ from dataclasses import replace
 from typing import Any
 
 from relay.model import UsageRecord
-from relay.store.sqlite import SqliteDB, execute_script
+from relay.store.sqlite import SqliteDB, chunks, execute_script, marks
 from relay.usage.metrics import SOURCE_METRIC, MetricPoint, MetricSum, derived_key
 from relay.usage.pricing import Pricing
 from relay.usage.sqlite_metrics import backfill_deltas, ingest_points, sum_metric
 from relay.usage.sqlite_records import (
     SELECT,
-    chunks,
-    marks,
     put_record,
     put_records,
     read_records,
