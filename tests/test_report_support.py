@@ -70,6 +70,7 @@ def generate_week(
             t = start + timedelta(days=rnd.randrange(7), hours=rnd.randrange(8, 20), minutes=rnd.randrange(60))
             for p in range(rnd.randint(1, 3)):
                 pid = f"p-{sid}-{p}"
+                who = {"tenant": tenant, "session_id": sid, "prompt_id": pid, "user": user}  # on every record
                 for c in range(rnd.randint(1, 4)):
                     t += timedelta(seconds=rnd.randint(5, 90))
                     model = rnd.choice(MODELS)
@@ -81,10 +82,7 @@ def generate_week(
                                 key=f"llm-error:{key}",
                                 kind="llm",
                                 time_ns=ns(t),
-                                tenant=tenant,
-                                session_id=sid,
-                                prompt_id=pid,
-                                user=user,
+                                **who,
                                 labels=dict(labels),
                                 model=model,
                                 success=False,
@@ -101,10 +99,7 @@ def generate_week(
                             key=f"llm:{key}",
                             kind="llm",
                             time_ns=ns(t),
-                            tenant=tenant,
-                            session_id=sid,
-                            prompt_id=pid,
-                            user=user,
+                            **who,
                             labels=dict(labels),
                             model=model,
                             input_tokens=inp,
@@ -126,10 +121,7 @@ def generate_week(
                                 key=f"tool:{key}",
                                 kind="tool",
                                 time_ns=ns(t),
-                                tenant=tenant,
-                                session_id=sid,
-                                prompt_id=pid,
-                                user=user,
+                                **who,
                                 labels=dict(labels),
                                 tool_name=rnd.choice(TOOLS),
                                 success=ok,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -71,18 +71,6 @@ RESERVED_LABELS = ("alertname", "tenant", "threshold")
 #: that gave up after its retries; Claude Code docs "Events", https://code.claude.com/docs/en/monitoring-usage).
 #: It carries no cost and no tokens.
 RETRIES_EXHAUSTED_KIND = "retries_exhausted"
-#: Ledger fields a threshold or spike rule can aggregate (``records`` counts records).
-FIELDS = (
-    "records",
-    "cost_usd",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "total_tokens",
-    "duration_ms",
-    "ttft_ms",
-)
 #: Aggregates of a threshold rule; ``pNN`` are quantiles (nearest rank).
 AGGREGATES = ("count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99")
 
@@ -123,6 +111,8 @@ LedgerField = Literal[
     "duration_ms",
     "ttft_ms",
 ]
+#: The ledger fields of ``LedgerField``, as a tuple.
+FIELDS: tuple[str, ...] = get_args(LedgerField)
 
 
 class RulesConfig(_Model):
