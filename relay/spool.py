@@ -76,6 +76,14 @@ def _count(conn: sqlite3.Connection, rows: Iterable[OutcomeRow]) -> None:
     )
 
 
+def _delete_inbound(conn: sqlite3.Connection, seq: int, freed: dict[str, int]) -> None:
+    """Delete inbound request ``seq`` and its ``inbound_closed`` marks; add its payload size to ``freed[tenant]``."""
+    row = conn.execute("DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (seq,)).fetchone()
+    if row:
+        freed[row[0]] += row[1]
+    conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (seq,))
+
+
 def _delete_batch(sql: str, args: tuple[int, int], conn: sqlite3.Connection) -> int:
     """Run one batched DELETE of ``prune``; the number of rows deleted."""
     return conn.execute(sql, args).rowcount
@@ -383,12 +391,7 @@ class Spool:
         def delete(conn: sqlite3.Connection) -> tuple[dict[str, int], list[OutcomeRow]]:
             freed: dict[str, int] = defaultdict(int)
             for s in seqs:
-                row = conn.execute(
-                    "DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)
-                ).fetchone()
-                if row:
-                    freed[row[0]] += row[1]
-                conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
+                _delete_inbound(conn, s, freed)
             _count(conn, rows)
             return freed, rows
 
@@ -447,12 +450,7 @@ class Spool:
                     (now, reason, s),
                 ).rowcount
                 if delete:
-                    row = conn.execute(
-                        "DELETE FROM inbound WHERE seq = ? RETURNING tenant, LENGTH(payload)", (s,)
-                    ).fetchone()
-                    if row:
-                        freed[row[0]] += row[1]
-                    conn.execute("DELETE FROM inbound_closed WHERE seq = ?", (s,))
+                    _delete_inbound(conn, s, freed)
             conn.executemany("INSERT OR IGNORE INTO inbound_closed(seq, gkey) VALUES (?,?)", closed)
             _count(conn, rows)
             return (n, freed), rows

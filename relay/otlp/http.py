@@ -109,29 +109,21 @@ class _Handler:
         await self._gate.count_rejected(tenant, req)
         if req.items:
             result = await self._gate.submit(tenant, raw, req)
-            if result.status is SubmitStatus.THROTTLED:
+            if result.status in (SubmitStatus.THROTTLED, SubmitStatus.REFUSED, SubmitStatus.FAILED):
+                throttled = result.status is SubmitStatus.THROTTLED
                 seconds = max(1, math.ceil(result.retry_after))
                 info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
                 return self._error(
                     signal,
                     fmt,
                     started,
-                    429,
-                    code_pb2.RESOURCE_EXHAUSTED,
-                    f"rate limit of this tenant exceeded: {result.reason}",
-                    headers={"Retry-After": str(seconds)},
-                    details=(info,),
-                )
-            if result.status in (SubmitStatus.REFUSED, SubmitStatus.FAILED):
-                seconds = max(1, math.ceil(result.retry_after))
-                info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
-                return self._error(
-                    signal,
-                    fmt,
-                    started,
-                    503,
-                    code_pb2.UNAVAILABLE,
-                    f"relay cannot take data now: {result.reason}",
+                    429 if throttled else 503,
+                    code_pb2.RESOURCE_EXHAUSTED if throttled else code_pb2.UNAVAILABLE,
+                    (
+                        f"rate limit of this tenant exceeded: {result.reason}"
+                        if throttled
+                        else f"relay cannot take data now: {result.reason}"
+                    ),
                     headers={"Retry-After": str(seconds)},
                     details=(info,),
                 )
