@@ -409,8 +409,8 @@ def _usage_record(
     ctx: MappingContext,
     root: SpanView,
     usage: Usage,
-    key: str | None = None,
-    labels_cache: dict[int, dict[str, str]] | None = None,
+    key: str | None,
+    labels_cache: dict[int, dict[str, str]],
 ) -> UsageRecord | None:
     """The ledger record of a generation/embedding (``llm``) or tool (``tool``) span, else None. ``usage`` is the
     call's normalised usage; ``key`` overrides the ledger key (the response id of a call described by two spans).
@@ -435,7 +435,7 @@ def _usage_record(
         user=trace.user_id,
         # identity labels (team.id, department…) of this span, else the root's, else the resource's; the pipeline
         # merges the tenant's labels over them (relay.usage.labels)
-        labels=_labels(ctx, a, root, view, labels_cache if labels_cache is not None else {}),
+        labels=_labels(ctx, a, root, view, labels_cache),
         agent=_first([a, root.attrs, view.resource], "gen_ai.agent.name", "service.name"),
         duration_ms=(view.end_ns - view.start_ns) / 1e6 if view.end_ns and view.start_ns else None,
         success=not failed,
