@@ -379,8 +379,8 @@ async def test_outage_refuses_connections_and_restarts_on_same_port(lf, http):
     await lf.outage(duration=0.2)
     with pytest.raises(aiohttp.ClientConnectionError):
         await post(http, lf, export({}))
-    await asyncio.sleep(0.4)
-    assert lf.base_url == url and (await post(http, lf, export({})))[0] == 200
+    await lf.restored()
+    assert lf.is_up and lf.base_url == url and (await post(http, lf, export({})))[0] == 200
 
 
 def test_threaded_fake_with_otel_sdk_exporter():

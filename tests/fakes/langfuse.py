@@ -198,6 +198,8 @@ class FakeLangfuse(LoopbackServer):
         #: accept the array form of ``POST /scores`` (202/207) like newer servers (``langfuse_rest``)
         self.score_batches = False
         self.rest = langfuse_rest.RestState()
+        #: the restart of a timed :meth:`outage` (held so it is not collected, and so tests can await it)
+        self._restoring: asyncio.Task[None] | None = None
 
     # -- lifecycle
     @property
@@ -226,7 +228,16 @@ class FakeLangfuse(LoopbackServer):
         """Stop listening (connections are refused, open ones closed); after ``duration`` s restart on the same port."""
         await self.stop()
         if duration is not None:
-            asyncio.get_running_loop().call_later(duration, lambda: asyncio.ensure_future(self.restore()))
+            self._restoring = asyncio.get_running_loop().create_task(self._restore_after(duration))
+
+    async def _restore_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.restore()
+
+    async def restored(self, timeout: float = 10.0) -> None:
+        """Wait until a timed outage's restart has happened (its error, if it failed, is raised here)."""
+        if self._restoring is not None:
+            await asyncio.wait_for(asyncio.shield(self._restoring), timeout)
 
     @classmethod
     def run_in_thread(cls, *args: Any, **kwargs: Any) -> ThreadedFakeLangfuse:

@@ -62,6 +62,7 @@ class RulesManager(Component):
         self.watch_interval = watch_interval
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[tuple[bool, str | None]]] = set()
         self._signature = self.signature()
         self.last_reload = ReloadStatus(
             True, at=time.time(), rules=len(engine.rule_ids()), files=list(engine.ruleset.files)
@@ -113,7 +114,13 @@ class RulesManager(Component):
     def request_reload(self) -> None:
         """Schedule :meth:`reload` (for a SIGHUP handler; call from the event loop's thread)."""
         task = asyncio.ensure_future(self.reload())
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        self._reloads.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task[tuple[bool, str | None]]) -> None:
+        self._reloads.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     async def watch(self) -> None:
         """Reload whenever the matched files change (checked every ``watch_interval``), until cancelled."""
