@@ -8,9 +8,10 @@ CPU work (mapping happens before the timed part):
 * ``pipeline``      — ``read_inbound``, ``closed_groups``, ``trace_states`` of its 64 traces, the usage ledger's
   ``write`` of their usage records, ``commit_traces`` (export batches, exported ids, trace metadata, closed marks),
   ``done_inbound``;
-* ``scores``        — the scorer: closed traces marked, due subjects read, their ledger records read back, the
-  scores upserted into the ledger's score table and the score outbox (``Scorer.step``); then the score sender's
-  read and its delete of each pass's delivered scores (100 per pass);
+* ``scores``        — the scorer (``Scorer.step``: due subjects read) and the score sender's read of its outbox; with
+  ``--genai-scores`` (``scores.genai_traces: true``; off by default, as in the daemon) the scorer is also told of
+  every closed trace: traces marked, their ledger records read back, the scores upserted into the ledger's score
+  table and the score outbox, and the sender's delete of each pass's delivered scores (100 per pass);
 * ``export``        — the Langfuse exporter: ``read_outbound``, ``mark_sending``, ``ack_outbound``.
 
 The stages of consecutive requests overlap as in the daemon (request *i+1* is appended while request *i* is in the
@@ -18,7 +19,7 @@ pipeline and request *i−1* is exported and scored), so the writer thread group
 load. Payloads are the bodies ``bench/ingest.py`` sends (``BatchFactory``), mapped by relay's own mapper and encoder;
 LLM records keyed by the template's ``gen_ai.response.id`` (the same in every body) get a key per request, so the
 ledger inserts new records as with real traffic (``--same-keys`` keeps them: every LLM record after the first
-request is then a rewrite of a stored one, as in ``bench/ingest.py``).
+request is then a rewrite of a stored one, as in ``bench/ingest.py`` before it got fresh ids).
 
 Figures: CPU seconds of the writer thread (``time.thread_time()`` around each group commit, measured inside the
 thread, plus a final WAL checkpoint of what the run left in the WAL) per span, and per commit; wall time per request; number of group commits; database size at the end. The
@@ -153,7 +154,9 @@ def _prepare(n_requests: int, spans: int, same_keys: bool = False):
     return out
 
 
-async def _run(requests, directory: Path, profile=None, pragmas: Sequence[str] = ()) -> dict[str, float]:
+async def _run(
+    requests, directory: Path, profile=None, pragmas: Sequence[str] = (), genai_scores: bool = False
+) -> dict[str, float]:
     """Drive the spool, ledger and scorer with ``requests``; the writer thread's figures."""
     from relay.model import Signal
     from relay.scores.config import ScoresConfig
@@ -191,7 +194,7 @@ async def _run(requests, directory: Path, profile=None, pragmas: Sequence[str] =
         await ledger.write(usage)
         await spool.commit_traces([c for _, c in commits], closed=[(item.seq, k) for k, _ in commits])
         await spool.done_inbound([item.seq])
-        for _, c in commits:
+        for _, c in commits if genai_scores else ():
             start, end = c.bounds or (None, None)
             scorer.trace_closed(ClosedTrace(c.tenant, c.trace_id, c.info.get("session_id"), start, end, False))
 
@@ -257,11 +260,11 @@ def worker(args: argparse.Namespace) -> None:
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
-            runs.append(asyncio.run(_run(requests, Path(d), pragmas=args.pragma)))
+            runs.append(asyncio.run(_run(requests, Path(d), pragmas=args.pragma, genai_scores=args.genai_scores)))
     if args.profile:
         prof = cProfile.Profile(time.thread_time)  # CPU time of the writer thread, not wall time
         with tempfile.TemporaryDirectory(prefix="relay-bench-db-") as d:
-            asyncio.run(_run(requests, Path(d), prof))
+            asyncio.run(_run(requests, Path(d), prof, args.pragma, args.genai_scores))
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)
     print(json.dumps({"spans": spans, "requests": len(requests), "runs": runs}))
 
@@ -272,6 +275,7 @@ def _variant(root: Path, args: argparse.Namespace) -> dict:
     cmd += ["--requests", str(args.requests), "--repeat", str(args.repeat), "--spans", str(args.spans)]
     cmd += ["--profile"] if args.profile else []
     cmd += ["--same-keys"] if args.same_keys else []
+    cmd += ["--genai-scores"] if args.genai_scores else []
     for pragma in args.pragma:
         cmd += ["--pragma", pragma]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
@@ -309,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the template's response ids (LLM ledger keys repeat in every request, as in bench/ingest.py)",
     )
+    p.add_argument(
+        "--genai-scores",
+        action="store_true",
+        help="score every closed GenAI trace (scores.genai_traces: true; off by default, as in the daemon)",
+    )
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions of the writer thread")
     p.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -331,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((f"{args.baseline} ({_commit(args.baseline)})", Path(tmp.name)))
     variants.append((f"this tree ({_commit()}+)", ROOT))
     print(
-        f"{args.requests} requests × {args.spans} spans{' (same LLM keys)' if args.same_keys else ''}, "
+        f"{args.requests} requests × {args.spans} spans{' (same LLM keys)' if args.same_keys else ''}"
+        f"{', GenAI trace scores' if args.genai_scores else ''}, "
         f"best of {args.repeat}; machine: {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
