@@ -2,9 +2,12 @@
 
 - **GC**: after start-up every object alive (modules, config, compiled rules…) is moved to the permanent generation
   (``gc.freeze()``, https://docs.python.org/3/library/gc.html#gc.freeze) so full collections never walk it again,
-  and the generation-0 threshold is raised (``GEN0_THRESHOLD``; young collections stay a few ms: a collection
-  walks its generations, so much higher thresholds make each pause longer): the hot path allocates many short-lived
-  containers (decoded attributes, observations) and collecting them every 700 allocations costs CPU for nothing.
+  and the young generations are sized for short pauses (``GEN0_THRESHOLD``, ``GEN1_THRESHOLD``): the hot path
+  allocates many short-lived containers (decoded attributes, observations), and collecting them every 700
+  allocations (CPython's default) costs CPU for nothing; but a generation-1 collection walks every object that
+  survived its ``GEN1_THRESHOLD`` generation-0 collections — under load the open traces and backlog — and with
+  CPython's 10 those took 30–50 ms at 10k spans/s. With 5,000 × 2 they stay ≤ 15 ms (``bench/ingest.py``, GC
+  pause max), and survivors reach generation 2 sooner, where only relay's scheduled full collections walk them.
   Full (generation-2) collections walk every live object — under load, the pipeline's open traces and backlog —
   and took 50–100 ms at 3k–10k spans/s, pausing acknowledgements; relay's data is freed by reference counting, so
   they are not left to the allocation counters: relay runs them itself when it holds no data (``busy`` false, at most
@@ -43,6 +46,7 @@ __all__ = [
     "RuntimeMonitor",
     "rss_bytes",
     "GEN0_THRESHOLD",
+    "GEN1_THRESHOLD",
     "GEN2_THRESHOLD_OFF",
     "FULL_GC_INTERVAL",
     "FULL_GC_MAX_INTERVAL",
@@ -50,8 +54,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ``gc.set_threshold`` generation-0 threshold (CPython's default is 700).
-GEN0_THRESHOLD = 10_000
+#: ``gc.set_threshold`` generation-0 threshold: allocations between young collections (CPython's default is 700).
+GEN0_THRESHOLD = 5_000
+#: Generation-1 threshold: generation-0 collections between two generation-1 collections (CPython's default is 10).
+GEN1_THRESHOLD = 2
 #: Generation-2 threshold while relay schedules full collections itself (never reached: 10^9 young collections).
 GEN2_THRESHOLD_OFF = 1_000_000_000
 #: Seconds between two full collections while relay is idle; and the longest wait for one when it never is.
@@ -118,6 +124,7 @@ class RuntimeMonitor(Component):
         self.retry_after = 1.0
         self.tune_process = tune_process
         self.over_limit = False
+        self._saved_threshold: tuple[int, int, int] | None = None  # gc.get_threshold() before start()
         self.lag_max = 0.0
         self.gc_pause_max = 0.0
         self._gc_start = 0.0
@@ -160,8 +167,8 @@ class RuntimeMonitor(Component):
         if self.tune_process:
             gc.collect()
             gc.freeze()
-            g0, g1, _ = gc.get_threshold()
-            gc.set_threshold(max(GEN0_THRESHOLD, g0), g1, GEN2_THRESHOLD_OFF)  # full collections: see _watch_full_gc
+            self._saved_threshold = gc.get_threshold()
+            gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD_OFF)  # full collections: _watch_full_gc
             # the writer thread (acknowledgements) must not wait 5 ms (CPython's default) for the GIL each time the
             # event loop is busy mapping: hand it over every ms
             sys.setswitchinterval(SWITCH_INTERVAL)
@@ -192,16 +199,16 @@ class RuntimeMonitor(Component):
                 self.full_collection()
 
     async def shutdown(self, deadline: float) -> None:
-        """Stop the watchers and the GC timing (the default GC thresholds are restored when relay changed them)."""
+        """Stop the watchers and the GC timing (the GC thresholds from before :meth:`start` are restored)."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
-        if self.tune_process and gc.get_threshold()[2] == GEN2_THRESHOLD_OFF:
-            g0, g1, _ = gc.get_threshold()
-            gc.set_threshold(g0, g1, 10)  # CPython's default: automatic full collections again
+        if self.tune_process and self._saved_threshold is not None:
+            gc.set_threshold(*self._saved_threshold)  # automatic full collections again
+            self._saved_threshold = None
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":

@@ -13,7 +13,15 @@ from prometheus_client import CollectorRegistry
 from relay.component import deadline_in
 from relay.otlp.values import attrs_to_dict
 from relay.pipeline.records import iter_spans
-from relay.runtime import FULL_GC_INTERVAL, FULL_GC_MAX_INTERVAL, GEN2_THRESHOLD_OFF, RuntimeMonitor, rss_bytes
+from relay.runtime import (
+    FULL_GC_INTERVAL,
+    FULL_GC_MAX_INTERVAL,
+    GEN0_THRESHOLD,
+    GEN1_THRESHOLD,
+    GEN2_THRESHOLD_OFF,
+    RuntimeMonitor,
+    rss_bytes,
+)
 
 
 async def test_a_blocked_loop_and_a_collection_are_measured():
@@ -67,11 +75,13 @@ def test_span_attributes_are_decoded_lazily_and_once():
 
 async def test_full_collections_run_when_relay_is_idle_or_overdue_not_on_allocation_counts():
     saved, switch = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults, whatever ran before
     busy = [True]
     mon = RuntimeMonitor(CollectorRegistry(), tune_process=True, busy=lambda: busy[0])
     await mon.start()
     try:
-        assert gc.get_threshold()[2] == GEN2_THRESHOLD_OFF  # allocations never trigger a full collection
+        # young collections small and frequent enough to stay short; allocations never trigger a full collection
+        assert gc.get_threshold() == (GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD_OFF)
         t0 = mon._full_gc_at
         assert not mon.full_collection_due(t0 + FULL_GC_INTERVAL)  # busy: it waits…
         assert mon.full_collection_due(t0 + FULL_GC_MAX_INTERVAL)  # …but not for ever
@@ -91,7 +101,7 @@ async def test_full_collections_run_when_relay_is_idle_or_overdue_not_on_allocat
         assert not mon.full_collection_due(time.monotonic())
     finally:
         await mon.shutdown(deadline_in(1))
-        assert gc.get_threshold()[2] == 10  # automatic full collections again after relay stopped
+        assert gc.get_threshold() == (700, 10, 10)  # as before relay started: automatic full collections again
         gc.unfreeze()
         gc.set_threshold(*saved)
         sys.setswitchinterval(switch)
