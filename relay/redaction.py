@@ -29,7 +29,7 @@ import re
 import tomllib
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -37,13 +37,16 @@ from google.protobuf.message import Message
 
 from relay.model import Signal
 
-__all__ = ["Rule", "Redactor", "load_catalogue", "REDACTED", "MIN_LENGTH"]
+__all__ = ["Rule", "Redactor", "load_catalogue", "REDACTED", "MIN_LENGTH", "STEP_ITEMS"]
 
 #: Replacement of a secret.
 REDACTED = "[REDACTED]"
 #: Strings shorter than this are not checked (no rule matches fewer characters).
 MIN_LENGTH = 8
 _CLEAN_CACHE = 8192
+#: Items (spans, log records, metric data points) per step of :meth:`Redactor.redact_steps`: ~1 ms of CPU for
+#: GenAI spans with content (~12 µs per span), so a 512-span request does not hold the event loop for ~7 ms at once.
+STEP_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -236,13 +239,28 @@ class Redactor:
     def redact_message(self, signal: Signal, msg: Message) -> int:
         """Redact every forwarded string of an ``Export<signal>ServiceRequest`` in place; returns how many strings
         changed."""
+        total = 0
+        for step in self.redact_steps(signal, msg):
+            if step is not None:
+                total = step
+        return total
+
+    def redact_steps(self, signal: Signal, msg: Message, every: int = STEP_ITEMS) -> Iterator[int | None]:
+        """:meth:`redact_message` in steps, for callers on an event loop: yields None after every ``every`` items
+        (spans, log records, metric data points) when more follow — the caller may let other work run then —,
+        and finally the number of strings changed."""
         n = 0
+        left = every
         if signal is Signal.TRACES:
             for rs in msg.resource_spans:
                 n += self._attrs(rs.resource.attributes)
                 for ss in rs.scope_spans:
                     n += self._attrs(ss.scope.attributes)
                     for sp in ss.spans:
+                        if not left:
+                            yield None
+                            left = every
+                        left -= 1
                         n += self._attrs(sp.attributes)
                         for ev in sp.events:
                             n += self._attrs(ev.attributes)
@@ -259,6 +277,10 @@ class Redactor:
                 for sl in rl.scope_logs:
                     n += self._attrs(sl.scope.attributes)
                     for rec in sl.log_records:
+                        if not left:
+                            yield None
+                            left = every
+                        left -= 1
                         n += self._attrs(rec.attributes)
                         if rec.HasField("body"):
                             n += self._value(rec.body)
@@ -271,8 +293,12 @@ class Redactor:
                         if kind is None:
                             continue
                         for dp in getattr(m, kind).data_points:
+                            if not left:
+                                yield None
+                                left = every
+                            left -= 1
                             n += self._attrs(dp.attributes)
-        return n
+        yield n
 
     def _attrs(self, attrs) -> int:
         n = 0

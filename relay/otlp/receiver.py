@@ -65,40 +65,52 @@ class IngestGate:
 
         Never raises for sink errors (they become REFUSED/FAILED); propagates cancellation of the *caller*
         while the ingest task keeps running to completion. With a redactor, secrets in the request's strings
-        are replaced before it is stored (``relay.redaction``); the dedup key still hashes the body as received.
+        are replaced before it is stored (``relay.redaction``), in the same task, in steps of
+        ``relay.redaction.STEP_ITEMS`` items; the dedup key still hashes the body as received.
         """
-        payload = req.payload
-        if self._redactor is not None and self._redactor.redact_message(req.signal, req.message):
-            payload = req.message.SerializeToString()
-        item = IngestRequest(
-            tenant=tenant,
-            signal=req.signal,
-            payload=payload,
-            items=req.items,
-            dedup_key=dedup_key(tenant, req.signal, body),
-            rejected_by=dict(req.rejected_by),
-        )
-        task = asyncio.get_running_loop().create_task(self._run(item))
+        task = asyncio.get_running_loop().create_task(self._run(tenant, body, req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
-    async def _run(self, req: IngestRequest) -> SubmitResult:
-        labels = (RECEIVER, self.transport, req.tenant)
+    async def _redacted(self, req: ValidatedRequest) -> bytes:
+        """``req``'s payload with its secrets redacted, in steps: other requests' acknowledgements (and the rest
+        of the event loop) run between the steps of a large request."""
+        assert self._redactor is not None
+        changed = 0
+        for step in self._redactor.redact_steps(req.signal, req.message):
+            if step is None:
+                await asyncio.sleep(0)
+            else:
+                changed = step
+        return req.message.SerializeToString() if changed else req.payload
+
+    async def _run(self, tenant: str, body: bytes, validated: ValidatedRequest) -> SubmitResult:
+        labels = (RECEIVER, self.transport, tenant)
+        signal, items = validated.signal, validated.items
         try:
+            payload = validated.payload if self._redactor is None else await self._redacted(validated)
+            req = IngestRequest(
+                tenant=tenant,
+                signal=signal,
+                payload=payload,
+                items=items,
+                dedup_key=dedup_key(tenant, signal, body),
+                rejected_by=dict(validated.rejected_by),
+            )
             stored = await self._ingest(req)
         except IngestRefused as e:
-            self._t.refused[req.signal].labels(*labels).inc(req.items)
+            self._t.refused[signal].labels(*labels).inc(items)
             status = SubmitStatus.THROTTLED if isinstance(e, IngestThrottled) else SubmitStatus.REFUSED
             return SubmitResult(status, max(float(e.retry_after), 0.0), e.reason)
         except Exception:
-            log.exception("storing a %s request of tenant %s failed", req.signal.value, req.tenant)
-            self._t.failed[req.signal].labels(*labels).inc(req.items)
+            log.exception("storing a %s request of tenant %s failed", signal.value, tenant)
+            self._t.failed[signal].labels(*labels).inc(items)
             return SubmitResult(SubmitStatus.FAILED, FAILURE_RETRY_AFTER, "internal error while storing the data")
         if stored:
-            self._t.accepted[req.signal].labels(*labels).inc(req.items)
+            self._t.accepted[signal].labels(*labels).inc(items)
             return SubmitResult(SubmitStatus.STORED)
-        self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, req.tenant, req.signal.value).inc()
+        self._t.receiver_duplicate_requests.labels(RECEIVER, self.transport, tenant, signal.value).inc()
         return SubmitResult(SubmitStatus.DUPLICATE)
 
     async def count_rejected(self, tenant: str, req: ValidatedRequest) -> None:
