@@ -313,10 +313,13 @@ class RelayUnderTest:
         self._thread.start()
         self._pyspy = None
         prof_dir = os.environ.get("RELAY_BENCH_PYSPY")  # profiling aid: py-spy record every relay to this dir
-        # (samples/s: RELAY_BENCH_PYSPY_RATE, default 100; only samples holding the GIL: RELAY_BENCH_PYSPY_GIL=1)
+        # (samples/s: RELAY_BENCH_PYSPY_RATE, default 100; only samples holding the GIL: RELAY_BENCH_PYSPY_GIL=1;
+        # with C frames: RELAY_BENCH_PYSPY_NATIVE=1, which pauses relay for every sample)
         if prof_dir:
             out = Path(prof_dir) / f"relay-{self.pid}.txt"
             mode = "--gil" if os.environ.get("RELAY_BENCH_PYSPY_GIL") else "--nonblocking"
+            if os.environ.get("RELAY_BENCH_PYSPY_NATIVE"):
+                mode = "--native"
             self._pyspy = subprocess.Popen(
                 [
                     str(Path(sys.executable).parent / "py-spy"),
