@@ -253,6 +253,7 @@ class Relay:
             timeout=self.config.exporters.langfuse.timeout,
             registry=self.telemetry.registry,
             is_stopping=lambda: self._stopping,
+            tls=self.config.exporters.langfuse.tls,
         )
 
     def _spool_metrics(self, spool: Spool) -> None:

@@ -39,8 +39,10 @@ class TLSServerConfig(_Model):
 
 
 class TLSClientConfig(_Model):
-    """TLS of relay's own outbound connections (Langfuse exporter): a private CA (``ca_file``), a client
-    certificate (``cert_file``/``key_file``), or — for tests only — ``insecure_skip_verify``."""
+    """TLS of relay's own outbound connections (``exporters.langfuse.tls`` for every connection to Langfuse: export,
+    scores, the public API proxy, link lookups, ``relay check --probe``, ``relay report``; each notifier has its
+    own): a private CA (``ca_file``), a client certificate (``cert_file``/``key_file``), or — for tests only —
+    ``insecure_skip_verify``."""
 
     ca_file: OptionalStr = None
     cert_file: OptionalStr = None

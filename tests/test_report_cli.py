@@ -342,3 +342,35 @@ def test_session_view_and_period_report_link_to_langfuse(setup, capsys, tmp_path
         assert relay_report(["weekly", "--week", "2026-W47", "-c", str(cfg), "--tz", "Europe/Berlin"], now) == 0
         md = capsys.readouterr().out
         assert f"]({lf.base_url}/project/proj-7/sessions/" in md  # the top sessions link to Langfuse
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_langfuse_links_behind_a_private_ca(setup, capsys, tmp_path, trusted):
+    """The project lookup for the links goes over the exporter's outbound TLS: a Langfuse with a private CA's
+    certificate is asked with ``exporters.langfuse.tls.ca_file``; without it the report comes without links and a
+    line on stderr names the untrusted certificate and the key to set."""
+    from tests.fakes.langfuse import FakeLangfuse, ThreadedFakeLangfuse
+    from tests.support.certs import CA
+
+    data = Path(str(setup[2])).parent / "data"
+    ca = CA(tmp_path / "pki", name="private CA")
+    lf = FakeLangfuse({"pk-lf-1": ("sk-lf-1", "proj-7", "Claude usage")})
+    lf.ssl_context = ca.server_context("langfuse")
+    with ThreadedFakeLangfuse(lf):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            f"storage: {{directory: {data}}}\nauth: {{default_tenant: acme}}\nexporters:\n  langfuse:\n"
+            f"    base_url: {lf.base_url}\n    public_key: pk-lf-1\n    secret_key: sk-lf-1\n"
+            + (f"    tls: {{ca_file: {ca.ca_file}}}\n" if trusted else "")
+        )
+        now = datetime(2026, 11, 30, 12, tzinfo=BERLIN)
+        argv = ["session", "--since", "2026-11-18", "--until", "2026-11-18", "-c", str(cfg), "--tz", "Europe/Berlin"]
+        assert relay_report(argv, now) == 0
+        out = capsys.readouterr()
+    if trusted:
+        assert f"]({lf.base_url}/project/proj-7/sessions/" in out.out
+        assert "links left out" not in out.err
+    else:
+        assert "/project/" not in out.out
+        assert "relay report: Langfuse links left out" in out.err
+        assert "the server's certificate is not trusted" in out.err and "exporters.langfuse.tls.ca_file" in out.err

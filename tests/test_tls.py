@@ -160,16 +160,19 @@ async def test_certificates_are_reloaded_without_a_restart(tmp_path):
         assert await asyncio.to_thread(grpc_export, relay.grpc.port, new_ca.ca_file) == "SUCCESS"
 
 
+def private_ca_langfuse(tmp_path, *args, **kwargs) -> tuple[CA, FakeLangfuse]:
+    """A CA of its own and a (not yet started) fake Langfuse serving HTTPS with a certificate it issued."""
+    ca = CA(tmp_path / "pki", name="private CA")
+    lf = FakeLangfuse(*args, **kwargs)
+    lf.ssl_context = ca.server_context("langfuse")
+    return ca, lf
+
+
 @pytest.mark.parametrize("trusted", [True, False])
 async def test_langfuse_exporter_with_a_private_ca(tmp_path, trusted):
     """A self-hosted Langfuse behind a certificate of a private CA: exported with ``exporters.langfuse.tls.ca_file``,
     refused (and kept queued) without it."""
-    ca = CA(tmp_path / "pki", name="private CA")
-    server = ca.issue("langfuse")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(server.cert_file, server.key_file)
-    lf = FakeLangfuse()
-    lf.ssl_context = ctx
+    ca, lf = private_ca_langfuse(tmp_path)
     async with lf:
         overrides = {"exporters": {"langfuse": {"tls": {"ca_file": str(ca.ca_file)} if trusted else {}}}}
         async with running_relay(tmp_path / "data", lf.base_url, overrides=overrides) as relay:
@@ -185,6 +188,67 @@ async def test_langfuse_exporter_with_a_private_ca(tmp_path, trusted):
                 await asyncio.sleep(1.0)
                 assert lf.spans() == [] and sum(relay.spool.outbound_spans.values()) == 2
                 assert relay.links.session_url("default", "s1") is None
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_langfuse_api_proxy_and_scores_behind_a_private_ca(tmp_path, trusted):
+    """relay's Langfuse public API (on the OTLP/HTTP port) reaches a private-CA Langfuse with the exporter's TLS
+    settings: proxied requests (``GET /api/public/projects``) and stored scores forwarded by the score sender. Without
+    ``ca_file`` the proxy answers 502 and the score stays queued."""
+    ca, lf = private_ca_langfuse(tmp_path)
+    async with lf:
+        overrides = {"exporters": {"langfuse": {"tls": {"ca_file": str(ca.ca_file)} if trusted else {}}}}
+        async with running_relay(tmp_path / "data", lf.base_url, overrides=overrides) as relay:
+            assert relay.scores is not None
+            api = f"http://127.0.0.1:{relay.http.port}/api/public"
+            auth = {"Authorization": aiohttp.encode_basic_auth("pk-lf-test", "sk-lf-test")}
+            score = {"id": "s-tls", "name": "helpfulness", "value": 0.5, "traceId": "ab" * 16}
+            async with aiohttp.ClientSession(headers=auth) as http:
+                async with http.get(f"{api}/projects") as r:
+                    status, body = r.status, await r.json()
+                async with http.post(f"{api}/scores", json=score) as r:
+                    assert r.status == 200, await r.text()
+            if trusted:
+                assert status == 200 and body["data"][0]["id"] == "project-test"
+                for _ in range(200):
+                    if any(s["id"] == "s-tls" for s in lf.scores()):
+                        break
+                    await asyncio.sleep(0.05)
+                assert [s["value"] for s in lf.scores() if s["id"] == "s-tls"] == [0.5]
+            else:
+                assert status == 502 and body["error"] == "BadGateway"
+                await asyncio.sleep(1.0)
+                assert lf.scores() == [] and await relay.scores.sender.pending() == 1
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_relay_check_probe_behind_a_private_ca(tmp_path, capsys, trusted):
+    """``relay check --probe`` asks a private-CA Langfuse as the exporter would: OK with
+    ``exporters.langfuse.tls.ca_file``; without it a problem line that names the untrusted certificate and the key
+    to set (exit 1)."""
+    from relay.cli.main import main
+    from tests.fakes.langfuse import ThreadedFakeLangfuse
+
+    ca, lf = private_ca_langfuse(tmp_path, {"pk-lf-1": ("sk-lf-1", "proj-1", "Claude Code usage")})
+    with ThreadedFakeLangfuse(lf):
+        tls = f"    tls: {{ca_file: {ca.ca_file}}}\n" if trusted else ""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            f"exporters:\n  langfuse:\n    base_url: {lf.base_url}\n    public_key: pk-lf-1\n"
+            f"    secret_key: sk-lf-1\n{tls}"
+        )
+        code = main(["check", "--probe", "--config", str(cfg)])
+        out = capsys.readouterr()
+        paths = [r.path for r in lf.requests]
+    if trusted:
+        assert code == 0, out.err
+        assert f"tenant default: Langfuse: OK — project 'Claude Code usage' (proj-1) at {lf.base_url}" in out.out
+        assert paths == ["/api/public/health", "/api/public/projects"]
+    else:
+        assert code == 1
+        assert f"tenant default: Langfuse: cannot reach {lf.base_url}" in out.err
+        assert "the server's certificate is not trusted" in out.err and "exporters.langfuse.tls.ca_file" in out.err
+        assert paths == []  # the handshake failed: nothing was asked
 
 
 def plain_http_export(port: int) -> str:
@@ -244,9 +308,7 @@ async def test_webhook_receiver_behind_a_private_ca(tmp_path, trusted):
     from tests.fakes.jira_support import Clock, make_alert, make_notification
 
     ca = CA(tmp_path / "pki", name="hooks CA")
-    server = ca.issue("hooks")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(server.cert_file, server.key_file)
+    ctx = ca.server_context("hooks")
     received = []
 
     async def hook(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@
 - **Langfuse**, per export-enabled tenant: ``GET {base_url}/api/public/health`` (no auth; is this a Langfuse
   server, which version), then ``GET {base_url}/api/public/projects`` with the project's keys as Basic auth (are
   the keys accepted; which project do they reach) — https://api.reference.langfuse.com (``health``,
-  ``projects.get``).
+  ``projects.get``). Over the exporter's outbound TLS (``exporters.langfuse.tls``), as the exporter connects.
 - **Slack**, per bot-token integration: ``auth.test`` (is the token valid; which workspace and bot) and
   ``conversations.info`` for a channel ID (does it exist; is the bot a member) —
   https://docs.slack.dev/reference/methods/auth.test, https://docs.slack.dev/reference/methods/conversations.info.
@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import base64
 import re
+import ssl
 from typing import Any
 
 import aiohttp
 
+from relay.cli.common import langfuse_session, tls_hint
 from relay.config_load import RelayConfig
+from relay.config_security import TLSClientConfig
 
 __all__ = ["probe_all", "probe_langfuse", "probe_slack"]
 
-_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_TIMEOUT = 10.0  # seconds
 
 
-async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
-    """Probe one resolved tenant's Langfuse project (``tenant.langfuse`` with base URL and keys)."""
+async def probe_langfuse(tenant: Any, tls: TLSClientConfig) -> tuple[list[str], list[str]]:
+    """Probe one resolved tenant's Langfuse project (``tenant.langfuse`` with base URL and keys) over ``tls``
+    (``exporters.langfuse.tls``)."""
     lf = tenant.langfuse
     where = f"tenant {tenant.name}: Langfuse"
     health_url = f"{lf.base_url}/api/public/health"
@@ -38,7 +42,11 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
         "Authorization": "Basic "
         + base64.b64encode(f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()
     }
-    async with aiohttp.ClientSession(timeout=_TIMEOUT) as http:
+    try:
+        http = langfuse_session(tls, _TIMEOUT)
+    except (OSError, ssl.SSLError) as e:
+        return [], [f"{where}: cannot load exporters.langfuse.tls ({type(e).__name__}: {e})"]
+    async with http:
         try:
             async with http.get(health_url, allow_redirects=False) as r:
                 body = await _json(r)
@@ -63,7 +71,7 @@ async def probe_langfuse(tenant: Any) -> tuple[list[str], list[str]]:
                 if r.status != 200:
                     return [], [f"{where}: GET {projects_url} answered HTTP {r.status}"]
         except (aiohttp.ClientError, TimeoutError) as e:
-            return [], [f"{where}: cannot reach {lf.base_url} ({type(e).__name__}: {e})"]
+            return [], [f"{where}: cannot reach {lf.base_url} ({type(e).__name__}: {e}){tls_hint(e)}"]
     data = body.get("data") if isinstance(body, dict) else None
     if not data:
         return [], [f"{where}: the keys are valid but reach no project (organisation keys?); use a project's keys"]
@@ -136,7 +144,8 @@ async def probe_all(cfg: RelayConfig) -> tuple[list[str], list[str]]:
     """Every probe of ``cfg``: Langfuse per export-enabled tenant, then Slack and Jira per integration."""
     oks: list[str] = []
     problems: list[str] = []
-    jobs = [probe_langfuse(t) for t in cfg.resolved_tenants() if t.langfuse.enabled]
+    tls = cfg.exporters.langfuse.tls
+    jobs = [probe_langfuse(t, tls) for t in cfg.resolved_tenants() if t.langfuse.enabled]
     for r in cfg.alerting.receivers:
         jobs += [probe_slack(r.name, i, sc) for i, sc in enumerate(r.slack_configs)]
         jobs += [_probe_jira(r.name, i, jc) for i, jc in enumerate(r.jira_configs)]

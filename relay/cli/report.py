@@ -141,12 +141,13 @@ def _current_or_named(kind: PeriodKind, text: str | None, now: datetime, tz: Zon
 
 
 def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str | None] | None:
-    """Langfuse session links for ``tenant``: asks its project (``GET /api/public/projects`` with its keys) for
-    the project id. None (and a line on stderr) when export is off or Langfuse cannot be asked."""
+    """Langfuse session links for ``tenant``: asks its project (``GET /api/public/projects`` with its keys, over the
+    exporter's outbound TLS ``exporters.langfuse.tls``) for the project id. None (and a line on stderr) when export
+    is off or Langfuse cannot be asked."""
     import asyncio
     from urllib.parse import quote
 
-    import aiohttp
+    from relay.cli.common import langfuse_session, tls_hint
 
     t = next((x for x in cfg.resolved_tenants() if x.name == tenant), None)  # type: ignore[attr-defined]
     if t is None or not t.langfuse.enabled:
@@ -160,7 +161,7 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
                 f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()
             ).decode()
         }
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with langfuse_session(cfg.exporters.langfuse.tls, 5.0) as http:  # type: ignore[attr-defined]
             async with http.get(f"{lf.base_url}/api/public/projects", headers=auth) as r:
                 if r.status != 200:
                     raise RuntimeError(f"HTTP {r.status} from GET {lf.base_url}/api/public/projects")
@@ -170,7 +171,7 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
     try:
         pid = asyncio.run(ask())
     except Exception as e:
-        print(f"relay report: Langfuse links left out ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"relay report: Langfuse links left out ({type(e).__name__}: {e}){tls_hint(e)}", file=sys.stderr)
         return None
     if pid is None:
         return None

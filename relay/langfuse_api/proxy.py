@@ -40,8 +40,10 @@ from prometheus_client import CollectorRegistry, Counter
 from yarl import URL
 
 from relay import __version__
+from relay.config_security import TLSClientConfig
 from relay.otlp.codec import CodecError, TooLarge, decompress
 from relay.store.sqlite import SqliteDB
+from relay.tls import client_ssl_context
 from relay.usage.sqlite_scores import LedgerScore, put_scores
 
 __all__ = ["LangfuseApiProxy", "score_problem"]
@@ -125,7 +127,8 @@ class LangfuseApiProxy:
     """The ``/api/public/*`` routes. ``tenants``: resolved tenant configs (``name``, ``langfuse``, ``tokens``);
     ``default_tenant``: whose Langfuse answers unauthenticated health checks; ``db``: relay's database (scores are
     stored with ``relay.usage.sqlite_scores.put_scores``); ``on_queued(tenants)`` wakes the score sender;
-    ``on_changes`` gets the changed score rows (the rules engine's feed).
+    ``on_changes`` gets the changed score rows (the rules engine's feed); ``tls``: the outbound TLS to Langfuse
+    (``exporters.langfuse.tls``, as the exporter's).
     :meth:`install` adds the routes to the OTLP/HTTP receiver's application (after its own routes)."""
 
     def __init__(
@@ -139,6 +142,7 @@ class LangfuseApiProxy:
         registry: CollectorRegistry | None = None,
         is_stopping: Callable[[], bool] = lambda: False,
         on_changes: Callable[[list], None] | None = None,
+        tls: TLSClientConfig | None = None,
     ):
         self.tenants = [
             _Tenant(t.name, t.langfuse, [tok.get_secret_value().encode() for tok in t.tokens]) for t in tenants
@@ -151,6 +155,7 @@ class LangfuseApiProxy:
         self.on_changes = on_changes
         self.timeout = timeout
         self.is_stopping = is_stopping
+        self.tls = tls or TLSClientConfig()
         self._http: aiohttp.ClientSession | None = None
         self.requests = Counter(
             "relay_langfuse_api_requests",
@@ -173,6 +178,7 @@ class LangfuseApiProxy:
             self._http = aiohttp.ClientSession(
                 auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout),
+                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.tls)),
             )
         return self._http
 

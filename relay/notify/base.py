@@ -27,7 +27,7 @@ from typing import Any
 
 from relay.alert import Notification
 
-__all__ = ["Checkpoint", "Notifier", "NotifyError"]
+__all__ = ["Checkpoint", "CheckpointingNotifier", "Notifier", "NotifyError"]
 
 #: ``await checkpoint(state)``: store ``state`` for the group durably now (see the module docstring).
 Checkpoint = Callable[[dict[str, Any]], Awaitable[None]]
@@ -73,8 +73,27 @@ class Notifier(abc.ABC):
         self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
     ) -> dict[str, Any]:
         """What the outbox calls: :meth:`notify` with a ``checkpoint`` to record "about to send" durably before
-        a non-idempotent call. The default ignores ``checkpoint``; notifiers with such calls override it."""
+        a non-idempotent call. The default ignores ``checkpoint``; notifiers with such calls derive from
+        :class:`CheckpointingNotifier`."""
         return await self.notify(notification, state)
 
     async def close(self) -> None:  # noqa: B027 (optional hook: most notifiers hold connections)
         """Release connections (default: nothing)."""
+
+
+class CheckpointingNotifier(Notifier):
+    """A notifier with non-idempotent calls (a Slack post, a Jira create): its :meth:`notify` takes the outbox's
+    ``checkpoint`` too, and :meth:`deliver` passes it on."""
+
+    @abc.abstractmethod
+    async def notify(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
+        """As :meth:`Notifier.notify`; ``checkpoint`` (optional) stores a state durably before a non-idempotent
+        call is sent."""
+
+    async def deliver(
+        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any]:
+        """:meth:`notify` with the outbox's durable ``checkpoint``."""
+        return await self.notify(notification, state, checkpoint)

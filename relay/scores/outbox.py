@@ -29,10 +29,12 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
 from relay.config import LangfuseConfig, RetryConfig
+from relay.config_security import TLSClientConfig
 from relay.exporters.retry import PermanentError, TransientError, check_status
 from relay.scores.catalog import BUILTINS, ScoreDef, config_body
 from relay.scores.config import ScoresConfig
 from relay.store.sqlite import SqliteDB
+from relay.tls import client_ssl_context
 
 __all__ = ["ScoreSender", "ScoreConfigs", "POSTS_IN_FLIGHT"]
 
@@ -118,7 +120,8 @@ class ScoreConfigs:
 
 
 class ScoreSender:
-    """Delivers the score outbox, one task per tenant in ``tenants`` (name → ``LangfuseConfig``, export on)."""
+    """Delivers the score outbox, one task per tenant in ``tenants`` (name → ``LangfuseConfig``, export on), over
+    ``tls`` (``exporters.langfuse.tls``, as the exporter)."""
 
     def __init__(
         self,
@@ -129,9 +132,11 @@ class ScoreSender:
         *,
         timeout: float = 30.0,
         registry: CollectorRegistry | None = None,
+        tls: TLSClientConfig | None = None,
     ):
         self.db = db
         self.tenants = tenants
+        self.tls = tls or TLSClientConfig()
         self.retry = retry
         self.timeout = timeout
         self.configs = {t: ScoreConfigs(_definitions(config)) for t in tenants}
@@ -155,7 +160,10 @@ class ScoreSender:
 
     async def start(self) -> None:
         """Start one delivery task per tenant."""
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.tls)),
+        )
         for t in self.tenants:
             self._tasks.append(asyncio.create_task(self._run(t), name=f"relay-scores-{t}"))
 

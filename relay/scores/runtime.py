@@ -42,7 +42,13 @@ class ScoresRuntime(Component):
     ):
         exporting = {t.name: t.langfuse for t in tenants if t.langfuse.enabled}
         self.sender = ScoreSender(
-            db, exporting, config, exporter.retry_on_failure, timeout=exporter.timeout, registry=registry
+            db,
+            exporting,
+            config,
+            exporter.retry_on_failure,
+            timeout=exporter.timeout,
+            registry=registry,
+            tls=exporter.tls,
         )
         self.scorer = Scorer(
             db,

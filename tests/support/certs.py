@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,11 @@ class CA:
             tmp.write_bytes(data)
             tmp.replace(path)
         return Issued(cert_file, key_file, serial)
+
+    def server_context(self, name: str) -> ssl.SSLContext:
+        """A server-side ``ssl.SSLContext`` with a fresh certificate ``name`` of this CA (for ``web.TCPSite`` or a
+        fake's ``ssl_context``)."""
+        server = self.issue(name)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(server.cert_file, server.key_file)
+        return ctx

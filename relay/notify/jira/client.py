@@ -32,8 +32,8 @@ import aiohttp
 
 from relay.exporters.retry import parse_retry_after
 from relay.notify.base import NotifyError
+from relay.notify.http import LazySession
 from relay.notify.jira.config import JiraConfig
-from relay.tls import client_ssl_context
 
 __all__ = ["JiraClient", "JiraError", "jira_error_text"]
 
@@ -89,27 +89,20 @@ class JiraClient:
         else:
             pat = config.personal_access_token.get_secret_value() if config.personal_access_token else ""
             self._auth = f"Bearer {pat}"
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
-                headers={
-                    "Authorization": self._auth,
-                    "Accept": "application/json",
-                    "Accept-Language": "en",
-                    "User-Agent": "relay-jira",
-                },
-            )
-        return self._session
+        self._http = LazySession(
+            config.timeout,
+            config.tls,
+            {
+                "Authorization": self._auth,
+                "Accept": "application/json",
+                "Accept-Language": "en",
+                "User-Agent": "relay-jira",
+            },
+        )
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def request(
         self,
@@ -125,7 +118,7 @@ class JiraClient:
         Raises :class:`JiraError` (retryable or permanent, see the module docstring)."""
         what = f"{method} {path.split('?')[0]}"
         try:
-            async with self._client().request(
+            async with self._http.get().request(
                 method, self.base + path, json=json_body, params=params, allow_redirects=False
             ) as resp:
                 text = await resp.text()

@@ -67,7 +67,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.alert import Notification
-from relay.notify.base import Checkpoint, Notifier, NotifyError
+from relay.notify.base import Checkpoint, CheckpointingNotifier, NotifyError
 from relay.notify.jira.adf import adf_to_text, markup_to_adf, markup_to_wiki, truncate
 from relay.notify.jira.check import check_jira
 from relay.notify.jira.client import JiraClient, JiraError
@@ -112,7 +112,7 @@ def _label(value: str) -> str:
     return re.sub(r"\s+", "_", value.strip())[:_LABEL_MAX]
 
 
-class JiraNotifier(Notifier):
+class JiraNotifier(CheckpointingNotifier):
     """One ``jira_configs`` entry of receiver ``receiver`` (``integration = "jira/<index>"``).
 
     :meth:`notify` returns (and is given back) the state ``{"issue": key, "issue_id": id, "created_at": unix
@@ -138,12 +138,6 @@ class JiraNotifier(Notifier):
         await self.client.close()
 
     # ------------------------------------------------------------------------------------------------ notify
-    async def deliver(
-        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
-    ) -> dict[str, Any]:
-        """:meth:`notify` with the outbox's durable ``checkpoint`` (records a pending create before sending it)."""
-        return await self.notify(notification, state, checkpoint)
-
     async def notify(
         self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
     ) -> dict[str, Any]:

@@ -73,7 +73,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from relay.alert import Notification
-from relay.notify.base import Checkpoint, Notifier, NotifyError
+from relay.notify.base import Checkpoint, CheckpointingNotifier, NotifyError
+from relay.notify.http import LazySession
 from relay.notify.slack.blocks import (
     group_message,
     normalize_mention,
@@ -82,7 +83,6 @@ from relay.notify.slack.blocks import (
     thread_update,
 )
 from relay.notify.slack.config import SlackConfig
-from relay.tls import client_ssl_context
 
 __all__ = ["SlackNotifier", "SlackNotifyError", "METADATA_EVENT_TYPE", "REPLY_EVENT_TYPE"]
 
@@ -177,7 +177,7 @@ def _from_api_error(method: str, e: SlackApiError) -> SlackNotifyError:
     return _classify(method, status, error, _retry_after(getattr(resp, "headers", None)), detail)
 
 
-class SlackNotifier(Notifier):
+class SlackNotifier(CheckpointingNotifier):
     """One Slack integration (``receivers[].slack_configs[index]``) of receiver ``receiver_name``.
 
     ``integration`` is ``slack/<index>``; ``send_resolved`` comes from the config. ``clock`` (unix seconds) only
@@ -195,7 +195,7 @@ class SlackNotifier(Notifier):
         self.mode = "bot" if config.bot_token is not None else "webhook"
         self._mention = normalize_mention(config.mention_critical)
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(config.timeout, config.tls)
         self._web: AsyncWebClient | None = None
         self._hook: AsyncWebhookClient | None = None
         #: channel names of the config → IDs (from post answers or ``conversations.list``)
@@ -203,19 +203,16 @@ class SlackNotifier(Notifier):
 
     # ----------------------------------------------------------------------------------------------- clients
     def _open(self) -> None:
-        if self._session is not None and not self._session.closed:
+        if self._http.is_open:
             return
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-            connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
-        )
+        session = self._http.get()
         timeout = max(1, int(round(self.config.timeout)))
         if self.config.bot_token is not None:
             self._web = AsyncWebClient(
                 token=self.config.bot_token.get_secret_value(),
                 base_url=self.config.api_url,
                 timeout=timeout,
-                session=self._session,
+                session=session,
                 retry_handlers=[],
                 logger=_SDK_LOG,
             )
@@ -224,7 +221,7 @@ class SlackNotifier(Notifier):
             self._hook = AsyncWebhookClient(
                 url=self.config.webhook_url.get_secret_value(),
                 timeout=timeout,
-                session=self._session,
+                session=session,
                 retry_handlers=[],
                 logger=_SDK_LOG,
             )
@@ -274,10 +271,8 @@ class SlackNotifier(Notifier):
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent); the next call opens a new one."""
-        session, self._session = self._session, None
         self._web = self._hook = None
-        if session is not None and not session.closed:
-            await session.close()
+        await self._http.close()
 
     # ----------------------------------------------------------------------------------------------- messages
     def _ref(self, n: Notification) -> str:
@@ -507,12 +502,6 @@ class SlackNotifier(Notifier):
         return True
 
     # ----------------------------------------------------------------------------------------------- Notifier
-    async def deliver(
-        self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
-    ) -> dict[str, Any]:
-        """:meth:`notify` with the outbox's durable ``checkpoint`` (records each post as pending before sending)."""
-        return await self.notify(notification, state, checkpoint)
-
     async def notify(
         self, notification: Notification, state: dict[str, Any], checkpoint: Checkpoint | None = None
     ) -> dict[str, Any]:

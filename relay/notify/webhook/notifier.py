@@ -46,8 +46,8 @@ import aiohttp
 from relay.alert import Alert, AlertState, Notification
 from relay.exporters.retry import parse_retry_after
 from relay.notify.base import Notifier, NotifyError
+from relay.notify.http import LazySession
 from relay.notify.webhook.config import WebhookConfig
-from relay.tls import client_ssl_context
 
 __all__ = [
     "WebhookNotifier",
@@ -172,21 +172,11 @@ class WebhookNotifier(Notifier):
         self.send_resolved = config.send_resolved
         self.config = config
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.tls)),
-            )
-        return self._session
+        self._http = LazySession(config.timeout, config.tls)
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def notify(self, notification: Notification, state: dict[str, Any]) -> dict[str, Any]:
         """POST the payload once. Raises :class:`NotifyError` (retryable for 408/429/5xx, connection errors and
@@ -197,7 +187,7 @@ class WebhookNotifier(Notifier):
             build_payload(notification, self.config.max_alerts), separators=(",", ":"), ensure_ascii=False
         ).encode()
         await post_signed(
-            self._client(),
+            self._http.get(),
             self.config,
             body,
             where=f"webhook {self.integration} of receiver {self.receiver!r}",
