@@ -313,6 +313,7 @@ class Relay:
             budgets=lambda tenant: budget_specs(alerting.engine.ruleset.rules),
             alerts=history.events,
             session_url=self.links.session_url,
+            ready=self.links.settled,
         )
         return scheduler
 

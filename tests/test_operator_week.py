@@ -176,3 +176,22 @@ async def test_langfuse_links_appear_once_langfuse_comes_up_after_relay(tmp_path
                     break
                 await asyncio.sleep(0.05)
             assert relay.links.session_url("default", "s1") == f"http://127.0.0.1:{port}/project/proj-9/sessions/s1"
+
+
+async def test_links_settled_waits_for_the_first_project_answer(tmp_path):
+    """What is posted at start-up (a report due while relay was down) waits for the project lookup's first answer,
+    so it has its links: with Langfuse slow to answer, ``settled`` returns once the project id is known; with
+    Langfuse down, once the first attempt failed (links left out)."""
+    from tests.fakes.langfuse import FakeLangfuse, Fault
+    from tests.support.relay_proc import free_port
+
+    async with FakeLangfuse({"pk-lf-test": ("sk-lf-test", "proj-9")}) as lf:
+        lf.add_fault(Fault("delay", delay=1.0, before=True, path="/api/public/projects"))
+        async with running_relay(tmp_path / "slow", lf.base_url) as relay:
+            assert relay.links.session_url("default", "s1") is None  # still asking
+            await relay.links.settled()
+            assert relay.links.session_url("default", "s1") == f"{lf.base_url}/project/proj-9/sessions/s1"
+    async with running_relay(tmp_path / "down", f"http://127.0.0.1:{free_port()}") as relay:
+        await relay.links.settled()
+        assert relay.links.session_url("default", "s1") is None
+        assert not relay.links._unsettled  # returned because the first attempt was answered (refused)

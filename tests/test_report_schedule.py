@@ -248,6 +248,33 @@ async def test_missed_period_is_posted_once_and_marked_late(slack, db_path, repl
     assert [(x["period"], x["late"]) for x in runs] == [("2026-W46", 0), ("2026-W48", 1)]
 
 
+async def test_ready_is_awaited_before_a_report_is_computed(slack, db_path, replicas):
+    """The daemon's ``ready`` (the Langfuse project lookups answered) holds a due report back until it returns."""
+    clock = Clock(at(9, 8, 0))
+    r = replicas(db_path, clock, reports_cfg(), receivers(slack))
+    await r.scheduler.tick()
+    gate, order = asyncio.Event(), []
+    compute = r.scheduler.compute
+
+    async def ready() -> None:
+        order.append("ready")
+        await gate.wait()
+        order.append("ready done")
+
+    async def recording(*args):
+        order.append("compute")
+        return await compute(*args)
+
+    r.scheduler.ready, r.scheduler.compute = ready, recording
+    clock.set(at(16, 9, 0))
+    tick = asyncio.create_task(r.scheduler.tick())
+    await asyncio.sleep(0.3)
+    assert order == ["ready"] and posts(slack) == []
+    gate.set()
+    [res] = await tick
+    assert res.status == "posted" and order == ["ready", "ready done", "compute"]
+
+
 async def test_outage_and_rate_limit_are_retried_with_backoff_without_duplicates(slack, db_path, replicas):
     clock = Clock(at(23, 8, 0))
     cfg, recv = reports_cfg(), receivers(slack)

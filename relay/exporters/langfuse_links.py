@@ -10,6 +10,7 @@ answer arrives (or when export is off) links are simply left out — never guess
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 from urllib.parse import quote
@@ -19,9 +20,12 @@ from relay.config import TenantConfig
 from relay.config_security import TLSClientConfig
 from relay.tls import client_ssl_context
 
-__all__ = ["LangfuseLinks"]
+__all__ = ["LangfuseLinks", "SETTLE_TIMEOUT"]
 
 log = logging.getLogger(__name__)
+
+#: Longest wait (s) of :meth:`LangfuseLinks.settled` for the first answers of the project lookups.
+SETTLE_TIMEOUT = 10.0
 
 
 class LangfuseLinks(Component):
@@ -40,11 +44,29 @@ class LangfuseLinks(Component):
         self._tls = tls or TLSClientConfig()
         self._projects: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._unsettled = {t.name for t in tenants if t.langfuse.enabled}  # first lookup not answered yet
+        self._settled = asyncio.Event()
 
     async def start(self) -> None:
         """Resolve project ids in the background (retrying a few times while Langfuse is unreachable)."""
         if self._task is None:
             self._task = asyncio.create_task(self._resolve_all(), name="langfuse-links")
+
+    async def settled(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Wait until every exporting tenant's first project lookup has an answer (a project, or an error), at most
+        ``timeout`` seconds; returns at once after that, or when the lookups were never started. For what is
+        posted right at start-up (a report that was due while relay was down), so it carries its links."""
+        if self._task is None or not self._unsettled:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._settled.wait()), timeout)
+        except TimeoutError:
+            pass
+
+    def _answered(self, tenant: str) -> None:
+        self._unsettled.discard(tenant)
+        if not self._unsettled:
+            self._settled.set()
 
     async def shutdown(self, deadline: float) -> None:
         """Cancel resolution still in progress."""
@@ -93,11 +115,13 @@ class LangfuseLinks(Component):
         after relay, e.g. in one compose file; backoff up to 5 minutes). Refused keys and a 404 are logged as
         errors once and end the attempts: they need a config fix and a restart."""
         import httpx
-        from langfuse.api import AsyncLangfuseAPI  # the SDK's REST client; imported lazily (heavy)
 
+        # the SDK's REST client, imported lazily and off the event loop: importing it takes ~0.4 s of CPU, which
+        # would hold acknowledgements back at start-up
+        api_module = await asyncio.to_thread(importlib.import_module, "langfuse.api")
         lf = tenant.langfuse
         assert lf.public_key is not None and lf.secret_key is not None and lf.base_url is not None
-        api = AsyncLangfuseAPI(
+        api = api_module.AsyncLangfuseAPI(
             base_url=lf.base_url,
             username=lf.public_key.get_secret_value(),
             password=lf.secret_key.get_secret_value(),
@@ -110,6 +134,7 @@ class LangfuseLinks(Component):
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # network or auth: links are a convenience, never fatal
+                self._answered(tenant.name)
                 status = getattr(e, "status_code", None)
                 url = f"{lf.base_url}/api/public/projects"
                 if status in (401, 403):  # known now, seconds after start: say it loudly, not at info
@@ -140,4 +165,5 @@ class LangfuseLinks(Component):
                 continue
             if projects.data:
                 self.set_project(tenant.name, projects.data[0].id)
+            self._answered(tenant.name)
             return

@@ -396,10 +396,10 @@ class Pipeline(Component):
         # ``_closing`` is the groups' only holder now: each chunk is freed once committed, not all of them when this
         # step returns (freeing 12 requests' records at once took ~20 ms of the event loop)
         closing, due = bool(due), []
-        fed, items = bool(items), []
+        read_any, items = bool(items), []
         await self._close_pending()
         self.metrics.open_groups.set(len(self.assembler.groups))
-        if fed or closing:
+        if read_any or closing:
             return
         nxt = self.assembler.next_deadline()
         timeout = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.monotonic()))

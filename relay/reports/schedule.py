@@ -114,7 +114,9 @@ class ReportScheduler(Component):
     ``config``: the ``reports`` section. ``db``: relay's database (``report_runs`` and ``report_schedules`` are
     created by :meth:`open`). ``compute``: builds a report (run off the event loop by the caller's function).
     ``deliver``: a :class:`Deliverer`. ``now``: unix seconds. ``tenants``: the tenant names a schedule without
-    ``tenant`` reports on (one post each). ``owner``: this process's id in claims (default: random).
+    ``tenant`` reports on (one post each). ``owner``: this process's id in claims (default: random). ``ready``: awaited
+    before a report is computed (the daemon's: the Langfuse project lookups had their first answer, so a report due
+    while relay was down and posted at start-up has its session links; bounded by the lookups' own timeout).
     """
 
     name = "report scheduler"
@@ -129,6 +131,7 @@ class ReportScheduler(Component):
         *,
         tenants: Sequence[str] = ("default",),
         owner: str | None = None,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ):
         self.config = config
         self.db = db
@@ -137,6 +140,7 @@ class ReportScheduler(Component):
         self.now = now
         self.tenants = list(tenants)
         self.owner = owner or uuid.uuid4().hex[:12]
+        self.ready = ready
         self._task: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -220,6 +224,8 @@ class ReportScheduler(Component):
                     state = dict(claim.state)
                     try:
                         if report is None:
+                            if self.ready is not None:
+                                await self.ready()
                             report = await self.compute(sched, tenant, period, late)
                         state = await self.deliverer.deliver(sched, dest, report, state)
                     except asyncio.CancelledError:

@@ -96,11 +96,13 @@ def build_scheduler(
     budgets: BudgetsFn | None = None,
     alerts: AlertsFn | None = None,
     session_url: SessionUrlFn | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
     now: Callable[[], float] = time.time,
 ) -> tuple[ReportScheduler, ReceiverDeliverer]:
     """The daemon's report scheduler over ``db`` (relay's shared database) delivering to ``receivers``
-    (``alerting.receivers``). ``await scheduler.start()`` / ``await scheduler.shutdown(deadline)``; the scheduler
-    closes the deliverer at shutdown."""
+    (``alerting.receivers``); ``ready`` is awaited before each report is computed (``ReportScheduler``).
+    ``await scheduler.start()`` / ``await scheduler.shutdown(deadline)``; the scheduler closes the deliverer at
+    shutdown."""
     service = ReportService(db.path, budgets=budgets, alerts=alerts, session_url=session_url, clock=now)
     deliverer = ReceiverDeliverer(receivers, clock=now)
-    return ReportScheduler(config, db, service.compute, deliverer, now, tenants=tenants), deliverer
+    return ReportScheduler(config, db, service.compute, deliverer, now, tenants=tenants, ready=ready), deliverer
