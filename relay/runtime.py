@@ -6,8 +6,10 @@
   allocates many short-lived containers (decoded attributes, observations), and collecting them every 700
   allocations (CPython's default) costs CPU for nothing; but a generation-1 collection walks every object that
   survived its ``GEN1_THRESHOLD`` generation-0 collections — under load the open traces and backlog — and with
-  CPython's 10 those took 30–50 ms at 10k spans/s. With 5,000 × 2 they stay ≤ 15 ms (``bench/ingest.py``, GC
-  pause max), and survivors reach generation 2 sooner, where only relay's scheduled full collections walk them.
+  CPython's 10 those took 30–50 ms at 10k spans/s (10,000 × 10; 10–15 ms with 5,000 × 2). With 2,000 × 2 a
+  generation-1 collection walks at most ~6,000 objects and stays under 10 ms (``bench/ingest.py``, GC pause max), for
+  the same total GC work, and survivors reach generation 2 sooner, where only relay's scheduled full collections
+  walk them.
   Full (generation-2) collections walk every live object — under load, the pipeline's open traces and backlog —
   and took 50–100 ms at 3k–10k spans/s, pausing acknowledgements; relay's data is freed by reference counting, so
   they are not left to the allocation counters: relay runs them itself when it holds no data (``busy`` false, at most
@@ -55,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: ``gc.set_threshold`` generation-0 threshold: allocations between young collections (CPython's default is 700).
-GEN0_THRESHOLD = 5_000
+GEN0_THRESHOLD = 2_000
 #: Generation-1 threshold: generation-0 collections between two generation-1 collections (CPython's default is 10).
 GEN1_THRESHOLD = 2
 #: Generation-2 threshold while relay schedules full collections itself (never reached: 10^9 young collections).
