@@ -13,6 +13,8 @@ import asyncio
 import importlib
 import itertools
 import logging
+import ssl
+from typing import Any
 from urllib.parse import quote
 
 from relay.component import Component
@@ -110,15 +112,20 @@ class LangfuseLinks(Component):
     async def _resolve_all(self) -> None:
         await asyncio.gather(*(self._resolve(t) for t in self._tenants.values() if t.langfuse.enabled))
 
+    def _client_parts(self) -> tuple[Any, Any, ssl.SSLContext | bool]:
+        """``httpx``, the Langfuse SDK's ``langfuse.api`` module (imported lazily: heavy) and the outbound TLS
+        context; blocking (run in a thread)."""
+        import httpx
+
+        return httpx, importlib.import_module("langfuse.api"), client_ssl_context(self._tls)
+
     async def _resolve(self, tenant: TenantConfig, attempts: int | None = None) -> None:
         """Ask ``tenant``'s project id until Langfuse answers (``attempts`` None: no limit — Langfuse may start
         after relay, e.g. in one compose file; backoff up to 5 minutes). Refused keys and a 404 are logged as
         errors once and end the attempts: they need a config fix and a restart."""
-        import httpx
-
-        # the SDK's REST client, imported lazily and off the event loop: importing it takes ~0.4 s of CPU, which
-        # would hold acknowledgements back at start-up
-        api_module = await asyncio.to_thread(importlib.import_module, "langfuse.api")
+        # off the event loop: importing the SDK's REST client and httpx takes ~0.5 s of CPU, and the TLS context
+        # reads the CA bundle; on the loop that would hold acknowledgements back at start-up
+        httpx, api_module, ssl_context = await asyncio.to_thread(self._client_parts)
         lf = tenant.langfuse
         assert lf.public_key is not None and lf.secret_key is not None and lf.base_url is not None
         api = api_module.AsyncLangfuseAPI(
@@ -126,7 +133,7 @@ class LangfuseLinks(Component):
             username=lf.public_key.get_secret_value(),
             password=lf.secret_key.get_secret_value(),
             timeout=10,
-            httpx_client=httpx.AsyncClient(verify=client_ssl_context(self._tls), timeout=10),
+            httpx_client=httpx.AsyncClient(verify=ssl_context, timeout=10),
         )
         for attempt in range(attempts) if attempts is not None else itertools.count():
             try:

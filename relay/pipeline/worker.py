@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 #: Backoff of the worker after a failed step, seconds (doubles per consecutive failure up to ``RETRY_MAX``).
 RETRY_INITIAL = 0.05
 RETRY_MAX = 2.0
+#: Records decoded between two yields to the event loop while a request is fed (~0.6 ms of GenAI spans).
+FEED_STEP = 128
 #: Seconds after which the worker reads the inbound spool even without a new append (rows moved there by another
 #: process, e.g. ``relay replay --quarantined``).
 REREAD_INTERVAL = 1.0
@@ -363,7 +365,7 @@ class Pipeline(Component):
         closed = await self.spool.closed_groups(leftovers) if leftovers else set()
         for item in items:
             try:
-                fed = self._feed(item, closed)
+                fed = await self._feed(item, closed)
             except Exception as e:
                 if not self._failed(("seq", item.seq), item.tenant, f"decoding a {item.signal} request", e):
                     raise _Retry() from None
@@ -410,10 +412,10 @@ class Pipeline(Component):
         except TimeoutError:
             pass
 
-    def _feed(self, item: InboundItem, closed: set[tuple[int, str]]) -> _Fed:
+    async def _feed(self, item: InboundItem, closed: set[tuple[int, str]]) -> _Fed:
         """Decode one request and route its records (all decoding happens before anything is routed, so a
-        failure leaves no trace). Records whose (request, trace) pair is in ``closed`` were decided by an earlier
-        process and are skipped."""
+        failure leaves no trace; the event loop runs other work every ``FEED_STEP`` records decoded). Records whose
+        (request, trace) pair is in ``closed`` were decided by an earlier process and are skipped."""
         fed = _Fed(item)
         if item.signal is Signal.METRICS:
             req = ExportMetricsServiceRequest.FromString(item.payload)
@@ -421,11 +423,16 @@ class Pipeline(Component):
             fed.outcomes.append((item.tenant, "metrics", Outcome.FILTERED, "ledger_only", item.items))
             fed.done = True
             return fed
-        views: list[LogView | SpanView]
+        views: list[LogView | SpanView] = []
+        records: Iterator[LogView] | Iterator[SpanView]
         if item.signal is Signal.LOGS:
-            views = list(iter_logs(ExportLogsServiceRequest.FromString(item.payload), item.seq))
+            records = iter_logs(ExportLogsServiceRequest.FromString(item.payload), item.seq)
         else:
-            views = list(iter_spans(ExportTraceServiceRequest.FromString(item.payload), item.seq))
+            records = iter_spans(ExportTraceServiceRequest.FromString(item.payload), item.seq)
+        for v in records:
+            views.append(v)
+            if len(views) % FEED_STEP == 0:
+                await asyncio.sleep(0)  # a 512-span request took ~4 ms (p90 ~8) in one go
         keyed = [(v, group_key(v)) for v in views]
         groups: list[Group] = []
         filtered = 0
@@ -558,6 +565,7 @@ class Pipeline(Component):
         usage = [u for c in commits for u in c.usage]
         if usage and self.ledger is not None:
             self._emit(await self.ledger.write(usage))
+            await asyncio.sleep(0)  # the rules engine's observe and the commit's rows: two steps of a few ms each
         await self.spool.commit_traces(commits, closed=[(s, g.key) for g in groups for s in g.seqs], outcomes=outcomes)
         for c in commits:
             self.metrics.traces.labels(c.tenant).inc()
