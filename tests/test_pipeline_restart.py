@@ -59,3 +59,37 @@ async def test_a_half_decided_request_is_finished_once_after_a_restart(tmp_path)
             assert _decided(relay) == 3  # each span one outcome, A's not counted a second time
             assert await relay.spool.pending_inbound() == 0
     assert sorted(sp.span_id for sp in lf.spans()) == sorted(ids)  # every span exported exactly once
+
+
+async def test_a_request_larger_than_a_feed_step_is_fed_whole_while_another_is_acknowledged(tmp_path):
+    """The pipeline decodes a large request in steps of ``FEED_STEP`` records, yielding to the event loop between
+    them: every span of it reaches Langfuse exactly once, each counted once, and a request acknowledged meanwhile
+    is handled too."""
+    from relay.pipeline.worker import FEED_STEP
+
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    now = time.time_ns()
+    traces = [os.urandom(16) for _ in range(7)]
+    for i in range(3 * FEED_STEP + 5):
+        spans.add(
+            trace_id=traces[i % len(traces)],
+            span_id=os.urandom(8),
+            name=f"step-{i}",
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1_000,
+        )
+    small, small_ids = _request()
+    fast = {"pipeline": {"idle_timeout": "200ms", "root_grace": "100ms"}}
+    async with FakeLangfuse() as lf, running_relay(tmp_path / "data", lf.base_url, fast) as relay:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+            headers = {"Content-Type": "application/x-protobuf"}
+            for body in (req.SerializeToString(), small):
+                async with s.post(url, data=body, headers=headers) as r:
+                    assert r.status == 200
+        await settle(relay)
+        got = await lf.wait_for_spans(len(spans) + len(small_ids))
+        assert sorted(s.span_id for s in got) == sorted([sp.span_id.hex() for sp in spans] + small_ids)
+        assert not lf.duplicate_span_ids()
+        assert _decided(relay) == len(spans) + len(small_ids)
