@@ -86,6 +86,19 @@ class GrpcReceiverConfig(_Model):
 
     _endpoint = field_validator("endpoint")(classmethod(lambda cls, v: check_endpoint(v)))
 
+    @field_validator("tls")
+    @classmethod
+    def _tls_minimum(cls, v: TLSServerConfig | None) -> TLSServerConfig | None:
+        """gRPC's Python server cannot raise its TLS minimum above 1.2 (gRPC core's; ``grpc.ssl_server_credentials``
+        has no version option: https://grpc.github.io/grpc/python/grpc.html#create-server-credentials): a TLS 1.3
+        minimum would not be enforced, so it is refused rather than ignored."""
+        if v is not None and v.min_version != "1.2":
+            raise ValueError(
+                f'min_version "{v.min_version}" cannot be enforced on gRPC (gRPC\'s minimum is TLS 1.2): use "1.2" '
+                "here, or put gRPC behind a proxy that enforces it; the HTTP receiver enforces any min_version"
+            )
+        return v
+
 
 class OtlpProtocols(_Model):
     """The OTLP receiver's protocols (``receivers.otlp.protocols``)."""

@@ -10,7 +10,7 @@ every ``reload_interval`` seconds (on the next handshake) and, when they changed
   (https://docs.python.org/3/library/ssl.html#ssl.SSLContext.sni_callback);
 - gRPC listeners get ``grpc.dynamic_ssl_server_credentials`` whose fetcher gRPC calls before every handshake
   (https://grpc.github.io/grpc/python/grpc.html#grpc.dynamic_ssl_server_credentials). gRPC core enforces TLS 1.2 as
-  its minimum; ``min_version: "1.3"`` applies to the HTTP listeners only.
+  its minimum; ``min_version: "1.3"`` applies to the HTTP listeners only (the gRPC receiver's config refuses it).
 
 A file that cannot be read or parsed during a reload keeps the previous certificate (logged once per change).
 """

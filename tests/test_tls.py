@@ -296,6 +296,22 @@ def test_tls_config_keys_are_the_collectors():
         )
 
 
+def test_a_tls_13_minimum_on_grpc_is_refused_not_ignored():
+    """gRPC's Python server cannot enforce a TLS 1.3 minimum: the config says so instead of accepting it."""
+    from pydantic import ValidationError
+
+    from relay.config_load import RelayConfig
+
+    def cfg(protocol: str, version: str):
+        tls = {"cert_file": "a.crt", "key_file": "a.key", "min_version": version}
+        return RelayConfig.model_validate({"receivers": {"otlp": {"protocols": {protocol: {"tls": tls}}}}})
+
+    with pytest.raises(ValidationError, match="cannot be enforced on gRPC"):
+        cfg("grpc", "1.3")
+    assert cfg("grpc", "1.2").receivers.otlp.protocols.grpc.tls.min_version == "1.2"
+    assert cfg("http", "1.3").receivers.otlp.protocols.http.tls.min_version == "1.3"
+
+
 @pytest.mark.parametrize("trusted", [True, False])
 async def test_webhook_receiver_behind_a_private_ca(tmp_path, trusted):
     """Outbound notifiers take the same client keys: a webhook consumer with a private-CA certificate is reached
