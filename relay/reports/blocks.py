@@ -352,7 +352,7 @@ def _local(t_ns: int, tz: ZoneInfo, spec: str = "minutes") -> str:
 
 def _status(b: Block, now_ns: int) -> str:
     if b.is_gap:
-        return f"gap ({round((b.end_ns - b.start_ns) / _HOUR_NS)}h)"
+        return f"gap ({_hm(b.end_ns - b.start_ns)})"
     if b.is_active:
         return f"ACTIVE ({_hm(now_ns - b.start_ns)} elapsed, {_hm(b.end_ns - now_ns)} left)"
     return _hm((b.last_ns or b.start_ns) - b.start_ns)
@@ -364,7 +364,7 @@ def _user(b: Block) -> str:
 
 def render_blocks_md(r: BlocksReport) -> str:
     """A Markdown table like ccusage's: block start (local), user, status (``ACTIVE (… elapsed, … left)``, the
-    duration to the last record, or ``gap (Nh)``), models, tokens by type, ``% of limit`` with ``--token-limit``,
+    duration to the last record, or ``gap (6h 40m)``), models, tokens by type, ``% of limit`` with ``--token-limit``,
     cost; under an active block its burn rate and projection to the block's end; a total row."""
     tz = ZoneInfo(r.timezone)
     scope = f" ({', '.join(r.scope)})" if r.scope else ""
