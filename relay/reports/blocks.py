@@ -29,9 +29,12 @@ one chain shown as ``(none)``), and ``max`` is each user's own largest completed
 sees responses with usage.
 
 Range: blocks whose start lies on a local day in ``since``..``until`` (ccusage filters blocks by their start date in
-the ``--timezone``), plus active blocks; records are read from before the range as far as needed to place the
-blocks exactly as if the whole history had been read (back to each user's last pause longer than the session
-length), and up to ``now``. Tokens are counts, cost nano-USD integers (shown as USD; JSON ``costUSD`` to 1e-9).
+the ``--timezone``), plus active blocks. Records are read up to ``now`` and from before the range as far as needed
+to place the blocks exactly as if the whole history had been read: back to each user's last pause longer than the
+session length (after which a new block always starts), at most :data:`LOOKBACK_DAYS` days before the range (a
+user active without such a pause for longer than that — an agent running day and night — may see the range's first
+block start at a different hour than with the whole history; every record still counts once). ``--token-limit max`` is
+taken over the blocks in the range (ccusage: all history). Tokens are counts, cost nano-USD integers (shown as USD; JSON ``costUSD`` to 1e-9).
 Times are UTC in the JSON (as ccusage), local to ``--timezone`` in Markdown and CSV.
 """
 
@@ -40,11 +43,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from relay.matchers import Matcher
@@ -54,6 +59,7 @@ __all__ = [
     "DEFAULT_SESSION_HOURS",
     "RECENT_DAYS",
     "WARNING_THRESHOLD",
+    "LOOKBACK_DAYS",
     "Entry",
     "Block",
     "BlocksReport",
@@ -69,14 +75,15 @@ __all__ = [
 DEFAULT_SESSION_HOURS = 5.0
 #: ccusage ``DEFAULT_RECENT_DAYS`` (``--recent``).
 RECENT_DAYS = 3
+#: How far before the range records are read to place its first blocks (see the module docstring).
+LOOKBACK_DAYS = 7
 #: ccusage ``BLOCKS_WARNING_THRESHOLD``: a projection above this share of the token limit is a ``warning``.
 WARNING_THRESHOLD = 0.8
 _HOUR_NS = 3_600_000_000_000
 _MIN_NS = 60_000_000_000
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One ledger LLM record as a block sees it: ``time_ns`` unix ns, tokens (counts), ``cost_nanos`` nano-USD,
     ``call`` False for records derived from Claude Code's cost/token metrics (usage, but not an API call)."""
 
@@ -157,43 +164,48 @@ def _div_round(a: int, b: int) -> int:
     return (2 * a + b) // (2 * b)
 
 
-def _floor_hour(t_ns: int) -> int:
-    return t_ns - t_ns % _HOUR_NS
-
-
-def identify_blocks(entries: Iterable[Entry], session_ns: int, now_ns: int, user: str | None = None) -> list[Block]:
-    """Blocks (with gap blocks between them) of one user's ``entries`` (any order; sorted here by time), as
+def identify_blocks(
+    entries: Iterable[Entry] | Iterable[Sequence[Any]], session_ns: int, now_ns: int, user: str | None = None
+) -> list[Block]:
+    """Blocks (with gap blocks between them) of one user's ``entries`` (:class:`Entry` or tuples in its field
+    order; any order, sorted here by time), as
     ccusage's ``identifySessionBlocks``: start floored to the UTC hour, ``session_ns`` long, a new block when a
     record comes more than ``session_ns`` after the block's start or the previous record; active at ``now_ns``
     when the last record is less than ``session_ns`` ago and ``now_ns`` is before the block's end."""
     out: list[Block] = []
     cur: Block | None = None
+    last = 0
+    # running sums of the current block: entries, calls, input, output, cache creation, cache read, cost
+    n = calls = i = o = cc = cr = c = 0
 
     def close(b: Block) -> None:
-        b.is_active = b.last_ns is not None and now_ns - b.last_ns < session_ns and now_ns < b.end_ns
+        b.last_ns = last
+        b.entries, b.api_calls, b.input_tokens, b.output_tokens = n, calls, i, o
+        b.cache_creation_tokens, b.cache_read_tokens, b.cost_nanos = cc, cr, c
+        b.is_active = now_ns - last < session_ns and now_ns < b.end_ns
         out.append(b)
 
-    for e in sorted(entries, key=lambda x: x.time_ns):
-        if cur is not None and cur.last_ns is not None:
-            since_last = e.time_ns - cur.last_ns
-            if e.time_ns - cur.start_ns > session_ns or since_last > session_ns:
-                close(cur)
-                if since_last > session_ns:
-                    out.append(Block(user, cur.last_ns + session_ns, e.time_ns, is_gap=True))
-                cur = None
+    for e in sorted(entries, key=itemgetter(0)):
+        t = e[0]
+        if cur is not None and (t - cur.start_ns > session_ns or t - last > session_ns):
+            close(cur)
+            if t - last > session_ns:
+                out.append(Block(user, last + session_ns, t, is_gap=True))
+            cur = None
         if cur is None:
-            start = _floor_hour(e.time_ns)
-            cur = Block(user, start, start + session_ns, first_ns=e.time_ns)
-        cur.last_ns = e.time_ns
-        cur.entries += 1
-        cur.api_calls += int(e.call)
-        cur.input_tokens += e.input_tokens
-        cur.output_tokens += e.output_tokens
-        cur.cache_creation_tokens += e.cache_creation_tokens
-        cur.cache_read_tokens += e.cache_read_tokens
-        cur.cost_nanos += e.cost_nanos
-        if e.model and e.model not in cur.models:
-            cur.models.append(e.model)
+            start = t - t % _HOUR_NS  # floored to the hour (UTC: unix time has no offset)
+            cur = Block(user, start, start + session_ns, first_ns=t)
+            n = calls = i = o = cc = cr = c = 0
+        last = t
+        n += 1
+        calls += 1 if e[7] else 0
+        i += e[2]
+        o += e[3]
+        cc += e[4]
+        cr += e[5]
+        c += e[6]
+        if e[1] and e[1] not in cur.models:
+            cur.models.append(e[1])
     if cur is not None:
         close(cur)
     return out
@@ -276,7 +288,7 @@ def compute_blocks(
     ``sqlite3.Error`` for an unreadable ledger."""
     if until < since:
         raise ValueError(f"--until {until} is before --since {since}")
-    if not session_hours > 0:
+    if not (math.isfinite(session_hours) and round(session_hours * _HOUR_NS) > 0):
         raise ValueError("--session-length must be a positive number of hours")
     session_ns = round(session_hours * _HOUR_NS)
     now_ns = _ns(now)
@@ -284,21 +296,22 @@ def compute_blocks(
     extra, sparams = scope_sql(tuple(scope))
     where = f"kind = 'llm' AND tenant = ? AND {_USAGE}{extra}"
     # Each user's chain is exact from their last pause longer than a block before the range (a record after such a
-    # pause always starts a new block): read from the earliest of those.
+    # pause always starts a new block): read from the earliest of those, looking back at most LOOKBACK_DAYS.
+    back = lo - LOOKBACK_DAYS * 24 * _HOUR_NS
     (first,) = conn.execute(
         f"SELECT MIN(t) FROM (SELECT MAX(time_ns) AS t FROM (SELECT user_id, time_ns, time_ns - LAG(time_ns) OVER "
-        f"(PARTITION BY user_id ORDER BY time_ns) AS pause FROM usage_records WHERE {where} AND time_ns < ?) "
-        "WHERE pause IS NULL OR pause > ? GROUP BY user_id)",
-        [tenant, *sparams, lo, session_ns],
+        f"(PARTITION BY user_id ORDER BY time_ns) AS pause FROM usage_records WHERE {where} AND time_ns >= ? "
+        "AND time_ns < ?) WHERE pause IS NULL OR pause > ? GROUP BY user_id)",
+        [tenant, *sparams, back, lo, session_ns],
     ).fetchone()
     start = lo if first is None else min(first, lo)
-    by_user: dict[str | None, list[Entry]] = {}
-    for user, t, model, i, o, cc, cr, c, src in conn.execute(
-        "SELECT user_id, time_ns, model, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, "
-        f"cost_nanos, source FROM usage_records WHERE {where} AND time_ns >= ? AND time_ns <= ? ORDER BY time_ns",
-        [tenant, *sparams, start, now_ns],
+    by_user: dict[str | None, list[Any]] = {}
+    for row in conn.execute(
+        "SELECT time_ns, model, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_nanos, "
+        f"source != ?, user_id FROM usage_records WHERE {where} AND time_ns >= ? AND time_ns <= ? ORDER BY time_ns",
+        [METRIC_SOURCE, tenant, *sparams, start, now_ns],
     ):
-        by_user.setdefault(user, []).append(Entry(t, model, i, o, cc, cr, c, src != METRIC_SOURCE))
+        by_user.setdefault(row[8], []).append(row)  # rows in Entry's field order (then the user)
     recent_cut = now_ns - RECENT_DAYS * 24 * _HOUR_NS
     shown: list[Block] = []
     for user in sorted(by_user, key=lambda u: (u is None, u or "")):
