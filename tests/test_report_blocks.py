@@ -258,6 +258,8 @@ def test_session_length_and_scope(setup, capsys):
     ]
     d = blocks_json(setup, capsys, "--since", "2026-11-16", "--scope", 'user="bob"')
     assert {b["user"] for b in d["blocks"]} == {"bob"} and d["scope"] == ['user="bob"']
+    # blocks are per user anyway: --breakdown user is the same report
+    assert blocks_json(setup, capsys, "--since", "2026-11-16", "--scope", 'user="bob"', "-b", "user") == d
 
 
 def test_markdown_in_local_time_with_the_active_projection_and_limit(setup, capsys):
@@ -305,6 +307,7 @@ def test_csv_is_tidy_one_row_per_block(setup, capsys):
         (["session", "-t", "max"], "--token-limit is for blocks"),
         (["blocks", "-t", "lots"], "invalid --token-limit 'lots'"),
         (["blocks", "--session-length", "0"], "--session-length must be a positive number"),
+        (["blocks", "--session-length", "inf"], "--session-length must be a positive number"),
         (["blocks", "--breakdown", "model"], "blocks are always per user"),
         (["blocks", "--since", "2026-11-18", "--until", "2026-11-17"], "is before --since"),
         (["blocks", "--week", "2026-W47"], "use --since/--until with blocks"),
