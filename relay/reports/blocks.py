@@ -2,7 +2,8 @@
 
 Semantics follow ccusage (https://github.com/ryoppippi/ccusage — ``ccusage blocks``, documented at
 https://ccusage.com/guide/blocks-reports; the algorithm is ``identifySessionBlocks`` in its
-``src/_session-blocks.ts``, ported to ``rust/crates/ccusage/src/blocks.rs``):
+``apps/ccusage/src/_session-blocks.ts``, since ported to ``rust/crates/ccusage/src/blocks.rs``; the command's
+filters and JSON in ``apps/ccusage/src/commands/blocks.ts``):
 
 - A **block** starts at its first record's time **floored to the hour in UTC** and lasts the session length
   (``--session-length``, default 5 hours): ``endTime = startTime + 5 h``.
@@ -30,12 +31,13 @@ sees responses with usage.
 
 Range: blocks whose start lies on a local day in ``since``..``until`` (ccusage filters blocks by their start date in
 the ``--timezone``), plus active blocks. Records are read up to ``now`` and from before the range as far as needed
-to place the blocks exactly as if the whole history had been read: back to each user's last pause longer than the
-session length (after which a new block always starts), at most :data:`LOOKBACK_DAYS` days before the range (a
-user active without such a pause for longer than that — an agent running day and night — may see the range's first
-block start at a different hour than with the whole history; every record still counts once). ``--token-limit max`` is
-taken over the blocks in the range (ccusage: all history). Tokens are counts, cost nano-USD integers (shown as USD; JSON ``costUSD`` to 1e-9).
-Times are UTC in the JSON (as ccusage), local to ``--timezone`` in Markdown and CSV.
+to place the blocks as if the whole history had been read: back to each user's last pause longer than the session
+length (after which a new block always starts), but at most :data:`LOOKBACK_DAYS` days before the range (a user
+active without such a pause for longer than that — an agent running day and night — may see the range's first block
+start at another hour than with the whole history; every record still counts once). ``--token-limit max`` is taken
+over the blocks in the range (ccusage: over all history). Tokens are counts, cost nano-USD integers (shown as USD;
+JSON ``costUSD`` exact to 1e-9). Times are UTC in the JSON (as ccusage's), local to ``--timezone`` in Markdown and
+CSV.
 """
 
 from __future__ import annotations
