@@ -9,6 +9,8 @@
     relay report monthly --since 2026-01-01 --until today --breakdown model --format csv   # tidy CSV
     relay report session --since -30d            # one row per session, with its Langfuse link
     relay report user --breakdown model          # one row per user (this month so far), per model
+    relay report blocks --active                 # each user's running 5-hour block, burn rate and projection
+    relay report blocks --recent -t max          # blocks of the last 3 days, % of each user's largest block
 
 **Full report** (``daily|weekly|monthly`` without ``--since``/``--until``/``--breakdown``, md or json): headlines
 with the change against the previous period, cost per day, by model, user and team, top sessions with Langfuse
@@ -16,6 +18,9 @@ links, errors, tools, budgets. The period is ``--day``/``--week``/``--month`` (a
 ``yesterday``/``last``), by default the **current one so far**. **Tables** (``session`` and ``user`` always;
 ``daily|weekly|monthly`` with ``--since``/``--until``/``--breakdown`` or ``--format csv``): see
 :mod:`relay.reports.usage_table`; the range defaults to the current period (``session``/``user``: this month).
+**Blocks** (``blocks``): ccusage's 5-hour billing blocks, per user, see :mod:`relay.reports.blocks`; blocks started
+this month (``--since``/``--until`` by start day; ``--recent``: the last 3 days) plus the active ones; ``--active``,
+``--token-limit N|max``, ``--session-length H`` as ccusage's.
 
 Time zone: ``--timezone``, else that of the first configured schedule of that kind, else UTC. The ledger is read
 from ``<storage.directory>/relay.db`` through a query-only connection, so this works while the daemon runs.
@@ -40,6 +45,12 @@ from relay.reports.periods import Period, PeriodKind
 __all__ = ["add_subparser", "run", "normalize_argv"]
 
 _PERIOD_FLAG = {"weekly": "week", "daily": "day", "monthly": "month"}
+_BLOCK_FLAGS = {
+    "--active": "active",
+    "--recent": "recent",
+    "--token-limit": "token_limit",
+    "--session-length": "session_length",
+}
 
 
 def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,9 +64,9 @@ def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "period",
         metavar="VIEW",
-        choices=["daily", "weekly", "monthly", "session", "user"],
+        choices=["daily", "weekly", "monthly", "session", "user", "blocks"],
         help="daily | weekly | monthly (a period report, or a table with --since/--until/--breakdown) "
-        "| session | user (tables)",
+        "| session | user (tables) | blocks (5-hour billing blocks per user)",
     )
     p.add_argument("--config", "-c", default=None, help="config file (default: embedded defaults)")
     p.add_argument("--week", help="ISO week, e.g. 2026-W47, this or last (weekly; default: this week so far)")
@@ -87,6 +98,21 @@ def add_subparser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--chart-by", default="model", help="stack the chart by model (default) or a label")
     p.add_argument("--top", type=int, default=5, help="rows per breakdown of a period report (default 5)")
+    p.add_argument("--active", "-a", action="store_true", help="blocks: only the active blocks, with projections")
+    p.add_argument("--recent", "-r", action="store_true", help="blocks: those of the last 3 days (and active ones)")
+    p.add_argument(
+        "--token-limit",
+        "-t",
+        metavar="N|max",
+        help="blocks: token limit per block (max: each user's largest completed block); adds %% of limit",
+    )
+    p.add_argument(
+        "--session-length",
+        type=float,
+        default=None,
+        metavar="HOURS",
+        help="blocks: block length in hours (default 5)",
+    )
     p.set_defaults(fn=run)
     return p
 
@@ -201,12 +227,20 @@ def run(
     except ConfigError as e:
         return _fail("invalid configuration:\n  " + "\n  ".join(e.problems))
     kind = args.period
+    if kind != "blocks":
+        used = [f for f, v in _BLOCK_FLAGS.items() if getattr(args, v) not in (None, False)]
+        if used:
+            return _fail(f"{used[0]} is for blocks")
     for k, flag in _PERIOD_FLAG.items():
         if k != kind and getattr(args, flag):
             if kind in _PERIOD_FLAG:
                 return _fail(f"--{flag} is for {k} reports; use --{_PERIOD_FLAG[kind]} with {kind}")
             return _fail(f"--{flag} is for {k} reports; use --since/--until with {kind}")
-    table = kind in ("session", "user") or bool(args.since or args.until or args.breakdown) or args.format == "csv"
+    table = (
+        kind in ("session", "user", "blocks")
+        or bool(args.since or args.until or args.breakdown)
+        or args.format == "csv"
+    )
     if table and args.chart:
         return _fail("--chart is for period reports (without --since/--until/--breakdown, md or json)")
     if table and kind in _PERIOD_FLAG and getattr(args, _PERIOD_FLAG[kind]) and (args.since or args.until):
@@ -231,6 +265,8 @@ def run(
     db_path = Path(cfg.storage.directory) / "relay.db"
     if not db_path.exists():
         return _fail(f"no ledger at {db_path} (has relay run with storage.directory {cfg.storage.directory!r}?)", 1)
+    if kind == "blocks":
+        return _run_blocks(args, tenant, tz, now_dt, db_path)
     if table:
         return _run_table(args, cfg, tenant, tz, now_dt, db_path)
     text = getattr(args, _PERIOD_FLAG[kind])
@@ -312,4 +348,62 @@ def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo,
     finally:
         conn.close()
     _write(args, {"md": render_table_md, "json": render_table_json, "csv": render_table_csv}[args.format](t))
+    return 0
+
+
+def _run_blocks(args: argparse.Namespace, tenant: str, tz: ZoneInfo, now: datetime, db_path: Path) -> int:
+    """5-hour billing blocks per user (``relay.reports.blocks``): blocks started on ``--since``..``--until``
+    (default this month; with ``--recent`` the last 3 days), plus the active ones."""
+    from relay.matchers import parse_matchers
+    from relay.reports.blocks import (
+        DEFAULT_SESSION_HOURS,
+        RECENT_DAYS,
+        compute_blocks,
+        parse_token_limit,
+        render_blocks_csv,
+        render_blocks_json,
+        render_blocks_md,
+    )
+    from relay.reports.sql import SqliteReportSource, open_readonly
+    from relay.reports.usage_table import parse_day
+
+    if args.breakdown not in (None, "user"):
+        return _fail("blocks are always per user; narrow to one with --scope 'user=\"alice\"'")
+    today = now.astimezone(tz).date()
+    try:
+        until = parse_day(args.until, today) if args.until else today
+        if args.since:
+            since = parse_day(args.since, today)
+        elif args.recent:
+            since = (now - timedelta(days=RECENT_DAYS)).astimezone(tz).date()
+        else:
+            since = today.replace(day=1)
+        scope = parse_matchers(list(args.scope))
+        limit = parse_token_limit(args.token_limit)
+    except ValueError as e:
+        return _fail(str(e))
+    hours = DEFAULT_SESSION_HOURS if args.session_length is None else args.session_length
+    conn = open_readonly(db_path)
+    try:
+        SqliteReportSource(conn)  # registers relay_re for regex scopes
+        r = compute_blocks(
+            conn,
+            tenant,
+            tz,
+            since,
+            until,
+            now,
+            session_hours=hours,
+            scope=scope,
+            active_only=args.active,
+            recent=args.recent,
+            token_limit=limit,
+        )
+    except ValueError as e:
+        return _fail(str(e))
+    except sqlite3.Error as e:
+        return _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
+    finally:
+        conn.close()
+    _write(args, {"md": render_blocks_md, "json": render_blocks_json, "csv": render_blocks_csv}[args.format](r))
     return 0

@@ -1,6 +1,7 @@
 """Usage tables of ``relay report``, shaped like ccusage's (https://github.com/ryoppippi/ccusage): one row per
 day, ISO week or month (``daily``/``weekly``/``monthly``), per session (``session``) or per user (``user``) over a
-date range, optionally broken down by model, user or team (any ledger label).
+date range, optionally broken down by model, user or team (any ledger label). ccusage's ``blocks`` view (5-hour
+billing blocks per user) is :mod:`relay.reports.blocks`.
 
 Figures come from the ledger's LLM records (``usage_records`` with ``kind = 'llm'``): tokens by type, cost in
 nano-USD (shown as USD), API calls (records derived from Claude Code's cost/token metrics carry cost and tokens
