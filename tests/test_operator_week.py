@@ -186,7 +186,7 @@ async def test_links_settled_waits_for_the_first_project_answer(tmp_path):
     from tests.support.relay_proc import free_port
 
     async with FakeLangfuse({"pk-lf-test": ("sk-lf-test", "proj-9")}) as lf:
-        lf.add_fault(Fault("delay", delay=1.0, before=True, path="/api/public/projects"))
+        lf.add_fault(Fault("delay", delay=3.0, before=True, path="/api/public/projects"))
         async with running_relay(tmp_path / "slow", lf.base_url) as relay:
             assert relay.links.session_url("default", "s1") is None  # still asking
             await relay.links.settled()

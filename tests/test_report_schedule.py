@@ -268,7 +268,11 @@ async def test_ready_is_awaited_before_a_report_is_computed(slack, db_path, repl
     r.scheduler.ready, r.scheduler.compute = ready, recording
     clock.set(at(16, 9, 0))
     tick = asyncio.create_task(r.scheduler.tick())
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not order:  # the tick's database jobs come first
+        assert time.monotonic() < deadline, "the tick never asked whether links are ready"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # held there: nothing computed or posted while ready() waits
     assert order == ["ready"] and posts(slack) == []
     gate.set()
     [res] = await tick
