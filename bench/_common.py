@@ -81,7 +81,7 @@ class FakeStats:
         return self.spans - self.unique_spans
 
 
-def _fake_main(conn: Any, ready: Any) -> None:  # runs in the child process
+def _fake_main(conn: Any, ready: Any, score_arrays: bool = False) -> None:  # runs in the child process
     """Serve ``tests.fakes.langfuse.FakeLangfuse`` and answer ``stats`` / ``reset`` / ``stop`` on ``conn``.
 
     The fake records every span it accepts (parsed into Python objects); to keep its memory flat over a long
@@ -92,6 +92,7 @@ def _fake_main(conn: Any, ready: Any) -> None:  # runs in the child process
     from tests.fakes.langfuse import FakeLangfuse
 
     fake = FakeLangfuse.run_in_thread(projects={PUBLIC_KEY: (SECRET_KEY, PROJECT)})
+    fake.fake.score_batches = score_arrays  # a newer server: POST /scores takes arrays
     me = psutil.Process()
     stats = FakeStats()
     seen: set[str] = set()
@@ -140,16 +141,17 @@ class FakeLangfuseProcess:
     parses every span into Python objects) does not share the bench process's GIL with the load generator.
 
     Project keys: ``pk-lf-test`` / ``sk-lf-test``. ``base_url`` is known after :meth:`start`. Use as a context
-    manager or call :meth:`start` / :meth:`stop`.
+    manager or call :meth:`start` / :meth:`stop`. ``score_arrays``: answer ``POST /scores`` arrays like newer
+    servers (202/207) instead of v4.16's 400.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, score_arrays: bool = False) -> None:
         self._ctx = mp.get_context("spawn")
         self._conn, child = self._ctx.Pipe()
         ready_r, self._ready_w = self._ctx.Pipe(duplex=False)
         self._ready_r = ready_r
         self._proc = self._ctx.Process(
-            target=_fake_main, args=(child, self._ready_w), name="fake-langfuse", daemon=True
+            target=_fake_main, args=(child, self._ready_w, score_arrays), name="fake-langfuse", daemon=True
         )
         self._lock = threading.Lock()
         self.base_url = ""

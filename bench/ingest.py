@@ -1093,6 +1093,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "same run, baseline first; its columns are named <phase>@REF",
     )
     p.add_argument("--no-content", action="store_true", help="GenAI spans without prompt/response/tool content")
+    p.add_argument(
+        "--score-arrays",
+        action="store_true",
+        help="the fake Langfuse takes score arrays like newer servers (202/207); default: v4.16, single scores",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-' = stdout)")
     return p.parse_args(argv)
 
@@ -1130,7 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
         info["baseline"] = f"{args.baseline} ({_commit(args.baseline)})"
         variants.insert(0, (f"@{args.baseline}", Path(base_dir.name)))
         print(f"baseline: relay at {info['baseline']}, exported to {base_dir.name}", flush=True)
-    with FakeLangfuseProcess() as fake:
+    with FakeLangfuseProcess(score_arrays=args.score_arrays) as fake:
         if "genai" in phases:
             for n in args.batch:
                 f = factory(n)

@@ -46,7 +46,9 @@ async def test_scores_are_posted_several_at_a_time_but_no_more_than_the_bound(tm
             await replay(relay, "protobuf-tools")
             await settle(relay)
             await scores_settled(relay, timeout=60)
-        posts = [r for r in lf.requests if r.path == SCORES and r.answered_at is not None]
+        posts = [r for r in lf.requests if r.path == SCORES and r.answered_at is not None and r.status == 200]
+        probes = [r for r in lf.requests if r.path == SCORES and r.status == 400]
+    assert len(probes) == 1  # this server (v4.16) refused the array form once; single objects from then on
     assert len(posts) >= 2 * POSTS_IN_FLIGHT
     in_flight = max(sum(1 for o in posts if o.received_at <= p.received_at < o.answered_at) for p in posts)
     assert 2 <= in_flight <= POSTS_IN_FLIGHT
@@ -56,7 +58,13 @@ async def test_scores_are_posted_several_at_a_time_but_no_more_than_the_bound(tm
 
 async def test_a_refused_score_is_dead_lettered_with_its_reason(tmp_path):
     async with FakeLangfuse() as lf:
-        lf.fail(400, times=1, path=SCORES, body={"message": "Invalid request data", "error": "InvalidRequestError"})
+        lf.fail(
+            400,
+            times=1,
+            path=SCORES,
+            shape="object",
+            body={"message": "Invalid request data", "error": "InvalidRequestError"},
+        )
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             await replay(relay, "protobuf-text")
             await settle(relay)
@@ -236,7 +244,13 @@ async def test_dead_lettered_scores_are_listed_and_replayed_by_the_cli(tmp_path,
 
     config = tmp_path / "config.yaml"
     async with FakeLangfuse() as lf:
-        lf.fail(400, times=2, path=SCORES, body={"message": "Invalid request data", "error": "InvalidRequestError"})
+        lf.fail(
+            400,
+            times=2,
+            path=SCORES,
+            shape="object",
+            body={"message": "Invalid request data", "error": "InvalidRequestError"},
+        )
         config.write_text(f"storage:\n  directory: {tmp_path / 'data'}\n")
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             await replay(relay, "protobuf-text")
@@ -253,3 +267,63 @@ async def test_dead_lettered_scores_are_listed_and_replayed_by_the_cli(tmp_path,
         assert len(lf.stored_scores()) == delivered + 2
         assert await asyncio.to_thread(relay_main, ["dead-letters", "--scores", "-c", str(config)]) == 0
         assert "no dead-lettered scores" in capsys.readouterr().out
+
+
+async def test_a_server_that_takes_arrays_gets_each_pass_in_one_request(tmp_path):
+    """Newer Langfuse servers take a JSON array of scores (202): a pass of queued scores is one request, not one
+    per score; every score arrives once."""
+    async with FakeLangfuse() as lf:
+        lf.score_batches = True
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-tools")
+            await settle(relay)
+            await scores_settled(relay)
+        posts = [r for r in lf.requests if r.path == SCORES]
+    ids = [s["id"] for s in lf.scores()]
+    assert len(ids) == len(set(ids)) >= 8
+    arrays = [r for r in posts if r.status == 202]
+    assert arrays and len(posts) < len(ids)  # several scores per request
+    assert not [r for r in posts if r.status not in (200, 202)]  # no refused probe on this server
+
+
+async def test_a_refused_batch_is_sent_again_score_by_score(tmp_path):
+    """A 207 says some scores of an array were refused, not which: relay posts that pass's scores one by one, so
+    the refused one is dead-lettered with its own reason and the others arrive once (an accepted score sent again
+    would only be an upsert)."""
+    refused = {"message": "Invalid request data: value", "error": "InvalidRequestError"}
+    async with FakeLangfuse() as lf:
+        lf.score_batches = True
+        batch = lf.fail(207, times=1, path=SCORES, shape="array", body={"accepted": 0, "rejected": 1, "errors": []})
+        single = lf.fail(400, times=1, path=SCORES, shape="object", body=refused)
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-tools")
+            await settle(relay)
+            await scores_settled(relay)
+            dead = await relay.spool.db.run(
+                lambda c: c.execute("SELECT status, reason FROM score_dead_letters").fetchall()
+            )
+            queued = await relay.spool.db.run(
+                lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
+            )
+    assert batch.hits == 1 and single.hits == 1
+    assert len(dead) == 1 and dead[0][0] == 400 and "Invalid request data: value" in dead[0][1]
+
+    ids = [s["id"] for s in lf.scores()]
+    assert len(ids) == len(set(ids)) == queued - 1
+
+
+async def test_a_transient_failure_of_an_array_retries_every_score_after_retry_after(tmp_path):
+    async with FakeLangfuse() as lf:
+        lf.score_batches = True
+        fault = lf.fail(503, times=1, path=SCORES, shape="array", headers={"Retry-After": "1"})
+        async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
+            await replay(relay, "protobuf-tools")
+            await settle(relay)
+            await scores_settled(relay)
+        posts = [r for r in lf.requests if r.path == SCORES]
+    assert fault.hits == 1
+    refused = next(r for r in posts if r.status == 503)
+    after = [r for r in posts if r.received_at > refused.received_at]
+    assert after and after[0].received_at - refused.received_at >= 0.9  # waited for Retry-After
+    ids = [s["id"] for s in lf.scores()]
+    assert len(ids) == len(set(ids))  # nothing delivered twice, nothing lost (scores_settled: outbox empty)

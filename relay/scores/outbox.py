@@ -4,8 +4,12 @@ Per tenant with Langfuse export on, one task:
 
 1. declares relay's score configs once (``GET /api/public/score-configs``, paginated; ``POST`` the missing ones —
    https://api.reference.langfuse.com, "ScoreConfigs") and remembers their ids, so scores show up typed;
-2. posts each due score as a single object to ``POST /api/public/scores`` (the shape every server version
-   accepts; https://api.reference.langfuse.com, "Scores"), with ``configId`` when its config matched;
+2. posts the due scores, with ``configId`` when their config matched, to ``POST /api/public/scores``
+   (https://api.reference.langfuse.com, "Scores") as one JSON array per pass where the server takes it (newer
+   servers, and the SDK's ``scores.create``: 202 all accepted, 207 some refused without saying which), else each as
+   a single object (the shape every server version accepts; v4.16 answers 400 to an array, and the tenant then
+   posts single objects for ``ARRAY_RETRY_INTERVAL`` before trying an array again). After a 207 or any other
+   refusal of an array, its scores are posted one by one, so each gets its own answer;
 3. classifies the answer with ``relay.exporters.retry.check_status``: 2xx → the row is deleted (unless it was
    re-queued with a new body meanwhile); 429/502/503/504, connection errors and a bounded number of 500s → retried
    with the exporter's backoff (``exporters.langfuse.retry_on_failure``), never sooner than ``Retry-After``, which
@@ -36,12 +40,15 @@ from relay.scores.config import ScoresConfig
 from relay.store.sqlite import SqliteDB
 from relay.tls import client_ssl_context
 
-__all__ = ["ScoreSender", "ScoreConfigs", "POSTS_IN_FLIGHT"]
+__all__ = ["ScoreSender", "ScoreConfigs", "POSTS_IN_FLIGHT", "ARRAY_RETRY_INTERVAL"]
 
 log = logging.getLogger(__name__)
 _SCORES = "/api/public/scores"
 #: Score posts one tenant keeps in flight (Langfuse takes one score per request on every server version).
 POSTS_IN_FLIGHT = 4
+#: Seconds a tenant whose Langfuse refused the array form of ``POST /scores`` (400) posts single scores before
+#: trying an array again (the server may have been upgraded meanwhile).
+ARRAY_RETRY_INTERVAL = 3600.0
 _CONFIGS = "/api/public/score-configs"
 
 
@@ -142,6 +149,7 @@ class ScoreSender:
         self.configs = {t: ScoreConfigs(_definitions(config)) for t in tenants}
         self._events = {t: asyncio.Event() for t in tenants}
         self._hold: dict[str, float] = {}  # tenant → monotonic time before which Langfuse asked us not to post
+        self._singles_until: dict[str, float] = {}  # tenant → monotonic time before which arrays are not tried
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
@@ -265,9 +273,16 @@ class ScoreSender:
     async def _post_rows(
         self, tenant: str, base: str, auth: dict[str, str], rows: list[tuple], delivered: list[tuple[int, int]]
     ) -> float:
-        """Post the rows' scores, ``POSTS_IN_FLIGHT`` at a time (one single-object request each: posting them one
-        after the other capped delivery at one score per round trip); rows Langfuse accepted are appended to
-        ``delivered``. Returns how long to wait before looking again (s): a ``Retry-After`` pauses the tenant."""
+        """Post the rows' scores: as one array when the server takes it (:meth:`_post_array`), else
+        ``POSTS_IN_FLIGHT`` at a time as single objects (posting them one after the other capped delivery at one
+        score per round trip); rows Langfuse accepted are appended to ``delivered``. Returns how long to wait
+        before looking again (s): a ``Retry-After`` pauses the tenant."""
+        if len(rows) > 1 and time.monotonic() >= self._singles_until.get(tenant, 0.0):
+            pause = await self._post_array(tenant, base, auth, rows, delivered)
+            if pause is not None:
+                if pause:  # the server asked the whole tenant to wait
+                    self._hold[tenant] = time.monotonic() + pause
+                return pause
         for i in range(0, len(rows), POSTS_IN_FLIGHT):
             chunk = rows[i : i + POSTS_IN_FLIGHT]
             results = await asyncio.gather(*(self._post_one(tenant, base, auth, row) for row in chunk))
@@ -282,6 +297,68 @@ class ScoreSender:
                 return pause
         return 0.0
 
+    def _body(self, tenant: str, body_json: str) -> dict[str, Any]:
+        """A queued score's request body, with the ``configId`` of its config when relay declared one."""
+        body = json.loads(body_json)
+        cid = self.configs[tenant].ids.get(body.get("name"))
+        if cid and body.get("metadata", {}).get("producer") == "relay":
+            body["configId"] = cid
+        return body
+
+    async def _post_array(
+        self, tenant: str, base: str, auth: dict[str, str], rows: list[tuple], delivered: list[tuple[int, int]]
+    ) -> float | None:
+        """Post the rows' scores as one JSON array. 202: all delivered (appended to ``delivered``), returns 0. A
+        transient failure reschedules every row and returns the ``Retry-After`` asked for (s, 0 when none). None
+        when the rows must be posted one by one: the server refused the array form (400: it takes single objects
+        only, so the tenant posts single objects for ``ARRAY_RETRY_INTERVAL``), refused some scores without
+        saying which (207), or refused the request otherwise (each score then gets its own answer). Connection
+        errors propagate (the tenant backs off)."""
+        http = self._http
+        assert http is not None
+        f500 = max(row[4] for row in rows)
+        try:
+            async with http.post(base + _SCORES, json=[self._body(tenant, row[1]) for row in rows], headers=auth) as r:
+                f500 += r.status == 500
+                status = r.status
+                await _check(r, f500, self.retry.max_500_retries)
+        except TransientError as e:
+            await self._reschedule(rows, e, status == 500)
+            return e.retry_after or 0.0
+        except PermanentError as e:
+            if e.status == 400:  # v4.16 validates the body as one score: arrays are not taken
+                self._singles_until[tenant] = time.monotonic() + ARRAY_RETRY_INTERVAL
+                log.info(
+                    "Langfuse of tenant %s takes one score per request (%s); posting scores one by one",
+                    tenant,
+                    e.message[:200],
+                )
+            return None
+        if status != 202:  # 207: some scores refused, without saying which
+            return None
+        delivered.extend((row[0], row[2]) for row in rows)
+        return 0.0
+
+    async def _reschedule(self, rows: list[tuple], e: TransientError, was_500: bool) -> None:
+        """Retry ``rows`` later: attempts + 1, their 500s counted, after the backoff or ``Retry-After``."""
+        now = time.time_ns()
+        await self.db.run(
+            functools.partial(
+                _execute_many,
+                "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
+                [
+                    (
+                        attempts + 1,
+                        f500 + was_500,
+                        now + round(max(self._wait(attempts + 1), e.retry_after or 0.0) * 1e9),
+                        str(e)[:300],
+                        row_id,
+                    )
+                    for row_id, _body, _version, attempts, f500 in rows
+                ],
+            )
+        )
+
     async def _post_one(self, tenant: str, base: str, auth: dict[str, str], row: tuple) -> bool | float:
         """Post one outbox row: True when Langfuse accepted it; otherwise the row is rescheduled (transient
         failure) or dead-lettered (permanent refusal) and the result is the ``Retry-After`` asked for (s, 0 when
@@ -289,23 +366,14 @@ class ScoreSender:
         http = self._http
         assert http is not None
         row_id, body_json, _version, attempts, f500 = row
-        body = json.loads(body_json)
-        cid = self.configs[tenant].ids.get(body.get("name"))
-        if cid and body.get("metadata", {}).get("producer") == "relay":
-            body["configId"] = cid
+        body = self._body(tenant, body_json)
+        status = 0
         try:
             async with http.post(base + _SCORES, json=body, headers=auth) as r:
-                f500 = f500 + (r.status == 500)
-                await _check(r, f500, self.retry.max_500_retries)
+                status = r.status
+                await _check(r, f500 + (status == 500), self.retry.max_500_retries)
         except TransientError as e:
-            delay = max(self._wait(attempts + 1), e.retry_after or 0.0)
-            await self.db.run(
-                functools.partial(
-                    _execute,
-                    "UPDATE score_outbox SET attempts=?, failures_500=?, next_ns=?, last_error=? WHERE id=?",
-                    (attempts + 1, f500, time.time_ns() + round(delay * 1e9), str(e)[:300], row_id),
-                )
-            )
+            await self._reschedule([row], e, status == 500)
             return e.retry_after or 0.0
         except PermanentError as e:
             await self.db.run(functools.partial(_dead_letter, row_id=row_id, status=e.status, reason=e.message))
@@ -315,8 +383,8 @@ class ScoreSender:
         return True
 
 
-def _execute(sql: str, args: tuple, conn: sqlite3.Connection) -> None:
-    conn.execute(sql, args)
+def _execute_many(sql: str, args: list[tuple], conn: sqlite3.Connection) -> None:
+    conn.executemany(sql, args)
 
 
 def _dead_letter(conn: sqlite3.Connection, *, row_id: int, status: int | None, reason: str) -> None:

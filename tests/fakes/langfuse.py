@@ -107,7 +107,8 @@ class Fault:
     ``delay`` s — after recording unless ``before``), ``reset`` (close the connection without an answer — after
     recording the spans when ``after_read``). ``times`` = requests left (None: unlimited); ``until`` = monotonic
     deadline (None: none). ``project`` (id or public key) and ``path`` (None: any) scope the fault.
-    ``hits`` counts the requests it applied to.
+    ``hits`` counts the requests it applied to. ``shape`` scopes a fault of ``POST /scores`` to single-score
+    (``object``) or batch (``array``) bodies.
     """
 
     kind: str
@@ -121,7 +122,12 @@ class Fault:
     until: float | None = None
     project: str | None = None
     path: str | None = TRACES_PATH
+    #: ``POST /scores`` only: apply to JSON ``"object"`` (one score) or ``"array"`` (the batch form) bodies; None: any
+    shape: str | None = None
     hits: int = 0
+
+
+_INVALID = object()  # a body that is not JSON
 
 
 @dataclass(frozen=True)
@@ -325,17 +331,24 @@ class FakeLangfuse(LoopbackServer):
         path: str | None = TRACES_PATH,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        shape: str | None = None,
     ) -> Fault:
-        """Answer the next ``times`` matching requests (None: until cleared/expired) with ``status``.
+        """Answer the next ``times`` matching requests (None: until cleared/expired) with ``status`` (``shape``: see
+        :class:`Fault`).
 
         Default bodies: JSON ``{message, error}``; 502/504 get an HTML page like a reverse proxy would send.
         """
-        return self.add_fault(
-            Fault(
-                "status", status=status, body=body, headers=dict(headers or {}), times=times, project=project, path=path
-            ),
-            duration,
+        fault = Fault(
+            "status",
+            status=status,
+            body=body,
+            headers=dict(headers or {}),
+            times=times,
+            project=project,
+            path=path,
+            shape=shape,
         )
+        return self.add_fault(fault, duration)
 
     def rate_limit(
         self,
@@ -395,12 +408,12 @@ class FakeLangfuse(LoopbackServer):
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, path: str, project: _Project | None) -> Fault | None:
+    def _take_fault(self, path: str, project: _Project | None, shape: str | None = None) -> Fault | None:
         now = time.monotonic()
         with self._lock:
             self._faults = [f for f in self._faults if (f.until is None or f.until > now) and f.times != 0]
             for f in self._faults:
-                if f.path not in (None, path):
+                if f.path not in (None, path) or f.shape not in (None, shape):
                     continue
                 if f.project is not None and (project is None or f.project not in (project.id, project.public_key)):
                     continue
@@ -477,7 +490,7 @@ class FakeLangfuse(LoopbackServer):
         )
 
     async def _guard(
-        self, request: web.Request, rec: ReceivedRequest, route: str = "", auth: bool = True
+        self, request: web.Request, rec: ReceivedRequest, route: str = "", auth: bool = True, shape: str | None = None
     ) -> tuple[_Project | None, Fault | None, web.StreamResponse | None]:
         """Auth + fault pre-phase shared by every route: returns (project, fault, early response or None)."""
         project = None
@@ -486,7 +499,7 @@ class FakeLangfuse(LoopbackServer):
             if err:
                 return None, None, self._reply(rec, *err)
             rec.project, rec.public_key = project.id, project.public_key
-        fault = self._take_fault(request.path, project)
+        fault = self._take_fault(request.path, project, shape)
         if fault is None:
             return project, None, None
         rec.fault = fault.kind if fault.kind != "status" else str(fault.status)
@@ -651,12 +664,16 @@ class FakeLangfuse(LoopbackServer):
     async def _scores_route(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/public/scores`` — v4.16: one JSON object → 200 ``{"id"}``; arrays → 400 (API reference)."""
         rec = self._new_rec(request)
-        project, fault, early = await self._guard(request, rec, route="scores")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = _INVALID
+        shape = "array" if isinstance(body, list) else "object" if isinstance(body, dict) else None
+        project, fault, early = await self._guard(request, rec, route="scores", shape=shape)
         if early is not None:
             return early
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
+        if body is _INVALID:
             return self._reply(rec, 400, {"message": "Invalid JSON body", "error": "InvalidRequestError"})
         if isinstance(body, list) and self.score_batches:
             errors = [
