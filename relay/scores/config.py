@@ -86,8 +86,8 @@ class ScoresConfig(_Model):
     #: How often relay looks for due sessions and interactions.
     check_interval: Duration = 1.0
     #: Score other agents' GenAI traces too (``error_rate``, ``cost_usd``, ``latency_s`` per trace). Off by default:
-    #: Langfuse shows every trace's latency and cost itself, and takes one score per request, so this is three
-    #: requests per trace (at 2,000 spans/s in 8-span traces, 750 requests/s and about a third of relay's CPU,
+    #: Langfuse shows every trace's latency and cost itself, and a v4.16 server takes one score per request, so this
+    #: is three requests per trace (at 2,000 spans/s in 8-span traces, 750 requests/s and about a third of relay's CPU,
     #: measured with bench/ingest.py) against the project's API rate limits. Claude Code's scores are not affected.
     genai_traces: bool = False
     custom: list[CustomScore] = []

@@ -44,7 +44,7 @@ __all__ = ["ScoreSender", "ScoreConfigs", "POSTS_IN_FLIGHT", "ARRAY_RETRY_INTERV
 
 log = logging.getLogger(__name__)
 _SCORES = "/api/public/scores"
-#: Score posts one tenant keeps in flight (Langfuse takes one score per request on every server version).
+#: Single-object score posts one tenant keeps in flight (servers that do not take arrays: one score per request).
 POSTS_IN_FLIGHT = 4
 #: Seconds a tenant whose Langfuse refused the array form of ``POST /scores`` (400) posts single scores before
 #: trying an array again (the server may have been upgraded meanwhile).
