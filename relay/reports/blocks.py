@@ -55,6 +55,8 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from relay.matchers import Matcher
+from relay.reports.fmt import count, usd
+from relay.reports.periods import unix_ns
 from relay.reports.sql import METRIC_SOURCE, scope_sql
 
 __all__ = [
@@ -261,10 +263,6 @@ class BlocksReport:
         return t
 
 
-def _ns(dt: datetime) -> int:
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-
-
 #: A record counts for blocks when it carries usage (tokens or cost).
 _USAGE = "(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens > 0 OR cost_nanos > 0)"
 
@@ -293,8 +291,8 @@ def compute_blocks(
     if not (math.isfinite(session_hours) and round(session_hours * _HOUR_NS) > 0):
         raise ValueError("--session-length must be a positive number of hours")
     session_ns = round(session_hours * _HOUR_NS)
-    now_ns = _ns(now)
-    lo = _ns(datetime.combine(since, datetime.min.time(), tzinfo=tz))
+    now_ns = unix_ns(now)
+    lo = unix_ns(datetime.combine(since, datetime.min.time(), tzinfo=tz))
     extra, sparams = scope_sql(tuple(scope))
     where = f"kind = 'llm' AND tenant = ? AND {_USAGE}{extra}"
     # Each user's chain is exact from their last pause longer than a block before the range (a record after such a
@@ -348,14 +346,6 @@ def compute_blocks(
 
 
 # ------------------------------------------------------------------------------------------------ renderers
-def _usd(nanos: int) -> str:
-    return f"${nanos / 1e9:,.2f}"
-
-
-def _n(v: int) -> str:
-    return f"{v:,}"
-
-
 def _hm(ns: int) -> str:
     m = max(0, ns) // _MIN_NS
     return f"{m // 60}h {m % 60}m" if m >= 60 else f"{m}m"
@@ -408,25 +398,25 @@ def render_blocks_md(r: BlocksReport) -> str:
             cells += ["", "", "", "", "", "", *([""] if limit else []), ""]
             lines.append("| " + " | ".join(cells) + " |")
             continue
-        cells += [cell(", ".join(b.models)), _n(b.input_tokens), _n(b.output_tokens)]
-        cells += [_n(b.cache_creation_tokens), _n(b.cache_read_tokens), _n(b.total_tokens)]
+        cells += [cell(", ".join(b.models)), count(b.input_tokens), count(b.output_tokens)]
+        cells += [count(b.cache_creation_tokens), count(b.cache_read_tokens), count(b.total_tokens)]
         if limit:
             cells.append(f"{b.total_tokens / b.limit * 100:.1f}%" if b.limit else "")
-        cells.append(_usd(b.cost_nanos))
+        cells.append(usd(b.cost_nanos))
         lines.append("| " + " | ".join(cells) + " |")
         proj = b.projection(r.now_ns)
         if proj is not None:
             tpm, cph = b.tokens_per_minute(), b.cost_per_hour_nanos()
-            note = f"  └ projected at {tpm:,.0f} tokens/min, {_usd(cph or 0)}/h" if tpm is not None else ""
-            pc = ["", "", cell(note), "", "", "", "", "", _n(proj[0])]
+            note = f"  └ projected at {tpm:,.0f} tokens/min, {usd(cph or 0)}/h" if tpm is not None else ""
+            pc = ["", "", cell(note), "", "", "", "", "", count(proj[0])]
             if limit:
                 pc.append(f"{proj[0] / b.limit * 100:.1f}%" if b.limit else "")
-            pc.append(_usd(proj[1]))
+            pc.append(usd(proj[1]))
             lines.append("| " + " | ".join(pc) + " |")
     tot = r.totals()
-    cells = ["**Total**", "", "", "", _n(tot.input_tokens), _n(tot.output_tokens)]
-    cells += [_n(tot.cache_creation_tokens), _n(tot.cache_read_tokens), _n(tot.total_tokens)]
-    cells += [*([""] if limit else []), f"**{_usd(tot.cost_nanos)}**"]
+    cells = ["**Total**", "", "", "", count(tot.input_tokens), count(tot.output_tokens)]
+    cells += [count(tot.cache_creation_tokens), count(tot.cache_read_tokens), count(tot.total_tokens)]
+    cells += [*([""] if limit else []), f"**{usd(tot.cost_nanos)}**"]
     lines.append("| " + " | ".join(cells) + " |")
     out += lines
     if any(b.is_active for b in r.blocks):

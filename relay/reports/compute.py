@@ -28,7 +28,7 @@ from relay.reports.model import (
     SessionRow,
     ToolRow,
 )
-from relay.reports.periods import Period
+from relay.reports.periods import Period, unix_ns
 from relay.reports.quality import quality_section
 from relay.reports.source import CubeRow, ErrorCell, MetricTotals, Query, ReportSource, SessionStats, ToolCell
 
@@ -323,7 +323,7 @@ def compute_report(
     q, pq = _query(req, period, matchers), _query(req, prev_period, matchers)
     partial = period.end > now
     if partial:  # like for like: the previous period up to the same point ("this week so far" vs last week's)
-        elapsed = max(_ns(now) - period.start_ns, 0)
+        elapsed = max(unix_ns(now) - period.start_ns, 0)
         q = replace(q, end_ns=period.start_ns + elapsed)
         pq = replace(pq, end_ns=min(pq.end_ns, prev_period.start_ns + elapsed))
     cube, tools, sessions = source.usage_cube(q), source.tool_cube(q), source.session_stats(q, req.top_n)
@@ -354,7 +354,7 @@ def compute_report(
     if report.empty:
         report.notes = [f"No Claude Code usage was recorded for {req.tenant} in {period.label}."]
         if budgets is not None:
-            report.budgets = budget_status(source, req.tenant, budgets, min(period.end_ns, _ns(now)), req.scope)
+            report.budgets = budget_status(source, req.tenant, budgets, min(period.end_ns, unix_ns(now)), req.scope)
         if alerts is not None:
             report.alerts = alert_summary(alerts, req.tenant, period.start_ns / 1e9, period.end_ns / 1e9, matchers)
         return report
@@ -384,7 +384,7 @@ def compute_report(
     report.tools = _tools(tools)
     report.series = _series(req, cube, prev_cube)
     if budgets is not None:
-        report.budgets = budget_status(source, req.tenant, budgets, min(period.end_ns, _ns(now)), req.scope)
+        report.budgets = budget_status(source, req.tenant, budgets, min(period.end_ns, unix_ns(now)), req.scope)
     if alerts is not None:
         report.alerts = alert_summary(alerts, req.tenant, period.start_ns / 1e9, period.end_ns / 1e9, matchers)
     report.notes = _notes(req, cur, prev, report.by_group)
@@ -394,7 +394,3 @@ def compute_report(
             conn, req.tenant, period.start_ns, period.end_ns, prev_period.start_ns, matchers, req.top_n, session_url
         )
     return report
-
-
-def _ns(dt: datetime) -> int:
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000

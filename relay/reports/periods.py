@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-__all__ = ["PeriodKind", "Period", "parse_period", "last_complete", "period_containing"]
+__all__ = ["PeriodKind", "Period", "parse_period", "last_complete", "period_containing", "unix_ns"]
 
 PeriodKind = Literal["daily", "weekly", "monthly"]
 
@@ -23,7 +23,7 @@ _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
-def _ns(dt: datetime) -> int:
+def unix_ns(dt: datetime) -> int:
     """Unix nanoseconds of an aware datetime (exact: whole seconds × 10⁹ + microseconds × 10³)."""
     delta = dt - datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
@@ -58,12 +58,12 @@ class Period:
     @property
     def start_ns(self) -> int:
         """``start`` in unix nanoseconds."""
-        return _ns(self.start)
+        return unix_ns(self.start)
 
     @property
     def end_ns(self) -> int:
         """``end`` in unix nanoseconds (exclusive)."""
-        return _ns(self.end)
+        return unix_ns(self.end)
 
     @property
     def label(self) -> str:
@@ -111,14 +111,14 @@ class Period:
             end = self.end.astimezone(ZoneInfo("UTC"))
             while cur < end:
                 nxt = cur + timedelta(hours=1)
-                out.append((cur.astimezone(self.tz).strftime("%H"), _ns(cur), _ns(min(nxt, end))))
+                out.append((cur.astimezone(self.tz).strftime("%H"), unix_ns(cur), unix_ns(min(nxt, end))))
                 cur = nxt
             return out
         d = self.first_day
         stop = self._next_first_day()
         while d < stop:
             label = d.strftime("%a") if self.kind == "weekly" else str(d.day)
-            out.append((label, _ns(_midnight(d, self.tz)), _ns(_midnight(d + timedelta(days=1), self.tz))))
+            out.append((label, unix_ns(_midnight(d, self.tz)), unix_ns(_midnight(d + timedelta(days=1), self.tz))))
             d += timedelta(days=1)
         return out
 

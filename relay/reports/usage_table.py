@@ -29,7 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from relay.matchers import Matcher
-from relay.reports.periods import Period, period_containing
+from relay.reports.fmt import count, usd
+from relay.reports.periods import Period, period_containing, unix_ns
 from relay.reports.sql import METRIC_SOURCE, label_expr, scope_sql
 
 __all__ = [
@@ -135,10 +136,6 @@ def _fill(row: TableRow, vals: Sequence[Any]) -> TableRow:
     return row
 
 
-def _ns(dt: datetime) -> int:
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-
-
 def compute_table(
     conn: sqlite3.Connection,
     view: str,
@@ -168,7 +165,7 @@ def compute_table(
         p: Period | None = period_containing(view, lo, tz)  # type: ignore[arg-type]  # checked just above
         while p is not None and p.start < hi:
             a, b = max(p.start, lo), min(p.end, hi)
-            params = [tenant, _ns(a), _ns(b), *sparams]
+            params = [tenant, unix_ns(a), unix_ns(b), *sparams]
             head = TableRow(p.label, None, a.isoformat(), b.isoformat(), partial=p.end > now)
             _fill(head, conn.execute(f"SELECT {_SUMS} {base}", params).fetchone())
             if head.cost_nanos or head.total_tokens or head.api_calls:
@@ -192,7 +189,7 @@ def compute_table(
             p = p.next()
     else:
         key = "session_id" if view == "session" else "user_id"
-        params = [tenant, _ns(lo), _ns(hi), *sparams]
+        params = [tenant, unix_ns(lo), unix_ns(hi), *sparams]
         order = "SUM(cost_nanos) DESC, k"
         got = conn.execute(
             f"SELECT COALESCE({key}, '(none)') AS k, MIN(time_ns), MAX(time_ns), MIN(user_id), "
@@ -218,7 +215,7 @@ def compute_table(
                 sub.start, sub.end = s, e
                 rows.append(sub)
     totals = TableRow("Total", None, lo.isoformat(), hi.isoformat())
-    _fill(totals, conn.execute(f"SELECT {_SUMS} {base}", [tenant, _ns(lo), _ns(hi), *sparams]).fetchone())
+    _fill(totals, conn.execute(f"SELECT {_SUMS} {base}", [tenant, unix_ns(lo), unix_ns(hi), *sparams]).fetchone())
     return UsageTable(
         view,
         tenant,
@@ -233,14 +230,6 @@ def compute_table(
 
 
 # ------------------------------------------------------------------------------------------------ renderers
-def _usd(nanos: int) -> str:
-    return f"${nanos / 1e9:,.2f}"
-
-
-def _n(v: int) -> str:
-    return f"{v:,}"
-
-
 _KEY_HEAD = {"daily": "Date", "weekly": "Week", "monthly": "Month", "session": "Session", "user": "User"}
 
 
@@ -288,25 +277,25 @@ def render_table_md(t: UsageTable) -> str:
             cells += ["" if r.group else cell(r.user or ""), "" if r.group else r.end[:16].replace("T", " ")]
         cells.append(cell(", ".join(r.models)) if r.group is None or t.breakdown != "model" else "")
         cells += [
-            _n(r.input_tokens),
-            _n(r.output_tokens),
-            _n(r.cache_creation_tokens),
-            _n(r.cache_read_tokens),
-            _n(r.total_tokens),
-            _n(r.api_calls),
-            _usd(r.cost_nanos),
+            count(r.input_tokens),
+            count(r.output_tokens),
+            count(r.cache_creation_tokens),
+            count(r.cache_read_tokens),
+            count(r.total_tokens),
+            count(r.api_calls),
+            usd(r.cost_nanos),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     tot = t.totals
     cells = ["**Total**"] + ([""] * (2 if t.view == "session" else 0)) + [""]
     cells += [
-        _n(tot.input_tokens),
-        _n(tot.output_tokens),
-        _n(tot.cache_creation_tokens),
-        _n(tot.cache_read_tokens),
-        _n(tot.total_tokens),
-        _n(tot.api_calls),
-        f"**{_usd(tot.cost_nanos)}**",
+        count(tot.input_tokens),
+        count(tot.output_tokens),
+        count(tot.cache_creation_tokens),
+        count(tot.cache_read_tokens),
+        count(tot.total_tokens),
+        count(tot.api_calls),
+        f"**{usd(tot.cost_nanos)}**",
     ]
     lines.append("| " + " | ".join(cells) + " |")
     out += lines
