@@ -37,6 +37,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.reports.model import AlertEvent, BudgetSpec
@@ -45,6 +46,7 @@ from relay.reports.periods import Period, PeriodKind
 __all__ = ["add_subparser", "run", "normalize_argv"]
 
 _PERIOD_FLAG = {"weekly": "week", "daily": "day", "monthly": "month"}
+_T = TypeVar("_T")
 _BLOCK_FLAGS = {
     "--active": "active",
     "--recent": "recent",
@@ -297,6 +299,24 @@ def run(
     return 0
 
 
+def _from_ledger(db_path: Path, compute: Callable[[sqlite3.Connection], _T]) -> tuple[_T | None, int]:
+    """``(compute(conn), 0)`` on a query-only connection to the ledger (``relay_re`` registered for regex scopes),
+    or ``(None, exit code)`` after printing why: 2 for a ``ValueError`` (bad arguments), 1 for an unreadable
+    ledger."""
+    from relay.reports.sql import SqliteReportSource, open_readonly
+
+    conn = open_readonly(db_path)
+    try:
+        SqliteReportSource(conn)  # registers relay_re for regex scopes
+        return compute(conn), 0
+    except ValueError as e:
+        return None, _fail(str(e))
+    except sqlite3.Error as e:
+        return None, _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
+    finally:
+        conn.close()
+
+
 def _write(args: argparse.Namespace, out: str) -> None:
     if args.output:
         Path(args.output).write_text(out)
@@ -307,7 +327,6 @@ def _write(args: argparse.Namespace, out: str) -> None:
 def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo, now: datetime, db_path: Path) -> int:
     """A ccusage-like table (``relay.reports.usage_table``) over ``--since``..``--until``."""
     from relay.matchers import parse_matchers
-    from relay.reports.sql import SqliteReportSource, open_readonly
     from relay.reports.usage_table import (
         BREAKDOWN_ALIASES,
         compute_table,
@@ -335,18 +354,14 @@ def _run_table(args: argparse.Namespace, cfg: object, tenant: str, tz: ZoneInfo,
         return _fail(str(e))
     breakdown = BREAKDOWN_ALIASES.get(args.breakdown, args.breakdown) if args.breakdown else None
     session_url = _langfuse_session_url(cfg, tenant) if kind == "session" and args.format != "csv" else None
-    conn = open_readonly(db_path)
-    try:
-        SqliteReportSource(conn)  # registers relay_re for regex scopes
-        t = compute_table(
+    t, failed = _from_ledger(
+        db_path,
+        lambda conn: compute_table(
             conn, kind, tenant, tz, since, until, now, breakdown=breakdown, scope=scope, session_url=session_url
-        )
-    except ValueError as e:
-        return _fail(str(e))
-    except sqlite3.Error as e:
-        return _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
-    finally:
-        conn.close()
+        ),
+    )
+    if t is None:
+        return failed
     _write(args, {"md": render_table_md, "json": render_table_json, "csv": render_table_csv}[args.format](t))
     return 0
 
@@ -364,7 +379,6 @@ def _run_blocks(args: argparse.Namespace, tenant: str, tz: ZoneInfo, now: dateti
         render_blocks_json,
         render_blocks_md,
     )
-    from relay.reports.sql import SqliteReportSource, open_readonly
     from relay.reports.usage_table import parse_day
 
     if args.breakdown not in (None, "user"):
@@ -383,10 +397,9 @@ def _run_blocks(args: argparse.Namespace, tenant: str, tz: ZoneInfo, now: dateti
     except ValueError as e:
         return _fail(str(e))
     hours = DEFAULT_SESSION_HOURS if args.session_length is None else args.session_length
-    conn = open_readonly(db_path)
-    try:
-        SqliteReportSource(conn)  # registers relay_re for regex scopes
-        r = compute_blocks(
+    r, failed = _from_ledger(
+        db_path,
+        lambda conn: compute_blocks(
             conn,
             tenant,
             tz,
@@ -398,12 +411,9 @@ def _run_blocks(args: argparse.Namespace, tenant: str, tz: ZoneInfo, now: dateti
             active_only=args.active,
             recent=args.recent,
             token_limit=limit,
-        )
-    except ValueError as e:
-        return _fail(str(e))
-    except sqlite3.Error as e:
-        return _fail(f"cannot read the ledger at {db_path}: {e} (start relay once to create or upgrade it)", 1)
-    finally:
-        conn.close()
+        ),
+    )
+    if r is None:
+        return failed
     _write(args, {"md": render_blocks_md, "json": render_blocks_json, "csv": render_blocks_csv}[args.format](r))
     return 0
