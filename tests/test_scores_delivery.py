@@ -18,6 +18,17 @@ FAST = {"scores": {"session_idle": "300ms", "check_interval": "50ms"}}
 SCORES = "/api/public/scores"
 
 
+async def _dead_and_queued(relay) -> tuple[list, int]:
+    """The dead-lettered scores ``(tenant, status, reason, body)`` and how many scores relay queued."""
+    dead = await relay.spool.db.run(
+        lambda c: c.execute("SELECT tenant, status, reason, body FROM score_dead_letters").fetchall()
+    )
+    queued = await relay.spool.db.run(
+        lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
+    )
+    return dead, queued
+
+
 async def test_retry_after_is_honoured_then_every_score_is_delivered_once(tmp_path):
     async with FakeLangfuse() as lf:
         fault = lf.fail(503, times=2, path=SCORES, headers={"Retry-After": "1"})
@@ -69,12 +80,7 @@ async def test_a_refused_score_is_dead_lettered_with_its_reason(tmp_path):
             await replay(relay, "protobuf-text")
             await settle(relay)
             await scores_settled(relay)
-            dead = await relay.spool.db.run(
-                lambda c: c.execute("SELECT tenant, status, reason, body FROM score_dead_letters").fetchall()
-            )
-            queued = await relay.spool.db.run(
-                lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
-            )
+            dead, queued = await _dead_and_queued(relay)
         assert len(dead) == 1 and dead[0][1] == 400 and "Invalid request data" in dead[0][2]
         assert len(lf.stored_scores()) == queued - 1
 
@@ -299,15 +305,9 @@ async def test_a_refused_batch_is_sent_again_score_by_score(tmp_path):
             await replay(relay, "protobuf-tools")
             await settle(relay)
             await scores_settled(relay)
-            dead = await relay.spool.db.run(
-                lambda c: c.execute("SELECT status, reason FROM score_dead_letters").fetchall()
-            )
-            queued = await relay.spool.db.run(
-                lambda c: c.execute("SELECT COUNT(*) FROM ledger_scores WHERE source='relay'").fetchone()[0]
-            )
+            dead, queued = await _dead_and_queued(relay)
     assert batch.hits == 1 and single.hits == 1
-    assert len(dead) == 1 and dead[0][0] == 400 and "Invalid request data: value" in dead[0][1]
-
+    assert len(dead) == 1 and dead[0][1] == 400 and "Invalid request data: value" in dead[0][2]
     ids = [s["id"] for s in lf.scores()]
     assert len(ids) == len(set(ids)) == queued - 1
 
