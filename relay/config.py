@@ -13,6 +13,7 @@ Sizes accept integers (bytes) or strings with a unit (``64MiB``, ``1GiB``, ``512
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any, Literal
 
@@ -196,6 +197,15 @@ class LangfuseConfig(_Model):
     def enabled(self) -> bool:
         """True when the endpoint and both keys are configured."""
         return bool(self.base_url and self.public_key and self.secret_key)
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value for Langfuse's public API and OTLP endpoint: HTTP Basic (RFC 7617)
+        with ``public_key:secret_key``, as the Langfuse SDKs send (https://api.reference.langfuse.com,
+        authentication). ``ValueError`` when a key is missing. Never log it."""
+        if self.public_key is None or self.secret_key is None:
+            raise ValueError("Langfuse public_key and secret_key are both needed")
+        raw = f"{self.public_key.get_secret_value()}:{self.secret_key.get_secret_value()}"
+        return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
 
     @field_validator("base_url")
     @classmethod

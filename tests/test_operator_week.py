@@ -195,3 +195,39 @@ async def test_links_settled_waits_for_the_first_project_answer(tmp_path):
         await relay.links.settled()
         assert relay.links.session_url("default", "s1") is None
         assert not relay.links._unsettled  # returned because the first attempt was answered (refused)
+
+
+_LINKS_CHILD = """
+import asyncio, sys
+from relay.config import LangfuseConfig, TenantConfig
+from relay.exporters.langfuse_links import LangfuseLinks
+
+async def main():
+    lf = LangfuseConfig(base_url=sys.argv[1], public_key="pk-lf-test", secret_key="sk-lf-test")
+    links = LangfuseLinks([TenantConfig(name="default", langfuse=lf)])
+    await links.start()
+    await links.settled()
+    print(links.session_url("default", "s1"))
+    print(sorted(m for m in sys.modules if m.split(".")[0] in ("langfuse", "httpx", "numpy")))
+    await links.shutdown(0)
+
+asyncio.run(main())
+"""
+
+
+async def test_project_lookup_asks_langfuse_without_loading_its_sdk(tmp_path):
+    """The links' project lookup is one authenticated GET: relay asks it with aiohttp, so the daemon never loads the
+    Langfuse SDK's REST client (with pydantic models, httpx and numpy: ~18 MiB of RSS and ~0.3 s of CPU). Run in a
+    fresh interpreter, since the test process itself has the SDK loaded."""
+    from tests.fakes.langfuse import FakeLangfuse
+
+    async with FakeLangfuse({"pk-lf-test": ("sk-lf-test", "proj-9")}) as lf:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LINKS_CHILD, lf.base_url, cwd=ROOT, stdout=subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 60)
+        asked = [r for r in lf.requests if r.path == "/api/public/projects"]
+        assert [(r.status, r.project) for r in asked] == [(200, "proj-9")]  # authenticated with the project keys
+    url, loaded = out.decode().splitlines()
+    assert url == f"{lf.base_url}/project/proj-9/sessions/s1"
+    assert loaded == "[]"

@@ -15,7 +15,6 @@ Each function returns ``(ok lines, problem lines)``; nothing is ever written ups
 
 from __future__ import annotations
 
-import base64
 import re
 import ssl
 from typing import Any
@@ -38,10 +37,7 @@ async def probe_langfuse(tenant: Any, tls: TLSClientConfig) -> tuple[list[str], 
     where = f"tenant {tenant.name}: Langfuse"
     health_url = f"{lf.base_url}/api/public/health"
     projects_url = f"{lf.base_url}/api/public/projects"
-    auth = {
-        "Authorization": "Basic "
-        + base64.b64encode(f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()).decode()
-    }
+    auth = {"Authorization": lf.authorization()}
     try:
         http = langfuse_session(tls, _TIMEOUT)
     except (OSError, ssl.SSLError) as e:

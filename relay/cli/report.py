@@ -31,7 +31,6 @@ id). Exit codes as ``relay.cli.main``: 0 success, 1 runtime failure (no ledger),
 from __future__ import annotations
 
 import argparse
-import base64
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -183,12 +182,7 @@ def _langfuse_session_url(cfg: object, tenant: str) -> Callable[[str, str], str 
     lf = t.langfuse
 
     async def ask() -> str | None:
-        auth = {
-            "Authorization": "Basic "
-            + base64.b64encode(
-                f"{lf.public_key.get_secret_value()}:{lf.secret_key.get_secret_value()}".encode()
-            ).decode()
-        }
+        auth = {"Authorization": lf.authorization()}
         async with langfuse_session(cfg.exporters.langfuse.tls, 5.0) as http:  # type: ignore[attr-defined]
             async with http.get(f"{lf.base_url}/api/public/projects", headers=auth) as r:
                 if r.status != 200:

@@ -46,7 +46,6 @@ Secrets (the keys) are only ever placed in the Authorization header, never in lo
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import gzip
 import importlib.metadata
@@ -244,7 +243,7 @@ class _TenantLoop:
         public, secret = lf.public_key.get_secret_value(), lf.secret_key.get_secret_value()
         self._secrets = tuple(s for s in (secret, public) if s)
         self._headers = {
-            "Authorization": "Basic " + base64.b64encode(f"{public}:{secret}".encode()).decode("ascii"),
+            "Authorization": lf.authorization(),
             "Content-Type": "application/x-protobuf",
             "Content-Encoding": "gzip",
             "x-langfuse-ingestion-version": "4",

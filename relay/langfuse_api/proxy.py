@@ -117,10 +117,7 @@ class _Tenant:
         self.pk = langfuse.public_key.get_secret_value().encode() if langfuse.public_key else None
         self.sk = langfuse.secret_key.get_secret_value().encode() if langfuse.secret_key else None
         self.tokens = tokens
-        self.auth = None
-        if langfuse.enabled:
-            raw = f"{langfuse.public_key.get_secret_value()}:{langfuse.secret_key.get_secret_value()}"
-            self.auth = "Basic " + base64.b64encode(raw.encode()).decode()
+        self.auth = langfuse.authorization() if langfuse.enabled else None
 
 
 class LangfuseApiProxy:

@@ -21,7 +21,6 @@ Re-sending a score is harmless: its id is the upsert key.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import json
 import logging
@@ -50,11 +49,6 @@ POSTS_IN_FLIGHT = 4
 #: trying an array again (the server may have been upgraded meanwhile).
 ARRAY_RETRY_INTERVAL = 3600.0
 _CONFIGS = "/api/public/score-configs"
-
-
-def basic_auth(user: str, password: str) -> str:
-    """An ``Authorization: Basic`` header value (RFC 7617) for Langfuse project keys."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _definitions(config: ScoresConfig) -> list[ScoreDef]:
@@ -209,7 +203,7 @@ class ScoreSender:
         lf = self.tenants[tenant]
         assert lf.public_key is not None and lf.secret_key is not None  # export on: both keys set
         base = str(lf.base_url).rstrip("/")
-        auth = {"Authorization": basic_auth(lf.public_key.get_secret_value(), lf.secret_key.get_secret_value())}
+        auth = {"Authorization": lf.authorization()}
         failures = 0
         while not self._stopping:
             try:
