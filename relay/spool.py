@@ -104,7 +104,9 @@ class SpoolFull(Exception):
 
 @dataclass(frozen=True)
 class InboundItem:
-    """An accepted request: ``payload`` is a serialized protobuf ``Export<Signal>ServiceRequest``."""
+    """An accepted request: ``payload`` is a serialized protobuf ``Export<Signal>ServiceRequest``; ``received_ns``
+    is when relay stored it (Unix ns, taken with ``seq`` in the same write: requests appended later have later
+    times, unless the wall clock stepped back; ``relay replay`` keeps a quarantined request's original time)."""
 
     seq: int
     tenant: str
@@ -329,12 +331,12 @@ class Spool:
         problem = self.admission_problem(len(payload), tenant)
         if problem:
             raise SpoolFull(5.0, problem)
-        now = time.time_ns()
         rows: list[OutcomeRow] = [
             (tenant, signal.value, Outcome.INVALID, r, n) for r, n in (invalid or {}).items() if n
         ]
 
         def write(conn: sqlite3.Connection) -> tuple[bool, list[OutcomeRow]]:
+            now = time.time_ns()  # in the writer thread, so ``received_ns`` follows ``seq`` (see InboundItem)
             if dedup_key is not None:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO request_keys(key, created_ns) VALUES (?, ?)", (dedup_key, now)

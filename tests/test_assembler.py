@@ -97,3 +97,20 @@ def test_pop_oldest_bounds_memory_and_keeps_the_record_count():
     assert [g.key for g in oldest] == ["prompt:p0", "prompt:p1"]
     assert a.records == 4
     assert sum(g.size for g in a.pop_due(100)) == 4 and a.records == 0
+
+
+def test_deadline_by_receive_time_passes_once_read_past_it():
+    """A group is also due when its deadline counted from the records' receive time (Unix ns) is at or before what
+    the pipeline has read up to; the clock deadline still applies, and a record without receive time has none."""
+    now = [100.0]
+    a = Assembler(idle_timeout=10, root_grace=2, clock=lambda: now[0])
+    g = a.add("t", "trace:x", span(), received_ns=5_000_000_000)
+    assert g.due_ns == 15_000_000_000 and g.deadline == 110
+    a.add("t", "trace:x", span(name="claude_code.interaction", parent=None), received_ns=6_000_000_000)
+    assert g.due_ns == 8_000_000_000  # root: root_grace from the newest record
+    other = a.add("t", "trace:y", span(), received_ns=None)
+    assert other.due_ns is None
+    assert a.pop_due(101, read_upto_ns=7_999_999_999) == []
+    assert a.pop_due(101, read_upto_ns=8_000_000_000) == [g]
+    assert a.pop_due(101, read_upto_ns=10**20) == []  # no receive time: the clock only
+    assert a.pop_due(110) == [other]

@@ -4,6 +4,7 @@ trace)`` pairs an earlier process decided only for the requests that process lef
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -93,3 +94,46 @@ async def test_a_request_larger_than_a_feed_step_is_fed_whole_while_another_is_a
         assert sorted(s.span_id for s in got) == sorted([sp.span_id.hex() for sp in spans] + small_ids)
         assert not lf.duplicate_span_ids()
         assert _decided(relay) == len(spans) + len(small_ids)
+
+
+def _open_trace() -> tuple[bytes, str, str]:
+    """One request with one span of a trace whose root never comes (it closes at ``idle_timeout``): body, trace
+    id, span id."""
+    req = ExportTraceServiceRequest()
+    trace, span_id, now = os.urandom(16), os.urandom(8), time.time_ns()
+    req.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=trace,
+        span_id=span_id,
+        parent_span_id=os.urandom(8),
+        name="work",
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 1_000,
+    )
+    return req.SerializeToString(), trace.hex(), span_id.hex()
+
+
+async def test_a_backlog_closes_traces_by_when_they_were_received(tmp_path):
+    """Requests left in the inbound spool (here by a relay that stopped) are a backlog: a trace whose idle timeout
+    passed, counted from when relay received it, closes as soon as the pipeline has read a request received after
+    that — not a whole idle timeout after the pipeline read it. Trace 1 was received more than ``idle_timeout``
+    before trace 2: both are read in the first step, trace 1 reaches Langfuse while trace 2 is still open; then
+    trace 2 closes on the clock. Each span once."""
+    (body1, trace1, span1), (body2, trace2, span2) = _open_trace(), _open_trace()
+    hold = {"pipeline": {"idle_timeout": "60s", "root_grace": "60s"}}
+    idle = {"pipeline": {"idle_timeout": "1s", "root_grace": "1s"}}
+    async with FakeLangfuse() as lf:
+        async with running_relay(tmp_path / "data", lf.base_url, hold) as relay:
+            async with aiohttp.ClientSession() as s:
+                url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+                for i, body in enumerate((body1, body2)):
+                    if i:
+                        await asyncio.sleep(1.2)  # trace 2 received more than trace 1's idle timeout later
+                    async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
+                        assert r.status == 200
+        async with running_relay(tmp_path / "data", lf.base_url, idle) as relay:
+            got = await lf.wait_for_spans(1)
+            assert [(sp.trace_id, sp.span_id) for sp in got] == [(trace1, span1)]
+            assert [k for _, k in relay.pipeline.assembler.groups] == ["trace:" + trace2]  # still in its grace
+            await settle(relay)
+            assert _decided(relay) == 2
+    assert sorted((sp.trace_id, sp.span_id) for sp in lf.spans()) == sorted([(trace1, span1), (trace2, span2)])

@@ -9,6 +9,13 @@ is therefore mapped only when it looks complete:
 - **deadline**: ``idle_timeout`` after the last record arrived, shortened to ``root_grace`` once the root span
   arrived (``claude_code.interaction``, or a span without parent for other agents). Late records after a close
   start a new group with the same key; deterministic observation ids keep them in the same Langfuse trace.
+- **by receive time, too**: the same deadline counted from when relay *received* the last record
+  (``InboundItem.received_ns``) passes as soon as the pipeline has read a request received after it — then every
+  request received before it has been read (the inbound spool is read in receive order). This is what closes a
+  trace when the pipeline works through a backlog (after a burst, a restart or an outage): it closes once its
+  grace period is behind it in the backlog, not a full grace period after the pipeline read it, so the records held
+  in memory are those of about one read, not of every read within the grace period. The event-time watermark of
+  stream processors (e.g. Apache Flink's), with the inbound spool's order as the guarantee.
 
 The assembler holds records in memory only. Durability comes from the inbound spool: a request is deleted only
 after every group holding one of its records has been committed (``InboundTracker``), so a crash re-delivers it.
@@ -58,6 +65,9 @@ class Group:
     seqs: set[int] = field(default_factory=set)
     has_root: bool = False
     deadline: float = 0.0
+    #: The deadline by receive time: Unix ns (the last record's ``received_ns`` plus the grace), or None when a
+    #: record came without a receive time.
+    due_ns: int | None = None
 
     @property
     def size(self) -> int:
@@ -66,7 +76,8 @@ class Group:
 
 
 class Assembler:
-    """Open groups keyed by ``(tenant, key)`` with their close deadlines (seconds, monotonic clock)."""
+    """Open groups keyed by ``(tenant, key)`` with their close deadlines: ``deadline`` in seconds on the monotonic
+    ``clock`` from when the record was added, ``due_ns`` in Unix ns from when it was received."""
 
     def __init__(self, idle_timeout: float, root_grace: float, clock=time.monotonic):
         self.idle_timeout = idle_timeout
@@ -75,8 +86,9 @@ class Assembler:
         self.groups: dict[tuple[str, str], Group] = {}
         self.records = 0  # records held in all open groups
 
-    def add(self, tenant: str, key: str, view: LogView | SpanView) -> Group:
-        """Add a record to its group (creating it) and push the group's deadline; returns the group."""
+    def add(self, tenant: str, key: str, view: LogView | SpanView, received_ns: int | None = None) -> Group:
+        """Add a record to its group (creating it) and push the group's deadlines; ``received_ns`` is when relay
+        received the record's request (Unix ns). Returns the group."""
         g = self.groups.get((tenant, key))
         if g is None:
             g = self.groups[(tenant, key)] = Group(tenant, key)
@@ -88,13 +100,23 @@ class Assembler:
             g.logs.append(view)
         g.seqs.add(view.seq)
         self.records += 1
-        g.deadline = self.clock() + (self.root_grace if g.has_root else self.idle_timeout)
+        grace = self.root_grace if g.has_root else self.idle_timeout
+        g.deadline = self.clock() + grace
+        g.due_ns = None if received_ns is None else received_ns + int(grace * 1e9)
         return g
 
-    def pop_due(self, now: float | None = None) -> list[Group]:
-        """Remove and return the groups whose deadline has passed."""
+    def pop_due(self, now: float | None = None, read_upto_ns: int | None = None) -> list[Group]:
+        """Remove and return the groups whose deadline has passed: on the clock (``now``), or by receive time when
+        every request received up to ``read_upto_ns`` (Unix ns) has been read (see the module docstring)."""
         now = self.clock() if now is None else now
-        due = [k for k, g in self.groups.items() if g.deadline <= now]
+        if read_upto_ns is None:
+            due = [k for k, g in self.groups.items() if g.deadline <= now]
+        else:
+            due = [
+                k
+                for k, g in self.groups.items()
+                if g.deadline <= now or (g.due_ns is not None and g.due_ns <= read_upto_ns)
+            ]
         return self._pop(due)
 
     def pop_oldest(self, n: int) -> list[Group]:

@@ -221,6 +221,8 @@ class Pipeline(Component):
         self._drained = False  # the last read returned everything that was in the inbound spool
         self._closed_upto: int | None = None  # Spool.closed_upto() at the first step
         self._read_at = 0.0  # monotonic time of the last read
+        #: Unix ns up to which every received request has been read (``Assembler.pop_due``)
+        self._read_upto_ns = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -354,8 +356,11 @@ class Pipeline(Component):
         if unread and self.assembler.records < self.max_open_records and not (pressure and self.assembler.groups):
             self._read_at = time.monotonic()
             self._drained = False  # until every item read is fed (a failed step reads them again)
-            items = await self.spool.read_inbound(self.cursor, self.read_batch, self.read_bytes)
-            took_all = len(items) < self.read_batch and sum(len(i.payload) for i in items) < self.read_bytes
+            # over the memory limit's soft bound: one request at a time (a full read decodes up to ``read_bytes``
+            # of payload at once, several times that in memory)
+            limit = 1 if pressure else self.read_batch
+            items = await self.spool.read_inbound(self.cursor, limit, self.read_bytes)
+            took_all = len(items) < limit and sum(len(i.payload) for i in items) < self.read_bytes
         else:
             took_all = self._drained
         if self._closed_upto is None:
@@ -384,12 +389,16 @@ class Pipeline(Component):
             self._attempts.pop(("seq", item.seq), None)
             self._fed.append(fed)
             self.cursor = item.seq
+            # everything received before this request has been read (the spool is read in ``seq`` order, and
+            # ``seq`` follows ``received_ns``); capped at the wall clock, so a request stamped in the future by a
+            # clock step cannot close traces early
+            self._read_upto_ns = max(self._read_upto_ns, min(item.received_ns, time.time_ns()))
             await asyncio.sleep(0)  # keep the ack path responsive between large requests
         self._drained = took_all
         await self._flush()
         if self.ledger is not None and self.early.pending:
             await self._early_ledger()
-        due = self.assembler.pop_due()
+        due = self.assembler.pop_due(read_upto_ns=self._read_upto_ns)
         if not due and (self.assembler.records >= self.max_open_records or (pressure and self.assembler.groups)):
             # backpressure: a backlog holds more records than allowed; close the oldest traces early (late records
             # still join them through deterministic ids) rather than growing without bound
@@ -442,7 +451,7 @@ class Pipeline(Component):
                 continue
             if (item.seq, key) in closed:
                 continue  # decided (and counted) before a restart
-            g = self.assembler.add(item.tenant, key, v)
+            g = self.assembler.add(item.tenant, key, v, item.received_ns)
             groups.append(g)
             if self.ledger is not None and isinstance(v, LogView):
                 self.early.mark(g, v)
