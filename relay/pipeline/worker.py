@@ -190,7 +190,7 @@ class Pipeline(Component):
         root_grace: float,
         metrics: PipelineMetrics,
         read_batch: int = 64,
-        read_bytes: int = 4 * 2**20,
+        read_bytes: int = 2**20,
         max_open_records: int = 200_000,
         commit_batch: int = 64,
         ledger: LedgerStore | None = None,
