@@ -105,3 +105,28 @@ async def test_full_collections_run_when_relay_is_idle_or_overdue_not_on_allocat
         gc.unfreeze()
         gc.set_threshold(*saved)
         sys.setswitchinterval(switch)
+
+
+async def test_the_loop_lag_is_sampled_finely_only_while_relay_holds_data():
+    """Idle, the lag watcher wakes every ``LAG_IDLE_INTERVAL`` (an idle daemon is not woken 100 times a second);
+    holding data, every ``LAG_INTERVAL``, so a short pause is measured."""
+    from relay.runtime import LAG_IDLE_INTERVAL, LAG_INTERVAL
+
+    busy = [False]
+    reg = CollectorRegistry()
+    mon = RuntimeMonitor(reg, tune_process=False, busy=lambda: busy[0])
+    await mon.start()
+    try:
+        await asyncio.sleep(4 * LAG_IDLE_INTERVAL + 0.05)
+        idle = reg.get_sample_value("relay_event_loop_lag_seconds_count")
+        assert 3 <= idle <= 5
+        busy[0] = True
+        await asyncio.sleep(LAG_IDLE_INTERVAL)  # the idle wait ends, then fine sampling
+        before = reg.get_sample_value("relay_event_loop_lag_seconds_count")
+        await asyncio.sleep(20 * LAG_INTERVAL)
+        assert reg.get_sample_value("relay_event_loop_lag_seconds_count") - before >= 10
+        time.sleep(0.03)  # a 30 ms pause while busy
+        await asyncio.sleep(2 * LAG_INTERVAL)
+    finally:
+        await mon.shutdown(deadline_in(1))
+    assert mon.lag_max >= 0.02
