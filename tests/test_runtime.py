@@ -58,6 +58,7 @@ def test_memory_limiter_refuses_only_over_the_soft_limit_while_relay_holds_data(
 
 
 def test_span_attributes_are_decoded_lazily_and_once():
+    from google.protobuf.message import Message
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -68,6 +69,9 @@ def test_span_attributes_are_decoded_lazily_and_once():
     )
     (view,) = iter_spans(req)
     assert "attrs" not in view.__dict__  # an open trace holds the protobuf, not a dict
+    # …as the span's own bytes: no reference into the request's message, whose arena holds every span of it
+    assert view.raw == span.SerializeToString()
+    assert not any(isinstance(v, Message) for v in vars(view).values())
     assert view.attrs == attrs_to_dict(span.attributes) == {"a": 1, "b": "x"}
     view.attrs["c"] = 2  # mappers may edit the dict: it is the same one on every read
     assert view.attrs == {"a": 1, "b": "x", "c": 2}
