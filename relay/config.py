@@ -264,7 +264,9 @@ class PipelineConfig(_Model):
 
     #: A Claude Code interaction (or a GenAI trace) is closed and exported after this long without new records.
     idle_timeout: Duration = 10.0
-    #: After the root span of a trace arrived, wait this long for stragglers (late logs, async subagents).
+    #: After the root span of a trace arrived, wait this long for stragglers (late logs, async subagents). Both
+    #: waits count from when relay received the records: in a backlog a trace closes once the pipeline has read
+    #: what arrived up to its deadline (``relay.pipeline.assembler``).
     root_grace: Duration = 2.0
     #: Records held in traces still assembling; beyond it (a backlog) the oldest traces are closed early and
     #: reading pauses, which bounds memory. Late records still join their trace through deterministic ids.
