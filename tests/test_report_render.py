@@ -190,3 +190,32 @@ def test_chart_is_a_png_of_the_expected_size(report):
     assert _png_size(png) == (CHART_WIDTH, CHART_HEIGHT)
     assert _png_size(render_chart(report, 800, 400)) == (800, 400)
     assert _png_size(render_chart(_huge())) == (CHART_WIDTH, CHART_HEIGHT)
+
+
+_APART_CHILD = """
+import asyncio, pickle, sys
+from relay.reports.deliver import render_chart_apart
+
+report = pickle.load(open(sys.argv[1], "rb"))
+png = asyncio.run(render_chart_apart(report))
+sys.stdout.buffer.write(b"%d %d\\n" % (len(png), "matplotlib" in sys.modules))
+"""
+
+
+def test_the_daemon_renders_charts_in_a_child_process(report, tmp_path):
+    """Scheduled reports render their chart in a short-lived child process: the same PNG, and the process that
+    posts it never loads matplotlib (~40 MiB it would keep for good). Run in a fresh interpreter, since this test
+    process has matplotlib loaded."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "report.pickle"
+    path.write_bytes(pickle.dumps(report))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _APART_CHILD, str(path)], cwd=root, capture_output=True, check=True, timeout=120
+    )
+    size, loaded = out.stdout.split()
+    assert int(size) == len(render_chart(report)) and loaded == b"0"

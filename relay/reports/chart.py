@@ -3,7 +3,8 @@ period's cost per day as a line and its total in the legend. A PNG of exactly ``
 
 Rendered with matplotlib's object API on the Agg backend (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``):
 no pyplot global state, so it is safe in a worker thread and never opens a window
-(https://matplotlib.org/stable/gallery/user_interfaces/canvasagg.html).
+(https://matplotlib.org/stable/gallery/user_interfaces/canvasagg.html). The daemon imports this module only in a
+child process (``relay.reports.deliver.render_chart_apart``); ``relay report`` renders in its own process.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Delivery of scheduled reports to a receiver's integrations (``alerting.receivers[]``).
 
 - **Slack** (``slack_configs``): the Block Kit message (``relay.reports.render_slack``) posted with
-  :meth:`SlackNotifier.post_report <relay.notify.slack.notifier.SlackNotifier.post_report>`, and the chart PNG uploaded into
+  :meth:`SlackNotifier.post_report <relay.notify.slack.notifier.SlackNotifier.post_report>`, and the chart PNG
+  (rendered in a child process: :func:`render_chart_apart`) uploaded into
   the same channel with Slack's files upload v2 flow (bot token with ``chat:write`` and ``files:write``). An
   incoming webhook cannot upload files: the message then says the chart was not attached. A schedule's
   ``channel`` replaces the config's channel (bot mode only).
@@ -20,21 +21,40 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import aiohttp
 
 from relay.notify.config import ReceiverConfig, integration_id
 from relay.notify.webhook.notifier import post_signed
-from relay.reports.chart import render_chart
 from relay.reports.config import ScheduleConfig
 from relay.reports.model import Report
 from relay.reports.render_md import render_markdown
 from relay.reports.render_slack import render_slack
 
-__all__ = ["ReceiverDeliverer", "webhook_payload"]
+__all__ = ["ReceiverDeliverer", "webhook_payload", "render_chart_apart"]
+
+
+def _render_png(report: Report) -> bytes | None:
+    from relay.reports.chart import render_chart  # in the child process only
+
+    return render_chart(report)
+
+
+async def render_chart_apart(report: Report) -> bytes | None:
+    """``relay.reports.chart.render_chart(report)`` in a short-lived child process (``spawn``: the daemon has
+    threads). matplotlib and numpy take ~40 MiB of memory and ~1 s of CPU to import, and a module once imported
+    stays: the daemon, which posts a chart a day or a week, should not carry them in between. Raises what the
+    rendering raises (``BrokenProcessPool`` when the child died)."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, _render_png, report)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
 
 
 def webhook_payload(schedule: ScheduleConfig, report: Report) -> dict[str, Any]:
@@ -96,7 +116,7 @@ class ReceiverDeliverer:
             notifier = SlackNotifier(r.name, index, cfg.model_copy(update={"channel": channel}) if channel else cfg)
             self._slack[(f"{r.name}/{index}", channel)] = notifier
         msg = render_slack(report)
-        png = await asyncio.to_thread(render_chart, report)
+        png = await render_chart_apart(report)
         return await notifier.post_report(
             msg["blocks"],
             msg["text"],
