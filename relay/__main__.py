@@ -4,4 +4,5 @@ import sys
 
 from relay.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a multiprocessing child (chart rendering) imports the parent's main module
+    sys.exit(main())
