@@ -41,7 +41,7 @@ from relay.model import UsageRecord
 from relay.otlp.grpc import OtlpGrpcReceiver
 from relay.otlp.http import OtlpHttpReceiver
 from relay.otlp.ingest import IngestRefused, IngestRequest, IngestThrottled
-from relay.otlp.receiver import parse_endpoint
+from relay.otlp.receiver import InFlight, parse_endpoint
 from relay.pipeline.context import MappingContext
 from relay.pipeline.worker import Pipeline, PipelineMetrics, TenantPipelineSettings
 from relay.ratelimit import TenantLimiter
@@ -62,6 +62,9 @@ log = logging.getLogger("relay")
 
 PRUNE_INTERVAL = 3600.0
 RESYNC_INTERVAL = 10.0
+#: Longest wait (s) of one pipeline yield for requests being acknowledged (``InFlight.wait_idle``): acknowledgements
+#: go first, and the pipeline still gets a turn under a constant stream of requests.
+ACK_FIRST_MAX_WAIT = 0.02
 
 
 class Relay:
@@ -162,6 +165,7 @@ class Relay:
             tune_process=self.owns_process,
             busy=lambda: spool.inbound_bytes > 0 or bool(self.pipeline is not None and self.pipeline.assembler.records),
         )
+        self.in_flight = InFlight()
         settings = {t.name: TenantPipelineSettings(self._mapping_context(t), t.langfuse.enabled) for t in self.tenants}
         self.pipeline = Pipeline(
             spool,
@@ -174,6 +178,7 @@ class Relay:
             ledger=self.ledger,
             on_ledger_changes=self._on_ledger_changes,
             on_traces_closed=self.scores.traces_closed,
+            yield_to=lambda: self.in_flight.wait_idle(ACK_FIRST_MAX_WAIT),
         )
         resolver = TenantResolver(cfg)
         self.redactor = build_redactor(cfg, reg)
@@ -181,7 +186,13 @@ class Relay:
         grace = cfg.service.shutdown_timeout
         if proto.http.enabled:
             self.http = OtlpHttpReceiver(
-                proto.http, resolver, self._ingest, self.telemetry, shutdown_timeout=grace, redactor=self.redactor
+                proto.http,
+                resolver,
+                self._ingest,
+                self.telemetry,
+                shutdown_timeout=grace,
+                redactor=self.redactor,
+                in_flight=self.in_flight,
             )
             ClaudeCodeHooks(
                 resolver,
@@ -194,7 +205,9 @@ class Relay:
                 self.langfuse_api = self._langfuse_api(spool, self.scores)
                 self.langfuse_api.install(self.http.app)
         if proto.grpc.enabled:
-            self.grpc = OtlpGrpcReceiver(proto.grpc, resolver, self._ingest, self.telemetry, redactor=self.redactor)
+            self.grpc = OtlpGrpcReceiver(
+                proto.grpc, resolver, self._ingest, self.telemetry, redactor=self.redactor, in_flight=self.in_flight
+            )
         if cfg.service.admin.enabled:
             self.admin = AdminEndpoint(cfg.service.admin, self._admin_routes)
         flow: list[Component | None] = [

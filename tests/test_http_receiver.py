@@ -532,3 +532,37 @@ async def test_truncated_body_is_not_stored(start_http, session):
     await asyncio.sleep(0.05)
     assert srv.sink.calls == 0
     assert (await post(session, srv.url + "/v1/traces", GOOD))[0] == 200 and len(srv.sink.stored) == 1
+
+
+async def test_in_flight_counts_each_request_until_stored_or_failed():
+    """``InFlight`` counts a request from its submission until the sink finished with it — also when its handler
+    was cancelled meanwhile, and when the sink failed — and ``wait_idle`` returns when none is left, or after its
+    timeout."""
+    from relay.otlp.codec import Format, parse_export
+    from relay.otlp.receiver import InFlight, IngestGate
+
+    in_flight = InFlight()
+    await asyncio.wait_for(in_flight.wait_idle(30), 1)  # idle: at once
+    sink = MemorySink()
+    sink.delay = 0.2
+    gate = IngestGate(sink, Telemetry(), "http", in_flight=in_flight)
+    req = parse_export(Signal.TRACES, GOOD, Format.PROTOBUF)
+    handler = asyncio.create_task(gate.submit("default", GOOD, req))
+    await asyncio.sleep(0.02)
+    assert in_flight.count == 1
+    waiting = asyncio.create_task(in_flight.wait_idle(30))
+    handler.cancel()  # the client went away: the request is still being stored
+    await asyncio.sleep(0.05)
+    assert in_flight.count == 1 and not waiting.done()
+    await asyncio.wait_for(waiting, 5)
+    assert in_flight.count == 0 and len(sink.stored) == 1
+
+    async def crash(_req):
+        raise RuntimeError("boom")
+
+    failing = IngestGate(crash, Telemetry(), "http", in_flight=in_flight)
+    assert (await failing.submit("default", GOOD, req)).status == "failed"
+    assert in_flight.count == 0
+    in_flight.enter()  # a request that does not end: the wait is bounded
+    await in_flight.wait_idle(0.05)
+    assert in_flight.count == 1

@@ -137,3 +137,37 @@ async def test_a_backlog_closes_traces_by_when_they_were_received(tmp_path):
             await settle(relay)
             assert _decided(relay) == 2
     assert sorted((sp.trace_id, sp.span_id) for sp in lf.spans()) == sorted([(trace1, span1), (trace2, span2)])
+
+
+async def test_the_pipeline_lets_requests_being_acknowledged_go_first(tmp_path, monkeypatch):
+    """While a request is being stored (its client waits for the acknowledgement), the pipeline's yield points wait
+    for it — at most ``ACK_FIRST_MAX_WAIT``, so a constant stream of requests cannot stop the pipeline. Here the
+    spool's append is held: the request is in flight over HTTP, a pipeline yield waits; once the append completes,
+    the client gets its 200 and the yield returns."""
+    import relay.app
+
+    monkeypatch.setattr(relay.app, "ACK_FIRST_MAX_WAIT", 30.0)  # wait as long as the request is in flight
+    body, _, _ = _open_trace()
+    release = asyncio.Event()
+    async with FakeLangfuse() as lf, running_relay(tmp_path / "data", lf.base_url) as relay:
+        append = relay.spool.append
+
+        async def held_append(*args, **kwargs):
+            await release.wait()
+            return await append(*args, **kwargs)
+
+        monkeypatch.setattr(relay.spool, "append", held_append)
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+            post = asyncio.create_task(s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}))
+            while relay.in_flight.count == 0:
+                await asyncio.sleep(0.01)
+            yielded = asyncio.create_task(relay.pipeline._yield())
+            await asyncio.sleep(0.2)
+            assert not yielded.done() and not post.done()  # the pipeline waits for the acknowledgement
+            release.set()
+            async with await post as r:
+                assert r.status == 200
+            await asyncio.wait_for(yielded, 5)
+            assert relay.in_flight.count == 0
+        await asyncio.wait_for(relay.pipeline._yield(), 1)  # nothing in flight: no wait

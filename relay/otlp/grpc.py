@@ -32,7 +32,7 @@ from relay.config import GrpcReceiverConfig
 from relay.model import Signal
 from relay.otlp.codec import CodecError, Format, export_response, parse_export
 from relay.otlp.ingest import Ingest
-from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
+from relay.otlp.receiver import InFlight, IngestGate, SubmitStatus, parse_endpoint
 from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 from relay.tls import ReloadingServerTLS
@@ -66,10 +66,11 @@ class OtlpGrpcReceiver(Component):
         telemetry: Telemetry,
         *,
         redactor: Redactor | None = None,
+        in_flight: InFlight | None = None,
     ):
         self.config = config
         self._resolver = resolver
-        self._gate = IngestGate(ingest, telemetry, "grpc", redactor)
+        self._gate = IngestGate(ingest, telemetry, "grpc", redactor, in_flight)
         self._server: grpc.aio.Server | None = None
         self.host, self.port = parse_endpoint(config.endpoint)
 

@@ -45,7 +45,7 @@ from relay.otlp.codec import (
     status_message,
 )
 from relay.otlp.ingest import Ingest
-from relay.otlp.receiver import IngestGate, SubmitStatus, parse_endpoint
+from relay.otlp.receiver import InFlight, IngestGate, SubmitStatus, parse_endpoint
 from relay.redaction import Redactor
 from relay.telemetry import Telemetry
 from relay.tls import serve
@@ -169,15 +169,17 @@ def build_http_app(
     ingest: Ingest,
     telemetry: Telemetry,
     redactor: Redactor | None = None,
+    in_flight: InFlight | None = None,
 ) -> web.Application:
     """The aiohttp application serving the OTLP/HTTP routes.
 
     **Run it with ``auto_decompress=False``** (``web.AppRunner(app, auto_decompress=False)``): relay decompresses
     bodies itself, with the size cap; :class:`OtlpHttpReceiver` does this for you. Routes: ``POST /v1/traces``,
     ``/v1/metrics``, ``/v1/logs`` and, when ``config.langfuse_compatible_path``, ``POST
-    /api/public/otel/v1/traces``. ``redactor`` masks secrets before the data is stored.
+    /api/public/otel/v1/traces``. ``redactor`` masks secrets before the data is stored; ``in_flight`` counts the
+    requests being stored (shared with the gRPC receiver; the pipeline lets them through first).
     """
-    gate = IngestGate(ingest, telemetry, "http", redactor)
+    gate = IngestGate(ingest, telemetry, "http", redactor, in_flight)
     handler = _Handler(config, resolver, gate)
     app = web.Application(client_max_size=config.max_request_body_size + 1)
     app[_GATE_KEY] = gate
@@ -207,10 +209,11 @@ class OtlpHttpReceiver(Component):
         access_log: logging.Logger | None = None,
         shutdown_timeout: float = 5.0,
         redactor: Redactor | None = None,
+        in_flight: InFlight | None = None,
     ):
         self.config = config
         self.shutdown_timeout = shutdown_timeout
-        self.app = build_http_app(config, resolver, ingest, telemetry, redactor)
+        self.app = build_http_app(config, resolver, ingest, telemetry, redactor, in_flight)
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
         self.host, self.port = parse_endpoint(config.endpoint)

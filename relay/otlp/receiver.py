@@ -21,7 +21,7 @@ from relay.otlp.ingest import Ingest, IngestRefused, IngestRequest, IngestThrott
 from relay.redaction import Redactor
 from relay.telemetry import RECEIVER, Telemetry
 
-__all__ = ["SubmitStatus", "SubmitResult", "IngestGate", "parse_endpoint"]
+__all__ = ["SubmitStatus", "SubmitResult", "IngestGate", "InFlight", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,58 @@ class SubmitResult:
     reason: str = ""
 
 
+class InFlight:
+    """Requests being redacted and stored, across receivers: what other work on the event loop lets through first.
+
+    A client waits for each of these (its acknowledgement), while the pipeline works from the durable spool and
+    loses nothing by waiting. :meth:`wait_idle` is the pipeline's yield point: it returns when no request is in
+    flight, or after ``timeout`` seconds so the pipeline still progresses under a constant stream of requests."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        """A request's ingest started."""
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """A request's ingest ended (stored, refused or failed)."""
+        self.count -= 1
+        if self.count <= 0:
+            self.count = 0
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until no request is in flight, at most ``timeout`` seconds (returns at once when none is)."""
+        if self.count:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                pass
+
+
 class IngestGate:
     """Calls the :data:`~relay.otlp.ingest.Ingest` sink for one transport (``"http"`` or ``"grpc"``) and keeps
-    the receiver metrics of :class:`~relay.telemetry.Telemetry` up to date."""
+    the receiver metrics of :class:`~relay.telemetry.Telemetry` up to date. ``in_flight`` (shared by the
+    receivers) counts the requests being stored."""
 
-    def __init__(self, ingest: Ingest, telemetry: Telemetry, transport: str, redactor: Redactor | None = None):
+    def __init__(
+        self,
+        ingest: Ingest,
+        telemetry: Telemetry,
+        transport: str,
+        redactor: Redactor | None = None,
+        in_flight: InFlight | None = None,
+    ):
         self._ingest = ingest
         self._redactor = redactor
         self._t = telemetry
         self.transport = transport
         self._tasks: set[asyncio.Task[SubmitResult]] = set()
+        self._in_flight = in_flight
 
     async def submit(self, tenant: str, body: bytes, req: ValidatedRequest) -> SubmitResult:
         """Store ``req`` (whose decompressed wire bytes are ``body``) for ``tenant``; requires ``req.items`` > 0.
@@ -71,6 +113,9 @@ class IngestGate:
         task = asyncio.get_running_loop().create_task(self._run(tenant, body, req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if (in_flight := self._in_flight) is not None:
+            in_flight.enter()
+            task.add_done_callback(lambda _task: in_flight.leave())
         return await asyncio.shield(task)
 
     async def _redacted(self, req: ValidatedRequest) -> bytes:
