@@ -227,6 +227,7 @@ async def test_backpressure_closes_traces_early_without_losing_or_duplicating(tm
     overrides = {"pipeline": {"max_open_records": 3, "idle_timeout": "3s", "root_grace": "3s"}}
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, overrides) as relay:
+            relay.pipeline.read_batch = 1  # one request per step, as when they arrive apart (the replay takes ms)
             t0 = time.monotonic()
             assert set(await replay(relay, "protobuf-tools")) == {200}
             await settle(relay)

@@ -171,3 +171,33 @@ async def test_the_pipeline_lets_requests_being_acknowledged_go_first(tmp_path, 
             await asyncio.wait_for(yielded, 5)
             assert relay.in_flight.count == 0
         await asyncio.wait_for(relay.pipeline._yield(), 1)  # nothing in flight: no wait
+
+
+async def test_requests_arriving_close_together_are_read_together(tmp_path, monkeypatch):
+    """An idle pipeline waits ``READ_LINGER`` after an append before it reads, so requests sent one after another
+    are read in fewer reads than requests (each read, feed and commit has a fixed cost); every span still reaches
+    Langfuse once."""
+    bodies = [_open_trace() for _ in range(6)]
+    async with (
+        FakeLangfuse() as lf,
+        running_relay(tmp_path / "data", lf.base_url, {"pipeline": {"idle_timeout": "200ms"}}) as relay,
+    ):
+        await settle(relay)
+        read, reads = relay.spool.read_inbound, []
+
+        async def counted(*args, **kwargs):
+            items = await read(*args, **kwargs)
+            if items:
+                reads.append(len(items))
+            return items
+
+        monkeypatch.setattr(relay.spool, "read_inbound", counted)
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
+            for body, _, _ in bodies:
+                async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
+                    assert r.status == 200
+        await settle(relay)
+        got = await lf.wait_for_spans(len(bodies))
+    assert sum(reads) == len(bodies) and len(reads) < len(bodies), reads
+    assert sorted(sp.span_id for sp in got) == sorted(span for _, _, span in bodies)

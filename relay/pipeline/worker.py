@@ -66,6 +66,12 @@ FEED_STEP = 128
 #: Seconds after which the worker reads the inbound spool even without a new append (rows moved there by another
 #: process, e.g. ``relay replay --quarantined``).
 REREAD_INTERVAL = 1.0
+#: Seconds the idle worker waits after a new append before it reads, so requests arriving close together are read,
+#: fed and committed together (the Collector's batch processor does the same with its ``timeout``). Each step has a
+#: fixed cost — database round trips to read the requests, delete them and commit their traces — which a request
+#: from a Claude Code session (~4 records) otherwise paid alone: −20 % CPU per record on the Claude Code bench.
+#: Not applied while a backlog is read (the worker does not wait then).
+READ_LINGER = 0.05
 
 
 class PipelineMetrics:
@@ -430,6 +436,8 @@ class Pipeline(Component):
             await asyncio.wait_for(self.spool.inbound_event.wait(), timeout)
         except TimeoutError:
             pass
+        else:
+            await asyncio.sleep(READ_LINGER)  # let close arrivals join this read
 
     async def _feed(self, item: InboundItem, closed: set[tuple[int, str]]) -> _Fed:
         """Decode one request and route its records (all decoding happens before anything is routed, so a
