@@ -77,7 +77,8 @@ class InFlight:
         """Wait until no request is in flight, at most ``timeout`` seconds (returns at once when none is)."""
         if self.count:
             try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for: this runs per trace mapped
+                    await self._idle.wait()
             except TimeoutError:
                 pass
 
