@@ -199,6 +199,7 @@ class Spool:
         outcomes: OutcomeCounts | None = None,
     ):
         self.db = db
+        self._db_dir = os.fspath(db.path.parent)  # statvfs'd on every admission: the str once, not a Path each time
         self.max_size = max_size
         self.min_free_space = min_free_space
         self.dedup_retention = dedup_retention
@@ -252,7 +253,7 @@ class Spool:
 
     def free_space(self) -> int:
         """Bytes available to relay on the file system holding the database (``statvfs``: ``f_bavail × f_frsize``)."""
-        st = os.statvfs(self.db.path.parent)
+        st = os.statvfs(self._db_dir)
         return st.f_bavail * st.f_frsize
 
     def admission_problem(self, size: int = 0, tenant: str | None = None) -> str | None:
