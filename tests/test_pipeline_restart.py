@@ -39,6 +39,19 @@ def _request() -> tuple[bytes, list[str]]:
     return req.SerializeToString(), ids
 
 
+_PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+async def _post(relay, *bodies: bytes, gap: float = 0.0) -> None:
+    """POST each body to relay's ``/v1/traces`` over HTTP, one after another (``gap`` seconds apart); each 200."""
+    async with aiohttp.ClientSession() as s:
+        for i, body in enumerate(bodies):
+            if i and gap:
+                await asyncio.sleep(gap)
+            async with s.post(f"http://127.0.0.1:{relay.http.port}/v1/traces", data=body, headers=_PROTOBUF) as r:
+                assert r.status == 200
+
+
 def _decided(relay) -> float:
     return sum(relay.telemetry.sample("relay_items_total", {"outcome": o, "signal": "traces"}) for o in OUTCOMES)
 
@@ -49,10 +62,7 @@ async def test_a_half_decided_request_is_finished_once_after_a_restart(tmp_path)
     fast = {"pipeline": {"idle_timeout": "200ms", "root_grace": "100ms"}}
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, slow) as relay:
-            async with aiohttp.ClientSession() as s:
-                url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
-                async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
-                    assert r.status == 200
+            await _post(relay, body)
             await lf.wait_for_spans(2)  # trace A went out; B waits for its root
             assert relay.pipeline.assembler.groups  # B is still open: the request stays in the inbound spool
         async with running_relay(tmp_path / "data", lf.base_url, fast) as relay:
@@ -83,12 +93,7 @@ async def test_a_request_larger_than_a_feed_step_is_fed_whole_while_another_is_a
     small, small_ids = _request()
     fast = {"pipeline": {"idle_timeout": "200ms", "root_grace": "100ms"}}
     async with FakeLangfuse() as lf, running_relay(tmp_path / "data", lf.base_url, fast) as relay:
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
-            headers = {"Content-Type": "application/x-protobuf"}
-            for body in (req.SerializeToString(), small):
-                async with s.post(url, data=body, headers=headers) as r:
-                    assert r.status == 200
+        await _post(relay, req.SerializeToString(), small)
         await settle(relay)
         got = await lf.wait_for_spans(len(spans) + len(small_ids))
         assert sorted(s.span_id for s in got) == sorted([sp.span_id.hex() for sp in spans] + small_ids)
@@ -123,13 +128,7 @@ async def test_a_backlog_closes_traces_by_when_they_were_received(tmp_path):
     idle = {"pipeline": {"idle_timeout": "1s", "root_grace": "1s"}}
     async with FakeLangfuse() as lf:
         async with running_relay(tmp_path / "data", lf.base_url, hold) as relay:
-            async with aiohttp.ClientSession() as s:
-                url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
-                for i, body in enumerate((body1, body2)):
-                    if i:
-                        await asyncio.sleep(1.2)  # trace 2 received more than trace 1's idle timeout later
-                    async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
-                        assert r.status == 200
+            await _post(relay, body1, body2, gap=1.2)  # trace 2 received more than trace 1's idle timeout later
         async with running_relay(tmp_path / "data", lf.base_url, idle) as relay:
             got = await lf.wait_for_spans(1)
             assert [(sp.trace_id, sp.span_id) for sp in got] == [(trace1, span1)]
@@ -159,7 +158,7 @@ async def test_the_pipeline_lets_requests_being_acknowledged_go_first(tmp_path, 
         monkeypatch.setattr(relay.spool, "append", held_append)
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
-            post = asyncio.create_task(s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}))
+            post = asyncio.create_task(s.post(url, data=body, headers=_PROTOBUF))
             while relay.in_flight.count == 0:
                 await asyncio.sleep(0.01)
             yielded = asyncio.create_task(relay.pipeline._yield())
@@ -192,11 +191,7 @@ async def test_requests_arriving_close_together_are_read_together(tmp_path, monk
             return items
 
         monkeypatch.setattr(relay.spool, "read_inbound", counted)
-        async with aiohttp.ClientSession() as s:
-            url = f"http://127.0.0.1:{relay.http.port}/v1/traces"
-            for body, _, _ in bodies:
-                async with s.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
-                    assert r.status == 200
+        await _post(relay, *(body for body, _, _ in bodies))
         await settle(relay)
         got = await lf.wait_for_spans(len(bodies))
     assert sum(reads) == len(bodies) and len(reads) < len(bodies), reads

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from relay.matchers import Matcher
-from relay.reports.fmt import count, usd
+from relay.reports.fmt import count, usage_json, usd
 from relay.reports.periods import unix_ns
 from relay.reports.sql import METRIC_SOURCE, scope_sql
 
@@ -500,15 +500,7 @@ def render_blocks_json(r: BlocksReport) -> str:
     if r.active_only and not r.blocks:
         out["message"] = "No active block"
     out |= {
-        "totals": {
-            "inputTokens": tot.input_tokens,
-            "outputTokens": tot.output_tokens,
-            "cacheCreationTokens": tot.cache_creation_tokens,
-            "cacheReadTokens": tot.cache_read_tokens,
-            "totalTokens": tot.total_tokens,
-            "totalCost": round(tot.cost_nanos / 1e9, 9),
-            "apiCalls": tot.api_calls,
-        },
+        "totals": usage_json(tot),
         "tenant": r.tenant,
         "timezone": r.timezone,
         "since": r.since,

@@ -5,9 +5,11 @@ Money arrives in nano-USD (integers) and is shown in USD with two decimals (``$1
 
 from __future__ import annotations
 
+from typing import Any
+
 from relay.reports.model import pct_change
 
-__all__ = ["NA", "usd", "usd_plain", "count", "tokens", "percent", "change", "seconds"]
+__all__ = ["NA", "usd", "usd_plain", "count", "tokens", "percent", "change", "seconds", "usage_json"]
 
 NA = "n/a"
 
@@ -69,3 +71,18 @@ def seconds(s: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m"
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def usage_json(r: Any) -> dict[str, Any]:
+    """The usage figures of a row with token counts, ``cost_nanos`` (nano-USD), ``api_calls`` and ``total_tokens``
+    (a usage-table row, a block) in the camelCase of ccusage's JSON: ``inputTokens``, ``outputTokens``,
+    ``cacheCreationTokens``, ``cacheReadTokens``, ``totalTokens``, ``totalCost`` (USD, 9 decimals), ``apiCalls``."""
+    return {
+        "inputTokens": r.input_tokens,
+        "outputTokens": r.output_tokens,
+        "cacheCreationTokens": r.cache_creation_tokens,
+        "cacheReadTokens": r.cache_read_tokens,
+        "totalTokens": r.total_tokens,
+        "totalCost": round(r.cost_nanos / 1e9, 9),
+        "apiCalls": r.api_calls,
+    }

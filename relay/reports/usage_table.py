@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from relay.matchers import Matcher
-from relay.reports.fmt import count, usd
+from relay.reports.fmt import count, usage_json, usd
 from relay.reports.periods import Period, period_containing, unix_ns
 from relay.reports.sql import METRIC_SOURCE, label_expr, scope_sql
 
@@ -304,18 +304,6 @@ def render_table_md(t: UsageTable) -> str:
     return "\n".join(out) + "\n"
 
 
-def _camel(r: TableRow) -> dict[str, Any]:
-    return {
-        "inputTokens": r.input_tokens,
-        "outputTokens": r.output_tokens,
-        "cacheCreationTokens": r.cache_creation_tokens,
-        "cacheReadTokens": r.cache_read_tokens,
-        "totalTokens": r.total_tokens,
-        "totalCost": round(r.cost_nanos / 1e9, 9),
-        "apiCalls": r.api_calls,
-    }
-
-
 _JSON_KEY = {
     "daily": ("daily", "date"),
     "weekly": ("weekly", "week"),
@@ -336,7 +324,7 @@ def render_table_json(t: UsageTable) -> str:
         if r.group is None:
             e = {
                 key: r.key,
-                **_camel(r),
+                **usage_json(r),
                 "modelsUsed": r.models,
                 "sessions": r.sessions,
                 "partial": r.partial,
@@ -353,7 +341,7 @@ def render_table_json(t: UsageTable) -> str:
                     e["modelBreakdowns"] = []
             entries.append(e)
         else:
-            sub = {"name": r.group, **_camel(r)}
+            sub = {"name": r.group, **usage_json(r)}
             entries[-1]["breakdown"].append(sub)
             if t.breakdown == "model":
                 entries[-1]["modelBreakdowns"].append(
@@ -368,7 +356,7 @@ def render_table_json(t: UsageTable) -> str:
                 )
     out = {
         plural: entries,
-        "totals": _camel(t.totals),
+        "totals": usage_json(t.totals),
         "tenant": t.tenant,
         "timezone": t.timezone,
         "since": t.since,
