@@ -18,6 +18,17 @@ FAST = {"scores": {"session_idle": "300ms", "check_interval": "50ms"}}
 SCORES = "/api/public/scores"
 
 
+def _refuse_scores(lf, times: int) -> None:
+    """The next ``times`` single-score POSTs get Langfuse's 400 for invalid request data (not retryable)."""
+    lf.fail(
+        400,
+        times=times,
+        path=SCORES,
+        shape="object",
+        body={"message": "Invalid request data", "error": "InvalidRequestError"},
+    )
+
+
 async def _dead_and_queued(relay) -> tuple[list, int]:
     """The dead-lettered scores ``(tenant, status, reason, body)`` and how many scores relay queued."""
     dead = await relay.spool.db.run(
@@ -69,13 +80,7 @@ async def test_scores_are_posted_several_at_a_time_but_no_more_than_the_bound(tm
 
 async def test_a_refused_score_is_dead_lettered_with_its_reason(tmp_path):
     async with FakeLangfuse() as lf:
-        lf.fail(
-            400,
-            times=1,
-            path=SCORES,
-            shape="object",
-            body={"message": "Invalid request data", "error": "InvalidRequestError"},
-        )
+        _refuse_scores(lf, times=1)
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             await replay(relay, "protobuf-text")
             await settle(relay)
@@ -250,13 +255,7 @@ async def test_dead_lettered_scores_are_listed_and_replayed_by_the_cli(tmp_path,
 
     config = tmp_path / "config.yaml"
     async with FakeLangfuse() as lf:
-        lf.fail(
-            400,
-            times=2,
-            path=SCORES,
-            shape="object",
-            body={"message": "Invalid request data", "error": "InvalidRequestError"},
-        )
+        _refuse_scores(lf, times=2)
         config.write_text(f"storage:\n  directory: {tmp_path / 'data'}\n")
         async with running_relay(tmp_path / "data", lf.base_url, FAST) as relay:
             await replay(relay, "protobuf-text")
