@@ -109,14 +109,8 @@ class Assembler:
         """Remove and return the groups whose deadline has passed: on the clock (``now``), or by receive time when
         every request received up to ``read_upto_ns`` (Unix ns) has been read (see the module docstring)."""
         now = self.clock() if now is None else now
-        if read_upto_ns is None:
-            due = [k for k, g in self.groups.items() if g.deadline <= now]
-        else:
-            due = [
-                k
-                for k, g in self.groups.items()
-                if g.deadline <= now or (g.due_ns is not None and g.due_ns <= read_upto_ns)
-            ]
+        upto = -1 if read_upto_ns is None else read_upto_ns
+        due = [k for k, g in self.groups.items() if g.deadline <= now or (g.due_ns is not None and g.due_ns <= upto)]
         return self._pop(due)
 
     def pop_oldest(self, n: int) -> list[Group]:
