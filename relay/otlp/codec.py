@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metr
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_svc
 
 from relay.model import Signal
+from relay.otlp import jsontree
 from relay.otlp.compression import CodecError, CorruptBody, TooLarge, UnsupportedEncoding, decompress
 from relay.otlp.jsonids import hex_ids_to_base64
 
@@ -174,44 +175,33 @@ def _parse_json(data: bytes, msg: Message, signal: Signal) -> None:
         raise BadMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(tree, dict):
         raise BadMessage(f"OTLP/JSON {name} must be a JSON object, got {type(tree).__name__}")
-    _check_json_tree(tree)
+    if jsontree.fill(msg, tree, MAX_JSON_DEPTH):
+        return
+    msg.Clear()
+    _parse_json_tree(tree, msg, signal)
+
+
+def _parse_json_tree(tree: dict[str, Any], msg: Message, signal: Signal) -> None:
+    """The reference path of OTLP/JSON: the structural check, hex ids rewritten to base64 (in ``tree``), then the
+    protobuf runtime's ``ParseDict``, for the requests the fast path (``relay.otlp.jsontree.fill``) leaves to it.
+    Raises :class:`BadMessage`."""
+    name = type(msg).__name__
+    try:
+        jsontree.check_tree(tree, MAX_JSON_DEPTH)
+    except jsontree.TreeProblem as e:
+        raise BadMessage(e.message) from None
     try:
         hex_ids_to_base64(signal, tree)
     except CodecError as e:
         raise BadMessage(e.message, e.field) from None
     try:
         json_format.ParseDict(tree, msg, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as e:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError, OverflowError) as e:
+        # OverflowError: an integer too large for a double field (float() of it)
         raise BadMessage(f"invalid OTLP/JSON {name}: {e}") from None
     except SystemError as e:  # upb fails this way on a lone surrogate where a message was expected (a string)
         cause = e.__cause__ or e.__context__ or e
         raise BadMessage(f"invalid OTLP/JSON {name}: {type(cause).__name__}: {cause}") from None
-
-
-def _check_json_tree(tree: Any) -> None:
-    """Raise :class:`BadMessage` when ``tree`` nests deeper than ``MAX_JSON_DEPTH`` or has an object key that is
-    not valid Unicode text (a lone UTF-16 surrogate such as ``"\\ud800"``, which JSON escapes allow but UTF-8
-    cannot encode, RFC 8259 §8.2). Iterative, so hostile nesting never reaches a recursive parser. String
-    *values* with lone surrogates are reported by ``ParseDict`` itself."""
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise BadMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if not k.isascii():
-                    try:
-                        k.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise BadMessage(
-                            f"JSON object key {k.encode('utf-8', 'backslashreplace').decode()[:40]!r} "
-                            "contains a lone UTF-16 surrogate"
-                        ) from None
-                if isinstance(v, (dict, list)):
-                    stack.append((v, depth + 1))
-        else:
-            stack.extend((x, depth + 1) for x in node if isinstance(x, (dict, list)))
 
 
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
