@@ -11,6 +11,7 @@ import asyncio
 import base64
 import gzip
 import json
+import threading
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
@@ -25,13 +26,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from relay.auth import TenantResolver
 from relay.component import deadline_in
 from relay.config import HttpReceiverConfig
 from relay.config_load import RelayConfig
 from relay.model import Signal
-from relay.otlp.http import OtlpHttpReceiver
+from relay.otlp.http import JSON_OFF_LOOP_BYTES, OtlpHttpReceiver
 from relay.otlp.ingest import IngestRefused, dedup_key
 from relay.telemetry import Telemetry
 from tests.support.fixtures import SCENARIOS, CapturedRequest, load_scenario
@@ -280,6 +282,47 @@ async def test_json_variants_over_the_wire(start_http, session):
     assert status == 200 and srv.sink.calls == 2 and len(srv.sink.stored) == 1
 
 
+def _otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """``req`` as OTLP/JSON (hex ids)."""
+    tree = json_format.MessageToDict(req)
+    for span in tree["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId"):
+            span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(tree).encode()
+
+
+def _json_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("relay-otlp-json")]
+
+
+async def test_big_json_requests_are_decoded_off_the_event_loop(start_http, session):
+    """A JSON body over ``JSON_OFF_LOOP_BYTES`` is decoded in the receiver's JSON thread (the event loop keeps
+    answering meanwhile), to the same stored payload as its protobuf twin; a small one stays on the loop; errors
+    come back from the thread as the same 400; the thread ends with the receiver."""
+    srv = await start_http()
+    small = spans_request(b"\1" * 8)
+    assert (await post(session, srv.url + "/v1/traces", _otlp_json(small), "application/json"))[0] == 200
+    assert not _json_threads()
+
+    big = spans_request(*(i.to_bytes(8, "big") for i in range(1, 801)))
+    for span in big.resource_spans[0].scope_spans[0].spans:
+        span.attributes.add(key="gen_ai.prompt", value=AnyValue(string_value="x" * 40))
+    body = _otlp_json(big)
+    assert len(body) > JSON_OFF_LOOP_BYTES
+    status, _, _ = await post(session, srv.url + "/v1/traces", body, "application/json")
+    assert status == 200 and len(_json_threads()) == 1
+    assert srv.sink.stored[-1].payload == big.SerializeToString()
+
+    bad = body.replace(b'"spanId": "00000000000000', b'"spanId": "zz000000000000', 1)
+    status, _, resp = await post(session, srv.url + "/v1/traces", bad, "application/json")
+    assert status == 400 and "spanId" in json.loads(resp)["message"]
+
+    await srv.receiver.shutdown(deadline_in(1.0))
+    for t in _json_threads():
+        t.join(timeout=5)
+    assert not _json_threads()
+
+
 # ------------------------------------------------------------------------------------------ bad requests
 
 
@@ -314,6 +357,17 @@ BAD_REQUESTS = [
         b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
         400,
         "traceId",
+    ),
+    (  # float() of it overflowed inside ParseDict: a 500 before
+        "json-int-too-big-for-double",
+        "POST",
+        "/v1/metrics",
+        {"Content-Type": "application/json"},
+        b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","gauge":{"dataPoints":[{"asDouble":'
+        + b"9" * 400
+        + b"}]}}]}]}]}",
+        400,
+        "too large to convert to float",
     ),
     (
         "bad-gzip",
