@@ -12,6 +12,9 @@ load-test limit, https://opentelemetry.io/docs/collector/benchmarks/ and open-te
   For each: acknowledged spans/s, acknowledgement latency p50/p90/p99/max (ms), HTTP statuses, relay's CPU as %
   of one core and peak/average RSS (MiB) over the load window, and whether relay kept up end to end: spans the
   fake Langfuse had received when the load stopped, the drain time until it had all of them, the backlog left.
+* **genai-json** (``--json-rate`` spans/s, default 2,000, of ``--json-batch``-span requests, default 512): the
+  ``genai`` bodies as OTLP/JSON (``application/json``, as the SDKs' JSON exporters and Claude Code with
+  ``OTEL_EXPORTER_OTLP_PROTOCOL=http/json`` send): the cost of the JSON decoder on the ack path.
 * **max phase** (closed loop): N connections each sending the next 512-span batch as soon as the previous one
   was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path (the durable spool
   decouples acks from the pipeline, so relay's sustainable end-to-end rate is what the fixed-rate phases export
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -77,6 +81,7 @@ from _common import (
     percentile,
     scrape_buckets,
 )
+from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -86,6 +91,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from tests.support.fixtures import load_scenario
 
 PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
 TARGET_RATE = 10_000  # spans/s: the Collector's Trace10kSPS scenario
 BAR_CPU_PCT, BAR_RSS_MIB = 20.0, 100.0  # Collector testbed ceilings for OTLP 10k spans/s (contrib trace_test.go)
 SPANS_PER_TRACE = 8
@@ -341,12 +347,29 @@ class BatchFactory:
 
 @dataclass(frozen=True)
 class OutRequest:
-    """One request to send: OTLP/HTTP ``path``, protobuf ``body``, item counts (spans, and records of any signal)."""
+    """One request to send: OTLP/HTTP ``path``, ``body`` (protobuf unless ``content_type`` says JSON), item counts
+    (spans, and records of any signal)."""
 
     path: str
     body: bytes
     spans: int
     items: int
+    content_type: str = PROTOBUF
+
+
+def otlp_json(body: bytes) -> bytes:
+    """A protobuf ``ExportTraceServiceRequest`` as OTLP/JSON, the way the OpenTelemetry SDKs' JSON exporters write
+    it (proto3 JSON mapping, camelCase keys, int64 as strings, ids as hex: https://opentelemetry.io/docs/specs/otlp/
+    #json-protobuf-encoding)."""
+    tree = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
+    for rs in tree.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                for obj in (span, *span.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in obj:
+                            obj[key] = base64.b64decode(obj[key]).hex()
+    return json.dumps(tree, separators=(",", ":")).encode()
 
 
 class ClaudeCodeFactory:
@@ -446,7 +469,7 @@ class LoadResult:
 async def _post(session: aiohttp.ClientSession, url: str, req: OutRequest, res: LoadResult) -> None:
     t = time.perf_counter()
     try:
-        async with session.post(url + req.path, data=req.body, headers={"Content-Type": PROTOBUF}) as r:
+        async with session.post(url + req.path, data=req.body, headers={"Content-Type": req.content_type}) as r:
             await r.read()
             status = r.status
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -1062,6 +1085,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100.0,
         help="requests/s of the claude-code phase (default 100, the Collector scenario's request rate)",
     )
+    p.add_argument(
+        "--json-rate",
+        type=float,
+        default=2000.0,
+        help="spans/s of the genai-json phase (default 2000: the reference JSON decoder acked about 2,500 at most)",
+    )
+    p.add_argument(
+        "--json-batch", type=int, default=512, help="spans per OTLP/JSON request of the genai-json phase (default 512)"
+    )
     p.add_argument("--cc-duration", type=float, default=6.0, help="seconds of the claude-code phase (default 6)")
     p.add_argument("--max-duration", type=float, default=5.0, help="seconds of the max-throughput phase (default 5)")
     p.add_argument("--max-batch", type=int, default=512, help="spans per request in the max phase (default 512)")
@@ -1081,14 +1113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop (default 1.5)")
     p.add_argument(
         "--phases",
-        default="genai,claude-code,redaction,max",
-        help="comma list of genai (one phase per --batch), claude-code, redaction (catalogue on vs off), "
-        "max (default all)",
+        default="genai,genai-json,claude-code,redaction,max",
+        help="comma list of genai (one phase per --batch), genai-json (OTLP/JSON requests), claude-code, "
+        "redaction (catalogue on vs off), max (default all)",
     )
     p.add_argument(
         "--baseline",
         metavar="REF",
-        help="also run the genai and claude-code phases against relay at "
+        help="also run the genai, genai-json and claude-code phases against relay at "
         "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
         "same run, baseline first; its columns are named <phase>@REF",
     )
@@ -1165,6 +1197,36 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     _progress(results[-1])
                 del reqs
+        if "genai-json" in phases:
+            n = args.json_batch
+            f = factory(n)
+            req_rate = args.json_rate / n
+            count = max(1, round(req_rate * args.duration))
+            reqs = [OutRequest("/v1/traces", otlp_json(f.make()), n, n, JSON) for _ in range(count)]
+            warm = [OutRequest("/v1/traces", otlp_json(f.make()), n, n, JSON) for _ in range(3)]
+            print(
+                f"[genai-json-{n}] {count} OTLP/JSON requests × {n} spans ({len(reqs[0].body):,} bytes each), "
+                f"{args.json_rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s",
+                flush=True,
+            )
+            for suffix, root in variants:
+                results.append(
+                    run_phase(
+                        f"genai-json-{n}{suffix}",
+                        fake,
+                        mode="open",
+                        batch=f"genai-{n}",
+                        reqs=reqs,
+                        req_rate=req_rate,
+                        warmup=warm,
+                        spans_per_unit=1.0,
+                        target_spans=args.json_rate,
+                        drain_timeout=args.drain_timeout,
+                        root=root,
+                    )
+                )
+                _progress(results[-1])
+            del reqs
         if "claude-code" in phases:
             cc = ClaudeCodeFactory()
             per_session = len(cc.requests)
