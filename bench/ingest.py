@@ -14,7 +14,9 @@ load-test limit, https://opentelemetry.io/docs/collector/benchmarks/ and open-te
   fake Langfuse had received when the load stopped, the drain time until it had all of them, the backlog left.
 * **genai-json** (``--json-rate`` spans/s, default 2,000, of ``--json-batch``-span requests, default 512): the
   ``genai`` bodies as OTLP/JSON (``application/json``, as the SDKs' JSON exporters and Claude Code with
-  ``OTEL_EXPORTER_OTLP_PROTOCOL=http/json`` send): the cost of the JSON decoder on the ack path.
+  ``OTEL_EXPORTER_OTLP_PROTOCOL=http/json`` send): the cost of the JSON decoder on the ack path; and
+  ``claude-code-json``, the ``claude-code`` phase with Claude Code's http/json capture ``json-tools`` (12 requests,
+  81 records per session).
 * **max phase** (closed loop): N connections each sending the next 512-span batch as soon as the previous one
   was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path (the durable spool
   decouples acks from the pipeline, so relay's sustainable end-to-end rate is what the fixed-rate phases export
@@ -88,6 +90,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from relay.model import Signal
+from relay.otlp.codec import Format, parse_export
 from tests.support.fixtures import load_scenario
 
 PROTOBUF = "application/x-protobuf"
@@ -383,25 +387,29 @@ class ClaudeCodeFactory:
 
     def __init__(self, scenario: str = "protobuf-tools"):
         self.requests = [r for r in load_scenario(scenario) if r.transport == "http" and not r.content_encoding]
+        #: OTLP/JSON capture (``json-tools``): ids are hex text in the bodies
+        self.json = self.requests[0].content_type.startswith(JSON)
         ids: set[bytes] = set()
         self.items: list[tuple[int, int]] = []
         for r in self.requests:
+            if self.json:  # decoded by relay's own codec, to the protobuf message the traversal below reads
+                m = parse_export(Signal(r.signal), r.body, Format.JSON).message
             if r.signal == "traces":
-                m = ExportTraceServiceRequest.FromString(r.body)
+                m = m if self.json else ExportTraceServiceRequest.FromString(r.body)
                 spans = [s for rs in m.resource_spans for ss in rs.scope_spans for s in ss.spans]
                 for s in spans:
                     ids.update(x for x in (s.trace_id, s.span_id, s.parent_span_id) if x)
                     ids.update(self._strings(s.attributes))
                 self.items.append((len(spans), len(spans)))
             elif r.signal == "logs":
-                m = ExportLogsServiceRequest.FromString(r.body)
+                m = m if self.json else ExportLogsServiceRequest.FromString(r.body)
                 recs = [x for rl in m.resource_logs for sl in rl.scope_logs for x in sl.log_records]
                 for x in recs:
                     ids.update(i for i in (x.trace_id, x.span_id) if i)
                     ids.update(self._strings(x.attributes))
                 self.items.append((0, len(recs)))
             else:
-                m = ExportMetricsServiceRequest.FromString(r.body)
+                m = m if self.json else ExportMetricsServiceRequest.FromString(r.body)
                 n = 0
                 for rm in m.resource_metrics:
                     for sm in rm.scope_metrics:
@@ -421,8 +429,12 @@ class ClaudeCodeFactory:
                 yield kv.value.string_value.encode()
 
     @staticmethod
+    def _binary(old: bytes) -> bool:
+        return len(old) in (8, 16) and not old.isascii()
+
+    @staticmethod
     def _replacement(old: bytes) -> bytes:
-        if len(old) in (8, 16) and not old.isascii():
+        if ClaudeCodeFactory._binary(old):
             return os.urandom(len(old))
         text = old.decode()
         if len(text) == 36 and text.count("-") == 4:
@@ -434,13 +446,15 @@ class ClaudeCodeFactory:
     def make(self) -> list[OutRequest]:
         """One new session: its 22 requests in capture order."""
         mapping = [(old, self._replacement(old)) for old in self._ids]
+        if self.json:  # binary ids are hex text in OTLP/JSON
+            mapping = [(o.hex().encode(), n.hex().encode()) if self._binary(o) else (o, n) for o, n in mapping]
         out = []
         for r, (spans, items) in zip(self.requests, self.items, strict=True):
             body = r.body
             for old, new in mapping:
                 body = body.replace(old, new)
             assert len(body) == len(r.body)
-            out.append(OutRequest(r.path, body, spans, items))
+            out.append(OutRequest(r.path, body, spans, items, r.content_type))
         return out
 
 
@@ -1113,14 +1127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop (default 1.5)")
     p.add_argument(
         "--phases",
-        default="genai,genai-json,claude-code,redaction,max",
+        default="genai,genai-json,claude-code,claude-code-json,redaction,max",
         help="comma list of genai (one phase per --batch), genai-json (OTLP/JSON requests), claude-code, "
-        "redaction (catalogue on vs off), max (default all)",
+        "claude-code-json (the http/json capture), redaction (catalogue on vs off), max (default all)",
     )
     p.add_argument(
         "--baseline",
         metavar="REF",
-        help="also run the genai, genai-json and claude-code phases against relay at "
+        help="also run the genai, genai-json, claude-code and claude-code-json phases against relay at "
         "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
         "same run, baseline first; its columns are named <phase>@REF",
     )
@@ -1227,12 +1241,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 _progress(results[-1])
             del reqs
-        if "claude-code" in phases:
-            cc = ClaudeCodeFactory()
+        for cc_phase, scenario in (("claude-code", "protobuf-tools"), ("claude-code-json", "json-tools")):
+            if cc_phase not in phases:
+                continue
+            cc = ClaudeCodeFactory(scenario)
             per_session = len(cc.requests)
             sessions = max(1, math.ceil(args.cc_rate * args.cc_duration / per_session))
             print(
-                f"[claude-code] generating {sessions} session copies × {per_session} requests "
+                f"[{cc_phase}] generating {sessions} session copies × {per_session} requests "
                 f"({cc.spans} spans, {cc.records} records each) …",
                 flush=True,
             )
@@ -1240,14 +1256,14 @@ def main(argv: list[str] | None = None) -> int:
             warm = cc.make()
             span_rate = args.cc_rate * cc.spans / per_session
             print(
-                f"[claude-code] {args.cc_rate:.0f} req/s (≈ {span_rate:,.0f} spans/s, "
+                f"[{cc_phase}] {args.cc_rate:.0f} req/s (≈ {span_rate:,.0f} spans/s, "
                 f"{args.cc_rate * cc.records / per_session:,.0f} records/s) for ~{args.cc_duration:.0f} s",
                 flush=True,
             )
             for suffix, root in variants:
                 results.append(
                     run_phase(
-                        f"claude-code{suffix}",
+                        f"{cc_phase}{suffix}",
                         fake,
                         mode="open",
                         batch="claude-code",
