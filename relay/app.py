@@ -511,10 +511,11 @@ class Relay:
         if self.admin:
             parts.append(f"admin {self.admin.host}:{self.admin.port}")
         log.info(
-            "relay %s started: %s; data in %s",
+            "relay %s started: %s; data in %s; event loop %s",
             __version__,
             ", ".join(parts),
             Path(self.config.storage.directory).resolve(),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         if self._unauthenticated_open():
             log.warning(

@@ -344,6 +344,9 @@ class ServiceConfig(_Model):
     log: LogConfig = LogConfig()
     #: Seconds SIGTERM waits for in-flight work (pipeline, exports) before exiting.
     shutdown_timeout: Duration = 10.0
+    #: The asyncio event loop, like uvicorn's ``--loop``: ``auto`` is uvloop (libuv, https://github.com/MagicStack/
+    #: uvloop) where it is installed (a dependency except on Windows), else asyncio's own; ``uvloop`` requires it.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class TenantConfig(_Model):

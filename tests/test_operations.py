@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import aiohttp
+import pytest
 
 from tests.fakes.langfuse import FakeLangfuse
 from tests.support.inproc import replay, running_relay, settle
@@ -88,3 +89,19 @@ async def test_a_mapping_bug_quarantines_the_requests_and_replay_recovers_them(t
             assert await relay.spool.requeue_quarantined() >= 1
             await settle(relay)
         assert len(lf.spans()) == expected_observations("protobuf-text") and lf.duplicate_span_ids() == {}
+
+
+@pytest.mark.parametrize("choice,loop", [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_daemon_runs_on_the_configured_event_loop(tmp_path, choice, loop):
+    """``service.event_loop``: ``auto`` is uvloop (a dependency), ``asyncio`` asyncio's own loop; either way a
+    Claude Code capture is accepted and reaches Langfuse."""
+    with FakeLangfuse.run_in_thread() as lf:
+        env = {"LANGFUSE_BASE_URL": lf.base_url, "LANGFUSE_PUBLIC_KEY": "pk-lf-t", "LANGFUSE_SECRET_KEY": "sk-lf-t"}
+        relay = RelayProcess(tmp_path / "data", env=env, overrides={"service": {"event_loop": choice}}).start()
+        try:
+            assert set(replay_sync(relay.http_url, "protobuf-tools")) == {200}
+            wait_spans(lf, 1, timeout=10)
+        finally:
+            assert relay.terminate() == 0
+        started = [json.loads(x)["msg"] for x in relay.logs().splitlines() if '"relay 0.' in x and "started" in x]
+        assert len(started) == 1 and started[0].endswith(f"event loop {loop}"), started

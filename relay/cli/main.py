@@ -26,9 +26,16 @@ __all__ = ["main"]
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the daemon; returns when SIGTERM/SIGINT has drained it."""
     from relay.app import run
+    from relay.runtime import loop_factory
 
     cfg = load_or_exit(args.config)
-    return asyncio.run(run(cfg))
+    try:
+        factory = loop_factory(cfg.service.event_loop)
+    except ImportError:
+        print("relay: service.event_loop is uvloop, but uvloop is not installed (pip install uvloop)", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run(cfg))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
