@@ -94,3 +94,29 @@ def test_each_firing_posts_the_last_complete_period(period, cron, now, fire, lab
     got_fire, got_period = ReportScheduler.due(s, now.replace(tzinfo=BERLIN).timestamp())
     assert got_fire == fire.replace(tzinfo=BERLIN).timestamp()
     assert got_period.label == label
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from relay.config_load import load_config
+load_config(Path(sys.argv[1]))
+print("croniter" in sys.modules)
+from relay.reports.config import ScheduleConfig
+ScheduleConfig(name="s", period="weekly", cron="0 9 * * 1", receiver="r")
+print("croniter" in sys.modules)
+"""
+
+
+def test_croniter_is_loaded_only_for_report_schedules():
+    """A relay without report schedules (the bundled config) never imports croniter (~1.2 MiB of RSS); validating
+    a schedule's cron does. A fresh interpreter: the test process has it loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root / "config.yaml")], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
