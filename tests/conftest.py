@@ -14,3 +14,19 @@ def db(tmp_path):
     d.open()
     yield d
     d.close()
+
+
+#: Test modules whose async tests run on both event loops relay can run on (``service.event_loop``): asyncio's own
+#: and uvloop, the daemon's default — the receivers' sockets, TLS and thread hand-offs are where loops differ.
+_BOTH_LOOPS = frozenset({"tests.test_tls", "tests.test_http_receiver", "tests.test_grpc_receiver"})
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """pytest-asyncio's hook: the loops an async test runs on (one test per loop)."""
+    if item.module is None or item.module.__name__ not in _BOTH_LOOPS:
+        return None
+    import asyncio
+
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
