@@ -45,7 +45,7 @@ figures vary by ±30 % from run to run; compare runs on the same machine.
 
 Run from the repository root::
 
-    python bench/ingest.py                       # defaults: ~3 min
+    python bench/ingest.py                       # defaults: ~4 min
     python bench/ingest.py --phases redaction --duration 8   # catalogue on vs off only, ~90 s
     python bench/ingest.py --duration 5 --json out.json
     python bench/ingest.py --phases genai --batch 100 --rate 10000
