@@ -22,11 +22,11 @@ _BOTH_LOOPS = frozenset({"tests.test_tls", "tests.test_http_receiver", "tests.te
 
 
 def pytest_asyncio_loop_factories(config, item):
-    """pytest-asyncio's hook: the loops an async test runs on (one test per loop)."""
-    if item.module is None or item.module.__name__ not in _BOTH_LOOPS:
-        return None
+    """pytest-asyncio's hook: the loops an async test runs on (one test per loop; one loop keeps the test's name)."""
     import asyncio
 
+    if item.module is None or item.module.__name__ not in _BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
