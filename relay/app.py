@@ -102,6 +102,7 @@ class Relay:
         self.limiter: TenantLimiter | None = None
         self.runtime: RuntimeMonitor | None = None
         self._stopping = False
+        self._started = False  # every component started (the admin endpoint starts before the receivers)
 
     @property
     def admin_port(self) -> int | None:
@@ -134,6 +135,7 @@ class Relay:
         self._spool_metrics(self.spool)
         self.components = self._build(self.spool)
         await start_all(self.components, cfg.service.shutdown_timeout)
+        self._started = True
         self._precreate_series()
         self._log_startup()
 
@@ -372,8 +374,8 @@ class Relay:
         return web.json_response({"status": "ok", "version": __version__})
 
     async def _readyz(self, req: web.Request) -> web.Response:
-        """Ready (200) when relay can accept and spool data: not shutting down, the spool takes a write and is not
-        full; 503 with the reason otherwise. An upstream that fails (Langfuse keys or URL, see ``exporters``) does
+        """Ready (200) when relay can accept and spool data: started (the admin endpoint answers before the receivers
+        are bound), not shutting down, the spool takes a write and is not full; 503 with the reason otherwise. An upstream that fails (Langfuse keys or URL, see ``exporters``) does
         not make relay unready — data is still spooled, and taking the only replica out of a Service would lose
         it — so it is reported in the body (``upstreams_failing``) and in the logs and metrics.
 
@@ -381,6 +383,9 @@ class Relay:
         ready; ``degraded``: ``exporter``), never tenant names or upstream error texts."""
         problems: list[str] = []
         components: set[str] = set()
+        if not self._started:
+            problems.append("starting")
+            components.add("startup")
         if self._stopping:
             problems.append("shutting down")
             components.add("shutdown")

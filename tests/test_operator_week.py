@@ -231,3 +231,40 @@ async def test_project_lookup_asks_langfuse_without_loading_its_sdk(tmp_path):
     url, loaded = out.decode().splitlines()
     assert url == f"{lf.base_url}/project/proj-9/sessions/s1"
     assert loaded == "[]"
+
+
+async def test_readyz_says_starting_until_the_receivers_listen(tmp_path, monkeypatch):
+    """The admin endpoint starts before the receivers (components start downstream first): until every component
+    has started, ``/readyz`` is 503 "starting" — a Kubernetes readiness probe must not send traffic to receivers that
+    are not bound yet — while ``/healthz`` (liveness) already answers."""
+    from relay.app import Relay
+    from relay.otlp.http import OtlpHttpReceiver
+    from tests.support.inproc import relay_config
+
+    release = asyncio.Event()
+    bind = OtlpHttpReceiver.start
+
+    async def held_start(self):
+        await release.wait()
+        await bind(self)
+
+    monkeypatch.setattr(OtlpHttpReceiver, "start", held_start)
+    relay = Relay(relay_config(tmp_path / "data"))
+    starting = asyncio.create_task(relay.start())
+    try:
+        while relay.admin is None or not relay.admin_port:
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{relay.admin_port}"
+            async with http.get(url + "/readyz") as r:
+                assert r.status == 503 and (await r.json())["components"] == ["startup"]
+            async with http.get(url + "/healthz") as r:
+                assert r.status == 200
+            release.set()
+            await starting
+            async with http.get(url + "/readyz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ready"
+    finally:
+        release.set()
+        await starting
+        await relay.stop()

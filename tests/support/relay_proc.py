@@ -99,7 +99,8 @@ class RelayProcess:
         return [sys.executable, "-m", "relay", "run", "--config", str(self.config_path)]
 
     def start(self, timeout: float = 20.0) -> RelayProcess:
-        """Write the config, start :meth:`command` and wait until ``/healthz`` answers."""
+        """Write the config, start :meth:`command` and wait until ``/healthz`` answers and the OTLP receivers accept
+        connections (the admin endpoint starts first; ``/readyz`` may be 503 for reasons a test sets up)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config()))
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")}
@@ -114,11 +115,23 @@ class RelayProcess:
                 raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 with urllib.request.urlopen(self.admin_url + "/healthz", timeout=0.5) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self._receivers_listen():
                         return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise TimeoutError(f"relay did not become healthy:\n{self.logs()}")
+
+    def _receivers_listen(self) -> bool:
+        protocols = self.config()["receivers"]["otlp"]["protocols"]
+        for name, port in (("http", self.http_port), ("grpc", self.grpc_port)):
+            if protocols.get(name, {}).get("enabled", True) is False or protocols.get(name) is None:
+                continue
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                return False
+        return True
 
     def logs(self) -> str:
         """The subprocess's combined output so far."""
