@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event-loop factory for ``asyncio.Runner`` per ``service.event_loop``: uvloop's for ``auto`` (when it is
     installed) and ``uvloop``, None (asyncio's default loop) for ``asyncio`` or when ``auto`` finds no uvloop.
-    uvloop runs the loop's own work — socket reads and writes, callbacks, timers, thread wake-ups — in C: ~10 % less
-    CPU per Claude Code record (``bench/ingest.py``). Raises ``ImportError`` for ``uvloop`` when it is missing."""
+    uvloop runs the loop's own work — socket reads and writes, callbacks, timers, thread wake-ups — in C: 10–20 %
+    less CPU per record (``bench/ingest.py``, Claude Code and GenAI phases) for 2–3 MiB more RSS. Raises
+    ``ImportError`` for ``uvloop`` when it is missing."""
     if choice == "asyncio":
         return None
     try:
