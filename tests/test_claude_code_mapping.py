@@ -405,6 +405,26 @@ def test_input_order_does_not_matter(scenario):
     assert _dump(map_all(nobeta[::-1], [])) == _dump(map_all(nobeta, []))
 
 
+def test_log_order_is_the_whole_key_order_with_attribute_json_only_for_ties():
+    """``collect``'s log order: by (time, event.sequence, event name, the attributes' sorted JSON), the JSON made only
+    for records that tie on the rest. Same-time records with different attributes and exact duplicates, in any
+    input order, come out exactly as a sort by the whole key puts them."""
+    from relay.pipeline.claude_code_events import _in_log_order, _log_order
+
+    logs, _ = scenario_records("protobuf-receiver-503")  # each batch twice: exact duplicates
+    twins = []
+    for v in logs[:6]:
+        t = copy.deepcopy(v)
+        t.attrs = {**t.attrs, "zz.extra": "x"}  # ties on time, sequence and name; differs in its attributes
+        twins.append(t)
+    records = logs + twins
+    rng = random.Random(12)
+    for _ in range(5):
+        rng.shuffle(records)
+        whole = sorted(records, key=lambda v: (*_log_order(v), json.dumps(v.attrs, sort_keys=True, default=str)))
+        assert [id(v) for v in _in_log_order(records)] == [id(v) for v in whole]
+
+
 @pytest.mark.parametrize("scenario", ["protobuf-tools", "protobuf-receiver-503", "protobuf-subagent"])
 def test_duplicates_do_not_double_anything(scenario):
     logs, spans = scenario_records(scenario)

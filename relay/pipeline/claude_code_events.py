@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from relay.model import usd_to_nanos
@@ -379,7 +381,23 @@ def _log_key(v: LogView) -> tuple:
 
 def _log_order(v: LogView) -> tuple:
     seq = as_int(v.attrs.get("event.sequence"))
-    return (v.time_ns, -1 if seq is None else seq, v.event_name or "", json.dumps(v.attrs, sort_keys=True, default=str))
+    return (v.time_ns, -1 if seq is None else seq, v.event_name or "")
+
+
+def _attrs_json(v: LogView) -> str:
+    return json.dumps(v.attrs, sort_keys=True, default=str)
+
+
+def _in_log_order(logs: list[LogView]) -> list[LogView]:
+    """``logs`` by (time, event.sequence, event name), ties by their attributes' sorted JSON: the order a sort by the
+    whole 4-tuple gives, with the JSON (all of a record's attributes, prompts and tool inputs included) made only
+    for the records that tie on the rest — in practice, duplicates."""
+    keyed = sorted(((_log_order(v), v) for v in logs), key=itemgetter(0))
+    out: list[LogView] = []
+    for _, group in groupby(keyed, key=itemgetter(0)):
+        tied = [v for _, v in group]
+        out.extend(sorted(tied, key=_attrs_json) if len(tied) > 1 else tied)
+    return out
 
 
 @dataclass
@@ -445,7 +463,7 @@ def collect(logs: list[LogView], spans: list[SpanView]) -> Collected:
     """
     c = Collected()
     seen: set[tuple] = set()
-    for v in sorted(logs, key=_log_order):
+    for v in _in_log_order(logs):
         key = _log_key(v)
         if key in seen or v.event_name not in MAPPED_EVENTS:
             continue
