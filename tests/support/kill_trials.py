@@ -105,16 +105,18 @@ def run_kill_trials(
     for _ in range(trials):
         relay = RelayProcess(data, env=env, overrides=overrides or {}, **ports).start()
         ports = {"http_port": relay.http_port, "grpc_port": relay.grpc_port, "admin_port": relay.admin_port}
-        before = len(lf.accepted_requests())
-        for _ in range(requests):
-            body, ids = trace_request(spans)
-            if post(relay.http_url, body) == 200:
-                res.acked += ids
-        deadline = time.monotonic() + 5
-        while len(lf.accepted_requests()) <= before and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, max_pause))
-        relay.kill9()
+        try:
+            before = len(lf.accepted_requests())
+            for _ in range(requests):
+                body, ids = trace_request(spans)
+                if post(relay.http_url, body) == 200:
+                    res.acked += ids
+            deadline = time.monotonic() + 5
+            while len(lf.accepted_requests()) <= before and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, max_pause))
+        finally:  # also when the trial fails: no daemon outlives the test
+            relay.kill9()
         res.kills += 1
     relay = RelayProcess(data, env=env, overrides=overrides or {}, **ports).start()
     try:
