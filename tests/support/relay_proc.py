@@ -120,6 +120,8 @@ class RelayProcess:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()  # no daemon outlives a failed start
+        self.proc.wait(10)
         raise TimeoutError(f"relay did not become healthy:\n{self.logs()}")
 
     def _receivers_listen(self) -> bool:
