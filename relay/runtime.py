@@ -1,5 +1,8 @@
-"""The process's own health under load: garbage-collector tuning, event-loop lag, GC pauses and the memory limiter.
+"""The process's own health under load: the event loop, garbage-collector tuning, event-loop lag, GC pauses and the
+memory limiter.
 
+- **Event loop** (``service.event_loop``, ``loop_factory``): uvloop (https://github.com/MagicStack/uvloop) where it is
+  installed, asyncio's own loop otherwise or when configured.
 - **GC**: after start-up every object alive (modules, config, compiled rules…) is moved to the permanent generation
   (``gc.freeze()``, https://docs.python.org/3/library/gc.html#gc.freeze) so full collections never walk it again,
   and the young generations are sized for short pauses (``GEN0_THRESHOLD``, ``GEN1_THRESHOLD``): the hot path
