@@ -16,7 +16,8 @@ load-test limit, https://opentelemetry.io/docs/collector/benchmarks/ and open-te
   ``genai`` bodies as OTLP/JSON (``application/json``, as the SDKs' JSON exporters and Claude Code with
   ``OTEL_EXPORTER_OTLP_PROTOCOL=http/json`` send): the cost of the JSON decoder on the ack path; and
   ``claude-code-json``, the ``claude-code`` phase with Claude Code's http/json capture ``json-tools`` (12 requests,
-  81 records per session).
+  81 records per session); ``claude-code-grpc``, the ``claude-code`` session over OTLP/gRPC (one HTTP/2 channel,
+  as Claude Code's ``grpc`` exporter uses).
 * **max phase** (closed loop): N connections each sending the next 512-span batch as soon as the previous one
   was acknowledged, for a few seconds: the acknowledgement ceiling of relay's ack path (the durable spool
   decouples acks from the pipeline, so relay's sustainable end-to-end rate is what the fixed-rate phases export
@@ -58,6 +59,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import functools
 import json
 import math
 import os
@@ -73,6 +76,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp
+import grpc
 from _common import (
     FakeLangfuseProcess,
     RelayUnderTest,
@@ -503,14 +507,50 @@ def _session(connections: int, timeout: float) -> aiohttp.ClientSession:
     )
 
 
+#: OTLP/gRPC method per OTLP/HTTP path (the requests' bodies are the same ``Export*ServiceRequest`` bytes).
+_GRPC_METHODS = {
+    "/v1/traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "/v1/logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "/v1/metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+}
+
+
+async def _grpc_post(channel: grpc.aio.Channel, req: OutRequest, res: LoadResult) -> None:
+    """``req`` as an OTLP/gRPC ``Export`` call (raw bytes both ways); OK counts as 200, other codes by name."""
+    t = time.perf_counter()
+    call = channel.unary_unary(_GRPC_METHODS[req.path], request_serializer=None, response_deserializer=None)
+    try:
+        await call(req.body, timeout=30.0)
+    except grpc.aio.AioRpcError as e:
+        res.errors.append(f"grpc:{e.code().name}")
+        return
+    res.statuses.append(200)
+    res.latencies_ms.append((time.perf_counter() - t) * 1000.0)
+    res.spans_acked += req.spans
+    res.items_acked += req.items
+
+
+@contextlib.asynccontextmanager
+async def _sender(url: str, connections: int, timeout: float):
+    """``send(req, res)`` over HTTP (``url`` is relay's OTLP/HTTP base URL) or, for ``grpc://host:port``, over one
+    OTLP/gRPC channel (HTTP/2 multiplexes the concurrent calls)."""
+    if url.startswith("grpc://"):
+        async with grpc.aio.insecure_channel(url.removeprefix("grpc://")) as channel:
+            yield functools.partial(_grpc_post, channel)
+    else:
+        async with _session(connections, timeout) as s:
+            yield lambda req, res: _post(s, url, req, res)
+
+
 async def open_loop(
     url: str, reqs: list[OutRequest], req_rate: float, connections: int = 64, timeout: float = 30.0, tail: float = 30.0
 ) -> LoadResult:
     """Send ``reqs`` at ``req_rate`` requests/s regardless of answers (open loop), over up to ``connections``
-    keep-alive connections; then wait up to ``tail`` s for the outstanding answers."""
+    keep-alive connections (one HTTP/2 channel for ``grpc://`` URLs); then wait up to ``tail`` s for the outstanding
+    answers."""
     res = LoadResult()
     loop = asyncio.get_running_loop()
-    async with _session(connections, timeout) as s:
+    async with _sender(url, connections, timeout) as send:
         tasks: list[asyncio.Task[None]] = []
         t0 = loop.time() + 0.02
         start = time.perf_counter()
@@ -519,7 +559,7 @@ async def open_loop(
             if (delay := target - loop.time()) > 0:
                 await asyncio.sleep(delay)
             res.lag_ms.append(max(0.0, loop.time() - target) * 1000.0)
-            tasks.append(loop.create_task(_post(s, url, r, res)))
+            tasks.append(loop.create_task(send(r, res)))
             res.sent += 1
         _done, pending = await asyncio.wait(tasks, timeout=tail)
         for t in pending:
@@ -684,6 +724,7 @@ def run_phase(
     connections: int = 64,
     pipeline: dict | None = None,
     root: Path | None = None,
+    transport: str = "http",
 ) -> PhaseResult:
     """One phase against a fresh relay.
 
@@ -708,7 +749,8 @@ def run_phase(
     notes: list[str] = []
     try:
         fake.reset()
-        warm = asyncio.run(open_loop(relay.http_url, warmup, req_rate=max(50.0, len(warmup) * 4.0)))
+        url = relay.http_url if transport == "http" else f"grpc://{relay.proc.grpc_target}"
+        warm = asyncio.run(open_loop(url, warmup, req_rate=max(50.0, len(warmup) * 4.0)))
         if warm.statuses.count(200) != len(warmup):
             raise RuntimeError(f"warm-up failed: {counts(warm.statuses)} {counts(warm.errors)}\n{relay.logs_tail()}")
         if not _wait_settled(relay, fake, 20.0):
@@ -726,7 +768,7 @@ def run_phase(
         t0, c0, w0 = time.monotonic(), relay.cpu_s(), time.time()
         if mode == "open":
             assert reqs is not None
-            load = asyncio.run(open_loop(relay.http_url, reqs, req_rate, connections=connections))
+            load = asyncio.run(open_loop(url, reqs, req_rate, connections=connections))
         else:
             assert pool is not None
             load = asyncio.run(closed_loop(relay.http_url, pool.make, concurrency, duration))
@@ -1127,14 +1169,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ceiling-seconds", type=float, default=1.5, help="seconds per protobuf ceiling loop (default 1.5)")
     p.add_argument(
         "--phases",
-        default="genai,genai-json,claude-code,claude-code-json,redaction,max",
+        default="genai,genai-json,claude-code,claude-code-json,claude-code-grpc,redaction,max",
         help="comma list of genai (one phase per --batch), genai-json (OTLP/JSON requests), claude-code, "
-        "claude-code-json (the http/json capture), redaction (catalogue on vs off), max (default all)",
+        "claude-code-json (the http/json capture), claude-code-grpc (the session over OTLP/gRPC), redaction "
+        "(catalogue on vs off), max (default all)",
     )
     p.add_argument(
         "--baseline",
         metavar="REF",
-        help="also run the genai, genai-json, claude-code and claude-code-json phases against relay at "
+        help="also run the genai, genai-json and claude-code* phases against relay at "
         "git revision REF (e.g. the last release tag, or main), exported with git archive; same bodies, "
         "same run, baseline first; its columns are named <phase>@REF",
     )
@@ -1241,7 +1284,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 _progress(results[-1])
             del reqs
-        for cc_phase, scenario in (("claude-code", "protobuf-tools"), ("claude-code-json", "json-tools")):
+        for cc_phase, scenario, transport in (
+            ("claude-code", "protobuf-tools", "http"),
+            ("claude-code-json", "json-tools", "http"),
+            ("claude-code-grpc", "protobuf-tools", "grpc"),
+        ):
             if cc_phase not in phases:
                 continue
             cc = ClaudeCodeFactory(scenario)
@@ -1274,6 +1321,7 @@ def main(argv: list[str] | None = None) -> int:
                         target_spans=span_rate,
                         drain_timeout=args.drain_timeout,
                         root=root,
+                        transport=transport,
                     )
                 )
                 _progress(results[-1])
