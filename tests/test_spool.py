@@ -169,6 +169,45 @@ async def test_read_inbound_stops_at_max_bytes_but_returns_at_least_one(spool):
     assert len(await spool.read_inbound(0, 2, max_bytes=10_000)) == 2
 
 
+@pytest.mark.parametrize("interval", [0.05, None])
+async def test_the_checkpointer_copies_commits_into_the_database_file_off_the_writer(tmp_path, interval):
+    """With a checkpoint interval, a thread of its own copies committed pages from the WAL into the database file
+    (a PASSIVE checkpoint); the writer's automatic checkpoint, at ``WAL_AUTOCHECKPOINT`` pages, is then the
+    fallback only. Seen by reading the database file alone (``immutable=1`` ignores the WAL): the rows are there
+    soon after the commit with the checkpointer, and not without it (a few pages never reach the writer's
+    threshold)."""
+    from relay.store.sqlite import SqliteDB
+
+    path = tmp_path / "c.db"
+    db = SqliteDB(path, schema="CREATE TABLE IF NOT EXISTS t(v TEXT);", checkpoint_interval=interval)
+    db.open()
+
+    def rows_in_the_file() -> int:
+        import sqlite3
+
+        main = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return main.execute("SELECT count(*) FROM t").fetchone()[0]
+        except sqlite3.OperationalError:  # no such table: the schema is still in the WAL only
+            return 0
+        finally:
+            main.close()
+
+    try:
+        await db.run(lambda conn: conn.executemany("INSERT INTO t VALUES (?)", [("x" * 100,)] * 50))
+        for _ in range(100):
+            if rows_in_the_file():
+                break
+            await asyncio.sleep(0.02)
+        assert rows_in_the_file() == (50 if interval else 0)
+        names = {t.name for t in __import__("threading").enumerate()}
+        assert ("sqlite-checkpoint:c.db" in names) == bool(interval)
+    finally:
+        db.close()
+    assert "sqlite-checkpoint:c.db" not in {t.name for t in __import__("threading").enumerate()}
+    assert rows_in_the_file() == 50  # closing the last connection checkpoints the rest
+
+
 async def test_an_urgent_job_commits_before_the_jobs_queued_with_it(tmp_path):
     """``SqliteDB.run(urgent=True)`` (the spool append an acknowledgement waits for) is committed in its own group,
     ahead of the other jobs waiting at the same time."""
