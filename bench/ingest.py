@@ -1225,6 +1225,26 @@ def main(argv: list[str] | None = None) -> int:
         variants.insert(0, (f"@{args.baseline}", Path(base_dir.name)))
         print(f"baseline: relay at {info['baseline']}, exported to {base_dir.name}", flush=True)
     with FakeLangfuseProcess(score_arrays=args.score_arrays) as fake:
+
+        def open_phase(name: str, batch: str, reqs: list[OutRequest], req_rate: float, warm: list[OutRequest], **kw):
+            """One open-loop phase per variant (the baseline first), on the same bodies."""
+            for suffix, root in variants:
+                results.append(
+                    run_phase(
+                        f"{name}{suffix}",
+                        fake,
+                        mode="open",
+                        batch=batch,
+                        reqs=reqs,
+                        req_rate=req_rate,
+                        warmup=warm,
+                        drain_timeout=args.drain_timeout,
+                        root=root,
+                        **kw,
+                    )
+                )
+                _progress(results[-1])
+
         if "genai" in phases:
             for n in args.batch:
                 f = factory(n)
@@ -1236,23 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"[genai-{n}] {args.rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s", flush=True
                 )
-                for suffix, root in variants:
-                    results.append(
-                        run_phase(
-                            f"genai-{n}{suffix}",
-                            fake,
-                            mode="open",
-                            batch=f"genai-{n}",
-                            reqs=reqs,
-                            req_rate=req_rate,
-                            warmup=warm,
-                            spans_per_unit=1.0,
-                            target_spans=args.rate,
-                            drain_timeout=args.drain_timeout,
-                            root=root,
-                        )
-                    )
-                    _progress(results[-1])
+                open_phase(f"genai-{n}", f"genai-{n}", reqs, req_rate, warm, spans_per_unit=1.0, target_spans=args.rate)
                 del reqs
         if "genai-json" in phases:
             n = args.json_batch
@@ -1266,23 +1270,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.json_rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s",
                 flush=True,
             )
-            for suffix, root in variants:
-                results.append(
-                    run_phase(
-                        f"genai-json-{n}{suffix}",
-                        fake,
-                        mode="open",
-                        batch=f"genai-{n}",
-                        reqs=reqs,
-                        req_rate=req_rate,
-                        warmup=warm,
-                        spans_per_unit=1.0,
-                        target_spans=args.json_rate,
-                        drain_timeout=args.drain_timeout,
-                        root=root,
-                    )
-                )
-                _progress(results[-1])
+            open_phase(
+                f"genai-json-{n}", f"genai-{n}", reqs, req_rate, warm, spans_per_unit=1.0, target_spans=args.json_rate
+            )
             del reqs
         for cc_phase, scenario, transport in (
             ("claude-code", "protobuf-tools", "http"),
@@ -1307,24 +1297,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.cc_rate * cc.records / per_session:,.0f} records/s) for ~{args.cc_duration:.0f} s",
                 flush=True,
             )
-            for suffix, root in variants:
-                results.append(
-                    run_phase(
-                        f"{cc_phase}{suffix}",
-                        fake,
-                        mode="open",
-                        batch="claude-code",
-                        reqs=reqs,
-                        req_rate=args.cc_rate,
-                        warmup=warm,
-                        spans_per_unit=None,
-                        target_spans=span_rate,
-                        drain_timeout=args.drain_timeout,
-                        root=root,
-                        transport=transport,
-                    )
-                )
-                _progress(results[-1])
+            open_phase(
+                cc_phase,
+                "claude-code",
+                reqs,
+                args.cc_rate,
+                warm,
+                spans_per_unit=None,
+                target_spans=span_rate,
+                transport=transport,
+            )
             del reqs
         if "redaction" in phases:
             f = factory(100)
