@@ -74,11 +74,10 @@ class _Handler:
         self._cap = config.max_request_body_size
         self._resolver = resolver
         self._gate = gate
-        self._json_thread: ThreadPoolExecutor | None = None  # started by the first big JSON request
+        self._json_thread: ThreadPoolExecutor | None = None
 
-    async def _parse(self, signal: Signal, raw: bytes, fmt: Format) -> ValidatedRequest:
-        if fmt is Format.PROTOBUF or len(raw) < JSON_OFF_LOOP_BYTES:
-            return parse_export(signal, raw, fmt)
+    async def _parse_apart(self, signal: Signal, raw: bytes, fmt: Format) -> ValidatedRequest:
+        """``parse_export`` in the JSON thread (started by the first big JSON request)."""
         if self._json_thread is None:
             self._json_thread = ThreadPoolExecutor(1, thread_name_prefix="relay-otlp-json")
         return await asyncio.get_running_loop().run_in_executor(self._json_thread, parse_export, signal, raw, fmt)
@@ -117,7 +116,10 @@ class _Handler:
             body = await self._read_body(request)
             raw = decompress(body, request.headers.get("Content-Encoding"), self._cap)
             del body
-            req = await self._parse(signal, raw, fmt)
+            if fmt is Format.PROTOBUF or len(raw) < JSON_OFF_LOOP_BYTES:  # on the loop: no extra await
+                req = parse_export(signal, raw, fmt)
+            else:
+                req = await self._parse_apart(signal, raw, fmt)
         except TooLarge as e:
             log.info("OTLP/HTTP %s request of tenant %s refused with 413: %s", signal.value, tenant, e.message)
             return self._error(signal, fmt, started, 413, code_pb2.RESOURCE_EXHAUSTED, e.message)
