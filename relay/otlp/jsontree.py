@@ -57,7 +57,6 @@ _INT_TYPES = frozenset(
         FieldDescriptor.CPPTYPE_UINT64,
     }
 )
-_FLOAT_TYPES = frozenset({FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT})
 #: Largest int ``float()`` converts; beyond it ``ParseDict`` raises OverflowError (the reference path reports it).
 _FLOAT_INT_LIMIT = 2**1023
 
@@ -181,9 +180,7 @@ def _scalar_converter(message: Descriptor, field: FieldDescriptor) -> Callable[[
         return _string
     if cpp in _INT_TYPES:
         return _integer
-    if cpp in _FLOAT_TYPES:
-        if cpp == FieldDescriptor.CPPTYPE_FLOAT:  # ParseDict range-checks float32; no OTLP field is one
-            raise NotImplementedError(f"{message.full_name}.{field.name}: float fields are not supported")
+    if cpp == FieldDescriptor.CPPTYPE_DOUBLE:  # (float32 would need ParseDict's range check; no OTLP field is one)
         return _double
     if cpp == FieldDescriptor.CPPTYPE_BOOL:
         return _boolean

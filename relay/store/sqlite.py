@@ -152,7 +152,7 @@ class SqliteDB:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA secure_delete=FAST")  # see the module docstring
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
@@ -160,6 +160,10 @@ class SqliteDB:
         if self._schema:
             conn.executescript(self._schema)
         return conn
+
+    @property
+    def _synchronous(self) -> str:
+        return "FULL" if self._fsync else "NORMAL"
 
     def _checkpoints(self) -> None:
         """The checkpointer thread: every ``checkpoint_interval`` s after commits, a PASSIVE checkpoint on a
@@ -172,7 +176,7 @@ class SqliteDB:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=100")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except sqlite3.Error as e:
             log.warning("sqlite checkpointer of %s not started: %s", self.path.name, e)
             return
