@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -87,7 +86,6 @@ from _common import (
     percentile,
     scrape_buckets,
 )
-from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -97,6 +95,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from relay.model import Signal
 from relay.otlp.codec import Format, parse_export
 from tests.support.fixtures import load_scenario
+from tests.support.otlp_helpers import otlp_json
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -363,21 +362,6 @@ class OutRequest:
     spans: int
     items: int
     content_type: str = PROTOBUF
-
-
-def otlp_json(body: bytes) -> bytes:
-    """A protobuf ``ExportTraceServiceRequest`` as OTLP/JSON, the way the OpenTelemetry SDKs' JSON exporters write
-    it (proto3 JSON mapping, camelCase keys, int64 as strings, ids as hex: https://opentelemetry.io/docs/specs/otlp/
-    #json-protobuf-encoding)."""
-    tree = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
-    for rs in tree.get("resourceSpans", ()):
-        for ss in rs.get("scopeSpans", ()):
-            for span in ss.get("spans", ()):
-                for obj in (span, *span.get("links", ())):
-                    for key in ("traceId", "spanId", "parentSpanId"):
-                        if key in obj:
-                            obj[key] = base64.b64decode(obj[key]).hex()
-    return json.dumps(tree, separators=(",", ":")).encode()
 
 
 class ClaudeCodeFactory:
@@ -1263,8 +1247,10 @@ def main(argv: list[str] | None = None) -> int:
             f = factory(n)
             req_rate = args.json_rate / n
             count = max(1, round(req_rate * args.duration))
-            reqs = [OutRequest("/v1/traces", otlp_json(f.make()), n, n, JSON) for _ in range(count)]
-            warm = [OutRequest("/v1/traces", otlp_json(f.make()), n, n, JSON) for _ in range(3)]
+            bodies = [otlp_json(ExportTraceServiceRequest.FromString(f.make())) for _ in range(count + 3)]
+            reqs = [OutRequest("/v1/traces", b, n, n, JSON) for b in bodies[:count]]
+            warm = [OutRequest("/v1/traces", b, n, n, JSON) for b in bodies[count:]]
+            del bodies
             print(
                 f"[genai-json-{n}] {count} OTLP/JSON requests × {n} spans ({len(reqs[0].body):,} bytes each), "
                 f"{args.json_rate:,.0f} spans/s = {req_rate:.1f} req/s for {args.duration:.0f} s",

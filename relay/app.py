@@ -375,9 +375,10 @@ class Relay:
 
     async def _readyz(self, req: web.Request) -> web.Response:
         """Ready (200) when relay can accept and spool data: started (the admin endpoint answers before the receivers
-        are bound), not shutting down, the spool takes a write and is not full; 503 with the reason otherwise. An upstream that fails (Langfuse keys or URL, see ``exporters``) does
-        not make relay unready — data is still spooled, and taking the only replica out of a Service would lose
-        it — so it is reported in the body (``upstreams_failing``) and in the logs and metrics.
+        are bound), not shutting down, the spool takes a write and is not full; 503 with the reason otherwise. An
+        upstream that fails (Langfuse keys or URL, see ``exporters``) does not make relay unready — data is still
+        spooled, and taking the only replica out of a Service would lose it — so it is reported in the body
+        (``upstreams_failing``) and in the logs and metrics.
 
         Without the admin token (when one is configured) the body only names the components (``components``: not
         ready; ``degraded``: ``exporter``), never tenant names or upstream error texts."""

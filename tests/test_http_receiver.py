@@ -42,6 +42,7 @@ from tests.support.otlp_helpers import (
     TID,
     MemorySink,
     count_items,
+    otlp_json,
     sdk_telemetry,
     spans_request,
 )
@@ -282,15 +283,6 @@ async def test_json_variants_over_the_wire(start_http, session):
     assert status == 200 and srv.sink.calls == 2 and len(srv.sink.stored) == 1
 
 
-def _otlp_json(req: ExportTraceServiceRequest) -> bytes:
-    """``req`` as OTLP/JSON (hex ids)."""
-    tree = json_format.MessageToDict(req)
-    for span in tree["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        for key in ("traceId", "spanId"):
-            span[key] = base64.b64decode(span[key]).hex()
-    return json.dumps(tree).encode()
-
-
 def _json_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("relay-otlp-json")]
 
@@ -301,19 +293,19 @@ async def test_big_json_requests_are_decoded_off_the_event_loop(start_http, sess
     come back from the thread as the same 400; the thread ends with the receiver."""
     srv = await start_http()
     small = spans_request(b"\1" * 8)
-    assert (await post(session, srv.url + "/v1/traces", _otlp_json(small), "application/json"))[0] == 200
+    assert (await post(session, srv.url + "/v1/traces", otlp_json(small), "application/json"))[0] == 200
     assert not _json_threads()
 
     big = spans_request(*(i.to_bytes(8, "big") for i in range(1, 801)))
     for span in big.resource_spans[0].scope_spans[0].spans:
         span.attributes.add(key="gen_ai.prompt", value=AnyValue(string_value="x" * 40))
-    body = _otlp_json(big)
+    body = otlp_json(big)
     assert len(body) > JSON_OFF_LOOP_BYTES
     status, _, _ = await post(session, srv.url + "/v1/traces", body, "application/json")
     assert status == 200 and len(_json_threads()) == 1
     assert srv.sink.stored[-1].payload == big.SerializeToString()
 
-    bad = body.replace(b'"spanId": "00000000000000', b'"spanId": "zz000000000000', 1)
+    bad = body.replace(b'"spanId":"00000000000000', b'"spanId":"zz000000000000', 1)
     status, _, resp = await post(session, srv.url + "/v1/traces", bad, "application/json")
     assert status == 400 and "spanId" in json.loads(resp)["message"]
 
@@ -454,11 +446,7 @@ async def test_partial_success(start_http, session):
     assert srv.sink.stored[0].items == 2
     assert srv.telemetry.sample("relay_receiver_rejected_spans_total") == 1
     # JSON: same in JSON
-    tree = json_format.MessageToDict(req)
-    for span in tree["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        for k in ("traceId", "spanId"):
-            span[k] = base64.b64decode(span[k]).hex()
-    status, _, body = await post(session, srv.url + "/v1/traces", json.dumps(tree).encode(), "application/json")
+    status, _, body = await post(session, srv.url + "/v1/traces", otlp_json(req), "application/json")
     assert status == 200 and json.loads(body)["partialSuccess"]["rejectedSpans"] == "1"
 
 

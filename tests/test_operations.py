@@ -103,5 +103,6 @@ def test_the_daemon_runs_on_the_configured_event_loop(tmp_path, choice, loop):
             wait_spans(lf, 1, timeout=10)
         finally:
             assert relay.terminate() == 0
-        started = [json.loads(x)["msg"] for x in relay.logs().splitlines() if '"relay 0.' in x and "started" in x]
+        msgs = [json.loads(x)["msg"] for x in relay.logs().splitlines() if x.startswith("{")]
+        started = [m for m in msgs if m.startswith("relay ") and " started: " in m]
         assert len(started) == 1 and started[0].endswith(f"event loop {loop}"), started

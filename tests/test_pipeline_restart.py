@@ -174,7 +174,7 @@ async def test_the_pipeline_lets_requests_being_acknowledged_go_first(tmp_path, 
 
 async def test_requests_arriving_close_together_are_read_together(tmp_path, monkeypatch):
     """An idle pipeline waits ``READ_LINGER`` after an append before it reads, so requests sent one after another
-    are read in fewer reads than requests (each read, feed and commit has a fixed cost); every span still reaches
+    (closer together than the linger) are read in fewer reads than requests (each read, feed and commit has a fixed cost); every span still reaches
     Langfuse once."""
     bodies = [_open_trace() for _ in range(6)]
     async with (
@@ -191,7 +191,8 @@ async def test_requests_arriving_close_together_are_read_together(tmp_path, monk
             return items
 
         monkeypatch.setattr(relay.spool, "read_inbound", counted)
-        await _post(relay, *(body for body, _, _ in bodies))
+        # 10 ms apart: without the linger each append wakes the pipeline, which reads it alone
+        await _post(relay, *(body for body, _, _ in bodies), gap=0.01)
         await settle(relay)
         got = await lf.wait_for_spans(len(bodies))
     assert sum(reads) == len(bodies) and len(reads) < len(bodies), reads

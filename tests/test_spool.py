@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -200,11 +201,11 @@ async def test_the_checkpointer_copies_commits_into_the_database_file_off_the_wr
                 break
             await asyncio.sleep(0.02)
         assert rows_in_the_file() == (50 if interval else 0)
-        names = {t.name for t in __import__("threading").enumerate()}
+        names = {t.name for t in threading.enumerate()}
         assert ("sqlite-checkpoint:c.db" in names) == bool(interval)
     finally:
         db.close()
-    assert "sqlite-checkpoint:c.db" not in {t.name for t in __import__("threading").enumerate()}
+    assert "sqlite-checkpoint:c.db" not in {t.name for t in threading.enumerate()}
     assert rows_in_the_file() == 50  # closing the last connection checkpoints the rest
 
 

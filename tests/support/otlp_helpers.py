@@ -4,8 +4,10 @@ builders, and telemetry produced by the OpenTelemetry Python SDK itself."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
+from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -92,6 +94,21 @@ def count_items(signal: str, body: bytes, json_body: bool) -> int:
         for m in sm.metrics
         if m.WhichOneof("data")
     )
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """``req`` as OTLP/JSON the way the OpenTelemetry SDKs' JSON exporters write it: the protobuf runtime's proto3
+    JSON mapping (camelCase keys, int64 as strings), then the OTLP deviation of hex ids instead of base64
+    (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding) — independent of relay's own codec."""
+    tree = json_format.MessageToDict(req)
+    for rs in tree.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                for obj in (span, *span.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in obj:
+                            obj[key] = base64.b64decode(obj[key]).hex()
+    return json.dumps(tree, separators=(",", ":")).encode()
 
 
 def spans_request(*span_ids: bytes, trace_id: bytes = TID) -> ExportTraceServiceRequest:

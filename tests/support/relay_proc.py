@@ -127,7 +127,8 @@ class RelayProcess:
     def _receivers_listen(self) -> bool:
         protocols = self.config()["receivers"]["otlp"]["protocols"]
         for name, port in (("http", self.http_port), ("grpc", self.grpc_port)):
-            if protocols.get(name, {}).get("enabled", True) is False or protocols.get(name) is None:
+            protocol = protocols.get(name)
+            if protocol is None or protocol.get("enabled", True) is False:
                 continue
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
